@@ -1,0 +1,115 @@
+# sluice - one plain, non-recursive Makefile.
+#   make                 build build/release/sluice
+#   make SANITIZER=address,undefined|thread   build into build/<sanitizer>/
+#   make test            deps, unit tests under ASan+UBSan, integration tests
+#   make unit            unit tests only
+#   make demo            deps, build, cluster, sluice in front; prints the psql line
+#   make bench           pgbench through sluice and pgbouncer -> docs/benchmarks.md
+#   make fuzz            each libFuzzer target for FUZZ_SECONDS (60)
+#   make lint            clang-format check + cppcheck
+
+CC        ?= cc
+SANITIZER ?=
+PKGS      := libssl libcrypto inih
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# libev and libpg_query ship no .pc file on Debian 12.
+LIBS      := $(PKG_LIBS) -lev -lpthread -lm
+
+WARN      := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes \
+             -Wmissing-prototypes -Wformat=2
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(WARN) $(PKG_CFLAGS) -Isrc
+
+comma := ,
+ifeq ($(SANITIZER),)
+BUILD     := build/release
+OPT       := -O2
+else
+BUILD     := build/$(subst $(comma),-,$(SANITIZER))
+OPT       := -O1 -fno-omit-frame-pointer -fsanitize=$(SANITIZER) -fno-sanitize-recover=all
+endif
+
+CFLAGS    ?=
+LDFLAGS   ?=
+ALL_CFLAGS := $(BASE_CFLAGS) $(OPT) $(CFLAGS)
+ALL_LDFLAGS := $(OPT) $(LDFLAGS)
+
+SRCS      := $(wildcard src/*.c)
+OBJS      := $(SRCS:src/%.c=$(BUILD)/obj/%.o)
+LIB_OBJS  := $(filter-out $(BUILD)/obj/main.o,$(OBJS))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_SECONDS ?= 60
+
+TEST_SAN  := address,undefined
+PYTEST    := /usr/bin/python3 -m pytest
+
+.PHONY: all clean test unit integration demo demo-stop bench fuzz lint deps tsan
+all: $(BUILD)/sluice
+
+$(BUILD)/sluice: $(OBJS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(OBJS) $(LIBS)
+
+$(BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB_OBJS) $(LIBS) -lcmocka
+
+-include $(OBJS:.o=.d)
+
+deps:
+	@sh scripts/deps.sh
+
+# Unit tests always run under ASan+UBSan.
+unit:
+	@$(MAKE) --no-print-directory SANITIZER=$(TEST_SAN) unit-run
+
+.PHONY: unit-run
+unit-run: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+# Integration tests drive the sanitized binary, so a crash or a sanitizer
+# report fails the run.
+integration:
+	@$(MAKE) --no-print-directory SANITIZER=$(TEST_SAN) all
+	SLUICE_BIN=$(CURDIR)/build/address-undefined/sluice $(PYTEST) -x -q tests/integration
+
+test: deps
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integration
+
+tsan:
+	@$(MAKE) --no-print-directory SANITIZER=thread unit-run
+
+demo: deps all
+	@sh scripts/demo.sh start
+
+demo-stop:
+	@sh scripts/demo.sh stop
+
+bench: deps all
+	@sh bench/run.sh
+
+fuzz:
+	@mkdir -p build/fuzz
+	@set -e; for f in $(FUZZ_SRCS); do \
+	  n=$$(basename $$f .c); \
+	  clang $(BASE_CFLAGS) -O1 -fsanitize=fuzzer,address,undefined -o build/fuzz/$$n $$f \
+	    $(filter-out src/main.c,$(SRCS)) $(LIBS); \
+	  mkdir -p build/fuzz/corpus-$$n; \
+	  echo "== $$n for $(FUZZ_SECONDS)s"; \
+	  build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus-$$n \
+	    $$( [ -d tests/fuzz/corpus/$$n ] && echo tests/fuzz/corpus/$$n ); \
+	done
+
+lint:
+	clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c
+	cppcheck --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
+	  --suppress=missingIncludeSystem -q -Isrc src
+
+clean:
+	rm -rf build

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Installs everything sluice needs to build, test, demo and benchmark, from
+# Debian packages only. Safe to run again: apt-get skips what is present.
+set -eu
+if [ "$(id -u)" != 0 ]; then
+    echo "deps.sh: run as root (it calls apt-get)" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+PKGS="build-essential pkg-config clang llvm libclang-rt-14-dev \
+  libev-dev libssl-dev libinih-dev libhiredis-dev libpg-query-dev libcmocka-dev \
+  postgresql-15 postgresql-client-15 pgbouncer redis-server \
+  python3 python3-pytest python3-psycopg python3-asyncpg python3-sqlalchemy \
+  python3-psycopg2 python3-pytest-timeout openssl procps iproute2 valgrind cppcheck clang-format"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    apt-get update
+    # shellcheck disable=SC2086
+    apt-get install -y --no-install-recommends $missing
+fi
+# Debian starts a default cluster and pgbouncer on install; sluice's scripts run
+# their own on their own ports, so the packaged services are left as they are.
+echo "deps.sh: all dependencies present"

@@ -1,0 +1,227 @@
+/* config.h - the configuration, as one immutable, reference-counted struct.
+ *
+ * config_load() reads a pgbouncer.ini-compatible file (with %include) into a
+ * new struct config. Nothing changes a loaded config: a reload builds a new
+ * one and swaps the pointer whole, so a worker never sees half a reload.
+ *
+ * Field names are the ini key names. Units:
+ *   - times are int64_t microseconds. In the file a plain number keeps
+ *     PgBouncer's unit (seconds, fractions allowed); suffixes us, ms, s, min,
+ *     h, d are accepted as in postgresql.conf. 0 usually means "disabled".
+ *   - sizes are int64_t bytes (plain number = bytes; kB, MB, GB suffixes).
+ *   - strings are never NULL: "" when unset.
+ */
+#ifndef SLUICE_CONFIG_H
+#define SLUICE_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum pool_mode {
+    POOL_MODE_SESSION = 0, /* server held for the whole client session */
+    POOL_MODE_TRANSACTION, /* server released at ReadyForQuery idle */
+    POOL_MODE_STATEMENT,   /* server released after each statement; no multi-statement xacts */
+    POOL_MODE_UNSET = -1,  /* per-db/per-user entry did not set it */
+};
+const char *pool_mode_str(enum pool_mode m);
+
+enum auth_type {
+    AUTH_TYPE_ANY = 0, /* no auth, user name ignored (uses the db's user) */
+    AUTH_TYPE_TRUST,   /* no password; user must exist in auth_file */
+    AUTH_TYPE_PLAIN,   /* cleartext password */
+    AUTH_TYPE_MD5,     /* md5, or scram when the stored secret is a SCRAM secret */
+    AUTH_TYPE_SCRAM,   /* scram-sha-256 */
+    AUTH_TYPE_CERT,    /* TLS client certificate (needs client TLS) */
+    AUTH_TYPE_HBA,     /* auth_hba_file decides */
+    AUTH_TYPE_PAM,     /* not supported: refused at load */
+};
+const char *auth_type_str(enum auth_type t);
+
+/* One [databases] entry. Integer fields are -1 when the entry did not set
+ * them (then the general setting applies). */
+struct config_database {
+    char *name;     /* key in [databases]; "*" is the fallback entry */
+    char *host;     /* "" = unix socket in unix_socket_dir... of the server: default /var/run/postgresql */
+    int port;       /* default 5432 */
+    char *dbname;   /* "" = same as name (for "*": the client's database) */
+    char *user;     /* "" = the client's user */
+    char *password; /* "" = from auth_file / client */
+    char *auth_user;
+    char *auth_query;
+    int pool_size;
+    int min_pool_size;
+    int reserve_pool;
+    enum pool_mode pool_mode;
+    int max_db_connections;
+    char *connect_query;
+    char *application_name;
+    char *client_encoding;
+    char *datestyle;
+    char *timezone;
+    int line;       /* where it was defined, for messages */
+    char *file;
+};
+
+/* One [users] entry. */
+struct config_user {
+    char *name;
+    enum pool_mode pool_mode;  /* POOL_MODE_UNSET if not set */
+    int max_user_connections;  /* -1 if not set */
+};
+
+struct config {
+    atomic_int refcount;
+    char *path;          /* the main file */
+    int64_t loaded_at;   /* wall clock, microseconds */
+
+    /* [pgbouncer] / [sluice] general settings, PgBouncer names and defaults */
+    char *listen_addr;          /* "" = no TCP listener; "*" = all */
+    int listen_port;            /* 6432 */
+    int listen_backlog;         /* 128 */
+    char *unix_socket_dir;      /* "/tmp"; "" = none */
+    int unix_socket_mode;       /* 0777 */
+    char *unix_socket_group;
+    bool so_reuseport;
+
+    enum auth_type auth_type;   /* md5 */
+    char *auth_file;
+    char *auth_hba_file;
+    char *auth_user;
+    char *auth_query;           /* "SELECT usename, passwd FROM pg_shadow WHERE usename=$1" */
+    char *auth_dbname;
+    char *admin_users;          /* comma-separated */
+    char *stats_users;
+
+    enum pool_mode pool_mode;   /* session */
+    int max_client_conn;        /* 100 */
+    int default_pool_size;      /* 20 */
+    int min_pool_size;          /* 0 */
+    int reserve_pool_size;      /* 0 */
+    int64_t reserve_pool_timeout; /* 5 s */
+    int max_db_connections;     /* 0 = unlimited */
+    int max_user_connections;   /* 0 = unlimited */
+    int max_prepared_statements; /* 0 */
+
+    char *server_reset_query;   /* "DISCARD ALL" */
+    bool server_reset_query_always;
+    char *server_check_query;   /* "select 1"; "" = no check */
+    int64_t server_check_delay; /* 30 s */
+    bool server_fast_close;
+    int64_t server_lifetime;    /* 3600 s */
+    int64_t server_idle_timeout; /* 600 s */
+    int64_t server_connect_timeout; /* 15 s */
+    int64_t server_login_retry; /* 15 s */
+    bool server_round_robin;
+
+    int64_t client_idle_timeout;   /* 0 */
+    int64_t client_login_timeout;  /* 60 s */
+    int64_t query_timeout;         /* 0 */
+    int64_t query_wait_timeout;    /* 120 s */
+    int64_t cancel_wait_timeout;   /* 10 s */
+    int64_t idle_transaction_timeout; /* 0 */
+    int64_t suspend_timeout;       /* 10 s */
+
+    char *ignore_startup_parameters; /* comma-separated */
+    bool application_name_add_host;
+    bool disable_pqexec;
+    char *track_extra_parameters;  /* comma-separated; IntervalStyle by default */
+
+    bool tcp_keepalive;         /* true */
+    int tcp_keepidle;           /* 0 = OS default */
+    int tcp_keepintvl;
+    int tcp_keepcnt;
+    int64_t tcp_user_timeout;
+    int tcp_defer_accept;
+    int tcp_socket_buffer;
+
+    int pkt_buf;                /* 4096 */
+    int max_packet_size;        /* 2147483647 */
+    int sbuf_loopcnt;           /* 5 */
+
+    char *logfile;
+    char *pidfile;
+    bool syslog;
+    char *syslog_ident;         /* "pgbouncer" in PgBouncer; "sluice" here */
+    char *syslog_facility;      /* "daemon" */
+    bool log_connections;       /* true */
+    bool log_disconnections;    /* true */
+    bool log_pooler_errors;     /* true */
+    bool log_stats;             /* true */
+    int64_t stats_period;       /* 60 s */
+    int verbose;                /* 0 */
+    char *user;                 /* unix user to switch to */
+
+    int64_t dns_max_ttl;        /* 15 s */
+    int64_t dns_nxdomain_ttl;   /* 15 s */
+    int64_t dns_zone_check_period; /* 0 */
+    char *resolv_conf;
+
+    char *client_tls_sslmode;   /* "disable" */
+    char *client_tls_key_file;
+    char *client_tls_cert_file;
+    char *client_tls_ca_file;
+    char *client_tls_protocols; /* "secure" */
+    char *client_tls_ciphers;   /* "default" */
+    char *client_tls_dheparams; /* "auto" */
+    char *client_tls_ecdhcurve; /* "auto" */
+    char *server_tls_sslmode;   /* "prefer" */
+    char *server_tls_key_file;
+    char *server_tls_cert_file;
+    char *server_tls_ca_file;
+    char *server_tls_protocols;
+    char *server_tls_ciphers;
+
+    /* sluice's own */
+    int workers;                /* 0 in the file = number of cores; resolved at load */
+    char *metrics_listen;       /* "" = off */
+
+    struct config_database *databases; /* in file order; "*" included if present */
+    int n_databases;
+    struct config_user *users;
+    int n_users;
+};
+
+/* Loads path. On success returns a config with refcount 1. On failure returns
+ * NULL and writes "FILE:LINE: reason" (or "FILE: reason") into err.
+ * Warnings (PgBouncer keys accepted but not implemented) are logged. */
+struct config *config_load(const char *path, char *err, size_t errlen);
+
+/* Parses from a string as if it were the file `name` (for tests and fuzzing);
+ * %include is resolved relative to the current directory. */
+struct config *config_load_string(const char *name, const char *text, char *err, size_t errlen);
+
+struct config *config_ref(struct config *cfg);
+void config_unref(struct config *cfg);
+
+/* The [databases] entry named name, else the "*" entry, else NULL. */
+const struct config_database *config_find_database(const struct config *cfg, const char *name);
+/* The [users] entry, or NULL. */
+const struct config_user *config_find_user(const struct config *cfg, const char *name);
+
+/* True if name is in the comma/space separated list. */
+bool config_list_contains(const char *list, const char *name);
+
+/* Parsers shared with the admin console's SET (return false on bad input). */
+bool config_parse_bool(const char *s, bool *out);
+bool config_parse_time(const char *s, int64_t *usec_out);   /* plain number = seconds */
+bool config_parse_size(const char *s, int64_t *bytes_out);  /* plain number = bytes */
+
+/* One row per general setting, for SHOW CONFIG and admin SET.
+ * value is formatted into buf. Returns false past the last index. */
+struct config_setting_view {
+    const char *key;
+    const char *value;
+    const char *default_value;
+    bool reloadable;
+};
+bool config_setting_at(const struct config *cfg, int index, char *buf, size_t buflen,
+                       struct config_setting_view *out);
+
+/* A copy of cfg with one general setting changed (admin SET). NULL and err on
+ * bad key/value or a key that is not reloadable. */
+struct config *config_with_setting(const struct config *cfg, const char *key, const char *value,
+                                   char *err, size_t errlen);
+
+#endif

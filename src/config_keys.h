@@ -1,0 +1,74 @@
+/* config_keys.h - the declarative table of general settings.
+ *
+ * Private to config.c and config_keys.c: other modules read struct config
+ * (config.h) and never the table. One row per general key: its type, where
+ * it lives in struct config, whether a running sluice may change it, and its
+ * default, written the way SHOW CONFIG prints it.
+ */
+#ifndef SLUICE_CONFIG_KEYS_H
+#define SLUICE_CONFIG_KEYS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+enum config_key_type {
+    CONFIG_KEY_STRING = 0, /* char *, never NULL; optionally limited to a list of words */
+    CONFIG_KEY_INT,        /* int, decimal, within [min, max] */
+    CONFIG_KEY_INT_SIZE,   /* int holding bytes; kB/MB/GB suffixes allowed; within [min, max] */
+    CONFIG_KEY_SIZE,       /* int64_t bytes; kB/MB/GB/TB suffixes allowed */
+    CONFIG_KEY_BOOL,       /* bool: 1/0, on/off, yes/no, true/false */
+    CONFIG_KEY_TIME,       /* int64_t microseconds; a plain number is seconds */
+    CONFIG_KEY_TIME_MS,    /* int64_t microseconds; a plain number is milliseconds */
+    CONFIG_KEY_POOL_MODE,  /* enum pool_mode */
+    CONFIG_KEY_AUTH_TYPE,  /* enum auth_type */
+    CONFIG_KEY_OCTAL,      /* int file mode, always read as octal */
+};
+
+struct config_key {
+    const char *name;
+    enum config_key_type type;
+    size_t offset;              /* of the field in struct config */
+    bool reloadable;            /* false: only read at start (RELOAD and SET leave it) */
+    const char *default_value;  /* as SHOW CONFIG prints it; parsed at every load */
+    int64_t min, max;           /* CONFIG_KEY_INT and CONFIG_KEY_INT_SIZE only */
+    const char *const *choices; /* CONFIG_KEY_STRING: allowed words (NULL-terminated) */
+};
+
+/* The table, in SHOW CONFIG order (alphabetical, as PgBouncer lists it). */
+extern const struct config_key config_keys[];
+extern const int config_n_keys;
+
+/* The row for name (case-insensitive), or NULL. */
+const struct config_key *config_key_find(const char *name);
+
+/* True if name is a general setting of PgBouncer 1.2x that sluice accepts
+ * but does not implement (the loader warns and ignores it). */
+bool config_key_unsupported(const char *name);
+
+enum config_set_result {
+    CONFIG_SET_OK = 0,  /* value stored */
+    CONFIG_SET_INVALID, /* value rejected; the reason is in why */
+    CONFIG_SET_NOMEM,   /* out of memory; cfg unchanged */
+};
+
+/* Parses value for key and stores it into cfg (a string replaces, and frees,
+ * the previous one). On CONFIG_SET_INVALID why holds a short reason without
+ * the key or value, e.g. "not an integer". cfg is unchanged on failure. */
+enum config_set_result config_key_set(struct config *cfg, const struct config_key *key,
+                                      const char *value, char *why, size_t whylen);
+
+/* The value of key in cfg, as SHOW CONFIG prints it: strings are returned as
+ * they are stored in cfg, anything else is formatted into buf. */
+const char *config_key_format(const struct config *cfg, const struct config_key *key, char *buf,
+                              size_t buflen);
+
+/* Shared with the [databases] and [users] parsers. Each returns false and a
+ * reason in why on bad input. */
+bool config_parse_int_range(const char *s, int64_t min, int64_t max, int64_t *out, char *why,
+                            size_t whylen);
+bool config_parse_pool_mode(const char *s, enum pool_mode *out, char *why, size_t whylen);
+
+#endif

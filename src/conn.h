@@ -1,0 +1,244 @@
+/* conn.h - the connection objects shared by client.c, server.c, pool.c and
+ * the admin console: clients, servers, pools, and the stream under each.
+ *
+ * Ownership: a pool owns its servers; a worker owns the clients it accepted;
+ * a client and a server are linked while the server is lent to the client. */
+#ifndef SLUICE_CONN_H
+#define SLUICE_CONN_H
+
+#include <ev.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "iobuf.h"
+#include "list.h"
+
+struct worker;
+struct pool;
+struct client;
+struct server;
+struct stream;
+
+/* ---- streams: a socket, its read buffer and pending output --------------- */
+
+/* What a stream's owner implements. */
+struct stream_ops {
+    /* New bytes are in s->rbuf. Consume what can be handled; leave the rest. */
+    void (*on_data)(struct stream *s);
+    /* Pending output was written completely (backpressure lifts). */
+    void (*on_drained)(struct stream *s);
+    /* EOF or a socket error; the owner must close. reason for the log. */
+    void (*on_closed)(struct stream *s, const char *reason);
+    /* Non-blocking connect finished (servers only); err = 0 on success. */
+    void (*on_connected)(struct stream *s, int err);
+};
+
+struct stream {
+    int fd;
+    struct worker *worker;
+    const struct stream_ops *ops;
+    ev_io io;
+    struct iobuf *rbuf; /* bytes read and not yet handled; NULL when none */
+    struct iobuf *obuf; /* bytes waiting to be written; NULL when none */
+    struct stream *blocked_src; /* a peer whose reading waits for our obuf to drain */
+    uint32_t skip;      /* bytes of the current message still to come from the socket */
+    bool skip_forward;  /* ... and whether they are forwarded to the peer */
+    bool connecting;
+    bool reading;       /* read interest wanted */
+    bool closed;
+    uint64_t bytes_in, bytes_out;
+};
+
+void stream_init(struct stream *s, struct worker *w, int fd, const struct stream_ops *ops);
+/* Starts or stops reading. */
+void stream_read_start(struct stream *s);
+void stream_read_stop(struct stream *s);
+/* Writes n bytes (directly if nothing is queued, else queued in order). */
+void stream_write(struct stream *s, const void *p, size_t n);
+bool stream_has_output(const struct stream *s);
+/* Drops buffers and closes the fd. */
+void stream_close(struct stream *s);
+/* Returns rbuf to the cache if it holds nothing. */
+void stream_release_rbuf(struct stream *s);
+/* Starts a non-blocking connect to addr; on_connected reports the result. */
+int stream_connect(struct stream *s, struct worker *w, const struct sockaddr *addr,
+                   socklen_t addrlen, const struct stream_ops *ops);
+void stream_set_keepalive(int fd, const struct config *cfg);
+
+/* ---- tracked session parameters ------------------------------------------ */
+
+/* Parameters PostgreSQL reports (ParameterStatus) that a client expects to
+ * keep when it gets another server. */
+enum tracked_param {
+    TP_CLIENT_ENCODING = 0,
+    TP_DATESTYLE,
+    TP_TIMEZONE,
+    TP_INTERVALSTYLE,
+    TP_STANDARD_CONFORMING_STRINGS,
+    TP_APPLICATION_NAME,
+    TP_COUNT,
+};
+const char *tracked_param_name(enum tracked_param p);
+int tracked_param_lookup(const char *name); /* -1 if not tracked */
+/* Interned, immutable strings: values are compared by pointer. */
+const char *param_intern(const char *s);
+/* Frees every interned string (at exit, for leak checkers). */
+void param_intern_free_all(void);
+
+struct param_set {
+    const char *v[TP_COUNT]; /* interned; NULL = unknown */
+};
+
+/* ---- clients ------------------------------------------------------------- */
+
+enum client_state {
+    CL_STARTUP = 0, /* waiting for the startup packet (maybe after SSLRequest) */
+    CL_AUTH,        /* waiting for a password / SASL message */
+    CL_AUTH_QUERY,  /* waiting for auth_query's answer */
+    CL_LOGIN_WAIT,  /* authenticated; waiting for the pool to have server parameters */
+    CL_IDLE,        /* logged in, no server, nothing to do */
+    CL_WAITING,     /* has a request, on the pool's waiting list */
+    CL_ACTIVE,      /* linked to a server */
+    CL_CLOSED,      /* being freed */
+};
+const char *client_state_str(enum client_state st);
+
+struct client_auth; /* login-time state, freed after login */
+
+struct client {
+    struct stream s;
+    enum client_state state;
+    struct list node;      /* on worker's client list */
+    struct list wait_node; /* on pool's waiting list while CL_WAITING */
+    struct pool *pool;
+    struct server *server; /* linked server while CL_ACTIVE */
+    struct client_auth *auth;
+    struct param_set params; /* what the client has been told */
+    const char *user;      /* interned */
+    const char *dbname;    /* interned */
+    uint32_t cancel_pid, cancel_key; /* what the client was given (BackendKeyData) */
+    struct client *hash_next;       /* cancel-key hash chain */
+    struct sockaddr_storage addr;
+    uint64_t id;
+    int64_t connect_time;  /* usec, monotonic clock */
+    int64_t request_time;  /* when the current wait/query began */
+    int64_t last_activity;
+    int64_t xact_start;
+    bool is_admin;         /* connected to the admin console */
+    bool admin_stats_only;
+    bool is_unix;
+    bool unsynced;         /* sent extended-protocol messages without Sync */
+    bool in_copy;
+    bool cancel_sent;      /* query_timeout already fired */
+    bool close_after_flush;
+    const char *extras;    /* interned "SET a = 'x';..." for other startup settings, or NULL */
+    uint32_t pending_rfq;  /* ReadyForQuery messages the server still owes */
+    uint32_t query_count_in_xact;
+};
+
+/* ---- servers ------------------------------------------------------------- */
+
+enum server_state {
+    SV_CONNECTING = 0, /* TCP/unix connect in progress */
+    SV_LOGIN,          /* startup sent; authenticating; collecting parameters */
+    SV_IDLE,           /* in the pool, ready */
+    SV_TESTING,        /* running server_check_query before reuse */
+    SV_RESETTING,      /* running server_reset_query after a session */
+    SV_SETTING,        /* linked; sending SETs so params match the client's */
+    SV_ACTIVE,         /* linked to a client */
+    SV_CANCEL_WAIT,    /* query done, but a cancel for it is still in flight */
+    SV_CLOSED,         /* being freed */
+};
+const char *server_state_str(enum server_state st);
+
+struct server_auth;
+
+struct server {
+    struct stream s;
+    enum server_state state;
+    struct list node;   /* on one of the pool's lists */
+    struct pool *pool;
+    struct client *client;
+    struct server_auth *auth;
+    struct param_set params;  /* what the server has reported */
+    uint32_t backend_pid, backend_key;
+    uint64_t id;
+    int64_t connect_time;
+    int64_t last_used;      /* returned to pool (for idle timeout / check delay) */
+    int64_t request_time;
+    int cancels_in_flight;
+    uint32_t pending_rfq;   /* for sluice's own queries (check, reset, SET) */
+    char xact_status;       /* last ReadyForQuery status: 'I', 'T', 'E' */
+    bool ready;             /* last RFQ was idle and nothing is pending */
+    bool close_needed;      /* close instead of reuse */
+    bool welcome_done;
+    bool reset_needed;      /* used in session mode: run server_reset_query */
+    const char *extras;     /* the client extras last applied (NULL = none) */
+};
+
+/* ---- pools --------------------------------------------------------------- */
+
+/* Runtime state of a [databases] entry (survives reloads by name). */
+struct database {
+    char *name;
+    struct config_database *cfg; /* points into the current config */
+    struct list node;
+    int n_servers;      /* across all its pools, for max_db_connections */
+    bool paused;
+    bool disabled;
+    bool autodb;        /* made from the "*" entry */
+    int64_t last_used;
+};
+
+struct pool_user {
+    char *name;
+    struct list node;
+    int n_servers;      /* for max_user_connections */
+    int n_clients;
+    /* SCRAM keys learned from a client's login, to log into servers as this
+     * user when only a SCRAM secret is known. */
+    bool have_scram_keys;
+    uint8_t scram_client_key[32];
+    char *scram_secret_text;
+    char *password;     /* from auth_query, when that is the source */
+};
+
+struct pool_welcome {
+    int n;
+    char *names[32];
+    char *values[32];
+};
+
+struct pool {
+    struct database *db;
+    struct pool_user *user;   /* the server login user */
+    struct list node;         /* on the global pool list */
+    struct list idle;         /* SV_IDLE, most recently used first */
+    struct list active;       /* SV_ACTIVE, SV_SETTING */
+    struct list busy;         /* SV_CONNECTING, SV_LOGIN, SV_TESTING, SV_RESETTING, SV_CANCEL_WAIT */
+    struct list waiting;      /* CL_WAITING clients, first come first served */
+    struct list login_wait;   /* CL_LOGIN_WAIT clients */
+    int n_idle, n_active, n_busy, n_waiting;
+    int n_clients;            /* clients assigned to this pool */
+    int n_reserve_used;
+    bool welcome_ready;
+    struct pool_welcome welcome;
+    struct param_set welcome_params;
+    int64_t last_connect_failed; /* for server_login_retry */
+    char last_connect_error[256];
+    int64_t last_connect_attempt;
+    /* addresses resolved for the db host */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    bool addr_ok;
+    int64_t addr_time;
+    /* stats */
+    uint64_t xact_count, query_count, bytes_in, bytes_out;
+    uint64_t xact_time, query_time, wait_time; /* usec */
+    int64_t max_wait_seen;
+};
+
+#endif

@@ -1,0 +1,364 @@
+/* main.c - command line, config and auth_file loading, signals, the loop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "auth.h"
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "pool.h"
+#include "version.h"
+#include "worker.h"
+
+static struct worker main_worker;
+static struct ev_loop *main_loop;
+static ev_signal sig_hup, sig_int, sig_term, sig_usr1, sig_usr2;
+static ev_timer stats_timer, shutdown_timer;
+static struct stats stats_prev;
+static int64_t stats_prev_time;
+static char *pidfile_written;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "sluice is a PostgreSQL connection pooler and query router.\n\n"
+               "Usage:\n  sluice [OPTION]... CONFIG_FILE\n\n"
+               "Options:\n"
+               "  -d, --daemon      run in the background (as a daemon)\n"
+               "  -q, --quiet       run quietly (no log to stderr)\n"
+               "  -v, --verbose     increase verbosity (repeat for more)\n"
+               "  -u, --user=USER   assume identity of USER\n"
+               "  -R, --reboot      not supported (use so_reuseport for restarts)\n"
+               "  -V, --version     show version, then exit\n"
+               "  -h, --help        show this help, then exit\n");
+}
+
+/* Loads the auth_file named by cfg; NULL with err on failure, or when there
+ * is none configured (then err is ""). */
+static struct auth_userlist *load_userlist(const struct config *cfg, char *err, size_t errlen)
+{
+    err[0] = '\0';
+    if (!cfg->auth_file[0])
+        return NULL;
+    return auth_userlist_load(cfg->auth_file, err, errlen);
+}
+
+/* Reload: a new config and auth_file, or the old ones stay. */
+static bool do_reload(char *err, size_t errlen)
+{
+    char e[1024];
+    struct config *cfg = config_load(g_pooler.cfg->path, e, sizeof(e));
+    if (!cfg) {
+        snprintf(err, errlen, "%s", e);
+        log_error("config reload failed, keeping the old config: %s", e);
+        return false;
+    }
+    struct auth_userlist *ul = load_userlist(cfg, e, sizeof(e));
+    if (!ul && e[0]) {
+        snprintf(err, errlen, "%s", e);
+        log_error("auth_file reload failed, keeping the old config: %s", e);
+        config_unref(cfg);
+        return false;
+    }
+    const struct config *old = g_pooler.cfg;
+    if (strcmp(old->listen_addr, cfg->listen_addr) != 0 || old->listen_port != cfg->listen_port ||
+        strcmp(old->unix_socket_dir, cfg->unix_socket_dir) != 0)
+        log_warning("listen_addr/listen_port/unix_socket_dir changes need a restart");
+    if (old->workers != cfg->workers)
+        log_warning("workers changes need a restart");
+    struct config *prev = g_pooler.cfg;
+    g_pooler.cfg = cfg;
+    worker_set_config(&main_worker, cfg);
+    if (g_pooler.userlist)
+        auth_userlist_free(g_pooler.userlist);
+    g_pooler.userlist = ul;
+    pool_apply_config(cfg);
+    log_set_verbosity(cfg->verbose);
+    config_unref(prev);
+    log_info("config reloaded from %s", cfg->path);
+    return true;
+}
+
+static void stats_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)t;
+    (void)revents;
+    struct stats cur = main_worker.stats;
+    /* bytes are counted on the pools' client streams; sum them here */
+    int64_t now = worker_now(&main_worker);
+    if (g_pooler.cfg->log_stats) {
+        char line[512];
+        stats_format_period(&cur, &stats_prev, now - stats_prev_time, line, sizeof(line));
+        log_info("%s", line);
+    }
+    stats_prev = cur;
+    stats_prev_time = now;
+}
+
+static void begin_exit(void)
+{
+    ev_break(main_loop, EVBREAK_ALL);
+}
+
+static void shutdown_check_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)t;
+    (void)revents;
+    /* SIGINT: exit once no client is in the middle of a transaction. */
+    int busy = 0;
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &main_worker.clients)
+    {
+        struct client *c = list_entry(it, struct client, node);
+        if (c->state == CL_ACTIVE || c->state == CL_WAITING)
+            busy++;
+    }
+    if (busy == 0) {
+        log_info("no transactions left, exiting");
+        begin_exit();
+    }
+}
+
+static void start_graceful_shutdown(bool wait_for_clients)
+{
+    if (g_pooler.shutting_down)
+        return;
+    g_pooler.shutting_down = true;
+    worker_stop_listening(&main_worker);
+    ev_timer_init(&shutdown_timer, shutdown_check_cb, 0.0, 0.1);
+    ev_timer_start(main_loop, &shutdown_timer);
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    char err[1024];
+    switch (w->signum) {
+    case SIGHUP:
+        log_info("got SIGHUP, reloading config");
+        do_reload(err, sizeof(err));
+        log_reopen();
+        break;
+    case SIGINT:
+        log_info("got SIGINT, shutting down when transactions are done");
+        start_graceful_shutdown(false);
+        break;
+    case SIGTERM:
+        log_info("got SIGTERM, shutting down now");
+        begin_exit();
+        break;
+    case SIGUSR1:
+        log_info("got SIGUSR1, pausing all databases");
+        g_pooler.paused = true;
+        break;
+    case SIGUSR2:
+        log_info("got SIGUSR2, resuming");
+        g_pooler.paused = false;
+        {
+            struct list *it, *tmp;
+            list_for_each_safe(it, tmp, &g_pooler.pools)
+            {
+                pool_dispatch(list_entry(it, struct pool, node));
+            }
+        }
+        break;
+    }
+}
+
+static void write_pidfile(const char *path)
+{
+    if (!path || !*path)
+        return;
+    FILE *f = fopen(path, "w");
+    if (!f)
+        log_fatal("could not write pidfile %s: %s", path, strerror(errno));
+    fprintf(f, "%d\n", (int)getpid());
+    fclose(f);
+    pidfile_written = strdup(path);
+}
+
+static void daemonize(void)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        log_fatal("fork failed: %s", strerror(errno));
+    if (pid > 0)
+        _exit(0);
+    setsid();
+    pid = fork();
+    if (pid < 0)
+        log_fatal("fork failed: %s", strerror(errno));
+    if (pid > 0)
+        _exit(0);
+    int fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+        dup2(fd, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        if (fd > 2)
+            close(fd);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"daemon", no_argument, NULL, 'd'},   {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},  {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},     {"user", required_argument, NULL, 'u'},
+        {"reboot", no_argument, NULL, 'R'},   {NULL, 0, NULL, 0}};
+    bool daemon_mode = false, quiet = false;
+    int verbose = 0;
+    const char *run_as = NULL;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "dqvVhu:R", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'd':
+            daemon_mode = true;
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case 'v':
+            verbose++;
+            break;
+        case 'V':
+            printf("sluice %s\n", SLUICE_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'u':
+            run_as = optarg;
+            break;
+        case 'R':
+            fprintf(stderr, "sluice: -R (online reboot) is not supported; use so_reuseport\n");
+            return 1;
+        default:
+            usage(stderr);
+            return 1;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "sluice: need exactly one config file\n\n");
+        usage(stderr);
+        return 1;
+    }
+    log_set_quiet(quiet);
+    log_set_verbosity(verbose);
+
+    char err[1024];
+    struct config *cfg = config_load(argv[optind], err, sizeof(err));
+    if (!cfg) {
+        fprintf(stderr, "sluice: %s\n", err);
+        return 1;
+    }
+    if (cfg->verbose > verbose)
+        log_set_verbosity(cfg->verbose);
+    struct auth_userlist *ul = load_userlist(cfg, err, sizeof(err));
+    if (!ul && err[0]) {
+        fprintf(stderr, "sluice: %s\n", err);
+        config_unref(cfg);
+        return 1;
+    }
+    if (!log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility)) {
+        fprintf(stderr, "sluice: could not open logfile %s: %s\n", cfg->logfile, strerror(errno));
+        return 1;
+    }
+    if (run_as || cfg->user[0]) {
+        const char *name = run_as ? run_as : cfg->user;
+        struct passwd *pw = getpwnam(name);
+        if (!pw) {
+            fprintf(stderr, "sluice: unknown user %s\n", name);
+            return 1;
+        }
+        if (setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+            fprintf(stderr, "sluice: could not become user %s: %s\n", name, strerror(errno));
+            return 1;
+        }
+    }
+    /* Let the file descriptor limit follow max_client_conn where allowed. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = (rlim_t)cfg->max_client_conn * 2 + 100;
+        rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+
+    g_pooler.cfg = cfg;
+    g_pooler.userlist = ul;
+    list_init(&g_pooler.databases);
+    list_init(&g_pooler.users);
+    list_init(&g_pooler.pools);
+    signal(SIGPIPE, SIG_IGN);
+
+    main_loop = ev_default_loop(EVFLAG_AUTO);
+    if (!main_loop) {
+        fprintf(stderr, "sluice: could not initialise the event loop\n");
+        return 1;
+    }
+    worker_init(&main_worker, 0, main_loop, cfg);
+    g_pooler.workers = &main_worker;
+    g_pooler.n_workers = 1;
+    if (!worker_listen(&main_worker, err, sizeof(err))) {
+        log_error("%s", err);
+        return 1;
+    }
+    if (daemon_mode) {
+        log_set_quiet(true);
+        daemonize();
+        ev_loop_fork(main_loop);
+    }
+    write_pidfile(cfg->pidfile);
+    admin_reload_hook = do_reload;
+    admin_shutdown_hook = start_graceful_shutdown;
+
+    ev_signal_init(&sig_hup, signal_cb, SIGHUP);
+    ev_signal_init(&sig_int, signal_cb, SIGINT);
+    ev_signal_init(&sig_term, signal_cb, SIGTERM);
+    ev_signal_init(&sig_usr1, signal_cb, SIGUSR1);
+    ev_signal_init(&sig_usr2, signal_cb, SIGUSR2);
+    ev_signal_start(main_loop, &sig_hup);
+    ev_signal_start(main_loop, &sig_int);
+    ev_signal_start(main_loop, &sig_term);
+    ev_signal_start(main_loop, &sig_usr1);
+    ev_signal_start(main_loop, &sig_usr2);
+    if (cfg->stats_period > 0) {
+        double period = (double)cfg->stats_period / 1e6;
+        ev_timer_init(&stats_timer, stats_cb, period, period);
+        ev_timer_start(main_loop, &stats_timer);
+    }
+    stats_prev_time = worker_now(&main_worker);
+
+    log_info("sluice %s starting: listening on %s:%d, pool_mode=%s, auth_type=%s", SLUICE_VERSION,
+             cfg->listen_addr, cfg->listen_port, pool_mode_str(cfg->pool_mode),
+             auth_type_str(cfg->auth_type));
+    ev_run(main_loop, 0);
+
+    log_info("shutting down");
+    worker_destroy(&main_worker);
+    if (g_pooler.userlist)
+        auth_userlist_free(g_pooler.userlist);
+    config_unref(g_pooler.cfg);
+    g_pooler.cfg = NULL;
+    param_intern_free_all();
+    if (pidfile_written) {
+        unlink(pidfile_written);
+        free(pidfile_written);
+    }
+    ev_loop_destroy(main_loop);
+    log_close();
+    return 0;
+}

@@ -1,0 +1,31 @@
+/* server.h - server connections: connect, log in, run sluice's own queries
+ * (check, reset, parameter SETs), and forward results to the linked client. */
+#ifndef SLUICE_SERVER_H
+#define SLUICE_SERVER_H
+
+#include "conn.h"
+
+/* Opens a new connection for pool p on worker w. It is on p->busy until it
+ * has logged in, then pool_server_ready(). Returns NULL if the connect could
+ * not even start (the failure is recorded on the pool). */
+struct server *server_connect(struct pool *p, struct worker *w);
+
+/* Lends sv to c. Sends SETs first if the client's tracked parameters differ
+ * from the server's, then lets the client's queued bytes through. */
+void server_link(struct server *sv, struct client *c);
+
+/* Runs sql (a simple query) on an unlinked server in state st (SV_TESTING or
+ * SV_RESETTING); pool_server_ready() when it finishes cleanly. */
+void server_run_internal(struct server *sv, enum server_state st, const char *sql);
+
+/* Sends a CancelRequest for the query running on sv, over a new connection.
+ * sv is not reused until the cancel connection has finished. */
+void server_send_cancel(struct server *sv);
+
+/* Closes and frees sv; an error from the server is logged with reason. */
+void server_close(struct server *sv, const char *reason);
+
+/* Whether sv may go back to the pool now. */
+bool server_is_clean(const struct server *sv);
+
+#endif

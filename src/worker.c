@@ -1,0 +1,271 @@
+/* worker.c - an event loop with its listeners, clients and housekeeping. */
+#include "worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "conn.h"
+#include "log.h"
+#include "pool.h"
+
+int64_t worker_now(const struct worker *w)
+{
+    return (int64_t)(ev_now(w->loop) * 1e6);
+}
+
+int64_t now_wall_usec(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+static void reaper_cb(struct ev_loop *loop, ev_check *ev, int revents)
+{
+    struct worker *w = ev->data;
+    (void)loop;
+    (void)revents;
+    while (!list_empty(&w->dead_clients)) {
+        struct list *n = list_first(&w->dead_clients);
+        list_del(n);
+        free(list_entry(n, struct client, node));
+    }
+    while (!list_empty(&w->dead_servers)) {
+        struct list *n = list_first(&w->dead_servers);
+        list_del(n);
+        free(list_entry(n, struct server, node));
+    }
+    ev_check_stop(w->loop, &w->reaper);
+}
+
+void worker_schedule_reap(struct worker *w)
+{
+    if (!ev_is_active(&w->reaper))
+        ev_check_start(w->loop, &w->reaper);
+}
+
+static void janitor_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct worker *w = t->data;
+    (void)loop;
+    (void)revents;
+    client_janitor(w);
+    pool_janitor(w);
+}
+
+void worker_init(struct worker *w, int id, struct ev_loop *loop, struct config *cfg)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->loop = loop;
+    w->cfg = config_ref(cfg);
+    /* Reads land in buffers of at least 16 kB whatever pkt_buf says: one
+     * read() then carries many small messages, and startup packets fit. */
+    uint32_t size = cfg->pkt_buf > 16384 ? (uint32_t)cfg->pkt_buf : 16384;
+    iobuf_cache_init(&w->bufs, size, 1024);
+    list_init(&w->clients);
+    list_init(&w->dead_clients);
+    list_init(&w->dead_servers);
+    ev_check_init(&w->reaper, reaper_cb);
+    w->reaper.data = w;
+    /* Timeouts are checked 4 times a second: coarse, but one timer for all
+     * connections instead of one each. */
+    ev_timer_init(&w->janitor, janitor_cb, 0.25, 0.25);
+    w->janitor.data = w;
+    ev_timer_start(loop, &w->janitor);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct worker *w = io->data;
+    (void)loop;
+    (void)revents;
+    /* Accept a bounded batch per wakeup so that one busy listener does not
+     * starve established connections. */
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage addr;
+        socklen_t len = sizeof(addr);
+        int fd = accept4(io->fd, (struct sockaddr *)&addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return;
+            if (errno == EMFILE || errno == ENFILE) {
+                log_warning("accept() failed: %s", strerror(errno));
+                return;
+            }
+            if (errno == ECONNABORTED)
+                continue;
+            log_warning("accept() failed: %s", strerror(errno));
+            return;
+        }
+        bool is_unix = addr.ss_family == AF_UNIX;
+        if (!is_unix) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            stream_set_keepalive(fd, w->cfg);
+        }
+        client_accept(w, fd, (struct sockaddr *)&addr, len, is_unix);
+    }
+}
+
+static bool add_listener(struct worker *w, int fd)
+{
+    if (w->n_listeners >= WORKER_MAX_LISTENERS) {
+        close(fd);
+        return false;
+    }
+    ev_io *io = &w->listeners[w->n_listeners++];
+    ev_io_init(io, accept_cb, fd, EV_READ);
+    io->data = w;
+    ev_io_start(w->loop, io);
+    return true;
+}
+
+static int listen_tcp(const struct config *cfg, const char *host, char *err, size_t errlen,
+                      struct worker *w)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char port[16];
+    snprintf(port, sizeof(port), "%d", cfg->listen_port);
+    const char *h = strcmp(host, "*") == 0 ? NULL : host;
+    int rc = getaddrinfo(h, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "listen_addr \"%s\": %s", host, gai_strerror(rc));
+        return -1;
+    }
+    int n = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (cfg->so_reuseport)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        if (cfg->tcp_defer_accept > 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &cfg->tcp_defer_accept, sizeof(int));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, cfg->listen_backlog) < 0) {
+            char a[64] = "?";
+            getnameinfo(ai->ai_addr, ai->ai_addrlen, a, sizeof(a), NULL, 0, NI_NUMERICHOST);
+            snprintf(err, errlen, "could not listen on %s:%d: %s", a, cfg->listen_port,
+                     strerror(errno));
+            close(fd);
+            freeaddrinfo(res);
+            return -1;
+        }
+        if (add_listener(w, fd))
+            n++;
+    }
+    freeaddrinfo(res);
+    if (n == 0)
+        snprintf(err, errlen, "no usable address for listen_addr \"%s\"", host);
+    return n;
+}
+
+static bool listen_unix(const struct config *cfg, struct worker *w, char *err, size_t errlen)
+{
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    int len = snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d", cfg->unix_socket_dir,
+                       cfg->listen_port);
+    if (len < 0 || (size_t)len >= sizeof(un.sun_path)) {
+        snprintf(err, errlen, "unix_socket_dir too long");
+        return false;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return false;
+    }
+    /* A stale socket from a previous run is removed only if nothing
+     * answers on it. */
+    if (connect(fd, (struct sockaddr *)&un, sizeof(un)) == 0) {
+        snprintf(err, errlen, "%s: another process is listening there", un.sun_path);
+        close(fd);
+        return false;
+    }
+    unlink(un.sun_path);
+    if (bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0 || listen(fd, cfg->listen_backlog) < 0) {
+        snprintf(err, errlen, "could not listen on %s: %s", un.sun_path, strerror(errno));
+        close(fd);
+        return false;
+    }
+    chmod(un.sun_path, (mode_t)cfg->unix_socket_mode);
+    return add_listener(w, fd);
+}
+
+bool worker_listen(struct worker *w, char *err, size_t errlen)
+{
+    const struct config *cfg = w->cfg;
+    if (cfg->listen_addr[0]) {
+        char addrs[512];
+        snprintf(addrs, sizeof(addrs), "%s", cfg->listen_addr);
+        char *save = NULL;
+        for (char *tok = strtok_r(addrs, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save))
+            if (listen_tcp(cfg, tok, err, errlen, w) <= 0)
+                return false;
+    }
+    if (cfg->unix_socket_dir[0] && !listen_unix(cfg, w, err, errlen))
+        return false;
+    if (w->n_listeners == 0) {
+        snprintf(err, errlen, "nothing to listen on (listen_addr and unix_socket_dir are empty)");
+        return false;
+    }
+    return true;
+}
+
+void worker_stop_listening(struct worker *w)
+{
+    for (int i = 0; i < w->n_listeners; i++) {
+        ev_io_stop(w->loop, &w->listeners[i]);
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        if (getsockname(w->listeners[i].fd, (struct sockaddr *)&ss, &len) == 0 &&
+            ss.ss_family == AF_UNIX) {
+            struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+            if (un->sun_path[0])
+                unlink(un->sun_path);
+        }
+        close(w->listeners[i].fd);
+    }
+    w->n_listeners = 0;
+}
+
+void worker_set_config(struct worker *w, struct config *cfg)
+{
+    struct config *old = w->cfg;
+    w->cfg = config_ref(cfg);
+    config_unref(old);
+}
+
+void worker_destroy(struct worker *w)
+{
+    worker_stop_listening(w);
+    while (!list_empty(&w->clients)) {
+        struct client *c = list_entry(list_first(&w->clients), struct client, node);
+        client_close(c, "shutdown");
+    }
+    pool_free_all();
+    reaper_cb(w->loop, &w->reaper, 0);
+    ev_timer_stop(w->loop, &w->janitor);
+    iobuf_cache_destroy(&w->bufs);
+    config_unref(w->cfg);
+    w->cfg = NULL;
+}

@@ -1,0 +1,64 @@
+"""Fixtures: `cluster` (session: PostgreSQL primary, 2 replicas, redis) and
+`sluice` (a factory starting pooler processes, stopped after each test)."""
+
+import re
+import shutil
+
+import pytest
+
+from sluice_fixture import Cluster, Sluice, chown_run_as, make_run_dir
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    c = Cluster()
+    started = c.start()
+    yield c
+    if started:
+        c.stop()
+
+
+@pytest.fixture(scope="session")
+def run_dir(request):
+    path = make_run_dir()
+    yield path
+    if request.session.testsfailed:
+        print(f"\npooler configs and logs kept in {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def primary_conn(cluster):
+    with cluster.primary_conn() as conn:
+        yield conn
+
+
+@pytest.fixture
+def sluice(cluster, run_dir, request):
+    """sluice(config=None, userlist=None, args=(), start=True) -> Sluice.
+
+    config: ini text, or a dict merged into sluice_fixture.DEFAULT_CONFIG.
+    userlist: userlist.txt text, or a {user: password-or-secret} dict;
+    default: the cluster's users with plain passwords, md5_user as md5.
+    Every instance is stopped (SIGTERM) and checked at teardown."""
+    instances = []
+
+    def factory(config=None, userlist=None, args=(), start=True):
+        name = re.sub(r"[^\w.-]+", "_", request.node.name)
+        workdir = run_dir / f"{name}-{len(instances)}"
+        workdir.mkdir()
+        chown_run_as(workdir)
+        instance = Sluice(cluster, workdir, config, userlist, args)
+        instances.append(instance)
+        return instance.start() if start else instance
+
+    yield factory
+    errors = []
+    for instance in instances:
+        try:
+            instance.stop()
+        except AssertionError as e:
+            errors.append(str(e))
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)

@@ -1,0 +1,357 @@
+"""Start and stop the test cluster and pooler instances for the integration tests.
+
+The pooler is $SLUICE_BIN (default build/address-undefined/sluice); any binary
+with PgBouncer's command line works, e.g. SLUICE_BIN=/usr/sbin/pgbouncer.
+When the tests run as root the pooler runs as the postgres OS user, because
+PgBouncer refuses root; sluice is started the same way so both behave alike.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import signal as sig
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+REPO = Path(__file__).resolve().parents[2]
+SLUICE_BIN = os.environ.get("SLUICE_BIN", str(REPO / "build/address-undefined/sluice"))
+CLUSTER_SH = REPO / "scripts/cluster.sh"
+CLUSTER_DIR = "/tmp/sluice-test-cluster"
+CLUSTER_PORT = 55432
+REDIS_PORT = 56379
+RUN_AS = "postgres" if os.geteuid() == 0 else None
+
+# The cluster's users and passwords (see scripts/cluster.sh).
+PASSWORDS = {
+    "trust_user": "trust_user_pw",
+    "md5_user": "md5_user_pw",
+    "scram_user": "scram_user_pw",
+    "plain_user": "plain_user_pw",
+    "sluice": "sluice",
+}
+
+SANITIZER_REPORT = re.compile(
+    r"ERROR: (Address|Leak|Memory|Thread)Sanitizer|WARNING: ThreadSanitizer|runtime error:")
+CRASH_SIGNALS = {sig.SIGSEGV, sig.SIGABRT, sig.SIGBUS, sig.SIGILL, sig.SIGFPE}
+
+
+def quote(value):
+    """Escape a value for a single-quoted libpq conninfo parameter."""
+    return str(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def md5_secret(user, password):
+    """The "md5..." form PostgreSQL and userlist.txt use."""
+    return "md5" + hashlib.md5((password + user).encode()).hexdigest()
+
+
+def default_userlist():
+    users = dict(PASSWORDS)
+    users["md5_user"] = md5_secret("md5_user", PASSWORDS["md5_user"])
+    return users
+
+
+DEFAULT_CONFIG = {
+    "databases": {
+        "mydb": "host=127.0.0.1 port={primary_port} dbname=mydb",
+    },
+    "pgbouncer": {
+        "listen_addr": "127.0.0.1",
+        "listen_port": "{port}",
+        "unix_socket_dir": "",
+        "auth_type": "md5",
+        "auth_file": "{auth_file}",
+        "pool_mode": "transaction",
+        "admin_users": "sluice",
+    },
+}
+
+
+def wait_until(predicate, timeout, what="condition", interval=0.05):
+    """Call predicate until it returns something truthy; return that or raise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+# Codes of the server's first AuthenticationRequest.
+AUTH_OK, AUTH_CLEARTEXT, AUTH_MD5, AUTH_SASL = 0, 3, 5, 10
+
+
+def auth_request(port, user, dbname="mydb", timeout=5):
+    """Send a StartupMessage and return the code of the first Authentication
+    message (AUTH_*), or the ErrorResponse text if the server refused."""
+    params = f"user\0{user}\0database\0{dbname}\0\0".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+        buf = b""
+        while len(buf) < 5 or len(buf) < 1 + struct.unpack("!i", buf[1:5])[0]:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise ConnectionError(f"connection closed after {buf!r}")
+            buf += chunk
+    if buf[:1] == b"R":
+        return struct.unpack("!i", buf[5:9])[0]
+    if buf[:1] == b"E":
+        return buf[5:].decode(errors="replace")
+    raise ValueError(f"unexpected first message {buf[:1]!r}")
+
+
+def chown_run_as(path):
+    if RUN_AS:
+        shutil.chown(path, RUN_AS, RUN_AS)
+
+
+def render_config(config):
+    """config: complete ini text, or a dict of sections merged into DEFAULT_CONFIG
+    (a value of None removes a default key)."""
+    if isinstance(config, str):
+        return config
+    merged = {name: dict(keys) for name, keys in DEFAULT_CONFIG.items()}
+    for name, keys in (config or {}).items():
+        section = merged.setdefault(name, {})
+        for key, value in keys.items():
+            if value is None:
+                section.pop(key, None)
+            else:
+                section[key] = value
+    return "".join(
+        f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()) + "\n"
+        for name, keys in merged.items())
+
+
+def render_userlist(userlist):
+    if isinstance(userlist, str):
+        return userlist
+    users = default_userlist() if userlist is None else userlist
+    return "".join(f'"{u}" "{p}"\n' for u, p in users.items())
+
+
+class Cluster:
+    """The primary, two replicas and redis run by scripts/cluster.sh."""
+
+    def __init__(self, directory=CLUSTER_DIR, port=CLUSTER_PORT, redis_port=REDIS_PORT):
+        self.dir = directory
+        self.primary_port = port
+        self.replica_ports = [port + 1, port + 2]
+        self.redis_port = redis_port
+
+    def run(self, command, check=True):
+        env = dict(os.environ, CLUSTER_DIR=self.dir, CLUSTER_PORT=str(self.primary_port),
+                   CLUSTER_REDIS="1", CLUSTER_REDIS_PORT=str(self.redis_port))
+        return subprocess.run(["sh", str(CLUSTER_SH), command], env=env, check=check,
+                              capture_output=True, text=True, timeout=180)
+
+    def is_running(self):
+        return self.run("status", check=False).returncode == 0
+
+    def start(self):
+        """Start whatever is down; True if anything was down."""
+        if self.is_running():
+            return False
+        result = self.run("start", check=False)
+        assert result.returncode == 0, f"cluster.sh start failed:\n{result.stderr}"
+        return True
+
+    def stop(self):
+        self.run("stop")
+
+    def stop_primary(self):
+        self.run("stop-primary")
+
+    def start_primary(self):
+        self.run("start-primary")
+
+    def restart_primary(self):
+        self.run("restart-primary")
+
+    def connect(self, port=None, dbname="mydb", user="postgres", **kwargs):
+        """A direct autocommit connection, as postgres to the primary by default."""
+        return psycopg.connect(host="127.0.0.1", port=port or self.primary_port,
+                               dbname=dbname, user=user, autocommit=True,
+                               connect_timeout=5, **kwargs)
+
+    def primary_conn(self, dbname="mydb"):
+        return self.connect(dbname=dbname)
+
+    def backend_count(self, user, dbname="mydb"):
+        """Server connections of user on the primary (from pg_stat_activity)."""
+        with self.primary_conn() as conn:
+            return conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND datname = %s",
+                (user, dbname)).fetchone()[0]
+
+
+class Sluice:
+    """One pooler process with its own ini, userlist, log and port."""
+
+    def __init__(self, cluster, workdir, config=None, userlist=None, args=()):
+        self.cluster = cluster
+        self.dir = Path(workdir)
+        self.port = free_port()
+        self.ini = self.dir / "sluice.ini"
+        self.auth_file = self.dir / "userlist.txt"
+        self.log_path = self.dir / "sluice.log"
+        self.args = list(args)
+        self.proc = None
+        self.placeholders = {
+            "port": self.port,
+            "primary_port": cluster.primary_port,
+            "replica1_port": cluster.replica_ports[0],
+            "replica2_port": cluster.replica_ports[1],
+            "redis_port": cluster.redis_port,
+            "dir": self.dir,
+            "auth_file": self.auth_file,
+        }
+        self.write_config(config, userlist)
+
+    def write_config(self, config=None, userlist=None):
+        """(Re)write the ini and, when given or on first write, the userlist.
+        {port}, {primary_port}, {replica1_port}, {replica2_port}, {redis_port},
+        {dir} and {auth_file} are replaced in both."""
+        self.ini.write_text(self.substitute(render_config(config)))
+        if userlist is not None or not self.auth_file.exists():
+            self.auth_file.write_text(self.substitute(render_userlist(userlist)))
+        for path in (self.ini, self.auth_file):
+            chown_run_as(path)
+
+    def substitute(self, text):
+        for name, value in self.placeholders.items():
+            text = text.replace("{" + name + "}", str(value))
+        return text
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def start(self, timeout=10):
+        env = dict(os.environ)
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        shell = 'ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"'
+        with open(self.log_path, "ab") as log:
+            chown_run_as(self.log_path)
+            self.proc = subprocess.Popen(
+                ["sh", "-c", shell, SLUICE_BIN, *self.args, str(self.ini)],
+                cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+                user=RUN_AS, group=RUN_AS, extra_groups=[] if RUN_AS else None)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pooler exited with {self.proc.returncode} at start\n"
+                                     + self.log_tail())
+            return port_open(self.port)
+
+        try:
+            wait_until(ready, timeout, f"the pooler to listen on {self.port}", 0.02)
+        except TimeoutError:
+            self.kill()
+            raise AssertionError(f"pooler did not listen on {self.port}\n" + self.log_tail())
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout=10):
+        """SIGTERM, then check it exited cleanly: not early, not by a crash,
+        no sanitizer report in the log."""
+        if self.proc is None:
+            return
+        problems = []
+        if self.proc.poll() is not None:
+            problems.append(f"pooler had already exited with {self.proc.returncode}")
+        else:
+            self.proc.send_signal(sig.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                problems.append(f"pooler did not exit within {timeout}s of SIGTERM")
+                self.kill()
+        rc = self.proc.returncode
+        if rc < 0 and -rc in CRASH_SIGNALS:
+            problems.append(f"pooler died of {sig.Signals(-rc).name}")
+        if SANITIZER_REPORT.search(self.log_text()):
+            problems.append("sanitizer report in the log")
+        if problems:
+            raise AssertionError("; ".join(problems) + "\n" + self.log_tail())
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def reload(self):
+        self.signal(sig.SIGHUP)
+
+    def log_text(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines=40):
+        return f"--- last lines of {self.log_path}:\n" + "\n".join(
+            self.log_text().splitlines()[-lines:])
+
+    def log_mark(self):
+        """Current log length, to pass as since= to wait_for_log."""
+        return len(self.log_text())
+
+    def wait_for_log(self, regex, timeout=5, since=0):
+        """Wait until regex matches the log (after offset since); return the match."""
+        pattern = re.compile(regex)
+        try:
+            return wait_until(lambda: pattern.search(self.log_text(), since), timeout,
+                              f"/{regex}/ in the log")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}\n{self.log_tail()}") from None
+
+    def dsn(self, user="md5_user", password=None, dbname="mydb", **extra):
+        """A libpq connection string; password defaults to the user's."""
+        if password is None:
+            password = PASSWORDS.get(user, "")
+        params = dict(host="127.0.0.1", port=self.port, dbname=dbname, user=user,
+                      password=password, connect_timeout=5, **extra)
+        return " ".join(f"{k}='{quote(v)}'" for k, v in params.items())
+
+    def connect(self, user="md5_user", password=None, dbname="mydb", autocommit=True,
+                **kwargs):
+        """psycopg connection through the pooler. Server-side prepared statements
+        are off by default (prepare_threshold=None), as transaction pooling needs."""
+        kwargs.setdefault("prepare_threshold", None)
+        return psycopg.connect(self.dsn(user, password, dbname), autocommit=autocommit,
+                               **kwargs)
+
+
+def make_run_dir():
+    """A scratch directory the pooler's user can read (pytest's tmp_path is 0700)."""
+    path = tempfile.mkdtemp(prefix="sluice-run-")
+    os.chmod(path, 0o755)
+    chown_run_as(path)
+    return Path(path)
