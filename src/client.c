@@ -144,7 +144,7 @@ static void client_finish(struct client *c)
 static void client_detach(struct client *c)
 {
     enum client_state prev = c->state;
-    if (prev == CL_WAITING || prev == CL_LOGIN_WAIT)
+    if (prev == CL_WAITING || prev == CL_LOGIN_WAIT || prev == CL_AUTH_QUERY)
         pool_client_unwait(c);
     if (c->cancel_pid || c->cancel_key)
         pool_cancel_unregister(c);
@@ -246,7 +246,21 @@ static void client_auth_failed(struct client *c)
 
 static void client_login_done(struct client *c);
 
-/* Decides how to authenticate c (its user and database are known). */
+static void client_auth_challenge(struct client *c);
+
+/* The auth_user for c's database, or "" when auth_query is not in use. */
+static const char *client_auth_user(const struct client *c)
+{
+    if (c->is_admin || !c->pool)
+        return "";
+    const struct config_database *cd = c->pool->db->cfg;
+    if (cd && cd->auth_user[0])
+        return cd->auth_user;
+    return g_pooler.cfg->auth_user;
+}
+
+/* Decides how to authenticate c (its user and database are known). The
+ * secret comes from auth_file, else from auth_query run as auth_user. */
 static void client_start_auth(struct client *c)
 {
     const struct config *cfg = g_pooler.cfg;
@@ -257,6 +271,48 @@ static void client_start_auth(struct client *c)
         if (!a->secret)
             abort();
     }
+    const char *auth_user = client_auth_user(c);
+    if (!secret && auth_user[0] && cfg->auth_type != AUTH_TYPE_ANY) {
+        /* Ask the database: the client waits for a server of the
+         * auth_user's pool, which runs auth_query for it. */
+        struct pool *ap = pool_get(c->pool->db, auth_user);
+        c->state = CL_AUTH_QUERY;
+        stream_read_stop(&c->s);
+        pool_client_wait_on(c, ap);
+        return;
+    }
+    client_auth_challenge(c);
+}
+
+/* auth_query finished: secret is the user's password or NULL (no such
+ * user, or NULL password). Continues the login. */
+void client_auth_query_done(struct client *c, const char *secret)
+{
+    struct client_auth *a = client_auth_state(c);
+    free(a->secret);
+    a->secret = NULL;
+    if (secret) {
+        a->secret = strdup(secret);
+        if (!a->secret)
+            abort();
+        /* Servers of this user's pool log in with the same secret. */
+        struct pool_user *u = c->pool->user;
+        if (strcmp(u->name, c->user) == 0) {
+            free(u->password);
+            u->password = strdup(secret);
+        }
+    }
+    c->state = CL_STARTUP; /* not CL_AUTH_QUERY any more; challenge sets CL_AUTH */
+    stream_read_start(&c->s);
+    client_auth_challenge(c);
+}
+
+/* Sends the password request that auth_type and the secret call for. */
+static void client_auth_challenge(struct client *c)
+{
+    const struct config *cfg = g_pooler.cfg;
+    struct client_auth *a = client_auth_state(c);
+    const char *secret = a->secret;
     enum auth_type t = cfg->auth_type;
     if (c->is_unix && t == AUTH_TYPE_HBA)
         t = AUTH_TYPE_TRUST;

@@ -30,6 +30,10 @@ void client_linked(struct client *c);
  * anything it has buffered. */
 void client_unlinked(struct client *c);
 
+/* auth_query answered for c: secret is the stored password (plain, md5 or
+ * SCRAM secret) or NULL for an unknown user. Continues c's login. */
+void client_auth_query_done(struct client *c, const char *secret);
+
 /* Periodic timeouts for w's clients. */
 void client_janitor(struct worker *w);
 

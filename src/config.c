@@ -532,7 +532,7 @@ static bool split_key_value(char *s, char **key, char **value, char *why, size_t
             return false;
         }
         *eq = '\0';
-        trim(s);
+        s = trim(s);
         if (*s == '\0') {
             err_set(why, whylen, "missing name before \"=\"");
             return false;

@@ -42,8 +42,10 @@ const char *auth_type_str(enum auth_type t);
 /* One [databases] entry. Integer fields are -1 when the entry did not set
  * them (then the general setting applies). */
 struct config_database {
-    char *name;     /* key in [databases]; "*" is the fallback entry */
-    char *host;     /* "" = unix socket in unix_socket_dir... of the server: default /var/run/postgresql */
+    char *name; /* key in [databases]; "*" is the fallback entry */
+    /* host: "" = unix socket in unix_socket_dir... of the server: default
+     * /var/run/postgresql */
+    char *host;
     int port;       /* default 5432 */
     char *dbname;   /* "" = same as name (for "*": the client's database) */
     char *user;     /* "" = the client's user */
@@ -60,105 +62,105 @@ struct config_database {
     char *client_encoding;
     char *datestyle;
     char *timezone;
-    int line;       /* where it was defined, for messages */
+    int line; /* where it was defined, for messages */
     char *file;
 };
 
 /* One [users] entry. */
 struct config_user {
     char *name;
-    enum pool_mode pool_mode;  /* POOL_MODE_UNSET if not set */
-    int max_user_connections;  /* -1 if not set */
+    enum pool_mode pool_mode; /* POOL_MODE_UNSET if not set */
+    int max_user_connections; /* -1 if not set */
 };
 
 struct config {
     atomic_int refcount;
-    char *path;          /* the main file */
-    int64_t loaded_at;   /* wall clock, microseconds */
+    char *path;        /* the main file */
+    int64_t loaded_at; /* wall clock, microseconds */
 
     /* [pgbouncer] / [sluice] general settings, PgBouncer names and defaults */
-    char *listen_addr;          /* "" = no TCP listener; "*" = all */
-    int listen_port;            /* 6432 */
-    int listen_backlog;         /* 128 */
-    char *unix_socket_dir;      /* "/tmp"; "" = none */
-    int unix_socket_mode;       /* 0777 */
+    char *listen_addr;     /* "" = no TCP listener; "*" = all */
+    int listen_port;       /* 6432 */
+    int listen_backlog;    /* 128 */
+    char *unix_socket_dir; /* "/tmp"; "" = none */
+    int unix_socket_mode;  /* 0777 */
     char *unix_socket_group;
     bool so_reuseport;
 
-    enum auth_type auth_type;   /* md5 */
+    enum auth_type auth_type; /* md5 */
     char *auth_file;
     char *auth_hba_file;
     char *auth_user;
-    char *auth_query;           /* "SELECT usename, passwd FROM pg_shadow WHERE usename=$1" */
+    char *auth_query; /* "SELECT usename, passwd FROM pg_shadow WHERE usename=$1" */
     char *auth_dbname;
-    char *admin_users;          /* comma-separated */
+    char *admin_users; /* comma-separated */
     char *stats_users;
 
-    enum pool_mode pool_mode;   /* session */
-    int max_client_conn;        /* 100 */
-    int default_pool_size;      /* 20 */
-    int min_pool_size;          /* 0 */
-    int reserve_pool_size;      /* 0 */
+    enum pool_mode pool_mode;     /* session */
+    int max_client_conn;          /* 100 */
+    int default_pool_size;        /* 20 */
+    int min_pool_size;            /* 0 */
+    int reserve_pool_size;        /* 0 */
     int64_t reserve_pool_timeout; /* 5 s */
-    int max_db_connections;     /* 0 = unlimited */
-    int max_user_connections;   /* 0 = unlimited */
-    int max_prepared_statements; /* 0 */
+    int max_db_connections;       /* 0 = unlimited */
+    int max_user_connections;     /* 0 = unlimited */
+    int max_prepared_statements;  /* 0 */
 
-    char *server_reset_query;   /* "DISCARD ALL" */
+    char *server_reset_query; /* "DISCARD ALL" */
     bool server_reset_query_always;
     char *server_check_query;   /* "select 1"; "" = no check */
     int64_t server_check_delay; /* 30 s */
     bool server_fast_close;
-    int64_t server_lifetime;    /* 3600 s */
-    int64_t server_idle_timeout; /* 600 s */
+    int64_t server_lifetime;        /* 3600 s */
+    int64_t server_idle_timeout;    /* 600 s */
     int64_t server_connect_timeout; /* 15 s */
-    int64_t server_login_retry; /* 15 s */
+    int64_t server_login_retry;     /* 15 s */
     bool server_round_robin;
 
-    int64_t client_idle_timeout;   /* 0 */
-    int64_t client_login_timeout;  /* 60 s */
-    int64_t query_timeout;         /* 0 */
-    int64_t query_wait_timeout;    /* 120 s */
-    int64_t cancel_wait_timeout;   /* 10 s */
+    int64_t client_idle_timeout;      /* 0 */
+    int64_t client_login_timeout;     /* 60 s */
+    int64_t query_timeout;            /* 0 */
+    int64_t query_wait_timeout;       /* 120 s */
+    int64_t cancel_wait_timeout;      /* 10 s */
     int64_t idle_transaction_timeout; /* 0 */
-    int64_t suspend_timeout;       /* 10 s */
+    int64_t suspend_timeout;          /* 10 s */
 
     char *ignore_startup_parameters; /* comma-separated */
     bool application_name_add_host;
     bool disable_pqexec;
-    char *track_extra_parameters;  /* comma-separated; IntervalStyle by default */
+    char *track_extra_parameters; /* comma-separated; IntervalStyle by default */
 
-    bool tcp_keepalive;         /* true */
-    int tcp_keepidle;           /* 0 = OS default */
+    bool tcp_keepalive; /* true */
+    int tcp_keepidle;   /* 0 = OS default */
     int tcp_keepintvl;
     int tcp_keepcnt;
     int64_t tcp_user_timeout;
     int tcp_defer_accept;
     int tcp_socket_buffer;
 
-    int pkt_buf;                /* 4096 */
-    int max_packet_size;        /* 2147483647 */
-    int sbuf_loopcnt;           /* 5 */
+    int pkt_buf;         /* 4096 */
+    int max_packet_size; /* 2147483647 */
+    int sbuf_loopcnt;    /* 5 */
 
     char *logfile;
     char *pidfile;
     bool syslog;
-    char *syslog_ident;         /* "pgbouncer" in PgBouncer; "sluice" here */
-    char *syslog_facility;      /* "daemon" */
-    bool log_connections;       /* true */
-    bool log_disconnections;    /* true */
-    bool log_pooler_errors;     /* true */
-    bool log_stats;             /* true */
-    int64_t stats_period;       /* 60 s */
-    int verbose;                /* 0 */
-    char *user;                 /* unix user to switch to */
+    char *syslog_ident;      /* "pgbouncer" in PgBouncer; "sluice" here */
+    char *syslog_facility;   /* "daemon" */
+    bool log_connections;    /* true */
+    bool log_disconnections; /* true */
+    bool log_pooler_errors;  /* true */
+    bool log_stats;          /* true */
+    int64_t stats_period;    /* 60 s */
+    int verbose;             /* 0 */
+    char *user;              /* unix user to switch to */
 
-    int64_t dns_max_ttl;        /* 15 s */
-    int64_t dns_nxdomain_ttl;   /* 15 s */
+    int64_t dns_max_ttl;           /* 15 s */
+    int64_t dns_nxdomain_ttl;      /* 15 s */
     int64_t dns_zone_check_period; /* 0 */
     char *resolv_conf;
 
-    char *client_tls_sslmode;   /* "disable" */
+    char *client_tls_sslmode; /* "disable" */
     char *client_tls_key_file;
     char *client_tls_cert_file;
     char *client_tls_ca_file;
@@ -174,8 +176,8 @@ struct config {
     char *server_tls_ciphers;
 
     /* sluice's own */
-    int workers;                /* 0 in the file = number of cores; resolved at load */
-    char *metrics_listen;       /* "" = off */
+    int workers;          /* 0 in the file = number of cores; resolved at load */
+    char *metrics_listen; /* "" = off */
 
     struct config_database *databases; /* in file order; "*" included if present */
     int n_databases;
@@ -205,11 +207,14 @@ bool config_list_contains(const char *list, const char *name);
 
 /* Parsers shared with the admin console's SET (return false on bad input). */
 bool config_parse_bool(const char *s, bool *out);
-bool config_parse_time(const char *s, int64_t *usec_out);   /* plain number = seconds */
-bool config_parse_size(const char *s, int64_t *bytes_out);  /* plain number = bytes */
+bool config_parse_time(const char *s, int64_t *usec_out);  /* plain number = seconds */
+bool config_parse_size(const char *s, int64_t *bytes_out); /* plain number = bytes */
 
 /* One row per general setting, for SHOW CONFIG and admin SET.
- * value is formatted into buf. Returns false past the last index. */
+ * value is formatted into buf. Returns false past the last index.
+ * (A string setting's value points into cfg itself instead, so that a long
+ * one is never cut; it lives as long as cfg. Rows are in alphabetical order,
+ * as PgBouncer's SHOW CONFIG lists them.) */
 struct config_setting_view {
     const char *key;
     const char *value;

@@ -114,7 +114,8 @@ struct client {
     struct list node;      /* on worker's client list */
     struct list wait_node; /* on pool's waiting list while CL_WAITING */
     struct pool *pool;
-    struct server *server; /* linked server while CL_ACTIVE */
+    struct pool *wait_pool; /* whose waiting list wait_node is on (auth_query uses another pool) */
+    struct server *server; /* linked server while CL_ACTIVE (or CL_AUTH_QUERY) */
     struct client_auth *auth;
     struct param_set params; /* what the client has been told */
     const char *user;      /* interned */
@@ -177,6 +178,8 @@ struct server {
     bool welcome_done;
     bool reset_needed;      /* used in session mode: run server_reset_query */
     const char *extras;     /* the client extras last applied (NULL = none) */
+    bool aq_found;          /* auth_query returned a password */
+    char aq_password[512];
 };
 
 /* ---- pools --------------------------------------------------------------- */

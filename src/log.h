@@ -35,7 +35,7 @@ void log_set_quiet(bool quiet);
 bool log_enabled(enum log_level lvl);
 
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void log_vmsg(enum log_level lvl, const char *fmt, va_list ap);
+void log_vmsg(enum log_level lvl, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 #define log_fatal(...)   log_msg(LOG_LVL_FATAL, __VA_ARGS__)
 #define log_error(...)   log_msg(LOG_LVL_ERROR, __VA_ARGS__)

@@ -223,6 +223,7 @@ void pool_dispatch(struct pool *p)
             struct client *c = list_entry(list_first(&p->waiting), struct client, wait_node);
             list_del(&c->wait_node);
             p->n_waiting--;
+            c->wait_pool = NULL;
             p->n_active++;
             list_add_tail(&p->active, &sv->node);
             int64_t waited = now - c->request_time;
@@ -247,24 +248,30 @@ void pool_dispatch(struct pool *p)
         pool_launch(p, now, false);
 }
 
-void pool_client_wait(struct client *c)
+void pool_client_wait_on(struct client *c, struct pool *p)
 {
-    struct pool *p = c->pool;
-    c->state = CL_WAITING;
     c->request_time = worker_now(c->s.worker);
+    c->wait_pool = p;
     list_add_tail(&p->waiting, &c->wait_node);
     p->n_waiting++;
     pool_dispatch(p);
 }
 
+void pool_client_wait(struct client *c)
+{
+    c->state = CL_WAITING;
+    pool_client_wait_on(c, c->pool);
+}
+
 void pool_client_unwait(struct client *c)
 {
-    if (c->state == CL_WAITING) {
+    if (c->wait_pool && !list_empty(&c->wait_node)) {
         list_del(&c->wait_node);
-        c->pool->n_waiting--;
+        c->wait_pool->n_waiting--;
     } else if (c->state == CL_LOGIN_WAIT) {
         list_del(&c->wait_node);
     }
+    c->wait_pool = NULL;
 }
 
 static void pool_make_idle(struct server *sv, int64_t now)

@@ -43,6 +43,9 @@ int pool_reserve_of(const struct pool *p);
 
 /* Client c has a request: queue it and try to give it a server. */
 void pool_client_wait(struct client *c);
+/* Queues c on pool p (not its own: auth_query runs on the auth_user's pool);
+ * c->state is left to the caller. */
+void pool_client_wait_on(struct client *c, struct pool *p);
 /* Removes c from the waiting or login-wait list (it is closing). */
 void pool_client_unwait(struct client *c);
 /* Gives idle servers to waiting clients and opens connections as needed. */

@@ -483,6 +483,18 @@ bool scram_server_init(struct scram_server *s, const char *stored_secret)
     return true;
 }
 
+bool scram_server_init_secret(struct scram_server *s, const struct scram_secret *secret)
+{
+    memset(s, 0, sizeof(*s));
+    s->state = SCRAM_SERVER_FAILED;
+    if (!secret || secret->salt_len < 1 || secret->salt_len > SCRAM_MAX_SALT_LEN ||
+        secret->iterations < 1 || secret->iterations > SCRAM_MAX_ITERATIONS)
+        return false;
+    s->secret = *secret;
+    s->state = SCRAM_SERVER_READY;
+    return true;
+}
+
 bool scram_server_test_set_nonce(struct scram_server *s, const char *nonce)
 {
     if (s->state != SCRAM_SERVER_READY || !nonce_ok(nonce))

@@ -111,6 +111,12 @@ struct scram_server {
  * secret or a crypto failure; *s is then still safe to scram_server_free(). */
 bool scram_server_init(struct scram_server *s, const char *stored_secret);
 
+/* Like scram_server_init() with an already parsed or derived secret (copied).
+ * Lets a caller that derived a secret from a plain password once reuse it
+ * for later logins instead of paying a PBKDF2 run each time. Returns false
+ * if the secret is not usable (no salt, iterations out of range). */
+bool scram_server_init_secret(struct scram_server *s, const struct scram_secret *secret);
+
 /* Consumes the client-first-message (SASLInitialResponse data, len bytes, not
  * NUL-terminated) and writes the server-first-message into out (outcap bytes,
  * NUL-terminated, length in *outlen) for an AuthenticationSASLContinue. */

@@ -26,6 +26,7 @@ struct server_auth {
 };
 
 static const struct stream_ops server_ops;
+static void server_handle_auth_query(struct server *sv);
 
 const char *server_state_str(enum server_state st)
 {
@@ -705,6 +706,10 @@ static void server_on_data(struct stream *s)
     struct server *sv = stream_server(s);
     switch (sv->state) {
     case SV_ACTIVE:
+        if (sv->client && sv->client->state == CL_AUTH_QUERY) {
+            server_handle_auth_query(sv);
+            return;
+        }
         if (sv->client) {
             server_forward(sv);
             return;
@@ -795,10 +800,105 @@ void server_run_internal(struct server *sv, enum server_state st, const char *sq
     stream_write(&sv->s, buf, wr.len);
 }
 
+/* Sends auth_query for c's user over sv (extended protocol: the user name
+ * travels as a parameter, never spliced into SQL). */
+static void server_send_auth_query(struct server *sv, struct client *c)
+{
+    const struct config_database *cd = c->pool->db->cfg;
+    const char *q = cd && cd->auth_query[0] ? cd->auth_query : g_pooler.cfg->auth_query;
+    uint8_t buf[4096];
+    struct proto_writer wr;
+    proto_writer_init(&wr, buf, sizeof(buf));
+    proto_begin(&wr, 'P');
+    proto_add_string(&wr, "");
+    proto_add_string(&wr, q);
+    proto_add16(&wr, 0);
+    proto_end(&wr);
+    proto_begin(&wr, 'B');
+    proto_add_string(&wr, "");
+    proto_add_string(&wr, "");
+    proto_add16(&wr, 0);
+    proto_add16(&wr, 1);
+    proto_add32(&wr, (uint32_t)strlen(c->user));
+    proto_add_bytes(&wr, c->user, strlen(c->user));
+    proto_add16(&wr, 0);
+    proto_end(&wr);
+    proto_begin(&wr, 'E');
+    proto_add_string(&wr, "");
+    proto_add32(&wr, 0);
+    proto_end(&wr);
+    proto_begin(&wr, 'S');
+    proto_end(&wr);
+    if (wr.overflow) {
+        client_auth_query_done(c, NULL);
+        return;
+    }
+    sv->state = SV_ACTIVE;
+    sv->ready = false;
+    sv->aq_password[0] = '\0';
+    sv->aq_found = false;
+    stream_write(&sv->s, buf, wr.len);
+}
+
+/* Reads auth_query's answer; on ReadyForQuery gives the server back and
+ * lets the client's login go on. */
+static void server_handle_auth_query(struct server *sv)
+{
+    struct stream *s = &sv->s;
+    struct iobuf *b = s->rbuf;
+    struct client *c = sv->client;
+    while (b && iobuf_len(b)) {
+        uint8_t type;
+        uint32_t mlen;
+        enum proto_status ps = proto_peek_header(b->data + b->start, iobuf_len(b), 1u << 20, &type, &mlen);
+        if (ps == PROTO_NEED_MORE || (ps == PROTO_OK && mlen > iobuf_len(b) && mlen <= b->cap))
+            return;
+        if (ps != PROTO_OK || mlen > b->cap) {
+            server_close(sv, "bad answer to auth_query");
+            return;
+        }
+        const uint8_t *msg = b->data + b->start;
+        b->start += mlen;
+        if (type == 'D') {
+            struct proto_reader r;
+            proto_reader_init(&r, msg, mlen);
+            uint16_t n = proto_read16(&r);
+            uint32_t l1 = proto_read32(&r);
+            if (n >= 2 && l1 != 0xffffffffu)
+                proto_read_bytes(&r, l1);
+            uint32_t l2 = proto_read32(&r);
+            const uint8_t *pw = l2 != 0xffffffffu ? proto_read_bytes(&r, l2) : NULL;
+            if (!r.bad && n >= 2 && pw && l2 < sizeof(sv->aq_password)) {
+                memcpy(sv->aq_password, pw, l2);
+                sv->aq_password[l2] = '\0';
+                sv->aq_found = true;
+            }
+        } else if (type == 'E') {
+            char why[300];
+            server_log_error(sv, msg, mlen, why, sizeof(why));
+            SV_LOG(LOG_LVL_WARNING, sv, "auth_query failed: %s", why);
+        } else if (type == 'Z') {
+            sv->xact_status = mlen >= 6 ? (char)msg[5] : 'E';
+            sv->ready = sv->xact_status == 'I';
+            c->server = NULL;
+            sv->client = NULL;
+            stream_release_rbuf(s);
+            pool_release_server(sv);
+            client_auth_query_done(c, sv->aq_found ? sv->aq_password : NULL);
+            return;
+        }
+    }
+    stream_release_rbuf(s);
+}
+
 void server_link(struct server *sv, struct client *c)
 {
     sv->client = c;
     c->server = sv;
+    if (c->state == CL_AUTH_QUERY) {
+        server_send_auth_query(sv, c);
+        return;
+    }
     c->state = CL_ACTIVE;
     sv->request_time = worker_now(sv->s.worker);
     /* Does the client expect other values than the server has? Settings
