@@ -10,7 +10,7 @@
 
 CC        ?= cc
 SANITIZER ?=
-PKGS      := libssl libcrypto inih
+PKGS      := libssl libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # libev and libpg_query ship no .pc file on Debian 12.

@@ -297,6 +297,10 @@ int main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
 
+    if (cfg->workers > 1)
+        log_warning("workers = %d: worker threads are not implemented yet (issue 6); "
+                    "running one event loop",
+                    cfg->workers);
     g_pooler.cfg = cfg;
     g_pooler.userlist = ul;
     list_init(&g_pooler.databases);

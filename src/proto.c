@@ -66,9 +66,9 @@ enum proto_status proto_parse_startup(const uint8_t *buf, uint32_t pktlen,
         out->kind = PROTO_STARTUP_GSSENC;
         return pktlen == 8 ? PROTO_OK : PROTO_BAD;
     case PROTO_CANCEL_CODE:
+        out->kind = PROTO_STARTUP_CANCEL;
         if (pktlen != 16)
             return PROTO_BAD;
-        out->kind = PROTO_STARTUP_CANCEL;
         out->cancel_pid = proto_get32(buf + 8);
         out->cancel_key = proto_get32(buf + 12);
         return PROTO_OK;
@@ -465,6 +465,8 @@ bool proto_quote_literal(const char *s, char *out, size_t outcap)
             out[o++] = *s;
         out[o++] = *s;
     }
+    if (o + 2 > outcap)
+        return false;
     out[o++] = '\'';
     out[o] = '\0';
     return true;
