@@ -742,6 +742,8 @@ static bool client_startup_phase(struct client *c)
 
 void client_linked(struct client *c)
 {
+    /* Reading may have stopped on a full buffer while c waited. */
+    stream_read_start(&c->s);
     if (c->s.rbuf && iobuf_len(c->s.rbuf))
         c->s.ops->on_data(&c->s);
 }
@@ -751,6 +753,8 @@ void client_unlinked(struct client *c)
     c->state = CL_IDLE;
     c->last_activity = worker_now(c->s.worker);
     c->pending_rfq = 0;
+    c->s.blocked_src = NULL;
+    stream_read_start(&c->s);
     if (c->s.rbuf && iobuf_len(c->s.rbuf))
         c->s.ops->on_data(&c->s);
     else
@@ -831,8 +835,12 @@ static void client_forward(struct client *c)
             b->start = b->end;
         }
     }
-    if (b->start > fwd)
-        stream_write(&sv->s, b->data + fwd, b->start - fwd);
+    if (b->start > fwd) {
+        uint32_t n = b->start - fwd;
+        stream_write(&sv->s, b->data + fwd, n);
+        w->stats.bytes_in += n;
+        c->pool->bytes_in += n;
+    }
     c->last_activity = now;
     if (stream_has_output(&sv->s)) {
         stream_read_stop(s);

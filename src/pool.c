@@ -308,6 +308,7 @@ void pool_release_server(struct server *sv)
         c->server = NULL;
         sv->client = NULL;
     }
+    sv->s.blocked_src = NULL;
     if (sv->cancels_in_flight > 0) {
         /* A cancel sent for this server's last query may still arrive;
          * reusing the server now could cancel another client's query. */
