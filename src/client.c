@@ -850,9 +850,22 @@ static void client_forward(struct client *c)
         stream_release_rbuf(s);
 }
 
+static void client_process(struct client *c);
+
 static void client_on_data(struct stream *s)
 {
     struct client *c = stream_client(s);
+    client_process(c);
+    /* An emptied read buffer goes back to the worker's cache, so an idle
+     * client holds none. */
+    if (c->state != CL_CLOSED)
+        stream_release_rbuf(s);
+}
+
+/* Handles whatever c has buffered, as far as its state allows. */
+static void client_process(struct client *c)
+{
+    struct stream *s = &c->s;
     for (;;) {
         struct iobuf *b = s->rbuf;
         if (!b || iobuf_len(b) == 0) {
