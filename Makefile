@@ -14,7 +14,7 @@ PKGS      := libssl libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # libev and libpg_query ship no .pc file on Debian 12.
-LIBS      := $(PKG_LIBS) -lev -lpthread -lm
+LIBS      := $(PKG_LIBS) -lev -lpg_query -lpthread -lm
 
 WARN      := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes \
              -Wmissing-prototypes -Wformat=2

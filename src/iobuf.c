@@ -86,7 +86,9 @@ void iobuf_reserve(struct iobuf_cache *c, struct iobuf **bp, size_t n)
     if (iobuf_room(b) >= n)
         return;
     size_t need = (size_t)b->end + n;
-    size_t cap = (size_t)b->cap * 2;
+    if (need > 0x7fffffffu)
+        abort(); /* callers bound what they buffer far below this */
+    size_t cap = b->cap ? (size_t)b->cap * 2 : 4096;
     while (cap < need)
         cap *= 2;
     struct iobuf *nb = iobuf_new((uint32_t)cap, false);

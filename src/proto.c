@@ -29,7 +29,7 @@ enum proto_status proto_peek_header(const uint8_t *buf, size_t len, uint32_t max
     /* The length counts itself, so anything under 4 is a protocol violation. */
     if (l < 4)
         return PROTO_BAD;
-    if (l > max_packet - 1 || l > 0x7ffffffeu)
+    if (max_packet == 0 || l > max_packet - 1 || l > 0x7ffffffeu)
         return PROTO_TOO_BIG;
     *type = buf[0];
     *msglen = l + 1;
@@ -123,11 +123,9 @@ const char *proto_startup_get(const struct proto_startup *st, const char *name)
 
 void proto_reader_init(struct proto_reader *r, const uint8_t *msg, uint32_t msglen)
 {
-    r->p = msg + PROTO_HDR;
     r->end = msg + msglen;
     r->bad = msglen < PROTO_HDR;
-    if (r->bad)
-        r->p = r->end;
+    r->p = r->bad ? r->end : msg + PROTO_HDR;
 }
 
 uint8_t proto_read_byte(struct proto_reader *r)

@@ -92,7 +92,8 @@ struct proto_startup {
 enum proto_status proto_peek_startup(const uint8_t *buf, size_t len, uint32_t *pktlen);
 
 /* Parses a whole startup-phase packet buf[0..pktlen). errmsg receives a
- * reason on PROTO_BAD (e.g. "unsupported frontend protocol 2.0"). */
+ * reason on PROTO_BAD; out->kind and out->version are set as far as they
+ * could be read (the caller words the error from them). */
 enum proto_status proto_parse_startup(const uint8_t *buf, uint32_t pktlen,
                                       struct proto_startup *out, const char **errmsg);
 
@@ -167,8 +168,10 @@ void proto_build_row_description(struct proto_writer *w, int ncols, const char *
 /* DataRow; values[i] NULL = SQL NULL. */
 void proto_build_data_row(struct proto_writer *w, int ncols, const char *const *values);
 
-/* Quotes s as an SQL string literal (E'' not used: doubles ' and rejects
- * backslashes-sensitive output by doubling them too when needed). */
+/* Quotes s as an SQL string literal into out (outcap bytes, NUL included):
+ * quotes are doubled; a string with a backslash is written as E'...' with the
+ * backslashes doubled, so it means the same whatever
+ * standard_conforming_strings is. False if it does not fit. */
 bool proto_quote_literal(const char *s, char *out, size_t outcap);
 
 /* Authentication request codes. */

@@ -321,6 +321,18 @@ static void test_roundtrip_scram_secret(void **state)
     assert_int_equal(exchange(&c, &s), SCRAM_OK);
     scram_client_free(&c);
     scram_server_free(&s);
+
+    /* The same with the parsed secret handed over directly. */
+    assert_true(scram_server_init_secret(&s, &sec));
+    scram_client_init_password(&c, "hunter2");
+    assert_int_equal(exchange(&c, &s), SCRAM_OK);
+    scram_client_free(&c);
+    scram_server_free(&s);
+    sec.salt_len = 0;
+    assert_false(scram_server_init_secret(&s, &sec));
+    scram_server_free(&s);
+    assert_false(scram_server_init_secret(&s, NULL));
+    scram_server_free(&s);
 }
 
 /* A client logs into sluice (server A) with its password; sluice recovers the

@@ -1,0 +1,172 @@
+/* test_params.c - tracked session parameters and string interning. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "conn.h"
+
+static void test_tracked_names(void **state)
+{
+    (void)state;
+    assert_string_equal(tracked_param_name(TP_CLIENT_ENCODING), "client_encoding");
+    assert_string_equal(tracked_param_name(TP_DATESTYLE), "DateStyle");
+    assert_string_equal(tracked_param_name(TP_TIMEZONE), "TimeZone");
+    assert_string_equal(tracked_param_name(TP_INTERVALSTYLE), "IntervalStyle");
+    assert_string_equal(tracked_param_name(TP_STANDARD_CONFORMING_STRINGS),
+                        "standard_conforming_strings");
+    assert_string_equal(tracked_param_name(TP_APPLICATION_NAME), "application_name");
+    assert_string_equal(tracked_param_name(TP_COUNT), "?");
+    assert_string_equal(tracked_param_name((enum tracked_param) - 1), "?");
+    assert_string_equal(tracked_param_name((enum tracked_param)1000), "?");
+}
+
+static void test_tracked_lookup(void **state)
+{
+    (void)state;
+    /* Every name maps back to itself. */
+    for (int i = 0; i < TP_COUNT; i++)
+        assert_int_equal(tracked_param_lookup(tracked_param_name((enum tracked_param)i)), i);
+
+    /* Case-insensitive, like GUC names. */
+    assert_int_equal(tracked_param_lookup("CLIENT_ENCODING"), TP_CLIENT_ENCODING);
+    assert_int_equal(tracked_param_lookup("datestyle"), TP_DATESTYLE);
+    assert_int_equal(tracked_param_lookup("DATESTYLE"), TP_DATESTYLE);
+    assert_int_equal(tracked_param_lookup("timezone"), TP_TIMEZONE);
+    assert_int_equal(tracked_param_lookup("intervalstyle"), TP_INTERVALSTYLE);
+    assert_int_equal(tracked_param_lookup("Standard_Conforming_Strings"),
+                     TP_STANDARD_CONFORMING_STRINGS);
+    assert_int_equal(tracked_param_lookup("Application_Name"), TP_APPLICATION_NAME);
+
+    /* Not tracked. */
+    assert_int_equal(tracked_param_lookup("search_path"), -1);
+    assert_int_equal(tracked_param_lookup("server_version"), -1);
+    assert_int_equal(tracked_param_lookup(""), -1);
+    assert_int_equal(tracked_param_lookup("client"), -1);            /* prefix */
+    assert_int_equal(tracked_param_lookup("client_encoding "), -1);  /* trailing space */
+    assert_int_equal(tracked_param_lookup("application_name2"), -1); /* longer */
+}
+
+static void test_intern_same_pointer(void **state)
+{
+    (void)state;
+    char a[32], b[32];
+    strcpy(a, "UTF8");
+    strcpy(b, "UTF8");
+    const char *pa = param_intern(a);
+    const char *pb = param_intern(b);
+    assert_non_null(pa);
+    assert_ptr_equal(pa, pb);
+    assert_string_equal(pa, "UTF8");
+    /* A private copy: the caller's buffer may change afterwards. */
+    assert_ptr_not_equal(pa, a);
+    strcpy(a, "LATIN1");
+    assert_string_equal(pa, "UTF8");
+
+    const char *pc = param_intern("LATIN1");
+    assert_ptr_not_equal(pc, pa);
+    assert_string_equal(pc, "LATIN1");
+    assert_ptr_equal(param_intern(a), pc);
+
+    /* Case matters for values. */
+    assert_ptr_not_equal(param_intern("utf8"), pa);
+
+    /* The empty string is a value like any other. */
+    const char *e = param_intern("");
+    assert_non_null(e);
+    assert_string_equal(e, "");
+    assert_ptr_equal(param_intern(""), e);
+    assert_ptr_not_equal(e, pa);
+
+    assert_null(param_intern(NULL));
+}
+
+#define MANY 5000
+
+static void test_intern_many(void **state)
+{
+    (void)state;
+    /* Enough strings to grow the table several times over. */
+    static const char *first[MANY];
+    char buf[32];
+    for (int i = 0; i < MANY; i++) {
+        snprintf(buf, sizeof(buf), "value-%d", i);
+        first[i] = param_intern(buf);
+        assert_string_equal(first[i], buf);
+    }
+    /* Pointers survive the growth, and all are distinct. */
+    for (int i = 0; i < MANY; i++) {
+        snprintf(buf, sizeof(buf), "value-%d", i);
+        assert_ptr_equal(param_intern(buf), first[i]);
+        if (i > 0)
+            assert_ptr_not_equal(first[i], first[i - 1]);
+    }
+    assert_ptr_not_equal(first[0], first[MANY - 1]);
+
+    /* Free everything, then interning works from scratch. */
+    param_intern_free_all();
+    const char *p = param_intern("value-1");
+    assert_string_equal(p, "value-1");
+    assert_ptr_equal(param_intern("value-1"), p);
+    param_intern_free_all();
+    param_intern_free_all(); /* twice is harmless */
+}
+
+#define THREADS    4
+#define PER_THREAD 500
+
+static const char *thread_results[THREADS][PER_THREAD];
+
+static void *intern_thread(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    char buf[32];
+    for (int i = 0; i < PER_THREAD; i++) {
+        snprintf(buf, sizeof(buf), "shared-%d", i);
+        thread_results[t][i] = param_intern(buf);
+    }
+    return NULL;
+}
+
+static void test_intern_threads(void **state)
+{
+    (void)state;
+    /* Threads interning the same strings all get the same pointers. */
+    pthread_t th[THREADS];
+    for (int t = 0; t < THREADS; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, intern_thread, (void *)(intptr_t)t), 0);
+    for (int t = 0; t < THREADS; t++)
+        assert_int_equal(pthread_join(th[t], NULL), 0);
+    for (int i = 0; i < PER_THREAD; i++) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "shared-%d", i);
+        assert_string_equal(thread_results[0][i], buf);
+        for (int t = 1; t < THREADS; t++)
+            assert_ptr_equal(thread_results[t][i], thread_results[0][i]);
+    }
+}
+
+static int teardown_intern(void **state)
+{
+    (void)state;
+    param_intern_free_all();
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tracked_names),
+        cmocka_unit_test(test_tracked_lookup),
+        cmocka_unit_test_teardown(test_intern_same_pointer, teardown_intern),
+        cmocka_unit_test_teardown(test_intern_many, teardown_intern),
+        cmocka_unit_test_teardown(test_intern_threads, teardown_intern),
+    };
+    return cmocka_run_group_tests(tests, NULL, teardown_intern);
+}
