@@ -11,7 +11,7 @@ PKGS="build-essential pkg-config clang llvm libclang-rt-14-dev \
   libev-dev libssl-dev libinih-dev libhiredis-dev libpg-query-dev libcmocka-dev \
   postgresql-15 postgresql-client-15 pgbouncer redis-server \
   python3 python3-pytest python3-psycopg python3-asyncpg python3-sqlalchemy \
-  python3-psycopg2 python3-pytest-timeout openssl procps iproute2 valgrind cppcheck clang-format"
+  python3-psycopg2 python3-pytest-timeout libpostgresql-jdbc-java openssl procps iproute2 valgrind cppcheck clang-format"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -1,5 +1,8 @@
 /* admin.h - the admin console: the virtual databases "pgbouncer" and
- * "sluice", PgBouncer's SHOW commands and controls. */
+ * "sluice", PgBouncer's SHOW commands and controls (docs/admin.md).
+ *
+ * The console speaks the simple query protocol (psql) and the extended one
+ * (drivers that Parse/Bind/Execute, asyncpg, psycopg with prepare=True). */
 #ifndef SLUICE_ADMIN_H
 #define SLUICE_ADMIN_H
 
@@ -7,19 +10,50 @@
 #include <stddef.h>
 
 struct client;
+struct config;
+struct worker;
 
 /* True for the console's database names. */
 bool admin_is_admin_db(const char *dbname);
-/* Checks c->user against admin_users / stats_users; on refusal closes c with
- * PgBouncer's error and returns false. Sets c->admin_stats_only. */
+
+/* Checks c->user against admin_users / stats_users (with auth_type = any,
+ * any user gets in as a stats user, as in PgBouncer). On refusal closes c
+ * with PgBouncer's error ("not allowed") and returns false. Sets
+ * c->admin_stats_only for users that may only run SHOW. */
 bool admin_check_user(struct client *c);
-/* Sends the console's welcome to an authenticated admin client. */
+
+/* Sends the console's welcome (AuthenticationOk, parameters,
+ * BackendKeyData, ReadyForQuery) to an authenticated admin client. */
 void admin_welcome(struct client *c);
-/* Handles the messages buffered on an admin client. */
+
+/* Handles the messages buffered on an admin client (c->s.rbuf): runs the
+ * commands and writes their results. May close c (Terminate, protocol
+ * errors, KILL_CLIENT of itself). A command that waits (PAUSE, WAIT_CLOSE,
+ * SHUTDOWN WAIT_FOR_SERVERS) leaves the later messages buffered; they are
+ * handled once it completes. */
 void admin_handle(struct client *c);
 
-/* Hooks into main for RELOAD / SHUTDOWN. */
+/* c, an admin client, is being freed: drops what the console keeps for it
+ * (prepared statements, a waiting command). Safe for any client. */
+void admin_client_closed(struct client *c);
+
+/* Starts the console's timers on w's loop (stats averages every
+ * stats_period, waiting commands). Idempotent; admin_welcome() calls it too. */
+void admin_init(struct worker *w);
+
+/* Stops the timers and frees everything the console keeps (at exit). */
+void admin_free_all(void);
+
+/* Hooks into main. RELOAD: loads the files again and applies them; false
+ * with a reason in err if the new config is refused. */
 extern bool (*admin_reload_hook)(char *err, size_t errlen);
+/* SHUTDOWN WAIT_FOR_SERVERS: stop accepting connections and exit once no
+ * client is in a transaction (main's SIGINT path). The argument is unused. */
 extern void (*admin_shutdown_hook)(bool wait_for_clients);
+/* SET: makes cfg (a copy of the running config with one setting changed)
+ * the running config, the way RELOAD installs a freshly loaded one. Takes
+ * over the caller's reference to cfg in every case; false with a reason in
+ * err if cfg cannot be applied (the running config stays). */
+extern bool (*admin_apply_config_hook)(struct config *cfg, char *err, size_t errlen);
 
 #endif

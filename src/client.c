@@ -16,7 +16,9 @@
 #include "pool.h"
 #include "proto.h"
 #include "scram.h"
+#include "prepared.h"
 #include "server.h"
+#include "tls.h"
 #include "worker.h"
 
 enum client_auth_method {
@@ -107,6 +109,9 @@ void client_send_error(struct client *c, const char *sqlstate, const char *fmt, 
 static void client_free(struct client *c)
 {
     struct worker *w = c->s.worker;
+    prepared_client_free(c);
+    if (c->is_admin)
+        admin_client_closed(c);
     list_del(&c->node);
     w->n_clients--;
     g_pooler.n_clients--;
@@ -352,6 +357,15 @@ static void client_auth_challenge(struct client *c)
             client_send_auth_request(c, PROTO_AUTH_SASL, mech, sizeof(mech));
         }
         break;
+    case AUTH_TYPE_CERT:
+        /* The verified client certificate's CommonName is the user name. */
+        if (!tls_client_cert_matches(&c->s, c->user)) {
+            client_close_error(c, SQLSTATE_INVALID_AUTH,
+                               "certificate authentication failed for user \"%s\"", c->user);
+            return;
+        }
+        client_login_done(c);
+        return;
     default:
         client_close_error(c, SQLSTATE_FEATURE_NOT_SUPPORTED, "auth_type %s is not supported",
                            auth_type_str(t));
@@ -592,6 +606,10 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
         db = user;
     c->user = param_intern(user);
     c->dbname = param_intern(db);
+    if (!c->s.tls && !c->is_unix && tls_client_required()) {
+        client_close_error(c, SQLSTATE_INVALID_AUTH, "SSL required");
+        return;
+    }
     if (proto_startup_get(st, "replication")) {
         client_close_error(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
                            "replication connections are not supported");
@@ -726,6 +744,8 @@ static bool client_startup_phase(struct client *c)
                                "received unencrypted data after SSL request");
             return false;
         }
+        if (st.kind == PROTO_STARTUP_SSL && tls_client_accept(&c->s))
+            return false; /* 'S' sent; the startup packet comes over TLS */
         stream_write(&c->s, "N", 1);
         return true;
     case PROTO_STARTUP_CANCEL:
@@ -753,6 +773,8 @@ void client_unlinked(struct client *c)
     c->state = CL_IDLE;
     c->last_activity = worker_now(c->s.worker);
     c->pending_rfq = 0;
+    if (c->track)
+        prepared_client_unlinked(c);
     c->s.blocked_src = NULL;
     stream_read_start(&c->s);
     if (c->s.rbuf && iobuf_len(c->s.rbuf))
@@ -792,6 +814,19 @@ static void client_forward(struct client *c)
                                                    : "invalid message length");
             return;
         }
+        uint32_t fw = mlen; /* bytes of this message still to forward as they are */
+        if (c->track && type != 'X') {
+            /* Transaction pooling: statement names, settings, pinning. It
+             * may write to the server, answer, or grow the buffer. */
+            int64_t r = prepared_client_msg(c, type, mlen, &fwd);
+            b = s->rbuf;
+            if (r == PREPARED_WAIT)
+                break;
+            if (r < 0 || c->state == CL_CLOSED || !c->server)
+                return;
+            fw = (uint32_t)r;
+            avail = iobuf_len(b);
+        }
         switch (type) {
         case 'X':
             stream_write(&sv->s, b->data + fwd, b->start - fwd);
@@ -827,10 +862,10 @@ static void client_forward(struct client *c)
             break;
         }
         sv->ready = false;
-        if (mlen <= avail) {
-            b->start += mlen;
+        if (fw <= avail) {
+            b->start += fw;
         } else {
-            s->skip = mlen - avail;
+            s->skip = fw - avail;
             s->skip_forward = true;
             b->start = b->end;
         }
@@ -924,6 +959,8 @@ static void client_process(struct client *c)
                                    c->dbname);
                 return;
             }
+            if ((type == 'P' || type == 'C') && prepared_idle(c))
+                continue; /* Parse/Close + Sync answered without a server */
             pool_client_wait(c);
             if (c->state != CL_ACTIVE)
                 return; /* waits for a server */

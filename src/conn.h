@@ -44,6 +44,7 @@ struct stream {
     struct iobuf *rbuf; /* bytes read and not yet handled; NULL when none */
     struct iobuf *obuf; /* bytes waiting to be written; NULL when none */
     struct stream *blocked_src; /* a peer whose reading waits for our obuf to drain */
+    struct stream_tls *tls; /* TLS state (tls.h, stream.c); NULL on a plain socket */
     uint32_t skip;      /* bytes of the current message still to come from the socket */
     bool skip_forward;  /* ... and whether they are forwarded to the peer */
     bool connecting;
@@ -107,6 +108,8 @@ enum client_state {
 const char *client_state_str(enum client_state st);
 
 struct client_auth; /* login-time state, freed after login */
+struct prepared_client;
+struct prepared_server;
 
 struct client {
     struct stream s;
@@ -138,6 +141,14 @@ struct client {
     const char *extras;    /* interned "SET a = 'x';..." for other startup settings, or NULL */
     uint32_t pending_rfq;  /* ReadyForQuery messages the server still owes */
     uint32_t query_count_in_xact;
+    /* Transaction pooling state (prepared.c): a small inline response queue,
+     * and the rest allocated only once the client has statements/settings. */
+    struct prepared_client *ps;
+    uint8_t rq[16];        /* kinds of the requests the server still answers */
+    uint8_t rq_head, rq_n;
+    bool track;            /* tracked: transaction or statement mode */
+    bool pinned;           /* holds its server to the end (state that cannot move) */
+    bool errskip;          /* the server skips to Sync after an error */
 };
 
 /* ---- servers ------------------------------------------------------------- */
@@ -178,6 +189,7 @@ struct server {
     bool welcome_done;
     bool reset_needed;      /* used in session mode: run server_reset_query */
     const char *extras;     /* the client extras last applied (NULL = none) */
+    struct prepared_server *ps; /* statements sluice prepared here (prepared.c) */
     bool aq_found;          /* auth_query returned a password */
     char aq_password[512];
 };
@@ -231,6 +243,7 @@ struct pool {
     struct pool_welcome welcome;
     struct param_set welcome_params;
     int64_t last_connect_failed; /* for server_login_retry */
+    int64_t retry_delay;         /* current backoff after failures; 0 after a success */
     char last_connect_error[256];
     int64_t last_connect_attempt;
     /* addresses resolved for the db host */
@@ -240,8 +253,10 @@ struct pool {
     int64_t addr_time;
     /* stats */
     uint64_t xact_count, query_count, bytes_in, bytes_out;
+    uint64_t assign_count;    /* servers lent to clients */
     uint64_t xact_time, query_time, wait_time; /* usec */
     int64_t max_wait_seen;
+    struct prepared_server *ps_known; /* statements some server parsed fine (prepared.c) */
 };
 
 #endif

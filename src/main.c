@@ -15,8 +15,10 @@
 #include "auth.h"
 #include "client.h"
 #include "config.h"
+#include "dns.h"
 #include "log.h"
 #include "pool.h"
+#include "tls.h"
 #include "version.h"
 #include "worker.h"
 
@@ -69,6 +71,14 @@ static bool do_reload(char *err, size_t errlen)
         config_unref(cfg);
         return false;
     }
+    if (!tls_apply_config(cfg, e, sizeof(e))) {
+        snprintf(err, errlen, "%s", e);
+        log_error("TLS settings failed, keeping the old config: %s", e);
+        if (ul)
+            auth_userlist_free(ul);
+        config_unref(cfg);
+        return false;
+    }
     const struct config *old = g_pooler.cfg;
     if (strcmp(old->listen_addr, cfg->listen_addr) != 0 || old->listen_port != cfg->listen_port ||
         strcmp(old->unix_socket_dir, cfg->unix_socket_dir) != 0)
@@ -85,6 +95,23 @@ static bool do_reload(char *err, size_t errlen)
     log_set_verbosity(cfg->verbose);
     config_unref(prev);
     log_info("config reloaded from %s", cfg->path);
+    return true;
+}
+
+/* Admin SET: cfg, the running config with one setting changed, replaces it
+ * (the auth_file stays). Takes over the reference to cfg. */
+static bool apply_admin_setting(struct config *cfg, char *err, size_t errlen)
+{
+    if (!tls_apply_config(cfg, err, errlen)) {
+        config_unref(cfg);
+        return false;
+    }
+    struct config *prev = g_pooler.cfg;
+    g_pooler.cfg = cfg;
+    worker_set_config(&main_worker, cfg);
+    pool_apply_config(cfg);
+    log_set_verbosity(cfg->verbose);
+    config_unref(prev);
     return true;
 }
 
@@ -273,6 +300,11 @@ int main(int argc, char **argv)
         config_unref(cfg);
         return 1;
     }
+    /* Before dropping privileges: key files are often root's. */
+    if (!tls_apply_config(cfg, err, sizeof(err))) {
+        fprintf(stderr, "sluice: %s\n", err);
+        return 1;
+    }
     if (!log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility)) {
         fprintf(stderr, "sluice: could not open logfile %s: %s\n", cfg->logfile, strerror(errno));
         return 1;
@@ -328,6 +360,8 @@ int main(int argc, char **argv)
     write_pidfile(cfg->pidfile);
     admin_reload_hook = do_reload;
     admin_shutdown_hook = start_graceful_shutdown;
+    admin_apply_config_hook = apply_admin_setting;
+    admin_init(&main_worker);
 
     ev_signal_init(&sig_hup, signal_cb, SIGHUP);
     ev_signal_init(&sig_int, signal_cb, SIGINT);
@@ -353,6 +387,9 @@ int main(int argc, char **argv)
 
     log_info("shutting down");
     worker_destroy(&main_worker);
+    admin_free_all();
+    tls_shutdown();
+    dns_shutdown();
     if (g_pooler.userlist)
         auth_userlist_free(g_pooler.userlist);
     config_unref(g_pooler.cfg);

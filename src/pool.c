@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "client.h"
+#include "dns.h"
+#include "prepared.h"
 #include "proto.h"
 #include "log.h"
 #include "server.h"
@@ -148,10 +150,9 @@ static int pool_total(const struct pool *p)
 /* May p open one more server connection now? */
 static bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve)
 {
-    const struct config *cfg = g_pooler.cfg;
     if (g_pooler.shutting_down && list_empty(&p->waiting) && list_empty(&p->login_wait))
         return false;
-    if (p->last_connect_failed && now - p->last_connect_failed < cfg->server_login_retry)
+    if (p->last_connect_failed && now - p->last_connect_failed < p->retry_delay)
         return false;
     int total = pool_total(p);
     int size = pool_size_of(p);
@@ -189,7 +190,9 @@ static bool server_needs_check(const struct server *sv, int64_t now)
     const struct config *cfg = g_pooler.cfg;
     if (!cfg->server_check_query[0])
         return false;
-    return cfg->server_check_delay == 0 || now - sv->last_used >= cfg->server_check_delay;
+    /* last_used == now: the check just passed (or the server just answered
+     * its last client); checking again would loop forever with delay 0. */
+    return now - sv->last_used >= cfg->server_check_delay && now != sv->last_used;
 }
 
 static bool server_too_old(const struct server *sv, int64_t now)
@@ -224,6 +227,7 @@ void pool_dispatch(struct pool *p)
             list_del(&c->wait_node);
             p->n_waiting--;
             c->wait_pool = NULL;
+            p->assign_count++;
             p->n_active++;
             list_add_tail(&p->active, &sv->node);
             int64_t waited = now - c->request_time;
@@ -315,7 +319,7 @@ void pool_release_server(struct server *sv)
         pool_active_to_busy(sv, SV_CANCEL_WAIT);
     } else if (!server_is_clean(sv)) {
         server_close(sv, "client disconnect while server was not ready");
-    } else if (sv->close_needed || !p->db->cfg || p->db->disabled) {
+    } else if (sv->close_needed || !p->db->cfg) {
         server_close(sv, "database configuration changed");
     } else if (server_too_old(sv, now)) {
         server_close(sv, "server lifetime over");
@@ -338,13 +342,15 @@ void pool_server_ready(struct server *sv)
 {
     struct pool *p = sv->pool;
     struct worker *w = pool_worker();
-    if (sv->close_needed || !p->db->cfg || p->db->disabled ||
+    if (sv->close_needed || !p->db->cfg ||
         (g_pooler.shutting_down && list_empty(&p->waiting))) {
         server_close(sv, "close needed");
         return;
     }
-    if (sv->state == SV_LOGIN)
+    if (sv->state == SV_LOGIN) {
         p->last_connect_failed = 0;
+        p->retry_delay = 0;
+    }
     list_del(&sv->node);
     p->n_busy--;
     pool_make_idle(sv, worker_now(w));
@@ -384,6 +390,13 @@ void pool_connect_failed(struct pool *p, const char *why, bool fatal_for_clients
     if (p->last_connect_failed == 0)
         p->last_connect_failed = 1;
     snprintf(p->last_connect_error, sizeof(p->last_connect_error), "%s", why);
+    /* Capped exponential backoff (0.1 s, 0.2 s, ... server_login_retry): a
+     * cold or restarting upstream is used soon after it comes up. */
+    p->retry_delay = p->retry_delay ? p->retry_delay * 2 : 100000;
+    if (p->retry_delay > g_pooler.cfg->server_login_retry)
+        p->retry_delay = g_pooler.cfg->server_login_retry;
+    if (p->db->cfg)
+        dns_mark_failed(p->db->cfg->host); /* next address, or resolve anew */
     if (!fatal_for_clients)
         return;
     /* Errors that a retry cannot fix (bad password, no such database) go to
@@ -399,6 +412,17 @@ void pool_connect_failed(struct pool *p, const char *why, bool fatal_for_clients
 }
 
 /* ---- janitor ------------------------------------------------------------- */
+
+/* query_wait_timeout for c; says why no server came when logins fail. */
+static void pool_wait_timeout(struct pool *p, struct client *c)
+{
+    if (p->last_connect_failed && p->last_connect_error[0])
+        client_close_error(c, SQLSTATE_CONNECTION_FAILURE,
+                           "query_wait_timeout (server connection failing: %s)",
+                           p->last_connect_error);
+    else
+        client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "query_wait_timeout");
+}
 
 static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
 {
@@ -416,7 +440,7 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
             server_close(sv, "server idle timeout");
         else if (server_too_old(sv, now) && pool_total(p) > min)
             server_close(sv, "server lifetime over");
-        else if (!p->db->cfg || p->db->disabled)
+        else if (!p->db->cfg)
             server_close(sv, "database removed");
     }
     /* Connections that take too long to log in. */
@@ -435,16 +459,16 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
     {
         struct client *c = list_entry(it, struct client, wait_node);
         if (cfg->query_wait_timeout > 0 && now - c->request_time >= cfg->query_wait_timeout)
-            client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "query_wait_timeout");
+            pool_wait_timeout(p, c);
     }
     list_for_each_safe(it, tmp, &p->login_wait)
     {
         struct client *c = list_entry(it, struct client, wait_node);
         if (cfg->query_wait_timeout > 0 && now - c->request_time >= cfg->query_wait_timeout)
-            client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "query_wait_timeout");
+            pool_wait_timeout(p, c);
     }
     /* Keep min_pool_size warm, retry after failures, use the reserve. */
-    if (!g_pooler.shutting_down && p->db->cfg && !p->db->disabled) {
+    if (!g_pooler.shutting_down && p->db->cfg && !g_pooler.paused && !p->db->paused) {
         while (pool_total(p) < min && pool_may_open(p, now, false)) {
             if (!server_connect(p, w))
                 break;
@@ -505,6 +529,7 @@ void pool_free_all(void)
             free(p->welcome.names[i]);
             free(p->welcome.values[i]);
         }
+        prepared_set_free(p->ps_known);
         free(p);
     }
     while (!list_empty(&g_pooler.databases)) {

@@ -13,10 +13,13 @@
 
 #include "auth.h"
 #include "client.h"
+#include "dns.h"
 #include "log.h"
 #include "pool.h"
+#include "prepared.h"
 #include "proto.h"
 #include "scram.h"
+#include "tls.h"
 #include "worker.h"
 
 /* Login-time state, freed once the server is logged in. */
@@ -65,14 +68,16 @@ bool server_is_clean(const struct server *sv)
 
 /* ---- address ------------------------------------------------------------- */
 
-/* Fills p->addr from the database entry. Host names go through getaddrinfo
- * (numeric addresses and unix sockets never block). */
-static bool pool_resolve(struct pool *p, char *err, size_t errlen)
+static void server_dns_done(void *arg);
+
+/* Fills p->addr from the database entry. Host names go through dns.c, which
+ * may answer later (DNS_PENDING: server_dns_done() runs then). */
+static enum dns_status pool_resolve(struct pool *p, struct worker *w, char *err, size_t errlen)
 {
     const struct config_database *cd = p->db->cfg;
     if (!cd) {
         snprintf(err, errlen, "database removed");
-        return false;
+        return DNS_FAILED;
     }
     const char *host = cd->host[0] ? cd->host : "/var/run/postgresql";
     memset(&p->addr, 0, sizeof(p->addr));
@@ -82,11 +87,11 @@ static bool pool_resolve(struct pool *p, char *err, size_t errlen)
         int n = snprintf(un->sun_path, sizeof(un->sun_path), "%s/.s.PGSQL.%d", host, cd->port);
         if (n < 0 || (size_t)n >= sizeof(un->sun_path)) {
             snprintf(err, errlen, "unix socket path too long");
-            return false;
+            return DNS_FAILED;
         }
         p->addrlen = sizeof(*un);
         p->addr_ok = true;
-        return true;
+        return DNS_READY;
     }
     struct sockaddr_in *in4 = (struct sockaddr_in *)&p->addr;
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&p->addr;
@@ -95,43 +100,85 @@ static bool pool_resolve(struct pool *p, char *err, size_t errlen)
         in4->sin_port = htons((uint16_t)cd->port);
         p->addrlen = sizeof(*in4);
         p->addr_ok = true;
-        return true;
+        return DNS_READY;
     }
     if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
         in6->sin6_family = AF_INET6;
         in6->sin6_port = htons((uint16_t)cd->port);
         p->addrlen = sizeof(*in6);
         p->addr_ok = true;
-        return true;
+        return DNS_READY;
     }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
-    char port[16];
-    snprintf(port, sizeof(port), "%d", cd->port);
-    int rc = getaddrinfo(host, port, &hints, &res);
-    if (rc != 0 || !res) {
-        snprintf(err, errlen, "could not resolve \"%s\": %s", host, gai_strerror(rc));
-        return false;
-    }
-    memcpy(&p->addr, res->ai_addr, res->ai_addrlen);
-    p->addrlen = res->ai_addrlen;
-    freeaddrinfo(res);
-    p->addr_ok = true;
-    return true;
+    const struct config *cfg = g_pooler.cfg;
+    enum dns_status st = dns_lookup(w->loop, host, cd->port, cfg->dns_max_ttl,
+                                    cfg->dns_nxdomain_ttl, &p->addr, &p->addrlen,
+                                    server_dns_done, p, err, errlen);
+    p->addr_ok = st == DNS_READY;
+    return st;
 }
 
 /* ---- lifecycle ----------------------------------------------------------- */
+
+/* Starts the TCP connect of sv to p->addr (then TLS, per server_tls_sslmode).
+ * false if it failed at once (sv is closed then). */
+static bool server_start_connect(struct server *sv, struct worker *w)
+{
+    struct pool *p = sv->pool;
+    int rc = stream_connect(&sv->s, w, (struct sockaddr *)&p->addr, p->addrlen, &server_ops);
+    if (rc < 0) {
+        char err[256];
+        snprintf(err, sizeof(err), "connect failed: %s", strerror(-rc));
+        pool_connect_failed(p, err, false);
+        server_close(sv, err);
+        return false;
+    }
+    tls_server_prepare(&sv->s, p->db->cfg->host);
+    if (g_pooler.cfg->log_connections)
+        SV_LOG(LOG_LVL_LOG, sv, "new connection to server");
+    return true;
+}
+
+/* dns.c answered for pool p: connect the servers that waited for it (in
+ * SV_CONNECTING without a socket). */
+static void server_dns_done(void *arg)
+{
+    struct pool *p = arg;
+    for (;;) {
+        struct server *sv = NULL;
+        struct list *it, *tmp;
+        list_for_each_safe(it, tmp, &p->busy)
+        {
+            struct server *x = list_entry(it, struct server, node);
+            if (x->state == SV_CONNECTING && x->s.fd < 0 && !x->s.closed) {
+                sv = x;
+                break;
+            }
+        }
+        if (!sv)
+            return;
+        char err[256];
+        enum dns_status st = pool_resolve(p, sv->s.worker, err, sizeof(err));
+        if (st == DNS_PENDING)
+            return; /* asked anew; this runs again with the answer */
+        if (st == DNS_FAILED) {
+            log_warning("%s/%s: %s", p->db->name, p->user->name, err);
+            pool_connect_failed(p, err, false);
+            server_close(sv, err);
+            continue;
+        }
+        server_start_connect(sv, sv->s.worker);
+    }
+}
 
 struct server *server_connect(struct pool *p, struct worker *w)
 {
     char err[256];
     int64_t now = worker_now(w);
-    if (!p->addr_ok || (g_pooler.cfg->dns_max_ttl > 0 && now - p->addr_time > g_pooler.cfg->dns_max_ttl)) {
-        if (!pool_resolve(p, err, sizeof(err))) {
-            log_warning("%s/%s: %s", p->db->name, p->user->name, err);
-            pool_connect_failed(p, err, false);
-            return NULL;
-        }
-        p->addr_time = now;
+    enum dns_status st = pool_resolve(p, w, err, sizeof(err));
+    if (st == DNS_FAILED) {
+        log_warning("%s/%s: %s", p->db->name, p->user->name, err);
+        pool_connect_failed(p, err, false);
+        return NULL;
     }
     struct server *sv = calloc(1, sizeof(*sv));
     if (!sv)
@@ -148,16 +195,12 @@ struct server *server_connect(struct pool *p, struct worker *w)
     p->db->n_servers++;
     p->user->n_servers++;
     p->last_connect_attempt = now;
-    int rc = stream_connect(&sv->s, w, (struct sockaddr *)&p->addr, p->addrlen, &server_ops);
-    if (rc < 0) {
-        snprintf(err, sizeof(err), "connect failed: %s", strerror(-rc));
-        pool_connect_failed(p, err, false);
-        server_close(sv, err);
-        return NULL;
+    if (st == DNS_PENDING) {
+        /* No socket until the name is resolved: server_dns_done() connects. */
+        stream_init(&sv->s, w, -1, &server_ops);
+        return sv;
     }
-    if (g_pooler.cfg->log_connections)
-        SV_LOG(LOG_LVL_LOG, sv, "new connection to server");
-    return sv;
+    return server_start_connect(sv, w) ? sv : NULL;
 }
 
 void server_close(struct server *sv, const char *reason)
@@ -179,10 +222,11 @@ void server_close(struct server *sv, const char *reason)
         proto_writer_init(&wr, buf, sizeof(buf));
         proto_build_terminate(&wr);
         if (!stream_has_output(&sv->s))
-            (void)!write(sv->s.fd, buf, wr.len);
+            stream_write(&sv->s, buf, wr.len); /* through TLS when on */
     }
     struct pool *p = sv->pool;
     pool_server_gone(sv);
+    prepared_server_free(sv);
     sv->state = SV_CLOSED;
     stream_close(&sv->s);
     if (sv->auth) {
@@ -238,8 +282,9 @@ static void server_on_connected(struct stream *s, int err)
     struct server *sv = stream_server(s);
     if (err) {
         char why[256];
-        snprintf(why, sizeof(why), "connect failed: %s", strerror(err));
-        pool_connect_failed(sv->pool, why, false);
+        snprintf(why, sizeof(why), "connect failed: %s", stream_strerror(s, err));
+        /* TLS refused or not trusted: waiting clients get that now. */
+        pool_connect_failed(sv->pool, why, err == STREAM_ERR_TLS_CONFIG);
         server_close(sv, why);
         return;
     }
@@ -571,6 +616,10 @@ static bool server_handle_own(struct server *sv)
                 (strcasestr(g_pooler.cfg->server_reset_query, "discard all") ||
                  strcasestr(g_pooler.cfg->server_reset_query, "reset all")))
                 sv->extras = NULL; /* the reset undid them */
+            if (sv->state == SV_RESETTING &&
+                (strcasestr(g_pooler.cfg->server_reset_query, "discard all") ||
+                 strcasestr(g_pooler.cfg->server_reset_query, "deallocate all")))
+                prepared_server_forget(sv); /* and dropped every prepared statement */
             if (sv->state == SV_SETTING) {
                 sv->state = SV_ACTIVE;
                 if (sv->client)
@@ -623,6 +672,27 @@ static void server_forward(struct server *sv)
             server_close(sv, "server sent a malformed message");
             return;
         }
+        unsigned pact = PREPARED_PASS;
+        if (c->track) {
+            /* Transaction pooling: match the answer to its request; sluice's
+             * own answers go in, answers to its own messages go away. */
+            pact = prepared_server_msg(c, sv, type, b->data + b->start, mlen, avail, b->cap);
+            if (pact & PREPARED_EMIT_FIRST) {
+                stream_write(&c->s, b->data + fwd, b->start - fwd);
+                fwd = b->start;
+                prepared_emit(c);
+            }
+            if (pact & PREPARED_MORE)
+                break;
+            if (pact & PREPARED_SWALLOW) {
+                stream_write(&c->s, b->data + fwd, b->start - fwd);
+                b->start += mlen;
+                fwd = b->start;
+                if (pact & PREPARED_EMIT)
+                    prepared_emit(c);
+                continue;
+            }
+        }
         if (type == 'Z' || type == 'S') {
             if (mlen > avail) {
                 if (mlen > b->cap) {
@@ -657,7 +727,7 @@ static void server_forward(struct server *sv)
                 sv->ready = c->pending_rfq == 0 && !c->unsynced && st == 'I';
                 enum pool_mode mode = pool_mode_of(sv->pool);
                 if (c->pending_rfq == 0 && !c->unsynced) {
-                    if (st == 'I' && mode != POOL_MODE_SESSION)
+                    if (st == 'I' && mode != POOL_MODE_SESSION && !c->pinned)
                         release = true;
                     else if (st != 'I' && mode == POOL_MODE_STATEMENT)
                         stmt_violation = true;
@@ -673,11 +743,20 @@ static void server_forward(struct server *sv)
             s->skip_forward = true;
             b->start = b->end;
         }
+        if (pact & PREPARED_EMIT) {
+            stream_write(&c->s, b->data + fwd, b->start - fwd);
+            fwd = b->start;
+            prepared_emit(c);
+        }
         if (release)
             break;
     }
-    if (b->start > fwd)
-        stream_write(&c->s, b->data + fwd, b->start - fwd);
+    if (b->start > fwd) {
+        uint32_t n = b->start - fwd;
+        stream_write(&c->s, b->data + fwd, n);
+        w->stats.bytes_out += n;
+        sv->pool->bytes_out += n;
+    }
     if (stmt_violation) {
         client_close_error(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
                            "transaction blocks not allowed in statement pooling mode");
@@ -900,6 +979,7 @@ void server_link(struct server *sv, struct client *c)
         return;
     }
     c->state = CL_ACTIVE;
+    c->track = prepared_tracking(sv->pool);
     sv->request_time = worker_now(sv->s.worker);
     /* Does the client expect other values than the server has? Settings
      * from the startup packet beyond the tracked ones are applied as a whole
@@ -941,7 +1021,10 @@ struct cancel_conn {
     struct pool *pool;
     uint64_t server_id;
     struct server *server;
+    struct list node; /* on cancels_in_flight, so shutdown can free them */
 };
+
+static struct list cancel_conns = {&cancel_conns, &cancel_conns};
 
 static struct cancel_conn *stream_cancel(struct stream *s)
 {
@@ -968,6 +1051,7 @@ static void cancel_done(struct cancel_conn *cc)
 {
     stream_close(&cc->s);
     struct server *sv = cancel_target(cc);
+    list_del(&cc->node);
     free(cc);
     if (!sv)
         return;
@@ -1027,11 +1111,29 @@ void server_send_cancel(struct server *sv)
     cc->pool = p;
     cc->server = sv;
     cc->server_id = sv->id;
-    if (stream_connect(&cc->s, sv->s.worker, (struct sockaddr *)&p->addr, p->addrlen,
-                       &cancel_ops) < 0) {
+    /* To the backend's own address: a name with several may point elsewhere. */
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof(peer);
+    if (getpeername(sv->s.fd, (struct sockaddr *)&peer, &plen) < 0) {
+        peer = p->addr;
+        plen = p->addrlen;
+    }
+    if (stream_connect(&cc->s, sv->s.worker, (struct sockaddr *)&peer, plen, &cancel_ops) < 0) {
         free(cc);
         return;
     }
+    list_init(&cc->node);
+    list_add_tail(&cancel_conns, &cc->node);
     sv->cancels_in_flight++;
     SV_LOG(LOG_LVL_LOG, sv, "sending cancel request to backend pid %u", sv->backend_pid);
+}
+
+void server_cancel_free_all(void)
+{
+    while (!list_empty(&cancel_conns)) {
+        struct cancel_conn *cc = list_entry(list_first(&cancel_conns), struct cancel_conn, node);
+        list_del(&cc->node);
+        stream_close(&cc->s);
+        free(cc);
+    }
 }

@@ -22,6 +22,9 @@ void server_run_internal(struct server *sv, enum server_state st, const char *sq
  * sv is not reused until the cancel connection has finished. */
 void server_send_cancel(struct server *sv);
 
+/* Frees cancel connections still in flight (shutdown). */
+void server_cancel_free_all(void);
+
 /* Closes and frees sv; an error from the server is logged with reason. */
 void server_close(struct server *sv, const char *reason);
 

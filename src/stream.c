@@ -4,25 +4,72 @@
  * common case: one send() per batch of forwarded messages); what the kernel
  * does not take is queued and flushed when the socket becomes writable.
  * One libev watcher per socket; its event mask changes only when reading or
- * queued output starts or stops, so steady forwarding costs no epoll_ctl. */
+ * queued output starts or stops, so steady forwarding costs no epoll_ctl.
+ *
+ * TLS: a stream whose `tls` is set goes through the stream_tls_* functions
+ * below instead (one pointer test on the plain path). There, output is always
+ * queued first and written from the queue, because SSL_write must be retried
+ * with the same bytes after it could not finish; reads return plaintext. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "conn.h"
+#include "tls.h"
 #include "worker.h"
+
+/* Where a TLS stream is in its life. */
+enum stream_tls_phase {
+    STLS_PREPARED = 0, /* TCP connect running; SSLRequest goes out once it is up */
+    STLS_PGREQ,        /* SSLRequest sent; waiting for the server's 'S' or 'N' */
+    STLS_HANDSHAKE,    /* SSL_accept / SSL_connect running */
+    STLS_ON,           /* established: records flow */
+};
+
+struct stream_tls {
+    SSL *ssl;
+    SSL_CTX *ctx; /* a reference, held from stream_tls_request() until SSL_new() */
+    enum stream_tls_phase phase;
+    enum tls_sslmode mode; /* servers: what an 'N' answer means */
+    int hs_want;           /* events the handshake waits for */
+    bool accepting;        /* the client side: failures go to on_closed */
+    bool read_wants_write; /* SSL_read needs the socket writable (TLS internals) */
+    bool write_wants_read; /* SSL_write needs the socket readable */
+    bool failed;           /* a fatal TLS error: no close_notify */
+    bool verify_host;
+    char host[256];
+    char err[256]; /* why the negotiation or the session failed */
+};
+
+static int stream_tls_want(const struct stream *s);
+static void stream_tls_cb(struct stream *s, int revents);
+static void stream_tls_write(struct stream *s, const void *p, size_t n);
+static void stream_tls_kick(struct stream *s);
+static void stream_tls_free(struct stream *s);
 
 static void stream_update(struct stream *s)
 {
     int want = 0;
-    if (s->reading)
-        want |= EV_READ;
-    if (s->connecting || (s->obuf && iobuf_len(s->obuf)))
-        want |= EV_WRITE;
+    if (s->tls) {
+        want = stream_tls_want(s);
+    } else {
+        if (s->reading)
+            want |= EV_READ;
+        if (s->connecting || (s->obuf && iobuf_len(s->obuf)))
+            want |= EV_WRITE;
+    }
     int have = ev_is_active(&s->io) ? (s->io.events & (EV_READ | EV_WRITE)) : 0;
     if (want == have)
         return;
@@ -92,6 +139,10 @@ static void stream_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct stream *s = io->data;
     (void)loop;
+    if (s->tls) {
+        stream_tls_cb(s, revents);
+        return;
+    }
     if (s->connecting && (revents & EV_WRITE)) {
         int err = 0;
         socklen_t len = sizeof(err);
@@ -127,6 +178,8 @@ void stream_read_start(struct stream *s)
         return;
     s->reading = true;
     stream_update(s);
+    if (s->tls)
+        stream_tls_kick(s);
 }
 
 void stream_read_stop(struct stream *s)
@@ -146,6 +199,10 @@ void stream_write(struct stream *s, const void *p, size_t n)
 {
     if (s->closed || n == 0)
         return;
+    if (s->tls) {
+        stream_tls_write(s, p, n);
+        return;
+    }
     if (!stream_has_output(s) && !s->connecting) {
         ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
         if (w > 0) {
@@ -184,6 +241,8 @@ void stream_close(struct stream *s)
     if (ev_is_active(&s->io))
         ev_io_stop(s->worker->loop, &s->io);
     ev_clear_pending(s->worker->loop, &s->io);
+    if (s->tls)
+        stream_tls_free(s);
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
@@ -234,4 +293,449 @@ int stream_connect(struct stream *s, struct worker *w, const struct sockaddr *ad
     s->reading = true;
     stream_update(s);
     return 0;
+}
+
+/* ---- TLS ------------------------------------------------------------------ */
+
+/* The latest OpenSSL error as text (the queue is emptied). */
+static const char *stream_ssl_errstr(char *buf, size_t len)
+{
+    unsigned long e = ERR_get_error(), next;
+    while ((next = ERR_get_error()) != 0)
+        e = next;
+    if (!e)
+        snprintf(buf, len, "%s", errno ? strerror(errno) : "connection closed");
+    else
+        ERR_error_string_n(e, buf, len);
+    return buf;
+}
+
+static int stream_tls_want(const struct stream *s)
+{
+    const struct stream_tls *t = s->tls;
+    int want = 0;
+    if (t->failed)
+        return 0; /* the owner is closing */
+    switch (t->phase) {
+    case STLS_PREPARED:
+        return s->connecting ? EV_WRITE : 0;
+    case STLS_PGREQ:
+        return EV_READ;
+    case STLS_HANDSHAKE:
+        return t->hs_want;
+    case STLS_ON:
+        if (s->reading || t->write_wants_read)
+            want |= EV_READ;
+        /* Output waiting for readability must not poll for writability:
+         * the socket is writable, and SSL_write would just say no again. */
+        if (((s->obuf && iobuf_len(s->obuf)) && !t->write_wants_read) || t->read_wants_write)
+            want |= EV_WRITE;
+        break;
+    }
+    return want;
+}
+
+/* The negotiation or handshake failed: a server's owner learns it from
+ * on_connected (config = retrying will not help), a client's from
+ * on_closed. */
+static void stream_tls_fail(struct stream *s, bool config, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void stream_tls_fail(struct stream *s, bool config, const char *fmt, ...)
+{
+    struct stream_tls *t = s->tls;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->err, sizeof(t->err), fmt, ap);
+    va_end(ap);
+    t->failed = true;
+    t->hs_want = 0;
+    stream_update(s);
+    if (t->accepting)
+        s->ops->on_closed(s, t->err);
+    else
+        s->ops->on_connected(s, config ? STREAM_ERR_TLS_CONFIG : STREAM_ERR_TLS);
+}
+
+/* Writes from obuf through TLS: 1 = all written, 0 = must wait, -1 = error
+ * (t->err says which). */
+static int stream_tls_write_some(struct stream *s)
+{
+    struct stream_tls *t = s->tls;
+    struct iobuf *b = s->obuf;
+    while (b && iobuf_len(b)) {
+        uint32_t len = iobuf_len(b);
+        ERR_clear_error();
+        errno = 0;
+        int n = SSL_write(t->ssl, b->data + b->start, len > INT_MAX ? INT_MAX : (int)len);
+        if (n > 0) {
+            b->start += (uint32_t)n;
+            s->bytes_out += (uint64_t)n;
+            continue;
+        }
+        int e = SSL_get_error(t->ssl, n);
+        if (e == SSL_ERROR_WANT_WRITE) {
+            t->write_wants_read = false;
+            return 0;
+        }
+        if (e == SSL_ERROR_WANT_READ) {
+            t->write_wants_read = true;
+            return 0;
+        }
+        char buf[200];
+        snprintf(t->err, sizeof(t->err), "TLS write failed: %s",
+                 stream_ssl_errstr(buf, sizeof(buf)));
+        t->failed = true;
+        return -1;
+    }
+    t->write_wants_read = false;
+    return 1;
+}
+
+static void stream_tls_write(struct stream *s, const void *p, size_t n)
+{
+    struct stream_tls *t = s->tls;
+    /* Nothing can reach a client whose handshake is not done (an error for
+     * a client_login_timeout, say), nor a broken session: dropping it lets
+     * the owner close now instead of waiting for a drain that never comes. */
+    if (t->failed || (t->accepting && t->phase != STLS_ON))
+        return;
+    bool queued = stream_has_output(s);
+    iobuf_append(&s->worker->bufs, &s->obuf, p, n);
+    if (queued || t->phase != STLS_ON) {
+        stream_update(s);
+        return;
+    }
+    int rc = stream_tls_write_some(s);
+    if (rc > 0) {
+        iobuf_put(&s->worker->bufs, s->obuf);
+        s->obuf = NULL;
+    } else if (rc < 0) {
+        /* As on the plain path: the error is reported from the watcher,
+         * not from inside the caller's processing loop. */
+        ev_feed_event(s->worker->loop, &s->io, EV_WRITE);
+    }
+    stream_update(s);
+}
+
+/* The watcher says the socket is writable (or readable, when SSL_write
+ * waited for that): write what is queued. */
+static void stream_tls_flush(struct stream *s)
+{
+    int rc = stream_tls_write_some(s);
+    if (rc < 0) {
+        s->ops->on_closed(s, s->tls->err);
+        return;
+    }
+    if (rc == 0) {
+        stream_update(s);
+        return;
+    }
+    iobuf_put(&s->worker->bufs, s->obuf);
+    s->obuf = NULL;
+    stream_update(s);
+    if (s->ops->on_drained)
+        s->ops->on_drained(s);
+}
+
+static void stream_tls_read(struct stream *s)
+{
+    struct stream_tls *t = s->tls;
+    struct worker *w = s->worker;
+    if (!s->rbuf)
+        s->rbuf = iobuf_get(&w->bufs);
+    struct iobuf *b = s->rbuf;
+    if (iobuf_room(b) < b->cap / 4)
+        iobuf_compact(b);
+    if (iobuf_room(b) == 0) {
+        stream_read_stop(s);
+        return;
+    }
+    uint32_t room = iobuf_room(b);
+    ERR_clear_error();
+    errno = 0;
+    int n = SSL_read(t->ssl, b->data + b->end, room > INT_MAX ? INT_MAX : (int)room);
+    if (n > 0) {
+        if (t->read_wants_write) {
+            t->read_wants_write = false;
+            stream_update(s);
+        }
+        b->end += (uint32_t)n;
+        s->bytes_in += (uint64_t)n;
+        s->ops->on_data(s);
+        /* A record may hold more than the buffer took: OpenSSL keeps the
+         * rest, and the socket will not say readable for it. */
+        stream_tls_kick(s);
+        return;
+    }
+    int e = SSL_get_error(t->ssl, n);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        if (t->read_wants_write) {
+            t->read_wants_write = false;
+            stream_update(s);
+        }
+        stream_release_rbuf(s);
+        return;
+    case SSL_ERROR_WANT_WRITE:
+        t->read_wants_write = true;
+        stream_update(s);
+        stream_release_rbuf(s);
+        return;
+    case SSL_ERROR_ZERO_RETURN:
+        s->ops->on_closed(s, NULL); /* EOF: the owner names it */
+        return;
+    default: {
+        char buf[200];
+        t->failed = true;
+        if (e == SSL_ERROR_SYSCALL && errno == 0) {
+            s->ops->on_closed(s, NULL);
+            return;
+        }
+        snprintf(t->err, sizeof(t->err), "TLS read failed: %s",
+                 stream_ssl_errstr(buf, sizeof(buf)));
+        s->ops->on_closed(s, t->err);
+        return;
+    }
+    }
+}
+
+/* Schedules a read when OpenSSL holds decrypted bytes nobody asked for. */
+static void stream_tls_kick(struct stream *s)
+{
+    struct stream_tls *t = s->tls;
+    if (t && t->phase == STLS_ON && s->reading && !s->closed && SSL_has_pending(t->ssl))
+        ev_feed_event(s->worker->loop, &s->io, EV_READ);
+}
+
+static void stream_tls_handshake(struct stream *s)
+{
+    struct stream_tls *t = s->tls;
+    ERR_clear_error();
+    errno = 0;
+    int rc = SSL_do_handshake(t->ssl);
+    if (rc == 1) {
+        t->phase = STLS_ON;
+        t->hs_want = 0;
+        stream_update(s);
+        if (!t->accepting) {
+            s->ops->on_connected(s, 0);
+            return;
+        }
+        /* The client's first message may have come with its Finished. */
+        if (s->reading)
+            stream_tls_read(s);
+        return;
+    }
+    int e = SSL_get_error(t->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        t->hs_want = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
+        stream_update(s);
+        return;
+    }
+    char buf[200];
+    long vr = SSL_get_verify_result(t->ssl);
+    if (vr != X509_V_OK && SSL_get_verify_mode(t->ssl) != SSL_VERIFY_NONE) {
+        ERR_clear_error();
+        stream_tls_fail(s, true, "TLS handshake failed: certificate verify failed: %s",
+                        X509_verify_cert_error_string(vr));
+        return;
+    }
+    stream_tls_fail(s, false, "TLS handshake failed: %s", stream_ssl_errstr(buf, sizeof(buf)));
+}
+
+static bool is_ip_literal(const char *host)
+{
+    unsigned char a[16];
+    return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
+}
+
+/* The server's one-byte answer to SSLRequest. Exactly one byte is read:
+ * anything after an 'S' belongs to the handshake, and a server must not
+ * be able to slip plaintext in front of it. */
+static void stream_tls_pgreq_answer(struct stream *s)
+{
+    struct stream_tls *t = s->tls;
+    uint8_t c;
+    ssize_t n = recv(s->fd, &c, 1, 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        stream_tls_fail(s, false, "SSL negotiation failed: %s", strerror(errno));
+        return;
+    }
+    if (n == 0) {
+        stream_tls_fail(s, false, "server closed the connection during SSL negotiation");
+        return;
+    }
+    s->bytes_in++;
+    if (c == 'N') {
+        if (t->mode >= TLS_MODE_REQUIRE) {
+            stream_tls_fail(s, true, "server does not support TLS, and server_tls_sslmode is %s",
+                            tls_sslmode_str(t->mode));
+            return;
+        }
+        /* prefer/allow: go on in plaintext. */
+        stream_tls_free(s);
+        stream_update(s);
+        s->ops->on_connected(s, 0);
+        return;
+    }
+    if (c != 'S') {
+        stream_tls_fail(s, true, "server answered SSLRequest with unexpected byte 0x%02x", c);
+        return;
+    }
+    ERR_clear_error();
+    SSL *ssl = SSL_new(t->ctx);
+    if (!ssl) {
+        char buf[200];
+        stream_tls_fail(s, false, "SSL_new: %s", stream_ssl_errstr(buf, sizeof(buf)));
+        return;
+    }
+    t->ssl = ssl;
+    SSL_set_fd(ssl, s->fd);
+    SSL_set_connect_state(ssl);
+    bool ip = is_ip_literal(t->host);
+    /* SNI: hosted services route on it (and no name is sent for an IP). */
+    if (t->host[0] && !ip)
+        SSL_set_tlsext_host_name(ssl, t->host);
+    if (t->verify_host) {
+        int ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), t->host)
+                    : SSL_set1_host(ssl, t->host);
+        if (ok != 1) {
+            stream_tls_fail(s, true, "cannot verify host name \"%s\"", t->host);
+            return;
+        }
+    }
+    t->phase = STLS_HANDSHAKE;
+    stream_tls_handshake(s);
+}
+
+/* A server stream armed by stream_tls_request(): TCP is up (or failed). */
+static void stream_tls_connected(struct stream *s)
+{
+    static const uint8_t ssl_request[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}; /* 80877103 */
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    s->connecting = false;
+    if (err) {
+        stream_update(s);
+        s->ops->on_connected(s, err);
+        return;
+    }
+    /* A fresh socket's send buffer is empty: 8 bytes go out whole. */
+    if (send(s->fd, ssl_request, sizeof(ssl_request), MSG_NOSIGNAL) !=
+        (ssize_t)sizeof(ssl_request)) {
+        stream_tls_fail(s, false, "could not send SSLRequest: %s", strerror(errno));
+        return;
+    }
+    s->bytes_out += sizeof(ssl_request);
+    s->tls->phase = STLS_PGREQ;
+    stream_update(s);
+}
+
+static void stream_tls_cb(struct stream *s, int revents)
+{
+    struct stream_tls *t = s->tls;
+    switch (t->phase) {
+    case STLS_PREPARED:
+        if (s->connecting && (revents & EV_WRITE))
+            stream_tls_connected(s);
+        return;
+    case STLS_PGREQ:
+        if (revents & EV_READ)
+            stream_tls_pgreq_answer(s);
+        return;
+    case STLS_HANDSHAKE:
+        if (!t->failed)
+            stream_tls_handshake(s);
+        return;
+    case STLS_ON:
+        break;
+    }
+    bool flush = t->write_wants_read ? (revents & EV_READ) : (revents & EV_WRITE);
+    bool read = t->read_wants_write ? (revents & EV_WRITE) : (revents & EV_READ);
+    if (flush && stream_has_output(s)) {
+        stream_tls_flush(s);
+        if (s->closed)
+            return;
+    }
+    if (read && s->reading && !s->closed)
+        stream_tls_read(s);
+}
+
+static void stream_tls_free(struct stream *s)
+{
+    struct stream_tls *t = s->tls;
+    s->tls = NULL;
+    if (t->ssl) {
+        /* A polite close_notify, if the session is sound; never waited for. */
+        if (t->phase == STLS_ON && !t->failed && s->fd >= 0) {
+            ERR_clear_error();
+            (void)SSL_shutdown(t->ssl);
+        }
+        SSL_free(t->ssl);
+    }
+    if (t->ctx)
+        SSL_CTX_free(t->ctx);
+    ERR_clear_error();
+    free(t);
+}
+
+static struct stream_tls *stream_tls_new(void)
+{
+    struct stream_tls *t = calloc(1, sizeof(*t));
+    if (!t)
+        abort();
+    return t;
+}
+
+bool stream_tls_accept(struct stream *s, void *ctx)
+{
+    struct stream_tls *t = stream_tls_new();
+    ERR_clear_error();
+    t->ssl = SSL_new(ctx);
+    if (!t->ssl) {
+        free(t);
+        ERR_clear_error();
+        return false;
+    }
+    SSL_set_fd(t->ssl, s->fd);
+    SSL_set_accept_state(t->ssl);
+    t->accepting = true;
+    t->phase = STLS_HANDSHAKE;
+    t->hs_want = EV_READ;
+    s->tls = t;
+    stream_update(s);
+    return true;
+}
+
+bool stream_tls_request(struct stream *s, void *ctx, enum tls_sslmode mode, const char *host,
+                        bool verify_host)
+{
+    if (!ctx || s->tls || !s->connecting)
+        return false;
+    struct stream_tls *t = stream_tls_new();
+    SSL_CTX_up_ref(ctx);
+    t->ctx = ctx;
+    t->mode = mode;
+    t->verify_host = verify_host;
+    snprintf(t->host, sizeof(t->host), "%s", host);
+    t->phase = STLS_PREPARED;
+    s->tls = t;
+    stream_update(s);
+    return true;
+}
+
+void *stream_tls_ssl(const struct stream *s)
+{
+    return s->tls && s->tls->phase == STLS_ON ? s->tls->ssl : NULL;
+}
+
+const char *stream_strerror(const struct stream *s, int err)
+{
+    if (err == STREAM_ERR_TLS || err == STREAM_ERR_TLS_CONFIG)
+        return s->tls && s->tls->err[0] ? s->tls->err : "TLS negotiation failed";
+    return strerror(err);
 }

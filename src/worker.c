@@ -21,6 +21,7 @@
 #include "conn.h"
 #include "log.h"
 #include "pool.h"
+#include "server.h"
 
 int64_t worker_now(const struct worker *w)
 {
@@ -262,6 +263,7 @@ void worker_destroy(struct worker *w)
         struct client *c = list_entry(list_first(&w->clients), struct client, node);
         client_close(c, "shutdown");
     }
+    server_cancel_free_all();
     pool_free_all();
     reaper_cb(w->loop, &w->reaper, 0);
     ev_timer_stop(w->loop, &w->janitor);

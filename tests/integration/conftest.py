@@ -1,6 +1,7 @@
 """Fixtures: `cluster` (session: PostgreSQL primary, 2 replicas, redis) and
 `sluice` (a factory starting pooler processes, stopped after each test)."""
 
+import os
 import re
 import shutil
 
@@ -26,6 +27,26 @@ def run_dir(request):
         print(f"\npooler configs and logs kept in {path}")
     else:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pool_user(cluster):
+    """A role of this test run alone (in every default userlist, with a plain
+    password): count its backends on the primary without other poolers or
+    sessions on the shared cluster interfering."""
+    name = f"it_user_{os.getpid()}"
+    cluster.create_role(name, name + "_pw")
+    yield name
+    cluster.drop_role(name)
+
+
+@pytest.fixture(scope="session")
+def pool_user2(cluster):
+    """A second such role."""
+    name = f"it_user2_{os.getpid()}"
+    cluster.create_role(name, name + "_pw")
+    yield name
+    cluster.drop_role(name)
 
 
 @pytest.fixture

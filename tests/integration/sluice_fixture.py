@@ -9,23 +9,29 @@ PgBouncer refuses root; sluice is started the same way so both behave alike.
 import hashlib
 import os
 import re
+import resource
 import shutil
 import signal as sig
 import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 
 REPO = Path(__file__).resolve().parents[2]
 SLUICE_BIN = os.environ.get("SLUICE_BIN", str(REPO / "build/address-undefined/sluice"))
 CLUSTER_SH = REPO / "scripts/cluster.sh"
-CLUSTER_DIR = "/tmp/sluice-test-cluster"
-CLUSTER_PORT = 55432
-REDIS_PORT = 56379
+# A private cluster (e.g. when several test runs share a machine) can be had
+# with SLUICE_TEST_CLUSTER_DIR, SLUICE_TEST_CLUSTER_PORT (replicas +1, +2) and
+# SLUICE_TEST_REDIS_PORT.
+CLUSTER_DIR = os.environ.get("SLUICE_TEST_CLUSTER_DIR", "/tmp/sluice-test-cluster")
+CLUSTER_PORT = int(os.environ.get("SLUICE_TEST_CLUSTER_PORT", "55432"))
+REDIS_PORT = int(os.environ.get("SLUICE_TEST_REDIS_PORT", "56379"))
 RUN_AS = "postgres" if os.geteuid() == 0 else None
 
 # The cluster's users and passwords (see scripts/cluster.sh).
@@ -36,6 +42,10 @@ PASSWORDS = {
     "plain_user": "plain_user_pw",
     "sluice": "sluice",
 }
+
+# True when the tests run against PgBouncer (SLUICE_BIN=/usr/sbin/pgbouncer):
+# tests of sluice-only behaviour skip themselves then.
+IS_PGBOUNCER = Path(SLUICE_BIN).name.startswith("pgbouncer")
 
 SANITIZER_REPORT = re.compile(
     r"ERROR: (Address|Leak|Memory|Thread)Sanitizer|WARNING: ThreadSanitizer|runtime error:")
@@ -200,6 +210,29 @@ class Cluster:
     def primary_conn(self, dbname="mydb"):
         return self.connect(dbname=dbname)
 
+    def create_role(self, name, password):
+        """A LOGIN role (SCRAM password) that only this test run uses, so that
+        counting its backends is not disturbed by anything else on the cluster."""
+        with self.primary_conn() as conn:
+            self._drop_role(conn, name)
+            conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                psycopg.sql.Identifier(name), psycopg.sql.Literal(password)))
+        PASSWORDS[name] = password
+
+    def drop_role(self, name):
+        PASSWORDS.pop(name, None)
+        with self.primary_conn() as conn:
+            self._drop_role(conn, name)
+
+    @staticmethod
+    def _drop_role(conn, name):
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
+            return
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE usename = %s", (name,))
+        conn.execute(psycopg.sql.SQL("DROP OWNED BY {}").format(psycopg.sql.Identifier(name)))
+        conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(name)))
+
     def backend_count(self, user, dbname="mydb"):
         """Server connections of user on the primary (from pg_stat_activity)."""
         with self.primary_conn() as conn:
@@ -220,6 +253,8 @@ class Sluice:
         self.log_path = self.dir / "sluice.log"
         self.args = list(args)
         self.proc = None
+        self.exit_expected = False
+        self.exit_codes = (0,)
         self.placeholders = {
             "port": self.port,
             "primary_port": cluster.primary_port,
@@ -286,7 +321,13 @@ class Sluice:
         if self.proc is None:
             return
         problems = []
-        if self.proc.poll() is not None:
+        if self.exit_expected:
+            if self.proc.poll() is None:
+                problems.append("pooler had not exited although it was expected to")
+                self.kill()
+            elif self.proc.returncode not in self.exit_codes:
+                problems.append(f"pooler exited with {self.proc.returncode}")
+        elif self.proc.poll() is not None:
             problems.append(f"pooler had already exited with {self.proc.returncode}")
         else:
             self.proc.send_signal(sig.SIGTERM)
@@ -302,6 +343,16 @@ class Sluice:
             problems.append("sanitizer report in the log")
         if problems:
             raise AssertionError("; ".join(problems) + "\n" + self.log_tail())
+
+    def wait_exit(self, timeout, codes=(0,)):
+        """Wait for the pooler to exit by itself (after a signal); its return code,
+        or None if it still runs. Teardown then expects an exit code in codes."""
+        self.exit_expected = True
+        self.exit_codes = codes
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
@@ -355,3 +406,317 @@ def make_run_dir():
     os.chmod(path, 0o755)
     chown_run_as(path)
     return Path(path)
+
+
+def raise_nofile_limit(want=20000):
+    """Raise this process's open-file limit (for many client sockets)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def backend_pid(conn):
+    """pg_backend_pid() in its own transaction."""
+    with conn.transaction():
+        return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def wait_no_backends(cluster, user, timeout=10):
+    """Server connections of earlier tests' poolers may still be closing."""
+    wait_until(lambda: cluster.backend_count(user) == 0, timeout, f"no {user} backends")
+
+
+class BackendMonitor:
+    """Samples how many backends `user` (a name or a list of names) has on the
+    primary, in a thread, while the with-block runs: .peak is the largest
+    count seen, .samples how many samples were taken."""
+
+    def __init__(self, cluster, user, dbname="mydb", interval=0.01):
+        self.users = [user] if isinstance(user, str) else list(user)
+        self.cluster, self.dbname, self.interval = cluster, dbname, interval
+        self.peak = 0
+        self.samples = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        with self.cluster.primary_conn() as conn:
+            while not self._done.is_set():
+                n = conn.execute("SELECT count(*) FROM pg_stat_activity "
+                                 "WHERE usename = ANY(%s) AND datname = %s",
+                                 (self.users, self.dbname)).fetchone()[0]
+                self.peak = max(self.peak, n)
+                self.samples += 1
+                self._done.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join(10)
+
+
+# A hand-driven protocol 3 client, for what drivers cannot do: malformed
+# packets, abrupt closes, cancel keys.
+PROTOCOL_3 = 196608
+CANCEL_REQUEST_CODE = 80877102
+SSL_REQUEST_CODE = 80877103
+GSSENC_REQUEST_CODE = 80877104
+
+
+def startup_packet(user, dbname="mydb", version=PROTOCOL_3, **params):
+    body = b"".join(f"{k}\0{v}\0".encode()
+                    for k, v in dict(user=user, database=dbname, **params).items()) + b"\0"
+    return struct.pack("!ii", 8 + len(body), version) + body
+
+
+def message(kind, payload=b""):
+    """A regular protocol message: kind (one byte), length, payload."""
+    return kind + struct.pack("!i", 4 + len(payload)) + payload
+
+
+def query_message(sql):
+    return message(b"Q", sql.encode() + b"\0")
+
+
+def error_fields(payload):
+    """ErrorResponse/NoticeResponse payload -> {field code: text}, e.g. {'C': '57014'}."""
+    fields = {}
+    for part in payload.split(b"\0"):
+        if part:
+            fields[part[:1].decode()] = part[1:].decode(errors="replace")
+    return fields
+
+
+def data_row(payload):
+    """DataRow payload -> list of text values (None for NULL)."""
+    n = struct.unpack("!h", payload[:2])[0]
+    pos, values = 2, []
+    for _ in range(n):
+        length = struct.unpack("!i", payload[pos:pos + 4])[0]
+        pos += 4
+        if length < 0:
+            values.append(None)
+        else:
+            values.append(payload[pos:pos + length].decode())
+            pos += length
+    return values
+
+
+class ServerError(Exception):
+    def __init__(self, fields):
+        super().__init__(f"{fields.get('C')}: {fields.get('M')}")
+        self.fields = fields
+
+
+class RawConn:
+    def __init__(self, port, timeout=5):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = bytearray()      # received, not yet read
+        self.backend_key = None     # (pid, secret) from BackendKeyData
+        self.params = {}            # ParameterStatus values
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, n):
+        """Make at least n unread bytes available in self.buf."""
+        while len(self.buf) < n:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError(f"connection closed; unread: {bytes(self.buf[:300])!r}")
+            self.buf += chunk
+
+    def read_bytes(self, n):
+        self._fill(n)
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def read_msg(self):
+        """The next message as (kind, payload)."""
+        self._fill(5)
+        length = struct.unpack("!i", self.buf[1:5])[0]
+        self._fill(1 + length)
+        kind, payload = bytes(self.buf[:1]), bytes(self.buf[5:1 + length])
+        del self.buf[:1 + length]
+        return kind, payload
+
+    def login(self, user="md5_user", password=None, dbname="mydb", **params):
+        """Startup and authentication (ok, cleartext or md5) up to ReadyForQuery;
+        raises ServerError on an ErrorResponse."""
+        self.send(startup_packet(user, dbname, **params))
+        return self.finish_login(user, password)
+
+    def finish_login(self, user, password=None):
+        password = PASSWORDS.get(user, "") if password is None else password
+        while True:
+            kind, payload = self.read_msg()
+            if kind == b"R":
+                code = struct.unpack("!i", payload[:4])[0]
+                if code == AUTH_MD5:
+                    inner = md5_secret(user, password)[3:].encode()
+                    digest = "md5" + hashlib.md5(inner + payload[4:8]).hexdigest()
+                    self.send(message(b"p", digest.encode() + b"\0"))
+                elif code == AUTH_CLEARTEXT:
+                    self.send(message(b"p", password.encode() + b"\0"))
+                elif code != AUTH_OK:
+                    raise ValueError(f"unsupported authentication request {code}")
+            elif kind == b"E":
+                raise ServerError(error_fields(payload))
+            elif kind == b"K":
+                self.backend_key = struct.unpack("!ii", payload)
+            elif kind == b"S":
+                name, value = payload.split(b"\0")[:2]
+                self.params[name.decode()] = value.decode()
+            elif kind == b"Z":
+                return self
+
+    def send_query(self, sql):
+        self.send(query_message(sql))
+
+    def read_result(self):
+        """Messages up to ReadyForQuery -> (rows, error fields or None, status)."""
+        rows, error = [], None
+        while True:
+            kind, payload = self.read_msg()
+            if kind == b"D":
+                rows.append(data_row(payload))
+            elif kind == b"E":
+                error = error_fields(payload)
+            elif kind == b"Z":
+                return rows, error, payload.decode()
+
+    def query(self, sql):
+        """Simple query -> rows (lists of text); raises ServerError on an error."""
+        self.send_query(sql)
+        rows, error, _ = self.read_result()
+        if error:
+            raise ServerError(error)
+        return rows
+
+    def read_until_closed(self, timeout):
+        """Everything the peer sends until it closes the connection, or None if
+        it is still open after timeout seconds."""
+        data = bytes(self.buf)
+        self.buf = bytearray()
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except socket.timeout:
+                return None
+            except ConnectionResetError:
+                return data
+            if not chunk:
+                return data
+            data += chunk
+
+    def abort(self):
+        """Close with a TCP RST, as a killed client's kernel may."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+
+def first_error(data):
+    """Error fields of the first ErrorResponse in raw bytes, or None."""
+    pos = 0
+    while pos + 5 <= len(data):
+        kind = data[pos:pos + 1]
+        length = struct.unpack("!i", data[pos + 1:pos + 5])[0]
+        if kind == b"E":
+            return error_fields(data[pos + 5:pos + 1 + length])
+        if length < 4:
+            return None
+        pos += 1 + length
+    return None
+
+
+def send_cancel(port, pid, secret, timeout=5):
+    """Send a CancelRequest; wait until the pooler closes that connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(struct.pack("!iiii", 16, CANCEL_REQUEST_CODE, pid, secret))
+        try:
+            return s.recv(100)
+        except ConnectionResetError:
+            return b""
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to target_port, one thread pair per connection.
+    close_all() cuts every forwarded connection; stop() also stops listening."""
+
+    def __init__(self, target_port, port=None):
+        self.target_port = target_port
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", port or 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.conns = []
+        self.lock = threading.Lock()
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close_all(self):
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def stop(self):
+        self.stopped = True
+        self.listener.close()
+        self.close_all()

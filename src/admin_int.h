@@ -1,0 +1,202 @@
+/* admin_int.h - the admin console's insides, shared by admin.c (protocol,
+ * sessions, control commands), admin_show.c (SHOW commands), admin_proto.c
+ * (command parser, result encoding) and tests/unit/test_admin.c. Other
+ * modules use admin.h only.
+ *
+ * The command parser and the result encoder are pure (no sockets, no global
+ * state) so that they can be tested alone.
+ */
+#ifndef SLUICE_ADMIN_INT_H
+#define SLUICE_ADMIN_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "iobuf.h"
+
+struct client;
+struct worker;
+
+/* PostgreSQL type oids of the console's columns. */
+#define ADMIN_OID_INT8    20u
+#define ADMIN_OID_INT4    23u
+#define ADMIN_OID_TEXT    25u
+#define ADMIN_OID_NUMERIC 1700u
+
+/* The version of PgBouncer whose console sluice reproduces: column sets
+ * and SHOW VERSION follow it, so that tools choosing columns by version
+ * pick the right ones. */
+#define ADMIN_PGBOUNCER_COMPAT "1.24.0"
+
+/* SQLSTATEs of the console's errors. PgBouncer answers every console
+ * error with protocol_violation; drivers map it to an exception class, so
+ * keep it. */
+#define ADMIN_SQLSTATE_ERROR       "08P01"
+#define ADMIN_SQLSTATE_CONFIG_FILE "F0000" /* RELOAD failed */
+
+/* ---- commands ------------------------------------------------------------ */
+
+enum admin_verb {
+    ADMIN_CMD_EMPTY = 0,   /* only blanks, comments and semicolons */
+    ADMIN_CMD_SHOW,        /* SHOW topic */
+    ADMIN_CMD_SET,         /* SET key = value */
+    ADMIN_CMD_RELOAD,      /* RELOAD */
+    ADMIN_CMD_PAUSE,       /* PAUSE [db] */
+    ADMIN_CMD_RESUME,      /* RESUME [db] */
+    ADMIN_CMD_SUSPEND,     /* SUSPEND (refused: no online restart) */
+    ADMIN_CMD_DISABLE,     /* DISABLE db */
+    ADMIN_CMD_ENABLE,      /* ENABLE db */
+    ADMIN_CMD_RECONNECT,   /* RECONNECT [db] */
+    ADMIN_CMD_KILL,        /* KILL [db] */
+    ADMIN_CMD_KILL_CLIENT, /* KILL_CLIENT id */
+    ADMIN_CMD_WAIT_CLOSE,  /* WAIT_CLOSE [db] */
+    ADMIN_CMD_SHUTDOWN,    /* SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS] */
+};
+/* The command's name as its CommandComplete tag ("PAUSE", ...). */
+const char *admin_verb_str(enum admin_verb v);
+
+enum admin_show_topic {
+    ADMIN_SHOW_HELP = 0,       /* a NOTICE listing the commands, no rows */
+    ADMIN_SHOW_VERSION,        /* one row: the version string */
+    ADMIN_SHOW_CONFIG,         /* one row per general setting */
+    ADMIN_SHOW_DATABASES,      /* one row per database entry */
+    ADMIN_SHOW_POOLS,          /* one row per (database, user) pool */
+    ADMIN_SHOW_CLIENTS,        /* one row per client connection */
+    ADMIN_SHOW_SERVERS,        /* one row per server connection */
+    ADMIN_SHOW_USERS,          /* one row per known user */
+    ADMIN_SHOW_STATS,          /* per database: totals and averages */
+    ADMIN_SHOW_STATS_TOTALS,   /* per database: totals only */
+    ADMIN_SHOW_STATS_AVERAGES, /* per database: averages only */
+    ADMIN_SHOW_TOTALS,         /* name/value rows: STATS summed over databases */
+    ADMIN_SHOW_LISTS,          /* name/count rows of internal lists */
+    ADMIN_SHOW_MEM,            /* memory per object kind */
+    ADMIN_SHOW_STATE,          /* active / paused / suspended */
+    ADMIN_SHOW_DNS_HOSTS,      /* empty: sluice keeps no DNS cache */
+    ADMIN_SHOW_DNS_ZONES,      /* empty: sluice keeps no DNS cache */
+    ADMIN_SHOW_PEERS,          /* empty: no peering */
+    ADMIN_SHOW_PEER_POOLS,     /* empty: no peering */
+    ADMIN_SHOW_COUNT,
+};
+/* Upper-case name of a topic ("POOLS"). */
+const char *admin_show_topic_str(enum admin_show_topic t);
+
+enum admin_shutdown_mode {
+    ADMIN_SHUTDOWN_NOW = 0,          /* exit at once */
+    ADMIN_SHUTDOWN_WAIT_FOR_SERVERS, /* stop accepting; exit when no server is in use */
+    ADMIN_SHUTDOWN_WAIT_FOR_CLIENTS, /* stop accepting; exit when no client is left */
+};
+
+#define ADMIN_ARG_MAX   256
+#define ADMIN_VALUE_MAX 4096
+
+/* One parsed console command. */
+struct admin_cmd {
+    enum admin_verb verb;
+    enum admin_show_topic topic;       /* ADMIN_CMD_SHOW */
+    enum admin_shutdown_mode shutdown; /* ADMIN_CMD_SHUTDOWN */
+    bool has_arg;
+    char arg[ADMIN_ARG_MAX];     /* database name, client id, or SET key */
+    char value[ADMIN_VALUE_MAX]; /* SET value, quotes removed */
+};
+
+/* Parses one console command from sql. Keywords are case-insensitive;
+ * database names are taken as written ("quoted" names may hold anything);
+ * SET values may be 'quoted' ('' for a quote) or bare words; trailing
+ * semicolons and SQL comments are ignored.
+ *
+ * $n tokens stand for bound parameters (extended protocol): params[n-1]
+ * replaces them when params is not NULL (a missing one is an error); with
+ * params NULL they stay as written, which is enough to tell the command and
+ * its columns before Bind.
+ *
+ * Returns true and fills *out, or false with a message in err (never
+ * longer than errlen - 1). Pure: no global state is read. */
+bool admin_parse(const char *sql, int nparams, const char *const *params, struct admin_cmd *out,
+                 char *err, size_t errlen);
+
+/* The highest $n that sql refers to (0 if none), for ParameterDescription.
+ * Quoted text and comments are skipped. */
+int admin_count_params(const char *sql);
+
+/* True for a SET of a client session parameter that drivers send on connect
+ * (extra_float_digits, application_name, ...): accepted and ignored, as the
+ * console has no session settings. */
+bool admin_is_session_setting(const char *key);
+
+/* ---- wire output --------------------------------------------------------- */
+
+/* A growing buffer of backend messages (an iobuf from cache, grown to the
+ * heap when a result is large: SHOW CLIENTS with 10,000 clients). */
+struct admin_out {
+    struct iobuf_cache *cache;
+    struct iobuf *buf;  /* NULL until something is written; caller frees with iobuf_put */
+    uint32_t msg_start; /* offset of the open message's type byte */
+};
+void admin_out_begin(struct admin_out *o, uint8_t type);
+void admin_out_end(struct admin_out *o);
+void admin_out_add16(struct admin_out *o, uint16_t v);
+void admin_out_add32(struct admin_out *o, uint32_t v);
+void admin_out_add_bytes(struct admin_out *o, const void *p, size_t n);
+void admin_out_add_string(struct admin_out *o, const char *s); /* with its NUL */
+/* A message without a body: ParseComplete '1', BindComplete '2', ... */
+void admin_out_simple(struct admin_out *o, uint8_t type);
+void admin_out_ready(struct admin_out *o);
+void admin_out_complete(struct admin_out *o, const char *tag);
+/* ErrorResponse (severity ERROR) or NoticeResponse; detail may be NULL. */
+void admin_out_error(struct admin_out *o, const char *sqlstate, const char *msg);
+void admin_out_notice(struct admin_out *o, const char *msg, const char *detail);
+
+/* Encodes a decimal integer string (optional '-') as PostgreSQL's binary
+ * numeric into o (the value bytes only, without the length word). Returns
+ * false, writing nothing, if s is not an integer. */
+bool admin_encode_numeric(struct admin_out *o, const char *s);
+
+/* A result set being written: RowDescription (when asked), DataRows in the
+ * formats the client asked for at Bind, CommandComplete. */
+struct admin_result {
+    struct admin_out *out;
+    struct worker *w;       /* clock and lists; NULL in unit tests */
+    struct client *self;    /* the admin client running the command */
+    bool describe;          /* send RowDescription (simple protocol) */
+    int nformats;           /* result formats from Bind: 0 = all text, 1 = all */
+    const int16_t *formats; /* ... the same, n = one per column */
+    int ncols;
+    const uint32_t *types;
+    uint64_t nrows;
+};
+
+/* Format code of column i (0 text, 1 binary). */
+int admin_result_format(const struct admin_result *r, int i);
+/* Declares the columns; writes RowDescription if r->describe. */
+void admin_result_columns(struct admin_result *r, int n, const char *const *names,
+                          const uint32_t *types);
+/* Writes RowDescription for these columns in r's formats. */
+void admin_result_row_description(struct admin_result *r, int n, const char *const *names,
+                                  const uint32_t *types);
+/* One DataRow; vals[i] NULL = SQL NULL; numbers are given in decimal. */
+void admin_result_row(struct admin_result *r, const char *const *vals);
+
+/* ---- SHOW ---------------------------------------------------------------- */
+
+/* Number of columns of a topic and their names and types (0 for HELP). */
+int admin_show_columns(enum admin_show_topic t, const char *const **names, const uint32_t **types);
+/* Runs SHOW t into r: RowDescription if r->describe, rows, CommandComplete. */
+void admin_show_run(enum admin_show_topic t, struct admin_result *r);
+
+/* True if console client c has a command waiting (PAUSE...). */
+bool admin_client_busy(const struct client *c);
+
+/* Counters of the console itself, shown as database "pgbouncer". */
+struct admin_counters {
+    uint64_t xact_count, query_count, bytes_in, bytes_out;
+};
+extern struct admin_counters admin_counters;
+
+/* Every stats_period: remembers the totals so that SHOW STATS can print
+ * averages over the last period. now_usec is the loop clock. */
+void admin_stats_period(int64_t now_usec);
+/* Frees what admin_stats_period() keeps. */
+void admin_stats_free(void);
+
+#endif

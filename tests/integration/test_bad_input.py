@@ -1,0 +1,167 @@
+"""Malformed and unusual input on raw sockets. Each bad client gets an error
+or a closed connection, and touches nobody else: a normal client connected
+before keeps working, and new clients get in."""
+
+import os
+import socket
+import struct
+
+import pytest
+
+from sluice_fixture import (GSSENC_REQUEST_CODE, IS_PGBOUNCER, SSL_REQUEST_CODE, RawConn, ServerError,
+                            first_error, message, query_message, startup_packet)
+
+
+@pytest.fixture
+def pooler(sluice):
+    """A pooler with a small max_packet_size and a bystander client."""
+    s = sluice({"pgbouncer": {"max_packet_size": 65536}})
+    bystander = s.connect()
+    assert bystander.execute("SELECT 1").fetchone() == (1,)
+    yield s
+    # The bystander still works and new clients get in.
+    assert bystander.execute("SELECT 2").fetchone() == (2,)
+    bystander.close()
+    with s.connect() as conn:
+        assert conn.execute("SELECT 3").fetchone() == (3,)
+
+
+def assert_closed(conn, timeout=3):
+    """The pooler closes the connection within timeout; returns what it sent."""
+    data = conn.read_until_closed(timeout)
+    assert data is not None, f"connection still open after {timeout}s"
+    return data
+
+
+def test_truncated_startup_then_close(pooler):
+    with RawConn(pooler.port) as conn:
+        conn.send(startup_packet("md5_user")[:11])
+    with RawConn(pooler.port) as conn:
+        conn.send(struct.pack("!i", 100))
+        conn.abort()
+
+
+def test_truncated_startup_left_open_does_not_block_others(pooler):
+    """A client stuck halfway through its startup packet does not stop anyone."""
+    with RawConn(pooler.port) as stuck:
+        stuck.send(startup_packet("md5_user")[:11])
+        with pooler.connect() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_message_over_max_packet_size(pooler):
+    with RawConn(pooler.port) as conn:
+        conn.login()
+        assert conn.query("SELECT 1") == [["1"]]
+        # Only the header and a little of a 1 MB Query message.
+        conn.send(b"Q" + struct.pack("!i", 1_000_000) + b"SELECT '" + b"x" * 1000)
+        data = assert_closed(conn)
+        error = first_error(data)
+        assert error is not None, f"no ErrorResponse before the close: {data[:200]!r}"
+        assert error["S"] in ("FATAL", "ERROR")
+
+
+def test_message_under_max_packet_size_works(pooler):
+    with RawConn(pooler.port) as conn:
+        conn.login()
+        literal = "y" * 60_000
+        assert conn.query(f"SELECT length('{literal}')") == [["60000"]]
+
+
+@pytest.mark.parametrize("length", [20_000, 1 << 30, 2])
+def test_bad_startup_length(pooler, length):
+    with RawConn(pooler.port) as conn:
+        conn.send(struct.pack("!ii", length, 196608) + b"user\0md5_user\0\0")
+        assert_closed(conn)
+
+
+def test_unsupported_protocol_version(pooler):
+    with RawConn(pooler.port) as conn:
+        conn.send(startup_packet("md5_user", version=2 << 16))
+        data = assert_closed(conn)
+        error = first_error(data)
+        # PgBouncer 1.18 says "old V2 protocol not supported".
+        expected = "protocol not supported" if IS_PGBOUNCER else "unsupported frontend protocol"
+        assert error and expected in error["M"], data[:300]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_garbage_bytes(pooler, seed):
+    garbage = os.urandom(4096)
+    with RawConn(pooler.port) as conn:
+        try:
+            conn.send(garbage)
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        assert_closed(conn)
+
+
+def test_garbage_after_login(pooler):
+    with RawConn(pooler.port) as conn:
+        conn.login()
+        conn.send(b"\x00" + struct.pack("!i", 3) + b"junk")
+        assert_closed(conn)
+
+
+def test_ssl_request_refused_then_login(pooler):
+    with RawConn(pooler.port) as conn:
+        conn.send(struct.pack("!ii", 8, SSL_REQUEST_CODE))
+        assert conn.read_bytes(1) == b"N"
+        conn.login()
+        assert conn.query("SELECT 'plain'") == [["plain"]]
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.18 does not answer GSSENCRequest")
+def test_gssenc_request_refused_then_login(pooler):
+    with RawConn(pooler.port) as conn:
+        conn.send(struct.pack("!ii", 8, GSSENC_REQUEST_CODE))
+        assert conn.read_bytes(1) == b"N"
+        conn.login()
+        assert conn.query("SELECT 'plain'") == [["plain"]]
+
+
+def test_startup_without_user(pooler):
+    with RawConn(pooler.port) as conn:
+        body = b"database\0mydb\0\0"
+        conn.send(struct.pack("!ii", 8 + len(body), 196608) + body)
+        data = assert_closed(conn)
+        assert first_error(data) is not None, data[:200]
+
+
+def test_unknown_database(pooler):
+    with RawConn(pooler.port) as conn:
+        # PgBouncer asks for the password first; sluice refuses at once.
+        with pytest.raises(ServerError, match="no_such_db"):
+            conn.login(dbname="no_such_db")
+        assert_closed(conn)
+
+
+def test_many_bad_clients_at_once(pooler):
+    socks = []
+    try:
+        for i in range(50):
+            s = socket.create_connection(("127.0.0.1", pooler.port), timeout=5)
+            socks.append(s)
+            s.sendall([b"GET / HTTP/1.0\r\n\r\n", os.urandom(64),
+                       startup_packet("md5_user")[:7]][i % 3])
+        with pooler.connect() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_terminate_message_closes_cleanly(pooler):
+    with RawConn(pooler.port) as conn:
+        conn.login()
+        conn.send(message(b"X"))
+        assert assert_closed(conn) == b""
+
+
+def test_pipelined_queries_in_one_packet(pooler):
+    with RawConn(pooler.port) as conn:
+        conn.login()
+        conn.send(b"".join(query_message(f"SELECT {i}") for i in range(20)))
+        for i in range(20):
+            rows, error, status = conn.read_result()
+            assert (rows, error) == ([[str(i)]], None)

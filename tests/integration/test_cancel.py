@@ -1,0 +1,111 @@
+"""Cancel requests: they reach the query of the client that sent them, and
+nothing else."""
+
+import random
+import threading
+import time
+
+import psycopg
+import pytest
+
+from sluice_fixture import RawConn, send_cancel, wait_until
+
+
+def running(cluster, marker):
+    """Whether a query containing marker is running on the primary."""
+    with cluster.primary_conn() as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                            "AND query LIKE %s AND pid <> pg_backend_pid()",
+                            (f"%{marker}%",)).fetchone()[0] > 0
+
+
+class Runner(threading.Thread):
+    """Runs one query on conn in a thread; .result, .error, .finished_at."""
+
+    def __init__(self, conn, sql):
+        super().__init__(daemon=True)
+        self.conn, self.sql = conn, sql
+        self.result = self.error = self.finished_at = None
+        self.start()
+
+    def run(self):
+        try:
+            self.result = self.conn.execute(self.sql).fetchone()
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+        self.finished_at = time.monotonic()
+
+
+def test_cancel_running_query_only(sluice, cluster):
+    s = sluice({"pgbouncer": {"default_pool_size": 2, "reserve_pool_size": 0}})
+    with s.connect() as a, s.connect() as b:
+        long = Runner(a, "SELECT pg_sleep(30) /* cancel-me */")
+        short = Runner(b, "SELECT pg_sleep(2), 'done' /* keep-me */")
+        wait_until(lambda: running(cluster, "cancel-me") and running(cluster, "keep-me"), 5,
+                   "both queries running")
+        cancelled_at = time.monotonic()
+        a.cancel()
+        long.join(5)
+        assert not long.is_alive(), "the cancelled query is still running"
+        assert isinstance(long.error, psycopg.errors.QueryCanceled), repr(long.error)
+        assert long.finished_at - cancelled_at < 2
+        short.join(5)
+        assert short.error is None, repr(short.error)
+        assert short.result == ("", "done")
+        assert short.finished_at - cancelled_at > 1, "the other client's query ended early"
+        # Both connections, and new ones, are served afterwards.
+        assert a.execute("SELECT 1").fetchone() == (1,)
+        assert b.execute("SELECT 2").fetchone() == (2,)
+    with s.connect() as c:
+        assert c.execute("SELECT 3").fetchone() == (3,)
+
+
+def test_cancel_from_idle_client_hits_nobody(sluice, cluster):
+    """Pool size 1: an idle client's cancel must not cancel the query another
+    client now runs on the server it used before."""
+    s = sluice({"pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 0}})
+    with s.connect() as idle, s.connect() as busy:
+        idle.execute("SELECT 1")
+        worker = Runner(busy, "SELECT pg_sleep(1.5), 'done' /* not-mine */")
+        wait_until(lambda: running(cluster, "not-mine"), 5, "the query running")
+        idle.cancel()
+        worker.join(5)
+        assert worker.error is None, repr(worker.error)
+        assert worker.result == ("", "done")
+        assert idle.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_cancel_with_wrong_key_does_nothing(sluice, cluster):
+    s = sluice()
+    with RawConn(s.port, timeout=10) as conn:
+        conn.login()
+        pid, secret = conn.backend_key
+        conn.send_query("SELECT pg_sleep(1.5), 'done' /* wrong-key */")
+        wait_until(lambda: running(cluster, "wrong-key"), 5, "the query running")
+        send_cancel(s.port, pid, secret ^ 1)
+        send_cancel(s.port, pid ^ 0x5A5A, secret)
+        send_cancel(s.port, random.randint(1, 2**31 - 1), random.randint(-2**31, 2**31 - 1))
+        rows, error, status = conn.read_result()
+        assert error is None, error
+        assert rows == [["", "done"]]
+        # The right key does cancel.
+        conn.send_query("SELECT pg_sleep(30) /* right-key */")
+        wait_until(lambda: running(cluster, "right-key"), 5, "the query running")
+        started = time.monotonic()
+        send_cancel(s.port, pid, secret)
+        rows, error, status = conn.read_result()
+        assert error and error["C"] == "57014", error
+        assert time.monotonic() - started < 2
+        assert conn.query("SELECT 1") == [["1"]]
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "statement"])
+def test_cancel_other_pool_modes(sluice, cluster, pool_mode):
+    s = sluice({"pgbouncer": {"pool_mode": pool_mode}})
+    with s.connect() as a:
+        long = Runner(a, f"SELECT pg_sleep(30) /* cancel-{pool_mode} */")
+        wait_until(lambda: running(cluster, f"cancel-{pool_mode}"), 5, "the query running")
+        a.cancel()
+        long.join(3)
+        assert isinstance(long.error, psycopg.errors.QueryCanceled), repr(long.error)
+        assert a.execute("SELECT 1").fetchone() == (1,)

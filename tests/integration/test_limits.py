@@ -1,0 +1,193 @@
+"""Connection limits: max_client_conn, max_db_connections,
+max_user_connections, query_wait_timeout and the reserve pool."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from sluice_fixture import (BackendMonitor, RawConn, send_cancel, startup_packet,
+                            wait_no_backends, wait_until)
+
+
+def pid_of(conn):
+    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def test_max_client_conn(sluice):
+    s = sluice({"pgbouncer": {"max_client_conn": 3}})
+    conns = [s.connect() for _ in range(3)]
+    try:
+        with pytest.raises(psycopg.OperationalError,
+                           match=r"no more connections allowed \(max_client_conn\)"):
+            s.connect()
+        for conn in conns:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        conns.pop().close()
+
+        def fourth_client():
+            try:
+                with s.connect() as conn:
+                    return conn.execute("SELECT 2").fetchone() == (2,)
+            except psycopg.OperationalError:
+                return False
+
+        # Once a slot is free, a new client gets in.
+        wait_until(fourth_client, 5, "a client after one disconnected")
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def concurrent_sleepers(s, logins, seconds=0.5):
+    """Each (user, dbname) in logins runs SELECT pg_sleep(seconds) at the same
+    time; returns the wall time."""
+    def run(login):
+        user, dbname = login
+        with s.connect(user=user, dbname=dbname) as conn:
+            conn.execute("SELECT pg_sleep(%s)", (seconds,))
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(logins)) as pool:
+        list(pool.map(run, logins, timeout=60))
+    return time.monotonic() - started
+
+
+def test_max_db_connections(sluice, cluster, pool_user, pool_user2):
+    """Two users on one database with max_db_connections=2: at most two server
+    connections to it in all, yet every client is served."""
+    s = sluice({"databases": {"limited": "host=127.0.0.1 port={primary_port} dbname=mydb "
+                              "max_db_connections=2"},
+                "pgbouncer": {"default_pool_size": 10}})
+    wait_no_backends(cluster, pool_user)
+    wait_no_backends(cluster, pool_user2)
+    logins = [(pool_user, "limited"), (pool_user2, "limited")] * 3
+    with BackendMonitor(cluster, [pool_user, pool_user2]) as monitor:
+        elapsed = concurrent_sleepers(s, logins)
+    assert 1 <= monitor.peak <= 2
+    # 6 sleeps of 0.5 s on 2 connections take at least 1.5 s.
+    assert elapsed >= 1.4, f"6 sleepers done in {elapsed:.2f}s: more than 2 servers used"
+
+
+def test_max_db_connections_global(sluice, cluster, pool_user):
+    s = sluice({"pgbouncer": {"default_pool_size": 10, "max_db_connections": 2}})
+    wait_no_backends(cluster, pool_user)
+    with BackendMonitor(cluster, pool_user) as monitor:
+        elapsed = concurrent_sleepers(s, [(pool_user, "mydb")] * 6)
+    assert 1 <= monitor.peak <= 2
+    assert elapsed >= 1.4, f"6 sleepers done in {elapsed:.2f}s: more than 2 servers used"
+
+
+def test_max_user_connections(sluice, cluster, pool_user):
+    """One user on two databases (two pools) with max_user_connections=2."""
+    s = sluice({"databases": {"other": "host=127.0.0.1 port={primary_port} dbname=mydb"},
+                "pgbouncer": {"default_pool_size": 10, "max_user_connections": 2}})
+    wait_no_backends(cluster, pool_user)
+    with BackendMonitor(cluster, pool_user) as monitor:
+        elapsed = concurrent_sleepers(s, [(pool_user, "mydb"), (pool_user, "other")] * 3)
+    assert 1 <= monitor.peak <= 2
+    assert elapsed >= 1.4, f"6 sleepers done in {elapsed:.2f}s: more than 2 servers used"
+
+
+def test_query_wait_timeout(sluice):
+    s = sluice({"pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 0,
+                              "query_wait_timeout": 1}})
+    with s.connect() as holder, s.connect() as waiter:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError, match="query_wait_timeout"):
+            waiter.execute("SELECT 1")
+        elapsed = time.monotonic() - started
+        assert 0.8 <= elapsed <= 3, f"query_wait_timeout=1 fired after {elapsed:.2f}s"
+        # The holder is unaffected and the pool serves again after its COMMIT.
+        holder.execute("COMMIT")
+        assert holder.execute("SELECT 1").fetchone() == (1,)
+    with s.connect() as conn:
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+
+
+def test_reserve_pool_after_timeout(sluice):
+    """Pool 1 + reserve 1: while the only server is held, a second transaction
+    gets a second backend, but only after reserve_pool_timeout."""
+    s = sluice({"pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 1,
+                              "reserve_pool_timeout": 1.5}})
+    with s.connect() as holder, s.connect() as waiter:
+        holder.execute("BEGIN")
+        held = pid_of(holder)
+        started = time.monotonic()
+        with waiter.transaction():
+            got = pid_of(waiter)
+        elapsed = time.monotonic() - started
+        assert got != held
+        assert 1.2 <= elapsed <= 3.5, f"reserve used after {elapsed:.2f}s, timeout 1.5s"
+        holder.execute("COMMIT")
+
+
+def test_no_reserve_without_wait(sluice, cluster, pool_user):
+    """The reserve is not opened while clients get served in time."""
+    s = sluice({"pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 3,
+                              "reserve_pool_timeout": 3}})
+    wait_no_backends(cluster, pool_user)
+    with BackendMonitor(cluster, pool_user) as monitor:
+        concurrent_sleepers(s, [(pool_user, "mydb")] * 4, seconds=0.2)
+    assert monitor.peak == 1
+
+
+def test_waiting_client_served_in_order(sluice):
+    """Pool size 1: a client queued behind a long transaction is served as soon
+    as it ends (no polling delay)."""
+    s = sluice({"pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 0}})
+    with s.connect() as holder, s.connect() as waiter:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        done = {}
+
+        def wait():
+            waiter.execute("SELECT 1")
+            done["at"] = time.monotonic()
+
+        t = threading.Thread(target=wait)
+        t.start()
+        time.sleep(0.5)
+        committed = time.monotonic()
+        holder.execute("COMMIT")
+        t.join(5)
+        assert "at" in done
+        assert done["at"] - committed < 0.5
+
+
+def test_client_count_not_leaked(sluice):
+    """Failed logins, bad packets, cancel requests and abrupt closes all give
+    their max_client_conn slot back."""
+    s = sluice({"pgbouncer": {"max_client_conn": 4}})
+    for i in range(8):
+        with pytest.raises(psycopg.OperationalError):
+            s.connect(password="wrong")
+        with pytest.raises(psycopg.OperationalError):
+            s.connect(dbname="no_such_db")
+        with RawConn(s.port) as raw:
+            raw.send(b"\x00\x00\x00\x08garbage!")
+            raw.read_until_closed(3)
+        send_cancel(s.port, 12345, 67890)
+        raw = RawConn(s.port).login()
+        raw.query("BEGIN")
+        raw.abort()
+        with RawConn(s.port) as raw:
+            raw.send(startup_packet("md5_user")[:9])
+
+    def four_at_once():
+        conns = []
+        try:
+            for _ in range(4):
+                conns.append(s.connect())
+            return all(c.execute("SELECT 1").fetchone() == (1,) for c in conns)
+        except psycopg.OperationalError:
+            return False
+        finally:
+            for c in conns:
+                c.close()
+    # Closes are asynchronous; the slots must come back quickly.
+    wait_until(four_at_once, 5, "4 clients at once with max_client_conn=4", interval=0.3)

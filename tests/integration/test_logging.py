@@ -1,0 +1,72 @@
+"""Log lines operators grep for: logins, disconnections, periodic stats."""
+
+import re
+import threading
+import time
+
+STATS = re.compile(r"stats: (\d+) xacts/s, (\d+) queries/s, in (\d+) B/s, out (\d+) B/s, "
+                   r"xact (\d+) us, query (\d+) us, wait (\d+) us")
+
+
+def test_log_connections_and_disconnections(sluice):
+    s = sluice({"pgbouncer": {"log_connections": 1, "log_disconnections": 1}})
+    mark = s.log_mark()
+    with s.connect(user="scram_user") as conn:
+        conn.execute("SELECT 1")
+        login = s.wait_for_log(r"C-0x[0-9a-f]+:.*login attempt: db=mydb user=scram_user", since=mark)
+    client_id = re.search(r"C-0x[0-9a-f]+", login.group(0)).group(0)
+    s.wait_for_log(re.escape(client_id) + r":.*closing because: client close request", since=mark)
+
+
+def test_log_connections_off(sluice):
+    s = sluice({"pgbouncer": {"log_connections": 0, "log_disconnections": 0}})
+    mark = s.log_mark()
+    with s.connect() as conn:
+        conn.execute("SELECT 1")
+    with s.connect() as conn:
+        conn.execute("SELECT 1")
+    time.sleep(0.5)
+    log = s.log_text()[mark:]
+    assert "login attempt" not in log
+    assert not re.search(r"C-0x[0-9a-f]+:.*closing because: client close request", log)
+
+
+def test_stats_line(sluice):
+    s = sluice({"pgbouncer": {"stats_period": 1, "log_stats": 1}})
+    stop = threading.Event()
+
+    def traffic():
+        with s.connect() as conn:
+            while not stop.is_set():
+                with conn.transaction():
+                    conn.execute("SELECT 1")
+                    conn.execute("SELECT 2")
+                time.sleep(0.005)
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        mark = s.log_mark()
+
+        def busy_stats_line():
+            for m in STATS.finditer(s.log_text(), mark):
+                if int(m.group(1)) > 0:
+                    return m
+            return None
+
+        deadline = time.monotonic() + 5
+        while not (m := busy_stats_line()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert m, "no stats line with non-zero xacts/s within 5s\n" + s.log_tail()
+        xacts, queries, inb, outb = (int(m.group(i)) for i in range(1, 5))
+        # Two queries per transaction; bytes flow both ways.
+        assert queries >= xacts and inb > 0 and outb > 0
+    finally:
+        stop.set()
+        t.join(5)
+
+
+def test_stats_line_zero_when_idle(sluice):
+    s = sluice({"pgbouncer": {"stats_period": 1}})
+    m = s.wait_for_log(STATS.pattern, timeout=4)
+    assert m.group(1) == "0"

@@ -1,0 +1,75 @@
+"""How many server connections a pool keeps, and for how long:
+min_pool_size, server_idle_timeout, server_lifetime."""
+
+import time
+
+from sluice_fixture import wait_no_backends, wait_until
+
+
+def pid_of(conn):
+    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def test_min_pool_size_kept_warm(sluice, cluster, pool_user):
+    s = sluice({"pgbouncer": {"default_pool_size": 5, "min_pool_size": 3}})
+    wait_no_backends(cluster, pool_user)
+    with s.connect(user=pool_user) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        # Filled in the background while the client sits idle.
+        wait_until(lambda: cluster.backend_count(pool_user) >= 3, 5,
+                   "min_pool_size=3 server connections")
+        time.sleep(1.5)
+        assert 3 <= cluster.backend_count(pool_user) <= 5
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_server_idle_timeout_down_to_min_pool_size(sluice, cluster, pool_user):
+    s = sluice({"pgbouncer": {"default_pool_size": 6, "min_pool_size": 2,
+                              "server_idle_timeout": 1}})
+    wait_no_backends(cluster, pool_user)
+    conns = [s.connect(user=pool_user) for _ in range(6)]
+    try:
+        for conn in conns:
+            conn.execute("BEGIN")
+        assert len({pid_of(conn) for conn in conns}) == 6
+        for conn in conns:
+            conn.execute("COMMIT")
+        assert cluster.backend_count(pool_user) == 6
+        wait_until(lambda: cluster.backend_count(pool_user) == 2, 6,
+                   "idle servers closed down to min_pool_size=2")
+        time.sleep(2)
+        assert cluster.backend_count(pool_user) == 2, "went below min_pool_size"
+        # The clients are still connected and served.
+        for conn in conns:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_server_idle_timeout_closes_all_without_min(sluice, cluster, pool_user):
+    s = sluice({"pgbouncer": {"server_idle_timeout": 1}})
+    wait_no_backends(cluster, pool_user)
+    with s.connect(user=pool_user) as conn:
+        conn.execute("SELECT 1")
+        assert cluster.backend_count(pool_user) == 1
+        wait_until(lambda: cluster.backend_count(pool_user) == 0, 5,
+                   "the idle server closed after server_idle_timeout=1")
+        # An idle client is not disconnected by it and gets a new server.
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+
+
+def test_server_lifetime_recycles_between_transactions(sluice):
+    s = sluice({"pgbouncer": {"default_pool_size": 1, "server_lifetime": 1}})
+    with s.connect() as conn:
+        conn.execute("BEGIN")
+        first = pid_of(conn)
+        time.sleep(1.5)
+        # Never inside a transaction.
+        assert pid_of(conn) == first
+        conn.execute("COMMIT")
+        wait_until(lambda: pid_of(conn) != first, 3,
+                   "a new backend after server_lifetime=1")
+        second = pid_of(conn)
+        # A young server is reused.
+        assert pid_of(conn) == second

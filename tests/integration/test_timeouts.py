@@ -1,0 +1,192 @@
+"""Timeouts on the client side (query, idle, idle in transaction, login) and
+on the server side (connect, login retry)."""
+
+import socket
+import threading
+import time
+
+import psycopg
+import pytest
+
+from sluice_fixture import IS_PGBOUNCER, RawConn, TcpProxy, free_port, startup_packet, wait_until
+
+
+def sleeping_backends(cluster, marker):
+    with cluster.primary_conn() as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                            "AND query LIKE %s AND pid <> pg_backend_pid()",
+                            (f"%{marker}%",)).fetchone()[0]
+
+
+def test_query_timeout(sluice, cluster):
+    s = sluice({"pgbouncer": {"query_timeout": 1}})
+    with s.connect() as conn:
+        assert conn.execute("SELECT pg_sleep(0.2), 1").fetchone() == ("", 1)
+        started = time.monotonic()
+        with pytest.raises(psycopg.Error, match=r"query.timeout"):
+            conn.execute("SELECT pg_sleep(5) /* qt-marker */")
+        elapsed = time.monotonic() - started
+        assert 0.9 <= elapsed <= 2.5, f"query_timeout=1 fired after {elapsed:.2f}s"
+    if not IS_PGBOUNCER:
+        # sluice cancels it on the server (PgBouncer 1.18 only closes the
+        # connection, and the backend sleeps on).
+        wait_until(lambda: sleeping_backends(cluster, "qt-marker") == 0, 2,
+                   "the timed-out query gone from the server")
+    with s.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_idle_transaction_timeout(sluice, primary_conn):
+    primary_conn.execute("DROP TABLE IF EXISTS itt_t")
+    primary_conn.execute("CREATE TABLE itt_t (x int)")
+    primary_conn.execute("GRANT ALL ON itt_t TO PUBLIC")
+    s = sluice({"pgbouncer": {"idle_transaction_timeout": 1}})
+    with s.connect() as conn:
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO itt_t VALUES (1)")
+        time.sleep(2.5)
+        with pytest.raises(psycopg.OperationalError, match=r"idle.transaction.timeout"):
+            conn.execute("COMMIT")
+    assert primary_conn.execute("SELECT count(*) FROM itt_t").fetchone() == (0,)
+    # Idle outside a transaction is fine.
+    with s.connect() as conn:
+        conn.execute("SELECT 1")
+        time.sleep(2)
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+    primary_conn.execute("DROP TABLE itt_t")
+
+
+def test_client_idle_timeout(sluice):
+    s = sluice({"pgbouncer": {"client_idle_timeout": 1}})
+    with s.connect() as busy, s.connect() as idle:
+        idle.execute("SELECT 1")
+        for _ in range(10):
+            busy.execute("SELECT pg_sleep(0.25)")
+        with pytest.raises(psycopg.OperationalError, match=r"client.idle.timeout"):
+            idle.execute("SELECT 1")
+        # Activity keeps a client alive.
+        assert busy.execute("SELECT 2").fetchone() == (2,)
+
+
+@pytest.mark.parametrize("sends", ["nothing", "partial startup", "startup, no password"])
+def test_client_login_timeout(sluice, sends):
+    s = sluice({"pgbouncer": {"client_login_timeout": 1}})
+    conn = RawConn(s.port)
+    try:
+        if sends == "partial startup":
+            conn.send(startup_packet("md5_user")[:10])
+        elif sends == "startup, no password":
+            conn.send(startup_packet("md5_user"))
+            assert conn.read_msg()[0] == b"R"
+        started = time.monotonic()
+        assert conn.read_until_closed(4) is not None, "still open after 4s"
+        elapsed = time.monotonic() - started
+        # PgBouncer's 1 s janitor may add up to a second.
+        assert elapsed <= 3, f"closed after {elapsed:.2f}s, client_login_timeout=1"
+    finally:
+        conn.close()
+    with s.connect() as ok:
+        assert ok.execute("SELECT 1").fetchone() == (1,)
+
+
+class SilentServer:
+    """Accepts TCP connections and never says anything. .accepted and .closed
+    record when each connection was accepted and closed by the peer."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted, self.closed = [], []
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            self.accepted.append(time.monotonic())
+            threading.Thread(target=self._watch, args=(conn,), daemon=True).start()
+
+    def _watch(self, conn):
+        try:
+            while conn.recv(4096):
+                pass
+        except OSError:
+            pass
+        self.closed.append(time.monotonic())
+
+    def stop(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_server_connect_timeout(sluice):
+    """A server that accepts but never answers: the pooler gives up on it after
+    server_connect_timeout, and the client gets an error by query_wait_timeout."""
+    silent = SilentServer()
+    try:
+        s = sluice({"databases": {"silent": f"host=127.0.0.1 port={silent.port} dbname=x"},
+                    "pgbouncer": {"server_connect_timeout": 1, "query_wait_timeout": 3,
+                                  "server_login_retry": 1}})
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError):
+            with s.connect(dbname="silent") as conn:
+                conn.execute("SELECT 1")
+        elapsed = time.monotonic() - started
+        assert elapsed <= 5, f"client error after {elapsed:.2f}s, query_wait_timeout=3"
+        assert silent.accepted, "the pooler never connected to the server"
+        assert silent.closed, "the pooler never gave up on the silent server"
+        gave_up = silent.closed[0] - silent.accepted[0]
+        assert 0.8 <= gave_up <= 2.5, f"gave up after {gave_up:.2f}s, server_connect_timeout=1"
+        # The other database is unaffected.
+        with s.connect() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        silent.stop()
+
+
+def test_server_login_retry(sluice, cluster):
+    """A database whose server refuses connections: the client gets an error
+    by query_wait_timeout; once the server accepts, new clients get in."""
+    port = free_port()
+    s = sluice({"databases": {"later": f"host=127.0.0.1 port={port} dbname=mydb"},
+                "pgbouncer": {"query_wait_timeout": 2, "server_login_retry": 1}})
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError):
+        with s.connect(dbname="later") as conn:
+            conn.execute("SELECT 1")
+    elapsed = time.monotonic() - started
+    assert elapsed <= 4, f"client error after {elapsed:.2f}s, query_wait_timeout=2"
+    proxy = TcpProxy(cluster.primary_port, port=port)
+    try:
+        def works():
+            try:
+                with s.connect(dbname="later") as conn:
+                    return conn.execute("SELECT 1").fetchone() == (1,)
+            except psycopg.OperationalError:
+                return False
+
+        wait_until(works, 8, "a client of the database once its server is up", interval=0.3)
+    finally:
+        proxy.stop()
+
+
+def test_server_login_failure_reported(sluice):
+    """The pooler's password for the server is wrong: the client gets the
+    server's reason, and later clients get an error quickly, not a hang."""
+    users = {"plain_user": "not_the_password"}
+    s = sluice({"pgbouncer": {"auth_type": "trust", "query_wait_timeout": 10,
+                              "server_login_retry": 2}}, userlist=users)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        s.connect(user="plain_user", password="")
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError):
+        with s.connect(user="plain_user", password="") as conn:
+            conn.execute("SELECT 1")
+    assert time.monotonic() - started < 4
