@@ -104,7 +104,7 @@ struct config {
     int64_t reserve_pool_timeout; /* 5 s */
     int max_db_connections;       /* 0 = unlimited */
     int max_user_connections;     /* 0 = unlimited */
-    int max_prepared_statements;  /* 0 */
+    int max_prepared_statements;  /* 200 (PgBouncer 1.24's default) */
 
     char *server_reset_query; /* "DISCARD ALL" */
     bool server_reset_query_always;

@@ -384,8 +384,7 @@ static const char *const sslmodes[] = {"disable",   "allow",       "prefer", "re
 
 /* Defaults are PgBouncer 1.2x's, except syslog_ident (sluice), auth_query
  * and server_check_query (the 1.2x values, which later PgBouncers changed),
- * max_prepared_statements (0 until sluice tracks prepared statements) and
- * sluice's own keys. Reloadable as in PgBouncer; sluice's threads and
+ * and sluice's own keys; max_prepared_statements is 200 as in PgBouncer 1.24. Reloadable as in PgBouncer; sluice's threads and
  * listeners (workers, metrics_listen) are fixed at start. */
 const struct config_key config_keys[] = {
     STR(admin_users, RELOAD, ""),
@@ -425,7 +424,7 @@ const struct config_key config_keys[] = {
     INT(max_client_conn, RELOAD, "100", 0, INT_MAX),
     INT(max_db_connections, RELOAD, "0", 0, INT_MAX),
     INT_SIZE(max_packet_size, RELOAD, "2147483647", 1024, INT_MAX),
-    INT(max_prepared_statements, RELOAD, "0", 0, INT_MAX),
+    INT(max_prepared_statements, RELOAD, "200", 0, INT_MAX),
     INT(max_user_connections, RELOAD, "0", 0, INT_MAX),
     STR(metrics_listen, RESTART, ""),
     INT(min_pool_size, RELOAD, "0", 0, INT_MAX),

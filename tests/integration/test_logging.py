@@ -58,9 +58,11 @@ def test_stats_line(sluice):
         while not (m := busy_stats_line()) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert m, "no stats line with non-zero xacts/s within 5s\n" + s.log_tail()
-        xacts, queries, inb, outb = (int(m.group(i)) for i in range(1, 5))
-        # Two queries per transaction; bytes flow both ways.
+        xacts, queries, inb, outb, xact_us, query_us = (int(m.group(i)) for i in range(1, 7))
+        # Several queries per transaction; bytes flow both ways; the average
+        # transaction and query times are measured, the former the longer.
         assert queries >= xacts and inb > 0 and outb > 0
+        assert xact_us >= query_us > 0
     finally:
         stop.set()
         t.join(5)

@@ -93,7 +93,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->reserve_pool_timeout, SEC(5));
     assert_int_equal(cfg->max_db_connections, 0);
     assert_int_equal(cfg->max_user_connections, 0);
-    assert_int_equal(cfg->max_prepared_statements, 0);
+    assert_int_equal(cfg->max_prepared_statements, 200);
     assert_string_equal(cfg->server_reset_query, "DISCARD ALL");
     assert_false(cfg->server_reset_query_always);
     assert_string_equal(cfg->server_check_query, "select 1");
