@@ -42,8 +42,8 @@ static const struct stream_ops client_ops;
 
 const char *client_state_str(enum client_state st)
 {
-    static const char *const names[] = {"startup", "auth",   "auth_query", "login_wait",
-                                        "idle",    "waiting", "active",    "closed"};
+    static const char *const names[] = {"startup", "auth",    "auth_query", "login_wait",
+                                        "idle",    "waiting", "active",     "closed"};
     return (unsigned)st < sizeof(names) / sizeof(names[0]) ? names[st] : "?";
 }
 
@@ -245,8 +245,8 @@ static struct client_auth *client_auth_state(struct client *c)
 
 static void client_auth_failed(struct client *c)
 {
-    client_close_error(c, SQLSTATE_INVALID_PASSWORD, "password authentication failed for user \"%s\"",
-                       c->user);
+    client_close_error(c, SQLSTATE_INVALID_PASSWORD,
+                       "password authentication failed for user \"%s\"", c->user);
 }
 
 static void client_login_done(struct client *c);
@@ -413,8 +413,7 @@ static void client_handle_auth_msg(struct client *c, const uint8_t *msg, uint32_
             uint32_t n = proto_read32(&r);
             const uint8_t *data = proto_read_bytes(&r, n);
             if (r.bad || strcmp(mech, SCRAM_MECHANISM) != 0 || !data) {
-                client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
-                                   "invalid SASL initial response");
+                client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "invalid SASL initial response");
                 return;
             }
             if (!a->secret) {
@@ -552,8 +551,7 @@ static bool extras_add(char *buf, size_t cap, size_t *len, const char *name, con
 }
 
 /* Parses "-c a=b -c c=d" (also "--a=b") from the options parameter. */
-static bool options_parse(const char *opts, char *extras, size_t cap, size_t *len,
-                          struct client *c)
+static bool options_parse(const char *opts, char *extras, size_t cap, size_t *len, struct client *c)
 {
     char buf[1024];
     if (strlen(opts) >= sizeof(buf))
@@ -599,7 +597,8 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
     const char *user = proto_startup_get(st, "user");
     const char *db = proto_startup_get(st, "database");
     if (!user || !*user) {
-        client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "no user name specified in startup packet");
+        client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
+                           "no user name specified in startup packet");
         return;
     }
     if (!db || !*db)
@@ -939,9 +938,9 @@ static void client_process(struct client *c)
             }
             uint8_t type;
             uint32_t mlen;
-            enum proto_status ps = proto_peek_header(b->data + b->start, iobuf_len(b),
-                                                     (uint32_t)g_pooler.cfg->max_packet_size,
-                                                     &type, &mlen);
+            enum proto_status ps =
+                proto_peek_header(b->data + b->start, iobuf_len(b),
+                                  (uint32_t)g_pooler.cfg->max_packet_size, &type, &mlen);
             if (ps == PROTO_NEED_MORE)
                 return;
             if (ps != PROTO_OK) {

@@ -384,8 +384,8 @@ static const char *const sslmodes[] = {"disable",   "allow",       "prefer", "re
 
 /* Defaults are PgBouncer 1.2x's, except syslog_ident (sluice), auth_query
  * and server_check_query (the 1.2x values, which later PgBouncers changed),
- * and sluice's own keys; max_prepared_statements is 200 as in PgBouncer 1.24. Reloadable as in PgBouncer; sluice's threads and
- * listeners (workers, metrics_listen) are fixed at start. */
+ * and sluice's own keys; max_prepared_statements is 200 as in PgBouncer 1.24. Reloadable as in
+ * PgBouncer; sluice's threads and listeners (workers, metrics_listen) are fixed at start. */
 const struct config_key config_keys[] = {
     STR(admin_users, RELOAD, ""),
     BOOL(application_name_add_host, RELOAD, "0"),

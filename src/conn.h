@@ -41,14 +41,14 @@ struct stream {
     struct worker *worker;
     const struct stream_ops *ops;
     ev_io io;
-    struct iobuf *rbuf; /* bytes read and not yet handled; NULL when none */
-    struct iobuf *obuf; /* bytes waiting to be written; NULL when none */
+    struct iobuf *rbuf;         /* bytes read and not yet handled; NULL when none */
+    struct iobuf *obuf;         /* bytes waiting to be written; NULL when none */
     struct stream *blocked_src; /* a peer whose reading waits for our obuf to drain */
-    struct stream_tls *tls; /* TLS state (tls.h, stream.c); NULL on a plain socket */
-    uint32_t skip;      /* bytes of the current message still to come from the socket */
-    bool skip_forward;  /* ... and whether they are forwarded to the peer */
+    struct stream_tls *tls;     /* TLS state (tls.h, stream.c); NULL on a plain socket */
+    uint32_t skip;              /* bytes of the current message still to come from the socket */
+    bool skip_forward;          /* ... and whether they are forwarded to the peer */
     bool connecting;
-    bool reading;       /* read interest wanted */
+    bool reading; /* read interest wanted */
     bool closed;
     uint64_t bytes_in, bytes_out;
 };
@@ -118,37 +118,37 @@ struct client {
     struct list wait_node; /* on pool's waiting list while CL_WAITING */
     struct pool *pool;
     struct pool *wait_pool; /* whose waiting list wait_node is on (auth_query uses another pool) */
-    struct server *server; /* linked server while CL_ACTIVE (or CL_AUTH_QUERY) */
+    struct server *server;  /* linked server while CL_ACTIVE (or CL_AUTH_QUERY) */
     struct client_auth *auth;
-    struct param_set params; /* what the client has been told */
-    const char *user;      /* interned */
-    const char *dbname;    /* interned */
+    struct param_set params;         /* what the client has been told */
+    const char *user;                /* interned */
+    const char *dbname;              /* interned */
     uint32_t cancel_pid, cancel_key; /* what the client was given (BackendKeyData) */
-    struct client *hash_next;       /* cancel-key hash chain */
+    struct client *hash_next;        /* cancel-key hash chain */
     struct sockaddr_storage addr;
     uint64_t id;
-    int64_t connect_time;  /* usec, monotonic clock */
-    int64_t request_time;  /* when the current wait/query began */
+    int64_t connect_time; /* usec, monotonic clock */
+    int64_t request_time; /* when the current wait/query began */
     int64_t last_activity;
     int64_t xact_start;
-    bool is_admin;         /* connected to the admin console */
+    bool is_admin; /* connected to the admin console */
     bool admin_stats_only;
     bool is_unix;
-    bool unsynced;         /* sent extended-protocol messages without Sync */
+    bool unsynced; /* sent extended-protocol messages without Sync */
     bool in_copy;
-    bool cancel_sent;      /* query_timeout already fired */
+    bool cancel_sent; /* query_timeout already fired */
     bool close_after_flush;
-    const char *extras;    /* interned "SET a = 'x';..." for other startup settings, or NULL */
-    uint32_t pending_rfq;  /* ReadyForQuery messages the server still owes */
+    const char *extras;   /* interned "SET a = 'x';..." for other startup settings, or NULL */
+    uint32_t pending_rfq; /* ReadyForQuery messages the server still owes */
     uint32_t query_count_in_xact;
     /* Transaction pooling state (prepared.c): a small inline response queue,
      * and the rest allocated only once the client has statements/settings. */
     struct prepared_client *ps;
-    uint8_t rq[16];        /* kinds of the requests the server still answers */
+    uint8_t rq[16]; /* kinds of the requests the server still answers */
     uint8_t rq_head, rq_n;
-    bool track;            /* tracked: transaction or statement mode */
-    bool pinned;           /* holds its server to the end (state that cannot move) */
-    bool errskip;          /* the server skips to Sync after an error */
+    bool track;   /* tracked: transaction or statement mode */
+    bool pinned;  /* holds its server to the end (state that cannot move) */
+    bool errskip; /* the server skips to Sync after an error */
 };
 
 /* ---- servers ------------------------------------------------------------- */
@@ -171,26 +171,26 @@ struct server_auth;
 struct server {
     struct stream s;
     enum server_state state;
-    struct list node;   /* on one of the pool's lists */
+    struct list node; /* on one of the pool's lists */
     struct pool *pool;
     struct client *client;
     struct server_auth *auth;
-    struct param_set params;  /* what the server has reported */
+    struct param_set params; /* what the server has reported */
     uint32_t backend_pid, backend_key;
     uint64_t id;
     int64_t connect_time;
-    int64_t last_used;      /* returned to pool (for idle timeout / check delay) */
+    int64_t last_used; /* returned to pool (for idle timeout / check delay) */
     int64_t request_time;
     int cancels_in_flight;
-    uint32_t pending_rfq;   /* for sluice's own queries (check, reset, SET) */
-    char xact_status;       /* last ReadyForQuery status: 'I', 'T', 'E' */
-    bool ready;             /* last RFQ was idle and nothing is pending */
-    bool close_needed;      /* close instead of reuse */
+    uint32_t pending_rfq; /* for sluice's own queries (check, reset, SET) */
+    char xact_status;     /* last ReadyForQuery status: 'I', 'T', 'E' */
+    bool ready;           /* last RFQ was idle and nothing is pending */
+    bool close_needed;    /* close instead of reuse */
     bool welcome_done;
-    bool reset_needed;      /* used in session mode: run server_reset_query */
-    const char *extras;     /* the client extras last applied (NULL = none) */
+    bool reset_needed;          /* used in session mode: run server_reset_query */
+    const char *extras;         /* the client extras last applied (NULL = none) */
     struct prepared_server *ps; /* statements sluice prepared here (prepared.c) */
-    bool aq_found;          /* auth_query returned a password */
+    bool aq_found;              /* auth_query returned a password */
     char aq_password[512];
 };
 
@@ -201,24 +201,24 @@ struct database {
     char *name;
     struct config_database *cfg; /* points into the current config */
     struct list node;
-    int n_servers;      /* across all its pools, for max_db_connections */
+    int n_servers; /* across all its pools, for max_db_connections */
     bool paused;
     bool disabled;
-    bool autodb;        /* made from the "*" entry */
+    bool autodb; /* made from the "*" entry */
     int64_t last_used;
 };
 
 struct pool_user {
     char *name;
     struct list node;
-    int n_servers;      /* for max_user_connections */
+    int n_servers; /* for max_user_connections */
     int n_clients;
     /* SCRAM keys learned from a client's login, to log into servers as this
      * user when only a SCRAM secret is known. */
     bool have_scram_keys;
     uint8_t scram_client_key[32];
     char *scram_secret_text;
-    char *password;     /* from auth_query, when that is the source */
+    char *password; /* from auth_query, when that is the source */
 };
 
 struct pool_welcome {
@@ -229,15 +229,15 @@ struct pool_welcome {
 
 struct pool {
     struct database *db;
-    struct pool_user *user;   /* the server login user */
-    struct list node;         /* on the global pool list */
-    struct list idle;         /* SV_IDLE, most recently used first */
-    struct list active;       /* SV_ACTIVE, SV_SETTING */
-    struct list busy;         /* SV_CONNECTING, SV_LOGIN, SV_TESTING, SV_RESETTING, SV_CANCEL_WAIT */
-    struct list waiting;      /* CL_WAITING clients, first come first served */
-    struct list login_wait;   /* CL_LOGIN_WAIT clients */
+    struct pool_user *user; /* the server login user */
+    struct list node;       /* on the global pool list */
+    struct list idle;       /* SV_IDLE, most recently used first */
+    struct list active;     /* SV_ACTIVE, SV_SETTING */
+    struct list busy;       /* SV_CONNECTING, SV_LOGIN, SV_TESTING, SV_RESETTING, SV_CANCEL_WAIT */
+    struct list waiting;    /* CL_WAITING clients, first come first served */
+    struct list login_wait; /* CL_LOGIN_WAIT clients */
     int n_idle, n_active, n_busy, n_waiting;
-    int n_clients;            /* clients assigned to this pool */
+    int n_clients; /* clients assigned to this pool */
     int n_reserve_used;
     bool welcome_ready;
     struct pool_welcome welcome;
@@ -253,7 +253,7 @@ struct pool {
     int64_t addr_time;
     /* stats */
     uint64_t xact_count, query_count, bytes_in, bytes_out;
-    uint64_t assign_count;    /* servers lent to clients */
+    uint64_t assign_count;                     /* servers lent to clients */
     uint64_t xact_time, query_time, wait_time; /* usec */
     int64_t max_wait_seen;
     struct prepared_server *ps_known; /* statements some server parsed fine (prepared.c) */

@@ -9,9 +9,9 @@
 #include <stdint.h>
 
 struct iobuf {
-    uint32_t start; /* first unconsumed byte */
-    uint32_t end;   /* one past the last byte */
-    uint32_t cap;   /* size of data[] */
+    uint32_t start;  /* first unconsumed byte */
+    uint32_t end;    /* one past the last byte */
+    uint32_t cap;    /* size of data[] */
     uint32_t pooled; /* 1 if cap is the standard size and it returns to the free list */
     struct iobuf *next_free;
     uint8_t data[];

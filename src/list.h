@@ -8,8 +8,11 @@ struct list {
     struct list *next, *prev;
 };
 
-#define LIST_INIT(l) {&(l), &(l)}
-#define list_entry(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define LIST_INIT(l)                                                                               \
+    {                                                                                              \
+        &(l), &(l)                                                                                 \
+    }
+#define list_entry(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 static inline void list_init(struct list *l)
 {
@@ -45,6 +48,7 @@ static inline struct list *list_first(const struct list *head)
 }
 
 #define list_for_each_safe(pos, tmp, head)                                                         \
-    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
+    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);                               \
+         (pos) = (tmp), (tmp) = (pos)->next)
 
 #endif

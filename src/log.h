@@ -1,7 +1,7 @@
 /* log.h - one line per event, PgBouncer-style, with levels.
  *
- * Lines look like:  2026-11-27 10:00:00.123 UTC [1234] LOG C-0x55d0c1: mydb/alice@127.0.0.1:5000 login attempt
- * Destinations: stderr (unless quiet), logfile, syslog; chosen by log_open().
+ * Lines look like:  2026-11-27 10:00:00.123 UTC [1234] LOG C-0x55d0c1: mydb/alice@127.0.0.1:5000
+ * login attempt Destinations: stderr (unless quiet), logfile, syslog; chosen by log_open().
  */
 #ifndef SLUICE_LOG_H
 #define SLUICE_LOG_H
@@ -35,7 +35,8 @@ void log_set_quiet(bool quiet);
 bool log_enabled(enum log_level lvl);
 
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void log_vmsg(enum log_level lvl, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 #define log_fatal(...)   log_msg(LOG_LVL_FATAL, __VA_ARGS__)
 #define log_error(...)   log_msg(LOG_LVL_ERROR, __VA_ARGS__)

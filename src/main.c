@@ -209,8 +209,10 @@ static void write_pidfile(const char *path)
     if (!path || !*path)
         return;
     FILE *f = fopen(path, "w");
-    if (!f)
-        log_fatal("could not write pidfile %s: %s", path, strerror(errno));
+    if (!f) {
+        log_error("could not write pidfile %s: %s", path, strerror(errno));
+        exit(1);
+    }
     fprintf(f, "%d\n", (int)getpid());
     fclose(f);
     pidfile_written = strdup(path);
@@ -242,10 +244,10 @@ static void daemonize(void)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"daemon", no_argument, NULL, 'd'},   {"quiet", no_argument, NULL, 'q'},
-        {"verbose", no_argument, NULL, 'v'},  {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},     {"user", required_argument, NULL, 'u'},
-        {"reboot", no_argument, NULL, 'R'},   {NULL, 0, NULL, 0}};
+        {"daemon", no_argument, NULL, 'd'},  {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'}, {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},    {"user", required_argument, NULL, 'u'},
+        {"reboot", no_argument, NULL, 'R'},  {NULL, 0, NULL, 0}};
     bool daemon_mode = false, quiet = false;
     int verbose = 0;
     const char *run_as = NULL;

@@ -10,7 +10,7 @@
 #include "conn.h"
 
 static const char *const tracked_names[TP_COUNT] = {
-    "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
+    "client_encoding",  "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
     "application_name",
 };
 

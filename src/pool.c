@@ -342,8 +342,7 @@ void pool_server_ready(struct server *sv)
 {
     struct pool *p = sv->pool;
     struct worker *w = pool_worker();
-    if (sv->close_needed || !p->db->cfg ||
-        (g_pooler.shutting_down && list_empty(&p->waiting))) {
+    if (sv->close_needed || !p->db->cfg || (g_pooler.shutting_down && list_empty(&p->waiting))) {
         server_close(sv, "close needed");
         return;
     }
@@ -559,10 +558,10 @@ void pool_apply_config(struct config *cfg)
         const struct config_database *cd = config_find_database(cfg, db->name);
         if (cd && (strcmp(cd->name, "*") != 0 || db->autodb)) {
             /* A changed connection target means old servers must go. */
-            if (db->cfg && (strcmp(db->cfg->host, cd->host) != 0 || db->cfg->port != cd->port ||
-                            strcmp(db->cfg->dbname, cd->dbname) != 0 ||
-                            strcmp(db->cfg->user, cd->user) != 0 ||
-                            strcmp(db->cfg->password, cd->password) != 0)) {
+            if (db->cfg &&
+                (strcmp(db->cfg->host, cd->host) != 0 || db->cfg->port != cd->port ||
+                 strcmp(db->cfg->dbname, cd->dbname) != 0 || strcmp(db->cfg->user, cd->user) != 0 ||
+                 strcmp(db->cfg->password, cd->password) != 0)) {
                 struct list *pit, *ptmp;
                 list_for_each_safe(pit, ptmp, &g_pooler.pools)
                 {

@@ -16,10 +16,10 @@ struct pooler {
     struct list databases;
     struct list users;
     struct list pools;
-    int n_clients;          /* every client connection, for max_client_conn */
+    int n_clients; /* every client connection, for max_client_conn */
     struct client **cancel_hash;
     unsigned cancel_hash_size;
-    bool shutting_down;     /* SIGINT: no new clients; exit when no transactions */
+    bool shutting_down; /* SIGINT: no new clients; exit when no transactions */
     bool paused;
     uint64_t next_client_id;
     uint64_t next_server_id;

@@ -11,31 +11,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_V3            196608u   /* 3.0 */
-#define PROTO_CANCEL_CODE   80877102u /* CancelRequest */
-#define PROTO_SSL_CODE      80877103u /* SSLRequest */
-#define PROTO_GSSENC_CODE   80877104u /* GSSENCRequest */
-#define PROTO_HDR           5         /* type byte + int32 length */
-#define PROTO_STARTUP_MAX   10000     /* PostgreSQL's own limit for startup packets */
+#define PROTO_V3          196608u   /* 3.0 */
+#define PROTO_CANCEL_CODE 80877102u /* CancelRequest */
+#define PROTO_SSL_CODE    80877103u /* SSLRequest */
+#define PROTO_GSSENC_CODE 80877104u /* GSSENCRequest */
+#define PROTO_HDR         5         /* type byte + int32 length */
+#define PROTO_STARTUP_MAX 10000     /* PostgreSQL's own limit for startup packets */
 
 /* SQLSTATEs sluice itself reports. */
-#define SQLSTATE_PROTOCOL_VIOLATION      "08P01"
-#define SQLSTATE_INVALID_PASSWORD        "28P01"
-#define SQLSTATE_INVALID_AUTH            "28000"
-#define SQLSTATE_TOO_MANY_CONNECTIONS    "53300"
-#define SQLSTATE_CONNECTION_FAILURE      "08006"
-#define SQLSTATE_QUERY_CANCELED          "57014"
-#define SQLSTATE_ADMIN_SHUTDOWN          "57P01"
-#define SQLSTATE_FEATURE_NOT_SUPPORTED   "0A000"
-#define SQLSTATE_INVALID_CATALOG         "3D000"
-#define SQLSTATE_IDLE_IN_XACT_TIMEOUT    "25P03"
-#define SQLSTATE_INTERNAL                "XX000"
+#define SQLSTATE_PROTOCOL_VIOLATION    "08P01"
+#define SQLSTATE_INVALID_PASSWORD      "28P01"
+#define SQLSTATE_INVALID_AUTH          "28000"
+#define SQLSTATE_TOO_MANY_CONNECTIONS  "53300"
+#define SQLSTATE_CONNECTION_FAILURE    "08006"
+#define SQLSTATE_QUERY_CANCELED        "57014"
+#define SQLSTATE_ADMIN_SHUTDOWN        "57P01"
+#define SQLSTATE_FEATURE_NOT_SUPPORTED "0A000"
+#define SQLSTATE_INVALID_CATALOG       "3D000"
+#define SQLSTATE_IDLE_IN_XACT_TIMEOUT  "25P03"
+#define SQLSTATE_INTERNAL              "XX000"
 
 enum proto_status {
-    PROTO_OK = 0,      /* a complete item was parsed */
-    PROTO_NEED_MORE,   /* not enough bytes yet */
-    PROTO_BAD,         /* malformed; the connection must be closed */
-    PROTO_TOO_BIG,     /* length over the allowed maximum */
+    PROTO_OK = 0,    /* a complete item was parsed */
+    PROTO_NEED_MORE, /* not enough bytes yet */
+    PROTO_BAD,       /* malformed; the connection must be closed */
+    PROTO_TOO_BIG,   /* length over the allowed maximum */
 };
 const char *proto_status_str(enum proto_status st);
 
@@ -144,8 +144,8 @@ void proto_add_bytes(struct proto_writer *w, const void *p, size_t n);
 void proto_add_string(struct proto_writer *w, const char *s); /* with NUL */
 
 /* Whole messages. */
-void proto_build_error(struct proto_writer *w, bool fatal, const char *sqlstate,
-                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void proto_build_error(struct proto_writer *w, bool fatal, const char *sqlstate, const char *fmt,
+                       ...) __attribute__((format(printf, 4, 5)));
 void proto_build_notice(struct proto_writer *w, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void proto_build_auth(struct proto_writer *w, uint32_t code, const void *extra, size_t n);
@@ -157,8 +157,7 @@ void proto_build_command_complete(struct proto_writer *w, const char *tag);
 void proto_build_empty_query(struct proto_writer *w);
 void proto_build_terminate(struct proto_writer *w);
 void proto_build_password(struct proto_writer *w, const char *password);
-void proto_build_sasl_initial(struct proto_writer *w, const char *mech, const void *data,
-                              size_t n);
+void proto_build_sasl_initial(struct proto_writer *w, const char *mech, const void *data, size_t n);
 void proto_build_sasl_response(struct proto_writer *w, const void *data, size_t n);
 void proto_build_cancel(struct proto_writer *w, uint32_t pid, uint32_t key);
 

@@ -33,9 +33,9 @@ static void server_handle_auth_query(struct server *sv);
 
 const char *server_state_str(enum server_state st)
 {
-    static const char *const names[] = {"connecting", "login",   "idle",      "testing",
-                                        "resetting",  "setting", "active",    "cancel_wait",
-                                        "closed"};
+    static const char *const names[] = {"connecting", "login",       "idle",
+                                        "testing",    "resetting",   "setting",
+                                        "active",     "cancel_wait", "closed"};
     return (unsigned)st < sizeof(names) / sizeof(names[0]) ? names[st] : "?";
 }
 
@@ -45,7 +45,7 @@ static struct server *stream_server(struct stream *s)
 }
 
 #define SV_LOG(lvl, sv, fmt, ...)                                                                  \
-    log_msg(lvl, "S-%p: %s/%s@%s:%d " fmt, (void *)(sv), (sv)->pool->db->name,                    \
+    log_msg(lvl, "S-%p: %s/%s@%s:%d " fmt, (void *)(sv), (sv)->pool->db->name,                     \
             (sv)->pool->user->name, server_host(sv), server_port(sv), ##__VA_ARGS__)
 
 static const char *server_host(const struct server *sv)
@@ -110,9 +110,9 @@ static enum dns_status pool_resolve(struct pool *p, struct worker *w, char *err,
         return DNS_READY;
     }
     const struct config *cfg = g_pooler.cfg;
-    enum dns_status st = dns_lookup(w->loop, host, cd->port, cfg->dns_max_ttl,
-                                    cfg->dns_nxdomain_ttl, &p->addr, &p->addrlen,
-                                    server_dns_done, p, err, errlen);
+    enum dns_status st =
+        dns_lookup(w->loop, host, cd->port, cfg->dns_max_ttl, cfg->dns_nxdomain_ttl, &p->addr,
+                   &p->addrlen, server_dns_done, p, err, errlen);
     p->addr_ok = st == DNS_READY;
     return st;
 }
@@ -332,7 +332,8 @@ static bool server_handle_auth(struct server *sv, const uint8_t *msg, uint32_t l
         return true;
     case PROTO_AUTH_CLEARTEXT:
         if (!secret || auth_secret_kind(secret) != AUTH_SECRET_PLAIN) {
-            server_login_failed(sv, "server asked for a cleartext password, and none is known", true);
+            server_login_failed(sv, "server asked for a cleartext password, and none is known",
+                                true);
             return false;
         }
         proto_build_password(&wr, secret);
@@ -340,7 +341,8 @@ static bool server_handle_auth(struct server *sv, const uint8_t *msg, uint32_t l
     case PROTO_AUTH_MD5: {
         const uint8_t *salt = proto_read_bytes(&r, 4);
         if (!salt || !secret || auth_secret_kind(secret) == AUTH_SECRET_SCRAM) {
-            server_login_failed(sv, "server asked for md5, and no password or md5 hash is known", true);
+            server_login_failed(sv, "server asked for md5, and no password or md5 hash is known",
+                                true);
             return false;
         }
         char hash[AUTH_MD5_LEN + 1], resp[AUTH_MD5_LEN + 1];
@@ -382,8 +384,10 @@ static bool server_handle_auth(struct server *sv, const uint8_t *msg, uint32_t l
             }
             scram_client_init_keys(&sv->auth->scram, u->scram_client_key, &ss);
         } else {
-            server_login_failed(sv, "server asked for SCRAM, and neither a password nor a "
-                                    "client's SCRAM keys are known for this user", true);
+            server_login_failed(sv,
+                                "server asked for SCRAM, and neither a password nor a "
+                                "client's SCRAM keys are known for this user",
+                                true);
             return false;
         }
         sv->auth->scram_started = true;
@@ -403,8 +407,8 @@ static bool server_handle_auth(struct server *sv, const uint8_t *msg, uint32_t l
         }
         char fin[SCRAM_MAX_MESSAGE + 1];
         size_t n = 0;
-        enum scram_status st = scram_client_final(&sv->auth->scram, r.p, (size_t)(r.end - r.p),
-                                                  fin, sizeof(fin), &n, &errmsg);
+        enum scram_status st = scram_client_final(&sv->auth->scram, r.p, (size_t)(r.end - r.p), fin,
+                                                  sizeof(fin), &n, &errmsg);
         if (st != SCRAM_OK) {
             char why[200];
             snprintf(why, sizeof(why), "SCRAM with server failed: %s", errmsg ? errmsg : "");
@@ -516,7 +520,8 @@ static bool server_handle_own(struct server *sv)
     while (b && iobuf_len(b)) {
         uint8_t type;
         uint32_t mlen;
-        enum proto_status ps = proto_peek_header(b->data + b->start, iobuf_len(b), max, &type, &mlen);
+        enum proto_status ps =
+            proto_peek_header(b->data + b->start, iobuf_len(b), max, &type, &mlen);
         if (ps == PROTO_NEED_MORE)
             break;
         if (ps != PROTO_OK) {
@@ -563,9 +568,9 @@ static bool server_handle_own(struct server *sv)
             server_log_error(sv, msg, mlen, why, sizeof(why));
             struct proto_error_fields ef;
             if (sv->state == SV_LOGIN && !sv->welcome_done) {
-                bool fatal = proto_parse_error(msg, mlen, &ef) &&
-                             (strncmp(ef.sqlstate, "28", 2) == 0 ||
-                              strncmp(ef.sqlstate, "3D", 2) == 0);
+                bool fatal =
+                    proto_parse_error(msg, mlen, &ef) &&
+                    (strncmp(ef.sqlstate, "28", 2) == 0 || strncmp(ef.sqlstate, "3D", 2) == 0);
                 char m[340];
                 snprintf(m, sizeof(m), "server login failed: %s", why);
                 server_login_failed(sv, m, fatal);
@@ -929,7 +934,8 @@ static void server_handle_auth_query(struct server *sv)
     while (b && iobuf_len(b)) {
         uint8_t type;
         uint32_t mlen;
-        enum proto_status ps = proto_peek_header(b->data + b->start, iobuf_len(b), 1u << 20, &type, &mlen);
+        enum proto_status ps =
+            proto_peek_header(b->data + b->start, iobuf_len(b), 1u << 20, &type, &mlen);
         if (ps == PROTO_NEED_MORE || (ps == PROTO_OK && mlen > iobuf_len(b) && mlen <= b->cap))
             return;
         if (ps != PROTO_OK || mlen > b->cap) {

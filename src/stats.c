@@ -1,7 +1,6 @@
 /* stats.c - counters and the periodic stats line. */
 #include "stats.h"
 
-
 #include <stdio.h>
 
 void stats_add(struct stats *dst, const struct stats *src)

@@ -139,7 +139,8 @@ static bool add_listener(struct worker *w, int fd)
 static int listen_tcp(const struct config *cfg, const char *host, char *err, size_t errlen,
                       struct worker *w)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     char port[16];

@@ -19,7 +19,7 @@
 struct worker {
     int id;
     struct ev_loop *loop;
-    struct config *cfg;       /* current config (a reference) */
+    struct config *cfg; /* current config (a reference) */
     struct iobuf_cache bufs;
     ev_io listeners[WORKER_MAX_LISTENERS];
     int n_listeners;

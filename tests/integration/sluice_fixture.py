@@ -660,6 +660,7 @@ def send_cancel(port, pid, secret, timeout=5):
 
 class TcpProxy:
     """Forwards 127.0.0.1:port to target_port, one thread pair per connection.
+    .accepted counts connections, .open those still open both ways;
     close_all() cuts every forwarded connection; stop() also stops listening."""
 
     def __init__(self, target_port, port=None):
@@ -670,6 +671,8 @@ class TcpProxy:
         self.listener.listen(64)
         self.port = self.listener.getsockname()[1]
         self.conns = []
+        self.accepted = 0
+        self.open = 0
         self.lock = threading.Lock()
         self.stopped = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -685,10 +688,20 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)
             with self.lock:
                 self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                self.accepted += 1
+                self.open += 1
+            threading.Thread(target=self._serve, args=(client, upstream), daemon=True).start()
+
+    def _serve(self, client, upstream):
+        back = threading.Thread(target=self._pump, args=(upstream, client), daemon=True)
+        back.start()
+        self._pump(client, upstream)
+        back.join()
+        with self.lock:
+            self.open -= 1
 
     @staticmethod
     def _pump(src, dst):
@@ -714,7 +727,6 @@ class TcpProxy:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            s.close()
 
     def stop(self):
         self.stopped = True
