@@ -794,18 +794,12 @@ static void client_forward(struct client *c)
     int64_t now = worker_now(w);
 
     while (b->start < b->end) {
-        uint32_t avail = iobuf_len(b);
-        if (s->skip) {
-            uint32_t n = s->skip < avail ? s->skip : avail;
-            b->start += n;
-            s->skip -= n;
-            continue;
-        }
         uint8_t type;
         uint32_t mlen;
-        enum proto_status ps = proto_peek_header(b->data + b->start, avail, max, &type, &mlen);
+        enum proto_status ps = stream_peek_msg(s, max, &type, &mlen);
         if (ps == PROTO_NEED_MORE)
             break;
+        uint32_t avail = iobuf_len(b);
         if (ps != PROTO_OK) {
             stream_write(&sv->s, b->data + fwd, b->start - fwd);
             client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
@@ -861,13 +855,7 @@ static void client_forward(struct client *c)
             break;
         }
         sv->ready = false;
-        if (fw <= avail) {
-            b->start += fw;
-        } else {
-            s->skip = fw - avail;
-            s->skip_forward = true;
-            b->start = b->end;
-        }
+        stream_consume_msg(s, fw);
     }
     if (b->start > fwd) {
         uint32_t n = b->start - fwd;

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "iobuf.h"
 #include "list.h"
+#include "proto.h"
 
 struct worker;
 struct pool;
@@ -68,6 +69,34 @@ void stream_release_rbuf(struct stream *s);
 int stream_connect(struct stream *s, struct worker *w, const struct sockaddr *addr,
                    socklen_t addrlen, const struct stream_ops *ops);
 void stream_set_keepalive(int fd, const struct config *cfg);
+
+/* Framing of a forwarded stream: steps over the part of a message being
+ * streamed through (s->skip), then peeks the header at rbuf->start. */
+static inline enum proto_status stream_peek_msg(struct stream *s, uint32_t max, uint8_t *type,
+                                                uint32_t *mlen)
+{
+    struct iobuf *b = s->rbuf;
+    if (s->skip) {
+        uint32_t n = s->skip < iobuf_len(b) ? s->skip : iobuf_len(b);
+        b->start += n;
+        s->skip -= n;
+    }
+    return proto_peek_header(b->data + b->start, iobuf_len(b), max, type, mlen);
+}
+
+/* Consumes n bytes of the current message: those buffered now, and the rest
+ * (s->skip) as they arrive. */
+static inline void stream_consume_msg(struct stream *s, uint32_t n)
+{
+    struct iobuf *b = s->rbuf;
+    if (n <= iobuf_len(b)) {
+        b->start += n;
+    } else {
+        s->skip = n - iobuf_len(b);
+        s->skip_forward = true;
+        b->start = b->end;
+    }
+}
 
 /* ---- tracked session parameters ------------------------------------------ */
 

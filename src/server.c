@@ -660,18 +660,12 @@ static void server_forward(struct server *sv)
     bool stmt_violation = false;
 
     while (b->start < b->end) {
-        uint32_t avail = iobuf_len(b);
-        if (s->skip) {
-            uint32_t n = s->skip < avail ? s->skip : avail;
-            b->start += n;
-            s->skip -= n;
-            continue;
-        }
         uint8_t type;
         uint32_t mlen;
-        enum proto_status ps = proto_peek_header(b->data + b->start, avail, max, &type, &mlen);
+        enum proto_status ps = stream_peek_msg(s, max, &type, &mlen);
         if (ps == PROTO_NEED_MORE)
             break;
+        uint32_t avail = iobuf_len(b);
         if (ps != PROTO_OK) {
             stream_write(&c->s, b->data + fwd, b->start - fwd);
             server_close(sv, "server sent a malformed message");
@@ -741,13 +735,7 @@ static void server_forward(struct server *sv)
         }
         if (stmt_violation)
             break; /* the client gets the error instead of this ReadyForQuery */
-        if (mlen <= avail) {
-            b->start += mlen;
-        } else {
-            s->skip = mlen - avail;
-            s->skip_forward = true;
-            b->start = b->end;
-        }
+        stream_consume_msg(s, mlen);
         if (pact & PREPARED_EMIT) {
             stream_write(&c->s, b->data + fwd, b->start - fwd);
             fwd = b->start;
