@@ -109,3 +109,32 @@ def test_cancel_other_pool_modes(sluice, cluster, pool_mode):
         long.join(3)
         assert isinstance(long.error, psycopg.errors.QueryCanceled), repr(long.error)
         assert a.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_cancel_many_at_once(sluice, cluster):
+    """20 running queries cancelled at the same moment: each fails with
+    QueryCanceled, none is missed, and all connections work afterwards."""
+    s = sluice({"pgbouncer": {"default_pool_size": 20, "max_client_conn": 50}})
+    conns = [s.connect() for _ in range(20)]
+    try:
+        runners = [Runner(c, f"SELECT pg_sleep(30) /* storm-{i} */") for i, c in enumerate(conns)]
+
+        def all_running():
+            with cluster.primary_conn() as conn:
+                return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                                    "AND query LIKE '%storm-%' AND pid <> pg_backend_pid()"
+                                    ).fetchone()[0] == 20
+
+        wait_until(all_running, 10, "20 queries running")
+        threads = [threading.Thread(target=c.cancel) for c in conns]
+        for t in threads:
+            t.start()
+        for r in runners:
+            r.join(5)
+        errors = [r.error for r in runners]
+        assert all(isinstance(e, psycopg.errors.QueryCanceled) for e in errors), errors
+        for i, c in enumerate(conns):
+            assert c.execute("SELECT %s::int", (i,)).fetchone() == (i,)
+    finally:
+        for c in conns:
+            c.close()

@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import select
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
 import psycopg
@@ -211,3 +212,29 @@ def test_large_query_text(sluice):
         assert conn.execute(f"SELECT length('{literal}') + length(%s), md5(%s)",
                             (literal, literal)).fetchone() == (2_000_000, digest)
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_large_results(sluice):
+    """Eight clients fetch 10 MB each at once on a pool of 4: every result
+    intact."""
+    s = sluice({"pgbouncer": {"default_pool_size": 4}})
+    rows = 10_000
+
+    def fetch(n):
+        with s.connect() as conn:
+            got = hashlib.md5()
+            for (text,) in conn.execute("SELECT repeat(md5((i + %s)::text), 32) "
+                                        "FROM generate_series(1, %s) i", (n, rows)):
+                got.update(text.encode())
+            return got.hexdigest()
+
+    def expected(n):
+        h = hashlib.md5()
+        for i in range(1, rows + 1):
+            h.update(hashlib.md5(str(i + n).encode()).hexdigest().encode() * 32)
+        return h.hexdigest()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(fetch, range(8), timeout=100))
+    assert results == [expected(n) for n in range(8)]

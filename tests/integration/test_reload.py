@@ -7,7 +7,7 @@ import time
 import psycopg
 import pytest
 
-from sluice_fixture import IS_PGBOUNCER, default_userlist, wait_until
+from sluice_fixture import IS_PGBOUNCER, TcpProxy, default_userlist, wait_until
 
 
 def pid_of(conn):
@@ -134,3 +134,66 @@ def test_reload_pool_mode(sluice):
         for _ in range(3):
             assert pid_of(b) != first
             assert pid_of(a) == first
+
+
+def test_reload_moves_database_to_new_address(sluice, cluster):
+    """A database's host/port changed on reload: the next transactions of an
+    already connected client go to the new address, and the server
+    connections to the old one are closed once idle."""
+    old, new = TcpProxy(cluster.primary_port), TcpProxy(cluster.primary_port)
+    try:
+        s = sluice({"databases": {"movable": f"host=127.0.0.1 port={old.port} dbname=mydb"}})
+        with s.connect(dbname="movable") as conn:
+            conn.execute("SELECT 1")
+            assert (old.accepted, new.accepted) == (1, 0)
+            s.write_config({"databases": {
+                "movable": f"host=127.0.0.1 port={new.port} dbname=mydb"}})
+            s.reload()
+
+            def moved():
+                conn.execute("SELECT 1")
+                return new.accepted >= 1
+
+            wait_until(moved, 5, "traffic to the new address", interval=0.2)
+            wait_until(lambda: old.open == 0, 5, "the old server connection closed")
+            assert conn.execute("SELECT 2").fetchone() == (2,)
+    finally:
+        old.stop()
+        new.stop()
+
+
+@pytest.mark.timeout(60)
+def test_reloads_under_load_drop_nobody(sluice):
+    """Clients looping over transactions see no error at all while the
+    pooler reloads (unchanged file, then a changed pool size) several times."""
+    s = sluice({"pgbouncer": {"default_pool_size": 4}})
+    stop = threading.Event()
+    errors, counts = [], [0] * 10
+
+    def client(n):
+        try:
+            with s.connect() as conn:
+                while not stop.is_set():
+                    with conn.transaction():
+                        conn.execute("SELECT %s::int, pg_sleep(0.002)", (n,))
+                    counts[n] += 1
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(10)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(6):
+            time.sleep(0.3)
+            if i == 3:
+                s.write_config({"pgbouncer": {"default_pool_size": 6}})
+            s.reload()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not errors, errors[:3]
+    assert all(counts), counts
+    assert s.running()
