@@ -12,6 +12,7 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "listen.h"
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
@@ -110,6 +111,7 @@ static void client_free(struct client *c)
 {
     struct worker *w = c->s.worker;
     prepared_client_free(c);
+    listen_client_free(c);
     if (c->is_admin)
         admin_client_closed(c);
     list_del(&c->node);
@@ -792,6 +794,10 @@ static void client_forward(struct client *c)
     uint32_t max = (uint32_t)g_pooler.cfg->max_packet_size;
     uint32_t fwd = b->start;
     int64_t now = worker_now(w);
+    /* The tracker may rewrite a message in pieces (flush, renamed header,
+     * rest): cork so that they leave in one send(). */
+    if (c->track)
+        stream_cork(&sv->s);
 
     while (b->start < b->end) {
         uint8_t type;
@@ -802,6 +808,7 @@ static void client_forward(struct client *c)
         uint32_t avail = iobuf_len(b);
         if (ps != PROTO_OK) {
             stream_write(&sv->s, b->data + fwd, b->start - fwd);
+            stream_uncork(&sv->s);
             client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
                                ps == PROTO_TOO_BIG ? "message too long (max_packet_size)"
                                                    : "invalid message length");
@@ -815,14 +822,17 @@ static void client_forward(struct client *c)
             b = s->rbuf;
             if (r == PREPARED_WAIT)
                 break;
-            if (r < 0 || c->state == CL_CLOSED || !c->server)
+            if (r < 0 || c->state == CL_CLOSED || !c->server) {
+                stream_uncork(&sv->s);
                 return;
+            }
             fw = (uint32_t)r;
             avail = iobuf_len(b);
         }
         switch (type) {
         case 'X':
             stream_write(&sv->s, b->data + fwd, b->start - fwd);
+            stream_uncork(&sv->s);
             b->start += mlen <= avail ? mlen : avail;
             client_close(c, "client close request");
             return;
@@ -863,6 +873,7 @@ static void client_forward(struct client *c)
         w->stats.bytes_in += n;
         c->pool->bytes_in += n;
     }
+    stream_uncork(&sv->s);
     c->last_activity = now;
     if (stream_has_output(&sv->s)) {
         stream_read_stop(s);

@@ -50,6 +50,7 @@ struct stream {
     bool skip_forward;          /* ... and whether they are forwarded to the peer */
     bool connecting;
     bool reading; /* read interest wanted */
+    bool corked;  /* stream_write queues; stream_uncork sends it all at once */
     bool closed;
     uint64_t bytes_in, bytes_out;
 };
@@ -61,6 +62,11 @@ void stream_read_stop(struct stream *s);
 /* Writes n bytes (directly if nothing is queued, else queued in order). */
 void stream_write(struct stream *s, const void *p, size_t n);
 bool stream_has_output(const struct stream *s);
+/* While corked, stream_write only queues: a message sluice rewrites in
+ * pieces then leaves in one send() (one packet, one wakeup of the peer). */
+void stream_cork(struct stream *s);
+/* Sends what was queued while corked (errors surface from the watcher). */
+void stream_uncork(struct stream *s);
 /* Drops buffers and closes the fd. */
 void stream_close(struct stream *s);
 /* Returns rbuf to the cache if it holds nothing. */
@@ -139,6 +145,7 @@ const char *client_state_str(enum client_state st);
 struct client_auth; /* login-time state, freed after login */
 struct prepared_client;
 struct prepared_server;
+struct listen_client;
 
 struct client {
     struct stream s;
@@ -178,6 +185,7 @@ struct client {
     bool track;   /* tracked: transaction or statement mode */
     bool pinned;  /* holds its server to the end (state that cannot move) */
     bool errskip; /* the server skips to Sync after an error */
+    struct listen_client *lc; /* LISTEN state (listen.c); NULL unless it listens */
 };
 
 /* ---- servers ------------------------------------------------------------- */
@@ -219,6 +227,7 @@ struct server {
     bool reset_needed;          /* used in session mode: run server_reset_query */
     const char *extras;         /* the client extras last applied (NULL = none) */
     struct prepared_server *ps; /* statements sluice prepared here (prepared.c) */
+    bool listener;              /* the pool's listening connection (listen.c) */
     bool aq_found;              /* auth_query returned a password */
     char aq_password[512];
 };
@@ -268,6 +277,7 @@ struct pool {
     int n_idle, n_active, n_busy, n_waiting;
     int n_clients; /* clients assigned to this pool */
     int n_reserve_used;
+    int n_listen; /* listening connections (listen.c) on active: not in the pool's size */
     bool welcome_ready;
     struct pool_welcome welcome;
     struct param_set welcome_params;

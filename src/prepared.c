@@ -30,6 +30,7 @@
 #include "auth.h"
 #include "classify.h"
 #include "client.h"
+#include "listen.h"
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
@@ -1055,6 +1056,42 @@ static struct set_action *settings_of(struct client *c, const char *sql,
     return a;
 }
 
+#define LISTEN_NOT_HANDLED INT64_MIN
+
+/* LISTEN / UNLISTEN [*] alone in a Query, from an unpinned client whose
+ * server is idle with nothing in flight: registered with listen.c and
+ * answered by sluice (an empty query keeps the server's order and gives
+ * the ReadyForQuery). Inside a transaction block, with other statements or
+ * behind pipelined requests, LISTEN pins as before; UNLISTEN there also
+ * leaves listen.c's channels and goes on to the server. */
+static int64_t listen_query(struct client *c, const struct classify_result *cr, uint32_t mlen,
+                            uint32_t *fwd)
+{
+    const struct classify_stmt *s = &cr->stmts[0];
+    if (cr->n != 1 ||
+        (s->kind != CS_LISTEN && s->kind != CS_UNLISTEN && s->kind != CS_UNLISTEN_ALL))
+        return LISTEN_NOT_HANDLED;
+    enum listen_op op = s->kind == CS_LISTEN     ? LISTEN_OP_LISTEN
+                        : s->kind == CS_UNLISTEN ? LISTEN_OP_UNLISTEN
+                                                 : LISTEN_OP_UNLISTEN_ALL;
+    struct server *sv = c->server;
+    if (c->pinned || c->rq_n != 0 || c->unsynced || sv->xact_status != 'I') {
+        if (op != LISTEN_OP_LISTEN)
+            listen_client_op(c, op, s->name);
+        return LISTEN_NOT_HANDLED;
+    }
+    if (!listen_client_op(c, op, s->name))
+        return PREPARED_WAIT; /* asked again once the listening server has it */
+    pc_get(c);
+    consume(c, mlen, fwd);
+    struct set_action *a = act_new();
+    a->retag = op == LISTEN_OP_LISTEN ? "LISTEN" : "UNLISTEN";
+    write_query(sv, "", 0, NULL, 0);
+    struct rq_entry e = {.kind = RQ_QUERY_X, .act = a};
+    rq_push(c, &e);
+    return 0;
+}
+
 static bool is_ps_stmt(enum classify_stmt_kind k)
 {
     return k == CS_PREPARE || k == CS_EXECUTE || k == CS_DEALLOCATE || k == CS_DEALLOCATE_ALL ||
@@ -1097,9 +1134,12 @@ static int64_t client_query(struct client *c, uint32_t mlen, uint32_t *fwd)
         rq_push_kind(c, RQ_QUERY);
         return mlen;
     }
+    int64_t lr = listen_query(c, &cr, mlen, fwd);
+    if (lr != LISTEN_NOT_HANDLED)
+        return lr;
     int n_ps = 0;
     for (int i = 0; i < cr.n; i++) {
-        if (cr.stmts[i].kind == CS_PIN)
+        if (cr.stmts[i].kind == CS_PIN || cr.stmts[i].kind == CS_LISTEN)
             pin(c, cr.stmts[i].reason);
         if (is_ps_stmt(cr.stmts[i].kind))
             n_ps++;
@@ -1204,11 +1244,13 @@ static int64_t client_query(struct client *c, uint32_t mlen, uint32_t *fwd)
     case CS_DISCARD_ALL: {
         /* Only this client's view: other clients' statements stay on the
          * server. DISCARD ALL's other effects (settings) are RESET ALL here:
-         * an unpinned client has no temporary tables, cursors or LISTENs. */
+         * an unpinned client has no temporary tables or cursors, and its
+         * LISTENs are listen.c's (UNLISTEN * there). */
         tab_clear(pc);
         consume(c, mlen, fwd);
         struct set_action *a = act_new();
         if (s->kind == CS_DISCARD_ALL) {
+            listen_client_op(c, LISTEN_OP_UNLISTEN_ALL, "");
             a->retag = "DISCARD ALL";
             a->discard_all = true;
             write_query(sv, "RESET ALL", 9, NULL, 0);
@@ -1254,7 +1296,7 @@ static int64_t client_parse(struct client *c, uint32_t mlen, uint32_t *fwd)
         struct classify_result cr;
         if (classify_parse(query, qlen, &cr)) {
             for (int i = 0; i < cr.n; i++) {
-                if (cr.stmts[i].kind == CS_PIN)
+                if (cr.stmts[i].kind == CS_PIN || cr.stmts[i].kind == CS_LISTEN)
                     pin(c, cr.stmts[i].reason);
                 else if (is_ps_stmt(cr.stmts[i].kind))
                     pin(c, "SQL-level prepared statements through the extended protocol");
@@ -1326,8 +1368,14 @@ static int64_t client_bind(struct client *c, uint32_t mlen, uint32_t *fwd)
         act_unref(pc->portal_act);
         pc->portal_act = act_ref(name[0] ? (st ? st->act : NULL) : pc->unnamed_act);
     }
+    if (!st) {
+        /* Unnamed or unknown: forwarded as is, in the same write as the
+         * messages around it (no flush: that would cost a send()). */
+        rq_push_kind(c, RQ_ONE);
+        return mlen;
+    }
     flush_span(c, fwd); /* sluice's Parse, if any, goes after what came before */
-    if (!st || !ensure_prepared(c, st, false)) {
+    if (!ensure_prepared(c, st, false)) {
         rq_push_kind(c, RQ_ONE);
         return mlen;
     }
@@ -1367,8 +1415,12 @@ static int64_t client_describe_close(struct client *c, uint8_t type, uint32_t ml
     struct prepared_client *pc = c->ps;
     struct stmt *st = name[0] ? tab_find(pc, name) : NULL;
     if (type == 'D') {
+        if (!st) {
+            rq_push_kind(c, RQ_DESC_S);
+            return mlen;
+        }
         flush_span(c, fwd);
-        if (!st || !ensure_prepared(c, st, false)) {
+        if (!ensure_prepared(c, st, false)) {
             rq_push_kind(c, RQ_DESC_S);
             return mlen;
         }

@@ -203,7 +203,7 @@ void stream_write(struct stream *s, const void *p, size_t n)
         stream_tls_write(s, p, n);
         return;
     }
-    if (!stream_has_output(s) && !s->connecting) {
+    if (!stream_has_output(s) && !s->connecting && !s->corked) {
         ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
         if (w > 0) {
             s->bytes_out += (uint64_t)w;
@@ -221,6 +221,33 @@ void stream_write(struct stream *s, const void *p, size_t n)
         }
     }
     iobuf_append(&s->worker->bufs, &s->obuf, p, n);
+    stream_update(s);
+}
+
+void stream_cork(struct stream *s)
+{
+    s->corked = true;
+}
+
+void stream_uncork(struct stream *s)
+{
+    if (!s->corked)
+        return;
+    s->corked = false;
+    struct iobuf *b = s->obuf;
+    if (s->closed || s->tls || s->connecting || !b || iobuf_len(b) == 0)
+        return;
+    ssize_t w = send(s->fd, b->data + b->start, iobuf_len(b), MSG_NOSIGNAL);
+    if (w > 0) {
+        b->start += (uint32_t)w;
+        s->bytes_out += (uint64_t)w;
+        if (iobuf_len(b) == 0) {
+            iobuf_put(&s->worker->bufs, b);
+            s->obuf = NULL;
+        }
+    } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        ev_feed_event(s->worker->loop, &s->io, EV_WRITE);
+    }
     stream_update(s);
 }
 
