@@ -8,8 +8,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct client;
+struct pool;
 struct config;
 struct worker;
 
@@ -43,6 +45,31 @@ void admin_init(struct worker *w);
 
 /* Stops the timers and frees everything the console keeps (at exit). */
 void admin_free_all(void);
+
+/* One pool's row of SHOW POOLS, for other readers of the same figures
+ * (metrics.c), so that they and the console never disagree. */
+struct admin_pool_view {
+    const struct pool *pool; /* NULL for the console's row */
+    const char *database, *user;
+    int cl_active, cl_waiting;
+    int sv_active, sv_idle, sv_used, sv_tested, sv_login, sv_canceled;
+    int64_t maxwait_usec; /* how long the first waiting client has waited */
+};
+/* Calls fn for every pool (not the console) in SHOW POOLS order, with the
+ * values SHOW POOLS would print at loop time now. The view is valid only
+ * during the call. */
+void admin_pools_each(int64_t now, void (*fn)(const struct admin_pool_view *v, void *arg),
+                      void *arg);
+
+/* One database's totals of SHOW STATS (times in microseconds). */
+struct admin_db_view {
+    const char *name;
+    uint64_t assign_count, xact_count, query_count, bytes_in, bytes_out;
+    uint64_t xact_time, query_time, wait_time;
+};
+/* Calls fn for every row of SHOW STATS (the console "pgbouncer" included),
+ * by name, with the totals SHOW STATS would print now. */
+void admin_stats_each(void (*fn)(const struct admin_db_view *v, void *arg), void *arg);
 
 /* Hooks into main. RELOAD: loads the files again and applies them; false
  * with a reason in err if the new config is refused. */

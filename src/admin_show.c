@@ -650,9 +650,59 @@ static bool idle_needs_check(const struct server *sv, int64_t now)
     return now - sv->last_used >= cfg->server_check_delay && now != sv->last_used;
 }
 
-static void show_pools(struct admin_result *r)
+/* The figures of SHOW POOLS for entry e (NULL: the console's row). */
+static void pool_view(const struct pool_ix *e, const struct pool_index *ix, int64_t now,
+                      struct admin_pool_view *v)
 {
-    int64_t now = loop_now(r);
+    memset(v, 0, sizeof(*v));
+    if (!e) {
+        v->database = v->user = "pgbouncer";
+        v->cl_active = ix->admin_clients;
+        return;
+    }
+    const struct pool *p = e->p;
+    v->pool = p;
+    v->database = p->db->name;
+    v->user = p->user->name;
+    v->cl_active = e->cl_active;
+    v->cl_waiting = e->cl_waiting;
+    v->sv_active = p->n_active;
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &p->idle)
+    {
+        if (idle_needs_check(list_entry(it, struct server, node), now))
+            v->sv_used++;
+        else
+            v->sv_idle++;
+    }
+    list_for_each_safe(it, tmp, &p->busy)
+    {
+        switch (list_entry(it, struct server, node)->state) {
+        case SV_TESTING:
+        case SV_RESETTING:
+            v->sv_tested++;
+            break;
+        case SV_CANCEL_WAIT:
+            v->sv_canceled++;
+            break;
+        default:
+            v->sv_login++;
+            break;
+        }
+    }
+    if (!list_empty(&p->waiting)) {
+        const struct client *c = list_entry(list_first(&p->waiting), struct client, wait_node);
+        v->maxwait_usec = now - c->request_time;
+        if (v->maxwait_usec < 0)
+            v->maxwait_usec = 0;
+    }
+}
+
+/* Calls fn for every pool in SHOW POOLS order (by database, then user),
+ * the console's row included when console is true. */
+static void pools_walk(int64_t now, bool console,
+                       void (*fn)(const struct admin_pool_view *v, void *arg), void *arg)
+{
     struct pool_index ix;
     pool_index_build(&ix);
     struct pool_row *rows = calloc((size_t)ix.n + 1, sizeof(*rows));
@@ -661,74 +711,55 @@ static void show_pools(struct admin_result *r)
     int n = 0;
     for (int i = 0; i < ix.n; i++)
         rows[n++] = (struct pool_row){ix.v[i].p->db->name, ix.v[i].p->user->name, &ix.v[i]};
-    rows[n++] = (struct pool_row){"pgbouncer", "pgbouncer", NULL};
+    if (console)
+        rows[n++] = (struct pool_row){"pgbouncer", "pgbouncer", NULL};
     qsort(rows, (size_t)n, sizeof(*rows), pool_row_cmp);
-    char f[13][NUM_LEN];
     for (int i = 0; i < n; i++) {
-        const struct pool_ix *e = rows[i].e;
-        if (!e) {
-            const char *v[] = {"pgbouncer", "pgbouncer", num4(f[0], ix.admin_clients),
-                               "0",         "0",         "0",
-                               "0",         "0",         "0",
-                               "0",         "0",         "0",
-                               "0",         "0",         "0",
-                               "statement", NULL};
-            admin_result_row(r, v);
-            continue;
-        }
-        const struct pool *p = e->p;
-        int sv_idle = 0, sv_used = 0, sv_tested = 0, sv_login = 0, sv_canceled = 0;
-        struct list *it, *tmp;
-        list_for_each_safe(it, tmp, &p->idle)
-        {
-            if (idle_needs_check(list_entry(it, struct server, node), now))
-                sv_used++;
-            else
-                sv_idle++;
-        }
-        list_for_each_safe(it, tmp, &p->busy)
-        {
-            switch (list_entry(it, struct server, node)->state) {
-            case SV_TESTING:
-            case SV_RESETTING:
-                sv_tested++;
-                break;
-            case SV_CANCEL_WAIT:
-                sv_canceled++;
-                break;
-            default:
-                sv_login++;
-                break;
-            }
-        }
-        int64_t maxwait = 0;
-        if (!list_empty(&p->waiting)) {
-            const struct client *c = list_entry(list_first(&p->waiting), struct client, wait_node);
-            maxwait = now - c->request_time;
-            if (maxwait < 0)
-                maxwait = 0;
-        }
-        const char *v[] = {p->db->name,
-                           p->user->name,
-                           num4(f[0], e->cl_active),
-                           num4(f[1], e->cl_waiting),
-                           "0",
-                           "0",
-                           num4(f[2], p->n_active),
-                           "0",
-                           num4(f[3], sv_canceled),
-                           num4(f[4], sv_idle),
-                           num4(f[5], sv_used),
-                           num4(f[6], sv_tested),
-                           num4(f[7], sv_login),
-                           num4(f[8], maxwait / 1000000),
-                           num4(f[9], maxwait % 1000000),
-                           p->db->cfg ? pool_mode_str(pool_mode_of(p)) : NULL,
-                           NULL};
-        admin_result_row(r, v);
+        struct admin_pool_view v;
+        pool_view(rows[i].e, &ix, now, &v);
+        fn(&v, arg);
     }
     free(rows);
     pool_index_free(&ix);
+}
+
+void admin_pools_each(int64_t now, void (*fn)(const struct admin_pool_view *v, void *arg),
+                      void *arg)
+{
+    pools_walk(now, false, fn, arg);
+}
+
+static void pool_show_row(const struct admin_pool_view *pv, void *arg)
+{
+    struct admin_result *r = arg;
+    char f[13][NUM_LEN];
+    const struct pool *p = pv->pool;
+    const char *mode = "statement"; /* the console, as PgBouncer describes its own */
+    if (p)
+        mode = p->db->cfg ? pool_mode_str(pool_mode_of(p)) : NULL;
+    const char *v[] = {pv->database,
+                       pv->user,
+                       num4(f[0], pv->cl_active),
+                       num4(f[1], pv->cl_waiting),
+                       "0",
+                       "0",
+                       num4(f[2], pv->sv_active),
+                       "0",
+                       num4(f[3], pv->sv_canceled),
+                       num4(f[4], pv->sv_idle),
+                       num4(f[5], pv->sv_used),
+                       num4(f[6], pv->sv_tested),
+                       num4(f[7], pv->sv_login),
+                       num4(f[8], pv->maxwait_usec / 1000000),
+                       num4(f[9], pv->maxwait_usec % 1000000),
+                       mode,
+                       NULL};
+    admin_result_row(r, v);
+}
+
+static void show_pools(struct admin_result *r)
+{
+    pools_walk(loop_now(r), true, pool_show_row, r);
 }
 
 struct conn_ctx {
@@ -1014,40 +1045,87 @@ static void stats_values(const struct stat_totals *t, const struct stat_totals *
     unum(f[10], 0);
 }
 
-/* which: 0 = STATS (totals and averages), 1 = totals only, 2 = averages. */
-static void stats_rows(struct admin_result *r, int which)
+/* Calls fn with the totals of every row of SHOW STATS (by name, the
+ * console included). */
+static void stats_walk(void (*fn)(const struct db_row *d, const struct stat_totals *t, void *arg),
+                       void *arg)
 {
     struct pool_index ix;
     pool_index_build(&ix);
     struct db_row *rows;
     int n = db_rows_build(&rows);
     for (int i = 0; i < n; i++) {
-        struct stat_totals t, a;
-        bool console = !rows[i].cd;
-        if (console || rows[i].db) {
+        struct stat_totals t;
+        if (!rows[i].cd || rows[i].db)
             db_totals(rows[i].db, &ix, &t);
-            db_averages(rows[i].db, &a);
-        } else {
-            /* Configured but never used: nothing happened there yet. */
-            memset(&t, 0, sizeof(t));
-            memset(&a, 0, sizeof(a));
-        }
-        char tv[11][NUM_LEN], av[11][NUM_LEN];
-        stats_values(&t, &a, true, tv);
-        stats_values(&t, &a, false, av);
-        const char *v[23];
-        v[0] = rows[i].name;
-        int k = 1;
-        if (which != 2)
-            for (int j = 0; j < 11; j++)
-                v[k++] = tv[j];
-        if (which != 1)
-            for (int j = 0; j < 11; j++)
-                v[k++] = av[j];
-        admin_result_row(r, v);
+        else
+            memset(&t, 0, sizeof(t)); /* configured but never used: nothing happened yet */
+        fn(&rows[i], &t, arg);
     }
     free(rows);
     pool_index_free(&ix);
+}
+
+struct stats_row_ctx {
+    struct admin_result *r;
+    int which; /* 0 = STATS (totals and averages), 1 = totals only, 2 = averages */
+};
+
+static void stats_row(const struct db_row *d, const struct stat_totals *t, void *arg)
+{
+    const struct stats_row_ctx *x = arg;
+    struct stat_totals a;
+    if (!d->cd || d->db)
+        db_averages(d->db, &a);
+    else
+        memset(&a, 0, sizeof(a));
+    char tv[11][NUM_LEN], av[11][NUM_LEN];
+    stats_values(t, &a, true, tv);
+    stats_values(t, &a, false, av);
+    const char *v[23];
+    v[0] = d->name;
+    int k = 1;
+    if (x->which != 2)
+        for (int j = 0; j < 11; j++)
+            v[k++] = tv[j];
+    if (x->which != 1)
+        for (int j = 0; j < 11; j++)
+            v[k++] = av[j];
+    admin_result_row(x->r, v);
+}
+
+static void stats_rows(struct admin_result *r, int which)
+{
+    struct stats_row_ctx x = {r, which};
+    stats_walk(stats_row, &x);
+}
+
+struct stats_each_ctx {
+    void (*fn)(const struct admin_db_view *v, void *arg);
+    void *arg;
+};
+
+static void stats_each_row(const struct db_row *d, const struct stat_totals *t, void *arg)
+{
+    const struct stats_each_ctx *x = arg;
+    struct admin_db_view v = {
+        .name = d->name,
+        .assign_count = t->v[ST_ASSIGN],
+        .xact_count = t->v[ST_XACT],
+        .query_count = t->v[ST_QUERY],
+        .bytes_in = t->v[ST_RECV],
+        .bytes_out = t->v[ST_SENT],
+        .xact_time = t->v[ST_XACT_TIME],
+        .query_time = t->v[ST_QUERY_TIME],
+        .wait_time = t->v[ST_WAIT_TIME],
+    };
+    x->fn(&v, x->arg);
+}
+
+void admin_stats_each(void (*fn)(const struct admin_db_view *v, void *arg), void *arg)
+{
+    struct stats_each_ctx x = {fn, arg};
+    stats_walk(stats_each_row, &x);
 }
 
 static void show_stats(struct admin_result *r)

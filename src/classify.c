@@ -97,7 +97,8 @@ enum classify_kw classify_peek(const char *sql, size_t len)
     if (i >= len)
         return CK_OTHER;
     /* Most queries start with S(ELECT), I(NSERT), U(PDATE), W(ITH), B(EGIN),
-     * C(OMMIT): one switch on the first letter rules out most of them. */
+     * C(OMMIT): one switch on the first letter rules out most of them (U
+     * stays in for UNLISTEN). */
     char kw[16];
     switch (sql[i] | 0x20) {
     case 's':
@@ -107,6 +108,7 @@ enum classify_kw classify_peek(const char *sql, size_t len)
     case 'd':
     case 'l':
     case 'c':
+    case 'u':
         break;
     default:
         return CK_OTHER;
@@ -126,7 +128,7 @@ enum classify_kw classify_peek(const char *sql, size_t len)
         return CK_DEALLOCATE;
     if (!strcmp(kw, "DISCARD"))
         return CK_DISCARD;
-    if (!strcmp(kw, "LISTEN"))
+    if (!strcmp(kw, "LISTEN") || !strcmp(kw, "UNLISTEN"))
         return CK_LISTEN;
     if (!strcmp(kw, "DECLARE"))
         return CK_DECLARE;
@@ -429,9 +431,12 @@ static void classify_node(const char *sql, const char *type, const char *node_st
             st->kind = CS_DISCARD_ALL;
         return;
     }
-    if (!strcmp(type, "ListenStmt")) {
-        st->kind = CS_PIN;
+    if (!strcmp(type, "ListenStmt") || !strcmp(type, "UnlistenStmt")) {
+        /* Transaction pooling answers these alone in a Query (listen.c)
+         * and pins for LISTEN elsewhere. */
+        st->kind = type[0] == 'L' ? CS_LISTEN : f->have_name ? CS_UNLISTEN : CS_UNLISTEN_ALL;
         st->reason = "LISTEN";
+        snprintf(st->name, sizeof(st->name), "%s", f->name);
         return;
     }
     if (!strcmp(type, "DeclareCursorStmt")) {

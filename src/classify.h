@@ -49,6 +49,9 @@ enum classify_stmt_kind {
     CS_DEALLOCATE_ALL, /* DEALLOCATE ALL */
     CS_DISCARD_ALL,    /* DISCARD ALL */
     CS_PIN,            /* state that cannot move between servers: reason */
+    CS_LISTEN,         /* LISTEN channel: name (reason "LISTEN" when it pins) */
+    CS_UNLISTEN,       /* UNLISTEN channel: name */
+    CS_UNLISTEN_ALL,   /* UNLISTEN * */
 };
 
 struct classify_stmt {

@@ -182,9 +182,9 @@ struct client {
     struct prepared_client *ps;
     uint8_t rq[16]; /* kinds of the requests the server still answers */
     uint8_t rq_head, rq_n;
-    bool track;   /* tracked: transaction or statement mode */
-    bool pinned;  /* holds its server to the end (state that cannot move) */
-    bool errskip; /* the server skips to Sync after an error */
+    bool track;               /* tracked: transaction or statement mode */
+    bool pinned;              /* holds its server to the end (state that cannot move) */
+    bool errskip;             /* the server skips to Sync after an error */
     struct listen_client *lc; /* LISTEN state (listen.c); NULL unless it listens */
 };
 

@@ -17,6 +17,7 @@
 #include "config.h"
 #include "dns.h"
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 #include "tls.h"
 #include "version.h"
@@ -137,33 +138,87 @@ static void begin_exit(void)
     ev_break(main_loop, EVBREAK_ALL);
 }
 
+/* Clients accepted just before SIGINT (or taken from the accept queue when
+ * the listeners closed) came to run a transaction: they get this long to
+ * log in and run one before the process exits without them. */
+#define SHUTDOWN_GRACE_USEC 5000000
+static int64_t shutdown_started;
+
 static void shutdown_check_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)t;
     (void)revents;
     /* SIGINT: exit once no client is in the middle of a transaction. */
-    int busy = 0;
+    int64_t now = worker_now(&main_worker);
+    bool grace = now - shutdown_started < SHUTDOWN_GRACE_USEC;
+    int busy = 0, logging_in = 0;
     struct list *it, *tmp;
     list_for_each_safe(it, tmp, &main_worker.clients)
     {
         struct client *c = list_entry(it, struct client, node);
-        if (c->state == CL_ACTIVE || c->state == CL_WAITING)
+        if (c->is_admin)
+            continue;
+        switch (c->state) {
+        case CL_ACTIVE:
+        case CL_WAITING:
             busy++;
+            break;
+        case CL_IDLE:
+            /* Done with a transaction: close now, so that a long-lived
+             * client reconnects (to the new process of a restart) between
+             * two transactions rather than keeping this one alive. One that
+             * has not run any yet is waited for. */
+            if (c->xact_start != 0)
+                client_close_error(c, SQLSTATE_ADMIN_SHUTDOWN, "pooler is shutting down");
+            else if (grace)
+                busy++;
+            break;
+        case CL_CLOSED:
+            break;
+        default:
+            if (grace) {
+                logging_in++;
+                busy++;
+            }
+            break;
+        }
     }
+    /* Logins are refused (client.c) only once none is under way: no new
+     * client can appear any more, the listeners are closed. */
+    if (logging_in == 0)
+        g_pooler.shutting_down = true;
     if (busy == 0) {
         log_info("no transactions left, exiting");
         begin_exit();
     }
 }
 
+/* SIGINT (and the console's SHUTDOWN): stop accepting, let every
+ * transaction finish, then exit. With so_reuseport this is a zero-downtime
+ * restart: a new sluice listens beside this one, worker_stop_listening()
+ * takes the connections already queued here, and the clients this process
+ * accepted are served until they finish a transaction (see
+ * shutdown_check_cb), so none of them sees a failure. */
 static void start_graceful_shutdown(bool wait_for_clients)
 {
-    if (g_pooler.shutting_down)
+    (void)wait_for_clients;
+    if (shutdown_started)
         return;
-    g_pooler.shutting_down = true;
+    shutdown_started = worker_now(&main_worker);
+    if (g_pooler.cfg->so_reuseport) {
+        /* Handshakes under way when the listener closes are reset unless
+         * the kernel may move them to the new process's listener. */
+        FILE *f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "r");
+        if (f) {
+            if (fgetc(f) == '0')
+                log_warning("net.ipv4.tcp_migrate_req is 0: connections being set up as the "
+                            "listener closes will be reset (see docs/monitoring.md)");
+            fclose(f);
+        }
+    }
     worker_stop_listening(&main_worker);
-    ev_timer_init(&shutdown_timer, shutdown_check_cb, 0.0, 0.1);
+    ev_timer_init(&shutdown_timer, shutdown_check_cb, 0.0, 0.05);
     ev_timer_start(main_loop, &shutdown_timer);
 }
 
@@ -364,6 +419,10 @@ int main(int argc, char **argv)
     admin_shutdown_hook = start_graceful_shutdown;
     admin_apply_config_hook = apply_admin_setting;
     admin_init(&main_worker);
+    if (!metrics_start(&main_worker, g_pooler.workers, g_pooler.n_workers, err, sizeof(err))) {
+        log_error("%s", err);
+        return 1;
+    }
 
     ev_signal_init(&sig_hup, signal_cb, SIGHUP);
     ev_signal_init(&sig_int, signal_cb, SIGINT);
@@ -388,6 +447,7 @@ int main(int argc, char **argv)
     ev_run(main_loop, 0);
 
     log_info("shutting down");
+    metrics_stop();
     worker_destroy(&main_worker);
     admin_free_all();
     tls_shutdown();

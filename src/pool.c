@@ -7,6 +7,7 @@
 
 #include "client.h"
 #include "dns.h"
+#include "listen.h"
 #include "prepared.h"
 #include "proto.h"
 #include "log.h"
@@ -142,7 +143,7 @@ static int user_max_connections(const struct pool_user *u)
 
 static int pool_total(const struct pool *p)
 {
-    return p->n_idle + p->n_active + p->n_busy;
+    return p->n_idle + p->n_active + p->n_busy - p->n_listen;
 }
 
 /* ---- dispatch ------------------------------------------------------------ */
@@ -233,6 +234,7 @@ void pool_dispatch(struct pool *p)
             int64_t waited = now - c->request_time;
             w->stats.wait_time += (uint64_t)(waited > 0 ? waited : 0);
             w->stats.wait_count++;
+            metrics_hist_observe(&w->metrics.wait, waited);
             p->wait_time += (uint64_t)(waited > 0 ? waited : 0);
             server_link(sv, c);
             continue;
@@ -493,7 +495,7 @@ int pool_count_active(void)
     list_for_each_safe(it, tmp, &g_pooler.pools)
     {
         struct pool *p = list_entry(it, struct pool, node);
-        n += p->n_active;
+        n += p->n_active - p->n_listen;
     }
     return n;
 }
@@ -509,6 +511,7 @@ static void close_list(struct list *l, const char *why)
 void pool_close_all(void)
 {
     struct list *it, *tmp;
+    listen_shutdown();
     list_for_each_safe(it, tmp, &g_pooler.pools)
     {
         struct pool *p = list_entry(it, struct pool, node);

@@ -14,6 +14,7 @@
 #include "auth.h"
 #include "client.h"
 #include "dns.h"
+#include "listen.h"
 #include "log.h"
 #include "pool.h"
 #include "prepared.h"
@@ -207,6 +208,8 @@ void server_close(struct server *sv, const char *reason)
 {
     if (sv->state == SV_CLOSED)
         return;
+    if (sv->listener)
+        listen_server_gone(sv);
     struct client *c = sv->client;
     if (c) {
         c->server = NULL;
@@ -505,6 +508,10 @@ static void server_login_done(struct server *sv)
     sv->ready = true;
     if (g_pooler.cfg->log_connections)
         SV_LOG(LOG_LVL_LOG, sv, "login ok (pid %u)", sv->backend_pid);
+    if (sv->listener) {
+        listen_server_ready(sv);
+        return;
+    }
     pool_server_ready(sv);
 }
 
@@ -658,6 +665,7 @@ static void server_forward(struct server *sv)
     uint32_t fwd = b->start;
     bool release = false;
     bool stmt_violation = false;
+    bool notify_flush = false; /* queued notifications go after this ReadyForQuery */
 
     while (b->start < b->end) {
         uint8_t type;
@@ -714,6 +722,7 @@ static void server_forward(struct server *sv)
                 sv->pool->query_count++;
                 uint64_t qt = (uint64_t)(now - c->request_time);
                 w->stats.query_time += qt;
+                metrics_hist_observe(&w->metrics.query, (int64_t)qt);
                 sv->pool->query_time += qt;
                 if (st == 'I') {
                     w->stats.xact_count++;
@@ -724,6 +733,7 @@ static void server_forward(struct server *sv)
                 }
                 c->request_time = now;
                 sv->ready = c->pending_rfq == 0 && !c->unsynced && st == 'I';
+                notify_flush = c->lc && sv->ready;
                 enum pool_mode mode = pool_mode_of(sv->pool);
                 if (c->pending_rfq == 0 && !c->unsynced) {
                     if (st == 'I' && mode != POOL_MODE_SESSION && !c->pinned)
@@ -740,6 +750,12 @@ static void server_forward(struct server *sv)
             stream_write(&c->s, b->data + fwd, b->start - fwd);
             fwd = b->start;
             prepared_emit(c);
+        }
+        if (notify_flush) {
+            stream_write(&c->s, b->data + fwd, b->start - fwd);
+            fwd = b->start;
+            listen_client_flush(c);
+            notify_flush = false;
         }
         if (release)
             break;
@@ -778,6 +794,10 @@ static void server_on_data(struct stream *s)
     struct server *sv = stream_server(s);
     switch (sv->state) {
     case SV_ACTIVE:
+        if (sv->listener) {
+            listen_server_data(sv);
+            return;
+        }
         if (sv->client && sv->client->state == CL_AUTH_QUERY) {
             server_handle_auth_query(sv);
             return;

@@ -90,28 +90,22 @@ void worker_init(struct worker *w, int id, struct ev_loop *loop, struct config *
     ev_timer_start(loop, &w->janitor);
 }
 
-static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+/* Accepts up to max connections from listener fd; returns true once the
+ * accept queue is empty (or accept() fails for a reason that waiting will
+ * not fix), false if max were taken and more may be queued. */
+static bool accept_batch(struct worker *w, int lfd, int max)
 {
-    struct worker *w = io->data;
-    (void)loop;
-    (void)revents;
-    /* Accept a bounded batch per wakeup so that one busy listener does not
-     * starve established connections. */
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < max; i++) {
         struct sockaddr_storage addr;
         socklen_t len = sizeof(addr);
-        int fd = accept4(io->fd, (struct sockaddr *)&addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(lfd, (struct sockaddr *)&addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-                return;
-            if (errno == EMFILE || errno == ENFILE) {
-                log_warning("accept() failed: %s", strerror(errno));
-                return;
-            }
+                return true;
             if (errno == ECONNABORTED)
                 continue;
             log_warning("accept() failed: %s", strerror(errno));
-            return;
+            return true;
         }
         bool is_unix = addr.ss_family == AF_UNIX;
         if (!is_unix) {
@@ -121,6 +115,16 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         }
         client_accept(w, fd, (struct sockaddr *)&addr, len, is_unix);
     }
+    return false;
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    /* Accept a bounded batch per wakeup so that one busy listener does not
+     * starve established connections. */
+    accept_batch(io->data, io->fd, 64);
 }
 
 static bool add_listener(struct worker *w, int fd)
@@ -237,6 +241,13 @@ void worker_stop_listening(struct worker *w)
 {
     for (int i = 0; i < w->n_listeners; i++) {
         ev_io_stop(w->loop, &w->listeners[i]);
+        /* Closing a listener resets the connections in its accept queue
+         * (unless net.ipv4.tcp_migrate_req moves them to another socket of
+         * its SO_REUSEPORT group). In a restart those are clients the new
+         * process beside this one will never see: take them first; they are
+         * served as if they had come a moment earlier. */
+        while (!accept_batch(w, w->listeners[i].fd, 64))
+            continue;
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         if (getsockname(w->listeners[i].fd, (struct sockaddr *)&ss, &len) == 0 &&

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "iobuf.h"
 #include "list.h"
+#include "metrics.h"
 #include "stats.h"
 
 #define WORKER_MAX_LISTENERS 8
@@ -30,6 +31,7 @@ struct worker {
     ev_check reaper;
     int n_clients;
     struct stats stats;
+    struct metrics_worker metrics; /* histograms and loop lag for metrics.c */
     pthread_t thread;
 };
 

@@ -28,6 +28,8 @@ static void test_peek_keywords(void **state)
     assert_int_equal(peek("DEALLOCATE ALL"), CK_DEALLOCATE);
     assert_int_equal(peek("discard all"), CK_DISCARD);
     assert_int_equal(peek("LISTEN ch"), CK_LISTEN);
+    assert_int_equal(peek("unlisten *"), CK_LISTEN);
+    assert_int_equal(peek("UPDATE t SET x = 1"), CK_OTHER);
     assert_int_equal(peek("create temp table t (x int)"), CK_CREATE_TEMP);
     assert_int_equal(peek("CREATE TEMPORARY TABLE t (x int)"), CK_CREATE_TEMP);
     assert_int_equal(peek("CREATE TABLE t (x int)"), CK_OTHER);
@@ -115,8 +117,7 @@ static void test_parse_pins(void **state)
 {
     (void)state;
     struct classify_result r;
-    const char *pins[] = {"LISTEN ch", "CREATE TEMP TABLE t (x int)",
-                          "CREATE TEMP TABLE t AS SELECT 1",
+    const char *pins[] = {"CREATE TEMP TABLE t (x int)", "CREATE TEMP TABLE t AS SELECT 1",
                           "DECLARE c CURSOR WITH HOLD FOR SELECT 1"};
     for (size_t i = 0; i < sizeof(pins) / sizeof(pins[0]); i++) {
         assert_true(classify_parse(pins[i], strlen(pins[i]), &r));
@@ -124,11 +125,22 @@ static void test_parse_pins(void **state)
         assert_non_null(r.stmts[0].reason);
     }
     const char *ok[] = {"CREATE TEMP TABLE t (x int) ON COMMIT DROP",
-                        "DECLARE c CURSOR FOR SELECT 1", "UNLISTEN *", "CREATE TABLE t (x int)"};
+                        "DECLARE c CURSOR FOR SELECT 1", "CREATE TABLE t (x int)"};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         assert_true(classify_parse(ok[i], strlen(ok[i]), &r));
         assert_int_equal(r.stmts[0].kind, CS_OTHER);
     }
+    assert_true(classify_parse("LISTEN Ch", 9, &r));
+    assert_int_equal(r.stmts[0].kind, CS_LISTEN);
+    assert_string_equal(r.stmts[0].name, "ch");
+    assert_true(classify_parse("LISTEN \"My \"\"x\"", 15, &r));
+    assert_int_equal(r.stmts[0].kind, CS_LISTEN);
+    assert_string_equal(r.stmts[0].name, "My \"x");
+    assert_true(classify_parse("UNLISTEN ch", 11, &r));
+    assert_int_equal(r.stmts[0].kind, CS_UNLISTEN);
+    assert_string_equal(r.stmts[0].name, "ch");
+    assert_true(classify_parse("UNLISTEN *", 10, &r));
+    assert_int_equal(r.stmts[0].kind, CS_UNLISTEN_ALL);
     assert_false(classify_parse("SELEKT 1", 8, &r));
     assert_true(r.parse_error);
 }

@@ -1,0 +1,117 @@
+/* metrics.h - the Prometheus endpoint (metrics_listen) and the per-worker
+ * observations only it reports: latency histograms and event-loop lag.
+ *
+ * The endpoint is a small HTTP/1.x responder on worker 0's loop (see
+ * docs/design.md for why not libmicrohttpd). Values are read from the same
+ * live structures, with the same helpers, as SHOW POOLS and SHOW STATS, so
+ * a scrape and the console agree. docs/monitoring.md lists every metric. */
+#ifndef SLUICE_METRICS_H
+#define SLUICE_METRICS_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct worker;
+
+/* Upper bounds of the histogram buckets, in microseconds (the +Inf bucket
+ * is implicit). 100 us .. 10 s covers a pooled OLTP query up to a stuck
+ * wait for a server. */
+#define METRICS_BUCKETS 16
+extern const int64_t metrics_bucket_usec[METRICS_BUCKETS];
+
+/* A latency histogram: per-bucket (not cumulative) counts, so an
+ * observation touches one slot; the cumulative sums Prometheus wants are
+ * made when a scrape reads it. Fixed size: observing never allocates. */
+struct metrics_hist {
+    uint64_t bucket[METRICS_BUCKETS + 1]; /* last: above every bound (+Inf) */
+    uint64_t count;
+    uint64_t sum_usec;
+};
+
+/* What each worker keeps for the endpoint (embedded in struct worker). */
+struct metrics_worker {
+    struct metrics_hist query; /* query times, observed where RFQ is counted */
+    struct metrics_hist wait;  /* waits for a server, observed at assignment */
+    ev_timer lag_timer;        /* fires every second; lateness = loop lag */
+    int64_t lag_due;           /* wall-clock usec the lag timer should fire at */
+    int64_t lag_usec;          /* lateness of its last firing */
+};
+
+/* Records one observation of usec (negative counts as 0) in h. Inline and
+ * branch-light: it runs once per query on the forwarding path. */
+static inline void metrics_hist_observe(struct metrics_hist *h, int64_t usec)
+{
+    if (usec < 0)
+        usec = 0;
+    int i = 0;
+    while (i < METRICS_BUCKETS && usec > metrics_bucket_usec[i])
+        i++;
+    h->bucket[i]++;
+    h->count++;
+    h->sum_usec += (uint64_t)usec;
+}
+
+/* Starts the endpoint on w's loop at cfg->metrics_listen ("host:port",
+ * "[v6]:port" or ":port" for every address), and the lag timers of the
+ * n workers. Returns true without doing anything when metrics_listen is
+ * empty; false with err filled if the address is bad or cannot be bound. */
+bool metrics_start(struct worker *w, struct worker *workers, int n, char *err, size_t errlen);
+/* Closes the endpoint and its connections and stops the lag timers. Safe
+ * when metrics_start did nothing. */
+void metrics_stop(void);
+
+/* ---- pure parts, exposed for tests/unit/test_metrics.c and the fuzzer --- */
+
+/* Longest request head accepted; a longer one gets 431 and a close, so a
+ * client can make sluice hold at most this much for it. */
+#define METRICS_MAX_REQUEST 8192
+
+enum metrics_parse {
+    METRICS_PARSE_INCOMPLETE = 0, /* no end of head yet: read more */
+    METRICS_PARSE_OK,             /* a complete, well-formed request head */
+    METRICS_PARSE_BAD,            /* malformed: 400 */
+    METRICS_PARSE_TOO_LARGE,      /* head longer than METRICS_MAX_REQUEST: 431 */
+    METRICS_PARSE_VERSION,        /* not HTTP/1.0 or 1.1: 505 */
+};
+
+struct metrics_request {
+    const char *method; /* points into the parsed buffer, not terminated */
+    size_t method_len;
+    const char *path; /* the path without query string */
+    size_t path_len;
+    int minor; /* HTTP/1.minor */
+};
+
+/* Parses the request head in buf[0..len). Only the request line is
+ * interpreted; header lines must be well-formed but are otherwise ignored
+ * (a GET has no body worth reading). */
+enum metrics_parse metrics_parse_request(const char *buf, size_t len, struct metrics_request *req);
+
+/* The HTTP status for a parsed request: 200 for GET/HEAD /metrics, 404
+ * for another path, 405 for another method. */
+int metrics_route(const struct metrics_request *req);
+
+/* A growable text buffer; on allocation failure it keeps what it has and
+ * sets oom (the scrape then gets 500). */
+struct metrics_buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+void metrics_buf_printf(struct metrics_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Appends s as a label value escaped per the text format (\\, \", \n). */
+void metrics_buf_label(struct metrics_buf *b, const char *s);
+void metrics_buf_free(struct metrics_buf *b);
+
+/* Appends histogram h as name_bucket{le=...}, name_sum (seconds) and
+ * name_count samples, cumulative; the # HELP/# TYPE lines are the
+ * caller's. */
+void metrics_render_hist(struct metrics_buf *b, const char *name, const struct metrics_hist *h);
+
+/* Appends the whole exposition (every metric) for the live process. */
+void metrics_render(struct metrics_buf *b);
+
+#endif
