@@ -794,11 +794,6 @@ static void client_forward(struct client *c)
     uint32_t max = (uint32_t)g_pooler.cfg->max_packet_size;
     uint32_t fwd = b->start;
     int64_t now = worker_now(w);
-    /* The tracker may rewrite a message in pieces (flush, renamed header,
-     * rest): cork so that they leave in one send(). */
-    if (c->track)
-        stream_cork(&sv->s);
-
     while (b->start < b->end) {
         uint8_t type;
         uint32_t mlen;

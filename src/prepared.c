@@ -852,6 +852,9 @@ bool prepared_tracking(const struct pool *p)
 static void flush_span(struct client *c, uint32_t *fwd)
 {
     struct iobuf *b = c->s.rbuf;
+    /* A flush means the message is being rewritten in pieces: cork, so that
+     * they leave in one send() when client_forward() uncorks. */
+    stream_cork(&c->server->s);
     if (b->start > *fwd)
         stream_write(&c->server->s, b->data + *fwd, b->start - *fwd);
     *fwd = b->start;
