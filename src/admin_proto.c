@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "admin_int.h"
+#include "log.h"
 
 const char *admin_verb_str(enum admin_verb v)
 {
@@ -38,18 +39,6 @@ struct tokens {
     char buf[TOKEN_BYTES];
     size_t used;
 };
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Skips blanks and SQL comments; returns the next significant character. */
 static const char *skip_blanks(const char *p)
@@ -131,11 +120,11 @@ static bool tokenize(const char *sql, int nparams, const char *const *params, st
             continue;
         }
         if (ended) {
-            errf(err, errlen, "only one command per query is supported");
+            log_format(err, errlen, "only one command per query is supported");
             return false;
         }
         if (t->n == MAX_TOKENS) {
-            errf(err, errlen, "command has too many words");
+            log_format(err, errlen, "command has too many words");
             return false;
         }
         enum tok_kind kind;
@@ -144,8 +133,8 @@ static bool tokenize(const char *sql, int nparams, const char *const *params, st
             kind = *p == '"' ? TK_IDENT : TK_STRING;
             text = tok_quoted(t, &p, *p);
             if (!text) {
-                errf(err, errlen, "unterminated quoted %s, or too long",
-                     kind == TK_IDENT ? "identifier" : "string");
+                log_format(err, errlen, "unterminated quoted %s, or too long",
+                           kind == TK_IDENT ? "identifier" : "string");
                 return false;
             }
         } else if (*p == '=') {
@@ -158,17 +147,17 @@ static bool tokenize(const char *sql, int nparams, const char *const *params, st
             while (isdigit((unsigned char)*p) && n < 100000)
                 n = n * 10 + (*p++ - '0');
             if (is_word_char(*p)) {
-                errf(err, errlen, "syntax error at \"%.*s\"", (int)(p - start) + 1, start);
+                log_format(err, errlen, "syntax error at \"%.*s\"", (int)(p - start) + 1, start);
                 return false;
             }
             kind = TK_PARAM;
             if (!params) {
                 text = tok_store(t, start, (size_t)(p - start));
             } else if (n < 1 || n > nparams) {
-                errf(err, errlen, "there is no parameter $%ld", n);
+                log_format(err, errlen, "there is no parameter $%ld", n);
                 return false;
             } else if (!params[n - 1]) {
-                errf(err, errlen, "parameter $%ld is NULL", n);
+                log_format(err, errlen, "parameter $%ld is NULL", n);
                 return false;
             } else {
                 text = tok_store(t, params[n - 1], strlen(params[n - 1]));
@@ -181,7 +170,7 @@ static bool tokenize(const char *sql, int nparams, const char *const *params, st
             text = tok_store(t, start, (size_t)(p - start));
         }
         if (!text) {
-            errf(err, errlen, "command too long");
+            log_format(err, errlen, "command too long");
             return false;
         }
         t->kind[t->n] = kind;
@@ -239,7 +228,7 @@ static bool copy_arg(char *dst, size_t cap, const char *src, char *err, size_t e
 {
     size_t n = strlen(src);
     if (n >= cap) {
-        errf(err, errlen, "argument too long: \"%.40s...\"", src);
+        log_format(err, errlen, "argument too long: \"%.40s...\"", src);
         return false;
     }
     memcpy(dst, src, n + 1);
@@ -272,7 +261,7 @@ bool admin_parse(const char *sql, int nparams, const char *const *params, struct
     if (kw(&t, 0, "SHOW")) {
         out->verb = ADMIN_CMD_SHOW;
         if (t.n != 2 || t.kind[1] != TK_WORD) {
-            errf(err, errlen, "SHOW needs one of the topics listed by SHOW HELP");
+            log_format(err, errlen, "SHOW needs one of the topics listed by SHOW HELP");
             return false;
         }
         for (int i = 0; i < ADMIN_SHOW_COUNT; i++) {
@@ -281,7 +270,7 @@ bool admin_parse(const char *sql, int nparams, const char *const *params, struct
                 return true;
             }
         }
-        errf(err, errlen, "unknown SHOW topic \"%.64s\"; SHOW HELP lists them", t.text[1]);
+        log_format(err, errlen, "unknown SHOW topic \"%.64s\"; SHOW HELP lists them", t.text[1]);
         return false;
     }
     if (kw(&t, 0, "SET")) {
@@ -289,7 +278,7 @@ bool admin_parse(const char *sql, int nparams, const char *const *params, struct
         /* SET key = value | SET key TO value; a bare value of several words
          * (server_reset_query = DISCARD ALL) is taken whole. */
         if (t.n < 4 || t.kind[1] == TK_EQ || !(t.kind[2] == TK_EQ || kw(&t, 2, "TO"))) {
-            errf(err, errlen, "syntax: SET key = value");
+            log_format(err, errlen, "syntax: SET key = value");
             return false;
         }
         if (!copy_arg(out->arg, sizeof(out->arg), t.text[1], err, errlen))
@@ -299,7 +288,7 @@ bool admin_parse(const char *sql, int nparams, const char *const *params, struct
         for (int i = 3; i < t.n; i++) {
             size_t len = strlen(t.text[i]);
             if (t.kind[i] == TK_EQ || n + len + 2 > sizeof(out->value)) {
-                errf(err, errlen, "syntax: SET key = value");
+                log_format(err, errlen, "syntax: SET key = value");
                 return false;
             }
             if (i > 3)
@@ -322,7 +311,7 @@ bool admin_parse(const char *sql, int nparams, const char *const *params, struct
             out->shutdown = ADMIN_SHUTDOWN_WAIT_FOR_CLIENTS;
             return true;
         }
-        errf(err, errlen, "syntax: SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]");
+        log_format(err, errlen, "syntax: SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]");
         return false;
     }
     for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
@@ -331,13 +320,13 @@ bool admin_parse(const char *sql, int nparams, const char *const *params, struct
         out->verb = verbs[i].verb;
         int nargs = t.n - 1;
         if (nargs < verbs[i].min_args) {
-            errf(err, errlen, "%s needs %s", verbs[i].word,
-                 out->verb == ADMIN_CMD_KILL_CLIENT ? "a client id" : "a database name");
+            log_format(err, errlen, "%s needs %s", verbs[i].word,
+                       out->verb == ADMIN_CMD_KILL_CLIENT ? "a client id" : "a database name");
             return false;
         }
         if (nargs > verbs[i].max_args || (nargs == 1 && t.kind[1] == TK_EQ)) {
-            errf(err, errlen, "%s takes %s", verbs[i].word,
-                 verbs[i].max_args ? "one argument" : "no argument");
+            log_format(err, errlen, "%s takes %s", verbs[i].word,
+                       verbs[i].max_args ? "one argument" : "no argument");
             return false;
         }
         if (nargs == 1) {
@@ -347,7 +336,7 @@ bool admin_parse(const char *sql, int nparams, const char *const *params, struct
         }
         return true;
     }
-    errf(err, errlen, "unknown command \"%.64s\"; SHOW HELP lists the commands", t.text[0]);
+    log_format(err, errlen, "unknown command \"%.64s\"; SHOW HELP lists the commands", t.text[0]);
     return false;
 }
 

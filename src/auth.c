@@ -264,19 +264,6 @@ static const char *parse_line(struct auth_userlist *list, const char *name, int 
     return NULL;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 struct auth_userlist *auth_userlist_parse(const char *name, const char *text, char *err,
                                           size_t errlen)
 {
@@ -285,7 +272,7 @@ struct auth_userlist *auth_userlist_parse(const char *name, const char *text, ch
     struct auth_userlist *list = calloc(1, sizeof(*list));
     if (!list || !grow_slots(list)) {
         free(list);
-        set_err(err, errlen, "%s: out of memory", name);
+        log_format(err, errlen, "%s: out of memory", name);
         return NULL;
     }
     const char *p = text;
@@ -299,7 +286,7 @@ struct auth_userlist *auth_userlist_parse(const char *name, const char *text, ch
         const char *end = nl ? nl : p + strlen(p);
         const char *why = parse_line(list, name, lineno, p, end);
         if (why) {
-            set_err(err, errlen, "%s:%d: %s", name, lineno, why);
+            log_format(err, errlen, "%s:%d: %s", name, lineno, why);
             auth_userlist_free(list);
             return NULL;
         }
@@ -312,7 +299,7 @@ struct auth_userlist *auth_userlist_load(const char *path, char *err, size_t err
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        log_format(err, errlen, "%s: %s", path, strerror(errno));
         return NULL;
     }
     char *buf = NULL;
@@ -355,7 +342,7 @@ struct auth_userlist *auth_userlist_load(const char *path, char *err, size_t err
     fclose(f);
     struct auth_userlist *list = NULL;
     if (why) {
-        set_err(err, errlen, "%s: %s", path, why);
+        log_format(err, errlen, "%s: %s", path, why);
     } else {
         buf[len] = '\0';
         const char *nul = memchr(buf, '\0', len);
@@ -363,7 +350,7 @@ struct auth_userlist *auth_userlist_load(const char *path, char *err, size_t err
             int lineno = 1;
             for (const char *q = buf; q < nul; q++)
                 lineno += *q == '\n';
-            set_err(err, errlen, "%s:%d: NUL byte in file", path, lineno);
+            log_format(err, errlen, "%s:%d: NUL byte in file", path, lineno);
         } else {
             list = auth_userlist_parse(path, buf, err, errlen);
         }

@@ -65,9 +65,6 @@ struct loader {
 };
 
 static bool fail(struct loader *ld, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void err_set(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 /* Writes the message into the caller's err and returns false, so that a
  * parser can `return fail(...)`. Only the first error is kept because
  * parsing stops there. */
@@ -80,16 +77,6 @@ static bool fail(struct loader *ld, const char *fmt, ...)
         va_end(ap);
     }
     return false;
-}
-
-static void err_set(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 static char *trim(char *s)
@@ -286,11 +273,11 @@ static int next_pair(char **sp, char **key, char **value, char *why, size_t whyl
     while (isspace((unsigned char)*s))
         s++;
     if (key_end == *key) {
-        err_set(why, whylen, "missing parameter name before \"=\"");
+        log_format(why, whylen, "missing parameter name before \"=\"");
         return -1;
     }
     if (*s != '=') {
-        err_set(why, whylen, "expected \"=\" after \"%.*s\"", (int)(key_end - *key), *key);
+        log_format(why, whylen, "expected \"=\" after \"%.*s\"", (int)(key_end - *key), *key);
         return -1;
     }
     *key_end = '\0';
@@ -302,7 +289,7 @@ static int next_pair(char **sp, char **key, char **value, char *why, size_t whyl
         *value = w;
         for (;;) {
             if (*r == '\0') {
-                err_set(why, whylen, "unterminated quoted value for \"%s\"", *key);
+                log_format(why, whylen, "unterminated quoted value for \"%s\"", *key);
                 return -1;
             }
             if (*r == '\'') {
@@ -314,7 +301,7 @@ static int next_pair(char **sp, char **key, char **value, char *why, size_t whyl
         }
         r++; /* the closing quote */
         if (*r != '\0' && !isspace((unsigned char)*r)) {
-            err_set(why, whylen, "expected a space after the quoted value of \"%s\"", *key);
+            log_format(why, whylen, "expected a space after the quoted value of \"%s\"", *key);
             return -1;
         }
         /* w is behind r (the opening quote was dropped), so this cuts the
@@ -329,7 +316,7 @@ static int next_pair(char **sp, char **key, char **value, char *why, size_t whyl
             *s++ = '\0';
     }
     if (**value == '\0') {
-        err_set(why, whylen, "empty value for \"%s\"", *key);
+        log_format(why, whylen, "empty value for \"%s\"", *key);
         return -1;
     }
     *sp = s;
@@ -506,7 +493,7 @@ static bool split_key_value(char *s, char **key, char **value, char *why, size_t
         char *w = s, *r = s + 1;
         for (;;) {
             if (*r == '\0') {
-                err_set(why, whylen, "unterminated quoted name");
+                log_format(why, whylen, "unterminated quoted name");
                 return false;
             }
             if (*r == '"') {
@@ -521,25 +508,26 @@ static bool split_key_value(char *s, char **key, char **value, char *why, size_t
         while (isspace((unsigned char)*r))
             r++;
         if (*r != '=') {
-            err_set(why, whylen, "expected \"=\" after the quoted name");
+            log_format(why, whylen, "expected \"=\" after the quoted name");
             return false;
         }
         eq = r;
     } else {
         eq = strchr(s, '=');
         if (!eq) {
-            err_set(why, whylen, "expected \"name = value\"");
+            log_format(why, whylen, "expected \"name = value\"");
             return false;
         }
         *eq = '\0';
         s = trim(s);
         if (*s == '\0') {
-            err_set(why, whylen, "missing name before \"=\"");
+            log_format(why, whylen, "missing name before \"=\"");
             return false;
         }
         for (const char *c = s; *c; c++) {
             if (isspace((unsigned char)*c)) {
-                err_set(why, whylen, "whitespace in name \"%s\" (quote it with double quotes)", s);
+                log_format(why, whylen, "whitespace in name \"%s\" (quote it with double quotes)",
+                           s);
                 return false;
             }
         }
@@ -665,19 +653,19 @@ static char *read_file(const char *path, size_t *len_out, char *why, size_t whyl
      * below like any other file that is not a regular file. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
-        err_set(why, whylen, "%s", strerror_r(errno, ebuf, sizeof(ebuf)));
+        log_format(why, whylen, "%s", strerror_r(errno, ebuf, sizeof(ebuf)));
         return NULL;
     }
     struct stat st;
     if (fstat(fd, &st) < 0) {
-        err_set(why, whylen, "%s", strerror_r(errno, ebuf, sizeof(ebuf)));
+        log_format(why, whylen, "%s", strerror_r(errno, ebuf, sizeof(ebuf)));
         close(fd);
         return NULL;
     }
     if (!S_ISREG(st.st_mode)) {
-        err_set(why, whylen, "%s",
-                S_ISDIR(st.st_mode) ? strerror_r(EISDIR, ebuf, sizeof(ebuf))
-                                    : "not a regular file");
+        log_format(why, whylen, "%s",
+                   S_ISDIR(st.st_mode) ? strerror_r(EISDIR, ebuf, sizeof(ebuf))
+                                       : "not a regular file");
         close(fd);
         return NULL;
     }
@@ -688,20 +676,20 @@ static char *read_file(const char *path, size_t *len_out, char *why, size_t whyl
     size_t len = 0;
     char *buf = malloc(cap + 1);
     if (!buf) {
-        err_set(why, whylen, "out of memory");
+        log_format(why, whylen, "out of memory");
         close(fd);
         return NULL;
     }
     for (;;) {
         if (len == cap) {
             if (cap > CONFIG_MAX_FILE_SIZE) {
-                err_set(why, whylen, "file larger than %d bytes", CONFIG_MAX_FILE_SIZE);
+                log_format(why, whylen, "file larger than %d bytes", CONFIG_MAX_FILE_SIZE);
                 goto fail;
             }
             size_t ncap = cap * 2;
             char *nbuf = realloc(buf, ncap + 1);
             if (!nbuf) {
-                err_set(why, whylen, "out of memory");
+                log_format(why, whylen, "out of memory");
                 goto fail;
             }
             buf = nbuf;
@@ -711,7 +699,7 @@ static char *read_file(const char *path, size_t *len_out, char *why, size_t whyl
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            err_set(why, whylen, "%s", strerror_r(errno, ebuf, sizeof(ebuf)));
+            log_format(why, whylen, "%s", strerror_r(errno, ebuf, sizeof(ebuf)));
             goto fail;
         }
         if (n == 0)
@@ -719,7 +707,7 @@ static char *read_file(const char *path, size_t *len_out, char *why, size_t whyl
         len += (size_t)n;
     }
     if (len > CONFIG_MAX_FILE_SIZE) {
-        err_set(why, whylen, "file larger than %d bytes", CONFIG_MAX_FILE_SIZE);
+        log_format(why, whylen, "file larger than %d bytes", CONFIG_MAX_FILE_SIZE);
         goto fail;
     }
     close(fd);
@@ -774,7 +762,7 @@ static struct config *config_new(char *err, size_t errlen)
     char why[WHY_LEN];
 
     if (!cfg) {
-        err_set(err, errlen, "out of memory");
+        log_format(err, errlen, "out of memory");
         return NULL;
     }
     atomic_init(&cfg->refcount, 1);
@@ -784,16 +772,16 @@ static struct config *config_new(char *err, size_t errlen)
         if (r != CONFIG_SET_OK) {
             /* A bad default is a bug in the table, caught by the unit test. */
             if (r == CONFIG_SET_NOMEM)
-                err_set(err, errlen, "out of memory");
+                log_format(err, errlen, "out of memory");
             else
-                err_set(err, errlen, "internal error: default of %s: %s", k->name, why);
+                log_format(err, errlen, "internal error: default of %s: %s", k->name, why);
             config_free(cfg);
             return NULL;
         }
     }
     cfg->path = strdup("");
     if (!cfg->path) {
-        err_set(err, errlen, "out of memory");
+        log_format(err, errlen, "out of memory");
         config_free(cfg);
         return NULL;
     }
@@ -877,9 +865,9 @@ static bool finish(struct loader *ld, const char *path)
 /* Loads from a file (text NULL) or from text posing as the file path. */
 static struct config *load(const char *path, const char *text, char *err, size_t errlen)
 {
-    err_set(err, errlen, "%s", "");
+    log_format(err, errlen, "%s", "");
     if (!path) {
-        err_set(err, errlen, "no configuration file given");
+        log_format(err, errlen, "no configuration file given");
         return NULL;
     }
     struct config *cfg = config_new(err, errlen);
@@ -912,7 +900,7 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 struct config *config_load_string(const char *name, const char *text, char *err, size_t errlen)
 {
     if (!text) {
-        err_set(err, errlen, "%s: no text", name ? name : "(string)");
+        log_format(err, errlen, "%s: no text", name ? name : "(string)");
         return NULL;
     }
     return load(name ? name : "(string)", text, err, errlen);
@@ -999,34 +987,34 @@ struct config *config_with_setting(const struct config *cfg, const char *key, co
     char why[WHY_LEN];
 
     if (!cfg || !key || !value) {
-        err_set(err, errlen, "no setting given");
+        log_format(err, errlen, "no setting given");
         return NULL;
     }
     const struct config_key *k = config_key_find(key);
     if (!k) {
         if (config_key_unsupported(key))
-            err_set(err, errlen, "setting \"%s\" is not supported by sluice", key);
+            log_format(err, errlen, "setting \"%s\" is not supported by sluice", key);
         else
-            err_set(err, errlen, "unknown setting \"%s\"", key);
+            log_format(err, errlen, "unknown setting \"%s\"", key);
         return NULL;
     }
     if (!k->reloadable) {
-        err_set(err, errlen, "setting \"%s\" cannot be changed without a restart", k->name);
+        log_format(err, errlen, "setting \"%s\" cannot be changed without a restart", k->name);
         return NULL;
     }
     struct config *copy = config_clone(cfg);
     if (!copy) {
-        err_set(err, errlen, "out of memory");
+        log_format(err, errlen, "out of memory");
         return NULL;
     }
     switch (config_key_set(copy, k, value, why, sizeof(why))) {
     case CONFIG_SET_OK:
         return copy;
     case CONFIG_SET_NOMEM:
-        err_set(err, errlen, "out of memory");
+        log_format(err, errlen, "out of memory");
         break;
     case CONFIG_SET_INVALID:
-        err_set(err, errlen, "invalid value \"%s\" for %s: %s", value, k->name, why);
+        log_format(err, errlen, "invalid value \"%s\" for %s: %s", value, k->name, why);
         break;
     }
     config_free(copy);

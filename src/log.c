@@ -149,3 +149,13 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
     log_vmsg(lvl, fmt, ap);
     va_end(ap);
 }
+
+void log_format(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}

@@ -8,6 +8,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_level {
     LOG_LVL_FATAL = 0, /* then exit(1) */
@@ -33,6 +34,12 @@ void log_reopen(void);
 void log_set_verbosity(int verbosity);
 void log_set_quiet(bool quiet);
 bool log_enabled(enum log_level lvl);
+
+/* Formats an error message into err (errlen bytes); nothing if err is NULL
+ * or errlen is 0. The "char *err, size_t errlen" out-parameter convention of
+ * the loaders and parsers. */
+void log_format(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
