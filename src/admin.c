@@ -356,6 +356,19 @@ static bool pools_released(const struct database *db)
     return true;
 }
 
+static bool server_close_needed(struct server *sv, void *arg)
+{
+    (void)arg;
+    return sv->close_needed;
+}
+
+static bool server_mark_close_needed(struct server *sv, void *arg)
+{
+    (void)arg;
+    sv->close_needed = true;
+    return false;
+}
+
 /* True when no server of db's pools still waits to be closed. */
 static bool close_needed_cleared(const struct database *db)
 {
@@ -365,15 +378,8 @@ static bool close_needed_cleared(const struct database *db)
         struct pool *p = list_entry(it, struct pool, node);
         if (!pool_matches(p, db))
             continue;
-        struct list *lists[] = {&p->active, &p->idle, &p->busy};
-        for (int k = 0; k < 3; k++) {
-            struct list *s, *st;
-            list_for_each_safe(s, st, lists[k])
-            {
-                if (list_entry(s, struct server, node)->close_needed)
-                    return false;
-            }
-        }
+        if (pool_find_server(p, server_close_needed, NULL))
+            return false;
     }
     return true;
 }
@@ -766,14 +772,7 @@ static enum run_status cmd_reconnect(struct client *c, const struct admin_cmd *c
         struct pool *p = list_entry(it, struct pool, node);
         if (!pool_matches(p, db))
             continue;
-        struct list *lists[] = {&p->active, &p->idle, &p->busy};
-        for (int k = 0; k < 3; k++) {
-            struct list *s, *st;
-            list_for_each_safe(s, st, lists[k])
-            {
-                list_entry(s, struct server, node)->close_needed = true;
-            }
-        }
+        pool_find_server(p, server_mark_close_needed, NULL);
     }
     /* Idle ones can go now; the others go when released. */
     close_idle_servers(db, true, "RECONNECT");

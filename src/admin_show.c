@@ -915,6 +915,12 @@ static void server_row(const struct server *sv, const struct conn_ctx *x)
     admin_result_row(x->r, v);
 }
 
+static bool server_row_each(struct server *sv, void *x)
+{
+    server_row(sv, x);
+    return false;
+}
+
 static void show_servers(struct admin_result *r)
 {
     struct conn_ctx x = {r, loop_now(r), now_wall_usec() - loop_now(r)};
@@ -922,14 +928,7 @@ static void show_servers(struct admin_result *r)
     list_for_each_safe(it, tmp, &g_pooler.pools)
     {
         struct pool *p = list_entry(it, struct pool, node);
-        struct list *lists[] = {&p->active, &p->idle, &p->busy};
-        for (int k = 0; k < 3; k++) {
-            struct list *s, *st;
-            list_for_each_safe(s, st, lists[k])
-            {
-                server_row(list_entry(s, struct server, node), &x);
-            }
-        }
+        pool_find_server(p, server_row_each, &x);
     }
 }
 

@@ -488,6 +488,21 @@ void pool_janitor(struct worker *w)
     }
 }
 
+struct server *pool_find_server(struct pool *p, bool (*fn)(struct server *sv, void *arg), void *arg)
+{
+    struct list *lists[] = {&p->active, &p->idle, &p->busy};
+    for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++) {
+        struct list *it, *tmp;
+        list_for_each_safe(it, tmp, lists[k])
+        {
+            struct server *sv = list_entry(it, struct server, node);
+            if (fn(sv, arg))
+                return sv;
+        }
+    }
+    return NULL;
+}
+
 int pool_count_active(void)
 {
     int n = 0;

@@ -60,6 +60,12 @@ void pool_server_gone(struct server *sv);
 /* A server login failed: remember why, for waiting clients and retry delay. */
 void pool_connect_failed(struct pool *p, const char *why, bool fatal_for_clients);
 
+/* Calls fn(sv, arg) for every server of p (active, idle, then busy) and
+ * returns the first server for which fn returns true, or NULL. fn must not
+ * close servers of p other than sv. */
+struct server *pool_find_server(struct pool *p, bool (*fn)(struct server *sv, void *arg),
+                                void *arg);
+
 /* Periodic: timeouts, idle server closing, min_pool_size, retries. */
 void pool_janitor(struct worker *w);
 /* Number of servers linked to clients in a transaction (for SIGINT). */

@@ -1046,19 +1046,15 @@ static struct cancel_conn *stream_cancel(struct stream *s)
 }
 
 /* The server we cancelled for, if it still exists. */
+static bool is_cancel_target(struct server *sv, void *arg)
+{
+    const struct cancel_conn *cc = arg;
+    return sv == cc->server && sv->id == cc->server_id;
+}
+
 static struct server *cancel_target(struct cancel_conn *cc)
 {
-    struct list *lists[] = {&cc->pool->active, &cc->pool->busy, &cc->pool->idle};
-    for (size_t i = 0; i < 3; i++) {
-        struct list *it, *tmp;
-        list_for_each_safe(it, tmp, lists[i])
-        {
-            struct server *sv = list_entry(it, struct server, node);
-            if (sv == cc->server && sv->id == cc->server_id)
-                return sv;
-        }
-    }
-    return NULL;
+    return pool_find_server(cc->pool, is_cancel_target, cc);
 }
 
 static void cancel_done(struct cancel_conn *cc)
