@@ -28,6 +28,8 @@
 #include "server.h"
 #include "worker.h"
 
+static void admin_handle_locked(struct client *c);
+
 bool (*admin_reload_hook)(char *err, size_t errlen);
 void (*admin_shutdown_hook)(bool wait_for_clients);
 bool (*admin_apply_config_hook)(struct config *cfg, char *err, size_t errlen);
@@ -52,7 +54,7 @@ bool admin_check_user(struct client *c)
     return false;
 }
 
-void admin_welcome(struct client *c)
+static void admin_welcome_locked(struct client *c)
 {
     admin_init(c->s.worker);
     uint8_t buf[1024];
@@ -218,7 +220,7 @@ bool admin_client_busy(const struct client *c)
     return false;
 }
 
-void admin_client_closed(struct client *c)
+static void admin_client_closed_locked(struct client *c)
 {
     struct list *it, *tmp;
     list_for_each_safe(it, tmp, &sessions)
@@ -517,10 +519,10 @@ static void wait_finish(struct admin_session *se, const char *error)
     }
     stream_read_start(&c->s);
     if (c->s.rbuf && iobuf_len(c->s.rbuf))
-        admin_handle(c);
+        admin_handle_locked(c);
 }
 
-static void wait_cb(struct ev_loop *loop, ev_timer *t, int revents)
+static void wait_cb_locked(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)t;
@@ -565,6 +567,13 @@ static void wait_cb(struct ev_loop *loop, ev_timer *t, int revents)
         wait_timer_update();
 }
 
+static void wait_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    worker_world_lock();
+    wait_cb_locked(loop, t, revents);
+    worker_world_unlock();
+}
+
 /* Runs the 50 ms timer only while something needs it. */
 static void wait_timer_update(void)
 {
@@ -583,7 +592,7 @@ static void wait_timer_update(void)
         ev_timer_stop(admin_loop, &wait_timer);
 }
 
-static void stats_cb(struct ev_loop *loop, ev_timer *t, int revents)
+static void stats_cb_locked(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)t;
@@ -598,6 +607,13 @@ static void stats_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     if (!list_empty(&sessions))
         sessions_collect();
+}
+
+static void stats_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    worker_world_lock();
+    stats_cb_locked(loop, t, revents);
+    worker_world_unlock();
 }
 
 void admin_init(struct worker *w)
@@ -1276,7 +1292,7 @@ static bool handle_close(struct admin_session *se, struct proto_reader *rd, stru
 /* The largest message the console takes: commands are short. */
 #define ADMIN_MAX_MESSAGE (64 * 1024)
 
-void admin_handle(struct client *c)
+static void admin_handle_locked(struct client *c)
 {
     struct admin_session *se = session_of(c, false);
     if (se && se->wait != ADMIN_WAIT_NONE) {
@@ -1393,4 +1409,28 @@ void admin_handle(struct client *c)
     }
     if (c->state != CL_CLOSED)
         stream_release_rbuf(&c->s);
+}
+
+/* The console reads and changes every worker's clients, servers and pools:
+ * its entry points run under the world lock (worker.h). */
+void admin_welcome(struct client *c)
+{
+    worker_world_lock();
+    admin_welcome_locked(c);
+    worker_world_unlock();
+}
+
+void admin_client_closed(struct client *c)
+{
+    worker_world_lock();
+    admin_client_closed_locked(c);
+    worker_world_unlock();
+}
+
+void admin_handle(struct client *c)
+{
+    worker_world_lock();
+    if (c->state != CL_CLOSED)
+        admin_handle_locked(c);
+    worker_world_unlock();
 }

@@ -116,9 +116,12 @@ static void client_free(struct client *c)
         admin_client_closed(c);
     list_del(&c->node);
     w->n_clients--;
-    g_pooler.n_clients--;
-    if (c->pool)
+    __atomic_sub_fetch(&g_pooler.n_clients, 1, __ATOMIC_RELAXED);
+    if (c->pool) {
+        pool_lock();
         c->pool->n_clients--;
+        pool_unlock();
+    }
     if (c->auth) {
         scram_server_free(&c->auth->scram);
         if (c->auth->secret) {
@@ -130,7 +133,15 @@ static void client_free(struct client *c)
     }
     c->state = CL_CLOSED;
     /* Freed at the end of this loop iteration: callers up the stack may
-     * still look at c (and see CL_CLOSED). */
+     * still look at c (and see CL_CLOSED). With a server on its way, once
+     * that arrives (pool.c). */
+    if (!pool_client_defer_free(c))
+        client_reap(c);
+}
+
+void client_reap(struct client *c)
+{
+    struct worker *w = c->s.worker;
     list_add_tail(&w->dead_clients, &c->node);
     worker_schedule_reap(w);
 }
@@ -211,7 +222,7 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *addr, sockle
     }
     stream_init(&c->s, w, fd, &client_ops);
     c->state = CL_STARTUP;
-    c->id = ++g_pooler.next_client_id;
+    c->id = __atomic_add_fetch(&g_pooler.next_client_id, 1, __ATOMIC_RELAXED);
     c->is_unix = is_unix;
     if (addrlen <= sizeof(c->addr))
         memcpy(&c->addr, addr, addrlen);
@@ -220,7 +231,7 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *addr, sockle
     list_init(&c->wait_node);
     list_add_tail(&w->clients, &c->node);
     w->n_clients++;
-    g_pooler.n_clients++;
+    __atomic_add_fetch(&g_pooler.n_clients, 1, __ATOMIC_RELAXED);
     stream_read_start(&c->s);
 }
 
@@ -516,22 +527,11 @@ static void client_login_done(struct client *c)
         admin_welcome(c);
         return;
     }
-    struct pool *p = c->pool;
-    if (p->welcome_ready) {
-        client_welcome(c);
-        return;
-    }
-    /* The pool has never logged into its server: the welcome needs the
-     * server's parameters, so wait for a first server login. */
-    c->state = CL_LOGIN_WAIT;
-    c->request_time = worker_now(c->s.worker);
+    /* If the pool has never logged into its server, the welcome needs the
+     * server's parameters: c waits for a first server login. */
     stream_read_stop(&c->s);
-    list_add_tail(&p->login_wait, &c->wait_node);
-    if (p->last_connect_failed && p->last_connect_error[0] && p->n_busy == 0 &&
-        worker_now(c->s.worker) - p->last_connect_failed < g_pooler.cfg->server_login_retry) {
-        /* Fail fast while the server is known to be failing logins. */
-    }
-    pool_dispatch(p);
+    if (pool_client_login(c))
+        client_welcome(c);
 }
 
 /* Appends "SET name = 'value';" for a setting given at startup. */
@@ -620,7 +620,7 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
         client_close_error(c, SQLSTATE_ADMIN_SHUTDOWN, "pooler is shutting down");
         return;
     }
-    if (g_pooler.n_clients > cfg->max_client_conn) {
+    if (__atomic_load_n(&g_pooler.n_clients, __ATOMIC_RELAXED) > cfg->max_client_conn) {
         client_close_error(c, SQLSTATE_TOO_MANY_CONNECTIONS,
                            "no more connections allowed (max_client_conn)");
         return;
@@ -680,19 +680,25 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
     }
     const char *login_user = d->cfg->user[0] ? d->cfg->user : c->user;
     c->pool = pool_get(d, login_user);
+    pool_lock();
     c->pool->n_clients++;
+    pool_unlock();
     client_start_auth(c);
 }
 
 /* CancelRequest: forward to the server running that client's query. */
 static void client_handle_cancel(struct client *c, const struct proto_startup *st)
 {
+    /* The target may be another worker's client: look and act while every
+     * other loop is parked. */
+    worker_world_lock();
     struct client *target = pool_cancel_lookup(st->cancel_pid, st->cancel_key);
     if (target && target->server && target->state == CL_ACTIVE) {
         server_send_cancel(target->server);
     } else if (!target) {
         log_debug("C-%p: cancel request for unknown key", (void *)c);
     }
+    worker_world_unlock();
     /* PostgreSQL answers a cancel by closing the connection. */
     client_close(c, "cancel request");
 }
@@ -866,7 +872,7 @@ static void client_forward(struct client *c)
         uint32_t n = b->start - fwd;
         stream_write(&sv->s, b->data + fwd, n);
         w->stats.bytes_in += n;
-        c->pool->bytes_in += n;
+        POOL_STAT_ADD(c->pool->bytes_in, n);
     }
     stream_uncork(&sv->s);
     c->last_activity = now;

@@ -17,6 +17,8 @@ void client_close_error(struct client *c, const char *sqlstate, const char *fmt,
     __attribute__((format(printf, 3, 4)));
 /* Closes c now (logged with reason if log_disconnections). */
 void client_close(struct client *c, const char *reason);
+/* Frees closed c at the end of its worker's loop iteration. */
+void client_reap(struct client *c);
 
 /* Sends a non-fatal ErrorResponse (the session goes on). */
 void client_send_error(struct client *c, const char *sqlstate, const char *fmt, ...)

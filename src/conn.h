@@ -2,7 +2,9 @@
  * the admin console: clients, servers, pools, and the stream under each.
  *
  * Ownership: a pool owns its servers; a worker owns the clients it accepted;
- * a client and a server are linked while the server is lent to the client. */
+ * a client and a server are linked while the server is lent to the client.
+ * Threads (worker.h): fields marked [pool lock] are read and written only
+ * under g_pooler.lock; the rest belong to the owning worker's thread. */
 #ifndef SLUICE_CONN_H
 #define SLUICE_CONN_H
 
@@ -67,6 +69,11 @@ bool stream_has_output(const struct stream *s);
 void stream_cork(struct stream *s);
 /* Sends what was queued while corked (errors surface from the watcher). */
 void stream_uncork(struct stream *s);
+/* Moving a stream to another worker's loop: detach on the old owner's
+ * thread, set s->worker, attach on the new one's (watchers follow the
+ * stream's flags). Buffers go along and end in the new worker's cache. */
+void stream_detach(struct stream *s);
+void stream_attach(struct stream *s);
 /* Drops buffers and closes the fd. */
 void stream_close(struct stream *s);
 /* Returns rbuf to the cache if it holds nothing. */
@@ -151,10 +158,13 @@ struct client {
     struct stream s;
     enum client_state state;
     struct list node;      /* on worker's client list */
-    struct list wait_node; /* on pool's waiting list while CL_WAITING */
+    struct list wait_node; /* [pool lock] on pool's waiting list while CL_WAITING */
     struct pool *pool;
-    struct pool *wait_pool; /* whose waiting list wait_node is on (auth_query uses another pool) */
-    struct server *server;  /* linked server while CL_ACTIVE (or CL_AUTH_QUERY) */
+    struct pool *wait_pool;  /* [pool lock] whose waiting list wait_node is on (auth_query) */
+    struct server *incoming; /* [pool lock] a server on its way to this client (pool.c) */
+    bool free_deferred;      /* [pool lock] closed while a server was on its way */
+    bool fail_pending;       /* [pool lock] the pool's login failed: close with its error */
+    struct server *server;   /* linked server while CL_ACTIVE (or CL_AUTH_QUERY) */
     struct client_auth *auth;
     struct param_set params;         /* what the client has been told */
     const char *user;                /* interned */
@@ -208,9 +218,15 @@ struct server_auth;
 struct server {
     struct stream s;
     enum server_state state;
-    struct list node; /* on one of the pool's lists */
+    struct list node;  /* [pool lock] on one of the pool's lists */
+    uint8_t list_kind; /* [pool lock] which one (enum in pool.c) */
     struct pool *pool;
     struct client *client;
+    /* [pool lock] the client this server was picked for, until it reaches
+     * that client's worker and is linked (pool.c) */
+    struct client *handoff;
+    struct list inbox_node; /* on a worker's inbox while moving */
+    bool dns_wait;          /* [pool lock] no socket yet: waits for dns.c */
     struct server_auth *auth;
     struct param_set params; /* what the server has reported */
     uint32_t backend_pid, backend_key;

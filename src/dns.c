@@ -62,7 +62,9 @@ static int dns_getaddrinfo(const char *host, struct sockaddr_storage *addrs, int
                            size_t errlen);
 
 static struct {
-    /* Loop side only. */
+    /* The cache: any loop thread may look up, under cache_lock; the
+     * answers arrive on the loop of the first lookup. */
+    pthread_mutex_t cache_lock;
     struct ev_loop *loop;
     ev_async async;
     struct list entries;
@@ -78,6 +80,7 @@ static struct {
     int (*resolver)(const char *host, struct sockaddr_storage *addrs, int max, char *err,
                     size_t errlen);
 } g_dns = {
+    .cache_lock = PTHREAD_MUTEX_INITIALIZER,
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .cond = PTHREAD_COND_INITIALIZER,
     .resolver = dns_getaddrinfo,
@@ -154,9 +157,13 @@ static void *dns_thread(void *unused)
     return NULL;
 }
 
+/* Monotonic microseconds (the same clock as libev's ev_now()); read here
+ * because lookups come from every loop thread. */
 static int64_t loop_now(void)
 {
-    return (int64_t)(ev_now(g_dns.loop) * 1e6);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static struct dns_entry *dns_find(const char *host)
@@ -182,6 +189,8 @@ static void dns_async_cb(struct ev_loop *loop, ev_async *w, int revents)
     g_dns.done = NULL;
     pthread_mutex_unlock(&g_dns.lock);
     int64_t now = loop_now();
+    struct dns_waiter *wake = NULL;
+    pthread_mutex_lock(&g_dns.cache_lock);
     while (jobs) {
         struct dns_job *job = jobs;
         jobs = job->next;
@@ -207,14 +216,20 @@ static void dns_async_cb(struct ev_loop *loop, ev_async *w, int revents)
         }
         free(job);
         /* A waiter may look up again (even this name): detach them first. */
-        struct dns_waiter *wt = e->waiters;
-        e->waiters = NULL;
-        while (wt) {
-            struct dns_waiter *next = wt->next;
-            wt->cb(wt->arg);
-            free(wt);
-            wt = next;
+        while (e->waiters) {
+            struct dns_waiter *wt = e->waiters;
+            e->waiters = wt->next;
+            wt->next = wake;
+            wake = wt;
         }
+    }
+    pthread_mutex_unlock(&g_dns.cache_lock);
+    /* Outside the lock: a callback looks up again. */
+    while (wake) {
+        struct dns_waiter *next = wake->next;
+        wake->cb(wake->arg);
+        free(wake);
+        wake = next;
     }
 }
 
@@ -253,9 +268,26 @@ static void dns_submit(struct dns_entry *e)
     e->in_flight = true;
 }
 
+static enum dns_status dns_lookup_locked(struct ev_loop *loop, const char *host, int port,
+                                         int64_t ttl, int64_t nxttl, struct sockaddr_storage *out,
+                                         socklen_t *outlen, void (*cb)(void *arg), void *arg,
+                                         char *err, size_t errlen);
+
 enum dns_status dns_lookup(struct ev_loop *loop, const char *host, int port, int64_t ttl,
                            int64_t nxttl, struct sockaddr_storage *out, socklen_t *outlen,
                            void (*cb)(void *arg), void *arg, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&g_dns.cache_lock);
+    enum dns_status st =
+        dns_lookup_locked(loop, host, port, ttl, nxttl, out, outlen, cb, arg, err, errlen);
+    pthread_mutex_unlock(&g_dns.cache_lock);
+    return st;
+}
+
+static enum dns_status dns_lookup_locked(struct ev_loop *loop, const char *host, int port,
+                                         int64_t ttl, int64_t nxttl, struct sockaddr_storage *out,
+                                         socklen_t *outlen, void (*cb)(void *arg), void *arg,
+                                         char *err, size_t errlen)
 {
     if (!g_dns.started)
         dns_start(loop);
@@ -301,19 +333,19 @@ enum dns_status dns_lookup(struct ev_loop *loop, const char *host, int port, int
 
 void dns_mark_failed(const char *host)
 {
-    if (!g_dns.started)
-        return;
-    struct dns_entry *e = dns_find(host);
-    if (!e || e->n_addrs == 0 || e->in_flight)
-        return;
-    if (++e->fails >= e->n_addrs) {
+    pthread_mutex_lock(&g_dns.cache_lock);
+    struct dns_entry *e = g_dns.started ? dns_find(host) : NULL;
+    if (!e || e->n_addrs == 0 || e->in_flight) {
+        /* nothing to move on from */
+    } else if (++e->fails >= e->n_addrs) {
         /* Every address failed: the name may point elsewhere now. */
         e->expires = 0;
         e->fails = 0;
         e->cur = 0;
-        return;
+    } else {
+        e->cur = (e->cur + 1) % e->n_addrs;
     }
-    e->cur = (e->cur + 1) % e->n_addrs;
+    pthread_mutex_unlock(&g_dns.cache_lock);
 }
 
 void dns_set_resolver(int (*fn)(const char *host, struct sockaddr_storage *addrs, int max,

@@ -7,8 +7,8 @@
  * with dns_mark_failed() moves to the next one, and once every address has
  * failed the name is resolved again. Numeric addresses never come here.
  *
- * Everything but the resolver threads runs on one loop thread (the one
- * that owns the pools). */
+ * Lookups may come from any loop thread (the cache has its own lock);
+ * callbacks run on the loop of the first lookup, outside that lock. */
 #ifndef SLUICE_DNS_H
 #define SLUICE_DNS_H
 

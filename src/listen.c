@@ -121,7 +121,7 @@ static void connect_listener(struct listener *l)
     l->up = false;
     l->sent = l->done = 0;
     l->retry_wait = false;
-    struct server *sv = server_connect(l->pool, listen_worker());
+    struct server *sv = pool_connect_server(l->pool, listen_worker());
     if (!sv) {
         l->retry_wait = true;
         return;

@@ -23,7 +23,9 @@
 #include "version.h"
 #include "worker.h"
 
-static struct worker main_worker;
+static struct worker *workers; /* [0] runs on the main thread */
+static int n_workers;
+#define main_worker (workers[0])
 static struct ev_loop *main_loop;
 static ev_signal sig_hup, sig_int, sig_term, sig_usr1, sig_usr2;
 static ev_timer stats_timer, shutdown_timer;
@@ -88,7 +90,8 @@ static bool do_reload(char *err, size_t errlen)
         log_warning("workers changes need a restart");
     struct config *prev = g_pooler.cfg;
     g_pooler.cfg = cfg;
-    worker_set_config(&main_worker, cfg);
+    for (int i = 0; i < n_workers; i++)
+        worker_set_config(&workers[i], cfg);
     if (g_pooler.userlist)
         auth_userlist_free(g_pooler.userlist);
     g_pooler.userlist = ul;
@@ -109,7 +112,8 @@ static bool apply_admin_setting(struct config *cfg, char *err, size_t errlen)
     }
     struct config *prev = g_pooler.cfg;
     g_pooler.cfg = cfg;
-    worker_set_config(&main_worker, cfg);
+    for (int i = 0; i < n_workers; i++)
+        worker_set_config(&workers[i], cfg);
     pool_apply_config(cfg);
     log_set_verbosity(cfg->verbose);
     config_unref(prev);
@@ -121,8 +125,12 @@ static void stats_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)t;
     (void)revents;
-    struct stats cur = main_worker.stats;
-    /* bytes are counted on the pools' client streams; sum them here */
+    struct stats cur;
+    memset(&cur, 0, sizeof(cur));
+    worker_world_lock();
+    for (int i = 0; i < n_workers; i++)
+        stats_add(&cur, &workers[i].stats);
+    worker_world_unlock();
     int64_t now = worker_now(&main_worker);
     if (g_pooler.cfg->log_stats) {
         char line[512];
@@ -154,40 +162,43 @@ static void shutdown_check_cb(struct ev_loop *loop, ev_timer *t, int revents)
     bool grace = now - shutdown_started < SHUTDOWN_GRACE_USEC;
     int busy = 0, logging_in = 0;
     struct list *it, *tmp;
-    list_for_each_safe(it, tmp, &main_worker.clients)
-    {
-        struct client *c = list_entry(it, struct client, node);
-        if (c->is_admin)
-            continue;
-        switch (c->state) {
-        case CL_ACTIVE:
-        case CL_WAITING:
-            busy++;
-            break;
-        case CL_IDLE:
-            /* Done with a transaction: close now, so that a long-lived
-             * client reconnects (to the new process of a restart) between
-             * two transactions rather than keeping this one alive. One that
-             * has not run any yet is waited for. */
-            if (c->xact_start != 0)
-                client_close_error(c, SQLSTATE_ADMIN_SHUTDOWN, "pooler is shutting down");
-            else if (grace)
+    worker_world_lock();
+    for (int i = 0; i < n_workers; i++)
+        list_for_each_safe(it, tmp, &workers[i].clients)
+        {
+            struct client *c = list_entry(it, struct client, node);
+            if (c->is_admin)
+                continue;
+            switch (c->state) {
+            case CL_ACTIVE:
+            case CL_WAITING:
                 busy++;
-            break;
-        case CL_CLOSED:
-            break;
-        default:
-            if (grace) {
-                logging_in++;
-                busy++;
+                break;
+            case CL_IDLE:
+                /* Done with a transaction: close now, so that a long-lived
+                 * client reconnects (to the new process of a restart) between
+                 * two transactions rather than keeping this one alive. One that
+                 * has not run any yet is waited for. */
+                if (c->xact_start != 0)
+                    client_close_error(c, SQLSTATE_ADMIN_SHUTDOWN, "pooler is shutting down");
+                else if (grace)
+                    busy++;
+                break;
+            case CL_CLOSED:
+                break;
+            default:
+                if (grace) {
+                    logging_in++;
+                    busy++;
+                }
+                break;
             }
-            break;
         }
-    }
     /* Logins are refused (client.c) only once none is under way: no new
      * client can appear any more, the listeners are closed. */
     if (logging_in == 0)
         g_pooler.shutting_down = true;
+    worker_world_unlock();
     if (busy == 0) {
         log_info("no transactions left, exiting");
         begin_exit();
@@ -217,7 +228,10 @@ static void start_graceful_shutdown(bool wait_for_clients)
             fclose(f);
         }
     }
-    worker_stop_listening(&main_worker);
+    worker_world_lock();
+    for (int i = 0; i < n_workers; i++)
+        worker_stop_listening(&workers[i]);
+    worker_world_unlock();
     ev_timer_init(&shutdown_timer, shutdown_check_cb, 0.0, 0.05);
     ev_timer_start(main_loop, &shutdown_timer);
 }
@@ -227,6 +241,8 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     (void)loop;
     (void)revents;
     char err[1024];
+    /* Each changes shared state: every other loop waits meanwhile. */
+    worker_world_lock();
     switch (w->signum) {
     case SIGHUP:
         log_info("got SIGHUP, reloading config");
@@ -257,6 +273,7 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
         }
         break;
     }
+    worker_world_unlock();
 }
 
 static void write_pidfile(const char *path)
@@ -386,10 +403,6 @@ int main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
 
-    if (cfg->workers > 1)
-        log_warning("workers = %d: worker threads are not implemented yet (issue 6); "
-                    "running one event loop",
-                    cfg->workers);
     g_pooler.cfg = cfg;
     g_pooler.userlist = ul;
     list_init(&g_pooler.databases);
@@ -402,17 +415,31 @@ int main(int argc, char **argv)
         fprintf(stderr, "sluice: could not initialise the event loop\n");
         return 1;
     }
-    worker_init(&main_worker, 0, main_loop, cfg);
-    g_pooler.workers = &main_worker;
-    g_pooler.n_workers = 1;
-    if (!worker_listen(&main_worker, err, sizeof(err))) {
-        log_error("%s", err);
-        return 1;
+    n_workers = cfg->workers > 0 ? cfg->workers : 1;
+    workers = calloc((size_t)n_workers, sizeof(*workers));
+    if (!workers)
+        abort();
+    for (int i = 0; i < n_workers; i++) {
+        struct ev_loop *loop = i == 0 ? main_loop : ev_loop_new(EVFLAG_AUTO);
+        if (!loop) {
+            fprintf(stderr, "sluice: could not initialise an event loop\n");
+            return 1;
+        }
+        worker_init(&workers[i], i, loop, cfg);
+    }
+    g_pooler.workers = workers;
+    g_pooler.n_workers = n_workers;
+    for (int i = 0; i < n_workers; i++) {
+        if (!worker_listen(&workers[i], n_workers, err, sizeof(err))) {
+            log_error("%s", err);
+            return 1;
+        }
     }
     if (daemon_mode) {
         log_set_quiet(true);
         daemonize();
-        ev_loop_fork(main_loop);
+        for (int i = 0; i < n_workers; i++)
+            ev_loop_fork(workers[i].loop);
     }
     write_pidfile(cfg->pidfile);
     admin_reload_hook = do_reload;
@@ -441,14 +468,23 @@ int main(int argc, char **argv)
     }
     stats_prev_time = worker_now(&main_worker);
 
-    log_info("sluice %s starting: listening on %s:%d, pool_mode=%s, auth_type=%s", SLUICE_VERSION,
-             cfg->listen_addr, cfg->listen_port, pool_mode_str(cfg->pool_mode),
-             auth_type_str(cfg->auth_type));
+    log_info("sluice %s starting: listening on %s:%d, pool_mode=%s, auth_type=%s, workers=%d",
+             SLUICE_VERSION, cfg->listen_addr, cfg->listen_port, pool_mode_str(cfg->pool_mode),
+             auth_type_str(cfg->auth_type), n_workers);
+    if (!worker_start_threads(workers, n_workers, err, sizeof(err))) {
+        log_error("%s", err);
+        return 1;
+    }
     ev_run(main_loop, 0);
 
     log_info("shutting down");
+    worker_stop_threads(workers, n_workers);
     metrics_stop();
-    worker_destroy(&main_worker);
+    for (int i = 0; i < n_workers; i++)
+        worker_close_all(&workers[i]);
+    pool_free_all();
+    for (int i = 0; i < n_workers; i++)
+        worker_destroy(&workers[i]);
     admin_free_all();
     tls_shutdown();
     dns_shutdown();
@@ -461,7 +497,10 @@ int main(int argc, char **argv)
         unlink(pidfile_written);
         free(pidfile_written);
     }
+    for (int i = 1; i < n_workers; i++)
+        ev_loop_destroy(workers[i].loop);
     ev_loop_destroy(main_loop);
+    free(workers);
     log_close();
     return 0;
 }

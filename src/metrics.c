@@ -525,7 +525,10 @@ static void conn_respond(struct mconn *c, int status, bool head_only)
     struct metrics_buf body;
     memset(&body, 0, sizeof(body));
     if (status == 200) {
+        /* Every worker's counters, read while the other loops are parked. */
+        worker_world_lock();
         metrics_render(&body);
+        worker_world_unlock();
         if (body.oom)
             status = 500;
     }

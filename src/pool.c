@@ -1,6 +1,7 @@
 /* pool.c - pools of servers per (database, user) and the dispatcher. */
 #include "pool.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,7 @@
 #include "server.h"
 #include "worker.h"
 
-struct pooler g_pooler;
+struct pooler g_pooler = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static char *xstrdup(const char *s)
 {
@@ -32,9 +33,19 @@ static void *xcalloc(size_t n, size_t sz)
     return p;
 }
 
+void pool_lock(void)
+{
+    pthread_mutex_lock(&g_pooler.lock);
+}
+
+void pool_unlock(void)
+{
+    pthread_mutex_unlock(&g_pooler.lock);
+}
+
 /* ---- registry ------------------------------------------------------------ */
 
-struct database *pool_find_database(const char *name)
+static struct database *pool_find_database_locked(const char *name)
 {
     struct list *it, *tmp;
     list_for_each_safe(it, tmp, &g_pooler.databases)
@@ -55,7 +66,15 @@ struct database *pool_find_database(const char *name)
     return db;
 }
 
-struct pool_user *pool_get_user(const char *name)
+struct database *pool_find_database(const char *name)
+{
+    pool_lock();
+    struct database *db = pool_find_database_locked(name);
+    pool_unlock();
+    return db;
+}
+
+static struct pool_user *pool_get_user_locked(const char *name)
 {
     struct list *it, *tmp;
     list_for_each_safe(it, tmp, &g_pooler.users)
@@ -71,7 +90,15 @@ struct pool_user *pool_get_user(const char *name)
     return u;
 }
 
-struct pool *pool_get(struct database *db, const char *login_user)
+struct pool_user *pool_get_user(const char *name)
+{
+    pool_lock();
+    struct pool_user *u = pool_get_user_locked(name);
+    pool_unlock();
+    return u;
+}
+
+static struct pool *pool_get_locked(struct database *db, const char *login_user)
 {
     struct list *it, *tmp;
     list_for_each_safe(it, tmp, &g_pooler.pools)
@@ -82,7 +109,7 @@ struct pool *pool_get(struct database *db, const char *login_user)
     }
     struct pool *p = xcalloc(1, sizeof(*p));
     p->db = db;
-    p->user = pool_get_user(login_user);
+    p->user = pool_get_user_locked(login_user);
     list_init(&p->node);
     list_init(&p->idle);
     list_init(&p->active);
@@ -90,6 +117,14 @@ struct pool *pool_get(struct database *db, const char *login_user)
     list_init(&p->waiting);
     list_init(&p->login_wait);
     list_add_tail(&g_pooler.pools, &p->node);
+    return p;
+}
+
+struct pool *pool_get(struct database *db, const char *login_user)
+{
+    pool_lock();
+    struct pool *p = pool_get_locked(db, login_user);
+    pool_unlock();
     return p;
 }
 
@@ -146,6 +181,170 @@ static int pool_total(const struct pool *p)
     return p->n_idle + p->n_active + p->n_busy - p->n_listen;
 }
 
+/* ---- actions ------------------------------------------------------------- */
+
+/* What a pool function decided under the lock and runs after letting go:
+ * anything that writes to a socket, connects or closes. */
+enum pool_action_kind {
+    PA_ASSIGN = 0,   /* carry the picked server sv on to its client (handoff) */
+    PA_LINK,         /* lend sv to c (same worker, both ready) */
+    PA_CONNECT,      /* start the connect of a new server sv */
+    PA_CLOSE,        /* close sv (why) */
+    PA_TEST,         /* run server_check_query on sv */
+    PA_RESET,        /* run server_reset_query on sv */
+    PA_UNLINKED,     /* c's server went back: c may go on */
+    PA_WELCOME,      /* c's pool can welcome it now */
+    PA_FAIL,         /* close c with its pool's login error */
+    PA_WAIT_TIMEOUT, /* close c: query_wait_timeout */
+    PA_FREE_CLIENT,  /* c closed while a server was on its way: free it now */
+    PA_FREE_SERVER,  /* sv closed while on its way here: free it now */
+    PA_KICK,         /* ask worker w to look at its clients and servers */
+};
+
+struct pool_action {
+    uint8_t kind;
+    struct server *sv;
+    struct client *c;
+    struct worker *w;
+    const char *why;
+};
+
+/* Per thread; run from the outermost pool call, in order. Grows once to
+ * the largest burst (a reload closing many servers) and is reused. */
+static _Thread_local struct {
+    struct pool_action *a;
+    unsigned head, n, cap;
+    bool running;
+} tl_actions;
+
+static void pa_push(enum pool_action_kind kind, struct server *sv, struct client *c,
+                    struct worker *w, const char *why)
+{
+    if (tl_actions.n == tl_actions.cap) {
+        unsigned cap = tl_actions.cap ? tl_actions.cap * 2 : 32;
+        struct pool_action *a = realloc(tl_actions.a, cap * sizeof(*a));
+        if (!a)
+            abort();
+        tl_actions.a = a;
+        tl_actions.cap = cap;
+    }
+    tl_actions.a[tl_actions.n++] =
+        (struct pool_action){.kind = (uint8_t)kind, .sv = sv, .c = c, .w = w, .why = why};
+}
+
+static void pool_assign_run(struct server *sv);
+static void pool_client_fail(struct client *c, bool timeout);
+
+static void pool_run_actions(void)
+{
+    if (tl_actions.running)
+        return; /* the outer call runs what was added */
+    tl_actions.running = true;
+    while (tl_actions.head < tl_actions.n) {
+        struct pool_action a = tl_actions.a[tl_actions.head++];
+        switch ((enum pool_action_kind)a.kind) {
+        case PA_ASSIGN:
+            pool_assign_run(a.sv);
+            break;
+        case PA_LINK:
+            server_link(a.sv, a.c);
+            break;
+        case PA_CONNECT:
+            server_start(a.sv);
+            break;
+        case PA_CLOSE:
+            server_close(a.sv, a.why);
+            break;
+        case PA_TEST:
+            server_run_internal(a.sv, SV_TESTING, g_pooler.cfg->server_check_query);
+            break;
+        case PA_RESET:
+            server_run_internal(a.sv, SV_RESETTING, g_pooler.cfg->server_reset_query);
+            break;
+        case PA_UNLINKED:
+            if (a.c->state != CL_CLOSED)
+                client_unlinked(a.c);
+            break;
+        case PA_WELCOME:
+            if (a.c->state == CL_LOGIN_WAIT)
+                client_welcome(a.c);
+            break;
+        case PA_FAIL:
+            pool_client_fail(a.c, false);
+            break;
+        case PA_WAIT_TIMEOUT:
+            pool_client_fail(a.c, true);
+            break;
+        case PA_FREE_CLIENT:
+            client_reap(a.c);
+            break;
+        case PA_FREE_SERVER:
+            server_reap(a.sv);
+            break;
+        case PA_KICK:
+            worker_kick(a.w);
+            break;
+        }
+    }
+    tl_actions.head = tl_actions.n = 0;
+    tl_actions.running = false;
+}
+
+/* Leaves the lock and runs what was decided under it. */
+static void pool_unlock_run(void)
+{
+    pthread_mutex_unlock(&g_pooler.lock);
+    pool_run_actions();
+}
+
+static struct worker *pool_self(void)
+{
+    struct worker *w = worker_current();
+    return w ? w : &g_pooler.workers[0];
+}
+
+/* ---- server lists (pool lock) -------------------------------------------- */
+
+enum server_list { SVL_NONE = 0, SVL_IDLE, SVL_ACTIVE, SVL_BUSY };
+
+/* Moves sv onto list kind of its pool (at the head for idle: LIFO, the most
+ * recently used server is the warmest). */
+static void sv_move(struct server *sv, enum server_list kind)
+{
+    struct pool *p = sv->pool;
+    switch ((enum server_list)sv->list_kind) {
+    case SVL_IDLE:
+        p->n_idle--;
+        break;
+    case SVL_ACTIVE:
+        p->n_active--;
+        break;
+    case SVL_BUSY:
+        p->n_busy--;
+        break;
+    case SVL_NONE:
+        break;
+    }
+    list_del(&sv->node);
+    sv->list_kind = (uint8_t)kind;
+    switch (kind) {
+    case SVL_IDLE:
+        p->n_idle++;
+        list_add_head(&p->idle, &sv->node);
+        break;
+    case SVL_ACTIVE:
+        p->n_active++;
+        list_add_tail(&p->active, &sv->node);
+        break;
+    case SVL_BUSY:
+        p->n_busy++;
+        list_add_tail(&p->busy, &sv->node);
+        break;
+    case SVL_NONE:
+        break;
+    }
+}
+
 /* ---- dispatch ------------------------------------------------------------ */
 
 /* May p open one more server connection now? */
@@ -170,9 +369,19 @@ static bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve)
     return true;
 }
 
-static struct worker *pool_worker(void)
+/* Counts a new server of p on worker w (lock held); its connect starts
+ * after the lock is let go. */
+static struct server *pool_new_server(struct pool *p, struct worker *w, int64_t now)
 {
-    return &g_pooler.workers[0];
+    struct server *sv = server_alloc(p, w, now);
+    sv->id = __atomic_add_fetch(&g_pooler.next_server_id, 1, __ATOMIC_RELAXED);
+    list_init(&sv->node);
+    sv_move(sv, SVL_BUSY);
+    p->db->n_servers++;
+    p->user->n_servers++;
+    p->last_connect_attempt = now;
+    pa_push(PA_CONNECT, sv, NULL, NULL, NULL);
+    return sv;
 }
 
 static void pool_launch(struct pool *p, int64_t now, bool allow_reserve)
@@ -183,7 +392,7 @@ static void pool_launch(struct pool *p, int64_t now, bool allow_reserve)
         p->n_reserve_used++;
         log_info("taking connection from reserve_pool: %s/%s", p->db->name, p->user->name);
     }
-    server_connect(p, pool_worker());
+    pool_new_server(p, pool_self(), now);
 }
 
 static bool server_needs_check(const struct server *sv, int64_t now)
@@ -202,49 +411,48 @@ static bool server_too_old(const struct server *sv, int64_t now)
     return cfg->server_lifetime > 0 && now - sv->connect_time >= cfg->server_lifetime;
 }
 
-void pool_dispatch(struct pool *p)
+/* The idle server to give a client of worker w: the warmest one on w (no
+ * move between threads), else the warmest of all. */
+static struct server *pool_pick_idle(struct pool *p, const struct worker *w)
 {
-    struct worker *w = pool_worker();
-    int64_t now = worker_now(w);
+    struct list *first = list_first(&p->idle);
+    if (!first || g_pooler.n_workers == 1)
+        return first ? list_entry(first, struct server, node) : NULL;
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &p->idle)
+    {
+        struct server *sv = list_entry(it, struct server, node);
+        if (sv->s.worker == w)
+            return sv;
+    }
+    return list_entry(first, struct server, node);
+}
+
+/* Pairs waiting clients with idle servers, first come first served, and
+ * opens servers for the rest (lock held). A picked server is no longer idle
+ * and the client no longer waits: sv->handoff and c->incoming hold the pair
+ * until the server reaches the client's worker (pool_assign_run()). */
+static void pool_dispatch_locked(struct pool *p, int64_t now)
+{
     if (g_pooler.paused || p->db->paused)
         return;
     while (!list_empty(&p->waiting)) {
-        struct list *n = list_first(&p->idle);
-        if (n) {
-            struct server *sv = list_entry(n, struct server, node);
-            if (sv->close_needed || server_too_old(sv, now)) {
-                server_close(sv, sv->close_needed ? "close needed" : "server lifetime over");
-                continue;
-            }
-            list_del(&sv->node);
-            p->n_idle--;
-            if (server_needs_check(sv, now)) {
-                p->n_busy++;
-                list_add_tail(&p->busy, &sv->node);
-                server_run_internal(sv, SV_TESTING, g_pooler.cfg->server_check_query);
-                continue;
-            }
-            struct client *c = list_entry(list_first(&p->waiting), struct client, wait_node);
+        struct client *c = list_entry(list_first(&p->waiting), struct client, wait_node);
+        struct server *sv = pool_pick_idle(p, c->s.worker);
+        if (sv) {
             list_del(&c->wait_node);
             p->n_waiting--;
             c->wait_pool = NULL;
-            p->assign_count++;
-            p->n_active++;
-            list_add_tail(&p->active, &sv->node);
-            int64_t waited = now - c->request_time;
-            w->stats.wait_time += (uint64_t)(waited > 0 ? waited : 0);
-            w->stats.wait_count++;
-            metrics_hist_observe(&w->metrics.wait, waited);
-            p->wait_time += (uint64_t)(waited > 0 ? waited : 0);
-            server_link(sv, c);
+            sv_move(sv, SVL_ACTIVE);
+            sv->handoff = c;
+            c->incoming = sv;
+            pa_push(PA_ASSIGN, sv, NULL, NULL, NULL);
             continue;
         }
         /* No idle server: open more, one per waiting client not already
          * covered by a connection in progress. */
-        int64_t first_wait =
-            list_entry(list_first(&p->waiting), struct client, wait_node)->request_time;
         bool reserve = g_pooler.cfg->reserve_pool_timeout >= 0 && pool_reserve_of(p) > 0 &&
-                       now - first_wait >= g_pooler.cfg->reserve_pool_timeout;
+                       now - c->request_time >= g_pooler.cfg->reserve_pool_timeout;
         if (p->n_busy < p->n_waiting)
             pool_launch(p, now, reserve);
         break;
@@ -254,13 +462,130 @@ void pool_dispatch(struct pool *p)
         pool_launch(p, now, false);
 }
 
+void pool_dispatch(struct pool *p)
+{
+    pool_lock();
+    pool_dispatch_locked(p, worker_now(pool_self()));
+    pool_unlock_run();
+}
+
+/* Puts c back at the head of p's waiting list (its server could not be
+ * used); it keeps its place and its request time. */
+static void pool_requeue_locked(struct client *c, struct pool *p)
+{
+    c->wait_pool = p;
+    list_add_head(&p->waiting, &c->wait_node);
+    p->n_waiting++;
+}
+
+/* The server picked for a client has reached the client's worker (this
+ * thread): check it and lend it, or put both back. */
+static void pool_assign_finish(struct server *sv, struct client *c)
+{
+    struct pool *p = sv->pool;
+    struct worker *w = c->s.worker;
+    int64_t now = worker_now(w);
+    pool_lock();
+    sv->handoff = NULL;
+    c->incoming = NULL;
+    bool link = false;
+    if (sv->state == SV_CLOSED) {
+        /* Closed on the way (admin command, shutdown): off every list. */
+        pa_push(PA_FREE_SERVER, sv, NULL, NULL, NULL);
+    } else if (!sv->s.reading || sv->s.closed || (sv->s.rbuf && iobuf_len(sv->s.rbuf))) {
+        /* Its old worker saw it speak or hang up while it was on the way. */
+        pa_push(PA_CLOSE, sv, NULL, NULL, "server closed the connection while idle");
+    } else if (sv->close_needed || !p->db->cfg) {
+        pa_push(PA_CLOSE, sv, NULL, NULL, "close needed");
+    } else if (server_too_old(sv, now)) {
+        pa_push(PA_CLOSE, sv, NULL, NULL, "server lifetime over");
+    } else if (c->state == CL_CLOSED) {
+        sv->state = SV_IDLE;
+        sv_move(sv, SVL_IDLE);
+    } else if (server_needs_check(sv, now)) {
+        sv_move(sv, SVL_BUSY);
+        pa_push(PA_TEST, sv, NULL, NULL, NULL);
+    } else {
+        link = true;
+        p->assign_count++;
+        int64_t waited = now - c->request_time;
+        if (waited < 0)
+            waited = 0;
+        p->wait_time += (uint64_t)waited;
+        w->stats.wait_time += (uint64_t)waited;
+        w->stats.wait_count++;
+        metrics_hist_observe(&w->metrics.wait, waited);
+        pa_push(PA_LINK, sv, c, NULL, NULL);
+    }
+    if (c->state == CL_CLOSED) {
+        if (c->free_deferred)
+            pa_push(PA_FREE_CLIENT, NULL, c, NULL, NULL);
+    } else if (!link) {
+        pool_requeue_locked(c, p);
+    }
+    pool_dispatch_locked(p, now);
+    pool_unlock_run();
+}
+
+/* Moves a picked server toward its client: on the server's worker it leaves
+ * that loop; on the client's worker it joins this loop and is lent. */
+static void pool_assign_run(struct server *sv)
+{
+    pool_lock();
+    struct client *c = sv->handoff;
+    pool_unlock();
+    struct worker *cw = c->s.worker;
+    if (!worker_can_touch(sv->s.worker)) {
+        worker_post_server(sv->s.worker, sv);
+        return;
+    }
+    if (sv->s.worker != cw) {
+        bool live = sv->state != SV_CLOSED;
+        if (live)
+            stream_detach(&sv->s);
+        sv->s.worker = cw;
+        if (!worker_can_touch(cw)) {
+            worker_post_server(cw, sv);
+            return;
+        }
+        if (live)
+            stream_attach(&sv->s);
+    } else if (sv->state != SV_CLOSED && !ev_is_active(&sv->s.io) && sv->s.reading) {
+        stream_attach(&sv->s);
+    }
+    pool_assign_finish(sv, c);
+}
+
+void pool_inbox_server(struct server *sv)
+{
+    pool_assign_run(sv);
+}
+
+bool pool_client_login(struct client *c)
+{
+    struct pool *p = c->pool;
+    pool_lock();
+    if (p->welcome_ready) {
+        pool_unlock();
+        return true;
+    }
+    c->state = CL_LOGIN_WAIT;
+    c->request_time = worker_now(c->s.worker);
+    list_add_tail(&p->login_wait, &c->wait_node);
+    pool_dispatch_locked(p, c->request_time);
+    pool_unlock_run();
+    return false;
+}
+
 void pool_client_wait_on(struct client *c, struct pool *p)
 {
     c->request_time = worker_now(c->s.worker);
+    pool_lock();
     c->wait_pool = p;
     list_add_tail(&p->waiting, &c->wait_node);
     p->n_waiting++;
-    pool_dispatch(p);
+    pool_dispatch_locked(p, c->request_time);
+    pool_unlock_run();
 }
 
 void pool_client_wait(struct client *c)
@@ -271,45 +596,44 @@ void pool_client_wait(struct client *c)
 
 void pool_client_unwait(struct client *c)
 {
-    if (c->wait_pool && !list_empty(&c->wait_node)) {
+    pool_lock();
+    if (c->incoming) {
+        /* A server is on its way: pool_assign_finish() sees c closed. */
+    } else if (c->wait_pool && !list_empty(&c->wait_node)) {
         list_del(&c->wait_node);
         c->wait_pool->n_waiting--;
-    } else if (c->state == CL_LOGIN_WAIT) {
-        list_del(&c->wait_node);
+    } else if (!list_empty(&c->wait_node)) {
+        list_del(&c->wait_node); /* login_wait */
     }
     c->wait_pool = NULL;
+    pool_unlock();
 }
 
-static void pool_make_idle(struct server *sv, int64_t now)
+bool pool_client_defer_free(struct client *c)
 {
-    struct pool *p = sv->pool;
-    sv->state = SV_IDLE;
-    sv->last_used = now;
-    p->n_idle++;
-    /* LIFO: the most recently used server is the warmest. */
-    list_add_head(&p->idle, &sv->node);
+    pool_lock();
+    bool defer = c->incoming != NULL;
+    c->free_deferred = defer;
+    pool_unlock();
+    return defer;
 }
 
 /* Moves sv from the active list to the busy list (it runs something of
  * sluice's own, or waits for a cancel). */
 static void pool_active_to_busy(struct server *sv, enum server_state st)
 {
-    struct pool *p = sv->pool;
-    list_del(&sv->node);
-    p->n_active--;
     sv->state = st;
-    p->n_busy++;
-    list_add_tail(&p->busy, &sv->node);
+    sv_move(sv, SVL_BUSY);
 }
 
 void pool_release_server(struct server *sv)
 {
     struct pool *p = sv->pool;
-    struct worker *w = pool_worker();
-    int64_t now = worker_now(w);
+    int64_t now = worker_now(sv->s.worker);
+    const struct config *cfg = g_pooler.cfg;
+    pool_lock();
     struct client *c = sv->client;
     bool session_end = !c || c->state == CL_CLOSED;
-    const struct config *cfg = g_pooler.cfg;
     if (c) {
         c->server = NULL;
         sv->client = NULL;
@@ -320,31 +644,51 @@ void pool_release_server(struct server *sv)
          * reusing the server now could cancel another client's query. */
         pool_active_to_busy(sv, SV_CANCEL_WAIT);
     } else if (!server_is_clean(sv)) {
-        server_close(sv, "client disconnect while server was not ready");
+        pa_push(PA_CLOSE, sv, NULL, NULL, "client disconnect while server was not ready");
     } else if (sv->close_needed || !p->db->cfg) {
-        server_close(sv, "database configuration changed");
+        pa_push(PA_CLOSE, sv, NULL, NULL, "database configuration changed");
     } else if (server_too_old(sv, now)) {
-        server_close(sv, "server lifetime over");
+        pa_push(PA_CLOSE, sv, NULL, NULL, "server lifetime over");
     } else if (cfg->server_reset_query[0] &&
                ((session_end && pool_mode_of(p) == POOL_MODE_SESSION) ||
                 cfg->server_reset_query_always)) {
         pool_active_to_busy(sv, SV_RESETTING);
-        server_run_internal(sv, SV_RESETTING, cfg->server_reset_query);
+        pa_push(PA_RESET, sv, NULL, NULL, NULL);
     } else {
-        list_del(&sv->node);
-        p->n_active--;
-        pool_make_idle(sv, now);
+        sv->state = SV_IDLE;
+        sv->last_used = now;
+        sv_move(sv, SVL_IDLE);
     }
     if (c && c->state != CL_CLOSED)
-        client_unlinked(c);
-    pool_dispatch(p);
+        pa_push(PA_UNLINKED, NULL, c, NULL, NULL);
+    pool_dispatch_locked(p, now);
+    pool_unlock_run();
+}
+
+/* Hands the login waiters of p to their workers: this thread's are
+ * welcomed, the others' workers are asked to (lock held). */
+static void pool_welcome_locked(struct pool *p, struct worker *self)
+{
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &p->login_wait)
+    {
+        struct client *c = list_entry(it, struct client, wait_node);
+        if (worker_can_touch(c->s.worker)) {
+            list_del(&c->wait_node);
+            pa_push(PA_WELCOME, NULL, c, NULL, NULL);
+        } else if (c->s.worker != self) {
+            pa_push(PA_KICK, NULL, NULL, c->s.worker, NULL);
+        }
+    }
 }
 
 void pool_server_ready(struct server *sv)
 {
     struct pool *p = sv->pool;
-    struct worker *w = pool_worker();
+    struct worker *w = sv->s.worker;
+    pool_lock();
     if (sv->close_needed || !p->db->cfg || (g_pooler.shutting_down && list_empty(&p->waiting))) {
+        pool_unlock();
         server_close(sv, "close needed");
         return;
     }
@@ -352,44 +696,46 @@ void pool_server_ready(struct server *sv)
         p->last_connect_failed = 0;
         p->retry_delay = 0;
     }
-    list_del(&sv->node);
-    p->n_busy--;
-    pool_make_idle(sv, worker_now(w));
+    sv->state = SV_IDLE;
+    sv->last_used = worker_now(w);
+    sv_move(sv, SVL_IDLE);
     /* The pool knows the server's parameters now: welcome waiting logins. */
-    while (p->welcome_ready && !list_empty(&p->login_wait)) {
-        struct client *c = list_entry(list_first(&p->login_wait), struct client, wait_node);
-        list_del(&c->wait_node);
-        client_welcome(c);
-    }
-    pool_dispatch(p);
+    if (p->welcome_ready)
+        pool_welcome_locked(p, w);
+    pool_dispatch_locked(p, sv->last_used);
+    pool_unlock_run();
 }
 
-void pool_server_gone(struct server *sv)
+bool pool_server_gone(struct server *sv)
 {
     struct pool *p = sv->pool;
-    switch (sv->state) {
-    case SV_IDLE:
-        p->n_idle--;
-        break;
-    case SV_ACTIVE:
-    case SV_SETTING:
-        p->n_active--;
-        break;
-    default:
-        p->n_busy--;
-        break;
+    pool_lock();
+    struct client *c = sv->client;
+    if (c) {
+        c->server = NULL;
+        sv->client = NULL;
     }
-    list_del(&sv->node);
+    sv_move(sv, SVL_NONE);
     p->db->n_servers--;
     p->user->n_servers--;
+    bool moving = sv->handoff != NULL;
+    pool_unlock();
+    return moving;
 }
 
-void pool_connect_failed(struct pool *p, const char *why, bool fatal_for_clients)
+bool pool_server_moving(struct server *sv)
 {
-    struct worker *w = pool_worker();
-    p->last_connect_failed = worker_now(w);
-    if (p->last_connect_failed == 0)
-        p->last_connect_failed = 1;
+    pool_lock();
+    bool moving = sv->handoff != NULL;
+    pool_unlock();
+    return moving;
+}
+
+/* pool_connect_failed() with the lock held. */
+static void pool_connect_failed_locked(struct pool *p, const char *why, bool fatal_for_clients,
+                                       int64_t now)
+{
+    p->last_connect_failed = now ? now : 1;
     snprintf(p->last_connect_error, sizeof(p->last_connect_error), "%s", why);
     /* Capped exponential backoff (0.1 s, 0.2 s, ... server_login_retry): a
      * cold or restarting upstream is used soon after it comes up. */
@@ -402,116 +748,253 @@ void pool_connect_failed(struct pool *p, const char *why, bool fatal_for_clients
         return;
     /* Errors that a retry cannot fix (bad password, no such database) go to
      * the clients waiting for this pool, as PostgreSQL would say them. */
-    while (!list_empty(&p->login_wait)) {
-        struct client *c = list_entry(list_first(&p->login_wait), struct client, wait_node);
-        client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "%s", why);
-    }
-    while (!list_empty(&p->waiting)) {
-        struct client *c = list_entry(list_first(&p->waiting), struct client, wait_node);
-        client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "%s", why);
+    struct list *lists[] = {&p->login_wait, &p->waiting};
+    for (int k = 0; k < 2; k++) {
+        struct list *it, *tmp;
+        list_for_each_safe(it, tmp, lists[k])
+        {
+            struct client *c = list_entry(it, struct client, wait_node);
+            c->fail_pending = true;
+            if (worker_can_touch(c->s.worker)) {
+                list_del(&c->wait_node);
+                if (k == 1)
+                    p->n_waiting--;
+                c->wait_pool = NULL;
+                pa_push(PA_FAIL, NULL, c, NULL, NULL);
+            } else {
+                pa_push(PA_KICK, NULL, NULL, c->s.worker, NULL);
+            }
+        }
     }
 }
 
-/* ---- janitor ------------------------------------------------------------- */
-
-/* query_wait_timeout for c; says why no server came when logins fail. */
-static void pool_wait_timeout(struct pool *p, struct client *c)
+void pool_connect_failed(struct pool *p, const char *why, bool fatal_for_clients)
 {
-    if (p->last_connect_failed && p->last_connect_error[0])
+    pool_lock();
+    pool_connect_failed_locked(p, why, fatal_for_clients, worker_now(pool_self()));
+    pool_unlock_run();
+}
+
+/* Closes c with its pool's error (login failure, or query_wait_timeout). */
+static void pool_client_fail(struct client *c, bool timeout)
+{
+    struct pool *p = c->pool;
+    char why[300];
+    pool_lock();
+    bool failing = p && p->last_connect_failed && p->last_connect_error[0];
+    snprintf(why, sizeof(why), "%s", failing ? p->last_connect_error : "");
+    c->fail_pending = false;
+    pool_unlock();
+    if (!timeout)
+        client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "%s", why);
+    else if (failing)
         client_close_error(c, SQLSTATE_CONNECTION_FAILURE,
-                           "query_wait_timeout (server connection failing: %s)",
-                           p->last_connect_error);
+                           "query_wait_timeout (server connection failing: %s)", why);
     else
         client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "query_wait_timeout");
 }
 
+struct server *pool_connect_server(struct pool *p, struct worker *w)
+{
+    pool_lock();
+    struct server *sv = pool_new_server(p, w, worker_now(w));
+    pool_unlock_run();
+    return sv->state == SV_CLOSED ? NULL : sv;
+}
+
+/* Own servers of p that wait for DNS (lock held): the first one, its
+ * flag cleared; NULL when none. Others' owners are asked to look. */
+static struct server *pool_take_dns_waiter(struct pool *p, struct worker *self)
+{
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &p->busy)
+    {
+        struct server *sv = list_entry(it, struct server, node);
+        if (!sv->dns_wait)
+            continue;
+        if (sv->s.worker == self) {
+            sv->dns_wait = false;
+            return sv;
+        }
+        pa_push(PA_KICK, NULL, NULL, sv->s.worker, NULL);
+    }
+    return NULL;
+}
+
+static void pool_dns_done_on(struct pool *p, struct worker *self)
+{
+    for (;;) {
+        pool_lock();
+        struct server *sv = pool_take_dns_waiter(p, self);
+        pool_unlock_run();
+        if (!sv || !server_dns_retry(sv))
+            return;
+    }
+}
+
+void pool_dns_done(struct pool *p)
+{
+    pool_dns_done_on(p, pool_self());
+}
+
+void pool_inbox_kick(struct worker *w)
+{
+    struct list *pit, *ptmp;
+    pool_lock();
+    list_for_each_safe(pit, ptmp, &g_pooler.pools)
+    {
+        struct pool *p = list_entry(pit, struct pool, node);
+        struct list *lists[] = {&p->login_wait, &p->waiting};
+        for (int k = 0; k < 2; k++) {
+            struct list *it, *tmp;
+            list_for_each_safe(it, tmp, lists[k])
+            {
+                struct client *c = list_entry(it, struct client, wait_node);
+                if (c->s.worker != w)
+                    continue;
+                if (c->fail_pending) {
+                    list_del(&c->wait_node);
+                    if (k == 1)
+                        p->n_waiting--;
+                    c->wait_pool = NULL;
+                    pa_push(PA_FAIL, NULL, c, NULL, NULL);
+                } else if (k == 0 && p->welcome_ready) {
+                    list_del(&c->wait_node);
+                    pa_push(PA_WELCOME, NULL, c, NULL, NULL);
+                }
+            }
+        }
+    }
+    pool_unlock_run();
+    pool_lock();
+    list_for_each_safe(pit, ptmp, &g_pooler.pools)
+    {
+        struct pool *p = list_entry(pit, struct pool, node);
+        struct list *it, *tmp;
+        bool dns = false;
+        list_for_each_safe(it, tmp, &p->busy)
+        {
+            struct server *sv = list_entry(it, struct server, node);
+            dns |= sv->dns_wait && sv->s.worker == w;
+        }
+        if (dns) {
+            pool_unlock();
+            pool_dns_done_on(p, w);
+            pool_lock();
+        }
+    }
+    pool_unlock_run();
+}
+
+/* ---- janitor ------------------------------------------------------------- */
+
+/* Timeouts of worker w's own servers and clients in p (lock held). */
 static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
 {
     const struct config *cfg = g_pooler.cfg;
     struct list *it, *tmp;
     int min = pool_min_size_of(p);
 
-    /* Idle servers: idle timeout above min_pool_size, lifetime. */
+    /* Idle servers: idle timeout above min_pool_size, lifetime. Taken off
+     * the idle list at once, so no other worker picks them meanwhile. */
+    int total = pool_total(p);
     list_for_each_safe(it, tmp, &p->idle)
     {
         struct server *sv = list_entry(it, struct server, node);
-        bool idle_long = cfg->server_idle_timeout > 0 &&
-                         now - sv->last_used >= cfg->server_idle_timeout && pool_total(p) > min;
-        if (idle_long)
-            server_close(sv, "server idle timeout");
-        else if (server_too_old(sv, now) && pool_total(p) > min)
-            server_close(sv, "server lifetime over");
+        if (sv->s.worker != w)
+            continue;
+        const char *why = NULL;
+        if (cfg->server_idle_timeout > 0 && now - sv->last_used >= cfg->server_idle_timeout &&
+            total > min)
+            why = "server idle timeout";
+        else if (server_too_old(sv, now) && total > min)
+            why = "server lifetime over";
         else if (!p->db->cfg)
-            server_close(sv, "database removed");
+            why = "database removed";
+        if (why) {
+            sv_move(sv, SVL_BUSY);
+            total--;
+            pa_push(PA_CLOSE, sv, NULL, NULL, why);
+        }
     }
     /* Connections that take too long to log in. */
     list_for_each_safe(it, tmp, &p->busy)
     {
         struct server *sv = list_entry(it, struct server, node);
-        if ((sv->state == SV_CONNECTING || sv->state == SV_LOGIN) &&
+        if (sv->s.worker == w && (sv->state == SV_CONNECTING || sv->state == SV_LOGIN) &&
             cfg->server_connect_timeout > 0 &&
             now - sv->connect_time >= cfg->server_connect_timeout) {
-            pool_connect_failed(p, "server connect timeout", false);
-            server_close(sv, "connect timeout");
+            pool_connect_failed_locked(p, "server connect timeout", false, now);
+            pa_push(PA_CLOSE, sv, NULL, NULL, "connect timeout");
         }
     }
     /* Waiting clients: query_wait_timeout. */
-    list_for_each_safe(it, tmp, &p->waiting)
-    {
-        struct client *c = list_entry(it, struct client, wait_node);
-        if (cfg->query_wait_timeout > 0 && now - c->request_time >= cfg->query_wait_timeout)
-            pool_wait_timeout(p, c);
-    }
-    list_for_each_safe(it, tmp, &p->login_wait)
-    {
-        struct client *c = list_entry(it, struct client, wait_node);
-        if (cfg->query_wait_timeout > 0 && now - c->request_time >= cfg->query_wait_timeout)
-            pool_wait_timeout(p, c);
-    }
-    /* Keep min_pool_size warm, retry after failures, use the reserve. */
-    if (!g_pooler.shutting_down && p->db->cfg && !g_pooler.paused && !p->db->paused) {
-        while (pool_total(p) < min && pool_may_open(p, now, false)) {
-            if (!server_connect(p, w))
-                break;
+    if (cfg->query_wait_timeout > 0) {
+        struct list *lists[] = {&p->login_wait, &p->waiting};
+        for (int k = 0; k < 2; k++) {
+            list_for_each_safe(it, tmp, lists[k])
+            {
+                struct client *c = list_entry(it, struct client, wait_node);
+                if (c->s.worker != w || now - c->request_time < cfg->query_wait_timeout)
+                    continue;
+                list_del(&c->wait_node);
+                if (k == 1)
+                    p->n_waiting--;
+                c->wait_pool = NULL;
+                pa_push(PA_WAIT_TIMEOUT, NULL, c, NULL, NULL);
+            }
         }
     }
-    pool_dispatch(p);
+    /* Keep min_pool_size warm (worker 0 does it for all), retry after
+     * failures, use the reserve. */
+    if (w->id == 0 && !g_pooler.shutting_down && p->db->cfg && !g_pooler.paused && !p->db->paused) {
+        while (pool_total(p) < min && pool_may_open(p, now, false))
+            pool_new_server(p, w, now);
+    }
+    pool_dispatch_locked(p, now);
 }
 
 void pool_janitor(struct worker *w)
 {
     int64_t now = worker_now(w);
     struct list *it, *tmp;
+    pool_lock();
     list_for_each_safe(it, tmp, &g_pooler.pools)
     {
         pool_janitor_one(list_entry(it, struct pool, node), w, now);
     }
+    pool_unlock_run();
 }
 
 struct server *pool_find_server(struct pool *p, bool (*fn)(struct server *sv, void *arg), void *arg)
 {
+    struct server *found = NULL;
+    pool_lock();
     struct list *lists[] = {&p->active, &p->idle, &p->busy};
     for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++) {
         struct list *it, *tmp;
         list_for_each_safe(it, tmp, lists[k])
         {
             struct server *sv = list_entry(it, struct server, node);
-            if (fn(sv, arg))
-                return sv;
+            if (!found && fn(sv, arg))
+                found = sv;
         }
     }
-    return NULL;
+    pool_unlock();
+    return found;
 }
 
 int pool_count_active(void)
 {
     int n = 0;
     struct list *it, *tmp;
+    pool_lock();
     list_for_each_safe(it, tmp, &g_pooler.pools)
     {
         struct pool *p = list_entry(it, struct pool, node);
         n += p->n_active - p->n_listen;
     }
+    pool_unlock();
     return n;
 }
 
@@ -615,6 +1098,7 @@ static unsigned cancel_slot(uint32_t pid, uint32_t key)
 
 void pool_cancel_register(struct client *c)
 {
+    pool_lock();
     if (!g_pooler.cancel_hash) {
         g_pooler.cancel_hash_size = 16384;
         g_pooler.cancel_hash = xcalloc(g_pooler.cancel_hash_size, sizeof(struct client *));
@@ -622,28 +1106,34 @@ void pool_cancel_register(struct client *c)
     unsigned s = cancel_slot(c->cancel_pid, c->cancel_key);
     c->hash_next = g_pooler.cancel_hash[s];
     g_pooler.cancel_hash[s] = c;
+    pool_unlock();
 }
 
 void pool_cancel_unregister(struct client *c)
 {
-    if (!g_pooler.cancel_hash)
-        return;
-    struct client **pp = &g_pooler.cancel_hash[cancel_slot(c->cancel_pid, c->cancel_key)];
-    for (; *pp; pp = &(*pp)->hash_next) {
+    pool_lock();
+    struct client **pp = g_pooler.cancel_hash
+                             ? &g_pooler.cancel_hash[cancel_slot(c->cancel_pid, c->cancel_key)]
+                             : NULL;
+    for (; pp && *pp; pp = &(*pp)->hash_next) {
         if (*pp == c) {
             *pp = c->hash_next;
             c->hash_next = NULL;
-            return;
+            break;
         }
     }
+    pool_unlock();
 }
 
 struct client *pool_cancel_lookup(uint32_t pid, uint32_t key)
 {
-    if (!g_pooler.cancel_hash)
-        return NULL;
-    for (struct client *c = g_pooler.cancel_hash[cancel_slot(pid, key)]; c; c = c->hash_next)
+    struct client *found = NULL;
+    pool_lock();
+    for (struct client *c = g_pooler.cancel_hash ? g_pooler.cancel_hash[cancel_slot(pid, key)]
+                                                 : NULL;
+         c && !found; c = c->hash_next)
         if (c->cancel_pid == pid && c->cancel_key == key)
-            return c;
-    return NULL;
+            found = c;
+    pool_unlock();
+    return found;
 }

@@ -4,29 +4,42 @@
 #ifndef SLUICE_POOL_H
 #define SLUICE_POOL_H
 
+#include <pthread.h>
+
 #include "conn.h"
 
 struct auth_userlist;
 struct worker;
 
-/* Process-wide state. Touched only from the loop thread(s) holding it. */
+/* Process-wide state. The registry lists, every struct pool, database and
+ * pool_user, server list membership and the cancel-key hash are guarded by
+ * lock, which is never held across I/O: pool functions decide under it and
+ * act (link, connect, close, write) after letting go. cfg, userlist,
+ * paused and shutting_down change only under the world lock (worker.h). */
 struct pooler {
+    pthread_mutex_t lock;
     struct config *cfg;
     struct auth_userlist *userlist;
     struct list databases;
     struct list users;
     struct list pools;
-    int n_clients; /* every client connection, for max_client_conn */
+    int n_clients; /* every client connection, for max_client_conn (atomic) */
     struct client **cancel_hash;
     unsigned cancel_hash_size;
     bool shutting_down; /* SIGINT: no new clients; exit when no transactions */
     bool paused;
-    uint64_t next_client_id;
-    uint64_t next_server_id;
+    uint64_t next_client_id; /* atomic */
+    uint64_t next_server_id; /* atomic */
     struct worker *workers;
     int n_workers;
 };
 extern struct pooler g_pooler;
+
+void pool_lock(void);
+void pool_unlock(void);
+
+/* Adds n to a statistics counter shared by the workers. */
+#define POOL_STAT_ADD(field, n) __atomic_fetch_add(&(field), (n), __ATOMIC_RELAXED)
 
 /* The runtime database for a client's database name, created from the
  * config (or the "*" entry) on first use. NULL if unknown. */
@@ -41,6 +54,10 @@ int pool_size_of(const struct pool *p);
 int pool_min_size_of(const struct pool *p);
 int pool_reserve_of(const struct pool *p);
 
+/* c has logged in: true if the pool can welcome it now (the caller calls
+ * client_welcome()); false if c now waits for the pool's first server login
+ * (CL_LOGIN_WAIT), and client_welcome() runs once it is done. */
+bool pool_client_login(struct client *c);
 /* Client c has a request: queue it and try to give it a server. */
 void pool_client_wait(struct client *c);
 /* Queues c on pool p (not its own: auth_query runs on the auth_user's pool);
@@ -48,6 +65,9 @@ void pool_client_wait(struct client *c);
 void pool_client_wait_on(struct client *c, struct pool *p);
 /* Removes c from the waiting or login-wait list (it is closing). */
 void pool_client_unwait(struct client *c);
+/* c is being freed: true if a server is on its way to it, in which case
+ * pool.c frees c (client_reap()) once the server arrives. */
+bool pool_client_defer_free(struct client *c);
 /* Gives idle servers to waiting clients and opens connections as needed. */
 void pool_dispatch(struct pool *p);
 /* The client is done with sv (transaction end, client left): sv goes back to
@@ -55,10 +75,25 @@ void pool_dispatch(struct pool *p);
 void pool_release_server(struct server *sv);
 /* A server finished login / reset / check and is usable. */
 void pool_server_ready(struct server *sv);
-/* Unlinks sv from its lists and counts (it is being freed). */
-void pool_server_gone(struct server *sv);
+/* Unlinks sv from its lists and counts (it is being closed). true if sv was
+ * picked for a client and is on its way: pool.c frees it (server_reap())
+ * when it arrives. */
+bool pool_server_gone(struct server *sv);
+/* Was idle sv picked for a client of another worker? Its owner then leaves
+ * it alone (no reading, no closing) until it has moved. */
+bool pool_server_moving(struct server *sv);
 /* A server login failed: remember why, for waiting clients and retry delay. */
 void pool_connect_failed(struct pool *p, const char *why, bool fatal_for_clients);
+/* Opens one more server for p on worker w now, outside the pool's limits
+ * (LISTEN connections); NULL if it failed at once. */
+struct server *pool_connect_server(struct pool *p, struct worker *w);
+/* A server that waited for DNS: dns.c answered for p. */
+void pool_dns_done(struct pool *p);
+
+/* Inbox of the running worker (worker.c): sv was handed to it. */
+void pool_inbox_server(struct server *sv);
+/* Inbox: the worker was asked to look at its clients and servers. */
+void pool_inbox_kick(struct worker *w);
 
 /* Calls fn(sv, arg) for every server of p (active, idle, then busy) and
  * returns the first server for which fn returns true, or NULL. fn must not
@@ -77,7 +112,8 @@ void pool_free_all(void);
 /* Reload: point databases at the new config's entries. */
 void pool_apply_config(struct config *cfg);
 
-/* Cancel-key registry of clients. */
+/* Cancel-key registry of clients. The lookup's answer may belong to another
+ * worker: use it under the world lock. */
 void pool_cancel_register(struct client *c);
 void pool_cancel_unregister(struct client *c);
 struct client *pool_cancel_lookup(uint32_t pid, uint32_t key);

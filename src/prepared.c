@@ -861,6 +861,10 @@ static int64_t listen_query(struct client *c, const struct classify_result *cr, 
     if (cr->n != 1 ||
         (s->kind != CS_LISTEN && s->kind != CS_UNLISTEN && s->kind != CS_UNLISTEN_ALL))
         return LISTEN_NOT_HANDLED;
+    /* listen.c's listening connection serves one event loop: with several
+     * workers LISTEN pins its client instead (docs/pooling.md). */
+    if (g_pooler.n_workers > 1)
+        return LISTEN_NOT_HANDLED;
     enum listen_op op = s->kind == CS_LISTEN     ? LISTEN_OP_LISTEN
                         : s->kind == CS_UNLISTEN ? LISTEN_OP_UNLISTEN
                                                  : LISTEN_OP_UNLISTEN_ALL;
@@ -1443,9 +1447,12 @@ unsigned prepared_server_msg(struct client *c, struct server *sv, uint8_t type, 
 
 static void known_add(struct pool *p, uint64_t h)
 {
+    /* Shared by the pool's servers on every worker. */
+    pool_lock();
     if (prepared_set_count(p->ps_known) >= KNOWN_MAX)
         prepared_set_evict(p->ps_known);
     prepared_set_add(&p->ps_known, h);
+    pool_unlock();
 }
 
 /* Checks one message at msg of an idle client's batch: a Parse of a known
@@ -1464,15 +1471,16 @@ static bool idle_ok(struct client *c, const uint8_t *msg, uint32_t mlen)
     if (classify_peek(query, strlen(query)) != CK_OTHER)
         return false;
     struct stmt *st = stmt_new(SK_PROTO, name, query, (size_t)(end - (const uint8_t *)query));
+    pool_lock();
     bool ok = prepared_set_has(c->pool->ps_known, st->h);
+    pool_unlock();
     stmt_unref(st);
     return ok;
 }
 
 bool prepared_idle(struct client *c)
 {
-    if (max_prepared() <= 0 || c->pinned || !c->pool || !c->pool->ps_known ||
-        !prepared_tracking(c->pool))
+    if (max_prepared() <= 0 || c->pinned || !c->pool || !prepared_tracking(c->pool))
         return false;
     struct iobuf *b = c->s.rbuf;
     uint32_t pos = b->start;

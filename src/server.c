@@ -71,8 +71,9 @@ bool server_is_clean(const struct server *sv)
 
 static void server_dns_done(void *arg);
 
-/* Fills p->addr from the database entry. Host names go through dns.c, which
- * may answer later (DNS_PENDING: server_dns_done() runs then). */
+/* Fills p->addr from the database entry (pool lock held). Host names go
+ * through dns.c, which may answer later (DNS_PENDING: server_dns_done()
+ * runs then). */
 static enum dns_status pool_resolve(struct pool *p, struct worker *w, char *err, size_t errlen)
 {
     const struct config_database *cd = p->db->cfg;
@@ -120,12 +121,14 @@ static enum dns_status pool_resolve(struct pool *p, struct worker *w, char *err,
 
 /* ---- lifecycle ----------------------------------------------------------- */
 
-/* Starts the TCP connect of sv to p->addr (then TLS, per server_tls_sslmode).
+/* Starts the TCP connect of sv to addr (then TLS, per server_tls_sslmode).
  * false if it failed at once (sv is closed then). */
-static bool server_start_connect(struct server *sv, struct worker *w)
+static bool server_connect_to(struct server *sv, const struct sockaddr_storage *addr,
+                              socklen_t addrlen)
 {
     struct pool *p = sv->pool;
-    int rc = stream_connect(&sv->s, w, (struct sockaddr *)&p->addr, p->addrlen, &server_ops);
+    int rc =
+        stream_connect(&sv->s, sv->s.worker, (const struct sockaddr *)addr, addrlen, &server_ops);
     if (rc < 0) {
         char err[256];
         snprintf(err, sizeof(err), "connect failed: %s", strerror(-rc));
@@ -133,75 +136,71 @@ static bool server_start_connect(struct server *sv, struct worker *w)
         server_close(sv, err);
         return false;
     }
-    tls_server_prepare(&sv->s, p->db->cfg->host);
+    tls_server_prepare(&sv->s, p->db->cfg ? p->db->cfg->host : "");
     if (g_pooler.cfg->log_connections)
         SV_LOG(LOG_LVL_LOG, sv, "new connection to server");
     return true;
 }
 
-/* dns.c answered for pool p: connect the servers that waited for it (in
- * SV_CONNECTING without a socket). */
+/* dns.c answered for pool p. */
 static void server_dns_done(void *arg)
 {
-    struct pool *p = arg;
-    for (;;) {
-        struct server *sv = NULL;
-        struct list *it, *tmp;
-        list_for_each_safe(it, tmp, &p->busy)
-        {
-            struct server *x = list_entry(it, struct server, node);
-            if (x->state == SV_CONNECTING && x->s.fd < 0 && !x->s.closed) {
-                sv = x;
-                break;
-            }
-        }
-        if (!sv)
-            return;
-        char err[256];
-        enum dns_status st = pool_resolve(p, sv->s.worker, err, sizeof(err));
-        if (st == DNS_PENDING)
-            return; /* asked anew; this runs again with the answer */
-        if (st == DNS_FAILED) {
-            log_warning("%s/%s: %s", p->db->name, p->user->name, err);
-            pool_connect_failed(p, err, false);
-            server_close(sv, err);
-            continue;
-        }
-        server_start_connect(sv, sv->s.worker);
-    }
+    pool_dns_done(arg);
 }
 
-struct server *server_connect(struct pool *p, struct worker *w)
+/* Resolves sv's address: DNS_READY with it in addr; DNS_PENDING with
+ * sv->dns_wait set; DNS_FAILED with sv closed. */
+static enum dns_status server_resolve(struct server *sv, struct sockaddr_storage *addr,
+                                      socklen_t *addrlen)
 {
+    struct pool *p = sv->pool;
     char err[256];
-    int64_t now = worker_now(w);
-    enum dns_status st = pool_resolve(p, w, err, sizeof(err));
+    pool_lock();
+    enum dns_status st = pool_resolve(p, sv->s.worker, err, sizeof(err));
+    if (st == DNS_READY) {
+        *addr = p->addr;
+        *addrlen = p->addrlen;
+    } else if (st == DNS_PENDING) {
+        sv->dns_wait = true;
+    }
+    pool_unlock();
     if (st == DNS_FAILED) {
         log_warning("%s/%s: %s", p->db->name, p->user->name, err);
         pool_connect_failed(p, err, false);
-        return NULL;
+        server_close(sv, err);
     }
+    return st;
+}
+
+bool server_dns_retry(struct server *sv)
+{
+    struct sockaddr_storage addr;
+    socklen_t addrlen = 0;
+    enum dns_status st = server_resolve(sv, &addr, &addrlen);
+    if (st == DNS_READY)
+        server_connect_to(sv, &addr, addrlen);
+    return st != DNS_PENDING; /* pending: asked anew, runs again with the answer */
+}
+
+struct server *server_alloc(struct pool *p, struct worker *w, int64_t now)
+{
     struct server *sv = calloc(1, sizeof(*sv));
     if (!sv)
         abort();
     sv->pool = p;
-    sv->id = ++g_pooler.next_server_id;
     sv->state = SV_CONNECTING;
     sv->connect_time = now;
     sv->last_used = now;
     sv->xact_status = 'I';
-    list_init(&sv->node);
-    list_add_tail(&p->busy, &sv->node);
-    p->n_busy++;
-    p->db->n_servers++;
-    p->user->n_servers++;
-    p->last_connect_attempt = now;
-    if (st == DNS_PENDING) {
-        /* No socket until the name is resolved: server_dns_done() connects. */
-        stream_init(&sv->s, w, -1, &server_ops);
-        return sv;
-    }
-    return server_start_connect(sv, w) ? sv : NULL;
+    list_init(&sv->inbox_node);
+    /* No socket until server_start(). */
+    stream_init(&sv->s, w, -1, &server_ops);
+    return sv;
+}
+
+void server_start(struct server *sv)
+{
+    server_dns_retry(sv);
 }
 
 void server_close(struct server *sv, const char *reason)
@@ -228,7 +227,7 @@ void server_close(struct server *sv, const char *reason)
             stream_write(&sv->s, buf, wr.len); /* through TLS when on */
     }
     struct pool *p = sv->pool;
-    pool_server_gone(sv);
+    bool moving = pool_server_gone(sv);
     prepared_server_free(sv);
     sv->state = SV_CLOSED;
     stream_close(&sv->s);
@@ -239,10 +238,18 @@ void server_close(struct server *sv, const char *reason)
     if (c && c->state != CL_CLOSED)
         client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "server conn crashed?");
     /* Freed at the end of this loop iteration, so callers up the stack may
-     * still look at sv (and see SV_CLOSED). */
-    list_add_tail(&sv->s.worker->dead_servers, &sv->node);
-    worker_schedule_reap(sv->s.worker);
+     * still look at sv (and see SV_CLOSED); one on its way to a client is
+     * freed where it arrives. */
+    if (!moving)
+        server_reap(sv);
     pool_dispatch(p);
+}
+
+void server_reap(struct server *sv)
+{
+    struct worker *w = worker_current() ? worker_current() : sv->s.worker;
+    list_add_tail(&w->dead_servers, &sv->node);
+    worker_schedule_reap(w);
 }
 
 /* ---- login --------------------------------------------------------------- */
@@ -463,11 +470,17 @@ static void server_param_status(struct server *sv, const uint8_t *msg, uint32_t 
         if (sv->client && sv->state == SV_ACTIVE)
             sv->client->params.v[tp] = v;
     }
-    if (!p->welcome_ready && sv->state == SV_LOGIN) {
+    if (sv->state != SV_LOGIN)
+        return;
+    /* The pool's welcome is written once, by the first logins (of any
+     * worker), and read without the lock once welcome_ready is set. */
+    pool_lock();
+    if (!p->welcome_ready) {
         for (int i = 0; i < p->welcome.n; i++) {
             if (strcmp(p->welcome.names[i], name) == 0) {
                 free(p->welcome.values[i]);
                 p->welcome.values[i] = strdup(value);
+                pool_unlock();
                 return;
             }
         }
@@ -481,6 +494,7 @@ static void server_param_status(struct server *sv, const uint8_t *msg, uint32_t 
         if (tp >= 0)
             p->welcome_params.v[tp] = sv->params.v[tp];
     }
+    pool_unlock();
 }
 
 static void server_log_error(struct server *sv, const uint8_t *msg, uint32_t len, char *out,
@@ -502,8 +516,9 @@ static void server_login_done(struct server *sv)
         free(sv->auth);
         sv->auth = NULL;
     }
-    if (!p->welcome_ready)
-        p->welcome_ready = true;
+    pool_lock();
+    p->welcome_ready = true;
+    pool_unlock();
     sv->welcome_done = true;
     sv->ready = true;
     if (g_pooler.cfg->log_connections)
@@ -719,17 +734,17 @@ static void server_forward(struct server *sv)
                 if (c->pending_rfq > 0)
                     c->pending_rfq--;
                 w->stats.query_count++;
-                sv->pool->query_count++;
+                POOL_STAT_ADD(sv->pool->query_count, 1);
                 uint64_t qt = (uint64_t)(now - c->request_time);
                 w->stats.query_time += qt;
                 metrics_hist_observe(&w->metrics.query, (int64_t)qt);
-                sv->pool->query_time += qt;
+                POOL_STAT_ADD(sv->pool->query_time, qt);
                 if (st == 'I') {
                     w->stats.xact_count++;
-                    sv->pool->xact_count++;
+                    POOL_STAT_ADD(sv->pool->xact_count, 1);
                     uint64_t xt = (uint64_t)(now - c->xact_start);
                     w->stats.xact_time += xt;
-                    sv->pool->xact_time += xt;
+                    POOL_STAT_ADD(sv->pool->xact_time, xt);
                 }
                 c->request_time = now;
                 sv->ready = c->pending_rfq == 0 && !c->unsynced && st == 'I';
@@ -764,7 +779,7 @@ static void server_forward(struct server *sv)
         uint32_t n = b->start - fwd;
         stream_write(&c->s, b->data + fwd, n);
         w->stats.bytes_out += n;
-        sv->pool->bytes_out += n;
+        POOL_STAT_ADD(sv->pool->bytes_out, n);
     }
     if (stmt_violation) {
         client_close_error(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
@@ -822,6 +837,11 @@ static void server_on_data(struct stream *s)
         return;
     case SV_IDLE:
     case SV_CANCEL_WAIT: {
+        if (sv->state == SV_IDLE && pool_server_moving(sv)) {
+            /* Picked for another worker's client: that worker judges it. */
+            stream_read_stop(s);
+            return;
+        }
         /* An idle server has nothing to say but a FATAL before it goes
          * (administrator command, idle timeout on the provider side). */
         char why[300] = "unexpected data from idle server";
@@ -864,6 +884,10 @@ static void server_on_drained(struct stream *s)
 static void server_on_closed(struct stream *s, const char *reason)
 {
     struct server *sv = stream_server(s);
+    if (sv->state == SV_IDLE && pool_server_moving(sv)) {
+        stream_read_stop(s); /* as in server_on_data() */
+        return;
+    }
     server_close(sv, reason ? reason : "server closed the connection");
 }
 
@@ -1035,10 +1059,8 @@ struct cancel_conn {
     struct pool *pool;
     uint64_t server_id;
     struct server *server;
-    struct list node; /* on cancels_in_flight, so shutdown can free them */
+    struct list node; /* on its worker's cancels, so shutdown can free them */
 };
-
-static struct list cancel_conns = {&cancel_conns, &cancel_conns};
 
 static struct cancel_conn *stream_cancel(struct stream *s)
 {
@@ -1133,15 +1155,15 @@ void server_send_cancel(struct server *sv)
         return;
     }
     list_init(&cc->node);
-    list_add_tail(&cancel_conns, &cc->node);
+    list_add_tail(&sv->s.worker->cancels, &cc->node);
     sv->cancels_in_flight++;
     SV_LOG(LOG_LVL_LOG, sv, "sending cancel request to backend pid %u", sv->backend_pid);
 }
 
-void server_cancel_free_all(void)
+void server_cancel_free_all(struct worker *w)
 {
-    while (!list_empty(&cancel_conns)) {
-        struct cancel_conn *cc = list_entry(list_first(&cancel_conns), struct cancel_conn, node);
+    while (!list_empty(&w->cancels)) {
+        struct cancel_conn *cc = list_entry(list_first(&w->cancels), struct cancel_conn, node);
         list_del(&cc->node);
         stream_close(&cc->s);
         free(cc);

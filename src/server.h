@@ -5,10 +5,17 @@
 
 #include "conn.h"
 
-/* Opens a new connection for pool p on worker w. It is on p->busy until it
- * has logged in, then pool_server_ready(). Returns NULL if the connect could
- * not even start (the failure is recorded on the pool). */
-struct server *server_connect(struct pool *p, struct worker *w);
+/* A new server of pool p on worker w, not connected and on no list (pool.c
+ * counts it, then calls server_start() without the pool lock). */
+struct server *server_alloc(struct pool *p, struct worker *w, int64_t now);
+/* Resolves and connects sv; it is on p->busy until it has logged in, then
+ * pool_server_ready(). A failure is recorded on the pool and closes sv. */
+void server_start(struct server *sv);
+/* Resolves and connects sv that waited for DNS; false while the answer is
+ * still pending. */
+bool server_dns_retry(struct server *sv);
+/* Frees a closed sv at the end of the running worker's loop iteration. */
+void server_reap(struct server *sv);
 
 /* Lends sv to c. Sends SETs first if the client's tracked parameters differ
  * from the server's, then lets the client's queued bytes through. */
@@ -23,7 +30,7 @@ void server_run_internal(struct server *sv, enum server_state st, const char *sq
 void server_send_cancel(struct server *sv);
 
 /* Frees cancel connections still in flight (shutdown). */
-void server_cancel_free_all(void);
+void server_cancel_free_all(struct worker *w);
 
 /* Closes and frees sv; an error from the server is logged with reason. */
 void server_close(struct server *sv, const char *reason);

@@ -251,6 +251,19 @@ void stream_uncork(struct stream *s)
     stream_update(s);
 }
 
+void stream_detach(struct stream *s)
+{
+    if (ev_is_active(&s->io))
+        ev_io_stop(s->worker->loop, &s->io);
+    ev_clear_pending(s->worker->loop, &s->io);
+}
+
+void stream_attach(struct stream *s)
+{
+    if (!s->closed)
+        stream_update(s);
+}
+
 void stream_release_rbuf(struct stream *s)
 {
     if (s->rbuf && iobuf_len(s->rbuf) == 0) {

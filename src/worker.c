@@ -15,6 +15,7 @@
 #include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -22,6 +23,181 @@
 #include "log.h"
 #include "pool.h"
 #include "server.h"
+
+/* ---- threads, the world lock and inboxes --------------------------------- */
+
+static _Thread_local struct worker *tl_worker;
+static _Thread_local int tl_world_depth;
+/* Held shared by every loop thread while it runs callbacks (see worker.h). */
+static pthread_rwlock_t world_lock;
+static bool world_live; /* more than one loop runs */
+static struct worker *all_workers;
+static int n_all_workers;
+
+struct worker *worker_current(void)
+{
+    return tl_worker;
+}
+
+bool worker_world_locked(void)
+{
+    return tl_world_depth > 0;
+}
+
+bool worker_can_touch(const struct worker *w)
+{
+    return w == tl_worker || tl_world_depth > 0 || !world_live;
+}
+
+static void world_release(struct ev_loop *loop)
+{
+    (void)loop;
+    pthread_rwlock_unlock(&world_lock);
+}
+
+static void world_acquire(struct ev_loop *loop)
+{
+    (void)loop;
+    pthread_rwlock_rdlock(&world_lock);
+}
+
+void worker_world_lock(void)
+{
+    if (tl_world_depth++ > 0 || !world_live)
+        return;
+    /* From shared to exclusive: other writers may run in between, so the
+     * caller looks at the state again after this. */
+    pthread_rwlock_unlock(&world_lock);
+    pthread_rwlock_wrlock(&world_lock);
+}
+
+void worker_world_unlock(void)
+{
+    if (--tl_world_depth > 0 || !world_live)
+        return;
+    pthread_rwlock_unlock(&world_lock);
+    pthread_rwlock_rdlock(&world_lock);
+    /* The holder may have started watchers on other loops, or left them
+     * work: let each run an iteration. */
+    for (int i = 0; i < n_all_workers; i++)
+        if (&all_workers[i] != tl_worker)
+            ev_async_send(all_workers[i].loop, &all_workers[i].inbox_async);
+}
+
+void worker_post_server(struct worker *w, struct server *sv)
+{
+    pthread_mutex_lock(&w->inbox_lock);
+    list_add_tail(&w->inbox, &sv->inbox_node);
+    pthread_mutex_unlock(&w->inbox_lock);
+    ev_async_send(w->loop, &w->inbox_async);
+}
+
+void worker_kick(struct worker *w)
+{
+    pthread_mutex_lock(&w->inbox_lock);
+    bool was = w->inbox_kick;
+    w->inbox_kick = true;
+    pthread_mutex_unlock(&w->inbox_lock);
+    if (!was)
+        ev_async_send(w->loop, &w->inbox_async);
+}
+
+static void inbox_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    struct worker *w = a->data;
+    (void)revents;
+    struct list items;
+    list_init(&items);
+    pthread_mutex_lock(&w->inbox_lock);
+    while (!list_empty(&w->inbox)) {
+        struct list *n = list_first(&w->inbox);
+        list_del(n);
+        list_add_tail(&items, n);
+    }
+    bool kick = w->inbox_kick, stop = w->inbox_stop;
+    w->inbox_kick = false;
+    pthread_mutex_unlock(&w->inbox_lock);
+    while (!list_empty(&items)) {
+        struct list *n = list_first(&items);
+        list_del(n);
+        list_init(n);
+        pool_inbox_server(list_entry(n, struct server, inbox_node));
+    }
+    if (kick)
+        pool_inbox_kick(w);
+    if (stop)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static void *worker_thread_main(void *arg)
+{
+    struct worker *w = arg;
+    tl_worker = w;
+    pthread_rwlock_rdlock(&world_lock);
+    ev_run(w->loop, 0);
+    pthread_rwlock_unlock(&world_lock);
+    return NULL;
+}
+
+bool worker_start_threads(struct worker *workers, int n, char *err, size_t errlen)
+{
+    all_workers = workers;
+    n_all_workers = n;
+    tl_worker = &workers[0];
+    if (n <= 1)
+        return true;
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    /* An admin command or a reload must not wait behind a stream of
+     * readers that never all let go at once. */
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&world_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    for (int i = 0; i < n; i++)
+        ev_set_loop_release_cb(workers[i].loop, world_release, world_acquire);
+    world_live = true;
+    pthread_rwlock_rdlock(&world_lock);
+    /* Signals go to the main thread's loop only. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    for (int i = 1; i < n; i++) {
+        int rc = pthread_create(&workers[i].thread, NULL, worker_thread_main, &workers[i]);
+        if (rc != 0) {
+            snprintf(err, errlen, "could not start worker thread: %s", strerror(rc));
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            return false;
+        }
+        workers[i].threaded = true;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return true;
+}
+
+void worker_stop_threads(struct worker *workers, int n)
+{
+    if (!world_live)
+        return;
+    for (int i = 1; i < n; i++) {
+        if (!workers[i].threaded)
+            continue;
+        pthread_mutex_lock(&workers[i].inbox_lock);
+        workers[i].inbox_stop = true;
+        pthread_mutex_unlock(&workers[i].inbox_lock);
+        ev_async_send(workers[i].loop, &workers[i].inbox_async);
+    }
+    /* Let go so that threads waiting to run a last callback can. */
+    pthread_rwlock_unlock(&world_lock);
+    for (int i = 1; i < n; i++) {
+        if (workers[i].threaded)
+            pthread_join(workers[i].thread, NULL);
+        workers[i].threaded = false;
+    }
+    for (int i = 0; i < n; i++)
+        ev_set_loop_release_cb(workers[i].loop, NULL, NULL);
+    world_live = false;
+    pthread_rwlock_destroy(&world_lock);
+}
 
 int64_t worker_now(const struct worker *w)
 {
@@ -88,6 +264,12 @@ void worker_init(struct worker *w, int id, struct ev_loop *loop, struct config *
     ev_timer_init(&w->janitor, janitor_cb, 0.25, 0.25);
     w->janitor.data = w;
     ev_timer_start(loop, &w->janitor);
+    pthread_mutex_init(&w->inbox_lock, NULL);
+    list_init(&w->inbox);
+    list_init(&w->cancels);
+    ev_async_init(&w->inbox_async, inbox_cb);
+    w->inbox_async.data = w;
+    ev_async_start(loop, &w->inbox_async);
 }
 
 /* Accepts up to max connections from listener fd; returns true once the
@@ -141,7 +323,7 @@ static bool add_listener(struct worker *w, int fd)
 }
 
 static int listen_tcp(const struct config *cfg, const char *host, char *err, size_t errlen,
-                      struct worker *w)
+                      struct worker *w, bool reuseport)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
@@ -162,7 +344,7 @@ static int listen_tcp(const struct config *cfg, const char *host, char *err, siz
             continue;
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (cfg->so_reuseport)
+        if (reuseport)
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
         if (ai->ai_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
@@ -217,18 +399,22 @@ static bool listen_unix(const struct config *cfg, struct worker *w, char *err, s
     return add_listener(w, fd);
 }
 
-bool worker_listen(struct worker *w, char *err, size_t errlen)
+bool worker_listen(struct worker *w, int n_workers, char *err, size_t errlen)
 {
     const struct config *cfg = w->cfg;
+    /* Several workers: each has its own socket on the port and the kernel
+     * spreads new connections over them. The unix socket cannot be shared
+     * that way; worker 0 takes it. */
+    bool reuseport = cfg->so_reuseport || n_workers > 1;
     if (cfg->listen_addr[0]) {
         char addrs[512];
         snprintf(addrs, sizeof(addrs), "%s", cfg->listen_addr);
         char *save = NULL;
         for (char *tok = strtok_r(addrs, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save))
-            if (listen_tcp(cfg, tok, err, errlen, w) <= 0)
+            if (listen_tcp(cfg, tok, err, errlen, w, reuseport) <= 0)
                 return false;
     }
-    if (cfg->unix_socket_dir[0] && !listen_unix(cfg, w, err, errlen))
+    if (w->id == 0 && cfg->unix_socket_dir[0] && !listen_unix(cfg, w, err, errlen))
         return false;
     if (w->n_listeners == 0) {
         snprintf(err, errlen, "nothing to listen on (listen_addr and unix_socket_dir are empty)");
@@ -268,17 +454,22 @@ void worker_set_config(struct worker *w, struct config *cfg)
     config_unref(old);
 }
 
-void worker_destroy(struct worker *w)
+void worker_close_all(struct worker *w)
 {
     worker_stop_listening(w);
     while (!list_empty(&w->clients)) {
         struct client *c = list_entry(list_first(&w->clients), struct client, node);
         client_close(c, "shutdown");
     }
-    server_cancel_free_all();
-    pool_free_all();
+    server_cancel_free_all(w);
+}
+
+void worker_destroy(struct worker *w)
+{
     reaper_cb(w->loop, &w->reaper, 0);
     ev_timer_stop(w->loop, &w->janitor);
+    ev_async_stop(w->loop, &w->inbox_async);
+    pthread_mutex_destroy(&w->inbox_lock);
     iobuf_cache_destroy(&w->bufs);
     config_unref(w->cfg);
     w->cfg = NULL;

@@ -1,6 +1,18 @@
 /* worker.h - a thread with its own libev loop, listeners and clients.
  *
- * workers = 1 runs everything on the main thread's loop. */
+ * workers = 1 runs everything on the main thread's loop. With more, worker 0
+ * is the main thread (signals, admin hooks, metrics) and the others are
+ * threads started by worker_start_threads().
+ *
+ * Ownership: a client belongs to the worker that accepted it, for life; a
+ * server belongs to one worker at a time and moves to the worker of the
+ * client it is lent to (pool.c decides, under the pool lock; the move goes
+ * through the owners' inboxes). Only the owner's thread touches an object's
+ * stream and fields, except:
+ *  - fields documented as "pool lock" in conn.h;
+ *  - while a thread holds the world lock (worker_world_lock()): every other
+ *    loop is then parked outside its callbacks, so that thread may read and
+ *    change anything (admin console, reload, stats, metrics, cancels). */
 #ifndef SLUICE_WORKER_H
 #define SLUICE_WORKER_H
 
@@ -14,6 +26,8 @@
 #include "list.h"
 #include "metrics.h"
 #include "stats.h"
+
+struct server;
 
 #define WORKER_MAX_LISTENERS 8
 
@@ -33,17 +47,55 @@ struct worker {
     struct stats stats;
     struct metrics_worker metrics; /* histograms and loop lag for metrics.c */
     pthread_t thread;
+    bool threaded; /* runs on its own thread (not the main one) */
+    /* Inbox: servers on their way to this worker (pool.c), and kicks that
+     * ask it to look at its own clients and servers in every pool. */
+    pthread_mutex_t inbox_lock;
+    struct list inbox; /* struct server, by inbox_node */
+    bool inbox_kick;
+    bool inbox_stop; /* leave the loop (shutdown) */
+    ev_async inbox_async;
+    struct list cancels; /* cancel connections running on this loop (server.c) */
 };
+
+/* The worker whose thread is running (NULL outside any). */
+struct worker *worker_current(void);
+/* May the running thread touch objects owned by w? (its own, or any while
+ * holding the world lock) */
+bool worker_can_touch(const struct worker *w);
+
+/* Hands sv to w's thread (inbox); pool_inbox_server(sv) runs there. */
+void worker_post_server(struct worker *w, struct server *sv);
+/* Asks w's thread to run pool_inbox_kick(w). */
+void worker_kick(struct worker *w);
+
+/* The world lock: every loop thread holds it shared while it runs callbacks
+ * and lets go while it waits for events. worker_world_lock() takes it
+ * exclusively from inside a callback: when it returns, no other loop runs a
+ * callback until worker_world_unlock(). Nests. No-op with one worker. */
+void worker_world_lock(void);
+void worker_world_unlock(void);
+bool worker_world_locked(void);
+
+/* Starts the threads of workers[1..n-1] (worker 0 is the caller's loop) and
+ * makes the world lock live. Returns false with err on failure. */
+bool worker_start_threads(struct worker *workers, int n, char *err, size_t errlen);
+/* Asks every threaded worker to leave its loop and joins it. */
+void worker_stop_threads(struct worker *workers, int n);
 
 /* Sets up w on loop (not started). */
 void worker_init(struct worker *w, int id, struct ev_loop *loop, struct config *cfg);
 /* Opens the listeners named by cfg (listen_addr/port, unix socket) and starts
  * accepting. Returns false with err filled on failure. */
-bool worker_listen(struct worker *w, char *err, size_t errlen);
+bool worker_listen(struct worker *w, int n_workers, char *err, size_t errlen);
 /* Stops accepting (SIGINT / shutdown). */
 void worker_stop_listening(struct worker *w);
 /* Swaps in a new config (reload). */
 void worker_set_config(struct worker *w, struct config *cfg);
+/* Shutdown, after the threads are joined: stops listening and closes the
+ * worker's clients and cancel connections. Then pool_free_all(), then
+ * worker_destroy() of each worker frees what is left. */
+void worker_close_all(struct worker *w);
 void worker_destroy(struct worker *w);
 
 /* Frees closed clients and servers once the current callbacks are done. */
