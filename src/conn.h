@@ -225,6 +225,7 @@ struct server {
     /* [pool lock] the client this server was picked for, until it reaches
      * that client's worker and is linked (pool.c) */
     struct client *handoff;
+    struct worker *owner;   /* [pool lock] = s.worker, for other threads to read */
     struct list inbox_node; /* on a worker's inbox while moving */
     bool dns_wait;          /* [pool lock] no socket yet: waits for dns.c */
     struct server_auth *auth;

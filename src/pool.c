@@ -374,6 +374,7 @@ static bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve)
 static struct server *pool_new_server(struct pool *p, struct worker *w, int64_t now)
 {
     struct server *sv = server_alloc(p, w, now);
+    sv->owner = w;
     sv->id = __atomic_add_fetch(&g_pooler.next_server_id, 1, __ATOMIC_RELAXED);
     list_init(&sv->node);
     sv_move(sv, SVL_BUSY);
@@ -422,7 +423,7 @@ static struct server *pool_pick_idle(struct pool *p, const struct worker *w)
     list_for_each_safe(it, tmp, &p->idle)
     {
         struct server *sv = list_entry(it, struct server, node);
-        if (sv->s.worker == w)
+        if (sv->owner == w)
             return sv;
     }
     return list_entry(first, struct server, node);
@@ -527,33 +528,51 @@ static void pool_assign_finish(struct server *sv, struct client *c)
     pool_unlock_run();
 }
 
-/* Moves a picked server toward its client: on the server's worker it leaves
- * that loop; on the client's worker it joins this loop and is lent. */
+/* Moves a picked server toward its client: its owner lets it go (at the
+ * end of the owner's loop iteration, as callers up the stack may still be
+ * looking at it), the client's worker takes it into its loop and lends it. */
 static void pool_assign_run(struct server *sv)
 {
     pool_lock();
     struct client *c = sv->handoff;
+    struct worker *owner = sv->owner;
     pool_unlock();
     struct worker *cw = c->s.worker;
-    if (!worker_can_touch(sv->s.worker)) {
-        worker_post_server(sv->s.worker, sv);
+    if (!worker_can_touch(owner)) {
+        worker_post_server(owner, sv);
         return;
     }
-    if (sv->s.worker != cw) {
+    if (owner != cw) {
+        if (!worker_can_touch(cw)) {
+            worker_send_later(owner, sv);
+            return;
+        }
+        /* Both loops are ours (world lock): move it now. */
         bool live = sv->state != SV_CLOSED;
         if (live)
             stream_detach(&sv->s);
         sv->s.worker = cw;
-        if (!worker_can_touch(cw)) {
-            worker_post_server(cw, sv);
-            return;
-        }
+        pool_lock();
+        sv->owner = cw;
+        pool_unlock();
         if (live)
             stream_attach(&sv->s);
     } else if (sv->state != SV_CLOSED && !ev_is_active(&sv->s.io) && sv->s.reading) {
-        stream_attach(&sv->s);
+        stream_attach(&sv->s); /* it left its old loop before coming */
     }
     pool_assign_finish(sv, c);
+}
+
+void pool_outgoing_server(struct server *sv)
+{
+    pool_lock();
+    struct worker *cw = sv->handoff->s.worker;
+    sv->owner = cw;
+    pool_unlock();
+    if (sv->state != SV_CLOSED)
+        stream_detach(&sv->s);
+    sv->s.worker = cw;
+    worker_post_server(cw, sv);
 }
 
 void pool_inbox_server(struct server *sv)
@@ -812,11 +831,11 @@ static struct server *pool_take_dns_waiter(struct pool *p, struct worker *self)
         struct server *sv = list_entry(it, struct server, node);
         if (!sv->dns_wait)
             continue;
-        if (sv->s.worker == self) {
+        if (sv->owner == self) {
             sv->dns_wait = false;
             return sv;
         }
-        pa_push(PA_KICK, NULL, NULL, sv->s.worker, NULL);
+        pa_push(PA_KICK, NULL, NULL, sv->owner, NULL);
     }
     return NULL;
 }
@@ -875,7 +894,7 @@ void pool_inbox_kick(struct worker *w)
         list_for_each_safe(it, tmp, &p->busy)
         {
             struct server *sv = list_entry(it, struct server, node);
-            dns |= sv->dns_wait && sv->s.worker == w;
+            dns |= sv->dns_wait && sv->owner == w;
         }
         if (dns) {
             pool_unlock();
@@ -901,7 +920,7 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
     list_for_each_safe(it, tmp, &p->idle)
     {
         struct server *sv = list_entry(it, struct server, node);
-        if (sv->s.worker != w)
+        if (sv->owner != w)
             continue;
         const char *why = NULL;
         if (cfg->server_idle_timeout > 0 && now - sv->last_used >= cfg->server_idle_timeout &&
@@ -921,7 +940,7 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
     list_for_each_safe(it, tmp, &p->busy)
     {
         struct server *sv = list_entry(it, struct server, node);
-        if (sv->s.worker == w && (sv->state == SV_CONNECTING || sv->state == SV_LOGIN) &&
+        if (sv->owner == w && (sv->state == SV_CONNECTING || sv->state == SV_LOGIN) &&
             cfg->server_connect_timeout > 0 &&
             now - sv->connect_time >= cfg->server_connect_timeout) {
             pool_connect_failed_locked(p, "server connect timeout", false, now);

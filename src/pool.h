@@ -92,6 +92,8 @@ void pool_dns_done(struct pool *p);
 
 /* Inbox of the running worker (worker.c): sv was handed to it. */
 void pool_inbox_server(struct server *sv);
+/* End of the owner's loop iteration: sv leaves for its client's worker. */
+void pool_outgoing_server(struct server *sv);
 /* Inbox: the worker was asked to look at its clients and servers. */
 void pool_inbox_kick(struct worker *w);
 

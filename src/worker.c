@@ -92,6 +92,12 @@ void worker_post_server(struct worker *w, struct server *sv)
     ev_async_send(w->loop, &w->inbox_async);
 }
 
+void worker_send_later(struct worker *w, struct server *sv)
+{
+    list_add_tail(&w->outgoing, &sv->inbox_node);
+    worker_schedule_reap(w);
+}
+
 void worker_kick(struct worker *w)
 {
     pthread_mutex_lock(&w->inbox_lock);
@@ -216,6 +222,11 @@ static void reaper_cb(struct ev_loop *loop, ev_check *ev, int revents)
     struct worker *w = ev->data;
     (void)loop;
     (void)revents;
+    while (!list_empty(&w->outgoing)) {
+        struct list *n = list_first(&w->outgoing);
+        list_del(n);
+        pool_outgoing_server(list_entry(n, struct server, inbox_node));
+    }
     while (!list_empty(&w->dead_clients)) {
         struct list *n = list_first(&w->dead_clients);
         list_del(n);
@@ -267,6 +278,7 @@ void worker_init(struct worker *w, int id, struct ev_loop *loop, struct config *
     pthread_mutex_init(&w->inbox_lock, NULL);
     list_init(&w->inbox);
     list_init(&w->cancels);
+    list_init(&w->outgoing);
     ev_async_init(&w->inbox_async, inbox_cb);
     w->inbox_async.data = w;
     ev_async_start(loop, &w->inbox_async);

@@ -55,7 +55,9 @@ struct worker {
     bool inbox_kick;
     bool inbox_stop; /* leave the loop (shutdown) */
     ev_async inbox_async;
-    struct list cancels; /* cancel connections running on this loop (server.c) */
+    struct list cancels;  /* cancel connections running on this loop (server.c) */
+    struct list outgoing; /* servers leaving for another worker at the end of this
+                           * iteration, when no caller up the stack uses them */
 };
 
 /* The worker whose thread is running (NULL outside any). */
@@ -66,6 +68,9 @@ bool worker_can_touch(const struct worker *w);
 
 /* Hands sv to w's thread (inbox); pool_inbox_server(sv) runs there. */
 void worker_post_server(struct worker *w, struct server *sv);
+/* Sends sv (owned by the running worker w) away at the end of this loop
+ * iteration: pool_outgoing_server(sv) runs then. */
+void worker_send_later(struct worker *w, struct server *sv);
 /* Asks w's thread to run pool_inbox_kick(w). */
 void worker_kick(struct worker *w);
 
