@@ -176,8 +176,9 @@ struct config {
     char *server_tls_ciphers;
 
     /* sluice's own */
-    int workers;          /* 0 in the file = number of cores; resolved at load */
-    char *metrics_listen; /* "" = off */
+    int workers;                    /* 0 in the file = number of cores; resolved at load */
+    int64_t worker_affinity_window; /* usec (ms in the file) */
+    char *metrics_listen;           /* "" = off */
 
     struct config_database *databases; /* in file order; "*" included if present */
     int n_databases;

@@ -473,6 +473,7 @@ const struct config_key config_keys[] = {
     OCTAL(unix_socket_mode, RESTART, "0777"),
     STR(user, RESTART, ""),
     INT(verbose, RELOAD, "0", 0, INT_MAX),
+    TIME_MS(worker_affinity_window, RELOAD, "10"),
     INT(workers, RESTART, "0", 0, 1024),
 };
 
