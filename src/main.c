@@ -481,6 +481,8 @@ int main(int argc, char **argv)
     worker_stop_threads(workers, n_workers);
     metrics_stop();
     for (int i = 0; i < n_workers; i++)
+        worker_drain(&workers[i]);
+    for (int i = 0; i < n_workers; i++)
         worker_close_all(&workers[i]);
     pool_free_all();
     for (int i = 0; i < n_workers; i++)

@@ -217,6 +217,12 @@ static _Thread_local struct {
     bool running;
 } tl_actions;
 
+void pool_thread_done(void)
+{
+    free(tl_actions.a);
+    memset(&tl_actions, 0, sizeof(tl_actions));
+}
+
 static void pa_push(enum pool_action_kind kind, struct server *sv, struct client *c,
                     struct worker *w, const char *why)
 {
@@ -477,6 +483,7 @@ static void pool_dispatch_locked(struct pool *p, int64_t now)
             sv_move(sv, SVL_ACTIVE);
             sv->handoff = c;
             c->incoming = sv;
+            c->fail_pending = false; /* served after all */
             pa_push(PA_ASSIGN, sv, NULL, NULL, NULL);
             continue;
         }
@@ -1097,6 +1104,7 @@ void pool_free_all(void)
     }
     free(g_pooler.cancel_hash);
     g_pooler.cancel_hash = NULL;
+    pool_thread_done();
 }
 
 void pool_apply_config(struct config *cfg)

@@ -36,6 +36,8 @@ struct pooler {
 extern struct pooler g_pooler;
 
 void pool_lock(void);
+/* Frees the running thread's pool state (at thread exit). */
+void pool_thread_done(void);
 void pool_unlock(void);
 
 /* Adds n to a statistics counter shared by the workers. */

@@ -142,6 +142,7 @@ static void *worker_thread_main(void *arg)
     pthread_rwlock_rdlock(&world_lock);
     ev_run(w->loop, 0);
     pthread_rwlock_unlock(&world_lock);
+    pool_thread_done();
     return NULL;
 }
 
@@ -464,6 +465,21 @@ void worker_set_config(struct worker *w, struct config *cfg)
     struct config *old = w->cfg;
     w->cfg = config_ref(cfg);
     config_unref(old);
+}
+
+void worker_drain(struct worker *w)
+{
+    /* Servers on their way between workers arrive (and are lent or freed)
+     * before anything is closed; with the threads gone every loop is ours,
+     * so each goes straight to its client. */
+    struct list *lists[] = {&w->outgoing, &w->inbox};
+    for (int k = 0; k < 2; k++) {
+        while (!list_empty(lists[k])) {
+            struct list *n = list_first(lists[k]);
+            list_del(n);
+            pool_inbox_server(list_entry(n, struct server, inbox_node));
+        }
+    }
 }
 
 void worker_close_all(struct worker *w)

@@ -97,7 +97,10 @@ bool worker_listen(struct worker *w, int n_workers, char *err, size_t errlen);
 void worker_stop_listening(struct worker *w);
 /* Swaps in a new config (reload). */
 void worker_set_config(struct worker *w, struct config *cfg);
-/* Shutdown, after the threads are joined: stops listening and closes the
+/* Shutdown, after the threads are joined: delivers the servers still
+ * moving between workers. */
+void worker_drain(struct worker *w);
+/* Shutdown, after worker_drain(): stops listening and closes the
  * worker's clients and cancel connections. Then pool_free_all(), then
  * worker_destroy() of each worker frees what is left. */
 void worker_close_all(struct worker *w);
