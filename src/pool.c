@@ -33,14 +33,18 @@ static void *xcalloc(size_t n, size_t sz)
     return p;
 }
 
+/* With one worker no other thread touches pools (the DNS threads keep to
+ * their queue), so the lock is skipped: a single loop pays nothing for it. */
 void pool_lock(void)
 {
-    pthread_mutex_lock(&g_pooler.lock);
+    if (g_pooler.locking)
+        pthread_mutex_lock(&g_pooler.lock);
 }
 
 void pool_unlock(void)
 {
-    pthread_mutex_unlock(&g_pooler.lock);
+    if (g_pooler.locking)
+        pthread_mutex_unlock(&g_pooler.lock);
 }
 
 /* ---- registry ------------------------------------------------------------ */
@@ -299,7 +303,7 @@ static void pool_run_actions(void)
 /* Leaves the lock and runs what was decided under it. */
 static void pool_unlock_run(void)
 {
-    pthread_mutex_unlock(&g_pooler.lock);
+    pool_unlock();
     pool_run_actions();
 }
 
@@ -435,6 +439,8 @@ static struct server *pool_pick_idle(struct pool *p, const struct worker *w)
     return list_entry(first, struct server, node);
 }
 
+static void pool_assign_locked(struct server *sv, struct client *c, int64_t now);
+
 /* How far down the waiting list pool_pick_waiter() looks. */
 #define POOL_LOCAL_SCAN 64
 
@@ -481,9 +487,13 @@ static void pool_dispatch_locked(struct pool *p, int64_t now)
             p->n_waiting--;
             c->wait_pool = NULL;
             sv_move(sv, SVL_ACTIVE);
+            c->fail_pending = false; /* served after all */
+            if (sv->owner == c->s.worker && worker_can_touch(sv->owner)) {
+                pool_assign_locked(sv, c, now); /* no move: at once */
+                continue;
+            }
             sv->handoff = c;
             c->incoming = sv;
-            c->fail_pending = false; /* served after all */
             pa_push(PA_ASSIGN, sv, NULL, NULL, NULL);
             continue;
         }
@@ -516,16 +526,12 @@ static void pool_requeue_locked(struct client *c, struct pool *p)
     p->n_waiting++;
 }
 
-/* The server picked for a client has reached the client's worker (this
- * thread): check it and lend it, or put both back. */
-static void pool_assign_finish(struct server *sv, struct client *c)
+/* sv was picked for c and both are on this thread's worker (lock held):
+ * checks sv and queues the link, or puts c back at the head of the queue.
+ * sv is on the active list. */
+static void pool_assign_locked(struct server *sv, struct client *c, int64_t now)
 {
     struct pool *p = sv->pool;
-    struct worker *w = c->s.worker;
-    int64_t now = worker_now(w);
-    pool_lock();
-    sv->handoff = NULL;
-    c->incoming = NULL;
     bool link = false;
     if (sv->state == SV_CLOSED) {
         /* Closed on the way (admin command, shutdown): off every list. */
@@ -544,6 +550,7 @@ static void pool_assign_finish(struct server *sv, struct client *c)
         sv_move(sv, SVL_BUSY);
         pa_push(PA_TEST, sv, NULL, NULL, NULL);
     } else {
+        struct worker *w = c->s.worker;
         link = true;
         p->assign_count++;
         int64_t waited = now - c->request_time;
@@ -561,7 +568,18 @@ static void pool_assign_finish(struct server *sv, struct client *c)
     } else if (!link) {
         pool_requeue_locked(c, p);
     }
-    pool_dispatch_locked(p, now);
+}
+
+/* The server picked for a client has reached the client's worker (this
+ * thread): check it and lend it, or put both back. */
+static void pool_assign_finish(struct server *sv, struct client *c)
+{
+    int64_t now = worker_now(c->s.worker);
+    pool_lock();
+    sv->handoff = NULL;
+    c->incoming = NULL;
+    pool_assign_locked(sv, c, now);
+    pool_dispatch_locked(sv->pool, now);
     pool_unlock_run();
 }
 

@@ -18,6 +18,7 @@ struct worker;
  * paused and shutting_down change only under the world lock (worker.h). */
 struct pooler {
     pthread_mutex_t lock;
+    bool locking; /* lock is used: set while more than one loop thread runs */
     struct config *cfg;
     struct auth_userlist *userlist;
     struct list databases;

@@ -163,6 +163,7 @@ bool worker_start_threads(struct worker *workers, int n, char *err, size_t errle
     for (int i = 0; i < n; i++)
         ev_set_loop_release_cb(workers[i].loop, world_release, world_acquire);
     world_live = true;
+    g_pooler.locking = true;
     pthread_rwlock_rdlock(&world_lock);
     /* Signals go to the main thread's loop only. */
     sigset_t all, old;
@@ -203,6 +204,7 @@ void worker_stop_threads(struct worker *workers, int n)
     for (int i = 0; i < n; i++)
         ev_set_loop_release_cb(workers[i].loop, NULL, NULL);
     world_live = false;
+    g_pooler.locking = false;
     pthread_rwlock_destroy(&world_lock);
 }
 
