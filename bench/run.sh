@@ -1,26 +1,34 @@
 #!/bin/sh
-# `make bench`: pgbench through PgBouncer and through sluice, same pool settings,
-# same machine, against one throwaway PostgreSQL 15 primary in /tmp/sluice-bench.
-# Writes docs/benchmarks.md (generated section) and bench/results/latest.json.
+# `make bench`: pgbench through PgBouncer and through sluice with `workers = 1`
+# and `workers = 2`, same pool settings, same machine, against one throwaway
+# PostgreSQL 15 primary in /tmp/sluice-bench, plus PostgreSQL directly with 20
+# connections as the reference. Matrix: select-only (-S) and TPC-B-like x
+# -M simple / extended (and -M prepared through sluice only) x 20, 100, 500
+# and 2,000 clients. Writes docs/benchmarks.md (generated section only) and
+# bench/results/latest.json. About 17 minutes; BENCH_QUICK=1 about 2.5.
 #
 # Env:
-#   BENCH_SECONDS=15     duration of each pgbench run
-#   BENCH_QUICK=1        smoke test: 5 s runs, clients 20 and 100, fewer baseline runs
-#   BENCH_FULL=1         add the 2,000-client points
-#   BENCH_CLIENTS="20 100"  override the client counts
-#   BENCH_JOBS=2         pgbench -j
+#   BENCH_SECONDS=15     duration of each pgbench run (quick: 4)
+#   BENCH_QUICK=1        smoke test: 4 s runs, clients 20 and 2000, one reference run
+#   BENCH_CLIENTS="20 100 500 2000"  override the client counts
+#   SLUICE_WORKERS="1 2" the sluice slots: one per value, `workers = N` in its ini
+#   BENCH_JOBS=2         pgbench -j (at most the client count)
+#   BENCH_SAMPLING_RATE=1  pgbench --sampling-rate for the per-transaction log
+#                        that p50/p99 come from (1: every transaction)
 #   BENCH_REPEAT=1       passes over the matrix; tables show per-point medians
 #   BENCH_NO_PREPARED=1  skip the sluice -M prepared points
 #   BENCH_WORKLOADS="select-only tpcb-like", BENCH_PROTOCOLS="simple extended"  subsets
-#   SLUICE_BIN           pooler in the "sluice" slot (default build/release/sluice);
-#                        SLUICE_BIN=/usr/sbin/pgbouncer validates the harness
+#   SLUICE_BIN           binary in the sluice slots (default build/release/sluice);
+#                        SLUICE_BIN=/usr/sbin/pgbouncer BENCH_NO_PREPARED=1 is an A/A run
 #   PGBOUNCER_BIN        /usr/sbin/pgbouncer
-#   SLUICE_WORKERS       if set, `workers = N` in sluice's ini (default: sluice's own)
+#   BENCH_PORT=27432     PostgreSQL's port; PgBouncer +1, sluice slots +2, +3, ...
 #   BENCH_REPORT, BENCH_JSON  output paths (default docs/benchmarks.md,
 #                        bench/results/latest.json)
 #   BENCH_KEEP=1         keep /tmp/sluice-bench after the run
+#   BENCH_FULL           accepted and ignored (2,000 clients are in the default run)
 # Needs root: PostgreSQL and the poolers run as the postgres user (runuser).
 # `sh bench/run.sh --report` regenerates the markdown from the JSON only.
+# `sh bench/profile.sh`: instructions per transaction under callgrind.
 set -eu
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)

@@ -1,0 +1,47 @@
+#!/bin/sh
+# `sh bench/profile.sh`: instructions per transaction of the release sluice
+# (build/release/sluice, workers = 1) under valgrind --tool=callgrind, for
+# pgbench -S -M simple and -M extended with a fixed number of transactions;
+# prints the total per transaction and the top functions by inclusive and by
+# self cost, and writes that summary to bench/results/profile.txt.
+# Takes well under a minute on the 2-core development machine.
+#
+# Env:
+#   PROFILE_CLIENTS=10       pgbench -c
+#   PROFILE_XACTS=2000       pgbench -t (per client) of the measured run
+#   PROFILE_WARMUP=50        pgbench -t of the warm-up run (not counted)
+#   PROFILE_PROTOCOLS="simple extended"   (prepared also accepted)
+#   PROFILE_TOP=15           functions listed per table
+#   PROFILE_OUT=bench/results/profile.txt
+#   PROFILE_RAW_DIR=/tmp/sluice-callgrind   where the raw callgrind dumps are
+#                            copied (for callgrind_annotate / kcachegrind); empty: not kept
+#   SLUICE_BIN=build/release/sluice   (run `make` first)
+#   BENCH_DIR, BENCH_PORT, BENCH_KEEP as for bench/run.sh; sluice listens on BENCH_PORT+10.
+# Needs root and valgrind. Shares /tmp/sluice-bench and its lock with
+# bench/run.sh, so it never runs beside a benchmark.
+set -eu
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PY=/usr/bin/python3
+PROFILE="$REPO/bench/profile_callgrind.py"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "bench/profile.sh: run as root (PostgreSQL and sluice run as user postgres via runuser)" >&2
+    exit 1
+fi
+
+cleanup() {
+    "$PY" "$PROFILE" --cleanup || true
+}
+trap cleanup EXIT
+
+"$PY" "$PROFILE" &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null || true' INT TERM HUP
+rc=0
+wait $pid || rc=$?
+while kill -0 $pid 2>/dev/null; do
+    rc=0
+    wait $pid || rc=$?
+done
+exit $rc
