@@ -220,7 +220,7 @@ int64_t now_wall_usec(void)
     return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
-static void reaper_cb(struct ev_loop *loop, ev_check *ev, int revents)
+static void reaper_cb(struct ev_loop *loop, ev_prepare *ev, int revents)
 {
     struct worker *w = ev->data;
     (void)loop;
@@ -240,13 +240,13 @@ static void reaper_cb(struct ev_loop *loop, ev_check *ev, int revents)
         list_del(n);
         free(list_entry(n, struct server, node));
     }
-    ev_check_stop(w->loop, &w->reaper);
+    ev_prepare_stop(w->loop, &w->reaper);
 }
 
 void worker_schedule_reap(struct worker *w)
 {
     if (!ev_is_active(&w->reaper))
-        ev_check_start(w->loop, &w->reaper);
+        ev_prepare_start(w->loop, &w->reaper);
 }
 
 static void janitor_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -271,7 +271,7 @@ void worker_init(struct worker *w, int id, struct ev_loop *loop, struct config *
     list_init(&w->clients);
     list_init(&w->dead_clients);
     list_init(&w->dead_servers);
-    ev_check_init(&w->reaper, reaper_cb);
+    ev_prepare_init(&w->reaper, reaper_cb);
     w->reaper.data = w;
     /* Timeouts are checked 4 times a second: coarse, but one timer for all
      * connections instead of one each. */

@@ -42,7 +42,7 @@ struct worker {
     struct list clients;      /* every client this worker accepted */
     struct list dead_clients; /* closed, freed at the end of the loop iteration */
     struct list dead_servers;
-    ev_check reaper;
+    ev_prepare reaper; /* runs before the loop next waits: frees the dead, sends servers on */
     int n_clients;
     struct stats stats;
     struct metrics_worker metrics; /* histograms and loop lag for metrics.c */
