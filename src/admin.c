@@ -1403,8 +1403,10 @@ static void admin_handle_locked(struct client *c)
     }
     admin_flush(c, &out);
     if (exit_requested) {
-        /* SHUTDOWN: the answer is written; leave the loop. */
-        ev_break(c->s.worker->loop, EVBREAK_ALL);
+        /* SHUTDOWN: the answer is written; the main loop ends (from
+         * another worker's thread too: under the world lock, and its
+         * unlock wakes the main loop). */
+        ev_break(admin_loop, EVBREAK_ALL);
         return;
     }
     if (c->state != CL_CLOSED)

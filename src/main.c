@@ -228,12 +228,14 @@ static void start_graceful_shutdown(bool wait_for_clients)
             fclose(f);
         }
     }
+    /* The console may call this from another worker's thread: the main
+     * loop's timer is started under the world lock too. */
     worker_world_lock();
     for (int i = 0; i < n_workers; i++)
         worker_stop_listening(&workers[i]);
-    worker_world_unlock();
     ev_timer_init(&shutdown_timer, shutdown_check_cb, 0.0, 0.05);
     ev_timer_start(main_loop, &shutdown_timer);
+    worker_world_unlock();
 }
 
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
