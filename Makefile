@@ -1,8 +1,13 @@
 # sluice - one plain, non-recursive Makefile.
 #   make                 build build/release/sluice
 #   make SANITIZER=address,undefined|thread   build into build/<sanitizer>/
-#   make test            deps, unit tests under ASan+UBSan, integration tests
+#   make test            deps, unit tests under ASan+UBSan, integration (workers = 1),
+#                        integration-workers (workers = 4), tsan
 #   make unit            unit tests only
+#   make integration     integration tests, ASan+UBSan build, workers = 1
+#   make integration-workers  the same suite with workers = 4
+#   make tsan            unit tests, the stress test and multi-worker integration
+#                        tests under ThreadSanitizer (build/thread/sluice)
 #   make demo            deps, build, cluster, sluice in front; prints the psql line
 #   make bench           pgbench through sluice and pgbouncer -> docs/benchmarks.md
 #   make fuzz            each libFuzzer target for FUZZ_SECONDS (60)
@@ -45,7 +50,8 @@ FUZZ_SECONDS ?= 60
 TEST_SAN  := address,undefined
 PYTEST    := /usr/bin/python3 -m pytest
 
-.PHONY: all clean test unit integration demo demo-stop bench fuzz lint deps tsan
+.PHONY: all clean test unit integration integration-workers demo demo-stop bench fuzz lint \
+        deps tsan
 all: $(BUILD)/sluice
 
 $(BUILD)/sluice: $(OBJS)
@@ -73,17 +79,49 @@ unit-run: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
 # Integration tests drive the sanitized binary, so a crash or a sanitizer
-# report fails the run.
-integration:
+# report fails the run. SLUICE_TEST_WORKERS puts `workers = N` into every
+# pooler config the tests write: integration runs the suite on one event
+# loop, integration-workers on 4 worker threads. test_idle_memory.py measures
+# the release build (sanitizers inflate memory), so both build it too.
+INTEGRATION_RUN = SLUICE_BIN=$(CURDIR)/build/address-undefined/sluice $(PYTEST) -x -q tests/integration
+
+.PHONY: integration-bins
+integration-bins:
 	@$(MAKE) --no-print-directory SANITIZER=$(TEST_SAN) all
-	SLUICE_BIN=$(CURDIR)/build/address-undefined/sluice $(PYTEST) -x -q tests/integration
+	@$(MAKE) --no-print-directory SANITIZER= all
+
+integration: integration-bins
+	SLUICE_TEST_WORKERS=1 $(INTEGRATION_RUN)
+
+# test_stress.py sets workers = 4 itself: the run above already ran it as it
+# would run here (and tsan runs it again), so it is left out to save a minute.
+integration-workers: integration-bins
+	SLUICE_TEST_WORKERS=4 $(INTEGRATION_RUN) --ignore=tests/integration/test_stress.py
+
+# ThreadSanitizer: the unit tests, then the stress test (2,000 clients, pool
+# of 10, 4 workers, TSAN_STRESS_SECONDS) and the integration tests that
+# exercise what the workers share (pools, cancels, the admin console, reload,
+# limits, signals, metrics), all with workers = 4 against build/thread/sluice.
+# Any "WARNING: ThreadSanitizer" in a pooler's log fails its test
+# (sluice_fixture.Sluice.stop); TSan's exit code 66 fails a unit test.
+TSAN_STRESS_SECONDS ?= 20
+TSAN_STRESS_CLIENTS ?= 2000
+TSAN_TESTS := test_stress.py test_cancel.py test_limits.py test_admin.py test_reload.py \
+              test_restart.py test_signals.py test_metrics.py test_smoke.py \
+              test_server_lifecycle.py
+TSAN_OPTIONS ?= second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp
+
+tsan:
+	@TSAN_OPTIONS="$(TSAN_OPTIONS)" $(MAKE) --no-print-directory SANITIZER=thread all unit-run
+	TSAN_OPTIONS="$(TSAN_OPTIONS)" SLUICE_TEST_WORKERS=4 SLUICE_STRESS_SECONDS=$(TSAN_STRESS_SECONDS) \
+	  SLUICE_STRESS_CLIENTS=$(TSAN_STRESS_CLIENTS) SLUICE_BIN=$(CURDIR)/build/thread/sluice \
+	  $(PYTEST) -x -q $(addprefix tests/integration/,$(TSAN_TESTS))
 
 test: deps
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
-
-tsan:
-	@$(MAKE) --no-print-directory SANITIZER=thread unit-run
+	@$(MAKE) --no-print-directory integration-workers
+	@$(MAKE) --no-print-directory tsan
 
 demo: deps all
 	@sh scripts/demo.sh start

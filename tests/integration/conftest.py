@@ -57,20 +57,24 @@ def primary_conn(cluster):
 
 @pytest.fixture
 def sluice(cluster, run_dir, request):
-    """sluice(config=None, userlist=None, args=(), start=True) -> Sluice.
+    """sluice(config=None, userlist=None, args=(), start=True, binary=None,
+    workers=None) -> Sluice.
 
-    config: ini text, or a dict merged into sluice_fixture.DEFAULT_CONFIG.
+    config: ini text, or a dict merged into sluice_fixture.DEFAULT_CONFIG;
+    either gets `workers = $SLUICE_TEST_WORKERS` (default 1) unless it sets
+    workers itself (PgBouncer's never do).
     userlist: userlist.txt text, or a {user: password-or-secret} dict;
     default: the cluster's users with plain passwords, md5_user as md5.
+    binary, workers: see sluice_fixture.Sluice.
     Every instance is stopped (SIGTERM) and checked at teardown."""
     instances = []
 
-    def factory(config=None, userlist=None, args=(), start=True):
+    def factory(config=None, userlist=None, args=(), start=True, binary=None, workers=None):
         name = re.sub(r"[^\w.-]+", "_", request.node.name)
         workdir = run_dir / f"{name}-{len(instances)}"
         workdir.mkdir()
         chown_run_as(workdir)
-        instance = Sluice(cluster, workdir, config, userlist, args)
+        instance = Sluice(cluster, workdir, config, userlist, args, binary, workers)
         instances.append(instance)
         return instance.start() if start else instance
 

@@ -2,6 +2,9 @@
 
 The pooler is $SLUICE_BIN (default build/address-undefined/sluice); any binary
 with PgBouncer's command line works, e.g. SLUICE_BIN=/usr/sbin/pgbouncer.
+Every generated sluice config gets `workers = $SLUICE_TEST_WORKERS` (default
+1, the single event loop), unless the test sets workers itself; PgBouncer's
+configs get no workers key.
 When the tests run as root the pooler runs as the postgres OS user, because
 PgBouncer refuses root; sluice is started the same way so both behave alike.
 """
@@ -43,9 +46,17 @@ PASSWORDS = {
     "sluice": "sluice",
 }
 
+
+def is_pgbouncer(binary):
+    return Path(binary).name.startswith("pgbouncer")
+
+
 # True when the tests run against PgBouncer (SLUICE_BIN=/usr/sbin/pgbouncer):
 # tests of sluice-only behaviour skip themselves then.
-IS_PGBOUNCER = Path(SLUICE_BIN).name.startswith("pgbouncer")
+IS_PGBOUNCER = is_pgbouncer(SLUICE_BIN)
+
+# The worker threads of every pooler the tests start (sluice's `workers`).
+TEST_WORKERS = int(os.environ.get("SLUICE_TEST_WORKERS", "1"))
 
 SANITIZER_REPORT = re.compile(
     r"ERROR: (Address|Leak|Memory|Thread)Sanitizer|WARNING: ThreadSanitizer|runtime error:")
@@ -138,12 +149,34 @@ def chown_run_as(path):
         shutil.chown(path, RUN_AS, RUN_AS)
 
 
-def render_config(config):
+WORKERS_LINE = re.compile(r"^\s*workers\s*=", re.MULTILINE)
+PGBOUNCER_SECTION = re.compile(r"^[ \t]*\[pgbouncer\][^\n]*\n?", re.MULTILINE)
+NEXT_SECTION = re.compile(r"^[ \t]*\[", re.MULTILINE)
+
+
+def render_config(config, workers=None):
     """config: complete ini text, or a dict of sections merged into DEFAULT_CONFIG
-    (a value of None removes a default key)."""
+    (a value of None removes a default key).
+
+    workers: if not None, `workers = N` goes into [pgbouncer] unless the config
+    sets workers itself (in a dict, "workers": None leaves the key out)."""
     if isinstance(config, str):
-        return config
+        if workers is None or WORKERS_LINE.search(config):
+            return config
+        # At the end of [pgbouncer], so that the line numbers a test expects
+        # in error messages stay as written.
+        section = PGBOUNCER_SECTION.search(config)
+        if not section:
+            return config
+        following = NEXT_SECTION.search(config, section.end())
+        end = following.start() if following else len(config)
+        head, tail = config[:end], config[end:]
+        if head and not head.endswith("\n"):
+            head += "\n"
+        return f"{head}workers = {workers}\n{tail}"
     merged = {name: dict(keys) for name, keys in DEFAULT_CONFIG.items()}
+    if workers is not None:
+        merged["pgbouncer"]["workers"] = workers
     for name, keys in (config or {}).items():
         section = merged.setdefault(name, {})
         for key, value in keys.items():
@@ -242,9 +275,16 @@ class Cluster:
 
 
 class Sluice:
-    """One pooler process with its own ini, userlist, log and port."""
+    """One pooler process with its own ini, userlist, log and port.
 
-    def __init__(self, cluster, workdir, config=None, userlist=None, args=()):
+    binary: the pooler to run (default $SLUICE_BIN); workers: what goes into
+    generated configs (default $SLUICE_TEST_WORKERS; never for PgBouncer)."""
+
+    def __init__(self, cluster, workdir, config=None, userlist=None, args=(), binary=None,
+                 workers=None):
+        self.binary = str(binary or SLUICE_BIN)
+        self.is_pgbouncer = is_pgbouncer(self.binary)
+        self.workers = None if self.is_pgbouncer else (workers or TEST_WORKERS)
         self.cluster = cluster
         self.dir = Path(workdir)
         self.port = free_port()
@@ -270,7 +310,7 @@ class Sluice:
         """(Re)write the ini and, when given or on first write, the userlist.
         {port}, {primary_port}, {replica1_port}, {replica2_port}, {redis_port},
         {dir} and {auth_file} are replaced in both."""
-        self.ini.write_text(self.substitute(render_config(config)))
+        self.ini.write_text(self.substitute(render_config(config, self.workers)))
         if userlist is not None or not self.auth_file.exists():
             self.auth_file.write_text(self.substitute(render_userlist(userlist)))
         for path in (self.ini, self.auth_file):
@@ -292,7 +332,7 @@ class Sluice:
         with open(self.log_path, "ab") as log:
             chown_run_as(self.log_path)
             self.proc = subprocess.Popen(
-                ["sh", "-c", shell, SLUICE_BIN, *self.args, str(self.ini)],
+                ["sh", "-c", shell, self.binary, *self.args, str(self.ini)],
                 cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
                 user=RUN_AS, group=RUN_AS, extra_groups=[] if RUN_AS else None)
@@ -646,6 +686,43 @@ def first_error(data):
             return None
         pos += 1 + length
     return None
+
+
+def rss_kib(pid):
+    """Resident set size of a process (VmRSS), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def idle_client_cost(port, pid, n, user="md5_user", dbname="mydb", settle=1.0):
+    """RSS a pooler (listening on port, process pid) spends on n idle clients.
+
+    One client logs in and runs a query first, so that the pool and one
+    server connection are in the baseline; then n more log in (startup,
+    authentication, ReadyForQuery) and stay idle. Returns
+    (baseline KiB, KiB with the n idle clients, bytes per idle client).
+    All clients are closed before it returns. The caller's open-files limit
+    must allow n sockets (raise_nofile_limit)."""
+    conns = []
+    try:
+        first = RawConn(port, timeout=30).login(user, dbname=dbname)
+        conns.append(first)
+        first.query("SELECT 1")
+        time.sleep(settle / 2)
+        base = rss_kib(pid)
+        for _ in range(n):
+            conns.append(RawConn(port, timeout=30).login(user, dbname=dbname))
+        time.sleep(settle)
+        after = rss_kib(pid)
+        # Still alive: the first client's query is answered after all logins.
+        assert first.query("SELECT 2") == [["2"]]
+    finally:
+        for conn in conns:
+            conn.close()
+    return base, after, (after - base) * 1024 / n
 
 
 def send_cancel(port, pid, secret, timeout=5):
