@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static atomic_uint_fast64_t n_parses;
 
@@ -86,9 +87,22 @@ static size_t read_word(const char *s, size_t i, size_t len, char *kw, size_t ca
 
 static bool has_advisory(const char *sql, size_t len)
 {
-    /* pg_advisory_lock(_shared), pg_try_advisory_lock(_shared): the session
-     * variants; the _xact_ ones end with the transaction and are harmless. */
-    return memmem(sql, len, "advisory_lock", 13) != NULL;
+    /* pg_advisory_lock(_shared), pg_try_advisory_lock(_shared), in any
+     * case: the session variants; the _xact_ ones end with the transaction
+     * and are harmless. Found from the '_' in the middle, which few words
+     * of a query have: on every query of transaction pooling this is about
+     * a tenth of memmem()'s cost (callgrind, docs/benchmarks.md). */
+    const char *end = sql + len;
+    const char *p = sql + 8; /* "advisory" before the '_' */
+    while (p + 5 <= end) {
+        p = memchr(p, '_', (size_t)(end - p));
+        if (!p || p + 5 > end)
+            return false;
+        if (strncasecmp(p - 8, "advisory_lock", 13) == 0)
+            return true;
+        p++;
+    }
+    return false;
 }
 
 enum classify_kw classify_peek(const char *sql, size_t len)

@@ -36,6 +36,12 @@ static void test_peek_keywords(void **state)
     assert_int_equal(peek("DECLARE c CURSOR WITH HOLD FOR SELECT 1"), CK_DECLARE);
     assert_int_equal(peek("SELECT pg_advisory_lock(1)"), CK_ADVISORY);
     assert_int_equal(peek("SELECT pg_advisory_xact_lock(1)"), CK_OTHER);
+    assert_int_equal(peek("SELECT PG_ADVISORY_LOCK(1)"), CK_ADVISORY);
+    assert_int_equal(peek("select pg_try_advisory_lock_shared(2)"), CK_ADVISORY);
+    assert_int_equal(peek("SELECT a_b, c_d FROM t_e WHERE x_y = 1"), CK_OTHER);
+    assert_int_equal(peek("SELECT advisory_lock"), CK_ADVISORY);
+    assert_int_equal(peek("SELECT advisory_loc"), CK_OTHER);
+    assert_int_equal(peek("SELECT _"), CK_OTHER);
     assert_int_equal(peek("SETTINGS"), CK_OTHER);
     assert_int_equal(peek(""), CK_OTHER);
     assert_int_equal(peek("/* unterminated SET"), CK_OTHER);
