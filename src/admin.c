@@ -514,7 +514,7 @@ static void wait_finish(struct admin_session *se, const char *error)
         exit_requested = true;
     }
     if (exit_requested) {
-        ev_break(admin_loop, EVBREAK_ALL);
+        worker_stop_loop(&g_pooler.workers[0]); /* the main loop */
         return;
     }
     stream_read_start(&c->s);
@@ -537,7 +537,7 @@ static void wait_cb_locked(struct ev_loop *loop, ev_timer *t, int revents)
     if (shutdown_started && shutdown_mode == ADMIN_SHUTDOWN_WAIT_FOR_CLIENTS &&
         count_user_clients() == 0) {
         log_info("SHUTDOWN WAIT_FOR_CLIENTS: no client left, exiting");
-        ev_break(admin_loop, EVBREAK_ALL);
+        worker_stop_loop(&g_pooler.workers[0]); /* the main loop */
         return;
     }
     /* Finishing a wait runs the client's next commands, which may free
@@ -1406,7 +1406,7 @@ static void admin_handle_locked(struct client *c)
         /* SHUTDOWN: the answer is written; the main loop ends (from
          * another worker's thread too: under the world lock, and its
          * unlock wakes the main loop). */
-        ev_break(admin_loop, EVBREAK_ALL);
+        worker_stop_loop(&g_pooler.workers[0]); /* the main loop */
         return;
     }
     if (c->state != CL_CLOSED)

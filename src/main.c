@@ -143,7 +143,7 @@ static void stats_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 static void begin_exit(void)
 {
-    ev_break(main_loop, EVBREAK_ALL);
+    worker_stop_loop(&main_worker);
 }
 
 /* Clients accepted just before SIGINT (or taken from the accept queue when

@@ -98,6 +98,20 @@ void worker_send_later(struct worker *w, struct server *sv)
     worker_schedule_reap(w);
 }
 
+void worker_stop_loop(struct worker *w)
+{
+    if (w == tl_worker || !world_live) {
+        ev_break(w->loop, EVBREAK_ALL);
+        return;
+    }
+    /* Not ev_break() from here: a loop inside epoll_wait() may overwrite
+     * the flag when it comes back (libev's EVBREAK_RECURSE check). */
+    pthread_mutex_lock(&w->inbox_lock);
+    w->inbox_stop = true;
+    pthread_mutex_unlock(&w->inbox_lock);
+    ev_async_send(w->loop, &w->inbox_async);
+}
+
 void worker_kick(struct worker *w)
 {
     pthread_mutex_lock(&w->inbox_lock);

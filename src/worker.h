@@ -71,6 +71,8 @@ void worker_post_server(struct worker *w, struct server *sv);
 /* Sends sv (owned by the running worker w) away at the end of this loop
  * iteration: pool_outgoing_server(sv) runs then. */
 void worker_send_later(struct worker *w, struct server *sv);
+/* Makes w's loop return from ev_run() (from any thread). */
+void worker_stop_loop(struct worker *w);
 /* Asks w's thread to run pool_inbox_kick(w). */
 void worker_kick(struct worker *w);
 
