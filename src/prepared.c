@@ -31,6 +31,7 @@
 #include "listen.h"
 #include "log.h"
 #include "pool.h"
+#include "prepared_settings.h"
 #include "proto.h"
 #include "server.h"
 #include "worker.h"
@@ -97,11 +98,6 @@ struct rq_entry {
     struct set_action *act;
 };
 
-struct setting {
-    const char *name;
-    const char *stmt;
-};
-
 struct prepared_client {
     struct rq_entry *q;
     uint32_t q_cap, q_head, q_n;
@@ -109,11 +105,9 @@ struct prepared_client {
     uint32_t tab_cap, tab_n;
     struct set_action *unnamed_act; /* action of the unnamed statement */
     struct set_action *portal_act;  /* action of the statement last bound */
-    struct setting *settings;
-    int n_settings, cap_settings;
-    bool settings_init;
-    bool emit_first; /* out goes before the next server message */
-    uint8_t *out;    /* answers made by sluice, to write at the next emit */
+    struct setting_list settings;   /* session SETs to replay on the next server */
+    bool emit_first;                /* out goes before the next server message */
+    uint8_t *out;                   /* answers made by sluice, to write at the next emit */
     size_t out_len, out_cap;
 };
 
@@ -475,126 +469,7 @@ static void rq_clear(struct client *c)
     c->errskip = false;
 }
 
-/* ---- settings ------------------------------------------------------------------- */
-
-int prepared_extras_split(const char *extras, const char **names, const char **stmts, int max)
-{
-    int n = 0;
-    const char *p = extras;
-    while (p && *p) {
-        if (strncmp(p, "SET ", 4) != 0)
-            return -1;
-        const char *name = p + 4;
-        const char *eq = strstr(name, " = ");
-        if (!eq)
-            return -1;
-        const char *v = eq + 3;
-        if (*v == 'E')
-            v++;
-        if (*v != '\'')
-            return -1;
-        v++;
-        for (;;) {
-            if (!*v)
-                return -1;
-            if (*v == '\'') {
-                if (v[1] == '\'') {
-                    v += 2;
-                    continue;
-                }
-                break;
-            }
-            v++;
-        }
-        v++; /* closing quote */
-        if (*v != ';')
-            return -1;
-        if (n < max) {
-            char nm[128], st[2048];
-            size_t nl = (size_t)(eq - name), sl = (size_t)(v - p);
-            if (nl >= sizeof(nm) || sl >= sizeof(st))
-                return -1;
-            for (size_t i = 0; i < nl; i++)
-                nm[i] = (name[i] >= 'A' && name[i] <= 'Z') ? (char)(name[i] - 'A' + 'a') : name[i];
-            nm[nl] = '\0';
-            memcpy(st, p, sl);
-            st[sl] = '\0';
-            names[n] = param_intern(nm);
-            stmts[n] = param_intern(st);
-            n++;
-        }
-        p = v + 1;
-    }
-    return n;
-}
-
-static void settings_init(struct client *c, struct prepared_client *pc)
-{
-    if (pc->settings_init)
-        return;
-    pc->settings_init = true;
-    const char *names[64], *stmts[64];
-    int n = c->extras ? prepared_extras_split(c->extras, names, stmts, 64) : 0;
-    for (int i = 0; i < n; i++) {
-        if (pc->n_settings == pc->cap_settings) {
-            pc->cap_settings = pc->cap_settings ? pc->cap_settings * 2 : 8;
-            pc->settings = realloc(pc->settings, (size_t)pc->cap_settings * sizeof(struct setting));
-            if (!pc->settings)
-                abort();
-        }
-        pc->settings[pc->n_settings].name = names[i];
-        pc->settings[pc->n_settings].stmt = stmts[i];
-        pc->n_settings++;
-    }
-}
-
-static void settings_put(struct prepared_client *pc, const char *name, const char *stmt)
-{
-    for (int i = 0; i < pc->n_settings; i++) {
-        if (pc->settings[i].name == name) {
-            if (stmt) {
-                pc->settings[i].stmt = stmt;
-            } else {
-                memmove(&pc->settings[i], &pc->settings[i + 1],
-                        (size_t)(pc->n_settings - i - 1) * sizeof(struct setting));
-                pc->n_settings--;
-            }
-            return;
-        }
-    }
-    if (!stmt)
-        return;
-    if (pc->n_settings == pc->cap_settings) {
-        pc->cap_settings = pc->cap_settings ? pc->cap_settings * 2 : 8;
-        pc->settings = realloc(pc->settings, (size_t)pc->cap_settings * sizeof(struct setting));
-        if (!pc->settings)
-            abort();
-    }
-    pc->settings[pc->n_settings].name = name;
-    pc->settings[pc->n_settings].stmt = stmt;
-    pc->n_settings++;
-}
-
-static const char *settings_render(struct prepared_client *pc)
-{
-    size_t n = 1;
-    for (int i = 0; i < pc->n_settings; i++)
-        n += strlen(pc->settings[i].stmt) + 1;
-    if (pc->n_settings == 0)
-        return NULL;
-    char *buf = xmalloc(n);
-    size_t o = 0;
-    for (int i = 0; i < pc->n_settings; i++) {
-        size_t l = strlen(pc->settings[i].stmt);
-        memcpy(buf + o, pc->settings[i].stmt, l);
-        o += l;
-        buf[o++] = ';';
-    }
-    buf[o] = '\0';
-    const char *r = param_intern(buf);
-    free(buf);
-    return r;
-}
+/* ---- settings (the list itself is in prepared_settings.c) ---------------------- */
 
 /* A query or Execute with settings finished: remember them for the next
  * server. status is the ReadyForQuery status ('I' outside a transaction),
@@ -603,13 +478,14 @@ static void act_apply(struct client *c, struct set_action *a, char status)
 {
     if (a->failed || (!a->n && !a->reset_all && !a->discard_all))
         return;
-    struct prepared_client *pc = pc_get(c);
-    settings_init(c, pc);
+    struct setting_list *l = &pc_get(c)->settings;
+    if (!l->loaded)
+        settings_load(l, c->extras);
     if (a->reset_all || a->discard_all)
-        pc->n_settings = 0;
+        l->n = 0;
     for (int i = 0; i < a->n; i++)
-        settings_put(pc, a->set[i].name, a->set[i].stmt);
-    c->extras = settings_render(pc);
+        settings_put(l, a->set[i].name, a->set[i].stmt);
+    c->extras = settings_render(l);
     struct server *sv = c->server;
     if (!sv)
         return;
@@ -1553,7 +1429,7 @@ void prepared_client_free(struct client *c)
     act_unref(pc->portal_act);
     free(pc->tab);
     free(pc->q);
-    free(pc->settings);
+    free(pc->settings.v);
     free(pc->out);
     free(pc);
     c->ps = NULL;

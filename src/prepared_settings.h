@@ -1,0 +1,29 @@
+/* prepared_settings.h - the session settings a client made in transaction
+ * pooling (SET, RESET, DISCARD), kept as a list of "SET name = 'v';"
+ * statements to replay on whichever server it gets next. Private to
+ * prepared.c. */
+#ifndef SLUICE_PREPARED_SETTINGS_H
+#define SLUICE_PREPARED_SETTINGS_H
+
+#include <stdbool.h>
+
+struct setting {
+    const char *name; /* interned, lower case */
+    const char *stmt; /* interned "SET name = 'value'" */
+};
+
+struct setting_list {
+    struct setting *v;
+    int n, cap;
+    bool loaded; /* the startup packet's settings were added */
+};
+
+/* Adds the settings of a client's startup extras (see
+ * prepared_extras_split()) and marks the list loaded. */
+void settings_load(struct setting_list *l, const char *extras);
+/* Sets name to stmt, or removes it when stmt is NULL (RESET name). */
+void settings_put(struct setting_list *l, const char *name, const char *stmt);
+/* The list as one interned "stmt;stmt;" string, NULL when empty. */
+const char *settings_render(const struct setting_list *l);
+
+#endif
