@@ -81,20 +81,28 @@ static void stream_update(struct stream *s)
     }
 }
 
-static void stream_do_read(struct stream *s)
+/* The read buffer with room for a read (plain or TLS), or NULL when the
+ * owner left it full: it is waiting for something else, so reading stops
+ * until it resumes us. */
+static struct iobuf *stream_read_buf(struct stream *s)
 {
-    struct worker *w = s->worker;
     if (!s->rbuf)
-        s->rbuf = iobuf_get(&w->bufs);
+        s->rbuf = iobuf_get(&s->worker->bufs);
     struct iobuf *b = s->rbuf;
     if (iobuf_room(b) < b->cap / 4)
         iobuf_compact(b);
     if (iobuf_room(b) == 0) {
-        /* The owner left a full buffer unconsumed: it is waiting for
-         * something else; stop reading until it resumes us. */
         stream_read_stop(s);
-        return;
+        return NULL;
     }
+    return b;
+}
+
+static void stream_do_read(struct stream *s)
+{
+    struct iobuf *b = stream_read_buf(s);
+    if (!b)
+        return;
     ssize_t n = read(s->fd, b->data + b->end, iobuf_room(b));
     if (n > 0) {
         b->end += (uint32_t)n;
@@ -491,16 +499,9 @@ static void stream_tls_flush(struct stream *s)
 static void stream_tls_read(struct stream *s)
 {
     struct stream_tls *t = s->tls;
-    struct worker *w = s->worker;
-    if (!s->rbuf)
-        s->rbuf = iobuf_get(&w->bufs);
-    struct iobuf *b = s->rbuf;
-    if (iobuf_room(b) < b->cap / 4)
-        iobuf_compact(b);
-    if (iobuf_room(b) == 0) {
-        stream_read_stop(s);
+    struct iobuf *b = stream_read_buf(s);
+    if (!b)
         return;
-    }
     uint32_t room = iobuf_room(b);
     ERR_clear_error();
     errno = 0;
