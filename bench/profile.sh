@@ -22,26 +22,5 @@
 set -eu
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-PY=/usr/bin/python3
-PROFILE="$REPO/bench/profile_callgrind.py"
-
-if [ "$(id -u)" != 0 ]; then
-    echo "bench/profile.sh: run as root (PostgreSQL and sluice run as user postgres via runuser)" >&2
-    exit 1
-fi
-
-cleanup() {
-    "$PY" "$PROFILE" --cleanup || true
-}
-trap cleanup EXIT
-
-"$PY" "$PROFILE" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true' INT TERM HUP
-rc=0
-wait $pid || rc=$?
-while kill -0 $pid 2>/dev/null; do
-    rc=0
-    wait $pid || rc=$?
-done
-exit $rc
+. "$REPO/bench/supervise.sh"
+bench_supervise bench/profile.sh "$REPO/bench/profile_callgrind.py"

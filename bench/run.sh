@@ -39,28 +39,5 @@ case "${1:-}" in
 --report) exec "$PY" "$BENCH" --report ;;
 esac
 
-if [ "$(id -u)" != 0 ]; then
-    echo "bench/run.sh: run as root (PostgreSQL and the poolers run as user postgres via runuser)" >&2
-    exit 1
-fi
-
-# bench.py stops what it started on exit, error or signal. This trap is the
-# backstop if bench.py itself is killed: it stops, by the PIDs recorded in
-# the bench dir's state file, whatever is still running, then removes the dir.
-cleanup() {
-    "$PY" "$BENCH" --cleanup || true
-}
-trap cleanup EXIT
-
-# In the background so that a signal to this shell is acted on at once: it is
-# passed on to bench.py, which stops pgbench, the poolers and PostgreSQL.
-"$PY" "$BENCH" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true' INT TERM HUP
-rc=0
-wait $pid || rc=$?
-while kill -0 $pid 2>/dev/null; do
-    rc=0
-    wait $pid || rc=$?
-done
-exit $rc
+. "$REPO/bench/supervise.sh"
+bench_supervise bench/run.sh "$BENCH"
