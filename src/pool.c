@@ -583,6 +583,19 @@ static void pool_assign_finish(struct server *sv, struct client *c)
     pool_unlock_run();
 }
 
+/* Takes sv out of its owner's loop and makes cw its owner; the caller may
+ * touch the old loop (its thread, or the world lock). stream_attach() on
+ * cw's thread puts it in cw's loop. */
+static void pool_move_server(struct server *sv, struct worker *cw)
+{
+    if (sv->state != SV_CLOSED)
+        stream_detach(&sv->s);
+    sv->s.worker = cw;
+    pool_lock();
+    sv->owner = cw;
+    pool_unlock();
+}
+
 /* Moves a picked server toward its client: its owner lets it go (at the
  * end of the owner's loop iteration, as callers up the stack may still be
  * looking at it), the client's worker takes it into its loop and lends it. */
@@ -602,19 +615,10 @@ static void pool_assign_run(struct server *sv)
             worker_send_later(owner, sv);
             return;
         }
-        /* Both loops are ours (world lock): move it now. */
-        bool live = sv->state != SV_CLOSED;
-        if (live)
-            stream_detach(&sv->s);
-        sv->s.worker = cw;
-        pool_lock();
-        sv->owner = cw;
-        pool_unlock();
-        if (live)
-            stream_attach(&sv->s);
-    } else if (sv->state != SV_CLOSED && !ev_is_active(&sv->s.io) && sv->s.reading) {
-        stream_attach(&sv->s); /* it left its old loop before coming */
+        pool_move_server(sv, cw); /* both loops are ours (world lock) */
     }
+    if (sv->state != SV_CLOSED && !ev_is_active(&sv->s.io) && sv->s.reading)
+        stream_attach(&sv->s); /* it has just left its old loop */
     pool_assign_finish(sv, c);
 }
 
@@ -622,11 +626,8 @@ void pool_outgoing_server(struct server *sv)
 {
     pool_lock();
     struct worker *cw = sv->handoff->s.worker;
-    sv->owner = cw;
     pool_unlock();
-    if (sv->state != SV_CLOSED)
-        stream_detach(&sv->s);
-    sv->s.worker = cw;
+    pool_move_server(sv, cw);
     worker_post_server(cw, sv);
 }
 
