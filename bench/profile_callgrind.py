@@ -23,6 +23,7 @@ whatever sluice's timers did meanwhile. Writes bench/results/profile.txt;
 the raw callgrind files are copied to PROFILE_RAW_DIR.
 
 Env: PROFILE_CLIENTS=10, PROFILE_XACTS=2000 (per client), PROFILE_WARMUP=50,
+PROFILE_POOL_MODE=transaction (session, statement),
 PROFILE_PROTOCOLS="simple extended", PROFILE_TOP=15,
 PROFILE_OUT=bench/results/profile.txt, PROFILE_RAW_DIR=/tmp/sluice-callgrind,
 SLUICE_BIN=build/release/sluice, plus bench.py's BENCH_DIR / BENCH_PORT /
@@ -167,7 +168,8 @@ def profile_protocol(protocol, sluice_bin, cfg, raw_dir):
     out_file = os.path.join(out_dir, "callgrind.out.%s" % protocol)
     wrapper = [VALGRIND, "--tool=callgrind", "--callgrind-out-file=" + out_file,
                "--vgdb=yes", "--vgdb-poll=200", "--dump-instr=no"]
-    pooler = B.Pooler("sluice-callgrind-%s" % protocol, sluice_bin, PORT, 1, wrapper)
+    pooler = B.Pooler("sluice-callgrind-%s" % protocol, sluice_bin, PORT, 1, wrapper,
+                      pool_mode=cfg["pool_mode"])
     res = {"protocol": protocol, "valgrind_command": shlex.join(wrapper + [sluice_bin, pooler.ini])}
     B.log("%s: starting sluice (workers = 1) under callgrind on port %d" % (protocol, PORT))
     err = pooler.start()
@@ -226,7 +228,8 @@ def report(results, cfg, env):
     a("Machine:    %s CPUs, %s" % (env["nproc"], env["cpu_model"]))
     a("Workload:   pgbench -S (select-only), %d clients x %d transactions each, after a "
       "warm-up of %d each;" % (cfg["clients"], cfg["xacts"], cfg["warmup"]))
-    a("            sluice workers = 1, pool_mode = transaction, default_pool_size = 20, trust auth.")
+    a("            sluice workers = 1, pool_mode = %s, default_pool_size = 20, trust auth."
+      % cfg["pool_mode"])
     a("Counted:    every instruction sluice executed (user space: sluice, libev, libc, OpenSSL,")
     a("            ...; not the kernel) between callgrind's `zero` before the measured pgbench")
     a("            and `dump` after it, so the measured clients' logins and logouts are in it.")
@@ -283,6 +286,7 @@ def main_run():
         "xacts": B.env_int("PROFILE_XACTS", 2000),
         "warmup": B.env_int("PROFILE_WARMUP", 50),
         "top": B.env_int("PROFILE_TOP", 15),
+        "pool_mode": env_str("PROFILE_POOL_MODE", "transaction"),
         "protocols": [p for p in env_str("PROFILE_PROTOCOLS", "simple extended").split()
                       if p in ("simple", "extended", "prepared")],
     }

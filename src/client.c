@@ -131,6 +131,10 @@ static void client_free(struct client *c)
         free(c->auth);
         c->auth = NULL;
     }
+    param_set_clear(&c->params);
+    param_take(&c->extras, NULL);
+    param_take(&c->user, NULL);
+    param_take(&c->dbname, NULL);
     c->state = CL_CLOSED;
     /* Freed at the end of this loop iteration: callers up the stack may
      * still look at c (and see CL_CLOSED). With a server on its way, once
@@ -485,7 +489,7 @@ void client_welcome(struct client *c)
     proto_build_auth(&wr, PROTO_AUTH_OK, NULL, 0);
     for (int i = 0; i < TP_COUNT; i++)
         if (!c->params.v[i])
-            c->params.v[i] = p->welcome_params.v[i];
+            param_assign(&c->params.v[i], p->welcome_params.v[i]);
     for (int i = 0; i < p->welcome.n; i++) {
         const char *v = p->welcome.values[i];
         int tp = tracked_param_lookup(p->welcome.names[i]);
@@ -585,7 +589,7 @@ static bool options_parse(const char *opts, char *extras, size_t cap, size_t *le
                 *p = '_';
         int tp = tracked_param_lookup(kv);
         if (tp >= 0)
-            c->params.v[tp] = param_intern(eq + 1);
+            param_store(&c->params.v[tp], eq + 1);
         else if (!extras_add(extras, cap, len, kv, eq + 1))
             return false;
     }
@@ -605,8 +609,8 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
     }
     if (!db || !*db)
         db = user;
-    c->user = param_intern(user);
-    c->dbname = param_intern(db);
+    param_store(&c->user, user);
+    param_store(&c->dbname, db);
     if (!c->s.tls && !c->is_unix && tls_client_required()) {
         client_close_error(c, SQLSTATE_INVALID_AUTH, "SSL required");
         return;
@@ -635,7 +639,7 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
             continue;
         int tp = tracked_param_lookup(name);
         if (tp >= 0) {
-            c->params.v[tp] = param_intern(value);
+            param_store(&c->params.v[tp], value);
             continue;
         }
         if (!strcmp(name, "options")) {
@@ -653,13 +657,13 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
         }
     }
     if (elen)
-        c->extras = param_intern(extras);
+        param_store(&c->extras, extras);
     if (cfg->application_name_add_host) {
         char app[512], addr[64];
         const char *cur = c->params.v[TP_APPLICATION_NAME] ? c->params.v[TP_APPLICATION_NAME] : "";
         snprintf(app, sizeof(app), "%s - %s:%d", cur, client_addr_str(c, addr, sizeof(addr)),
                  client_port(c));
-        c->params.v[TP_APPLICATION_NAME] = param_intern(app);
+        param_store(&c->params.v[TP_APPLICATION_NAME], app);
     }
 
     if (admin_is_admin_db(c->dbname)) {

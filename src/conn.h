@@ -17,6 +17,7 @@
 #include "config.h"
 #include "iobuf.h"
 #include "list.h"
+#include "params.h"
 #include "proto.h"
 
 struct worker;
@@ -110,30 +111,6 @@ static inline void stream_consume_msg(struct stream *s, uint32_t n)
         b->start = b->end;
     }
 }
-
-/* ---- tracked session parameters ------------------------------------------ */
-
-/* Parameters PostgreSQL reports (ParameterStatus) that a client expects to
- * keep when it gets another server. */
-enum tracked_param {
-    TP_CLIENT_ENCODING = 0,
-    TP_DATESTYLE,
-    TP_TIMEZONE,
-    TP_INTERVALSTYLE,
-    TP_STANDARD_CONFORMING_STRINGS,
-    TP_APPLICATION_NAME,
-    TP_COUNT,
-};
-const char *tracked_param_name(enum tracked_param p);
-int tracked_param_lookup(const char *name); /* -1 if not tracked */
-/* Interned, immutable strings: values are compared by pointer. */
-const char *param_intern(const char *s);
-/* Frees every interned string (at exit, for leak checkers). */
-void param_intern_free_all(void);
-
-struct param_set {
-    const char *v[TP_COUNT]; /* interned; NULL = unknown */
-};
 
 /* ---- clients ------------------------------------------------------------- */
 

@@ -1,13 +1,12 @@
-/* params.c - the session parameters sluice keeps equal between a client and
- * whichever server it gets, and the string interning that makes comparing
- * them a pointer comparison. */
+/* params.c - tracked session parameters and reference-counted interning of
+ * their values (params.h). */
+#include "params.h"
+
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-#include "conn.h"
 
 static const char *const tracked_names[TP_COUNT] = {
     "client_encoding",  "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
@@ -27,76 +26,168 @@ int tracked_param_lookup(const char *name)
     return -1;
 }
 
-/* Open-addressing set of strings. Values are few and long-lived (encodings,
- * time zones, application names); they are kept for the life of the process. */
-struct intern_set {
-    char **slots;
-    size_t cap;
-    size_t n;
+/* One interned text: its references and hash, then the bytes. */
+struct interned {
+    uint32_t refs; /* changed with atomics; reaches 0 only under intern_lock */
+    uint32_t hash;
+    char s[];
 };
-static struct intern_set interned;
+
+/* Open addressing with linear probing; deletion shifts later entries back
+ * (no tombstones), so a lookup stops at the first empty slot. */
+static struct {
+    struct interned **slots;
+    size_t cap; /* a power of two */
+    size_t n;
+} tab;
 static pthread_mutex_t intern_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static uint64_t hash_str(const char *s)
+static uint32_t hash_str(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;
+    uint32_t h = 2166136261u;
     for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+        h = (h ^ (uint8_t)*s) * 16777619u;
     return h;
 }
 
-static void intern_grow(void)
+static struct interned *hdr(const char *s)
 {
-    size_t ncap = interned.cap ? interned.cap * 2 : 256;
-    char **ns = calloc(ncap, sizeof(char *));
+    return (struct interned *)(s - offsetof(struct interned, s));
+}
+
+static void tab_resize(size_t ncap)
+{
+    struct interned **ns = calloc(ncap, sizeof(*ns));
     if (!ns)
         abort();
-    for (size_t i = 0; i < interned.cap; i++) {
-        char *s = interned.slots[i];
-        if (!s)
+    for (size_t i = 0; i < tab.cap; i++) {
+        struct interned *e = tab.slots[i];
+        if (!e)
             continue;
-        size_t j = hash_str(s) & (ncap - 1);
+        size_t j = e->hash & (ncap - 1);
         while (ns[j])
             j = (j + 1) & (ncap - 1);
-        ns[j] = s;
+        ns[j] = e;
     }
-    free(interned.slots);
-    interned.slots = ns;
-    interned.cap = ncap;
+    free(tab.slots);
+    tab.slots = ns;
+    tab.cap = ncap;
 }
 
 const char *param_intern(const char *s)
 {
     if (!s)
         return NULL;
+    uint32_t h = hash_str(s);
     pthread_mutex_lock(&intern_lock);
-    if ((interned.n + 1) * 2 > interned.cap)
-        intern_grow();
-    size_t j = hash_str(s) & (interned.cap - 1);
-    while (interned.slots[j]) {
-        if (strcmp(interned.slots[j], s) == 0) {
-            const char *r = interned.slots[j];
+    if ((tab.n + 1) * 2 > tab.cap)
+        tab_resize(tab.cap ? tab.cap * 2 : 256);
+    size_t j = h & (tab.cap - 1);
+    for (struct interned *e; (e = tab.slots[j]); j = (j + 1) & (tab.cap - 1)) {
+        if (e->hash == h && strcmp(e->s, s) == 0) {
+            __atomic_add_fetch(&e->refs, 1, __ATOMIC_RELAXED);
             pthread_mutex_unlock(&intern_lock);
-            return r;
+            return e->s;
         }
-        j = (j + 1) & (interned.cap - 1);
     }
-    char *d = strdup(s);
-    if (!d)
+    size_t len = strlen(s);
+    struct interned *e = malloc(sizeof(*e) + len + 1);
+    if (!e)
         abort();
-    interned.slots[j] = d;
-    interned.n++;
+    e->refs = 1;
+    e->hash = h;
+    memcpy(e->s, s, len + 1);
+    tab.slots[j] = e;
+    tab.n++;
     pthread_mutex_unlock(&intern_lock);
-    return d;
+    return e->s;
+}
+
+const char *param_ref(const char *s)
+{
+    /* The caller holds a reference, so the count cannot reach 0 meanwhile. */
+    if (s)
+        __atomic_add_fetch(&hdr(s)->refs, 1, __ATOMIC_RELAXED);
+    return s;
+}
+
+/* Takes e out of the table (lock held). */
+static void tab_remove(struct interned *e)
+{
+    size_t mask = tab.cap - 1;
+    size_t i = e->hash & mask;
+    while (tab.slots[i] != e)
+        i = (i + 1) & mask;
+    tab.slots[i] = NULL;
+    tab.n--;
+    /* Move back entries of the same probe run that the hole now hides. */
+    for (size_t j = (i + 1) & mask; tab.slots[j]; j = (j + 1) & mask) {
+        size_t home = tab.slots[j]->hash & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            tab.slots[i] = tab.slots[j];
+            tab.slots[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+void param_unref(const char *s)
+{
+    if (!s)
+        return;
+    struct interned *e = hdr(s);
+    pthread_mutex_lock(&intern_lock);
+    if (__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        tab_remove(e);
+        free(e);
+    }
+    pthread_mutex_unlock(&intern_lock);
+}
+
+void param_assign(const char **slot, const char *s)
+{
+    if (*slot == s)
+        return;
+    const char *old = *slot;
+    *slot = param_ref(s);
+    param_unref(old);
+}
+
+void param_store(const char **slot, const char *text)
+{
+    param_take(slot, param_intern(text));
+}
+
+void param_take(const char **slot, const char *ref)
+{
+    const char *old = *slot;
+    *slot = ref;
+    param_unref(old);
+}
+
+size_t param_intern_count(void)
+{
+    pthread_mutex_lock(&intern_lock);
+    size_t n = tab.n;
+    pthread_mutex_unlock(&intern_lock);
+    return n;
+}
+
+void param_set_clear(struct param_set *ps)
+{
+    for (int i = 0; i < TP_COUNT; i++) {
+        param_unref(ps->v[i]);
+        ps->v[i] = NULL;
+    }
 }
 
 void param_intern_free_all(void)
 {
     pthread_mutex_lock(&intern_lock);
-    for (size_t i = 0; i < interned.cap; i++)
-        free(interned.slots[i]);
-    free(interned.slots);
-    interned.slots = NULL;
-    interned.cap = interned.n = 0;
+    for (size_t i = 0; i < tab.cap; i++)
+        free(tab.slots[i]);
+    free(tab.slots);
+    tab.slots = NULL;
+    tab.cap = tab.n = 0;
     pthread_mutex_unlock(&intern_lock);
 }

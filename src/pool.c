@@ -1105,6 +1105,7 @@ void pool_free_all(void)
             free(p->welcome.values[i]);
         }
         prepared_set_free(p->ps_known);
+        param_set_clear(&p->welcome_params);
         free(p);
     }
     while (!list_empty(&g_pooler.databases)) {

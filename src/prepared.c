@@ -142,6 +142,10 @@ static struct prepared_client *pc_get(struct client *c)
 static void act_unref(struct set_action *a)
 {
     if (a && --a->refs == 0) {
+        for (int i = 0; i < a->n; i++) {
+            param_unref(a->set[i].name);
+            param_unref(a->set[i].stmt);
+        }
         free(a->fail_msg);
         free(a);
     }
@@ -482,10 +486,10 @@ static void act_apply(struct client *c, struct set_action *a, char status)
     if (!l->loaded)
         settings_load(l, c->extras);
     if (a->reset_all || a->discard_all)
-        l->n = 0;
+        settings_clear(l);
     for (int i = 0; i < a->n; i++)
         settings_put(l, a->set[i].name, a->set[i].stmt);
-    c->extras = settings_render(l);
+    param_take(&c->extras, settings_render(l));
     struct server *sv = c->server;
     if (!sv)
         return;
@@ -493,10 +497,10 @@ static void act_apply(struct client *c, struct set_action *a, char status)
         /* A session SET inside a transaction block: it stays if the block
          * commits. The server's settings are unknown now, so the next
          * client (whoever) gets a RESET ALL first. */
-        sv->extras = param_intern("-- unknown");
+        param_store(&sv->extras, "-- unknown");
         return;
     }
-    sv->extras = c->extras;
+    param_assign(&sv->extras, c->extras);
 }
 
 /* ---- client side ------------------------------------------------------------------- */
@@ -696,6 +700,10 @@ static struct set_action *settings_of(struct client *c, const char *sql,
             a = act_new();
         if (s->kind == CS_RESET_ALL) {
             a->reset_all = true;
+            for (int k = 0; k < a->n; k++) {
+                param_unref(a->set[k].name);
+                param_unref(a->set[k].stmt);
+            }
             a->n = 0;
             continue;
         }
@@ -712,11 +720,16 @@ static struct set_action *settings_of(struct client *c, const char *sql,
         for (k = 0; k < a->n; k++)
             if (a->set[k].name == name)
                 break;
-        if (k == a->n && a->n < CLASSIFY_MAX_STMTS)
-            a->n++;
-        if (k < CLASSIFY_MAX_STMTS) {
+        if (k < a->n) {
+            param_unref(name); /* already held by the entry */
+            param_take(&a->set[k].stmt, text);
+        } else if (k < CLASSIFY_MAX_STMTS) {
             a->set[k].name = name;
             a->set[k].stmt = text;
+            a->n++;
+        } else {
+            param_unref(name);
+            param_unref(text);
         }
     }
     return a;
@@ -1429,6 +1442,7 @@ void prepared_client_free(struct client *c)
     act_unref(pc->portal_act);
     free(pc->tab);
     free(pc->q);
+    settings_clear(&pc->settings);
     free(pc->settings.v);
     free(pc->out);
     free(pc);

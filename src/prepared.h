@@ -92,8 +92,9 @@ uint64_t prepared_set_evict(struct prepared_server *ps);
 int prepared_set_count(const struct prepared_server *ps);
 
 /* Splits an extras string made at login ("SET a = 'x';SET b = 'y';") into
- * up to max (name, statement) pairs (interned). Returns the count, -1 if
- * the string is not of that form. */
+ * up to max (name, statement) pairs, each interned with a reference for the
+ * caller. Returns the count, -1 (and no references) if the string is not of
+ * that form. */
 int prepared_extras_split(const char *extras, const char **names, const char **stmts, int max);
 
 #endif

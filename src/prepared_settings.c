@@ -8,43 +8,58 @@
 #include "conn.h"
 #include "prepared.h"
 
+/* Reads one "SET name = 'v';" at p: the end of the value (its ';'), or
+ * NULL when p is not of that form. */
+static const char *extras_entry_end(const char *p, const char **eq_out)
+{
+    if (strncmp(p, "SET ", 4) != 0)
+        return NULL;
+    const char *eq = strstr(p + 4, " = ");
+    if (!eq)
+        return NULL;
+    const char *v = eq + 3;
+    if (*v == 'E')
+        v++;
+    if (*v != '\'')
+        return NULL;
+    v++;
+    for (;;) {
+        if (!*v)
+            return NULL;
+        if (*v == '\'') {
+            if (v[1] == '\'') {
+                v += 2;
+                continue;
+            }
+            break;
+        }
+        v++;
+    }
+    v++; /* closing quote */
+    if (*v != ';')
+        return NULL;
+    *eq_out = eq;
+    return v;
+}
+
 int prepared_extras_split(const char *extras, const char **names, const char **stmts, int max)
 {
     int n = 0;
     const char *p = extras;
     while (p && *p) {
-        if (strncmp(p, "SET ", 4) != 0)
-            return -1;
+        const char *eq = NULL;
+        const char *v = extras_entry_end(p, &eq);
         const char *name = p + 4;
-        const char *eq = strstr(name, " = ");
-        if (!eq)
-            return -1;
-        const char *v = eq + 3;
-        if (*v == 'E')
-            v++;
-        if (*v != '\'')
-            return -1;
-        v++;
-        for (;;) {
-            if (!*v)
-                return -1;
-            if (*v == '\'') {
-                if (v[1] == '\'') {
-                    v += 2;
-                    continue;
-                }
-                break;
+        char nm[128], st[2048];
+        size_t nl = v ? (size_t)(eq - name) : 0, sl = v ? (size_t)(v - p) : 0;
+        if (!v || nl >= sizeof(nm) || sl >= sizeof(st)) {
+            for (int i = 0; i < n; i++) {
+                param_unref(names[i]);
+                param_unref(stmts[i]);
             }
-            v++;
-        }
-        v++; /* closing quote */
-        if (*v != ';')
             return -1;
+        }
         if (n < max) {
-            char nm[128], st[2048];
-            size_t nl = (size_t)(eq - name), sl = (size_t)(v - p);
-            if (nl >= sizeof(nm) || sl >= sizeof(st))
-                return -1;
             for (size_t i = 0; i < nl; i++)
                 nm[i] = (name[i] >= 'A' && name[i] <= 'Z') ? (char)(name[i] - 'A' + 'a') : name[i];
             nm[nl] = '\0';
@@ -59,7 +74,8 @@ int prepared_extras_split(const char *extras, const char **names, const char **s
     return n;
 }
 
-/* Adds name = stmt at the end, growing the array as needed. */
+/* Adds name = stmt at the end, growing the array as needed; the entry takes
+ * over the caller's references. */
 static void settings_append(struct setting_list *l, const char *name, const char *stmt)
 {
     if (l->n == l->cap) {
@@ -87,8 +103,10 @@ void settings_put(struct setting_list *l, const char *name, const char *stmt)
     for (int i = 0; i < l->n; i++) {
         if (l->v[i].name == name) {
             if (stmt) {
-                l->v[i].stmt = stmt;
+                param_assign(&l->v[i].stmt, stmt);
             } else {
+                param_unref(l->v[i].name);
+                param_unref(l->v[i].stmt);
                 memmove(&l->v[i], &l->v[i + 1], (size_t)(l->n - i - 1) * sizeof(*l->v));
                 l->n--;
             }
@@ -96,7 +114,16 @@ void settings_put(struct setting_list *l, const char *name, const char *stmt)
         }
     }
     if (stmt)
-        settings_append(l, name, stmt);
+        settings_append(l, param_ref(name), param_ref(stmt));
+}
+
+void settings_clear(struct setting_list *l)
+{
+    for (int i = 0; i < l->n; i++) {
+        param_unref(l->v[i].name);
+        param_unref(l->v[i].stmt);
+    }
+    l->n = 0;
 }
 
 const char *settings_render(const struct setting_list *l)

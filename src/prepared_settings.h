@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 
+/* Each entry holds a reference to its name and statement (params.h). */
 struct setting {
     const char *name; /* interned, lower case */
     const char *stmt; /* interned "SET name = 'value'" */
@@ -21,9 +22,13 @@ struct setting_list {
 /* Adds the settings of a client's startup extras (see
  * prepared_extras_split()) and marks the list loaded. */
 void settings_load(struct setting_list *l, const char *extras);
-/* Sets name to stmt, or removes it when stmt is NULL (RESET name). */
+/* Sets name to stmt, or removes it when stmt is NULL (RESET name). Takes
+ * references of its own. */
 void settings_put(struct setting_list *l, const char *name, const char *stmt);
-/* The list as one interned "stmt;stmt;" string, NULL when empty. */
+/* Empties the list (RESET ALL), giving back its references. */
+void settings_clear(struct setting_list *l);
+/* The list as one interned "stmt;stmt;" string (a reference for the
+ * caller), NULL when empty. */
 const char *settings_render(const struct setting_list *l);
 
 #endif

@@ -229,6 +229,8 @@ void server_close(struct server *sv, const char *reason)
     struct pool *p = sv->pool;
     bool moving = pool_server_gone(sv);
     prepared_server_free(sv);
+    param_set_clear(&sv->params);
+    param_assign(&sv->extras, NULL);
     sv->state = SV_CLOSED;
     stream_close(&sv->s);
     if (sv->auth) {
@@ -465,10 +467,9 @@ static void server_param_status(struct server *sv, const uint8_t *msg, uint32_t 
     struct pool *p = sv->pool;
     int tp = tracked_param_lookup(name);
     if (tp >= 0) {
-        const char *v = param_intern(value);
-        sv->params.v[tp] = v;
+        param_store(&sv->params.v[tp], value);
         if (sv->client && sv->state == SV_ACTIVE)
-            sv->client->params.v[tp] = v;
+            param_assign(&sv->client->params.v[tp], sv->params.v[tp]);
     }
     if (sv->state != SV_LOGIN)
         return;
@@ -492,7 +493,7 @@ static void server_param_status(struct server *sv, const uint8_t *msg, uint32_t 
             p->welcome.n++;
         }
         if (tp >= 0)
-            p->welcome_params.v[tp] = sv->params.v[tp];
+            param_assign(&p->welcome_params.v[tp], sv->params.v[tp]);
     }
     pool_unlock();
 }
@@ -642,7 +643,7 @@ static bool server_handle_own(struct server *sv)
             if (sv->state == SV_RESETTING &&
                 (strcasestr(g_pooler.cfg->server_reset_query, "discard all") ||
                  strcasestr(g_pooler.cfg->server_reset_query, "reset all")))
-                sv->extras = NULL; /* the reset undid them */
+                param_assign(&sv->extras, NULL); /* the reset undid them */
             if (sv->state == SV_RESETTING &&
                 (strcasestr(g_pooler.cfg->server_reset_query, "discard all") ||
                  strcasestr(g_pooler.cfg->server_reset_query, "deallocate all")))
@@ -1029,7 +1030,7 @@ void server_link(struct server *sv, struct client *c)
         n = (size_t)snprintf(sql, sizeof(sql), "RESET ALL;%s", c->extras ? c->extras : "");
         if (n >= sizeof(sql))
             n = 0;
-        sv->extras = c->extras;
+        param_assign(&sv->extras, c->extras);
     }
     for (int i = 0; i < TP_COUNT; i++) {
         const char *want = c->params.v[i];

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "conn.h"
+#include "params.h"
 
 static void test_tracked_names(void **state)
 {
@@ -118,6 +118,85 @@ static void test_intern_many(void **state)
     param_intern_free_all(); /* twice is harmless */
 }
 
+static void test_intern_refcount(void **state)
+{
+    (void)state;
+    size_t base = param_intern_count();
+    const char *a = param_intern("tenant-1");
+    const char *b = param_intern("tenant-1");
+    assert_ptr_equal(a, b);
+    assert_int_equal(param_intern_count(), base + 1);
+    assert_ptr_equal(param_ref(a), a);
+    param_unref(a);
+    param_unref(b);
+    /* One reference left: still interned, still the same text. */
+    assert_int_equal(param_intern_count(), base + 1);
+    assert_string_equal(a, "tenant-1");
+    param_unref(a);
+    assert_int_equal(param_intern_count(), base);
+    param_unref(NULL);
+    assert_null(param_ref(NULL));
+
+    /* Slots: assign takes a reference, store interns, take hands one over. */
+    const char *slot = NULL;
+    param_store(&slot, "x");
+    assert_string_equal(slot, "x");
+    const char *other = NULL;
+    param_assign(&other, slot);
+    assert_ptr_equal(other, slot);
+    param_store(&slot, "y");
+    assert_string_equal(other, "x");
+    assert_int_equal(param_intern_count(), base + 2);
+    param_assign(&other, NULL);
+    param_take(&slot, NULL);
+    assert_int_equal(param_intern_count(), base);
+
+    struct param_set ps = {0};
+    param_store(&ps.v[TP_TIMEZONE], "UTC");
+    param_store(&ps.v[TP_APPLICATION_NAME], "app");
+    param_set_clear(&ps);
+    assert_null(ps.v[TP_TIMEZONE]);
+    assert_int_equal(param_intern_count(), base);
+}
+
+/* Interning and releasing many texts in a random order keeps every live
+ * text findable (deletion without tombstones moves entries back) and ends
+ * with an empty table: a SET per transaction does not grow memory. */
+static void test_intern_churn(void **state)
+{
+    (void)state;
+    enum { LIVE = 3000, ROUNDS = 200000 };
+    static const char *live[LIVE];
+    static int id[LIVE];
+    size_t base = param_intern_count();
+    char buf[48];
+    unsigned seed = 12345;
+    int next = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        seed = seed * 1103515245u + 12345u;
+        int k = (int)((seed >> 8) % LIVE);
+        if (live[k]) {
+            snprintf(buf, sizeof(buf), "SET app.tenant = 't%d'", id[k]);
+            assert_ptr_equal(param_intern(buf), live[k]); /* found again */
+            param_unref(live[k]);
+            param_unref(live[k]);
+            live[k] = NULL;
+        } else {
+            id[k] = next++;
+            snprintf(buf, sizeof(buf), "SET app.tenant = 't%d'", id[k]);
+            live[k] = param_intern(buf);
+        }
+    }
+    for (int k = 0; k < LIVE; k++) {
+        if (!live[k])
+            continue;
+        snprintf(buf, sizeof(buf), "SET app.tenant = 't%d'", id[k]);
+        assert_string_equal(live[k], buf);
+        param_unref(live[k]);
+    }
+    assert_int_equal(param_intern_count(), base);
+}
+
 #define THREADS    4
 #define PER_THREAD 500
 
@@ -167,6 +246,8 @@ int main(void)
         cmocka_unit_test_teardown(test_intern_same_pointer, teardown_intern),
         cmocka_unit_test_teardown(test_intern_many, teardown_intern),
         cmocka_unit_test_teardown(test_intern_threads, teardown_intern),
+        cmocka_unit_test_teardown(test_intern_refcount, teardown_intern),
+        cmocka_unit_test_teardown(test_intern_churn, teardown_intern),
     };
     return cmocka_run_group_tests(tests, NULL, teardown_intern);
 }
