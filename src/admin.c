@@ -1,8 +1,9 @@
 /* admin.c - the admin console: its entry points, login, what it keeps per
  * client (struct admin_session) and the simple and extended query
  * protocols. The control commands (PAUSE, KILL, SET...) and the commands
- * that wait live in admin_control.c, SHOW commands in admin_show.c, the
- * command parser and the encoding of results in admin_proto.c.
+ * that wait live in admin_control.c, SHOW commands in admin_show.c (with
+ * admin_show_pools.c and admin_stats.c), the command parser and the
+ * encoding of results in admin_proto.c.
  *
  * A console client is a struct client with is_admin set; what the console
  * keeps per client beyond that (prepared statements, portals, a command

@@ -1,7 +1,8 @@
 /* admin_int.h - the admin console's insides, shared by admin.c (protocol,
  * sessions), admin_control.c (control commands, waiting commands, timers),
- * admin_show.c (SHOW commands), admin_proto.c (command parser, result
- * encoding) and tests/unit/test_admin.c. Other modules use admin.h only.
+ * admin_show.c, admin_show_pools.c and admin_stats.c (SHOW commands),
+ * admin_proto.c (command parser, result encoding) and
+ * tests/unit/test_admin.c. Other modules use admin.h only.
  *
  * The command parser and the result encoder are pure (no sockets, no global
  * state) so that they can be tested alone.
@@ -231,7 +232,7 @@ void admin_flush(struct client *c, struct admin_out *out);
  * they run out or a command waits. */
 void admin_handle_locked(struct client *c);
 
-/* ---- control commands (admin_control.c) --------------------------------- */
+/* ---- control commands (admin_control.c) ---------------------------------- */
 
 enum admin_run_status {
     ADMIN_RUN_OK = 0,  /* answered (CommandComplete or rows) */
@@ -249,12 +250,70 @@ enum admin_run_status admin_run(struct client *c, const struct admin_cmd *cmd,
  * the process to exit: the console handles nothing more. */
 bool admin_exit_requested(void);
 
-/* ---- SHOW ---------------------------------------------------------------- */
+/* ---- SHOW (admin_show.c) ------------------------------------------------- */
 
 /* Number of columns of a topic and their names and types (0 for HELP). */
 int admin_show_columns(enum admin_show_topic t, const char *const **names, const uint32_t **types);
 /* Runs SHOW t into r: RowDescription if r->describe, rows, CommandComplete. */
 void admin_show_run(enum admin_show_topic t, struct admin_result *r);
+
+/* What admin_show.c lends the other SHOW files. */
+
+/* Room for a number as text. */
+#define ADMIN_NUM_LEN 24
+/* v in decimal into buf (ADMIN_NUM_LEN bytes). Return buf. admin_num4()
+ * is for int4 columns: values beyond int4 are clamped rather than wrapped. */
+char *admin_num(char *buf, long long v);
+char *admin_unum(char *buf, unsigned long long v);
+char *admin_num4(char *buf, long long v);
+/* The loop clock of r's worker (the wall clock when r has none: unit tests). */
+int64_t admin_loop_now(const struct admin_result *r);
+/* Calls fn for every live client of every worker. */
+void admin_each_client(void (*fn)(struct client *c, void *arg), void *arg);
+
+struct pool;
+/* Per-pool figures that only a walk over the clients gives. Pools are
+ * looked up by address in a sorted array: one pass over 10,000 clients
+ * instead of one per pool. */
+struct admin_pool_ix {
+    const struct pool *p;
+    int cl_active;  /* logged in, idle or linked */
+    int cl_waiting; /* waiting for a server */
+    int cl_total;   /* every client assigned to the pool, logging in included */
+};
+struct admin_pool_index {
+    struct admin_pool_ix *v; /* n entries, sorted by pool address */
+    int n;
+    int admin_clients; /* console clients, which have no pool */
+};
+/* Fills ix for every pool of g_pooler; free with admin_pool_index_free(). */
+void admin_pool_index_build(struct admin_pool_index *ix);
+void admin_pool_index_free(struct admin_pool_index *ix);
+
+struct config_database;
+/* A database a client can use by name: a row of SHOW DATABASES and SHOW
+ * STATS. */
+struct admin_db_row {
+    const char *name;
+    struct database *db;              /* runtime state, NULL if never used */
+    const struct config_database *cd; /* NULL for the console */
+};
+/* Every database a client can use by name: the [databases] entries (not
+ * "*"), those made from "*" so far, and the console, sorted by name. Sets
+ * *out to an array the caller frees; returns its length. */
+int admin_db_rows_build(struct admin_db_row **out);
+
+/* The DataRows of the topics that live outside admin_show.c. */
+void admin_show_pools(struct admin_result *r);   /* admin_show_pools.c */
+void admin_show_clients(struct admin_result *r); /* admin_show_pools.c */
+void admin_show_servers(struct admin_result *r); /* admin_show_pools.c */
+void admin_show_users(struct admin_result *r);   /* admin_show_pools.c */
+void admin_show_stats(struct admin_result *r);   /* admin_stats.c */
+void admin_show_stats_totals(struct admin_result *r);
+void admin_show_stats_averages(struct admin_result *r);
+void admin_show_totals(struct admin_result *r);
+
+/* ---- statistics (admin_stats.c) ------------------------------------------ */
 
 /* Counters of the console itself, shown as database "pgbouncer". */
 struct admin_counters {
