@@ -16,6 +16,7 @@ Prints one line per problem and exits 1 if there is any (2: bad usage).
 import fnmatch
 import os
 import re
+import signal
 import sys
 import tempfile
 
@@ -258,4 +259,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet under `| head`
     sys.exit(main(sys.argv))

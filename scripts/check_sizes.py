@@ -18,6 +18,7 @@ continuation lines are indented.
 import glob
 import os
 import re
+import signal
 import sys
 import tempfile
 
@@ -134,4 +135,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet under `| head`
     sys.exit(main(sys.argv))
