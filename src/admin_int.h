@@ -1,7 +1,8 @@
 /* admin_int.h - the admin console's insides, shared by admin.c (protocol,
- * sessions, control commands), admin_show.c (SHOW commands), admin_proto.c
- * (command parser, result encoding) and tests/unit/test_admin.c. Other
- * modules use admin.h only.
+ * sessions), admin_control.c (control commands, waiting commands, timers),
+ * admin_show.c, admin_show_pools.c and admin_stats.c (SHOW commands),
+ * admin_proto.c (command parser, result encoding) and
+ * tests/unit/test_admin.c. Other modules use admin.h only.
  *
  * The command parser and the result encoder are pure (no sockets, no global
  * state) so that they can be tested alone.
@@ -14,8 +15,10 @@
 #include <stdint.h>
 
 #include "iobuf.h"
+#include "list.h"
 
 struct client;
+struct database;
 struct worker;
 
 /* PostgreSQL type oids of the console's columns. */
@@ -177,15 +180,140 @@ void admin_result_row_description(struct admin_result *r, int n, const char *con
 /* One DataRow; vals[i] NULL = SQL NULL; numbers are given in decimal. */
 void admin_result_row(struct admin_result *r, const char *const *vals);
 
-/* ---- SHOW ---------------------------------------------------------------- */
+/* ---- sessions (admin.c) -------------------------------------------------- */
+
+/* What a console client's command waits for before it is answered. */
+enum admin_wait {
+    ADMIN_WAIT_NONE = 0, /* nothing pending */
+    ADMIN_WAIT_PAUSE,    /* PAUSE: until no server is in use */
+    ADMIN_WAIT_CLOSE,    /* WAIT_CLOSE: until no server has close_needed */
+    ADMIN_WAIT_SHUTDOWN, /* SHUTDOWN WAIT_FOR_SERVERS: until no server is in use */
+};
+
+struct admin_stmt;   /* a prepared statement (Parse), admin.c */
+struct admin_portal; /* a bound portal (Bind), admin.c */
+
+/* What the console keeps for one client beyond struct client, made on first
+ * need: the extended protocol's statements and portals, and a command that
+ * waits (set by admin_control.c). */
+struct admin_session {
+    struct list node; /* on admin_sessions */
+    struct client *c; /* not owned: dereferenced only once known alive */
+    uint64_t id;      /* c->id, which tells a reused address apart */
+    struct admin_stmt *stmts;
+    struct admin_portal *portals;
+    bool skip_till_sync; /* an extended-protocol error: ignore up to Sync */
+    enum admin_wait wait;
+    struct database *wait_db; /* NULL: every database */
+    bool wait_simple;         /* the waiting command came by Query: ReadyForQuery follows */
+};
+
+/* Every session. */
+extern struct list admin_sessions;
+
+/* The session of live client c; made if create (else NULL if it has none).
+ * A session left by a freed client at the same address is dropped on the
+ * way. */
+struct admin_session *admin_session_of(struct client *c, bool create);
+/* Takes se off admin_sessions and frees it with its statements and portals. */
+void admin_session_free(struct admin_session *se);
+/* Is c (an address that may have been freed) still a live client with this
+ * id? Compares addresses only until found, so a stale one is never read. */
+bool admin_client_alive(const struct client *c, uint64_t id);
+/* Drops the sessions of clients that are gone (in case nobody called
+ * admin_client_closed() for them). */
+void admin_sessions_collect(void);
+/* True if console client c has a command waiting (PAUSE...). */
+bool admin_client_busy(const struct client *c);
+
+/* Writes what out holds to c (unless c is closed) and empties out. */
+void admin_flush(struct client *c, struct admin_out *out);
+/* admin_handle() under the world lock: runs c's buffered messages until
+ * they run out or a command waits. */
+void admin_handle_locked(struct client *c);
+
+/* ---- control commands (admin_control.c) ---------------------------------- */
+
+enum admin_run_status {
+    ADMIN_RUN_OK = 0,  /* answered (CommandComplete or rows) */
+    ADMIN_RUN_ERROR,   /* answered with an ErrorResponse */
+    ADMIN_RUN_WAITING, /* the answer comes later (PAUSE, WAIT_CLOSE, SHUTDOWN) */
+};
+
+/* Runs cmd for console client c, writing the answer into r (RowDescription
+ * first if r->describe). simple: it came by Query, so ReadyForQuery follows
+ * the answer of a command that waits. */
+enum admin_run_status admin_run(struct client *c, const struct admin_cmd *cmd,
+                                struct admin_result *r, bool simple);
+
+/* True once SHUTDOWN (or a SHUTDOWN WAIT_FOR_SERVERS that finished) asked
+ * the process to exit: the console handles nothing more. */
+bool admin_exit_requested(void);
+
+/* ---- SHOW (admin_show.c) ------------------------------------------------- */
 
 /* Number of columns of a topic and their names and types (0 for HELP). */
 int admin_show_columns(enum admin_show_topic t, const char *const **names, const uint32_t **types);
 /* Runs SHOW t into r: RowDescription if r->describe, rows, CommandComplete. */
 void admin_show_run(enum admin_show_topic t, struct admin_result *r);
 
-/* True if console client c has a command waiting (PAUSE...). */
-bool admin_client_busy(const struct client *c);
+/* What admin_show.c lends the other SHOW files. */
+
+/* Room for a number as text. */
+#define ADMIN_NUM_LEN 24
+/* v in decimal into buf (ADMIN_NUM_LEN bytes). Return buf. admin_num4()
+ * is for int4 columns: values beyond int4 are clamped rather than wrapped. */
+char *admin_num(char *buf, long long v);
+char *admin_unum(char *buf, unsigned long long v);
+char *admin_num4(char *buf, long long v);
+/* The loop clock of r's worker (the wall clock when r has none: unit tests). */
+int64_t admin_loop_now(const struct admin_result *r);
+/* Calls fn for every live client of every worker. */
+void admin_each_client(void (*fn)(struct client *c, void *arg), void *arg);
+
+struct pool;
+/* Per-pool figures that only a walk over the clients gives. Pools are
+ * looked up by address in a sorted array: one pass over 10,000 clients
+ * instead of one per pool. */
+struct admin_pool_ix {
+    const struct pool *p;
+    int cl_active;  /* logged in, idle or linked */
+    int cl_waiting; /* waiting for a server */
+    int cl_total;   /* every client assigned to the pool, logging in included */
+};
+struct admin_pool_index {
+    struct admin_pool_ix *v; /* n entries, sorted by pool address */
+    int n;
+    int admin_clients; /* console clients, which have no pool */
+};
+/* Fills ix for every pool of g_pooler; free with admin_pool_index_free(). */
+void admin_pool_index_build(struct admin_pool_index *ix);
+void admin_pool_index_free(struct admin_pool_index *ix);
+
+struct config_database;
+/* A database a client can use by name: a row of SHOW DATABASES and SHOW
+ * STATS. */
+struct admin_db_row {
+    const char *name;
+    struct database *db;              /* runtime state, NULL if never used */
+    const struct config_database *cd; /* NULL for the console */
+};
+/* Every database a client can use by name: the [databases] entries (not
+ * "*"), those made from "*" so far, and the console, sorted by name. Sets
+ * *out to an array the caller frees; returns its length. */
+int admin_db_rows_build(struct admin_db_row **out);
+
+/* The DataRows of the topics that live outside admin_show.c. */
+void admin_show_pools(struct admin_result *r);   /* admin_show_pools.c */
+void admin_show_clients(struct admin_result *r); /* admin_show_pools.c */
+void admin_show_servers(struct admin_result *r); /* admin_show_pools.c */
+void admin_show_users(struct admin_result *r);   /* admin_show_pools.c */
+void admin_show_stats(struct admin_result *r);   /* admin_stats.c */
+void admin_show_stats_totals(struct admin_result *r);
+void admin_show_stats_averages(struct admin_result *r);
+void admin_show_totals(struct admin_result *r);
+
+/* ---- statistics (admin_stats.c) ------------------------------------------ */
 
 /* Counters of the console itself, shown as database "pgbouncer". */
 struct admin_counters {

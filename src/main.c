@@ -315,27 +315,36 @@ static void daemonize(void)
     }
 }
 
-int main(int argc, char **argv)
+/* What the command line asks for. */
+struct main_options {
+    bool daemon_mode;        /* -d */
+    bool quiet;              /* -q */
+    int verbose;             /* one per -v */
+    const char *run_as;      /* -u USER, or NULL */
+    const char *config_path; /* the one argument */
+};
+
+/* Parses the command line into *o. Returns -1 to go on, or the exit status
+ * once there is nothing more to do (--version, --help, a usage error). */
+static int main_parse_args(int argc, char **argv, struct main_options *o)
 {
     static const struct option longopts[] = {
         {"daemon", no_argument, NULL, 'd'},  {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'}, {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},    {"user", required_argument, NULL, 'u'},
         {"reboot", no_argument, NULL, 'R'},  {NULL, 0, NULL, 0}};
-    bool daemon_mode = false, quiet = false;
-    int verbose = 0;
-    const char *run_as = NULL;
+    memset(o, 0, sizeof(*o));
     int opt;
     while ((opt = getopt_long(argc, argv, "dqvVhu:R", longopts, NULL)) != -1) {
         switch (opt) {
         case 'd':
-            daemon_mode = true;
+            o->daemon_mode = true;
             break;
         case 'q':
-            quiet = true;
+            o->quiet = true;
             break;
         case 'v':
-            verbose++;
+            o->verbose++;
             break;
         case 'V':
             printf("sluice %s\n", SLUICE_VERSION);
@@ -344,7 +353,7 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         case 'u':
-            run_as = optarg;
+            o->run_as = optarg;
             break;
         case 'R':
             fprintf(stderr, "sluice: -R (online reboot) is not supported; use so_reuseport\n");
@@ -359,63 +368,82 @@ int main(int argc, char **argv)
         usage(stderr);
         return 1;
     }
-    log_set_quiet(quiet);
-    log_set_verbosity(verbose);
+    o->config_path = argv[optind];
+    return -1;
+}
 
+/* Loads the config and its auth_file, builds the TLS contexts and opens the
+ * log, all before privileges are dropped: key files are often root's.
+ * false after saying why on stderr (nothing is running yet to clean up). */
+static bool main_load_config(const struct main_options *o, struct config **cfgp,
+                             struct auth_userlist **ulp)
+{
     char err[1024];
-    struct config *cfg = config_load(argv[optind], err, sizeof(err));
+    struct config *cfg = config_load(o->config_path, err, sizeof(err));
     if (!cfg) {
         fprintf(stderr, "sluice: %s\n", err);
-        return 1;
+        return false;
     }
-    if (cfg->verbose > verbose)
+    if (cfg->verbose > o->verbose)
         log_set_verbosity(cfg->verbose);
     struct auth_userlist *ul = load_userlist(cfg, err, sizeof(err));
     if (!ul && err[0]) {
         fprintf(stderr, "sluice: %s\n", err);
         config_unref(cfg);
-        return 1;
+        return false;
     }
-    /* Before dropping privileges: key files are often root's. */
     if (!tls_apply_config(cfg, err, sizeof(err))) {
         fprintf(stderr, "sluice: %s\n", err);
-        return 1;
+        return false;
     }
     if (!log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility)) {
         fprintf(stderr, "sluice: could not open logfile %s: %s\n", cfg->logfile, strerror(errno));
-        return 1;
+        return false;
     }
-    if (run_as || cfg->user[0]) {
-        const char *name = run_as ? run_as : cfg->user;
-        struct passwd *pw = getpwnam(name);
-        if (!pw) {
-            fprintf(stderr, "sluice: unknown user %s\n", name);
-            return 1;
-        }
-        if (setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
-            fprintf(stderr, "sluice: could not become user %s: %s\n", name, strerror(errno));
-            return 1;
-        }
+    *cfgp = cfg;
+    *ulp = ul;
+    return true;
+}
+
+/* -u USER, else the config's user: becomes that user. false after saying
+ * why on stderr. */
+static bool main_become_user(const char *run_as, const struct config *cfg)
+{
+    if (!run_as && !cfg->user[0])
+        return true;
+    const char *name = run_as ? run_as : cfg->user;
+    struct passwd *pw = getpwnam(name);
+    if (!pw) {
+        fprintf(stderr, "sluice: unknown user %s\n", name);
+        return false;
     }
-    /* Let the file descriptor limit follow max_client_conn where allowed. */
+    if (setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+        fprintf(stderr, "sluice: could not become user %s: %s\n", name, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+/* Lets the file descriptor limit follow max_client_conn where allowed. */
+static void main_raise_fd_limit(const struct config *cfg)
+{
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rlim_t want = (rlim_t)cfg->max_client_conn * 2 + 100;
         rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+}
 
-    g_pooler.cfg = cfg;
-    g_pooler.userlist = ul;
-    list_init(&g_pooler.databases);
-    list_init(&g_pooler.users);
-    list_init(&g_pooler.pools);
-    signal(SIGPIPE, SIG_IGN);
-
+/* Makes the event loops (worker 0's is the default loop, on this thread)
+ * and the workers, and opens their listeners. The threads start later,
+ * once the loops are complete. false after saying why. */
+static bool main_init_workers(struct config *cfg)
+{
     main_loop = ev_default_loop(EVFLAG_AUTO);
     if (!main_loop) {
         fprintf(stderr, "sluice: could not initialise the event loop\n");
-        return 1;
+        return false;
     }
     n_workers = cfg->workers > 0 ? cfg->workers : 1;
     workers = calloc((size_t)n_workers, sizeof(*workers));
@@ -425,18 +453,26 @@ int main(int argc, char **argv)
         struct ev_loop *loop = i == 0 ? main_loop : ev_loop_new(EVFLAG_AUTO);
         if (!loop) {
             fprintf(stderr, "sluice: could not initialise an event loop\n");
-            return 1;
+            return false;
         }
         worker_init(&workers[i], i, loop, cfg);
     }
     g_pooler.workers = workers;
     g_pooler.n_workers = n_workers;
+    char err[1024];
     for (int i = 0; i < n_workers; i++) {
         if (!worker_listen(&workers[i], n_workers, err, sizeof(err))) {
             log_error("%s", err);
-            return 1;
+            return false;
         }
     }
+    return true;
+}
+
+/* -d: goes to the background (the loops are told about the fork); then the
+ * pidfile gets the pid that stays. */
+static void main_detach(bool daemon_mode, const struct config *cfg)
+{
     if (daemon_mode) {
         log_set_quiet(true);
         daemonize();
@@ -444,13 +480,21 @@ int main(int argc, char **argv)
             ev_loop_fork(workers[i].loop);
     }
     write_pidfile(cfg->pidfile);
+}
+
+/* What runs on the main loop besides worker 0's connections: the admin
+ * console's hooks and timers, the metrics endpoint, the signal watchers and
+ * the stats line. false (logged) if the metrics endpoint cannot listen. */
+static bool main_start_services(const struct config *cfg)
+{
+    char err[1024];
     admin_reload_hook = do_reload;
     admin_shutdown_hook = start_graceful_shutdown;
     admin_apply_config_hook = apply_admin_setting;
     admin_init(&main_worker);
     if (!metrics_start(&main_worker, g_pooler.workers, g_pooler.n_workers, err, sizeof(err))) {
         log_error("%s", err);
-        return 1;
+        return false;
     }
 
     ev_signal_init(&sig_hup, signal_cb, SIGHUP);
@@ -469,16 +513,14 @@ int main(int argc, char **argv)
         ev_timer_start(main_loop, &stats_timer);
     }
     stats_prev_time = worker_now(&main_worker);
+    return true;
+}
 
-    log_info("sluice %s starting: listening on %s:%d, pool_mode=%s, auth_type=%s, workers=%d",
-             SLUICE_VERSION, cfg->listen_addr, cfg->listen_port, pool_mode_str(cfg->pool_mode),
-             auth_type_str(cfg->auth_type), n_workers);
-    if (!worker_start_threads(workers, n_workers, err, sizeof(err))) {
-        log_error("%s", err);
-        return 1;
-    }
-    ev_run(main_loop, 0);
-
+/* After the main loop ended: stops the other workers' threads, then closes
+ * every connection and frees what the modules keep, connections before the
+ * pools they belong to and pools before the workers. */
+static void main_shutdown(void)
+{
     log_info("shutting down");
     worker_stop_threads(workers, n_workers);
     metrics_stop();
@@ -506,5 +548,46 @@ int main(int argc, char **argv)
     ev_loop_destroy(main_loop);
     free(workers);
     log_close();
+}
+
+int main(int argc, char **argv)
+{
+    struct main_options o;
+    int status = main_parse_args(argc, argv, &o);
+    if (status >= 0)
+        return status;
+    log_set_quiet(o.quiet);
+    log_set_verbosity(o.verbose);
+
+    struct config *cfg;
+    struct auth_userlist *ul;
+    if (!main_load_config(&o, &cfg, &ul) || !main_become_user(o.run_as, cfg))
+        return 1;
+    main_raise_fd_limit(cfg);
+
+    g_pooler.cfg = cfg;
+    g_pooler.userlist = ul;
+    list_init(&g_pooler.databases);
+    list_init(&g_pooler.users);
+    list_init(&g_pooler.pools);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (!main_init_workers(cfg))
+        return 1;
+    main_detach(o.daemon_mode, cfg);
+    if (!main_start_services(cfg))
+        return 1;
+
+    log_info("sluice %s starting: listening on %s:%d, pool_mode=%s, auth_type=%s, workers=%d",
+             SLUICE_VERSION, cfg->listen_addr, cfg->listen_port, pool_mode_str(cfg->pool_mode),
+             auth_type_str(cfg->auth_type), n_workers);
+    char err[1024];
+    if (!worker_start_threads(workers, n_workers, err, sizeof(err))) {
+        log_error("%s", err);
+        return 1;
+    }
+    ev_run(main_loop, 0);
+
+    main_shutdown();
     return 0;
 }

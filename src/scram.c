@@ -616,25 +616,15 @@ enum scram_status scram_server_first(struct scram_server *s, const uint8_t *clie
     return SCRAM_OK;
 }
 
-/* client-final-message = channel-binding "," nonce ["," extensions] "," proof */
-enum scram_status scram_server_final(struct scram_server *s, const uint8_t *client_final,
-                                     size_t len, char *out, size_t outcap, size_t *outlen,
-                                     const char **errmsg)
+/* Reads a client-final-message (len checked by check_message): the
+ * channel binding must repeat the GS2 header, the nonce must be the
+ * exchange's, and the proof must come last. Fills proof and *without_proof
+ * (the length of client-final-message-without-proof, for AuthMessage), or
+ * fails the exchange. */
+static enum scram_status scram_server_read_final(struct scram_server *s, const char *msg,
+                                                 size_t len, uint8_t proof[SCRAM_KEY_LEN],
+                                                 size_t *without_proof, const char **errmsg)
 {
-    const char *why = NULL;
-    enum scram_status st;
-
-    if (errmsg)
-        *errmsg = NULL;
-    if (outlen)
-        *outlen = 0;
-    if (s->state != SCRAM_SERVER_FIRST_SENT)
-        return server_fail(s, SCRAM_ERR_OUT_OF_ORDER, "unexpected client-final-message", errmsg);
-    st = check_message(client_final, len, &why);
-    if (st != SCRAM_OK)
-        return server_fail(s, st, why, errmsg);
-
-    const char *msg = (const char *)client_final;
     struct attrs a;
     char name;
     const char *val;
@@ -676,11 +666,37 @@ enum scram_status scram_server_final(struct scram_server *s, const uint8_t *clie
     if (a.more)
         return server_fail(s, SCRAM_ERR_MALFORMED,
                            "malformed SCRAM message: proof must be the last attribute", errmsg);
-    uint8_t proof[SCRAM_KEY_LEN];
-    if (b64_decode(proof64, proof64_len, proof, sizeof(proof)) != SCRAM_KEY_LEN)
+    if (b64_decode(proof64, proof64_len, proof, SCRAM_KEY_LEN) != SCRAM_KEY_LEN)
         return server_fail(s, SCRAM_ERR_MALFORMED, "malformed SCRAM proof", errmsg);
     /* client-final-message-without-proof ends before ",p=". */
-    size_t without_proof = (size_t)(proof64 - 3 - msg);
+    *without_proof = (size_t)(proof64 - 3 - msg);
+    return SCRAM_OK;
+}
+
+/* client-final-message = channel-binding "," nonce ["," extensions] "," proof */
+enum scram_status scram_server_final(struct scram_server *s, const uint8_t *client_final,
+                                     size_t len, char *out, size_t outcap, size_t *outlen,
+                                     const char **errmsg)
+{
+    const char *why = NULL;
+    enum scram_status st;
+
+    if (errmsg)
+        *errmsg = NULL;
+    if (outlen)
+        *outlen = 0;
+    if (s->state != SCRAM_SERVER_FIRST_SENT)
+        return server_fail(s, SCRAM_ERR_OUT_OF_ORDER, "unexpected client-final-message", errmsg);
+    st = check_message(client_final, len, &why);
+    if (st != SCRAM_OK)
+        return server_fail(s, st, why, errmsg);
+
+    const char *msg = (const char *)client_final;
+    uint8_t proof[SCRAM_KEY_LEN];
+    size_t without_proof;
+    st = scram_server_read_final(s, msg, len, proof, &without_proof, errmsg);
+    if (st != SCRAM_OK)
+        return st;
 
     char am[AUTH_MESSAGE_CAP];
     struct sbuf amb;
@@ -840,25 +856,21 @@ enum scram_status scram_client_first(struct scram_client *c, char *out, size_t o
     return SCRAM_OK;
 }
 
-/* server-first-message = [reserved-mext ","] nonce "," salt "," iteration-count ["," extensions] */
-enum scram_status scram_client_final(struct scram_client *c, const uint8_t *server_first,
-                                     size_t len, char *out, size_t outcap, size_t *outlen,
-                                     const char **errmsg)
+/* What a server-first-message says. */
+struct scram_server_first_msg {
+    const char *nonce; /* the client's nonce and the server's part; not NUL-terminated */
+    size_t nonce_len;
+    uint8_t salt[SCRAM_MAX_SALT_LEN];
+    int salt_len;
+    int iterations;
+};
+
+/* Reads a server-first-message (len checked by check_message) into *f, or
+ * fails the exchange. The nonce must extend the client's. */
+static enum scram_status scram_client_read_first(struct scram_client *c, const char *msg,
+                                                 size_t len, struct scram_server_first_msg *f,
+                                                 const char **errmsg)
 {
-    const char *why = NULL;
-    enum scram_status st;
-
-    if (errmsg)
-        *errmsg = NULL;
-    if (outlen)
-        *outlen = 0;
-    if (c->state != SCRAM_CLIENT_FIRST_SENT)
-        return client_fail(c, SCRAM_ERR_OUT_OF_ORDER, "unexpected server-first-message", errmsg);
-    st = check_message(server_first, len, &why);
-    if (st != SCRAM_OK)
-        return client_fail(c, st, why, errmsg);
-
-    const char *msg = (const char *)server_first;
     struct attrs a;
     char name;
     const char *val;
@@ -881,29 +893,52 @@ enum scram_status scram_client_final(struct scram_client *c, const uint8_t *serv
     if (vlen <= cnlen || memcmp(val, c->nonce, cnlen) != 0)
         return client_fail(c, SCRAM_ERR_NONCE_MISMATCH,
                            "SCRAM server nonce does not extend the client nonce", errmsg);
-    const char *nonce = val;
-    size_t nonce_len = vlen;
+    f->nonce = val;
+    f->nonce_len = vlen;
 
-    uint8_t salt[SCRAM_MAX_SALT_LEN];
-    int salt_len;
     if (!attrs_next(&a, &name, &val, &vlen) || name != 's' ||
-        (salt_len = b64_decode(val, vlen, salt, sizeof(salt))) < 1)
+        (f->salt_len = b64_decode(val, vlen, f->salt, sizeof(f->salt))) < 1)
         return client_fail(c, SCRAM_ERR_MALFORMED, "malformed SCRAM message: bad salt", errmsg);
-    int iterations;
     if (!attrs_next(&a, &name, &val, &vlen) || name != 'i' ||
-        !parse_iterations(val, vlen, &iterations))
+        !parse_iterations(val, vlen, &f->iterations))
         return client_fail(c, SCRAM_ERR_MALFORMED, "malformed SCRAM message: bad iteration count",
                            errmsg);
     if (!attrs_skip_extensions(&a))
         return client_fail(c, SCRAM_ERR_MALFORMED,
                            "malformed SCRAM message: garbage after iteration count", errmsg);
+    return SCRAM_OK;
+}
+
+/* server-first-message = [reserved-mext ","] nonce "," salt "," iteration-count ["," extensions] */
+enum scram_status scram_client_final(struct scram_client *c, const uint8_t *server_first,
+                                     size_t len, char *out, size_t outcap, size_t *outlen,
+                                     const char **errmsg)
+{
+    const char *why = NULL;
+    enum scram_status st;
+
+    if (errmsg)
+        *errmsg = NULL;
+    if (outlen)
+        *outlen = 0;
+    if (c->state != SCRAM_CLIENT_FIRST_SENT)
+        return client_fail(c, SCRAM_ERR_OUT_OF_ORDER, "unexpected server-first-message", errmsg);
+    st = check_message(server_first, len, &why);
+    if (st != SCRAM_OK)
+        return client_fail(c, st, why, errmsg);
+
+    const char *msg = (const char *)server_first;
+    struct scram_server_first_msg f;
+    st = scram_client_read_first(c, msg, len, &f, errmsg);
+    if (st != SCRAM_OK)
+        return st;
 
     uint8_t client_key[SCRAM_KEY_LEN], stored_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
     uint8_t salted[SCRAM_KEY_LEN];
     bool ok;
     if (c->use_keys) {
-        if (iterations != c->secret.iterations || salt_len != c->secret.salt_len ||
-            memcmp(salt, c->secret.salt, (size_t)salt_len) != 0)
+        if (f.iterations != c->secret.iterations || f.salt_len != c->secret.salt_len ||
+            memcmp(f.salt, c->secret.salt, (size_t)f.salt_len) != 0)
             return client_fail(c, SCRAM_ERR_SECRET_MISMATCH,
                                "server's SCRAM salt or iteration count differs from the "
                                "secret in the auth file",
@@ -913,7 +948,7 @@ enum scram_status scram_client_final(struct scram_client *c, const uint8_t *serv
         memset(salted, 0, sizeof(salted));
         ok = sha256(client_key, SCRAM_KEY_LEN, stored_key);
     } else {
-        ok = salted_password(c->password, salt, salt_len, iterations, salted) &&
+        ok = salted_password(c->password, f.salt, f.salt_len, f.iterations, salted) &&
              keys_from_salted(salted, client_key, stored_key, server_key);
     }
 
@@ -921,7 +956,7 @@ enum scram_status scram_client_final(struct scram_client *c, const uint8_t *serv
     struct sbuf m;
     sb_init(&m, msgbuf, sizeof(msgbuf));
     sb_puts(&m, "c=biws,r="); /* biws = base64("n,,") */
-    sb_put(&m, nonce, nonce_len);
+    sb_put(&m, f.nonce, f.nonce_len);
 
     char am[AUTH_MESSAGE_CAP];
     struct sbuf amb;

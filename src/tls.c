@@ -153,47 +153,72 @@ static const char *cipher_list(const char *s)
     return s;
 }
 
-void *tls_ctx_new(const struct config *cfg, enum tls_side side, char *err, size_t errlen)
+/* One side's client_tls_* or server_tls_* settings, as tls_ctx_new() reads
+ * them. */
+struct tls_settings {
+    bool clients;       /* TLS_SIDE_CLIENTS: sluice is the TLS server */
+    const char *who;    /* "client" or "server": the keys' prefix, for errors */
+    const char *mode_s; /* *_tls_sslmode as written */
+    const char *key, *cert, *ca, *protocols, *ciphers;
+    enum tls_sslmode mode; /* set by tls_settings_check() */
+    unsigned mask;         /* TLS_PROTO_* bits, set by tls_settings_check() */
+};
+
+static void tls_settings_of(const struct config *cfg, enum tls_side side, struct tls_settings *t)
 {
     bool cl = side == TLS_SIDE_CLIENTS;
-    const char *who = cl ? "client" : "server";
-    const char *mode_s = cl ? cfg->client_tls_sslmode : cfg->server_tls_sslmode;
-    const char *key = cl ? cfg->client_tls_key_file : cfg->server_tls_key_file;
-    const char *cert = cl ? cfg->client_tls_cert_file : cfg->server_tls_cert_file;
-    const char *ca = cl ? cfg->client_tls_ca_file : cfg->server_tls_ca_file;
-    const char *protocols = cl ? cfg->client_tls_protocols : cfg->server_tls_protocols;
-    const char *ciphers = cl ? cfg->client_tls_ciphers : cfg->server_tls_ciphers;
-    char ebuf[256];
-    enum tls_sslmode mode;
-    unsigned mask;
+    t->clients = cl;
+    t->who = cl ? "client" : "server";
+    t->mode_s = cl ? cfg->client_tls_sslmode : cfg->server_tls_sslmode;
+    t->key = cl ? cfg->client_tls_key_file : cfg->server_tls_key_file;
+    t->cert = cl ? cfg->client_tls_cert_file : cfg->server_tls_cert_file;
+    t->ca = cl ? cfg->client_tls_ca_file : cfg->server_tls_ca_file;
+    t->protocols = cl ? cfg->client_tls_protocols : cfg->server_tls_protocols;
+    t->ciphers = cl ? cfg->client_tls_ciphers : cfg->server_tls_ciphers;
+    t->mode = TLS_MODE_DISABLE;
+    t->mask = 0;
+}
 
-    err[0] = '\0';
-    if (!tls_parse_sslmode(mode_s, &mode)) {
-        snprintf(err, errlen, "%s_tls_sslmode: unknown mode \"%s\"", who, mode_s);
-        return NULL;
+/* The checks that need no OpenSSL: the mode, the files a mode needs, the
+ * protocol list. Sets t->mode and t->mask; with mode disable nothing else
+ * is looked at. false with err. */
+static bool tls_settings_check(struct tls_settings *t, char *err, size_t errlen)
+{
+    char ebuf[256];
+    if (!tls_parse_sslmode(t->mode_s, &t->mode)) {
+        snprintf(err, errlen, "%s_tls_sslmode: unknown mode \"%s\"", t->who, t->mode_s);
+        return false;
     }
-    if (mode == TLS_MODE_DISABLE)
-        return NULL;
-    if (cl && (!key[0] || !cert[0])) {
+    if (t->mode == TLS_MODE_DISABLE)
+        return true;
+    if (t->clients && (!t->key[0] || !t->cert[0])) {
         snprintf(err, errlen,
                  "client_tls_sslmode = %s needs client_tls_key_file and client_tls_cert_file",
-                 mode_s);
-        return NULL;
+                 t->mode_s);
+        return false;
     }
-    if (cl && mode >= TLS_MODE_VERIFY_CA && !ca[0]) {
-        snprintf(err, errlen, "client_tls_sslmode = %s needs client_tls_ca_file", mode_s);
-        return NULL;
+    if (t->clients && t->mode >= TLS_MODE_VERIFY_CA && !t->ca[0]) {
+        snprintf(err, errlen, "client_tls_sslmode = %s needs client_tls_ca_file", t->mode_s);
+        return false;
     }
-    if (!!key[0] != !!cert[0]) {
-        snprintf(err, errlen, "%s_tls_key_file and %s_tls_cert_file go together", who, who);
-        return NULL;
+    if (!!t->key[0] != !!t->cert[0]) {
+        snprintf(err, errlen, "%s_tls_key_file and %s_tls_cert_file go together", t->who, t->who);
+        return false;
     }
-    if (!tls_parse_protocols(protocols, &mask, ebuf, sizeof(ebuf))) {
-        snprintf(err, errlen, "%s_tls_protocols: %s", who, ebuf);
-        return NULL;
+    if (!tls_parse_protocols(t->protocols, &t->mask, ebuf, sizeof(ebuf))) {
+        snprintf(err, errlen, "%s_tls_protocols: %s", t->who, ebuf);
+        return false;
     }
+    return true;
+}
+
+/* A new context for t's side with sluice's fixed modes and options, t's
+ * protocols and t's ciphers. NULL with err. */
+static SSL_CTX *tls_ctx_base(const struct tls_settings *t, char *err, size_t errlen)
+{
+    char ebuf[256];
     ERR_clear_error();
-    SSL_CTX *ctx = SSL_CTX_new(cl ? TLS_server_method() : TLS_client_method());
+    SSL_CTX *ctx = SSL_CTX_new(t->clients ? TLS_server_method() : TLS_client_method());
     if (!ctx) {
         snprintf(err, errlen, "SSL_CTX_new: %s", ssl_errstr(ebuf, sizeof(ebuf)));
         return NULL;
@@ -208,82 +233,126 @@ void *tls_ctx_new(const struct config *cfg, enum tls_side side, char *err, size_
     /* Every connection is long-lived and made once: resumption buys
      * nothing, and no cache means no shared state to size or lock. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    if (!ctx_set_protocols(ctx, mask)) {
-        snprintf(err, errlen, "%s_tls_protocols \"%s\": %s", who, protocols,
+    if (!ctx_set_protocols(ctx, t->mask)) {
+        snprintf(err, errlen, "%s_tls_protocols \"%s\": %s", t->who, t->protocols,
                  ssl_errstr(ebuf, sizeof(ebuf)));
-        goto fail;
+        SSL_CTX_free(ctx);
+        return NULL;
     }
-    const char *cl_list = cipher_list(ciphers);
+    const char *cl_list = cipher_list(t->ciphers);
     if (cl_list && !SSL_CTX_set_cipher_list(ctx, cl_list)) {
-        snprintf(err, errlen, "%s_tls_ciphers \"%s\": %s", who, ciphers,
+        snprintf(err, errlen, "%s_tls_ciphers \"%s\": %s", t->who, t->ciphers,
                  ssl_errstr(ebuf, sizeof(ebuf)));
-        goto fail;
-    }
-    if (cert[0]) {
-        if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-            snprintf(err, errlen, "%s_tls_cert_file \"%s\": %s", who, cert,
-                     ssl_errstr(ebuf, sizeof(ebuf)));
-            goto fail;
-        }
-        if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-            snprintf(err, errlen, "%s_tls_key_file \"%s\": %s", who, key,
-                     ssl_errstr(ebuf, sizeof(ebuf)));
-            goto fail;
-        }
-        if (SSL_CTX_check_private_key(ctx) != 1) {
-            snprintf(err, errlen, "%s_tls_key_file \"%s\" does not match %s_tls_cert_file: %s", who,
-                     key, who, ssl_errstr(ebuf, sizeof(ebuf)));
-            goto fail;
-        }
-    }
-    if (ca[0] && SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
-        snprintf(err, errlen, "%s_tls_ca_file \"%s\": %s", who, ca, ssl_errstr(ebuf, sizeof(ebuf)));
-        goto fail;
-    }
-    if (cl) {
-        const char *dh = cfg->client_tls_dheparams;
-        if (!strcasecmp(dh, "auto") || !strcasecmp(dh, "legacy") || !dh[0]) {
-            SSL_CTX_set_dh_auto(ctx, 1);
-        } else if (strcasecmp(dh, "none") != 0) {
-            snprintf(err, errlen, "client_tls_dheparams \"%s\": expected none, auto or legacy", dh);
-            goto fail;
-        }
-        const char *curve = cfg->client_tls_ecdhcurve;
-        if (curve[0] && strcasecmp(curve, "auto") != 0 && strcasecmp(curve, "none") != 0 &&
-            SSL_CTX_set1_groups_list(ctx, curve) != 1) {
-            snprintf(err, errlen, "client_tls_ecdhcurve \"%s\": %s", curve,
-                     ssl_errstr(ebuf, sizeof(ebuf)));
-            goto fail;
-        }
-        SSL_CTX_set_num_tickets(ctx, 0);
-        /* Ask for a certificate only when it is checked: verify-ca and
-         * verify-full require one, auth_type cert uses it if it verifies. */
-        int verify = SSL_VERIFY_NONE;
-        if (mode >= TLS_MODE_VERIFY_CA)
-            verify = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-        else if (cfg->auth_type == AUTH_TYPE_CERT && ca[0])
-            verify = SSL_VERIFY_PEER;
-        if (verify != SSL_VERIFY_NONE) {
-            STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca);
-            if (names)
-                SSL_CTX_set_client_CA_list(ctx, names);
-        }
-        SSL_CTX_set_verify(ctx, verify, NULL);
-    } else {
-        /* Without a CA file, verification uses the system's trust store,
-         * which holds the CAs of the hosted services' public endpoints. */
-        if (!ca[0] && mode >= TLS_MODE_VERIFY_CA && SSL_CTX_set_default_verify_paths(ctx) != 1) {
-            snprintf(err, errlen, "server_tls_ca_file is empty and the system CA store failed: %s",
-                     ssl_errstr(ebuf, sizeof(ebuf)));
-            goto fail;
-        }
-        SSL_CTX_set_verify(ctx, mode >= TLS_MODE_VERIFY_CA ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
-                           NULL);
+        SSL_CTX_free(ctx);
+        return NULL;
     }
     return ctx;
-fail:
-    SSL_CTX_free(ctx);
-    return NULL;
+}
+
+/* Loads t's certificate chain and key (when set; they go together) and its
+ * CA file (when set) into ctx. false with err naming the file at fault. */
+static bool tls_ctx_load_files(SSL_CTX *ctx, const struct tls_settings *t, char *err, size_t errlen)
+{
+    char ebuf[256];
+    if (t->cert[0]) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, t->cert) != 1) {
+            snprintf(err, errlen, "%s_tls_cert_file \"%s\": %s", t->who, t->cert,
+                     ssl_errstr(ebuf, sizeof(ebuf)));
+            return false;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1) {
+            snprintf(err, errlen, "%s_tls_key_file \"%s\": %s", t->who, t->key,
+                     ssl_errstr(ebuf, sizeof(ebuf)));
+            return false;
+        }
+        if (SSL_CTX_check_private_key(ctx) != 1) {
+            snprintf(err, errlen, "%s_tls_key_file \"%s\" does not match %s_tls_cert_file: %s",
+                     t->who, t->key, t->who, ssl_errstr(ebuf, sizeof(ebuf)));
+            return false;
+        }
+    }
+    if (t->ca[0] && SSL_CTX_load_verify_locations(ctx, t->ca, NULL) != 1) {
+        snprintf(err, errlen, "%s_tls_ca_file \"%s\": %s", t->who, t->ca,
+                 ssl_errstr(ebuf, sizeof(ebuf)));
+        return false;
+    }
+    return true;
+}
+
+/* The clients' side: key exchange parameters (client_tls_dheparams,
+ * client_tls_ecdhcurve), no tickets, and which client certificates are
+ * asked for. false with err. */
+static bool tls_ctx_setup_clients(SSL_CTX *ctx, const struct config *cfg,
+                                  const struct tls_settings *t, char *err, size_t errlen)
+{
+    char ebuf[256];
+    const char *dh = cfg->client_tls_dheparams;
+    if (!strcasecmp(dh, "auto") || !strcasecmp(dh, "legacy") || !dh[0]) {
+        SSL_CTX_set_dh_auto(ctx, 1);
+    } else if (strcasecmp(dh, "none") != 0) {
+        snprintf(err, errlen, "client_tls_dheparams \"%s\": expected none, auto or legacy", dh);
+        return false;
+    }
+    const char *curve = cfg->client_tls_ecdhcurve;
+    if (curve[0] && strcasecmp(curve, "auto") != 0 && strcasecmp(curve, "none") != 0 &&
+        SSL_CTX_set1_groups_list(ctx, curve) != 1) {
+        snprintf(err, errlen, "client_tls_ecdhcurve \"%s\": %s", curve,
+                 ssl_errstr(ebuf, sizeof(ebuf)));
+        return false;
+    }
+    SSL_CTX_set_num_tickets(ctx, 0);
+    /* Ask for a certificate only when it is checked: verify-ca and
+     * verify-full require one, auth_type cert uses it if it verifies. */
+    int verify = SSL_VERIFY_NONE;
+    if (t->mode >= TLS_MODE_VERIFY_CA)
+        verify = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+    else if (cfg->auth_type == AUTH_TYPE_CERT && t->ca[0])
+        verify = SSL_VERIFY_PEER;
+    if (verify != SSL_VERIFY_NONE) {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(t->ca);
+        if (names)
+            SSL_CTX_set_client_CA_list(ctx, names);
+    }
+    SSL_CTX_set_verify(ctx, verify, NULL);
+    return true;
+}
+
+/* The servers' side: whether their certificates are checked, and against
+ * what. false with err. */
+static bool tls_ctx_setup_servers(SSL_CTX *ctx, const struct tls_settings *t, char *err,
+                                  size_t errlen)
+{
+    char ebuf[256];
+    /* Without a CA file, verification uses the system's trust store,
+     * which holds the CAs of the hosted services' public endpoints. */
+    if (!t->ca[0] && t->mode >= TLS_MODE_VERIFY_CA && SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        snprintf(err, errlen, "server_tls_ca_file is empty and the system CA store failed: %s",
+                 ssl_errstr(ebuf, sizeof(ebuf)));
+        return false;
+    }
+    SSL_CTX_set_verify(ctx, t->mode >= TLS_MODE_VERIFY_CA ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
+                       NULL);
+    return true;
+}
+
+void *tls_ctx_new(const struct config *cfg, enum tls_side side, char *err, size_t errlen)
+{
+    struct tls_settings t;
+    err[0] = '\0';
+    tls_settings_of(cfg, side, &t);
+    if (!tls_settings_check(&t, err, errlen) || t.mode == TLS_MODE_DISABLE)
+        return NULL;
+    SSL_CTX *ctx = tls_ctx_base(&t, err, errlen);
+    if (!ctx)
+        return NULL;
+    bool ok = tls_ctx_load_files(ctx, &t, err, errlen) &&
+              (t.clients ? tls_ctx_setup_clients(ctx, cfg, &t, err, errlen)
+                         : tls_ctx_setup_servers(ctx, &t, err, errlen));
+    if (!ok) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
 }
 
 /* Makes (cfg, clients, servers) current, freeing what they replace. */
