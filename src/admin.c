@@ -18,7 +18,7 @@
 
 #include "admin_int.h"
 #include "auth.h"
-#include "client.h"
+#include "client_conn.h"
 #include "conn.h"
 #include "log.h"
 #include "pool.h"

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "admin_int.h"
-#include "client.h"
+#include "client_conn.h"
 #include "conn.h"
 #include "log.h"
 #include "pool.h"

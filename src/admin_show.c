@@ -16,7 +16,7 @@
 
 #include "admin.h"
 #include "admin_int.h"
-#include "client.h"
+#include "client_conn.h"
 #include "conn.h"
 #include "pool.h"
 #include "version.h"

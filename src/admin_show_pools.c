@@ -12,7 +12,7 @@
 
 #include "admin.h"
 #include "admin_int.h"
-#include "client.h"
+#include "client_conn.h"
 #include "conn.h"
 #include "pool.h"
 #include "prepared.h"
@@ -347,7 +347,7 @@ static void server_row(const struct server *sv, const struct conn_ctx *x)
                        admin_num4(f[2], sv->backend_pid),
                        tls,
                        app ? app : "",
-                       admin_num4(f[4], prepared_server_count(sv)),
+                       admin_num4(f[4], prepared_set_count(sv->ps)),
                        admin_unum(f[3], sv->id)};
     admin_result_row(x->r, v);
 }

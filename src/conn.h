@@ -19,98 +19,12 @@
 #include "list.h"
 #include "params.h"
 #include "proto.h"
+#include "stream.h"
 
 struct worker;
 struct pool;
 struct client;
 struct server;
-struct stream;
-
-/* ---- streams: a socket, its read buffer and pending output --------------- */
-
-/* What a stream's owner implements. */
-struct stream_ops {
-    /* New bytes are in s->rbuf. Consume what can be handled; leave the rest. */
-    void (*on_data)(struct stream *s);
-    /* Pending output was written completely (backpressure lifts). */
-    void (*on_drained)(struct stream *s);
-    /* EOF or a socket error; the owner must close. reason for the log. */
-    void (*on_closed)(struct stream *s, const char *reason);
-    /* Non-blocking connect finished (servers only); err = 0 on success. */
-    void (*on_connected)(struct stream *s, int err);
-};
-
-struct stream {
-    int fd;
-    struct worker *worker;
-    const struct stream_ops *ops;
-    ev_io io;
-    struct iobuf *rbuf;         /* bytes read and not yet handled; NULL when none */
-    struct iobuf *obuf;         /* bytes waiting to be written; NULL when none */
-    struct stream *blocked_src; /* a peer whose reading waits for our obuf to drain */
-    struct stream_tls *tls;     /* TLS state (tls.h, stream.c); NULL on a plain socket */
-    uint32_t skip;              /* bytes of the current message still to come from the socket */
-    bool skip_forward;          /* ... and whether they are forwarded to the peer */
-    bool connecting;
-    bool reading; /* read interest wanted */
-    bool corked;  /* stream_write queues; stream_uncork sends it all at once */
-    bool closed;
-    uint64_t bytes_in, bytes_out;
-};
-
-void stream_init(struct stream *s, struct worker *w, int fd, const struct stream_ops *ops);
-/* Starts or stops reading. */
-void stream_read_start(struct stream *s);
-void stream_read_stop(struct stream *s);
-/* Writes n bytes (directly if nothing is queued, else queued in order). */
-void stream_write(struct stream *s, const void *p, size_t n);
-bool stream_has_output(const struct stream *s);
-/* While corked, stream_write only queues: a message sluice rewrites in
- * pieces then leaves in one send() (one packet, one wakeup of the peer). */
-void stream_cork(struct stream *s);
-/* Sends what was queued while corked (errors surface from the watcher). */
-void stream_uncork(struct stream *s);
-/* Moving a stream to another worker's loop: detach on the old owner's
- * thread, set s->worker, attach on the new one's (watchers follow the
- * stream's flags). Buffers go along and end in the new worker's cache. */
-void stream_detach(struct stream *s);
-void stream_attach(struct stream *s);
-/* Drops buffers and closes the fd. */
-void stream_close(struct stream *s);
-/* Returns rbuf to the cache if it holds nothing. */
-void stream_release_rbuf(struct stream *s);
-/* Starts a non-blocking connect to addr; on_connected reports the result. */
-int stream_connect(struct stream *s, struct worker *w, const struct sockaddr *addr,
-                   socklen_t addrlen, const struct stream_ops *ops);
-void stream_set_keepalive(int fd, const struct config *cfg);
-
-/* Framing of a forwarded stream: steps over the part of a message being
- * streamed through (s->skip), then peeks the header at rbuf->start. */
-static inline enum proto_status stream_peek_msg(struct stream *s, uint32_t max, uint8_t *type,
-                                                uint32_t *mlen)
-{
-    struct iobuf *b = s->rbuf;
-    if (s->skip) {
-        uint32_t n = s->skip < iobuf_len(b) ? s->skip : iobuf_len(b);
-        b->start += n;
-        s->skip -= n;
-    }
-    return proto_peek_header(b->data + b->start, iobuf_len(b), max, type, mlen);
-}
-
-/* Consumes n bytes of the current message: those buffered now, and the rest
- * (s->skip) as they arrive. */
-static inline void stream_consume_msg(struct stream *s, uint32_t n)
-{
-    struct iobuf *b = s->rbuf;
-    if (n <= iobuf_len(b)) {
-        b->start += n;
-    } else {
-        s->skip = n - iobuf_len(b);
-        s->skip_forward = true;
-        b->start = b->end;
-    }
-}
 
 /* ---- clients ------------------------------------------------------------- */
 
@@ -128,7 +42,7 @@ const char *client_state_str(enum client_state st);
 
 struct client_auth; /* login-time state, freed after login */
 struct prepared_client;
-struct prepared_server;
+struct prepared_set;
 struct listen_client;
 
 struct client {
@@ -191,6 +105,25 @@ enum server_state {
 const char *server_state_str(enum server_state st);
 
 struct server_auth;
+struct server_query_queue;
+
+/* Who holds a server that is lent (SV_ACTIVE) and what it hears: a client
+ * (relay.c) or a consumer that opened the server for itself (LISTEN). */
+struct server_holder_ops {
+    /* Logged in: a server opened for its holder (pool_connect_server()). */
+    void (*on_ready)(struct server *sv);
+    /* Bytes arrived and no query of sluice's is pending on sv. */
+    void (*on_data)(struct server *sv);
+    /* A NotificationResponse (whole), read while a query of sluice's is
+     * pending or through server_query_read(); NULL: notifications are
+     * dropped. */
+    void (*on_notify)(struct server *sv, const struct stream_msg *m);
+    /* Output to the server was written out (backpressure lifts). */
+    void (*on_drained)(struct server *sv);
+    /* sv is closing (why); its holder lets go of it. c: the client it was
+     * lent to, if any (no longer linked). */
+    void (*on_closed)(struct server *sv, struct client *c, const char *why);
+};
 
 struct server {
     struct stream s;
@@ -202,29 +135,34 @@ struct server {
     /* [pool lock] the client this server was picked for, until it reaches
      * that client's worker and is linked (pool.c) */
     struct client *handoff;
-    struct worker *owner;   /* [pool lock] = s.worker, for other threads to read */
-    struct list inbox_node; /* on a worker's inbox while moving */
-    bool dns_wait;          /* [pool lock] no socket yet: waits for dns.c */
-    struct server_auth *auth;
-    struct param_set params; /* what the server has reported */
+    struct worker *owner;                   /* [pool lock] = s.worker, for other threads to read */
+    struct list inbox_node;                 /* on a worker's inbox while moving */
+    bool dns_wait;                          /* [pool lock] no socket yet: waits for dns.c */
+    struct server_auth *auth;               /* login-time state (server_login.c) */
+    const struct server_holder_ops *holder; /* while lent: who has it */
+    struct server_query_queue *sq;          /* sluice's own queries (server_query.c) */
+    struct param_set params;                /* what the server has reported */
     uint32_t backend_pid, backend_key;
     uint64_t id;
     int64_t connect_time;
     int64_t last_used; /* returned to pool (for idle timeout / check delay) */
     int64_t request_time;
     int cancels_in_flight;
-    uint32_t pending_rfq; /* for sluice's own queries (check, reset, SET) */
-    char xact_status;     /* last ReadyForQuery status: 'I', 'T', 'E' */
-    bool ready;           /* last RFQ was idle and nothing is pending */
-    bool close_needed;    /* close instead of reuse */
-    bool welcome_done;
-    bool reset_needed;          /* used in session mode: run server_reset_query */
-    const char *extras;         /* the client extras last applied (NULL = none) */
-    struct prepared_server *ps; /* statements sluice prepared here (prepared.c) */
-    bool listener;              /* the pool's listening connection (listen.c) */
-    bool aq_found;              /* auth_query returned a password */
-    char aq_password[512];
+    char xact_status;        /* last ReadyForQuery status: 'I', 'T', 'E' */
+    bool ready;              /* last RFQ was idle and nothing is pending */
+    bool close_needed;       /* close instead of reuse */
+    bool login_done;         /* the first ReadyForQuery came */
+    bool held;               /* opened for a holder, outside the pool's size (LISTEN) */
+    const char *extras;      /* the client extras last applied (NULL = none) */
+    struct prepared_set *ps; /* statements sluice prepared here (prepared.c) */
 };
+
+/* Whether sv may go back to the pool now: idle, nothing pending either way. */
+static inline bool server_is_clean(const struct server *sv)
+{
+    return sv->ready && sv->xact_status == 'I' && !sv->s.skip &&
+           (!sv->s.rbuf || iobuf_len(sv->s.rbuf) == 0) && !stream_has_output(&sv->s);
+}
 
 /* ---- pools --------------------------------------------------------------- */
 
@@ -271,7 +209,7 @@ struct pool {
     int n_idle, n_active, n_busy, n_waiting;
     int n_clients; /* clients assigned to this pool */
     int n_reserve_used;
-    int n_listen; /* listening connections (listen.c) on active: not in the pool's size */
+    int n_held; /* held servers (sv->held) on active: not in the pool's size */
     bool welcome_ready;
     struct pool_welcome welcome;
     struct param_set welcome_params;
@@ -289,7 +227,7 @@ struct pool {
     uint64_t assign_count;                     /* servers lent to clients */
     uint64_t xact_time, query_time, wait_time; /* usec */
     int64_t max_wait_seen;
-    struct prepared_server *ps_known; /* statements some server parsed fine (prepared.c) */
+    struct prepared_set *ps_known; /* statements some server parsed fine (prepared.c) */
 };
 
 #endif

@@ -16,6 +16,7 @@
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
+#include "server_query.h"
 #include "worker.h"
 
 /* One channel and who listens on it. */
@@ -99,19 +100,37 @@ static struct worker *listen_worker(void)
     return &g_pooler.workers[0];
 }
 
+static const struct server_holder_ops listen_holder;
+static void wake(struct listener *l);
+
+static void query_error(struct server *sv, void *arg, const char *sqlstate, const char *text)
+{
+    server_log(LOG_LVL_WARNING, sv, "LISTEN/UNLISTEN failed: %s", text);
+}
+
+/* A LISTEN or UNLISTEN has completed (or the connection went): the
+ * clients waiting for it are answered. */
+static void query_done(struct server *sv, void *arg, enum server_query_status st)
+{
+    struct listener *l = arg;
+    if (st == SERVER_QUERY_GONE)
+        return; /* listen_server_closed() wakes everyone */
+    l->done++;
+    wake(l);
+}
+
+static const struct server_query_ops listen_query_ops = {.on_error = query_error,
+                                                         .on_done = query_done};
+
 static void send_query(struct listener *l, const char *verb, const char *channel)
 {
     char q[200];
     char id[140];
     if (channel && !listen_quote_ident(channel, id, sizeof(id)))
         return; /* cannot happen: names are at most 63 bytes */
-    int k = snprintf(q, sizeof(q), "%s %s", verb, channel ? id : "*");
-    uint8_t hdr[5];
-    hdr[0] = 'Q';
-    proto_put32(hdr + 1, (uint32_t)(4 + k + 1));
-    stream_write(&l->sv->s, hdr, 5);
-    stream_write(&l->sv->s, q, (size_t)k + 1);
-    l->sent++;
+    snprintf(q, sizeof(q), "%s %s", verb, channel ? id : "*");
+    if (server_query(l->sv, q, 0, NULL, &listen_query_ops, l))
+        l->sent++;
 }
 
 static void connect_listener(struct listener *l)
@@ -121,12 +140,11 @@ static void connect_listener(struct listener *l)
     l->up = false;
     l->sent = l->done = 0;
     l->retry_wait = false;
-    struct server *sv = pool_connect_server(l->pool, listen_worker());
+    struct server *sv = pool_connect_server(l->pool, listen_worker(), &listen_holder);
     if (!sv) {
         l->retry_wait = true;
         return;
     }
-    sv->listener = true;
     l->sv = sv;
 }
 
@@ -379,18 +397,10 @@ static void notify(struct listener *l, const uint8_t *msg, uint32_t mlen)
 
 /* ---- the listening server ----------------------------------------------- */
 
-void listen_server_ready(struct server *sv)
+static void listen_server_ready(struct server *sv)
 {
     struct listener *l = listener_of_server(sv);
     struct pool *p = sv->pool;
-    list_del(&sv->node);
-    p->n_busy--;
-    sv->state = SV_ACTIVE;
-    list_add_tail(&p->active, &sv->node);
-    p->n_active++;
-    p->n_listen++;
-    p->last_connect_failed = 0;
-    p->retry_delay = 0;
     if (!l) {
         server_close(sv, "listener not needed");
         return;
@@ -405,63 +415,23 @@ void listen_server_ready(struct server *sv)
     wake(l); /* nothing to wait for when there are no channels */
 }
 
-void listen_server_data(struct server *sv)
+static void listen_server_notify(struct server *sv, const struct stream_msg *m)
 {
-    struct stream *s = &sv->s;
     struct listener *l = listener_of_server(sv);
-    uint32_t max = (uint32_t)g_pooler.cfg->max_packet_size;
-    bool progress = false;
-    while (s->rbuf && iobuf_len(s->rbuf)) {
-        struct iobuf *b = s->rbuf;
-        uint8_t type;
-        uint32_t mlen;
-        enum proto_status ps =
-            proto_peek_header(b->data + b->start, iobuf_len(b), max, &type, &mlen);
-        if (ps == PROTO_NEED_MORE)
-            break;
-        if (ps != PROTO_OK) {
-            server_close(sv, "server sent a malformed message");
-            return;
-        }
-        if (mlen > iobuf_len(b)) {
-            if (b->start + mlen > b->cap)
-                iobuf_reserve(&s->worker->bufs, &s->rbuf, mlen - iobuf_len(b));
-            break;
-        }
-        const uint8_t *msg = b->data + b->start;
-        switch (type) {
-        case 'A':
-            if (l)
-                notify(l, msg, mlen);
-            break;
-        case 'Z':
-            if (l) {
-                l->done++;
-                progress = true;
-            }
-            break;
-        case 'E': {
-            struct proto_error_fields ef;
-            if (proto_parse_error(msg, mlen, &ef))
-                log_warning("S-%p: LISTEN/UNLISTEN failed: %s", (void *)sv,
-                            ef.message ? ef.message : "");
-            break;
-        }
-        default:
-            break; /* CommandComplete, notices, ParameterStatus */
-        }
-        b->start += mlen;
-    }
-    if (s->rbuf && !iobuf_len(s->rbuf))
-        stream_release_rbuf(s);
-    if (progress && l)
-        wake(l);
+    if (l)
+        notify(l, m->data, m->len);
 }
 
-void listen_server_gone(struct server *sv)
+/* Bytes with no LISTEN pending: notifications, read as sluice's own. */
+static void listen_server_data(struct server *sv)
 {
-    if (sv->state == SV_ACTIVE && sv->pool->n_listen > 0)
-        sv->pool->n_listen--;
+    char why[300];
+    if (server_query_read(sv, why, sizeof(why)) == SERVER_READ_BAD)
+        server_close(sv, why);
+}
+
+static void listen_server_closed(struct server *sv, struct client *c, const char *why)
+{
     struct listener *l = listener_of_server(sv);
     if (!l)
         return;
@@ -472,6 +442,13 @@ void listen_server_gone(struct server *sv)
     l->retry_wait = true;
     wake(l); /* their LISTENs are answered; notifications come after the reconnect */
 }
+
+static const struct server_holder_ops listen_holder = {
+    .on_ready = listen_server_ready,
+    .on_data = listen_server_data,
+    .on_notify = listen_server_notify,
+    .on_closed = listen_server_closed,
+};
 
 void listen_shutdown(void)
 {

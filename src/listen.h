@@ -41,12 +41,6 @@ void listen_client_flush(struct client *c);
 /* c is being freed: it stops listening everywhere. No-op without c->lc. */
 void listen_client_free(struct client *c);
 
-/* Hooks for server.c, for servers with sv->listener set: login done, data
- * arrived (state SV_ACTIVE), the server is being closed. */
-void listen_server_ready(struct server *sv);
-void listen_server_data(struct server *sv);
-void listen_server_gone(struct server *sv);
-
 /* Shutdown: no more reconnects (listening servers close with their pools). */
 void listen_shutdown(void);
 

@@ -14,11 +14,16 @@
 #include "admin.h"
 #include "auth.h"
 #include "client.h"
+#include "client_conn.h"
+#include "client_login.h"
 #include "config.h"
 #include "dns.h"
+#include "listen.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
+#include "prepared.h"
+#include "server.h"
 #include "tls.h"
 #include "version.h"
 #include "worker.h"
@@ -435,6 +440,37 @@ static void main_raise_fd_limit(const struct config *cfg)
     }
 }
 
+/* Connects the layers: what pool.c decides is carried out by servers and
+ * clients; login lets admin console clients in through the console's
+ * hooks; per-feature client state is freed by its module. */
+static void main_wire_modules(void)
+{
+    static const struct pool_ops pool_ops = {
+        .server_new = server_alloc,
+        .server_start = server_start,
+        .server_check = server_check,
+        .server_reset = server_reset,
+        .server_close = server_close,
+        .server_free = server_reap,
+        .link = client_link,
+        .client_unlinked = client_unlinked,
+        .client_welcome = client_welcome,
+        .client_fail = client_fail,
+        .client_free = client_reap,
+    };
+    static const struct client_console console = {
+        .is_console_db = admin_is_admin_db,
+        .check_user = admin_check_user,
+        .welcome = admin_welcome,
+        .handle = admin_handle,
+    };
+    pool_set_ops(&pool_ops);
+    client_login_init(&console);
+    client_add_free_hook(prepared_client_free);
+    client_add_free_hook(listen_client_free);
+    client_add_free_hook(admin_client_closed);
+}
+
 /* Makes the event loops (worker 0's is the default loop, on this thread)
  * and the workers, and opens their listeners. The threads start later,
  * once the loops are complete. false after saying why. */
@@ -526,6 +562,7 @@ static void main_shutdown(void)
     metrics_stop();
     for (int i = 0; i < n_workers; i++)
         worker_drain(&workers[i]);
+    listen_shutdown();
     for (int i = 0; i < n_workers; i++)
         worker_close_all(&workers[i]);
     pool_free_all();
@@ -572,6 +609,7 @@ int main(int argc, char **argv)
     list_init(&g_pooler.pools);
     signal(SIGPIPE, SIG_IGN);
 
+    main_wire_modules();
     if (!main_init_workers(cfg))
         return 1;
     main_detach(o.daemon_mode, cfg);

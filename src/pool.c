@@ -6,16 +6,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client.h"
 #include "dns.h"
-#include "listen.h"
-#include "prepared.h"
-#include "proto.h"
 #include "log.h"
-#include "server.h"
+#include "prepared_set.h"
+#include "proto.h"
 #include "worker.h"
 
 struct pooler g_pooler = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* The layers above, for what pool.c decides and they carry out. */
+static struct pool_ops ops;
+
+void pool_set_ops(const struct pool_ops *o)
+{
+    ops = *o;
+}
 
 static char *xstrdup(const char *s)
 {
@@ -182,7 +187,7 @@ static int user_max_connections(const struct pool_user *u)
 
 static int pool_total(const struct pool *p)
 {
-    return p->n_idle + p->n_active + p->n_busy - p->n_listen;
+    return p->n_idle + p->n_active + p->n_busy - p->n_held;
 }
 
 /* ---- actions ------------------------------------------------------------- */
@@ -257,27 +262,27 @@ static void pool_run_actions(void)
             pool_assign_run(a.sv);
             break;
         case PA_LINK:
-            server_link(a.sv, a.c);
+            ops.link(a.sv, a.c);
             break;
         case PA_CONNECT:
-            server_start(a.sv);
+            ops.server_start(a.sv);
             break;
         case PA_CLOSE:
-            server_close(a.sv, a.why);
+            ops.server_close(a.sv, a.why);
             break;
         case PA_TEST:
-            server_run_internal(a.sv, SV_TESTING, g_pooler.cfg->server_check_query);
+            ops.server_check(a.sv);
             break;
         case PA_RESET:
-            server_run_internal(a.sv, SV_RESETTING, g_pooler.cfg->server_reset_query);
+            ops.server_reset(a.sv);
             break;
         case PA_UNLINKED:
             if (a.c->state != CL_CLOSED)
-                client_unlinked(a.c);
+                ops.client_unlinked(a.c);
             break;
         case PA_WELCOME:
             if (a.c->state == CL_LOGIN_WAIT)
-                client_welcome(a.c);
+                ops.client_welcome(a.c);
             break;
         case PA_FAIL:
             pool_client_fail(a.c, false);
@@ -286,10 +291,10 @@ static void pool_run_actions(void)
             pool_client_fail(a.c, true);
             break;
         case PA_FREE_CLIENT:
-            client_reap(a.c);
+            ops.client_free(a.c);
             break;
         case PA_FREE_SERVER:
-            server_reap(a.sv);
+            ops.server_free(a.sv);
             break;
         case PA_KICK:
             worker_kick(a.w);
@@ -383,7 +388,7 @@ static bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve)
  * after the lock is let go. */
 static struct server *pool_new_server(struct pool *p, struct worker *w, int64_t now)
 {
-    struct server *sv = server_alloc(p, w, now);
+    struct server *sv = ops.server_new(p, w, now);
     sv->owner = w;
     sv->id = __atomic_add_fetch(&g_pooler.next_server_id, 1, __ATOMIC_RELAXED);
     list_init(&sv->node);
@@ -652,7 +657,7 @@ bool pool_client_login(struct client *c)
     return false;
 }
 
-void pool_client_wait_on(struct client *c, struct pool *p)
+void pool_client_wait(struct client *c, struct pool *p)
 {
     c->request_time = worker_now(c->s.worker);
     pool_lock();
@@ -661,12 +666,6 @@ void pool_client_wait_on(struct client *c, struct pool *p)
     p->n_waiting++;
     pool_dispatch_locked(p, c->request_time);
     pool_unlock_run();
-}
-
-void pool_client_wait(struct client *c)
-{
-    c->state = CL_WAITING;
-    pool_client_wait_on(c, c->pool);
 }
 
 void pool_client_unwait(struct client *c)
@@ -764,7 +763,7 @@ void pool_server_ready(struct server *sv)
     pool_lock();
     if (sv->close_needed || !p->db->cfg || (g_pooler.shutting_down && list_empty(&p->waiting))) {
         pool_unlock();
-        server_close(sv, "close needed");
+        ops.server_close(sv, "close needed");
         return;
     }
     if (sv->state == SV_LOGIN) {
@@ -790,6 +789,8 @@ bool pool_server_gone(struct server *sv)
         c->server = NULL;
         sv->client = NULL;
     }
+    if (sv->held && sv->list_kind == SVL_ACTIVE)
+        p->n_held--;
     sv_move(sv, SVL_NONE);
     p->db->n_servers--;
     p->user->n_servers--;
@@ -860,21 +861,56 @@ static void pool_client_fail(struct client *c, bool timeout)
     snprintf(why, sizeof(why), "%s", failing ? p->last_connect_error : "");
     c->fail_pending = false;
     pool_unlock();
+    char msg[400];
     if (!timeout)
-        client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "%s", why);
+        snprintf(msg, sizeof(msg), "%s", why);
     else if (failing)
-        client_close_error(c, SQLSTATE_CONNECTION_FAILURE,
-                           "query_wait_timeout (server connection failing: %s)", why);
+        snprintf(msg, sizeof(msg), "query_wait_timeout (server connection failing: %s)", why);
     else
-        client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "query_wait_timeout");
+        snprintf(msg, sizeof(msg), "query_wait_timeout");
+    ops.client_fail(c, SQLSTATE_CONNECTION_FAILURE, msg);
 }
 
-struct server *pool_connect_server(struct pool *p, struct worker *w)
+struct server *pool_connect_server(struct pool *p, struct worker *w,
+                                   const struct server_holder_ops *holder)
 {
     pool_lock();
     struct server *sv = pool_new_server(p, w, worker_now(w));
+    sv->held = true;
+    sv->holder = holder;
     pool_unlock_run();
     return sv->state == SV_CLOSED ? NULL : sv;
+}
+
+void pool_server_held(struct server *sv)
+{
+    struct pool *p = sv->pool;
+    pool_lock();
+    sv->state = SV_ACTIVE;
+    sv_move(sv, SVL_ACTIVE);
+    p->n_held++;
+    p->last_connect_failed = 0;
+    p->retry_delay = 0;
+    pool_unlock();
+}
+
+void pool_welcome_add(struct pool *p, const char *name, const char *value, const char *interned,
+                      int tp)
+{
+    for (int i = 0; i < p->welcome.n; i++) {
+        if (strcmp(p->welcome.names[i], name) == 0) {
+            free(p->welcome.values[i]);
+            p->welcome.values[i] = xstrdup(value);
+            return;
+        }
+    }
+    if (p->welcome.n < (int)(sizeof(p->welcome.names) / sizeof(p->welcome.names[0]))) {
+        p->welcome.names[p->welcome.n] = xstrdup(name);
+        p->welcome.values[p->welcome.n] = xstrdup(value);
+        p->welcome.n++;
+    }
+    if (tp >= 0)
+        param_assign(&p->welcome_params.v[tp], interned);
 }
 
 /* Own servers of p that wait for DNS (lock held): the first one, its
@@ -902,7 +938,7 @@ static void pool_dns_done_on(struct pool *p, struct worker *self)
         pool_lock();
         struct server *sv = pool_take_dns_waiter(p, self);
         pool_unlock_run();
-        if (!sv || !server_dns_retry(sv))
+        if (!sv || !ops.server_start(sv))
             return;
     }
 }
@@ -1067,7 +1103,7 @@ int pool_count_active(void)
     list_for_each_safe(it, tmp, &g_pooler.pools)
     {
         struct pool *p = list_entry(it, struct pool, node);
-        n += p->n_active - p->n_listen;
+        n += p->n_active - p->n_held;
     }
     pool_unlock();
     return n;
@@ -1077,14 +1113,13 @@ static void close_list(struct list *l, const char *why)
 {
     while (!list_empty(l)) {
         struct server *sv = list_entry(list_first(l), struct server, node);
-        server_close(sv, why);
+        ops.server_close(sv, why);
     }
 }
 
 void pool_close_all(void)
 {
     struct list *it, *tmp;
-    listen_shutdown();
     list_for_each_safe(it, tmp, &g_pooler.pools)
     {
         struct pool *p = list_entry(it, struct pool, node);

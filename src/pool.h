@@ -36,6 +36,29 @@ struct pooler {
 };
 extern struct pooler g_pooler;
 
+/* What pool.c decides under its lock and the layers above carry out after
+ * it lets go (registered once, by main, before any pool is used). */
+struct pool_ops {
+    /* A new server of pool p on worker w: allocated, not connected. */
+    struct server *(*server_new)(struct pool *p, struct worker *w, int64_t now);
+    /* Resolve and connect sv (again, when it waited for DNS); false while
+     * the DNS answer is still pending. */
+    bool (*server_start)(struct server *sv);
+    /* Run server_check_query / server_reset_query, then pool_server_ready()
+     * (or close sv). */
+    void (*server_check)(struct server *sv);
+    void (*server_reset)(struct server *sv);
+    void (*server_close)(struct server *sv, const char *why);
+    void (*server_free)(struct server *sv); /* closed while it moved: free it */
+    /* Lend sv (on c's worker, both ready) to waiting c. */
+    void (*link)(struct server *sv, struct client *c);
+    void (*client_unlinked)(struct client *c); /* its server went back: c goes on */
+    void (*client_welcome)(struct client *c);  /* c's pool can welcome it now */
+    void (*client_fail)(struct client *c, const char *sqlstate, const char *msg);
+    void (*client_free)(struct client *c); /* closed while a server was on its way */
+};
+void pool_set_ops(const struct pool_ops *ops);
+
 void pool_lock(void);
 /* Frees the running thread's pool state (at thread exit). */
 void pool_thread_done(void);
@@ -61,11 +84,11 @@ int pool_reserve_of(const struct pool *p);
  * client_welcome()); false if c now waits for the pool's first server login
  * (CL_LOGIN_WAIT), and client_welcome() runs once it is done. */
 bool pool_client_login(struct client *c);
-/* Client c has a request: queue it and try to give it a server. */
-void pool_client_wait(struct client *c);
-/* Queues c on pool p (not its own: auth_query runs on the auth_user's pool);
- * c->state is left to the caller. */
-void pool_client_wait_on(struct client *c, struct pool *p);
+/* Client c has a request for pool p (the router's choice; for auth_query
+ * the auth_user's pool): queue it and try to give it a server of p. The
+ * caller sets c->state (CL_WAITING, CL_AUTH_QUERY); pool_ops.link runs when
+ * a server is lent, maybe before this returns. */
+void pool_client_wait(struct client *c, struct pool *p);
 /* Removes c from the waiting or login-wait list (it is closing). */
 void pool_client_unwait(struct client *c);
 /* c is being freed: true if a server is on its way to it, in which case
@@ -87,9 +110,18 @@ bool pool_server_gone(struct server *sv);
 bool pool_server_moving(struct server *sv);
 /* A server login failed: remember why, for waiting clients and retry delay. */
 void pool_connect_failed(struct pool *p, const char *why, bool fatal_for_clients);
-/* Opens one more server for p on worker w now, outside the pool's limits
- * (LISTEN connections); NULL if it failed at once. */
-struct server *pool_connect_server(struct pool *p, struct worker *w);
+/* Opens one more server for p on worker w now, outside the pool's limits,
+ * for holder (LISTEN's connections): once logged in it is active and
+ * holder->on_ready runs. NULL if it failed at once. */
+struct server *pool_connect_server(struct pool *p, struct worker *w,
+                                   const struct server_holder_ops *holder);
+/* A held server logged in: it is active, outside the pool's size. */
+void pool_server_held(struct server *sv);
+/* A ParameterStatus during a first login (pool lock held, welcome not
+ * ready): name = value goes into the pool's welcome, and interned into its
+ * welcome_params when the parameter is tracked (tp >= 0). */
+void pool_welcome_add(struct pool *p, const char *name, const char *value, const char *interned,
+                      int tp);
 /* A server that waited for DNS: dns.c answered for p. */
 void pool_dns_done(struct pool *p);
 

@@ -27,7 +27,7 @@
 
 #include "auth.h"
 #include "classify.h"
-#include "client.h"
+#include "client_conn.h"
 #include "listen.h"
 #include "log.h"
 #include "pool.h"
@@ -842,10 +842,10 @@ static int64_t client_query(struct client *c, uint32_t mlen, uint32_t *fwd)
                 a = act_new();
             a->discard_all = true;
             tab_clear(pc);
-            prepared_server_forget(c->server);
+            prepared_set_clear(&c->server->ps);
         } else if (n_ps && s->kind == CS_DEALLOCATE_ALL && cr.n == 1) {
             tab_clear(pc);
-            prepared_server_forget(c->server);
+            prepared_set_clear(&c->server->ps);
         }
         if (a) {
             struct rq_entry e = {.kind = RQ_QUERY_X, .act = a};

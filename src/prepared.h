@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "prepared_set.h"
 
 /* prepared_client_msg() results below 0. */
 #define PREPARED_WAIT   (-1) /* need more bytes of this message: stop, keep them */
@@ -64,33 +65,6 @@ void prepared_emit(struct client *c);
 void prepared_client_unlinked(struct client *c);
 /* c is being freed: its statements, settings and queue go. */
 void prepared_client_free(struct client *c);
-/* sv is being closed. */
-void prepared_server_free(struct server *sv);
-/* Everything sv had prepared is gone (DISCARD ALL, DEALLOCATE ALL ran). */
-void prepared_server_forget(struct server *sv);
-
-/* Number of statements sv has prepared for sluice (admin, tests). */
-int prepared_server_count(const struct server *sv);
-
-/* ---- pieces exposed for unit tests ------------------------------------------ */
-
-/* SipHash-2-4 of data under the process key (random, made on first use). */
-uint64_t prepared_hash(const void *data, size_t n);
-/* SipHash-2-4 with an explicit 16-byte key (test vectors). */
-uint64_t prepared_siphash(const uint8_t key[16], const void *data, size_t n);
-
-/* A server's statement set, standing alone (tests): add, has (touches
- * LRU), remove, evict the least recently used (returns its hash, 0 if
- * empty), count. */
-struct prepared_server;
-struct prepared_server *prepared_set_new(void);
-void prepared_set_free(struct prepared_server *ps);
-void prepared_set_add(struct prepared_server **ps, uint64_t h);
-bool prepared_set_has(struct prepared_server *ps, uint64_t h);
-void prepared_set_remove(struct prepared_server *ps, uint64_t h);
-uint64_t prepared_set_evict(struct prepared_server *ps);
-int prepared_set_count(const struct prepared_server *ps);
-
 /* Splits an extras string made at login ("SET a = 'x';SET b = 'y';") into
  * up to max (name, statement) pairs, each interned with a reference for the
  * caller. Returns the count, -1 (and no references) if the string is not of

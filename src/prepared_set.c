@@ -1,18 +1,10 @@
-/* prepared_set.c - the statement names sluice gives servers, and the set of
- * statements each server connection has prepared (LRU, for
- * max_prepared_statements).
- *
- * Server-side names are "sl_" + a keyed 64-bit hash (SipHash-2-4, random key
- * per process) of the statement's text and parameter types: clients of a
- * pool that prepare the same statement share it on each server, and a client
- * cannot choose text that collides with another client's statement.
- */
+/* prepared_set.c - statement hashes and sets of them (prepared_set.h). */
+#include "prepared_set.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #include "auth.h"
-#include "conn.h"
-#include "prepared.h"
 
 /* ---- hashing ---------------------------------------------------------------- */
 
@@ -93,33 +85,33 @@ struct prepared_slot {
     uint64_t used; /* LRU tick */
 };
 
-struct prepared_server {
+struct prepared_set {
     uint32_t cap; /* power of 2 */
     uint32_t n;
     uint64_t tick;
     struct prepared_slot slot[];
 };
 
-static struct prepared_server *set_alloc(uint32_t cap)
+static struct prepared_set *set_alloc(uint32_t cap)
 {
-    struct prepared_server *ps = calloc(1, sizeof(*ps) + cap * sizeof(struct prepared_slot));
+    struct prepared_set *ps = calloc(1, sizeof(*ps) + cap * sizeof(struct prepared_slot));
     if (!ps)
         abort();
     ps->cap = cap;
     return ps;
 }
 
-struct prepared_server *prepared_set_new(void)
+struct prepared_set *prepared_set_new(void)
 {
     return set_alloc(16);
 }
 
-void prepared_set_free(struct prepared_server *ps)
+void prepared_set_free(struct prepared_set *ps)
 {
     free(ps);
 }
 
-static uint32_t set_find(const struct prepared_server *ps, uint64_t h)
+static uint32_t set_find(const struct prepared_set *ps, uint64_t h)
 {
     uint32_t mask = ps->cap - 1;
     for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
@@ -128,13 +120,13 @@ static uint32_t set_find(const struct prepared_server *ps, uint64_t h)
     }
 }
 
-void prepared_set_add(struct prepared_server **psp, uint64_t h)
+void prepared_set_add(struct prepared_set **psp, uint64_t h)
 {
-    struct prepared_server *ps = *psp;
+    struct prepared_set *ps = *psp;
     if (!ps)
         ps = *psp = prepared_set_new();
     if ((ps->n + 1) * 2 > ps->cap) {
-        struct prepared_server *nps = set_alloc(ps->cap * 2);
+        struct prepared_set *nps = set_alloc(ps->cap * 2);
         nps->tick = ps->tick;
         for (uint32_t i = 0; i < ps->cap; i++) {
             if (ps->slot[i].h) {
@@ -153,7 +145,7 @@ void prepared_set_add(struct prepared_server **psp, uint64_t h)
     ps->slot[i].used = ++ps->tick;
 }
 
-bool prepared_set_has(struct prepared_server *ps, uint64_t h)
+bool prepared_set_has(struct prepared_set *ps, uint64_t h)
 {
     if (!ps)
         return false;
@@ -164,7 +156,7 @@ bool prepared_set_has(struct prepared_server *ps, uint64_t h)
     return true;
 }
 
-void prepared_set_remove(struct prepared_server *ps, uint64_t h)
+void prepared_set_remove(struct prepared_set *ps, uint64_t h)
 {
     if (!ps)
         return;
@@ -191,7 +183,7 @@ void prepared_set_remove(struct prepared_server *ps, uint64_t h)
     }
 }
 
-uint64_t prepared_set_evict(struct prepared_server *ps)
+uint64_t prepared_set_evict(struct prepared_set *ps)
 {
     if (!ps || !ps->n)
         return 0;
@@ -204,23 +196,13 @@ uint64_t prepared_set_evict(struct prepared_server *ps)
     return h;
 }
 
-int prepared_set_count(const struct prepared_server *ps)
+int prepared_set_count(const struct prepared_set *ps)
 {
     return ps ? (int)ps->n : 0;
 }
 
-int prepared_server_count(const struct server *sv)
+void prepared_set_clear(struct prepared_set **ps)
 {
-    return prepared_set_count(sv->ps);
-}
-
-void prepared_server_free(struct server *sv)
-{
-    prepared_set_free(sv->ps);
-    sv->ps = NULL;
-}
-
-void prepared_server_forget(struct server *sv)
-{
-    prepared_server_free(sv);
+    prepared_set_free(*ps);
+    *ps = NULL;
 }

@@ -26,7 +26,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "conn.h"
+#include "stream.h"
+
+#include "proto.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -352,6 +354,143 @@ int stream_connect(struct stream *s, struct worker *w, const struct sockaddr *ad
     s->reading = true;
     stream_update(s);
     return 0;
+}
+
+/* ---- framing --------------------------------------------------------------- */
+
+const char *stream_msg_status_str(enum stream_msg_status st)
+{
+    static const char *const names[] = {"ok", "more", "bad", "too_big"};
+    return (unsigned)st < sizeof(names) / sizeof(names[0]) ? names[st] : "?";
+}
+
+/* The size policy: max_packet_size, and less before the peer logged in. */
+static uint32_t stream_msg_limit(const struct stream *s)
+{
+    uint32_t max = (uint32_t)s->worker->cfg->max_packet_size;
+    return s->login_limit && max > STREAM_LOGIN_MAX ? STREAM_LOGIN_MAX : max;
+}
+
+static enum stream_msg_status stream_status_of(enum proto_status ps)
+{
+    switch (ps) {
+    case PROTO_OK:
+        return STREAM_MSG_OK;
+    case PROTO_NEED_MORE:
+        return STREAM_MSG_MORE;
+    case PROTO_TOO_BIG:
+        return STREAM_MSG_TOO_BIG;
+    case PROTO_BAD:
+        break;
+    }
+    return STREAM_MSG_BAD;
+}
+
+/* Makes room in the read buffer for a message of len bytes at its start:
+ * compacts, or grows it past the standard size. */
+static void stream_make_room(struct stream *s, uint32_t len)
+{
+    struct iobuf *b = s->rbuf;
+    if (b->start + len <= b->cap)
+        return;
+    if (len <= b->cap)
+        iobuf_compact(b);
+    else
+        iobuf_reserve(&s->worker->bufs, &s->rbuf, len - iobuf_len(b));
+}
+
+enum stream_msg_status stream_next_msg(struct stream *s, enum stream_msg_need need,
+                                       struct stream_msg *m)
+{
+    struct iobuf *b = s->rbuf;
+    if (!b || s->closed)
+        return STREAM_MSG_MORE;
+    if (s->skip) {
+        /* The rest of a message that streams through. */
+        uint32_t n = s->skip < iobuf_len(b) ? s->skip : iobuf_len(b);
+        b->start += n;
+        s->skip -= n;
+        if (s->skip)
+            return STREAM_MSG_MORE;
+    }
+    uint32_t have = iobuf_len(b);
+    enum proto_status ps =
+        proto_peek_header(b->data + b->start, have, stream_msg_limit(s), &m->type, &m->len);
+    if (ps != PROTO_OK)
+        return stream_status_of(ps);
+    m->avail = m->len < have ? m->len : have;
+    m->data = b->data + b->start;
+    if (need == STREAM_MSG_WHOLE && m->len > have) {
+        stream_make_room(s, m->len);
+        return STREAM_MSG_MORE;
+    }
+    return STREAM_MSG_OK;
+}
+
+enum stream_msg_status stream_msg_whole(struct stream *s, struct stream_msg *m)
+{
+    if (m->avail >= m->len)
+        return STREAM_MSG_OK;
+    stream_make_room(s, m->len);
+    return STREAM_MSG_MORE;
+}
+
+void stream_consume_msg(struct stream *s, uint32_t n)
+{
+    struct iobuf *b = s->rbuf;
+    if (n <= iobuf_len(b)) {
+        b->start += n;
+    } else {
+        s->skip = n - iobuf_len(b);
+        s->skip_forward = true;
+        b->start = b->end;
+    }
+}
+
+enum stream_msg_status stream_msg_at(const struct stream *s, uint32_t off, struct stream_msg *m)
+{
+    const struct iobuf *b = s->rbuf;
+    if (!b || s->skip || off > iobuf_len(b))
+        return STREAM_MSG_MORE;
+    uint32_t have = iobuf_len(b) - off;
+    enum proto_status ps =
+        proto_peek_header(b->data + b->start + off, have, stream_msg_limit(s), &m->type, &m->len);
+    if (ps != PROTO_OK)
+        return stream_status_of(ps);
+    if (m->len > have)
+        return STREAM_MSG_MORE;
+    m->avail = m->len;
+    m->data = b->data + b->start + off;
+    return STREAM_MSG_OK;
+}
+
+enum stream_msg_status stream_next_startup(struct stream *s, struct stream_msg *m)
+{
+    struct iobuf *b = s->rbuf;
+    if (!b || s->closed)
+        return STREAM_MSG_MORE;
+    uint32_t have = iobuf_len(b);
+    enum proto_status ps = proto_peek_startup(b->data + b->start, have, &m->len);
+    if (ps != PROTO_OK)
+        return stream_status_of(ps);
+    m->type = 0;
+    m->data = b->data + b->start;
+    m->avail = m->len < have ? m->len : have;
+    if (m->len > have) {
+        stream_make_room(s, m->len);
+        return STREAM_MSG_MORE;
+    }
+    return STREAM_MSG_OK;
+}
+
+void stream_limit_login(struct stream *s)
+{
+    s->login_limit = true;
+}
+
+void stream_limit_lift(struct stream *s)
+{
+    s->login_limit = false;
 }
 
 /* ---- TLS ------------------------------------------------------------------ */

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "client_conn.h"
 #include "conn.h"
 #include "log.h"
 #include "pool.h"

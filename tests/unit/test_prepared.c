@@ -35,7 +35,7 @@ static void test_siphash_vectors(void **state)
 static void test_set_lru(void **state)
 {
     (void)state;
-    struct prepared_server *ps = NULL;
+    struct prepared_set *ps = NULL;
     for (uint64_t h = 1; h <= 100; h++)
         prepared_set_add(&ps, h * 0x9e3779b97f4a7c15ull);
     assert_int_equal(prepared_set_count(ps), 100);
@@ -56,7 +56,7 @@ static void test_set_lru(void **state)
     for (uint64_t h = 12; h <= 100; h += 2)
         assert_false(prepared_set_has(ps, h * 0x9e3779b97f4a7c15ull));
     /* Colliding home slots. */
-    struct prepared_server *ps2 = NULL;
+    struct prepared_set *ps2 = NULL;
     for (uint64_t h = 1; h <= 5; h++)
         prepared_set_add(&ps2, h << 40);
     prepared_set_remove(ps2, 2ull << 40);

@@ -1,0 +1,209 @@
+/* client_conn.c - a client connection as an object (client_conn.h). */
+#include "client_conn.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "pool.h"
+#include "proto.h"
+#include "worker.h"
+
+static void (*free_hooks[CLIENT_MAX_FREE_HOOKS])(struct client *c);
+static int n_free_hooks;
+
+void client_add_free_hook(void (*fn)(struct client *c))
+{
+    if (n_free_hooks < CLIENT_MAX_FREE_HOOKS)
+        free_hooks[n_free_hooks++] = fn;
+}
+
+const char *client_addr_str(const struct client *c, char *buf, size_t len)
+{
+    if (c->is_unix) {
+        snprintf(buf, len, "unix");
+        return buf;
+    }
+    if (c->addr.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)&c->addr)->sin_addr, buf, (socklen_t)len);
+    else if (c->addr.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&c->addr)->sin6_addr, buf,
+                  (socklen_t)len);
+    else
+        snprintf(buf, len, "?");
+    return buf;
+}
+
+int client_port(const struct client *c)
+{
+    if (c->addr.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&c->addr)->sin_port);
+    if (c->addr.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&c->addr)->sin6_port);
+    return 0;
+}
+
+void client_log(int lvl, const struct client *c, const char *fmt, ...)
+{
+    if (!log_enabled((enum log_level)lvl))
+        return;
+    char line[1024], addr[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    log_msg((enum log_level)lvl, "C-%p: %s/%s@%s:%d %s", (const void *)c,
+            c->dbname ? c->dbname : "(nodb)", c->user ? c->user : "(nouser)",
+            client_addr_str(c, addr, sizeof(addr)), client_port(c), line);
+}
+
+struct client *client_new(struct worker *w, int fd, const struct sockaddr *addr, socklen_t addrlen,
+                          bool is_unix, const struct stream_ops *ops)
+{
+    struct client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    stream_init(&c->s, w, fd, ops);
+    stream_limit_login(&c->s); /* lifted at the welcome */
+    c->state = CL_STARTUP;
+    c->id = __atomic_add_fetch(&g_pooler.next_client_id, 1, __ATOMIC_RELAXED);
+    c->is_unix = is_unix;
+    if (addrlen <= sizeof(c->addr))
+        memcpy(&c->addr, addr, addrlen);
+    c->connect_time = c->last_activity = worker_now(w);
+    list_init(&c->node);
+    list_init(&c->wait_node);
+    list_add_tail(&w->clients, &c->node);
+    w->n_clients++;
+    __atomic_add_fetch(&g_pooler.n_clients, 1, __ATOMIC_RELAXED);
+    stream_read_start(&c->s);
+    return c;
+}
+
+static void client_write_error(struct client *c, bool fatal, const char *sqlstate, const char *msg)
+{
+    uint8_t buf[700];
+    struct proto_writer wr;
+    proto_writer_init(&wr, buf, sizeof(buf));
+    proto_build_error(&wr, fatal, sqlstate, "%s", msg);
+    stream_write(&c->s, wr.buf, wr.len);
+}
+
+void client_send_error(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    client_write_error(c, false, sqlstate, msg);
+}
+
+static void client_free(struct client *c)
+{
+    struct worker *w = c->s.worker;
+    for (int i = 0; i < n_free_hooks; i++)
+        free_hooks[i](c);
+    list_del(&c->node);
+    w->n_clients--;
+    __atomic_sub_fetch(&g_pooler.n_clients, 1, __ATOMIC_RELAXED);
+    if (c->pool) {
+        pool_lock();
+        c->pool->n_clients--;
+        pool_unlock();
+    }
+    param_set_clear(&c->params);
+    param_take(&c->extras, NULL);
+    param_take(&c->user, NULL);
+    param_take(&c->dbname, NULL);
+    c->state = CL_CLOSED;
+    /* Freed at the end of this loop iteration: callers up the stack may
+     * still look at c (and see CL_CLOSED). With a server on its way, once
+     * that arrives (pool.c). */
+    if (!pool_client_defer_free(c))
+        client_reap(c);
+}
+
+void client_reap(struct client *c)
+{
+    struct worker *w = c->s.worker;
+    list_add_tail(&w->dead_clients, &c->node);
+    worker_schedule_reap(w);
+}
+
+/* Frees c once its last bytes (an error) are written. */
+static void client_finish(struct client *c)
+{
+    if (stream_has_output(&c->s)) {
+        c->close_after_flush = true;
+        stream_read_stop(&c->s);
+        return;
+    }
+    stream_close(&c->s);
+    client_free(c);
+}
+
+bool client_flushed(struct client *c)
+{
+    if (!c->close_after_flush)
+        return false;
+    stream_close(&c->s);
+    client_free(c);
+    return true;
+}
+
+/* Takes c off every list and away from its server. */
+static void client_detach(struct client *c)
+{
+    enum client_state prev = c->state;
+    if (prev == CL_WAITING || prev == CL_LOGIN_WAIT || prev == CL_AUTH_QUERY)
+        pool_client_unwait(c);
+    if (c->cancel_pid || c->cancel_key)
+        pool_cancel_unregister(c);
+    c->state = CL_CLOSED;
+    struct server *sv = c->server;
+    if (sv) {
+        /* The server goes back to the pool only if nothing of this client
+         * is left on it; pool_release_server() checks that. */
+        pool_release_server(sv);
+    }
+}
+
+static int64_t client_age(const struct client *c)
+{
+    return (worker_now(c->s.worker) - c->connect_time) / 1000000;
+}
+
+void client_close(struct client *c, const char *reason)
+{
+    if (c->state == CL_CLOSED)
+        return;
+    if (g_pooler.cfg->log_disconnections && c->state >= CL_IDLE)
+        client_log(LOG_LVL_LOG, c, "closing because: %s (age=%llds)", reason,
+                   (long long)client_age(c));
+    client_detach(c);
+    stream_close(&c->s);
+    client_free(c);
+}
+
+void client_close_error(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+    if (c->state == CL_CLOSED)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (g_pooler.cfg->log_pooler_errors)
+        client_log(LOG_LVL_WARNING, c, "pooler error: %s", msg);
+    if (g_pooler.cfg->log_disconnections)
+        client_log(LOG_LVL_LOG, c, "closing because: %s (age=%llds)", msg,
+                   (long long)client_age(c));
+    client_write_error(c, true, sqlstate, msg);
+    client_detach(c);
+    client_finish(c);
+}

@@ -1,0 +1,46 @@
+/* client_conn.h - a client connection as an object: creating it, its
+ * errors, closing and freeing it. Everything that ends or answers a client
+ * outside a request's normal flow goes through here (login, the relay, the
+ * admin console, LISTEN, pool.c's failures). */
+#ifndef SLUICE_CLIENT_CONN_H
+#define SLUICE_CLIENT_CONN_H
+
+#include <stdarg.h>
+
+#include "conn.h"
+
+/* A new client on accepted socket fd of worker w, reading, in CL_STARTUP,
+ * its messages limited as for a peer that has not logged in. */
+struct client *client_new(struct worker *w, int fd, const struct sockaddr *addr, socklen_t addrlen,
+                          bool is_unix, const struct stream_ops *ops);
+
+/* Sends a non-fatal ErrorResponse (the session goes on). */
+void client_send_error(struct client *c, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Sends an ErrorResponse (FATAL) with sqlstate and message, logs it, and
+ * closes c once the error is written. */
+void client_close_error(struct client *c, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Closes c now (logged with reason if log_disconnections). */
+void client_close(struct client *c, const char *reason);
+/* c's output was written out: if it was closing after an error, it goes now.
+ * True when c is gone. */
+bool client_flushed(struct client *c);
+/* Frees closed c at the end of its worker's loop iteration. */
+void client_reap(struct client *c);
+
+/* Per-feature state hanging off a client (login, prepared statements,
+ * LISTEN, the console's session) is freed by hooks registered at start,
+ * called in order when a client is freed. At most CLIENT_MAX_FREE_HOOKS. */
+#define CLIENT_MAX_FREE_HOOKS 8
+void client_add_free_hook(void (*fn)(struct client *c));
+
+/* Logs one line about c at level lvl, with PgBouncer's prefix
+ * "C-0x...: db/user@addr:port". */
+void client_log(int lvl, const struct client *c, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The client's address as text ("unix" for a unix socket), and its port. */
+const char *client_addr_str(const struct client *c, char *buf, size_t len);
+int client_port(const struct client *c);
+
+#endif

@@ -1,0 +1,664 @@
+/* client_login.c - a client's way in (client_login.h): the startup packet,
+ * authentication against auth_file or auth_query, and the welcome. */
+#include "client_login.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "client_conn.h"
+#include "log.h"
+#include "pool.h"
+#include "proto.h"
+#include "scram.h"
+#include "server.h"
+#include "server_query.h"
+#include "tls.h"
+#include "worker.h"
+
+enum client_auth_method {
+    CAM_NONE = 0, /* nothing asked */
+    CAM_PLAIN,    /* AuthenticationCleartextPassword sent */
+    CAM_MD5,      /* AuthenticationMD5Password sent */
+    CAM_SCRAM,    /* AuthenticationSASL sent */
+};
+
+/* Login-time state: exists only until the client is logged in, so that an
+ * idle logged-in client costs just its struct client. */
+struct client_auth {
+    enum client_auth_method method;
+    int scram_step;
+    uint8_t salt[4];
+    char *secret;    /* copy of the stored secret, NULL = unknown user */
+    char *aq_secret; /* what auth_query returned, while it runs */
+    struct scram_server scram;
+};
+
+static const struct client_console *console;
+
+static void client_send_auth_request(struct client *c, uint32_t code, const void *extra, size_t n)
+{
+    uint8_t buf[600];
+    struct proto_writer wr;
+    proto_writer_init(&wr, buf, sizeof(buf));
+    proto_build_auth(&wr, code, extra, n);
+    stream_write(&c->s, wr.buf, wr.len);
+}
+
+static struct client_auth *client_auth_state(struct client *c)
+{
+    if (!c->auth) {
+        c->auth = calloc(1, sizeof(*c->auth));
+        if (!c->auth)
+            abort();
+    }
+    return c->auth;
+}
+
+static void client_auth_failed(struct client *c)
+{
+    client_close_error(c, SQLSTATE_INVALID_PASSWORD,
+                       "password authentication failed for user \"%s\"", c->user);
+}
+
+static void client_login_done(struct client *c);
+static void client_login_free(struct client *c);
+
+static void client_auth_challenge(struct client *c);
+static void client_auth_query_done(struct client *c, const char *secret);
+
+/* The auth_user for c's database, or "" when auth_query is not in use. */
+static const char *client_auth_user(const struct client *c)
+{
+    if (c->is_admin || !c->pool)
+        return "";
+    const struct config_database *cd = c->pool->db->cfg;
+    if (cd && cd->auth_user[0])
+        return cd->auth_user;
+    return g_pooler.cfg->auth_user;
+}
+
+/* Decides how to authenticate c (its user and database are known). The
+ * secret comes from auth_file, else from auth_query run as auth_user. */
+static void client_start_auth(struct client *c)
+{
+    const struct config *cfg = g_pooler.cfg;
+    struct client_auth *a = client_auth_state(c);
+    const char *secret = g_pooler.userlist ? auth_userlist_find(g_pooler.userlist, c->user) : NULL;
+    if (secret) {
+        a->secret = strdup(secret);
+        if (!a->secret)
+            abort();
+    }
+    const char *auth_user = client_auth_user(c);
+    if (!secret && auth_user[0] && cfg->auth_type != AUTH_TYPE_ANY) {
+        /* Ask the database: the client waits for a server of the
+         * auth_user's pool, which runs auth_query for it. */
+        struct pool *ap = pool_get(c->pool->db, auth_user);
+        c->state = CL_AUTH_QUERY;
+        stream_read_stop(&c->s);
+        pool_client_wait(c, ap);
+        return;
+    }
+    client_auth_challenge(c);
+}
+
+/* auth_query finished: secret is the user's password or NULL (no such
+ * user, or NULL password). Continues the login. */
+static void client_auth_query_done(struct client *c, const char *secret)
+{
+    struct client_auth *a = client_auth_state(c);
+    free(a->secret);
+    a->secret = NULL;
+    if (secret) {
+        a->secret = strdup(secret);
+        if (!a->secret)
+            abort();
+        /* Servers of this user's pool log in with the same secret. */
+        struct pool_user *u = c->pool->user;
+        if (strcmp(u->name, c->user) == 0) {
+            free(u->password);
+            u->password = strdup(secret);
+        }
+    }
+    c->state = CL_STARTUP; /* not CL_AUTH_QUERY any more; challenge sets CL_AUTH */
+    stream_read_start(&c->s);
+    client_auth_challenge(c);
+}
+
+/* Sends the password request that auth_type and the secret call for. */
+static void client_auth_challenge(struct client *c)
+{
+    const struct config *cfg = g_pooler.cfg;
+    struct client_auth *a = client_auth_state(c);
+    const char *secret = a->secret;
+    enum auth_type t = cfg->auth_type;
+    if (c->is_unix && t == AUTH_TYPE_HBA)
+        t = AUTH_TYPE_TRUST;
+    switch (t) {
+    case AUTH_TYPE_ANY:
+        client_login_done(c);
+        return;
+    case AUTH_TYPE_TRUST:
+        if (!secret && !c->is_admin) {
+            client_close_error(c, SQLSTATE_INVALID_AUTH, "no such user: %s", c->user);
+            return;
+        }
+        client_login_done(c);
+        return;
+    case AUTH_TYPE_PLAIN:
+        a->method = CAM_PLAIN;
+        client_send_auth_request(c, PROTO_AUTH_CLEARTEXT, NULL, 0);
+        break;
+    case AUTH_TYPE_MD5:
+        if (secret && auth_secret_kind(secret) == AUTH_SECRET_SCRAM)
+            goto scram;
+        a->method = CAM_MD5;
+        auth_random_bytes(a->salt, 4);
+        client_send_auth_request(c, PROTO_AUTH_MD5, a->salt, 4);
+        break;
+    case AUTH_TYPE_SCRAM:
+    scram:
+        a->method = CAM_SCRAM;
+        if (secret && !scram_server_init(&a->scram, secret)) {
+            /* An md5 secret cannot do SCRAM; fail at the password, as
+             * PostgreSQL does. */
+            free(a->secret);
+            a->secret = NULL;
+        }
+        {
+            static const char mech[] = SCRAM_MECHANISM "\0";
+            client_send_auth_request(c, PROTO_AUTH_SASL, mech, sizeof(mech));
+        }
+        break;
+    case AUTH_TYPE_CERT:
+        /* The verified client certificate's CommonName is the user name. */
+        if (!tls_client_cert_matches(&c->s, c->user)) {
+            client_close_error(c, SQLSTATE_INVALID_AUTH,
+                               "certificate authentication failed for user \"%s\"", c->user);
+            return;
+        }
+        client_login_done(c);
+        return;
+    default:
+        client_close_error(c, SQLSTATE_FEATURE_NOT_SUPPORTED, "auth_type %s is not supported",
+                           auth_type_str(t));
+        return;
+    }
+    c->state = CL_AUTH;
+}
+
+/* A PasswordMessage / SASL message arrived in CL_AUTH. */
+static void client_handle_auth_msg(struct client *c, const uint8_t *msg, uint32_t len)
+{
+    struct client_auth *a = c->auth;
+    struct proto_reader r;
+    proto_reader_init(&r, msg, len);
+    if (msg[0] != 'p' || !a) {
+        client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
+                           "expected password response, got message type %d", msg[0]);
+        return;
+    }
+    switch (a->method) {
+    case CAM_PLAIN: {
+        const char *pw = proto_read_string(&r);
+        if (r.bad || !a->secret || !auth_plain_check(a->secret, c->user, pw)) {
+            client_auth_failed(c);
+            return;
+        }
+        client_login_done(c);
+        return;
+    }
+    case CAM_MD5: {
+        const char *resp = proto_read_string(&r);
+        if (r.bad || !a->secret || !auth_md5_check(a->secret, c->user, a->salt, resp)) {
+            client_auth_failed(c);
+            return;
+        }
+        client_login_done(c);
+        return;
+    }
+    case CAM_SCRAM: {
+        char out[SCRAM_MAX_MESSAGE + 1];
+        size_t outlen = 0;
+        const char *err = NULL;
+        if (a->scram_step == 0) {
+            const char *mech = proto_read_string(&r);
+            uint32_t n = proto_read32(&r);
+            const uint8_t *data = proto_read_bytes(&r, n);
+            if (r.bad || strcmp(mech, SCRAM_MECHANISM) != 0 || !data) {
+                client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "invalid SASL initial response");
+                return;
+            }
+            if (!a->secret) {
+                client_auth_failed(c);
+                return;
+            }
+            enum scram_status st =
+                scram_server_first(&a->scram, data, n, out, sizeof(out), &outlen, &err);
+            if (st != SCRAM_OK) {
+                client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "SCRAM: %s",
+                                   err ? err : scram_status_str(st));
+                return;
+            }
+            a->scram_step = 1;
+            client_send_auth_request(c, PROTO_AUTH_SASL_CONTINUE, out, outlen);
+            return;
+        }
+        const uint8_t *data = r.p;
+        size_t n = (size_t)(r.end - r.p);
+        enum scram_status st =
+            scram_server_final(&a->scram, data, n, out, sizeof(out), &outlen, &err);
+        if (st == SCRAM_ERR_WRONG_PASSWORD) {
+            client_auth_failed(c);
+            return;
+        }
+        if (st != SCRAM_OK) {
+            client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "SCRAM: %s",
+                               err ? err : scram_status_str(st));
+            return;
+        }
+        /* Keep the client's key: with it sluice can log into servers that
+         * hold the same SCRAM secret, without knowing the password. */
+        if (auth_secret_kind(a->secret) == AUTH_SECRET_SCRAM && c->pool) {
+            struct pool_user *u = c->pool->user;
+            if (strcmp(u->name, c->user) == 0 &&
+                scram_server_client_key(&a->scram, u->scram_client_key))
+                u->have_scram_keys = true;
+        }
+        client_send_auth_request(c, PROTO_AUTH_SASL_FINAL, out, outlen);
+        client_login_done(c);
+        return;
+    }
+    default:
+        client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "unexpected password message");
+        return;
+    }
+}
+
+/* Sends the welcome: AuthenticationOk, parameters, BackendKeyData, RFQ. */
+void client_welcome(struct client *c)
+{
+    struct pool *p = c->pool;
+    uint8_t buf[4096];
+    struct proto_writer wr;
+    proto_writer_init(&wr, buf, sizeof(buf));
+    proto_build_auth(&wr, PROTO_AUTH_OK, NULL, 0);
+    for (int i = 0; i < TP_COUNT; i++)
+        if (!c->params.v[i])
+            param_assign(&c->params.v[i], p->welcome_params.v[i]);
+    for (int i = 0; i < p->welcome.n; i++) {
+        const char *v = p->welcome.values[i];
+        int tp = tracked_param_lookup(p->welcome.names[i]);
+        if (tp >= 0 && c->params.v[tp])
+            v = c->params.v[tp];
+        proto_build_param_status(&wr, p->welcome.names[i], v);
+    }
+    /* Tracked parameters the server did not report (application_name on
+     * old servers) but the client set. */
+    auth_random_bytes((uint8_t *)&c->cancel_pid, sizeof(c->cancel_pid));
+    auth_random_bytes((uint8_t *)&c->cancel_key, sizeof(c->cancel_key));
+    c->cancel_pid &= 0x7fffffff; /* some drivers print it as a signed pid */
+    pool_cancel_register(c);
+    proto_build_backend_key(&wr, c->cancel_pid, c->cancel_key);
+    proto_build_ready(&wr, 'I');
+    if (wr.overflow) {
+        client_close_error(c, SQLSTATE_INTERNAL, "welcome message too long");
+        return;
+    }
+    stream_write(&c->s, wr.buf, wr.len);
+    c->state = CL_IDLE;
+    stream_limit_lift(&c->s);
+    c->last_activity = worker_now(c->s.worker);
+    client_login_free(c);
+    if (g_pooler.cfg->log_connections)
+        client_log(LOG_LVL_LOG, c, "login attempt: db=%s user=%s", c->dbname, c->user);
+    stream_read_start(&c->s);
+    if (c->s.rbuf && iobuf_len(c->s.rbuf))
+        c->s.ops->on_data(&c->s);
+}
+
+static void client_login_done(struct client *c)
+{
+    if (c->is_admin) {
+        stream_limit_lift(&c->s);
+        console->welcome(c);
+        return;
+    }
+    /* If the pool has never logged into its server, the welcome needs the
+     * server's parameters: c waits for a first server login. */
+    stream_read_stop(&c->s);
+    if (pool_client_login(c))
+        client_welcome(c);
+}
+
+/* Appends "SET name = 'value';" for a setting given at startup. */
+static bool extras_add(char *buf, size_t cap, size_t *len, const char *name, const char *value)
+{
+    char lit[600];
+    if (!proto_quote_literal(value, lit, sizeof(lit)))
+        return false;
+    /* Names are identifiers: allow only what a GUC name can be. */
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '.'))
+            return false;
+    int k = snprintf(buf + *len, cap - *len, "SET %s = %s;", name, lit);
+    if (k < 0 || (size_t)k >= cap - *len)
+        return false;
+    *len += (size_t)k;
+    return true;
+}
+
+/* Parses "-c a=b -c c=d" (also "--a=b") from the options parameter. */
+static bool options_parse(const char *opts, char *extras, size_t cap, size_t *len, struct client *c)
+{
+    char buf[1024];
+    if (strlen(opts) >= sizeof(buf))
+        return false;
+    snprintf(buf, sizeof(buf), "%s", opts);
+    char *save = NULL;
+    bool want_value = false;
+    for (char *tok = strtok_r(buf, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+        if (!want_value && strcmp(tok, "-c") == 0) {
+            want_value = true;
+            continue;
+        }
+        char *kv = tok;
+        if (!want_value) {
+            if (strncmp(tok, "-c", 2) == 0)
+                kv = tok + 2;
+            else if (strncmp(tok, "--", 2) == 0)
+                kv = tok + 2;
+            else
+                return false;
+        }
+        want_value = false;
+        char *eq = strchr(kv, '=');
+        if (!eq)
+            return false;
+        *eq = '\0';
+        for (char *p = kv; *p; p++)
+            if (*p == '-')
+                *p = '_';
+        int tp = tracked_param_lookup(kv);
+        if (tp >= 0)
+            param_store(&c->params.v[tp], eq + 1);
+        else if (!extras_add(extras, cap, len, kv, eq + 1))
+            return false;
+    }
+    return !want_value;
+}
+
+/* The startup packet of a normal connection. */
+static void client_handle_startup(struct client *c, const struct proto_startup *st)
+{
+    const struct config *cfg = g_pooler.cfg;
+    const char *user = proto_startup_get(st, "user");
+    const char *db = proto_startup_get(st, "database");
+    if (!user || !*user) {
+        client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
+                           "no user name specified in startup packet");
+        return;
+    }
+    if (!db || !*db)
+        db = user;
+    param_store(&c->user, user);
+    param_store(&c->dbname, db);
+    if (!c->s.tls && !c->is_unix && tls_client_required()) {
+        client_close_error(c, SQLSTATE_INVALID_AUTH, "SSL required");
+        return;
+    }
+    if (proto_startup_get(st, "replication")) {
+        client_close_error(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
+                           "replication connections are not supported");
+        return;
+    }
+    if (g_pooler.shutting_down) {
+        client_close_error(c, SQLSTATE_ADMIN_SHUTDOWN, "pooler is shutting down");
+        return;
+    }
+    if (__atomic_load_n(&g_pooler.n_clients, __ATOMIC_RELAXED) > cfg->max_client_conn) {
+        client_close_error(c, SQLSTATE_TOO_MANY_CONNECTIONS,
+                           "no more connections allowed (max_client_conn)");
+        return;
+    }
+    char extras[2048];
+    size_t elen = 0;
+    for (int i = 0; i < st->n_params; i++) {
+        const char *name = st->names[i], *value = st->values[i];
+        if (!strcmp(name, "user") || !strcmp(name, "database"))
+            continue;
+        if (config_list_contains(cfg->ignore_startup_parameters, name))
+            continue;
+        int tp = tracked_param_lookup(name);
+        if (tp >= 0) {
+            param_store(&c->params.v[tp], value);
+            continue;
+        }
+        if (!strcmp(name, "options")) {
+            if (!options_parse(value, extras, sizeof(extras), &elen, c)) {
+                client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
+                                   "unsupported startup parameter in options: %s", value);
+                return;
+            }
+            continue;
+        }
+        if (!extras_add(extras, sizeof(extras), &elen, name, value)) {
+            client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "unsupported startup parameter: %s",
+                               name);
+            return;
+        }
+    }
+    if (elen)
+        param_store(&c->extras, extras);
+    if (cfg->application_name_add_host) {
+        char app[512], addr[64];
+        const char *cur = c->params.v[TP_APPLICATION_NAME] ? c->params.v[TP_APPLICATION_NAME] : "";
+        snprintf(app, sizeof(app), "%s - %s:%d", cur, client_addr_str(c, addr, sizeof(addr)),
+                 client_port(c));
+        param_store(&c->params.v[TP_APPLICATION_NAME], app);
+    }
+
+    if (console && console->is_console_db(c->dbname)) {
+        if (!console->check_user(c))
+            return;
+        c->is_admin = true;
+        client_start_auth(c);
+        return;
+    }
+    struct database *d = pool_find_database(c->dbname);
+    if (!d) {
+        client_close_error(c, SQLSTATE_INVALID_CATALOG, "no such database: %s", c->dbname);
+        return;
+    }
+    if (d->disabled) {
+        client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "database \"%s\" is disabled", d->name);
+        return;
+    }
+    const char *login_user = d->cfg->user[0] ? d->cfg->user : c->user;
+    c->pool = pool_get(d, login_user);
+    pool_lock();
+    c->pool->n_clients++;
+    pool_unlock();
+    client_start_auth(c);
+}
+
+/* CancelRequest: forward to the server running that client's query. */
+static void client_handle_cancel(struct client *c, const struct proto_startup *st)
+{
+    /* The target may be another worker's client: look and act while every
+     * other loop is parked. */
+    worker_world_lock();
+    struct client *target = pool_cancel_lookup(st->cancel_pid, st->cancel_key);
+    if (target && target->server && target->state == CL_ACTIVE) {
+        server_send_cancel(target->server);
+    } else if (!target) {
+        log_debug("C-%p: cancel request for unknown key", (void *)c);
+    }
+    worker_world_unlock();
+    /* PostgreSQL answers a cancel by closing the connection. */
+    client_close(c, "cancel request");
+}
+
+/* Handles the startup phase; false if c closed or waits. */
+static bool client_startup_phase(struct client *c)
+{
+    struct stream_msg m;
+    enum stream_msg_status ms = stream_next_startup(&c->s, &m);
+    if (ms == STREAM_MSG_MORE)
+        return false;
+    if (ms != STREAM_MSG_OK) {
+        client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
+                           ms == STREAM_MSG_TOO_BIG ? "startup packet too long"
+                                                    : "invalid startup packet length");
+        return false;
+    }
+    /* Parse a copy: handling the packet may run the whole login (and the
+     * client's next messages) before this returns. */
+    uint8_t pkt[PROTO_STARTUP_MAX];
+    uint32_t pktlen = m.len;
+    memcpy(pkt, m.data, pktlen);
+    stream_consume_msg(&c->s, pktlen);
+    struct iobuf *b = c->s.rbuf;
+    struct proto_startup st;
+    const char *err = NULL;
+    enum proto_status ps = proto_parse_startup(pkt, pktlen, &st, &err);
+    if (ps != PROTO_OK) {
+        if (st.kind == PROTO_STARTUP_V3 && st.version && (st.version >> 16) != 3)
+            client_close_error(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
+                               "unsupported frontend protocol %u.%u: server supports 3.0",
+                               st.version >> 16, st.version & 0xffff);
+        else
+            client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "%s", err);
+        return false;
+    }
+    switch (st.kind) {
+    case PROTO_STARTUP_SSL:
+    case PROTO_STARTUP_GSSENC:
+        if (iobuf_len(b)) {
+            /* Bytes after an SSLRequest before our answer: a client trying
+             * to inject plaintext into what should be TLS. */
+            client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
+                               "received unencrypted data after SSL request");
+            return false;
+        }
+        if (st.kind == PROTO_STARTUP_SSL && tls_client_accept(&c->s))
+            return false; /* 'S' sent; the startup packet comes over TLS */
+        stream_write(&c->s, "N", 1);
+        return true;
+    case PROTO_STARTUP_CANCEL:
+        client_handle_cancel(c, &st);
+        return false;
+    case PROTO_STARTUP_V3:
+        client_handle_startup(c, &st);
+        return c->state == CL_AUTH;
+    }
+    return false;
+}
+
+bool client_login_read(struct client *c)
+{
+    if (c->state == CL_STARTUP)
+        return client_startup_phase(c);
+    if (c->state != CL_AUTH)
+        return false;
+    struct stream_msg m;
+    enum stream_msg_status ms = stream_next_msg(&c->s, STREAM_MSG_WHOLE, &m);
+    if (ms == STREAM_MSG_MORE)
+        return false;
+    if (ms != STREAM_MSG_OK) {
+        client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "invalid password packet");
+        return false;
+    }
+    stream_consume_msg(&c->s, m.len);
+    client_handle_auth_msg(c, m.data, m.len);
+    return c->state != CL_CLOSED;
+}
+
+/* ---- auth_query ------------------------------------------------------------ */
+
+static void auth_query_row(struct server *sv, void *arg, const struct server_query_row *row)
+{
+    struct client *c = arg;
+    struct client_auth *a = c->auth;
+    if (!a || row->n < 2 || !row->val[1])
+        return;
+    free(a->aq_secret);
+    a->aq_secret = strndup(row->val[1], row->len[1]);
+    if (!a->aq_secret)
+        abort();
+}
+
+static void auth_query_error(struct server *sv, void *arg, const char *sqlstate, const char *text)
+{
+    server_log(LOG_LVL_WARNING, sv, "auth_query failed: %s", text);
+}
+
+static void auth_query_done(struct server *sv, void *arg, enum server_query_status st)
+{
+    struct client *c = arg;
+    if (c->state == CL_CLOSED)
+        return; /* it left; its server was closed or released then */
+    if (st == SERVER_QUERY_GONE) {
+        client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "server conn crashed?");
+        return;
+    }
+    /* The server goes back first, without waking c as a client whose
+     * transaction ended: c is still logging in. */
+    c->server = NULL;
+    sv->client = NULL;
+    pool_release_server(sv);
+    char *secret = c->auth ? c->auth->aq_secret : NULL;
+    if (c->auth)
+        c->auth->aq_secret = NULL;
+    client_auth_query_done(c, secret);
+    free(secret);
+}
+
+static const struct server_query_ops auth_query_ops = {
+    .on_row = auth_query_row,
+    .on_error = auth_query_error,
+    .on_done = auth_query_done,
+};
+
+void client_login_auth_query(struct server *sv, struct client *c)
+{
+    const struct config_database *cd = c->pool->db->cfg;
+    const char *q = cd && cd->auth_query[0] ? cd->auth_query : g_pooler.cfg->auth_query;
+    sv->client = c;
+    c->server = sv;
+    sv->state = SV_ACTIVE;
+    const char *params[1] = {c->user};
+    /* The user name travels as a parameter, never spliced into SQL. */
+    server_query(sv, q, 1, params, &auth_query_ops, c);
+}
+
+/* ---- state ------------------------------------------------------------------ */
+
+static void client_login_free(struct client *c)
+{
+    struct client_auth *a = c->auth;
+    if (!a)
+        return;
+    scram_server_free(&a->scram);
+    if (a->secret) {
+        memset(a->secret, 0, strlen(a->secret));
+        free(a->secret);
+    }
+    free(a->aq_secret);
+    free(a);
+    c->auth = NULL;
+}
+
+void client_login_init(const struct client_console *con)
+{
+    console = con;
+    client_add_free_hook(client_login_free);
+}
+
+const struct client_console *client_login_console(void)
+{
+    return console;
+}

@@ -1,0 +1,136 @@
+/* stream.h - a non-blocking socket with its read buffer and queued output,
+ * and the one way sluice frames the protocol messages in it.
+ *
+ * Every reader of PostgreSQL messages (clients, servers, the admin console,
+ * sluice's own queries, LISTEN) takes them from stream_next_msg(), so that
+ * one size policy holds everywhere: a message is at most max_packet_size,
+ * and at most STREAM_LOGIN_MAX before its peer has logged in (a stream
+ * starts out so limited when stream_limit_login() is called on it). */
+#ifndef SLUICE_STREAM_H
+#define SLUICE_STREAM_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "iobuf.h"
+
+struct worker;
+struct config;
+struct stream;
+
+/* What a stream's owner implements. */
+struct stream_ops {
+    /* New bytes are in s->rbuf. Consume what can be handled; leave the rest. */
+    void (*on_data)(struct stream *s);
+    /* Pending output was written completely (backpressure lifts). */
+    void (*on_drained)(struct stream *s);
+    /* EOF or a socket error; the owner must close. reason for the log. */
+    void (*on_closed)(struct stream *s, const char *reason);
+    /* Non-blocking connect finished (servers only); err = 0 on success. */
+    void (*on_connected)(struct stream *s, int err);
+};
+
+struct stream {
+    int fd;
+    struct worker *worker;
+    const struct stream_ops *ops;
+    ev_io io;
+    struct iobuf *rbuf;         /* bytes read and not yet handled; NULL when none */
+    struct iobuf *obuf;         /* bytes waiting to be written; NULL when none */
+    struct stream *blocked_src; /* a peer whose reading waits for our obuf to drain */
+    struct stream_tls *tls;     /* TLS state (tls.h, stream.c); NULL on a plain socket */
+    uint32_t skip;              /* bytes of the current message still to come from the socket */
+    bool skip_forward;          /* ... and whether they are forwarded to the peer */
+    bool connecting;
+    bool reading; /* read interest wanted */
+    bool corked;  /* stream_write queues; stream_uncork sends it all at once */
+    bool closed;
+    bool login_limit; /* messages limited to STREAM_LOGIN_MAX (peer not logged in) */
+    uint64_t bytes_in, bytes_out;
+};
+
+void stream_init(struct stream *s, struct worker *w, int fd, const struct stream_ops *ops);
+/* Starts or stops reading. */
+void stream_read_start(struct stream *s);
+void stream_read_stop(struct stream *s);
+/* Writes n bytes (directly if nothing is queued, else queued in order). */
+void stream_write(struct stream *s, const void *p, size_t n);
+bool stream_has_output(const struct stream *s);
+/* While corked, stream_write only queues: a message sluice rewrites in
+ * pieces then leaves in one send() (one packet, one wakeup of the peer). */
+void stream_cork(struct stream *s);
+/* Sends what was queued while corked (errors surface from the watcher). */
+void stream_uncork(struct stream *s);
+/* Moving a stream to another worker's loop: detach on the old owner's
+ * thread, set s->worker, attach on the new one's (watchers follow the
+ * stream's flags). Buffers go along and end in the new worker's cache. */
+void stream_detach(struct stream *s);
+void stream_attach(struct stream *s);
+/* Drops buffers and closes the fd. */
+void stream_close(struct stream *s);
+/* Returns rbuf to the cache if it holds nothing. */
+void stream_release_rbuf(struct stream *s);
+/* Starts a non-blocking connect to addr; on_connected reports the result. */
+int stream_connect(struct stream *s, struct worker *w, const struct sockaddr *addr,
+                   socklen_t addrlen, const struct stream_ops *ops);
+void stream_set_keepalive(int fd, const struct config *cfg);
+
+/* ---- framing ------------------------------------------------------------- */
+
+/* Largest message from a peer that has not logged in: PostgreSQL's own
+ * limit for an authentication token (a password or SASL message). */
+#define STREAM_LOGIN_MAX 65535u
+
+/* The outcome of looking for the next message. */
+enum stream_msg_status {
+    STREAM_MSG_OK = 0,  /* m describes the next message */
+    STREAM_MSG_MORE,    /* not enough bytes yet: wait for the next read */
+    STREAM_MSG_BAD,     /* a length no message can have: a protocol violation */
+    STREAM_MSG_TOO_BIG, /* longer than the stream's limit (max_packet_size) */
+};
+const char *stream_msg_status_str(enum stream_msg_status st);
+
+/* How much of a message its reader needs before it can act. */
+enum stream_msg_need {
+    STREAM_MSG_HEAD = 0, /* its type and length: the rest may pass through as it comes */
+    STREAM_MSG_WHOLE,    /* all of it, in the buffer (which grows to hold it) */
+};
+
+/* One message at the start of the read buffer. */
+struct stream_msg {
+    uint8_t type;
+    uint32_t len;        /* the whole message, type byte included */
+    uint32_t avail;      /* how many of its bytes are in the buffer now (len when whole) */
+    const uint8_t *data; /* its first byte, in s->rbuf: valid until the buffer changes */
+};
+
+/* The next message of s (the bytes of one still streaming through are
+ * stepped over first). Nothing is consumed: the reader calls
+ * stream_consume_msg() for what it handled. With STREAM_MSG_WHOLE, MORE
+ * until the whole message is buffered. A closed stream or an empty buffer
+ * gives MORE. */
+enum stream_msg_status stream_next_msg(struct stream *s, enum stream_msg_need need,
+                                       struct stream_msg *m);
+/* The current message m, from a STREAM_MSG_HEAD look, is needed whole
+ * after all (its type says so): OK when it is, else MORE (the buffer makes
+ * room for it). */
+enum stream_msg_status stream_msg_whole(struct stream *s, struct stream_msg *m);
+/* Consumes n bytes of the current message: those buffered now, and the rest
+ * as they arrive (stepped over by the next stream_next_msg(); forwarded to
+ * the peer by whoever streams it: s->skip_forward). */
+void stream_consume_msg(struct stream *s, uint32_t n);
+/* Looks at a buffered message off bytes past the read position, without
+ * consuming anything: OK only for a whole one (for look-ahead over a batch
+ * of messages). */
+enum stream_msg_status stream_msg_at(const struct stream *s, uint32_t off, struct stream_msg *m);
+/* An untyped startup-phase packet (StartupMessage, SSLRequest,
+ * CancelRequest) at the start of the buffer, whole; its limit is
+ * PostgreSQL's (PROTO_STARTUP_MAX). m->type is 0. */
+enum stream_msg_status stream_next_startup(struct stream *s, struct stream_msg *m);
+/* Limits s's messages to STREAM_LOGIN_MAX until stream_limit_lift(). */
+void stream_limit_login(struct stream *s);
+void stream_limit_lift(struct stream *s);
+
+#endif
