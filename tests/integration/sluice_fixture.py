@@ -29,12 +29,20 @@ import psycopg.sql
 REPO = Path(__file__).resolve().parents[2]
 SLUICE_BIN = os.environ.get("SLUICE_BIN", str(REPO / "build/address-undefined/sluice"))
 CLUSTER_SH = REPO / "scripts/cluster.sh"
-# A private cluster (e.g. when several test runs share a machine) can be had
-# with SLUICE_TEST_CLUSTER_DIR, SLUICE_TEST_CLUSTER_PORT (replicas +1, +2) and
-# SLUICE_TEST_REDIS_PORT.
-CLUSTER_DIR = os.environ.get("SLUICE_TEST_CLUSTER_DIR", "/tmp/sluice-test-cluster")
-CLUSTER_PORT = int(os.environ.get("SLUICE_TEST_CLUSTER_PORT", "55432"))
-REDIS_PORT = int(os.environ.get("SLUICE_TEST_REDIS_PORT", "56379"))
+# The test cluster: its directory (SLUICE_TEST_CLUSTER_DIR) and ports. By
+# default ("auto") cluster.sh picks free ports at the cluster's first start,
+# keeps them while they stay free, moves a node whose port another process took
+# meanwhile, and writes them to <dir>/ports, where Cluster reads them. A number
+# in SLUICE_TEST_CLUSTER_PORT (the primary's; replicas +1, +2) or
+# SLUICE_TEST_REDIS_PORT fixes a port instead: if another process holds it,
+# cluster.sh fails at once and names that process. A private cluster (e.g. for
+# several test runs on one machine) is a directory of its own. The default
+# directory is not the one of checkouts before auto ports
+# (/tmp/sluice-test-cluster, on 55432-55434 and 56379): a cluster such a
+# checkout may be running is left alone.
+CLUSTER_DIR = os.environ.get("SLUICE_TEST_CLUSTER_DIR", "/tmp/sluice-test-cluster-v2")
+CLUSTER_PORT = os.environ.get("SLUICE_TEST_CLUSTER_PORT", "auto")
+REDIS_PORT = os.environ.get("SLUICE_TEST_REDIS_PORT", "auto")
 RUN_AS = "postgres" if os.geteuid() == 0 else None
 
 # The cluster's users and passwords (see scripts/cluster.sh).
@@ -197,29 +205,54 @@ def render_userlist(userlist):
 
 
 class Cluster:
-    """The primary, two replicas and redis run by scripts/cluster.sh."""
+    """The primary, two replicas and redis run by scripts/cluster.sh.
+
+    port, redis_port: "auto" or a fixed port (see CLUSTER_PORT above). The
+    ports in use (primary_port, replica_ports, redis_port) are known once
+    start() has read them from cluster.sh's <dir>/ports."""
 
     def __init__(self, directory=CLUSTER_DIR, port=CLUSTER_PORT, redis_port=REDIS_PORT):
-        self.dir = directory
-        self.primary_port = port
-        self.replica_ports = [port + 1, port + 2]
-        self.redis_port = redis_port
+        self.dir = str(directory)
+        self.port_setting = str(port)
+        self.redis_port_setting = str(redis_port)
+        self.primary_port = None
+        self.replica_ports = [None, None]
+        self.redis_port = None
 
-    def run(self, command, check=True):
-        env = dict(os.environ, CLUSTER_DIR=self.dir, CLUSTER_PORT=str(self.primary_port),
-                   CLUSTER_REDIS="1", CLUSTER_REDIS_PORT=str(self.redis_port))
+    def run(self, command, check=True, **env):
+        env = dict(os.environ, CLUSTER_DIR=self.dir, CLUSTER_PORT=self.port_setting,
+                   CLUSTER_REDIS="1", CLUSTER_REDIS_PORT=self.redis_port_setting, **env)
         return subprocess.run(["sh", str(CLUSTER_SH), command], env=env, check=check,
                               capture_output=True, text=True, timeout=180)
 
     def is_running(self):
         return self.run("status", check=False).returncode == 0
 
+    def read_ports(self):
+        """Load the ports from <dir>/ports; False if there is no such file."""
+        try:
+            text = (Path(self.dir) / "ports").read_text()
+        except FileNotFoundError:
+            return False
+        ports = {name: int(port) for name, port in
+                 (line.split("=", 1) for line in text.split())}
+        self.primary_port = ports["primary"]
+        self.replica_ports = [ports["replica1"], ports["replica2"]]
+        self.redis_port = ports["redis"]
+        return True
+
+    def _has_requested_ports(self):
+        return (self.port_setting in ("auto", str(self.primary_port))
+                and self.redis_port_setting in ("auto", str(self.redis_port)))
+
     def start(self):
         """Start whatever is down; True if anything was down."""
-        if self.is_running():
+        if self.is_running() and self.read_ports() and self._has_requested_ports():
             return False
+        # Running on other fixed ports than requested: start says so.
         result = self.run("start", check=False)
         assert result.returncode == 0, f"cluster.sh start failed:\n{result.stderr}"
+        assert self.read_ports(), f"cluster.sh start wrote no {self.dir}/ports"
         return True
 
     def stop(self):
