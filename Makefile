@@ -8,7 +8,8 @@
 #   make integration-workers  the same suite with workers = 4
 #   make tsan            unit tests, the stress test and multi-worker integration
 #                        tests under ThreadSanitizer (build/thread/sluice)
-#   make demo            deps, build, cluster, sluice in front; prints the psql line
+#   make demo            port check, deps, build, cluster, sluice in front; prints the
+#                        psql line (DEMO_PORT, CLUSTER_PORT: see scripts/demo.sh)
 #   make bench           pgbench through sluice and pgbouncer -> docs/benchmarks.md
 #   make fuzz            each libFuzzer target for FUZZ_SECONDS (60)
 #   make lint            clang-format check + cppcheck
@@ -123,7 +124,11 @@ test: deps
 	@$(MAKE) --no-print-directory integration-workers
 	@$(MAKE) --no-print-directory tsan
 
-demo: deps all
+# The ports first (scripts/demo.sh check): a taken one fails at once, before
+# deps and the build, with the process holding it and the variable moving it.
+demo:
+	@sh scripts/demo.sh check
+	@$(MAKE) --no-print-directory deps all
 	@sh scripts/demo.sh start
 
 demo-stop:
