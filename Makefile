@@ -95,9 +95,11 @@ integration: integration-bins
 	SLUICE_TEST_WORKERS=1 $(INTEGRATION_RUN)
 
 # test_stress.py sets workers = 4 itself: the run above already ran it as it
-# would run here (and tsan runs it again), so it is left out to save a minute.
+# would run here (and tsan runs it again), so it is left out to save a minute;
+# test_cluster_script.py starts no pooler, so one run of it is enough.
 integration-workers: integration-bins
-	SLUICE_TEST_WORKERS=4 $(INTEGRATION_RUN) --ignore=tests/integration/test_stress.py
+	SLUICE_TEST_WORKERS=4 $(INTEGRATION_RUN) --ignore=tests/integration/test_stress.py \
+	  --ignore=tests/integration/test_cluster_script.py
 
 # ThreadSanitizer: the unit tests, then the stress test (2,000 clients, pool
 # of 10, 4 workers, TSAN_STRESS_SECONDS) and the integration tests that
