@@ -120,11 +120,23 @@ tsan:
 	  SLUICE_STRESS_CLIENTS=$(TSAN_STRESS_CLIENTS) SLUICE_BIN=$(CURDIR)/build/thread/sluice \
 	  $(PYTEST) -x -q $(addprefix tests/integration/,$(TSAN_TESTS))
 
+# make test should take at most TEST_BUDGET_MINUTES on a 2-core machine
+# (README); a run that took longer says so at the end.
+TEST_BUDGET_MINUTES ?= 25
+
 test: deps
-	@$(MAKE) --no-print-directory unit
-	@$(MAKE) --no-print-directory integration
-	@$(MAKE) --no-print-directory integration-workers
-	@$(MAKE) --no-print-directory tsan
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory unit && \
+	$(MAKE) --no-print-directory integration && \
+	$(MAKE) --no-print-directory integration-workers && \
+	$(MAKE) --no-print-directory tsan; \
+	rc=$$?; s=$$(($$(date +%s) - start)); \
+	echo "make test: $$((s / 60)) min $$((s % 60)) s (budget $(TEST_BUDGET_MINUTES) min)"; \
+	if [ $$s -gt $$(($(TEST_BUDGET_MINUTES) * 60)) ]; then \
+	  echo "make test: over the $(TEST_BUDGET_MINUTES)-minute budget: see the slowest tests" \
+	    "with --durations=20, and README's Tests section" >&2; \
+	fi; \
+	exit $$rc
 
 # The ports first (scripts/demo.sh check): a taken one fails at once, before
 # deps and the build, with the process holding it and the variable moving it.
