@@ -2,7 +2,8 @@
 #   make                 build build/release/sluice
 #   make SANITIZER=address,undefined|thread   build into build/<sanitizer>/
 #   make test            deps, unit tests under ASan+UBSan, integration (workers = 1),
-#                        integration-workers (workers = 4), tsan
+#                        integration-workers (workers = 4), tsan; prints its duration
+#                        (budget TEST_BUDGET_MINUTES, 25)
 #   make unit            unit tests only
 #   make integration     integration tests, ASan+UBSan build, workers = 1
 #   make integration-workers  the same suite with workers = 4
