@@ -33,6 +33,10 @@ import psycopg.sql
 
 REPO = Path(__file__).resolve().parents[2]
 SLUICE_BIN = os.environ.get("SLUICE_BIN", str(REPO / "build/address-undefined/sluice"))
+# The pooler runs in its own directory: a relative path (build/...) is taken
+# from where the tests were started; a bare name is looked up in PATH.
+if "/" in SLUICE_BIN:
+    SLUICE_BIN = os.path.abspath(SLUICE_BIN)
 CLUSTER_SH = REPO / "scripts/cluster.sh"
 # The test cluster: its directory (SLUICE_TEST_CLUSTER_DIR) and ports. By
 # default ("auto") cluster.sh picks free ports at the cluster's first start,
