@@ -169,7 +169,8 @@ plan_ports() {
             if node_running "$n"; then
                 if [ "$p" != "$rec" ]; then
                     errors="$errors
-  $n runs on port $rec, not on $what: stop the cluster first (CLUSTER_DIR=$CLUSTER_DIR sh $0 stop) to move it"
+  $n runs on port $rec, not on $what: stop the cluster first"
+                    errors="$errors (CLUSTER_DIR=$CLUSTER_DIR sh $0 stop) to move it"
                 fi
             elif port_taken "$p"; then
                 errors="$errors
@@ -177,7 +178,8 @@ plan_ports() {
                 if [ "$n" = redis ]; then
                     errors="$errors; set CLUSTER_REDIS_PORT to another port, or to auto"
                 else
-                    errors="$errors; set CLUSTER_PORT to move the cluster (the replicas take the next two ports), or to auto"
+                    errors="$errors; set CLUSTER_PORT to move the cluster (the replicas"
+                    errors="$errors take the next two ports), or to auto"
                 fi
             fi
         fi
@@ -270,20 +272,18 @@ remove_node() {
 
 # Nodes whose setup never finished (no marker) are removed, to be built again.
 heal() {
-    p=$CLUSTER_DIR/primary
-    if [ -d "$p" ] && [ ! -f "$p/complete" ]; then
-        say "primary: $p has no marker file 'complete' (its setup never finished): removing it and building it again"
-        remove_node primary
-    fi
-    for r in replica1 replica2; do
-        [ -d "$CLUSTER_DIR/$r" ] || continue
-        if [ ! -d "$p" ]; then
-            say "$r: removing $CLUSTER_DIR/$r, since its primary is built again; building it again"
-            remove_node "$r"
-        elif [ ! -f "$CLUSTER_DIR/$r/complete" ]; then
-            say "$r: $CLUSTER_DIR/$r has no marker file 'complete' (its setup never finished): removing it and building it again"
-            remove_node "$r"
+    for n in $NODES; do
+        [ -d "$CLUSTER_DIR/$n" ] || continue
+        if [ ! -f "$CLUSTER_DIR/$n/complete" ]; then
+            say "$n: $CLUSTER_DIR/$n has no marker file 'complete' (its setup never" \
+                "finished): removing it and building it again"
+        elif [ "$n" != primary ] && [ ! -d "$CLUSTER_DIR/primary" ]; then
+            say "$n: removing $CLUSTER_DIR/$n, since its primary is built again;" \
+                "building it again"
+        else
+            continue
         fi
+        remove_node "$n"
     done
 }
 

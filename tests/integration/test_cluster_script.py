@@ -13,7 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from sluice_fixture import CLUSTER_SH, REPO, Cluster, wait_until
