@@ -2,13 +2,15 @@
 #   make                 build build/release/sluice
 #   make SANITIZER=address,undefined|thread   build into build/<sanitizer>/
 #   make test            deps, unit tests under ASan+UBSan, integration (workers = 1),
-#                        integration-workers (workers = 4), tsan
+#                        integration-workers (workers = 4), tsan; prints its duration
+#                        (budget TEST_BUDGET_MINUTES, 25)
 #   make unit            unit tests only
 #   make integration     integration tests, ASan+UBSan build, workers = 1
 #   make integration-workers  the same suite with workers = 4
 #   make tsan            unit tests, the stress test and multi-worker integration
 #                        tests under ThreadSanitizer (build/thread/sluice)
-#   make demo            deps, build, cluster, sluice in front; prints the psql line
+#   make demo            port check, deps, build, cluster, sluice in front; prints the
+#                        psql line (DEMO_PORT, CLUSTER_PORT: see scripts/demo.sh)
 #   make bench           pgbench through sluice and pgbouncer -> docs/benchmarks.md
 #   make fuzz            each libFuzzer target for FUZZ_SECONDS (60)
 #   make lint            clang-format check + cppcheck
@@ -97,9 +99,11 @@ integration: integration-bins
 	SLUICE_TEST_WORKERS=1 $(INTEGRATION_RUN)
 
 # test_stress.py sets workers = 4 itself: the run above already ran it as it
-# would run here (and tsan runs it again), so it is left out to save a minute.
+# would run here (and tsan runs it again), so it is left out to save a minute;
+# test_cluster_script.py starts no pooler, so one run of it is enough.
 integration-workers: integration-bins
-	SLUICE_TEST_WORKERS=4 $(INTEGRATION_RUN) --ignore=tests/integration/test_stress.py
+	SLUICE_TEST_WORKERS=4 $(INTEGRATION_RUN) --ignore=tests/integration/test_stress.py \
+	  --ignore=tests/integration/test_cluster_script.py
 
 # ThreadSanitizer: the unit tests, then the stress test (2,000 clients, pool
 # of 10, 4 workers, TSAN_STRESS_SECONDS) and the integration tests that
@@ -120,13 +124,29 @@ tsan:
 	  SLUICE_STRESS_CLIENTS=$(TSAN_STRESS_CLIENTS) SLUICE_BIN=$(CURDIR)/build/thread/sluice \
 	  $(PYTEST) -x -q $(addprefix tests/integration/,$(TSAN_TESTS))
 
-test: deps
-	@$(MAKE) --no-print-directory unit
-	@$(MAKE) --no-print-directory integration
-	@$(MAKE) --no-print-directory integration-workers
-	@$(MAKE) --no-print-directory tsan
+# make test should take at most TEST_BUDGET_MINUTES on a 2-core machine
+# (README); a run that took longer says so at the end.
+TEST_BUDGET_MINUTES ?= 25
 
-demo: deps all
+test: deps
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory unit && \
+	$(MAKE) --no-print-directory integration && \
+	$(MAKE) --no-print-directory integration-workers && \
+	$(MAKE) --no-print-directory tsan; \
+	rc=$$?; s=$$(($$(date +%s) - start)); \
+	echo "make test: $$((s / 60)) min $$((s % 60)) s (budget $(TEST_BUDGET_MINUTES) min)"; \
+	if [ $$s -gt $$(($(TEST_BUDGET_MINUTES) * 60)) ]; then \
+	  echo "make test: over the $(TEST_BUDGET_MINUTES)-minute budget: see the slowest tests" \
+	    "with --durations=20, and README's Tests section" >&2; \
+	fi; \
+	exit $$rc
+
+# The ports first (scripts/demo.sh check): a taken one fails at once, before
+# deps and the build, with the process holding it and the variable moving it.
+demo:
+	@sh scripts/demo.sh check
+	@$(MAKE) --no-print-directory deps all
 	@sh scripts/demo.sh start
 
 demo-stop:

@@ -85,5 +85,7 @@ def sluice(cluster, run_dir, request):
             instance.stop()
         except AssertionError as e:
             errors.append(str(e))
+        finally:
+            instance.release_ports()
     if errors:
         pytest.fail("\n\n".join(errors), pytrace=False)

@@ -7,8 +7,13 @@ Every generated sluice config gets `workers = $SLUICE_TEST_WORKERS` (default
 configs get no workers key.
 When the tests run as root the pooler runs as the postgres OS user, because
 PgBouncer refuses root; sluice is started the same way so both behave alike.
+
+Ports: the test cluster's are chosen by scripts/cluster.sh (see Cluster), the
+poolers' by free_port(); a port that something else takes before the pooler
+binds it makes Sluice.start() pick another, so a busy machine never fails a run.
 """
 
+import fcntl
 import hashlib
 import os
 import re
@@ -28,13 +33,25 @@ import psycopg.sql
 
 REPO = Path(__file__).resolve().parents[2]
 SLUICE_BIN = os.environ.get("SLUICE_BIN", str(REPO / "build/address-undefined/sluice"))
+# The pooler runs in its own directory: a relative path (build/...) is taken
+# from where the tests were started; a bare name is looked up in PATH.
+if "/" in SLUICE_BIN:
+    SLUICE_BIN = os.path.abspath(SLUICE_BIN)
 CLUSTER_SH = REPO / "scripts/cluster.sh"
-# A private cluster (e.g. when several test runs share a machine) can be had
-# with SLUICE_TEST_CLUSTER_DIR, SLUICE_TEST_CLUSTER_PORT (replicas +1, +2) and
-# SLUICE_TEST_REDIS_PORT.
-CLUSTER_DIR = os.environ.get("SLUICE_TEST_CLUSTER_DIR", "/tmp/sluice-test-cluster")
-CLUSTER_PORT = int(os.environ.get("SLUICE_TEST_CLUSTER_PORT", "55432"))
-REDIS_PORT = int(os.environ.get("SLUICE_TEST_REDIS_PORT", "56379"))
+# The test cluster: its directory (SLUICE_TEST_CLUSTER_DIR) and ports. By
+# default ("auto") cluster.sh picks free ports at the cluster's first start,
+# keeps them while they stay free, moves a node whose port another process took
+# meanwhile, and writes them to <dir>/ports, where Cluster reads them. A number
+# in SLUICE_TEST_CLUSTER_PORT (the primary's; replicas +1, +2) or
+# SLUICE_TEST_REDIS_PORT fixes a port instead: if another process holds it,
+# cluster.sh fails at once and names that process. A private cluster (e.g. for
+# several test runs on one machine) is a directory of its own. The default
+# directory is not the one of checkouts before auto ports
+# (/tmp/sluice-test-cluster, on 55432-55434 and 56379): a cluster such a
+# checkout may be running is left alone.
+CLUSTER_DIR = os.environ.get("SLUICE_TEST_CLUSTER_DIR", "/tmp/sluice-test-cluster-v2")
+CLUSTER_PORT = os.environ.get("SLUICE_TEST_CLUSTER_PORT", "auto")
+REDIS_PORT = os.environ.get("SLUICE_TEST_REDIS_PORT", "auto")
 RUN_AS = "postgres" if os.geteuid() == 0 else None
 
 # The cluster's users and passwords (see scripts/cluster.sh).
@@ -57,6 +74,11 @@ IS_PGBOUNCER = is_pgbouncer(SLUICE_BIN)
 
 # The worker threads of every pooler the tests start (sluice's `workers`).
 TEST_WORKERS = int(os.environ.get("SLUICE_TEST_WORKERS", "1"))
+
+# A pooler that could not bind its port, or its metrics port, logs this.
+PORT_TAKEN = re.compile(r"Address already in use")
+# How often Sluice.start() tries fresh ports after a conflict.
+PORT_ATTEMPTS = 5
 
 SANITIZER_REPORT = re.compile(
     r"ERROR: (Address|Leak|Memory|Thread)Sanitizer|WARNING: ThreadSanitizer|runtime error:")
@@ -107,10 +129,79 @@ def wait_until(predicate, timeout, what="condition", interval=0.05):
         time.sleep(interval)
 
 
+# free_port() holds an flock on PORT_LOCK_DIR/<port> for each port it hands
+# out, until release_port() or the end of the process: other test runs on the
+# machine skip ports held so, and do not pick one before its pooler binds it.
+PORT_LOCK_DIR = Path(tempfile.gettempdir()) / "sluice-test-ports"
+_port_locks = {}
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on (the kernel's pick) and
+    that no other test run holds; it stays this run's until release_port()."""
+    try:
+        PORT_LOCK_DIR.mkdir()
+        PORT_LOCK_DIR.chmod(0o1777)
+    except FileExistsError:
+        pass
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port in _port_locks:
+            continue
+        try:
+            fd = os.open(PORT_LOCK_DIR / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _port_locks[port] = fd
+        return port
+    raise RuntimeError(f"no free port found (locks in {PORT_LOCK_DIR})")
+
+
+def release_port(port):
+    """Let other test runs pick a port free_port() gave out."""
+    fd = _port_locks.pop(port, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def listening_sockets(port):
+    """Inodes of the TCP sockets that listen on port, on any address."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def process_sockets(pid):
+    """Inodes of the sockets process pid has open."""
+    inodes = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
 
 
 def port_open(port):
@@ -197,29 +288,54 @@ def render_userlist(userlist):
 
 
 class Cluster:
-    """The primary, two replicas and redis run by scripts/cluster.sh."""
+    """The primary, two replicas and redis run by scripts/cluster.sh.
+
+    port, redis_port: "auto" or a fixed port (see CLUSTER_PORT above). The
+    ports in use (primary_port, replica_ports, redis_port) are known once
+    start() has read them from cluster.sh's <dir>/ports."""
 
     def __init__(self, directory=CLUSTER_DIR, port=CLUSTER_PORT, redis_port=REDIS_PORT):
-        self.dir = directory
-        self.primary_port = port
-        self.replica_ports = [port + 1, port + 2]
-        self.redis_port = redis_port
+        self.dir = str(directory)
+        self.port_setting = str(port)
+        self.redis_port_setting = str(redis_port)
+        self.primary_port = None
+        self.replica_ports = [None, None]
+        self.redis_port = None
 
-    def run(self, command, check=True):
-        env = dict(os.environ, CLUSTER_DIR=self.dir, CLUSTER_PORT=str(self.primary_port),
-                   CLUSTER_REDIS="1", CLUSTER_REDIS_PORT=str(self.redis_port))
+    def run(self, command, check=True, **env):
+        env = dict(os.environ, CLUSTER_DIR=self.dir, CLUSTER_PORT=self.port_setting,
+                   CLUSTER_REDIS="1", CLUSTER_REDIS_PORT=self.redis_port_setting, **env)
         return subprocess.run(["sh", str(CLUSTER_SH), command], env=env, check=check,
                               capture_output=True, text=True, timeout=180)
 
     def is_running(self):
         return self.run("status", check=False).returncode == 0
 
+    def read_ports(self):
+        """Load the ports from <dir>/ports; False if there is no such file."""
+        try:
+            text = (Path(self.dir) / "ports").read_text()
+        except FileNotFoundError:
+            return False
+        ports = {name: int(port) for name, port in
+                 (line.split("=", 1) for line in text.split())}
+        self.primary_port = ports["primary"]
+        self.replica_ports = [ports["replica1"], ports["replica2"]]
+        self.redis_port = ports["redis"]
+        return True
+
+    def _has_requested_ports(self):
+        return (self.port_setting in ("auto", str(self.primary_port))
+                and self.redis_port_setting in ("auto", str(self.redis_port)))
+
     def start(self):
         """Start whatever is down; True if anything was down."""
-        if self.is_running():
+        if self.is_running() and self.read_ports() and self._has_requested_ports():
             return False
+        # Running on other fixed ports than requested: start says so.
         result = self.run("start", check=False)
         assert result.returncode == 0, f"cluster.sh start failed:\n{result.stderr}"
+        assert self.read_ports(), f"cluster.sh start wrote no {self.dir}/ports"
         return True
 
     def stop(self):
@@ -278,7 +394,9 @@ class Sluice:
     """One pooler process with its own ini, userlist, log and port.
 
     binary: the pooler to run (default $SLUICE_BIN); workers: what goes into
-    generated configs (default $SLUICE_TEST_WORKERS; never for PgBouncer)."""
+    generated configs (default $SLUICE_TEST_WORKERS; never for PgBouncer).
+    port comes from free_port(), and so does metrics_port once a config uses
+    {metrics_port}; start() moves both if another process takes them."""
 
     def __init__(self, cluster, workdir, config=None, userlist=None, args=(), binary=None,
                  workers=None):
@@ -287,7 +405,8 @@ class Sluice:
         self.workers = None if self.is_pgbouncer else (workers or TEST_WORKERS)
         self.cluster = cluster
         self.dir = Path(workdir)
-        self.port = free_port()
+        self.port = self.picked_port = free_port()
+        self.metrics_port = None
         self.ini = self.dir / "sluice.ini"
         self.auth_file = self.dir / "userlist.txt"
         self.log_path = self.dir / "sluice.log"
@@ -304,28 +423,67 @@ class Sluice:
             "dir": self.dir,
             "auth_file": self.auth_file,
         }
+        self.config_text = None
+        self.userlist_text = None
         self.write_config(config, userlist)
 
     def write_config(self, config=None, userlist=None):
         """(Re)write the ini and, when given or on first write, the userlist.
-        {port}, {primary_port}, {replica1_port}, {replica2_port}, {redis_port},
-        {dir} and {auth_file} are replaced in both."""
-        self.ini.write_text(self.substitute(render_config(config, self.workers)))
+        {port}, {metrics_port}, {primary_port}, {replica1_port},
+        {replica2_port}, {redis_port}, {dir} and {auth_file} are replaced in both."""
+        self.config_text = render_config(config, self.workers)
         if userlist is not None or not self.auth_file.exists():
-            self.auth_file.write_text(self.substitute(render_userlist(userlist)))
+            self.userlist_text = render_userlist(userlist)
+            self.auth_file.write_text(self.substitute(self.userlist_text))
+        self.ini.write_text(self.substitute(self.config_text))
         for path in (self.ini, self.auth_file):
             chown_run_as(path)
 
     def substitute(self, text):
+        if "{metrics_port}" in text and self.metrics_port is None:
+            self.metrics_port = free_port()
+        self.placeholders["metrics_port"] = self.metrics_port
         for name, value in self.placeholders.items():
             text = text.replace("{" + name + "}", str(value))
         return text
+
+    def move_ports(self):
+        """Fresh ports for the pooler (and its metrics), written into its files."""
+        release_port(self.port)
+        self.port = self.picked_port = self.placeholders["port"] = free_port()
+        if self.metrics_port is not None:
+            release_port(self.metrics_port)
+            self.metrics_port = free_port()
+        self.ini.write_text(self.substitute(self.config_text))
+        if "port}" in (self.userlist_text or ""):
+            self.auth_file.write_text(self.substitute(self.userlist_text))
+
+    def release_ports(self):
+        """Give the pooler's ports back (after stop())."""
+        release_port(self.picked_port)
+        if self.metrics_port is not None:
+            release_port(self.metrics_port)
 
     @property
     def pid(self):
         return self.proc.pid
 
     def start(self, timeout=10):
+        """Start the pooler; return once it listens on its port. If the port
+        (or metrics port) the fixture picked turns out taken (the pooler
+        could not bind it, or another process listens there too), the
+        pooler is started again on fresh ones, up to PORT_ATTEMPTS times. A
+        port the test set itself (self.port != self.picked_port) never moves."""
+        for _ in range(PORT_ATTEMPTS):
+            since = self.log_mark()
+            self.spawn()
+            if self.wait_listening(timeout, since):
+                return self
+            self.kill()
+            self.move_ports()
+        raise AssertionError(f"ports taken {PORT_ATTEMPTS} times in a row\n" + self.log_tail())
+
+    def spawn(self):
         env = dict(os.environ)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         shell = 'ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"'
@@ -337,18 +495,34 @@ class Sluice:
                 stderr=subprocess.STDOUT, start_new_session=True,
                 user=RUN_AS, group=RUN_AS, extra_groups=[] if RUN_AS else None)
 
+    def wait_listening(self, timeout, since):
+        """True once the pooler listens on its port (and metrics port, if the
+        config has {metrics_port}); False if a port it may move is taken (log
+        offset since: where this start's lines begin)."""
+        movable = self.port == self.picked_port
+        ports = [self.port]
+        if "{metrics_port}" in self.config_text:
+            ports.append(self.metrics_port)
+
         def ready():
             if self.proc.poll() is not None:
+                if movable and PORT_TAKEN.search(self.log_text(), since):
+                    return "taken"
                 raise AssertionError(f"pooler exited with {self.proc.returncode} at start\n"
                                      + self.log_tail())
-            return port_open(self.port)
+            # The listeners first: a socket bound after this is not "another's".
+            listeners = [listening_sockets(port) for port in ports]
+            mine = process_sockets(self.proc.pid)
+            if movable and any(sockets - mine for sockets in listeners):
+                return "taken"  # another process listens there too (SO_REUSEPORT)
+            return "ready" if all(sockets & mine for sockets in listeners) else None
 
         try:
-            wait_until(ready, timeout, f"the pooler to listen on {self.port}", 0.02)
+            return wait_until(ready, timeout, f"the pooler to listen on {self.port}",
+                              0.02) == "ready"
         except TimeoutError:
             self.kill()
             raise AssertionError(f"pooler did not listen on {self.port}\n" + self.log_tail())
-        return self
 
     def kill(self):
         if self.proc and self.proc.poll() is None:

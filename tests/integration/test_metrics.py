@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-from sluice_fixture import IS_PGBOUNCER, free_port, wait_until
+from sluice_fixture import IS_PGBOUNCER, wait_until
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own metrics endpoint")
 
@@ -125,10 +125,8 @@ def stats_row(conn, db="mydb"):
 
 @pytest.fixture
 def metered(sluice):
-    port = free_port()
-    s = sluice({"pgbouncer": {"metrics_listen": f"127.0.0.1:{port}", "default_pool_size": "2"}})
-    s.metrics_port = port
-    return s
+    return sluice({"pgbouncer": {"metrics_listen": "127.0.0.1:{metrics_port}",
+                                 "default_pool_size": "2"}})
 
 
 STAT_METRICS = {

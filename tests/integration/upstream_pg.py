@@ -17,7 +17,8 @@ from pathlib import Path
 
 import psycopg
 
-from sluice_fixture import RUN_AS, chown_run_as, free_port, wait_until
+from sluice_fixture import (PORT_ATTEMPTS, PORT_TAKEN, RUN_AS, chown_run_as, free_port,
+                            wait_until)
 
 PGBIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -122,7 +123,7 @@ ssl_ca_file = '{certs["ca.crt"]}'
             "hostssl all  all         127.0.0.1/32  trust\n"
             "hostssl all  all         127.0.0.2/32  trust\n"
             "host    all  all         0.0.0.0/0     reject\n")
-        self.start()
+        self.first_start()
         with self.admin_conn("postgres") as conn:
             for role in ("md5_user", "trust_user", "scram_user", "plain_user"):
                 conn.execute(f"CREATE ROLE {role} LOGIN")
@@ -132,6 +133,23 @@ ssl_ca_file = '{certs["ca.crt"]}'
         """A connection over the unix socket (no TLS needed there)."""
         return psycopg.connect(host=str(self.dir), port=self.port, user="postgres",
                                dbname=dbname, autocommit=True, connect_timeout=5)
+
+    def first_start(self):
+        """start(); if free_port()'s port was taken before PostgreSQL bound
+        it, again on fresh ports (the last port line of postgresql.conf wins)."""
+        for attempt in range(PORT_ATTEMPTS):
+            size = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                return self.start()
+            except subprocess.CalledProcessError:
+                with open(self.log, "rb") as f:
+                    f.seek(size)
+                    new_lines = f.read().decode(errors="replace")
+                if attempt + 1 == PORT_ATTEMPTS or not PORT_TAKEN.search(new_lines):
+                    raise
+            self.port = free_port()
+            with open(self.data / "postgresql.conf", "a") as f:
+                f.write(f"port = {self.port}\n")
 
     def start(self):
         _as_pg([str(PGBIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data),
