@@ -13,10 +13,9 @@
 #                        psql line (DEMO_PORT, CLUSTER_PORT: see scripts/demo.sh)
 #   make bench           pgbench through sluice and pgbouncer -> docs/benchmarks.md
 #   make fuzz            each libFuzzer target for FUZZ_SECONDS (60)
-#   make lint            clang-format check + cppcheck
+#   make lint            clang-format check + cppcheck + lint-structure
 #   make lint-structure  function and file sizes (scripts/check_sizes.py) and the
-#                        include layers of scripts/layers.txt (scripts/check_layers.py);
-#                        not part of lint yet: the tree is being moved into those layers
+#                        layers of src/ (scripts/check_layers.py, scripts/layers.txt)
 
 CC        ?= cc
 SANITIZER ?=
@@ -36,7 +35,7 @@ BUILD     := build/release
 OPT       := -O2
 else
 BUILD     := build/$(subst $(comma),-,$(SANITIZER))
-OPT       := -O1 -fno-omit-frame-pointer -fsanitize=$(SANITIZER) -fno-sanitize-recover=all
+OPT       := -O1 -fno-omit-frame-pointer -fsanitize=$(SANITIZER) -fno-sanitize-recover=all -DSLUICE_STRICT
 endif
 
 CFLAGS    ?=
@@ -167,7 +166,7 @@ fuzz:
 	    $$( [ -d tests/fuzz/corpus/$$n ] && echo tests/fuzz/corpus/$$n ); \
 	done
 
-lint:
+lint: lint-structure
 	clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c
 	cppcheck --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -q -Isrc src

@@ -4,7 +4,9 @@
 Usage: scripts/check_layers.py [--self-test]
 
 scripts/layers.txt gives each module (a file's base name: `pool` covers
-pool.c and pool.h; globs such as `admin_*` allowed) a numbered layer. Every
+pool.c and pool.h; globs such as `admin_*` allowed; `auth+scram` makes
+one module of several names, for files that are one concern split in two)
+a numbered layer. Every
 `#include "x.h"` in src/*.c and src/*.h is checked:
   - a file may include headers of its own layer or of lower ones:
         src/tls.c:19: tls (layer 2 stream) includes pool (layer 3 core)
@@ -33,6 +35,7 @@ class Table:
     def __init__(self):
         self.exact = {}  # module -> (number, name)
         self.globs = []  # (pattern, (number, name))
+        self.group = {}  # file base name -> the module it belongs to (a+b: b -> a)
         self.problems = []
 
     def load(self, path):
@@ -56,6 +59,11 @@ class Table:
                     )
                 seen_numbers[layer[0]] = lineno
                 for module in m.group(3).replace(",", " ").split():
+                    if "+" in module:
+                        names = module.split("+")
+                        module = names[0]
+                        for member in names:
+                            self.group[member] = module
                     if any(ch in module for ch in "*?["):
                         self.globs.append((module, layer))
                     elif module in self.exact and self.exact[module] != layer:
@@ -83,8 +91,12 @@ class Table:
         return layers[0] if layers else None
 
 
+GROUPS = {}  # file base name -> module, from the table being checked
+
+
 def module_of(path):
-    return os.path.splitext(os.path.basename(path))[0]
+    base = os.path.splitext(os.path.basename(path))[0]
+    return GROUPS.get(base, base)
 
 
 def includes(path):
@@ -146,6 +158,8 @@ def strongly_connected(nodes, edges):
 def check(src=SRC, table_path=TABLE):
     """All problems, as report lines."""
     table = Table().load(table_path)
+    GROUPS.clear()
+    GROUPS.update(table.group)
     files = sorted(
         os.path.join(src, n) for n in os.listdir(src) if os.path.isfile(os.path.join(src, n))
     )

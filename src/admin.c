@@ -67,7 +67,7 @@ static void admin_welcome_locked(struct client *c)
     proto_build_backend_key(&wr, c->cancel_pid, c->cancel_key);
     proto_build_ready(&wr, 'I');
     stream_write(&c->s, buf, wr.len);
-    c->state = CL_IDLE;
+    client_set_state(c, CL_IDLE);
     c->last_activity = worker_now(c->s.worker);
     pool_cancel_register(c);
     if (g_pooler.cfg->log_connections)

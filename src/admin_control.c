@@ -205,7 +205,8 @@ static void collect_clients(struct ptr_vec *pv, const struct database *db, bool 
                 continue;
             if (db && (!c->pool || c->pool->db != db))
                 continue;
-            if (waiting_only && c->state != CL_WAITING && c->state != CL_LOGIN_WAIT)
+            if (waiting_only && c->state != CL_WAITING && c->state != CL_ASSIGNED &&
+                c->state != CL_LOGIN_WAIT)
                 continue;
             vec_push(pv, c);
         }

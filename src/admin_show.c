@@ -91,7 +91,7 @@ static void ix_add_client(struct client *c, void *arg)
     e->cl_total++;
     if (c->state == CL_IDLE || c->state == CL_ACTIVE)
         e->cl_active++;
-    else if (c->state == CL_WAITING)
+    else if (c->state == CL_WAITING || c->state == CL_ASSIGNED)
         e->cl_waiting++;
 }
 

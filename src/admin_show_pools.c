@@ -112,7 +112,7 @@ static void pool_view(const struct admin_pool_ix *e, const struct admin_pool_ind
     }
     list_for_each_safe(it, tmp, &p->busy)
     {
-        switch (list_entry(it, struct server, node)->state) {
+        switch (server_state_of(list_entry(it, struct server, node))) {
         case SV_TESTING:
         case SV_RESETTING:
             v->sv_tested++;
@@ -208,10 +208,11 @@ static const char *client_state_name(const struct client *c, const struct admin_
 {
     if (c->is_admin)
         return c == r->self || admin_client_busy(c) ? "active" : "idle";
-    switch (c->state) {
+    switch (client_state_of(c)) {
     case CL_IDLE:
         return "idle";
     case CL_WAITING:
+    case CL_ASSIGNED: /* its server is on the way: PgBouncer's waiting */
         return "waiting";
     case CL_ACTIVE:
         return "active";
@@ -240,7 +241,7 @@ static void client_row(struct client *c, void *arg)
     fmt_time(rtime, sizeof(rtime), c->request_time ? c->request_time : c->connect_time,
              x->wall_offset);
     int64_t wait = 0;
-    if (c->state == CL_WAITING || c->state == CL_LOGIN_WAIT)
+    if (c->state == CL_WAITING || c->state == CL_ASSIGNED || c->state == CL_LOGIN_WAIT)
         wait = x->now - c->request_time;
     if (wait < 0)
         wait = 0;
@@ -286,9 +287,10 @@ void admin_show_clients(struct admin_result *r)
 
 static const char *server_state_name(const struct server *sv, int64_t now)
 {
-    switch (sv->state) {
+    switch (server_state_of(sv)) {
     case SV_ACTIVE:
     case SV_SETTING:
+    case SV_ASSIGNED:
         return "active";
     case SV_IDLE:
         return idle_needs_check(sv, now) ? "used" : "idle";
@@ -308,13 +310,14 @@ static void server_row(const struct server *sv, const struct conn_ctx *x)
     char addr[128], laddr[64], ptr[32], link[32], ctime[64], rtime[64];
     char f[8][ADMIN_NUM_LEN];
     int port = 0, lport = 0;
+    const struct endpoint *ep = &p->db->endpoints[p->ep];
     if (p->addr_ok) {
         fmt_sockaddr(&p->addr, addr, sizeof(addr), &port);
-        if (p->addr.ss_family == AF_UNIX && p->db->cfg)
-            port = p->db->cfg->port;
+        if (p->addr.ss_family == AF_UNIX)
+            port = ep->port;
     } else {
-        snprintf(addr, sizeof(addr), "%s", p->db->cfg ? p->db->cfg->host : "");
-        port = p->db->cfg ? p->db->cfg->port : 0;
+        snprintf(addr, sizeof(addr), "%s", ep->host ? ep->host : "");
+        port = ep->port;
     }
     fmt_local(sv->s.fd, laddr, sizeof(laddr), &lport);
     snprintf(ptr, sizeof(ptr), "%p", (const void *)sv);

@@ -17,6 +17,8 @@
 #include "prepared.h"
 #include "proto.h"
 #include "relay.h"
+#include "request.h"
+#include "router.h"
 #include "server.h"
 #include "worker.h"
 
@@ -27,7 +29,7 @@ static struct client *stream_client(struct stream *s)
     return (struct client *)((char *)s - offsetof(struct client, s));
 }
 
-void client_accept(struct worker *w, int fd, const struct sockaddr *addr, socklen_t addrlen,
+void client_accept(struct worker *w, int fd, const struct sockaddr *addr, unsigned addrlen,
                    bool is_unix)
 {
     if (!client_new(w, fd, addr, addrlen, is_unix, &client_ops))
@@ -60,14 +62,25 @@ static bool client_dispatch(struct client *c)
         client_close(c, "client close request");
         return false;
     }
+    if (m.type == 'd' || m.type == 'c' || m.type == 'f') {
+        /* COPY data after the COPY ended (it failed): a server drops them,
+         * so sluice does, without taking one. */
+        stream_consume_msg(&c->s, m.len);
+        return true;
+    }
     if (!c->pool->db->cfg) {
         client_close_error(c, SQLSTATE_INVALID_CATALOG, "database \"%s\" was removed", c->dbname);
         return false;
     }
     if ((m.type == 'P' || m.type == 'C') && prepared_idle(c))
         return true; /* Parse/Close + Sync answered without a server */
-    c->state = CL_WAITING;
-    pool_client_wait(c, c->pool);
+    /* The request begins here: its record (classification slot) is what
+     * the router decides on. */
+    struct request *r = request_current(c, m.type);
+    struct router_decision d = router_route(c, r);
+    struct pool *p = d.endpoint == c->pool->ep ? c->pool : pool_of_endpoint(c->pool, d.endpoint);
+    c->pool = p;
+    pool_client_wait(c, p, CL_WAITING);
     return c->state == CL_ACTIVE; /* lent at once: forward */
 }
 
@@ -80,7 +93,7 @@ static void client_process(struct client *c)
     for (;;) {
         if (!s->rbuf || iobuf_len(s->rbuf) == 0)
             return;
-        switch (c->state) {
+        switch (client_state_of(c)) {
         case CL_STARTUP:
         case CL_AUTH:
             if (!client_login_read(c))
@@ -134,7 +147,7 @@ static const struct stream_ops client_ops = {
 
 void client_link(struct server *sv, struct client *c)
 {
-    if (c->state == CL_AUTH_QUERY)
+    if (c->auth) /* still logging in: it waited for auth_query */
         client_login_auth_query(sv, c);
     else
         relay_link(sv, c);
@@ -142,11 +155,9 @@ void client_link(struct server *sv, struct client *c)
 
 void client_unlinked(struct client *c)
 {
-    c->state = CL_IDLE;
+    client_set_state(c, CL_IDLE);
     c->last_activity = worker_now(c->s.worker);
-    c->pending_rfq = 0;
-    if (c->track)
-        prepared_client_unlinked(c);
+    request_unlinked(c);
     c->s.blocked_src = NULL;
     stream_read_start(&c->s);
     if (c->s.rbuf && iobuf_len(c->s.rbuf))
@@ -169,8 +180,9 @@ static void client_janitor_active(struct client *c, const struct config *cfg, in
     struct server *sv = c->server;
     if (!sv)
         return;
-    bool busy = c->pending_rfq > 0 || c->unsynced;
-    if (busy && cfg->query_timeout > 0 && now - c->request_time >= cfg->query_timeout) {
+    bool busy = request_busy(c);
+    int64_t started = request_oldest_start(c);
+    if (started && cfg->query_timeout > 0 && now - started >= cfg->query_timeout) {
         /* Stop the query on the server, then tell the client. */
         if (sv->backend_pid)
             server_send_cancel(sv);
@@ -188,6 +200,12 @@ static void client_janitor_active(struct client *c, const struct config *cfg, in
         client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "client_idle_timeout");
 }
 
+void client_close_all(struct worker *w)
+{
+    while (!list_empty(&w->clients))
+        client_close(list_entry(list_first(&w->clients), struct client, node), "shutdown");
+}
+
 void client_janitor(struct worker *w)
 {
     const struct config *cfg = g_pooler.cfg;
@@ -196,9 +214,10 @@ void client_janitor(struct worker *w)
     list_for_each_safe(it, tmp, &w->clients)
     {
         struct client *c = list_entry(it, struct client, node);
-        switch (c->state) {
+        switch (client_state_of(c)) {
         case CL_STARTUP:
         case CL_AUTH:
+        case CL_AUTH_WAIT:
         case CL_AUTH_QUERY:
         case CL_LOGIN_WAIT:
             if (cfg->client_login_timeout > 0 && now - c->connect_time >= cfg->client_login_timeout)

@@ -7,7 +7,7 @@
 #include "conn.h"
 
 /* Takes an accepted socket of worker w. */
-void client_accept(struct worker *w, int fd, const struct sockaddr *addr, socklen_t addrlen,
+void client_accept(struct worker *w, int fd, const struct sockaddr *addr, unsigned addrlen,
                    bool is_unix);
 
 /* pool_ops: sv is lent to waiting c (auth_query or a request). */
@@ -21,5 +21,7 @@ void client_fail(struct client *c, const char *sqlstate, const char *msg);
 
 /* Periodic timeouts for w's clients. */
 void client_janitor(struct worker *w);
+/* Shutdown: closes every client of w. */
+void client_close_all(struct worker *w);
 
 #endif

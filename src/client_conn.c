@@ -2,6 +2,7 @@
 #include "client_conn.h"
 
 #include <arpa/inet.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,11 +28,10 @@ const char *client_addr_str(const struct client *c, char *buf, size_t len)
         snprintf(buf, len, "unix");
         return buf;
     }
-    if (c->addr.ss_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)&c->addr)->sin_addr, buf, (socklen_t)len);
-    else if (c->addr.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&c->addr)->sin6_addr, buf,
-                  (socklen_t)len);
+    if (c->addr.sa.sa_family == AF_INET)
+        inet_ntop(AF_INET, &c->addr.in.sin_addr, buf, (socklen_t)len);
+    else if (c->addr.sa.sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &c->addr.in6.sin6_addr, buf, (socklen_t)len);
     else
         snprintf(buf, len, "?");
     return buf;
@@ -39,10 +39,10 @@ const char *client_addr_str(const struct client *c, char *buf, size_t len)
 
 int client_port(const struct client *c)
 {
-    if (c->addr.ss_family == AF_INET)
-        return ntohs(((const struct sockaddr_in *)&c->addr)->sin_port);
-    if (c->addr.ss_family == AF_INET6)
-        return ntohs(((const struct sockaddr_in6 *)&c->addr)->sin6_port);
+    if (c->addr.sa.sa_family == AF_INET)
+        return ntohs(c->addr.in.sin_port);
+    if (c->addr.sa.sa_family == AF_INET6)
+        return ntohs(c->addr.in6.sin6_port);
     return 0;
 }
 
@@ -66,12 +66,16 @@ struct client *client_new(struct worker *w, int fd, const struct sockaddr *addr,
     struct client *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
+    if (!is_unix) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        stream_set_keepalive(fd, w->cfg);
+    }
     stream_init(&c->s, w, fd, ops);
     stream_limit_login(&c->s); /* lifted at the welcome */
-    c->state = CL_STARTUP;
     c->id = __atomic_add_fetch(&g_pooler.next_client_id, 1, __ATOMIC_RELAXED);
     c->is_unix = is_unix;
-    if (addrlen <= sizeof(c->addr))
+    if (!is_unix && addrlen <= sizeof(c->addr))
         memcpy(&c->addr, addr, addrlen);
     c->connect_time = c->last_activity = worker_now(w);
     list_init(&c->node);
@@ -119,7 +123,7 @@ static void client_free(struct client *c)
     param_take(&c->extras, NULL);
     param_take(&c->user, NULL);
     param_take(&c->dbname, NULL);
-    c->state = CL_CLOSED;
+    client_set_state(c, CL_CLOSED);
     /* Freed at the end of this loop iteration: callers up the stack may
      * still look at c (and see CL_CLOSED). With a server on its way, once
      * that arrives (pool.c). */
@@ -132,6 +136,15 @@ void client_reap(struct client *c)
     struct worker *w = c->s.worker;
     list_add_tail(&w->dead_clients, &c->node);
     worker_schedule_reap(w);
+}
+
+void client_reap_all(struct worker *w)
+{
+    while (!list_empty(&w->dead_clients)) {
+        struct list *n = list_first(&w->dead_clients);
+        list_del(n);
+        free(list_entry(n, struct client, node));
+    }
 }
 
 /* Frees c once its last bytes (an error) are written. */
@@ -158,12 +171,11 @@ bool client_flushed(struct client *c)
 /* Takes c off every list and away from its server. */
 static void client_detach(struct client *c)
 {
-    enum client_state prev = c->state;
-    if (prev == CL_WAITING || prev == CL_LOGIN_WAIT || prev == CL_AUTH_QUERY)
-        pool_client_unwait(c);
+    /* Off the waiting list it may be on (a server on its way sees it closed
+     * where it arrives: pool.c). */
+    client_set_state(c, CL_CLOSED);
     if (c->cancel_pid || c->cancel_key)
         pool_cancel_unregister(c);
-    c->state = CL_CLOSED;
     struct server *sv = c->server;
     if (sv) {
         /* The server goes back to the pool only if nothing of this client

@@ -28,6 +28,8 @@ void client_close(struct client *c, const char *reason);
 bool client_flushed(struct client *c);
 /* Frees closed c at the end of its worker's loop iteration. */
 void client_reap(struct client *c);
+/* worker_ops.reap: frees w's clients closed during the iteration. */
+void client_reap_all(struct worker *w);
 
 /* Per-feature state hanging off a client (login, prepared statements,
  * LISTEN, the console's session) is freed by hooks registered at start,

@@ -96,9 +96,8 @@ static void client_start_auth(struct client *c)
         /* Ask the database: the client waits for a server of the
          * auth_user's pool, which runs auth_query for it. */
         struct pool *ap = pool_get(c->pool->db, auth_user);
-        c->state = CL_AUTH_QUERY;
         stream_read_stop(&c->s);
-        pool_client_wait(c, ap);
+        pool_client_wait(c, ap, CL_AUTH_WAIT);
         return;
     }
     client_auth_challenge(c);
@@ -122,7 +121,6 @@ static void client_auth_query_done(struct client *c, const char *secret)
             u->password = strdup(secret);
         }
     }
-    c->state = CL_STARTUP; /* not CL_AUTH_QUERY any more; challenge sets CL_AUTH */
     stream_read_start(&c->s);
     client_auth_challenge(c);
 }
@@ -186,7 +184,7 @@ static void client_auth_challenge(struct client *c)
                            auth_type_str(t));
         return;
     }
-    c->state = CL_AUTH;
+    client_set_state(c, CL_AUTH);
 }
 
 /* A PasswordMessage / SASL message arrived in CL_AUTH. */
@@ -308,7 +306,7 @@ void client_welcome(struct client *c)
         return;
     }
     stream_write(&c->s, wr.buf, wr.len);
-    c->state = CL_IDLE;
+    client_set_state(c, CL_IDLE);
     stream_limit_lift(&c->s);
     c->last_activity = worker_now(c->s.worker);
     client_login_free(c);
@@ -629,7 +627,8 @@ void client_login_auth_query(struct server *sv, struct client *c)
     const char *q = cd && cd->auth_query[0] ? cd->auth_query : g_pooler.cfg->auth_query;
     sv->client = c;
     c->server = sv;
-    sv->state = SV_ACTIVE;
+    client_set_state(c, CL_AUTH_QUERY);
+    server_set_state(sv, SV_ACTIVE);
     const char *params[1] = {c->user};
     /* The user name travels as a parameter, never spliced into SQL. */
     server_query(sv, q, 1, params, &auth_query_ops, c);

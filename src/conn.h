@@ -10,6 +10,7 @@
 
 #include <ev.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -28,79 +29,95 @@ struct server;
 
 /* ---- clients ------------------------------------------------------------- */
 
+/* A client's state. States marked with a list put the client on it (and
+ * only they do): client_set_state() (pool.c) is the one place a state
+ * changes, checks the transition and keeps the lists right. */
 enum client_state {
     CL_STARTUP = 0, /* waiting for the startup packet (maybe after SSLRequest) */
     CL_AUTH,        /* waiting for a password / SASL message */
-    CL_AUTH_QUERY,  /* waiting for auth_query's answer */
-    CL_LOGIN_WAIT,  /* authenticated; waiting for the pool to have server parameters */
+    CL_AUTH_WAIT,   /* list: the auth_user's pool's waiting list, for auth_query */
+    CL_AUTH_QUERY,  /* auth_query runs for it on a server of that pool */
+    CL_LOGIN_WAIT,  /* list: its pool's login_wait, for the first server's parameters */
     CL_IDLE,        /* logged in, no server, nothing to do */
-    CL_WAITING,     /* has a request, on the pool's waiting list */
+    CL_WAITING,     /* list: its pool's waiting list, with a request */
+    CL_ASSIGNED,    /* a server was picked for it and is on its way */
     CL_ACTIVE,      /* linked to a server */
+    CL_CLOSING,     /* taken off its list to be closed with an error */
     CL_CLOSED,      /* being freed */
 };
 const char *client_state_str(enum client_state st);
 
-struct client_auth; /* login-time state, freed after login */
+struct client_auth;   /* login (client_login.c), freed once logged in */
+struct request_queue; /* requests in flight (request.c) */
 struct prepared_client;
 struct prepared_set;
 struct listen_client;
 
+/* A client's address: IPv4 or IPv6 (unix sockets: is_unix). */
+union client_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
+/* A client connection. What a feature needs per client hangs off it by
+ * pointer, allocated only while used: an idle logged-in client is this
+ * struct alone (tests/unit/test_conn.c holds it to 400 bytes). */
 struct client {
     struct stream s;
-    enum client_state state;
-    struct list node;      /* on worker's client list */
-    struct list wait_node; /* [pool lock] on pool's waiting list while CL_WAITING */
-    struct pool *pool;
-    struct pool *wait_pool;  /* [pool lock] whose waiting list wait_node is on (auth_query) */
-    struct server *incoming; /* [pool lock] a server on its way to this client (pool.c) */
-    bool free_deferred;      /* [pool lock] closed while a server was on its way */
-    bool fail_pending;       /* [pool lock] the pool's login failed: close with its error */
-    struct server *server;   /* linked server while CL_ACTIVE (or CL_AUTH_QUERY) */
-    struct client_auth *auth;
-    struct param_set params;         /* what the client has been told */
-    const char *user;                /* interned */
-    const char *dbname;              /* interned */
-    uint32_t cancel_pid, cancel_key; /* what the client was given (BackendKeyData) */
-    struct client *hash_next;        /* cancel-key hash chain */
-    struct sockaddr_storage addr;
+    struct list node;           /* on worker's client list */
+    struct list wait_node;      /* [pool lock] on pool's waiting list while CL_WAITING */
+    struct pool *pool;          /* of its current (or last) request; at login its primary's */
+    struct pool *wait_pool;     /* [pool lock] whose waiting list wait_node is on */
+    struct server *incoming;    /* [pool lock] a server on its way to this client (pool.c) */
+    struct server *server;      /* linked server while CL_ACTIVE (or CL_AUTH_QUERY) */
+    struct client_auth *auth;   /* login-time state */
+    struct request_queue *rq;   /* requests in flight (request.c); NULL when none */
+    struct prepared_client *ps; /* statements and settings (prepared.c, transaction mode) */
+    struct listen_client *lc;   /* LISTEN state (listen.c); NULL unless it listens */
+    struct param_set params;    /* what the client has been told */
+    const char *user;           /* interned */
+    const char *dbname;         /* interned */
+    const char *extras;         /* interned "SET a = 'x';..." of other startup settings */
+    struct client *hash_next;   /* cancel-key hash chain */
     uint64_t id;
     int64_t connect_time; /* usec, monotonic clock */
     int64_t request_time; /* when the current wait/query began */
     int64_t last_activity;
-    int64_t xact_start;
-    bool is_admin; /* connected to the admin console */
+    union client_addr addr;
+    /* Written only by client_set_state(); any worker may move a waiting
+     * client (pool lock held) while its own worker reads it: atomic. */
+    _Atomic(enum client_state) state;
+    uint32_t cancel_pid, cancel_key; /* what the client was given (BackendKeyData) */
+    bool free_deferred;              /* [pool lock] closed while a server was on its way */
+    bool fail_pending;               /* [pool lock] the pool's login failed: close with its error */
+    bool is_admin;                   /* connected to the admin console */
     bool admin_stats_only;
     bool is_unix;
-    bool unsynced; /* sent extended-protocol messages without Sync */
-    bool in_copy;
-    bool cancel_sent; /* query_timeout already fired */
     bool close_after_flush;
-    const char *extras;   /* interned "SET a = 'x';..." for other startup settings, or NULL */
-    uint32_t pending_rfq; /* ReadyForQuery messages the server still owes */
-    uint32_t query_count_in_xact;
-    /* Transaction pooling state (prepared.c): a small inline response queue,
-     * and the rest allocated only once the client has statements/settings. */
-    struct prepared_client *ps;
-    uint8_t rq[16]; /* kinds of the requests the server still answers */
-    uint8_t rq_head, rq_n;
-    bool track;               /* tracked: transaction or statement mode */
-    bool pinned;              /* holds its server to the end (state that cannot move) */
-    bool errskip;             /* the server skips to Sync after an error */
-    struct listen_client *lc; /* LISTEN state (listen.c); NULL unless it listens */
+    bool track;     /* tracked: transaction or statement mode (set at each link) */
+    bool stmt_mode; /* statement mode: a transaction block is refused */
+    bool pinned;    /* holds its server to the end (state that cannot move) */
+    bool requested; /* has sent a request to a server (SIGINT waits for those that have not) */
 };
 
 /* ---- servers ------------------------------------------------------------- */
 
+/* A server's state, which says the pool list it is on (busy, idle,
+ * active): server_set_state() (pool.c) is the one place a state changes,
+ * checks the transition and moves the server to its list. */
 enum server_state {
-    SV_CONNECTING = 0, /* TCP/unix connect in progress */
-    SV_LOGIN,          /* startup sent; authenticating; collecting parameters */
-    SV_IDLE,           /* in the pool, ready */
-    SV_TESTING,        /* running server_check_query before reuse */
-    SV_RESETTING,      /* running server_reset_query after a session */
-    SV_SETTING,        /* linked; sending SETs so params match the client's */
-    SV_ACTIVE,         /* linked to a client */
-    SV_CANCEL_WAIT,    /* query done, but a cancel for it is still in flight */
-    SV_CLOSED,         /* being freed */
+    SV_CONNECTING = 0, /* busy: TCP/unix connect in progress */
+    SV_LOGIN,          /* busy: startup sent; authenticating; collecting parameters */
+    SV_IDLE,           /* idle: in the pool, ready */
+    SV_ASSIGNED,       /* active: picked for a client, on its way to the client's worker */
+    SV_TESTING,        /* busy: running server_check_query before reuse */
+    SV_RESETTING,      /* busy: running server_reset_query after a session */
+    SV_SETTING,        /* active: linked; sending SETs so params match the client's */
+    SV_ACTIVE,         /* active: linked to a client (or held: LISTEN) */
+    SV_CANCEL_WAIT,    /* busy: query done, but a cancel for it is still in flight */
+    SV_CLOSING,        /* busy: the pool decided to close it; the close runs next */
+    SV_CLOSED,         /* on no list: being freed */
 };
 const char *server_state_str(enum server_state st);
 
@@ -127,7 +144,8 @@ struct server_holder_ops {
 
 struct server {
     struct stream s;
-    enum server_state state;
+    /* As client.state: a dispatch on another worker picks an idle server. */
+    _Atomic(enum server_state) state;
     struct list node;  /* [pool lock] on one of the pool's lists */
     uint8_t list_kind; /* [pool lock] which one (enum in pool.c) */
     struct pool *pool;
@@ -158,6 +176,18 @@ struct server {
 };
 
 /* Whether sv may go back to the pool now: idle, nothing pending either way. */
+/* The states with one relaxed load each: for a switch (which takes no
+ * _Atomic operand) and to read a state once where it is used twice. */
+static inline enum client_state client_state_of(const struct client *c)
+{
+    return atomic_load_explicit(&c->state, memory_order_relaxed);
+}
+
+static inline enum server_state server_state_of(const struct server *sv)
+{
+    return atomic_load_explicit(&sv->state, memory_order_relaxed);
+}
+
 static inline bool server_is_clean(const struct server *sv)
 {
     return sv->ready && sv->xact_status == 'I' && !sv->s.skip &&
@@ -166,10 +196,22 @@ static inline bool server_is_clean(const struct server *sv)
 
 /* ---- pools --------------------------------------------------------------- */
 
+/* One place a database's servers are. */
+struct endpoint {
+    char *host; /* a copy of the entry's; "" = unix socket in the default directory */
+    int port;
+};
+
+/* A database's endpoints: [0] is the primary, the entry's host and port
+ * (replicas come after it). */
+#define DB_MAX_ENDPOINTS 16
+
 /* Runtime state of a [databases] entry (survives reloads by name). */
 struct database {
     char *name;
     struct config_database *cfg; /* points into the current config */
+    int n_endpoints;
+    struct endpoint endpoints[DB_MAX_ENDPOINTS];
     struct list node;
     int n_servers; /* across all its pools, for max_db_connections */
     bool paused;
@@ -197,9 +239,12 @@ struct pool_welcome {
     char *values[32];
 };
 
+/* The servers of one endpoint of a database, for one login user: pools are
+ * keyed by (database, user, endpoint). */
 struct pool {
     struct database *db;
     struct pool_user *user; /* the server login user */
+    int ep;                 /* its endpoint: db->endpoints[ep] */
     struct list node;       /* on the global pool list */
     struct list idle;       /* SV_IDLE, most recently used first */
     struct list active;     /* SV_ACTIVE, SV_SETTING */

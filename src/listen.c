@@ -15,6 +15,7 @@
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
+#include "request.h"
 #include "server.h"
 #include "server_query.h"
 #include "worker.h"
@@ -328,16 +329,23 @@ bool listen_client_op(struct client *c, enum listen_op op, const char *channel)
     return true;
 }
 
-void listen_client_flush(struct client *c)
+/* Empties lc's queue of notifications (they were handed over). */
+static void queue_clear(struct listen_client *lc)
+{
+    free(lc->q);
+    lc->q = NULL;
+    lc->qlen = lc->qcap = 0;
+    lc->dropped = false;
+}
+
+/* Writes what is queued for c now (c is idle). */
+static void listen_client_flush(struct client *c)
 {
     struct listen_client *lc = c->lc;
     if (!lc || !lc->qlen)
         return;
     stream_write(&c->s, lc->q, lc->qlen);
-    free(lc->q);
-    lc->q = NULL;
-    lc->qlen = lc->qcap = 0;
-    lc->dropped = false;
+    queue_clear(lc);
 }
 
 void listen_client_free(struct client *c)
@@ -360,7 +368,7 @@ static void deliver(struct client *c, const uint8_t *msg, size_t n)
     struct listen_client *lc = c->lc;
     if (c->state == CL_CLOSED)
         return;
-    if (!c->server && (c->state == CL_IDLE || c->state == CL_WAITING)) {
+    if (!c->server && (c->state == CL_IDLE || c->state == CL_WAITING || c->state == CL_ASSIGNED)) {
         listen_client_flush(c);
         stream_write(&c->s, msg, n);
         return;
@@ -460,4 +468,106 @@ void listen_shutdown(void)
         ev_ref(loop);
         ev_timer_stop(loop, &l->tick);
     }
+}
+
+/* ---- the request observer -------------------------------------------------- */
+
+/* This observer's number, for the entries it owns. */
+static int listen_owner;
+
+/* LISTEN / UNLISTEN [*] alone in a Query, from an unpinned client whose
+ * server is idle with nothing in flight: registered here and answered by
+ * sluice (an empty query keeps the server's order and gives the
+ * ReadyForQuery; its EmptyQueryResponse becomes the command's tag).
+ * Inside a transaction block, with other statements or behind pipelined
+ * requests, LISTEN pins (prepared.c); UNLISTEN there also leaves the
+ * channels here and goes on to the server. DISCARD ALL alone ends the
+ * client's LISTENs here too. */
+static int64_t listen_on_client_msg(struct client *c, struct request_msg *rm)
+{
+    enum classify_kw kw;
+    if (rm->type != 'Q' || !c->pool)
+        return rm->len;
+    if (!request_msg_keyword(c, rm, &kw))
+        return REQUEST_WAIT;
+    if (kw != CK_LISTEN && kw != CK_DISCARD)
+        return rm->len;
+    const char *sql;
+    size_t len;
+    const struct classify_result *cr;
+    if (!request_msg_parse(c, rm, &sql, &len, &cr))
+        return REQUEST_WAIT;
+    if (!cr || cr->truncated || cr->n != 1)
+        return rm->len;
+    const struct classify_stmt *s = &cr->stmts[0];
+    if (s->kind == CS_DISCARD_ALL) {
+        listen_client_op(c, LISTEN_OP_UNLISTEN_ALL, "");
+        return rm->len;
+    }
+    if (s->kind != CS_LISTEN && s->kind != CS_UNLISTEN && s->kind != CS_UNLISTEN_ALL)
+        return rm->len;
+    /* The listening connection serves one event loop: with several workers
+     * LISTEN pins its client instead (docs/pooling.md). */
+    if (g_pooler.n_workers > 1)
+        return rm->len;
+    enum listen_op op = s->kind == CS_LISTEN     ? LISTEN_OP_LISTEN
+                        : s->kind == CS_UNLISTEN ? LISTEN_OP_UNLISTEN
+                                                 : LISTEN_OP_UNLISTEN_ALL;
+    struct server *sv = c->server;
+    if (c->pinned || !request_only(c) || sv->xact_status != 'I') {
+        if (op != LISTEN_OP_LISTEN)
+            listen_client_op(c, op, s->name);
+        return rm->len;
+    }
+    if (!listen_client_op(c, op, s->name))
+        return REQUEST_WAIT; /* asked again once the listening server has it */
+    request_msg_consume(c, rm);
+    static const uint8_t empty_query[] = {'Q', 0, 0, 0, 5, 0};
+    stream_write(&sv->s, empty_query, sizeof(empty_query));
+    rm->entry.answer = RA_QUERY;
+    rm->entry.flags = RE_OWNED;
+    rm->entry.owner = (uint8_t)listen_owner;
+    rm->entry.tag = (uint8_t)op;
+    return 0;
+}
+
+/* The empty query's answer: its EmptyQueryResponse becomes the tag. */
+static unsigned listen_on_server_msg(struct client *c, struct server *sv, struct request_entry *e,
+                                     const struct stream_msg *m, bool done)
+{
+    if (m->type != 'I' && m->type != 'C')
+        return REQUEST_PASS;
+    uint8_t buf[32];
+    struct proto_writer wr;
+    proto_writer_init(&wr, buf, sizeof(buf));
+    proto_build_command_complete(&wr, e->tag == LISTEN_OP_LISTEN ? "LISTEN" : "UNLISTEN");
+    request_out_add(c, buf, wr.len);
+    return REQUEST_SWALLOW | REQUEST_EMIT;
+}
+
+/* Notifications queued while c was in a transaction go right after its
+ * ReadyForQuery (idle, nothing else in flight). */
+static void listen_on_request_end(struct client *c, struct server *sv, const struct request *r,
+                                  char status)
+{
+    struct listen_client *lc = c->lc;
+    if (!lc || !lc->qlen || status != 'I' || request_busy(c))
+        return;
+    request_out_add(c, lc->q, lc->qlen);
+    queue_clear(lc);
+}
+
+static const struct request_observer listen_observer = {
+    .name = "listen",
+    .tracked_only = true,
+    .client_msgs = "Q",
+    .on_client_msg = listen_on_client_msg,
+    .on_server_msg = listen_on_server_msg,
+    .on_request_end = listen_on_request_end,
+    .on_client_free = listen_client_free,
+};
+
+void listen_init(void)
+{
+    listen_owner = request_observe(&listen_observer);
 }

@@ -35,8 +35,10 @@ enum listen_op {
  * caller keeps the message and asks again then. */
 bool listen_client_op(struct client *c, enum listen_op op, const char *channel);
 
-/* c has just been sent a ReadyForQuery (idle): writes what is queued. */
-void listen_client_flush(struct client *c);
+/* Registers LISTEN as an observer of requests (at start): it answers
+ * LISTEN/UNLISTEN of tracked clients, and hands queued notifications over
+ * after an idle ReadyForQuery. */
+void listen_init(void);
 
 /* c is being freed: it stops listening everywhere. No-op without c->lc. */
 void listen_client_free(struct client *c);

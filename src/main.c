@@ -23,6 +23,8 @@
 #include "metrics.h"
 #include "pool.h"
 #include "prepared.h"
+#include "request.h"
+#include "request_stats.h"
 #include "server.h"
 #include "tls.h"
 #include "version.h"
@@ -174,9 +176,10 @@ static void shutdown_check_cb(struct ev_loop *loop, ev_timer *t, int revents)
             struct client *c = list_entry(it, struct client, node);
             if (c->is_admin)
                 continue;
-            switch (c->state) {
+            switch (client_state_of(c)) {
             case CL_ACTIVE:
             case CL_WAITING:
+            case CL_ASSIGNED:
                 busy++;
                 break;
             case CL_IDLE:
@@ -184,11 +187,12 @@ static void shutdown_check_cb(struct ev_loop *loop, ev_timer *t, int revents)
                  * client reconnects (to the new process of a restart) between
                  * two transactions rather than keeping this one alive. One that
                  * has not run any yet is waited for. */
-                if (c->xact_start != 0)
+                if (c->requested)
                     client_close_error(c, SQLSTATE_ADMIN_SHUTDOWN, "pooler is shutting down");
                 else if (grace)
                     busy++;
                 break;
+            case CL_CLOSING:
             case CL_CLOSED:
                 break;
             default:
@@ -440,23 +444,47 @@ static void main_raise_fd_limit(const struct config *cfg)
     }
 }
 
+static void main_janitor(struct worker *w)
+{
+    client_janitor(w);
+    pool_janitor(w);
+}
+
+static void main_reap(struct worker *w)
+{
+    client_reap_all(w);
+    server_reap_all(w);
+}
+
+static void main_close_all(struct worker *w)
+{
+    client_close_all(w);
+    server_cancel_free_all(w);
+}
+
+static void main_thread_done(void)
+{
+    pool_thread_done();
+    request_thread_done();
+}
+
 /* Connects the layers: what pool.c decides is carried out by servers and
  * clients; login lets admin console clients in through the console's
  * hooks; per-feature client state is freed by its module. */
 static void main_wire_modules(void)
 {
     static const struct pool_ops pool_ops = {
-        .server_new = server_alloc,
-        .server_start = server_start,
-        .server_check = server_check,
-        .server_reset = server_reset,
-        .server_close = server_close,
-        .server_free = server_reap,
+        .new_server = server_alloc,
+        .start_server = server_start,
+        .check_server = server_check,
+        .reset_server = server_reset,
+        .close_server = server_close,
+        .free_server = server_reap,
         .link = client_link,
-        .client_unlinked = client_unlinked,
-        .client_welcome = client_welcome,
-        .client_fail = client_fail,
-        .client_free = client_reap,
+        .unlinked = client_unlinked,
+        .welcome = client_welcome,
+        .fail = client_fail,
+        .free_client = client_reap,
     };
     static const struct client_console console = {
         .is_console_db = admin_is_admin_db,
@@ -464,10 +492,25 @@ static void main_wire_modules(void)
         .welcome = admin_welcome,
         .handle = admin_handle,
     };
+    static const struct worker_ops worker_ops = {
+        .accept = client_accept,
+        .janitor = main_janitor,
+        .inbox_item = pool_inbox_item,
+        .kick = pool_inbox_kick,
+        .outgoing_item = pool_outgoing_item,
+        .reap = main_reap,
+        .close_all = main_close_all,
+        .thread_done = main_thread_done,
+    };
+    worker_set_ops(&worker_ops);
     pool_set_ops(&pool_ops);
     client_login_init(&console);
-    client_add_free_hook(prepared_client_free);
-    client_add_free_hook(listen_client_free);
+    /* Observers of requests, in the order they see a client's message:
+     * LISTEN answers its own, prepared statements rewrite the rest. */
+    listen_init();
+    prepared_init();
+    request_stats_init();
+    client_add_free_hook(request_client_free);
     client_add_free_hook(admin_client_closed);
 }
 
@@ -559,6 +602,7 @@ static void main_shutdown(void)
 {
     log_info("shutting down");
     worker_stop_threads(workers, n_workers);
+    g_pooler.locking = false;
     metrics_stop();
     for (int i = 0; i < n_workers; i++)
         worker_drain(&workers[i]);
@@ -566,6 +610,7 @@ static void main_shutdown(void)
     for (int i = 0; i < n_workers; i++)
         worker_close_all(&workers[i]);
     pool_free_all();
+    request_thread_done();
     for (int i = 0; i < n_workers; i++)
         worker_destroy(&workers[i]);
     admin_free_all();
@@ -620,6 +665,9 @@ int main(int argc, char **argv)
              SLUICE_VERSION, cfg->listen_addr, cfg->listen_port, pool_mode_str(cfg->pool_mode),
              auth_type_str(cfg->auth_type), n_workers);
     char err[1024];
+    /* With more than one loop, the pools are shared: their lock is live
+     * from before the first thread runs. */
+    g_pooler.locking = n_workers > 1;
     if (!worker_start_threads(workers, n_workers, err, sizeof(err))) {
         log_error("%s", err);
         return 1;

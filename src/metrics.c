@@ -26,11 +26,6 @@
 #include "version.h"
 #include "worker.h"
 
-const int64_t metrics_bucket_usec[METRICS_BUCKETS] = {
-    100,   250,    500,    1000,   2500,    5000,    10000,   25000,
-    50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
-};
-
 #define METRICS_MAX_CONNS 16
 #define METRICS_DEADLINE  10.0 /* seconds a connection may live */
 #define METRICS_LINGER    2.0  /* seconds to drain a client after the response */
@@ -242,13 +237,13 @@ int metrics_route(const struct metrics_request *req)
 
 /* ---- exposition ---------------------------------------------------------- */
 
-void metrics_render_hist(struct metrics_buf *b, const char *name, const struct metrics_hist *h)
+void metrics_render_hist(struct metrics_buf *b, const char *name, const struct stats_hist *h)
 {
     uint64_t cum = 0;
-    for (int i = 0; i < METRICS_BUCKETS; i++) {
+    for (int i = 0; i < STATS_BUCKETS; i++) {
         cum += h->bucket[i];
         metrics_buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name,
-                           (double)metrics_bucket_usec[i] / 1e6, (unsigned long long)cum);
+                           (double)stats_bucket_usec[i] / 1e6, (unsigned long long)cum);
     }
     /* +Inf is the count itself: every observation lands in some slot. */
     metrics_buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum ", name,
@@ -404,19 +399,19 @@ void metrics_render(struct metrics_buf *b)
     admin_stats_each(db_row, df);
     buf_join(b, df, DF_COUNT);
 
-    struct metrics_hist q, wt;
+    struct stats_hist q, wt;
     memset(&q, 0, sizeof(q));
     memset(&wt, 0, sizeof(wt));
     for (int i = 0; i < g_pooler.n_workers; i++) {
-        const struct metrics_worker *m = &g_pooler.workers[i].metrics;
-        for (int k = 0; k <= METRICS_BUCKETS; k++) {
-            q.bucket[k] += m->query.bucket[k];
-            wt.bucket[k] += m->wait.bucket[k];
+        const struct worker *m = &g_pooler.workers[i];
+        for (int k = 0; k <= STATS_BUCKETS; k++) {
+            q.bucket[k] += m->hist_query.bucket[k];
+            wt.bucket[k] += m->hist_wait.bucket[k];
         }
-        q.count += m->query.count;
-        q.sum_usec += m->query.sum_usec;
-        wt.count += m->wait.count;
-        wt.sum_usec += m->wait.sum_usec;
+        q.count += m->hist_query.count;
+        q.sum_usec += m->hist_query.sum_usec;
+        wt.count += m->hist_wait.count;
+        wt.sum_usec += m->hist_wait.sum_usec;
     }
     buf_family(b, "sluice_query_duration_seconds", "histogram",
                "Query times, from the request to its ReadyForQuery.");
@@ -430,7 +425,7 @@ void metrics_render(struct metrics_buf *b)
     for (int i = 0; i < g_pooler.n_workers; i++) {
         metrics_buf_printf(b, "sluice_event_loop_lag_seconds{worker=\"%d\"} ",
                            g_pooler.workers[i].id);
-        buf_seconds(b, (uint64_t)g_pooler.workers[i].metrics.lag_usec);
+        buf_seconds(b, (uint64_t)g_pooler.workers[i].lag_usec);
         buf_append(b, "\n", 1);
     }
 
@@ -458,9 +453,9 @@ static void lag_cb(struct ev_loop *loop, ev_timer *t, int revents)
     /* ev_time() is the real time, ev_now() the loop's cached time the
      * timer was scheduled from: the difference to the due time is how long
      * callbacks kept this loop from getting to the timer. */
-    int64_t late = (int64_t)(ev_time() * 1e6) - w->metrics.lag_due;
-    w->metrics.lag_usec = late > 0 ? late : 0;
-    w->metrics.lag_due = (int64_t)((ev_now(loop) + LAG_INTERVAL) * 1e6);
+    int64_t late = (int64_t)(ev_time() * 1e6) - w->lag_due;
+    w->lag_usec = late > 0 ? late : 0;
+    w->lag_due = (int64_t)((ev_now(loop) + LAG_INTERVAL) * 1e6);
     ev_timer_set(t, LAG_INTERVAL, 0.0);
     ev_timer_start(loop, t);
 }
@@ -762,10 +757,10 @@ bool metrics_start(struct worker *w, struct worker *workers, int n, char *err, s
     ms.n_workers = n;
     for (int i = 0; i < n; i++) {
         struct worker *wk = &workers[i];
-        ev_timer_init(&wk->metrics.lag_timer, lag_cb, LAG_INTERVAL, 0.0);
-        wk->metrics.lag_timer.data = wk;
-        wk->metrics.lag_due = (int64_t)((ev_now(wk->loop) + LAG_INTERVAL) * 1e6);
-        ev_timer_start(wk->loop, &wk->metrics.lag_timer);
+        ev_timer_init(&wk->lag_timer, lag_cb, LAG_INTERVAL, 0.0);
+        wk->lag_timer.data = wk;
+        wk->lag_due = (int64_t)((ev_now(wk->loop) + LAG_INTERVAL) * 1e6);
+        ev_timer_start(wk->loop, &wk->lag_timer);
     }
     log_info("serving metrics on http://%s/metrics", cfg->metrics_listen);
     return true;
@@ -780,6 +775,6 @@ void metrics_stop(void)
     ev_io_stop(ms.w->loop, &ms.listener);
     close(ms.listener.fd);
     for (int i = 0; i < ms.n_workers; i++)
-        ev_timer_stop(ms.workers[i].loop, &ms.workers[i].metrics.lag_timer);
+        ev_timer_stop(ms.workers[i].loop, &ms.workers[i].lag_timer);
     ms.listening = false;
 }

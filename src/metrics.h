@@ -13,45 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "stats.h"
+
 struct worker;
-
-/* Upper bounds of the histogram buckets, in microseconds (the +Inf bucket
- * is implicit). 100 us .. 10 s covers a pooled OLTP query up to a stuck
- * wait for a server. */
-#define METRICS_BUCKETS 16
-extern const int64_t metrics_bucket_usec[METRICS_BUCKETS];
-
-/* A latency histogram: per-bucket (not cumulative) counts, so an
- * observation touches one slot; the cumulative sums Prometheus wants are
- * made when a scrape reads it. Fixed size: observing never allocates. */
-struct metrics_hist {
-    uint64_t bucket[METRICS_BUCKETS + 1]; /* last: above every bound (+Inf) */
-    uint64_t count;
-    uint64_t sum_usec;
-};
-
-/* What each worker keeps for the endpoint (embedded in struct worker). */
-struct metrics_worker {
-    struct metrics_hist query; /* query times, observed where RFQ is counted */
-    struct metrics_hist wait;  /* waits for a server, observed at assignment */
-    ev_timer lag_timer;        /* fires every second; lateness = loop lag */
-    int64_t lag_due;           /* wall-clock usec the lag timer should fire at */
-    int64_t lag_usec;          /* lateness of its last firing */
-};
-
-/* Records one observation of usec (negative counts as 0) in h. Inline and
- * branch-light: it runs once per query on the forwarding path. */
-static inline void metrics_hist_observe(struct metrics_hist *h, int64_t usec)
-{
-    if (usec < 0)
-        usec = 0;
-    int i = 0;
-    while (i < METRICS_BUCKETS && usec > metrics_bucket_usec[i])
-        i++;
-    h->bucket[i]++;
-    h->count++;
-    h->sum_usec += (uint64_t)usec;
-}
 
 /* Starts the endpoint on w's loop at cfg->metrics_listen ("host:port",
  * "[v6]:port" or ":port" for every address), and the lag timers of the
@@ -109,7 +73,7 @@ void metrics_buf_free(struct metrics_buf *b);
 /* Appends histogram h as name_bucket{le=...}, name_sum (seconds) and
  * name_count samples, cumulative; the # HELP/# TYPE lines are the
  * caller's. */
-void metrics_render_hist(struct metrics_buf *b, const char *name, const struct metrics_hist *h);
+void metrics_render_hist(struct metrics_buf *b, const char *name, const struct stats_hist *h);
 
 /* Appends the whole exposition (every metric) for the live process. */
 void metrics_render(struct metrics_buf *b);

@@ -1,4 +1,8 @@
-/* pool.c - pools of servers per (database, user) and the dispatcher. */
+/* pool.c - pools of servers per (database, user, endpoint): their lists,
+ * the dispatcher that lends idle servers to waiting clients (first come,
+ * first served, across workers), the hand-over of a server between
+ * workers, and the pools' housekeeping. The registry of databases, users
+ * and pools is pool_registry.c. */
 #include "pool.h"
 
 #include <pthread.h>
@@ -11,8 +15,6 @@
 #include "prepared_set.h"
 #include "proto.h"
 #include "worker.h"
-
-struct pooler g_pooler = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* The layers above, for what pool.c decides and they carry out. */
 static struct pool_ops ops;
@@ -28,161 +30,6 @@ static char *xstrdup(const char *s)
     if (!d)
         abort();
     return d;
-}
-
-static void *xcalloc(size_t n, size_t sz)
-{
-    void *p = calloc(n, sz);
-    if (!p)
-        abort();
-    return p;
-}
-
-/* With one worker no other thread touches pools (the DNS threads keep to
- * their queue), so the lock is skipped: a single loop pays nothing for it. */
-void pool_lock(void)
-{
-    if (g_pooler.locking)
-        pthread_mutex_lock(&g_pooler.lock);
-}
-
-void pool_unlock(void)
-{
-    if (g_pooler.locking)
-        pthread_mutex_unlock(&g_pooler.lock);
-}
-
-/* ---- registry ------------------------------------------------------------ */
-
-static struct database *pool_find_database_locked(const char *name)
-{
-    struct list *it, *tmp;
-    list_for_each_safe(it, tmp, &g_pooler.databases)
-    {
-        struct database *db = list_entry(it, struct database, node);
-        if (strcmp(db->name, name) == 0)
-            return db->cfg ? db : NULL;
-    }
-    const struct config_database *cd = config_find_database(g_pooler.cfg, name);
-    if (!cd)
-        return NULL;
-    struct database *db = xcalloc(1, sizeof(*db));
-    db->name = xstrdup(name);
-    db->cfg = (struct config_database *)cd;
-    db->autodb = strcmp(cd->name, "*") == 0;
-    list_init(&db->node);
-    list_add_tail(&g_pooler.databases, &db->node);
-    return db;
-}
-
-struct database *pool_find_database(const char *name)
-{
-    pool_lock();
-    struct database *db = pool_find_database_locked(name);
-    pool_unlock();
-    return db;
-}
-
-static struct pool_user *pool_get_user_locked(const char *name)
-{
-    struct list *it, *tmp;
-    list_for_each_safe(it, tmp, &g_pooler.users)
-    {
-        struct pool_user *u = list_entry(it, struct pool_user, node);
-        if (strcmp(u->name, name) == 0)
-            return u;
-    }
-    struct pool_user *u = xcalloc(1, sizeof(*u));
-    u->name = xstrdup(name);
-    list_init(&u->node);
-    list_add_tail(&g_pooler.users, &u->node);
-    return u;
-}
-
-struct pool_user *pool_get_user(const char *name)
-{
-    pool_lock();
-    struct pool_user *u = pool_get_user_locked(name);
-    pool_unlock();
-    return u;
-}
-
-static struct pool *pool_get_locked(struct database *db, const char *login_user)
-{
-    struct list *it, *tmp;
-    list_for_each_safe(it, tmp, &g_pooler.pools)
-    {
-        struct pool *p = list_entry(it, struct pool, node);
-        if (p->db == db && strcmp(p->user->name, login_user) == 0)
-            return p;
-    }
-    struct pool *p = xcalloc(1, sizeof(*p));
-    p->db = db;
-    p->user = pool_get_user_locked(login_user);
-    list_init(&p->node);
-    list_init(&p->idle);
-    list_init(&p->active);
-    list_init(&p->busy);
-    list_init(&p->waiting);
-    list_init(&p->login_wait);
-    list_add_tail(&g_pooler.pools, &p->node);
-    return p;
-}
-
-struct pool *pool_get(struct database *db, const char *login_user)
-{
-    pool_lock();
-    struct pool *p = pool_get_locked(db, login_user);
-    pool_unlock();
-    return p;
-}
-
-/* ---- effective settings -------------------------------------------------- */
-
-enum pool_mode pool_mode_of(const struct pool *p)
-{
-    const struct config_user *u = config_find_user(g_pooler.cfg, p->user->name);
-    if (u && u->pool_mode != POOL_MODE_UNSET)
-        return u->pool_mode;
-    if (p->db->cfg && p->db->cfg->pool_mode != POOL_MODE_UNSET)
-        return p->db->cfg->pool_mode;
-    return g_pooler.cfg->pool_mode;
-}
-
-int pool_size_of(const struct pool *p)
-{
-    if (p->db->cfg && p->db->cfg->pool_size >= 0)
-        return p->db->cfg->pool_size;
-    return g_pooler.cfg->default_pool_size;
-}
-
-int pool_min_size_of(const struct pool *p)
-{
-    if (p->db->cfg && p->db->cfg->min_pool_size >= 0)
-        return p->db->cfg->min_pool_size;
-    return g_pooler.cfg->min_pool_size;
-}
-
-int pool_reserve_of(const struct pool *p)
-{
-    if (p->db->cfg && p->db->cfg->reserve_pool >= 0)
-        return p->db->cfg->reserve_pool;
-    return g_pooler.cfg->reserve_pool_size;
-}
-
-static int db_max_connections(const struct database *db)
-{
-    if (db->cfg && db->cfg->max_db_connections >= 0)
-        return db->cfg->max_db_connections;
-    return g_pooler.cfg->max_db_connections;
-}
-
-static int user_max_connections(const struct pool_user *u)
-{
-    const struct config_user *cu = config_find_user(g_pooler.cfg, u->name);
-    if (cu && cu->max_user_connections >= 0)
-        return cu->max_user_connections;
-    return g_pooler.cfg->max_user_connections;
 }
 
 static int pool_total(const struct pool *p)
@@ -265,24 +112,24 @@ static void pool_run_actions(void)
             ops.link(a.sv, a.c);
             break;
         case PA_CONNECT:
-            ops.server_start(a.sv);
+            ops.start_server(a.sv);
             break;
         case PA_CLOSE:
-            ops.server_close(a.sv, a.why);
+            ops.close_server(a.sv, a.why);
             break;
         case PA_TEST:
-            ops.server_check(a.sv);
+            ops.check_server(a.sv);
             break;
         case PA_RESET:
-            ops.server_reset(a.sv);
+            ops.reset_server(a.sv);
             break;
         case PA_UNLINKED:
             if (a.c->state != CL_CLOSED)
-                ops.client_unlinked(a.c);
+                ops.unlinked(a.c);
             break;
         case PA_WELCOME:
-            if (a.c->state == CL_LOGIN_WAIT)
-                ops.client_welcome(a.c);
+            if (a.c->state == CL_IDLE)
+                ops.welcome(a.c);
             break;
         case PA_FAIL:
             pool_client_fail(a.c, false);
@@ -291,10 +138,10 @@ static void pool_run_actions(void)
             pool_client_fail(a.c, true);
             break;
         case PA_FREE_CLIENT:
-            ops.client_free(a.c);
+            ops.free_client(a.c);
             break;
         case PA_FREE_SERVER:
-            ops.server_free(a.sv);
+            ops.free_server(a.sv);
             break;
         case PA_KICK:
             worker_kick(a.w);
@@ -318,13 +165,64 @@ static struct worker *pool_self(void)
     return w ? w : &g_pooler.workers[0];
 }
 
-/* ---- server lists (pool lock) -------------------------------------------- */
+/* ---- states and lists (pool lock) ---------------------------------------- */
 
 enum server_list { SVL_NONE = 0, SVL_IDLE, SVL_ACTIVE, SVL_BUSY };
 
+/* The pool list a server in each state is on. */
+const uint8_t pool_server_list_of[SV_CLOSED + 1] = {
+    [SV_CONNECTING] = SVL_BUSY, [SV_LOGIN] = SVL_BUSY,    [SV_IDLE] = SVL_IDLE,
+    [SV_ASSIGNED] = SVL_ACTIVE, [SV_TESTING] = SVL_BUSY,  [SV_RESETTING] = SVL_BUSY,
+    [SV_SETTING] = SVL_ACTIVE,  [SV_ACTIVE] = SVL_ACTIVE, [SV_CANCEL_WAIT] = SVL_BUSY,
+    [SV_CLOSING] = SVL_BUSY,    [SV_CLOSED] = SVL_NONE,
+};
+
+/* The states each state may move to (a bit per state); any but CLOSED may
+ * also be closed. */
+#define ST(s)  (1u << (s))
+#define ENDS_S (ST(SV_CLOSING) | ST(SV_CLOSED))
+const uint16_t pool_server_next[SV_CLOSED + 1] = {
+    [SV_CONNECTING] = ST(SV_LOGIN) | ENDS_S,
+    [SV_LOGIN] = ST(SV_IDLE) | ST(SV_ACTIVE) | ENDS_S, /* ACTIVE: held (LISTEN) */
+    [SV_IDLE] = ST(SV_ASSIGNED) | ENDS_S,
+    [SV_ASSIGNED] = ST(SV_IDLE) | ST(SV_TESTING) | ST(SV_SETTING) | ST(SV_ACTIVE) | ENDS_S,
+    [SV_TESTING] = ST(SV_IDLE) | ENDS_S,
+    [SV_RESETTING] = ST(SV_IDLE) | ENDS_S,
+    [SV_SETTING] = ST(SV_ACTIVE) | ENDS_S,
+    [SV_ACTIVE] = ST(SV_IDLE) | ST(SV_RESETTING) | ST(SV_CANCEL_WAIT) | ENDS_S,
+    [SV_CANCEL_WAIT] = ST(SV_IDLE) | ENDS_S,
+    [SV_CLOSING] = ST(SV_CLOSED),
+    [SV_CLOSED] = 0,
+};
+
+#define ENDS_C (ST(CL_CLOSED))
+const uint16_t pool_client_next[CL_CLOSED + 1] = {
+    [CL_STARTUP] = ST(CL_AUTH) | ST(CL_AUTH_WAIT) | ST(CL_LOGIN_WAIT) | ST(CL_IDLE) | ENDS_C,
+    [CL_AUTH] = ST(CL_LOGIN_WAIT) | ST(CL_IDLE) | ENDS_C,
+    [CL_AUTH_WAIT] = ST(CL_ASSIGNED) | ST(CL_CLOSING) | ENDS_C,
+    [CL_AUTH_QUERY] = ST(CL_AUTH) | ST(CL_LOGIN_WAIT) | ST(CL_IDLE) | ENDS_C,
+    [CL_LOGIN_WAIT] = ST(CL_IDLE) | ST(CL_CLOSING) | ENDS_C,
+    [CL_IDLE] = ST(CL_WAITING) | ENDS_C,
+    [CL_WAITING] = ST(CL_ASSIGNED) | ST(CL_CLOSING) | ENDS_C,
+    [CL_ASSIGNED] = ST(CL_WAITING) | ST(CL_AUTH_WAIT) | ST(CL_AUTH_QUERY) | ST(CL_ACTIVE) | ENDS_C,
+    [CL_ACTIVE] = ST(CL_IDLE) | ENDS_C,
+    [CL_CLOSING] = ENDS_C,
+    [CL_CLOSED] = 0,
+};
+
+/* A transition the state machine does not have: a bug. Logged; builds for
+ * tests (-DSLUICE_STRICT) stop on it. */
+static void state_bug(char kind, const void *obj, const char *from, const char *to)
+{
+    log_error("%c-%p: state %s -> %s is not one it can make", kind, obj, from, to);
+#ifdef SLUICE_STRICT
+    abort();
+#endif
+}
+
 /* Moves sv onto list kind of its pool (at the head for idle: LIFO, the most
  * recently used server is the warmest). */
-static void sv_move(struct server *sv, enum server_list kind)
+static void sv_list(struct server *sv, enum server_list kind)
 {
     struct pool *p = sv->pool;
     switch ((enum server_list)sv->list_kind) {
@@ -360,6 +258,82 @@ static void sv_move(struct server *sv, enum server_list kind)
     }
 }
 
+#define CL_LISTED POOL_CLIENT_LISTED
+
+static inline void check_server_move(const struct server *sv, enum server_state st)
+{
+    if (__builtin_expect(!(pool_server_next[sv->state] & ST(st)), 0))
+        state_bug('S', sv, server_state_str(sv->state), server_state_str(st));
+}
+
+static inline void check_client_move(const struct client *c, enum client_state st)
+{
+    if (__builtin_expect(!(pool_client_next[c->state] & ST(st)), 0))
+        state_bug('C', c, client_state_str(c->state), client_state_str(st));
+}
+
+/* server_set_state() with the pool lock held. */
+static void sv_state_locked(struct server *sv, enum server_state st)
+{
+    if (sv->state == st)
+        return;
+    check_server_move(sv, st);
+    atomic_store_explicit(&sv->state, st, memory_order_relaxed);
+    if (pool_server_list_of[st] != sv->list_kind)
+        sv_list(sv, (enum server_list)pool_server_list_of[st]);
+}
+
+void server_set_state_slow(struct server *sv, enum server_state st)
+{
+    if (pool_server_list_of[st] == pool_server_list_of[sv->state]) {
+        check_server_move(sv, st); /* it is not one it can make */
+        atomic_store_explicit(&sv->state, st, memory_order_relaxed);
+        return;
+    }
+    pool_lock();
+    sv_state_locked(sv, st);
+    pool_unlock();
+}
+
+/* client_set_state() with the pool lock held; head: back at the head of the
+ * waiting list (the client keeps its place). */
+static void cl_state_locked(struct client *c, enum client_state st, bool head)
+{
+    enum client_state from = c->state;
+    if (from == st)
+        return;
+    check_client_move(c, st);
+    if (ST(from) & CL_LISTED) {
+        list_del(&c->wait_node);
+        if (from != CL_LOGIN_WAIT)
+            c->wait_pool->n_waiting--;
+    }
+    atomic_store_explicit(&c->state, st, memory_order_relaxed);
+    if (st == CL_LOGIN_WAIT) {
+        list_add_tail(&c->pool->login_wait, &c->wait_node);
+    } else if (ST(st) & CL_LISTED) {
+        if (head)
+            list_add_head(&c->wait_pool->waiting, &c->wait_node);
+        else
+            list_add_tail(&c->wait_pool->waiting, &c->wait_node);
+        c->wait_pool->n_waiting++;
+    } else {
+        c->wait_pool = NULL;
+    }
+}
+
+void client_set_state_slow(struct client *c, enum client_state st)
+{
+    if (!((ST(c->state) | ST(st)) & CL_LISTED)) {
+        check_client_move(c, st); /* it is not one it can make */
+        atomic_store_explicit(&c->state, st, memory_order_relaxed);
+        return;
+    }
+    pool_lock();
+    cl_state_locked(c, st, false);
+    pool_unlock();
+}
+
 /* ---- dispatch ------------------------------------------------------------ */
 
 /* May p open one more server connection now? */
@@ -375,10 +349,10 @@ static bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve)
         if (!allow_reserve || total >= size + pool_reserve_of(p))
             return false;
     }
-    int dbmax = db_max_connections(p->db);
+    int dbmax = pool_db_max_connections(p->db);
     if (dbmax > 0 && p->db->n_servers >= dbmax)
         return false;
-    int umax = user_max_connections(p->user);
+    int umax = pool_user_max_connections(p->user);
     if (umax > 0 && p->user->n_servers >= umax)
         return false;
     return true;
@@ -388,11 +362,11 @@ static bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve)
  * after the lock is let go. */
 static struct server *pool_new_server(struct pool *p, struct worker *w, int64_t now)
 {
-    struct server *sv = ops.server_new(p, w, now);
+    struct server *sv = ops.new_server(p, w, now);
     sv->owner = w;
     sv->id = __atomic_add_fetch(&g_pooler.next_server_id, 1, __ATOMIC_RELAXED);
     list_init(&sv->node);
-    sv_move(sv, SVL_BUSY);
+    sv_list(sv, SVL_BUSY); /* where SV_CONNECTING is */
     p->db->n_servers++;
     p->user->n_servers++;
     p->last_connect_attempt = now;
@@ -488,10 +462,8 @@ static void pool_dispatch_locked(struct pool *p, int64_t now)
         struct server *sv = pool_pick_idle(p, first->s.worker);
         if (sv) {
             struct client *c = pool_pick_waiter(p, sv);
-            list_del(&c->wait_node);
-            p->n_waiting--;
-            c->wait_pool = NULL;
-            sv_move(sv, SVL_ACTIVE);
+            cl_state_locked(c, CL_ASSIGNED, false);
+            sv_state_locked(sv, SV_ASSIGNED);
             c->fail_pending = false; /* served after all */
             if (sv->owner == c->s.worker && worker_can_touch(sv->owner)) {
                 pool_assign_locked(sv, c, now); /* no move: at once */
@@ -527,8 +499,15 @@ void pool_dispatch(struct pool *p)
 static void pool_requeue_locked(struct client *c, struct pool *p)
 {
     c->wait_pool = p;
-    list_add_head(&p->waiting, &c->wait_node);
-    p->n_waiting++;
+    cl_state_locked(c, c->auth ? CL_AUTH_WAIT : CL_WAITING, true);
+}
+
+/* The pool decided to close sv: it leaves the list it was picked from (no
+ * one else takes it) until the close runs, right after the lock. */
+static void pool_close_locked(struct server *sv, const char *why)
+{
+    sv_state_locked(sv, SV_CLOSING);
+    pa_push(PA_CLOSE, sv, NULL, NULL, why);
 }
 
 /* sv was picked for c and both are on this thread's worker (lock held):
@@ -543,16 +522,15 @@ static void pool_assign_locked(struct server *sv, struct client *c, int64_t now)
         pa_push(PA_FREE_SERVER, sv, NULL, NULL, NULL);
     } else if (!sv->s.reading || sv->s.closed || (sv->s.rbuf && iobuf_len(sv->s.rbuf))) {
         /* Its old worker saw it speak or hang up while it was on the way. */
-        pa_push(PA_CLOSE, sv, NULL, NULL, "server closed the connection while idle");
+        pool_close_locked(sv, "server closed the connection while idle");
     } else if (sv->close_needed || !p->db->cfg) {
-        pa_push(PA_CLOSE, sv, NULL, NULL, "close needed");
+        pool_close_locked(sv, "close needed");
     } else if (server_too_old(sv, now)) {
-        pa_push(PA_CLOSE, sv, NULL, NULL, "server lifetime over");
+        pool_close_locked(sv, "server lifetime over");
     } else if (c->state == CL_CLOSED) {
-        sv->state = SV_IDLE;
-        sv_move(sv, SVL_IDLE);
+        sv_state_locked(sv, SV_IDLE);
     } else if (server_needs_check(sv, now)) {
-        sv_move(sv, SVL_BUSY);
+        sv_state_locked(sv, SV_TESTING);
         pa_push(PA_TEST, sv, NULL, NULL, NULL);
     } else {
         struct worker *w = c->s.worker;
@@ -564,7 +542,7 @@ static void pool_assign_locked(struct server *sv, struct client *c, int64_t now)
         p->wait_time += (uint64_t)waited;
         w->stats.wait_time += (uint64_t)waited;
         w->stats.wait_count++;
-        metrics_hist_observe(&w->metrics.wait, waited);
+        stats_hist_observe(&w->hist_wait, waited);
         pa_push(PA_LINK, sv, c, NULL, NULL);
     }
     if (c->state == CL_CLOSED) {
@@ -612,12 +590,12 @@ static void pool_assign_run(struct server *sv)
     pool_unlock();
     struct worker *cw = c->s.worker;
     if (!worker_can_touch(owner)) {
-        worker_post_server(owner, sv);
+        worker_post(owner, &sv->inbox_node);
         return;
     }
     if (owner != cw) {
         if (!worker_can_touch(cw)) {
-            worker_send_later(owner, sv);
+            worker_send_later(owner, &sv->inbox_node);
             return;
         }
         pool_move_server(sv, cw); /* both loops are ours (world lock) */
@@ -627,18 +605,19 @@ static void pool_assign_run(struct server *sv)
     pool_assign_finish(sv, c);
 }
 
-void pool_outgoing_server(struct server *sv)
+void pool_outgoing_item(struct list *item)
 {
+    struct server *sv = list_entry(item, struct server, inbox_node);
     pool_lock();
     struct worker *cw = sv->handoff->s.worker;
     pool_unlock();
     pool_move_server(sv, cw);
-    worker_post_server(cw, sv);
+    worker_post(cw, &sv->inbox_node);
 }
 
-void pool_inbox_server(struct server *sv)
+void pool_inbox_item(struct list *item)
 {
-    pool_assign_run(sv);
+    pool_assign_run(list_entry(item, struct server, inbox_node));
 }
 
 bool pool_client_login(struct client *c)
@@ -649,38 +628,21 @@ bool pool_client_login(struct client *c)
         pool_unlock();
         return true;
     }
-    c->state = CL_LOGIN_WAIT;
     c->request_time = worker_now(c->s.worker);
-    list_add_tail(&p->login_wait, &c->wait_node);
+    cl_state_locked(c, CL_LOGIN_WAIT, false);
     pool_dispatch_locked(p, c->request_time);
     pool_unlock_run();
     return false;
 }
 
-void pool_client_wait(struct client *c, struct pool *p)
+void pool_client_wait(struct client *c, struct pool *p, enum client_state st)
 {
     c->request_time = worker_now(c->s.worker);
     pool_lock();
     c->wait_pool = p;
-    list_add_tail(&p->waiting, &c->wait_node);
-    p->n_waiting++;
+    cl_state_locked(c, st, false);
     pool_dispatch_locked(p, c->request_time);
     pool_unlock_run();
-}
-
-void pool_client_unwait(struct client *c)
-{
-    pool_lock();
-    if (c->incoming) {
-        /* A server is on its way: pool_assign_finish() sees c closed. */
-    } else if (c->wait_pool && !list_empty(&c->wait_node)) {
-        list_del(&c->wait_node);
-        c->wait_pool->n_waiting--;
-    } else if (!list_empty(&c->wait_node)) {
-        list_del(&c->wait_node); /* login_wait */
-    }
-    c->wait_pool = NULL;
-    pool_unlock();
 }
 
 bool pool_client_defer_free(struct client *c)
@@ -690,14 +652,6 @@ bool pool_client_defer_free(struct client *c)
     c->free_deferred = defer;
     pool_unlock();
     return defer;
-}
-
-/* Moves sv from the active list to the busy list (it runs something of
- * sluice's own, or waits for a cancel). */
-static void pool_active_to_busy(struct server *sv, enum server_state st)
-{
-    sv->state = st;
-    sv_move(sv, SVL_BUSY);
 }
 
 void pool_release_server(struct server *sv)
@@ -716,22 +670,21 @@ void pool_release_server(struct server *sv)
     if (sv->cancels_in_flight > 0) {
         /* A cancel sent for this server's last query may still arrive;
          * reusing the server now could cancel another client's query. */
-        pool_active_to_busy(sv, SV_CANCEL_WAIT);
+        sv_state_locked(sv, SV_CANCEL_WAIT);
     } else if (!server_is_clean(sv)) {
-        pa_push(PA_CLOSE, sv, NULL, NULL, "client disconnect while server was not ready");
+        pool_close_locked(sv, "client disconnect while server was not ready");
     } else if (sv->close_needed || !p->db->cfg) {
-        pa_push(PA_CLOSE, sv, NULL, NULL, "database configuration changed");
+        pool_close_locked(sv, "database configuration changed");
     } else if (server_too_old(sv, now)) {
-        pa_push(PA_CLOSE, sv, NULL, NULL, "server lifetime over");
+        pool_close_locked(sv, "server lifetime over");
     } else if (cfg->server_reset_query[0] &&
                ((session_end && pool_mode_of(p) == POOL_MODE_SESSION) ||
                 cfg->server_reset_query_always)) {
-        pool_active_to_busy(sv, SV_RESETTING);
+        sv_state_locked(sv, SV_RESETTING);
         pa_push(PA_RESET, sv, NULL, NULL, NULL);
     } else {
-        sv->state = SV_IDLE;
         sv->last_used = now;
-        sv_move(sv, SVL_IDLE);
+        sv_state_locked(sv, SV_IDLE);
     }
     if (c && c->state != CL_CLOSED)
         pa_push(PA_UNLINKED, NULL, c, NULL, NULL);
@@ -748,7 +701,7 @@ static void pool_welcome_locked(struct pool *p, struct worker *self)
     {
         struct client *c = list_entry(it, struct client, wait_node);
         if (worker_can_touch(c->s.worker)) {
-            list_del(&c->wait_node);
+            cl_state_locked(c, CL_IDLE, false); /* the welcome goes out next */
             pa_push(PA_WELCOME, NULL, c, NULL, NULL);
         } else if (c->s.worker != self) {
             pa_push(PA_KICK, NULL, NULL, c->s.worker, NULL);
@@ -763,16 +716,15 @@ void pool_server_ready(struct server *sv)
     pool_lock();
     if (sv->close_needed || !p->db->cfg || (g_pooler.shutting_down && list_empty(&p->waiting))) {
         pool_unlock();
-        ops.server_close(sv, "close needed");
+        ops.close_server(sv, "close needed");
         return;
     }
     if (sv->state == SV_LOGIN) {
         p->last_connect_failed = 0;
         p->retry_delay = 0;
     }
-    sv->state = SV_IDLE;
     sv->last_used = worker_now(w);
-    sv_move(sv, SVL_IDLE);
+    sv_state_locked(sv, SV_IDLE);
     /* The pool knows the server's parameters now: welcome waiting logins. */
     if (p->welcome_ready)
         pool_welcome_locked(p, w);
@@ -791,7 +743,7 @@ bool pool_server_gone(struct server *sv)
     }
     if (sv->held && sv->list_kind == SVL_ACTIVE)
         p->n_held--;
-    sv_move(sv, SVL_NONE);
+    sv_state_locked(sv, SV_CLOSED);
     p->db->n_servers--;
     p->user->n_servers--;
     bool moving = sv->handoff != NULL;
@@ -819,7 +771,7 @@ static void pool_connect_failed_locked(struct pool *p, const char *why, bool fat
     if (p->retry_delay > g_pooler.cfg->server_login_retry)
         p->retry_delay = g_pooler.cfg->server_login_retry;
     if (p->db->cfg)
-        dns_mark_failed(p->db->cfg->host); /* next address, or resolve anew */
+        dns_mark_failed(p->db->endpoints[p->ep].host); /* next address, or resolve anew */
     if (!fatal_for_clients)
         return;
     /* Errors that a retry cannot fix (bad password, no such database) go to
@@ -832,10 +784,7 @@ static void pool_connect_failed_locked(struct pool *p, const char *why, bool fat
             struct client *c = list_entry(it, struct client, wait_node);
             c->fail_pending = true;
             if (worker_can_touch(c->s.worker)) {
-                list_del(&c->wait_node);
-                if (k == 1)
-                    p->n_waiting--;
-                c->wait_pool = NULL;
+                cl_state_locked(c, CL_CLOSING, false);
                 pa_push(PA_FAIL, NULL, c, NULL, NULL);
             } else {
                 pa_push(PA_KICK, NULL, NULL, c->s.worker, NULL);
@@ -868,7 +817,7 @@ static void pool_client_fail(struct client *c, bool timeout)
         snprintf(msg, sizeof(msg), "query_wait_timeout (server connection failing: %s)", why);
     else
         snprintf(msg, sizeof(msg), "query_wait_timeout");
-    ops.client_fail(c, SQLSTATE_CONNECTION_FAILURE, msg);
+    ops.fail(c, SQLSTATE_CONNECTION_FAILURE, msg);
 }
 
 struct server *pool_connect_server(struct pool *p, struct worker *w,
@@ -886,8 +835,7 @@ void pool_server_held(struct server *sv)
 {
     struct pool *p = sv->pool;
     pool_lock();
-    sv->state = SV_ACTIVE;
-    sv_move(sv, SVL_ACTIVE);
+    sv_state_locked(sv, SV_ACTIVE);
     p->n_held++;
     p->last_connect_failed = 0;
     p->retry_delay = 0;
@@ -938,7 +886,7 @@ static void pool_dns_done_on(struct pool *p, struct worker *self)
         pool_lock();
         struct server *sv = pool_take_dns_waiter(p, self);
         pool_unlock_run();
-        if (!sv || !ops.server_start(sv))
+        if (!sv || !ops.start_server(sv))
             return;
     }
 }
@@ -964,13 +912,10 @@ void pool_inbox_kick(struct worker *w)
                 if (c->s.worker != w)
                     continue;
                 if (c->fail_pending) {
-                    list_del(&c->wait_node);
-                    if (k == 1)
-                        p->n_waiting--;
-                    c->wait_pool = NULL;
+                    cl_state_locked(c, CL_CLOSING, false);
                     pa_push(PA_FAIL, NULL, c, NULL, NULL);
                 } else if (k == 0 && p->welcome_ready) {
-                    list_del(&c->wait_node);
+                    cl_state_locked(c, CL_IDLE, false); /* the welcome goes out next */
                     pa_push(PA_WELCOME, NULL, c, NULL, NULL);
                 }
             }
@@ -1023,9 +968,8 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
         else if (!p->db->cfg)
             why = "database removed";
         if (why) {
-            sv_move(sv, SVL_BUSY);
             total--;
-            pa_push(PA_CLOSE, sv, NULL, NULL, why);
+            pool_close_locked(sv, why);
         }
     }
     /* Connections that take too long to log in. */
@@ -1036,7 +980,7 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
             cfg->server_connect_timeout > 0 &&
             now - sv->connect_time >= cfg->server_connect_timeout) {
             pool_connect_failed_locked(p, "server connect timeout", false, now);
-            pa_push(PA_CLOSE, sv, NULL, NULL, "connect timeout");
+            pool_close_locked(sv, "connect timeout");
         }
     }
     /* Waiting clients: query_wait_timeout. */
@@ -1048,10 +992,7 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
                 struct client *c = list_entry(it, struct client, wait_node);
                 if (c->s.worker != w || now - c->request_time < cfg->query_wait_timeout)
                     continue;
-                list_del(&c->wait_node);
-                if (k == 1)
-                    p->n_waiting--;
-                c->wait_pool = NULL;
+                cl_state_locked(c, CL_CLOSING, false);
                 pa_push(PA_WAIT_TIMEOUT, NULL, c, NULL, NULL);
             }
         }
@@ -1113,7 +1054,7 @@ static void close_list(struct list *l, const char *why)
 {
     while (!list_empty(l)) {
         struct server *sv = list_entry(list_first(l), struct server, node);
-        ops.server_close(sv, why);
+        ops.close_server(sv, why);
     }
 }
 
@@ -1146,6 +1087,7 @@ void pool_free_all(void)
     while (!list_empty(&g_pooler.databases)) {
         struct database *db = list_entry(list_first(&g_pooler.databases), struct database, node);
         list_del(&db->node);
+        pool_db_free_endpoints(db);
         free(db->name);
         free(db);
     }
@@ -1195,57 +1137,9 @@ void pool_apply_config(struct config *cfg)
                 }
             }
             db->cfg = (struct config_database *)cd;
+            pool_db_set_endpoints(db, cd);
         } else {
             db->cfg = NULL;
         }
     }
-}
-
-/* ---- cancel keys --------------------------------------------------------- */
-
-static unsigned cancel_slot(uint32_t pid, uint32_t key)
-{
-    return (pid * 2654435761u ^ key) & (g_pooler.cancel_hash_size - 1);
-}
-
-void pool_cancel_register(struct client *c)
-{
-    pool_lock();
-    if (!g_pooler.cancel_hash) {
-        g_pooler.cancel_hash_size = 16384;
-        g_pooler.cancel_hash = xcalloc(g_pooler.cancel_hash_size, sizeof(struct client *));
-    }
-    unsigned s = cancel_slot(c->cancel_pid, c->cancel_key);
-    c->hash_next = g_pooler.cancel_hash[s];
-    g_pooler.cancel_hash[s] = c;
-    pool_unlock();
-}
-
-void pool_cancel_unregister(struct client *c)
-{
-    pool_lock();
-    struct client **pp = g_pooler.cancel_hash
-                             ? &g_pooler.cancel_hash[cancel_slot(c->cancel_pid, c->cancel_key)]
-                             : NULL;
-    for (; pp && *pp; pp = &(*pp)->hash_next) {
-        if (*pp == c) {
-            *pp = c->hash_next;
-            c->hash_next = NULL;
-            break;
-        }
-    }
-    pool_unlock();
-}
-
-struct client *pool_cancel_lookup(uint32_t pid, uint32_t key)
-{
-    struct client *found = NULL;
-    pool_lock();
-    for (struct client *c = g_pooler.cancel_hash ? g_pooler.cancel_hash[cancel_slot(pid, key)]
-                                                 : NULL;
-         c && !found; c = c->hash_next)
-        if (c->cancel_pid == pid && c->cancel_key == key)
-            found = c;
-    pool_unlock();
-    return found;
 }

@@ -40,29 +40,80 @@ extern struct pooler g_pooler;
  * it lets go (registered once, by main, before any pool is used). */
 struct pool_ops {
     /* A new server of pool p on worker w: allocated, not connected. */
-    struct server *(*server_new)(struct pool *p, struct worker *w, int64_t now);
+    struct server *(*new_server)(struct pool *p, struct worker *w, int64_t now);
     /* Resolve and connect sv (again, when it waited for DNS); false while
      * the DNS answer is still pending. */
-    bool (*server_start)(struct server *sv);
+    bool (*start_server)(struct server *sv);
     /* Run server_check_query / server_reset_query, then pool_server_ready()
      * (or close sv). */
-    void (*server_check)(struct server *sv);
-    void (*server_reset)(struct server *sv);
-    void (*server_close)(struct server *sv, const char *why);
-    void (*server_free)(struct server *sv); /* closed while it moved: free it */
+    void (*check_server)(struct server *sv);
+    void (*reset_server)(struct server *sv);
+    void (*close_server)(struct server *sv, const char *why);
+    void (*free_server)(struct server *sv); /* closed while it moved: free it */
     /* Lend sv (on c's worker, both ready) to waiting c. */
     void (*link)(struct server *sv, struct client *c);
-    void (*client_unlinked)(struct client *c); /* its server went back: c goes on */
-    void (*client_welcome)(struct client *c);  /* c's pool can welcome it now */
-    void (*client_fail)(struct client *c, const char *sqlstate, const char *msg);
-    void (*client_free)(struct client *c); /* closed while a server was on its way */
+    void (*unlinked)(struct client *c); /* its server went back: c goes on */
+    void (*welcome)(struct client *c);  /* c's pool can welcome it now */
+    void (*fail)(struct client *c, const char *sqlstate, const char *msg);
+    void (*free_client)(struct client *c); /* closed while a server was on its way */
 };
 void pool_set_ops(const struct pool_ops *ops);
 
-void pool_lock(void);
+/* The one way a client's or a server's state changes (conn.h lists which
+ * states put them on which pool list): the transition is checked (a bug is
+ * logged, and stops a test build), and the object moves to the list its
+ * new state is on. From any thread that may touch the object; takes the
+ * pool lock when a list changes. Inline for the common case (a checked
+ * move that changes no list, by the object's own worker). */
+extern const uint8_t pool_server_list_of[SV_CLOSED + 1]; /* the list of each state */
+extern const uint16_t pool_server_next[SV_CLOSED + 1];   /* the moves of each state */
+extern const uint16_t pool_client_next[CL_CLOSED + 1];
+#define POOL_CLIENT_LISTED ((1u << CL_WAITING) | (1u << CL_AUTH_WAIT) | (1u << CL_LOGIN_WAIT))
+void client_set_state_slow(struct client *c, enum client_state st);
+void server_set_state_slow(struct server *sv, enum server_state st);
+
+static inline void client_set_state(struct client *c, enum client_state st)
+{
+    enum client_state from = atomic_load_explicit(&c->state, memory_order_relaxed);
+    if (from == st)
+        return;
+    if (!(((1u << from) | (1u << st)) & POOL_CLIENT_LISTED) &&
+        (pool_client_next[from] & (1u << st))) {
+        atomic_store_explicit(&c->state, st, memory_order_relaxed);
+        return;
+    }
+    client_set_state_slow(c, st);
+}
+
+static inline void server_set_state(struct server *sv, enum server_state st)
+{
+    enum server_state from = atomic_load_explicit(&sv->state, memory_order_relaxed);
+    if (from == st)
+        return;
+    if (pool_server_list_of[st] == pool_server_list_of[from] &&
+        (pool_server_next[from] & (1u << st))) {
+        atomic_store_explicit(&sv->state, st, memory_order_relaxed);
+        return;
+    }
+    server_set_state_slow(sv, st);
+}
+
+/* With one worker no other thread touches pools (the DNS threads keep to
+ * their queue), so the lock is skipped: a single loop pays nothing for it. */
+static inline void pool_lock(void)
+{
+    if (g_pooler.locking)
+        pthread_mutex_lock(&g_pooler.lock);
+}
+
+static inline void pool_unlock(void)
+{
+    if (g_pooler.locking)
+        pthread_mutex_unlock(&g_pooler.lock);
+}
+
 /* Frees the running thread's pool state (at thread exit). */
 void pool_thread_done(void);
-void pool_unlock(void);
 
 /* Adds n to a statistics counter shared by the workers. */
 #define POOL_STAT_ADD(field, n) __atomic_fetch_add(&(field), (n), __ATOMIC_RELAXED)
@@ -70,27 +121,35 @@ void pool_unlock(void);
 /* The runtime database for a client's database name, created from the
  * config (or the "*" entry) on first use. NULL if unknown. */
 struct database *pool_find_database(const char *name);
-/* The pool for (db, server login user), created on first use. */
+/* The pool of db's primary for a server login user, created on first use. */
 struct pool *pool_get(struct database *db, const char *login_user);
+/* The pool of the same database and login user as p, for endpoint ep of
+ * the database (p itself when it is ep's). */
+struct pool *pool_of_endpoint(struct pool *p, int ep);
 struct pool_user *pool_get_user(const char *name);
+
+/* A database's endpoints from its entry (made, or remade on reload), and
+ * their release. */
+void pool_db_set_endpoints(struct database *db, const struct config_database *cd);
+void pool_db_free_endpoints(struct database *db);
 
 /* Effective settings for a pool (database/user entries over general ones). */
 enum pool_mode pool_mode_of(const struct pool *p);
 int pool_size_of(const struct pool *p);
 int pool_min_size_of(const struct pool *p);
 int pool_reserve_of(const struct pool *p);
+int pool_db_max_connections(const struct database *db);
+int pool_user_max_connections(const struct pool_user *u);
 
 /* c has logged in: true if the pool can welcome it now (the caller calls
  * client_welcome()); false if c now waits for the pool's first server login
  * (CL_LOGIN_WAIT), and client_welcome() runs once it is done. */
 bool pool_client_login(struct client *c);
 /* Client c has a request for pool p (the router's choice; for auth_query
- * the auth_user's pool): queue it and try to give it a server of p. The
- * caller sets c->state (CL_WAITING, CL_AUTH_QUERY); pool_ops.link runs when
- * a server is lent, maybe before this returns. */
-void pool_client_wait(struct client *c, struct pool *p);
-/* Removes c from the waiting or login-wait list (it is closing). */
-void pool_client_unwait(struct client *c);
+ * the auth_user's pool): it waits for a server of p in state st
+ * (CL_WAITING, CL_AUTH_WAIT) and one is lent if there is one to lend;
+ * pool_ops.link runs when it is, maybe before this returns. */
+void pool_client_wait(struct client *c, struct pool *p, enum client_state st);
 /* c is being freed: true if a server is on its way to it, in which case
  * pool.c frees c (client_reap()) once the server arrives. */
 bool pool_client_defer_free(struct client *c);
@@ -125,10 +184,12 @@ void pool_welcome_add(struct pool *p, const char *name, const char *value, const
 /* A server that waited for DNS: dns.c answered for p. */
 void pool_dns_done(struct pool *p);
 
-/* Inbox of the running worker (worker.c): sv was handed to it. */
-void pool_inbox_server(struct server *sv);
-/* End of the owner's loop iteration: sv leaves for its client's worker. */
-void pool_outgoing_server(struct server *sv);
+/* worker_ops: a server (its inbox_node) was handed to the running worker:
+ * it checks it and lends it to the client it was picked for. */
+void pool_inbox_item(struct list *item);
+/* worker_ops: the end of the owner's loop iteration: the server leaves for
+ * its client's worker. */
+void pool_outgoing_item(struct list *item);
 /* Inbox: the worker was asked to look at its clients and servers. */
 void pool_inbox_kick(struct worker *w);
 

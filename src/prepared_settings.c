@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "conn.h"
-#include "prepared.h"
 
 /* Reads one "SET name = 'v';" at p: the end of the value (its ';'), or
  * NULL when p is not of that form. */

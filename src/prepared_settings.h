@@ -1,7 +1,6 @@
 /* prepared_settings.h - the session settings a client made in transaction
  * pooling (SET, RESET, DISCARD), kept as a list of "SET name = 'v';"
- * statements to replay on whichever server it gets next. Private to
- * prepared.c. */
+ * statements to replay on whichever server it gets next. prepared.c's. */
 #ifndef SLUICE_PREPARED_SETTINGS_H
 #define SLUICE_PREPARED_SETTINGS_H
 
@@ -30,5 +29,11 @@ void settings_clear(struct setting_list *l);
 /* The list as one interned "stmt;stmt;" string (a reference for the
  * caller), NULL when empty. */
 const char *settings_render(const struct setting_list *l);
+
+/* Splits an extras string made at login ("SET a = 'x';SET b = 'y';") into
+ * up to max (name, statement) pairs, each interned with a reference for the
+ * caller. Returns the count, -1 (and no references) if the string is not of
+ * that form. */
+int prepared_extras_split(const char *extras, const char **names, const char **stmts, int max);
 
 #endif

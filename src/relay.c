@@ -9,10 +9,9 @@
 #include <string.h>
 
 #include "client_conn.h"
-#include "listen.h"
 #include "log.h"
 #include "pool.h"
-#include "prepared.h"
+#include "request.h"
 #include "proto.h"
 #include "server.h"
 #include "server_query.h"
@@ -41,7 +40,7 @@ static void sets_done(struct server *sv, void *arg, enum server_query_status st)
 {
     if (st == SERVER_QUERY_GONE)
         return; /* the client heard of it through relay_holder.on_closed */
-    sv->state = SV_ACTIVE;
+    server_set_state(sv, SV_ACTIVE);
     relay_linked(arg);
 }
 
@@ -74,20 +73,36 @@ static void add_param_sets(struct client *c, struct server *sv, bool all, char *
     }
 }
 
+/* Whether c expects a tracked parameter with another value than sv has. */
+static bool params_differ(const struct client *c, const struct server *sv)
+{
+    for (int i = 0; i < TP_COUNT; i++)
+        if (c->params.v[i] && c->params.v[i] != sv->params.v[i])
+            return true;
+    return false;
+}
+
 void relay_link(struct server *sv, struct client *c)
 {
     sv->client = c;
     c->server = sv;
     sv->holder = &relay_holder;
-    c->state = CL_ACTIVE;
-    c->track = prepared_tracking(sv->pool);
+    client_set_state(c, CL_ACTIVE);
+    enum pool_mode mode = pool_mode_of(sv->pool);
+    c->track = mode != POOL_MODE_SESSION;
+    c->stmt_mode = mode == POOL_MODE_STATEMENT;
     sv->request_time = worker_now(sv->s.worker);
     /* Does the client expect other values than the server has? Settings
      * from the startup packet beyond the tracked ones are applied as a whole
      * (after RESET ALL), since the server does not report them back. */
+    bool all = c->extras != sv->extras;
+    if (!all && !params_differ(c, sv)) {
+        server_set_state(sv, SV_ACTIVE); /* the common case: nothing to set */
+        relay_linked(c);
+        return;
+    }
     size_t n = 0, cap = 0;
     char *sql = NULL;
-    bool all = c->extras != sv->extras;
     if (all) {
         const char *x = c->extras ? c->extras : "";
         cap = strlen(x) + 64;
@@ -100,104 +115,110 @@ void relay_link(struct server *sv, struct client *c)
     add_param_sets(c, sv, all, &sql, &n, &cap);
     if (n > 0) {
         log_debug("S-%p: setting params for C-%p: %s", (void *)sv, (void *)c, sql);
-        sv->state = SV_SETTING;
+        server_set_state(sv, SV_SETTING);
         server_query(sv, sql, 0, NULL, &sets_ops, c);
         free(sql);
         return;
     }
     free(sql);
-    sv->state = SV_ACTIVE;
+    server_set_state(sv, SV_ACTIVE);
     relay_linked(c);
+}
+
+/* What a ReadyForQuery means for the link (status st, nothing else in
+ * flight when !busy): the transaction is over and the server goes back,
+ * or a statement-mode client opened a transaction. */
+enum relay_rfq {
+    RELAY_KEEP = 0,  /* the client keeps its server */
+    RELAY_RELEASE,   /* the server goes back to the pool */
+    RELAY_VIOLATION, /* a transaction in statement mode: the client is closed */
+};
+
+static enum relay_rfq relay_at_rfq(struct client *c, struct server *sv, char st)
+{
+    bool busy = request_busy(c);
+    sv->ready = !busy && st == 'I';
+    /* A message of the client's still streaming to this server (CopyData
+     * after the COPY failed) must end here: the server goes back once it
+     * has (relay_client_data()). */
+    if (busy || c->s.skip)
+        return RELAY_KEEP;
+    if (st == 'I' && c->track && !c->pinned)
+        return RELAY_RELEASE;
+    if (st != 'I' && c->stmt_mode)
+        return RELAY_VIOLATION;
+    return RELAY_KEEP;
 }
 
 /* ---- client to server ------------------------------------------------------ */
 
-/* Forwards the client's messages to its server. */
+/* The one place client bytes reach the server: the span [*fwd, start) of
+ * c's buffer, forwarded as it is. */
+static void relay_to_server(struct client *c, struct server *sv, uint32_t *fwd)
+{
+    struct iobuf *b = c->s.rbuf;
+    if (b && b->start > *fwd) {
+        uint32_t n = b->start - *fwd;
+        stream_write(&sv->s, b->data + *fwd, n);
+        c->s.worker->stats.bytes_in += n;
+        POOL_STAT_ADD(sv->pool->bytes_in, n);
+    }
+    if (b)
+        *fwd = b->start;
+}
+
 void relay_client_data(struct client *c)
 {
     struct stream *s = &c->s;
     struct server *sv = c->server;
     struct iobuf *b = s->rbuf;
-    struct worker *w = s->worker;
     uint32_t fwd = b->start;
-    int64_t now = worker_now(w);
     while (b->start < b->end) {
         struct stream_msg m;
         enum stream_msg_status ms = stream_next_msg(s, STREAM_MSG_HEAD, &m);
         if (ms == STREAM_MSG_MORE)
             break;
         if (ms != STREAM_MSG_OK) {
-            stream_write(&sv->s, b->data + fwd, b->start - fwd);
+            relay_to_server(c, sv, &fwd);
             stream_uncork(&sv->s);
             client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
                                ms == STREAM_MSG_TOO_BIG ? "message too long (max_packet_size)"
                                                         : "invalid message length");
             return;
         }
-        uint8_t type = m.type;
-        uint32_t mlen = m.len, avail = m.avail;
-        uint32_t fw = mlen; /* bytes of this message still to forward as they are */
-        if (c->track && type != 'X') {
-            /* Transaction pooling: statement names, settings, pinning. It
-             * may write to the server, answer, or grow the buffer. */
-            int64_t r = prepared_client_msg(c, type, mlen, &fwd);
-            b = s->rbuf;
-            if (r == PREPARED_WAIT)
-                break;
-            if (r < 0 || c->state == CL_CLOSED || !c->server) {
-                stream_uncork(&sv->s);
-                return;
-            }
-            fw = (uint32_t)r;
-            avail = iobuf_len(b);
-        }
-        switch (type) {
-        case 'X':
-            stream_write(&sv->s, b->data + fwd, b->start - fwd);
+        if (m.type == 'X') {
+            relay_to_server(c, sv, &fwd);
             stream_uncork(&sv->s);
-            b->start += mlen <= avail ? mlen : avail;
+            stream_consume_msg(s, m.avail);
             client_close(c, "client close request");
             return;
-        case 'Q':
-        case 'F':
-        case 'S':
-            if (c->pending_rfq == 0 && !c->unsynced) {
-                c->request_time = now;
-                if (sv->xact_status == 'I')
-                    c->xact_start = now;
-            }
-            c->pending_rfq++;
-            if (type == 'S')
-                c->unsynced = false;
-            break;
-        case 'P':
-        case 'B':
-        case 'E':
-        case 'D':
-        case 'C':
-        case 'H':
-            if (c->pending_rfq == 0 && !c->unsynced) {
-                c->request_time = now;
-                if (sv->xact_status == 'I')
-                    c->xact_start = now;
-            }
-            c->unsynced = true;
-            break;
-        default:
-            break;
         }
-        sv->ready = false;
-        stream_consume_msg(s, fw);
+        /* The request queue records it; its observers may rewrite it,
+         * write messages of their own (after flushing the span) or answer
+         * it; they may replace the buffer (to hold a long message). */
+        int64_t r = request_client_msg(c, m.type, m.len, &fwd);
+        b = s->rbuf;
+        if (r == REQUEST_WAIT)
+            break;
+        if (r < 0 || c->state == CL_CLOSED || !c->server) {
+            stream_uncork(&sv->s);
+            return;
+        }
+        if (m.type != 'd' && m.type != 'c' && m.type != 'f')
+            sv->ready = false; /* an answer is owed (COPY data gets none) */
+        stream_consume_msg(s, (uint32_t)r);
     }
-    if (b->start > fwd) {
-        uint32_t n = b->start - fwd;
-        stream_write(&sv->s, b->data + fwd, n);
-        w->stats.bytes_in += n;
-        POOL_STAT_ADD(c->pool->bytes_in, n);
-    }
+    relay_to_server(c, sv, &fwd);
     stream_uncork(&sv->s);
-    c->last_activity = now;
+    c->last_activity = worker_now(s->worker);
+    if (!s->skip && sv->ready && relay_at_rfq(c, sv, sv->xact_status) == RELAY_RELEASE) {
+        /* The transaction was over already: what came since needs no
+         * answer (CopyData the server drops after a failed COPY). */
+        pool_release_server(sv);
+        return;
+    }
     if (stream_has_output(&sv->s)) {
+        /* Backpressure: the server reads slower than the client writes. */
         stream_read_stop(s);
         sv->s.blocked_src = s;
     }
@@ -207,126 +228,87 @@ void relay_client_data(struct client *c)
 
 /* ---- server to client ------------------------------------------------------ */
 
-/* Forwards everything the server sent to the linked client; notices the
- * end of each request (ReadyForQuery) to count it and to release the server
- * when the transaction is over. */
+/* The one place server bytes reach the client: the span [*fwd, start) of
+ * sv's buffer forwarded as it is, then, with emit, the answers sluice made
+ * (request_out_add()) that belong right after it. */
+static void relay_to_client(struct server *sv, struct client *c, uint32_t *fwd, bool emit)
+{
+    struct iobuf *b = sv->s.rbuf;
+    if (b && b->start > *fwd) {
+        uint32_t n = b->start - *fwd;
+        stream_write(&c->s, b->data + *fwd, n);
+        sv->s.worker->stats.bytes_out += n;
+        POOL_STAT_ADD(sv->pool->bytes_out, n);
+    }
+    if (b)
+        *fwd = b->start;
+    if (emit) {
+        const uint8_t *p;
+        size_t n;
+        request_out_take(c, &p, &n);
+        if (n)
+            stream_write(&c->s, p, n);
+    }
+}
+
+/* Forwards what the server sent, message by message through the request
+ * queue (which matches each to its request and lets observers swallow it
+ * or add answers of sluice's), and gives the server back when the
+ * transaction is over. */
 static void relay_server_data(struct server *sv)
 {
     struct stream *s = &sv->s;
     struct client *c = sv->client;
     struct iobuf *b = s->rbuf;
-    struct worker *w = s->worker;
     uint32_t fwd = b->start;
-    bool release = false;
-    bool stmt_violation = false;
-    bool notify_flush = false; /* queued notifications go after this ReadyForQuery */
-
-    while (b->start < b->end) {
+    enum relay_rfq at_rfq = RELAY_KEEP;
+    while (at_rfq == RELAY_KEEP && b->start < b->end) {
         struct stream_msg m;
         enum stream_msg_status ms = stream_next_msg(s, STREAM_MSG_HEAD, &m);
         if (ms == STREAM_MSG_MORE)
             break;
         if (ms != STREAM_MSG_OK) {
-            stream_write(&c->s, b->data + fwd, b->start - fwd);
+            relay_to_client(sv, c, &fwd, false);
             server_close(sv, "server sent a malformed message");
             return;
         }
-        uint8_t type = m.type;
-        uint32_t mlen = m.len, avail = iobuf_len(b);
-        unsigned pact = PREPARED_PASS;
-        if (c->track) {
-            /* Transaction pooling: match the answer to its request; sluice's
-             * own answers go in, answers to its own messages go away. */
-            pact = prepared_server_msg(c, sv, type, b->data + b->start, mlen, avail, b->cap);
-            if (pact & PREPARED_EMIT_FIRST) {
-                stream_write(&c->s, b->data + fwd, b->start - fwd);
-                fwd = b->start;
-                prepared_emit(c);
-            }
-            if (pact & PREPARED_MORE)
-                break;
-            if (pact & PREPARED_SWALLOW) {
-                stream_write(&c->s, b->data + fwd, b->start - fwd);
-                b->start += mlen;
-                fwd = b->start;
-                if (pact & PREPARED_EMIT)
-                    prepared_emit(c);
-                continue;
-            }
-        }
-        if (type == 'Z' || type == 'S') {
-            if (mlen > avail) {
-                /* Needed whole: the buffer makes room (it moves). */
-                stream_write(&c->s, b->data + fwd, b->start - fwd);
-                fwd = b->start;
-                stream_msg_whole(s, &m);
-                b = s->rbuf;
-                fwd = b->start;
-                break;
-            }
-            const uint8_t *msg = b->data + b->start;
-            if (type == 'S') {
-                server_param_status(sv, msg, mlen);
-            } else if (mlen >= 6) {
-                int64_t now = worker_now(w);
-                char st = (char)msg[5];
-                sv->xact_status = st;
-                if (c->pending_rfq > 0)
-                    c->pending_rfq--;
-                w->stats.query_count++;
-                POOL_STAT_ADD(sv->pool->query_count, 1);
-                uint64_t qt = (uint64_t)(now - c->request_time);
-                w->stats.query_time += qt;
-                metrics_hist_observe(&w->metrics.query, (int64_t)qt);
-                POOL_STAT_ADD(sv->pool->query_time, qt);
-                if (st == 'I') {
-                    w->stats.xact_count++;
-                    POOL_STAT_ADD(sv->pool->xact_count, 1);
-                    uint64_t xt = (uint64_t)(now - c->xact_start);
-                    w->stats.xact_time += xt;
-                    POOL_STAT_ADD(sv->pool->xact_time, xt);
-                }
-                c->request_time = now;
-                sv->ready = c->pending_rfq == 0 && !c->unsynced && st == 'I';
-                notify_flush = c->lc && sv->ready;
-                enum pool_mode mode = pool_mode_of(sv->pool);
-                if (c->pending_rfq == 0 && !c->unsynced) {
-                    if (st == 'I' && mode != POOL_MODE_SESSION && !c->pinned)
-                        release = true;
-                    else if (st != 'I' && mode == POOL_MODE_STATEMENT)
-                        stmt_violation = true;
-                }
-            }
-        }
-        if (stmt_violation)
-            break; /* the client gets the error instead of this ReadyForQuery */
-        stream_consume_msg(s, mlen);
-        if (pact & PREPARED_EMIT) {
-            stream_write(&c->s, b->data + fwd, b->start - fwd);
+        unsigned act = request_server_msg(c, sv, &m);
+        if (act & REQUEST_MORE) {
+            /* Needed whole: what came before goes first (the buffer may
+             * move to make room). */
+            relay_to_client(sv, c, &fwd, false);
+            stream_msg_whole(s, &m);
+            b = s->rbuf;
             fwd = b->start;
-            prepared_emit(c);
-        }
-        if (notify_flush) {
-            stream_write(&c->s, b->data + fwd, b->start - fwd);
-            fwd = b->start;
-            listen_client_flush(c);
-            notify_flush = false;
-        }
-        if (release)
             break;
+        }
+        if (act & REQUEST_SWALLOW) {
+            relay_to_client(sv, c, &fwd, false);
+            stream_consume_msg(s, m.len);
+            fwd = b->start;
+            if (act & REQUEST_EMIT)
+                relay_to_client(sv, c, &fwd, true);
+            continue;
+        }
+        if (m.type == 'S') {
+            server_param_status(sv, m.data, m.len);
+        } else if (m.type == 'Z') {
+            sv->xact_status = (char)m.data[5];
+            at_rfq = relay_at_rfq(c, sv, sv->xact_status);
+            if (at_rfq == RELAY_VIOLATION)
+                break; /* the client gets the error instead of this ReadyForQuery */
+        }
+        stream_consume_msg(s, m.len);
+        if (act & REQUEST_EMIT)
+            relay_to_client(sv, c, &fwd, true);
     }
-    if (b->start > fwd) {
-        uint32_t n = b->start - fwd;
-        stream_write(&c->s, b->data + fwd, n);
-        w->stats.bytes_out += n;
-        POOL_STAT_ADD(sv->pool->bytes_out, n);
-    }
-    if (stmt_violation) {
+    relay_to_client(sv, c, &fwd, false);
+    if (at_rfq == RELAY_VIOLATION) {
         client_close_error(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
                            "transaction blocks not allowed in statement pooling mode");
         return;
     }
-    if (release) {
+    if (at_rfq == RELAY_RELEASE) {
         if (b->start < b->end) {
             server_close(sv, "server sent data after ReadyForQuery");
             return;
@@ -340,7 +322,7 @@ static void relay_server_data(struct server *sv)
         stream_read_stop(s);
         c->s.blocked_src = s;
     }
-    if (b->start == b->end)
+    if (s->rbuf && s->rbuf->start == s->rbuf->end)
         stream_release_rbuf(s);
 }
 

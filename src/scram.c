@@ -19,8 +19,6 @@
  */
 #include "scram.h"
 
-#include "auth.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +26,9 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include "log.h"
 
 #define SCRAM_PREFIX "SCRAM-SHA-256$"
 /* 18 random bytes give a 24-character base64 nonce, as PostgreSQL uses. */
@@ -225,11 +226,20 @@ static bool nonce_ok(const char *nonce)
     return n >= 1 && n <= SCRAM_MAX_NONCE && printable(nonce, n);
 }
 
+/* Secure random bytes; there is no going on without them. */
+static void random_bytes(uint8_t *buf, size_t len)
+{
+    if (RAND_bytes(buf, (int)len) != 1) {
+        log_error("OpenSSL RAND_bytes failed: no secure random bytes; aborting");
+        abort();
+    }
+}
+
 /* Fills out (>= 25 bytes) with a fresh 24-character random nonce. */
 static void random_nonce(char *out, size_t cap)
 {
     uint8_t raw[NONCE_RAW_LEN];
-    auth_random_bytes(raw, sizeof(raw));
+    random_bytes(raw, sizeof(raw));
     (void)b64_encode(raw, sizeof(raw), out, cap);
 }
 
@@ -470,11 +480,12 @@ bool scram_server_init(struct scram_server *s, const char *stored_secret)
     if (!stored_secret)
         return false;
     if (!scram_secret_parse(stored_secret, &s->secret)) {
-        /* An md5 hash hides the password SCRAM needs, so no exchange can succeed. */
-        if (auth_secret_kind(stored_secret) == AUTH_SECRET_MD5)
+        /* An md5 hash ("md5" and 32 hex digits, as PostgreSQL tells them)
+         * hides the password SCRAM needs, so no exchange can succeed. */
+        if (strncmp(stored_secret, "md5", 3) == 0 && strlen(stored_secret) == 35)
             return false;
         uint8_t salt[SCRAM_DEFAULT_SALT_LEN];
-        auth_random_bytes(salt, sizeof(salt));
+        random_bytes(salt, sizeof(salt));
         if (!scram_secret_from_password(stored_secret, salt, (int)sizeof(salt),
                                         SCRAM_DEFAULT_ITERATIONS, &s->secret))
             return false;
@@ -775,8 +786,8 @@ void scram_server_free(struct scram_server *s)
 
 /* ---- client side ---- */
 
-static enum scram_status client_fail(struct scram_client *c, enum scram_status st, const char *why,
-                                     const char **errmsg)
+static enum scram_status scram_client_fail(struct scram_client *c, enum scram_status st,
+                                           const char *why, const char **errmsg)
 {
     c->state = SCRAM_CLIENT_FAILED;
     if (errmsg)
@@ -824,8 +835,8 @@ enum scram_status scram_client_first(struct scram_client *c, char *out, size_t o
     if (c->state != SCRAM_CLIENT_READY) {
         /* A failed init (no memory for the password copy) lands here too. */
         bool init_failed = c->state == SCRAM_CLIENT_FAILED && !c->use_keys && !c->password;
-        return client_fail(c, init_failed ? SCRAM_ERR_INTERNAL : SCRAM_ERR_OUT_OF_ORDER, NULL,
-                           NULL);
+        return scram_client_fail(c, init_failed ? SCRAM_ERR_INTERNAL : SCRAM_ERR_OUT_OF_ORDER, NULL,
+                                 NULL);
     }
     if (!c->nonce[0])
         random_nonce(c->nonce, sizeof(c->nonce));
@@ -848,10 +859,10 @@ enum scram_status scram_client_first(struct scram_client *c, char *out, size_t o
     sb_puts(&m, c->nonce);
     enum scram_status st = put_out(&m, out, outcap, outlen);
     if (st != SCRAM_OK)
-        return client_fail(c, st, NULL, NULL);
+        return scram_client_fail(c, st, NULL, NULL);
     c->client_first_bare = dup_n(m.buf + 3, m.len - 3);
     if (!c->client_first_bare)
-        return client_fail(c, SCRAM_ERR_INTERNAL, NULL, NULL);
+        return scram_client_fail(c, SCRAM_ERR_INTERNAL, NULL, NULL);
     c->state = SCRAM_CLIENT_FIRST_SENT;
     return SCRAM_OK;
 }
@@ -878,34 +889,35 @@ static enum scram_status scram_client_read_first(struct scram_client *c, const c
     attrs_init(&a, msg, len);
 
     if (!attrs_next(&a, &name, &val, &vlen))
-        return client_fail(c, SCRAM_ERR_MALFORMED,
-                           "malformed SCRAM message: nonce attribute expected", errmsg);
+        return scram_client_fail(c, SCRAM_ERR_MALFORMED,
+                                 "malformed SCRAM message: nonce attribute expected", errmsg);
     if (name == 'm')
-        return client_fail(c, SCRAM_ERR_UNSUPPORTED,
-                           "server requires an unsupported SCRAM extension", errmsg);
+        return scram_client_fail(c, SCRAM_ERR_UNSUPPORTED,
+                                 "server requires an unsupported SCRAM extension", errmsg);
     if (name != 'r' || !printable(val, vlen))
-        return client_fail(c, SCRAM_ERR_MALFORMED,
-                           "malformed SCRAM message: nonce attribute expected", errmsg);
+        return scram_client_fail(c, SCRAM_ERR_MALFORMED,
+                                 "malformed SCRAM message: nonce attribute expected", errmsg);
     if (vlen > 2 * SCRAM_MAX_NONCE)
-        return client_fail(c, SCRAM_ERR_TOO_LONG, "SCRAM server nonce too long", errmsg);
+        return scram_client_fail(c, SCRAM_ERR_TOO_LONG, "SCRAM server nonce too long", errmsg);
     size_t cnlen = strlen(c->nonce);
     /* The server must add its own part, else it could be replaying ours. */
     if (vlen <= cnlen || memcmp(val, c->nonce, cnlen) != 0)
-        return client_fail(c, SCRAM_ERR_NONCE_MISMATCH,
-                           "SCRAM server nonce does not extend the client nonce", errmsg);
+        return scram_client_fail(c, SCRAM_ERR_NONCE_MISMATCH,
+                                 "SCRAM server nonce does not extend the client nonce", errmsg);
     f->nonce = val;
     f->nonce_len = vlen;
 
     if (!attrs_next(&a, &name, &val, &vlen) || name != 's' ||
         (f->salt_len = b64_decode(val, vlen, f->salt, sizeof(f->salt))) < 1)
-        return client_fail(c, SCRAM_ERR_MALFORMED, "malformed SCRAM message: bad salt", errmsg);
+        return scram_client_fail(c, SCRAM_ERR_MALFORMED, "malformed SCRAM message: bad salt",
+                                 errmsg);
     if (!attrs_next(&a, &name, &val, &vlen) || name != 'i' ||
         !parse_iterations(val, vlen, &f->iterations))
-        return client_fail(c, SCRAM_ERR_MALFORMED, "malformed SCRAM message: bad iteration count",
-                           errmsg);
+        return scram_client_fail(c, SCRAM_ERR_MALFORMED,
+                                 "malformed SCRAM message: bad iteration count", errmsg);
     if (!attrs_skip_extensions(&a))
-        return client_fail(c, SCRAM_ERR_MALFORMED,
-                           "malformed SCRAM message: garbage after iteration count", errmsg);
+        return scram_client_fail(c, SCRAM_ERR_MALFORMED,
+                                 "malformed SCRAM message: garbage after iteration count", errmsg);
     return SCRAM_OK;
 }
 
@@ -922,10 +934,11 @@ enum scram_status scram_client_final(struct scram_client *c, const uint8_t *serv
     if (outlen)
         *outlen = 0;
     if (c->state != SCRAM_CLIENT_FIRST_SENT)
-        return client_fail(c, SCRAM_ERR_OUT_OF_ORDER, "unexpected server-first-message", errmsg);
+        return scram_client_fail(c, SCRAM_ERR_OUT_OF_ORDER, "unexpected server-first-message",
+                                 errmsg);
     st = check_message(server_first, len, &why);
     if (st != SCRAM_OK)
-        return client_fail(c, st, why, errmsg);
+        return scram_client_fail(c, st, why, errmsg);
 
     const char *msg = (const char *)server_first;
     struct scram_server_first_msg f;
@@ -939,10 +952,10 @@ enum scram_status scram_client_final(struct scram_client *c, const uint8_t *serv
     if (c->use_keys) {
         if (f.iterations != c->secret.iterations || f.salt_len != c->secret.salt_len ||
             memcmp(f.salt, c->secret.salt, (size_t)f.salt_len) != 0)
-            return client_fail(c, SCRAM_ERR_SECRET_MISMATCH,
-                               "server's SCRAM salt or iteration count differs from the "
-                               "secret in the auth file",
-                               errmsg);
+            return scram_client_fail(c, SCRAM_ERR_SECRET_MISMATCH,
+                                     "server's SCRAM salt or iteration count differs from the "
+                                     "secret in the auth file",
+                                     errmsg);
         memcpy(client_key, c->client_key, SCRAM_KEY_LEN);
         memcpy(server_key, c->secret.server_key, SCRAM_KEY_LEN);
         memset(salted, 0, sizeof(salted));
@@ -992,15 +1005,15 @@ enum scram_status scram_client_final(struct scram_client *c, const uint8_t *serv
     OPENSSL_cleanse(proof, sizeof(proof));
     OPENSSL_cleanse(am, amb.len);
     if (st == SCRAM_ERR_BUFFER)
-        return client_fail(c, st, "output buffer too small for client-final-message", errmsg);
+        return scram_client_fail(c, st, "output buffer too small for client-final-message", errmsg);
     if (st != SCRAM_OK)
-        return client_fail(c, st, "SCRAM computation failed", errmsg);
+        return scram_client_fail(c, st, "SCRAM computation failed", errmsg);
     c->state = SCRAM_CLIENT_FINAL_SENT;
     return SCRAM_OK;
 }
 
 /* The server-error values RFC 5802 defines, for a readable log line. */
-static const char *server_error_text(const char *v, size_t n)
+static const char *scram_server_error_text(const char *v, size_t n)
 {
     static const struct {
         const char *value;
@@ -1035,10 +1048,11 @@ enum scram_status scram_client_verify(struct scram_client *c, const uint8_t *ser
     if (errmsg)
         *errmsg = NULL;
     if (c->state != SCRAM_CLIENT_FINAL_SENT)
-        return client_fail(c, SCRAM_ERR_OUT_OF_ORDER, "unexpected server-final-message", errmsg);
+        return scram_client_fail(c, SCRAM_ERR_OUT_OF_ORDER, "unexpected server-final-message",
+                                 errmsg);
     st = check_message(server_final, len, &why);
     if (st != SCRAM_OK)
-        return client_fail(c, st, why, errmsg);
+        return scram_client_fail(c, st, why, errmsg);
 
     struct attrs a;
     char name;
@@ -1046,17 +1060,19 @@ enum scram_status scram_client_verify(struct scram_client *c, const uint8_t *ser
     size_t vlen;
     attrs_init(&a, (const char *)server_final, len);
     if (!attrs_next(&a, &name, &val, &vlen) || (name != 'v' && name != 'e'))
-        return client_fail(c, SCRAM_ERR_MALFORMED,
-                           "malformed SCRAM message: verifier attribute expected", errmsg);
+        return scram_client_fail(c, SCRAM_ERR_MALFORMED,
+                                 "malformed SCRAM message: verifier attribute expected", errmsg);
     if (name == 'e')
-        return client_fail(c, SCRAM_ERR_SERVER_REJECTED, server_error_text(val, vlen), errmsg);
+        return scram_client_fail(c, SCRAM_ERR_SERVER_REJECTED, scram_server_error_text(val, vlen),
+                                 errmsg);
     uint8_t sig[SCRAM_KEY_LEN];
     if (b64_decode(val, vlen, sig, sizeof(sig)) != SCRAM_KEY_LEN || !attrs_skip_extensions(&a))
-        return client_fail(c, SCRAM_ERR_MALFORMED, "malformed SCRAM message: bad verifier", errmsg);
+        return scram_client_fail(c, SCRAM_ERR_MALFORMED, "malformed SCRAM message: bad verifier",
+                                 errmsg);
     if (CRYPTO_memcmp(sig, c->server_signature, SCRAM_KEY_LEN) != 0)
-        return client_fail(c, SCRAM_ERR_SERVER_SIGNATURE,
-                           "SCRAM server signature is wrong: the server does not know the secret",
-                           errmsg);
+        return scram_client_fail(
+            c, SCRAM_ERR_SERVER_SIGNATURE,
+            "SCRAM server signature is wrong: the server does not know the secret", errmsg);
     c->state = SCRAM_CLIENT_DONE;
     return SCRAM_OK;
 }

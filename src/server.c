@@ -39,22 +39,22 @@ static struct server *stream_server(struct stream *s)
 
 static void server_dns_done(void *arg);
 
-/* Fills p->addr from the database entry (pool lock held). Host names go
+/* Fills p->addr from the pool's endpoint (pool lock held). Host names go
  * through dns.c, which may answer later (DNS_PENDING: server_dns_done()
  * runs then). */
 static enum dns_status pool_resolve(struct pool *p, struct worker *w, char *err, size_t errlen)
 {
-    const struct config_database *cd = p->db->cfg;
-    if (!cd) {
+    if (!p->db->cfg || p->ep >= p->db->n_endpoints) {
         snprintf(err, errlen, "database removed");
         return DNS_FAILED;
     }
-    const char *host = cd->host[0] ? cd->host : "/var/run/postgresql";
+    const struct endpoint *ep = &p->db->endpoints[p->ep];
+    const char *host = ep->host[0] ? ep->host : "/var/run/postgresql";
     memset(&p->addr, 0, sizeof(p->addr));
     if (host[0] == '/') {
         struct sockaddr_un *un = (struct sockaddr_un *)&p->addr;
         un->sun_family = AF_UNIX;
-        int n = snprintf(un->sun_path, sizeof(un->sun_path), "%s/.s.PGSQL.%d", host, cd->port);
+        int n = snprintf(un->sun_path, sizeof(un->sun_path), "%s/.s.PGSQL.%d", host, ep->port);
         if (n < 0 || (size_t)n >= sizeof(un->sun_path)) {
             snprintf(err, errlen, "unix socket path too long");
             return DNS_FAILED;
@@ -67,21 +67,21 @@ static enum dns_status pool_resolve(struct pool *p, struct worker *w, char *err,
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&p->addr;
     if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
         in4->sin_family = AF_INET;
-        in4->sin_port = htons((uint16_t)cd->port);
+        in4->sin_port = htons((uint16_t)ep->port);
         p->addrlen = sizeof(*in4);
         p->addr_ok = true;
         return DNS_READY;
     }
     if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
         in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)cd->port);
+        in6->sin6_port = htons((uint16_t)ep->port);
         p->addrlen = sizeof(*in6);
         p->addr_ok = true;
         return DNS_READY;
     }
     const struct config *cfg = g_pooler.cfg;
     enum dns_status st =
-        dns_lookup(w->loop, host, cd->port, cfg->dns_max_ttl, cfg->dns_nxdomain_ttl, &p->addr,
+        dns_lookup(w->loop, host, ep->port, cfg->dns_max_ttl, cfg->dns_nxdomain_ttl, &p->addr,
                    &p->addrlen, server_dns_done, p, err, errlen);
     p->addr_ok = st == DNS_READY;
     return st;
@@ -102,7 +102,7 @@ static bool server_connect_to(struct server *sv, const struct sockaddr_storage *
         server_close(sv, err);
         return false;
     }
-    tls_server_prepare(&sv->s, p->db->cfg ? p->db->cfg->host : "");
+    tls_server_prepare(&sv->s, p->db->endpoints[p->ep].host);
     if (g_pooler.cfg->log_connections)
         server_log(LOG_LVL_LOG, sv, "new connection to server");
     return true;
@@ -155,8 +155,7 @@ struct server *server_alloc(struct pool *p, struct worker *w, int64_t now)
     struct server *sv = calloc(1, sizeof(*sv));
     if (!sv)
         abort();
-    sv->pool = p;
-    sv->state = SV_CONNECTING;
+    sv->pool = p; /* in SV_CONNECTING (0) */
     sv->connect_time = now;
     sv->last_used = now;
     sv->xact_status = 'I';
@@ -182,8 +181,7 @@ void server_close(struct server *sv, const char *reason)
     const struct server_holder_ops *holder = sv->holder;
     struct client *c = sv->client;
     struct pool *p = sv->pool;
-    bool moving = pool_server_gone(sv); /* unlinks the client, if any */
-    sv->state = SV_CLOSED;
+    bool moving = pool_server_gone(sv); /* unlinks the client; SV_CLOSED */
     stream_close(&sv->s);
     server_query_abort(sv);
     server_query_free(sv);
@@ -209,6 +207,15 @@ void server_reap(struct server *sv)
     worker_schedule_reap(w);
 }
 
+void server_reap_all(struct worker *w)
+{
+    while (!list_empty(&w->dead_servers)) {
+        struct list *n = list_first(&w->dead_servers);
+        list_del(n);
+        free(list_entry(n, struct server, node));
+    }
+}
+
 /* ---- login --------------------------------------------------------------- */
 
 static void server_on_connected(struct stream *s, int err)
@@ -222,7 +229,7 @@ static void server_on_connected(struct stream *s, int err)
         server_close(sv, why);
         return;
     }
-    sv->state = SV_LOGIN;
+    server_set_state(sv, SV_LOGIN);
     server_login_start(sv);
 }
 
@@ -312,13 +319,11 @@ static const struct server_query_ops own_query_ops = {.on_done = own_query_done}
 
 void server_check(struct server *sv)
 {
-    sv->state = SV_TESTING;
     server_query(sv, g_pooler.cfg->server_check_query, 0, NULL, &own_query_ops, NULL);
 }
 
 void server_reset(struct server *sv)
 {
-    sv->state = SV_RESETTING;
     server_query(sv, g_pooler.cfg->server_reset_query, 0, NULL, &own_query_ops, NULL);
 }
 
@@ -329,11 +334,6 @@ void server_reset(struct server *sv)
 static void server_read_idle(struct server *sv)
 {
     struct stream *s = &sv->s;
-    if (sv->state == SV_IDLE && pool_server_moving(sv)) {
-        /* Picked for another worker's client: that worker judges it. */
-        stream_read_stop(s);
-        return;
-    }
     char why[300] = "unexpected data from idle server";
     struct stream_msg m;
     while (stream_next_msg(s, STREAM_MSG_WHOLE, &m) == STREAM_MSG_OK) {
@@ -367,7 +367,7 @@ static void server_on_data(struct stream *s)
         server_read_own(sv);
         return;
     }
-    switch (sv->state) {
+    switch (server_state_of(sv)) {
     case SV_LOGIN:
         server_read_login(sv);
         return;
@@ -377,6 +377,14 @@ static void server_on_data(struct stream *s)
             return;
         }
         server_close(sv, "active server without holder");
+        return;
+    case SV_ASSIGNED:
+        if (pool_server_moving(sv)) {
+            /* Picked for another worker's client: that worker judges it. */
+            stream_read_stop(s);
+            return;
+        }
+        server_close(sv, "unexpected data");
         return;
     case SV_IDLE:
     case SV_CANCEL_WAIT:
@@ -398,8 +406,8 @@ static void server_on_drained(struct stream *s)
 static void server_on_closed(struct stream *s, const char *reason)
 {
     struct server *sv = stream_server(s);
-    if (sv->state == SV_IDLE && pool_server_moving(sv)) {
-        stream_read_stop(s); /* as in server_read_idle() */
+    if (sv->state == SV_ASSIGNED && pool_server_moving(sv)) {
+        stream_read_stop(s); /* as in server_on_data() */
         return;
     }
     server_close(sv, reason ? reason : "server closed the connection");

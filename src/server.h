@@ -16,6 +16,8 @@ struct server *server_alloc(struct pool *p, struct worker *w, int64_t now);
 bool server_start(struct server *sv);
 /* Frees a closed sv at the end of the running worker's loop iteration. */
 void server_reap(struct server *sv);
+/* worker_ops.reap: frees w's servers closed during the iteration. */
+void server_reap_all(struct worker *w);
 
 /* Runs server_check_query / server_reset_query on an idle server taken
  * out of the pool; pool_server_ready() when it finishes cleanly, else sv

@@ -9,7 +9,6 @@
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
-#include "server.h"
 
 /* One query sent and not yet answered. */
 struct sq_item {
@@ -35,14 +34,15 @@ void server_log(int lvl, const struct server *sv, const char *fmt, ...)
 {
     if (!log_enabled((enum log_level)lvl))
         return;
-    const struct config_database *cd = sv->pool->db->cfg;
+    const struct pool *p = sv->pool;
+    const struct endpoint *ep = p->ep < p->db->n_endpoints ? &p->db->endpoints[p->ep] : NULL;
     char line[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    log_msg((enum log_level)lvl, "S-%p: %s/%s@%s:%d %s", (const void *)sv, sv->pool->db->name,
-            sv->pool->user->name, cd && cd->host[0] ? cd->host : "unix", cd ? cd->port : 0, line);
+    log_msg((enum log_level)lvl, "S-%p: %s/%s@%s:%d %s", (const void *)sv, p->db->name,
+            p->user->name, ep && ep->host[0] ? ep->host : "unix", ep ? ep->port : 0, line);
 }
 
 /* ---- sending ------------------------------------------------------------- */

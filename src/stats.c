@@ -34,3 +34,8 @@ void stats_format_period(const struct stats *cur, const struct stats *prev, int6
              (double)(cur->bytes_out - prev->bytes_out) / secs, (unsigned long long)avg_xact,
              (unsigned long long)avg_query, (unsigned long long)avg_wait);
 }
+
+const int64_t stats_bucket_usec[STATS_BUCKETS] = {
+    100,   250,    500,    1000,   2500,    5000,    10000,   25000,
+    50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+};

@@ -399,8 +399,8 @@ static void stream_make_room(struct stream *s, uint32_t len)
         iobuf_reserve(&s->worker->bufs, &s->rbuf, len - iobuf_len(b));
 }
 
-enum stream_msg_status stream_next_msg(struct stream *s, enum stream_msg_need need,
-                                       struct stream_msg *m)
+enum stream_msg_status stream_next_msg_slow(struct stream *s, enum stream_msg_need need,
+                                            struct stream_msg *m)
 {
     struct iobuf *b = s->rbuf;
     if (!b || s->closed)
@@ -414,12 +414,18 @@ enum stream_msg_status stream_next_msg(struct stream *s, enum stream_msg_need ne
             return STREAM_MSG_MORE;
     }
     uint32_t have = iobuf_len(b);
-    enum proto_status ps =
-        proto_peek_header(b->data + b->start, have, stream_msg_limit(s), &m->type, &m->len);
-    if (ps != PROTO_OK)
-        return stream_status_of(ps);
+    if (have < PROTO_HDR)
+        return STREAM_MSG_MORE;
+    const uint8_t *p = b->data + b->start;
+    uint32_t l = proto_get32(p + 1);
+    if (l < 4)
+        return STREAM_MSG_BAD; /* the length counts itself */
+    if (l > stream_msg_limit(s) - 1 || l > 0x7ffffffeu)
+        return STREAM_MSG_TOO_BIG;
+    m->type = p[0];
+    m->len = l + 1;
+    m->data = p;
     m->avail = m->len < have ? m->len : have;
-    m->data = b->data + b->start;
     if (need == STREAM_MSG_WHOLE && m->len > have) {
         stream_make_room(s, m->len);
         return STREAM_MSG_MORE;
@@ -433,18 +439,6 @@ enum stream_msg_status stream_msg_whole(struct stream *s, struct stream_msg *m)
         return STREAM_MSG_OK;
     stream_make_room(s, m->len);
     return STREAM_MSG_MORE;
-}
-
-void stream_consume_msg(struct stream *s, uint32_t n)
-{
-    struct iobuf *b = s->rbuf;
-    if (n <= iobuf_len(b)) {
-        b->start += n;
-    } else {
-        s->skip = n - iobuf_len(b);
-        s->skip_forward = true;
-        b->start = b->end;
-    }
 }
 
 enum stream_msg_status stream_msg_at(const struct stream *s, uint32_t off, struct stream_msg *m)

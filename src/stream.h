@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include "iobuf.h"
+#include "proto.h"
 
 struct worker;
 struct config;
@@ -33,7 +34,6 @@ struct stream_ops {
 };
 
 struct stream {
-    int fd;
     struct worker *worker;
     const struct stream_ops *ops;
     ev_io io;
@@ -41,8 +41,9 @@ struct stream {
     struct iobuf *obuf;         /* bytes waiting to be written; NULL when none */
     struct stream *blocked_src; /* a peer whose reading waits for our obuf to drain */
     struct stream_tls *tls;     /* TLS state (tls.h, stream.c); NULL on a plain socket */
-    uint32_t skip;              /* bytes of the current message still to come from the socket */
-    bool skip_forward;          /* ... and whether they are forwarded to the peer */
+    int fd;
+    uint32_t skip;     /* bytes of the current message still to come from the socket */
+    bool skip_forward; /* ... and whether they are forwarded to the peer */
     bool connecting;
     bool reading; /* read interest wanted */
     bool corked;  /* stream_write queues; stream_uncork sends it all at once */
@@ -106,13 +107,35 @@ struct stream_msg {
     const uint8_t *data; /* its first byte, in s->rbuf: valid until the buffer changes */
 };
 
+enum stream_msg_status stream_next_msg_slow(struct stream *s, enum stream_msg_need need,
+                                            struct stream_msg *m);
+
 /* The next message of s (the bytes of one still streaming through are
  * stepped over first). Nothing is consumed: the reader calls
  * stream_consume_msg() for what it handled. With STREAM_MSG_WHOLE, MORE
  * until the whole message is buffered. A closed stream or an empty buffer
- * gives MORE. */
-enum stream_msg_status stream_next_msg(struct stream *s, enum stream_msg_need need,
-                                       struct stream_msg *m);
+ * gives MORE. Inline for the common case (every message both ways): a
+ * short message, nothing streaming. */
+static inline enum stream_msg_status stream_next_msg(struct stream *s, enum stream_msg_need need,
+                                                     struct stream_msg *m)
+{
+    const struct iobuf *b = s->rbuf;
+    if (!b || s->skip || s->closed)
+        return stream_next_msg_slow(s, need, m);
+    uint32_t have = iobuf_len(b);
+    if (have < PROTO_HDR)
+        return STREAM_MSG_MORE;
+    const uint8_t *p = b->data + b->start;
+    uint32_t l = proto_get32(p + 1);
+    /* Under 1 kB: within any limit (max_packet_size is at least 1024). */
+    if (l < 4 || l >= 1023 || (need == STREAM_MSG_WHOLE && l >= have))
+        return stream_next_msg_slow(s, need, m);
+    m->type = p[0];
+    m->len = l + 1;
+    m->data = p;
+    m->avail = m->len < have ? m->len : have;
+    return STREAM_MSG_OK;
+}
 /* The current message m, from a STREAM_MSG_HEAD look, is needed whole
  * after all (its type says so): OK when it is, else MORE (the buffer makes
  * room for it). */
@@ -120,7 +143,17 @@ enum stream_msg_status stream_msg_whole(struct stream *s, struct stream_msg *m);
 /* Consumes n bytes of the current message: those buffered now, and the rest
  * as they arrive (stepped over by the next stream_next_msg(); forwarded to
  * the peer by whoever streams it: s->skip_forward). */
-void stream_consume_msg(struct stream *s, uint32_t n);
+static inline void stream_consume_msg(struct stream *s, uint32_t n)
+{
+    struct iobuf *b = s->rbuf;
+    if (n <= iobuf_len(b)) {
+        b->start += n;
+    } else {
+        s->skip = n - iobuf_len(b);
+        s->skip_forward = true;
+        b->start = b->end;
+    }
+}
 /* Looks at a buffered message off bytes past the read position, without
  * consuming anything: OK only for a whole one (for look-ahead over a batch
  * of messages). */

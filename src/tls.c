@@ -14,9 +14,8 @@
 #include <strings.h>
 #include <sys/socket.h>
 
-#include "conn.h"
 #include "log.h"
-#include "pool.h"
+#include "stream.h"
 
 /* The current contexts and the config they were built from (a reference,
  * so that a later config can never reuse its address unnoticed). */
@@ -395,50 +394,15 @@ void tls_shutdown(void)
     tls_install(NULL, NULL, NULL);
 }
 
-/* Whether two configs have the same TLS settings (so their contexts would
- * be the same). */
-static bool tls_same_settings(const struct config *a, const struct config *b)
-{
-#define SAME(f) (strcmp(a->f, b->f) == 0)
-    return SAME(client_tls_sslmode) && SAME(client_tls_key_file) && SAME(client_tls_cert_file) &&
-           SAME(client_tls_ca_file) && SAME(client_tls_protocols) && SAME(client_tls_ciphers) &&
-           SAME(client_tls_dheparams) && SAME(client_tls_ecdhcurve) && SAME(server_tls_sslmode) &&
-           SAME(server_tls_key_file) && SAME(server_tls_cert_file) && SAME(server_tls_ca_file) &&
-           SAME(server_tls_protocols) && SAME(server_tls_ciphers) && a->auth_type == b->auth_type;
-#undef SAME
-}
-
-/* Follows the current config: a reload calls tls_apply_config() itself, but
- * the admin console's SET swaps configs without it. A config whose TLS
- * settings fail to build keeps the old contexts (and says so once). */
-static void tls_refresh(void)
-{
-    struct config *cur = g_pooler.cfg;
-    if (!cur || cur == g_tls.cfg)
-        return;
-    if (g_tls.cfg && tls_same_settings(cur, g_tls.cfg)) {
-        config_unref(g_tls.cfg);
-        g_tls.cfg = config_ref(cur);
-        return;
-    }
-    char err[512];
-    if (!tls_apply_config(cur, err, sizeof(err))) {
-        log_error("TLS settings not applied, keeping the previous ones: %s", err);
-        if (g_tls.cfg)
-            config_unref(g_tls.cfg);
-        g_tls.cfg = config_ref(cur);
-    }
-}
-
+/* Every config swap (start, reload, the admin console's SET) goes through
+ * tls_apply_config() first, so the contexts follow the running config. */
 enum tls_sslmode tls_client_mode(void)
 {
-    tls_refresh();
     return g_tls.clients ? g_tls.client_mode : TLS_MODE_DISABLE;
 }
 
 enum tls_sslmode tls_server_mode(void)
 {
-    tls_refresh();
     return g_tls.servers ? g_tls.server_mode : TLS_MODE_DISABLE;
 }
 

@@ -18,14 +18,16 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include "client.h"
-#include "client_conn.h"
-#include "conn.h"
 #include "log.h"
-#include "pool.h"
-#include "server.h"
 
 /* ---- threads, the world lock and inboxes --------------------------------- */
+
+static struct worker_ops ops;
+
+void worker_set_ops(const struct worker_ops *o)
+{
+    ops = *o;
+}
 
 static _Thread_local struct worker *tl_worker;
 static _Thread_local int tl_world_depth;
@@ -85,17 +87,17 @@ void worker_world_unlock(void)
             ev_async_send(all_workers[i].loop, &all_workers[i].inbox_async);
 }
 
-void worker_post_server(struct worker *w, struct server *sv)
+void worker_post(struct worker *w, struct list *item)
 {
     pthread_mutex_lock(&w->inbox_lock);
-    list_add_tail(&w->inbox, &sv->inbox_node);
+    list_add_tail(&w->inbox, item);
     pthread_mutex_unlock(&w->inbox_lock);
     ev_async_send(w->loop, &w->inbox_async);
 }
 
-void worker_send_later(struct worker *w, struct server *sv)
+void worker_send_later(struct worker *w, struct list *item)
 {
-    list_add_tail(&w->outgoing, &sv->inbox_node);
+    list_add_tail(&w->outgoing, item);
     worker_schedule_reap(w);
 }
 
@@ -142,10 +144,11 @@ static void inbox_cb(struct ev_loop *loop, ev_async *a, int revents)
         struct list *n = list_first(&items);
         list_del(n);
         list_init(n);
-        pool_inbox_server(list_entry(n, struct server, inbox_node));
+        if (ops.inbox_item)
+            ops.inbox_item(n);
     }
-    if (kick)
-        pool_inbox_kick(w);
+    if (kick && ops.kick)
+        ops.kick(w);
     if (stop)
         ev_break(loop, EVBREAK_ALL);
 }
@@ -157,7 +160,8 @@ static void *worker_thread_main(void *arg)
     pthread_rwlock_rdlock(&world_lock);
     ev_run(w->loop, 0);
     pthread_rwlock_unlock(&world_lock);
-    pool_thread_done();
+    if (ops.thread_done)
+        ops.thread_done();
     return NULL;
 }
 
@@ -178,7 +182,6 @@ bool worker_start_threads(struct worker *workers, int n, char *err, size_t errle
     for (int i = 0; i < n; i++)
         ev_set_loop_release_cb(workers[i].loop, world_release, world_acquire);
     world_live = true;
-    g_pooler.locking = true;
     pthread_rwlock_rdlock(&world_lock);
     /* Signals go to the main thread's loop only. */
     sigset_t all, old;
@@ -219,13 +222,7 @@ void worker_stop_threads(struct worker *workers, int n)
     for (int i = 0; i < n; i++)
         ev_set_loop_release_cb(workers[i].loop, NULL, NULL);
     world_live = false;
-    g_pooler.locking = false;
     pthread_rwlock_destroy(&world_lock);
-}
-
-int64_t worker_now(const struct worker *w)
-{
-    return (int64_t)(ev_now(w->loop) * 1e6);
 }
 
 int64_t now_wall_usec(void)
@@ -243,18 +240,11 @@ static void reaper_cb(struct ev_loop *loop, ev_prepare *ev, int revents)
     while (!list_empty(&w->outgoing)) {
         struct list *n = list_first(&w->outgoing);
         list_del(n);
-        pool_outgoing_server(list_entry(n, struct server, inbox_node));
+        if (ops.outgoing_item)
+            ops.outgoing_item(n);
     }
-    while (!list_empty(&w->dead_clients)) {
-        struct list *n = list_first(&w->dead_clients);
-        list_del(n);
-        free(list_entry(n, struct client, node));
-    }
-    while (!list_empty(&w->dead_servers)) {
-        struct list *n = list_first(&w->dead_servers);
-        list_del(n);
-        free(list_entry(n, struct server, node));
-    }
+    if (ops.reap)
+        ops.reap(w);
     ev_prepare_stop(w->loop, &w->reaper);
 }
 
@@ -269,8 +259,8 @@ static void janitor_cb(struct ev_loop *loop, ev_timer *t, int revents)
     struct worker *w = t->data;
     (void)loop;
     (void)revents;
-    client_janitor(w);
-    pool_janitor(w);
+    if (ops.janitor)
+        ops.janitor(w);
 }
 
 void worker_init(struct worker *w, int id, struct ev_loop *loop, struct config *cfg)
@@ -319,13 +309,7 @@ static bool accept_batch(struct worker *w, int lfd, int max)
             log_warning("accept() failed: %s", strerror(errno));
             return true;
         }
-        bool is_unix = addr.ss_family == AF_UNIX;
-        if (!is_unix) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            stream_set_keepalive(fd, w->cfg);
-        }
-        client_accept(w, fd, (struct sockaddr *)&addr, len, is_unix);
+        ops.accept(w, fd, (struct sockaddr *)&addr, len, addr.ss_family == AF_UNIX);
     }
     return false;
 }
@@ -494,7 +478,8 @@ void worker_drain(struct worker *w)
         while (!list_empty(lists[k])) {
             struct list *n = list_first(lists[k]);
             list_del(n);
-            pool_inbox_server(list_entry(n, struct server, inbox_node));
+            if (ops.inbox_item)
+                ops.inbox_item(n);
         }
     }
 }
@@ -502,11 +487,8 @@ void worker_drain(struct worker *w)
 void worker_close_all(struct worker *w)
 {
     worker_stop_listening(w);
-    while (!list_empty(&w->clients)) {
-        struct client *c = list_entry(list_first(&w->clients), struct client, node);
-        client_close(c, "shutdown");
-    }
-    server_cancel_free_all(w);
+    if (ops.close_all)
+        ops.close_all(w);
 }
 
 void worker_destroy(struct worker *w)

@@ -24,12 +24,37 @@
 #include "config.h"
 #include "iobuf.h"
 #include "list.h"
-#include "metrics.h"
 #include "stats.h"
 
-struct server;
-
 #define WORKER_MAX_LISTENERS 8
+
+struct worker;
+struct sockaddr;
+
+/* What a worker's loop hands to the layers above it (set once, by main,
+ * before any loop runs). Items of the inbox and the outgoing list are list
+ * nodes of the objects that travel (servers moving between workers). */
+struct worker_ops {
+    /* A connection was accepted on one of w's listeners. */
+    void (*accept)(struct worker *w, int fd, const struct sockaddr *addr, unsigned addrlen,
+                   bool is_unix);
+    /* Every 250 ms on each worker: timeouts, pool housekeeping. */
+    void (*janitor)(struct worker *w);
+    /* An item posted to w's inbox arrived (on w's thread). */
+    void (*inbox_item)(struct list *item);
+    /* w was kicked (worker_kick()). */
+    void (*kick)(struct worker *w);
+    /* An item sent with worker_send_later() leaves, at the end of the
+     * iteration. */
+    void (*outgoing_item)(struct list *item);
+    /* The end of an iteration: free the connections closed during it. */
+    void (*reap)(struct worker *w);
+    /* Shutdown: close w's clients and what else it holds. */
+    void (*close_all)(struct worker *w);
+    /* A worker thread ends: free what the modules keep per thread. */
+    void (*thread_done)(void);
+};
+void worker_set_ops(const struct worker_ops *ops);
 
 struct worker {
     int id;
@@ -45,13 +70,17 @@ struct worker {
     ev_prepare reaper; /* runs before the loop next waits: frees the dead, sends servers on */
     int n_clients;
     struct stats stats;
-    struct metrics_worker metrics; /* histograms and loop lag for metrics.c */
+    struct stats_hist hist_query; /* query times, observed where a request ends */
+    struct stats_hist hist_wait;  /* waits for a server, observed at assignment */
+    ev_timer lag_timer;           /* fires every second; lateness = loop lag (metrics.c) */
+    int64_t lag_due;              /* wall-clock usec the lag timer should fire at */
+    int64_t lag_usec;             /* lateness of its last firing */
     pthread_t thread;
     bool threaded; /* runs on its own thread (not the main one) */
     /* Inbox: servers on their way to this worker (pool.c), and kicks that
      * ask it to look at its own clients and servers in every pool. */
     pthread_mutex_t inbox_lock;
-    struct list inbox; /* struct server, by inbox_node */
+    struct list inbox; /* items (servers, by inbox_node) for worker_ops.inbox_item */
     bool inbox_kick;
     bool inbox_stop; /* leave the loop (shutdown) */
     ev_async inbox_async;
@@ -66,14 +95,15 @@ struct worker *worker_current(void);
  * holding the world lock) */
 bool worker_can_touch(const struct worker *w);
 
-/* Hands sv to w's thread (inbox); pool_inbox_server(sv) runs there. */
-void worker_post_server(struct worker *w, struct server *sv);
-/* Sends sv (owned by the running worker w) away at the end of this loop
- * iteration: pool_outgoing_server(sv) runs then. */
-void worker_send_later(struct worker *w, struct server *sv);
+/* Hands item (a list node of the object) to w's thread, through its inbox:
+ * worker_ops.inbox_item runs there. */
+void worker_post(struct worker *w, struct list *item);
+/* Sends item (of an object the running worker w owns) away at the end of
+ * this loop iteration: worker_ops.outgoing_item runs then. */
+void worker_send_later(struct worker *w, struct list *item);
 /* Makes w's loop return from ev_run() (from any thread). */
 void worker_stop_loop(struct worker *w);
-/* Asks w's thread to run pool_inbox_kick(w). */
+/* Asks w's thread to run worker_ops.kick. */
 void worker_kick(struct worker *w);
 
 /* The world lock: every loop thread holds it shared while it runs callbacks
@@ -112,7 +142,10 @@ void worker_destroy(struct worker *w);
 void worker_schedule_reap(struct worker *w);
 
 /* Monotonic microseconds, cached per loop iteration. */
-int64_t worker_now(const struct worker *w);
+static inline int64_t worker_now(const struct worker *w)
+{
+    return (int64_t)(ev_now(w->loop) * 1e6);
+}
 /* Wall clock microseconds. */
 int64_t now_wall_usec(void);
 

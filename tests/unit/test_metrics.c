@@ -129,13 +129,13 @@ static unsigned long long sample(const char *text, const char *prefix)
 static void test_histogram(void **state)
 {
     (void)state;
-    struct metrics_hist h;
+    struct stats_hist h;
     memset(&h, 0, sizeof(h));
-    metrics_hist_observe(&h, -5);       /* counts as 0: first bucket */
-    metrics_hist_observe(&h, 100);      /* le is inclusive */
-    metrics_hist_observe(&h, 101);      /* next bucket */
-    metrics_hist_observe(&h, 2000000);  /* 2.5 s bucket */
-    metrics_hist_observe(&h, 99000000); /* above every bound: +Inf only */
+    stats_hist_observe(&h, -5);       /* counts as 0: first bucket */
+    stats_hist_observe(&h, 100);      /* le is inclusive */
+    stats_hist_observe(&h, 101);      /* next bucket */
+    stats_hist_observe(&h, 2000000);  /* 2.5 s bucket */
+    stats_hist_observe(&h, 99000000); /* above every bound: +Inf only */
     assert_int_equal(h.count, 5);
     assert_int_equal(h.sum_usec, 100 + 101 + 2000000 + 99000000);
     struct metrics_buf b;

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "prepared.h"
+#include "prepared_settings.h"
 
 static void test_siphash_vectors(void **state)
 {

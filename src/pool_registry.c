@@ -1,0 +1,239 @@
+/* pool_registry.c - the registry of databases, their endpoints, login
+ * users and pools, found or made on first use; the settings in effect for
+ * a pool; the cancel-key registry of clients; the process-wide state
+ * (g_pooler) and its lock. Everything here is under that lock (pool.h). */
+#include "pool.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pooler g_pooler = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s ? s : "");
+    if (!d)
+        abort();
+    return d;
+}
+
+static void *xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n, sz);
+    if (!p)
+        abort();
+    return p;
+}
+
+/* ---- registry ------------------------------------------------------------ */
+
+void pool_db_free_endpoints(struct database *db)
+{
+    for (int i = 0; i < db->n_endpoints; i++)
+        free(db->endpoints[i].host);
+    db->n_endpoints = 0;
+}
+
+/* The database's endpoints from its entry: the primary only, today. */
+void pool_db_set_endpoints(struct database *db, const struct config_database *cd)
+{
+    pool_db_free_endpoints(db);
+    db->endpoints[0].host = xstrdup(cd->host);
+    db->endpoints[0].port = cd->port;
+    db->n_endpoints = 1;
+}
+
+static struct database *pool_find_database_locked(const char *name)
+{
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &g_pooler.databases)
+    {
+        struct database *db = list_entry(it, struct database, node);
+        if (strcmp(db->name, name) == 0)
+            return db->cfg ? db : NULL;
+    }
+    const struct config_database *cd = config_find_database(g_pooler.cfg, name);
+    if (!cd)
+        return NULL;
+    struct database *db = xcalloc(1, sizeof(*db));
+    db->name = xstrdup(name);
+    db->cfg = (struct config_database *)cd;
+    pool_db_set_endpoints(db, cd);
+    db->autodb = strcmp(cd->name, "*") == 0;
+    list_init(&db->node);
+    list_add_tail(&g_pooler.databases, &db->node);
+    return db;
+}
+
+struct database *pool_find_database(const char *name)
+{
+    pool_lock();
+    struct database *db = pool_find_database_locked(name);
+    pool_unlock();
+    return db;
+}
+
+static struct pool_user *pool_get_user_locked(const char *name)
+{
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &g_pooler.users)
+    {
+        struct pool_user *u = list_entry(it, struct pool_user, node);
+        if (strcmp(u->name, name) == 0)
+            return u;
+    }
+    struct pool_user *u = xcalloc(1, sizeof(*u));
+    u->name = xstrdup(name);
+    list_init(&u->node);
+    list_add_tail(&g_pooler.users, &u->node);
+    return u;
+}
+
+struct pool_user *pool_get_user(const char *name)
+{
+    pool_lock();
+    struct pool_user *u = pool_get_user_locked(name);
+    pool_unlock();
+    return u;
+}
+
+static struct pool *pool_get_locked(struct database *db, const char *login_user, int ep)
+{
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &g_pooler.pools)
+    {
+        struct pool *p = list_entry(it, struct pool, node);
+        if (p->db == db && p->ep == ep && strcmp(p->user->name, login_user) == 0)
+            return p;
+    }
+    struct pool *p = xcalloc(1, sizeof(*p));
+    p->db = db;
+    p->ep = ep;
+    p->user = pool_get_user_locked(login_user);
+    list_init(&p->node);
+    list_init(&p->idle);
+    list_init(&p->active);
+    list_init(&p->busy);
+    list_init(&p->waiting);
+    list_init(&p->login_wait);
+    list_add_tail(&g_pooler.pools, &p->node);
+    return p;
+}
+
+struct pool *pool_get(struct database *db, const char *login_user)
+{
+    pool_lock();
+    struct pool *p = pool_get_locked(db, login_user, 0);
+    pool_unlock();
+    return p;
+}
+
+struct pool *pool_of_endpoint(struct pool *p, int ep)
+{
+    if (ep == p->ep)
+        return p;
+    pool_lock();
+    struct pool *q =
+        ep >= 0 && ep < p->db->n_endpoints ? pool_get_locked(p->db, p->user->name, ep) : p;
+    pool_unlock();
+    return q;
+}
+
+/* ---- effective settings -------------------------------------------------- */
+
+enum pool_mode pool_mode_of(const struct pool *p)
+{
+    const struct config_user *u = config_find_user(g_pooler.cfg, p->user->name);
+    if (u && u->pool_mode != POOL_MODE_UNSET)
+        return u->pool_mode;
+    if (p->db->cfg && p->db->cfg->pool_mode != POOL_MODE_UNSET)
+        return p->db->cfg->pool_mode;
+    return g_pooler.cfg->pool_mode;
+}
+
+int pool_size_of(const struct pool *p)
+{
+    if (p->db->cfg && p->db->cfg->pool_size >= 0)
+        return p->db->cfg->pool_size;
+    return g_pooler.cfg->default_pool_size;
+}
+
+int pool_min_size_of(const struct pool *p)
+{
+    if (p->db->cfg && p->db->cfg->min_pool_size >= 0)
+        return p->db->cfg->min_pool_size;
+    return g_pooler.cfg->min_pool_size;
+}
+
+int pool_reserve_of(const struct pool *p)
+{
+    if (p->db->cfg && p->db->cfg->reserve_pool >= 0)
+        return p->db->cfg->reserve_pool;
+    return g_pooler.cfg->reserve_pool_size;
+}
+
+int pool_db_max_connections(const struct database *db)
+{
+    if (db->cfg && db->cfg->max_db_connections >= 0)
+        return db->cfg->max_db_connections;
+    return g_pooler.cfg->max_db_connections;
+}
+
+int pool_user_max_connections(const struct pool_user *u)
+{
+    const struct config_user *cu = config_find_user(g_pooler.cfg, u->name);
+    if (cu && cu->max_user_connections >= 0)
+        return cu->max_user_connections;
+    return g_pooler.cfg->max_user_connections;
+}
+
+/* ---- cancel keys --------------------------------------------------------- */
+
+static unsigned cancel_slot(uint32_t pid, uint32_t key)
+{
+    return (pid * 2654435761u ^ key) & (g_pooler.cancel_hash_size - 1);
+}
+
+void pool_cancel_register(struct client *c)
+{
+    pool_lock();
+    if (!g_pooler.cancel_hash) {
+        g_pooler.cancel_hash_size = 16384;
+        g_pooler.cancel_hash = xcalloc(g_pooler.cancel_hash_size, sizeof(struct client *));
+    }
+    unsigned s = cancel_slot(c->cancel_pid, c->cancel_key);
+    c->hash_next = g_pooler.cancel_hash[s];
+    g_pooler.cancel_hash[s] = c;
+    pool_unlock();
+}
+
+void pool_cancel_unregister(struct client *c)
+{
+    pool_lock();
+    struct client **pp = g_pooler.cancel_hash
+                             ? &g_pooler.cancel_hash[cancel_slot(c->cancel_pid, c->cancel_key)]
+                             : NULL;
+    for (; pp && *pp; pp = &(*pp)->hash_next) {
+        if (*pp == c) {
+            *pp = c->hash_next;
+            c->hash_next = NULL;
+            break;
+        }
+    }
+    pool_unlock();
+}
+
+struct client *pool_cancel_lookup(uint32_t pid, uint32_t key)
+{
+    struct client *found = NULL;
+    pool_lock();
+    for (struct client *c = g_pooler.cancel_hash ? g_pooler.cancel_hash[cancel_slot(pid, key)]
+                                                 : NULL;
+         c && !found; c = c->hash_next)
+        if (c->cancel_pid == pid && c->cancel_key == key)
+            found = c;
+    pool_unlock();
+    return found;
+}

@@ -1,0 +1,241 @@
+/* test_stream.c - the message iterator of stream.c: messages split across
+ * reads and coalesced in one, streamed through, held whole, oversized,
+ * malformed, and the login limit. No socket: bytes are put in the read
+ * buffer as a read() would. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "stream.h"
+#include "worker.h"
+
+static struct worker w;
+static struct stream s;
+
+static int setup(void **state)
+{
+    (void)state;
+    char err[256];
+    struct config *cfg = config_load_string(
+        "test", "[databases]\n[pgbouncer]\nmax_packet_size = 100000\n", err, sizeof(err));
+    assert_non_null(cfg);
+    worker_init(&w, 0, ev_default_loop(0), cfg);
+    config_unref(cfg); /* the worker holds its own reference */
+    stream_init(&s, &w, -1, NULL);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    iobuf_put(&w.bufs, s.rbuf);
+    s.rbuf = NULL;
+    worker_destroy(&w);
+    return 0;
+}
+
+/* Bytes arriving, as a read() into the buffer would put them. */
+static void arrive(const void *p, size_t n)
+{
+    iobuf_append(&w.bufs, &s.rbuf, p, n);
+}
+
+/* A message of type t with a body of n bytes of fill. */
+static size_t make_msg(uint8_t *out, uint8_t t, uint32_t n, uint8_t fill)
+{
+    out[0] = t;
+    proto_put32(out + 1, 4 + n);
+    memset(out + 5, fill, n);
+    return 5 + n;
+}
+
+static void test_coalesced(void **state)
+{
+    (void)state;
+    uint8_t buf[64];
+    size_t n = make_msg(buf, 'T', 3, 'a');
+    n += make_msg(buf + n, 'D', 0, 0);
+    n += make_msg(buf + n, 'Z', 1, 'I');
+    arrive(buf, n);
+    const char want[] = {'T', 'D', 'Z'};
+    const uint32_t lens[] = {8, 5, 6};
+    for (int i = 0; i < 3; i++) {
+        struct stream_msg m;
+        assert_int_equal(stream_next_msg(&s, STREAM_MSG_WHOLE, &m), STREAM_MSG_OK);
+        assert_int_equal(m.type, want[i]);
+        assert_int_equal(m.len, lens[i]);
+        assert_int_equal(m.avail, lens[i]);
+        stream_consume_msg(&s, m.len);
+    }
+    struct stream_msg m;
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_HEAD, &m), STREAM_MSG_MORE);
+}
+
+static void test_split(void **state)
+{
+    (void)state;
+    uint8_t buf[64];
+    size_t n = make_msg(buf, 'Q', 20, 'x');
+    struct stream_msg m;
+    /* Header split: nothing to see in either mode. */
+    arrive(buf, 3);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_HEAD, &m), STREAM_MSG_MORE);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_WHOLE, &m), STREAM_MSG_MORE);
+    /* Header whole, body not: the head is enough for one who streams it. */
+    arrive(buf + 3, 7);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_HEAD, &m), STREAM_MSG_OK);
+    assert_int_equal(m.type, 'Q');
+    assert_int_equal(m.len, 25);
+    assert_int_equal(m.avail, 10);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_WHOLE, &m), STREAM_MSG_MORE);
+    arrive(buf + 10, n - 10);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_WHOLE, &m), STREAM_MSG_OK);
+    assert_int_equal(m.avail, 25);
+    assert_memory_equal(m.data, buf, n);
+    stream_consume_msg(&s, m.len);
+    assert_int_equal(iobuf_len(s.rbuf), 0);
+}
+
+static void test_streamed_through(void **state)
+{
+    (void)state;
+    /* A row longer than what is buffered: its head is consumed, the rest is
+     * stepped over as it comes, and the next message is found. */
+    uint8_t big[300], next[16];
+    size_t bn = make_msg(big, 'D', 295, 'r');
+    size_t nn = make_msg(next, 'C', 4, 'c');
+    arrive(big, 100);
+    struct stream_msg m;
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_HEAD, &m), STREAM_MSG_OK);
+    assert_int_equal(m.len, bn);
+    stream_consume_msg(&s, m.len);
+    assert_int_equal(s.skip, bn - 100);
+    arrive(big + 100, 150);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_HEAD, &m), STREAM_MSG_MORE);
+    assert_int_equal(s.skip, bn - 250);
+    arrive(big + 250, bn - 250);
+    arrive(next, nn);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_HEAD, &m), STREAM_MSG_OK);
+    assert_int_equal(s.skip, 0);
+    assert_int_equal(m.type, 'C');
+    assert_memory_equal(m.data, next, nn);
+}
+
+static void test_whole_grows_buffer(void **state)
+{
+    (void)state;
+    /* Longer than a standard buffer (16 kB), needed whole: the buffer grows. */
+    size_t n = 40000;
+    uint8_t *big = malloc(n);
+    make_msg(big, 'E', (uint32_t)n - 5, 'e');
+    arrive(big, 1000);
+    struct stream_msg m;
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_WHOLE, &m), STREAM_MSG_MORE);
+    assert_true(s.rbuf->cap >= n);
+    arrive(big + 1000, n - 1000);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_WHOLE, &m), STREAM_MSG_OK);
+    assert_int_equal(m.len, n);
+    assert_memory_equal(m.data, big, n);
+    stream_consume_msg(&s, m.len);
+    free(big);
+}
+
+static void test_oversized_and_bad(void **state)
+{
+    (void)state;
+    uint8_t hdr[5] = {'Q'};
+    struct stream_msg m;
+    /* max_packet_size = 100000 (the whole message, type byte included). */
+    proto_put32(hdr + 1, 100000);
+    arrive(hdr, 5);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_HEAD, &m), STREAM_MSG_TOO_BIG);
+    s.rbuf->start = s.rbuf->end;
+    proto_put32(hdr + 1, 99999);
+    arrive(hdr, 5);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_HEAD, &m), STREAM_MSG_OK);
+    s.rbuf->start = s.rbuf->end;
+    /* A length that does not even count itself. */
+    proto_put32(hdr + 1, 3);
+    arrive(hdr, 5);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_HEAD, &m), STREAM_MSG_BAD);
+    s.rbuf->start = s.rbuf->end;
+    proto_put32(hdr + 1, 0xffffffffu);
+    arrive(hdr, 5);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_HEAD, &m), STREAM_MSG_TOO_BIG);
+    s.rbuf->start = s.rbuf->end;
+    assert_string_equal(stream_msg_status_str(STREAM_MSG_TOO_BIG), "too_big");
+}
+
+static void test_login_limit(void **state)
+{
+    (void)state;
+    uint8_t hdr[5] = {'p'};
+    struct stream_msg m;
+    proto_put32(hdr + 1, 70000);
+    stream_limit_login(&s);
+    arrive(hdr, 5);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_WHOLE, &m), STREAM_MSG_TOO_BIG);
+    stream_limit_lift(&s);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_HEAD, &m), STREAM_MSG_OK);
+    s.rbuf->start = s.rbuf->end;
+}
+
+static void test_look_ahead(void **state)
+{
+    (void)state;
+    uint8_t buf[64];
+    size_t a = make_msg(buf, 'P', 4, 'p');
+    size_t b = make_msg(buf + a, 'S', 0, 0);
+    arrive(buf, a + b - 1); /* the Sync not whole yet */
+    struct stream_msg m;
+    assert_int_equal(stream_msg_at(&s, 0, &m), STREAM_MSG_OK);
+    assert_int_equal(m.type, 'P');
+    assert_int_equal(stream_msg_at(&s, (uint32_t)a, &m), STREAM_MSG_MORE);
+    arrive(buf + a + b - 1, 1);
+    assert_int_equal(stream_msg_at(&s, (uint32_t)a, &m), STREAM_MSG_OK);
+    assert_int_equal(m.type, 'S');
+    assert_int_equal(iobuf_len(s.rbuf), a + b); /* nothing consumed */
+    s.rbuf->start = s.rbuf->end;
+}
+
+static void test_startup(void **state)
+{
+    (void)state;
+    uint8_t pkt[16] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}; /* SSLRequest */
+    struct stream_msg m;
+    arrive(pkt, 4);
+    assert_int_equal(stream_next_startup(&s, &m), STREAM_MSG_MORE);
+    arrive(pkt + 4, 4);
+    assert_int_equal(stream_next_startup(&s, &m), STREAM_MSG_OK);
+    assert_int_equal(m.len, 8);
+    stream_consume_msg(&s, m.len);
+    uint8_t bad[4] = {0, 0, 0, 7};
+    arrive(bad, 4);
+    assert_int_equal(stream_next_startup(&s, &m), STREAM_MSG_BAD);
+    s.rbuf->start = s.rbuf->end;
+    uint8_t huge[4] = {0, 1, 0, 0}; /* 65536 > PostgreSQL's 10000 */
+    arrive(huge, 4);
+    assert_int_equal(stream_next_startup(&s, &m), STREAM_MSG_TOO_BIG);
+    s.rbuf->start = s.rbuf->end;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_coalesced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_split, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_streamed_through, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_whole_grows_buffer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oversized_and_bad, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_login_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_look_ahead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_startup, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
