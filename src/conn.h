@@ -254,7 +254,8 @@ struct pool {
     int n_idle, n_active, n_busy, n_waiting;
     int n_clients; /* clients assigned to this pool */
     int n_reserve_used;
-    int n_held; /* held servers (sv->held) on active: not in the pool's size */
+    int n_held;          /* held servers (sv->held) on active: not in the pool's size */
+    enum pool_mode mode; /* effective pool_mode: pool_refresh_settings() */
     bool welcome_ready;
     struct pool_welcome welcome;
     struct param_set welcome_params;

@@ -202,7 +202,7 @@ const uint16_t pool_client_next[CL_CLOSED + 1] = {
     [CL_AUTH_WAIT] = ST(CL_ASSIGNED) | ST(CL_CLOSING) | ENDS_C,
     [CL_AUTH_QUERY] = ST(CL_AUTH) | ST(CL_LOGIN_WAIT) | ST(CL_IDLE) | ENDS_C,
     [CL_LOGIN_WAIT] = ST(CL_IDLE) | ST(CL_CLOSING) | ENDS_C,
-    [CL_IDLE] = ST(CL_WAITING) | ENDS_C,
+    [CL_IDLE] = ST(CL_WAITING) | ST(CL_ASSIGNED) | ENDS_C,
     [CL_WAITING] = ST(CL_ASSIGNED) | ST(CL_CLOSING) | ENDS_C,
     [CL_ASSIGNED] = ST(CL_WAITING) | ST(CL_AUTH_WAIT) | ST(CL_AUTH_QUERY) | ST(CL_ACTIVE) | ENDS_C,
     [CL_ACTIVE] = ST(CL_IDLE) | ENDS_C,
@@ -260,24 +260,27 @@ static void sv_list(struct server *sv, enum server_list kind)
 
 #define CL_LISTED POOL_CLIENT_LISTED
 
-static inline void check_server_move(const struct server *sv, enum server_state st)
+static inline void check_server_move(const struct server *sv, enum server_state from,
+                                     enum server_state st)
 {
-    if (__builtin_expect(!(pool_server_next[sv->state] & ST(st)), 0))
-        state_bug('S', sv, server_state_str(sv->state), server_state_str(st));
+    if (__builtin_expect(!(pool_server_next[from] & ST(st)), 0))
+        state_bug('S', sv, server_state_str(from), server_state_str(st));
 }
 
-static inline void check_client_move(const struct client *c, enum client_state st)
+static inline void check_client_move(const struct client *c, enum client_state from,
+                                     enum client_state st)
 {
-    if (__builtin_expect(!(pool_client_next[c->state] & ST(st)), 0))
-        state_bug('C', c, client_state_str(c->state), client_state_str(st));
+    if (__builtin_expect(!(pool_client_next[from] & ST(st)), 0))
+        state_bug('C', c, client_state_str(from), client_state_str(st));
 }
 
 /* server_set_state() with the pool lock held. */
 static void sv_state_locked(struct server *sv, enum server_state st)
 {
-    if (sv->state == st)
+    enum server_state from = server_state_of(sv);
+    if (from == st)
         return;
-    check_server_move(sv, st);
+    check_server_move(sv, from, st);
     atomic_store_explicit(&sv->state, st, memory_order_relaxed);
     if (pool_server_list_of[st] != sv->list_kind)
         sv_list(sv, (enum server_list)pool_server_list_of[st]);
@@ -285,8 +288,9 @@ static void sv_state_locked(struct server *sv, enum server_state st)
 
 void server_set_state_slow(struct server *sv, enum server_state st)
 {
-    if (pool_server_list_of[st] == pool_server_list_of[sv->state]) {
-        check_server_move(sv, st); /* it is not one it can make */
+    enum server_state from = server_state_of(sv);
+    if (pool_server_list_of[st] == pool_server_list_of[from]) {
+        check_server_move(sv, from, st); /* it is not one it can make */
         atomic_store_explicit(&sv->state, st, memory_order_relaxed);
         return;
     }
@@ -299,10 +303,10 @@ void server_set_state_slow(struct server *sv, enum server_state st)
  * waiting list (the client keeps its place). */
 static void cl_state_locked(struct client *c, enum client_state st, bool head)
 {
-    enum client_state from = c->state;
+    enum client_state from = client_state_of(c);
     if (from == st)
         return;
-    check_client_move(c, st);
+    check_client_move(c, from, st);
     if (ST(from) & CL_LISTED) {
         list_del(&c->wait_node);
         if (from != CL_LOGIN_WAIT)
@@ -324,8 +328,9 @@ static void cl_state_locked(struct client *c, enum client_state st, bool head)
 
 void client_set_state_slow(struct client *c, enum client_state st)
 {
-    if (!((ST(c->state) | ST(st)) & CL_LISTED)) {
-        check_client_move(c, st); /* it is not one it can make */
+    enum client_state from = client_state_of(c);
+    if (!((ST(from) | ST(st)) & CL_LISTED)) {
+        check_client_move(c, from, st); /* it is not one it can make */
         atomic_store_explicit(&c->state, st, memory_order_relaxed);
         return;
     }
@@ -448,11 +453,26 @@ static struct client *pool_pick_waiter(struct pool *p, const struct server *sv)
     return first;
 }
 
+/* Lends idle server sv to client c (lock held): at once if both are on this
+ * thread's worker, else sv->handoff and c->incoming hold the pair until the
+ * server reaches the client's worker (pool_assign_run()). */
+static void pool_pair_locked(struct server *sv, struct client *c, int64_t now)
+{
+    cl_state_locked(c, CL_ASSIGNED, false);
+    sv_state_locked(sv, SV_ASSIGNED);
+    c->fail_pending = false; /* served after all */
+    if (sv->owner == c->s.worker && worker_can_touch(sv->owner)) {
+        pool_assign_locked(sv, c, now); /* no move: at once */
+        return;
+    }
+    sv->handoff = c;
+    c->incoming = sv;
+    pa_push(PA_ASSIGN, sv, NULL, NULL, NULL);
+}
+
 /* Pairs waiting clients with idle servers, first come first served (see
- * pool_pick_waiter()), and opens servers for the rest (lock held). A picked
- * server is no longer idle and the client no longer waits: sv->handoff and
- * c->incoming hold the pair until the server reaches the client's worker
- * (pool_assign_run()). */
+ * pool_pick_waiter() and pool_pair_locked()), and opens servers for the
+ * rest (lock held). */
 static void pool_dispatch_locked(struct pool *p, int64_t now)
 {
     if (g_pooler.paused || p->db->paused)
@@ -461,17 +481,7 @@ static void pool_dispatch_locked(struct pool *p, int64_t now)
         struct client *first = list_entry(list_first(&p->waiting), struct client, wait_node);
         struct server *sv = pool_pick_idle(p, first->s.worker);
         if (sv) {
-            struct client *c = pool_pick_waiter(p, sv);
-            cl_state_locked(c, CL_ASSIGNED, false);
-            sv_state_locked(sv, SV_ASSIGNED);
-            c->fail_pending = false; /* served after all */
-            if (sv->owner == c->s.worker && worker_can_touch(sv->owner)) {
-                pool_assign_locked(sv, c, now); /* no move: at once */
-                continue;
-            }
-            sv->handoff = c;
-            c->incoming = sv;
-            pa_push(PA_ASSIGN, sv, NULL, NULL, NULL);
+            pool_pair_locked(sv, pool_pick_waiter(p, sv), now);
             continue;
         }
         /* No idle server: open more, one per waiting client not already
@@ -637,11 +647,19 @@ bool pool_client_login(struct client *c)
 
 void pool_client_wait(struct client *c, struct pool *p, enum client_state st)
 {
-    c->request_time = worker_now(c->s.worker);
+    int64_t now = c->request_time = worker_now(c->s.worker);
     pool_lock();
     c->wait_pool = p;
+    /* Nobody ahead of it and a server idle: no need to queue it first. */
+    struct server *sv;
+    if (st == CL_WAITING && list_empty(&p->waiting) && !g_pooler.paused && !p->db->paused &&
+        (sv = pool_pick_idle(p, c->s.worker))) {
+        pool_pair_locked(sv, c, now);
+        pool_unlock_run();
+        return;
+    }
     cl_state_locked(c, st, false);
-    pool_dispatch_locked(p, c->request_time);
+    pool_dispatch_locked(p, now);
     pool_unlock_run();
 }
 
@@ -1141,5 +1159,9 @@ void pool_apply_config(struct config *cfg)
         } else {
             db->cfg = NULL;
         }
+    }
+    list_for_each_safe(it, tmp, &g_pooler.pools)
+    {
+        pool_refresh_settings(list_entry(it, struct pool, node));
     }
 }

@@ -134,7 +134,11 @@ void pool_db_set_endpoints(struct database *db, const struct config_database *cd
 void pool_db_free_endpoints(struct database *db);
 
 /* Effective settings for a pool (database/user entries over general ones). */
-enum pool_mode pool_mode_of(const struct pool *p);
+void pool_refresh_settings(struct pool *p);
+static inline enum pool_mode pool_mode_of(const struct pool *p)
+{
+    return p->mode;
+}
 int pool_size_of(const struct pool *p);
 int pool_min_size_of(const struct pool *p);
 int pool_reserve_of(const struct pool *p);

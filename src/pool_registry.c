@@ -118,6 +118,7 @@ static struct pool *pool_get_locked(struct database *db, const char *login_user,
     list_init(&p->busy);
     list_init(&p->waiting);
     list_init(&p->login_wait);
+    pool_refresh_settings(p);
     list_add_tail(&g_pooler.pools, &p->node);
     return p;
 }
@@ -143,14 +144,18 @@ struct pool *pool_of_endpoint(struct pool *p, int ep)
 
 /* ---- effective settings -------------------------------------------------- */
 
-enum pool_mode pool_mode_of(const struct pool *p)
+/* The user's pool_mode, else the database's, else the global one: looked
+ * up by name, so kept in the pool (at creation and after every config swap,
+ * when no other loop runs) rather than per transaction. */
+void pool_refresh_settings(struct pool *p)
 {
     const struct config_user *u = config_find_user(g_pooler.cfg, p->user->name);
     if (u && u->pool_mode != POOL_MODE_UNSET)
-        return u->pool_mode;
-    if (p->db->cfg && p->db->cfg->pool_mode != POOL_MODE_UNSET)
-        return p->db->cfg->pool_mode;
-    return g_pooler.cfg->pool_mode;
+        p->mode = u->pool_mode;
+    else if (p->db->cfg && p->db->cfg->pool_mode != POOL_MODE_UNSET)
+        p->mode = p->db->cfg->pool_mode;
+    else
+        p->mode = g_pooler.cfg->pool_mode;
 }
 
 int pool_size_of(const struct pool *p)

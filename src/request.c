@@ -20,7 +20,7 @@ static const struct request_observer *observers[REQUEST_MAX_OBSERVERS];
 static int n_observers;
 /* Observers (bit i: observers[i]) that want a client message of each type,
  * for tracked clients and for the others; and those with on_request_end. */
-static uint8_t client_wants[2][256];
+uint8_t request_client_wants[2][256];
 static uint8_t end_wants[2], unlinked_wants[2];
 
 /* Queues not in use, per thread (a client stays on its worker's thread). */
@@ -45,9 +45,9 @@ int request_observe(const struct request_observer *obs)
     for (int t = 0; t < 256 && obs->on_client_msg; t++) {
         if (obs->client_msgs && (!t || !strchr(obs->client_msgs, t)))
             continue;
-        client_wants[1][t] |= bit;
+        request_client_wants[1][t] |= bit;
         if (!obs->tracked_only)
-            client_wants[0][t] |= bit;
+            request_client_wants[0][t] |= bit;
     }
     if (obs->on_request_end) {
         end_wants[1] |= bit;
@@ -343,29 +343,33 @@ static bool answered(uint8_t type)
     }
 }
 
+/* r's first message goes to the server now: its clock starts. */
+static void record_sent(struct client *c, struct request *r)
+{
+    r->sent = true;
+    r->start = worker_now(c->s.worker);
+    c->requested = true;
+    if (c->rq->r_n == 1) {
+        c->request_time = r->start;
+        if (c->server && c->server->xact_status == 'I')
+            c->rq->xact_start = r->start;
+    }
+}
+
 /* The request a message of this type belongs to: its record, begun (and
  * marked sent) if need be; NULL for messages of no request (COPY data). */
-static struct request *client_msg_request(struct client *c, struct request_queue *q, uint8_t type)
+static inline struct request *client_msg_request(struct client *c, struct request_queue *q,
+                                                 uint8_t type)
 {
     if (type == 'd' || type == 'c' || type == 'f')
         return NULL;
     struct request *r = q->open ? record_newest(q) : record_begin(q, type);
-    if (!r->sent) {
-        r->sent = true;
-        r->start = worker_now(c->s.worker);
-        c->requested = true;
-        if (c->rq->r_n == 1) {
-            c->request_time = r->start;
-            if (c->server && c->server->xact_status == 'I')
-                c->rq->xact_start = r->start;
-        }
-    }
+    if (!r->sent)
+        record_sent(c, r);
     return r;
 }
 
-/* request_client_msg() for a client in session mode: no observer rewrites
- * its messages, and only the ends of its requests are kept. */
-static int64_t session_client_msg(struct client *c, uint8_t type, uint32_t len)
+int64_t request_session_msg(struct client *c, uint8_t type, uint32_t len)
 {
     struct request_queue *q = queue_of(c);
     if (!client_msg_request(c, q, type) || (type != 'S' && type != 'Q' && type != 'F'))
@@ -383,10 +387,8 @@ static int64_t session_client_msg(struct client *c, uint8_t type, uint32_t len)
     return len;
 }
 
-int64_t request_client_msg(struct client *c, uint8_t type, uint32_t len, uint32_t *fwd)
+int64_t request_observed_msg(struct client *c, uint8_t type, uint32_t len, uint32_t *fwd)
 {
-    if (!c->track && !client_wants[0][type])
-        return session_client_msg(c, type, len);
     struct iobuf *b = c->s.rbuf;
     uint32_t avail = iobuf_len(b);
     if (type == 'D' && avail < 6 && len >= 6)
@@ -403,7 +405,7 @@ int64_t request_client_msg(struct client *c, uint8_t type, uint32_t len, uint32_
     memset(&rm.entry, 0, sizeof(rm.entry));
     rm.entry.answer = (uint8_t)answer_of(type, b->data + b->start, avail);
     int64_t ret = len;
-    for (unsigned w = client_wants[c->track][type]; w; w &= w - 1) {
+    for (unsigned w = request_client_wants[c->track][type]; w; w &= w - 1) {
         ret = observers[__builtin_ctz(w)]->on_client_msg(c, &rm);
         if (ret != len)
             break; /* taken: rewritten, answered or waiting */

@@ -175,10 +175,26 @@ int64_t request_xact_start(const struct client *c);
  * beginning one for a message of this type if there is none. */
 struct request *request_current(struct client *c, uint8_t type);
 
+/* Observers (bit i: the i-th registered) that want a client message of each
+ * type, [0] for untracked (session mode) clients, [1] for tracked ones;
+ * written only by request_observe(), at start. */
+extern uint8_t request_client_wants[2][256];
+/* request_client_msg() when no observer wants the message (session mode):
+ * only the record and the end of its request are kept. */
+int64_t request_session_msg(struct client *c, uint8_t type, uint32_t len);
+int64_t request_observed_msg(struct client *c, uint8_t type, uint32_t len, uint32_t *fwd);
+
 /* A message of c's (the head of c->s.rbuf) on its way to c's server:
  * observers see it, the request record and the message's entry are
- * queued. Returns as on_client_msg. */
-int64_t request_client_msg(struct client *c, uint8_t type, uint32_t len, uint32_t *fwd);
+ * queued. Returns as on_client_msg. Two functions, so that the session
+ * path is a small leaf without the observed path's stack frame. */
+static inline int64_t request_client_msg(struct client *c, uint8_t type, uint32_t len,
+                                         uint32_t *fwd)
+{
+    if (!c->track && !request_client_wants[0][type])
+        return request_session_msg(c, type, len);
+    return request_observed_msg(c, type, len, fwd);
+}
 /* Queues an entry for a message an observer wrote to the server (before
  * the client's own entry: rm->own_entries is not needed for that). */
 void request_push(struct client *c, const struct request_entry *e);
