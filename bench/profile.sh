@@ -12,6 +12,7 @@
 #   PROFILE_WARMUP=50        pgbench -t of the warm-up run (not counted)
 #   PROFILE_PROTOCOLS="simple extended"   (prepared also accepted)
 #   PROFILE_POOL_MODE=transaction   (session, statement)
+#   PROFILE_WORKLOAD=select-only     (tpcb-like: pgbench's default script)
 #   PROFILE_TOP=15           functions listed per table
 #   PROFILE_OUT=bench/results/profile.txt
 #   PROFILE_RAW_DIR=/tmp/sluice-callgrind   where the raw callgrind dumps are

@@ -24,6 +24,7 @@ the raw callgrind files are copied to PROFILE_RAW_DIR.
 
 Env: PROFILE_CLIENTS=10, PROFILE_XACTS=2000 (per client), PROFILE_WARMUP=50,
 PROFILE_POOL_MODE=transaction (session, statement),
+PROFILE_WORKLOAD=select-only (tpcb-like: pgbench's default script),
 PROFILE_PROTOCOLS="simple extended", PROFILE_TOP=15,
 PROFILE_OUT=bench/results/profile.txt, PROFILE_RAW_DIR=/tmp/sluice-callgrind,
 SLUICE_BIN=build/release/sluice, plus bench.py's BENCH_DIR / BENCH_PORT /
@@ -48,7 +49,8 @@ VGDB = "vgdb"
 ANNOTATE = "callgrind_annotate"
 # Its own port, past the benchmark's (PostgreSQL, PgBouncer, sluice slots).
 PORT = B.PG_PORT + 10
-WORKLOAD = "select-only"
+# PROFILE_WORKLOAD: select-only (pgbench -S, the default) or tpcb-like.
+WORKLOAD = os.environ.get("PROFILE_WORKLOAD", "").strip() or "select-only"
 
 
 def env_str(name, default):
@@ -226,8 +228,9 @@ def report(results, cfg, env):
     a("Tree:       commit %s" % env["git_commit"])
     a("Valgrind:   %s; PostgreSQL: %s" % (env["valgrind"], env["postgresql"]))
     a("Machine:    %s CPUs, %s" % (env["nproc"], env["cpu_model"]))
-    a("Workload:   pgbench -S (select-only), %d clients x %d transactions each, after a "
-      "warm-up of %d each;" % (cfg["clients"], cfg["xacts"], cfg["warmup"]))
+    a("Workload:   pgbench %s(%s), %d clients x %d transactions each, after a "
+      "warm-up of %d each;" % ("-S " if WORKLOAD == "select-only" else "", WORKLOAD,
+                              cfg["clients"], cfg["xacts"], cfg["warmup"]))
     a("            sluice workers = 1, pool_mode = %s, default_pool_size = 20, trust auth."
       % cfg["pool_mode"])
     a("Counted:    every instruction sluice executed (user space: sluice, libev, libc, OpenSSL,")
@@ -278,6 +281,9 @@ def main_run():
     for tool in (VALGRIND, VGDB, ANNOTATE):
         if not shutil.which(tool):
             sys.exit("profile: %s not found (apt-get install valgrind)" % tool)
+    if WORKLOAD not in B.WORKLOADS:
+        sys.exit("profile: PROFILE_WORKLOAD must be one of %s, not %r"
+                 % (", ".join(B.WORKLOADS), WORKLOAD))
     src = os.path.abspath(os.environ.get("SLUICE_BIN", os.path.join(B.REPO, "build/release/sluice")))
     if not os.access(src, os.X_OK):
         sys.exit("profile: %s is not executable (run `make` first)" % src)
