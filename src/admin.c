@@ -577,9 +577,6 @@ static bool handle_message(struct client *c, struct admin_session *se, uint8_t t
     }
 }
 
-/* The largest message the console takes: commands are short. */
-#define ADMIN_MAX_MESSAGE (64 * 1024)
-
 void admin_handle_locked(struct client *c)
 {
     struct admin_session *se = admin_session_of(c, false);
@@ -590,30 +587,25 @@ void admin_handle_locked(struct client *c)
         return;
     }
     struct admin_out out = {.cache = &c->s.worker->bufs};
-    struct iobuf *b;
-    while ((b = c->s.rbuf) && iobuf_len(b) && c->state == CL_IDLE) {
-        uint8_t type;
-        uint32_t mlen;
-        enum proto_status ps =
-            proto_peek_header(b->data + b->start, iobuf_len(b), ADMIN_MAX_MESSAGE, &type, &mlen);
-        if (ps == PROTO_NEED_MORE)
+    while (c->state == CL_IDLE) {
+        struct stream_msg m;
+        enum stream_msg_status ms = stream_next_msg(&c->s, STREAM_MSG_WHOLE, &m);
+        if (ms == STREAM_MSG_MORE)
             break;
-        if (ps != PROTO_OK || mlen > b->cap) {
+        if (ms != STREAM_MSG_OK) {
             admin_flush(c, &out);
-            client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
-                               ps == PROTO_TOO_BIG || mlen > b->cap ? "admin message too long"
-                                                                    : "invalid admin message");
+            client_close_bad_message(c, ms);
             return;
         }
-        if (mlen > iobuf_len(b))
-            break;
+        uint8_t type = m.type;
+        uint32_t mlen = m.len;
         /* Handle a copy: a command may close this very client (and with it
          * its buffers). */
         uint8_t *msg = malloc(mlen);
         if (!msg)
             abort();
-        memcpy(msg, b->data + b->start, mlen);
-        b->start += mlen;
+        memcpy(msg, m.data, mlen);
+        stream_consume_msg(&c->s, mlen);
         admin_counters.bytes_in += mlen;
         c->last_activity = worker_now(c->s.worker);
         if (type == 'Q' || type == 'E')

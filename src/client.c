@@ -53,9 +53,7 @@ static bool client_dispatch(struct client *c)
     if (ms == STREAM_MSG_MORE)
         return false;
     if (ms != STREAM_MSG_OK) {
-        client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
-                           ms == STREAM_MSG_TOO_BIG ? "message too long (max_packet_size)"
-                                                    : "invalid message length");
+        client_close_bad_message(c, ms);
         return false;
     }
     if (m.type == 'X') {

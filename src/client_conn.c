@@ -219,3 +219,10 @@ void client_close_error(struct client *c, const char *sqlstate, const char *fmt,
     client_detach(c);
     client_finish(c);
 }
+
+void client_close_bad_message(struct client *c, enum stream_msg_status ms)
+{
+    client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "%s",
+                       ms == STREAM_MSG_TOO_BIG ? "message too long (max_packet_size)"
+                                                : "invalid message length");
+}

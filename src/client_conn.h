@@ -21,6 +21,9 @@ void client_send_error(struct client *c, const char *sqlstate, const char *fmt, 
  * closes c once the error is written. */
 void client_close_error(struct client *c, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* client_close_error() for a message stream_next_msg() refused (ms: BAD or
+ * TOO_BIG): one wording wherever a client's messages are read. */
+void client_close_bad_message(struct client *c, enum stream_msg_status ms);
 /* Closes c now (logged with reason if log_disconnections). */
 void client_close(struct client *c, const char *reason);
 /* c's output was written out: if it was closing after an error, it goes now.

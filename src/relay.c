@@ -181,9 +181,7 @@ void relay_client_data(struct client *c)
         if (ms != STREAM_MSG_OK) {
             relay_to_server(c, sv, &fwd);
             stream_uncork(&sv->s);
-            client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
-                               ms == STREAM_MSG_TOO_BIG ? "message too long (max_packet_size)"
-                                                        : "invalid message length");
+            client_close_bad_message(c, ms);
             return;
         }
         if (m.type == 'X') {

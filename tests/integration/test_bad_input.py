@@ -165,3 +165,27 @@ def test_pipelined_queries_in_one_packet(pooler):
         for i in range(20):
             rows, error, status = conn.read_result()
             assert (rows, error) == ([[str(i)]], None)
+
+
+@pytest.mark.parametrize("case", ["too-long", "bad-length"])
+def test_bad_message_to_the_admin_console(pooler, case):
+    """The console reads its messages like every other reader: one over
+    max_packet_size, or with a length no message can have, ends that console
+    session with an ErrorResponse; another console session goes on."""
+    with RawConn(pooler.port) as other, RawConn(pooler.port) as conn:
+        other.login(user="sluice", dbname="pgbouncer")
+        conn.login(user="sluice", dbname="pgbouncer")
+        assert conn.query("SHOW VERSION")
+        if case == "too-long":
+            conn.send(b"Q" + struct.pack("!i", 1_000_000) + b"SHOW " + b"x" * 1000)
+        else:
+            conn.send(b"Q" + struct.pack("!i", 2))
+        data = assert_closed(conn)
+        error = first_error(data)
+        assert error is not None, f"no ErrorResponse before the close: {data[:200]!r}"
+        assert error["S"] == "FATAL"
+        if not IS_PGBOUNCER:
+            assert error["C"] == "08P01"
+            assert error["M"] == ("message too long (max_packet_size)" if case == "too-long"
+                                  else "invalid message length")
+        assert other.query("SHOW VERSION")
