@@ -1,0 +1,1 @@
+/* sluice:replica */ SELECT count(*), max(x) FROM a JOIN b USING (id) GROUP BY 1 ORDER BY nextval('s') FOR UPDATE
