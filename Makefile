@@ -12,6 +12,8 @@
 #   make demo            port check, deps, build, cluster, sluice in front; prints the
 #                        psql line (DEMO_PORT, CLUSTER_PORT: see scripts/demo.sh)
 #   make bench           pgbench through sluice and pgbouncer -> docs/benchmarks.md
+#   make bench-classify  what classifying a statement for the router costs, cold and
+#                        cached (bench/classify_bench.c, release objects)
 #   make fuzz            each libFuzzer target for FUZZ_SECONDS (60)
 #   make lint            clang-format check + cppcheck + lint-structure
 #   make lint-structure  function and file sizes (scripts/check_sizes.py) and the
@@ -55,7 +57,7 @@ TEST_SAN  := address,undefined
 PYTEST    := /usr/bin/python3 -m pytest
 
 .PHONY: all clean test unit integration integration-workers demo demo-stop bench fuzz lint \
-        lint-structure deps tsan
+        lint-structure deps tsan bench-classify
 all: $(BUILD)/sluice
 
 $(BUILD)/sluice: $(OBJS)
@@ -153,6 +155,17 @@ demo-stop:
 
 bench: deps all
 	@sh bench/run.sh
+
+# The classifier alone, against this build's objects (release unless
+# SANITIZER is set): no database needed.
+CLASSIFY_BENCH_OBJS := $(BUILD)/obj/classify_rw.o $(BUILD)/obj/classify_rw_fn.o
+
+$(BUILD)/bench/classify_bench: bench/classify_bench.c $(CLASSIFY_BENCH_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(CLASSIFY_BENCH_OBJS) -lpg_query -lpthread -lm
+
+bench-classify: $(BUILD)/bench/classify_bench
+	$(BUILD)/bench/classify_bench
 
 fuzz:
 	@mkdir -p build/fuzz
