@@ -7,7 +7,6 @@
  * under the configuration of the moment. */
 #include "classify_rw.h"
 
-#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -50,12 +49,12 @@ static const char *const pin_names[] = {
 };
 /* clang-format on */
 
-/* Deny list by prefix (every variant: the _xact_ advisory locks, unlocks,
+/* Deny list by prefix, written with a '*' (every variant: the _xact_ advisory locks, unlocks,
  * lo_import / lo_export / lo_put ..., dblink_exec ..., pg_stat_reset_*). */
 /* clang-format off */
 static const char *const deny_prefixes[] = {
-    "binary_upgrade_", "dblink", "lo_", "pg_advisory_", "pg_file_", "pg_logical_slot_",
-    "pg_replication_origin_", "pg_stat_reset", "pg_try_advisory_"
+    "binary_upgrade_*", "dblink*", "lo_*", "pg_advisory_*", "pg_file_*", "pg_logical_slot_*",
+    "pg_replication_origin_*", "pg_stat_reset*", "pg_try_advisory_*"
 };
 /* clang-format on */
 
@@ -178,7 +177,7 @@ static enum classify_rw_fclass builtin_of(const char *schema, const char *name)
     if (in_sorted(deny_names, NELEM(deny_names), low))
         return CRW_FN_WRITE;
     for (int i = 0; i < NELEM(deny_prefixes); i++)
-        if (strncmp(low, deny_prefixes[i], strlen(deny_prefixes[i])) == 0)
+        if (strncmp(low, deny_prefixes[i], strlen(deny_prefixes[i]) - 1) == 0)
             return CRW_FN_WRITE;
     if (!lower || (schema && strcmp(schema, "pg_catalog") != 0))
         return CRW_FN_UNKNOWN;
@@ -205,7 +204,6 @@ enum classify_rw_fclass classify_rw_builtin(const char *name)
 
 const char *classify_rw_builtin_name(enum classify_rw_fclass cls, int i)
 {
-    static char pfx[NELEM(deny_prefixes)][32];
     if (i < 0)
         return NULL;
     switch (cls) {
@@ -219,11 +217,7 @@ const char *classify_rw_builtin_name(enum classify_rw_fclass cls, int i)
         if (i < NELEM(deny_names))
             return deny_names[i];
         i -= NELEM(deny_names);
-        if (i >= NELEM(deny_prefixes))
-            return NULL;
-        /* Written once with the same bytes: harmless if two threads race. */
-        snprintf(pfx[i], sizeof(pfx[i]), "%s*", deny_prefixes[i]);
-        return pfx[i];
+        return i < NELEM(deny_prefixes) ? deny_prefixes[i] : NULL;
     default:
         return NULL;
     }
