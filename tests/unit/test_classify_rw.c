@@ -1,6 +1,7 @@
 /* test_classify_rw.c - the read-only classifier: one test per rule of the
  * replica routing issue (verdict and reason), function lists and lookups,
  * transaction and session effects, hints, the cache. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -720,6 +721,46 @@ static void test_deep_nesting(void **state)
     free(q);
 }
 
+/* Each thread has its own cache; the counters add up across threads. */
+static void *classify_in_thread(void *arg)
+{
+    int id = *(int *)arg;
+    char q[64];
+    for (int i = 0; i < 3000; i++) {
+        snprintf(q, sizeof(q), "SELECT f%d(a) FROM t%d", i % 500, id);
+        const struct classify_rw_result *r = cls(q);
+        char want[16];
+        snprintf(want, sizeof(want), "f%d", i % 500);
+        if (r->n_funcs != 1 || strcmp(r->funcs[0].name, want) != 0)
+            return "wrong result";
+        if (i % 3 == 0 &&
+            classify_rw_resolve(r, NULL, &(struct classify_rw_decision){0}) != CRW_LOOKUP)
+            return "wrong decision";
+    }
+    classify_rw_thread_done();
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    struct classify_rw_counters c0, c1;
+    classify_rw_counters(&c0);
+    pthread_t th[2];
+    int ids[2] = {1, 2};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, classify_in_thread, &ids[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        void *err = NULL;
+        assert_int_equal(pthread_join(th[i], &err), 0);
+        if (err)
+            fail_msg("%s", (const char *)err);
+    }
+    classify_rw_counters(&c1);
+    assert_int_equal(c1.misses - c0.misses, 2 * 500);
+    assert_int_equal(c1.hits - c0.hits, 2 * 2500);
+}
+
 /* ---- the built-in lists -------------------------------------------------------- */
 
 static void test_builtin_lists(void **state)
@@ -808,6 +849,7 @@ int main(void)
         cmocka_unit_test(test_cache_eviction),
         cmocka_unit_test(test_cache_big_text),
         cmocka_unit_test(test_deep_nesting),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_builtin_lists),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
