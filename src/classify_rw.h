@@ -8,10 +8,11 @@
  * docs/routing.md ("What runs on a replica") has the rules in plain words.
  *
  * Three steps, so that the cached part does not depend on configuration:
- *  1. classify_rw_cached(sql, len): PostgreSQL's parser (libpg_query, about
- *     20 us) walks the tree once; the result, cached per thread by the text,
- *     lists each statement's verdict from its structure, its transaction and
- *     session effects, and the names of the functions it calls.
+ *  1. classify_rw_cached(sql, len): PostgreSQL's parser (libpg_query) and a
+ *     walk of its tree, 10 to 90 us cold, tens of ns from the per-thread
+ *     cache (docs/benchmarks.md); the result lists each statement's verdict
+ *     from its structure, its transaction and session effects, and the
+ *     names of the functions it calls.
  *  2. classify_rw_resolve(result, functions, &decision): applies the built-in
  *     lists and the configured ones (struct classify_rw_functions): READ,
  *     WRITE, or LOOKUP with the function names whose volatility only the
