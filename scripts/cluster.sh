@@ -251,10 +251,33 @@ pg_start() {
     done
 }
 
+# pg_stop NAME [MODE]: MODE is pg_ctl's (fast by default; immediate is a
+# crash as far as clients see it).
 pg_stop() {
     if pg_running "$1"; then
-        as_pg "$PGBIN/pg_ctl" stop -w -t 60 -m fast -D "$CLUSTER_DIR/$1/data" >/dev/null
+        as_pg "$PGBIN/pg_ctl" stop -w -t 60 -m "${2:-fast}" -D "$CLUSTER_DIR/$1/data" >/dev/null
     fi
+}
+
+# One node by name, for tests of failures: stop-node NAME [fast|immediate],
+# start-node NAME.
+node_name() {
+    case " $NODES " in
+        *" $1 "*) ;;
+        *) die "no node named '$1' (nodes: $NODES)" ;;
+    esac
+}
+stop_node() {
+    node_name "$1"
+    case ${2:-fast} in
+        fast | immediate) ;;
+        *) die "stop-node: mode must be fast or immediate, not '$2'" ;;
+    esac
+    pg_stop "$1" "${2:-fast}"
+}
+start_node() {
+    node_name "$1"
+    pg_start "$1"
 }
 
 prepare_dir() {
@@ -558,9 +581,13 @@ restart_primary() {
     pg_start primary
 }
 
-[ $# -ge 1 ] || die "usage: cluster.sh start [--redis] | stop | status | ports | check | restart-primary | stop-primary | start-primary"
+[ $# -ge 1 ] || die "usage: cluster.sh start [--redis] | stop | status | ports | check | restart-primary | stop-primary | start-primary | stop-node NAME [fast|immediate] | start-node NAME"
 cmd=$1
 shift
+case $cmd in
+    stop-node) locked stop_node "$@"; exit ;;
+    start-node) locked start_node "$@"; exit ;;
+esac
 for a in "$@"; do
     case $a in
         --redis) CLUSTER_REDIS=1 ;;

@@ -51,6 +51,8 @@ void admin_free_all(void);
 struct admin_pool_view {
     const struct pool *pool; /* NULL for the console's row */
     const char *database, *user;
+    /* Which endpoint of the database: "primary", or a replica's "HOST:PORT". */
+    char endpoint[280];
     int cl_active, cl_waiting;
     int sv_active, sv_idle, sv_used, sv_tested, sv_login, sv_canceled;
     int64_t maxwait_usec; /* how long the first waiting client has waited */

@@ -233,13 +233,13 @@ static const struct show_def show_defs[ADMIN_SHOW_COUNT] = {
                                    "current_client_connections", "paused", "disabled"),
                               TYPES(T, T, I, T, T, I, I, I, I, T, T, I, I, I, I, I, I),
                               show_databases},
-    [ADMIN_SHOW_POOLS] = {"POOLS", 17,
+    [ADMIN_SHOW_POOLS] = {"POOLS", 18,
                           COLS("database", "user", "cl_active", "cl_waiting",
                                "cl_active_cancel_req", "cl_waiting_cancel_req", "sv_active",
                                "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used",
                                "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode",
-                               "load_balance_hosts"),
-                          TYPES(T, T, I, I, I, I, I, I, I, I, I, I, I, I, I, T, T),
+                               "load_balance_hosts", "endpoint"),
+                          TYPES(T, T, I, I, I, I, I, I, I, I, I, I, I, I, I, T, T, T),
                           admin_show_pools},
     [ADMIN_SHOW_CLIENTS] = {"CLIENTS", 21, CONN_COLS, CONN_TYPES, admin_show_clients},
     [ADMIN_SHOW_SERVERS] = {"SERVERS", 21, CONN_COLS, CONN_TYPES, admin_show_servers},
@@ -268,6 +268,12 @@ static const struct show_def show_defs[ADMIN_SHOW_COUNT] = {
                                COLS("database", "cl_active_cancel_req", "cl_waiting_cancel_req",
                                     "sv_active_cancel", "sv_login"),
                                TYPES(T, I, I, I, I), show_nothing},
+    [ADMIN_SHOW_REPLICAS] = {"REPLICAS", 15,
+                             COLS("database", "host", "port", "role", "state", "ban_reason",
+                                  "ban_left", "weight", "replay_lsn", "checked_ms_ago", "reads",
+                                  "errors", "outstanding", "sv_active", "sv_idle"),
+                             TYPES(T, T, I, T, T, T, I, I, T, Q, Q, Q, I, I, I),
+                             admin_show_replicas},
 };
 
 #undef T
@@ -310,7 +316,7 @@ static void show_help(struct admin_result *r)
     admin_out_notice(r->out, "Console usage",
                      "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|STATE"
                      "\n\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|MEM"
-                     "\n\tSHOW DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS"
+                     "\n\tSHOW DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS|REPLICAS"
                      "\n\tSET key = value"
                      "\n\tRELOAD"
                      "\n\tPAUSE [<db>]"

@@ -73,7 +73,11 @@ static int pool_row_cmp(const void *a, const void *b)
 {
     const struct pool_row *x = a, *y = b;
     int c = strcmp(x->db, y->db);
-    return c ? c : strcmp(x->user, y->user);
+    if (!c)
+        c = strcmp(x->user, y->user);
+    if (!c) /* a database's endpoints: the primary first */
+        c = (x->e ? x->e->p->ep : 0) - (y->e ? y->e->p->ep : 0);
+    return c;
 }
 
 /* Does sv, idle, need server_check_query before its next use? */
@@ -99,6 +103,11 @@ static void pool_view(const struct admin_pool_ix *e, const struct admin_pool_ind
     v->pool = p;
     v->database = p->db->name;
     v->user = p->user->name;
+    const struct endpoint *ep = &p->db->endpoints[p->ep];
+    if (p->ep == 0)
+        snprintf(v->endpoint, sizeof(v->endpoint), "primary");
+    else
+        snprintf(v->endpoint, sizeof(v->endpoint), "%s:%d", ep->host, ep->port);
     v->cl_active = e->cl_active;
     v->cl_waiting = e->cl_waiting;
     v->sv_active = p->n_active;
@@ -188,7 +197,8 @@ static void pool_show_row(const struct admin_pool_view *pv, void *arg)
                        admin_num4(f[8], pv->maxwait_usec / 1000000),
                        admin_num4(f[9], pv->maxwait_usec % 1000000),
                        mode,
-                       NULL};
+                       NULL,
+                       p ? pv->endpoint : "primary"};
     admin_result_row(r, v);
 }
 

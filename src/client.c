@@ -76,6 +76,12 @@ static bool client_dispatch(struct client *c)
      * the router decides on. */
     struct request *r = request_current(c, m.type);
     struct router_decision d = router_route(c, r);
+    if (d.target == ROUTE_WAIT)
+        return false; /* the rest of the message is on its way */
+    if (d.target == ROUTE_ANSWERED) {
+        request_forget_unsent(c);
+        return c->state == CL_IDLE;
+    }
     struct pool *p = d.endpoint == c->pool->ep ? c->pool : pool_of_endpoint(c->pool, d.endpoint);
     c->pool = p;
     pool_client_wait(c, p, CL_WAITING);
@@ -162,6 +168,12 @@ void client_unlinked(struct client *c)
         client_on_data(&c->s);
     else
         stream_release_rbuf(&c->s);
+}
+
+void client_reroute(struct client *c)
+{
+    if (c->s.rbuf && iobuf_len(c->s.rbuf))
+        client_on_data(&c->s);
 }
 
 void client_fail(struct client *c, const char *sqlstate, const char *msg)

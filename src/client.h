@@ -15,6 +15,9 @@ void client_link(struct server *sv, struct client *c);
 /* pool_ops: c's server went back (transaction over): c is idle again and
  * handles anything it has buffered. */
 void client_unlinked(struct client *c);
+/* pool_ops: c left the waiting list of a replica that may not take reads
+ * now; its request, still buffered, is routed again. */
+void client_reroute(struct client *c);
 /* pool_ops: close c with this error (its pool's login failed, or
  * query_wait_timeout). */
 void client_fail(struct client *c, const char *sqlstate, const char *msg);

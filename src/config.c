@@ -106,6 +106,7 @@ static const size_t database_strings[] = {
     offsetof(struct config_database, client_encoding),
     offsetof(struct config_database, datestyle),
     offsetof(struct config_database, timezone),
+    offsetof(struct config_database, replicas),
     offsetof(struct config_database, file),
 };
 #define N_DATABASE_STRINGS (sizeof(database_strings) / sizeof(database_strings[0]))
@@ -135,6 +136,7 @@ static bool database_init(struct config_database *db, const char *name, const ch
     db->reserve_pool = -1;
     db->max_db_connections = -1;
     db->pool_mode = POOL_MODE_UNSET;
+    db->read_write_split = -1;
     db->line = line;
     bool ok = true;
     for (size_t i = 0; i < N_DATABASE_STRINGS; i++) {
@@ -167,6 +169,7 @@ enum entry_field_kind {
     ENTRY_STRING = 0, /* char *, replaced */
     ENTRY_INT,        /* int within [min, max] */
     ENTRY_POOL_MODE,  /* enum pool_mode */
+    ENTRY_BOOL,       /* int 0 or 1 (-1 until set) */
 };
 
 /* One key of a [databases] connection string or a [users] value. */
@@ -202,6 +205,8 @@ static const struct entry_field database_fields[] = {
     DB_STR(client_encoding),
     DB_STR(datestyle),
     DB_STR(timezone),
+    DB_STR(replicas),
+    {"read_write_split", ENTRY_BOOL, offsetof(struct config_database, read_write_split), 0, 0},
 };
 
 /* PgBouncer 1.2x connection string keys that sluice accepts and ignores. */
@@ -380,8 +385,102 @@ static bool apply_pairs(struct loader *ld, const struct entry_kind *kind, const 
                             why);
             *(enum pool_mode *)(void *)((char *)base + f->offset) = pm;
             break;
+        case ENTRY_BOOL: {
+            bool b;
+            if (!config_parse_bool(val, &b))
+                return fail(ld, "%s:%d: invalid value \"%s\" for %s: not a boolean", file, line,
+                            val, key);
+            *(int *)(void *)((char *)base + f->offset) = b;
+            break;
+        }
         }
     }
+}
+
+/* One item of replicas=: HOST, HOST:PORT, [IPV6]:PORT, each optionally
+ * @WEIGHT. False with why when malformed. */
+static bool parse_replica(char *item, int default_port, struct config_replica *r, char *why,
+                          size_t whylen)
+{
+    int64_t n;
+    r->port = default_port;
+    r->weight = 1;
+    char *at = strrchr(item, '@');
+    if (at) {
+        *at = '\0';
+        if (!config_parse_int_range(at + 1, 0, 1000, &n, why, whylen))
+            return false;
+        r->weight = (int)n;
+    }
+    char *host = item, *port = NULL;
+    if (*item == '[') {
+        char *close = strchr(item, ']');
+        if (!close) {
+            log_format(why, whylen, "\"[\" without \"]\"");
+            return false;
+        }
+        *close = '\0';
+        host = item + 1;
+        if (close[1] == ':')
+            port = close + 2;
+        else if (close[1] != '\0') {
+            log_format(why, whylen, "expected \":PORT\" after \"]\"");
+            return false;
+        }
+    } else {
+        char *colon = strchr(item, ':');
+        if (colon && strchr(colon + 1, ':')) {
+            log_format(why, whylen, "an IPv6 address needs brackets: [ADDRESS]:PORT");
+            return false;
+        }
+        if (colon) {
+            *colon = '\0';
+            port = colon + 1;
+        }
+    }
+    if (*host == '\0') {
+        log_format(why, whylen, "empty host");
+        return false;
+    }
+    if (strlen(host) >= sizeof(r->host)) {
+        log_format(why, whylen, "host name too long");
+        return false;
+    }
+    memcpy(r->host, host, strlen(host) + 1);
+    if (port) {
+        if (!config_parse_int_range(port, 1, 65535, &n, why, whylen))
+            return false;
+        r->port = (int)n;
+    }
+    return true;
+}
+
+/* replicas=HOST[:PORT][@WEIGHT],... of db, into db->replica[]. */
+static bool parse_replicas(struct loader *ld, const char *file, int line,
+                           struct config_database *db)
+{
+    db->n_replicas = 0;
+    if (db->replicas[0] == '\0')
+        return true;
+    char *list = strdup(db->replicas), *save = NULL, why[WHY_LEN];
+    if (!list)
+        return fail(ld, "%s:%d: out of memory", file, line);
+    bool ok = true;
+    for (char *item = strtok_r(list, ",", &save); item && ok; item = strtok_r(NULL, ",", &save)) {
+        item = trim(item);
+        char shown[300]; /* parse_replica() cuts item up */
+        snprintf(shown, sizeof(shown), "%s", item);
+        if (db->n_replicas == CONFIG_MAX_REPLICAS)
+            ok = fail(ld, "%s:%d: database \"%s\": more than %d replicas", file, line, db->name,
+                      CONFIG_MAX_REPLICAS);
+        else if (!parse_replica(item, db->port, &db->replica[db->n_replicas], why, sizeof(why)))
+            ok = fail(ld, "%s:%d: database \"%s\": invalid replica \"%s\": %s", file, line,
+                      db->name, shown, why);
+        else
+            db->n_replicas++;
+    }
+    free(list);
+    return ok;
 }
 
 static bool parse_database(struct loader *ld, const char *file, int line, const char *name,
@@ -400,7 +499,8 @@ static bool parse_database(struct loader *ld, const char *file, int line, const 
         database_clear(&db);
         return fail(ld, "%s:%d: out of memory", file, line);
     }
-    if (!apply_pairs(ld, &database_kind, file, line, name, value, &db)) {
+    if (!apply_pairs(ld, &database_kind, file, line, name, value, &db) ||
+        !parse_replicas(ld, file, line, &db)) {
         database_clear(&db);
         return false;
     }
@@ -756,6 +856,12 @@ static void config_free(struct config *cfg)
 }
 
 /* A config holding every default, refcount 1; NULL with err on failure. */
+static uint64_t next_generation(void)
+{
+    static atomic_uint_fast64_t generations;
+    return (uint64_t)atomic_fetch_add(&generations, 1) + 1;
+}
+
 static struct config *config_new(char *err, size_t errlen)
 {
     struct config *cfg = calloc(1, sizeof(*cfg));
@@ -766,6 +872,7 @@ static struct config *config_new(char *err, size_t errlen)
         return NULL;
     }
     atomic_init(&cfg->refcount, 1);
+    cfg->generation = next_generation();
     for (int i = 0; i < config_n_keys; i++) {
         const struct config_key *k = &config_keys[i];
         enum config_set_result r = config_key_set(cfg, k, k->default_value, why, sizeof(why));
@@ -796,6 +903,7 @@ static struct config *config_clone(const struct config *src)
         return NULL;
     memcpy(cfg, src, sizeof(*cfg));
     atomic_init(&cfg->refcount, 1);
+    cfg->generation = next_generation();
     /* First drop every pointer shared with src, so that a failure half way
      * can free the copy with config_free(). */
     for (int i = 0; i < config_n_keys; i++)

@@ -41,6 +41,14 @@ const char *auth_type_str(enum auth_type t);
 
 /* One [databases] entry. Integer fields are -1 when the entry did not set
  * them (then the general setting applies). */
+/* One replica of a [databases] entry (replicas=HOST[:PORT][@WEIGHT],...). */
+#define CONFIG_MAX_REPLICAS 15
+struct config_replica {
+    char host[256]; /* a name, an IPv4 address or an IPv6 one ([] dropped) */
+    int port;       /* the entry's port when not given */
+    int weight;     /* its share of reads, relative to the others' (default 1; 0: none) */
+};
+
 struct config_database {
     char *name; /* key in [databases]; "*" is the fallback entry */
     /* host: "" = unix socket in unix_socket_dir... of the server: default
@@ -62,6 +70,10 @@ struct config_database {
     char *client_encoding;
     char *datestyle;
     char *timezone;
+    char *replicas;       /* as written; parsed into replica[] */
+    int read_write_split; /* -1: the global read_write_split; else 0 or 1 */
+    int n_replicas;
+    struct config_replica replica[CONFIG_MAX_REPLICAS];
     int line; /* where it was defined, for messages */
     char *file;
 };
@@ -75,8 +87,9 @@ struct config_user {
 
 struct config {
     atomic_int refcount;
-    char *path;        /* the main file */
-    int64_t loaded_at; /* wall clock, microseconds */
+    uint64_t generation; /* unique per config made (load, admin SET): caches key on it */
+    char *path;          /* the main file */
+    int64_t loaded_at;   /* wall clock, microseconds */
 
     /* [pgbouncer] / [sluice] general settings, PgBouncer names and defaults */
     char *listen_addr;     /* "" = no TCP listener; "*" = all */
@@ -176,9 +189,18 @@ struct config {
     char *server_tls_ciphers;
 
     /* sluice's own */
-    int workers;                    /* 0 in the file = number of cores; resolved at load */
-    int64_t worker_affinity_window; /* usec (ms in the file) */
-    char *metrics_listen;           /* "" = off */
+    bool read_write_split;           /* off: every request goes to the primary */
+    char *replica_load_balance;      /* "least_outstanding", "round_robin", "random" */
+    char *primary_reads;             /* "fallback" (no replica may take it) or "share" */
+    int64_t replica_check_interval;  /* 1 s */
+    int64_t replica_ban_time;        /* 30 s */
+    int64_t replica_connect_timeout; /* 5 s */
+    char *replica_write_functions;   /* comma-separated, beside the built-in list */
+    char *replica_read_functions;    /* comma-separated volatile functions that never write */
+    char *replica_function_check;    /* "strict" or "list" */
+    int workers;                     /* 0 in the file = number of cores; resolved at load */
+    int64_t worker_affinity_window;  /* usec (ms in the file) */
+    char *metrics_listen;            /* "" = off */
 
     struct config_database *databases; /* in file order; "*" included if present */
     int n_databases;

@@ -357,6 +357,10 @@ static bool parse_octal(const char *s, int *out, char *why, size_t whylen)
 /* TLS modes, as PgBouncer spells them. */
 static const char *const sslmodes[] = {"disable",   "allow",       "prefer", "require",
                                        "verify-ca", "verify-full", NULL};
+/* Read/write splitting (docs/routing.md). */
+static const char *const load_balances[] = {"least_outstanding", "round_robin", "random", NULL};
+static const char *const primary_reads_words[] = {"fallback", "share", NULL};
+static const char *const function_checks[] = {"strict", "list", NULL};
 
 /* The field of struct config named f, checked at compile time to be of type
  * T: comparing pointers to different types is a diagnostic, and -Werror
@@ -431,8 +435,17 @@ const struct config_key config_keys[] = {
     STR(pidfile, RESTART, ""),
     INT_SIZE(pkt_buf, RESTART, "4096", 512, 1 << 30),
     POOL_MODE(pool_mode, RELOAD, "session"),
+    WORD(primary_reads, RELOAD, "fallback", primary_reads_words),
     TIME(query_timeout, RELOAD, "0"),
     TIME(query_wait_timeout, RELOAD, "120"),
+    BOOL(read_write_split, RELOAD, "0"),
+    TIME(replica_ban_time, RELOAD, "30"),
+    TIME(replica_check_interval, RELOAD, "1"),
+    TIME(replica_connect_timeout, RELOAD, "5"),
+    WORD(replica_function_check, RELOAD, "strict", function_checks),
+    WORD(replica_load_balance, RELOAD, "least_outstanding", load_balances),
+    STR(replica_read_functions, RELOAD, ""),
+    STR(replica_write_functions, RELOAD, ""),
     INT(reserve_pool_size, RELOAD, "0", 0, INT_MAX),
     TIME(reserve_pool_timeout, RELOAD, "5"),
     STR(resolv_conf, RESTART, ""),

@@ -17,3 +17,9 @@ const char *server_state_str(enum server_state st)
                                         "cancel_wait", "closing",   "closed"};
     return (unsigned)st < sizeof(names) / sizeof(names[0]) ? names[st] : "?";
 }
+
+const char *endpoint_role_str(enum endpoint_role r)
+{
+    static const char *const names[] = {"primary", "replica", "removed"};
+    return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "?";
+}

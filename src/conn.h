@@ -52,6 +52,7 @@ struct request_queue; /* requests in flight (request.c) */
 struct prepared_client;
 struct prepared_set;
 struct listen_client;
+struct volatility_cache;
 
 /* A client's address: IPv4 or IPv6 (unix sockets: is_unix). */
 union client_addr {
@@ -197,14 +198,37 @@ static inline bool server_is_clean(const struct server *sv)
 /* ---- pools --------------------------------------------------------------- */
 
 /* One place a database's servers are. */
+/* What an endpoint is to the router. */
+enum endpoint_role {
+    EP_PRIMARY = 0, /* the entry's host: writes and whatever is not provably read-only */
+    EP_REPLICA,     /* one of its replicas=: reads, when read_write_split is on */
+    EP_REMOVED,     /* no longer in the config: its pools drain, nothing new goes there */
+};
+const char *endpoint_role_str(enum endpoint_role r);
+
+/* One server address of a database. The slot (its index) keeps its state
+ * across reloads as long as its host and port stay; the pools of a slot
+ * whose address changes lose their servers. Router state is atomic: every
+ * worker reads and updates it without the pool lock. */
 struct endpoint {
     char *host; /* a copy of the entry's; "" = unix socket in the default directory */
     int port;
+    int weight; /* replicas: share of reads (replicas=HOST:PORT@WEIGHT) */
+    enum endpoint_role role;
+    _Atomic int outstanding;      /* requests routed here and not yet ended */
+    _Atomic int64_t banned_until; /* monotonic usec; 0: not banned */
+    _Atomic int ban_reason;       /* enum replica_ban_reason (replicas.h) of the last ban */
+    _Atomic uint64_t reads;       /* requests the router sent here as reads */
+    _Atomic uint64_t errors;      /* failures that banned it */
+    _Atomic int64_t next_check;   /* monotonic usec when its health check is due */
+    _Atomic int64_t last_check;   /* monotonic usec of its last passing check; 0: none */
+    _Atomic uint64_t replay_lsn;  /* pg_last_wal_replay_lsn() at that check */
+    _Atomic bool promoted;        /* that check found it out of recovery */
 };
 
-/* A database's endpoints: [0] is the primary, the entry's host and port
- * (replicas come after it). */
-#define DB_MAX_ENDPOINTS 16
+/* A database's endpoints: [0] is the primary, the entry's host and port;
+ * replicas come after it, in the order of replicas=. */
+#define DB_MAX_ENDPOINTS (1 + CONFIG_MAX_REPLICAS)
 
 /* Runtime state of a [databases] entry (survives reloads by name). */
 struct database {
@@ -213,7 +237,9 @@ struct database {
     int n_endpoints;
     struct endpoint endpoints[DB_MAX_ENDPOINTS];
     struct list node;
-    int n_servers; /* across all its pools, for max_db_connections */
+    int n_servers;       /* across all its pools, for max_db_connections */
+    _Atomic uint64_t rr; /* turns of round-robin read balancing */
+    _Atomic(struct volatility_cache *) volatility; /* pg_proc answers (volatility.c) */
     bool paused;
     bool disabled;
     bool autodb; /* made from the "*" entry */

@@ -23,8 +23,10 @@
 #include "metrics.h"
 #include "pool.h"
 #include "prepared.h"
+#include "replica_check.h"
 #include "request.h"
 #include "request_stats.h"
+#include "router.h"
 #include "server.h"
 #include "tls.h"
 #include "version.h"
@@ -466,6 +468,7 @@ static void main_thread_done(void)
 {
     pool_thread_done();
     request_thread_done();
+    router_thread_done();
 }
 
 /* Connects the layers: what pool.c decides is carried out by servers and
@@ -482,6 +485,9 @@ static void main_wire_modules(void)
         .free_server = server_reap,
         .link = client_link,
         .unlinked = client_unlinked,
+        .reroute = client_reroute,
+        .probe_server = replica_check_run,
+        .lookup_server = replica_check_lookup,
         .welcome = client_welcome,
         .fail = client_fail,
         .free_client = client_reap,
@@ -510,6 +516,7 @@ static void main_wire_modules(void)
     listen_init();
     prepared_init();
     request_stats_init();
+    router_init();
     client_add_free_hook(request_client_free);
     client_add_free_hook(admin_client_closed);
 }
@@ -611,6 +618,7 @@ static void main_shutdown(void)
         worker_close_all(&workers[i]);
     pool_free_all();
     request_thread_done();
+    router_thread_done();
     for (int i = 0; i < n_workers; i++)
         worker_destroy(&workers[i]);
     admin_free_all();

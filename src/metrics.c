@@ -261,6 +261,8 @@ static void pool_labels(struct metrics_buf *b, const struct admin_pool_view *v)
     metrics_buf_label(b, v->database);
     buf_append(b, "\",user=\"", 8);
     metrics_buf_label(b, v->user);
+    buf_append(b, "\",endpoint=\"", 12);
+    metrics_buf_label(b, v->endpoint);
     buf_append(b, "\"", 1);
 }
 

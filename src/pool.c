@@ -3,7 +3,7 @@
  * first served, across workers), the hand-over of a server between
  * workers, and the pools' housekeeping. The registry of databases, users
  * and pools is pool_registry.c. */
-#include "pool.h"
+#include "pool_int.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -14,14 +14,16 @@
 #include "log.h"
 #include "prepared_set.h"
 #include "proto.h"
+#include "replicas.h"
+#include "volatility.h"
 #include "worker.h"
 
 /* The layers above, for what pool.c decides and they carry out. */
-static struct pool_ops ops;
+struct pool_ops pool_ops_table;
 
 void pool_set_ops(const struct pool_ops *o)
 {
-    ops = *o;
+    pool_ops_table = *o;
 }
 
 static char *xstrdup(const char *s)
@@ -32,30 +34,7 @@ static char *xstrdup(const char *s)
     return d;
 }
 
-static int pool_total(const struct pool *p)
-{
-    return p->n_idle + p->n_active + p->n_busy - p->n_held;
-}
-
 /* ---- actions ------------------------------------------------------------- */
-
-/* What a pool function decided under the lock and runs after letting go:
- * anything that writes to a socket, connects or closes. */
-enum pool_action_kind {
-    PA_ASSIGN = 0,   /* carry the picked server sv on to its client (handoff) */
-    PA_LINK,         /* lend sv to c (same worker, both ready) */
-    PA_CONNECT,      /* start the connect of a new server sv */
-    PA_CLOSE,        /* close sv (why) */
-    PA_TEST,         /* run server_check_query on sv */
-    PA_RESET,        /* run server_reset_query on sv */
-    PA_UNLINKED,     /* c's server went back: c may go on */
-    PA_WELCOME,      /* c's pool can welcome it now */
-    PA_FAIL,         /* close c with its pool's login error */
-    PA_WAIT_TIMEOUT, /* close c: query_wait_timeout */
-    PA_FREE_CLIENT,  /* c closed while a server was on its way: free it now */
-    PA_FREE_SERVER,  /* sv closed while on its way here: free it now */
-    PA_KICK,         /* ask worker w to look at its clients and servers */
-};
 
 struct pool_action {
     uint8_t kind;
@@ -79,8 +58,8 @@ void pool_thread_done(void)
     memset(&tl_actions, 0, sizeof(tl_actions));
 }
 
-static void pa_push(enum pool_action_kind kind, struct server *sv, struct client *c,
-                    struct worker *w, const char *why)
+void pool_act(enum pool_action_kind kind, struct server *sv, struct client *c, struct worker *w,
+              const char *why)
 {
     if (tl_actions.n == tl_actions.cap) {
         unsigned cap = tl_actions.cap ? tl_actions.cap * 2 : 32;
@@ -109,27 +88,27 @@ static void pool_run_actions(void)
             pool_assign_run(a.sv);
             break;
         case PA_LINK:
-            ops.link(a.sv, a.c);
+            pool_ops_table.link(a.sv, a.c);
             break;
         case PA_CONNECT:
-            ops.start_server(a.sv);
+            pool_ops_table.start_server(a.sv);
             break;
         case PA_CLOSE:
-            ops.close_server(a.sv, a.why);
+            pool_ops_table.close_server(a.sv, a.why);
             break;
         case PA_TEST:
-            ops.check_server(a.sv);
+            pool_ops_table.check_server(a.sv);
             break;
         case PA_RESET:
-            ops.reset_server(a.sv);
+            pool_ops_table.reset_server(a.sv);
             break;
         case PA_UNLINKED:
             if (a.c->state != CL_CLOSED)
-                ops.unlinked(a.c);
+                pool_ops_table.unlinked(a.c);
             break;
         case PA_WELCOME:
             if (a.c->state == CL_IDLE)
-                ops.welcome(a.c);
+                pool_ops_table.welcome(a.c);
             break;
         case PA_FAIL:
             pool_client_fail(a.c, false);
@@ -138,13 +117,23 @@ static void pool_run_actions(void)
             pool_client_fail(a.c, true);
             break;
         case PA_FREE_CLIENT:
-            ops.free_client(a.c);
+            pool_ops_table.free_client(a.c);
             break;
         case PA_FREE_SERVER:
-            ops.free_server(a.sv);
+            pool_ops_table.free_server(a.sv);
             break;
         case PA_KICK:
             worker_kick(a.w);
+            break;
+        case PA_PROBE:
+            pool_ops_table.probe_server(a.sv);
+            break;
+        case PA_LOOKUP:
+            pool_ops_table.lookup_server(a.sv);
+            break;
+        case PA_REROUTE:
+            if (a.c->state == CL_IDLE)
+                pool_ops_table.reroute(a.c);
             break;
         }
     }
@@ -153,13 +142,13 @@ static void pool_run_actions(void)
 }
 
 /* Leaves the lock and runs what was decided under it. */
-static void pool_unlock_run(void)
+void pool_unlock_run(void)
 {
     pool_unlock();
     pool_run_actions();
 }
 
-static struct worker *pool_self(void)
+struct worker *pool_self(void)
 {
     struct worker *w = worker_current();
     return w ? w : &g_pooler.workers[0];
@@ -184,7 +173,7 @@ const uint8_t pool_server_list_of[SV_CLOSED + 1] = {
 const uint16_t pool_server_next[SV_CLOSED + 1] = {
     [SV_CONNECTING] = ST(SV_LOGIN) | ENDS_S,
     [SV_LOGIN] = ST(SV_IDLE) | ST(SV_ACTIVE) | ENDS_S, /* ACTIVE: held (LISTEN) */
-    [SV_IDLE] = ST(SV_ASSIGNED) | ENDS_S,
+    [SV_IDLE] = ST(SV_ASSIGNED) | ST(SV_TESTING) | ENDS_S,
     [SV_ASSIGNED] = ST(SV_IDLE) | ST(SV_TESTING) | ST(SV_SETTING) | ST(SV_ACTIVE) | ENDS_S,
     [SV_TESTING] = ST(SV_IDLE) | ENDS_S,
     [SV_RESETTING] = ST(SV_IDLE) | ENDS_S,
@@ -203,7 +192,7 @@ const uint16_t pool_client_next[CL_CLOSED + 1] = {
     [CL_AUTH_QUERY] = ST(CL_AUTH) | ST(CL_LOGIN_WAIT) | ST(CL_IDLE) | ENDS_C,
     [CL_LOGIN_WAIT] = ST(CL_IDLE) | ST(CL_CLOSING) | ENDS_C,
     [CL_IDLE] = ST(CL_WAITING) | ST(CL_ASSIGNED) | ENDS_C,
-    [CL_WAITING] = ST(CL_ASSIGNED) | ST(CL_CLOSING) | ENDS_C,
+    [CL_WAITING] = ST(CL_ASSIGNED) | ST(CL_IDLE) | ST(CL_CLOSING) | ENDS_C,
     [CL_ASSIGNED] = ST(CL_WAITING) | ST(CL_AUTH_WAIT) | ST(CL_AUTH_QUERY) | ST(CL_ACTIVE) | ENDS_C,
     [CL_ACTIVE] = ST(CL_IDLE) | ENDS_C,
     [CL_CLOSING] = ENDS_C,
@@ -220,6 +209,16 @@ static void state_bug(char kind, const void *obj, const char *from, const char *
 #endif
 }
 
+/* The load of p's endpoint for the router's least_outstanding balance
+ * (replicas.c): servers lent and clients waiting, over all its pools. Kept
+ * only for databases with replicas. */
+static inline void ep_load(struct pool *p, int delta)
+{
+    if (p->db->n_endpoints > 1)
+        atomic_fetch_add_explicit(&p->db->endpoints[p->ep].outstanding, delta,
+                                  memory_order_relaxed);
+}
+
 /* Moves sv onto list kind of its pool (at the head for idle: LIFO, the most
  * recently used server is the warmest). */
 static void sv_list(struct server *sv, enum server_list kind)
@@ -231,6 +230,7 @@ static void sv_list(struct server *sv, enum server_list kind)
         break;
     case SVL_ACTIVE:
         p->n_active--;
+        ep_load(p, -1);
         break;
     case SVL_BUSY:
         p->n_busy--;
@@ -247,6 +247,7 @@ static void sv_list(struct server *sv, enum server_list kind)
         break;
     case SVL_ACTIVE:
         p->n_active++;
+        ep_load(p, 1);
         list_add_tail(&p->active, &sv->node);
         break;
     case SVL_BUSY:
@@ -275,7 +276,7 @@ static inline void check_client_move(const struct client *c, enum client_state f
 }
 
 /* server_set_state() with the pool lock held. */
-static void sv_state_locked(struct server *sv, enum server_state st)
+void pool_sv_state_locked(struct server *sv, enum server_state st)
 {
     enum server_state from = server_state_of(sv);
     if (from == st)
@@ -295,13 +296,13 @@ void server_set_state_slow(struct server *sv, enum server_state st)
         return;
     }
     pool_lock();
-    sv_state_locked(sv, st);
+    pool_sv_state_locked(sv, st);
     pool_unlock();
 }
 
 /* client_set_state() with the pool lock held; head: back at the head of the
  * waiting list (the client keeps its place). */
-static void cl_state_locked(struct client *c, enum client_state st, bool head)
+void pool_cl_state_locked(struct client *c, enum client_state st, bool head)
 {
     enum client_state from = client_state_of(c);
     if (from == st)
@@ -309,8 +310,10 @@ static void cl_state_locked(struct client *c, enum client_state st, bool head)
     check_client_move(c, from, st);
     if (ST(from) & CL_LISTED) {
         list_del(&c->wait_node);
-        if (from != CL_LOGIN_WAIT)
+        if (from != CL_LOGIN_WAIT) {
             c->wait_pool->n_waiting--;
+            ep_load(c->wait_pool, -1);
+        }
     }
     atomic_store_explicit(&c->state, st, memory_order_relaxed);
     if (st == CL_LOGIN_WAIT) {
@@ -321,6 +324,7 @@ static void cl_state_locked(struct client *c, enum client_state st, bool head)
         else
             list_add_tail(&c->wait_pool->waiting, &c->wait_node);
         c->wait_pool->n_waiting++;
+        ep_load(c->wait_pool, 1);
     } else {
         c->wait_pool = NULL;
     }
@@ -335,14 +339,14 @@ void client_set_state_slow(struct client *c, enum client_state st)
         return;
     }
     pool_lock();
-    cl_state_locked(c, st, false);
+    pool_cl_state_locked(c, st, false);
     pool_unlock();
 }
 
 /* ---- dispatch ------------------------------------------------------------ */
 
 /* May p open one more server connection now? */
-static bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve)
+bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve)
 {
     if (g_pooler.shutting_down && list_empty(&p->waiting) && list_empty(&p->login_wait))
         return false;
@@ -365,9 +369,9 @@ static bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve)
 
 /* Counts a new server of p on worker w (lock held); its connect starts
  * after the lock is let go. */
-static struct server *pool_new_server(struct pool *p, struct worker *w, int64_t now)
+struct server *pool_new_server(struct pool *p, struct worker *w, int64_t now)
 {
-    struct server *sv = ops.new_server(p, w, now);
+    struct server *sv = pool_ops_table.new_server(p, w, now);
     sv->owner = w;
     sv->id = __atomic_add_fetch(&g_pooler.next_server_id, 1, __ATOMIC_RELAXED);
     list_init(&sv->node);
@@ -375,7 +379,7 @@ static struct server *pool_new_server(struct pool *p, struct worker *w, int64_t 
     p->db->n_servers++;
     p->user->n_servers++;
     p->last_connect_attempt = now;
-    pa_push(PA_CONNECT, sv, NULL, NULL, NULL);
+    pool_act(PA_CONNECT, sv, NULL, NULL, NULL);
     return sv;
 }
 
@@ -400,7 +404,7 @@ static bool server_needs_check(const struct server *sv, int64_t now)
     return now - sv->last_used >= cfg->server_check_delay && now != sv->last_used;
 }
 
-static bool server_too_old(const struct server *sv, int64_t now)
+bool pool_server_too_old(const struct server *sv, int64_t now)
 {
     const struct config *cfg = g_pooler.cfg;
     return cfg->server_lifetime > 0 && now - sv->connect_time >= cfg->server_lifetime;
@@ -458,8 +462,8 @@ static struct client *pool_pick_waiter(struct pool *p, const struct server *sv)
  * server reaches the client's worker (pool_assign_run()). */
 static void pool_pair_locked(struct server *sv, struct client *c, int64_t now)
 {
-    cl_state_locked(c, CL_ASSIGNED, false);
-    sv_state_locked(sv, SV_ASSIGNED);
+    pool_cl_state_locked(c, CL_ASSIGNED, false);
+    pool_sv_state_locked(sv, SV_ASSIGNED);
     c->fail_pending = false; /* served after all */
     if (sv->owner == c->s.worker && worker_can_touch(sv->owner)) {
         pool_assign_locked(sv, c, now); /* no move: at once */
@@ -467,13 +471,13 @@ static void pool_pair_locked(struct server *sv, struct client *c, int64_t now)
     }
     sv->handoff = c;
     c->incoming = sv;
-    pa_push(PA_ASSIGN, sv, NULL, NULL, NULL);
+    pool_act(PA_ASSIGN, sv, NULL, NULL, NULL);
 }
 
 /* Pairs waiting clients with idle servers, first come first served (see
  * pool_pick_waiter() and pool_pair_locked()), and opens servers for the
  * rest (lock held). */
-static void pool_dispatch_locked(struct pool *p, int64_t now)
+void pool_dispatch_locked(struct pool *p, int64_t now)
 {
     if (g_pooler.paused || p->db->paused)
         return;
@@ -509,15 +513,15 @@ void pool_dispatch(struct pool *p)
 static void pool_requeue_locked(struct client *c, struct pool *p)
 {
     c->wait_pool = p;
-    cl_state_locked(c, c->auth ? CL_AUTH_WAIT : CL_WAITING, true);
+    pool_cl_state_locked(c, c->auth ? CL_AUTH_WAIT : CL_WAITING, true);
 }
 
 /* The pool decided to close sv: it leaves the list it was picked from (no
  * one else takes it) until the close runs, right after the lock. */
-static void pool_close_locked(struct server *sv, const char *why)
+void pool_close_locked(struct server *sv, const char *why)
 {
-    sv_state_locked(sv, SV_CLOSING);
-    pa_push(PA_CLOSE, sv, NULL, NULL, why);
+    pool_sv_state_locked(sv, SV_CLOSING);
+    pool_act(PA_CLOSE, sv, NULL, NULL, why);
 }
 
 /* sv was picked for c and both are on this thread's worker (lock held):
@@ -529,19 +533,19 @@ static void pool_assign_locked(struct server *sv, struct client *c, int64_t now)
     bool link = false;
     if (sv->state == SV_CLOSED) {
         /* Closed on the way (admin command, shutdown): off every list. */
-        pa_push(PA_FREE_SERVER, sv, NULL, NULL, NULL);
+        pool_act(PA_FREE_SERVER, sv, NULL, NULL, NULL);
     } else if (!sv->s.reading || sv->s.closed || (sv->s.rbuf && iobuf_len(sv->s.rbuf))) {
         /* Its old worker saw it speak or hang up while it was on the way. */
         pool_close_locked(sv, "server closed the connection while idle");
     } else if (sv->close_needed || !p->db->cfg) {
         pool_close_locked(sv, "close needed");
-    } else if (server_too_old(sv, now)) {
+    } else if (pool_server_too_old(sv, now)) {
         pool_close_locked(sv, "server lifetime over");
     } else if (c->state == CL_CLOSED) {
-        sv_state_locked(sv, SV_IDLE);
+        pool_sv_state_locked(sv, SV_IDLE);
     } else if (server_needs_check(sv, now)) {
-        sv_state_locked(sv, SV_TESTING);
-        pa_push(PA_TEST, sv, NULL, NULL, NULL);
+        pool_sv_state_locked(sv, SV_TESTING);
+        pool_act(PA_TEST, sv, NULL, NULL, NULL);
     } else {
         struct worker *w = c->s.worker;
         link = true;
@@ -553,11 +557,11 @@ static void pool_assign_locked(struct server *sv, struct client *c, int64_t now)
         w->stats.wait_time += (uint64_t)waited;
         w->stats.wait_count++;
         stats_hist_observe(&w->hist_wait, waited);
-        pa_push(PA_LINK, sv, c, NULL, NULL);
+        pool_act(PA_LINK, sv, c, NULL, NULL);
     }
     if (c->state == CL_CLOSED) {
         if (c->free_deferred)
-            pa_push(PA_FREE_CLIENT, NULL, c, NULL, NULL);
+            pool_act(PA_FREE_CLIENT, NULL, c, NULL, NULL);
     } else if (!link) {
         pool_requeue_locked(c, p);
     }
@@ -639,7 +643,7 @@ bool pool_client_login(struct client *c)
         return true;
     }
     c->request_time = worker_now(c->s.worker);
-    cl_state_locked(c, CL_LOGIN_WAIT, false);
+    pool_cl_state_locked(c, CL_LOGIN_WAIT, false);
     pool_dispatch_locked(p, c->request_time);
     pool_unlock_run();
     return false;
@@ -658,7 +662,7 @@ void pool_client_wait(struct client *c, struct pool *p, enum client_state st)
         pool_unlock_run();
         return;
     }
-    cl_state_locked(c, st, false);
+    pool_cl_state_locked(c, st, false);
     pool_dispatch_locked(p, now);
     pool_unlock_run();
 }
@@ -688,24 +692,24 @@ void pool_release_server(struct server *sv)
     if (sv->cancels_in_flight > 0) {
         /* A cancel sent for this server's last query may still arrive;
          * reusing the server now could cancel another client's query. */
-        sv_state_locked(sv, SV_CANCEL_WAIT);
+        pool_sv_state_locked(sv, SV_CANCEL_WAIT);
     } else if (!server_is_clean(sv)) {
         pool_close_locked(sv, "client disconnect while server was not ready");
     } else if (sv->close_needed || !p->db->cfg) {
         pool_close_locked(sv, "database configuration changed");
-    } else if (server_too_old(sv, now)) {
+    } else if (pool_server_too_old(sv, now)) {
         pool_close_locked(sv, "server lifetime over");
     } else if (cfg->server_reset_query[0] &&
                ((session_end && pool_mode_of(p) == POOL_MODE_SESSION) ||
                 cfg->server_reset_query_always)) {
-        sv_state_locked(sv, SV_RESETTING);
-        pa_push(PA_RESET, sv, NULL, NULL, NULL);
+        pool_sv_state_locked(sv, SV_RESETTING);
+        pool_act(PA_RESET, sv, NULL, NULL, NULL);
     } else {
         sv->last_used = now;
-        sv_state_locked(sv, SV_IDLE);
+        pool_sv_state_locked(sv, SV_IDLE);
     }
     if (c && c->state != CL_CLOSED)
-        pa_push(PA_UNLINKED, NULL, c, NULL, NULL);
+        pool_act(PA_UNLINKED, NULL, c, NULL, NULL);
     pool_dispatch_locked(p, now);
     pool_unlock_run();
 }
@@ -719,10 +723,10 @@ static void pool_welcome_locked(struct pool *p, struct worker *self)
     {
         struct client *c = list_entry(it, struct client, wait_node);
         if (worker_can_touch(c->s.worker)) {
-            cl_state_locked(c, CL_IDLE, false); /* the welcome goes out next */
-            pa_push(PA_WELCOME, NULL, c, NULL, NULL);
+            pool_cl_state_locked(c, CL_IDLE, false); /* the welcome goes out next */
+            pool_act(PA_WELCOME, NULL, c, NULL, NULL);
         } else if (c->s.worker != self) {
-            pa_push(PA_KICK, NULL, NULL, c->s.worker, NULL);
+            pool_act(PA_KICK, NULL, NULL, c->s.worker, NULL);
         }
     }
 }
@@ -734,7 +738,7 @@ void pool_server_ready(struct server *sv)
     pool_lock();
     if (sv->close_needed || !p->db->cfg || (g_pooler.shutting_down && list_empty(&p->waiting))) {
         pool_unlock();
-        ops.close_server(sv, "close needed");
+        pool_ops_table.close_server(sv, "close needed");
         return;
     }
     if (sv->state == SV_LOGIN) {
@@ -742,7 +746,7 @@ void pool_server_ready(struct server *sv)
         p->retry_delay = 0;
     }
     sv->last_used = worker_now(w);
-    sv_state_locked(sv, SV_IDLE);
+    pool_sv_state_locked(sv, SV_IDLE);
     /* The pool knows the server's parameters now: welcome waiting logins. */
     if (p->welcome_ready)
         pool_welcome_locked(p, w);
@@ -761,7 +765,7 @@ bool pool_server_gone(struct server *sv)
     }
     if (sv->held && sv->list_kind == SVL_ACTIVE)
         p->n_held--;
-    sv_state_locked(sv, SV_CLOSED);
+    pool_sv_state_locked(sv, SV_CLOSED);
     p->db->n_servers--;
     p->user->n_servers--;
     bool moving = sv->handoff != NULL;
@@ -777,9 +781,29 @@ bool pool_server_moving(struct server *sv)
     return moving;
 }
 
+/* Clients waiting for p, a replica's pool, go back to be routed again
+ * (lock held): those of this thread's worker now, the others' at their
+ * worker's next janitor pass (pool_janitor_pool()). */
+static void pool_reroute_waiters_locked(struct pool *p)
+{
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &p->waiting)
+    {
+        struct client *c = list_entry(it, struct client, wait_node);
+        if (client_state_of(c) != CL_WAITING)
+            continue; /* auth_query: it needs this pool's servers */
+        if (worker_can_touch(c->s.worker)) {
+            pool_cl_state_locked(c, CL_IDLE, false);
+            pool_act(PA_REROUTE, NULL, c, NULL, NULL);
+        } else {
+            pool_act(PA_KICK, NULL, NULL, c->s.worker, NULL);
+        }
+    }
+}
+
 /* pool_connect_failed() with the lock held. */
-static void pool_connect_failed_locked(struct pool *p, const char *why, bool fatal_for_clients,
-                                       int64_t now)
+void pool_connect_failed_locked(struct pool *p, const char *why, bool fatal_for_clients,
+                                int64_t now)
 {
     p->last_connect_failed = now ? now : 1;
     snprintf(p->last_connect_error, sizeof(p->last_connect_error), "%s", why);
@@ -790,6 +814,12 @@ static void pool_connect_failed_locked(struct pool *p, const char *why, bool fat
         p->retry_delay = g_pooler.cfg->server_login_retry;
     if (p->db->cfg)
         dns_mark_failed(p->db->endpoints[p->ep].host); /* next address, or resolve anew */
+    if (p->db->cfg && p->db->endpoints[p->ep].role == EP_REPLICA) {
+        /* Reads go elsewhere meanwhile, whatever the error. */
+        replicas_ban(p->db, p->ep, RB_CONNECT, why, g_pooler.cfg, now);
+        pool_reroute_waiters_locked(p);
+        return;
+    }
     if (!fatal_for_clients)
         return;
     /* Errors that a retry cannot fix (bad password, no such database) go to
@@ -802,10 +832,10 @@ static void pool_connect_failed_locked(struct pool *p, const char *why, bool fat
             struct client *c = list_entry(it, struct client, wait_node);
             c->fail_pending = true;
             if (worker_can_touch(c->s.worker)) {
-                cl_state_locked(c, CL_CLOSING, false);
-                pa_push(PA_FAIL, NULL, c, NULL, NULL);
+                pool_cl_state_locked(c, CL_CLOSING, false);
+                pool_act(PA_FAIL, NULL, c, NULL, NULL);
             } else {
-                pa_push(PA_KICK, NULL, NULL, c->s.worker, NULL);
+                pool_act(PA_KICK, NULL, NULL, c->s.worker, NULL);
             }
         }
     }
@@ -835,7 +865,7 @@ static void pool_client_fail(struct client *c, bool timeout)
         snprintf(msg, sizeof(msg), "query_wait_timeout (server connection failing: %s)", why);
     else
         snprintf(msg, sizeof(msg), "query_wait_timeout");
-    ops.fail(c, SQLSTATE_CONNECTION_FAILURE, msg);
+    pool_ops_table.fail(c, SQLSTATE_CONNECTION_FAILURE, msg);
 }
 
 struct server *pool_connect_server(struct pool *p, struct worker *w,
@@ -853,7 +883,7 @@ void pool_server_held(struct server *sv)
 {
     struct pool *p = sv->pool;
     pool_lock();
-    sv_state_locked(sv, SV_ACTIVE);
+    pool_sv_state_locked(sv, SV_ACTIVE);
     p->n_held++;
     p->last_connect_failed = 0;
     p->retry_delay = 0;
@@ -893,7 +923,7 @@ static struct server *pool_take_dns_waiter(struct pool *p, struct worker *self)
             sv->dns_wait = false;
             return sv;
         }
-        pa_push(PA_KICK, NULL, NULL, sv->owner, NULL);
+        pool_act(PA_KICK, NULL, NULL, sv->owner, NULL);
     }
     return NULL;
 }
@@ -904,7 +934,7 @@ static void pool_dns_done_on(struct pool *p, struct worker *self)
         pool_lock();
         struct server *sv = pool_take_dns_waiter(p, self);
         pool_unlock_run();
-        if (!sv || !ops.start_server(sv))
+        if (!sv || !pool_ops_table.start_server(sv))
             return;
     }
 }
@@ -930,11 +960,11 @@ void pool_inbox_kick(struct worker *w)
                 if (c->s.worker != w)
                     continue;
                 if (c->fail_pending) {
-                    cl_state_locked(c, CL_CLOSING, false);
-                    pa_push(PA_FAIL, NULL, c, NULL, NULL);
+                    pool_cl_state_locked(c, CL_CLOSING, false);
+                    pool_act(PA_FAIL, NULL, c, NULL, NULL);
                 } else if (k == 0 && p->welcome_ready) {
-                    cl_state_locked(c, CL_IDLE, false); /* the welcome goes out next */
-                    pa_push(PA_WELCOME, NULL, c, NULL, NULL);
+                    pool_cl_state_locked(c, CL_IDLE, false); /* the welcome goes out next */
+                    pool_act(PA_WELCOME, NULL, c, NULL, NULL);
                 }
             }
         }
@@ -956,82 +986,6 @@ void pool_inbox_kick(struct worker *w)
             pool_dns_done_on(p, w);
             pool_lock();
         }
-    }
-    pool_unlock_run();
-}
-
-/* ---- janitor ------------------------------------------------------------- */
-
-/* Timeouts of worker w's own servers and clients in p (lock held). */
-static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
-{
-    const struct config *cfg = g_pooler.cfg;
-    struct list *it, *tmp;
-    int min = pool_min_size_of(p);
-
-    /* Idle servers: idle timeout above min_pool_size, lifetime. Taken off
-     * the idle list at once, so no other worker picks them meanwhile. */
-    int total = pool_total(p);
-    list_for_each_safe(it, tmp, &p->idle)
-    {
-        struct server *sv = list_entry(it, struct server, node);
-        if (sv->owner != w)
-            continue;
-        const char *why = NULL;
-        if (cfg->server_idle_timeout > 0 && now - sv->last_used >= cfg->server_idle_timeout &&
-            total > min)
-            why = "server idle timeout";
-        else if (server_too_old(sv, now) && total > min)
-            why = "server lifetime over";
-        else if (!p->db->cfg)
-            why = "database removed";
-        if (why) {
-            total--;
-            pool_close_locked(sv, why);
-        }
-    }
-    /* Connections that take too long to log in. */
-    list_for_each_safe(it, tmp, &p->busy)
-    {
-        struct server *sv = list_entry(it, struct server, node);
-        if (sv->owner == w && (sv->state == SV_CONNECTING || sv->state == SV_LOGIN) &&
-            cfg->server_connect_timeout > 0 &&
-            now - sv->connect_time >= cfg->server_connect_timeout) {
-            pool_connect_failed_locked(p, "server connect timeout", false, now);
-            pool_close_locked(sv, "connect timeout");
-        }
-    }
-    /* Waiting clients: query_wait_timeout. */
-    if (cfg->query_wait_timeout > 0) {
-        struct list *lists[] = {&p->login_wait, &p->waiting};
-        for (int k = 0; k < 2; k++) {
-            list_for_each_safe(it, tmp, lists[k])
-            {
-                struct client *c = list_entry(it, struct client, wait_node);
-                if (c->s.worker != w || now - c->request_time < cfg->query_wait_timeout)
-                    continue;
-                cl_state_locked(c, CL_CLOSING, false);
-                pa_push(PA_WAIT_TIMEOUT, NULL, c, NULL, NULL);
-            }
-        }
-    }
-    /* Keep min_pool_size warm (worker 0 does it for all), retry after
-     * failures, use the reserve. */
-    if (w->id == 0 && !g_pooler.shutting_down && p->db->cfg && !g_pooler.paused && !p->db->paused) {
-        while (pool_total(p) < min && pool_may_open(p, now, false))
-            pool_new_server(p, w, now);
-    }
-    pool_dispatch_locked(p, now);
-}
-
-void pool_janitor(struct worker *w)
-{
-    int64_t now = worker_now(w);
-    struct list *it, *tmp;
-    pool_lock();
-    list_for_each_safe(it, tmp, &g_pooler.pools)
-    {
-        pool_janitor_one(list_entry(it, struct pool, node), w, now);
     }
     pool_unlock_run();
 }
@@ -1066,102 +1020,4 @@ int pool_count_active(void)
     }
     pool_unlock();
     return n;
-}
-
-static void close_list(struct list *l, const char *why)
-{
-    while (!list_empty(l)) {
-        struct server *sv = list_entry(list_first(l), struct server, node);
-        ops.close_server(sv, why);
-    }
-}
-
-void pool_close_all(void)
-{
-    struct list *it, *tmp;
-    list_for_each_safe(it, tmp, &g_pooler.pools)
-    {
-        struct pool *p = list_entry(it, struct pool, node);
-        close_list(&p->idle, "shutdown");
-        close_list(&p->busy, "shutdown");
-        close_list(&p->active, "shutdown");
-    }
-}
-
-void pool_free_all(void)
-{
-    pool_close_all();
-    while (!list_empty(&g_pooler.pools)) {
-        struct pool *p = list_entry(list_first(&g_pooler.pools), struct pool, node);
-        list_del(&p->node);
-        for (int i = 0; i < p->welcome.n; i++) {
-            free(p->welcome.names[i]);
-            free(p->welcome.values[i]);
-        }
-        prepared_set_free(p->ps_known);
-        param_set_clear(&p->welcome_params);
-        free(p);
-    }
-    while (!list_empty(&g_pooler.databases)) {
-        struct database *db = list_entry(list_first(&g_pooler.databases), struct database, node);
-        list_del(&db->node);
-        pool_db_free_endpoints(db);
-        free(db->name);
-        free(db);
-    }
-    while (!list_empty(&g_pooler.users)) {
-        struct pool_user *u = list_entry(list_first(&g_pooler.users), struct pool_user, node);
-        list_del(&u->node);
-        free(u->name);
-        free(u->scram_secret_text);
-        free(u->password);
-        free(u);
-    }
-    free(g_pooler.cancel_hash);
-    g_pooler.cancel_hash = NULL;
-    pool_thread_done();
-}
-
-void pool_apply_config(struct config *cfg)
-{
-    struct list *it, *tmp;
-    list_for_each_safe(it, tmp, &g_pooler.databases)
-    {
-        struct database *db = list_entry(it, struct database, node);
-        const struct config_database *cd = config_find_database(cfg, db->name);
-        if (cd && (strcmp(cd->name, "*") != 0 || db->autodb)) {
-            /* A changed connection target means old servers must go. */
-            if (db->cfg &&
-                (strcmp(db->cfg->host, cd->host) != 0 || db->cfg->port != cd->port ||
-                 strcmp(db->cfg->dbname, cd->dbname) != 0 || strcmp(db->cfg->user, cd->user) != 0 ||
-                 strcmp(db->cfg->password, cd->password) != 0)) {
-                struct list *pit, *ptmp;
-                list_for_each_safe(pit, ptmp, &g_pooler.pools)
-                {
-                    struct pool *p = list_entry(pit, struct pool, node);
-                    if (p->db != db)
-                        continue;
-                    p->addr_ok = false;
-                    struct list *sit, *stmp;
-                    list_for_each_safe(sit, stmp, &p->active)
-                    {
-                        list_entry(sit, struct server, node)->close_needed = true;
-                    }
-                    list_for_each_safe(sit, stmp, &p->busy)
-                    {
-                        list_entry(sit, struct server, node)->close_needed = true;
-                    }
-                    close_list(&p->idle, "database configuration changed");
-                }
-            }
-            db->cfg = (struct config_database *)cd;
-            pool_db_set_endpoints(db, cd);
-        } else {
-            db->cfg = NULL;
-        }
-    }
-    list_for_each_safe(it, tmp, &g_pooler.pools)
-    {
-        pool_refresh_settings(list_entry(it, struct pool, node));
-    }
 }

@@ -53,7 +53,16 @@ struct pool_ops {
     /* Lend sv (on c's worker, both ready) to waiting c. */
     void (*link)(struct server *sv, struct client *c);
     void (*unlinked)(struct client *c); /* its server went back: c goes on */
-    void (*welcome)(struct client *c);  /* c's pool can welcome it now */
+    /* c waited for a replica that may not take reads now: it is idle again,
+     * its request still buffered, to be routed anew. */
+    void (*reroute)(struct client *c);
+    /* Run a replica's health check on sv (SV_TESTING, idle before), then
+     * pool_server_ready() (or close sv). */
+    void (*probe_server)(struct server *sv);
+    /* Look up the functions queued in volatility.h on sv (SV_TESTING, a
+     * primary's idle server before), then pool_server_ready(). */
+    void (*lookup_server)(struct server *sv);
+    void (*welcome)(struct client *c); /* c's pool can welcome it now */
     void (*fail)(struct client *c, const char *sqlstate, const char *msg);
     void (*free_client)(struct client *c); /* closed while a server was on its way */
 };
@@ -128,9 +137,11 @@ struct pool *pool_get(struct database *db, const char *login_user);
 struct pool *pool_of_endpoint(struct pool *p, int ep);
 struct pool_user *pool_get_user(const char *name);
 
-/* A database's endpoints from its entry (made, or remade on reload), and
- * their release. */
-void pool_db_set_endpoints(struct database *db, const struct config_database *cd);
+/* A database's endpoints from its entry (made, or remade on reload: a
+ * slot keeps its state while its address stays), and their release.
+ * Returns the slots whose address changed or that left the config (bit i:
+ * endpoints[i]): their servers must go. */
+unsigned pool_db_set_endpoints(struct database *db, const struct config_database *cd);
 void pool_db_free_endpoints(struct database *db);
 
 /* Effective settings for a pool (database/user entries over general ones). */

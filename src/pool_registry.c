@@ -1,13 +1,17 @@
 /* pool_registry.c - the registry of databases, their endpoints, login
  * users and pools, found or made on first use; the settings in effect for
  * a pool; the cancel-key registry of clients; the process-wide state
- * (g_pooler) and its lock. Everything here is under that lock (pool.h). */
-#include "pool.h"
+ * (g_pooler) and its lock; what a config swap changes in the registry, and
+ * its teardown at exit. Everything here is under that lock (pool.h). */
+#include "pool_int.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "prepared_set.h"
+#include "volatility.h"
 
 struct pooler g_pooler = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -36,13 +40,36 @@ void pool_db_free_endpoints(struct database *db)
     db->n_endpoints = 0;
 }
 
-/* The database's endpoints from its entry: the primary only, today. */
-void pool_db_set_endpoints(struct database *db, const struct config_database *cd)
+unsigned pool_db_set_endpoints(struct database *db, const struct config_database *cd)
 {
-    pool_db_free_endpoints(db);
-    db->endpoints[0].host = xstrdup(cd->host);
-    db->endpoints[0].port = cd->port;
-    db->n_endpoints = 1;
+    unsigned changed = 0;
+    int n = 1 + cd->n_replicas;
+    for (int i = 0; i < n; i++) {
+        const char *host = i ? cd->replica[i - 1].host : cd->host;
+        int port = i ? cd->replica[i - 1].port : cd->port;
+        struct endpoint *ep = &db->endpoints[i];
+        if (i >= db->n_endpoints || strcmp(ep->host, host) != 0 || ep->port != port) {
+            if (i < db->n_endpoints) {
+                free(ep->host);
+                changed |= 1u << i;
+            }
+            memset(ep, 0, sizeof(*ep));
+            ep->host = xstrdup(host);
+            ep->port = port;
+        }
+        ep->weight = i ? cd->replica[i - 1].weight : 1;
+        ep->role = i ? EP_REPLICA : EP_PRIMARY;
+    }
+    /* Slots past the new list keep their address for the servers still
+     * there; the router no longer picks them. */
+    for (int i = n; i < db->n_endpoints; i++) {
+        if (db->endpoints[i].role != EP_REMOVED)
+            changed |= 1u << i;
+        db->endpoints[i].role = EP_REMOVED;
+    }
+    if (n > db->n_endpoints)
+        db->n_endpoints = n;
+    return changed;
 }
 
 static struct database *pool_find_database_locked(const char *name)
@@ -241,4 +268,115 @@ struct client *pool_cancel_lookup(uint32_t pid, uint32_t key)
             found = c;
     pool_unlock();
     return found;
+}
+
+/* ---- the whole registry: config swaps, shutdown ---------------------------- */
+
+static void close_list(struct list *l, const char *why)
+{
+    while (!list_empty(l)) {
+        struct server *sv = list_entry(list_first(l), struct server, node);
+        pool_ops_table.close_server(sv, why);
+    }
+}
+
+void pool_close_all(void)
+{
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &g_pooler.pools)
+    {
+        struct pool *p = list_entry(it, struct pool, node);
+        close_list(&p->idle, "shutdown");
+        close_list(&p->busy, "shutdown");
+        close_list(&p->active, "shutdown");
+    }
+}
+
+void pool_free_all(void)
+{
+    pool_close_all();
+    while (!list_empty(&g_pooler.pools)) {
+        struct pool *p = list_entry(list_first(&g_pooler.pools), struct pool, node);
+        list_del(&p->node);
+        for (int i = 0; i < p->welcome.n; i++) {
+            free(p->welcome.names[i]);
+            free(p->welcome.values[i]);
+        }
+        prepared_set_free(p->ps_known);
+        param_set_clear(&p->welcome_params);
+        free(p);
+    }
+    while (!list_empty(&g_pooler.databases)) {
+        struct database *db = list_entry(list_first(&g_pooler.databases), struct database, node);
+        list_del(&db->node);
+        pool_db_free_endpoints(db);
+        volatility_free(db);
+        free(db->name);
+        free(db);
+    }
+    while (!list_empty(&g_pooler.users)) {
+        struct pool_user *u = list_entry(list_first(&g_pooler.users), struct pool_user, node);
+        list_del(&u->node);
+        free(u->name);
+        free(u->scram_secret_text);
+        free(u->password);
+        free(u);
+    }
+    free(g_pooler.cancel_hash);
+    g_pooler.cancel_hash = NULL;
+    pool_thread_done();
+}
+
+/* The pools of db whose endpoint is in mask (bit i: endpoint i) lose their
+ * servers: idle ones now, the others when they come back. */
+static void pool_db_drop_servers(struct database *db, unsigned mask)
+{
+    struct list *pit, *ptmp;
+    list_for_each_safe(pit, ptmp, &g_pooler.pools)
+    {
+        struct pool *p = list_entry(pit, struct pool, node);
+        if (p->db != db || !(mask & (1u << p->ep)))
+            continue;
+        p->addr_ok = false;
+        struct list *sit, *stmp;
+        list_for_each_safe(sit, stmp, &p->active)
+        {
+            list_entry(sit, struct server, node)->close_needed = true;
+        }
+        list_for_each_safe(sit, stmp, &p->busy)
+        {
+            list_entry(sit, struct server, node)->close_needed = true;
+        }
+        close_list(&p->idle, "database configuration changed");
+    }
+}
+
+void pool_apply_config(struct config *cfg)
+{
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &g_pooler.databases)
+    {
+        struct database *db = list_entry(it, struct database, node);
+        const struct config_database *cd = config_find_database(cfg, db->name);
+        if (cd && (strcmp(cd->name, "*") != 0 || db->autodb)) {
+            /* A changed connection target means old servers must go: every
+             * endpoint's for a changed login, else those whose address
+             * changed. */
+            bool login_changed = db->cfg && (strcmp(db->cfg->dbname, cd->dbname) != 0 ||
+                                             strcmp(db->cfg->user, cd->user) != 0 ||
+                                             strcmp(db->cfg->password, cd->password) != 0);
+            unsigned changed = pool_db_set_endpoints(db, cd);
+            if (login_changed)
+                changed = ~0u;
+            if (db->cfg && changed)
+                pool_db_drop_servers(db, changed);
+            db->cfg = (struct config_database *)cd;
+        } else {
+            db->cfg = NULL;
+        }
+    }
+    list_for_each_safe(it, tmp, &g_pooler.pools)
+    {
+        pool_refresh_settings(list_entry(it, struct pool, node));
+    }
 }

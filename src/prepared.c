@@ -168,6 +168,12 @@ static struct stmt *tab_find(struct prepared_client *pc, const char *name)
     return NULL;
 }
 
+const char *prepared_client_query(const struct client *c, const char *name)
+{
+    const struct stmt *st = tab_find(c->ps, name);
+    return st && st->kind == SK_PROTO ? (const char *)st->body : NULL;
+}
+
 static void tab_add(struct prepared_client *pc, struct stmt *st)
 {
     if (pc->tab_n + 1 > pc->tab_cap) {

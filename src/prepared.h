@@ -27,6 +27,11 @@ void prepared_init(void);
  * server while its own program holds them all. */
 bool prepared_idle(struct client *c);
 
+/* The text of c's protocol-level prepared statement name (Parse), or NULL
+ * when c has none of that name (or it is untracked: session mode). Valid
+ * until c closes or deallocates it. */
+const char *prepared_client_query(const struct client *c, const char *name);
+
 /* c is being freed: its statements and settings go. */
 void prepared_client_free(struct client *c);
 

@@ -270,6 +270,8 @@ static void relay_server_data(struct server *sv)
             server_close(sv, "server sent a malformed message");
             return;
         }
+        if (m.type == 'E' && sv->pool->ep != 0 && m.avail == m.len)
+            server_replica_trouble(sv, m.data, m.len); /* a read's error says it may be down */
         unsigned act = request_server_msg(c, sv, &m);
         if (act & REQUEST_MORE) {
             /* Needed whole: what came before goes first (the buffer may

@@ -21,7 +21,7 @@ static int n_observers;
 /* Observers (bit i: observers[i]) that want a client message of each type,
  * for tracked clients and for the others; and those with on_request_end. */
 uint8_t request_client_wants[2][256];
-static uint8_t end_wants[2], unlinked_wants[2];
+static uint8_t end_wants[2], unlinked_wants[2], begin_wants;
 
 /* Queues not in use, per thread (a client stays on its worker's thread). */
 static _Thread_local struct {
@@ -49,6 +49,8 @@ int request_observe(const struct request_observer *obs)
         if (!obs->tracked_only)
             request_client_wants[0][t] |= bit;
     }
+    if (obs->on_request_begin)
+        begin_wants |= bit;
     if (obs->on_request_end) {
         end_wants[1] |= bit;
         if (!obs->tracked_only)
@@ -194,6 +196,16 @@ struct request *request_current(struct client *c, uint8_t type)
 {
     struct request_queue *q = queue_of(c);
     return q->open ? record_newest(q) : record_begin(q, type);
+}
+
+void request_forget_unsent(struct client *c)
+{
+    struct request_queue *q = c->rq;
+    if (!q || !q->open || !q->r_n || record_newest(q)->sent)
+        return;
+    q->r_n--;
+    q->open = false;
+    queue_release_if_empty(c);
 }
 
 /* The head record's request is over. Its slot stays as it is until the
@@ -389,6 +401,11 @@ int64_t request_session_msg(struct client *c, uint8_t type, uint32_t len)
 
 int64_t request_observed_msg(struct client *c, uint8_t type, uint32_t len, uint32_t *fwd)
 {
+    if (begin_wants && (!c->rq || !c->rq->open) && type != 'd' && type != 'c' && type != 'f') {
+        for (unsigned w = begin_wants; w; w &= w - 1)
+            if (observers[__builtin_ctz(w)]->on_request_begin(c, type) == REQUEST_WAIT)
+                return REQUEST_WAIT;
+    }
     struct iobuf *b = c->s.rbuf;
     uint32_t avail = iobuf_len(b);
     if (type == 'D' && avail < 6 && len >= 6)

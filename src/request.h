@@ -122,6 +122,12 @@ struct request_observer {
      * buffer's start, the caller still forwards (rm->len when nothing
      * changed), REQUEST_WAIT or REQUEST_CLOSED. */
     int64_t (*on_client_msg)(struct client *c, struct request_msg *rm);
+    /* A new request of tracked client c (its first message, of this type,
+     * at the head of c's buffer) is about to go to the server c is linked
+     * to. REQUEST_WAIT holds it, with all after it, until that server goes
+     * back to its pool; the dispatcher then sends it on its way anew (the
+     * router: a write after reads on a replica). 0: it goes on. */
+    int64_t (*on_request_begin)(struct client *c, uint8_t type);
     /* A server message answering an entry it owns (RE_OWNED); done: the
      * message ends the entry. Returns REQUEST_SWALLOW / REQUEST_EMIT bits. */
     unsigned (*on_server_msg)(struct client *c, struct server *sv, struct request_entry *e,
@@ -174,6 +180,9 @@ int64_t request_xact_start(const struct client *c);
 /* The record of c's open request (begun, not ended by its Sync/Query),
  * beginning one for a message of this type if there is none. */
 struct request *request_current(struct client *c, uint8_t type);
+/* The open request of c that no message of has gone to a server is
+ * dropped (it was answered without one). */
+void request_forget_unsent(struct client *c);
 
 /* Observers (bit i: the i-th registered) that want a client message of each
  * type, [0] for untracked (session mode) clients, [1] for tracked ones;

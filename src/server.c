@@ -23,6 +23,7 @@
 #include "pool.h"
 #include "prepared_set.h"
 #include "proto.h"
+#include "replicas.h"
 #include "server_login.h"
 #include "server_query.h"
 #include "tls.h"
@@ -331,6 +332,25 @@ void server_reset(struct server *sv)
 
 /* An idle server has nothing to say but a FATAL before it goes
  * (administrator command, idle timeout on the provider side). */
+void server_replica_trouble(struct server *sv, const uint8_t *msg, uint32_t len)
+{
+    struct pool *p = sv->pool;
+    if (!p || !p->db->cfg || p->db->endpoints[p->ep].role != EP_REPLICA || g_pooler.shutting_down)
+        return;
+    enum replica_ban_reason why = RB_CLOSED;
+    const char *detail = "connection closed by the server";
+    struct proto_error_fields ef;
+    if (msg) {
+        if (!proto_parse_error(msg, len, &ef))
+            return;
+        why = replicas_error_reason(ef.sqlstate, ef.message);
+        detail = ef.message;
+        if (why == RB_NONE)
+            return;
+    }
+    replicas_ban(p->db, p->ep, why, detail, g_pooler.cfg, worker_now(sv->s.worker));
+}
+
 static void server_read_idle(struct server *sv)
 {
     struct stream *s = &sv->s;
@@ -339,6 +359,7 @@ static void server_read_idle(struct server *sv)
     while (stream_next_msg(s, STREAM_MSG_WHOLE, &m) == STREAM_MSG_OK) {
         if (m.type == 'E') {
             server_error_text(m.data, m.len, why, sizeof(why), NULL);
+            server_replica_trouble(sv, m.data, m.len);
             break;
         }
         if (m.type != 'N' && m.type != 'S' && m.type != 'A')
@@ -410,6 +431,7 @@ static void server_on_closed(struct stream *s, const char *reason)
         stream_read_stop(s); /* as in server_on_data() */
         return;
     }
+    server_replica_trouble(sv, NULL, 0);
     server_close(sv, reason ? reason : "server closed the connection");
 }
 

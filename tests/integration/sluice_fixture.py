@@ -302,10 +302,10 @@ class Cluster:
         self.replica_ports = [None, None]
         self.redis_port = None
 
-    def run(self, command, check=True, **env):
+    def run(self, command, *args, check=True, **env):
         env = dict(os.environ, CLUSTER_DIR=self.dir, CLUSTER_PORT=self.port_setting,
                    CLUSTER_REDIS="1", CLUSTER_REDIS_PORT=self.redis_port_setting, **env)
-        return subprocess.run(["sh", str(CLUSTER_SH), command], env=env, check=check,
+        return subprocess.run(["sh", str(CLUSTER_SH), command, *args], env=env, check=check,
                               capture_output=True, text=True, timeout=180)
 
     def is_running(self):
@@ -349,6 +349,13 @@ class Cluster:
 
     def restart_primary(self):
         self.run("restart-primary")
+
+    def stop_node(self, name, mode="fast"):
+        """Stop one node ("replica1", ...); mode "immediate" is a crash."""
+        self.run("stop-node", name, mode)
+
+    def start_node(self, name):
+        self.run("start-node", name)
 
     def connect(self, port=None, dbname="mydb", user="postgres", **kwargs):
         """A direct autocommit connection, as postgres to the primary by default."""

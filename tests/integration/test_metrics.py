@@ -176,8 +176,9 @@ def test_metrics_agree_with_console_under_load(metered):
                 assert int(before[col]) - 1 <= round(got) <= int(after[col]) + 1, (col, before,
                                                                                    got, after)
             assert value(samples, "sluice_pool_clients", database="mydb", user="md5_user",
-                         state="active") + value(samples, "sluice_pool_clients", database="mydb",
-                                                 user="md5_user", state="waiting") == 4
+                         endpoint="primary", state="active") + value(
+                             samples, "sluice_pool_clients", database="mydb", user="md5_user",
+                             endpoint="primary", state="waiting") == 4
             check_histogram(samples, "sluice_query_duration_seconds")
             check_histogram(samples, "sluice_wait_duration_seconds")
             time.sleep(0.1)
@@ -196,7 +197,8 @@ def test_metrics_agree_with_console_under_load(metered):
         pools = [r for r in show(conn, "POOLS") if r["database"] == "mydb"]
         assert len(pools) == 1
         pool = pools[0]
-        labels = dict(database="mydb", user="md5_user")
+        assert pool["endpoint"] == "primary"
+        labels = dict(database="mydb", user="md5_user", endpoint="primary")
         assert value(samples, "sluice_pool_clients", state="active", **labels) == pool["cl_active"]
         assert value(samples, "sluice_pool_clients", state="waiting", **labels) == 0
         for state in ("active", "idle", "used", "tested", "login"):

@@ -66,9 +66,10 @@ static void test_show_columns(void **state)
     const uint32_t *types;
     assert_int_equal(admin_show_columns(ADMIN_SHOW_HELP, &names, &types), 0);
     int n = admin_show_columns(ADMIN_SHOW_POOLS, &names, &types);
-    assert_int_equal(n, 17);
+    assert_int_equal(n, 18);
     assert_string_equal(names[0], "database");
     assert_string_equal(names[16], "load_balance_hosts");
+    assert_string_equal(names[17], "endpoint"); /* sluice's, after PgBouncer's */
     assert_int_equal(types[2], ADMIN_OID_INT4);
     n = admin_show_columns(ADMIN_SHOW_CLIENTS, &names, &types);
     assert_int_equal(n, 21);

@@ -631,6 +631,58 @@ static void test_databases(void **state)
                  "t.ini:2: syntax error: unterminated quoted name");
 }
 
+static void test_replicas(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[databases]\n"
+                                 "a = host=p port=6000 replicas='r1:6001,r2@3, [::1]:6003@0' "
+                                 "read_write_split=on\n"
+                                 "b = host=p\n"
+                                 "[pgbouncer]\nread_write_split = on\n"
+                                 "replica_load_balance = random\nprimary_reads = share\n"
+                                 "replica_check_interval = 250ms\n");
+    const struct config_database *a = &cfg->databases[0];
+    assert_int_equal(a->n_replicas, 3);
+    assert_string_equal(a->replica[0].host, "r1");
+    assert_int_equal(a->replica[0].port, 6001);
+    assert_int_equal(a->replica[0].weight, 1);
+    assert_string_equal(a->replica[1].host, "r2");
+    assert_int_equal(a->replica[1].port, 6000); /* the entry's port */
+    assert_int_equal(a->replica[1].weight, 3);
+    assert_string_equal(a->replica[2].host, "::1");
+    assert_int_equal(a->replica[2].port, 6003);
+    assert_int_equal(a->replica[2].weight, 0);
+    assert_int_equal(a->read_write_split, 1);
+    assert_int_equal(cfg->databases[1].n_replicas, 0);
+    assert_int_equal(cfg->databases[1].read_write_split, -1);
+    assert_true(cfg->read_write_split);
+    assert_string_equal(cfg->replica_load_balance, "random");
+    assert_string_equal(cfg->primary_reads, "share");
+    assert_int_equal(cfg->replica_check_interval, 250000);
+    assert_int_equal(cfg->replica_ban_time, SEC(30));
+    assert_string_equal(cfg->replica_function_check, "strict");
+    config_unref(cfg);
+
+    expect_error("[databases]\na = replicas=r1:0\n",
+                 "t.ini:2: database \"a\": invalid replica \"r1:0\": must be between 1 and 65535");
+    expect_error("[databases]\na = replicas=r1@x\n",
+                 "t.ini:2: database \"a\": invalid replica \"r1@x\": not an integer");
+    expect_error("[databases]\na = replicas=::1:5432\n",
+                 "t.ini:2: database \"a\": invalid replica \"::1:5432\": an IPv6 address "
+                 "needs brackets: [ADDRESS]:PORT");
+    expect_error("[databases]\na = replicas=[::1\n",
+                 "t.ini:2: database \"a\": invalid replica \"[::1\": \"[\" without \"]\"");
+    expect_error("[databases]\na = replicas=:5432\n",
+                 "t.ini:2: database \"a\": invalid replica \":5432\": empty host");
+    expect_error("[databases]\na = replicas=a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p\n",
+                 "t.ini:2: database \"a\": more than 15 replicas");
+    expect_error("[databases]\na = read_write_split=maybe\n",
+                 "t.ini:2: invalid value \"maybe\" for read_write_split: not a boolean");
+    expect_error("[pgbouncer]\nreplica_load_balance = fastest\n",
+                 "t.ini:2: invalid value \"fastest\" for replica_load_balance: expected one of "
+                 "least_outstanding, round_robin, random");
+}
+
 static void test_users(void **state)
 {
     (void)state;
@@ -1034,6 +1086,7 @@ int main(void)
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_int_enum_mode),
         cmocka_unit_test(test_databases),
+        cmocka_unit_test(test_replicas),
         cmocka_unit_test(test_users),
         cmocka_unit_test(test_sections),
         cmocka_unit_test(test_values_as_written),

@@ -1,0 +1,65 @@
+/* pool_int.h - what the files of the pool module share: pool.c (states,
+ * dispatch, lending), pool_janitor.c (timeouts, replica checks) and
+ * pool_registry.c (databases, users, pools, config). Not for other modules:
+ * they use pool.h. */
+#ifndef SLUICE_POOL_INT_H
+#define SLUICE_POOL_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pool.h"
+
+/* What a pool function decided under the lock and runs after letting go:
+ * anything that writes to a socket, connects or closes. */
+enum pool_action_kind {
+    PA_ASSIGN = 0,   /* carry the picked server sv on to its client (handoff) */
+    PA_LINK,         /* lend sv to c (same worker, both ready) */
+    PA_CONNECT,      /* start the connect of a new server sv */
+    PA_CLOSE,        /* close sv (why) */
+    PA_TEST,         /* run server_check_query on sv */
+    PA_RESET,        /* run server_reset_query on sv */
+    PA_UNLINKED,     /* c's server went back: c may go on */
+    PA_WELCOME,      /* c's pool can welcome it now */
+    PA_FAIL,         /* close c with its pool's login error */
+    PA_WAIT_TIMEOUT, /* close c: query_wait_timeout */
+    PA_FREE_CLIENT,  /* c closed while a server was on its way: free it now */
+    PA_FREE_SERVER,  /* sv closed while on its way here: free it now */
+    PA_KICK,         /* ask worker w to look at its clients and servers */
+    PA_REROUTE,      /* c left a banned replica's waiting list: route it again */
+    PA_PROBE,        /* run a replica's health check on idle sv */
+    PA_LOOKUP,       /* ask pg_proc about functions the router met, on idle sv */
+};
+
+/* The layers above (pool_set_ops()). */
+extern struct pool_ops pool_ops_table;
+
+/* Servers a pool has, counted against its size. */
+static inline int pool_total(const struct pool *p)
+{
+    return p->n_idle + p->n_active + p->n_busy - p->n_held;
+}
+
+/* Queues an action to run once the lock is let go (pool_unlock_run()). */
+void pool_act(enum pool_action_kind kind, struct server *sv, struct client *c, struct worker *w,
+              const char *why);
+/* Leaves the lock and runs what was decided under it. */
+void pool_unlock_run(void);
+/* The running thread's worker (worker 0 for other threads). */
+struct worker *pool_self(void);
+
+/* server_set_state() / client_set_state() with the lock held; head: back
+ * at the head of the waiting list. */
+void pool_sv_state_locked(struct server *sv, enum server_state st);
+void pool_cl_state_locked(struct client *c, enum client_state st, bool head);
+
+/* Lock held, all of them. */
+bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve);
+struct server *pool_new_server(struct pool *p, struct worker *w, int64_t now);
+void pool_dispatch_locked(struct pool *p, int64_t now);
+void pool_close_locked(struct server *sv, const char *why);
+bool pool_server_too_old(const struct server *sv, int64_t now);
+void pool_connect_failed_locked(struct pool *p, const char *why, bool fatal_for_clients,
+                                int64_t now);
+
+#endif

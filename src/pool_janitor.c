@@ -1,0 +1,145 @@
+/* pool_janitor.c - the pool module's periodic work, per worker: idle and
+ * login timeouts, query_wait_timeout, min_pool_size, and for databases with
+ * replicas the health checks, the function lookups and the clients that
+ * must be routed anew (pool_janitor()). */
+#include <stdatomic.h>
+
+#include "pool_int.h"
+#include "replicas.h"
+#include "volatility.h"
+#include "worker.h"
+
+/* An idle server of p owned by worker w (lock held), or NULL. */
+static struct server *pool_idle_of(struct pool *p, const struct worker *w)
+{
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &p->idle)
+    {
+        struct server *sv = list_entry(it, struct server, node);
+        if (sv->owner == w && !sv->close_needed)
+            return sv;
+    }
+    return NULL;
+}
+
+/* Functions the router met and pg_proc has not been asked about: one of
+ * w's idle servers of the database's primary asks (lock held). */
+static void pool_janitor_lookup(struct pool *p, struct worker *w)
+{
+    struct server *sv = pool_idle_of(p, w);
+    if (!sv || g_pooler.shutting_down)
+        return;
+    pool_sv_state_locked(sv, SV_TESTING);
+    pool_act(PA_LOOKUP, sv, NULL, NULL, NULL);
+}
+
+/* The janitor's part for a replica's pool p, on worker w (lock held):
+ * clients waiting for it while it may not take reads are routed again;
+ * its health check runs on one of w's idle servers when due; a banned
+ * replica whose ban time is over gets a connection to be checked on. */
+static void pool_janitor_replica(struct pool *p, struct worker *w, int64_t now)
+{
+    struct database *db = p->db;
+    struct list *it, *tmp;
+    if (!db->cfg || !replicas_usable(db, p->ep, now)) {
+        list_for_each_safe(it, tmp, &p->waiting)
+        {
+            struct client *c = list_entry(it, struct client, wait_node);
+            if (c->s.worker == w && client_state_of(c) == CL_WAITING) {
+                pool_cl_state_locked(c, CL_IDLE, false);
+                pool_act(PA_REROUTE, NULL, c, NULL, NULL);
+            }
+        }
+    }
+    if (!db->cfg || db->endpoints[p->ep].role != EP_REPLICA || g_pooler.shutting_down)
+        return;
+    struct server *idle = pool_idle_of(p, w);
+    if (idle && replicas_check_claim(db, p->ep, g_pooler.cfg, now)) {
+        pool_sv_state_locked(idle, SV_TESTING);
+        pool_act(PA_PROBE, idle, NULL, NULL, NULL);
+    } else if (!idle && w->id == 0 && pool_total(p) == 0 && replicas_awaits_check(db, p->ep, now) &&
+               pool_may_open(p, now, false)) {
+        pool_new_server(p, w, now);
+    }
+}
+
+/* Timeouts of worker w's own servers and clients in p (lock held). */
+static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
+{
+    const struct config *cfg = g_pooler.cfg;
+    struct list *it, *tmp;
+    int min = pool_min_size_of(p);
+
+    /* Idle servers: idle timeout above min_pool_size, lifetime. Taken off
+     * the idle list at once, so no other worker picks them meanwhile. */
+    int total = pool_total(p);
+    list_for_each_safe(it, tmp, &p->idle)
+    {
+        struct server *sv = list_entry(it, struct server, node);
+        if (sv->owner != w)
+            continue;
+        const char *why = NULL;
+        if (cfg->server_idle_timeout > 0 && now - sv->last_used >= cfg->server_idle_timeout &&
+            total > min)
+            why = "server idle timeout";
+        else if (pool_server_too_old(sv, now) && total > min)
+            why = "server lifetime over";
+        else if (!p->db->cfg)
+            why = "database removed";
+        if (why) {
+            total--;
+            pool_close_locked(sv, why);
+        }
+    }
+    /* Connections that take too long to log in (a replica's have their
+     * own, usually shorter, limit: reads can go elsewhere). */
+    int64_t connect_timeout = p->db->endpoints[p->ep].role == EP_PRIMARY
+                                  ? cfg->server_connect_timeout
+                                  : cfg->replica_connect_timeout;
+    list_for_each_safe(it, tmp, &p->busy)
+    {
+        struct server *sv = list_entry(it, struct server, node);
+        if (sv->owner == w && (sv->state == SV_CONNECTING || sv->state == SV_LOGIN) &&
+            connect_timeout > 0 && now - sv->connect_time >= connect_timeout) {
+            pool_connect_failed_locked(p, "server connect timeout", false, now);
+            pool_close_locked(sv, "connect timeout");
+        }
+    }
+    if (p->ep != 0)
+        pool_janitor_replica(p, w, now);
+    else if (p->db->cfg && volatility_pending(p->db))
+        pool_janitor_lookup(p, w);
+    /* Waiting clients: query_wait_timeout. */
+    if (cfg->query_wait_timeout > 0) {
+        struct list *lists[] = {&p->login_wait, &p->waiting};
+        for (int k = 0; k < 2; k++) {
+            list_for_each_safe(it, tmp, lists[k])
+            {
+                struct client *c = list_entry(it, struct client, wait_node);
+                if (c->s.worker != w || now - c->request_time < cfg->query_wait_timeout)
+                    continue;
+                pool_cl_state_locked(c, CL_CLOSING, false);
+                pool_act(PA_WAIT_TIMEOUT, NULL, c, NULL, NULL);
+            }
+        }
+    }
+    /* Keep min_pool_size warm (worker 0 does it for all), retry after
+     * failures, use the reserve. */
+    if (w->id == 0 && !g_pooler.shutting_down && p->db->cfg && !g_pooler.paused && !p->db->paused) {
+        while (pool_total(p) < min && pool_may_open(p, now, false))
+            pool_new_server(p, w, now);
+    }
+    pool_dispatch_locked(p, now);
+}
+
+void pool_janitor(struct worker *w)
+{
+    int64_t now = worker_now(w);
+    struct list *it, *tmp;
+    pool_lock();
+    list_for_each_safe(it, tmp, &g_pooler.pools)
+    {
+        pool_janitor_one(list_entry(it, struct pool, node), w, now);
+    }
+    pool_unlock_run();
+}
