@@ -16,14 +16,16 @@ struct admin_counters admin_counters;
 /* ---- statistics ---------------------------------------------------------- */
 
 enum stat_field {
-    ST_ASSIGN = 0, /* servers assigned to clients */
-    ST_XACT,       /* transactions */
-    ST_QUERY,      /* queries */
-    ST_RECV,       /* bytes received from clients */
-    ST_SENT,       /* bytes sent to clients */
-    ST_XACT_TIME,  /* usec in transactions */
-    ST_QUERY_TIME, /* usec in queries */
-    ST_WAIT_TIME,  /* usec clients waited for a server */
+    ST_ASSIGN = 0,    /* servers assigned to clients */
+    ST_XACT,          /* transactions */
+    ST_QUERY,         /* queries */
+    ST_RECV,          /* bytes received from clients */
+    ST_SENT,          /* bytes sent to clients */
+    ST_XACT_TIME,     /* usec in transactions */
+    ST_QUERY_TIME,    /* usec in queries */
+    ST_WAIT_TIME,     /* usec clients waited for a server */
+    ST_REPLICA_READS, /* requests routed to replicas (read_write_split) */
+    ST_RETRIES,       /* requests sent again after a replica's server failed */
     ST_COUNT,
 };
 
@@ -63,6 +65,8 @@ static void db_totals(const struct database *db, const struct admin_pool_index *
         t->v[ST_XACT_TIME] += p->xact_time;
         t->v[ST_QUERY_TIME] += p->query_time;
         t->v[ST_WAIT_TIME] += p->wait_time;
+        t->v[ST_REPLICA_READS] += p->replica_reads;
+        t->v[ST_RETRIES] += p->retries;
     }
 }
 
@@ -153,6 +157,8 @@ static void stat_averages(const struct stat_totals *d, struct stat_totals *avg)
         avg->v[ST_QUERY] = (uint64_t)((double)d->v[ST_QUERY] / secs);
         avg->v[ST_RECV] = (uint64_t)((double)d->v[ST_RECV] / secs);
         avg->v[ST_SENT] = (uint64_t)((double)d->v[ST_SENT] / secs);
+        avg->v[ST_REPLICA_READS] = (uint64_t)((double)d->v[ST_REPLICA_READS] / secs);
+        avg->v[ST_RETRIES] = (uint64_t)((double)d->v[ST_RETRIES] / secs);
     }
     if (d->v[ST_XACT])
         avg->v[ST_XACT_TIME] = d->v[ST_XACT_TIME] / d->v[ST_XACT];
@@ -176,9 +182,14 @@ static void db_averages(const struct database *db, struct stat_totals *avg)
 
 /* ---- SHOW STATS and friends ----------------------------------------------- */
 
-/* The stats columns in STATS order, from totals t and averages a. */
+/* Columns in each half of SHOW STATS: PgBouncer's 11, then sluice's. */
+#define STATS_HALF 11
+#define STATS_OWN  2
+
+/* The stats columns in STATS order, from totals t and averages a:
+ * PgBouncer's first, sluice's after them. */
 static void stats_values(const struct stat_totals *t, const struct stat_totals *a, bool totals,
-                         char f[11][ADMIN_NUM_LEN])
+                         char f[STATS_HALF + STATS_OWN][ADMIN_NUM_LEN])
 {
     const struct stat_totals *s = totals ? t : a;
     admin_unum(f[0], s->v[ST_ASSIGN]);
@@ -193,6 +204,8 @@ static void stats_values(const struct stat_totals *t, const struct stat_totals *
     admin_unum(f[8], 0);
     admin_unum(f[9], 0);
     admin_unum(f[10], 0);
+    admin_unum(f[11], s->v[ST_REPLICA_READS]);
+    admin_unum(f[12], s->v[ST_RETRIES]);
 }
 
 /* Calls fn with the totals of every row of SHOW STATS (by name, the
@@ -230,17 +243,25 @@ static void stats_row(const struct admin_db_row *d, const struct stat_totals *t,
         db_averages(d->db, &a);
     else
         memset(&a, 0, sizeof(a));
-    char tv[11][ADMIN_NUM_LEN], av[11][ADMIN_NUM_LEN];
+    char tv[STATS_HALF + STATS_OWN][ADMIN_NUM_LEN], av[STATS_HALF + STATS_OWN][ADMIN_NUM_LEN];
     stats_values(t, &a, true, tv);
     stats_values(t, &a, false, av);
-    const char *v[23];
+    const char *v[1 + 2 * (STATS_HALF + STATS_OWN)];
     v[0] = d->name;
     int k = 1;
+    /* PgBouncer's columns in its order (totals, averages), then sluice's
+     * (totals, averages), so that scripts reading by position still work. */
     if (x->which != 2)
-        for (int j = 0; j < 11; j++)
+        for (int j = 0; j < STATS_HALF; j++)
             v[k++] = tv[j];
     if (x->which != 1)
-        for (int j = 0; j < 11; j++)
+        for (int j = 0; j < STATS_HALF; j++)
+            v[k++] = av[j];
+    if (x->which != 2)
+        for (int j = STATS_HALF; j < STATS_HALF + STATS_OWN; j++)
+            v[k++] = tv[j];
+    if (x->which != 1)
+        for (int j = STATS_HALF; j < STATS_HALF + STATS_OWN; j++)
             v[k++] = av[j];
     admin_result_row(x->r, v);
 }
@@ -269,6 +290,8 @@ static void stats_each_row(const struct admin_db_row *d, const struct stat_total
         .xact_time = t->v[ST_XACT_TIME],
         .query_time = t->v[ST_QUERY_TIME],
         .wait_time = t->v[ST_WAIT_TIME],
+        .replica_reads = t->v[ST_REPLICA_READS],
+        .retries = t->v[ST_RETRIES],
     };
     x->fn(&v, x->arg);
 }
@@ -296,17 +319,19 @@ void admin_show_stats_averages(struct admin_result *r)
 
 void admin_show_totals(struct admin_result *r)
 {
-    static const char *const names[11] = {"server_assignment_count",
-                                          "xact_count",
-                                          "query_count",
-                                          "client_bytes",
-                                          "server_bytes",
-                                          "xact_time",
-                                          "query_time",
-                                          "wait_time",
-                                          "client_parse_count",
-                                          "server_parse_count",
-                                          "bind_count"};
+    static const char *const names[STATS_HALF + STATS_OWN] = {"server_assignment_count",
+                                                              "xact_count",
+                                                              "query_count",
+                                                              "client_bytes",
+                                                              "server_bytes",
+                                                              "xact_time",
+                                                              "query_time",
+                                                              "wait_time",
+                                                              "client_parse_count",
+                                                              "server_parse_count",
+                                                              "bind_count",
+                                                              "replica_read_count",
+                                                              "retry_count"};
     struct admin_pool_index ix;
     admin_pool_index_build(&ix);
     struct stat_totals sum, dsum;
@@ -329,12 +354,12 @@ void admin_show_totals(struct admin_result *r)
             dsum.v[i] += stat_slots[s].delta.v[i];
     struct stat_totals avg;
     stat_averages(&dsum, &avg);
-    char tv[11][ADMIN_NUM_LEN], av[11][ADMIN_NUM_LEN];
+    char tv[STATS_HALF + STATS_OWN][ADMIN_NUM_LEN], av[STATS_HALF + STATS_OWN][ADMIN_NUM_LEN];
     stats_values(&sum, &avg, true, tv);
     stats_values(&sum, &avg, false, av);
     char name[64];
     for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < 11; i++) {
+        for (int i = 0; i < STATS_HALF + STATS_OWN; i++) {
             snprintf(name, sizeof(name), "%s_%s", pass ? "avg" : "total", names[i]);
             const char *v[] = {name, pass ? av[i] : tv[i]};
             admin_result_row(r, v);

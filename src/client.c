@@ -84,6 +84,8 @@ static bool client_dispatch(struct client *c)
     }
     struct pool *p = d.endpoint == c->pool->ep ? c->pool : pool_of_endpoint(c->pool, d.endpoint);
     c->pool = p;
+    if (d.target == ROUTE_REPLICA)
+        POOL_STAT_ADD(p->replica_reads, 1);
     pool_client_wait(c, p, CL_WAITING);
     return c->state == CL_ACTIVE; /* lent at once: forward */
 }
@@ -160,6 +162,7 @@ void client_link(struct server *sv, struct client *c)
 void client_unlinked(struct client *c)
 {
     client_set_state(c, CL_IDLE);
+    relay_retry_drop(c);
     c->last_activity = worker_now(c->s.worker);
     request_unlinked(c);
     c->s.blocked_src = NULL;

@@ -100,6 +100,13 @@ struct client {
     bool stmt_mode; /* statement mode: a transaction block is refused */
     bool pinned;    /* holds its server to the end (state that cannot move) */
     bool requested; /* has sent a request to a server (SIGINT waits for those that have not) */
+    /* Transparent retry of a read on a replica (relay.c): the bytes sent to
+     * the server since the link, kept until any byte reaches the client.
+     * retry_mark: the low 32 bits of stream_written() of c then (compared
+     * after every read of the server's, far less than 4 GiB apart). */
+    bool retried; /* this request was retried once already */
+    uint32_t retry_mark;
+    struct iobuf *retry_buf;
 };
 
 /* ---- servers ------------------------------------------------------------- */
@@ -297,6 +304,7 @@ struct pool {
     /* stats */
     uint64_t xact_count, query_count, bytes_in, bytes_out;
     uint64_t assign_count;                     /* servers lent to clients */
+    uint64_t replica_reads, retries;           /* routed here as reads; sent again from here */
     uint64_t xact_time, query_time, wait_time; /* usec */
     int64_t max_wait_seen;
     struct prepared_set *ps_known; /* statements some server parsed fine (prepared.c) */

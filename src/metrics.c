@@ -300,6 +300,8 @@ enum db_field {
     DF_XACT_TIME,
     DF_QUERY_TIME,
     DF_WAIT_TIME,
+    DF_REPLICA_READS,
+    DF_RETRIES,
     DF_COUNT,
 };
 
@@ -315,13 +317,18 @@ static const struct {
     [DF_XACT_TIME] = {"sluice_xact_time_seconds_total", "Time spent in transactions.", true},
     [DF_QUERY_TIME] = {"sluice_query_time_seconds_total", "Time spent in queries.", true},
     [DF_WAIT_TIME] = {"sluice_wait_time_seconds_total", "Time clients waited for a server.", true},
+    [DF_REPLICA_READS] = {"sluice_replica_reads_total",
+                          "Requests routed to replicas (read_write_split).", false},
+    [DF_RETRIES] = {"sluice_retries_total",
+                    "Requests sent again after their replica's server failed.", false},
 };
 
 static void db_row(const struct admin_db_view *v, void *arg)
 {
     struct metrics_buf *f = arg;
-    const uint64_t vals[DF_COUNT] = {v->assign_count, v->xact_count, v->query_count, v->bytes_in,
-                                     v->bytes_out,    v->xact_time,  v->query_time,  v->wait_time};
+    const uint64_t vals[DF_COUNT] = {v->assign_count,  v->xact_count, v->query_count, v->bytes_in,
+                                     v->bytes_out,     v->xact_time,  v->query_time,  v->wait_time,
+                                     v->replica_reads, v->retries};
     for (int i = 0; i < DF_COUNT; i++) {
         metrics_buf_printf(&f[i], "%s{database=\"", db_fields[i].name);
         metrics_buf_label(&f[i], v->name);

@@ -26,6 +26,12 @@ void pool_set_ops(const struct pool_ops *o)
     pool_ops_table = *o;
 }
 
+void pool_client_retry(struct client *c)
+{
+    POOL_STAT_ADD(c->pool->retries, 1);
+    pool_ops_table.unlinked(c);
+}
+
 static char *xstrdup(const char *s)
 {
     char *d = strdup(s ? s : "");

@@ -67,6 +67,10 @@ struct pool_ops {
     void (*free_client)(struct client *c); /* closed while a server was on its way */
 };
 void pool_set_ops(const struct pool_ops *ops);
+/* c's server closed before any of its answer reached c, and c's request is
+ * back in its buffer (a read sent again, relay.c): c is idle again and the
+ * request goes through the dispatcher anew. c->server is NULL already. */
+void pool_client_retry(struct client *c);
 
 /* The one way a client's or a server's state changes (conn.h lists which
  * states put them on which pool list): the transition is checked (a bug is

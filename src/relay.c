@@ -19,6 +19,93 @@
 
 static const struct server_holder_ops relay_holder;
 
+/* ---- transparent retry ------------------------------------------------------ */
+
+/* A request on a replica whose server fails (closes, or says it is going
+ * away or in a recovery conflict) before any byte of its answer reached the
+ * client is sent again, once, wherever the router sends it now (the
+ * replica is banned by then). So the bytes sent to a replica's server
+ * since the link are kept, in one standard buffer borrowed from the
+ * worker; a request that does not fit, or a message not all buffered, is
+ * not retried. */
+
+static void retry_arm(struct client *c, struct server *sv)
+{
+    if (c->retried) {
+        c->retried = false; /* this link runs the request retried: not again */
+        return;
+    }
+    if (sv->pool->ep == 0 || !c->track || g_pooler.shutting_down)
+        return;
+    if (!c->retry_buf)
+        c->retry_buf = iobuf_get(&c->s.worker->bufs);
+    c->retry_buf->start = c->retry_buf->end = 0;
+    c->retry_mark = (uint32_t)stream_written(&c->s);
+}
+
+void relay_retry_drop(struct client *c)
+{
+    if (c->retry_buf) {
+        iobuf_put(&c->s.worker->bufs, c->retry_buf);
+        c->retry_buf = NULL;
+    }
+}
+
+/* Keeps client message m, on its way to the server, for a retry. */
+static void retry_keep(struct client *c, const struct stream_msg *m)
+{
+    struct iobuf *b = c->retry_buf;
+    if (m->avail < m->len || iobuf_room(b) < m->len) {
+        relay_retry_drop(c);
+        return;
+    }
+    memcpy(b->data + b->end, m->data, m->len);
+    b->end += m->len;
+}
+
+/* Nothing of the answer reached c since the link (nor anything else). */
+static bool retry_possible(const struct client *c)
+{
+    return c->retry_buf && c->state != CL_CLOSED && !c->s.closed &&
+           (uint32_t)stream_written(&c->s) == c->retry_mark && !g_pooler.shutting_down;
+}
+
+/* Before any of the server's bytes are handled, while c's request may
+ * still be retried: a replica going away says so in an error, or in a
+ * warning (an immediate shutdown's), maybe after the first messages of an
+ * answer c has not seen. Then the replica is banned, the server closed and
+ * the request retried (relay_server_closed()); true if so. */
+static bool retry_on_trouble(struct server *sv, struct client *c)
+{
+    if (sv->pool->ep == 0 || !retry_possible(c))
+        return false;
+    struct stream_msg m;
+    for (uint32_t off = 0; stream_msg_at(&sv->s, off, &m) == STREAM_MSG_OK; off += m.len) {
+        if ((m.type == 'E' || m.type == 'N') && server_replica_trouble(sv, m.data, m.len)) {
+            server_close(sv, "replica going away before it answered: request sent again");
+            return true;
+        }
+    }
+    return false;
+}
+
+/* c's server closed (why): its request goes back in front of c's buffer
+ * and through the dispatcher again. false: c must hear of the failure. */
+static bool relay_retry(struct client *c, const char *why)
+{
+    if (!retry_possible(c))
+        return false;
+    struct iobuf *b = c->retry_buf;
+    c->retry_buf = NULL;
+    c->retried = true;
+    stream_unread(&c->s, b->data + b->start, iobuf_len(b));
+    iobuf_put(&c->s.worker->bufs, b);
+    client_log(LOG_LVL_LOG, c, "request sent again elsewhere: its replica's server failed (%s)",
+               why);
+    pool_client_retry(c);
+    return true;
+}
+
 /* ---- link ---------------------------------------------------------------- */
 
 /* The server matches the client now: let the client's bytes through. */
@@ -91,6 +178,7 @@ void relay_link(struct server *sv, struct client *c)
     enum pool_mode mode = pool_mode_of(sv->pool);
     c->track = mode != POOL_MODE_SESSION;
     c->stmt_mode = mode == POOL_MODE_STATEMENT;
+    retry_arm(c, sv);
     sv->request_time = worker_now(sv->s.worker);
     /* Does the client expect other values than the server has? Settings
      * from the startup packet beyond the tracked ones are applied as a whole
@@ -191,13 +279,22 @@ void relay_client_data(struct client *c)
             client_close(c, "client close request");
             return;
         }
+        /* Kept as the client sent it, before observers rewrite it. */
+        uint32_t kept = 0;
+        if (c->retry_buf) {
+            kept = c->retry_buf->end;
+            retry_keep(c, &m);
+        }
         /* The request queue records it; its observers may rewrite it,
          * write messages of their own (after flushing the span) or answer
          * it; they may replace the buffer (to hold a long message). */
         int64_t r = request_client_msg(c, m.type, m.len, &fwd);
         b = s->rbuf;
-        if (r == REQUEST_WAIT)
+        if (r == REQUEST_WAIT) {
+            if (c->retry_buf)
+                c->retry_buf->end = kept; /* seen again when it goes */
             break;
+        }
         if (r < 0 || c->state == CL_CLOSED || !c->server) {
             stream_uncork(&sv->s);
             return;
@@ -257,6 +354,8 @@ static void relay_server_data(struct server *sv)
 {
     struct stream *s = &sv->s;
     struct client *c = sv->client;
+    if (c->retry_buf && retry_on_trouble(sv, c))
+        return;
     struct iobuf *b = s->rbuf;
     uint32_t fwd = b->start;
     enum relay_rfq at_rfq = RELAY_KEEP;
@@ -317,6 +416,8 @@ static void relay_server_data(struct server *sv)
         pool_release_server(sv);
         return;
     }
+    if (c->retry_buf && (uint32_t)stream_written(&c->s) != c->retry_mark)
+        relay_retry_drop(c); /* the answer began: no retry now */
     if (stream_has_output(&c->s)) {
         /* Backpressure: the client reads slower than the server writes. */
         stream_read_stop(s);
@@ -352,8 +453,9 @@ static void relay_server_drained(struct server *sv)
 
 static void relay_server_closed(struct server *sv, struct client *c, const char *why)
 {
-    if (c && c->state != CL_CLOSED)
-        client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "server conn crashed?");
+    if (!c || c->state == CL_CLOSED || relay_retry(c, why))
+        return;
+    client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "server conn crashed?");
 }
 
 static const struct server_holder_ops relay_holder = {

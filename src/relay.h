@@ -17,5 +17,7 @@ void relay_client_data(struct client *c);
 
 /* c's output drained: its server, stopped for backpressure, reads again. */
 void relay_client_drained(struct client *c);
+/* c's link ended (or c is freed): what was kept for a retry goes. */
+void relay_retry_drop(struct client *c);
 
 #endif

@@ -332,23 +332,24 @@ void server_reset(struct server *sv)
 
 /* An idle server has nothing to say but a FATAL before it goes
  * (administrator command, idle timeout on the provider side). */
-void server_replica_trouble(struct server *sv, const uint8_t *msg, uint32_t len)
+bool server_replica_trouble(struct server *sv, const uint8_t *msg, uint32_t len)
 {
     struct pool *p = sv->pool;
     if (!p || !p->db->cfg || p->db->endpoints[p->ep].role != EP_REPLICA || g_pooler.shutting_down)
-        return;
+        return false;
     enum replica_ban_reason why = RB_CLOSED;
     const char *detail = "connection closed by the server";
     struct proto_error_fields ef;
     if (msg) {
         if (!proto_parse_error(msg, len, &ef))
-            return;
+            return false;
         why = replicas_error_reason(ef.sqlstate, ef.message);
         detail = ef.message;
         if (why == RB_NONE)
-            return;
+            return false;
     }
     replicas_ban(p->db, p->ep, why, detail, g_pooler.cfg, worker_now(sv->s.worker));
+    return true;
 }
 
 static void server_read_idle(struct server *sv)

@@ -38,9 +38,10 @@ void server_cancel_free_all(struct worker *w);
 void server_close(struct server *sv, const char *reason);
 
 /* sv, a replica's server, closed on sluice (msg NULL) or sent ErrorResponse
- * msg: if that says the replica is going away or in a recovery conflict,
- * the replica is banned for a while (replicas.h). Nothing for a primary's
- * server, or an ordinary error. */
-void server_replica_trouble(struct server *sv, const uint8_t *msg, uint32_t len);
+ * or NoticeResponse msg (an immediate shutdown warns): if that says the replica is going away or in
+ * a recovery conflict, the replica is banned for a while (replicas.h). Nothing for a primary's
+ * server, or an ordinary error. Returns whether msg said so (a read that
+ * met it may go elsewhere). */
+bool server_replica_trouble(struct server *sv, const uint8_t *msg, uint32_t len);
 
 #endif

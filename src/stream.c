@@ -274,6 +274,26 @@ void stream_attach(struct stream *s)
         stream_update(s);
 }
 
+void stream_unread(struct stream *s, const void *p, size_t n)
+{
+    struct iobuf *b = s->rbuf;
+    if (n == 0)
+        return;
+    if (b && b->start >= n) {
+        b->start -= (uint32_t)n;
+        memcpy(b->data + b->start, p, n);
+        return;
+    }
+    struct iobuf *nb = NULL;
+    iobuf_reserve(&s->worker->bufs, &nb, n + (b ? iobuf_len(b) : 0));
+    iobuf_append(&s->worker->bufs, &nb, p, n);
+    if (b) {
+        iobuf_append(&s->worker->bufs, &nb, b->data + b->start, iobuf_len(b));
+        iobuf_put(&s->worker->bufs, b);
+    }
+    s->rbuf = nb;
+}
+
 void stream_release_rbuf(struct stream *s)
 {
     if (s->rbuf && iobuf_len(s->rbuf) == 0) {

@@ -73,6 +73,15 @@ void stream_attach(struct stream *s);
 void stream_close(struct stream *s);
 /* Returns rbuf to the cache if it holds nothing. */
 void stream_release_rbuf(struct stream *s);
+/* Puts n bytes back in front of what s has buffered to read, as if they
+ * had not been consumed yet (a request sent again elsewhere). */
+void stream_unread(struct stream *s, const void *p, size_t n);
+/* Bytes given to stream_write() since s began, sent or queued: whether
+ * anything was written to s since a moment. */
+static inline uint64_t stream_written(const struct stream *s)
+{
+    return s->bytes_out + (s->obuf ? iobuf_len(s->obuf) : 0);
+}
 /* Starts a non-blocking connect to addr; on_connected reports the result. */
 int stream_connect(struct stream *s, struct worker *w, const struct sockaddr *addr,
                    socklen_t addrlen, const struct stream_ops *ops);

@@ -138,6 +138,8 @@ STAT_METRICS = {
     "total_query_time": ("sluice_query_time_seconds_total", 1e6),
     "total_wait_time": ("sluice_wait_time_seconds_total", 1e6),
     "total_server_assignment_count": ("sluice_server_assignments_total", 1),
+    "total_replica_read_count": ("sluice_replica_reads_total", 1),
+    "total_retry_count": ("sluice_retries_total", 1),
 }
 
 

@@ -284,10 +284,18 @@ def test_session_mode(sluice, cluster):
         assert len(ports) == 1 and ports <= set(cluster.replica_ports)
 
 
+def stats_of(s, db="mydb"):
+    with admin(s) as a:
+        cur = a.execute("SHOW STATS")
+        names = [d.name for d in cur.description]
+        return next(dict(zip(names, r)) for r in cur.fetchall() if r[0] == db)
+
+
 def test_a_killed_replica_is_banned_and_comes_back(sluice, cluster):
-    """replica1 stops as in a crash while 20 clients read: no client query
-    fails (its reads go to replica2), SHOW REPLICAS says banned, and once it
-    runs again a passing check puts it back in rotation."""
+    """replica1 stops as in a crash while 20 clients read from both
+    replicas: no client query fails (reads in flight there are sent again,
+    new ones go to replica2), SHOW REPLICAS says banned, and once it runs
+    again a passing check puts it back in rotation."""
     s = sluice(split_config(default_pool_size=5))
     r1 = cluster.replica_ports[0]
     stop = threading.Event()
@@ -297,31 +305,99 @@ def test_a_killed_replica_is_banned_and_comes_back(sluice, cluster):
         try:
             with s.connect() as conn:
                 while not stop.is_set():
-                    ports.append(port_of(conn))
+                    ports.append(port_of(conn, "SELECT pg_sleep(0.002), inet_server_port()"))
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(repr(e))
 
-    # Warm both replicas' pools first, then stop replica1 while the readers
-    # are between queries.
-    with s.connect() as conn:
-        for _ in range(6):
-            port_of(conn)
-    cluster.stop_node("replica1", "immediate")
-    time.sleep(0.5)  # sluice sees its idle connections to replica1 drop
+    threads = [threading.Thread(target=reader) for _ in range(20)]
+    for t in threads:
+        t.start()
     try:
-        threads = [threading.Thread(target=reader) for _ in range(20)]
-        for t in threads:
-            t.start()
+        wait_until(lambda: r1 in ports and len(set(ports)) == 2, 10, "reads on both replicas")
+        cluster.stop_node("replica1", "immediate")
+        stopped_at = len(ports)
         time.sleep(1.5)
         stop.set()
         for t in threads:
             t.join()
         assert errors == []
-        assert ports and r1 not in ports
+        assert len(ports) > stopped_at + 20  # reading went on
         with admin(s) as a:
             state = {r[2]: r[4] for r in a.execute("SHOW REPLICAS").fetchall()}
         assert state[r1] == "banned"
+        assert r1 not in ports[stopped_at + 40:]
     finally:
+        stop.set()
         cluster.start_node("replica1")
     with s.connect() as conn:
         wait_until(lambda: port_of(conn) == r1, 15, "replica1 back in rotation")
+
+
+def test_a_read_whose_replica_fails_before_answering_is_sent_again(sluice, cluster):
+    """The replica's backend is terminated (57P01, as at a shutdown) while
+    it runs a read: the client gets its answer from elsewhere, and SHOW
+    STATS counts one retry."""
+    s = sluice(split_config(replica_load_balance="round_robin"))
+    result = []
+    with s.connect() as conn:
+        assert runs_on_replica(s, conn, "SELECT 1")
+        t = threading.Thread(target=lambda: result.append(
+            conn.execute("SELECT 'retried', pg_sleep(1), inet_server_port()").fetchone()))
+        t.start()
+        try:
+            killed = None
+            deadline = time.time() + 10
+            while killed is None and time.time() < deadline:
+                for port in cluster.replica_ports:
+                    with cluster.connect(port=port) as r:
+                        row = r.execute("SELECT pg_terminate_backend(pid), inet_server_port() "
+                                        "FROM pg_stat_activity WHERE query LIKE 'SELECT ''retried''%' "
+                                        "AND pid <> pg_backend_pid()").fetchone()
+                        if row:
+                            killed = row[1]
+                            break
+                time.sleep(0.02)
+        finally:
+            t.join()
+    assert killed is not None
+    assert result and result[0][0] == "retried" and result[0][2] != killed
+    stats = stats_of(s)
+    assert stats["total_retry_count"] == 1 and stats["total_replica_read_count"] >= 2
+    with admin(s) as a:
+        assert dict(a.execute("SHOW TOTALS").fetchall())["total_retry_count"] == 1
+
+
+def test_a_read_whose_answer_began_is_not_sent_again(sluice, cluster):
+    """Once a byte of the answer reached the client, a failure is the
+    client's to see: its connection ends with an error, nothing runs twice."""
+    s = sluice(split_config())
+    with s.connect() as conn:
+        assert runs_on_replica(s, conn, "SELECT 1")
+        # The rows go out first (a cursor's rows flush before pg_sleep).
+        errs = []
+
+        def run():
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT g, CASE WHEN g = 2000 THEN pg_sleep(1) END "
+                                "FROM generate_series(1, 2000) g /* answer-began */")
+                    cur.fetchall()
+            except psycopg.Error as e:
+                errs.append(e)
+        t = threading.Thread(target=run)
+        t.start()
+        try:
+            pids = []
+            deadline = time.time() + 10
+            while not pids and time.time() < deadline:
+                for port in cluster.replica_ports:
+                    with cluster.connect(port=port) as r:
+                        rows = r.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                         "WHERE query LIKE '%answer-began%' AND "
+                                         "wait_event = 'PgSleep'").fetchall()
+                        pids += rows
+                time.sleep(0.02)
+        finally:
+            t.join()
+    assert pids and len(errs) == 1
+    assert stats_of(s)["total_retry_count"] == 0
