@@ -57,6 +57,9 @@ sluice is running (pid $1, log $LOG). Connect with:
   psql "$(connect_string)"
 Admin console:
   psql "host=127.0.0.1 port=$(ini_port) dbname=pgbouncer user=sluice password=sluice" -c "SHOW POOLS"
+Reads go to the two replicas, writes to the primary (read_write_split = on):
+  psql "$(connect_string)" -c "SELECT inet_server_port()"   # a replica's port
+  psql "host=127.0.0.1 port=$(ini_port) dbname=pgbouncer user=sluice password=sluice" -c "SHOW REPLICAS"
 Other users: trust_user, scram_user, plain_user (password: name + _pw).
 Cluster ports: $(tr '\n' ' ' <"$CLUSTER_DIR/ports")(CLUSTER_DIR=$CLUSTER_DIR)
 Stop with: make demo-stop

@@ -82,6 +82,8 @@ static bool client_dispatch(struct client *c)
         request_forget_unsent(c);
         return c->state == CL_IDLE;
     }
+    log_noise("C-%p: request to %s %d: %s", (void *)c, router_target_str(d.target), d.endpoint,
+              d.why);
     struct pool *p = d.endpoint == c->pool->ep ? c->pool : pool_of_endpoint(c->pool, d.endpoint);
     c->pool = p;
     if (d.target == ROUTE_REPLICA)
@@ -163,6 +165,7 @@ void client_unlinked(struct client *c)
 {
     client_set_state(c, CL_IDLE);
     relay_retry_drop(c);
+    router_unlinked(c);
     c->last_activity = worker_now(c->s.worker);
     request_unlinked(c);
     c->s.blocked_src = NULL;
@@ -239,6 +242,9 @@ void client_janitor(struct worker *w)
         case CL_IDLE:
             if (cfg->client_idle_timeout > 0 && now - c->last_activity >= cfg->client_idle_timeout)
                 client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "client_idle_timeout");
+            else if (router_txn_virtual(c) && cfg->idle_transaction_timeout > 0 &&
+                     now - c->last_activity >= cfg->idle_transaction_timeout)
+                client_close_error(c, SQLSTATE_IDLE_IN_XACT_TIMEOUT, "idle transaction timeout");
             break;
         case CL_ACTIVE:
             client_janitor_active(c, cfg, now);

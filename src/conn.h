@@ -53,6 +53,7 @@ struct prepared_client;
 struct prepared_set;
 struct listen_client;
 struct volatility_cache;
+struct router_client; /* routing state (router.c), while needed */
 
 /* A client's address: IPv4 or IPv6 (unix sockets: is_unix). */
 union client_addr {
@@ -100,13 +101,9 @@ struct client {
     bool stmt_mode; /* statement mode: a transaction block is refused */
     bool pinned;    /* holds its server to the end (state that cannot move) */
     bool requested; /* has sent a request to a server (SIGINT waits for those that have not) */
-    /* Transparent retry of a read on a replica (relay.c): the bytes sent to
-     * the server since the link, kept until any byte reaches the client.
-     * retry_mark: the low 32 bits of stream_written() of c then (compared
-     * after every read of the server's, far less than 4 GiB apart). */
-    bool retried; /* this request was retried once already */
-    uint32_t retry_mark;
-    struct iobuf *retry_buf;
+    /* Routing state while it needs one (router.h): a transaction the
+     * router follows, a read kept to be sent again. NULL when none. */
+    struct router_client *route;
 };
 
 /* ---- servers ------------------------------------------------------------- */

@@ -23,7 +23,6 @@
 #include "metrics.h"
 #include "pool.h"
 #include "prepared.h"
-#include "relay.h"
 #include "replica_check.h"
 #include "request.h"
 #include "request_stats.h"
@@ -519,7 +518,7 @@ static void main_wire_modules(void)
     request_stats_init();
     router_init();
     client_add_free_hook(request_client_free);
-    client_add_free_hook(relay_retry_drop);
+    client_add_free_hook(router_client_free);
     client_add_free_hook(admin_client_closed);
 }
 

@@ -11,8 +11,9 @@
 #include "client_conn.h"
 #include "log.h"
 #include "pool.h"
-#include "request.h"
 #include "proto.h"
+#include "request.h"
+#include "router.h"
 #include "server.h"
 #include "server_query.h"
 #include "worker.h"
@@ -31,30 +32,39 @@ static const struct server_holder_ops relay_holder;
 
 static void retry_arm(struct client *c, struct server *sv)
 {
-    if (c->retried) {
-        c->retried = false; /* this link runs the request retried: not again */
+    struct router_client *rc = c->route;
+    if (rc && rc->retried) {
+        rc->retried = false; /* this link runs the request sent again: not twice */
         return;
     }
     if (sv->pool->ep == 0 || !c->track || g_pooler.shutting_down)
         return;
-    if (!c->retry_buf)
-        c->retry_buf = iobuf_get(&c->s.worker->bufs);
-    c->retry_buf->start = c->retry_buf->end = 0;
-    c->retry_mark = (uint32_t)stream_written(&c->s);
+    rc = router_client_of(c);
+    if (!rc->retry_buf)
+        rc->retry_buf = iobuf_get(&c->s.worker->bufs);
+    rc->retry_buf->start = rc->retry_buf->end = 0;
+    rc->retry_mark = (uint32_t)stream_written(&c->s);
 }
 
 void relay_retry_drop(struct client *c)
 {
-    if (c->retry_buf) {
-        iobuf_put(&c->s.worker->bufs, c->retry_buf);
-        c->retry_buf = NULL;
+    struct router_client *rc = c->route;
+    if (rc && rc->retry_buf) {
+        iobuf_put(&c->s.worker->bufs, rc->retry_buf);
+        rc->retry_buf = NULL;
     }
+}
+
+/* The buffer of what c sent since the link, while a retry may need it. */
+static inline struct iobuf *retry_buf_of(const struct client *c)
+{
+    return c->route ? c->route->retry_buf : NULL;
 }
 
 /* Keeps client message m, on its way to the server, for a retry. */
 static void retry_keep(struct client *c, const struct stream_msg *m)
 {
-    struct iobuf *b = c->retry_buf;
+    struct iobuf *b = c->route->retry_buf;
     if (m->avail < m->len || iobuf_room(b) < m->len) {
         relay_retry_drop(c);
         return;
@@ -66,8 +76,8 @@ static void retry_keep(struct client *c, const struct stream_msg *m)
 /* Nothing of the answer reached c since the link (nor anything else). */
 static bool retry_possible(const struct client *c)
 {
-    return c->retry_buf && c->state != CL_CLOSED && !c->s.closed &&
-           (uint32_t)stream_written(&c->s) == c->retry_mark && !g_pooler.shutting_down;
+    return retry_buf_of(c) && c->state != CL_CLOSED && !c->s.closed &&
+           (uint32_t)stream_written(&c->s) == c->route->retry_mark && !g_pooler.shutting_down;
 }
 
 /* Before any of the server's bytes are handled, while c's request may
@@ -95,9 +105,11 @@ static bool relay_retry(struct client *c, const char *why)
 {
     if (!retry_possible(c))
         return false;
-    struct iobuf *b = c->retry_buf;
-    c->retry_buf = NULL;
-    c->retried = true;
+    struct router_client *rc = c->route;
+    struct iobuf *b = rc->retry_buf;
+    rc->retry_buf = NULL;
+    rc->retried = true;
+    router_link_lost(c);
     stream_unread(&c->s, b->data + b->start, iobuf_len(b));
     iobuf_put(&c->s.worker->bufs, b);
     client_log(LOG_LVL_LOG, c, "request sent again elsewhere: its replica's server failed (%s)",
@@ -123,12 +135,52 @@ static void sets_error(struct server *sv, void *arg, const char *sqlstate, const
     client_send_error(arg, "22023", "could not restore session setting: %s", text);
 }
 
+static void replay_error(struct server *sv, void *arg, const char *sqlstate, const char *text)
+{
+    struct client *c = arg;
+    client_log(LOG_LVL_WARNING, c, "could not open its transaction on S-%p: %s", (void *)sv, text);
+}
+
+static void replay_done(struct server *sv, void *arg, enum server_query_status st)
+{
+    struct client *c = arg;
+    if (st == SERVER_QUERY_GONE)
+        return; /* the client heard of it through relay_holder.on_closed */
+    if (!router_link_opened(c, sv)) {
+        /* Its statements would run outside the transaction it opened. */
+        sv->close_needed = true;
+        client_close_error(c, SQLSTATE_CONNECTION_FAILURE,
+                           "could not open the transaction on the server");
+        return;
+    }
+    server_set_state(sv, SV_ACTIVE);
+    relay_linked(c);
+}
+
+static const struct server_query_ops replay_ops = {.on_error = replay_error,
+                                                   .on_done = replay_done};
+
+/* The server has c's settings: the transaction the router follows opens
+ * there first, if c is in one, then c's bytes go through. */
+static void relay_settings_done(struct server *sv, struct client *c)
+{
+    const char *replay = router_link_replay(c, sv);
+    if (replay) {
+        log_debug("S-%p: opening the transaction of C-%p: %s", (void *)sv, (void *)c, replay);
+        if (server_state_of(sv) != SV_SETTING)
+            server_set_state(sv, SV_SETTING);
+        server_query(sv, replay, 0, NULL, &replay_ops, c);
+        return;
+    }
+    server_set_state(sv, SV_ACTIVE);
+    relay_linked(c);
+}
+
 static void sets_done(struct server *sv, void *arg, enum server_query_status st)
 {
     if (st == SERVER_QUERY_GONE)
         return; /* the client heard of it through relay_holder.on_closed */
-    server_set_state(sv, SV_ACTIVE);
-    relay_linked(arg);
+    relay_settings_done(sv, arg);
 }
 
 static const struct server_query_ops sets_ops = {.on_error = sets_error, .on_done = sets_done};
@@ -185,6 +237,10 @@ void relay_link(struct server *sv, struct client *c)
      * (after RESET ALL), since the server does not report them back. */
     bool all = c->extras != sv->extras;
     if (!all && !params_differ(c, sv)) {
+        if (c->route) {
+            relay_settings_done(sv, c);
+            return;
+        }
         server_set_state(sv, SV_ACTIVE); /* the common case: nothing to set */
         relay_linked(c);
         return;
@@ -209,8 +265,7 @@ void relay_link(struct server *sv, struct client *c)
         return;
     }
     free(sql);
-    server_set_state(sv, SV_ACTIVE);
-    relay_linked(c);
+    relay_settings_done(sv, c);
 }
 
 /* What a ReadyForQuery means for the link (status st, nothing else in
@@ -220,6 +275,8 @@ enum relay_rfq {
     RELAY_KEEP = 0,  /* the client keeps its server */
     RELAY_RELEASE,   /* the server goes back to the pool */
     RELAY_VIOLATION, /* a transaction in statement mode: the client is closed */
+    RELAY_MOVE,      /* the transaction moves to the primary (router.h) */
+    RELAY_RESUME,    /* it failed on the replica: the request held goes there */
 };
 
 static enum relay_rfq relay_at_rfq(struct client *c, struct server *sv, char st)
@@ -235,7 +292,38 @@ static enum relay_rfq relay_at_rfq(struct client *c, struct server *sv, char st)
         return RELAY_RELEASE;
     if (st != 'I' && c->stmt_mode)
         return RELAY_VIOLATION;
+    if (c->route && c->route->move)
+        return router_move_due(c, sv) ? RELAY_MOVE : RELAY_RESUME;
     return RELAY_KEEP;
+}
+
+/* ---- a transaction moving from a replica to the primary --------------------- */
+
+static void move_done(struct server *sv, void *arg, enum server_query_status st)
+{
+    struct client *c = arg;
+    if (st == SERVER_QUERY_GONE)
+        return; /* the client heard of it through relay_holder.on_closed */
+    if (sv->xact_status != 'I') {
+        sv->close_needed = true;
+        client_close_error(c, SQLSTATE_CONNECTION_FAILURE,
+                           "could not end the transaction's part on the replica");
+        return;
+    }
+    router_txn_moved(c);
+    pool_release_server(sv); /* c goes on: its waiting request to the primary */
+}
+
+static const struct server_query_ops move_ops = {.on_done = move_done};
+
+/* c's transaction read on its replica so far and a request of c's that
+ * must run on the primary waits: the replica's part ends (ROLLBACK: it
+ * only read), the server goes back, and the router opens the transaction
+ * on the primary for that request. */
+static void relay_move(struct client *c, struct server *sv)
+{
+    log_debug("C-%p: transaction moves from S-%p to the primary", (void *)c, (void *)sv);
+    server_query(sv, "ROLLBACK", 0, NULL, &move_ops, c);
 }
 
 /* ---- client to server ------------------------------------------------------ */
@@ -281,8 +369,8 @@ void relay_client_data(struct client *c)
         }
         /* Kept as the client sent it, before observers rewrite it. */
         uint32_t kept = 0;
-        if (c->retry_buf) {
-            kept = c->retry_buf->end;
+        if (retry_buf_of(c)) {
+            kept = c->route->retry_buf->end;
             retry_keep(c, &m);
         }
         /* The request queue records it; its observers may rewrite it,
@@ -291,8 +379,8 @@ void relay_client_data(struct client *c)
         int64_t r = request_client_msg(c, m.type, m.len, &fwd);
         b = s->rbuf;
         if (r == REQUEST_WAIT) {
-            if (c->retry_buf)
-                c->retry_buf->end = kept; /* seen again when it goes */
+            if (retry_buf_of(c))
+                c->route->retry_buf->end = kept; /* seen again when it goes */
             break;
         }
         if (r < 0 || c->state == CL_CLOSED || !c->server) {
@@ -306,6 +394,10 @@ void relay_client_data(struct client *c)
     relay_to_server(c, sv, &fwd);
     stream_uncork(&sv->s);
     c->last_activity = worker_now(s->worker);
+    if (c->route && c->route->move && !server_query_pending(sv) && router_move_due(c, sv)) {
+        relay_move(c, sv); /* its transaction is idle on the replica already */
+        return;
+    }
     if (!s->skip && sv->ready && relay_at_rfq(c, sv, sv->xact_status) == RELAY_RELEASE) {
         /* The transaction was over already: what came since needs no
          * answer (CopyData the server drops after a failed COPY). */
@@ -354,11 +446,12 @@ static void relay_server_data(struct server *sv)
 {
     struct stream *s = &sv->s;
     struct client *c = sv->client;
-    if (c->retry_buf && retry_on_trouble(sv, c))
+    if (retry_buf_of(c) && retry_on_trouble(sv, c))
         return;
     struct iobuf *b = s->rbuf;
     uint32_t fwd = b->start;
     enum relay_rfq at_rfq = RELAY_KEEP;
+    bool resume = false;
     while (at_rfq == RELAY_KEEP && b->start < b->end) {
         struct stream_msg m;
         enum stream_msg_status ms = stream_next_msg(s, STREAM_MSG_HEAD, &m);
@@ -396,16 +489,34 @@ static void relay_server_data(struct server *sv)
             at_rfq = relay_at_rfq(c, sv, sv->xact_status);
             if (at_rfq == RELAY_VIOLATION)
                 break; /* the client gets the error instead of this ReadyForQuery */
+            if (at_rfq == RELAY_RESUME) {
+                resume = true;
+                at_rfq = RELAY_KEEP;
+            }
         }
         stream_consume_msg(s, m.len);
         if (act & REQUEST_EMIT)
             relay_to_client(sv, c, &fwd, true);
     }
     relay_to_client(sv, c, &fwd, false);
+    if (at_rfq == RELAY_MOVE) {
+        if (b->start < b->end) {
+            server_close(sv, "server sent data after ReadyForQuery");
+            return;
+        }
+        stream_release_rbuf(s);
+        relay_move(c, sv);
+        return;
+    }
     if (at_rfq == RELAY_VIOLATION) {
         client_close_error(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
                            "transaction blocks not allowed in statement pooling mode");
         return;
+    }
+    if (resume && c->s.rbuf && iobuf_len(c->s.rbuf)) {
+        c->s.ops->on_data(&c->s);
+        if (sv->client != c)
+            return;
     }
     if (at_rfq == RELAY_RELEASE) {
         if (b->start < b->end) {
@@ -416,7 +527,7 @@ static void relay_server_data(struct server *sv)
         pool_release_server(sv);
         return;
     }
-    if (c->retry_buf && (uint32_t)stream_written(&c->s) != c->retry_mark)
+    if (retry_buf_of(c) && (uint32_t)stream_written(&c->s) != c->route->retry_mark)
         relay_retry_drop(c); /* the answer began: no retry now */
     if (stream_has_output(&c->s)) {
         /* Backpressure: the client reads slower than the server writes. */

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 
@@ -42,13 +43,32 @@ const char *router_target_str(enum router_target t)
     return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "?";
 }
 
-/* What the statements of a request add up to. */
+/* At most this many SET LOCALs of one request are kept to replay; more:
+ * the request goes to the primary. */
+#define VERDICT_MAX_SET_LOCAL 8
+
+/* What the statements of a request add up to. Text pointers point into
+ * c's buffer: valid while the router looks at it. */
 struct verdict {
     bool write;      /* at least one may write (or is not understood) */
     bool wait;       /* the first message is not all buffered: ask again */
     int hint;        /* CRW hint of a comment (classify_rw.h), the last one seen */
     const char *why; /* the first reason it is a write (why_buf, or static) */
     char why_buf[96];
+    int n_stmts; /* statements seen */
+    /* transaction control */
+    bool query;        /* a simple Query (not an extended batch) */
+    const char *begin; /* the last BEGIN / START TRANSACTION's text */
+    uint32_t begin_len;
+    bool begin_read_only;  /* ... it said READ ONLY */
+    bool begin_is_start;   /* ... it is START TRANSACTION (its tag) */
+    int end;               /* CRW_TXN_COMMIT or _ROLLBACK of the last statement ending one */
+    bool ends_after_begin; /* a COMMIT / ROLLBACK follows the last BEGIN */
+    bool
+        set_transaction_strict; /* SET TRANSACTION ISOLATION LEVEL REPEATABLE READ / SERIALIZABLE */
+    int n_set_local;
+    const char *set_local[VERDICT_MAX_SET_LOCAL];
+    uint32_t set_local_len[VERDICT_MAX_SET_LOCAL];
 };
 
 static void verdict_write(struct verdict *v, const char *why)
@@ -102,8 +122,11 @@ static const struct classify_rw_functions *router_functions(void)
     return &tl_fns.fns;
 }
 
+static void rc_thread_done(void);
+
 void router_thread_done(void)
 {
+    rc_thread_done();
     free(tl_fns.text[0]);
     free(tl_fns.text[1]);
     memset(&tl_fns, 0, sizeof(tl_fns));
@@ -122,48 +145,141 @@ static char router_volatility(const char *name, void *arg)
     return volatility_get(a->db, name, a->now);
 }
 
-/* May the statements of sql (NUL-terminated at sql[len]) run on a replica
- * of db? Transaction control, pinning and whole-transaction statements go
- * to the primary, as does a function whose volatility is not known yet
- * (router_volatility() asks pg_proc meanwhile). */
-static bool statement_is_read(struct client *c, const char *sql, size_t len, int *hint,
-                              const char **why)
+/* The value of a session setting c made (at startup or by SET; c->extras
+ * holds them as "SET name = 'value';"), or NULL. */
+static const char *setting_of(const struct client *c, const char *name, size_t *len)
+{
+    const char *x = c->extras;
+    char key[96];
+    int k = snprintf(key, sizeof(key), "SET %s = '", name);
+    const char *p = x && k > 0 && (size_t)k < sizeof(key) ? strstr(x, key) : NULL;
+    if (!p)
+        return NULL;
+    p += k;
+    const char *q = strchr(p, '\'');
+    *len = q ? (size_t)(q - p) : strlen(p);
+    return p;
+}
+
+/* Whether c's transactions are REPEATABLE READ or SERIALIZABLE unless they
+ * say otherwise (default_transaction_isolation). */
+static bool session_isolation_strict(const struct client *c)
+{
+    size_t n;
+    const char *v = setting_of(c, "default_transaction_isolation", &n);
+    return v && (!strncasecmp(v, "repeatable", n < 10 ? n : 10) ||
+                 !strncasecmp(v, "serializable", n < 12 ? n : 12));
+}
+
+/* Whether a statement's text begins with keyword kw (after blanks and
+ * comments). */
+static bool starts_with_keyword(const char *p, const char *end, const char *kw)
+{
+    for (;;) {
+        while (p < end && strchr(" \t\r\n\f", *p))
+            p++;
+        if (end - p >= 2 && p[0] == '-' && p[1] == '-') {
+            while (p < end && *p != '\n')
+                p++;
+            continue;
+        }
+        if (end - p >= 2 && p[0] == '/' && p[1] == '*') {
+            const char *z = p + 2;
+            while (z + 1 < end && !(z[0] == '*' && z[1] == '/'))
+                z++;
+            p = z + 2 < end ? z + 2 : end;
+            continue;
+        }
+        break;
+    }
+    size_t n = strlen(kw);
+    return (size_t)(end - p) >= n && !strncasecmp(p, kw, n) &&
+           ((size_t)(end - p) == n || !(isalnum((unsigned char)p[n]) || p[n] == '_'));
+}
+
+/* Transaction control and SET LOCAL of one statement (text t, len n). */
+static void verdict_txn(struct verdict *v, struct client *c, const struct classify_rw_stmt *st,
+                        const char *t, uint32_t n)
+{
+    switch (st->txn) {
+    case CRW_TXN_NONE:
+        if (st->set_local) {
+            if (v->n_set_local == VERDICT_MAX_SET_LOCAL) {
+                verdict_write(v, "too many SET LOCAL to follow");
+                return;
+            }
+            v->set_local[v->n_set_local] = t;
+            v->set_local_len[v->n_set_local++] = n;
+        } else if (starts_with_keyword(t, t + n, "declare")) {
+            /* A cursor would not follow its transaction to the primary. */
+            verdict_write(v, "cursor");
+        }
+        return;
+    case CRW_TXN_BEGIN:
+        if (st->isolation >= CRW_ISO_REPEATABLE_READ ||
+            (st->isolation == CRW_ISO_UNSAID && session_isolation_strict(c))) {
+            verdict_write(v, "REPEATABLE READ or SERIALIZABLE transaction");
+            return;
+        }
+        v->begin = t;
+        v->begin_len = n;
+        v->begin_read_only = st->read_only == 1;
+        v->begin_is_start = starts_with_keyword(t, t + n, "start");
+        v->ends_after_begin = false;
+        v->n_set_local = 0; /* those before it were outside it */
+        return;
+    case CRW_TXN_COMMIT:
+    case CRW_TXN_ROLLBACK:
+        v->end = st->txn;
+        v->ends_after_begin = v->begin != NULL;
+        return;
+    case CRW_TXN_SET_TRANSACTION:
+        if (st->isolation >= CRW_ISO_REPEATABLE_READ)
+            v->set_transaction_strict = true;
+        if (st->read_only == 1)
+            v->begin_read_only = true;
+        return;
+    case CRW_TXN_SAVEPOINT:
+        verdict_write(v, "savepoint");
+        return;
+    case CRW_TXN_PREPARED:
+        verdict_write(v, "two-phase commit");
+        return;
+    }
+}
+
+/* One statement text (NUL-terminated at sql[len]) of c's request: may its
+ * statements run on a replica of c's database? A function whose volatility
+ * is not known yet is a write (router_volatility() asks pg_proc
+ * meanwhile); transaction control is noted for the router's transaction
+ * rules. */
+static void verdict_add(struct verdict *v, struct client *c, const char *sql, size_t len)
 {
     struct database *db = c->pool->db;
     const struct classify_rw_result *r = classify_rw_cached(sql, len);
-    *hint = r->hint;
+    if (r->hint != CRW_HINT_NONE)
+        v->hint = r->hint;
     struct classify_rw_decision d;
-    enum classify_rw_verdict v = classify_rw_resolve(r, router_functions(), &d);
-    if (v == CRW_LOOKUP) {
+    enum classify_rw_verdict cv = classify_rw_resolve(r, router_functions(), &d);
+    if (cv == CRW_LOOKUP) {
         struct volatility_ask ask = {db, worker_now(c->s.worker)};
-        v = classify_rw_resolve_lookup(&d, router_volatility, &ask);
+        cv = classify_rw_resolve_lookup(&d, router_volatility, &ask);
     }
-    if (v != CRW_READ) {
-        *why = d.reason ? d.reason : "may write";
-        return false;
+    if (cv != CRW_READ) {
+        verdict_write(v, d.reason ? d.reason : "may write");
+        return;
     }
     if (r->pins || r->whole_txn_primary) {
-        *why = r->pin_reason ? r->pin_reason : "session state";
-        return false;
+        verdict_write(v, r->pin_reason ? r->pin_reason : "session state");
+        return;
     }
-    for (int i = 0; i < r->n; i++) {
-        if (r->stmts[i].txn != CRW_TXN_NONE) {
-            *why = "transaction control";
-            return false;
-        }
+    for (int i = 0; i < r->n && !v->write; i++) {
+        const struct classify_rw_stmt *st = &r->stmts[i];
+        uint32_t off = st->off < len ? st->off : (uint32_t)len;
+        uint32_t n = st->len && st->len <= len - off ? st->len : (uint32_t)(len - off);
+        verdict_txn(v, c, st, sql + off, n);
     }
-    return true;
-}
-
-/* One statement text (NUL-terminated at sql[len]) of c's request. */
-static void verdict_add(struct verdict *v, struct client *c, const char *sql, size_t len)
-{
-    const char *why = NULL;
-    int hint = CRW_HINT_NONE;
-    if (!statement_is_read(c, sql, len, &hint, &why))
-        verdict_write(v, why);
-    if (hint != CRW_HINT_NONE)
-        v->hint = hint;
+    v->n_stmts += r->n;
 }
 
 /* A C string inside [p, end), or NULL. */
@@ -188,7 +304,7 @@ static void verdict_of_query(struct verdict *v, struct client *c, const struct s
 /* The extended-protocol batch at the head of c's buffer, up to its Sync. */
 static void verdict_of_batch(struct verdict *v, struct client *c)
 {
-    bool unnamed_parsed = false;
+    bool unnamed_parsed = false, executes = false;
     uint32_t off = 0;
     for (int i = 0; i < ROUTER_BATCH_MAX; i++) {
         struct stream_msg m;
@@ -230,14 +346,21 @@ static void verdict_of_batch(struct verdict *v, struct client *c)
                 verdict_add(v, c, sql, strlen(sql));
             break;
         }
-        case 'D':
         case 'E':
+            executes = true;
+            break;
+        case 'D':
         case 'C':
             break;
         case 'S':
             return;
         case 'H':
-            verdict_write(v, "batch ended by Flush");
+            /* The client waits for answers before it sends the rest, which
+             * goes where this goes. Safe only when nothing runs before the
+             * Flush: statements prepared and described (asyncpg's
+             * prepare), whose Bind and Execute follow. */
+            if (executes)
+                verdict_write(v, "batch ended by Flush");
             return;
         default:
             verdict_write(v, "function call or other message");
@@ -271,6 +394,7 @@ static struct verdict verdict_of_request(struct client *c)
         v.wait = true;
         return v;
     }
+    v.query = m.type == 'Q';
     if (m.type == 'Q')
         verdict_of_query(&v, c, &m);
     else
@@ -278,10 +402,9 @@ static struct verdict verdict_of_request(struct client *c)
     return v;
 }
 
-/* A write hinted to a replica: refused, as the client asked for a place
- * where it cannot run. The request (a Query, or a batch through its Sync,
- * all buffered) is consumed and answered without a server. */
-static void refuse(struct client *c, const char *why)
+/* Consumes c's request at the head of its buffer (a Query, or a batch
+ * through its Sync, all buffered), to be answered here. */
+static void consume_request(struct client *c)
 {
     struct stream_msg m;
     while (stream_next_msg(&c->s, STREAM_MSG_WHOLE, &m) == STREAM_MSG_OK) {
@@ -289,6 +412,13 @@ static void refuse(struct client *c, const char *why)
         if (m.type == 'Q' || m.type == 'S')
             break;
     }
+}
+
+/* A write hinted to a replica: refused, as the client asked for a place
+ * where it cannot run. */
+static void refuse(struct client *c, const char *why)
+{
+    consume_request(c);
     uint8_t buf[600];
     struct proto_writer wr;
     proto_writer_init(&wr, buf, sizeof(buf));
@@ -296,22 +426,34 @@ static void refuse(struct client *c, const char *why)
                       "sluice: a statement that may write cannot run on a replica (%s); drop "
                       "the /* sluice:replica */ hint",
                       why ? why : "write");
-    proto_build_ready(&wr, 'I');
+    proto_build_ready(&wr, router_txn_virtual(c) ? 'T' : 'I');
     stream_write(&c->s, wr.buf, wr.len);
     stream_uncork(&c->s);
+}
+
+/* A BEGIN, COMMIT or ROLLBACK Query answered here: its tag, then
+ * ReadyForQuery with status st. */
+static void answer_txn(struct client *c, const char *tag, char st)
+{
+    consume_request(c);
+    uint8_t buf[64];
+    struct proto_writer wr;
+    proto_writer_init(&wr, buf, sizeof(buf));
+    proto_build_command_complete(&wr, tag);
+    proto_build_ready(&wr, st);
+    stream_write(&c->s, wr.buf, wr.len);
+    stream_uncork(&c->s);
+    c->last_activity = worker_now(c->s.worker);
 }
 
 /* Session mode: the whole session goes where its first request goes, and
  * that is a replica only for a client that said it only reads. */
 static bool session_read_only(const struct client *c)
 {
-    const char *x = c->extras;
-    const char *k = x ? strstr(x, "SET default_transaction_read_only = '") : NULL;
-    if (!k)
-        return false;
-    k += strlen("SET default_transaction_read_only = '");
-    return !strncasecmp(k, "on'", 3) || !strncasecmp(k, "true'", 5) || !strncasecmp(k, "yes'", 4) ||
-           !strncmp(k, "1'", 2);
+    size_t n;
+    const char *v = setting_of(c, "default_transaction_read_only", &n);
+    return v && ((n == 2 && !strncasecmp(v, "on", 2)) || (n == 4 && !strncasecmp(v, "true", 4)) ||
+                 (n == 3 && !strncasecmp(v, "yes", 3)) || (n == 1 && v[0] == '1'));
 }
 
 static struct router_decision decided(enum router_target t, int ep, const char *why)
@@ -334,15 +476,249 @@ static struct router_decision to_replica(struct client *c, const char *why)
     return decided(ep ? ROUTE_REPLICA : ROUTE_PRIMARY, ep, why);
 }
 
+/* ---- the transaction the router follows --------------------------------------- */
+
+#define ROUTER_CLIENT_CACHE 64
+
+/* Routing states not in use, per thread (a client stays on its worker). */
+static _Thread_local struct {
+    struct router_client *list;
+    int n;
+} tl_rc;
+
+struct router_client *router_client_of(struct client *c)
+{
+    if (c->route)
+        return c->route;
+    struct router_client *rc = tl_rc.list;
+    if (rc) {
+        tl_rc.list = rc->next_free;
+        tl_rc.n--;
+    } else {
+        rc = calloc(1, sizeof(*rc));
+        if (!rc)
+            abort();
+    }
+    char *replay = rc->replay;
+    uint32_t cap = rc->replay_cap;
+    memset(rc, 0, sizeof(*rc));
+    rc->replay = replay; /* its room is kept */
+    rc->replay_cap = cap;
+    c->route = rc;
+    return rc;
+}
+
+static void rc_put(struct client *c)
+{
+    struct router_client *rc = c->route;
+    c->route = NULL;
+    if (tl_rc.n < ROUTER_CLIENT_CACHE && rc->replay_cap <= 4096) {
+        rc->next_free = tl_rc.list;
+        tl_rc.list = rc;
+        tl_rc.n++;
+        return;
+    }
+    free(rc->replay);
+    free(rc);
+}
+
+static void txn_forget(struct router_client *rc)
+{
+    rc->txn = RTX_NONE;
+    rc->by_client = rc->read_only = rc->opening = rc->move = rc->replay_bad = false;
+    rc->replay_len = 0;
+}
+
+/* Gives c's state back when nothing in it is needed any more. */
+static void rc_put_if_idle(struct client *c)
+{
+    const struct router_client *rc = c->route;
+    if (rc && rc->txn == RTX_NONE && !rc->retry_buf && !rc->retried)
+        rc_put(c);
+}
+
+void router_client_free(struct client *c)
+{
+    struct router_client *rc = c->route;
+    if (!rc)
+        return;
+    if (rc->retry_buf)
+        iobuf_put(&c->s.worker->bufs, rc->retry_buf);
+    rc->retry_buf = NULL;
+    rc_put(c);
+}
+
+static void rc_thread_done(void)
+{
+    while (tl_rc.list) {
+        struct router_client *rc = tl_rc.list;
+        tl_rc.list = rc->next_free;
+        free(rc->replay);
+        free(rc);
+    }
+    tl_rc.n = 0;
+}
+
+/* Appends the statement t (n bytes) and a ';' to what opens the
+ * transaction again. */
+static void replay_add(struct router_client *rc, const char *t, uint32_t n)
+{
+    uint32_t need = rc->replay_len + n + 2;
+    if (need > rc->replay_cap) {
+        uint32_t cap = rc->replay_cap ? rc->replay_cap : 128;
+        while (cap < need)
+            cap *= 2;
+        char *p = realloc(rc->replay, cap);
+        if (!p)
+            abort();
+        rc->replay = p;
+        rc->replay_cap = cap;
+    }
+    memcpy(rc->replay + rc->replay_len, t, n);
+    rc->replay_len += n;
+    rc->replay[rc->replay_len++] = ';';
+    rc->replay[rc->replay_len] = '\0';
+}
+
+/* The SET LOCALs of v, to be replayed after the BEGIN when it moves. */
+static void replay_set_locals(struct router_client *rc, const struct verdict *v)
+{
+    for (int i = 0; i < v->n_set_local; i++)
+        replay_add(rc, v->set_local[i], v->set_local_len[i]);
+}
+
+bool router_txn_virtual(const struct client *c)
+{
+    return c->route && c->route->txn == RTX_VIRTUAL;
+}
+
+const char *router_link_replay(struct client *c, const struct server *sv)
+{
+    struct router_client *rc = c->route;
+    return rc && rc->opening && rc->replay_len ? rc->replay : NULL;
+}
+
+bool router_link_opened(struct client *c, struct server *sv)
+{
+    struct router_client *rc = c->route;
+    rc->opening = false;
+    if (sv->xact_status != 'T')
+        return false;
+    if (sv->pool->ep != 0) {
+        rc->txn = RTX_REPLICA;
+        rc->by_client = false;
+    } else {
+        txn_forget(rc); /* on the primary it needs nothing more of the router */
+    }
+    return true;
+}
+
+bool router_move_due(const struct client *c, const struct server *sv)
+{
+    struct router_client *rc = c->route;
+    if (!rc->move || rc->txn != RTX_REPLICA || request_busy(c))
+        return false;
+    if (sv->xact_status == 'T')
+        return true;
+    /* It failed there (or ended): the request held runs there and gets
+     * the answer any server would give. */
+    rc->move = false;
+    return false;
+}
+
+void router_txn_moved(struct client *c)
+{
+    struct router_client *rc = c->route;
+    rc->txn = RTX_MOVED;
+    rc->move = false;
+}
+
+void router_link_lost(struct client *c)
+{
+    struct router_client *rc = c->route;
+    if (rc->txn == RTX_REPLICA) {
+        if (rc->by_client)
+            txn_forget(rc); /* the client's BEGIN goes again with its request */
+        else
+            rc->txn = RTX_VIRTUAL;
+    }
+    rc->move = false;
+}
+
+void router_unlinked(struct client *c)
+{
+    struct router_client *rc = c->route;
+    if (!rc)
+        return;
+    if (rc->txn == RTX_REPLICA)
+        txn_forget(rc); /* its server went back: the transaction ended there */
+    rc->move = false;
+    rc_put_if_idle(c);
+}
+
+/* A BEGIN alone, in transaction pooling: answered here; the transaction
+ * opens where its first statement goes. */
+static struct router_decision begin_virtual(struct client *c, const struct verdict *v)
+{
+    struct router_client *rc = router_client_of(c);
+    txn_forget(rc);
+    rc->txn = RTX_VIRTUAL;
+    rc->read_only = v->begin_read_only;
+    replay_add(rc, v->begin, v->begin_len);
+    answer_txn(c, v->begin_is_start ? "START TRANSACTION" : "BEGIN", 'T');
+    return decided(ROUTE_ANSWERED, c->pool->ep, "BEGIN answered here");
+}
+
+/* The first request of a transaction no server has yet. */
+static struct router_decision route_virtual(struct client *c, struct router_client *rc,
+                                            const struct verdict *v)
+{
+    if (v->query && v->n_stmts == 1 && v->end && !v->write) {
+        txn_forget(rc);
+        rc_put_if_idle(c);
+        answer_txn(c, v->end == CRW_TXN_COMMIT ? "COMMIT" : "ROLLBACK", 'I');
+        return decided(ROUTE_ANSWERED, c->pool->ep, "empty transaction ended here");
+    }
+    rc->opening = true;
+    if (rc->read_only)
+        return to_replica(c, "READ ONLY transaction");
+    if (v->write)
+        return decided(ROUTE_PRIMARY, 0, v->why);
+    if (v->hint == CRW_HINT_PRIMARY || v->set_transaction_strict)
+        return decided(ROUTE_PRIMARY, 0, v->hint == CRW_HINT_PRIMARY ? "hint" : "isolation");
+    struct router_decision d = to_replica(c, "transaction's first read");
+    if (d.target == ROUTE_REPLICA)
+        replay_set_locals(rc, v);
+    return d;
+}
+
+/* A read that opens a transaction on the replica it goes to (its own BEGIN,
+ * a JDBC batch's say): followed from there. */
+static void begin_on_replica(struct client *c, const struct verdict *v)
+{
+    if (!v->begin || v->ends_after_begin)
+        return;
+    struct router_client *rc = router_client_of(c);
+    txn_forget(rc);
+    rc->txn = RTX_REPLICA;
+    rc->by_client = true;
+    rc->read_only = v->begin_read_only;
+    replay_add(rc, v->begin, v->begin_len);
+    replay_set_locals(rc, v);
+}
+
 struct router_decision router_route(struct client *c, struct request *r)
 {
     (void)r;
     struct database *db = c->pool->db;
     if (!replicas_split_on(db, g_pooler.cfg))
         return decided(ROUTE_PRIMARY, 0, "read_write_split off");
-    if (pool_mode_of(c->pool) == POOL_MODE_SESSION)
+    enum pool_mode mode = pool_mode_of(c->pool);
+    if (mode == POOL_MODE_SESSION)
         return session_read_only(c) ? to_replica(c, "read-only session")
                                     : decided(ROUTE_PRIMARY, 0, "session mode");
+    struct router_client *rc = c->route;
+    enum router_txn txn = rc ? rc->txn : RTX_NONE;
     struct verdict v = verdict_of_request(c);
     if (v.wait)
         return decided(ROUTE_WAIT, c->pool->ep, "more bytes");
@@ -350,27 +726,57 @@ struct router_decision router_route(struct client *c, struct request *r)
         refuse(c, v.why);
         return decided(ROUTE_ANSWERED, c->pool->ep, "write hinted to a replica");
     }
+    if (txn == RTX_MOVED) {
+        rc->opening = true;
+        return decided(ROUTE_PRIMARY, 0, "transaction moved to the primary");
+    }
+    if (txn == RTX_VIRTUAL)
+        return route_virtual(c, rc, &v);
+    if (v.query && v.n_stmts == 1 && v.begin && !v.write && v.hint != CRW_HINT_PRIMARY &&
+        mode == POOL_MODE_TRANSACTION)
+        return begin_virtual(c, &v);
     if (v.write)
         return decided(ROUTE_PRIMARY, 0, v.why);
-    if (v.hint == CRW_HINT_PRIMARY)
+    if (v.hint == CRW_HINT_PRIMARY || v.set_transaction_strict)
         return decided(ROUTE_PRIMARY, 0, "hint");
-    return to_replica(c, "read");
+    struct router_decision d = to_replica(c, "read");
+    if (d.target == ROUTE_REPLICA)
+        begin_on_replica(c, &v);
+    return d;
 }
 
-/* ---- a write behind reads on a replica ------------------------------------- */
+/* ---- requests of a client linked to a replica ----------------------------------- */
 
-/* c is linked to a replica's server and a new request begins: unless it is
- * a read too, it waits until that server goes back (its answers done); the
- * dispatcher then routes it. */
+/* c is linked to a replica's server and a new request begins. A read goes
+ * on there. Anything else waits: outside a transaction until that server
+ * goes back (its answers done), then the dispatcher routes it; inside one
+ * until the transaction moves to the primary (relay.c ends its replica
+ * part, router_route() opens it there). A READ ONLY transaction, and one
+ * that failed on the replica, keep everything there: the replica answers
+ * as any server would. */
 static int64_t router_on_request_begin(struct client *c, uint8_t type)
 {
     if (!c->server || c->pool->ep == 0 || !c->track)
         return 0;
-    struct verdict v = verdict_of_request(c);
-    if (!v.wait && !v.write && v.hint != CRW_HINT_PRIMARY)
+    struct router_client *rc = c->route;
+    bool in_txn = rc && rc->txn == RTX_REPLICA;
+    if (in_txn && rc->read_only)
         return 0;
-    if (!v.wait)
+    struct verdict v = verdict_of_request(c);
+    if (!v.wait && !v.write && v.hint != CRW_HINT_PRIMARY && !v.set_transaction_strict) {
+        if (in_txn)
+            replay_set_locals(rc, &v);
+        else
+            begin_on_replica(c, &v);
+        return 0;
+    }
+    if (!v.wait && in_txn && c->server->xact_status == 'E' && !request_busy(c))
+        return 0;
+    if (!v.wait) {
         atomic_fetch_add_explicit(&n_held, 1, memory_order_relaxed);
+        if (in_txn)
+            rc->move = true;
+    }
     log_debug("C-%p: request held behind its replica's answers: %s", (void *)c,
               v.wait  ? "more bytes"
               : v.why ? v.why

@@ -77,6 +77,38 @@ static void test_coalesced(void **state)
     assert_int_equal(stream_next_msg(&s, STREAM_MSG_HEAD, &m), STREAM_MSG_MORE);
 }
 
+/* Messages put back in front of what is buffered come out first, whether
+ * there is room before the unread bytes, none, or no buffer at all. */
+static void test_unread(void **state)
+{
+    (void)state;
+    uint8_t a[16], b[16], big[40000];
+    size_t na = make_msg(a, 'Q', 3, 'a');
+    size_t nb = make_msg(b, 'S', 0, 0);
+    size_t nbig = make_msg(big, 'P', sizeof(big) - 5, 'p');
+    struct stream_msg m;
+
+    stream_unread(&s, a, na); /* no buffer yet */
+    arrive(b, nb);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_WHOLE, &m), STREAM_MSG_OK);
+    assert_int_equal(m.type, 'Q');
+    stream_consume_msg(&s, m.len);
+    stream_unread(&s, a, na); /* room before the unread bytes: the consumed ones' */
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_WHOLE, &m), STREAM_MSG_OK);
+    assert_int_equal(m.type, 'Q');
+    assert_memory_equal(m.data, a, na);
+    stream_consume_msg(&s, m.len);
+    stream_unread(&s, big, nbig); /* larger than the buffer: a larger one */
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_WHOLE, &m), STREAM_MSG_OK);
+    assert_int_equal(m.type, 'P');
+    assert_int_equal(m.len, nbig);
+    stream_consume_msg(&s, m.len);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_WHOLE, &m), STREAM_MSG_OK);
+    assert_int_equal(m.type, 'S');
+    stream_consume_msg(&s, m.len);
+    assert_int_equal(stream_next_msg(&s, STREAM_MSG_HEAD, &m), STREAM_MSG_MORE);
+}
+
 static void test_split(void **state)
 {
     (void)state;
@@ -230,6 +262,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_coalesced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_split, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_streamed_through, setup, teardown),
         cmocka_unit_test_setup_teardown(test_whole_grows_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversized_and_bad, setup, teardown),
