@@ -760,6 +760,7 @@ void pool_server_ready(struct server *sv)
      * first one, finds the primary sooner. */
     if (p->db->endpoints[p->ep].role == EP_HOST && !g_pooler.shutting_down &&
         replicas_check_claim(p->db, p->ep, g_pooler.cfg, sv->last_used)) {
+        pool_sv_state_locked(sv, SV_IDLE); /* from login: idle, then taken */
         pool_sv_state_locked(sv, SV_TESTING);
         pool_act(PA_PROBE, sv, NULL, NULL, NULL);
         pool_unlock_run();
