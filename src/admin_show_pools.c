@@ -180,6 +180,16 @@ void admin_pools_each(int64_t now, void (*fn)(const struct admin_pool_view *v, v
     pools_walk(now, false, fn, arg);
 }
 
+/* load_balance_hosts of p's database when it spreads endpoint 0's
+ * connections over several hosts (read_write_split off), else NULL. */
+static const char *lb_hosts(const struct pool *p)
+{
+    if (!p || p->ep != 0 || !p->db->cfg || p->db->n_hosts == 0 ||
+        replicas_discovers(p->db, g_pooler.cfg))
+        return NULL;
+    return p->db->cfg->load_balance_hosts[0] ? p->db->cfg->load_balance_hosts : "round-robin";
+}
+
 static void pool_show_row(const struct admin_pool_view *pv, void *arg)
 {
     struct admin_result *r = arg;
@@ -204,7 +214,7 @@ static void pool_show_row(const struct admin_pool_view *pv, void *arg)
                        admin_num4(f[8], pv->maxwait_usec / 1000000),
                        admin_num4(f[9], pv->maxwait_usec % 1000000),
                        mode,
-                       NULL,
+                       lb_hosts(p),
                        p ? pv->endpoint : "primary"};
     admin_result_row(r, v);
 }

@@ -759,6 +759,7 @@ void pool_server_ready(struct server *sv)
      * within a quarter of a second): a connection opened for it, or the
      * first one, finds the primary sooner. */
     if (p->db->endpoints[p->ep].role == EP_HOST && !g_pooler.shutting_down &&
+        replicas_discovers(p->db, g_pooler.cfg) &&
         replicas_check_claim(p->db, p->ep, g_pooler.cfg, sv->last_used)) {
         pool_sv_state_locked(sv, SV_IDLE); /* from login: idle, then taken */
         pool_sv_state_locked(sv, SV_TESTING);
@@ -832,6 +833,11 @@ void pool_connect_failed_locked(struct pool *p, const char *why, bool fatal_for_
     p->retry_delay = p->retry_delay ? p->retry_delay * 2 : 100000;
     if (p->retry_delay > g_pooler.cfg->server_login_retry)
         p->retry_delay = g_pooler.cfg->server_login_retry;
+    /* A host of several is tried again at its next check at the latest: a
+     * primary that restarts is found again that soon. */
+    if (p->db->cfg && p->db->endpoints[p->ep].role == EP_HOST &&
+        p->retry_delay > g_pooler.cfg->replica_check_interval)
+        p->retry_delay = g_pooler.cfg->replica_check_interval;
     if (p->db->cfg)
         dns_mark_failed(p->db->endpoints[p->ep].host); /* next address, or resolve anew */
     if (p->db->cfg && replicas_role_checked(p->db->endpoints[p->ep].role)) {

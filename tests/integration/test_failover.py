@@ -287,6 +287,23 @@ def test_failover_then_switchover(sluice, cluster):
     assert host_states(s)[1] == new_port
 
 
+def test_a_restarted_primary_is_found_again(sluice, cluster):
+    """The primary restarts (no failover): writes pause while it is down and
+    go to it again within a few check intervals of its start."""
+    primary = primary_of(cluster)
+    port = cluster.port_of(primary)
+    s = sluice(hosts_config(cluster, NODES))
+    wait_for_primary(s, port)
+    cluster.stop_node(primary, "fast")
+    cluster.start_node(primary)
+    started = time.monotonic()
+    wait_for_primary(s, port)
+    assert time.monotonic() - started < 10 * CHECK_INTERVAL + 1
+    log = s.log_text()
+    assert f"database mydb: no primary: 127.0.0.1:{port} shutdown" in log
+    assert f"database mydb: primary is now 127.0.0.1:{port} (was 127.0.0.1:{port})" in log
+
+
 def test_a_promoted_replica_is_never_written_to(sluice, cluster):
     """A replicas= node out of recovery is reported (log, SHOW REPLICAS
     "promoted") and takes neither reads nor writes: it is not in host=."""
