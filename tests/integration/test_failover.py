@@ -160,8 +160,8 @@ def test_split_off_spreads_connections_over_the_hosts(sluice, cluster):
 
 
 class Writer(threading.Thread):
-    """Writes through sluice in a loop, each on a connection of its own (a
-    client closed by query_wait_timeout connects again), and records every
+    """Writes through sluice in a loop on a connection of its own (one closed
+    by an error, e.g. query_wait_timeout, is opened again), and records every
     outcome: (time issued, time done, port or None, error text or None)."""
 
     def __init__(self, s):
