@@ -4,6 +4,17 @@
 #
 #   cluster.sh start [--redis] | stop | status | ports | check
 #   cluster.sh restart-primary | stop-primary | start-primary
+#   cluster.sh stop-node NAME [fast|immediate] | start-node NAME | promote NAME
+#
+#   cluster.sh follow NAME LEADER
+#
+# For tests of failover: promote NAME runs pg_ctl promote on a replica (it
+# leaves recovery, on a new timeline; `status` then says role=primary, as its
+# standby.signal is gone); follow NAME LEADER restarts NAME as a replica of
+# LEADER (an old primary after a switchover; without a replication slot).
+# The other replicas keep streaming from whom they did. A cluster is not put
+# back the way it was: tests that promote use a cluster of their own and
+# delete it afterwards (tests/integration/sluice_fixture.py, ThrowawayCluster).
 #
 # Env: CLUSTER_DIR (/tmp/sluice-cluster)
 #      CLUSTER_PORT (54320): the primary's port, the replicas take the next
@@ -203,15 +214,30 @@ write_ports_file() {
 }
 
 # (Re)write a node's node.conf; NODE_CONF_CHANGED=1 if it changed.
+# The node a node streams from: the file "leader" in its directory when there
+# is one (written by promote, empty, and follow), else primary for the
+# replicas and none for the primary.
+leader_of() {
+    if [ -f "$CLUSTER_DIR/$1/leader" ]; then
+        cat "$CLUSTER_DIR/$1/leader"
+    elif [ "$1" != primary ]; then
+        echo primary
+    fi
+}
+
 write_node_conf() {
     dir=$CLUSTER_DIR/$1
+    leader=$(leader_of "$1")
     {
         echo "# Written by cluster.sh at every start; data/postgresql.conf includes it."
         printf "port = %s\nunix_socket_directories = '%s'\n" "$(port_of "$1")" "$dir"
-        if [ "$1" != primary ]; then
+        if [ -n "$leader" ]; then
             printf "primary_conninfo = 'host=127.0.0.1 port=%s user=postgres application_name=%s'\n" \
-                "$(port_of primary)" "$1"
-            printf "primary_slot_name = '%s_slot'\n" "$1"
+                "$(port_of "$leader")" "$1"
+            # A slot exists only on the original primary.
+            if [ "$leader" = primary ] && [ ! -f "$dir/leader" ]; then
+                printf "primary_slot_name = '%s_slot'\n" "$1"
+            fi
         fi
     } >"$dir/node.conf.new"
     if cmp -s "$dir/node.conf.new" "$dir/node.conf"; then
@@ -277,6 +303,37 @@ stop_node() {
 }
 start_node() {
     node_name "$1"
+    pg_start "$1"
+}
+promote_node() {
+    node_name "$1"
+    pg_running "$1" || die "promote: $1 is not running"
+    [ -f "$CLUSTER_DIR/$1/data/standby.signal" ] || die "promote: $1 is not a replica"
+    as_pg "$PGBIN/pg_ctl" promote -w -t 60 -D "$CLUSTER_DIR/$1/data" >/dev/null
+    : >"$CLUSTER_DIR/$1/leader"
+}
+
+# The ports of the last start (CLUSTER_DIR/ports), for commands other than
+# start.
+load_ports() {
+    [ -f "$CLUSTER_DIR/ports" ] || die "no $CLUSTER_DIR/ports: the cluster was never started"
+    while IFS== read -r n p; do
+        set_port "$n" "$p"
+    done <"$CLUSTER_DIR/ports"
+}
+
+# follow NAME LEADER: NAME (stopped, or stopped here) comes back as a replica
+# of LEADER, e.g. an old primary after a switchover (it must have no WAL
+# that LEADER lacks: a clean stop before LEADER was promoted).
+follow_node() {
+    node_name "$1"
+    node_name "$2"
+    [ "$1" != "$2" ] || die "follow: a node cannot follow itself"
+    load_ports
+    pg_stop "$1"
+    echo "$2" >"$CLUSTER_DIR/$1/leader"
+    as_pg touch "$CLUSTER_DIR/$1/data/standby.signal"
+    write_node_conf "$1"
     pg_start "$1"
 }
 
@@ -581,12 +638,14 @@ restart_primary() {
     pg_start primary
 }
 
-[ $# -ge 1 ] || die "usage: cluster.sh start [--redis] | stop | status | ports | check | restart-primary | stop-primary | start-primary | stop-node NAME [fast|immediate] | start-node NAME"
+[ $# -ge 1 ] || die "usage: cluster.sh start [--redis] | stop | status | ports | check | restart-primary | stop-primary | start-primary | stop-node NAME [fast|immediate] | start-node NAME | promote NAME | follow NAME LEADER"
 cmd=$1
 shift
 case $cmd in
     stop-node) locked stop_node "$@"; exit ;;
     start-node) locked start_node "$@"; exit ;;
+    promote) locked promote_node "$@"; exit ;;
+    follow) locked follow_node "$@"; exit ;;
 esac
 for a in "$@"; do
     case $a in

@@ -386,7 +386,9 @@ static void show_databases(struct admin_result *r)
             admin_num4(f[3], cd->reserve_pool >= 0 ? cd->reserve_pool : cfg->reserve_pool_size),
             admin_num4(f[4], cfg->server_lifetime / 1000000),
             cd->pool_mode != POOL_MODE_UNSET ? pool_mode_str(cd->pool_mode) : NULL,
-            NULL,
+            cd->n_hosts < 2             ? NULL
+            : cd->load_balance_hosts[0] ? cd->load_balance_hosts
+                                        : "round-robin",
             admin_num4(f[5], cd->max_db_connections >= 0 ? cd->max_db_connections
                                                          : cfg->max_db_connections),
             admin_num4(f[6], d->db ? d->db->n_servers : 0),

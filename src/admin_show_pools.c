@@ -16,6 +16,7 @@
 #include "conn.h"
 #include "pool.h"
 #include "prepared.h"
+#include "replicas.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -104,10 +105,16 @@ static void pool_view(const struct admin_pool_ix *e, const struct admin_pool_ind
     v->database = p->db->name;
     v->user = p->user->name;
     const struct endpoint *ep = &p->db->endpoints[p->ep];
-    if (p->ep == 0)
-        snprintf(v->endpoint, sizeof(v->endpoint), "primary");
-    else
+    int primary = replicas_primary(p->db);
+    if (p->ep != 0)
         snprintf(v->endpoint, sizeof(v->endpoint), "%s:%d", ep->host, ep->port);
+    else if (p->db->n_hosts == 0 || !replicas_discovers(p->db, g_pooler.cfg))
+        snprintf(v->endpoint, sizeof(v->endpoint), "primary");
+    else if (primary < 0)
+        snprintf(v->endpoint, sizeof(v->endpoint), "primary (none)");
+    else /* several hosts: the one that is the primary now */
+        snprintf(v->endpoint, sizeof(v->endpoint), "primary (%s:%d)",
+                 p->db->endpoints[primary].host, p->db->endpoints[primary].port);
     v->cl_active = e->cl_active;
     v->cl_waiting = e->cl_waiting;
     v->sv_active = p->n_active;
@@ -173,6 +180,16 @@ void admin_pools_each(int64_t now, void (*fn)(const struct admin_pool_view *v, v
     pools_walk(now, false, fn, arg);
 }
 
+/* load_balance_hosts of p's database when it spreads endpoint 0's
+ * connections over several hosts (read_write_split off), else NULL. */
+static const char *lb_hosts(const struct pool *p)
+{
+    if (!p || p->ep != 0 || !p->db->cfg || p->db->n_hosts == 0 ||
+        replicas_discovers(p->db, g_pooler.cfg))
+        return NULL;
+    return p->db->cfg->load_balance_hosts[0] ? p->db->cfg->load_balance_hosts : "round-robin";
+}
+
 static void pool_show_row(const struct admin_pool_view *pv, void *arg)
 {
     struct admin_result *r = arg;
@@ -197,7 +214,7 @@ static void pool_show_row(const struct admin_pool_view *pv, void *arg)
                        admin_num4(f[8], pv->maxwait_usec / 1000000),
                        admin_num4(f[9], pv->maxwait_usec % 1000000),
                        mode,
-                       NULL,
+                       lb_hosts(p),
                        p ? pv->endpoint : "primary"};
     admin_result_row(r, v);
 }
@@ -320,8 +337,11 @@ static void server_row(const struct server *sv, const struct conn_ctx *x)
     char addr[128], laddr[64], ptr[32], link[32], ctime[64], rtime[64];
     char f[8][ADMIN_NUM_LEN];
     int port = 0, lport = 0;
-    const struct endpoint *ep = &p->db->endpoints[p->ep];
-    if (p->addr_ok) {
+    /* Endpoint 0 of a database with several hosts: the host it was made
+     * for (the pool's address is the one resolved last). */
+    bool host = p->ep == 0 && p->db->n_hosts > 0 && sv->target > 0;
+    const struct endpoint *ep = &p->db->endpoints[host ? sv->target : p->ep];
+    if (p->addr_ok && !host) {
         fmt_sockaddr(&p->addr, addr, sizeof(addr), &port);
         if (p->addr.ss_family == AF_UNIX)
             port = ep->port;

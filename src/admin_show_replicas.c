@@ -25,14 +25,33 @@ static void endpoint_servers(const struct database *db, int ep, int *active, int
     }
 }
 
+/* What an endpoint is now. A host (several in host=): "primary" (endpoint 0
+ * connects there), "promoted" (out of recovery too, but another host is
+ * the primary), "banned", "unchecked", "down" (not banned by a read, but
+ * its last check failed), else "ok" (a standby taking reads). Endpoint 0
+ * with several hosts: "ok", or "none" while no host is the primary. */
 static const char *endpoint_state(const struct database *db, int ep, int64_t now)
 {
     const struct endpoint *e = &db->endpoints[ep];
     if (e->role == EP_REMOVED)
         return "removed";
+    if (ep == 0)
+        return replicas_no_primary(db, g_pooler.cfg) ? "none" : "ok";
+    if (e->role == EP_HOST && replicas_discovers(db, g_pooler.cfg)) {
+        int seen = atomic_load_explicit(&e->seen, memory_order_relaxed);
+        if (ep == replicas_primary(db))
+            return "primary";
+        if (seen == RS_PRIMARY)
+            return "promoted";
+        if (atomic_load_explicit(&e->banned_until, memory_order_relaxed))
+            return "banned";
+        return seen == RS_STANDBY ? "ok" : replica_seen_str((enum replica_seen)seen);
+    }
+    if (e->role == EP_HOST)
+        return "ok"; /* split off: a host connections are spread over */
     if (atomic_load_explicit(&e->promoted, memory_order_relaxed))
         return "promoted";
-    if (ep > 0 && !replicas_usable(db, ep, now))
+    if (!replicas_usable(db, ep, now))
         return "banned";
     return "ok";
 }
@@ -40,6 +59,11 @@ static const char *endpoint_state(const struct database *db, int ep, int64_t now
 static void replica_row(struct admin_result *r, const struct database *db, int ep, int64_t now)
 {
     const struct endpoint *e = &db->endpoints[ep];
+    /* Endpoint 0 of a database with several hosts is where it connects:
+     * the primary's address. */
+    bool several = ep == 0 && db->n_hosts > 0 && replicas_discovers(db, g_pooler.cfg);
+    int primary = several ? replicas_primary(db) : ep;
+    const struct endpoint *addr = primary >= 0 ? &db->endpoints[primary] : NULL;
     char f[10][ADMIN_NUM_LEN], lsn[32] = "";
     int active, idle;
     endpoint_servers(db, ep, &active, &idle);
@@ -52,8 +76,10 @@ static void replica_row(struct admin_result *r, const struct database *db, int e
     long long left = until > now ? (until - now + 999999) / 1000000 : 0;
     const char *v[] = {
         db->name,
-        e->host[0] ? e->host : "(unix socket)",
-        admin_num4(f[0], e->port),
+        !addr           ? NULL
+        : addr->host[0] ? addr->host
+                        : "(unix socket)",
+        addr ? admin_num4(f[0], addr->port) : NULL,
         endpoint_role_str(e->role),
         endpoint_state(db, ep, now),
         until ? replica_ban_reason_str((enum replica_ban_reason)reason) : "",

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config_hosts.h"
 #include "config_keys.h"
 #include "log.h"
 
@@ -96,6 +97,8 @@ static char *trim(char *s)
 static const size_t database_strings[] = {
     offsetof(struct config_database, name),
     offsetof(struct config_database, host),
+    offsetof(struct config_database, ports),
+    offsetof(struct config_database, load_balance_hosts),
     offsetof(struct config_database, dbname),
     offsetof(struct config_database, user),
     offsetof(struct config_database, password),
@@ -170,6 +173,7 @@ enum entry_field_kind {
     ENTRY_INT,        /* int within [min, max] */
     ENTRY_POOL_MODE,  /* enum pool_mode */
     ENTRY_BOOL,       /* int 0 or 1 (-1 until set) */
+    ENTRY_PORTS,      /* string: one port, or ports separated by commas, each in [min, max] */
 };
 
 /* One key of a [databases] connection string or a [users] value. */
@@ -187,7 +191,7 @@ struct entry_field {
 
 static const struct entry_field database_fields[] = {
     DB_STR(host),
-    DB_INT("port", port, 1, 65535),
+    {"port", ENTRY_PORTS, offsetof(struct config_database, ports), 1, 65535},
     DB_STR(dbname),
     DB_STR(user),
     DB_STR(password),
@@ -206,13 +210,14 @@ static const struct entry_field database_fields[] = {
     DB_STR(datestyle),
     DB_STR(timezone),
     DB_STR(replicas),
+    DB_STR(load_balance_hosts),
     {"read_write_split", ENTRY_BOOL, offsetof(struct config_database, read_write_split), 0, 0},
 };
 
 /* PgBouncer 1.2x connection string keys that sluice accepts and ignores. */
 static const char *const database_unsupported[] = {
-    "auth_dbname",        "load_balance_hosts", "max_db_client_connections",
-    "query_wait_timeout", "server_lifetime",    "target_session_attrs",
+    "auth_dbname",     "max_db_client_connections", "query_wait_timeout",
+    "server_lifetime", "target_session_attrs",
 };
 
 static const struct entry_field user_fields[] = {
@@ -328,6 +333,27 @@ static int next_pair(char **sp, char **key, char **value, char *why, size_t whyl
     return 1;
 }
 
+/* port=: one port, or several separated by commas (one per host). */
+static bool ports_valid(const char *val, int64_t min, int64_t max, char *why, size_t whylen)
+{
+    char item[32], sub[WHY_LEN];
+    int64_t n;
+    for (const char *p = val;;) {
+        size_t len = strcspn(p, ",");
+        snprintf(item, sizeof(item), "%.*s", (int)(len < sizeof(item) ? len : sizeof(item) - 1), p);
+        if (!config_parse_int_range(trim(item), min, max, &n, sub, sizeof(sub))) {
+            if (p == val && !p[len])
+                log_format(why, whylen, "%s", sub);
+            else
+                log_format(why, whylen, "port \"%s\": %s", trim(item), sub);
+            return false;
+        }
+        if (!p[len])
+            return true;
+        p += len + 1;
+    }
+}
+
 /* Applies "k=v k=v" from a [databases] or [users] line to the entry at
  * base. A later duplicate key wins. */
 static bool apply_pairs(struct loader *ld, const struct entry_kind *kind, const char *file,
@@ -364,7 +390,11 @@ static bool apply_pairs(struct loader *ld, const struct entry_kind *kind, const 
         int64_t n;
         enum pool_mode pm;
         switch (f->kind) {
+        case ENTRY_PORTS: /* checked here, kept as written, split with host= */
         case ENTRY_STRING: {
+            if (f->kind == ENTRY_PORTS && !ports_valid(val, f->min, f->max, why, sizeof(why)))
+                return fail(ld, "%s:%d: invalid value \"%s\" for %s: %s", file, line, val, key,
+                            why);
             char *copy = strdup(val);
             if (!copy)
                 return fail(ld, "%s:%d: out of memory", file, line);
@@ -397,92 +427,6 @@ static bool apply_pairs(struct loader *ld, const struct entry_kind *kind, const 
     }
 }
 
-/* One item of replicas=: HOST, HOST:PORT, [IPV6]:PORT, each optionally
- * @WEIGHT. False with why when malformed. */
-static bool parse_replica(char *item, int default_port, struct config_replica *r, char *why,
-                          size_t whylen)
-{
-    int64_t n;
-    r->port = default_port;
-    r->weight = 1;
-    char *at = strrchr(item, '@');
-    if (at) {
-        *at = '\0';
-        if (!config_parse_int_range(at + 1, 0, 1000, &n, why, whylen))
-            return false;
-        r->weight = (int)n;
-    }
-    char *host = item, *port = NULL;
-    if (*item == '[') {
-        char *close = strchr(item, ']');
-        if (!close) {
-            log_format(why, whylen, "\"[\" without \"]\"");
-            return false;
-        }
-        *close = '\0';
-        host = item + 1;
-        if (close[1] == ':')
-            port = close + 2;
-        else if (close[1] != '\0') {
-            log_format(why, whylen, "expected \":PORT\" after \"]\"");
-            return false;
-        }
-    } else {
-        char *colon = strchr(item, ':');
-        if (colon && strchr(colon + 1, ':')) {
-            log_format(why, whylen, "an IPv6 address needs brackets: [ADDRESS]:PORT");
-            return false;
-        }
-        if (colon) {
-            *colon = '\0';
-            port = colon + 1;
-        }
-    }
-    if (*host == '\0') {
-        log_format(why, whylen, "empty host");
-        return false;
-    }
-    if (strlen(host) >= sizeof(r->host)) {
-        log_format(why, whylen, "host name too long");
-        return false;
-    }
-    memcpy(r->host, host, strlen(host) + 1);
-    if (port) {
-        if (!config_parse_int_range(port, 1, 65535, &n, why, whylen))
-            return false;
-        r->port = (int)n;
-    }
-    return true;
-}
-
-/* replicas=HOST[:PORT][@WEIGHT],... of db, into db->replica[]. */
-static bool parse_replicas(struct loader *ld, const char *file, int line,
-                           struct config_database *db)
-{
-    db->n_replicas = 0;
-    if (db->replicas[0] == '\0')
-        return true;
-    char *list = strdup(db->replicas), *save = NULL, why[WHY_LEN];
-    if (!list)
-        return fail(ld, "%s:%d: out of memory", file, line);
-    bool ok = true;
-    for (char *item = strtok_r(list, ",", &save); item && ok; item = strtok_r(NULL, ",", &save)) {
-        item = trim(item);
-        char shown[300]; /* parse_replica() cuts item up */
-        snprintf(shown, sizeof(shown), "%s", item);
-        if (db->n_replicas == CONFIG_MAX_REPLICAS)
-            ok = fail(ld, "%s:%d: database \"%s\": more than %d replicas", file, line, db->name,
-                      CONFIG_MAX_REPLICAS);
-        else if (!parse_replica(item, db->port, &db->replica[db->n_replicas], why, sizeof(why)))
-            ok = fail(ld, "%s:%d: database \"%s\": invalid replica \"%s\": %s", file, line,
-                      db->name, shown, why);
-        else
-            db->n_replicas++;
-    }
-    free(list);
-    return ok;
-}
-
 static bool parse_database(struct loader *ld, const char *file, int line, const char *name,
                            char *value)
 {
@@ -499,10 +443,14 @@ static bool parse_database(struct loader *ld, const char *file, int line, const 
         database_clear(&db);
         return fail(ld, "%s:%d: out of memory", file, line);
     }
-    if (!apply_pairs(ld, &database_kind, file, line, name, value, &db) ||
-        !parse_replicas(ld, file, line, &db)) {
+    char why[WHY_LEN];
+    if (!apply_pairs(ld, &database_kind, file, line, name, value, &db)) {
         database_clear(&db);
         return false;
+    }
+    if (!config_parse_servers(&db, why, sizeof(why))) {
+        database_clear(&db);
+        return fail(ld, "%s:%d: %s", file, line, why);
     }
     /* A name defined again replaces the earlier entry in its place. */
     for (int i = 0; i < cfg->n_databases; i++) {

@@ -39,22 +39,30 @@ enum auth_type {
 };
 const char *auth_type_str(enum auth_type t);
 
-/* One [databases] entry. Integer fields are -1 when the entry did not set
- * them (then the general setting applies). */
-/* One replica of a [databases] entry (replicas=HOST[:PORT][@WEIGHT],...). */
+/* One server of a [databases] entry: a replica (replicas=HOST[:PORT][@WEIGHT],
+ * ...) or one of several hosts (host=A,B,C with port=P or port=PA,PB,PC). */
 #define CONFIG_MAX_REPLICAS 15
+/* host= and replicas= together name at most this many servers. */
+#define CONFIG_MAX_SERVERS 15
 struct config_replica {
     char host[256]; /* a name, an IPv4 address or an IPv6 one ([] dropped) */
     int port;       /* the entry's port when not given */
     int weight;     /* its share of reads, relative to the others' (default 1; 0: none) */
 };
 
+/* One [databases] entry. Integer fields are -1 when the entry did not set
+ * them (then the general setting applies). */
+
 struct config_database {
     char *name; /* key in [databases]; "*" is the fallback entry */
     /* host: "" = unix socket in unix_socket_dir... of the server: default
      * /var/run/postgresql */
-    char *host;
-    int port;       /* default 5432 */
+    char *host;               /* as written: one host, or several separated by commas */
+    int port;                 /* default 5432; with a port list, its first port */
+    char *ports;              /* port= as written ("" = 5432): one port, or one per host */
+    char *load_balance_hosts; /* "round-robin" (also ""), "disable": several hosts, no split */
+    int n_hosts;              /* host= split at its commas (1 for one host, or none) */
+    struct config_replica hosts[CONFIG_MAX_SERVERS]; /* each with its port (weight 1) */
     char *dbname;   /* "" = same as name (for "*": the client's database) */
     char *user;     /* "" = the client's user */
     char *password; /* "" = from auth_file / client */

@@ -20,6 +20,6 @@ const char *server_state_str(enum server_state st)
 
 const char *endpoint_role_str(enum endpoint_role r)
 {
-    static const char *const names[] = {"primary", "replica", "removed"};
+    static const char *const names[] = {"primary", "replica", "removed", "host"};
     return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "?";
 }

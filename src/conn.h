@@ -176,6 +176,10 @@ struct server {
     bool close_needed;       /* close instead of reuse */
     bool login_done;         /* the first ReadyForQuery came */
     bool held;               /* opened for a holder, outside the pool's size (LISTEN) */
+    bool in_recovery;        /* said in_hot_standby = on as it logged in */
+    int target;              /* the endpoint whose address it connects to: its pool's, or
+                              * for endpoint 0 of a database with several hosts the host
+                              * chosen as it was made (replicas_connect_target()) */
     const char *extras;      /* the client extras last applied (NULL = none) */
     struct prepared_set *ps; /* statements sluice prepared here (prepared.c) */
 };
@@ -204,9 +208,13 @@ static inline bool server_is_clean(const struct server *sv)
 /* One place a database's servers are. */
 /* What an endpoint is to the router. */
 enum endpoint_role {
-    EP_PRIMARY = 0, /* the entry's host: writes and whatever is not provably read-only */
+    EP_PRIMARY = 0, /* endpoint 0: writes and whatever is not provably read-only; the entry's
+                     * host, or with several hosts the one that is the primary now */
     EP_REPLICA,     /* one of its replicas=: reads, when read_write_split is on */
     EP_REMOVED,     /* no longer in the config: its pools drain, nothing new goes there */
+    EP_HOST,        /* one of several hosts of host=: checked like a replica, takes reads
+                     * while in recovery, and is where endpoint 0 connects while it is the
+                     * primary (replicas.h, "Several hosts") */
 };
 const char *endpoint_role_str(enum endpoint_role r);
 
@@ -228,11 +236,14 @@ struct endpoint {
     _Atomic int64_t last_check;   /* monotonic usec of its last passing check; 0: none */
     _Atomic uint64_t replay_lsn;  /* pg_last_wal_replay_lsn() at that check */
     _Atomic bool promoted;        /* that check found it out of recovery */
+    _Atomic int seen;             /* EP_HOST: enum replica_seen (replicas.h) of its last check */
 };
 
 /* A database's endpoints: [0] is the primary, the entry's host and port;
- * replicas come after it, in the order of replicas=. */
-#define DB_MAX_ENDPOINTS (1 + CONFIG_MAX_REPLICAS)
+ * with several hosts in host=, [1..n_hosts] are those hosts (EP_HOST) and
+ * endpoint 0 connects to the one that is the primary (replicas.h); replicas
+ * come after them, in the order of replicas=. */
+#define DB_MAX_ENDPOINTS (1 + CONFIG_MAX_SERVERS)
 
 /* Runtime state of a [databases] entry (survives reloads by name). */
 struct database {
@@ -240,6 +251,11 @@ struct database {
     struct config_database *cfg; /* points into the current config */
     int n_endpoints;
     struct endpoint endpoints[DB_MAX_ENDPOINTS];
+    int n_hosts;              /* several hosts: endpoints[1..n_hosts]; 0: one host */
+    _Atomic int primary;      /* several hosts: the one endpoint 0 connects to; -1: none */
+    _Atomic int last_primary; /* the one before it (-1: none yet), for the log */
+    _Atomic int lb_current;   /* load_balance_hosts = disable: the host in use */
+    _Atomic uint64_t lb_turn; /* load_balance_hosts = round-robin: turns */
     struct list node;
     int n_servers;       /* across all its pools, for max_db_connections */
     _Atomic uint64_t rr; /* turns of round-robin read balancing */
@@ -281,6 +297,8 @@ struct pool {
     struct list busy;       /* SV_CONNECTING, SV_LOGIN, SV_TESTING, SV_RESETTING, SV_CANCEL_WAIT */
     struct list waiting;    /* CL_WAITING clients, first come first served */
     struct list login_wait; /* CL_LOGIN_WAIT clients */
+    bool checker;           /* first pool of its endpoint: a host's health checks open
+                             * their connection here (pool_janitor.c) */
     int n_idle, n_active, n_busy, n_waiting;
     int n_clients; /* clients assigned to this pool */
     int n_reserve_used;

@@ -356,6 +356,9 @@ bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve)
 {
     if (g_pooler.shutting_down && list_empty(&p->waiting) && list_empty(&p->login_wait))
         return false;
+    /* Several hosts and none known to be the primary: nowhere to go. */
+    if (p->ep == 0 && p->db->n_hosts > 0 && replicas_no_primary(p->db, g_pooler.cfg))
+        return false;
     if (p->last_connect_failed && now - p->last_connect_failed < p->retry_delay)
         return false;
     int total = pool_total(p);
@@ -545,6 +548,8 @@ static void pool_assign_locked(struct server *sv, struct client *c, int64_t now)
         pool_close_locked(sv, "server closed the connection while idle");
     } else if (sv->close_needed || !p->db->cfg) {
         pool_close_locked(sv, "close needed");
+    } else if (pool_off_target(sv)) {
+        pool_close_locked(sv, "its host is not the primary any more");
     } else if (pool_server_too_old(sv, now)) {
         pool_close_locked(sv, "server lifetime over");
     } else if (c->state == CL_CLOSED) {
@@ -703,6 +708,8 @@ void pool_release_server(struct server *sv)
         pool_close_locked(sv, "client disconnect while server was not ready");
     } else if (sv->close_needed || !p->db->cfg) {
         pool_close_locked(sv, "database configuration changed");
+    } else if (pool_off_target(sv)) {
+        pool_close_locked(sv, "its host is not the primary any more");
     } else if (pool_server_too_old(sv, now)) {
         pool_close_locked(sv, "server lifetime over");
     } else if (cfg->server_reset_query[0] &&
@@ -742,9 +749,11 @@ void pool_server_ready(struct server *sv)
     struct pool *p = sv->pool;
     struct worker *w = sv->s.worker;
     pool_lock();
-    if (sv->close_needed || !p->db->cfg || (g_pooler.shutting_down && list_empty(&p->waiting))) {
+    if (sv->close_needed || !p->db->cfg || (g_pooler.shutting_down && list_empty(&p->waiting)) ||
+        pool_off_target(sv)) {
         pool_unlock();
-        pool_ops_table.close_server(sv, "close needed");
+        pool_ops_table.close_server(sv, pool_off_target(sv) ? "its host is not the primary any more"
+                                                            : "close needed");
         return;
     }
     if (sv->state == SV_LOGIN) {
@@ -752,6 +761,18 @@ void pool_server_ready(struct server *sv)
         p->retry_delay = 0;
     }
     sv->last_used = worker_now(w);
+    /* A host's check that is due runs at once (the janitor would run it
+     * within a quarter of a second): a connection opened for it, or the
+     * first one, finds the primary sooner. */
+    if (p->db->endpoints[p->ep].role == EP_HOST && !g_pooler.shutting_down &&
+        replicas_discovers(p->db, g_pooler.cfg) &&
+        replicas_check_claim(p->db, p->ep, g_pooler.cfg, sv->last_used)) {
+        pool_sv_state_locked(sv, SV_IDLE); /* from login: idle, then taken */
+        pool_sv_state_locked(sv, SV_TESTING);
+        pool_act(PA_PROBE, sv, NULL, NULL, NULL);
+        pool_unlock_run();
+        return;
+    }
     pool_sv_state_locked(sv, SV_IDLE);
     /* The pool knows the server's parameters now: welcome waiting logins. */
     if (p->welcome_ready)
@@ -818,9 +839,14 @@ void pool_connect_failed_locked(struct pool *p, const char *why, bool fatal_for_
     p->retry_delay = p->retry_delay ? p->retry_delay * 2 : 100000;
     if (p->retry_delay > g_pooler.cfg->server_login_retry)
         p->retry_delay = g_pooler.cfg->server_login_retry;
+    /* A host of several is tried again at its next check at the latest: a
+     * primary that restarts is found again that soon. */
+    if (p->db->cfg && p->db->endpoints[p->ep].role == EP_HOST &&
+        p->retry_delay > g_pooler.cfg->replica_check_interval)
+        p->retry_delay = g_pooler.cfg->replica_check_interval;
     if (p->db->cfg)
         dns_mark_failed(p->db->endpoints[p->ep].host); /* next address, or resolve anew */
-    if (p->db->cfg && p->db->endpoints[p->ep].role == EP_REPLICA) {
+    if (p->db->cfg && replicas_role_checked(p->db->endpoints[p->ep].role)) {
         /* Reads go elsewhere meanwhile, whatever the error. */
         replicas_ban(p->db, p->ep, RB_CONNECT, why, g_pooler.cfg, now);
         pool_reroute_waiters_locked(p);
@@ -867,6 +893,12 @@ static void pool_client_fail(struct client *c, bool timeout)
     char msg[400];
     if (!timeout)
         snprintf(msg, sizeof(msg), "%s", why);
+    else if (p && p->ep == 0 && p->db->n_hosts > 0 && replicas_no_primary(p->db, g_pooler.cfg))
+        snprintf(msg, sizeof(msg),
+                 "query_wait_timeout: database \"%s\" has no primary now (no host of its host= "
+                 "is known to be out of recovery); sluice does not send writes to a server in "
+                 "recovery",
+                 p->db->name);
     else if (failing)
         snprintf(msg, sizeof(msg), "query_wait_timeout (server connection failing: %s)", why);
     else

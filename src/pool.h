@@ -174,6 +174,12 @@ void pool_client_wait(struct client *c, struct pool *p, enum client_state st);
 bool pool_client_defer_free(struct client *c);
 /* Gives idle servers to waiting clients and opens connections as needed. */
 void pool_dispatch(struct pool *p);
+/* db's primary changed (several hosts, replicas.h): its endpoint 0 pools
+ * start over: their connect backoff is forgotten, this thread's idle
+ * servers to another host are closed (other workers' are closed by their
+ * janitor, and none is lent meanwhile), and waiting clients get servers
+ * of the new primary. */
+void pool_db_primary_changed(struct database *db);
 /* The client is done with sv (transaction end, client left): sv goes back to
  * the pool, through reset or check if needed, or is closed. */
 void pool_release_server(struct server *sv);

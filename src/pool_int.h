@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "pool.h"
+#include "replicas.h"
 
 /* What a pool function decided under the lock and runs after letting go:
  * anything that writes to a socket, connects or closes. */
@@ -38,6 +39,15 @@ extern struct pool_ops pool_ops_table;
 static inline int pool_total(const struct pool *p)
 {
     return p->n_idle + p->n_active + p->n_busy - p->n_held;
+}
+
+/* Whether sv, a server of endpoint 0 of a database with several hosts,
+ * connects to a host that is not where writes go now (replicas.h): such a
+ * server is closed, never lent. */
+static inline bool pool_off_target(const struct server *sv)
+{
+    const struct pool *p = sv->pool;
+    return p->ep == 0 && p->db->n_hosts > 0 && !replicas_target_ok(p->db, sv->target, g_pooler.cfg);
 }
 
 /* Queues an action to run once the lock is let go (pool_unlock_run()). */

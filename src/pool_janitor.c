@@ -51,16 +51,60 @@ static void pool_janitor_replica(struct pool *p, struct worker *w, int64_t now)
             }
         }
     }
-    if (!db->cfg || db->endpoints[p->ep].role != EP_REPLICA || g_pooler.shutting_down)
+    enum endpoint_role role = db->cfg ? db->endpoints[p->ep].role : EP_REMOVED;
+    if (!replicas_role_checked(role) || g_pooler.shutting_down)
+        return;
+    /* A host is checked only to find the primary (read_write_split on), and
+     * then always: a connection is opened for its check when it has none
+     * (by one pool of the host, the first one made). A replica is checked
+     * on the servers its reads opened, and gets one of its own only when a
+     * ban is over. */
+    bool host = role == EP_HOST;
+    if (host && !replicas_discovers(db, g_pooler.cfg))
         return;
     struct server *idle = pool_idle_of(p, w);
     if (idle && replicas_check_claim(db, p->ep, g_pooler.cfg, now)) {
         pool_sv_state_locked(idle, SV_TESTING);
         pool_act(PA_PROBE, idle, NULL, NULL, NULL);
-    } else if (!idle && w->id == 0 && pool_total(p) == 0 && replicas_awaits_check(db, p->ep, now) &&
+    } else if (!idle && w->id == 0 && pool_total(p) == 0 &&
+               (host ? p->checker && replicas_check_due(db, p->ep, now)
+                     : replicas_awaits_check(db, p->ep, now)) &&
                pool_may_open(p, now, false)) {
         pool_new_server(p, w, now);
     }
+}
+
+/* p (endpoint 0 of a database with several hosts) after its primary
+ * changed (lock held): w's idle servers to another host go, the backoff of
+ * failed connects (to the old primary) is forgotten. */
+static void pool_retarget_locked(struct pool *p, const struct worker *w)
+{
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &p->idle)
+    {
+        struct server *sv = list_entry(it, struct server, node);
+        if (sv->owner == w && pool_off_target(sv))
+            pool_close_locked(sv, "its host is not the primary any more");
+    }
+}
+
+void pool_db_primary_changed(struct database *db)
+{
+    struct worker *w = pool_self();
+    int64_t now = worker_now(w);
+    struct list *it, *tmp;
+    pool_lock();
+    list_for_each_safe(it, tmp, &g_pooler.pools)
+    {
+        struct pool *p = list_entry(it, struct pool, node);
+        if (p->db != db || p->ep != 0)
+            continue;
+        p->last_connect_failed = 0;
+        p->retry_delay = 0;
+        pool_retarget_locked(p, w);
+        pool_dispatch_locked(p, now);
+    }
+    pool_unlock_run();
 }
 
 /* Timeouts of worker w's own servers and clients in p (lock held). */
@@ -86,6 +130,8 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
             why = "server lifetime over";
         else if (!p->db->cfg)
             why = "database removed";
+        else if (pool_off_target(sv))
+            why = "its host is not the primary any more";
         if (why) {
             total--;
             pool_close_locked(sv, why);
@@ -102,6 +148,9 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
         if (sv->owner == w && (sv->state == SV_CONNECTING || sv->state == SV_LOGIN) &&
             connect_timeout > 0 && now - sv->connect_time >= connect_timeout) {
             pool_connect_failed_locked(p, "server connect timeout", false, now);
+            if (p->ep == 0 &&
+                replicas_target_failed(p->db, sv->target, "server connect timeout", cfg, now))
+                pool_retarget_locked(p, w);
             pool_close_locked(sv, "connect timeout");
         }
     }

@@ -6,6 +6,7 @@
 #include "pool_int.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,15 +41,44 @@ void pool_db_free_endpoints(struct database *db)
     db->n_endpoints = 0;
 }
 
+/* Where endpoint i of cd is, and what it is: 0 the entry's host (with
+ * several hosts, host= as written: the address used is the primary's);
+ * then with several hosts each of them; then the replicas. */
+static void endpoint_of(const struct config_database *cd, int i, const char **host, int *port,
+                        int *weight, enum endpoint_role *role)
+{
+    int n_hosts = cd->n_hosts > 1 ? cd->n_hosts : 0;
+    *weight = 1;
+    if (i == 0) {
+        *host = cd->host;
+        *port = cd->port;
+        *role = EP_PRIMARY;
+    } else if (i <= n_hosts) {
+        *host = cd->hosts[i - 1].host;
+        *port = cd->hosts[i - 1].port;
+        *role = EP_HOST;
+    } else {
+        const struct config_replica *r = &cd->replica[i - 1 - n_hosts];
+        *host = r->host;
+        *port = r->port;
+        *weight = r->weight;
+        *role = EP_REPLICA;
+    }
+}
+
 unsigned pool_db_set_endpoints(struct database *db, const struct config_database *cd)
 {
     unsigned changed = 0;
-    int n = 1 + cd->n_replicas;
+    int n_hosts = cd->n_hosts > 1 ? cd->n_hosts : 0;
+    int n = 1 + n_hosts + cd->n_replicas;
     for (int i = 0; i < n; i++) {
-        const char *host = i ? cd->replica[i - 1].host : cd->host;
-        int port = i ? cd->replica[i - 1].port : cd->port;
+        const char *host;
+        int port, weight;
+        enum endpoint_role role;
+        endpoint_of(cd, i, &host, &port, &weight, &role);
         struct endpoint *ep = &db->endpoints[i];
-        if (i >= db->n_endpoints || strcmp(ep->host, host) != 0 || ep->port != port) {
+        if (i >= db->n_endpoints || strcmp(ep->host, host) != 0 || ep->port != port ||
+            (ep->role != role && ep->role != EP_REMOVED)) {
             if (i < db->n_endpoints) {
                 free(ep->host);
                 changed |= 1u << i;
@@ -57,8 +87,8 @@ unsigned pool_db_set_endpoints(struct database *db, const struct config_database
             ep->host = xstrdup(host);
             ep->port = port;
         }
-        ep->weight = i ? cd->replica[i - 1].weight : 1;
-        ep->role = i ? EP_REPLICA : EP_PRIMARY;
+        ep->weight = weight;
+        ep->role = role;
     }
     /* Slots past the new list keep their address for the servers still
      * there; the router no longer picks them. */
@@ -69,6 +99,18 @@ unsigned pool_db_set_endpoints(struct database *db, const struct config_database
     }
     if (n > db->n_endpoints)
         db->n_endpoints = n;
+    /* Endpoint 0 connects to one of the hosts: when they change, it starts
+     * over (its servers go, the primary is looked for again). */
+    unsigned host_bits = 0;
+    for (int i = 1; i <= n_hosts || i <= db->n_hosts; i++)
+        host_bits |= 1u << i;
+    if (n_hosts != db->n_hosts || (changed & host_bits)) {
+        changed |= 1u;
+        atomic_store_explicit(&db->primary, n_hosts ? -1 : 0, memory_order_relaxed);
+        atomic_store_explicit(&db->last_primary, -1, memory_order_relaxed);
+        atomic_store_explicit(&db->lb_current, 1, memory_order_relaxed);
+    }
+    db->n_hosts = n_hosts;
     return changed;
 }
 
@@ -126,18 +168,36 @@ struct pool_user *pool_get_user(const char *name)
     return u;
 }
 
+static struct pool *pool_get_locked(struct database *db, const char *login_user, int ep);
+
+/* With several hosts, endpoint 0's pool p has a pool of its user at every
+ * host from the start: the health checks that find the primary run there
+ * (lock held). */
+static void pool_get_host_pools_locked(struct pool *p)
+{
+    if (p->ep != 0)
+        return;
+    for (int k = 1; k <= p->db->n_hosts; k++)
+        pool_get_locked(p->db, p->user->name, k);
+}
+
 static struct pool *pool_get_locked(struct database *db, const char *login_user, int ep)
 {
     struct list *it, *tmp;
+    bool first = true;
     list_for_each_safe(it, tmp, &g_pooler.pools)
     {
         struct pool *p = list_entry(it, struct pool, node);
-        if (p->db == db && p->ep == ep && strcmp(p->user->name, login_user) == 0)
-            return p;
+        if (p->db == db && p->ep == ep) {
+            if (strcmp(p->user->name, login_user) == 0)
+                return p;
+            first = false;
+        }
     }
     struct pool *p = xcalloc(1, sizeof(*p));
     p->db = db;
     p->ep = ep;
+    p->checker = first;
     p->user = pool_get_user_locked(login_user);
     list_init(&p->node);
     list_init(&p->idle);
@@ -147,6 +207,7 @@ static struct pool *pool_get_locked(struct database *db, const char *login_user,
     list_init(&p->login_wait);
     pool_refresh_settings(p);
     list_add_tail(&g_pooler.pools, &p->node);
+    pool_get_host_pools_locked(p);
     return p;
 }
 
@@ -377,6 +438,9 @@ void pool_apply_config(struct config *cfg)
     }
     list_for_each_safe(it, tmp, &g_pooler.pools)
     {
-        pool_refresh_settings(list_entry(it, struct pool, node));
+        struct pool *p = list_entry(it, struct pool, node);
+        pool_refresh_settings(p);
+        if (p->db->cfg)
+            pool_get_host_pools_locked(p); /* hosts added to host= */
     }
 }

@@ -39,14 +39,16 @@ static void check_done(struct server *sv, void *arg, enum server_query_status st
     int64_t now = worker_now(sv->s.worker);
     bool ok = st == SERVER_QUERY_OK && a.got_row;
     if (st == SERVER_QUERY_GONE) {
-        replicas_check_failed(p->db, p->ep, "connection lost during the check", g_pooler.cfg, now);
+        if (replicas_check_failed(p->db, p->ep, "connection lost during the check", g_pooler.cfg,
+                                  now))
+            pool_db_primary_changed(p->db);
         return;
     }
-    if (ok) {
-        replicas_check_passed(p->db, p->ep, a.in_recovery, a.lsn, g_pooler.cfg, now);
-    } else {
-        replicas_check_failed(p->db, p->ep, "health check query failed", g_pooler.cfg, now);
-    }
+    bool changed =
+        ok ? replicas_check_passed(p->db, p->ep, a.in_recovery, a.lsn, g_pooler.cfg, now)
+           : replicas_check_failed(p->db, p->ep, "health check query failed", g_pooler.cfg, now);
+    if (changed)
+        pool_db_primary_changed(p->db);
     if (sv->xact_status != 'I')
         server_close(sv, "health check left a transaction open");
     else

@@ -2,6 +2,7 @@
 #include "replicas.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "log.h"
@@ -25,7 +26,7 @@ enum replica_balance replica_balance_of(const char *word)
 
 bool replicas_split_on(const struct database *db, const struct config *cfg)
 {
-    if (db->n_endpoints < 2 || !db->cfg || db->cfg->n_replicas == 0)
+    if (db->n_endpoints < 2 || !db->cfg || (db->cfg->n_replicas == 0 && db->n_hosts == 0))
         return false;
     return db->cfg->read_write_split >= 0 ? db->cfg->read_write_split != 0 : cfg->read_write_split;
 }
@@ -33,7 +34,11 @@ bool replicas_split_on(const struct database *db, const struct config *cfg)
 bool replicas_usable(const struct database *db, int ep, int64_t now)
 {
     const struct endpoint *e = &db->endpoints[ep];
-    if (e->role != EP_REPLICA || e->weight == 0)
+    if (!replicas_role_checked(e->role) || e->weight == 0)
+        return false;
+    /* A host takes reads once a check said it is in recovery: before, it
+     * may be the primary. */
+    if (e->role == EP_HOST && atomic_load_explicit(&e->seen, memory_order_relaxed) != RS_STANDBY)
         return false;
     /* A ban lasts replica_ban_time, then until a check passes (which
      * clears banned_until). */
@@ -129,12 +134,19 @@ int replicas_pick(struct database *db, const struct config *cfg, int64_t now)
     return best;
 }
 
-void replicas_ban(struct database *db, int ep, enum replica_ban_reason why, const char *detail,
+static const char *role_word(const struct endpoint *e)
+{
+    return e->role == EP_HOST ? "host" : "replica";
+}
+
+static bool primary_lost(struct database *db, int ep, const char *why);
+
+bool replicas_ban(struct database *db, int ep, enum replica_ban_reason why, const char *detail,
                   const struct config *cfg, int64_t now)
 {
     struct endpoint *e = &db->endpoints[ep];
-    if (e->role != EP_REPLICA)
-        return;
+    if (!replicas_role_checked(e->role))
+        return false;
     int64_t until = now + cfg->replica_ban_time;
     if (until <= 0)
         until = 1;
@@ -142,10 +154,14 @@ void replicas_ban(struct database *db, int ep, enum replica_ban_reason why, cons
     atomic_store_explicit(&e->ban_reason, (int)why, memory_order_relaxed);
     atomic_fetch_add_explicit(&e->errors, 1, memory_order_relaxed);
     if (was == 0)
-        log_warning("replica %s:%d of database %s banned for %llds: %s%s%s", e->host, e->port,
-                    db->name, (long long)(cfg->replica_ban_time / 1000000),
+        log_warning("%s %s:%d of database %s banned for %llds: %s%s%s", role_word(e), e->host,
+                    e->port, db->name, (long long)(cfg->replica_ban_time / 1000000),
                     replica_ban_reason_str(why), detail && detail[0] ? ": " : "",
                     detail ? detail : "");
+    if (e->role != EP_HOST || why == RB_CONFLICT)
+        return false;
+    atomic_store_explicit(&e->seen, RS_DOWN, memory_order_relaxed);
+    return primary_lost(db, ep, replica_ban_reason_str(why));
 }
 
 void replicas_unban(struct database *db, int ep)
@@ -153,15 +169,21 @@ void replicas_unban(struct database *db, int ep)
     struct endpoint *e = &db->endpoints[ep];
     if (atomic_exchange_explicit(&e->banned_until, 0, memory_order_relaxed) != 0) {
         atomic_store_explicit(&e->ban_reason, RB_NONE, memory_order_relaxed);
-        log_info("replica %s:%d of database %s takes reads again", e->host, e->port, db->name);
+        log_info("%s %s:%d of database %s takes reads again", role_word(e), e->host, e->port,
+                 db->name);
     }
+}
+
+bool replicas_check_due(const struct database *db, int ep, int64_t now)
+{
+    return now >= atomic_load_explicit(&db->endpoints[ep].next_check, memory_order_relaxed);
 }
 
 bool replicas_check_claim(struct database *db, int ep, const struct config *cfg, int64_t now)
 {
     struct endpoint *e = &db->endpoints[ep];
     int64_t due = atomic_load_explicit(&e->next_check, memory_order_relaxed);
-    if (e->role != EP_REPLICA || now < due)
+    if (!replicas_role_checked(e->role) || now < due)
         return false;
     int64_t next = now + (cfg->replica_check_interval > 0 ? cfg->replica_check_interval : 1000000);
     return atomic_compare_exchange_strong_explicit(&e->next_check, &due, next, memory_order_relaxed,
@@ -174,29 +196,186 @@ bool replicas_awaits_check(const struct database *db, int ep, int64_t now)
     return until != 0 && now >= until;
 }
 
-void replicas_check_passed(struct database *db, int ep, bool in_recovery, uint64_t replay_lsn,
+static bool primary_found(struct database *db, int ep);
+
+bool replicas_check_passed(struct database *db, int ep, bool in_recovery, uint64_t replay_lsn,
                            const struct config *cfg, int64_t now)
 {
     struct endpoint *e = &db->endpoints[ep];
+    bool changed = false;
+    if (!in_recovery && e->role == EP_HOST) {
+        /* A host of host= out of recovery: no ban (it takes no reads as
+         * long as it is out of recovery anyway), and the primary if there
+         * is none. */
+        atomic_store_explicit(&e->seen, RS_PRIMARY, memory_order_relaxed);
+        atomic_store_explicit(&e->last_check, now, memory_order_relaxed);
+        if (atomic_exchange_explicit(&e->banned_until, 0, memory_order_relaxed) != 0)
+            atomic_store_explicit(&e->ban_reason, RB_NONE, memory_order_relaxed);
+        return primary_found(db, ep);
+    }
     if (!in_recovery) {
         if (!atomic_exchange_explicit(&e->promoted, true, memory_order_relaxed))
             log_warning("replica %s:%d of database %s is not in recovery (promoted?): it takes "
-                        "no reads, and sluice does not write to it",
+                        "no reads, and sluice does not write to it (it is not in host=)",
                         e->host, e->port, db->name);
         replicas_ban(db, ep, RB_PROMOTED, NULL, cfg, now);
-        return;
+        return false;
     }
     atomic_store_explicit(&e->promoted, false, memory_order_relaxed);
     atomic_store_explicit(&e->replay_lsn, replay_lsn, memory_order_relaxed);
     atomic_store_explicit(&e->last_check, now, memory_order_relaxed);
+    if (e->role == EP_HOST) {
+        atomic_store_explicit(&e->seen, RS_STANDBY, memory_order_relaxed);
+        changed = primary_lost(db, ep, "is in recovery");
+    }
     if (replicas_awaits_check(db, ep, now))
         replicas_unban(db, ep);
+    return changed;
 }
 
-void replicas_check_failed(struct database *db, int ep, const char *why, const struct config *cfg,
+bool replicas_check_failed(struct database *db, int ep, const char *why, const struct config *cfg,
                            int64_t now)
 {
-    replicas_ban(db, ep, RB_CHECK, why, cfg, now);
+    return replicas_ban(db, ep, RB_CHECK, why, cfg, now);
+}
+
+/* ---- several hosts -------------------------------------------------------- */
+
+const char *replica_seen_str(enum replica_seen st)
+{
+    static const char *const names[] = {"unchecked", "standby", "primary", "down"};
+    return (unsigned)st < sizeof(names) / sizeof(names[0]) ? names[st] : "?";
+}
+
+static bool is_host(const struct database *db, int ep)
+{
+    return ep >= 1 && ep <= db->n_hosts && ep < db->n_endpoints &&
+           db->endpoints[ep].role == EP_HOST;
+}
+
+bool replicas_discovers(const struct database *db, const struct config *cfg)
+{
+    return db->n_hosts > 0 && replicas_split_on(db, cfg);
+}
+
+int replicas_primary(const struct database *db)
+{
+    return db->n_hosts > 0 ? atomic_load_explicit(&db->primary, memory_order_relaxed) : 0;
+}
+
+/* "host:port" of endpoint ep, or "none". */
+static const char *ep_text(const struct database *db, int ep, char *buf, size_t len)
+{
+    if (ep < 0 || ep >= db->n_endpoints)
+        return "none";
+    const struct endpoint *e = &db->endpoints[ep];
+    snprintf(buf, len, "%s:%d", e->host[0] ? e->host : "(unix socket)", e->port);
+    return buf;
+}
+
+/* Host ep is not the primary any more (if it was): another host whose last
+ * check found it out of recovery takes over, else there is none. */
+static bool primary_lost(struct database *db, int ep, const char *why)
+{
+    int next = -1;
+    for (int k = 1; k <= db->n_hosts && next < 0; k++)
+        if (k != ep && is_host(db, k) &&
+            atomic_load_explicit(&db->endpoints[k].seen, memory_order_relaxed) == RS_PRIMARY)
+            next = k;
+    int cur = ep;
+    if (!atomic_compare_exchange_strong_explicit(&db->primary, &cur, next, memory_order_relaxed,
+                                                 memory_order_relaxed))
+        return false;
+    atomic_store_explicit(&db->last_primary, ep, memory_order_relaxed);
+    char a[300], b[300];
+    if (next >= 0)
+        atomic_store_explicit(&db->endpoints[next].promoted, false, memory_order_relaxed);
+    if (next >= 0)
+        log_warning("database %s: primary is now %s (was %s, which %s)", db->name,
+                    ep_text(db, next, a, sizeof(a)), ep_text(db, ep, b, sizeof(b)), why);
+    else
+        log_warning("database %s: no primary: %s %s; writes wait for a host of host= to be out "
+                    "of recovery",
+                    db->name, ep_text(db, ep, b, sizeof(b)), why);
+    return true;
+}
+
+/* Host ep's check found it out of recovery: the primary, unless another
+ * host is and its last check still says so (writes stay where they go:
+ * two hosts out of recovery is for whoever runs the cluster to settle). */
+static bool primary_found(struct database *db, int ep)
+{
+    struct endpoint *e = &db->endpoints[ep];
+    int cur = atomic_load_explicit(&db->primary, memory_order_relaxed);
+    if (cur == ep || !is_host(db, ep))
+        return false;
+    char a[300], b[300];
+    if (cur >= 0 &&
+        atomic_load_explicit(&db->endpoints[cur].seen, memory_order_relaxed) == RS_PRIMARY) {
+        if (!atomic_exchange_explicit(&e->promoted, true, memory_order_relaxed))
+            log_warning("database %s: %s is out of recovery too; writes stay on %s", db->name,
+                        ep_text(db, ep, a, sizeof(a)), ep_text(db, cur, b, sizeof(b)));
+        return false;
+    }
+    if (!atomic_compare_exchange_strong_explicit(&db->primary, &cur, ep, memory_order_relaxed,
+                                                 memory_order_relaxed))
+        return false;
+    atomic_store_explicit(&e->promoted, false, memory_order_relaxed);
+    int was = cur >= 0 ? cur : atomic_load_explicit(&db->last_primary, memory_order_relaxed);
+    if (cur >= 0)
+        atomic_store_explicit(&db->last_primary, cur, memory_order_relaxed);
+    log_info("database %s: primary is now %s (was %s)", db->name, ep_text(db, ep, a, sizeof(a)),
+             ep_text(db, was, b, sizeof(b)));
+    return true;
+}
+
+bool replicas_no_primary(const struct database *db, const struct config *cfg)
+{
+    return db->n_hosts > 0 && atomic_load_explicit(&db->primary, memory_order_relaxed) < 0 &&
+           replicas_discovers(db, cfg);
+}
+
+int replicas_connect_target(struct database *db, const struct config *cfg)
+{
+    int n = db->n_hosts;
+    if (n == 0)
+        return 0;
+    if (replicas_discovers(db, cfg))
+        return atomic_load_explicit(&db->primary, memory_order_relaxed);
+    if (db->cfg && strcmp(db->cfg->load_balance_hosts, "disable") == 0) {
+        int cur = atomic_load_explicit(&db->lb_current, memory_order_relaxed);
+        return cur >= 1 && cur <= n ? cur : 1;
+    }
+    return 1 +
+           (int)(atomic_fetch_add_explicit(&db->lb_turn, 1, memory_order_relaxed) % (uint64_t)n);
+}
+
+bool replicas_target_ok(const struct database *db, int target, const struct config *cfg)
+{
+    if (db->n_hosts == 0 || !replicas_discovers(db, cfg))
+        return true;
+    return target == atomic_load_explicit(&db->primary, memory_order_relaxed);
+}
+
+bool replicas_target_failed(struct database *db, int target, const char *why,
+                            const struct config *cfg, int64_t now)
+{
+    if (!is_host(db, target))
+        return false;
+    if (replicas_discovers(db, cfg))
+        return replicas_ban(db, target, RB_CONNECT, why, cfg, now);
+    int next = target % db->n_hosts + 1;
+    atomic_compare_exchange_strong_explicit(&db->lb_current, &target, next, memory_order_relaxed,
+                                            memory_order_relaxed);
+    return false;
+}
+
+bool replicas_seen_in_recovery(struct database *db, int ep, const char *why, int64_t now)
+{
+    if (!is_host(db, ep))
+        return false;
+    atomic_store_explicit(&db->endpoints[ep].seen, RS_STANDBY, memory_order_relaxed);
+    return primary_lost(db, ep, why);
 }
 
 static int hexval(char ch)

@@ -40,16 +40,22 @@ static struct server *stream_server(struct stream *s)
 
 static void server_dns_done(void *arg);
 
-/* Fills p->addr from the pool's endpoint (pool lock held). Host names go
- * through dns.c, which may answer later (DNS_PENDING: server_dns_done()
- * runs then). */
-static enum dns_status pool_resolve(struct pool *p, struct worker *w, char *err, size_t errlen)
+/* Fills p->addr from endpoint target of p's database (p's own, or for
+ * endpoint 0 of a database with several hosts the host sv was made for;
+ * pool lock held). Host names go through dns.c, which may answer later
+ * (DNS_PENDING: server_dns_done() runs then). */
+static enum dns_status pool_resolve(struct pool *p, int target, struct worker *w, char *err,
+                                    size_t errlen)
 {
     if (!p->db->cfg || p->ep >= p->db->n_endpoints) {
         snprintf(err, errlen, "database removed");
         return DNS_FAILED;
     }
-    const struct endpoint *ep = &p->db->endpoints[p->ep];
+    if (target < 0 || target >= p->db->n_endpoints) {
+        snprintf(err, errlen, "database %s has no primary now", p->db->name);
+        return DNS_FAILED;
+    }
+    const struct endpoint *ep = &p->db->endpoints[target];
     const char *host = ep->host[0] ? ep->host : "/var/run/postgresql";
     memset(&p->addr, 0, sizeof(p->addr));
     if (host[0] == '/') {
@@ -88,6 +94,19 @@ static enum dns_status pool_resolve(struct pool *p, struct worker *w, char *err,
     return st;
 }
 
+/* sv could not reach its server: for endpoint 0 of a database with
+ * several hosts, its host is banned (and the primary no more), or with
+ * load_balance_hosts = disable the next host is used. */
+static void server_unreachable(struct server *sv, const char *why)
+{
+    struct pool *p = sv->pool;
+    if (p->ep != 0 || p->db->n_hosts == 0 || !p->db->cfg)
+        return;
+    dns_mark_failed(p->db->endpoints[sv->target].host);
+    if (replicas_target_failed(p->db, sv->target, why, g_pooler.cfg, worker_now(sv->s.worker)))
+        pool_db_primary_changed(p->db);
+}
+
 /* Starts the TCP connect of sv to addr (then TLS, per server_tls_sslmode).
  * false if it failed at once (sv is closed then). */
 static bool server_connect_to(struct server *sv, const struct sockaddr_storage *addr,
@@ -99,11 +118,12 @@ static bool server_connect_to(struct server *sv, const struct sockaddr_storage *
     if (rc < 0) {
         char err[256];
         snprintf(err, sizeof(err), "connect failed: %s", strerror(-rc));
+        server_unreachable(sv, err);
         pool_connect_failed(p, err, false);
         server_close(sv, err);
         return false;
     }
-    tls_server_prepare(&sv->s, p->db->endpoints[p->ep].host);
+    tls_server_prepare(&sv->s, p->db->endpoints[sv->target].host);
     if (g_pooler.cfg->log_connections)
         server_log(LOG_LVL_LOG, sv, "new connection to server");
     return true;
@@ -123,7 +143,7 @@ static enum dns_status server_resolve(struct server *sv, struct sockaddr_storage
     struct pool *p = sv->pool;
     char err[256];
     pool_lock();
-    enum dns_status st = pool_resolve(p, sv->s.worker, err, sizeof(err));
+    enum dns_status st = pool_resolve(p, sv->target, sv->s.worker, err, sizeof(err));
     if (st == DNS_READY) {
         *addr = p->addr;
         *addrlen = p->addrlen;
@@ -133,6 +153,8 @@ static enum dns_status server_resolve(struct server *sv, struct sockaddr_storage
     pool_unlock();
     if (st == DNS_FAILED) {
         log_warning("%s/%s: %s", p->db->name, p->user->name, err);
+        if (sv->target >= 0)
+            server_unreachable(sv, err);
         pool_connect_failed(p, err, false);
         server_close(sv, err);
     }
@@ -157,6 +179,9 @@ struct server *server_alloc(struct pool *p, struct worker *w, int64_t now)
     if (!sv)
         abort();
     sv->pool = p; /* in SV_CONNECTING (0) */
+    /* Called with the pool lock held (pool_new_server()): the host of a
+     * database with several hosts is chosen once, here. */
+    sv->target = p->ep == 0 ? replicas_connect_target(p->db, g_pooler.cfg) : p->ep;
     sv->connect_time = now;
     sv->last_used = now;
     sv->xact_status = 'I';
@@ -225,6 +250,8 @@ static void server_on_connected(struct stream *s, int err)
     if (err) {
         char why[256];
         snprintf(why, sizeof(why), "connect failed: %s", stream_strerror(s, err));
+        if (err != STREAM_ERR_TLS_CONFIG)
+            server_unreachable(sv, why);
         /* TLS refused or not trusted: waiting clients get that now. */
         pool_connect_failed(sv->pool, why, err == STREAM_ERR_TLS_CONFIG);
         server_close(sv, why);
@@ -238,6 +265,16 @@ static void server_on_connected(struct stream *s, int err)
 static void server_login_finish(struct server *sv)
 {
     struct pool *p = sv->pool;
+    if (sv->in_recovery && p->ep == 0 && p->db->n_hosts > 0 && p->db->cfg &&
+        replicas_discovers(p->db, g_pooler.cfg)) {
+        /* A host taken for the primary says it is in recovery: never lent
+         * for writes. */
+        if (replicas_seen_in_recovery(p->db, sv->target, "said in_hot_standby = on at login",
+                                      worker_now(sv->s.worker)))
+            pool_db_primary_changed(p->db);
+        server_close(sv, "server is in recovery (in_hot_standby = on): no writes go there");
+        return;
+    }
     pool_lock();
     p->welcome_ready = true;
     pool_unlock();
@@ -335,7 +372,8 @@ void server_reset(struct server *sv)
 bool server_replica_trouble(struct server *sv, const uint8_t *msg, uint32_t len)
 {
     struct pool *p = sv->pool;
-    if (!p || !p->db->cfg || p->db->endpoints[p->ep].role != EP_REPLICA || g_pooler.shutting_down)
+    if (!p || !p->db->cfg || !replicas_role_checked(p->db->endpoints[p->ep].role) ||
+        g_pooler.shutting_down)
         return false;
     enum replica_ban_reason why = RB_CLOSED;
     const char *detail = "connection closed by the server";
@@ -348,7 +386,8 @@ bool server_replica_trouble(struct server *sv, const uint8_t *msg, uint32_t len)
         if (why == RB_NONE)
             return false;
     }
-    replicas_ban(p->db, p->ep, why, detail, g_pooler.cfg, worker_now(sv->s.worker));
+    if (replicas_ban(p->db, p->ep, why, detail, g_pooler.cfg, worker_now(sv->s.worker)))
+        pool_db_primary_changed(p->db);
     return true;
 }
 

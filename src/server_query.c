@@ -176,6 +176,9 @@ void server_param_status(struct server *sv, const uint8_t *msg, uint32_t len)
     }
     if (sv->state != SV_LOGIN)
         return;
+    /* PostgreSQL 14 and later report it: a standby says "on". */
+    if (strcmp(name, "in_hot_standby") == 0)
+        sv->in_recovery = strcmp(value, "on") == 0;
     /* The pool's welcome is written once, by the first logins (of any
      * worker), and read without the lock once welcome_ready is set. */
     pool_lock();

@@ -321,7 +321,7 @@ class Cluster:
                  (line.split("=", 1) for line in text.split())}
         self.primary_port = ports["primary"]
         self.replica_ports = [ports["replica1"], ports["replica2"]]
-        self.redis_port = ports["redis"]
+        self.redis_port = ports.get("redis")
         return True
 
     def _has_requested_ports(self):
@@ -356,6 +356,25 @@ class Cluster:
 
     def start_node(self, name):
         self.run("start-node", name)
+
+    def promote(self, name):
+        """pg_ctl promote a replica ("replica1", ...): it leaves recovery. The
+        cluster stays so (use a cluster of your own, see ThrowawayCluster)."""
+        self.run("promote", name)
+
+    def follow(self, name, leader):
+        """Restart node name as a replica of node leader (an old primary after
+        a switchover)."""
+        self.run("follow", name, leader)
+
+    def port_of(self, name):
+        return {"primary": self.primary_port, "replica1": self.replica_ports[0],
+                "replica2": self.replica_ports[1]}[name]
+
+    def in_recovery(self, name):
+        """pg_is_in_recovery() of a running node."""
+        with self.connect(port=self.port_of(name)) as conn:
+            return conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
 
     def connect(self, port=None, dbname="mydb", user="postgres", **kwargs):
         """A direct autocommit connection, as postgres to the primary by default."""
@@ -395,6 +414,36 @@ class Cluster:
             return conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND datname = %s",
                 (user, dbname)).fetchone()[0]
+
+
+class ThrowawayCluster(Cluster):
+    """A cluster of its own (primary, two replicas, no redis) in a new
+    directory, for tests that change its topology (promote a replica, restart
+    the old primary as a replica): the shared cluster is never touched, and
+    destroy() stops this one and deletes it. Ports: port (the primary's, the
+    replicas take the next two) or "auto" (free ones, as cluster.sh picks
+    them); SLUICE_FAILOVER_CLUSTER_PORT sets the default."""
+
+    def __init__(self, port=None, prefix="sluice-throwaway-"):
+        directory = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+        port = port or os.environ.get("SLUICE_FAILOVER_CLUSTER_PORT", "auto")
+        super().__init__(directory, port=port, redis_port="auto")
+
+    def run(self, command, *args, check=True, **env):
+        env = dict(os.environ, CLUSTER_DIR=self.dir, CLUSTER_PORT=self.port_setting,
+                   CLUSTER_REDIS="0", **env)
+        return subprocess.run(["sh", str(CLUSTER_SH), command, *args], env=env, check=check,
+                              capture_output=True, text=True, timeout=180)
+
+    def start(self):
+        result = self.run("start", check=False)
+        assert result.returncode == 0, f"cluster.sh start failed:\n{result.stderr}"
+        assert self.read_ports(), f"cluster.sh start wrote no {self.dir}/ports"
+        return True
+
+    def destroy(self):
+        self.run("stop", check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Sluice:

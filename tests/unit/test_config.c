@@ -904,7 +904,7 @@ static void test_unsupported_keys_warn(void **state)
                                  "peer_id = 1\n"
                                  "server_tls13_ciphers = TLS_AES_256_GCM_SHA384\n"
                                  "[databases]\n"
-                                 "db = host=x load_balance_hosts=disable\n"
+                                 "db = host=x target_session_attrs=read-write\n"
                                  "[users]\n"
                                  "u = query_timeout=5\n"
                                  "[peers]\n"
@@ -917,8 +917,8 @@ static void test_unsupported_keys_warn(void **state)
     assert_non_null(strstr(log, "t.ini:2: setting \"peer_id\" is not supported by sluice and is "
                                 "ignored"));
     assert_non_null(strstr(log, "t.ini:3: setting \"server_tls13_ciphers\" is not supported"));
-    assert_non_null(strstr(log, "t.ini:5: parameter \"load_balance_hosts\" of database \"db\" is "
-                                "not supported by sluice and is ignored"));
+    assert_non_null(strstr(log, "t.ini:5: parameter \"target_session_attrs\" of database \"db\" "
+                                "is not supported by sluice and is ignored"));
     assert_non_null(strstr(log, "t.ini:7: parameter \"query_timeout\" of user \"u\" is not "
                                 "supported"));
     assert_non_null(strstr(log, "t.ini:8: section [peers] is not supported by sluice and is "

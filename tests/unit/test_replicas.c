@@ -176,6 +176,144 @@ static void test_check_turns(void **state)
     assert_false(replicas_check_claim(&db, 0, cfg, 100 * SEC));   /* not a replica */
 }
 
+/* db with host=h1,...,hn (endpoints 1..n, EP_HOST), then the replicas of
+ * the given weights, as pool_db_set_endpoints() lays them out; no primary
+ * known yet. */
+static void make_hosts_db(int n_hosts, int n_replicas, struct config *c)
+{
+    memset(&db, 0, sizeof(db));
+    db.name = "d";
+    db.cfg = &c->databases[0];
+    db.n_hosts = n_hosts;
+    db.n_endpoints = 1 + n_hosts + n_replicas;
+    for (int i = 0; i < db.n_endpoints; i++) {
+        db.endpoints[i].host = "h";
+        db.endpoints[i].port = 5432 + i;
+        db.endpoints[i].role = i == 0 ? EP_PRIMARY : i <= n_hosts ? EP_HOST : EP_REPLICA;
+        db.endpoints[i].weight = 1;
+    }
+    db.primary = -1;
+    db.last_primary = -1;
+    db.lb_current = 1;
+}
+
+static void test_primary_discovery(void **state)
+{
+    (void)state;
+    struct config *c = load("[databases]\nd = host=a,b,c\n[pgbouncer]\nread_write_split = on\n");
+    make_hosts_db(3, 0, c);
+    assert_true(replicas_split_on(&db, c));
+    assert_true(replicas_discovers(&db, c));
+    /* Nothing known: no target, no reads on a host (it may be the primary). */
+    assert_true(replicas_no_primary(&db, c));
+    assert_int_equal(replicas_connect_target(&db, c), -1);
+    assert_int_equal(replicas_pick(&db, c, SEC), -1);
+
+    /* Host 1 out of recovery: the primary; hosts in recovery take reads. */
+    assert_true(replicas_check_passed(&db, 1, false, 0, c, SEC));
+    assert_int_equal(replicas_primary(&db), 1);
+    assert_false(replicas_no_primary(&db, c));
+    assert_int_equal(replicas_connect_target(&db, c), 1);
+    assert_true(replicas_target_ok(&db, 1, c));
+    assert_false(replicas_target_ok(&db, 2, c));
+    assert_false(replicas_check_passed(&db, 2, true, 7, c, SEC));
+    assert_false(replicas_usable(&db, 1, SEC)); /* the primary: no read as a replica */
+    assert_true(replicas_usable(&db, 2, SEC));
+    assert_false(replicas_usable(&db, 3, SEC)); /* unchecked */
+    assert_int_equal(replicas_pick(&db, c, SEC), 2);
+
+    /* Host 3 out of recovery too: writes stay where they go. */
+    assert_false(replicas_check_passed(&db, 3, false, 0, c, 2 * SEC));
+    assert_int_equal(replicas_primary(&db), 1);
+    assert_true(db.endpoints[3].promoted);
+    assert_false(replicas_usable(&db, 3, 2 * SEC));
+
+    /* A recovery conflict on a standby host changes nothing; the primary
+     * shutting down hands over to the other host out of recovery. */
+    assert_false(replicas_ban(&db, 2, RB_CONFLICT, NULL, c, 3 * SEC));
+    assert_int_equal(replicas_primary(&db), 1);
+    assert_true(replicas_ban(&db, 1, RB_SHUTDOWN, NULL, c, 3 * SEC));
+    assert_int_equal(replicas_primary(&db), 3);
+    assert_int_equal(db.last_primary, 1);
+    assert_false(db.endpoints[3].promoted);
+    assert_true(replicas_target_ok(&db, 3, c));
+    assert_false(replicas_target_ok(&db, 1, c));
+
+    /* Host 3 back in recovery, host 1 down: none. A failed check of a host
+     * that is not the primary changes nothing either. */
+    assert_true(replicas_check_passed(&db, 3, true, 9, c, 4 * SEC));
+    assert_int_equal(replicas_primary(&db), -1);
+    assert_true(replicas_no_primary(&db, c));
+    assert_false(replicas_check_failed(&db, 2, "timeout", c, 4 * SEC));
+    assert_int_equal(replicas_primary(&db), -1);
+
+    /* Host 1 back out of recovery: the primary again, its ban gone. */
+    assert_true(replicas_check_passed(&db, 1, false, 0, c, 5 * SEC));
+    assert_int_equal(replicas_primary(&db), 1);
+    assert_int_equal(db.endpoints[1].banned_until, 0);
+
+    /* A server of endpoint 0 logged in to it and heard in_hot_standby = on. */
+    assert_true(replicas_seen_in_recovery(&db, 1, "said in_hot_standby = on", 6 * SEC));
+    assert_int_equal(replicas_primary(&db), -1);
+    /* A connection to the primary that fails: banned, the primary no more. */
+    assert_true(replicas_check_passed(&db, 2, false, 0, c, 7 * SEC));
+    assert_int_equal(replicas_primary(&db), 2);
+    assert_true(replicas_target_failed(&db, 2, "connect failed", c, 8 * SEC));
+    assert_int_equal(replicas_primary(&db), -1);
+    assert_false(replicas_usable(&db, 2, 8 * SEC));
+    config_unref(c);
+}
+
+static void test_replica_is_never_the_primary(void **state)
+{
+    (void)state;
+    struct config *c = load("[databases]\nd = host=a,b replicas=r\n"
+                            "[pgbouncer]\nread_write_split = on\n");
+    make_hosts_db(2, 1, c);
+    /* replicas= out of recovery: reported, banned, never written to. */
+    assert_false(replicas_check_passed(&db, 3, false, 0, c, SEC));
+    assert_true(db.endpoints[3].promoted);
+    assert_int_equal(db.endpoints[3].ban_reason, RB_PROMOTED);
+    assert_int_equal(replicas_primary(&db), -1);
+    assert_int_equal(replicas_connect_target(&db, c), -1);
+    config_unref(c);
+}
+
+static void test_several_hosts_split_off(void **state)
+{
+    (void)state;
+    /* PgBouncer's load_balance_hosts: round-robin (the default) goes round
+     * the hosts, one new connection each; disable stays on one until a
+     * connection to it fails. No checks, no primary to find. */
+    struct config *c = load("[databases]\nd = host=a,b,c\n");
+    make_hosts_db(3, 0, c);
+    assert_false(replicas_split_on(&db, c));
+    assert_false(replicas_discovers(&db, c));
+    assert_false(replicas_no_primary(&db, c));
+    int seen[4] = {0};
+    for (int i = 0; i < 6; i++)
+        seen[replicas_connect_target(&db, c)]++;
+    assert_int_equal(seen[0], 0);
+    assert_int_equal(seen[1], 2);
+    assert_int_equal(seen[2], 2);
+    assert_int_equal(seen[3], 2);
+    assert_true(replicas_target_ok(&db, 2, c));
+    config_unref(c);
+
+    c = load("[databases]\nd = host=a,b,c load_balance_hosts=disable\n");
+    make_hosts_db(3, 0, c);
+    assert_int_equal(replicas_connect_target(&db, c), 1);
+    assert_int_equal(replicas_connect_target(&db, c), 1);
+    assert_false(replicas_target_failed(&db, 1, "refused", c, SEC));
+    assert_int_equal(replicas_connect_target(&db, c), 2);
+    assert_false(replicas_target_failed(&db, 1, "refused", c, SEC)); /* a late one: no skip */
+    assert_int_equal(replicas_connect_target(&db, c), 2);
+    assert_false(replicas_target_failed(&db, 2, "refused", c, SEC));
+    assert_false(replicas_target_failed(&db, 3, "refused", c, SEC));
+    assert_int_equal(replicas_connect_target(&db, c), 1); /* round again */
+    config_unref(c);
+}
+
 static void test_lsn_and_errors(void **state)
 {
     (void)state;
@@ -248,6 +386,9 @@ int main(void)
         cmocka_unit_test(test_bans_and_primary_reads),
         cmocka_unit_test(test_promoted),
         cmocka_unit_test(test_check_turns),
+        cmocka_unit_test(test_primary_discovery),
+        cmocka_unit_test(test_replica_is_never_the_primary),
+        cmocka_unit_test(test_several_hosts_split_off),
         cmocka_unit_test(test_lsn_and_errors),
         cmocka_unit_test(test_volatility_cache),
     };
