@@ -319,6 +319,12 @@ void client_welcome(struct client *c)
 
 static void client_login_done(struct client *c)
 {
+    if (!c->pool && !c->is_admin) {
+        /* No such database: said only now, to a client that proved who it
+         * is, as PgBouncer does (client_handle_startup()). */
+        client_close_error(c, SQLSTATE_INVALID_CATALOG, "no such database: %s", c->dbname);
+        return;
+    }
     if (c->is_admin) {
         stream_limit_lift(&c->s);
         console->welcome(c);
@@ -468,7 +474,11 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
     }
     struct database *d = pool_find_database(c->dbname);
     if (!d) {
-        client_close_error(c, SQLSTATE_INVALID_CATALOG, "no such database: %s", c->dbname);
+        /* The password is asked first, and a wrong one gets the answer a
+         * wrong one always gets: an unauthenticated client must not learn
+         * which databases exist. Without a pool there is no auth_query:
+         * only auth_file's users can get as far as "no such database". */
+        client_start_auth(c);
         return;
     }
     if (d->disabled) {

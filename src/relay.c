@@ -486,6 +486,9 @@ static void relay_server_data(struct server *sv)
             server_param_status(sv, m.data, m.len);
         } else if (m.type == 'Z') {
             sv->xact_status = (char)m.data[5];
+            /* Idle (in a transaction or not) from now, not from when the
+             * request began: idle_transaction_timeout counts from here. */
+            c->last_activity = worker_now(s->worker);
             at_rfq = relay_at_rfq(c, sv, sv->xact_status);
             if (at_rfq == RELAY_VIOLATION)
                 break; /* the client gets the error instead of this ReadyForQuery */

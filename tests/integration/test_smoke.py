@@ -59,6 +59,23 @@ def test_unknown_user_rejected(sluice):
         s.connect(user="nobody", password="nobody_pw")
 
 
+@pytest.mark.parametrize("auth_type", ["md5", "scram-sha-256"])
+def test_a_missing_database_is_named_only_after_the_password(sluice, auth_type):
+    """An unauthenticated client cannot learn which databases exist: the
+    password is asked first, a wrong one gets the usual answer, and only a
+    client that proved who it is hears "no such database" (PgBouncer 1.17+)."""
+    s = sluice({"pgbouncer": {"auth_type": auth_type}})
+    user = "scram_user" if auth_type.startswith("scram") else "md5_user"
+    code = AUTH_SASL if auth_type.startswith("scram") else AUTH_MD5
+    assert auth_request(s.port, user, dbname="nosuchdb") == code
+    assert auth_request(s.port, "nobody", dbname="nosuchdb") == code
+    for db in ("nosuchdb", "mydb"):
+        with pytest.raises(psycopg.OperationalError, match=WRONG_PASSWORD.format(user)):
+            s.connect(user=user, password="wrong", dbname=db)
+    with pytest.raises(psycopg.OperationalError, match="no such database: nosuchdb"):
+        s.connect(user=user, dbname="nosuchdb")
+
+
 def test_scram_secret_in_userlist(sluice, primary_conn):
     """With the server's own SCRAM secret in the userlist, the pooler
     authenticates the client and logs into the server with the client's proof."""

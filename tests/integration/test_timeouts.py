@@ -56,6 +56,18 @@ def test_idle_transaction_timeout(sluice, primary_conn):
     primary_conn.execute("DROP TABLE itt_t")
 
 
+def test_idle_transaction_timeout_counts_from_the_end_of_the_query(sluice):
+    """A 2.5 s query then 1 s of idle, under a 2 s timeout: idle for 1 s,
+    not 3.5 (PgBouncer counts from when the transaction went idle)."""
+    s = sluice({"pgbouncer": {"idle_transaction_timeout": 2}})
+    with s.connect() as conn:
+        conn.execute("BEGIN")
+        conn.execute("SELECT pg_sleep(2.5)")
+        time.sleep(1)
+        assert conn.execute("SELECT 3").fetchone() == (3,)
+        conn.execute("COMMIT")
+
+
 def test_client_idle_timeout(sluice):
     s = sluice({"pgbouncer": {"client_idle_timeout": 1}})
     with s.connect() as busy, s.connect() as idle:
