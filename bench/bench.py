@@ -161,13 +161,20 @@ def alive(pid):
 def cpu_ticks(pid):
     """utime + stime of the whole process (all threads), in clock ticks;
     None if it is gone."""
+    t = cpu_ticks_user_sys(pid)
+    return None if t is None else t[0] + t[1]
+
+
+def cpu_ticks_user_sys(pid):
+    """(utime, stime) of the whole process (all threads), in clock ticks;
+    None if it is gone."""
     try:
         with open("/proc/%d/stat" % pid) as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]), int(fields[12])
 
 
 def system_ticks():
@@ -637,7 +644,8 @@ def run_point(target, pooler, port, workload, protocol, clients, cfg):
     if pooler is not None and pooler.workers is not None:
         res["workers"] = pooler.workers
     pid = pooler.pid if pooler else None
-    t_before = cpu_ticks(pid) if pid else None
+    us_before = cpu_ticks_user_sys(pid) if pid else None
+    t_before = None if us_before is None else sum(us_before)
     timeout = seconds + 60 + clients // 20
     import resource
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -669,11 +677,16 @@ def run_point(target, pooler, port, workload, protocol, clients, cfg):
     res["exit_code"] = p.returncode
     hz = float(os.sysconf("SC_CLK_TCK"))
     if pid:
-        t_after = cpu_ticks(pid) if alive(pid) else None
+        us_after = cpu_ticks_user_sys(pid) if alive(pid) else None
+        t_after = None if us_after is None else sum(us_after)
         rss = vm_hwm_kb(pid) if t_after is not None else None
         res["threads"] = proc_status_int(pid, "Threads")
         if t_after is not None and t_before is not None and rss is not None:
             res["cpu_s"] = (t_after - t_before) / hz
+            # User space (sluice's own code and libraries) and the kernel
+            # (system calls: most of a pooler's time), apart.
+            res["cpu_user_s"] = (us_after[0] - us_before[0]) / hz
+            res["cpu_sys_s"] = (us_after[1] - us_before[1]) / hz
             res["peak_rss_kb"] = rss
             res["pooler_alive_after"] = True
         else:
@@ -699,6 +712,8 @@ def run_point(target, pooler, port, workload, protocol, clients, cfg):
     shutil.rmtree(logdir, ignore_errors=True)
     if pid and res.get("cpu_s") is not None and res.get("xacts"):
         res["cpu_us_per_xact"] = res["cpu_s"] * 1e6 / res["xacts"]
+        res["cpu_user_us_per_xact"] = res["cpu_user_s"] * 1e6 / res["xacts"]
+        res["cpu_sys_us_per_xact"] = res["cpu_sys_s"] * 1e6 / res["xacts"]
     if p.returncode != 0:
         res["errors"].append("pgbench exit status %s" % p.returncode)
     if res["aborted_clients"]:

@@ -440,7 +440,8 @@ def summarize(data):
                 for v in VARIANTS}
         ok = all(r["ok"] for v in VARIANTS for r in runs[v]) and all(runs[v] for v in VARIANTS)
         m = {v: {k: median([r.get(k) for r in runs[v] if r["ok"]])
-                 for k in ("tps", "cpu_us_per_xact", "latency_avg_ms", "latency_p99_ms")}
+                 for k in ("tps", "cpu_us_per_xact", "cpu_user_us_per_xact", "cpu_sys_us_per_xact",
+                           "latency_avg_ms", "latency_p99_ms")}
              for v in VARIANTS}
         key = "cpu_us_per_xact" if s["name"] == "cpu" else "tps"
         q = B.ratio(m["on"][key], m["off"][key])
@@ -503,6 +504,9 @@ def scenario_section(data, s, summ):
         fmt_list(summ["pass_ratios"] if cpu else
                  [B.ratio(x.get("cpu_us_per_xact"), y.get("cpu_us_per_xact"))
                   for x, y in zip(runs["on"], runs["off"])], "%.2fx")))
+    if m["on"].get("cpu_user_us_per_xact") is not None:
+        row("… of which user space (sluice's code)", "cpu_user_us_per_xact", lambda v: B.f1(v))
+        row("… of which the kernel (system calls)", "cpu_sys_us_per_xact", lambda v: B.f1(v))
     row("TPS", "tps", lambda v: B.f1(v), bold=not cpu)
     a("| … per pass | %s | %s | %s |" % (
         fmt_list([r.get("tps") for r in runs["off"]], "%.0f"),
@@ -537,10 +541,11 @@ def scenario_section(data, s, summ):
         return "<br>".join(cells)
     a("| PostgreSQL CPU s: primary / %s, per pass | %s | %s | |" % (
         " / ".join(s["replicas"]), pg_cell(runs["off"]), pg_cell(runs["on"])))
-    other = [r.get("other_cpu_pct") for v in VARIANTS for r in runs[v] if r.get("other_cpu_pct") is not None]
-    if other:
-        a("| other work on the machine (mean, max of the runs) | %.0f%%, %.0f%% | | |" % (
-            sum(other) / len(other), max(other)))
+    def other_cell(rs):
+        o = [r.get("other_cpu_pct") for r in rs if r.get("other_cpu_pct") is not None]
+        return "—" if not o else "%.0f%%, %.0f%%" % (sum(o) / len(o), max(o))
+    a("| other work on the machine, %% of its CPU (mean, max of the runs) | %s | %s | |" % (
+        other_cell(runs["off"]), other_cell(runs["on"])))
     a("")
     if not cpu:
         a("With `primary_reads = share` the primary is one more read endpoint, but SHOW REPLICAS "
@@ -608,6 +613,16 @@ def generated(data):
     a("")
     if data["mode"] == "quick":
         a("> Quick mode (BENCH_QUICK=1): short runs, one pass; the numbers are noisy.")
+        a("")
+    other = [r["other_cpu_pct"] for r in data["results"] if r.get("other_cpu_pct") is not None]
+    if other:
+        mean_o, max_o = sum(other) / len(other), max(other)
+        busy = mean_o > 10 or max_o > 25
+        a("%s Other work on the machine (CPU used by neither pgbench, the three PostgreSQL servers "
+          "nor sluice) took %.0f%% of its CPU on average during these runs, %.0f%% at most%s"
+          % ("> **Busy machine.**" if busy else "Quiet machine:", mean_o, max_o,
+             ": CPU per transaction moves by several percent from run to run, compare the passes."
+             if busy else "."))
         a("")
     a("| Figure | Result | Target |")
     a("|---|---|---|")
