@@ -457,9 +457,11 @@ def summarize(data):
         for a, b in zip(runs["on"], runs["off"]):
             pr = B.ratio(a.get(key), b.get(key)) if a["ok"] and b["ok"] else None
             pairs.append(None if pr is None else round(pr, 4))
+        gm = B.geomean([x for x in pairs if x is not None])
         out[s["name"]] = {
             "name": s["name"], "key": key, "medians": m, "ratio": None if q is None else round(q, 4),
-            "pass_ratios": pairs, "target": target, "met": met, "all_ok": ok,
+            "pass_ratios": pairs, "pass_ratios_geomean": None if gm is None else round(gm, 4),
+            "target": target, "met": met, "all_ok": ok,
             "headline": "%s %s (target %s: %s)" % (
                 what, B.fratio(q), target, "met" if met else "NOT met" if ok else "runs failed"),
         }
@@ -482,7 +484,8 @@ def scenario_section(data, s, summ):
     a("#### %s" % s["title"])
     a("")
     n = len(runs["on"])
-    a("%s, %d clients, `-M %s`, %d s per run, %d %s per variant (%sper pass in the order run)."
+    a("%s, %d clients, `-M %s`, %d s per run, %d %s per variant, alternating: off first in "
+      "odd passes (%sthen each pass in order)."
       % ("`pgbench -S`" if cpu else "`pgbench -f sleep-5ms.sql`", s["clients"],
          data["config"]["protocol"], data["config"]["seconds"], n, "pass" if n == 1 else "passes",
          "medians; " if n > 1 else ""))
@@ -498,22 +501,26 @@ def scenario_section(data, s, summ):
         a("| %s | %s | %s | %s |" % (label, fmt(m["off"][key]), fmt(m["on"][key]), qs))
 
     row("sluice CPU µs/xact", "cpu_us_per_xact", lambda v: B.f1(v), bold=cpu)
-    a("| … per pass | %s | %s | %s |" % (
+    a("| … per pass | %s | %s | %s%s |" % (
         fmt_list([r.get("cpu_us_per_xact") for r in runs["off"]], "%.1f"),
         fmt_list([r.get("cpu_us_per_xact") for r in runs["on"]], "%.1f"),
         fmt_list(summ["pass_ratios"] if cpu else
                  [B.ratio(x.get("cpu_us_per_xact"), y.get("cpu_us_per_xact"))
-                  for x, y in zip(runs["on"], runs["off"])], "%.2fx")))
+                  for x, y in zip(runs["on"], runs["off"])], "%.2fx"),
+        "; geometric mean %s" % B.fratio(summ.get("pass_ratios_geomean"))
+        if cpu and len(runs["on"]) > 1 and summ.get("pass_ratios_geomean") else ""))
     if m["on"].get("cpu_user_us_per_xact") is not None:
         row("… of which user space (sluice's code)", "cpu_user_us_per_xact", lambda v: B.f1(v))
         row("… of which the kernel (system calls)", "cpu_sys_us_per_xact", lambda v: B.f1(v))
     row("TPS", "tps", lambda v: B.f1(v), bold=not cpu)
-    a("| … per pass | %s | %s | %s |" % (
+    a("| … per pass | %s | %s | %s%s |" % (
         fmt_list([r.get("tps") for r in runs["off"]], "%.0f"),
         fmt_list([r.get("tps") for r in runs["on"]], "%.0f"),
         fmt_list(summ["pass_ratios"] if not cpu else
                  [B.ratio(x.get("tps"), y.get("tps")) for x, y in zip(runs["on"], runs["off"])],
-                 "%.2fx")))
+                 "%.2fx"),
+        "; geometric mean %s" % B.fratio(summ.get("pass_ratios_geomean"))
+        if not cpu and len(runs["on"]) > 1 and summ.get("pass_ratios_geomean") else ""))
     row("avg latency", "latency_avg_ms", lambda v: B.f2(v, " ms"))
     row("p99 latency", "latency_p99_ms", lambda v: B.f2(v, " ms"))
 
@@ -703,7 +710,9 @@ def write_report(data, path):
 
 def report_from_json(path, report):
     with open(path) as f:
-        write_report(json.load(f), report)
+        data = json.load(f)
+    data["summary"] = summarize(data)  # derived: recomputed by this version
+    write_report(data, report)
 
 
 if __name__ == "__main__":
