@@ -134,28 +134,77 @@ def replica_dir(name):
     return os.path.join(B.BENCH_DIR, name)
 
 
-def setup_replicas():
-    """pg_basebackup of the primary for each replica, started as a hot
-    standby streaming from it; waits until all stream."""
+def port_holders(port):
+    """What holds TCP port `port` (ss), for an error message."""
+    try:
+        out = B.run(["ss", "-Htanp", "sport = :%d" % port], 10, check=False).stdout.strip()
+    except RuntimeError:
+        out = ""
+    return "; ".join(out.splitlines()[:3]) or "nothing ss can see"
+
+
+def alternate_ports(port):
+    """port, then further candidates 20 apart (clear of bench.py's other
+    ports): one in Linux's ephemeral range (BENCH_PORT above 32767) can be
+    held for minutes by an outgoing connection of other work."""
+    return [port + 20 * k for k in range(6)]
+
+
+def pick_port(port, what, wait=5):
+    """The first of alternate_ports(port) that is free, waiting up to wait
+    seconds for each."""
+    for cand in alternate_ports(port):
+        if B.wait_port_free(cand, wait):
+            if cand != port:
+                B.log("%s: port %d is in use (%s); using %d" % (what, port, port_holders(port), cand))
+            return cand
+    raise RuntimeError("%s: ports %s all in use (%d: %s)" % (
+        what, alternate_ports(port), port, port_holders(port)))
+
+
+def start_replica(name, d, data):
+    """pg_ctl start on B.REPLICA_PORT[name], moving to another port if the
+    one chosen is taken meanwhile."""
     ctl = os.path.join(B.PGBIN, "pg_ctl")
-    for name in B.REPLICAS:
-        d, data, port = replica_dir(name), B.replica_pgdata(name), B.REPLICA_PORT[name]
-        B.stop_postgres(data)
-        shutil.rmtree(d, ignore_errors=True)
-        os.makedirs(d)
-        B.chown_pg(d)
-        B.log("pg_basebackup -> %s (port %d)" % (data, port))
-        B.run([os.path.join(B.PGBIN, "pg_basebackup"), "-h", "127.0.0.1", "-p", str(B.PG_PORT),
-               "-U", B.DBUSER, "-D", data, "-R", "-X", "stream", "-c", "fast", "--no-sync"],
-              600, as_postgres=True, cwd=d)
+    log = os.path.join(d, "server.log")
+    tried = []
+    while True:
+        port = pick_port(B.REPLICA_PORT[name], name)
+        B.REPLICA_PORT[name] = port
+        tried.append(port)
         with open(os.path.join(data, "postgresql.conf"), "a") as f:
             # Later lines win: the copy of the primary's file says its port.
             f.write("\n# sluice bench/split_bench.py: replica %s\nport = %d\n"
                     "hot_standby = on\nhot_standby_feedback = on\n" % (name, port))
-        if not B.wait_port_free(port):
-            raise RuntimeError("port %d (%s) stayed in use by another program" % (port, name))
-        B.run([ctl, "-D", data, "-l", os.path.join(d, "server.log"), "-w", "-t", "60", "start"],
-              90, as_postgres=True, cwd=d, start_new_session=True)
+        size = os.path.getsize(log) if os.path.exists(log) else 0
+        p = B.run([ctl, "-D", data, "-l", log, "-w", "-t", "60", "start"], 90, as_postgres=True,
+                  check=False, cwd=d, start_new_session=True)
+        if p.returncode == 0:
+            return
+        with open(log, errors="replace") as f:
+            f.seek(size)
+            tail = f.read()
+        if "already in use" not in tail or len(tried) >= 4:
+            raise RuntimeError("%s did not start on port %d:\n%s" % (name, port, tail[-1500:]))
+        B.REPLICA_PORT[name] = port + 20
+
+
+def setup_replicas():
+    """pg_basebackup of the primary for each replica, started as a hot
+    standby streaming from it; waits until all stream. The ports used are
+    left in B.REPLICA_PORT."""
+    for name in B.REPLICAS:
+        d, data = replica_dir(name), B.replica_pgdata(name)
+        B.stop_postgres(data)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        B.chown_pg(d)
+        B.log("pg_basebackup -> %s" % data)
+        B.run([os.path.join(B.PGBIN, "pg_basebackup"), "-h", "127.0.0.1", "-p", str(B.PG_PORT),
+               "-U", B.DBUSER, "-D", data, "-R", "-X", "stream", "-c", "fast", "--no-sync"],
+              600, as_postgres=True, cwd=d)
+        start_replica(name, d, data)
+        B.log("%s streams from the primary, port %d" % (name, B.REPLICA_PORT[name]))
     deadline = time.monotonic() + 60
     while True:
         n = int(B.psql_direct("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
@@ -374,6 +423,8 @@ def run(cfg, env, sluice_bin, report, jsonout):
     results = []
     try:
         setup_replicas()
+        scfg["replica_ports"] = dict(B.REPLICA_PORT)
+        scfg["port"] = pick_port(scfg["port"], "sluice")
         for scen in SCENARIOS:
             poolers = {v: pooler_for(scen, v, sluice_bin, scfg) for v in VARIANTS}
             passes = scfg["passes"][scen["name"]]
