@@ -42,7 +42,8 @@
 #   BENCH_SPLIT_WORKERS=1  sluice's `workers`
 #   BENCH_SPLIT_JSON     default bench/results/split.json
 #   CLASSIFY_BENCH_BIN   default build/release/bench/classify_bench (make bench builds it)
-#   Replicas on BENCH_PORT + 20 and + 21, sluice on + 22.
+#   Replicas on BENCH_PORT + 20 and + 21, sluice on + 22 (each moves 20 further on
+#   while its port is taken, e.g. by an outgoing connection if BENCH_PORT > 32767).
 # Needs root: PostgreSQL and the poolers run as the postgres user (runuser).
 # `sh bench/run.sh --report` regenerates the markdown from the JSON files only.
 # `sh bench/profile.sh`: instructions per transaction under callgrind.
