@@ -11,7 +11,8 @@
 #                        tests under ThreadSanitizer (build/thread/sluice)
 #   make demo            port check, deps, build, cluster, sluice in front; prints the
 #                        psql line (DEMO_PORT, CLUSTER_PORT: see scripts/demo.sh)
-#   make bench           pgbench through sluice and pgbouncer -> docs/benchmarks.md
+#   make bench           pgbench through sluice and pgbouncer, and sluice's read/write
+#                        split against its own split off -> docs/benchmarks.md
 #   make bench-classify  what classifying a statement for the router costs, cold and
 #                        cached (bench/classify_bench.c, release objects)
 #   make fuzz            each libFuzzer target for FUZZ_SECONDS (60)
@@ -153,7 +154,8 @@ demo:
 demo-stop:
 	@sh scripts/demo.sh stop
 
-bench: deps all
+# The benchmark's read/write split part runs the classification benchmark too.
+bench: deps all $(BUILD)/bench/classify_bench
 	@sh bench/run.sh
 
 # The classifier alone, against this build's objects (release unless

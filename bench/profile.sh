@@ -13,6 +13,9 @@
 #   PROFILE_PROTOCOLS="simple extended"   (prepared also accepted)
 #   PROFILE_POOL_MODE=transaction   (session, statement)
 #   PROFILE_WORKLOAD=select-only     (tpcb-like: pgbench's default script)
+#   PROFILE_SPLIT=on|off     streaming replicas as for `make bench`'s split part, the
+#                            database entry with replicas=<the first>, read_write_split
+#                            on (every read to the replica) or off; unset: no replicas
 #   PROFILE_TOP=15           functions listed per table
 #   PROFILE_OUT=bench/results/profile.txt
 #   PROFILE_RAW_DIR=/tmp/sluice-callgrind   where the raw callgrind dumps are

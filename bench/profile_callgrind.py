@@ -29,6 +29,11 @@ PROFILE_PROTOCOLS="simple extended", PROFILE_TOP=15,
 PROFILE_OUT=bench/results/profile.txt, PROFILE_RAW_DIR=/tmp/sluice-callgrind,
 SLUICE_BIN=build/release/sluice, plus bench.py's BENCH_DIR / BENCH_PORT /
 BENCH_KEEP. PROFILE_DEBUG=1 keeps callgrind_annotate's output beside the dumps.
+PROFILE_SPLIT=on|off: streaming replicas are made as for the read/write split
+part of the benchmark (bench/split_bench.py) and the database entry gets
+`replicas=` the first of them, with `read_write_split` on or off (primary_reads
+= fallback: with it on, every read goes to the replica): what routing a
+request costs, off against on, with the same ini otherwise.
 """
 
 import datetime
@@ -51,6 +56,8 @@ ANNOTATE = "callgrind_annotate"
 PORT = B.PG_PORT + 10
 # PROFILE_WORKLOAD: select-only (pgbench -S, the default) or tpcb-like.
 WORKLOAD = os.environ.get("PROFILE_WORKLOAD", "").strip() or "select-only"
+# PROFILE_SPLIT: empty (no replicas), off or on (read_write_split).
+SPLIT = os.environ.get("PROFILE_SPLIT", "").strip().lower()
 
 
 def env_str(name, default):
@@ -170,8 +177,12 @@ def profile_protocol(protocol, sluice_bin, cfg, raw_dir):
     out_file = os.path.join(out_dir, "callgrind.out.%s" % protocol)
     wrapper = [VALGRIND, "--tool=callgrind", "--callgrind-out-file=" + out_file,
                "--vgdb=yes", "--vgdb-poll=200", "--dump-instr=no"]
+    db_extra, settings = "", []
+    if SPLIT:
+        db_extra = "replicas=127.0.0.1:%d" % B.REPLICA_PORT[B.REPLICAS[0]]
+        settings = [("read_write_split", SPLIT), ("primary_reads", "fallback")]
     pooler = B.Pooler("sluice-callgrind-%s" % protocol, sluice_bin, PORT, 1, wrapper,
-                      pool_mode=cfg["pool_mode"])
+                      pool_mode=cfg["pool_mode"], db_extra=db_extra, settings=settings)
     res = {"protocol": protocol, "valgrind_command": shlex.join(wrapper + [sluice_bin, pooler.ini])}
     B.log("%s: starting sluice (workers = 1) under callgrind on port %d" % (protocol, PORT))
     err = pooler.start()
@@ -233,6 +244,10 @@ def report(results, cfg, env):
                               cfg["clients"], cfg["xacts"], cfg["warmup"]))
     a("            sluice workers = 1, pool_mode = %s, default_pool_size = 20, trust auth."
       % cfg["pool_mode"])
+    if SPLIT:
+        a("Split:      replicas=127.0.0.1:%d (a streaming replica), read_write_split = %s,"
+          % (B.REPLICA_PORT[B.REPLICAS[0]], SPLIT))
+        a("            primary_reads = fallback (PROFILE_SPLIT)")
     a("Counted:    every instruction sluice executed (user space: sluice, libev, libc, OpenSSL,")
     a("            ...; not the kernel) between callgrind's `zero` before the measured pgbench")
     a("            and `dump` after it, so the measured clients' logins and logouts are in it.")
@@ -281,6 +296,8 @@ def main_run():
     for tool in (VALGRIND, VGDB, ANNOTATE):
         if not shutil.which(tool):
             sys.exit("profile: %s not found (apt-get install valgrind)" % tool)
+    if SPLIT not in ("", "on", "off"):
+        sys.exit("profile: PROFILE_SPLIT must be on or off, not %r" % SPLIT)
     if WORKLOAD not in B.WORKLOADS:
         sys.exit("profile: PROFILE_WORKLOAD must be one of %s, not %r"
                  % (", ".join(B.WORKLOADS), WORKLOAD))
@@ -310,6 +327,9 @@ def main_run():
     env.update({"started": started.isoformat(timespec="seconds"), "sluice_src": src,
                 "sha256": B.sha256(binp), "valgrind": B.first_line([VALGRIND, "--version"])})
     B.setup_postgres()
+    if SPLIT:
+        import split_bench
+        split_bench.setup_replicas()
     results = [profile_protocol(p, binp, cfg, raw_dir) for p in cfg["protocols"]]
     text = report(results, cfg, env)
     os.makedirs(os.path.dirname(out), exist_ok=True)

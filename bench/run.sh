@@ -4,8 +4,14 @@
 # PostgreSQL 15 primary in /tmp/sluice-bench, plus PostgreSQL directly with 20
 # connections as the reference. Matrix: select-only (-S) and TPC-B-like x
 # -M simple / extended (and -M prepared through sluice only) x 20, 100, 500
-# and 2,000 clients. Writes docs/benchmarks.md (generated section only) and
-# bench/results/latest.json. About 17 minutes; BENCH_QUICK=1 about 2.5.
+# and 2,000 clients. Before that matrix, the read/write split
+# (bench/split_bench.py): two streaming replicas of that primary, and sluice
+# with read_write_split on against the same ini with it off: (a) CPU per
+# pgbench -S transaction over one replica, (b) TPS of SELECT pg_sleep(0.005)
+# at 60 clients, pools of 10, over two replicas with primary_reads = share,
+# (c) make bench-classify's figures. Writes docs/benchmarks.md (the generated
+# sections only), bench/results/latest.json and bench/results/split.json.
+# About 19 minutes (the split part about 1.7); BENCH_QUICK=1 about 3.
 #
 # Env:
 #   BENCH_SECONDS=15     duration of each pgbench run (quick: 4)
@@ -26,8 +32,20 @@
 #                        bench/results/latest.json)
 #   BENCH_KEEP=1         keep /tmp/sluice-bench after the run
 #   BENCH_FULL           accepted and ignored (2,000 clients are in the default run)
+# The read/write split part:
+#   BENCH_SPLIT=0        skip it;  BENCH_SPLIT_ONLY=1  run only it (about 2 minutes)
+#   BENCH_SPLIT_SECONDS=8  duration of each of its runs (quick: 4)
+#   BENCH_SPLIT_REPEAT   passes per variant (default: 3 for (a), 2 for (b); quick: 1)
+#   BENCH_SPLIT_CLIENTS=100  clients of (a); BENCH_SPLIT_CAPACITY_CLIENTS=60  of (b)
+#   BENCH_SPLIT_PROTOCOL=extended  pgbench -M of both (simple: every pgbench -S
+#                        statement has its own text, so each one is parsed cold)
+#   BENCH_SPLIT_WORKERS=1  sluice's `workers`
+#   BENCH_SPLIT_JSON     default bench/results/split.json
+#   CLASSIFY_BENCH_BIN   default build/release/bench/classify_bench (make bench builds it)
+#   Replicas on BENCH_PORT + 20 and + 21, sluice on + 22 (each moves 20 further on
+#   while its port is taken, e.g. by an outgoing connection if BENCH_PORT > 32767).
 # Needs root: PostgreSQL and the poolers run as the postgres user (runuser).
-# `sh bench/run.sh --report` regenerates the markdown from the JSON only.
+# `sh bench/run.sh --report` regenerates the markdown from the JSON files only.
 # `sh bench/profile.sh`: instructions per transaction under callgrind.
 set -eu
 
