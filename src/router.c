@@ -467,12 +467,13 @@ static struct router_decision to_replica(struct client *c, const char *why)
 {
     struct database *db = c->pool->db;
     int ep = replicas_pick(db, g_pooler.cfg, worker_now(c->s.worker));
+    /* Every endpoint counts the reads it gets (SHOW REPLICAS), the
+     * primary's too (primary_reads, or no replica may take them). */
+    atomic_fetch_add_explicit(&db->endpoints[ep < 0 ? 0 : ep].reads, 1, memory_order_relaxed);
     if (ep < 0)
         return decided(ROUTE_PRIMARY, 0, "read, no replica available");
-    if (ep > 0) {
-        atomic_fetch_add_explicit(&db->endpoints[ep].reads, 1, memory_order_relaxed);
+    if (ep > 0)
         atomic_fetch_add_explicit(&n_replica_reads, 1, memory_order_relaxed);
-    }
     return decided(ep ? ROUTE_REPLICA : ROUTE_PRIMARY, ep, why);
 }
 

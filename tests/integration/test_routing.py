@@ -85,6 +85,32 @@ def test_reads_spread_over_both_replicas(sluice, cluster):
     assert cluster.primary_port not in ports
 
 
+def all_reads(s):
+    """Reads the router sent to each endpoint, by role and port."""
+    with admin(s) as conn:
+        cur = conn.execute("SHOW REPLICAS")
+        names = [d.name for d in cur.description]
+        return {(r["role"], r["port"]): r["reads"]
+                for r in (dict(zip(names, row)) for row in cur.fetchall())}
+
+
+@pytest.mark.parametrize("primary_reads", ["fallback", "share"])
+def test_primary_reads(sluice, cluster, primary_reads):
+    """fallback: the primary reads only when no replica may; share: it is
+    one more read endpoint, and SHOW REPLICAS counts what it read."""
+    s = sluice(split_config(primary_reads=primary_reads, replica_load_balance="round_robin"))
+    with s.connect() as conn:
+        ports = {port_of(conn) for _ in range(9)}
+    reads = all_reads(s)
+    if primary_reads == "share":
+        assert ports == {cluster.primary_port, *cluster.replica_ports}
+        assert reads[("primary", cluster.primary_port)] >= 1
+    else:
+        assert ports == set(cluster.replica_ports)
+        assert reads[("primary", cluster.primary_port)] == 0
+    assert sum(reads.values()) == 9
+
+
 def test_writes_go_to_the_primary(sluice, cluster):
     s = sluice(split_config())
     with s.connect() as conn:
