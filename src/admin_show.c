@@ -270,11 +270,12 @@ static const struct show_def show_defs[ADMIN_SHOW_COUNT] = {
                                COLS("database", "cl_active_cancel_req", "cl_waiting_cancel_req",
                                     "sv_active_cancel", "sv_login"),
                                TYPES(T, I, I, I, I), show_nothing},
-    [ADMIN_SHOW_REPLICAS] = {"REPLICAS", 15,
+    [ADMIN_SHOW_REPLICAS] = {"REPLICAS", 17,
                              COLS("database", "host", "port", "role", "state", "ban_reason",
                                   "ban_left", "weight", "replay_lsn", "checked_ms_ago", "reads",
-                                  "errors", "outstanding", "sv_active", "sv_idle"),
-                             TYPES(T, T, I, T, T, T, I, I, T, Q, Q, Q, I, I, I),
+                                  "errors", "outstanding", "sv_active", "sv_idle", "lag_bytes",
+                                  "lag_ms"),
+                             TYPES(T, T, I, T, T, T, I, I, T, Q, Q, Q, I, I, I, Q, Q),
                              admin_show_replicas},
 };
 

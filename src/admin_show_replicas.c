@@ -7,6 +7,7 @@
 
 #include "admin_int.h"
 #include "conn.h"
+#include "lag_monitor.h"
 #include "pool.h"
 #include "replicas.h"
 
@@ -51,6 +52,10 @@ static const char *endpoint_state(const struct database *db, int ep, int64_t now
         return "ok"; /* split off: a host connections are spread over */
     if (atomic_load_explicit(&e->promoted, memory_order_relaxed))
         return "promoted";
+    if (atomic_load_explicit(&e->banned_until, memory_order_relaxed))
+        return "banned";
+    if (atomic_load_explicit(&e->lagging, memory_order_relaxed))
+        return "lagging";
     if (!replicas_usable(db, ep, now))
         return "banned";
     return "ok";
@@ -64,7 +69,10 @@ static void replica_row(struct admin_result *r, const struct database *db, int e
     bool several = ep == 0 && db->n_hosts > 0 && replicas_discovers(db, g_pooler.cfg);
     int primary = several ? replicas_primary(db) : ep;
     const struct endpoint *addr = primary >= 0 ? &db->endpoints[primary] : NULL;
-    char f[10][ADMIN_NUM_LEN], lsn[32] = "";
+    char f[12][ADMIN_NUM_LEN], lsn[32] = "";
+    uint64_t lag_bytes = 0;
+    int64_t lag_usec = 0;
+    bool lag = ep != 0 && lag_monitor_lag(db, ep, now, &lag_bytes, &lag_usec);
     int active, idle;
     endpoint_servers(db, ep, &active, &idle);
     int64_t until = atomic_load_explicit(&e->banned_until, memory_order_relaxed);
@@ -91,7 +99,9 @@ static void replica_row(struct admin_result *r, const struct database *db, int e
         admin_num4(f[5], (long long)atomic_load_explicit(&e->errors, memory_order_relaxed)),
         admin_num4(f[6], atomic_load_explicit(&e->outstanding, memory_order_relaxed)),
         admin_num4(f[7], active),
-        admin_num4(f[8], idle)};
+        admin_num4(f[8], idle),
+        lag ? admin_num4(f[9], (long long)lag_bytes) : NULL,
+        lag ? admin_num4(f[10], (long long)(lag_usec / 1000)) : NULL};
     admin_result_row(r, v);
 }
 

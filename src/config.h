@@ -206,6 +206,9 @@ struct config {
     char *replica_write_functions;   /* comma-separated, beside the built-in list */
     char *replica_read_functions;    /* comma-separated volatile functions that never write */
     char *replica_function_check;    /* "strict" or "list" */
+    int64_t lag_check_interval;      /* 0.1 s: the lag monitor's period */
+    int64_t replica_max_lag;         /* 0 = no limit: lagging further, no reads */
+    int replica_max_lag_bytes;       /* 0 = no limit */
     int workers;                     /* 0 in the file = number of cores; resolved at load */
     int64_t worker_affinity_window;  /* usec (ms in the file) */
     char *metrics_listen;            /* "" = off */

@@ -237,6 +237,12 @@ struct endpoint {
     _Atomic uint64_t replay_lsn;  /* pg_last_wal_replay_lsn() at that check */
     _Atomic bool promoted;        /* that check found it out of recovery */
     _Atomic int seen;             /* EP_HOST: enum replica_seen (replicas.h) of its last check */
+    /* Replication lag (lag_monitor.c), every lag_check_interval. */
+    _Atomic uint64_t lag_lsn;   /* its replay LSN (the primary's: its current LSN) */
+    _Atomic uint64_t lag_bytes; /* the primary's LSN minus its replay LSN */
+    _Atomic int64_t lag_usec;   /* 0 when caught up, else the time since it last replayed */
+    _Atomic int64_t lag_at;     /* monotonic usec of that measurement; 0: none yet */
+    _Atomic bool lagging;       /* past replica_max_lag(_bytes): no reads */
 };
 
 /* A database's endpoints: [0] is the primary, the entry's host and port;

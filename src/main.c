@@ -18,6 +18,7 @@
 #include "client_login.h"
 #include "config.h"
 #include "dns.h"
+#include "lag_monitor.h"
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
@@ -615,6 +616,7 @@ static void main_shutdown(void)
     for (int i = 0; i < n_workers; i++)
         worker_drain(&workers[i]);
     listen_shutdown();
+    lag_monitor_stop();
     for (int i = 0; i < n_workers; i++)
         worker_close_all(&workers[i]);
     pool_free_all();
@@ -677,6 +679,7 @@ int main(int argc, char **argv)
     /* With more than one loop, the pools are shared: their lock is live
      * from before the first thread runs. */
     g_pooler.locking = n_workers > 1;
+    lag_monitor_start();
     if (!worker_start_threads(workers, n_workers, err, sizeof(err))) {
         log_error("%s", err);
         return 1;

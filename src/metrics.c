@@ -20,6 +20,7 @@
 
 #include "admin.h"
 #include "conn.h"
+#include "lag_monitor.h"
 #include "list.h"
 #include "log.h"
 #include "pool.h"
@@ -382,6 +383,48 @@ static long long process_fds(void)
     return n > 0 ? n - 1 : 0;
 }
 
+/* Each monitored replica's lag (lag_monitor.c), when measured lately. */
+static void render_lag(struct metrics_buf *b, int64_t now)
+{
+    struct metrics_buf f[2];
+    memset(f, 0, sizeof(f));
+    buf_family(&f[0], "sluice_replica_lag_bytes", "gauge",
+               "WAL bytes a replica's replay is behind the primary (SHOW REPLICAS lag_bytes).");
+    buf_family(&f[1], "sluice_replica_lag_seconds", "gauge",
+               "0 when a replica has replayed all the primary wrote, else how long it has not "
+               "replayed (SHOW REPLICAS lag_ms).");
+    pool_lock();
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &g_pooler.databases)
+    {
+        const struct database *db = list_entry(it, struct database, node);
+        for (int ep = 1; ep < db->n_endpoints; ep++) {
+            uint64_t bytes;
+            int64_t usec;
+            if (!lag_monitor_lag(db, ep, now, &bytes, &usec))
+                continue;
+            char addr[300];
+            const struct endpoint *e = &db->endpoints[ep];
+            snprintf(addr, sizeof(addr), "%s:%d", e->host, e->port);
+            for (int i = 0; i < 2; i++) {
+                metrics_buf_printf(&f[i], "%s{database=\"",
+                                   i ? "sluice_replica_lag_seconds" : "sluice_replica_lag_bytes");
+                metrics_buf_label(&f[i], db->name);
+                buf_append(&f[i], "\",endpoint=\"", 12);
+                metrics_buf_label(&f[i], addr);
+                buf_append(&f[i], "\"} ", 3);
+                if (i)
+                    buf_seconds(&f[i], (uint64_t)usec);
+                else
+                    metrics_buf_printf(&f[i], "%llu", (unsigned long long)bytes);
+                buf_append(&f[i], "\n", 1);
+            }
+        }
+    }
+    pool_unlock();
+    buf_join(b, f, 2);
+}
+
 void metrics_render(struct metrics_buf *b)
 {
     buf_family(b, "sluice_build_info", "gauge", "Always 1; the version is a label.");
@@ -407,6 +450,7 @@ void metrics_render(struct metrics_buf *b)
         buf_family(&df[i], db_fields[i].name, "counter", db_fields[i].help);
     admin_stats_each(db_row, df);
     buf_join(b, df, DF_COUNT);
+    render_lag(b, now);
 
     struct stats_hist q, wt;
     memset(&q, 0, sizeof(q));

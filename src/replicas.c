@@ -40,6 +40,9 @@ bool replicas_usable(const struct database *db, int ep, int64_t now)
      * may be the primary. */
     if (e->role == EP_HOST && atomic_load_explicit(&e->seen, memory_order_relaxed) != RS_STANDBY)
         return false;
+    /* Past replica_max_lag(_bytes): none until it catches up. */
+    if (atomic_load_explicit(&e->lagging, memory_order_relaxed))
+        return false;
     /* A ban lasts replica_ban_time, then until a check passes (which
      * clears banned_until). */
     return atomic_load_explicit(&e->banned_until, memory_order_relaxed) == 0;
