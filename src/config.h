@@ -198,6 +198,7 @@ struct config {
 
     /* sluice's own */
     bool read_write_split;           /* off: every request goes to the primary */
+    char *read_your_writes;          /* "off", "connection", "user" (default), "database" */
     char *replica_load_balance;      /* "least_outstanding", "round_robin", "random" */
     char *primary_reads;             /* "fallback" (no replica may take it) or "share" */
     int64_t replica_check_interval;  /* 1 s */

@@ -361,6 +361,7 @@ static const char *const sslmodes[] = {"disable",   "allow",       "prefer", "re
 static const char *const load_balances[] = {"least_outstanding", "round_robin", "random", NULL};
 static const char *const primary_reads_words[] = {"fallback", "share", NULL};
 static const char *const function_checks[] = {"strict", "list", NULL};
+static const char *const rw_scopes[] = {"off", "connection", "user", "database", NULL};
 
 /* The field of struct config named f, checked at compile time to be of type
  * T: comparing pointers to different types is a diagnostic, and -Werror
@@ -440,6 +441,7 @@ const struct config_key config_keys[] = {
     TIME(query_timeout, RELOAD, "0"),
     TIME(query_wait_timeout, RELOAD, "120"),
     BOOL(read_write_split, RELOAD, "0"),
+    WORD(read_your_writes, RELOAD, "user", rw_scopes),
     TIME(replica_ban_time, RELOAD, "30"),
     TIME(replica_check_interval, RELOAD, "1"),
     TIME(replica_connect_timeout, RELOAD, "5"),

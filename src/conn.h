@@ -54,6 +54,7 @@ struct prepared_set;
 struct listen_client;
 struct volatility_cache;
 struct router_client; /* routing state (router.c), while needed */
+struct ryw_client;    /* read-your-writes, per client (ryw.h) */
 
 /* A client's address: IPv4 or IPv6 (unix sockets: is_unix). */
 union client_addr {
@@ -171,17 +172,20 @@ struct server {
     int64_t last_used; /* returned to pool (for idle timeout / check delay) */
     int64_t request_time;
     int cancels_in_flight;
-    char xact_status;        /* last ReadyForQuery status: 'I', 'T', 'E' */
-    bool ready;              /* last RFQ was idle and nothing is pending */
-    bool close_needed;       /* close instead of reuse */
-    bool login_done;         /* the first ReadyForQuery came */
-    bool held;               /* opened for a holder, outside the pool's size (LISTEN) */
-    bool in_recovery;        /* said in_hot_standby = on as it logged in */
-    int target;              /* the endpoint whose address it connects to: its pool's, or
-                              * for endpoint 0 of a database with several hosts the host
-                              * chosen as it was made (replicas_connect_target()) */
-    const char *extras;      /* the client extras last applied (NULL = none) */
-    struct prepared_set *ps; /* statements sluice prepared here (prepared.c) */
+    char xact_status;             /* last ReadyForQuery status: 'I', 'T', 'E' */
+    bool ready;                   /* last RFQ was idle and nothing is pending */
+    bool close_needed;            /* close instead of reuse */
+    bool login_done;              /* the first ReadyForQuery came */
+    bool held;                    /* opened for a holder, outside the pool's size (LISTEN) */
+    bool in_recovery;             /* said in_hot_standby = on as it logged in */
+    uint8_t rw_scope;             /* a committed write's position being read (ryw.h) */
+    uint64_t rw_lsn;              /* ... the position read */
+    struct ryw_client *rw_client; /* ... for this client's own (while linked) */
+    int target;                   /* the endpoint whose address it connects to: its pool's, or
+                                   * for endpoint 0 of a database with several hosts the host
+                                   * chosen as it was made (replicas_connect_target()) */
+    const char *extras;           /* the client extras last applied (NULL = none) */
+    struct prepared_set *ps;      /* statements sluice prepared here (prepared.c) */
 };
 
 /* Whether sv may go back to the pool now: idle, nothing pending either way. */
@@ -245,6 +249,17 @@ struct endpoint {
     _Atomic bool lagging;       /* past replica_max_lag(_bytes): no reads */
 };
 
+/* Read-your-writes: every write committed through sluice in a scope (a
+ * database, or a database and user) is at or before lsn; pending writes
+ * have committed and their position is being read (reads of the scope go
+ * to the primary meanwhile); until unknown_until (monotonic usec) a
+ * position could not be read, and reads go to the primary. router.c. */
+struct rw_scope {
+    _Atomic uint64_t lsn;
+    _Atomic int pending;
+    _Atomic int64_t unknown_until;
+};
+
 /* A database's endpoints: [0] is the primary, the entry's host and port;
  * with several hosts in host=, [1..n_hosts] are those hosts (EP_HOST) and
  * endpoint 0 connects to the one that is the primary (replicas.h); replicas
@@ -265,6 +280,7 @@ struct database {
     struct list node;
     int n_servers;       /* across all its pools, for max_db_connections */
     _Atomic uint64_t rr; /* turns of round-robin read balancing */
+    struct rw_scope rw;  /* read-your-writes, read_your_writes = database */
     _Atomic(struct volatility_cache *) volatility; /* pg_proc answers (volatility.c) */
     bool paused;
     bool disabled;
@@ -303,6 +319,8 @@ struct pool {
     struct list busy;       /* SV_CONNECTING, SV_LOGIN, SV_TESTING, SV_RESETTING, SV_CANCEL_WAIT */
     struct list waiting;    /* CL_WAITING clients, first come first served */
     struct list login_wait; /* CL_LOGIN_WAIT clients */
+    struct pool *home;      /* the same user's pool of endpoint 0 (itself there) */
+    struct rw_scope rw;     /* endpoint 0: read-your-writes, read_your_writes = user */
     bool checker;           /* first pool of its endpoint: a host's health checks open
                              * their connection here (pool_janitor.c) */
     int n_idle, n_active, n_busy, n_waiting;

@@ -106,6 +106,8 @@ static void record(struct lag_node *n, int64_t now)
     struct database *db = n->ld->db;
     struct endpoint *e = &db->endpoints[n->ep];
     atomic_store_explicit(&e->lag_lsn, n->lsn, memory_order_relaxed);
+    log_noise("lag monitor: database %s endpoint %d at %X/%X", db->name, n->ep,
+              (unsigned)(n->lsn >> 32), (unsigned)n->lsn);
     uint64_t bytes = 0;
     int64_t usec = 0;
     if (n->in_recovery && n->ep != 0) {

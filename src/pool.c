@@ -32,6 +32,11 @@ void pool_client_retry(struct client *c)
     pool_ops_table.unlinked(c);
 }
 
+void pool_client_lost(struct client *c)
+{
+    pool_ops_table.unlinked(c);
+}
+
 static char *xstrdup(const char *s)
 {
     char *d = strdup(s ? s : "");

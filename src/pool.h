@@ -71,6 +71,10 @@ void pool_set_ops(const struct pool_ops *ops);
  * back in its buffer (a read sent again, relay.c): c is idle again and the
  * request goes through the dispatcher anew. c->server is NULL already. */
 void pool_client_retry(struct client *c);
+/* c's server closed after c's request was answered (while sluice read the
+ * position of its write, ryw.h): c goes on without it, as when it goes
+ * back. c->server is NULL already. */
+void pool_client_lost(struct client *c);
 
 /* The one way a client's or a server's state changes (conn.h lists which
  * states put them on which pool list): the transition is checked (a bug is

@@ -199,6 +199,7 @@ static struct pool *pool_get_locked(struct database *db, const char *login_user,
     p->ep = ep;
     p->checker = first;
     p->user = pool_get_user_locked(login_user);
+    p->home = ep == 0 ? p : pool_get_locked(db, login_user, 0);
     list_init(&p->node);
     list_init(&p->idle);
     list_init(&p->active);

@@ -14,6 +14,7 @@
 #include "proto.h"
 #include "request.h"
 #include "router.h"
+#include "ryw.h"
 #include "server.h"
 #include "server_query.h"
 #include "worker.h"
@@ -277,6 +278,7 @@ enum relay_rfq {
     RELAY_VIOLATION, /* a transaction in statement mode: the client is closed */
     RELAY_MOVE,      /* the transaction moves to the primary (router.h) */
     RELAY_RESUME,    /* it failed on the replica: the request held goes there */
+    RELAY_RECORD,    /* the server goes back once its write's position is read (ryw.h) */
 };
 
 static enum relay_rfq relay_at_rfq(struct client *c, struct server *sv, char st)
@@ -347,6 +349,8 @@ void relay_client_data(struct client *c)
 {
     struct stream *s = &c->s;
     struct server *sv = c->server;
+    if (sv->rw_scope)
+        return; /* its write's position is being read; then it goes back (ryw.c) */
     struct iobuf *b = s->rbuf;
     uint32_t fwd = b->start;
     while (b->start < b->end) {
@@ -401,6 +405,11 @@ void relay_client_data(struct client *c)
     if (!s->skip && sv->ready && relay_at_rfq(c, sv, sv->xact_status) == RELAY_RELEASE) {
         /* The transaction was over already: what came since needs no
          * answer (CopyData the server drops after a failed COPY). */
+        if (c->route && ryw_commit_due(&c->route->ryw, sv)) {
+            ryw_commit_begin(&c->route->ryw, sv);
+            ryw_commit_read(sv);
+            return;
+        }
         pool_release_server(sv);
         return;
     }
@@ -496,19 +505,27 @@ static void relay_server_data(struct server *sv)
                 resume = true;
                 at_rfq = RELAY_KEEP;
             }
+            if (at_rfq == RELAY_RELEASE && c->route && ryw_commit_due(&c->route->ryw, sv)) {
+                /* Counted as pending before the client has its answer. */
+                ryw_commit_begin(&c->route->ryw, sv);
+                at_rfq = RELAY_RECORD;
+            }
         }
         stream_consume_msg(s, m.len);
         if (act & REQUEST_EMIT)
             relay_to_client(sv, c, &fwd, true);
     }
     relay_to_client(sv, c, &fwd, false);
-    if (at_rfq == RELAY_MOVE) {
+    if (at_rfq == RELAY_MOVE || at_rfq == RELAY_RECORD) {
         if (b->start < b->end) {
             server_close(sv, "server sent data after ReadyForQuery");
             return;
         }
         stream_release_rbuf(s);
-        relay_move(c, sv);
+        if (at_rfq == RELAY_MOVE)
+            relay_move(c, sv);
+        else
+            ryw_commit_read(sv);
         return;
     }
     if (at_rfq == RELAY_VIOLATION) {
@@ -567,6 +584,12 @@ static void relay_server_drained(struct server *sv)
 
 static void relay_server_closed(struct server *sv, struct client *c, const char *why)
 {
+    if (ryw_commit_lost(sv)) {
+        /* Its request was answered: it goes on without this server. */
+        if (c && c->state != CL_CLOSED)
+            pool_client_lost(c);
+        return;
+    }
     if (!c || c->state == CL_CLOSED || relay_retry(c, why))
         return;
     client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "server conn crashed?");

@@ -80,7 +80,7 @@ static void settings_refresh(const struct config *cfg)
     tl_settings.share = strcmp(cfg->primary_reads, "share") == 0;
 }
 
-int replicas_pick(struct database *db, const struct config *cfg, int64_t now)
+int replicas_pick(struct database *db, const struct config *cfg, int64_t now, uint64_t min_lsn)
 {
     settings_refresh(cfg);
     bool share = tl_settings.share;
@@ -88,7 +88,12 @@ int replicas_pick(struct database *db, const struct config *cfg, int64_t now)
      * shares the reads. */
     int cand[DB_MAX_ENDPOINTS], weight[DB_MAX_ENDPOINTS], n = 0, total = 0;
     for (int i = 0; i < db->n_endpoints; i++) {
-        if ((i == 0 && share) || (i > 0 && replicas_usable(db, i, now))) {
+        /* A replica must have replayed min_lsn (read-your-writes), as the
+         * lag monitor last saw it; the primary always has. */
+        if ((i == 0 && share) ||
+            (i > 0 && replicas_usable(db, i, now) &&
+             (!min_lsn ||
+              atomic_load_explicit(&db->endpoints[i].lag_lsn, memory_order_relaxed) >= min_lsn))) {
             cand[n] = i;
             weight[n] = i == 0 ? 1 : db->endpoints[i].weight;
             total += weight[n];

@@ -50,9 +50,11 @@ static inline bool replicas_role_checked(enum endpoint_role r)
 
 /* The endpoint to send a read of db to, now (monotonic usec): a replica
  * not banned, by the configured balance; with primary_reads = share the
- * primary is one more candidate. -1 when no replica may take it (the
- * caller sends it to the primary: primary_reads = fallback). */
-int replicas_pick(struct database *db, const struct config *cfg, int64_t now);
+ * primary is one more candidate. With min_lsn, only a replica the lag
+ * monitor saw replay at least that far (read-your-writes). -1 when no
+ * replica may take it (the caller sends it to the primary: primary_reads =
+ * fallback). */
+int replicas_pick(struct database *db, const struct config *cfg, int64_t now, uint64_t min_lsn);
 
 /* Bans endpoint ep of db (a replica or a host) for replica_ban_time: it
  * takes no reads until then (and a passing check). Logged once per ban. A

@@ -60,12 +60,11 @@ struct verdict {
     bool query;        /* a simple Query (not an extended batch) */
     const char *begin; /* the last BEGIN / START TRANSACTION's text */
     uint32_t begin_len;
-    bool begin_read_only;  /* ... it said READ ONLY */
-    bool begin_is_start;   /* ... it is START TRANSACTION (its tag) */
-    int end;               /* CRW_TXN_COMMIT or _ROLLBACK of the last statement ending one */
-    bool ends_after_begin; /* a COMMIT / ROLLBACK follows the last BEGIN */
-    bool
-        set_transaction_strict; /* SET TRANSACTION ISOLATION LEVEL REPEATABLE READ / SERIALIZABLE */
+    bool begin_read_only;        /* ... it said READ ONLY */
+    bool begin_is_start;         /* ... it is START TRANSACTION (its tag) */
+    int end;                     /* CRW_TXN_COMMIT or _ROLLBACK of the last statement ending one */
+    bool ends_after_begin;       /* a COMMIT / ROLLBACK follows the last BEGIN */
+    bool set_transaction_strict; /* SET TRANSACTION ... REPEATABLE READ / SERIALIZABLE */
     int n_set_local;
     const char *set_local[VERDICT_MAX_SET_LOCAL];
     uint32_t set_local_len[VERDICT_MAX_SET_LOCAL];
@@ -462,16 +461,44 @@ static struct router_decision decided(enum router_target t, int ep, const char *
     return d;
 }
 
-/* A replica for a read, or the primary when none may take it. */
+/* A request that may write: the primary, and its position is read when it
+ * ends (read-your-writes). */
+static struct router_decision to_write(struct client *c, const char *why)
+{
+    if (ryw_mode() != RYW_OFF)
+        router_client_of(c)->ryw.wrote = true;
+    return decided(ROUTE_PRIMARY, 0, why);
+}
+
+/* A read sent to the primary: if more follows on that link (a
+ * transaction), it may write (read-your-writes watches it). */
+static struct router_decision read_on_primary(struct client *c, const char *why)
+{
+    if (ryw_mode() != RYW_OFF)
+        router_client_of(c)->ryw.watch = true;
+    atomic_fetch_add_explicit(&c->pool->db->endpoints[0].reads, 1, memory_order_relaxed);
+    return decided(ROUTE_PRIMARY, 0, why);
+}
+
+/* A replica for a read, or the primary when none may take it: one that has
+ * replayed what the read must see (read-your-writes). */
 static struct router_decision to_replica(struct client *c, const char *why)
 {
     struct database *db = c->pool->db;
-    int ep = replicas_pick(db, g_pooler.cfg, worker_now(c->s.worker));
+    int64_t now = worker_now(c->s.worker);
+    uint64_t floor = 0;
+    if (!ryw_read_floor(c, c->route ? &c->route->ryw : NULL, now, &floor))
+        return read_on_primary(c, "read-your-writes: a write's position is being read");
+    int ep = replicas_pick(db, g_pooler.cfg, now, floor);
+    if (ep < 0 && floor)
+        return read_on_primary(c, "read-your-writes: no replica has replayed far enough");
+    if (ep < 0)
+        return read_on_primary(c, "read, no replica available");
     /* Every endpoint counts the reads it gets (SHOW REPLICAS), the
      * primary's too (primary_reads, or no replica may take them). */
-    atomic_fetch_add_explicit(&db->endpoints[ep < 0 ? 0 : ep].reads, 1, memory_order_relaxed);
-    if (ep < 0)
-        return decided(ROUTE_PRIMARY, 0, "read, no replica available");
+    atomic_fetch_add_explicit(&db->endpoints[ep].reads, 1, memory_order_relaxed);
+    if (ep == 0 && ryw_mode() != RYW_OFF)
+        router_client_of(c)->ryw.watch = true;
     if (ep > 0)
         atomic_fetch_add_explicit(&n_replica_reads, 1, memory_order_relaxed);
     return decided(ep ? ROUTE_REPLICA : ROUTE_PRIMARY, ep, why);
@@ -534,7 +561,8 @@ static void txn_forget(struct router_client *rc)
 static void rc_put_if_idle(struct client *c)
 {
     const struct router_client *rc = c->route;
-    if (rc && rc->txn == RTX_NONE && !rc->retry_buf && !rc->retried)
+    if (rc && rc->txn == RTX_NONE && !rc->retry_buf && !rc->retried &&
+        !(ryw_mode() == RYW_CONNECTION && (rc->ryw.lsn || rc->ryw.unknown_until)))
         rc_put(c);
 }
 
@@ -586,6 +614,18 @@ static void replay_set_locals(struct router_client *rc, const struct verdict *v)
 {
     for (int i = 0; i < v->n_set_local; i++)
         replay_add(rc, v->set_local[i], v->set_local_len[i]);
+}
+
+/* At most this much is kept to open a transaction again: a transaction on
+ * a replica whose SET LOCALs would pass it moves to the primary first. */
+#define ROUTER_REPLAY_MAX (64 * 1024)
+
+static bool replay_fits(const struct router_client *rc, const struct verdict *v)
+{
+    size_t n = rc->replay_len;
+    for (int i = 0; i < v->n_set_local; i++)
+        n += v->set_local_len[i] + 1;
+    return n <= ROUTER_REPLAY_MAX;
 }
 
 bool router_txn_virtual(const struct client *c)
@@ -654,6 +694,7 @@ void router_unlinked(struct client *c)
     if (rc->txn == RTX_REPLICA)
         txn_forget(rc); /* its server went back: the transaction ended there */
     rc->move = false;
+    rc->ryw.wrote = rc->ryw.watch = false;
     rc_put_if_idle(c);
 }
 
@@ -684,9 +725,9 @@ static struct router_decision route_virtual(struct client *c, struct router_clie
     if (rc->read_only)
         return to_replica(c, "READ ONLY transaction");
     if (v->write)
-        return decided(ROUTE_PRIMARY, 0, v->why);
+        return to_write(c, v->why);
     if (v->hint == CRW_HINT_PRIMARY || v->set_transaction_strict)
-        return decided(ROUTE_PRIMARY, 0, v->hint == CRW_HINT_PRIMARY ? "hint" : "isolation");
+        return read_on_primary(c, v->hint == CRW_HINT_PRIMARY ? "hint" : "isolation");
     struct router_decision d = to_replica(c, "transaction's first read");
     if (d.target == ROUTE_REPLICA)
         replay_set_locals(rc, v);
@@ -729,7 +770,7 @@ struct router_decision router_route(struct client *c, struct request *r)
     }
     if (txn == RTX_MOVED) {
         rc->opening = true;
-        return decided(ROUTE_PRIMARY, 0, "transaction moved to the primary");
+        return to_write(c, "transaction moved to the primary");
     }
     if (txn == RTX_VIRTUAL)
         return route_virtual(c, rc, &v);
@@ -737,9 +778,9 @@ struct router_decision router_route(struct client *c, struct request *r)
         mode == POOL_MODE_TRANSACTION)
         return begin_virtual(c, &v);
     if (v.write)
-        return decided(ROUTE_PRIMARY, 0, v.why);
+        return to_write(c, v.why);
     if (v.hint == CRW_HINT_PRIMARY || v.set_transaction_strict)
-        return decided(ROUTE_PRIMARY, 0, "hint");
+        return read_on_primary(c, "hint");
     struct router_decision d = to_replica(c, "read");
     if (d.target == ROUTE_REPLICA)
         begin_on_replica(c, &v);
@@ -757,14 +798,26 @@ struct router_decision router_route(struct client *c, struct request *r)
  * as any server would. */
 static int64_t router_on_request_begin(struct client *c, uint8_t type)
 {
-    if (!c->server || c->pool->ep == 0 || !c->track)
+    if (!c->server || !c->track)
         return 0;
+    if (c->pool->ep == 0) {
+        /* A link to the primary that began with a read: what follows on
+         * it may write (read-your-writes). */
+        struct router_client *rc = c->route;
+        if (rc && rc->ryw.watch && !rc->ryw.wrote) {
+            struct verdict v = verdict_of_request(c);
+            if (v.wait || v.write)
+                rc->ryw.wrote = true; /* not all here: taken as a write */
+        }
+        return 0;
+    }
     struct router_client *rc = c->route;
     bool in_txn = rc && rc->txn == RTX_REPLICA;
     if (in_txn && rc->read_only)
         return 0;
     struct verdict v = verdict_of_request(c);
-    if (!v.wait && !v.write && v.hint != CRW_HINT_PRIMARY && !v.set_transaction_strict) {
+    if (!v.wait && !v.write && v.hint != CRW_HINT_PRIMARY && !v.set_transaction_strict &&
+        (!in_txn || replay_fits(rc, &v))) {
         if (in_txn)
             replay_set_locals(rc, &v);
         else

@@ -11,6 +11,7 @@
 
 #include "conn.h"
 #include "request.h"
+#include "ryw.h"
 
 /* What the router decided. */
 enum router_target {
@@ -63,12 +64,13 @@ struct router_client {
     bool retried; /* this request was sent again once already */
     /* the transaction */
     enum router_txn txn;
-    bool by_client;  /* RTX_REPLICA: the client's own BEGIN opened it there */
-    bool read_only;  /* BEGIN READ ONLY: it stays on its replica */
-    bool opening;    /* the next link opens it (router_link_replay()) */
-    bool move;       /* a request waits for it to move to the primary */
-    bool replay_bad; /* the open failed on the server */
-    char *replay;    /* "BEGIN ...;SET LOCAL ...;" that opens it again */
+    bool by_client;        /* RTX_REPLICA: the client's own BEGIN opened it there */
+    bool read_only;        /* BEGIN READ ONLY: it stays on its replica */
+    bool opening;          /* the next link opens it (router_link_replay()) */
+    bool move;             /* a request waits for it to move to the primary */
+    bool replay_bad;       /* the open failed on the server */
+    struct ryw_client ryw; /* read-your-writes (ryw.h) */
+    char *replay;          /* "BEGIN ...;SET LOCAL ...;" that opens it again */
     uint32_t replay_len, replay_cap;
     struct router_client *next_free;
 };

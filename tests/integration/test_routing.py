@@ -18,7 +18,10 @@ SPLIT = {
         "mydb": "host=127.0.0.1 port={primary_port} dbname=mydb "
                 "replicas=127.0.0.1:{replica1_port},127.0.0.1:{replica2_port}",
     },
-    "pgbouncer": {"read_write_split": "on", "replica_ban_time": "1", "replica_check_interval": "0.2"},
+    # read_your_writes off: these tests say where each statement runs, and a
+    # read right after a write would go to the primary (test_ryw.py).
+    "pgbouncer": {"read_write_split": "on", "replica_ban_time": "1", "replica_check_interval": "0.2",
+                  "read_your_writes": "off"},
 }
 
 

@@ -79,15 +79,15 @@ static void test_least_outstanding(void **state)
     db.endpoints[1].outstanding = 3;
     db.endpoints[2].outstanding = 1;
     db.endpoints[3].outstanding = 3; /* (3+1)/2 = 2 per unit of weight */
-    assert_int_equal(replicas_pick(&db, cfg, 0), 2);
+    assert_int_equal(replicas_pick(&db, cfg, 0, 0), 2);
     db.endpoints[2].outstanding = 5;
-    assert_int_equal(replicas_pick(&db, cfg, 0), 3);
+    assert_int_equal(replicas_pick(&db, cfg, 0, 0), 3);
     /* Ties go round. */
     db.endpoints[1].outstanding = db.endpoints[2].outstanding = 0;
     db.endpoints[3].outstanding = 3;
     int seen[4] = {0};
     for (int i = 0; i < 20; i++)
-        seen[replicas_pick(&db, cfg, 0)]++;
+        seen[replicas_pick(&db, cfg, 0, 0)]++;
     assert_true(seen[1] > 0 && seen[2] > 0);
     assert_int_equal(seen[0] + seen[3], 0);
 }
@@ -100,7 +100,7 @@ static void test_round_robin_and_random_weights(void **state)
     make_db(3, w);
     int seen[4] = {0};
     for (int i = 0; i < 400; i++)
-        seen[replicas_pick(&db, rr, 0)]++;
+        seen[replicas_pick(&db, rr, 0, 0)]++;
     assert_int_equal(seen[1], 100);
     assert_int_equal(seen[2], 300);
     assert_int_equal(seen[3], 0); /* weight 0: no reads */
@@ -109,7 +109,7 @@ static void test_round_robin_and_random_weights(void **state)
     struct config *rnd = load("[pgbouncer]\nreplica_load_balance = random\n");
     memset(seen, 0, sizeof(seen));
     for (int i = 0; i < 4000; i++)
-        seen[replicas_pick(&db, rnd, 0)]++;
+        seen[replicas_pick(&db, rnd, 0, 0)]++;
     assert_true(seen[1] > 700 && seen[1] < 1300);
     assert_true(seen[2] > 2700 && seen[2] < 3300);
     assert_int_equal(seen[0] + seen[3], 0);
@@ -126,9 +126,9 @@ static void test_bans_and_primary_reads(void **state)
     assert_int_equal(db.endpoints[1].ban_reason, RB_CONNECT);
     assert_int_equal(db.endpoints[1].errors, 1);
     for (int i = 0; i < 5; i++)
-        assert_int_equal(replicas_pick(&db, cfg, 11 * SEC), 2);
+        assert_int_equal(replicas_pick(&db, cfg, 11 * SEC, 0), 2);
     replicas_ban(&db, 2, RB_SHUTDOWN, NULL, cfg, 10 * SEC);
-    assert_int_equal(replicas_pick(&db, cfg, 11 * SEC), -1); /* fallback: the primary */
+    assert_int_equal(replicas_pick(&db, cfg, 11 * SEC, 0), -1); /* fallback: the primary */
 
     /* The ban time over, still banned until a check passes. */
     assert_false(replicas_awaits_check(&db, 1, 39 * SEC));
@@ -144,7 +144,7 @@ static void test_bans_and_primary_reads(void **state)
     struct config *share = load("[pgbouncer]\nprimary_reads = share\n");
     int seen[3] = {0};
     for (int i = 0; i < 10; i++)
-        seen[replicas_pick(&db, share, 41 * SEC)]++;
+        seen[replicas_pick(&db, share, 41 * SEC, 0)]++;
     assert_true(seen[0] > 0 && seen[1] > 0);
     assert_int_equal(seen[2], 0);
     config_unref(share);
@@ -207,7 +207,7 @@ static void test_primary_discovery(void **state)
     /* Nothing known: no target, no reads on a host (it may be the primary). */
     assert_true(replicas_no_primary(&db, c));
     assert_int_equal(replicas_connect_target(&db, c), -1);
-    assert_int_equal(replicas_pick(&db, c, SEC), -1);
+    assert_int_equal(replicas_pick(&db, c, SEC, 0), -1);
 
     /* Host 1 out of recovery: the primary; hosts in recovery take reads. */
     assert_true(replicas_check_passed(&db, 1, false, 0, c, SEC));
@@ -220,7 +220,7 @@ static void test_primary_discovery(void **state)
     assert_false(replicas_usable(&db, 1, SEC)); /* the primary: no read as a replica */
     assert_true(replicas_usable(&db, 2, SEC));
     assert_false(replicas_usable(&db, 3, SEC)); /* unchecked */
-    assert_int_equal(replicas_pick(&db, c, SEC), 2);
+    assert_int_equal(replicas_pick(&db, c, SEC, 0), 2);
 
     /* Host 3 out of recovery too: writes stay where they go. */
     assert_false(replicas_check_passed(&db, 3, false, 0, c, 2 * SEC));
