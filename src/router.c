@@ -52,6 +52,7 @@ const char *router_target_str(enum router_target t)
 struct verdict {
     bool write;      /* at least one may write (or is not understood) */
     bool wait;       /* the first message is not all buffered: ask again */
+    bool whole;      /* all of it is buffered, through its Query or Sync */
     int hint;        /* CRW hint of a comment (classify_rw.h), the last one seen */
     const char *why; /* the first reason it is a write (why_buf, or static) */
     char why_buf[96];
@@ -352,6 +353,7 @@ static void verdict_of_batch(struct verdict *v, struct client *c)
         case 'C':
             break;
         case 'S':
+            v->whole = true;
             return;
         case 'H':
             /* The client waits for answers before it sends the rest, which
@@ -393,7 +395,7 @@ static struct verdict verdict_of_request(struct client *c)
         v.wait = true;
         return v;
     }
-    v.query = m.type == 'Q';
+    v.query = v.whole = m.type == 'Q';
     if (m.type == 'Q')
         verdict_of_query(&v, c, &m);
     else
@@ -414,7 +416,12 @@ static void consume_request(struct client *c)
 }
 
 /* A write hinted to a replica: refused, as the client asked for a place
- * where it cannot run. */
+ * where it cannot run. Only a request all buffered through its Query or
+ * Sync (v.whole) is: its ReadyForQuery answers that Query or Sync. Part of
+ * a batch (the rest on its way, or ended by Flush) goes to the primary
+ * with the rest, as anything the router cannot decide on: refused, the
+ * rest would go there as a request of its own and the client get two
+ * ReadyForQuery for one Sync. */
 static void refuse(struct client *c, const char *why)
 {
     consume_request(c);
@@ -764,7 +771,7 @@ struct router_decision router_route(struct client *c, struct request *r)
     struct verdict v = verdict_of_request(c);
     if (v.wait)
         return decided(ROUTE_WAIT, c->pool->ep, "more bytes");
-    if (v.write && v.hint == CRW_HINT_REPLICA) {
+    if (v.write && v.hint == CRW_HINT_REPLICA && v.whole) {
         refuse(c, v.why);
         return decided(ROUTE_ANSWERED, c->pool->ep, "write hinted to a replica");
     }

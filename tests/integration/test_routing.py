@@ -9,7 +9,8 @@ import time
 import psycopg
 import pytest
 
-from sluice_fixture import IS_PGBOUNCER, RawConn, query_message, wait_until
+from sluice_fixture import (IS_PGBOUNCER, RawConn, error_fields, message, query_message,
+                            wait_until)
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's read/write splitting")
 
@@ -220,6 +221,55 @@ def test_hints(sluice, cluster):
         assert port_of(conn) in cluster.replica_ports
     with cluster.primary_conn() as direct:
         assert direct.execute("SELECT count(*) FROM routing_t WHERE v = 1").fetchone()[0] == 1
+
+
+def read_until_ready(conn):
+    """The kinds of the messages up to ReadyForQuery, and the first error's fields."""
+    kinds, error = [], None
+    while True:
+        kind, payload = conn.read_msg()
+        kinds.append(kind)
+        if kind == b"E" and error is None:
+            error = error_fields(payload)
+        if kind == b"Z":
+            return kinds, error
+
+
+def test_a_hinted_write_batch_not_all_buffered_gets_one_ready_for_query(sluice, cluster):
+    """A write hinted to a replica is refused only once its whole request is
+    here: a batch whose Parse arrives alone, or that ends with Flush, goes
+    to the primary with the rest (a refusal would answer ReadyForQuery
+    before the Sync, and the Sync get another). tests/fuzz/fuzz_router.c
+    found it."""
+    hinted = b"/* sluice:replica */ INSERT INTO routing_t (v) VALUES (-2)"
+    s = sluice(split_config())
+    with RawConn(s.port) as conn:
+        conn.login()
+        # The Parse alone, the rest of the batch later.
+        conn.send(message(b"P", b"\0" + hinted + b"\0\0\0"))
+        time.sleep(0.3)
+        conn.send(message(b"B", b"\0\0\0\0\0\0\0\0") + message(b"E", b"\0\0\0\0\0")
+                  + message(b"S"))
+        kinds, error = read_until_ready(conn)
+        assert error is None and kinds == [b"1", b"2", b"C", b"Z"]
+        # Prepared and described, ended by Flush (asyncpg): its Execute,
+        # all buffered with its Sync, is refused.
+        conn.send(message(b"P", b"s1\0" + hinted + b"\0\0\0") + message(b"D", b"Ss1\0")
+                  + message(b"H"))
+        assert [conn.read_msg()[0] for _ in range(3)] == [b"1", b"t", b"n"]
+        conn.send(message(b"S"))
+        assert read_until_ready(conn) == ([b"Z"], None)
+        conn.send(message(b"B", b"\0s1\0\0\0\0\0\0\0") + message(b"E", b"\0\0\0\0\0")
+                  + message(b"S"))
+        kinds, error = read_until_ready(conn)
+        assert error["C"] == "25006" and kinds == [b"E", b"Z"]
+        # Nothing more: the next Query's answer is its own.
+        conn.send_query("SELECT 7")
+        rows, error, _ = conn.read_result()
+        assert (rows, error) == ([["7"]], None)
+    with cluster.primary_conn() as direct:
+        assert direct.execute("SELECT count(*) FROM routing_t WHERE v = -2").fetchone()[0] == 1
+        direct.execute("DELETE FROM routing_t WHERE v = -2")
 
 
 def test_a_write_pipelined_behind_a_read_waits_for_the_primary(sluice, cluster):
