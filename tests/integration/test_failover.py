@@ -63,7 +63,9 @@ def hosts_config(cluster, order=NODES, split="on", **general):
     ports = ",".join(str(cluster.port_of(n)) for n in order)
     general = {"read_write_split": split, "replica_check_interval": str(CHECK_INTERVAL),
                "replica_ban_time": "1", "query_wait_timeout": str(QUERY_WAIT_TIMEOUT),
-               "server_login_retry": "0.2", **{k: str(v) for k, v in general.items()}}
+               "server_login_retry": "0.2",
+               # reads here right after writes are about placement, not freshness
+               "read_your_writes": "off", **{k: str(v) for k, v in general.items()}}
     return {"databases": {"mydb": f"host={hosts} port={ports} dbname=mydb"},
             "pgbouncer": general}
 
