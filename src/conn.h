@@ -247,6 +247,7 @@ struct endpoint {
     _Atomic int64_t lag_usec;   /* 0 when caught up, else the time since it last replayed */
     _Atomic int64_t lag_at;     /* monotonic usec of that measurement; 0: none yet */
     _Atomic bool lagging;       /* past replica_max_lag(_bytes): no reads */
+    _Atomic int lag_why;        /* lag_monitor.c: 0 caught up, 1 not measured, 2 behind */
 };
 
 /* Read-your-writes: every write committed through sluice in a scope (a

@@ -80,12 +80,13 @@ static void judge(struct database *db, int ep, uint64_t bytes, int64_t usec, boo
 {
     struct endpoint *e = &db->endpoints[ep];
     bool limited = cfg->replica_max_lag > 0 || cfg->replica_max_lag_bytes > 0;
-    bool lagging =
-        limited &&
-        (stale || (cfg->replica_max_lag > 0 && usec > cfg->replica_max_lag) ||
-         (cfg->replica_max_lag_bytes > 0 && bytes > (uint64_t)cfg->replica_max_lag_bytes));
-    bool was = atomic_exchange_explicit(&e->lagging, lagging, memory_order_relaxed);
-    if (lagging == was)
+    bool behind = (cfg->replica_max_lag > 0 && usec > cfg->replica_max_lag) ||
+                  (cfg->replica_max_lag_bytes > 0 && bytes > (uint64_t)cfg->replica_max_lag_bytes);
+    /* Logged when the reason changes too: not measured, then behind. */
+    int why = !limited ? 0 : stale ? 1 : behind ? 2 : 0;
+    bool lagging = why != 0;
+    atomic_store_explicit(&e->lagging, lagging, memory_order_relaxed);
+    if (atomic_exchange_explicit(&e->lag_why, why, memory_order_relaxed) == why)
         return;
     if (!lagging)
         log_info("replica %s:%d of database %s caught up: takes reads again", e->host, e->port,
