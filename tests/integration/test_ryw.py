@@ -22,21 +22,39 @@ def config(mode, **general):
     return c
 
 
-@pytest.fixture
-def paused(cluster):
-    """A table on the primary, replayed by both replicas; then replay
-    paused on replica1 for the test, resumed after it."""
+@pytest.fixture(scope="module")
+def ryw_table(cluster):
+    """The table, created once and replayed by both replicas (dropping and
+    creating it per test would race the replay with the pause)."""
     with cluster.primary_conn() as conn:
         conn.execute("DROP TABLE IF EXISTS ryw_t")
         conn.execute("CREATE TABLE ryw_t (k int, v int)")
         conn.execute("GRANT ALL ON ryw_t TO PUBLIC")
-        conn.commit()  # the position after the commit, which replicas must replay
+    with cluster.primary_conn() as conn:
         lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
     for port in cluster.replica_ports:
         with cluster.connect(port=port) as r:
             r.autocommit = True
-            while not r.execute("SELECT pg_last_wal_replay_lsn() >= %s", (lsn,)).fetchone()[0]:
-                pass
+            wait_until(lambda: r.execute("SELECT pg_last_wal_replay_lsn() >= %s", (lsn,))
+                       .fetchone()[0], 10, f"replica on {port} to replay ryw_t")
+    yield
+    with cluster.primary_conn() as conn:
+        conn.execute("DROP TABLE IF EXISTS ryw_t")
+
+
+@pytest.fixture
+def paused(cluster, ryw_table):
+    """ryw_t empty (replayed everywhere), then replay paused on replica1
+    for the test, resumed after it."""
+    with cluster.primary_conn() as conn:
+        conn.execute("DELETE FROM ryw_t")
+    with cluster.primary_conn() as conn:
+        lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    for p in cluster.replica_ports:
+        with cluster.connect(port=p) as r:
+            r.autocommit = True
+            wait_until(lambda: r.execute("SELECT pg_last_wal_replay_lsn() >= %s", (lsn,))
+                       .fetchone()[0], 10, f"replica on {p} to replay the DELETE")
     port = cluster.replica_ports[0]
     with cluster.connect(port=port) as r:
         r.autocommit = True
@@ -47,8 +65,6 @@ def paused(cluster):
         with cluster.connect(port=port) as r:
             r.autocommit = True
             r.execute("SELECT pg_wal_replay_resume()")
-        with cluster.primary_conn() as conn:
-            conn.execute("DROP TABLE IF EXISTS ryw_t")
 
 
 def pairs(s, clients, rounds, same_connection=False):
@@ -127,7 +143,7 @@ def test_reads_go_back_to_replicas_once_they_replay(sluice, cluster, paused):
 def test_a_write_in_a_transaction_counts_at_commit(sluice, cluster, paused):
     s = sluice(config("user"))
     with s.connect(autocommit=False) as w, s.connect() as r:
-        assert w.execute("SELECT count(*) FROM ryw_t").fetchone()[0] == 0
+        w.execute("SELECT count(*) FROM ryw_t WHERE k = -2")  # the transaction reads first
         w.execute("INSERT INTO ryw_t VALUES (-2, 7)")
         w.commit()
         assert r.execute("SELECT max(v) FROM ryw_t WHERE k = -2").fetchone()[0] == 7
