@@ -80,7 +80,7 @@ static bool fail(struct loader *ld, const char *fmt, ...)
     return false;
 }
 
-static char *trim(char *s)
+char *config_trim(char *s)
 {
     while (isspace((unsigned char)*s))
         s++;
@@ -341,11 +341,11 @@ static bool ports_valid(const char *val, int64_t min, int64_t max, char *why, si
     for (const char *p = val;;) {
         size_t len = strcspn(p, ",");
         snprintf(item, sizeof(item), "%.*s", (int)(len < sizeof(item) ? len : sizeof(item) - 1), p);
-        if (!config_parse_int_range(trim(item), min, max, &n, sub, sizeof(sub))) {
+        if (!config_parse_int_range(config_trim(item), min, max, &n, sub, sizeof(sub))) {
             if (p == val && !p[len])
                 log_format(why, whylen, "%s", sub);
             else
-                log_format(why, whylen, "port \"%s\": %s", trim(item), sub);
+                log_format(why, whylen, "port \"%s\": %s", config_trim(item), sub);
             return false;
         }
         if (!p[len])
@@ -567,7 +567,7 @@ static bool split_key_value(char *s, char **key, char **value, char *why, size_t
             return false;
         }
         *eq = '\0';
-        s = trim(s);
+        s = config_trim(s);
         if (*s == '\0') {
             log_format(why, whylen, "missing name before \"=\"");
             return false;
@@ -581,7 +581,7 @@ static bool split_key_value(char *s, char **key, char **value, char *why, size_t
         }
     }
     *key = s;
-    *value = trim(eq + 1);
+    *value = config_trim(eq + 1);
     return true;
 }
 
@@ -597,7 +597,7 @@ static bool parse_section(struct loader *ld, const char *file, int line, char *s
     /* PgBouncer reads a comment after the header as a comment line. */
     if (*rest != '\0' && *rest != ';' && *rest != '#')
         return fail(ld, "%s:%d: syntax error: unexpected text after \"]\"", file, line);
-    const char *name = trim(s + 1);
+    const char *name = config_trim(s + 1);
 
     if (strcasecmp(name, "pgbouncer") == 0 || strcasecmp(name, "sluice") == 0) {
         ld->section = SECTION_GENERAL;
@@ -624,7 +624,7 @@ static bool parse_directive(struct loader *ld, const char *file, int line, char 
     size_t n = (size_t)(p - word);
     if (n != strlen("include") || strncmp(word, "include", n) != 0)
         return fail(ld, "%s:%d: unknown directive \"%%%.*s\"", file, line, (int)n, word);
-    const char *path = trim(p);
+    const char *path = config_trim(p);
     if (*path == '\0')
         return fail(ld, "%s:%d: %%include needs a file name", file, line);
     if (ld->depth >= CONFIG_MAX_INCLUDE_DEPTH)
@@ -641,7 +641,7 @@ static bool parse_line(struct loader *ld, const char *file, int line, char *s)
     char why[WHY_LEN];
     char *key, *value;
 
-    s = trim(s);
+    s = config_trim(s);
     if (*s == '\0' || *s == ';' || *s == '#')
         return true;
     if (*s == '[')

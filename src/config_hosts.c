@@ -32,12 +32,7 @@ static char *next_item(char **sp)
     } else {
         *sp = NULL;
     }
-    while (isspace((unsigned char)*s))
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && isspace((unsigned char)s[n - 1]))
-        s[--n] = '\0';
-    return s;
+    return config_trim(s);
 }
 
 /* The ports of port= (as written) into ports[0..*n); false with why. */

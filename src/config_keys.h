@@ -71,4 +71,8 @@ bool config_parse_int_range(const char *s, int64_t min, int64_t max, int64_t *ou
                             size_t whylen);
 bool config_parse_pool_mode(const char *s, enum pool_mode *out, char *why, size_t whylen);
 
+/* s without its leading and trailing blanks (cut in place). config.c's,
+ * for config_hosts.c too. */
+char *config_trim(char *s);
+
 #endif

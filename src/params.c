@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "hash.h"
+
 static const char *const tracked_names[TP_COUNT] = {
     "client_encoding",  "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
     "application_name",
@@ -41,14 +43,6 @@ static struct {
     size_t n;
 } tab;
 static pthread_mutex_t intern_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static uint32_t hash_str(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 16777619u;
-    return h;
-}
 
 static struct interned *hdr(const char *s)
 {

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "classify.h"
+#include "hash.h"
 #include "log.h"
 #include "pool.h"
 #include "prepared_settings.h"
@@ -150,19 +151,11 @@ static struct stmt *stmt_ref(struct stmt *st)
     return st;
 }
 
-static uint32_t name_hash(const char *name)
-{
-    uint32_t h = 2166136261u;
-    for (; *name; name++)
-        h = (h ^ (uint8_t)*name) * 16777619u;
-    return h;
-}
-
 static struct stmt *tab_find(struct prepared_client *pc, const char *name)
 {
     if (!pc || !pc->tab_cap)
         return NULL;
-    for (struct stmt *st = pc->tab[name_hash(name) & (pc->tab_cap - 1)]; st; st = st->next)
+    for (struct stmt *st = pc->tab[hash_str(name) & (pc->tab_cap - 1)]; st; st = st->next)
         if (!strcmp(st->name, name))
             return st;
     return NULL;
@@ -185,7 +178,7 @@ static void tab_add(struct prepared_client *pc, struct stmt *st)
             struct stmt *s = pc->tab[i];
             while (s) {
                 struct stmt *next = s->next;
-                uint32_t k = name_hash(s->name) & (ncap - 1);
+                uint32_t k = hash_str(s->name) & (ncap - 1);
                 s->next = nt[k];
                 nt[k] = s;
                 s = next;
@@ -195,7 +188,7 @@ static void tab_add(struct prepared_client *pc, struct stmt *st)
         pc->tab = nt;
         pc->tab_cap = ncap;
     }
-    uint32_t k = name_hash(st->name) & (pc->tab_cap - 1);
+    uint32_t k = hash_str(st->name) & (pc->tab_cap - 1);
     st->next = pc->tab[k];
     pc->tab[k] = stmt_ref(st);
     st->in_table = true;
@@ -206,7 +199,7 @@ static void tab_remove(struct prepared_client *pc, struct stmt *st)
 {
     if (!st->in_table)
         return;
-    struct stmt **pp = &pc->tab[name_hash(st->name) & (pc->tab_cap - 1)];
+    struct stmt **pp = &pc->tab[hash_str(st->name) & (pc->tab_cap - 1)];
     while (*pp && *pp != st)
         pp = &(*pp)->next;
     if (*pp)

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
+
 /* How many names a database keeps (a workload with more distinct unknown
  * functions sends the rest to the primary), and how long an absent name
  * waits before it is asked about again. */
@@ -32,14 +34,6 @@ struct volatility_cache {
     uint32_t cap, n;
     uint32_t queued;
 };
-
-static uint32_t name_hash(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 16777619u;
-    return h;
-}
 
 /* db's cache, made on first use; two workers racing to make it agree on
  * the first one stored (compare-and-swap). */
@@ -78,7 +72,7 @@ static struct vol_entry *slot(struct volatility_cache *vc, const char *name)
         for (uint32_t i = 0; i < vc->cap; i++) {
             if (!vc->e[i].name[0])
                 continue;
-            uint32_t k = name_hash(vc->e[i].name) & (ncap - 1);
+            uint32_t k = hash_str(vc->e[i].name) & (ncap - 1);
             while (ne[k].name[0])
                 k = (k + 1) & (ncap - 1);
             ne[k] = vc->e[i];
@@ -88,7 +82,7 @@ static struct vol_entry *slot(struct volatility_cache *vc, const char *name)
         vc->cap = ncap;
     }
 probe:
-    for (uint32_t k = name_hash(name) & (vc->cap - 1), i = 0; i < vc->cap;
+    for (uint32_t k = hash_str(name) & (vc->cap - 1), i = 0; i < vc->cap;
          k = (k + 1) & (vc->cap - 1), i++) {
         if (!vc->e[k].name[0])
             return vc->n < VOLATILITY_MAX_NAMES ? &vc->e[k] : NULL;

@@ -13,6 +13,7 @@ poolers' by free_port(); a port that something else takes before the pooler
 binds it makes Sluice.start() pick another, so a busy machine never fails a run.
 """
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -370,6 +371,28 @@ class Cluster:
     def port_of(self, name):
         return {"primary": self.primary_port, "replica1": self.replica_ports[0],
                 "replica2": self.replica_ports[1]}[name]
+
+    def wait_replayed(self, timeout=10):
+        """Until every replica has replayed all the primary has written so far."""
+        with self.primary_conn() as conn:
+            lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        for port in self.replica_ports:
+            with self.connect(port=port) as r:
+                wait_until(lambda: r.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
+                                             (lsn,)).fetchone()[0],
+                           timeout, f"replica on {port} to replay up to {lsn}")
+
+    @contextlib.contextmanager
+    def replay_paused(self, port):
+        """Replay paused on the replica at port (pg_wal_replay_pause(), as
+        Pgpool-II's regression tests do) for the block, resumed after it."""
+        with self.connect(port=port) as r:
+            r.execute("SELECT pg_wal_replay_pause()")
+        try:
+            yield port
+        finally:
+            with self.connect(port=port) as r:
+                r.execute("SELECT pg_wal_replay_resume()")
 
     def in_recovery(self, name):
         """pg_is_in_recovery() of a running node."""

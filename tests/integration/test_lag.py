@@ -4,7 +4,6 @@ replica past replica_max_lag_bytes / replica_max_lag gets no reads until it
 catches up. Replay is paused on a replica (pg_wal_replay_pause()), as
 Pgpool-II's regression tests do, so the lag is certain."""
 
-import psycopg
 import pytest
 
 from sluice_fixture import IS_PGBOUNCER, wait_until
@@ -30,18 +29,11 @@ def write_wal(cluster, rows=2000):
 
 @pytest.fixture
 def paused(cluster):
-    """Replay paused on replica1 for the test; resumed (and the table gone)
-    after it."""
-    port = cluster.replica_ports[0]
-    with cluster.connect(port=port) as r:
-        r.autocommit = True
-        r.execute("SELECT pg_wal_replay_pause()")
+    """Replay paused on replica1 for the test; the table gone after it."""
     try:
-        yield port
+        with cluster.replay_paused(cluster.replica_ports[0]) as port:
+            yield port
     finally:
-        with cluster.connect(port=port) as r:
-            r.autocommit = True
-            r.execute("SELECT pg_wal_replay_resume()")
         with cluster.primary_conn() as conn:
             conn.execute("DROP TABLE IF EXISTS lag_t")
 

@@ -5,7 +5,6 @@ does under `off` (so the test can fail)."""
 
 import threading
 
-import psycopg
 import pytest
 
 from sluice_fixture import IS_PGBOUNCER, wait_until
@@ -30,13 +29,7 @@ def ryw_table(cluster):
         conn.execute("DROP TABLE IF EXISTS ryw_t")
         conn.execute("CREATE TABLE ryw_t (k int, v int)")
         conn.execute("GRANT ALL ON ryw_t TO PUBLIC")
-    with cluster.primary_conn() as conn:
-        lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-    for port in cluster.replica_ports:
-        with cluster.connect(port=port) as r:
-            r.autocommit = True
-            wait_until(lambda: r.execute("SELECT pg_last_wal_replay_lsn() >= %s", (lsn,))
-                       .fetchone()[0], 10, f"replica on {port} to replay ryw_t")
+    cluster.wait_replayed()
     yield
     with cluster.primary_conn() as conn:
         conn.execute("DROP TABLE IF EXISTS ryw_t")
@@ -48,23 +41,9 @@ def paused(cluster, ryw_table):
     for the test, resumed after it."""
     with cluster.primary_conn() as conn:
         conn.execute("DELETE FROM ryw_t")
-    with cluster.primary_conn() as conn:
-        lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-    for p in cluster.replica_ports:
-        with cluster.connect(port=p) as r:
-            r.autocommit = True
-            wait_until(lambda: r.execute("SELECT pg_last_wal_replay_lsn() >= %s", (lsn,))
-                       .fetchone()[0], 10, f"replica on {p} to replay the DELETE")
-    port = cluster.replica_ports[0]
-    with cluster.connect(port=port) as r:
-        r.autocommit = True
-        r.execute("SELECT pg_wal_replay_pause()")
-    try:
+    cluster.wait_replayed()
+    with cluster.replay_paused(cluster.replica_ports[0]) as port:
         yield port
-    finally:
-        with cluster.connect(port=port) as r:
-            r.autocommit = True
-            r.execute("SELECT pg_wal_replay_resume()")
 
 
 def pairs(s, clients, rounds, same_connection=False):
