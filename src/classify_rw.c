@@ -511,6 +511,8 @@ static void classify_stmt(struct walk *w, const PgQuery__Node *n)
         const PgQuery__CopyStmt *c = n->copy_stmt;
         if (c->is_from || c->is_program || (c->filename && c->filename[0]))
             set_write(w, "COPY");
+        if (c->is_from && !c->is_program && !(c->filename && c->filename[0]))
+            w->st->copy_in = true;
         break;
     }
     case PG_QUERY__NODE__NODE_LOCK_STMT:

@@ -118,7 +118,9 @@ struct classify_rw_func {
  *    (sluice tracks it elsewhere);
  *  - is_set: SET / RESET of a session setting (READ: sluice's settings
  *    tracking replays it; SET SESSION CHARACTERISTICS also pins);
- *  - set_local: SET LOCAL (READ; replayed when a transaction moves).
+ *  - set_local: SET LOCAL (READ; replayed when a transaction moves);
+ *  - copy_in: COPY ... FROM STDIN (the server then reads COPY data: nothing
+ *    else may follow the statement on its connection until it is done).
  * SHOW is a READ; SET / RESET / BEGIN / COMMIT / ROLLBACK / SAVEPOINT are
  * READs too (they run wherever the transaction is). */
 struct classify_rw_stmt {
@@ -131,6 +133,7 @@ struct classify_rw_stmt {
     bool pins;                            /* see above */
     bool is_set;                          /* see above */
     bool set_local;                       /* see above */
+    bool copy_in;                         /* see above */
     const char *pin_reason;               /* pins: what ("temporary table", ...) */
     uint32_t off, len;                    /* the statement's bytes in the text */
     uint16_t func0, n_funcs;              /* its functions: funcs[func0 .. func0 + n_funcs) */

@@ -5,12 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "auth.h"
 #include "client_conn.h"
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
+#include "ryw_vars.h"
 #include "scram.h"
 #include "server.h"
 #include "server_query.h"
@@ -340,6 +342,8 @@ static void client_login_done(struct client *c)
 /* Appends "SET name = 'value';" for a setting given at startup. */
 static bool extras_add(char *buf, size_t cap, size_t *len, const char *name, const char *value)
 {
+    if (!strncasecmp(name, "sluice.", 7))
+        return true; /* sluice's own (ryw_vars_startup()), never a server's */
     char lit[600];
     if (!proto_quote_literal(value, lit, sizeof(lit)))
         return false;
@@ -387,6 +391,9 @@ static bool options_parse(const char *opts, char *extras, size_t cap, size_t *le
             if (*p == '-')
                 *p = '_';
         int tp = tracked_param_lookup(kv);
+        char why[256];
+        if (!strncasecmp(kv, "sluice.", 7) && !ryw_vars_startup(c, kv, eq + 1, why, sizeof(why)))
+            return false;
         if (tp >= 0)
             param_store(&c->params.v[tp], eq + 1);
         else if (!extras_add(extras, cap, len, kv, eq + 1))
@@ -445,6 +452,14 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
             if (!options_parse(value, extras, sizeof(extras), &elen, c)) {
                 client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
                                    "unsupported startup parameter in options: %s", value);
+                return;
+            }
+            continue;
+        }
+        if (!strncasecmp(name, "sluice.", 7)) {
+            char why[256];
+            if (!ryw_vars_startup(c, name, value, why, sizeof(why))) {
+                client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "%s", why);
                 return;
             }
             continue;

@@ -248,6 +248,8 @@ struct endpoint {
     _Atomic int64_t lag_at;     /* monotonic usec of that measurement; 0: none yet */
     _Atomic bool lagging;       /* past replica_max_lag(_bytes): no reads */
     _Atomic int lag_why;        /* lag_monitor.c: 0 caught up, 1 not measured, 2 behind */
+    _Atomic uint64_t sysid;     /* the primary's: its cluster's system identifier (0: not read) */
+    _Atomic uint32_t timeline;  /* the primary's: the timeline it writes on (0: not read) */
 };
 
 /* Read-your-writes: every write committed through sluice in a scope (a

@@ -21,7 +21,12 @@
     "SELECT pg_catalog.pg_is_in_recovery(), CASE WHEN pg_catalog.pg_is_in_recovery() "             \
     "THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END, "          \
     "COALESCE((extract(epoch FROM now() - pg_catalog.pg_last_xact_replay_timestamp()) "            \
-    "* 1000000)::int8, 0)"
+    "* 1000000)::int8, 0), CASE WHEN NOT pg_catalog.pg_is_in_recovery() "                          \
+    "THEN pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()) END"
+
+/* The cluster's identity, for causal tokens (ryw.h): once per connection
+ * to the primary. */
+#define SYSID_SQL "SELECT system_identifier FROM pg_catalog.pg_control_system()"
 
 /* A connection that failed is tried again after this long. */
 #define LAG_RETRY_USEC 1000000
@@ -39,6 +44,7 @@ struct lag_node {
     bool got, in_recovery;
     uint64_t lsn;
     int64_t age_usec;
+    uint32_t timeline; /* the primary's, from its WAL file name */
 };
 
 struct lag_db {
@@ -107,6 +113,8 @@ static void record(struct lag_node *n, int64_t now)
     struct database *db = n->ld->db;
     struct endpoint *e = &db->endpoints[n->ep];
     atomic_store_explicit(&e->lag_lsn, n->lsn, memory_order_relaxed);
+    if (n->ep == 0 && n->timeline)
+        atomic_store_explicit(&e->timeline, n->timeline, memory_order_relaxed);
     log_noise("lag monitor: database %s endpoint %d at %X/%X", db->name, n->ep,
               (unsigned)(n->lsn >> 32), (unsigned)n->lsn);
     uint64_t bytes = 0;
@@ -138,6 +146,12 @@ static void lag_row(struct server *sv, void *arg, const struct server_query_row 
     n->age_usec = strtoll(num, NULL, 10);
     if (n->age_usec < 0)
         n->age_usec = 0;
+    n->timeline = 0;
+    if (row->n >= 4 && row->val[3] && row->len[3] >= 8) {
+        memcpy(num, row->val[3], 8);
+        num[8] = '\0';
+        n->timeline = (uint32_t)strtoul(num, NULL, 16);
+    }
     n->got = true;
 }
 
@@ -188,6 +202,31 @@ static void close_node(struct lag_node *n, const char *why)
         server_close(n->sv, why); /* lag_server_closed() forgets it */
 }
 
+static void sysid_row(struct server *sv, void *arg, const struct server_query_row *row)
+{
+    struct lag_node *n = arg;
+    if (row->n < 1 || !row->val[0] || row->len[0] >= 24)
+        return;
+    char num[24];
+    memcpy(num, row->val[0], row->len[0]);
+    num[row->len[0]] = '\0';
+    uint64_t id = strtoull(num, NULL, 10);
+    struct endpoint *e = &n->ld->db->endpoints[0];
+    uint64_t was = atomic_exchange_explicit(&e->sysid, id, memory_order_relaxed);
+    if (was && was != id)
+        log_warning("database %s: the primary is another cluster now (system identifier %llu, "
+                    "was %llu)",
+                    n->ld->db->name, (unsigned long long)id, (unsigned long long)was);
+}
+
+static void sysid_error(struct server *sv, void *arg, const char *sqlstate, const char *text)
+{
+    server_log(LOG_LVL_WARNING, sv,
+               "could not read the system identifier (causal tokens name no cluster): %s", text);
+}
+
+static const struct server_query_ops sysid_ops = {.on_row = sysid_row, .on_error = sysid_error};
+
 static void lag_server_ready(struct server *sv)
 {
     struct lag_node *n = node_of(sv);
@@ -196,6 +235,8 @@ static void lag_server_ready(struct server *sv)
         return;
     }
     n->up = true;
+    if (n->ep == 0)
+        server_query(sv, SYSID_SQL, 0, NULL, &sysid_ops, n);
     ask(n);
 }
 

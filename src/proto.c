@@ -315,6 +315,16 @@ void proto_build_notice(struct proto_writer *w, const char *fmt, ...)
     build_error_fields(w, 'N', "NOTICE", "00000", msg);
 }
 
+void proto_build_warning(struct proto_writer *w, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    build_error_fields(w, 'N', "WARNING", "01000", msg);
+}
+
 void proto_build_auth(struct proto_writer *w, uint32_t code, const void *extra, size_t n)
 {
     proto_begin(w, 'R');

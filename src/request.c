@@ -318,6 +318,16 @@ void request_push(struct client *c, const struct request_entry *e)
     }
 }
 
+struct request_entry *request_last_end(struct client *c)
+{
+    struct request_queue *q = c->rq;
+    if (!q || !q->e_n)
+        return NULL;
+    struct request_entry *e = &q->e[(q->e_head + q->e_n - 1) & q->e_mask];
+    bool ends = e->flags & RE_END && (e->answer == RA_QUERY || e->answer == RA_SYNC);
+    return ends ? e : NULL;
+}
+
 /* ---- client messages --------------------------------------------------------- */
 
 static enum request_answer answer_of(uint8_t type, const uint8_t *msg, uint32_t avail)
@@ -402,9 +412,20 @@ int64_t request_session_msg(struct client *c, uint8_t type, uint32_t len)
 int64_t request_observed_msg(struct client *c, uint8_t type, uint32_t len, uint32_t *fwd)
 {
     if (begin_wants && (!c->rq || !c->rq->open) && type != 'd' && type != 'c' && type != 'f') {
-        for (unsigned w = begin_wants; w; w &= w - 1)
-            if (observers[__builtin_ctz(w)]->on_request_begin(c, type) == REQUEST_WAIT)
+        uint32_t at = c->s.rbuf->start;
+        for (unsigned w = begin_wants; w; w &= w - 1) {
+            int64_t a = observers[__builtin_ctz(w)]->on_request_begin(c, type);
+            if (a == REQUEST_WAIT)
                 return REQUEST_WAIT;
+            if (a == REQUEST_ANSWERED) {
+                /* What came before it goes on; it went nowhere. */
+                struct iobuf *b = c->s.rbuf;
+                if (at > *fwd)
+                    stream_write(&c->server->s, b->data + *fwd, at - *fwd);
+                *fwd = b->start;
+                return 0;
+            }
+        }
     }
     struct iobuf *b = c->s.rbuf;
     uint32_t avail = iobuf_len(b);
@@ -535,6 +556,8 @@ unsigned request_server_msg_slow(struct client *c, struct server *sv, const stru
     if (t == 'Z') {
         q->errskip = false;
         sv->xact_status = (char)m->data[5];
+        if (e->flags & RE_HOLD_Z)
+            r |= REQUEST_SWALLOW;
     }
     entry_pop(q);
     if (end)

@@ -69,6 +69,7 @@ enum request_answer {
 #define RE_SWALLOW_OK 0x02u /* ... all but an ErrorResponse, which the client gets */
 #define RE_END        0x04u /* its answer's end is the end of a client request */
 #define RE_OWNED      0x08u /* owner gets on_server_msg for each message of the answer */
+#define RE_HOLD_Z     0x10u /* its ReadyForQuery is dropped: one sluice asked for follows */
 #define RE_ACTING     (RE_SWALLOW | RE_SWALLOW_OK | RE_OWNED)
 
 /* One message waiting for its answer. The owner (an observer) may keep
@@ -92,6 +93,9 @@ struct request_entry {
 /* request_client_msg() results below 0 (else: bytes to forward as they are). */
 #define REQUEST_WAIT   (-1) /* need more of this message: stop, keep the bytes */
 #define REQUEST_CLOSED (-2) /* the client was closed */
+/* on_request_begin: the observer answered the message and consumed it
+ * (stream_consume_msg()): nothing of it goes to the server. */
+#define REQUEST_ANSWERED (-3)
 
 /* A client message being handled: what observers see and may change. */
 struct request_msg {
@@ -126,7 +130,8 @@ struct request_observer {
      * at the head of c's buffer) is about to go to the server c is linked
      * to. REQUEST_WAIT holds it, with all after it, until that server goes
      * back to its pool; the dispatcher then sends it on its way anew (the
-     * router: a write after reads on a replica). 0: it goes on. */
+     * router: a write after reads on a replica). REQUEST_ANSWERED: the
+     * observer answered it (nothing of c's is in flight). 0: it goes on. */
     int64_t (*on_request_begin)(struct client *c, uint8_t type);
     /* A server message answering an entry it owns (RE_OWNED); done: the
      * message ends the entry. Returns REQUEST_SWALLOW / REQUEST_EMIT bits. */
@@ -207,6 +212,9 @@ static inline int64_t request_client_msg(struct client *c, uint8_t type, uint32_
 /* Queues an entry for a message an observer wrote to the server (before
  * the client's own entry: rm->own_entries is not needed for that). */
 void request_push(struct client *c, const struct request_entry *e);
+/* The newest entry of c's, if it ends a request the server answers (a
+ * Query or Sync just queued), or NULL. */
+struct request_entry *request_last_end(struct client *c);
 
 unsigned request_server_msg_slow(struct client *c, struct server *sv, const struct stream_msg *m);
 /* Answers the entries sluice answers that are now first (REQUEST_EMIT). */
@@ -230,7 +238,8 @@ static inline unsigned request_server_msg(struct client *c, struct server *sv,
     if (e->flags & RE_ACTING)
         return request_server_msg_slow(c, sv, m);
     if (t == 'Z') {
-        if ((e->answer != RA_QUERY && e->answer != RA_SYNC) || m->avail < m->len)
+        if ((e->answer != RA_QUERY && e->answer != RA_SYNC) || m->avail < m->len ||
+            (e->flags & RE_HOLD_Z))
             return request_server_msg_slow(c, sv, m);
         return request_server_ready(c, sv, m); /* the end of a request */
     }

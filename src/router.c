@@ -21,6 +21,7 @@
 #include "prepared.h"
 #include "proto.h"
 #include "replicas.h"
+#include "ryw_vars.h"
 #include "volatility.h"
 #include "worker.h"
 
@@ -69,6 +70,14 @@ struct verdict {
     int n_set_local;
     const char *set_local[VERDICT_MAX_SET_LOCAL];
     uint32_t set_local_len[VERDICT_MAX_SET_LOCAL];
+    /* Where it leaves a transaction, for read-your-writes (every statement,
+     * writes too): txn_after -1 unchanged, 0 ended (a COMMIT, ROLLBACK or
+     * PREPARE TRANSACTION last), 1 open (a BEGIN last); txn_unknown: not
+     * all statements were seen. copy_in: a COPY FROM STDIN. */
+    int8_t txn_after;
+    bool txn_unknown;
+    bool copy_in;
+    bool all; /* classify every statement, even after a write (txn_after) */
 };
 
 static void verdict_write(struct verdict *v, const char *why)
@@ -257,6 +266,17 @@ static void verdict_add(struct verdict *v, struct client *c, const char *sql, si
 {
     struct database *db = c->pool->db;
     const struct classify_rw_result *r = classify_rw_cached(sql, len);
+    if (r->truncated || r->parse_error)
+        v->txn_unknown = true;
+    for (int i = 0; i < r->n; i++) {
+        const struct classify_rw_stmt *st = &r->stmts[i];
+        v->copy_in |= st->copy_in;
+        if (st->txn == CRW_TXN_BEGIN)
+            v->txn_after = 1;
+        else if (st->txn == CRW_TXN_COMMIT || st->txn == CRW_TXN_ROLLBACK ||
+                 st->txn == CRW_TXN_PREPARED)
+            v->txn_after = 0;
+    }
     if (r->hint != CRW_HINT_NONE)
         v->hint = r->hint;
     struct classify_rw_decision d;
@@ -310,6 +330,7 @@ static void verdict_of_batch(struct verdict *v, struct client *c)
         struct stream_msg m;
         if (stream_msg_at(&c->s, off, &m) != STREAM_MSG_OK) {
             verdict_write(v, "batch not all buffered");
+            v->txn_unknown = true;
             return;
         }
         const uint8_t *end = m.data + m.len;
@@ -362,33 +383,41 @@ static void verdict_of_batch(struct verdict *v, struct client *c)
              * prepare), whose Bind and Execute follow. */
             if (executes)
                 verdict_write(v, "batch ended by Flush");
+            v->txn_unknown = true; /* the rest comes later */
             return;
         default:
             verdict_write(v, "function call or other message");
+            v->txn_unknown = true;
             return;
         }
-        if (v->write && v->hint != CRW_HINT_REPLICA)
+        if (v->write && v->hint != CRW_HINT_REPLICA && !v->all) {
+            v->txn_unknown = true;
             return; /* decided; a replica hint needs the whole batch to refuse it */
+        }
         off += m.len;
     }
     verdict_write(v, "batch too long");
+    v->txn_unknown = true;
 }
 
 /* The request at the head of c's buffer. */
 static struct verdict verdict_of_request(struct client *c)
 {
-    struct verdict v = {.hint = CRW_HINT_NONE};
+    struct verdict v = {.hint = CRW_HINT_NONE, .txn_after = -1, .all = ryw_mode() != RYW_OFF};
     struct stream_msg m;
     if (stream_next_msg(&c->s, STREAM_MSG_HEAD, &m) != STREAM_MSG_OK) {
         verdict_write(&v, "no message");
+        v.txn_unknown = true;
         return v;
     }
     if (m.type != 'Q' && m.type != 'P' && m.type != 'B') {
         verdict_write(&v, m.type == 'F' ? "function call" : "not a query");
+        v.txn_unknown = true;
         return v;
     }
     if (m.len > ROUTER_CLASSIFY_MAX) {
         verdict_write(&v, "too long to classify");
+        v.txn_unknown = true;
         return v;
     }
     if (stream_msg_whole(&c->s, &m) != STREAM_MSG_OK) {
@@ -569,7 +598,7 @@ static void rc_put_if_idle(struct client *c)
 {
     const struct router_client *rc = c->route;
     if (rc && rc->txn == RTX_NONE && !rc->retry_buf && !rc->retried &&
-        !(ryw_mode() == RYW_CONNECTION && (rc->ryw.lsn || rc->ryw.unknown_until)))
+        !ryw_client_keeps(&rc->ryw, ryw_mode()))
         rc_put(c);
 }
 
@@ -701,7 +730,7 @@ void router_unlinked(struct client *c)
     if (rc->txn == RTX_REPLICA)
         txn_forget(rc); /* its server went back: the transaction ended there */
     rc->move = false;
-    rc->ryw.wrote = rc->ryw.watch = false;
+    rc->ryw.wrote = rc->ryw.watch = rc->ryw.ride = false;
     rc_put_if_idle(c);
 }
 
@@ -756,6 +785,20 @@ static void begin_on_replica(struct client *c, const struct verdict *v)
     replay_set_locals(rc, v);
 }
 
+/* Whether the request of verdict v, sent while a transaction is open
+ * (in_txn) or not, surely ends without one open: its Query or Sync then
+ * ends a transaction (or statement) that wrote, and the read of its
+ * position rides behind it (ryw_ride()). Not for a COPY FROM STDIN: the
+ * server reads COPY data after it. */
+static bool ends_txn(const struct verdict *v, bool in_txn)
+{
+    if (v->wait || v->txn_unknown || v->copy_in)
+        return false;
+    return v->txn_after == 0 || (v->txn_after < 0 && !in_txn);
+}
+
+static struct router_decision route(struct client *c, const struct verdict *v, enum router_txn txn);
+
 struct router_decision router_route(struct client *c, struct request *r)
 {
     (void)r;
@@ -768,11 +811,24 @@ struct router_decision router_route(struct client *c, struct request *r)
                                     : decided(ROUTE_PRIMARY, 0, "session mode");
     struct router_client *rc = c->route;
     enum router_txn txn = rc ? rc->txn : RTX_NONE;
+    if (ryw_vars_query(c, txn == RTX_NONE ? 'I' : 'T'))
+        return decided(ROUTE_ANSWERED, c->pool->ep, "sluice.* setting answered here");
     struct verdict v = verdict_of_request(c);
     if (v.wait)
         return decided(ROUTE_WAIT, c->pool->ep, "more bytes");
-    if (v.write && v.hint == CRW_HINT_REPLICA && v.whole) {
-        refuse(c, v.why);
+    struct router_decision d = route(c, &v, txn);
+    rc = c->route;
+    if (d.target == ROUTE_PRIMARY && rc && rc->ryw.wrote)
+        rc->ryw.ride = ends_txn(&v, txn == RTX_VIRTUAL || txn == RTX_MOVED);
+    return d;
+}
+
+static struct router_decision route(struct client *c, const struct verdict *v, enum router_txn txn)
+{
+    struct router_client *rc = c->route;
+    enum pool_mode mode = pool_mode_of(c->pool);
+    if (v->write && v->hint == CRW_HINT_REPLICA && v->whole) {
+        refuse(c, v->why);
         return decided(ROUTE_ANSWERED, c->pool->ep, "write hinted to a replica");
     }
     if (txn == RTX_MOVED) {
@@ -780,17 +836,17 @@ struct router_decision router_route(struct client *c, struct request *r)
         return to_write(c, "transaction moved to the primary");
     }
     if (txn == RTX_VIRTUAL)
-        return route_virtual(c, rc, &v);
-    if (v.query && v.n_stmts == 1 && v.begin && !v.write && v.hint != CRW_HINT_PRIMARY &&
+        return route_virtual(c, rc, v);
+    if (v->query && v->n_stmts == 1 && v->begin && !v->write && v->hint != CRW_HINT_PRIMARY &&
         mode == POOL_MODE_TRANSACTION)
-        return begin_virtual(c, &v);
-    if (v.write)
-        return to_write(c, v.why);
-    if (v.hint == CRW_HINT_PRIMARY || v.set_transaction_strict)
+        return begin_virtual(c, v);
+    if (v->write)
+        return to_write(c, v->why);
+    if (v->hint == CRW_HINT_PRIMARY || v->set_transaction_strict)
         return read_on_primary(c, "hint");
     struct router_decision d = to_replica(c, "read");
     if (d.target == ROUTE_REPLICA)
-        begin_on_replica(c, &v);
+        begin_on_replica(c, v);
     return d;
 }
 
@@ -807,14 +863,19 @@ static int64_t router_on_request_begin(struct client *c, uint8_t type)
 {
     if (!c->server || !c->track)
         return 0;
+    if (type == 'Q' && !request_busy(c) && replicas_split_on(c->pool->db, g_pooler.cfg) &&
+        ryw_vars_query(c, c->server->xact_status))
+        return REQUEST_ANSWERED;
     if (c->pool->ep == 0) {
         /* A link to the primary that began with a read: what follows on
          * it may write (read-your-writes). */
         struct router_client *rc = c->route;
-        if (rc && rc->ryw.watch && !rc->ryw.wrote) {
+        if (rc && (rc->ryw.watch || rc->ryw.wrote)) {
             struct verdict v = verdict_of_request(c);
             if (v.wait || v.write)
                 rc->ryw.wrote = true; /* not all here: taken as a write */
+            bool in_txn = request_busy(c) || c->server->xact_status != 'I';
+            rc->ryw.ride = rc->ryw.wrote && ends_txn(&v, in_txn);
         }
         return 0;
     }
@@ -849,9 +910,10 @@ static const struct request_observer router_observer = {
     .name = "router",
     .tracked_only = true,
     .on_request_begin = router_on_request_begin,
+    .on_server_msg = ryw_on_server_msg, /* the entries it owns: read-your-writes' */
 };
 
 void router_init(void)
 {
-    request_observe(&router_observer);
+    ryw_set_owner(request_observe(&router_observer));
 }

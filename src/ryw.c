@@ -1,13 +1,18 @@
 /* ryw.c - read-your-writes (ryw.h). */
 #include "ryw.h"
 
+#include <inttypes.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
 #include "pool.h"
+#include "proto.h"
 #include "replicas.h"
 #include "request.h"
+#include "router.h"
 #include "server.h"
 #include "server_query.h"
 #include "worker.h"
@@ -46,17 +51,47 @@ static struct rw_scope *scope_of(struct pool *p, enum ryw_mode m)
     return NULL;
 }
 
-bool ryw_read_floor(const struct client *c, const struct ryw_client *rc, int64_t now,
-                    uint64_t *min_lsn)
+bool ryw_token_matches(const struct database *db, const struct ryw_client *rc)
 {
-    *min_lsn = 0;
+    uint64_t sysid = atomic_load_explicit(&db->endpoints[0].sysid, memory_order_relaxed);
+    uint32_t tli = atomic_load_explicit(&db->endpoints[0].timeline, memory_order_relaxed);
+    return !rc->min_sysid || ((!sysid || sysid == rc->min_sysid) && (!tli || tli == rc->min_tli));
+}
+
+uint64_t ryw_scope_lsn(const struct client *c)
+{
+    const struct rw_scope *s = c->pool ? scope_of(c->pool, ryw_mode()) : NULL;
+    return s ? atomic_load(&s->lsn) : 0;
+}
+
+/* c's token (SET sluice.min_lsn), if it is of its database's cluster and
+ * timeline; 0 otherwise (logged once). */
+static uint64_t token_floor(const struct client *c, struct ryw_client *rc)
+{
+    if (!rc->min_lsn)
+        return 0;
+    if (ryw_token_matches(c->pool->db, rc))
+        return rc->min_lsn;
+    if (!rc->token_warned) {
+        rc->token_warned = true;
+        log_warning("C-%p: sluice.min_lsn is from another cluster or timeline than database "
+                    "\"%s\"'s primary now: ignored",
+                    (void *)c, c->pool->db->name);
+    }
+    return 0;
+}
+
+bool ryw_read_floor(const struct client *c, struct ryw_client *rc, int64_t now, uint64_t *min_lsn)
+{
+    *min_lsn = rc ? token_floor(c, rc) : 0;
     enum ryw_mode m = ryw_mode();
     if (m == RYW_OFF)
         return true;
     if (rc) {
         if (rc->unknown_until > now)
             return false;
-        *min_lsn = rc->lsn;
+        if (rc->lsn > *min_lsn)
+            *min_lsn = rc->lsn;
     }
     const struct rw_scope *s = scope_of(c->pool, m);
     if (!s)
@@ -115,19 +150,23 @@ static void commit_end(struct server *sv, bool ok)
     sv->rw_client = NULL;
 }
 
+/* pg_current_wal_insert_lsn()'s text as the position a standby's replay
+ * reaches (0: not one). The insert position of a WAL that ends at a page
+ * boundary points past the next page's header (24 bytes, 40 at a segment's
+ * start), where no record ends and no standby's replay position will be
+ * until more is written: the boundary is where the last write ends. */
+static uint64_t write_position(const char *s, size_t len)
+{
+    uint64_t lsn;
+    if (!s || !replicas_parse_lsn(s, len, &lsn))
+        return 0;
+    uint64_t off = lsn % 8192;
+    return off == 24 || off == 40 ? lsn - off : lsn;
+}
+
 static void lsn_row(struct server *sv, void *arg, const struct server_query_row *row)
 {
-    if (row->n < 1 || !row->val[0] || !replicas_parse_lsn(row->val[0], row->len[0], &sv->rw_lsn)) {
-        sv->rw_lsn = 0;
-        return;
-    }
-    /* The insert position of a WAL that ends at a page boundary points
-     * past the next page's header (24 bytes, 40 at a segment's start),
-     * where no record ends and no standby's replay position will be until
-     * more is written: the boundary is where the last write ends. */
-    uint64_t off = sv->rw_lsn % 8192;
-    if (off == 24 || off == 40)
-        sv->rw_lsn -= off;
+    sv->rw_lsn = row->n >= 1 ? write_position(row->val[0], row->len[0]) : 0;
 }
 
 static void lsn_done(struct server *sv, void *arg, enum server_query_status st)
@@ -155,10 +194,11 @@ static void lsn_done(struct server *sv, void *arg, enum server_query_status st)
 
 static const struct server_query_ops lsn_ops = {.on_row = lsn_row, .on_done = lsn_done};
 
+#define POSITION_SQL "SELECT pg_catalog.pg_current_wal_insert_lsn()"
+
 void ryw_commit_read(struct server *sv)
 {
-    if (!server_query(sv, "SELECT pg_catalog.pg_current_wal_insert_lsn()", 0, NULL, &lsn_ops,
-                      NULL)) {
+    if (!server_query(sv, POSITION_SQL, 0, NULL, &lsn_ops, NULL)) {
         commit_end(sv, false);
         sv->rw_scope = 0;
     }
@@ -169,5 +209,122 @@ bool ryw_commit_lost(struct server *sv)
     if (!sv->rw_scope)
         return false;
     sv->rw_scope = 0;
+    return true;
+}
+
+/* ---- the position riding behind the commit ------------------------------------ */
+
+static int g_owner;
+
+void ryw_set_owner(int owner)
+{
+    g_owner = owner;
+}
+
+void ryw_ride(struct client *c, struct ryw_client *rc, struct server *sv)
+{
+    rc->ride = false;
+    struct request_entry *end = request_last_end(c);
+    if (!end || sv->pool->ep != 0)
+        return; /* answered by sluice, or not the primary's: read after it (ryw_commit_read) */
+    end->flags |= RE_HOLD_Z;
+    static const char sql[] = POSITION_SQL;
+    uint8_t msg[5 + sizeof(sql)];
+    msg[0] = 'Q';
+    uint32_t n = 4 + sizeof(sql);
+    msg[1] = (uint8_t)(n >> 24);
+    msg[2] = (uint8_t)(n >> 16);
+    msg[3] = (uint8_t)(n >> 8);
+    msg[4] = (uint8_t)n;
+    memcpy(msg + 5, sql, sizeof(sql));
+    stream_write(&sv->s, msg, sizeof(msg));
+    /* Its answer is swallowed (RE_SWALLOW, lifted at its end so that its
+     * ReadyForQuery goes to the client in place of the one held). */
+    struct request_entry e = {
+        .answer = RA_QUERY, .flags = RE_OWNED | RE_SWALLOW, .owner = (uint8_t)g_owner};
+    request_push(c, &e);
+}
+
+int ryw_token_format(char *buf, size_t n, const struct database *db, uint64_t lsn)
+{
+    uint64_t sysid = atomic_load_explicit(&db->endpoints[0].sysid, memory_order_relaxed);
+    uint32_t tli = atomic_load_explicit(&db->endpoints[0].timeline, memory_order_relaxed);
+    if (sysid && tli)
+        return snprintf(buf, n, "%X/%X/%" PRIu64 "/%u", (unsigned)(lsn >> 32), (unsigned)lsn, sysid,
+                        tli);
+    return snprintf(buf, n, "%X/%X", (unsigned)(lsn >> 32), (unsigned)lsn);
+}
+
+/* The write of c's that just committed is at lsn: its scope and c know it,
+ * and c gets it as a token (ParameterStatus sluice.lsn, before its
+ * ReadyForQuery). */
+static void ride_recorded(struct client *c, struct server *sv, uint64_t lsn)
+{
+    struct ryw_client *rc = &c->route->ryw;
+    rc->wrote = false;
+    if (lsn > rc->lsn)
+        rc->lsn = lsn;
+    struct rw_scope *s = scope_of(sv->pool, ryw_mode());
+    if (s)
+        raise_to(&s->lsn, lsn);
+    char token[64];
+    ryw_token_format(token, sizeof(token), c->pool->db, lsn);
+    uint8_t buf[96];
+    struct proto_writer w;
+    proto_writer_init(&w, buf, sizeof(buf));
+    proto_build_param_status(&w, "sluice.lsn", token);
+    request_out_add(c, w.buf, w.len);
+    log_debug("C-%p: write position %s", (void *)c, token);
+}
+
+unsigned ryw_on_server_msg(struct client *c, struct server *sv, struct request_entry *e,
+                           const struct stream_msg *m, bool done)
+{
+    (void)done;
+    switch (m->type) {
+    case 'D': {
+        /* One column: int16 count, int32 length, the text. */
+        const uint8_t *p = m->data + 5;
+        if (m->len >= 11 && p[0] == 0 && p[1] == 1) {
+            int32_t n =
+                (int32_t)((uint32_t)p[2] << 24 | (uint32_t)p[3] << 16 | (uint32_t)p[4] << 8 | p[5]);
+            if (n > 0 && (uint32_t)n <= m->len - 11)
+                e->u = write_position((const char *)p + 6, (size_t)n);
+        }
+        return REQUEST_SWALLOW;
+    }
+    case 'C':
+    case 'E':
+        e->flags &= (uint8_t)~RE_SWALLOW; /* its ReadyForQuery is the client's */
+        /* The client's held ReadyForQuery said idle: the write committed
+         * (its status is sv's now; the query changed nothing). */
+        if (m->type == 'C' && e->u && sv->xact_status == 'I' && c->route) {
+            ride_recorded(c, sv, e->u);
+            return REQUEST_SWALLOW | REQUEST_EMIT;
+        }
+        if (m->type == 'E')
+            server_log(LOG_LVL_DEBUG, sv, "write position query failed");
+        return REQUEST_SWALLOW;
+    default:
+        return m->type == 'Z' ? REQUEST_PASS : REQUEST_SWALLOW;
+    }
+}
+
+bool ryw_token_parse(const char *s, size_t len, uint64_t *lsn, uint64_t *sysid, uint32_t *tli)
+{
+    char t[96];
+    if (len == 0 || len >= sizeof(t))
+        return false;
+    memcpy(t, s, len);
+    t[len] = '\0';
+    unsigned hi, lo, tl = 0;
+    unsigned long long id = 0;
+    int used = 0;
+    int k = sscanf(t, "%8X/%8X%n/%20llu/%10u%n", &hi, &lo, &used, &id, &tl, &used);
+    if ((k != 2 && k != 4) || (size_t)used != len || (k == 4 && (!id || !tl)))
+        return false;
+    *lsn = (uint64_t)hi << 32 | lo;
+    *sysid = id;
+    *tli = tl;
     return true;
 }

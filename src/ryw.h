@@ -18,6 +18,8 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "request.h"
+#include "stream.h"
 
 enum ryw_mode {
     RYW_OFF = 0,
@@ -30,17 +32,52 @@ enum ryw_mode {
 struct ryw_client {
     bool wrote;            /* its link to the primary may have written */
     bool watch;            /* it went to the primary for a read: later requests may write */
+    bool ride;             /* the request being sent ends that write: its position rides behind */
+    bool token_warned;     /* its min_lsn token was found to be another cluster's (logged) */
     uint64_t lsn;          /* its own writes are at or before this */
     int64_t unknown_until; /* a position could not be read: primary until then */
+    /* SET sluice.min_lsn (a causal token): its reads are at least this
+     * fresh; sysid and timeline 0 when the token did not name them. */
+    uint64_t min_lsn, min_sysid;
+    uint32_t min_tli;
+    int64_t wait_start; /* a read waits for a replica to catch up since then (0: none) */
 };
+
+/* The causal token of position lsn of db's primary: "LSN/SYSID/TIMELINE",
+ * or the LSN alone while those two are not known. Returns its length. */
+int ryw_token_format(char *buf, size_t n, const struct database *db, uint64_t lsn);
+/* Parses a token (or a bare LSN) into rc's min_lsn; false: malformed. */
+bool ryw_token_parse(const char *s, size_t len, uint64_t *lsn, uint64_t *sysid, uint32_t *tli);
+
+/* Registers the owner id of the entries ryw queues (the router's observer). */
+void ryw_set_owner(int owner);
+/* c's request just sent to sv (its Query or Sync was the last message
+ * written) ends a transaction that wrote: the query that reads its
+ * position follows it on the same connection, in the same write, and the
+ * client's ReadyForQuery waits for its answer, so that the scope knows the
+ * position, and the client has it as ParameterStatus sluice.lsn, before
+ * the client is told the commit is done - without a round trip more. */
+void ryw_ride(struct client *c, struct ryw_client *rc, struct server *sv);
+/* The answer to that query (an entry ryw owns: request.h on_server_msg). */
+unsigned ryw_on_server_msg(struct client *c, struct server *sv, struct request_entry *e,
+                           const struct stream_msg *m, bool done);
 
 /* read_your_writes of the running config (cached per thread). */
 enum ryw_mode ryw_mode(void);
 
 /* Whether c's read may go to a replica now, and how far that replica must
  * have replayed (0: any). false: to the primary. */
-bool ryw_read_floor(const struct client *c, const struct ryw_client *rc, int64_t now,
-                    uint64_t *min_lsn);
+bool ryw_read_floor(const struct client *c, struct ryw_client *rc, int64_t now, uint64_t *min_lsn);
+/* The position c's scope's reads must see now (0: none, or no shared scope). */
+uint64_t ryw_scope_lsn(const struct client *c);
+/* Whether rc's token is of db's primary's cluster and timeline (or either
+ * is not known). */
+bool ryw_token_matches(const struct database *db, const struct ryw_client *rc);
+/* Whether rc holds something past the end of its transaction. */
+static inline bool ryw_client_keeps(const struct ryw_client *rc, enum ryw_mode m)
+{
+    return rc->min_lsn || rc->wait_start || (m == RYW_CONNECTION && (rc->lsn || rc->unknown_until));
+}
 
 /* c's request on the primary ended its transaction and its server would go
  * back (sv, endpoint 0): whether the position must be read first. */

@@ -4,6 +4,7 @@ after a write never sees the old data in the scopes that promise it, and
 does under `off` (so the test can fail)."""
 
 import threading
+import time
 
 import pytest
 
@@ -126,3 +127,134 @@ def test_a_write_in_a_transaction_counts_at_commit(sluice, cluster, paused):
         w.execute("INSERT INTO ryw_t VALUES (-2, 7)")
         w.commit()
         assert r.execute("SELECT max(v) FROM ryw_t WHERE k = -2").fetchone()[0] == 7
+
+
+def token_parts(token):
+    """A causal token's parts: (LSN as int, system identifier, timeline)."""
+    parts = token.split("/")
+    assert len(parts) == 4, token
+    return (int(parts[0], 16) << 32 | int(parts[1], 16)), int(parts[2]), int(parts[3])
+
+
+def primary_identity(cluster):
+    with cluster.primary_conn() as conn:
+        sysid = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
+        tli = int(conn.execute("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)")
+                  .fetchone()[0], 16)
+    return sysid, tli
+
+
+def lsn_text(lsn):
+    return "%X/%X" % (lsn >> 32, lsn & 0xFFFFFFFF)
+
+
+def test_token_after_each_write(sluice, cluster, ryw_table):
+    """Every write transaction's commit brings ParameterStatus sluice.lsn,
+    before its ReadyForQuery: at or after the commit, naming the cluster
+    and timeline; a read changes nothing."""
+    s = sluice(config("user"))
+    sysid, tli = primary_identity(cluster)
+    with s.connect() as conn:
+        def written():
+            # autocommit, extended protocol; the token names its cluster once
+            # the lag monitor has read it (a tick after the pool's first use)
+            conn.execute("INSERT INTO ryw_t VALUES (-2, 1)")
+            return conn.info.parameter_status("sluice.lsn").count("/") == 3
+        wait_until(written, 5, "a token naming the cluster")
+        first = conn.info.parameter_status("sluice.lsn")
+        lsn1, sid, t = token_parts(first)
+        assert (sid, t) == (sysid, tli)
+        with cluster.primary_conn() as p:
+            ahead = p.execute("SELECT pg_current_wal_insert_lsn() - %s::pg_lsn",
+                              (lsn_text(lsn1),)).fetchone()[0]
+        assert ahead >= 0  # a position the primary has written
+        with conn.transaction():
+            conn.execute("INSERT INTO ryw_t VALUES (-2, 2)")
+            conn.execute("SELECT 1")
+        second = conn.info.parameter_status("sluice.lsn")
+        assert token_parts(second)[0] > lsn1
+        conn.execute("SELECT count(*) FROM ryw_t")  # a read: no new token
+        assert conn.info.parameter_status("sluice.lsn") == second
+        conn.execute("DELETE FROM ryw_t WHERE k = -2; SELECT 1")  # simple protocol
+        assert token_parts(conn.info.parameter_status("sluice.lsn"))[0] > token_parts(second)[0]
+
+
+def read_k(conn, k):
+    return conn.execute("SELECT max(v), inet_server_port() FROM ryw_t WHERE k = %s",
+                        (k,)).fetchone()
+
+
+def test_token_handed_to_another_instance(sluice, cluster, paused):
+    """Service A writes through sluice A and hands the token over; service B
+    reads through sluice B (read_your_writes off there, so only the token
+    makes it wait for the write): SET sluice.min_lsn, or -c sluice.min_lsn
+    in the startup options. Without the token B reads the paused replica."""
+    a = sluice(config("user"))
+    b = sluice(config("off"))
+    with a.connect() as w:
+        def written():
+            w.execute("INSERT INTO ryw_t VALUES (-3, 1)")
+            return w.info.parameter_status("sluice.lsn").count("/") == 3
+        wait_until(written, 5, "a token naming the cluster")
+        token = w.info.parameter_status("sluice.lsn")
+    with b.connect() as r:
+        ports = {read_k(r, -3)[1] for _ in range(6)}
+        assert paused in ports  # round robin: the paused replica too, without the token
+        r.execute("SET sluice.min_lsn = %s" % "'" + token + "'")
+        assert r.execute("SHOW sluice.min_lsn").fetchone()[0] == token
+        for _ in range(10):
+            got, port = read_k(r, -3)
+            assert got == 1 and port != paused
+        r.execute("RESET sluice.min_lsn")
+        assert r.execute("SHOW sluice.min_lsn").fetchone()[0] == ""
+    with b.connect(options="-c sluice.min_lsn=" + token) as r:
+        for _ in range(10):
+            got, port = read_k(r, -3)
+            assert got == 1 and port != paused
+
+
+def test_token_of_another_cluster_is_ignored(sluice, cluster, paused):
+    """A token naming another system identifier (or timeline) is ignored
+    with a warning instead of holding reads back."""
+    s = sluice(config("off"))
+    notices = []
+    with s.connect() as r:
+        r.add_notice_handler(lambda d: notices.append(d.message_primary))
+        read_k(r, -3)
+        time.sleep(0.5)  # the lag monitor has read the cluster's identity
+        r.execute("SET sluice.min_lsn = 'FFFFFFFF/0/12345/1'")
+        assert any("another cluster" in n for n in notices)
+        ports = {read_k(r, -3)[1] for _ in range(6)}
+        assert paused in ports
+
+
+def test_sluice_settings_answered_by_sluice(sluice, cluster, ryw_table):
+    """SET / SHOW / RESET of sluice.* never reach a server; bad ones get
+    errors a client can read."""
+    import psycopg
+    s = sluice(config("user"))
+    with s.connect() as conn:
+        assert conn.execute("SHOW sluice.lsn").fetchone()[0] is not None
+        conn.execute("SET sluice.min_lsn TO '0/10'")
+        assert conn.execute("SHOW sluice.min_lsn").fetchone()[0] == "0/10"
+        conn.execute("SET sluice.min_lsn TO DEFAULT")
+        assert conn.execute("SHOW sluice.min_lsn").fetchone()[0] == ""
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="expected LSN"):
+            conn.execute("SET sluice.min_lsn = 'yesterday'")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="cannot be changed"):
+            conn.execute("SET sluice.lsn = '0/1'")
+        with pytest.raises(psycopg.errors.UndefinedObject, match="sluice.nothing"):
+            conn.execute("SHOW sluice.nothing")
+        # inside a transaction on the primary too
+        with conn.transaction():
+            conn.execute("INSERT INTO ryw_t VALUES (-4, 1)")
+            conn.execute("SET sluice.min_lsn = '0/20'")
+            assert conn.execute("SHOW sluice.min_lsn").fetchone()[0] == "0/20"
+        tok = conn.info.parameter_status("sluice.lsn")
+        assert conn.execute("SHOW sluice.lsn").fetchone()[0] >= tok.split("/")[0]
+        with cluster.primary_conn() as p:
+            # no server ever saw the placeholder setting
+            assert p.execute("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE "
+                             "'%%sluice.min_lsn%%' AND pid <> pg_backend_pid()").fetchone()[0] == 0
+    with pytest.raises(psycopg.OperationalError, match="sluice.min_lsn"):
+        s.connect(options="-c sluice.min_lsn=garbage")
