@@ -209,6 +209,7 @@ struct config {
     char *replica_function_check;    /* "strict" or "list" */
     int64_t lag_check_interval;      /* 0.1 s: the lag monitor's period */
     int64_t replica_max_lag;         /* 0 = no limit: lagging further, no reads */
+    int64_t replica_wait_timeout;    /* 0.05 s: a read waits this long for a replica to catch up */
     int replica_max_lag_bytes;       /* 0 = no limit */
     int workers;                     /* 0 in the file = number of cores; resolved at load */
     int64_t worker_affinity_window;  /* usec (ms in the file) */

@@ -448,6 +448,7 @@ const struct config_key config_keys[] = {
     WORD(replica_function_check, RELOAD, "strict", function_checks),
     WORD(replica_load_balance, RELOAD, "least_outstanding", load_balances),
     TIME(replica_max_lag, RELOAD, "0"),
+    TIME(replica_wait_timeout, RELOAD, "0.05"),
     INT_SIZE(replica_max_lag_bytes, RELOAD, "0", 0, INT_MAX),
     STR(replica_read_functions, RELOAD, ""),
     STR(replica_write_functions, RELOAD, ""),

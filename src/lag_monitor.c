@@ -10,6 +10,7 @@
 #include "log.h"
 #include "pool.h"
 #include "replicas.h"
+#include "ryw.h"
 #include "server.h"
 #include "server_query.h"
 #include "worker.h"
@@ -57,6 +58,11 @@ struct lag_db {
 static struct lag_db *g_dbs;
 static ev_timer g_tick;
 static bool g_running;
+/* While reads wait for a replica to catch up (ryw.h), the replicas are
+ * asked every HURRY_SEC, not every lag_check_interval. */
+#define HURRY_SEC 0.001
+static ev_async g_hurry_async;
+static ev_timer g_hurry;
 
 static struct worker *lag_worker(void)
 {
@@ -340,22 +346,61 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     ev_timer_again(loop, t);
 }
 
+/* Asks every replica that is idle again, while reads wait. */
+static void hurry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    if (!atomic_load(&ryw_waiting) || g_pooler.shutting_down) {
+        ev_timer_stop(loop, t);
+        return;
+    }
+    for (struct lag_db *ld = g_dbs; ld; ld = ld->next)
+        for (int ep = 1; ep < DB_MAX_ENDPOINTS; ep++)
+            if (ld->node[ep].sv && ld->node[ep].up && !ld->node[ep].asking)
+                ask(&ld->node[ep]);
+}
+
+static void hurry_async_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)a;
+    (void)revents;
+    if (!ev_is_active(&g_hurry)) {
+        ev_timer_set(&g_hurry, 0., HURRY_SEC);
+        ev_timer_start(loop, &g_hurry);
+    }
+}
+
+/* The first read began to wait (any thread). */
+static void lag_monitor_hurry(void)
+{
+    ev_async_send(lag_worker()->loop, &g_hurry_async);
+}
+
 void lag_monitor_start(void)
 {
     struct ev_loop *loop = lag_worker()->loop;
     ev_timer_init(&g_tick, tick_cb, 0.1, 0.1);
     ev_timer_start(loop, &g_tick);
     ev_unref(loop); /* does not keep the loop running */
+    ev_timer_init(&g_hurry, hurry_cb, 0., HURRY_SEC);
+    ev_async_init(&g_hurry_async, hurry_async_cb);
+    ev_async_start(loop, &g_hurry_async);
+    ev_unref(loop);
     g_running = true;
+    ryw_set_hurry(lag_monitor_hurry);
 }
 
 void lag_monitor_stop(void)
 {
     if (g_running) {
         struct ev_loop *loop = lag_worker()->loop;
+        ryw_set_hurry(NULL);
+        g_running = false;
         ev_ref(loop);
         ev_timer_stop(loop, &g_tick);
-        g_running = false;
+        ev_ref(loop);
+        ev_async_stop(loop, &g_hurry_async);
+        ev_timer_stop(loop, &g_hurry);
     }
     for (struct lag_db *ld = g_dbs; ld; ld = ld->next)
         for (int i = 0; i < DB_MAX_ENDPOINTS; i++)

@@ -23,6 +23,7 @@
 #include "lag_monitor.h"
 #include "list.h"
 #include "log.h"
+#include "ryw.h"
 #include "pool.h"
 #include "version.h"
 #include "worker.h"
@@ -425,6 +426,43 @@ static void render_lag(struct metrics_buf *b, int64_t now)
     buf_join(b, f, 2);
 }
 
+/* Read-your-writes: where reads that had a write to see went, and the
+ * waits for a replica to catch up (ryw.h). */
+static void render_ryw(struct metrics_buf *b)
+{
+    struct ryw_wait_stats *st = &ryw_wait_stats;
+    uint64_t to_replica = atomic_load(&st->to_replica);
+    uint64_t to_primary = atomic_load(&st->to_primary);
+    buf_family(b, "sluice_ryw_reads_total", "counter",
+               "Reads that had writes to see (read_your_writes, sluice.min_lsn), by where they "
+               "went.");
+    metrics_buf_printf(b, "sluice_ryw_reads_total{went=\"replica\"} %llu\n",
+                       (unsigned long long)atomic_load(&st->floor_reads));
+    metrics_buf_printf(b, "sluice_ryw_reads_total{went=\"primary\"} %llu\n",
+                       (unsigned long long)(atomic_load(&st->floor_primary) + to_primary));
+    buf_family(b, "sluice_ryw_wait_seconds", "histogram",
+               "Waits of reads for a replica to replay what they must see "
+               "(replica_wait_timeout).");
+    uint64_t cum = 0;
+    for (int i = 0; i < RYW_WAIT_BUCKETS; i++) {
+        cum += atomic_load(&st->bucket[i]);
+        metrics_buf_printf(b, "sluice_ryw_wait_seconds_bucket{le=\"%.6f\"} %llu\n",
+                           (double)(2LL << i) / 1e6, (unsigned long long)cum);
+    }
+    metrics_buf_printf(b, "sluice_ryw_wait_seconds_bucket{le=\"+Inf\"} %llu\n",
+                       (unsigned long long)(to_replica + to_primary));
+    metrics_buf_printf(b, "sluice_ryw_wait_seconds_sum ");
+    buf_seconds(b, atomic_load(&st->usec));
+    metrics_buf_printf(b, "\nsluice_ryw_wait_seconds_count %llu\n",
+                       (unsigned long long)(to_replica + to_primary));
+    buf_family(b, "sluice_ryw_waits_total", "counter",
+               "Reads that waited for a replica, by where they went in the end.");
+    metrics_buf_printf(b, "sluice_ryw_waits_total{went=\"replica\"} %llu\n",
+                       (unsigned long long)to_replica);
+    metrics_buf_printf(b, "sluice_ryw_waits_total{went=\"primary\"} %llu\n",
+                       (unsigned long long)to_primary);
+}
+
 void metrics_render(struct metrics_buf *b)
 {
     buf_family(b, "sluice_build_info", "gauge", "Always 1; the version is a label.");
@@ -451,6 +489,7 @@ void metrics_render(struct metrics_buf *b)
     admin_stats_each(db_row, df);
     buf_join(b, df, DF_COUNT);
     render_lag(b, now);
+    render_ryw(b);
 
     struct stats_hist q, wt;
     memset(&q, 0, sizeof(q));

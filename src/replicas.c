@@ -80,6 +80,14 @@ static void settings_refresh(const struct config *cfg)
     tl_settings.share = strcmp(cfg->primary_reads, "share") == 0;
 }
 
+bool replicas_any_usable(const struct database *db, int64_t now)
+{
+    for (int i = 1; i < db->n_endpoints; i++)
+        if (replicas_usable(db, i, now))
+            return true;
+    return false;
+}
+
 int replicas_pick(struct database *db, const struct config *cfg, int64_t now, uint64_t min_lsn)
 {
     settings_refresh(cfg);

@@ -136,6 +136,7 @@ static void rc_thread_done(void);
 void router_thread_done(void)
 {
     rc_thread_done();
+    ryw_thread_done();
     free(tl_fns.text[0]);
     free(tl_fns.text[1]);
     memset(&tl_fns, 0, sizeof(tl_fns));
@@ -523,11 +524,26 @@ static struct router_decision to_replica(struct client *c, const char *why)
     struct database *db = c->pool->db;
     int64_t now = worker_now(c->s.worker);
     uint64_t floor = 0;
-    if (!ryw_read_floor(c, c->route ? &c->route->ryw : NULL, now, &floor))
+    struct ryw_client *rc = c->route ? &c->route->ryw : NULL;
+    if (!ryw_read_floor(c, rc, now, &floor)) {
+        atomic_fetch_add_explicit(&ryw_wait_stats.floor_primary, 1, memory_order_relaxed);
         return read_on_primary(c, "read-your-writes: a write's position is being read");
+    }
     int ep = replicas_pick(db, g_pooler.cfg, now, floor);
-    if (ep < 0 && floor)
+    if (ep < 0 && floor) {
+        /* Replicas there, behind: wait for one to catch up, a while. */
+        struct ryw_client *w = &router_client_of(c)->ryw;
+        if (replicas_any_usable(db, now) && ryw_wait(c, w, now))
+            return decided(ROUTE_WAIT, c->pool->ep, "read-your-writes: waiting for a replica");
+        if (!w->wait_start)
+            atomic_fetch_add_explicit(&ryw_wait_stats.floor_primary, 1, memory_order_relaxed);
+        ryw_wait_end(c, w, now, false);
         return read_on_primary(c, "read-your-writes: no replica has replayed far enough");
+    }
+    if (floor)
+        atomic_fetch_add_explicit(&ryw_wait_stats.floor_reads, 1, memory_order_relaxed);
+    if (rc)
+        ryw_wait_end(c, rc, now, ep > 0);
     if (ep < 0)
         return read_on_primary(c, "read, no replica available");
     /* Every endpoint counts the reads it gets (SHOW REPLICAS), the
@@ -610,6 +626,7 @@ void router_client_free(struct client *c)
     if (rc->retry_buf)
         iobuf_put(&c->s.worker->bufs, rc->retry_buf);
     rc->retry_buf = NULL;
+    ryw_wait_forget(c);
     rc_put(c);
 }
 

@@ -1,6 +1,7 @@
 /* ryw.c - read-your-writes (ryw.h). */
 #include "ryw.h"
 
+#include <ev.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -327,4 +328,123 @@ bool ryw_token_parse(const char *s, size_t len, uint64_t *lsn, uint64_t *sysid, 
     *sysid = id;
     *tli = tl;
     return true;
+}
+
+/* ---- a read waiting for a replica to catch up ------------------------------------ */
+
+_Atomic int ryw_waiting;
+static void (*_Atomic g_hurry)(void);
+struct ryw_wait_stats ryw_wait_stats;
+
+void ryw_set_hurry(void (*hurry)(void))
+{
+    atomic_store(&g_hurry, hurry);
+}
+
+/* While a read waits, the router is asked again this often (the lag
+ * monitor asks the replicas as often meanwhile). */
+#define WAIT_POLL_SEC 0.001
+
+/* The clients of this thread whose read waits. */
+static _Thread_local struct {
+    ev_timer timer;
+    bool init;
+    struct client **v;
+    int n, cap;
+} tl_wait;
+
+static void wait_remove(struct client *c)
+{
+    for (int i = 0; i < tl_wait.n; i++) {
+        if (tl_wait.v[i] == c) {
+            tl_wait.v[i] = tl_wait.v[--tl_wait.n];
+            atomic_fetch_sub(&ryw_waiting, 1);
+            break;
+        }
+    }
+    if (!tl_wait.n && tl_wait.init)
+        ev_timer_stop(c->s.worker->loop, &tl_wait.timer);
+}
+
+/* Every WAIT_POLL_SEC: each waiting read is routed again (to a replica
+ * that caught up, or to the primary once its time is up). */
+static void wait_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)t;
+    (void)revents;
+    struct client *snap[64];
+    int n = tl_wait.n < 64 ? tl_wait.n : 64;
+    memcpy(snap, tl_wait.v, (size_t)n * sizeof(*snap));
+    for (int i = 0; i < n; i++) {
+        struct client *c = snap[i];
+        if (c->state == CL_IDLE && c->s.rbuf && iobuf_len(c->s.rbuf))
+            c->s.ops->on_data(&c->s); /* routed again: still waiting, or on its way */
+        else
+            ryw_wait_forget(c);
+    }
+}
+
+bool ryw_wait(struct client *c, struct ryw_client *rc, int64_t now)
+{
+    int64_t timeout = g_pooler.cfg->replica_wait_timeout;
+    if (timeout <= 0)
+        return false;
+    if (rc->wait_start)
+        return now - rc->wait_start < timeout;
+    struct worker *w = c->s.worker;
+    if (!tl_wait.init) {
+        ev_timer_init(&tl_wait.timer, wait_tick, WAIT_POLL_SEC, WAIT_POLL_SEC);
+        tl_wait.init = true;
+    }
+    if (tl_wait.n == tl_wait.cap) {
+        int cap = tl_wait.cap ? tl_wait.cap * 2 : 16;
+        struct client **v = realloc(tl_wait.v, (size_t)cap * sizeof(*v));
+        if (!v)
+            return false;
+        tl_wait.v = v;
+        tl_wait.cap = cap;
+    }
+    tl_wait.v[tl_wait.n++] = c;
+    rc->wait_start = now;
+    if (!ev_is_active(&tl_wait.timer))
+        ev_timer_start(w->loop, &tl_wait.timer);
+    void (*hurry)(void) = atomic_load(&g_hurry);
+    if (atomic_fetch_add(&ryw_waiting, 1) == 0 && hurry)
+        hurry();
+    atomic_fetch_add_explicit(&ryw_wait_stats.waits, 1, memory_order_relaxed);
+    return true;
+}
+
+void ryw_wait_end(struct client *c, struct ryw_client *rc, int64_t now, bool replica)
+{
+    if (!rc->wait_start)
+        return;
+    int64_t waited = now - rc->wait_start;
+    rc->wait_start = 0;
+    wait_remove(c);
+    struct ryw_wait_stats *st = &ryw_wait_stats;
+    atomic_fetch_add_explicit(replica ? &st->to_replica : &st->to_primary, 1, memory_order_relaxed);
+    /* log2 buckets of microseconds: [i] holds waits below 2^(i+1) us. */
+    int b = 0;
+    while (b < RYW_WAIT_BUCKETS - 1 && waited >= (2LL << b))
+        b++;
+    atomic_fetch_add_explicit(&st->bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->usec, (uint64_t)(waited > 0 ? waited : 0), memory_order_relaxed);
+}
+
+void ryw_wait_forget(struct client *c)
+{
+    struct ryw_client *rc = c->route ? &c->route->ryw : NULL;
+    if (rc && rc->wait_start) {
+        rc->wait_start = 0;
+        wait_remove(c);
+    }
+}
+
+void ryw_thread_done(void)
+{
+    free(tl_wait.v);
+    tl_wait.v = NULL;
+    tl_wait.n = tl_wait.cap = 0;
 }

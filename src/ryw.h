@@ -95,4 +95,40 @@ void ryw_commit_read(struct server *sv);
  * caller lets its client go on without it (its request was answered). */
 bool ryw_commit_lost(struct server *sv);
 
+/* ---- a read waiting for a replica to catch up ------------------------------------
+
+ * A read whose floor no replica has replayed yet waits up to
+ * replica_wait_timeout (the client stays idle, its request buffered) and
+ * is routed again every millisecond meanwhile - while any read waits, the
+ * lag monitor asks the replicas as often (ryw_set_hurry()) - then, if
+ * none has caught up, goes to the primary. */
+
+/* c's read (state rc) cannot go to a replica yet: true while it may wait
+ * (the router answers ROUTE_WAIT), false once it must not (go to the
+ * primary). */
+bool ryw_wait(struct client *c, struct ryw_client *rc, int64_t now);
+/* Its wait is over: it goes to a replica (replica) or to the primary. */
+void ryw_wait_end(struct client *c, struct ryw_client *rc, int64_t now, bool replica);
+/* c is freed or leaves: no longer waiting. */
+void ryw_wait_forget(struct client *c);
+/* Frees the running thread's wait list (thread exit). */
+void ryw_thread_done(void);
+
+/* Reads waiting now, all workers; and the lag monitor's hook, called from
+ * any thread when the first begins to wait. */
+extern _Atomic int ryw_waiting;
+void ryw_set_hurry(void (*hurry)(void));
+
+/* Waits since start (SHOW STATS-like totals for /metrics and make bench). */
+#define RYW_WAIT_BUCKETS 20
+struct ryw_wait_stats {
+    _Atomic uint64_t waits;                    /* reads that waited */
+    _Atomic uint64_t to_replica, to_primary;   /* ... and where they went */
+    _Atomic uint64_t usec;                     /* total time waited */
+    _Atomic uint64_t bucket[RYW_WAIT_BUCKETS]; /* [i]: waits under 2^(i+1) us */
+    _Atomic uint64_t floor_reads;              /* reads that had a position to see */
+    _Atomic uint64_t floor_primary;            /* ... sent to the primary without waiting */
+};
+extern struct ryw_wait_stats ryw_wait_stats;
+
 #endif

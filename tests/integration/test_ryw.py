@@ -258,3 +258,52 @@ def test_sluice_settings_answered_by_sluice(sluice, cluster, ryw_table):
                              "'%%sluice.min_lsn%%' AND pid <> pg_backend_pid()").fetchone()[0] == 0
     with pytest.raises(psycopg.OperationalError, match="sluice.min_lsn"):
         s.connect(options="-c sluice.min_lsn=garbage")
+
+
+@pytest.fixture
+def delayed(cluster, paused):
+    """replica1 paused, replica2 applying commits 300 ms after the primary
+    made them (recovery_min_apply_delay): a read right after a write has no
+    replica that replayed it, and replica2 has one 300 ms later."""
+    port = cluster.replica_ports[1]
+    with cluster.connect(port=port) as conn:
+        conn.execute("ALTER SYSTEM SET recovery_min_apply_delay = '300ms'")
+        conn.execute("SELECT pg_reload_conf()")
+    yield port
+    with cluster.connect(port=port) as conn:
+        conn.execute("ALTER SYSTEM RESET recovery_min_apply_delay")
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def test_read_waits_for_a_replica_to_catch_up(sluice, cluster, delayed):
+    """With replica_wait_timeout longer than replica2's delay, a read after
+    a write waits for replica2 to replay it and is served there: never the
+    primary, never stale, and counted as a wait in /metrics."""
+    from test_metrics import scrape, value, check_histogram
+    s = sluice(config("user", replica_wait_timeout=3,
+                      metrics_listen="127.0.0.1:{metrics_port}"))
+    with s.connect() as w, s.connect() as r:
+        for i in range(1, 6):
+            w.execute("INSERT INTO ryw_t VALUES (-5, %s)", (i,))
+            t0 = time.monotonic()
+            got, port = read_k(r, -5)
+            waited = time.monotonic() - t0
+            assert (got, port) == (i, delayed)
+            assert 0.1 < waited < 2.5
+    samples = scrape(s.metrics_port)[1]
+    assert value(samples, "sluice_ryw_waits_total", went="replica") >= 5
+    assert value(samples, "sluice_ryw_waits_total", went="primary") == 0
+    assert check_histogram(samples, "sluice_ryw_wait_seconds") >= 5
+
+
+def test_read_goes_to_the_primary_when_the_wait_is_up(sluice, cluster, delayed):
+    """With replica_wait_timeout shorter than the delay, the read goes to
+    the primary after waiting that long; with 0 it goes there at once."""
+    for timeout in ("0.05", "0"):
+        s = sluice(config("user", replica_wait_timeout=timeout))
+        with s.connect() as w, s.connect() as r:
+            w.execute("INSERT INTO ryw_t VALUES (-6, 1)")
+            t0 = time.monotonic()
+            got, port = read_k(r, -6)
+            assert (got, port) == (1, cluster.primary_port)
+            assert time.monotonic() - t0 < 0.25
