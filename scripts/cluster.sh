@@ -231,6 +231,12 @@ write_node_conf() {
     {
         echo "# Written by cluster.sh at every start; data/postgresql.conf includes it."
         printf "port = %s\nunix_socket_directories = '%s'\n" "$(port_of "$1")" "$dir"
+        # Commits reach the standbys at once, as in production, which
+        # read-your-writes tests rely on to see replicas catch up in
+        # milliseconds (not at the WAL writer's next round, 200 ms later);
+        # fsync = off keeps commits cheap. Here, not in postgresql.conf, so
+        # that clusters made before (with it off there) get it too.
+        echo "synchronous_commit = on"
         if [ -n "$leader" ]; then
             printf "primary_conninfo = 'host=127.0.0.1 port=%s user=postgres application_name=%s'\n" \
                 "$(port_of "$leader")" "$1"
@@ -382,7 +388,6 @@ listen_addresses = '127.0.0.1'
 max_connections = 300
 shared_buffers = 32MB
 fsync = off
-synchronous_commit = off
 full_page_writes = off
 wal_level = replica
 max_wal_senders = 10
@@ -543,6 +548,9 @@ cmd_start() {
     MOVE_PORTS=1
     if [ -f "$CLUSTER_DIR/primary/complete" ]; then
         write_node_conf primary
+        if [ "$NODE_CONF_CHANGED" = 1 ] && pg_running primary; then
+            as_pg "$PGBIN/pg_ctl" reload -D "$CLUSTER_DIR/primary/data" >/dev/null
+        fi
         pg_start primary
     else
         init_primary

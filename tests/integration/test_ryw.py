@@ -17,8 +17,8 @@ pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's read-your-writes"
 def config(mode, **general):
     c = {"databases": dict(SPLIT["databases"]), "pgbouncer": dict(SPLIT["pgbouncer"])}
     c["pgbouncer"].update(read_your_writes=mode, replica_load_balance="round_robin",
-                          lag_check_interval="0.05", default_pool_size="10",
-                          **{k: str(v) for k, v in general.items()})
+                          lag_check_interval="0.05", default_pool_size="10")
+    c["pgbouncer"].update({k: str(v) for k, v in general.items()})
     return c
 
 
@@ -27,13 +27,14 @@ def ryw_table(cluster):
     """The table, created once and replayed by both replicas (dropping and
     creating it per test would race the replay with the pause)."""
     with cluster.primary_conn() as conn:
-        conn.execute("DROP TABLE IF EXISTS ryw_t")
+        conn.execute("DROP TABLE IF EXISTS ryw_t, ryw_items")
         conn.execute("CREATE TABLE ryw_t (k int, v int)")
-        conn.execute("GRANT ALL ON ryw_t TO PUBLIC")
+        conn.execute("CREATE TABLE ryw_items (id serial PRIMARY KEY, owner int, note text)")
+        conn.execute("GRANT ALL ON ryw_t, ryw_items, ryw_items_id_seq TO PUBLIC")
     cluster.wait_replayed()
     yield
     with cluster.primary_conn() as conn:
-        conn.execute("DROP TABLE IF EXISTS ryw_t")
+        conn.execute("DROP TABLE IF EXISTS ryw_t, ryw_items")
 
 
 @pytest.fixture
@@ -42,6 +43,7 @@ def paused(cluster, ryw_table):
     for the test, resumed after it."""
     with cluster.primary_conn() as conn:
         conn.execute("DELETE FROM ryw_t")
+        conn.execute("DELETE FROM ryw_items")
     cluster.wait_replayed()
     with cluster.replay_paused(cluster.replica_ports[0]) as port:
         yield port
@@ -307,3 +309,103 @@ def test_read_goes_to_the_primary_when_the_wait_is_up(sluice, cluster, delayed):
             got, port = read_k(r, -6)
             assert (got, port) == (1, cluster.primary_port)
             assert time.monotonic() - t0 < 0.25
+
+
+def sqlalchemy_pairs(s, clients, rounds):
+    """The pooled-application shape: one SQLAlchemy engine (psycopg2, a
+    pool of 2 x clients connections); each of `clients` threads holds two
+    pooled connections and writes on one, commits, then reads on the other
+    (in its own transaction, as SQLAlchemy begins one). Returns (stale
+    reads, reads, server ports read on)."""
+    import sqlalchemy
+    from concurrent.futures import ThreadPoolExecutor
+    from sluice_fixture import PASSWORDS
+    engine = sqlalchemy.create_engine(
+        f"postgresql+psycopg2://md5_user:{PASSWORDS['md5_user']}@127.0.0.1:{s.port}/mydb",
+        pool_size=2 * clients, max_overflow=0)
+    insert = sqlalchemy.text("INSERT INTO ryw_t VALUES (:k, :v)")
+    read = sqlalchemy.text("SELECT max(v), inet_server_port() FROM ryw_t WHERE k = :k")
+
+    def client(k):
+        stale, ports = 0, set()
+        with engine.connect() as w, engine.connect() as r:
+            for i in range(1, rounds + 1):
+                with w.begin():
+                    w.execute(insert, {"k": k, "v": i})
+                with r.begin():
+                    got, port = r.execute(read, {"k": k}).one()
+                ports.add(port)
+                stale += got is None or got < i
+        return stale, ports
+
+    try:
+        with ThreadPoolExecutor(clients) as pool:
+            results = list(pool.map(client, range(1000, 1000 + clients), timeout=600))
+    finally:
+        engine.dispose()
+    return (sum(st for st, _ in results), clients * rounds,
+            set().union(*(p for _, p in results)))
+
+
+def test_sqlalchemy_10000_pairs_never_stale(sluice, cluster, paused):
+    """Acceptance: under user, 10,000 write-then-read pairs from 50 clients
+    over a pooled SQLAlchemy engine, writes and reads on different client
+    connections, never read stale data - and replicas serve reads."""
+    s = sluice(config("user", default_pool_size=20, max_client_conn=200))
+    stale, reads, ports = sqlalchemy_pairs(s, 50, 200)
+    assert reads == 10000 and stale == 0
+    assert paused not in ports and cluster.replica_ports[1] in ports
+
+
+def test_sqlalchemy_pairs_stale_under_off(sluice, cluster, paused):
+    """The same application under off reads stale data: the test above can
+    fail."""
+    s = sluice(config("off", default_pool_size=20, max_client_conn=200))
+    stale, reads, ports = sqlalchemy_pairs(s, 10, 20)
+    assert stale > 0 and paused in ports
+
+
+def test_routing_session_reads_its_writes(sluice, cluster, paused):
+    """The seed's RoutingSession (SQLAlchemy's documented pattern: flushes
+    to a leader engine, everything else to a follower engine) with both
+    engines on one sluice DSN: an object committed by one session is seen
+    by the next, without wait_for_replication()."""
+    import sqlalchemy
+    from sqlalchemy import Column, Integer, Text
+    from sqlalchemy.orm import Session, declarative_base, sessionmaker
+    from sluice_fixture import PASSWORDS
+    dsn = f"postgresql+psycopg2://md5_user:{PASSWORDS['md5_user']}@127.0.0.1:{{}}/mydb"
+    s = sluice(config("user"))
+    engines = {"leader": sqlalchemy.create_engine(dsn.format(s.port), pool_size=5),
+               "follower": sqlalchemy.create_engine(dsn.format(s.port), pool_size=5)}
+    Base = declarative_base()
+
+    class Item(Base):
+        __tablename__ = "ryw_items"
+        id = Column(Integer, primary_key=True)
+        owner = Column(Integer)
+        note = Column(Text)
+
+    class RoutingSession(Session):
+        def get_bind(self, mapper=None, clause=None, **kw):
+            if self._flushing or isinstance(clause, (sqlalchemy.sql.Update,
+                                                     sqlalchemy.sql.Delete,
+                                                     sqlalchemy.sql.Insert)):
+                return engines["leader"]
+            return engines["follower"]
+
+    make = sessionmaker(class_=RoutingSession)
+    try:
+        for i in range(100):
+            with make() as session:
+                item = Item(owner=7, note=f"note {i}")
+                session.add(item)
+                session.commit()
+                new_id = item.id  # expired by the commit: read again
+            with make() as session:
+                got = session.get(Item, new_id)
+                assert got is not None and got.note == f"note {i}"
+                assert session.query(Item).filter_by(owner=7).count() == i + 1
+    finally:
+        for e in engines.values():
+            e.dispose()
