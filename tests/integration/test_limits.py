@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from sluice_fixture import (BackendMonitor, RawConn, send_cancel, startup_packet,
-                            wait_no_backends, wait_until)
+from sluice_fixture import (IS_PGBOUNCER, BackendMonitor, RawConn, send_cancel,
+                            startup_packet, wait_no_backends, wait_until)
 
 
 def pid_of(conn):
@@ -191,3 +191,29 @@ def test_client_count_not_leaked(sluice):
                 c.close()
     # Closes are asynchronous; the slots must come back quickly.
     wait_until(four_at_once, 5, "4 clients at once with max_client_conn=4", interval=0.3)
+
+
+def test_long_server_cleartext_password(sluice, cluster):
+    """A server that asks for a cleartext password gets one of 2,048 bytes
+    (PgBouncer's limit); a password over sluice's limit gives the waiting
+    client an error at once instead of endless retries and a hang."""
+    long_pw = "p" * 2048
+    with cluster.primary_conn() as conn:
+        conn.execute(f"ALTER ROLE plain_user PASSWORD '{long_pw}'")
+    try:
+        dsn = "host=127.0.0.1 port={primary_port} dbname=mydb user=plain_user password="
+        s = sluice({"databases": {"longpw": dsn + long_pw, "toolong": dsn + "q" * 5000},
+                    "pgbouncer": {"auth_type": "trust", "query_wait_timeout": 30,
+                                  "server_login_retry": 1}})
+        with s.connect(dbname="longpw", user="trust_user", password="") as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("plain_user",)
+        if IS_PGBOUNCER:
+            return  # its limit is 2,048: the second database is refused at load
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            with s.connect(dbname="toolong", user="trust_user", password="") as conn:
+                conn.execute("SELECT 1")
+        assert time.monotonic() - started < 5
+    finally:
+        with cluster.primary_conn() as conn:
+            conn.execute("ALTER ROLE plain_user PASSWORD 'plain_user_pw'")
