@@ -65,6 +65,14 @@ void pool_cl_state_locked(struct client *c, enum client_state st, bool head);
 
 /* Lock held, all of them. */
 bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve);
+/* p may not open a server because its database's max_db_connections or its
+ * user's max_user_connections is reached (and for nothing else): an idle
+ * server of another pool of that database or user is closed to make room,
+ * as PgBouncer does, unless one is on its way out already. */
+void pool_evict_locked(struct pool *p, int64_t now, bool allow_reserve);
+/* Pools of sv's database and user with waiting clients try again (an
+ * evicted server of theirs has just closed). */
+void pool_dispatch_evicted_locked(const struct server *sv, int64_t now);
 struct server *pool_new_server(struct pool *p, struct worker *w, int64_t now);
 void pool_dispatch_locked(struct pool *p, int64_t now);
 void pool_close_locked(struct server *sv, const char *why);

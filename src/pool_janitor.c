@@ -132,6 +132,8 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
             why = "database removed";
         else if (pool_off_target(sv))
             why = "its host is not the primary any more";
+        else if (sv->evicted)
+            why = "evicted"; /* by another worker, for another pool's client */
         if (why) {
             total--;
             pool_close_locked(sv, why);

@@ -71,6 +71,24 @@ def test_max_db_connections(sluice, cluster, pool_user, pool_user2):
     assert elapsed >= 1.4, f"6 sleepers done in {elapsed:.2f}s: more than 2 servers used"
 
 
+def test_max_db_connections_evicts_other_users_idle(sluice, cluster, pool_user, pool_user2):
+    """max_db_connections reached by another user's idle server: that server
+    is closed to make room (PgBouncer's eviction), the client is served."""
+    s = sluice({"databases": {"limited": "host=127.0.0.1 port={primary_port} dbname=mydb "
+                              "max_db_connections=1"},
+                "pgbouncer": {"default_pool_size": 5, "query_wait_timeout": 6}})
+    wait_no_backends(cluster, pool_user)
+    wait_no_backends(cluster, pool_user2)
+    with s.connect(user=pool_user, dbname="limited") as a:
+        a.execute("SELECT 1")  # its server stays idle in pool_user's pool
+        started = time.monotonic()
+        with s.connect(user=pool_user2, dbname="limited") as b:
+            assert b.execute("SELECT current_user").fetchone() == (pool_user2,)
+        assert time.monotonic() - started < 3
+        # And back: pool_user's client gets a server again the same way.
+        assert a.execute("SELECT current_user").fetchone() == (pool_user,)
+
+
 def test_max_db_connections_global(sluice, cluster, pool_user):
     s = sluice({"pgbouncer": {"default_pool_size": 10, "max_db_connections": 2}})
     wait_no_backends(cluster, pool_user)
