@@ -127,6 +127,9 @@ static void pool_run_actions(void)
         case PA_WAIT_TIMEOUT:
             pool_client_fail(a.c, true);
             break;
+        case PA_QUERY_TIMEOUT:
+            pool_ops_table.fail(a.c, SQLSTATE_QUERY_CANCELED, "query_timeout");
+            break;
         case PA_FREE_CLIENT:
             pool_ops_table.free_client(a.c);
             break;

@@ -14,22 +14,23 @@
 /* What a pool function decided under the lock and runs after letting go:
  * anything that writes to a socket, connects or closes. */
 enum pool_action_kind {
-    PA_ASSIGN = 0,   /* carry the picked server sv on to its client (handoff) */
-    PA_LINK,         /* lend sv to c (same worker, both ready) */
-    PA_CONNECT,      /* start the connect of a new server sv */
-    PA_CLOSE,        /* close sv (why) */
-    PA_TEST,         /* run server_check_query on sv */
-    PA_RESET,        /* run server_reset_query on sv */
-    PA_UNLINKED,     /* c's server went back: c may go on */
-    PA_WELCOME,      /* c's pool can welcome it now */
-    PA_FAIL,         /* close c with its pool's login error */
-    PA_WAIT_TIMEOUT, /* close c: query_wait_timeout */
-    PA_FREE_CLIENT,  /* c closed while a server was on its way: free it now */
-    PA_FREE_SERVER,  /* sv closed while on its way here: free it now */
-    PA_KICK,         /* ask worker w to look at its clients and servers */
-    PA_REROUTE,      /* c left a banned replica's waiting list: route it again */
-    PA_PROBE,        /* run a replica's health check on idle sv */
-    PA_LOOKUP,       /* ask pg_proc about functions the router met, on idle sv */
+    PA_ASSIGN = 0,    /* carry the picked server sv on to its client (handoff) */
+    PA_LINK,          /* lend sv to c (same worker, both ready) */
+    PA_CONNECT,       /* start the connect of a new server sv */
+    PA_CLOSE,         /* close sv (why) */
+    PA_TEST,          /* run server_check_query on sv */
+    PA_RESET,         /* run server_reset_query on sv */
+    PA_UNLINKED,      /* c's server went back: c may go on */
+    PA_WELCOME,       /* c's pool can welcome it now */
+    PA_FAIL,          /* close c with its pool's login error */
+    PA_WAIT_TIMEOUT,  /* close c: query_wait_timeout */
+    PA_QUERY_TIMEOUT, /* close c: query_timeout, waiting for a server */
+    PA_FREE_CLIENT,   /* c closed while a server was on its way: free it now */
+    PA_FREE_SERVER,   /* sv closed while on its way here: free it now */
+    PA_KICK,          /* ask worker w to look at its clients and servers */
+    PA_REROUTE,       /* c left a banned replica's waiting list: route it again */
+    PA_PROBE,         /* run a replica's health check on idle sv */
+    PA_LOOKUP,        /* ask pg_proc about functions the router met, on idle sv */
 };
 
 /* The layers above (pool_set_ops()). */
