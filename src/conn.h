@@ -176,6 +176,7 @@ struct server {
     bool ready;                   /* last RFQ was idle and nothing is pending */
     bool close_needed;            /* close instead of reuse */
     bool evicted;                 /* [pool lock] closed to make room for another pool */
+    bool lent;                    /* [pool lock] has served a client: checked before reuse */
     bool login_done;              /* the first ReadyForQuery came */
     bool held;                    /* opened for a holder, outside the pool's size (LISTEN) */
     bool in_recovery;             /* said in_hot_standby = on as it logged in */

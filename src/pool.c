@@ -487,7 +487,9 @@ void pool_dispatch_evicted_locked(const struct server *sv, int64_t now)
 static bool server_needs_check(const struct server *sv, int64_t now)
 {
     const struct config *cfg = g_pooler.cfg;
-    if (!cfg->server_check_query[0])
+    /* A brand-new connection has just proved itself by logging in: only one
+     * that served a client before is checked (PgBouncer's rule). */
+    if (!cfg->server_check_query[0] || !sv->lent)
         return false;
     /* last_used == now: the check just passed (or the server just answered
      * its last client); checking again would loop forever with delay 0. */
@@ -641,6 +643,7 @@ static void pool_assign_locked(struct server *sv, struct client *c, int64_t now)
     } else {
         struct worker *w = c->s.worker;
         link = true;
+        sv->lent = true;
         p->assign_count++;
         int64_t waited = now - c->request_time;
         if (waited < 0)

@@ -65,6 +65,10 @@ void pool_sv_state_locked(struct server *sv, enum server_state st);
 void pool_cl_state_locked(struct client *c, enum client_state st, bool head);
 
 /* Lock held, all of them. */
+/* The pools of databases with a forced user (user= in [databases]) and a
+ * min_pool_size, made once per config so that they are kept warm before
+ * any client comes (PgBouncer does); worker 0's janitor calls it. */
+void pool_make_forced_locked(void);
 bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve);
 /* p may not open a server because its database's max_db_connections or its
  * user's max_user_connections is reached (and for nothing else): an idle

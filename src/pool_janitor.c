@@ -194,6 +194,8 @@ void pool_janitor(struct worker *w)
     int64_t now = worker_now(w);
     struct list *it, *tmp;
     pool_lock();
+    if (w->id == 0 && !g_pooler.shutting_down)
+        pool_make_forced_locked();
     list_for_each_safe(it, tmp, &g_pooler.pools)
     {
         pool_janitor_one(list_entry(it, struct pool, node), w, now);
