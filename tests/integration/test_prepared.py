@@ -299,6 +299,28 @@ def test_session_settings_follow_the_client(sluice):
         assert a.query("SELECT current_setting('myapp.tenant', true)") in ([[None]], [[""]])
 
 
+def test_no_window_decides_a_query(sluice):
+    """A SET behind a comment of over 1 KiB is remembered, and a session
+    advisory lock named after 1 KiB of a SELECT pins the client: the whole
+    query decides, not its first kilobyte."""
+    s = sluice(CONFIG)
+    with RawConn(s.port).login() as a, RawConn(s.port).login() as b:
+        a.query("/* " + "x" * 1500 + " */ SET lock_timeout = '7s'")
+        for i in range(2):
+            if i:
+                b.query("BEGIN")  # a gets the other server
+            assert a.query("SELECT current_setting('lock_timeout')") == [["7s"]]
+            if i:
+                b.query("COMMIT")
+        a.query("SELECT '" + "y" * 1500 + "' AS pad, pg_advisory_lock(4242)")
+        pid = backend_of(a)
+        b.query("BEGIN")
+        assert backend_of(b) != pid, "a's server, holding its lock, went to b"
+        b.query("COMMIT")
+        assert backend_of(a) == pid
+        a.query("SELECT pg_advisory_unlock(4242)")
+
+
 def test_temp_table_pins(sluice):
     s = sluice({"pgbouncer": {"default_pool_size": 2, "max_prepared_statements": 10}})
     with RawConn(s.port).login() as a, RawConn(s.port).login() as b:
