@@ -157,6 +157,37 @@ enum classify_kw classify_peek(const char *sql, size_t len)
     return CK_OTHER;
 }
 
+bool classify_peek_more(const char *sql, size_t len)
+{
+    size_t i = skip_space(sql, 0, len);
+    if (i >= len)
+        return true; /* blanks or a comment to the end */
+    switch (sql[i] | 0x20) {
+    case 's':
+    case 'r':
+    case 'p':
+    case 'e':
+    case 'd':
+    case 'l':
+    case 'c':
+    case 'u':
+        break;
+    default:
+        return false;
+    }
+    char kw[16];
+    size_t j = read_word(sql, i, len, kw, sizeof(kw));
+    if (j >= len)
+        return true; /* the word may go on */
+    if (!strcmp(kw, "SELECT"))
+        return !has_advisory(sql + j, len - j);
+    if (!strcmp(kw, "CREATE")) {
+        j = skip_space(sql, j, len);
+        return j >= len || read_word(sql, j, len, kw, sizeof(kw)) >= len;
+    }
+    return false;
+}
+
 /* ---- identifiers ----------------------------------------------------------- */
 
 size_t classify_ident(const char *p, size_t len, char *out, size_t outcap)

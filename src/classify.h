@@ -35,6 +35,11 @@ const char *classify_kw_str(enum classify_kw k);
  * prefix of the query). Conservative: anything it cannot rule out within len
  * bytes is reported by its keyword; CK_OTHER means "no session effect". */
 enum classify_kw classify_peek(const char *sql, size_t len);
+/* Whether classify_peek() of sql[0..len), a prefix of a longer query, may
+ * say something else once more of the query is seen (a comment or a word
+ * runs to the end, a SELECT whose rest may name an advisory lock): the
+ * caller then looks at the whole query, never at a window of it. */
+bool classify_peek_more(const char *sql, size_t len);
 
 /* One statement's effect, from the full parse. */
 enum classify_stmt_kind {

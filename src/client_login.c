@@ -339,67 +339,175 @@ static void client_login_done(struct client *c)
         client_welcome(c);
 }
 
-/* Appends "SET name = 'value';" for a setting given at startup. */
-static bool extras_add(char *buf, size_t cap, size_t *len, const char *name, const char *value)
+static void *xmalloc(size_t n)
 {
-    if (!strncasecmp(name, "sluice.", 7))
-        return true; /* sluice's own (ryw_vars_startup()), never a server's */
-    char lit[600];
-    if (!proto_quote_literal(value, lit, sizeof(lit)))
-        return false;
+    void *p = malloc(n);
+    if (!p)
+        abort();
+    return p;
+}
+
+/* The SQL that gives a server a client's startup settings beyond the
+ * tracked ones, grown as needed (a login, not the hot path). */
+struct extras_buf {
+    char *p;
+    size_t len, cap;
+};
+
+/* Appends "SELECT pg_catalog.set_config('name', 'value', false);" for a
+ * setting given at startup: set_config() takes the value as the startup
+ * packet and -c do (search_path=a,b is two schemas; SET search_path =
+ * 'a,b' would be one). */
+static bool extras_add(struct extras_buf *x, const char *name, const char *value)
+{
     /* Names are identifiers: allow only what a GUC name can be. */
+    if (!*name)
+        return false;
     for (const char *p = name; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
               *p == '_' || *p == '.'))
             return false;
-    int k = snprintf(buf + *len, cap - *len, "SET %s = %s;", name, lit);
-    if (k < 0 || (size_t)k >= cap - *len)
+    size_t litcap = 2 * strlen(value) + 4;
+    size_t need = x->len + strlen(name) + litcap + 64;
+    if (need > x->cap) {
+        size_t cap = x->cap ? x->cap : 256;
+        while (cap < need)
+            cap *= 2;
+        char *np = realloc(x->p, cap);
+        if (!np)
+            abort();
+        x->p = np;
+        x->cap = cap;
+    }
+    char *lit = xmalloc(litcap);
+    bool ok = proto_quote_literal(value, lit, litcap);
+    if (ok)
+        x->len += (size_t)snprintf(x->p + x->len, x->cap - x->len,
+                                   "SELECT pg_catalog.set_config('%s', %s, false);", name, lit);
+    free(lit);
+    return ok;
+}
+
+/* The next argument of options at *p, split as PostgreSQL's pg_split_opts()
+ * does: at whitespace not escaped, a backslash taking the character after
+ * it as it is ("a\,b" is "a,b", "x\ y" is "x y"). out has room for the rest
+ * of *p. False at the end. */
+static bool options_next_arg(const char **p, char *out)
+{
+    const char *s = *p;
+    while (*s == ' ' || (*s >= '\t' && *s <= '\r'))
+        s++;
+    if (!*s) {
+        *p = s;
         return false;
-    *len += (size_t)k;
+    }
+    size_t n = 0;
+    bool escaped = false;
+    for (; *s; s++) {
+        if (!escaped && (*s == ' ' || (*s >= '\t' && *s <= '\r')))
+            break;
+        if (!escaped && *s == '\\') {
+            escaped = true;
+            continue;
+        }
+        escaped = false;
+        out[n++] = *s;
+    }
+    out[n] = '\0';
+    *p = s;
     return true;
 }
 
-/* Parses "-c a=b -c c=d" (also "--a=b") from the options parameter. */
-static bool options_parse(const char *opts, char *extras, size_t cap, size_t *len, struct client *c)
+/* One "name=value" of options (its name's '-' read as '_', as PostgreSQL
+ * does): ignored if ignore_startup_parameters names it, kept as a tracked
+ * parameter, or added to the extras. */
+static bool options_setting(char *kv, struct extras_buf *x, struct client *c)
 {
-    char buf[1024];
-    if (strlen(opts) >= sizeof(buf))
+    char *eq = strchr(kv, '=');
+    if (!eq)
         return false;
-    snprintf(buf, sizeof(buf), "%s", opts);
-    char *save = NULL;
-    bool want_value = false;
-    for (char *tok = strtok_r(buf, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
-        if (!want_value && strcmp(tok, "-c") == 0) {
+    *eq = '\0';
+    for (char *p = kv; *p; p++)
+        if (*p == '-')
+            *p = '_';
+    if (config_list_contains(g_pooler.cfg->ignore_startup_parameters, kv))
+        return true;
+    char why[256];
+    if (!strncasecmp(kv, "sluice.", 7))
+        return ryw_vars_startup(c, kv, eq + 1, why, sizeof(why)); /* never a server's */
+    int tp = tracked_param_lookup(kv);
+    if (tp >= 0) {
+        param_store(&c->params.v[tp], eq + 1);
+        return true;
+    }
+    return extras_add(x, kv, eq + 1);
+}
+
+/* Parses "-c a=b -c c=d" (also "-ca=b" and "--a=b") from the options
+ * parameter, of any length. */
+static bool options_parse(const char *opts, struct extras_buf *x, struct client *c)
+{
+    char *arg = xmalloc(strlen(opts) + 1);
+    const char *p = opts;
+    bool want_value = false, ok = true;
+    while (ok && options_next_arg(&p, arg)) {
+        if (!want_value && strcmp(arg, "-c") == 0) {
             want_value = true;
             continue;
         }
-        char *kv = tok;
+        char *kv = arg;
         if (!want_value) {
-            if (strncmp(tok, "-c", 2) == 0)
-                kv = tok + 2;
-            else if (strncmp(tok, "--", 2) == 0)
-                kv = tok + 2;
-            else
-                return false;
+            if (strncmp(arg, "-c", 2) != 0 && strncmp(arg, "--", 2) != 0) {
+                ok = false;
+                break;
+            }
+            kv = arg + 2;
         }
         want_value = false;
-        char *eq = strchr(kv, '=');
-        if (!eq)
-            return false;
-        *eq = '\0';
-        for (char *p = kv; *p; p++)
-            if (*p == '-')
-                *p = '_';
-        int tp = tracked_param_lookup(kv);
-        char why[256];
-        if (!strncasecmp(kv, "sluice.", 7) && !ryw_vars_startup(c, kv, eq + 1, why, sizeof(why)))
-            return false;
-        if (tp >= 0)
-            param_store(&c->params.v[tp], eq + 1);
-        else if (!extras_add(extras, cap, len, kv, eq + 1))
-            return false;
+        ok = options_setting(kv, x, c);
     }
-    return !want_value;
+    free(arg);
+    return ok && !want_value;
+}
+
+/* The startup parameters after user and database: tracked ones, options,
+ * and the rest as extras. False when c was closed. */
+static bool client_startup_params(struct client *c, const struct proto_startup *st)
+{
+    const struct config *cfg = g_pooler.cfg;
+    struct extras_buf x = {NULL, 0, 0};
+    bool ok = true;
+    for (int i = 0; ok && i < st->n_params; i++) {
+        const char *name = st->names[i], *value = st->values[i];
+        if (!strcmp(name, "user") || !strcmp(name, "database"))
+            continue;
+        if (config_list_contains(cfg->ignore_startup_parameters, name))
+            continue;
+        int tp = tracked_param_lookup(name);
+        if (tp >= 0) {
+            param_store(&c->params.v[tp], value);
+        } else if (!strcmp(name, "options")) {
+            if (!options_parse(value, &x, c)) {
+                client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
+                                   "unsupported startup parameter in options: %.200s", value);
+                ok = false;
+            }
+        } else if (!strncasecmp(name, "sluice.", 7)) {
+            char why[256];
+            if (!ryw_vars_startup(c, name, value, why, sizeof(why))) {
+                client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "%s", why);
+                ok = false;
+            }
+        } else if (!extras_add(&x, name, value)) {
+            client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "unsupported startup parameter: %s",
+                               name);
+            ok = false;
+        }
+    }
+    if (ok && x.len)
+        param_store(&c->extras, x.p);
+    free(x.p);
+    return ok;
 }
 
 /* The startup packet of a normal connection. */
@@ -435,43 +543,8 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
                            "no more connections allowed (max_client_conn)");
         return;
     }
-    char extras[2048];
-    size_t elen = 0;
-    for (int i = 0; i < st->n_params; i++) {
-        const char *name = st->names[i], *value = st->values[i];
-        if (!strcmp(name, "user") || !strcmp(name, "database"))
-            continue;
-        if (config_list_contains(cfg->ignore_startup_parameters, name))
-            continue;
-        int tp = tracked_param_lookup(name);
-        if (tp >= 0) {
-            param_store(&c->params.v[tp], value);
-            continue;
-        }
-        if (!strcmp(name, "options")) {
-            if (!options_parse(value, extras, sizeof(extras), &elen, c)) {
-                client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
-                                   "unsupported startup parameter in options: %s", value);
-                return;
-            }
-            continue;
-        }
-        if (!strncasecmp(name, "sluice.", 7)) {
-            char why[256];
-            if (!ryw_vars_startup(c, name, value, why, sizeof(why))) {
-                client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "%s", why);
-                return;
-            }
-            continue;
-        }
-        if (!extras_add(extras, sizeof(extras), &elen, name, value)) {
-            client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "unsupported startup parameter: %s",
-                               name);
-            return;
-        }
-    }
-    if (elen)
-        param_store(&c->extras, extras);
+    if (!client_startup_params(c, st))
+        return;
     if (cfg->application_name_add_host) {
         char app[512], addr[64];
         const char *cur = c->params.v[TP_APPLICATION_NAME] ? c->params.v[TP_APPLICATION_NAME] : "";

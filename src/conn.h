@@ -175,6 +175,8 @@ struct server {
     char xact_status;             /* last ReadyForQuery status: 'I', 'T', 'E' */
     bool ready;                   /* last RFQ was idle and nothing is pending */
     bool close_needed;            /* close instead of reuse */
+    bool evicted;                 /* [pool lock] closed to make room for another pool */
+    bool lent;                    /* [pool lock] has served a client: checked before reuse */
     bool login_done;              /* the first ReadyForQuery came */
     bool held;                    /* opened for a holder, outside the pool's size (LISTEN) */
     bool in_recovery;             /* said in_hot_standby = on as it logged in */
@@ -282,6 +284,7 @@ struct database {
     _Atomic uint64_t lb_turn; /* load_balance_hosts = round-robin: turns */
     struct list node;
     int n_servers;       /* across all its pools, for max_db_connections */
+    int n_evicting;      /* [pool lock] of them, evicted ones not closed yet */
     _Atomic uint64_t rr; /* turns of round-robin read balancing */
     struct rw_scope rw;  /* read-your-writes, read_your_writes = database */
     _Atomic(struct volatility_cache *) volatility; /* pg_proc answers (volatility.c) */
@@ -294,7 +297,8 @@ struct database {
 struct pool_user {
     char *name;
     struct list node;
-    int n_servers; /* for max_user_connections */
+    int n_servers;  /* for max_user_connections */
+    int n_evicting; /* [pool lock] of them, evicted ones not closed yet */
     int n_clients;
     /* SCRAM keys learned from a client's login, to log into servers as this
      * user when only a SCRAM secret is known. */

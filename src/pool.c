@@ -127,6 +127,9 @@ static void pool_run_actions(void)
         case PA_WAIT_TIMEOUT:
             pool_client_fail(a.c, true);
             break;
+        case PA_QUERY_TIMEOUT:
+            pool_ops_table.fail(a.c, SQLSTATE_QUERY_CANCELED, "query_timeout");
+            break;
         case PA_FREE_CLIENT:
             pool_ops_table.free_client(a.c);
             break;
@@ -356,8 +359,9 @@ void client_set_state_slow(struct client *c, enum client_state st)
 
 /* ---- dispatch ------------------------------------------------------------ */
 
-/* May p open one more server connection now? */
-bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve)
+/* May p open one more server connection now, as far as p itself goes
+ * (the limits shared with other pools aside)? */
+static bool pool_may_open_own(struct pool *p, int64_t now, bool allow_reserve)
 {
     if (g_pooler.shutting_down && list_empty(&p->waiting) && list_empty(&p->login_wait))
         return false;
@@ -372,13 +376,26 @@ bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve)
         if (!allow_reserve || total >= size + pool_reserve_of(p))
             return false;
     }
-    int dbmax = pool_db_max_connections(p->db);
-    if (dbmax > 0 && p->db->n_servers >= dbmax)
-        return false;
-    int umax = pool_user_max_connections(p->user);
-    if (umax > 0 && p->user->n_servers >= umax)
-        return false;
     return true;
+}
+
+/* Is p's database at max_db_connections (db) or its user at
+ * max_user_connections (!db)? */
+static bool pool_limit_hit(const struct pool *p, bool db)
+{
+    if (db) {
+        int dbmax = pool_db_max_connections(p->db);
+        return dbmax > 0 && p->db->n_servers >= dbmax;
+    }
+    int umax = pool_user_max_connections(p->user);
+    return umax > 0 && p->user->n_servers >= umax;
+}
+
+/* May p open one more server connection now? */
+bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve)
+{
+    return pool_may_open_own(p, now, allow_reserve) && !pool_limit_hit(p, true) &&
+           !pool_limit_hit(p, false);
 }
 
 /* Counts a new server of p on worker w (lock held); its connect starts
@@ -399,8 +416,10 @@ struct server *pool_new_server(struct pool *p, struct worker *w, int64_t now)
 
 static void pool_launch(struct pool *p, int64_t now, bool allow_reserve)
 {
-    if (!pool_may_open(p, now, allow_reserve))
+    if (!pool_may_open(p, now, allow_reserve)) {
+        pool_evict_locked(p, now, allow_reserve);
         return;
+    }
     if (pool_total(p) >= pool_size_of(p)) {
         p->n_reserve_used++;
         log_info("taking connection from reserve_pool: %s/%s", p->db->name, p->user->name);
@@ -408,10 +427,69 @@ static void pool_launch(struct pool *p, int64_t now, bool allow_reserve)
     pool_new_server(p, pool_self(), now);
 }
 
+/* The least recently used idle server of another pool than p whose
+ * database (db) or user (!db) is p's, that this thread may close or mark. */
+static struct server *pool_evictable(const struct pool *p, bool db)
+{
+    struct server *best = NULL;
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &g_pooler.pools)
+    {
+        struct pool *o = list_entry(it, struct pool, node);
+        if (o == p || (db ? o->db != p->db : o->user != p->user))
+            continue;
+        struct list *sit, *stmp;
+        list_for_each_safe(sit, stmp, &o->idle)
+        {
+            struct server *sv = list_entry(sit, struct server, node);
+            if (!sv->evicted && (!best || sv->last_used < best->last_used))
+                best = sv;
+        }
+    }
+    return best;
+}
+
+void pool_evict_locked(struct pool *p, int64_t now, bool allow_reserve)
+{
+    if (!pool_may_open_own(p, now, allow_reserve))
+        return;
+    for (int db = 1; db >= 0; db--) {
+        if (!pool_limit_hit(p, db))
+            continue;
+        if ((db ? p->db->n_evicting : p->user->n_evicting) > 0)
+            return; /* room is on its way */
+        struct server *sv = pool_evictable(p, db);
+        if (!sv)
+            return;
+        sv->evicted = true;
+        sv->close_needed = true; /* if its own pool lends it first */
+        sv->pool->db->n_evicting++;
+        sv->pool->user->n_evicting++;
+        if (worker_can_touch(sv->owner))
+            pool_close_locked(sv, "evicted");
+        else
+            pool_act(PA_KICK, NULL, NULL, sv->owner, NULL); /* its janitor closes it */
+        return; /* the other limit, if hit too, when this one has room */
+    }
+}
+
+void pool_dispatch_evicted_locked(const struct server *sv, int64_t now)
+{
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &g_pooler.pools)
+    {
+        struct pool *o = list_entry(it, struct pool, node);
+        if ((o->db == sv->pool->db || o->user == sv->pool->user) && !list_empty(&o->waiting))
+            pool_dispatch_locked(o, now);
+    }
+}
+
 static bool server_needs_check(const struct server *sv, int64_t now)
 {
     const struct config *cfg = g_pooler.cfg;
-    if (!cfg->server_check_query[0])
+    /* A brand-new connection has just proved itself by logging in: only one
+     * that served a client before is checked (PgBouncer's rule). */
+    if (!cfg->server_check_query[0] || !sv->lent)
         return false;
     /* last_used == now: the check just passed (or the server just answered
      * its last client); checking again would loop forever with delay 0. */
@@ -565,6 +643,7 @@ static void pool_assign_locked(struct server *sv, struct client *c, int64_t now)
     } else {
         struct worker *w = c->s.worker;
         link = true;
+        sv->lent = true;
         p->assign_count++;
         int64_t waited = now - c->request_time;
         if (waited < 0)
@@ -801,7 +880,16 @@ bool pool_server_gone(struct server *sv)
     p->db->n_servers--;
     p->user->n_servers--;
     bool moving = sv->handoff != NULL;
-    pool_unlock();
+    if (!sv->evicted) {
+        pool_unlock();
+        return moving;
+    }
+    /* The room it was closed for: the pools waiting for it go on (their
+     * actions run after the caller's, if it runs them). */
+    p->db->n_evicting--;
+    p->user->n_evicting--;
+    pool_dispatch_evicted_locked(sv, worker_now(pool_self()));
+    pool_unlock_run();
     return moving;
 }
 

@@ -14,22 +14,23 @@
 /* What a pool function decided under the lock and runs after letting go:
  * anything that writes to a socket, connects or closes. */
 enum pool_action_kind {
-    PA_ASSIGN = 0,   /* carry the picked server sv on to its client (handoff) */
-    PA_LINK,         /* lend sv to c (same worker, both ready) */
-    PA_CONNECT,      /* start the connect of a new server sv */
-    PA_CLOSE,        /* close sv (why) */
-    PA_TEST,         /* run server_check_query on sv */
-    PA_RESET,        /* run server_reset_query on sv */
-    PA_UNLINKED,     /* c's server went back: c may go on */
-    PA_WELCOME,      /* c's pool can welcome it now */
-    PA_FAIL,         /* close c with its pool's login error */
-    PA_WAIT_TIMEOUT, /* close c: query_wait_timeout */
-    PA_FREE_CLIENT,  /* c closed while a server was on its way: free it now */
-    PA_FREE_SERVER,  /* sv closed while on its way here: free it now */
-    PA_KICK,         /* ask worker w to look at its clients and servers */
-    PA_REROUTE,      /* c left a banned replica's waiting list: route it again */
-    PA_PROBE,        /* run a replica's health check on idle sv */
-    PA_LOOKUP,       /* ask pg_proc about functions the router met, on idle sv */
+    PA_ASSIGN = 0,    /* carry the picked server sv on to its client (handoff) */
+    PA_LINK,          /* lend sv to c (same worker, both ready) */
+    PA_CONNECT,       /* start the connect of a new server sv */
+    PA_CLOSE,         /* close sv (why) */
+    PA_TEST,          /* run server_check_query on sv */
+    PA_RESET,         /* run server_reset_query on sv */
+    PA_UNLINKED,      /* c's server went back: c may go on */
+    PA_WELCOME,       /* c's pool can welcome it now */
+    PA_FAIL,          /* close c with its pool's login error */
+    PA_WAIT_TIMEOUT,  /* close c: query_wait_timeout */
+    PA_QUERY_TIMEOUT, /* close c: query_timeout, waiting for a server */
+    PA_FREE_CLIENT,   /* c closed while a server was on its way: free it now */
+    PA_FREE_SERVER,   /* sv closed while on its way here: free it now */
+    PA_KICK,          /* ask worker w to look at its clients and servers */
+    PA_REROUTE,       /* c left a banned replica's waiting list: route it again */
+    PA_PROBE,         /* run a replica's health check on idle sv */
+    PA_LOOKUP,        /* ask pg_proc about functions the router met, on idle sv */
 };
 
 /* The layers above (pool_set_ops()). */
@@ -64,7 +65,19 @@ void pool_sv_state_locked(struct server *sv, enum server_state st);
 void pool_cl_state_locked(struct client *c, enum client_state st, bool head);
 
 /* Lock held, all of them. */
+/* The pools of databases with a forced user (user= in [databases]) and a
+ * min_pool_size, made once per config so that they are kept warm before
+ * any client comes (PgBouncer does); worker 0's janitor calls it. */
+void pool_make_forced_locked(void);
 bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve);
+/* p may not open a server because its database's max_db_connections or its
+ * user's max_user_connections is reached (and for nothing else): an idle
+ * server of another pool of that database or user is closed to make room,
+ * as PgBouncer does, unless one is on its way out already. */
+void pool_evict_locked(struct pool *p, int64_t now, bool allow_reserve);
+/* Pools of sv's database and user with waiting clients try again (an
+ * evicted server of theirs has just closed). */
+void pool_dispatch_evicted_locked(const struct server *sv, int64_t now);
 struct server *pool_new_server(struct pool *p, struct worker *w, int64_t now);
 void pool_dispatch_locked(struct pool *p, int64_t now);
 void pool_close_locked(struct server *sv, const char *why);

@@ -132,6 +132,8 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
             why = "database removed";
         else if (pool_off_target(sv))
             why = "its host is not the primary any more";
+        else if (sv->evicted)
+            why = "evicted"; /* by another worker, for another pool's client */
         if (why) {
             total--;
             pool_close_locked(sv, why);
@@ -158,17 +160,23 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
         pool_janitor_replica(p, w, now);
     else if (p->db->cfg && volatility_pending(p->db))
         pool_janitor_lookup(p, w);
-    /* Waiting clients: query_wait_timeout. */
-    if (cfg->query_wait_timeout > 0) {
+    /* Waiting clients: query_wait_timeout, and query_timeout, which counts
+     * the wait for a server too (as PgBouncer's does). */
+    if (cfg->query_wait_timeout > 0 || cfg->query_timeout > 0) {
         struct list *lists[] = {&p->login_wait, &p->waiting};
         for (int k = 0; k < 2; k++) {
             list_for_each_safe(it, tmp, lists[k])
             {
                 struct client *c = list_entry(it, struct client, wait_node);
-                if (c->s.worker != w || now - c->request_time < cfg->query_wait_timeout)
+                if (c->s.worker != w)
+                    continue;
+                int64_t waited = now - c->request_time;
+                bool query = cfg->query_timeout > 0 && waited >= cfg->query_timeout &&
+                             client_state_of(c) == CL_WAITING;
+                if (!query && (cfg->query_wait_timeout <= 0 || waited < cfg->query_wait_timeout))
                     continue;
                 pool_cl_state_locked(c, CL_CLOSING, false);
-                pool_act(PA_WAIT_TIMEOUT, NULL, c, NULL, NULL);
+                pool_act(query ? PA_QUERY_TIMEOUT : PA_WAIT_TIMEOUT, NULL, c, NULL, NULL);
             }
         }
     }
@@ -186,6 +194,8 @@ void pool_janitor(struct worker *w)
     int64_t now = worker_now(w);
     struct list *it, *tmp;
     pool_lock();
+    if (w->id == 0 && !g_pooler.shutting_down)
+        pool_make_forced_locked();
     list_for_each_safe(it, tmp, &g_pooler.pools)
     {
         pool_janitor_one(list_entry(it, struct pool, node), w, now);

@@ -212,6 +212,24 @@ static struct pool *pool_get_locked(struct database *db, const char *login_user,
     return p;
 }
 
+void pool_make_forced_locked(void)
+{
+    static const struct config *done; /* the config they were made for */
+    const struct config *cfg = g_pooler.cfg;
+    if (done == cfg)
+        return;
+    done = cfg;
+    for (int i = 0; i < cfg->n_databases; i++) {
+        const struct config_database *cd = &cfg->databases[i];
+        int min = cd->min_pool_size >= 0 ? cd->min_pool_size : cfg->min_pool_size;
+        if (!cd->user[0] || min <= 0 || strcmp(cd->name, "*") == 0)
+            continue;
+        struct database *db = pool_find_database_locked(cd->name);
+        if (db && !db->disabled)
+            pool_get_locked(db, cd->user, 0);
+    }
+}
+
 struct pool *pool_get(struct database *db, const char *login_user)
 {
     pool_lock();

@@ -769,20 +769,58 @@ static int64_t client_parse(struct client *c, struct request_msg *rm)
     return 0;
 }
 
+/* Bind's portal and statement names, however long: the bytes of the
+ * message up to the end of the statement name, buffered as they come (the
+ * parameters after them are not). False with *wait when more must come; false
+ * without it for a malformed message (the server says so). */
+static bool bind_names(struct client *c, struct request_msg *rm, const char **portal,
+                       const char **name, bool *wait)
+{
+    uint32_t mlen = rm->len;
+    struct iobuf *b = c->s.rbuf;
+    uint32_t have = iobuf_len(b) < mlen ? iobuf_len(b) : mlen;
+    const uint8_t *msg = b->data + b->start, *end = msg + have;
+    *wait = false;
+    *portal = have > 5 ? cstr(msg + 5, end) : NULL;
+    *name = *portal ? cstr((const uint8_t *)*portal + strlen(*portal) + 1, end) : NULL;
+    if (*name)
+        return true;
+    if (have >= mlen)
+        return false;
+    /* Not there yet: wait for twice as much (the buffer grows geometrically). */
+    uint32_t want = have < 512 ? 1024 : 2 * have;
+    (void)request_msg_need(c, rm, want < mlen ? want : mlen); /* false: want > have */
+    *wait = true;
+    return false;
+}
+
+/* Writes Bind's new head (type, length, portal, server's name) to sv. */
+static void write_bind_head(struct server *sv, uint32_t len, const char *portal, size_t pl,
+                            const char *nm, size_t nl)
+{
+    uint8_t hdr[5 + 64 + 24];
+    hdr[0] = 'B';
+    proto_put32(hdr + 1, len);
+    if (pl <= 64) {
+        memcpy(hdr + 5, portal, pl);
+        memcpy(hdr + 5 + pl, nm, nl);
+        stream_write(&sv->s, hdr, 5 + pl + nl);
+        return;
+    }
+    stream_write(&sv->s, hdr, 5);
+    stream_write(&sv->s, portal, pl);
+    stream_write(&sv->s, nm, nl);
+}
+
 /* Bind: the statement name, renamed. */
 static int64_t client_bind(struct client *c, struct request_msg *rm)
 {
     uint32_t mlen = rm->len;
-    uint32_t want = mlen < 1024 ? mlen : 1024;
-    if (!request_msg_need(c, rm, want))
-        return REQUEST_WAIT;
-    struct iobuf *b = c->s.rbuf;
-    const uint8_t *msg = b->data + b->start, *end = msg + want;
-    const char *portal = cstr(msg + 5, end);
-    const char *name = portal ? cstr((const uint8_t *)portal + strlen(portal) + 1, end) : NULL;
+    const char *portal, *name;
+    bool wait;
+    if (!bind_names(c, rm, &portal, &name, &wait))
+        return wait ? REQUEST_WAIT : (int64_t)mlen;
     struct prepared_client *pc = c->ps;
-    if (!name)
-        return mlen;
     struct stmt *st = name[0] ? tab_find(pc, name) : NULL;
     if (pc) {
         act_unref(pc->portal_act);
@@ -799,13 +837,8 @@ static int64_t client_bind(struct client *c, struct request_msg *rm)
     server_name(st->h, nm);
     size_t pl = strlen(portal) + 1, nl = strlen(nm) + 1;
     uint32_t old_prefix = (uint32_t)(5 + pl + strlen(name) + 1);
-    uint8_t hdr[5 + 1024];
-    hdr[0] = 'B';
-    proto_put32(hdr + 1, (uint32_t)(mlen - old_prefix + 4 + pl + nl));
-    memcpy(hdr + 5, portal, pl);
-    memcpy(hdr + 5 + pl, nm, nl);
-    stream_write(&c->server->s, hdr, 5 + pl + nl);
-    b = c->s.rbuf;
+    write_bind_head(c->server, (uint32_t)(mlen - old_prefix + 4 + pl + nl), portal, pl, nm, nl);
+    struct iobuf *b = c->s.rbuf;
     b->start += old_prefix;
     *rm->fwd = b->start;
     return mlen - old_prefix;
@@ -833,8 +866,8 @@ static int64_t describe_stmt(struct client *c, struct request_msg *rm, struct st
 static int64_t client_describe_close(struct client *c, struct request_msg *rm)
 {
     uint32_t mlen = rm->len;
-    if (mlen > 1024)
-        return mlen;
+    /* Whole, however long (up to max_packet_size): a name sluice renames is
+     * never sent on as the client wrote it. */
     if (!request_msg_need(c, rm, mlen))
         return REQUEST_WAIT;
     struct iobuf *b = c->s.rbuf;

@@ -7,16 +7,20 @@
 
 #include "conn.h"
 
-/* Reads one "SET name = 'v';" at p: the end of the value (its ';'), or
- * NULL when p is not of that form. */
-static const char *extras_entry_end(const char *p, const char **eq_out)
+#define EXTRAS_HEAD "SELECT pg_catalog.set_config('"
+#define EXTRAS_TAIL ", false)"
+
+/* Reads one "SELECT pg_catalog.set_config('name', 'v', false);" at p (made
+ * by the login's extras): the end of the statement (its ';'), or NULL when
+ * p is not of that form; *name_end is the name's closing quote. */
+static const char *extras_entry_end(const char *p, const char **name_end)
 {
-    if (strncmp(p, "SET ", 4) != 0)
+    if (strncmp(p, EXTRAS_HEAD, strlen(EXTRAS_HEAD)) != 0)
         return NULL;
-    const char *eq = strstr(p + 4, " = ");
-    if (!eq)
+    const char *q = strchr(p + strlen(EXTRAS_HEAD), '\'');
+    if (!q || strncmp(q, "', ", 3) != 0)
         return NULL;
-    const char *v = eq + 3;
+    const char *v = q + 3;
     if (*v == 'E')
         v++;
     if (*v != '\'')
@@ -35,10 +39,24 @@ static const char *extras_entry_end(const char *p, const char **eq_out)
         v++;
     }
     v++; /* closing quote */
-    if (*v != ';')
+    if (strncmp(v, EXTRAS_TAIL ";", strlen(EXTRAS_TAIL) + 1) != 0)
         return NULL;
-    *eq_out = eq;
-    return v;
+    *name_end = q;
+    return v + strlen(EXTRAS_TAIL);
+}
+
+/* An interned copy of n bytes at p, lowercased if lower. */
+static const char *intern_n(const char *p, size_t n, bool lower)
+{
+    char *t = malloc(n + 1);
+    if (!t)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        t[i] = lower && p[i] >= 'A' && p[i] <= 'Z' ? (char)(p[i] - 'A' + 'a') : p[i];
+    t[n] = '\0';
+    const char *r = param_intern(t);
+    free(t);
+    return r;
 }
 
 int prepared_extras_split(const char *extras, const char **names, const char **stmts, int max)
@@ -46,12 +64,9 @@ int prepared_extras_split(const char *extras, const char **names, const char **s
     int n = 0;
     const char *p = extras;
     while (p && *p) {
-        const char *eq = NULL;
-        const char *v = extras_entry_end(p, &eq);
-        const char *name = p + 4;
-        char nm[128], st[2048];
-        size_t nl = v ? (size_t)(eq - name) : 0, sl = v ? (size_t)(v - p) : 0;
-        if (!v || nl >= sizeof(nm) || sl >= sizeof(st)) {
+        const char *name_end = NULL;
+        const char *v = extras_entry_end(p, &name_end);
+        if (!v) {
             for (int i = 0; i < n; i++) {
                 param_unref(names[i]);
                 param_unref(stmts[i]);
@@ -59,13 +74,9 @@ int prepared_extras_split(const char *extras, const char **names, const char **s
             return -1;
         }
         if (n < max) {
-            for (size_t i = 0; i < nl; i++)
-                nm[i] = (name[i] >= 'A' && name[i] <= 'Z') ? (char)(name[i] - 'A' + 'a') : name[i];
-            nm[nl] = '\0';
-            memcpy(st, p, sl);
-            st[sl] = '\0';
-            names[n] = param_intern(nm);
-            stmts[n] = param_intern(st);
+            const char *name = p + strlen(EXTRAS_HEAD);
+            names[n] = intern_n(name, (size_t)(name_end - name), true);
+            stmts[n] = intern_n(p, (size_t)(v - p), false);
             n++;
         }
         p = v + 1;

@@ -30,7 +30,8 @@ void settings_clear(struct setting_list *l);
  * caller), NULL when empty. */
 const char *settings_render(const struct setting_list *l);
 
-/* Splits an extras string made at login ("SET a = 'x';SET b = 'y';") into
+/* Splits an extras string made at login
+ * ("SELECT pg_catalog.set_config('a', 'x', false);...") into
  * up to max (name, statement) pairs, each interned with a reference for the
  * caller. Returns the count, -1 (and no references) if the string is not of
  * that form. */

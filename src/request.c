@@ -609,10 +609,18 @@ bool request_msg_keyword(struct client *c, struct request_msg *rm, enum classify
         *kw = (enum classify_kw)r->cls;
         return true;
     }
+    /* The first kilobyte decides most queries (an INSERT of megabytes
+     * streams through); one it does not decide is looked at whole. */
     uint32_t peek = rm->len < 1024 ? rm->len : 1024;
     if (!request_msg_need(c, rm, peek))
         return false;
     struct iobuf *b = c->s.rbuf;
+    if (peek < rm->len && classify_peek_more((const char *)b->data + b->start + 5, peek - 5)) {
+        peek = rm->len;
+        if (!request_msg_need(c, rm, peek))
+            return false;
+        b = c->s.rbuf;
+    }
     *kw = classify_peek((const char *)b->data + b->start + 5, peek - 5);
     r->cls = (uint8_t)*kw;
     return true;

@@ -156,16 +156,25 @@ static char router_volatility(const char *name, void *arg)
 }
 
 /* The value of a session setting c made (at startup or by SET; c->extras
- * holds them as "SET name = 'value';"), or NULL. */
+ * holds them as "SELECT pg_catalog.set_config('name', 'value', false);"
+ * from the startup packet and "SET name = 'value'" as the client wrote
+ * them), or NULL. */
 static const char *setting_of(const struct client *c, const char *name, size_t *len)
 {
     const char *x = c->extras;
-    char key[96];
-    int k = snprintf(key, sizeof(key), "SET %s = '", name);
-    const char *p = x && k > 0 && (size_t)k < sizeof(key) ? strstr(x, key) : NULL;
+    if (!x)
+        return NULL;
+    char key[2][112];
+    int k[2] = {snprintf(key[0], sizeof(key[0]), "set_config('%s', '", name),
+                snprintf(key[1], sizeof(key[1]), "SET %s = '", name)};
+    const char *p = NULL;
+    for (int i = 0; i < 2 && !p; i++) {
+        p = k[i] > 0 && (size_t)k[i] < sizeof(key[i]) ? strstr(x, key[i]) : NULL;
+        if (p)
+            p += k[i];
+    }
     if (!p)
         return NULL;
-    p += k;
     const char *q = strchr(p, '\'');
     *len = q ? (size_t)(q - p) : strlen(p);
     return p;

@@ -164,7 +164,10 @@ static bool server_handle_auth(struct server *sv, const uint8_t *msg, uint32_t l
     struct proto_reader r;
     proto_reader_init(&r, msg, len);
     uint32_t code = proto_read32(&r);
-    uint8_t out[1100];
+    /* Room for the longest password the auth_file takes (PgBouncer's limit
+     * is 2,048); a longer one (a [databases] password=, auth_query) is an
+     * error for the waiting clients, not a retry. */
+    uint8_t out[PROTO_HDR + AUTH_USERLIST_MAX_PASS + 1];
     struct proto_writer wr;
     proto_writer_init(&wr, out, sizeof(out));
     const char *secret = server_password(sv);
@@ -203,7 +206,10 @@ static bool server_handle_auth(struct server *sv, const uint8_t *msg, uint32_t l
     if (!ok)
         return false;
     if (wr.overflow)
-        return fail(f, false, "authentication message too long");
+        return fail(f, true,
+                    code == PROTO_AUTH_CLEARTEXT
+                        ? "server login failed: password too long for sluice (over 4096 bytes)"
+                        : "server login failed: authentication message too long");
     stream_write(&sv->s, out, wr.len);
     return true;
 }

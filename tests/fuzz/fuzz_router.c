@@ -125,9 +125,10 @@ static const char *const cfg_text[2] = {
 static const char *const db_names[N_DBS] = {"txn", "stmt", "sess", "nosplit"};
 static const char *const extras[4] = {
     NULL,
-    "SET default_transaction_isolation = 'serializable';",
-    "SET default_transaction_read_only = 'on';",
-    "SET application_name = 'x';SET default_transaction_isolation = 'repeatable read';",
+    "SELECT pg_catalog.set_config('default_transaction_isolation', 'serializable', false);",
+    "SELECT pg_catalog.set_config('default_transaction_read_only', 'on', false);",
+    "SELECT pg_catalog.set_config('application_name', 'x', false);"
+    "SET default_transaction_isolation = 'repeatable read';",
 };
 
 static struct worker w;

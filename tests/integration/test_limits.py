@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from sluice_fixture import (BackendMonitor, RawConn, send_cancel, startup_packet,
-                            wait_no_backends, wait_until)
+from sluice_fixture import (IS_PGBOUNCER, BackendMonitor, RawConn, send_cancel,
+                            startup_packet, wait_no_backends, wait_until)
 
 
 def pid_of(conn):
@@ -69,6 +69,24 @@ def test_max_db_connections(sluice, cluster, pool_user, pool_user2):
     assert 1 <= monitor.peak <= 2
     # 6 sleeps of 0.5 s on 2 connections take at least 1.5 s.
     assert elapsed >= 1.4, f"6 sleepers done in {elapsed:.2f}s: more than 2 servers used"
+
+
+def test_max_db_connections_evicts_other_users_idle(sluice, cluster, pool_user, pool_user2):
+    """max_db_connections reached by another user's idle server: that server
+    is closed to make room (PgBouncer's eviction), the client is served."""
+    s = sluice({"databases": {"limited": "host=127.0.0.1 port={primary_port} dbname=mydb "
+                              "max_db_connections=1"},
+                "pgbouncer": {"default_pool_size": 5, "query_wait_timeout": 6}})
+    wait_no_backends(cluster, pool_user)
+    wait_no_backends(cluster, pool_user2)
+    with s.connect(user=pool_user, dbname="limited") as a:
+        a.execute("SELECT 1")  # its server stays idle in pool_user's pool
+        started = time.monotonic()
+        with s.connect(user=pool_user2, dbname="limited") as b:
+            assert b.execute("SELECT current_user").fetchone() == (pool_user2,)
+        assert time.monotonic() - started < 3
+        # And back: pool_user's client gets a server again the same way.
+        assert a.execute("SELECT current_user").fetchone() == (pool_user,)
 
 
 def test_max_db_connections_global(sluice, cluster, pool_user):
@@ -191,3 +209,29 @@ def test_client_count_not_leaked(sluice):
                 c.close()
     # Closes are asynchronous; the slots must come back quickly.
     wait_until(four_at_once, 5, "4 clients at once with max_client_conn=4", interval=0.3)
+
+
+def test_long_server_cleartext_password(sluice, cluster):
+    """A server that asks for a cleartext password gets one of 2,048 bytes
+    (PgBouncer's limit); a password over sluice's limit gives the waiting
+    client an error at once instead of endless retries and a hang."""
+    long_pw = "p" * 2048
+    with cluster.primary_conn() as conn:
+        conn.execute(f"ALTER ROLE plain_user PASSWORD '{long_pw}'")
+    try:
+        dsn = "host=127.0.0.1 port={primary_port} dbname=mydb user=plain_user password="
+        s = sluice({"databases": {"longpw": dsn + long_pw, "toolong": dsn + "q" * 5000},
+                    "pgbouncer": {"auth_type": "trust", "query_wait_timeout": 30,
+                                  "server_login_retry": 1}})
+        with s.connect(dbname="longpw", user="trust_user", password="") as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("plain_user",)
+        if IS_PGBOUNCER:
+            return  # its limit is 2,048: the second database is refused at load
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            with s.connect(dbname="toolong", user="trust_user", password="") as conn:
+                conn.execute("SELECT 1")
+        assert time.monotonic() - started < 5
+    finally:
+        with cluster.primary_conn() as conn:
+            conn.execute("ALTER ROLE plain_user PASSWORD 'plain_user_pw'")

@@ -51,6 +51,27 @@ def test_startup_options_timezone(sluice):
             check(b, application_name="b", TimeZone="Asia/Tokyo")
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.18 refuses the options parameter")
+def test_startup_options_escapes_ignored_and_long(sluice, cluster):
+    """options is read as PostgreSQL reads it: a backslash escapes the next
+    character (a comma, a space), a -c setting named in
+    ignore_startup_parameters is ignored, and its length is not cut."""
+    s = sluice({"pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 0,
+                              "ignore_startup_parameters": "extra_float_digits"}})
+    long_path = ",".join(f"schema_{i}" for i in range(300))
+    opts = (r"-c search_path=a\,b -c application_name=x\ y -c extra_float_digits=2 "
+            r"-c statement_timeout=4321")
+    with cluster.primary_conn() as direct:
+        default_digits = direct.execute("SHOW extra_float_digits").fetchone()[0]
+    with s.connect(options=opts) as a, s.connect(options="-c search_path=" + long_path) as b:
+        for _ in range(3):  # a and b take turns on the one server
+            assert a.execute("SHOW search_path").fetchone() == ("a,b",)
+            assert a.execute("SHOW application_name").fetchone() == ("x y",)
+            assert a.execute("SHOW extra_float_digits").fetchone() == (default_digits,)
+            assert a.execute("SHOW statement_timeout").fetchone() == ("4321ms",)
+            assert b.execute("SHOW search_path").fetchone() == (long_path,)
+
+
 def test_set_survives_change_of_server(sluice):
     """A client's SET TimeZone made on one server is in force on the other."""
     s = sluice({"pgbouncer": {"default_pool_size": 2, "reserve_pool_size": 0}})

@@ -111,6 +111,27 @@ def test_parse_bind_execute_across_servers(sluice):
         assert len(pids) == 2, "the test meant a to use both servers"
 
 
+@pytest.mark.parametrize("length", [1100, 5000, 20000])
+def test_long_statement_names(sluice, length):
+    """Statement and portal names of any length are renamed in Bind and
+    Describe, however long the message (a Describe over PostgreSQL's 10,000
+    byte limit for small messages would make it drop the connection)."""
+    s = sluice(CONFIG)
+    name, portal = "n" * (length - 1) + "1", "p" * 200
+    with RawConn(s.port).login() as a, RawConn(s.port).login() as b:
+        assert run(a, parse(name, "SELECT $1::int + 1"), SYNC) == ["1", ("Z", "I")]
+        for i in range(2):
+            if i:
+                b.query("BEGIN")  # a gets the other server, which lacks the statement
+            assert run(a, describe(b"S", name), bind(name, [i], portal), execute(portal),
+                       SYNC) == ["t", "T", "2", ("D", str(i + 1)), ("C", "SELECT 1"),
+                                 ("Z", "I")]
+            if i:
+                b.query("COMMIT")
+        assert run(a, close(b"S", name), SYNC) == ["3", ("Z", "I")]
+        assert run(a, bind(name, [1]), SYNC)[0][:2] == ("E", "26000")
+
+
 def test_errors_keep_postgres_semantics(sluice):
     s = sluice(CONFIG)
     with RawConn(s.port).login() as a:
@@ -276,6 +297,28 @@ def test_session_settings_follow_the_client(sluice):
         b.query("COMMIT")
         a.query("RESET ALL")
         assert a.query("SELECT current_setting('myapp.tenant', true)") in ([[None]], [[""]])
+
+
+def test_no_window_decides_a_query(sluice):
+    """A SET behind a comment of over 1 KiB is remembered, and a session
+    advisory lock named after 1 KiB of a SELECT pins the client: the whole
+    query decides, not its first kilobyte."""
+    s = sluice(CONFIG)
+    with RawConn(s.port).login() as a, RawConn(s.port).login() as b:
+        a.query("/* " + "x" * 1500 + " */ SET lock_timeout = '7s'")
+        for i in range(2):
+            if i:
+                b.query("BEGIN")  # a gets the other server
+            assert a.query("SELECT current_setting('lock_timeout')") == [["7s"]]
+            if i:
+                b.query("COMMIT")
+        a.query("SELECT '" + "y" * 1500 + "' AS pad, pg_advisory_lock(4242)")
+        pid = backend_of(a)
+        b.query("BEGIN")
+        assert backend_of(b) != pid, "a's server, holding its lock, went to b"
+        b.query("COMMIT")
+        assert backend_of(a) == pid
+        a.query("SELECT pg_advisory_unlock(4242)")
 
 
 def test_temp_table_pins(sluice):

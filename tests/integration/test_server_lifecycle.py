@@ -73,3 +73,45 @@ def test_server_lifetime_recycles_between_transactions(sluice):
         second = pid_of(conn)
         # A young server is reused.
         assert pid_of(conn) == second
+
+
+def test_min_pool_size_forced_user_warm_before_any_client(sluice, cluster, pool_user):
+    """A database with a forced user has its min_pool_size opened at start,
+    before any client connects (PgBouncer does the same)."""
+    wait_no_backends(cluster, pool_user)
+    s = sluice({"databases": {"forced": "host=127.0.0.1 port={primary_port} dbname=mydb "
+                              f"user={pool_user}"},
+                "pgbouncer": {"default_pool_size": 5, "min_pool_size": 2}})
+    wait_until(lambda: cluster.backend_count(pool_user) == 2, 5,
+               "min_pool_size=2 servers of the forced user, with no client")
+    with s.connect(dbname="forced") as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (pool_user,)
+
+
+def test_server_check_query_not_on_new_connections(sluice, cluster, pool_user, primary_conn):
+    """server_check_query runs on a server reused after server_check_delay,
+    not on a brand-new one (even one that waited idle longer than that)."""
+    primary_conn.execute("DROP SEQUENCE IF EXISTS check_calls")
+    primary_conn.execute("CREATE SEQUENCE check_calls")
+    primary_conn.execute("GRANT USAGE, UPDATE ON SEQUENCE check_calls TO PUBLIC")
+
+    def checks():
+        last, called = primary_conn.execute(
+            "SELECT last_value, is_called FROM check_calls").fetchone()
+        return last if called else 0
+
+    wait_no_backends(cluster, pool_user)
+    s = sluice({"pgbouncer": {"default_pool_size": 2, "min_pool_size": 2,
+                              "server_check_query": "SELECT nextval('check_calls')",
+                              "server_check_delay": 1}})
+    with s.connect(user=pool_user) as a, s.connect(user=pool_user) as b:
+        a.execute("BEGIN")
+        first = pid_of(a)  # a holds one server; the other is brand-new
+        wait_until(lambda: cluster.backend_count(pool_user) == 2, 5, "min_pool_size=2")
+        time.sleep(1.5)
+        assert pid_of(b) != first
+        assert checks() == 0, "server_check_query ran on a brand-new connection"
+        a.execute("COMMIT")
+        time.sleep(1.5)
+        pid_of(a)  # a server reused after server_check_delay
+        assert checks() >= 1, "server_check_query did not run on a reused connection"

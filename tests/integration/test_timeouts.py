@@ -36,6 +36,25 @@ def test_query_timeout(sluice, cluster):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_query_timeout_counts_the_wait(sluice):
+    """A client queued for a server longer than query_timeout gets PgBouncer's
+    "query_timeout" and its connection closed, well before
+    query_wait_timeout."""
+    s = sluice({"pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 0,
+                              "query_timeout": 2, "query_wait_timeout": 30}})
+    with s.connect() as holder, s.connect() as waiter:
+        holder.execute("BEGIN")  # the only server, idle in a transaction
+        holder.execute("SELECT 1")
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError, match=r"query_timeout"):
+            waiter.execute("SELECT 1")
+        elapsed = time.monotonic() - started
+        assert 1.8 <= elapsed <= 4, f"query_timeout=2 fired after {elapsed:.2f}s of waiting"
+        assert waiter.closed or waiter.broken
+        holder.execute("COMMIT")
+        assert holder.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_idle_transaction_timeout(sluice, primary_conn):
     primary_conn.execute("DROP TABLE IF EXISTS itt_t")
     primary_conn.execute("CREATE TABLE itt_t (x int)")

@@ -50,6 +50,26 @@ static void test_peek_keywords(void **state)
     assert_string_equal(classify_kw_str(CK_SET), "set");
 }
 
+#define MORE(s) classify_peek_more((s), strlen(s))
+
+static void test_peek_more(void **state)
+{
+    (void)state;
+    /* A prefix that does not decide: more of the query is needed. */
+    assert_true(MORE("/* a comment that goes on"));
+    assert_true(MORE("   "));
+    assert_true(MORE("SEL"));
+    assert_true(MORE("SELECT a, b FROM t WHERE "));
+    assert_true(MORE("CREATE "));
+    assert_true(MORE("CREATE TEM"));
+    /* One that does. */
+    assert_false(MORE("INSERT INTO t VALUES (1, 2"));
+    assert_false(MORE("SELECT pg_advisory_lock(1), "));
+    assert_false(MORE("SET x = "));
+    assert_false(MORE("CREATE TABLE t ("));
+    assert_false(MORE("/* c */ UPDATE t SET"));
+}
+
 static void test_ident(void **state)
 {
     (void)state;
@@ -154,9 +174,9 @@ static void test_parse_pins(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_peek_keywords), cmocka_unit_test(test_ident),
-        cmocka_unit_test(test_parse_set),     cmocka_unit_test(test_parse_prepared),
-        cmocka_unit_test(test_parse_pins),
+        cmocka_unit_test(test_peek_keywords),  cmocka_unit_test(test_peek_more),
+        cmocka_unit_test(test_ident),          cmocka_unit_test(test_parse_set),
+        cmocka_unit_test(test_parse_prepared), cmocka_unit_test(test_parse_pins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -75,16 +75,19 @@ static void test_extras_split(void **state)
 {
     (void)state;
     const char *names[4], *stmts[4];
-    int n = prepared_extras_split("SET statement_timeout = '1s';SET x.Y = E'a\\\\b''c;';", names,
-                                  stmts, 4);
+    int n = prepared_extras_split("SELECT pg_catalog.set_config('statement_timeout', '1s', false);"
+                                  "SELECT pg_catalog.set_config('x.Y', E'a\\\\b''c;', false);",
+                                  names, stmts, 4);
     assert_int_equal(n, 2);
     assert_string_equal(names[0], "statement_timeout");
-    assert_string_equal(stmts[0], "SET statement_timeout = '1s'");
+    assert_string_equal(stmts[0], "SELECT pg_catalog.set_config('statement_timeout', '1s', false)");
     assert_string_equal(names[1], "x.y");
-    assert_string_equal(stmts[1], "SET x.Y = E'a\\\\b''c;'");
+    assert_string_equal(stmts[1], "SELECT pg_catalog.set_config('x.Y', E'a\\\\b''c;', false)");
     assert_int_equal(prepared_extras_split("", names, stmts, 4), 0);
     assert_int_equal(prepared_extras_split("RESET ALL;", names, stmts, 4), -1);
-    assert_int_equal(prepared_extras_split("SET a = 'x", names, stmts, 4), -1);
+    assert_int_equal(prepared_extras_split("SET a = 'x';", names, stmts, 4), -1);
+    assert_int_equal(prepared_extras_split("SELECT pg_catalog.set_config('a', 'x", names, stmts, 4),
+                     -1);
     param_intern_free_all();
 }
 
