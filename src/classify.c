@@ -105,6 +105,15 @@ static bool has_advisory(const char *sql, size_t len)
     return false;
 }
 
+/* Whether a statement starting with letter ch may begin with one of the
+ * keywords classify_peek() looks for: S(ET, ELECT), R(ESET), P(REPARE),
+ * E(XECUTE), D(EALLOCATE, ISCARD, ECLARE), L(ISTEN), C(REATE), U(NLISTEN).
+ * Most queries (INSERT, UPDATE, WITH, BEGIN...) stop here. */
+static bool keyword_letter(char ch)
+{
+    return strchr("srpedlcu", ch | 0x20) != NULL && ch != '\0';
+}
+
 enum classify_kw classify_peek(const char *sql, size_t len)
 {
     size_t i = skip_space(sql, 0, len);
@@ -114,19 +123,8 @@ enum classify_kw classify_peek(const char *sql, size_t len)
      * C(OMMIT): one switch on the first letter rules out most of them (U
      * stays in for UNLISTEN). */
     char kw[16];
-    switch (sql[i] | 0x20) {
-    case 's':
-    case 'r':
-    case 'p':
-    case 'e':
-    case 'd':
-    case 'l':
-    case 'c':
-    case 'u':
-        break;
-    default:
+    if (!keyword_letter(sql[i]))
         return CK_OTHER;
-    }
     size_t j = read_word(sql, i, len, kw, sizeof(kw));
     if (!strcmp(kw, "SELECT"))
         return has_advisory(sql + j, len - j) ? CK_ADVISORY : CK_OTHER;
@@ -162,19 +160,8 @@ bool classify_peek_more(const char *sql, size_t len)
     size_t i = skip_space(sql, 0, len);
     if (i >= len)
         return true; /* blanks or a comment to the end */
-    switch (sql[i] | 0x20) {
-    case 's':
-    case 'r':
-    case 'p':
-    case 'e':
-    case 'd':
-    case 'l':
-    case 'c':
-    case 'u':
-        break;
-    default:
+    if (!keyword_letter(sql[i]))
         return false;
-    }
     char kw[16];
     size_t j = read_word(sql, i, len, kw, sizeof(kw));
     if (j >= len)

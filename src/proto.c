@@ -315,13 +315,8 @@ void proto_build_notice(struct proto_writer *w, const char *fmt, ...)
     build_error_fields(w, 'N', "NOTICE", "00000", msg);
 }
 
-void proto_build_warning(struct proto_writer *w, const char *fmt, ...)
+void proto_build_warning(struct proto_writer *w, const char *msg)
 {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     build_error_fields(w, 'N', "WARNING", "01000", msg);
 }
 

@@ -149,8 +149,7 @@ void proto_build_error(struct proto_writer *w, bool fatal, const char *sqlstate,
 void proto_build_notice(struct proto_writer *w, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* A NoticeResponse of severity WARNING (SQLSTATE 01000). */
-void proto_build_warning(struct proto_writer *w, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void proto_build_warning(struct proto_writer *w, const char *msg);
 void proto_build_auth(struct proto_writer *w, uint32_t code, const void *extra, size_t n);
 void proto_build_param_status(struct proto_writer *w, const char *name, const char *value);
 void proto_build_backend_key(struct proto_writer *w, uint32_t pid, uint32_t key);

@@ -205,7 +205,7 @@ static bool answer(struct client *c, const char *p, const char *e, struct proto_
     }
     if (warn[0]) {
         log_warning("C-%p: %s", (void *)c, warn);
-        proto_build_warning(w, "%s", warn);
+        proto_build_warning(w, warn);
     }
     if (op == OP_SHOW) {
         char out[96];

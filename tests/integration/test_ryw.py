@@ -146,6 +146,17 @@ def primary_identity(cluster):
     return sysid, tli
 
 
+def write_for_token(conn, k):
+    """Inserts (k, 1) (autocommit, extended protocol) until the token it
+    brings names its cluster (the lag monitor reads that a tick after the
+    pool's first use); returns the token."""
+    def written():
+        conn.execute("INSERT INTO ryw_t VALUES (%s, 1)", (k,))
+        return conn.info.parameter_status("sluice.lsn").count("/") == 3
+    wait_until(written, 5, "a token naming the cluster")
+    return conn.info.parameter_status("sluice.lsn")
+
+
 def lsn_text(lsn):
     return "%X/%X" % (lsn >> 32, lsn & 0xFFFFFFFF)
 
@@ -157,13 +168,7 @@ def test_token_after_each_write(sluice, cluster, ryw_table):
     s = sluice(config("user"))
     sysid, tli = primary_identity(cluster)
     with s.connect() as conn:
-        def written():
-            # autocommit, extended protocol; the token names its cluster once
-            # the lag monitor has read it (a tick after the pool's first use)
-            conn.execute("INSERT INTO ryw_t VALUES (-2, 1)")
-            return conn.info.parameter_status("sluice.lsn").count("/") == 3
-        wait_until(written, 5, "a token naming the cluster")
-        first = conn.info.parameter_status("sluice.lsn")
+        first = write_for_token(conn, -2)
         lsn1, sid, t = token_parts(first)
         assert (sid, t) == (sysid, tli)
         with cluster.primary_conn() as p:
@@ -194,11 +199,7 @@ def test_token_handed_to_another_instance(sluice, cluster, paused):
     a = sluice(config("user"))
     b = sluice(config("off"))
     with a.connect() as w:
-        def written():
-            w.execute("INSERT INTO ryw_t VALUES (-3, 1)")
-            return w.info.parameter_status("sluice.lsn").count("/") == 3
-        wait_until(written, 5, "a token naming the cluster")
-        token = w.info.parameter_status("sluice.lsn")
+        token = write_for_token(w, -3)
     with b.connect() as r:
         ports = {read_k(r, -3)[1] for _ in range(6)}
         assert paused in ports  # round robin: the paused replica too, without the token
