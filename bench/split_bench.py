@@ -113,7 +113,8 @@ def target_name(scenario, variant):
 
 
 def clients_of(scfg, scen):
-    return scfg["cpu_clients"] if scen["name"] == "cpu" else scfg["capacity_clients"]
+    """The clients of a scenario: its part's config key NAME_clients."""
+    return scfg["%s_clients" % scen["name"]]
 
 
 def pooler_for(scen, variant, sluice_bin, scfg):
@@ -314,13 +315,18 @@ def warm_up(port, scen, protocol, clients, jobs):
                            % (p.returncode, "; ".join(B.error_lines(p.stdout)[:3])))
 
 
-def run_variant(scen, variant, pooler, scfg, pass_no):
-    r = measure_variant(scen, variant, pooler, scfg)
+def run_variant(scen, variant, pooler, scfg, pass_no, check=None, probe=None):
+    """One measured run of a variant (measure_variant), labelled."""
+    r = measure_variant(scen, variant, pooler, scfg, check or check_reads, probe)
     r["scenario"], r["variant"], r["pass"] = scen["name"], variant, pass_no
     return r
 
 
-def measure_variant(scen, variant, pooler, scfg):
+def measure_variant(scen, variant, pooler, scfg, check, probe=None):
+    """sluice started, warmed up, one pgbench run between two SHOW REPLICAS
+    (and two calls of probe(pooler), kept as r["probe_before"] and
+    r["probe_after"]), stopped. check(scen, variant, r, reads_delta,
+    SHOW REPLICAS after) returns the errors that fail the run."""
     name = pooler.name
     clients, proto = clients_of(scfg, scen), scfg["protocol"]
     try:
@@ -336,10 +342,12 @@ def measure_variant(scen, variant, pooler, scfg):
     try:
         warm_up(pooler.port, scen, proto, clients, scfg["jobs"])
         before = show_replicas(pooler.port)
+        probe0 = probe(pooler) if probe else None
         node_t0 = {n: B.postgres_ticks([d]) for n, d in zip(["primary"] + B.REPLICAS, all_pgdatas())}
         point_cfg = {"seconds": scfg["seconds"], "jobs": scfg["jobs"], "pgdatas": all_pgdatas()}
         r = B.run_point(name, pooler, pooler.port, scen["workload"], proto, clients, point_cfg)
         node_t1 = {n: B.postgres_ticks([d]) for n, d in zip(["primary"] + B.REPLICAS, all_pgdatas())}
+        probe1 = probe(pooler) if probe else None
         after = show_replicas(pooler.port)
     except RuntimeError as e:
         r = B.failed_point(name, scen["workload"], proto, clients, scfg, str(e), pooler)
@@ -351,7 +359,9 @@ def measure_variant(scen, variant, pooler, scfg):
                                  for n in node_t0 if node_t0[n] is not None and node_t1[n] is not None}
     r["reads_delta"] = reads_delta(before, after)
     r["show_replicas_after"] = after
-    errs = check_reads(scen, variant, r, r["reads_delta"], after)
+    if probe:
+        r["probe_before"], r["probe_after"] = probe0, probe1
+    errs = check(scen, variant, r, r["reads_delta"], after)
     if note:
         errs.insert(0, note + " during or right after the run")
     if errs:
@@ -361,14 +371,42 @@ def measure_variant(scen, variant, pooler, scfg):
     return r
 
 
+def alternate(part, scen, variants, poolers, scfg, passes, check=None, probe=None,
+              describe=None):
+    """passes x each variant of scen (run_variant), the first variant
+    rotating from pass to pass; logs each run (describe(r): more lines) and
+    SHOW REPLICAS after the last variant's runs. Returns the results."""
+    results = []
+    for k in range(passes):
+        order = variants[k % len(variants):] + variants[:k % len(variants)]
+        B.log("%s %s, pass %d/%d: %s, %d clients" % (
+            part, scen["name"], k + 1, passes, scen["workload"], clients_of(scfg, scen)))
+        for v in order:
+            r = run_variant(scen, v, poolers[v], scfg, k + 1, check, probe)
+            B.log("  " + B.fmt_point(r))
+            if r.get("reads_delta") is not None:
+                B.log("    " + fmt_reads(r))
+            for line in describe(r) if describe else []:
+                B.log("    " + line)
+            if v == variants[-1] and r.get("show_replicas_after"):
+                B.log("    SHOW REPLICAS after the run:")
+                for line in replicas_table(r["show_replicas_after"]):
+                    B.log("      " + line)
+            results.append(r)
+    return results
+
+
 def fmt_reads(r):
+    """Where SHOW REPLICAS counted the reads, of the transactions (or of
+    r["reads"], the read transactions of a mix, where a part sets it)."""
     d = r.get("reads_delta") or {}
-    x = r.get("xacts") or 0
+    mix = r.get("reads") is not None
+    x = (r.get("reads") if mix else r.get("xacts")) or 0
     parts = ["%s %d" % (n, d[n]) for n in sorted(d) if n != "primary"]
     if x and "primary" in d:
         rest = x - sum(v for n, v in d.items() if n != "primary")
         parts.append("primary (the rest) %d" % max(rest, 0))
-    return "reads: " + ", ".join(parts) + " of %d transactions" % x
+    return "reads: " + ", ".join(parts) + " of %d %s" % (x, "reads" if mix else "transactions")
 
 
 # --- classification ----------------------------------------------------------
@@ -427,21 +465,8 @@ def run(cfg, env, sluice_bin, report, jsonout):
         scfg["port"] = pick_port(scfg["port"], "sluice")
         for scen in SCENARIOS:
             poolers = {v: pooler_for(scen, v, sluice_bin, scfg) for v in VARIANTS}
-            passes = scfg["passes"][scen["name"]]
-            for k in range(passes):
-                order = VARIANTS[k % 2:] + VARIANTS[:k % 2]
-                B.log("split %s, pass %d/%d: %s, %d clients" % (
-                    scen["name"], k + 1, passes, scen["workload"], clients_of(scfg, scen)))
-                for v in order:
-                    r = run_variant(scen, v, poolers[v], scfg, k + 1)
-                    B.log("  " + B.fmt_point(r))
-                    if r.get("reads_delta") is not None:
-                        B.log("    " + fmt_reads(r))
-                    if v == "on" and r.get("show_replicas_after"):
-                        B.log("    SHOW REPLICAS after the run:")
-                        for line in replicas_table(r["show_replicas_after"]):
-                            B.log("      " + line)
-                    results.append(r)
+            results += alternate("split", scen, VARIANTS, poolers, scfg,
+                                 scfg["passes"][scen["name"]])
     finally:
         stop_replicas()
     classify = run_classify()
@@ -739,24 +764,7 @@ def write_report(data, path):
     """Replaces the split region of path (between MARK_BEGIN and MARK_END);
     without one, inserts it before the main generated section (or at the
     end)."""
-    gen = MARK_BEGIN + "\n" + generated(data) + MARK_END
-    text = ""
-    if os.path.exists(path):
-        with open(path) as f:
-            text = f.read()
-    if MARK_BEGIN in text and MARK_END in text:
-        head = text.split(MARK_BEGIN, 1)[0]
-        tail = text.split(MARK_END, 1)[1]
-        text = head + gen + tail
-    elif B.MARK_BEGIN in text:
-        head, tail = text.split(B.MARK_BEGIN, 1)
-        text = head + gen + "\n\n" + B.MARK_BEGIN + tail
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else B.DEFAULT_INTRO) + gen + "\n"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    B.write_region(path, MARK_BEGIN, MARK_END, generated(data))
 
 
 def report_from_json(path, report):
