@@ -8,7 +8,8 @@ measure TPS, latency (average from pgbench, p99 from the per-transaction log),
 the pooler's CPU time per transaction (/proc/PID/stat) and its peak RSS
 (VmHWM). Writes bench/results/latest.json and the generated part of
 docs/benchmarks.md. Before that matrix, bench/split_bench.py measures the
-read/write split (its own JSON and generated region). Standard library only.
+read/write split and bench/ryw_bench.py read-your-writes under a read/write
+mix (each its own JSON and generated region). Standard library only.
 
   bench.py            run the benchmark (as root; see run.sh for the env)
   bench.py --report   regenerate docs/benchmarks.md from the JSON, no run

@@ -81,6 +81,10 @@ def config(quick):
         "protocol": os.environ.get("BENCH_RYW_PROTOCOL", "").strip() or "extended",
         "ryw_clients": B.env_int("BENCH_RYW_CLIENTS", 100),
         "pool_size": B.env_int("BENCH_RYW_POOL_SIZE", 20),
+        # More sluice settings for both variants, "key=value ..." (e.g.
+        # replica_wait_timeout=0, to see what the waiting costs).
+        "settings": [tuple(kv.split("=", 1)) for kv in
+                     os.environ.get("BENCH_RYW_SETTINGS", "").split() if "=" in kv],
         "passes": B.env_int("BENCH_RYW_REPEAT", 1 if quick else 3),
         "port": RYW_PORT,
         "metrics_port": METRICS_PORT,
@@ -97,6 +101,7 @@ def pooler_for(variant, sluice_bin, rcfg):
     settings = ([("default_pool_size", str(rcfg["pool_size"])), ("primary_reads", "fallback"),
                  ("metrics_listen", "127.0.0.1:%d" % rcfg["metrics_port"])]
                 + S.COMMON_SETTINGS
+                + [tuple(kv) for kv in rcfg.get("settings", [])]
                 + [("read_write_split", "on"), ("read_your_writes", variant)])
     return B.Pooler("ryw-" + variant, sluice_bin, rcfg["port"], rcfg["workers"],
                     db_extra="replicas=" + reps, settings=settings)
@@ -257,6 +262,14 @@ def fmt_ms(v):
     return "> 1 s" if v == float("inf") else ("%.3g ms" % v)
 
 
+def fmt_bucket(v):
+    """A wait percentile (the upper bound of its bucket, ms) as the bucket:
+    the bounds are powers of two."""
+    if v is None or v == float("inf"):
+        return fmt_ms(v)
+    return "%.3g–%.3g ms" % (v / 2, v)
+
+
 def describe(r):
     sh = r.get("shares")
     if not sh:
@@ -267,8 +280,8 @@ def describe(r):
                 r["reads"], 100 * sh["replicas"], 100 * sh["primary"],
                 100 * sh["had_writes_to_see"], 100 * sh["waited"],
                 100 * sh["waited_then_replica"], 100 * sh["waited_then_primary"],
-                100 * sh["primary_without_waiting"], fmt_ms(sh["wait_p50_ms"]),
-                fmt_ms(sh["wait_p99_ms"]), fmt_ms(sh["wait_mean_ms"]))]
+                100 * sh["primary_without_waiting"], fmt_bucket(sh["wait_p50_ms"]),
+                fmt_bucket(sh["wait_p99_ms"]), fmt_ms(sh["wait_mean_ms"]))]
 
 
 # --- the run -----------------------------------------------------------------
@@ -374,8 +387,8 @@ def summarize(data):
     if u.get("replicas") is not None:
         headline += ("; user: %.1f%% of reads on replicas, %.1f%% waited (p50 %s, p99 %s), "
                      "%.1f%% on the primary" % (100 * u["replicas"], 100 * u["waited"],
-                                                fmt_ms(u["pooled"]["wait_p50_ms"]),
-                                                fmt_ms(u["pooled"]["wait_p99_ms"]),
+                                                fmt_bucket(u["pooled"]["wait_p50_ms"]),
+                                                fmt_bucket(u["pooled"]["wait_p99_ms"]),
                                                 100 * u["primary"]))
     return {"medians": m, "ratio": None if q is None else round(q, 4), "pass_ratios": pairs,
             "pass_ratios_geomean": None if gm is None else round(gm, 4),
@@ -421,7 +434,7 @@ def generated(data):
     a("`pgbench %s -M %s`, %d clients (one user), `default_pool_size = %d` per endpoint, "
       "%d s per run, %d %s per variant, alternating (%sthe first variant rotating from pass to "
       "pass). Both variants: `read_write_split = on`, `primary_reads = fallback`, "
-      "`replica_wait_timeout` and `lag_check_interval` at their defaults (0.05 s, 0.1 s). "
+      "%s. "
       "The shares are of the reads sluice routed (SHOW REPLICAS, all three endpoints): "
       "each select-only transaction, and each simple-update transaction's `BEGIN`, which "
       "under `-M extended` (Parse/Bind/Execute/Sync) is routed as a read — to a replica, "
@@ -429,7 +442,9 @@ def generated(data):
       "primary (sluice answers only a simple-protocol `BEGIN` itself, src/router.c "
       "begin_virtual())."
       % (" ".join(MIX), rcfg["protocol"], rcfg["ryw_clients"], rcfg["pool_size"],
-         rcfg["seconds"], n, "pass" if n == 1 else "passes", "medians; " if n > 1 else ""))
+         rcfg["seconds"], n, "pass" if n == 1 else "passes", "medians; " if n > 1 else "",
+         ", ".join("`%s = %s`" % tuple(kv) for kv in rcfg["settings"]) if rcfg.get("settings")
+         else "`replica_wait_timeout` and `lag_check_interval` at their defaults (0.05 s, 0.1 s)"))
     a("")
     a("| | read_your_writes = off | read_your_writes = user | user ÷ off |")
     a("|---|--:|--:|--:|")
@@ -459,7 +474,7 @@ def generated(data):
     row("p99 latency", "latency_p99_ms", lambda v: B.f2(v, " ms"))
     a("| **Reads on the replicas** (SHOW REPLICAS) | %s | **%s** | |"
       % (pct(m["off"]["replicas"]), pct(m["user"]["replicas"])))
-    a("| **Reads on the primary** (the rest) | %s | **%s** | |"
+    a("| **Reads on the primary** (SHOW REPLICAS) | %s | **%s** | |"
       % (pct(m["off"]["primary"]), pct(m["user"]["primary"])))
     a("| reads that had writes to see (`sluice_ryw_reads_total`) | %s | %s | |"
       % (pct(m["off"]["had_writes_to_see"]), pct(m["user"]["had_writes_to_see"])))
@@ -473,12 +488,12 @@ def generated(data):
       "replica usable) | %s | %s | |"
       % (pct(m["off"]["primary_without_waiting"]), pct(m["user"]["primary_without_waiting"])))
     pu = m["user"]["pooled"]
-    a("| **wait p50 / p99** (all runs' waits together; upper bound of the "
-      "`sluice_ryw_wait_seconds` bucket) | — | **%s / %s** | |"
-      % (fmt_ms(pu["wait_p50_ms"]), fmt_ms(pu["wait_p99_ms"])))
+    a("| **wait p50 / p99** (all runs' waits together; the "
+      "`sluice_ryw_wait_seconds` bucket it falls in) | — | **%s / %s** | |"
+      % (fmt_bucket(pu["wait_p50_ms"]), fmt_bucket(pu["wait_p99_ms"])))
     a("| … per pass (p50 / p99, mean) | | %s | |" % "<br>".join(
-        "%s / %s, %s" % (fmt_ms((r.get("shares") or {}).get("wait_p50_ms")),
-                         fmt_ms((r.get("shares") or {}).get("wait_p99_ms")),
+        "%s / %s, %s" % (fmt_bucket((r.get("shares") or {}).get("wait_p50_ms")),
+                         fmt_bucket((r.get("shares") or {}).get("wait_p99_ms")),
                          fmt_ms((r.get("shares") or {}).get("wait_mean_ms")))
         for r in runs["user"]))
 
