@@ -1171,21 +1171,7 @@ def write_region(path, begin, end, body, after=None):
 
 
 def write_report(data, path):
-    gen = generated(data)
-    intro = DEFAULT_INTRO
-    tail = ""
-    if os.path.exists(path):
-        with open(path) as f:
-            text = f.read()
-        if MARK_BEGIN in text and MARK_END in text:
-            intro = text.split(MARK_BEGIN, 1)[0]
-            tail = text.split(MARK_END, 1)[1]
-        elif text.strip():
-            intro = text.rstrip("\n") + "\n\n"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.write(intro + MARK_BEGIN + "\n" + gen + MARK_END + tail)
-    os.replace(path + ".tmp", path)
+    write_region(path, MARK_BEGIN, MARK_END, generated(data))
 
 
 def targets_of(data):

@@ -39,7 +39,6 @@ region if missing).
 """
 
 import datetime
-import json
 import os
 import sys
 import urllib.request
@@ -74,26 +73,16 @@ SHOWN_PRIMARY_SETTINGS = ["fsync", "synchronous_commit", "synchronous_standby_na
 
 def config(quick):
     """This part's settings (environment: see bench/run.sh)."""
-    return {
-        "seconds": B.env_int("BENCH_RYW_SECONDS", 4 if quick else 10),
-        "jobs": B.env_int("BENCH_JOBS", 2),
-        "workers": B.env_int("BENCH_RYW_WORKERS", 1),
-        "protocol": os.environ.get("BENCH_RYW_PROTOCOL", "").strip() or "extended",
-        "ryw_clients": B.env_int("BENCH_RYW_CLIENTS", 100),
-        "pool_size": B.env_int("BENCH_RYW_POOL_SIZE", 20),
+    return S.part_config(
+        "BENCH_RYW", 4 if quick else 10, RYW_PORT,
+        ryw_clients=B.env_int("BENCH_RYW_CLIENTS", 100),
+        pool_size=B.env_int("BENCH_RYW_POOL_SIZE", 20),
         # More sluice settings for both variants, "key=value ..." (e.g.
         # replica_wait_timeout=0, to see what the waiting costs).
-        "settings": [tuple(kv.split("=", 1)) for kv in
-                     os.environ.get("BENCH_RYW_SETTINGS", "").split() if "=" in kv],
-        "passes": B.env_int("BENCH_RYW_REPEAT", 1 if quick else 3),
-        "port": RYW_PORT,
-        "metrics_port": METRICS_PORT,
-        "replica_ports": dict(B.REPLICA_PORT),
-        "primary_port": B.PG_PORT,
-        "pgdata": B.PGDATA,
-        "replica_dirs": {n: S.replica_dir(n) for n in B.REPLICAS},
-        "replica_pgdatas": {n: B.replica_pgdata(n) for n in B.REPLICAS},
-    }
+        settings=[tuple(kv.split("=", 1)) for kv in
+                  os.environ.get("BENCH_RYW_SETTINGS", "").split() if "=" in kv],
+        passes=B.env_int("BENCH_RYW_REPEAT", 1 if quick else 3),
+        metrics_port=METRICS_PORT)
 
 
 def pooler_for(variant, sluice_bin, rcfg):
@@ -317,27 +306,11 @@ def run(cfg, env, sluice_bin, report, jsonout):
         except RuntimeError as e:
             B.log("resetting the primary's settings: %s" % e)
         S.stop_replicas()
-    finished = datetime.datetime.now(datetime.timezone.utc)
-    data = {
-        "generated_by": "bench/run.sh (bench/ryw_bench.py)",
-        "started": started.isoformat(timespec="seconds"),
-        "finished": finished.isoformat(timespec="seconds"),
-        "config": rcfg,
-        "mode": cfg["mode"],
-        "environment": env,
-        "scenario": dict(SCENARIO, clients=rcfg["ryw_clients"], pgbench_args=MIX,
-                         inis={v: ini_text(v, rcfg) for v in VARIANTS}),
-        "results": results,
-    }
-    data["summary"] = summarize(data)
-    os.makedirs(os.path.dirname(jsonout), exist_ok=True)
-    with open(jsonout + ".tmp", "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-    os.replace(jsonout + ".tmp", jsonout)
-    write_report(data, report)
+    data = S.finish_part("ryw", started, cfg, env, rcfg, results, jsonout, report, summarize,
+                         write_report, scenario=dict(
+                             SCENARIO, clients=rcfg["ryw_clients"], pgbench_args=MIX,
+                             inis={v: ini_text(v, rcfg) for v in VARIANTS}))
     B.log("read-your-writes: %s" % data["summary"]["headline"])
-    B.log("read-your-writes part took %.1f min" % ((finished - started).total_seconds() / 60.0))
     return data
 
 
@@ -374,12 +347,7 @@ def summarize(data):
             m[v][k] = S.median([(r.get("shares") or {}).get(k) for r in good])
         m[v]["pooled"] = pooled_waits(good)
     q = B.ratio(m["user"]["cpu_us_per_xact"], m["off"]["cpu_us_per_xact"])
-    pairs = []
-    for a, b in zip(runs["user"], runs["off"]):
-        pr = B.ratio(a.get("cpu_us_per_xact"), b.get("cpu_us_per_xact")) \
-            if a["ok"] and b["ok"] else None
-        pairs.append(None if pr is None else round(pr, 4))
-    gm = B.geomean([x for x in pairs if x is not None])
+    pairs, gm = S.pass_ratios(runs["user"], runs["off"], "cpu_us_per_xact")
     met = q is not None and ok and q <= CPU_TARGET
     u = m["user"]
     headline = "sluice CPU per transaction, user ÷ off %s (target ≤ %.2fx: %s)" % (
@@ -400,7 +368,7 @@ def pct(v):
 
 
 def generated(data):
-    env, rcfg, summ = data["environment"], data["config"], data["summary"]
+    rcfg, summ = data["config"], data["summary"]
     res, m = data["results"], summ["medians"]
     runs = {v: [r for r in res if r.get("variant") == v] for v in VARIANTS}
     L = []
@@ -408,28 +376,8 @@ def generated(data):
     a("")
     a("### Read-your-writes: results of the last run")
     a("")
-    a("Run %s → %s (UTC), mode **%s**; %s (`%s`, sha256 %s…), tree at commit %s; `workers = %d`; "
-      "%s. The primary (port %d) and two streaming replicas made from it with pg_basebackup "
-      "(ports %s), all on this machine. The primary ran this part with %s."
-      % (data["started"], data["finished"], data["mode"], env.get("sluice", "?"),
-         env.get("sluice_bin", "?"), env.get("sluice_sha256", "?")[:12], env.get("git_commit", "?"),
-         rcfg["workers"], env.get("postgresql_server", env.get("postgresql", "?")).split(" on ")[0],
-         rcfg["primary_port"], ", ".join(str(rcfg["replica_ports"][n]) for n in B.REPLICAS),
-         ", ".join("`%s = %s`" % kv for kv in (rcfg.get("primary_settings") or {}).items())))
-    a("")
-    if data["mode"] == "quick":
-        a("> Quick mode (BENCH_QUICK=1): short runs, one pass; the numbers are noisy.")
-        a("")
-    other = [r["other_cpu_pct"] for r in res if r.get("other_cpu_pct") is not None]
-    if other:
-        mean_o, max_o = sum(other) / len(other), max(other)
-        busy = mean_o > 10 or max_o > 25
-        a("%s Other work on the machine (CPU used by neither pgbench, the three PostgreSQL servers "
-          "nor sluice) took %.0f%% of its CPU on average during these runs, %.0f%% at most%s"
-          % ("> **Busy machine.**" if busy else "Quiet machine:", mean_o, max_o,
-             ": CPU per transaction moves by several percent from run to run, compare the passes."
-             if busy else "."))
-        a("")
+    L.extend(S.run_header(data, rcfg, " The primary ran this part with %s." % ", ".join(
+        "`%s = %s`" % kv for kv in (rcfg.get("primary_settings") or {}).items())))
     n = len(runs["user"])
     a("`pgbench %s -M %s`, %d clients (one user), `default_pool_size = %d` per endpoint, "
       "%d s per run, %d %s per variant, alternating (%sthe first variant rotating from pass to "
@@ -449,12 +397,8 @@ def generated(data):
     a("| | read_your_writes = off | read_your_writes = user | user ÷ off |")
     a("|---|--:|--:|--:|")
 
-    def row(label, key, fmt, ratio=True, bold=False):
-        q = B.ratio(m["user"][key], m["off"][key]) if ratio else None
-        qs = B.fratio(q) if ratio else ""
-        if bold and q is not None:
-            qs = "**%s** (target %s: %s)" % (qs, summ["target"], "met" if summ["met"] else "not met")
-        a("| %s | %s | %s | %s |" % (label, fmt(m["off"][key]), fmt(m["user"][key]), qs))
+    def row(label, key, fmt, bold=False):
+        a(S.ratio_row(label, m["off"][key], m["user"][key], fmt, summ if bold else None))
 
     def per_pass(label, key, fmt, ratios):
         a("| … per pass | %s | %s | %s |" % (
@@ -472,21 +416,17 @@ def generated(data):
         [B.ratio(x.get("tps"), y.get("tps")) for x, y in zip(runs["user"], runs["off"])], "%.2fx"))
     row("avg latency", "latency_avg_ms", lambda v: B.f2(v, " ms"))
     row("p99 latency", "latency_p99_ms", lambda v: B.f2(v, " ms"))
-    a("| **Reads on the replicas** (SHOW REPLICAS) | %s | **%s** | |"
-      % (pct(m["off"]["replicas"]), pct(m["user"]["replicas"])))
-    a("| **Reads on the primary** (SHOW REPLICAS) | %s | **%s** | |"
-      % (pct(m["off"]["primary"]), pct(m["user"]["primary"])))
-    a("| reads that had writes to see (`sluice_ryw_reads_total`) | %s | %s | |"
-      % (pct(m["off"]["had_writes_to_see"]), pct(m["user"]["had_writes_to_see"])))
-    a("| **reads that waited** (`sluice_ryw_waits_total`) | %s | **%s** | |"
-      % (pct(m["off"]["waited"]), pct(m["user"]["waited"])))
-    a("| … then served by a replica | %s | %s | |"
-      % (pct(m["off"]["waited_then_replica"]), pct(m["user"]["waited_then_replica"])))
-    a("| … **then sent to the primary** (timed out) | %s | **%s** | |"
-      % (pct(m["off"]["waited_then_primary"]), pct(m["user"]["waited_then_primary"])))
-    a("| reads sent to the primary without waiting (a write's position being read, or no "
-      "replica usable) | %s | %s | |"
-      % (pct(m["off"]["primary_without_waiting"]), pct(m["user"]["primary_without_waiting"])))
+    for label, key, bold in (
+            ("**Reads on the replicas** (SHOW REPLICAS)", "replicas", True),
+            ("**Reads on the primary** (SHOW REPLICAS)", "primary", True),
+            ("reads that had writes to see (`sluice_ryw_reads_total`)", "had_writes_to_see", False),
+            ("**reads that waited** (`sluice_ryw_waits_total`)", "waited", True),
+            ("… then served by a replica", "waited_then_replica", False),
+            ("… **then sent to the primary** (timed out)", "waited_then_primary", True),
+            ("reads sent to the primary without waiting (a write's position being read, or no "
+             "replica usable)", "primary_without_waiting", False)):
+        a("| %s | %s | %s | |" % (label, pct(m["off"][key]),
+                                   ("**%s**" if bold else "%s") % pct(m["user"][key])))
     pu = m["user"]["pooled"]
     a("| **wait p50 / p99** (all runs' waits together; the "
       "`sluice_ryw_wait_seconds` bucket it falls in) | — | **%s / %s** | |"
@@ -497,51 +437,25 @@ def generated(data):
                          fmt_ms((r.get("shares") or {}).get("wait_mean_ms")))
         for r in runs["user"]))
 
-    def reads_cell(rs):
-        cells = []
-        for r in rs:
-            d = r.get("reads_delta")
-            if d is None or not r.get("reads"):
-                cells.append("—")
-                continue
-            cells.append("%s = %d (%d select-only + %d simple-update transactions)" % (
-                " + ".join("%s %d" % (x, d.get(x, 0)) for x in SCENARIO["replicas"] + ["primary"]),
-                r["reads"], r.get("read_xacts") or 0, r.get("write_xacts") or 0))
-        return "<br>".join(cells)
+    def reads(r):
+        d = r.get("reads_delta")
+        if d is None or not r.get("reads"):
+            return "—"
+        return "%s = %d (%d select-only + %d simple-update transactions)" % (
+            " + ".join("%s %d" % (x, d.get(x, 0)) for x in SCENARIO["replicas"] + ["primary"]),
+            r["reads"], r.get("read_xacts") or 0, r.get("write_xacts") or 0)
     a("| reads where SHOW REPLICAS counts them, per pass | %s | %s | |"
-      % (reads_cell(runs["off"]), reads_cell(runs["user"])))
+      % (S.cells(runs["off"], reads), S.cells(runs["user"], reads)))
 
-    def ryw_cell(rs):
-        cells = []
-        for r in rs:
-            w = r.get("ryw")
-            cells.append("—" if not w else "reads %d replica / %d primary; waits %d / %d" % (
-                w["reads_replica"], w["reads_primary"], w["waits_replica"], w["waits_primary"]))
-        return "<br>".join(cells)
+    def ryw(r):
+        w = r.get("ryw")
+        return "—" if not w else "reads %d replica / %d primary; waits %d / %d" % (
+            w["reads_replica"], w["reads_primary"], w["waits_replica"], w["waits_primary"])
     a("| `sluice_ryw_*` deltas per pass (went = replica / primary) | %s | %s | |"
-      % (ryw_cell(runs["off"]), ryw_cell(runs["user"])))
-
-    def pg_cell(rs):
-        cells = []
-        for r in rs:
-            c = r.get("postgres_cpu_by_node") or {}
-            cells.append(" / ".join("%.1f" % c[x] for x in ["primary"] + SCENARIO["replicas"]
-                                    if x in c))
-        return "<br>".join(cells)
-    a("| PostgreSQL CPU s: primary / replica1 / replica2, per pass | %s | %s | |"
-      % (pg_cell(runs["off"]), pg_cell(runs["user"])))
-    a("| other work on the machine, %% of its CPU (median) | %s | %s | |"
-      % (B.f1(m["off"]["other_cpu_pct"]), B.f1(m["user"]["other_cpu_pct"])))
+      % (S.cells(runs["off"], ryw), S.cells(runs["user"], ryw)))
+    L.extend(S.cpu_rows(runs["off"], runs["user"], SCENARIO["replicas"]))
     a("")
-    bad = [r for v in VARIANTS for r in runs[v] if not r["ok"]]
-    for r in bad:
-        a("- **%s, pass %s failed**: %s" % (r["target"], r.get("pass", "?"), "; ".join(r["errors"])))
-        for line in (r.get("pgbench_output") or [])[:6]:
-            a("  `%s`" % line.replace("`", "'"))
-        for line in (r.get("pooler_log") or [])[-6:]:
-            a("  `%s`" % line.replace("`", "'"))
-    if bad:
-        a("")
+    L.extend(S.failures([r for v in VARIANTS for r in runs[v]]))
     a("#### Exact commands of this run")
     a("")
     a("```sh")
@@ -563,15 +477,9 @@ def generated(data):
         a(cmd)
     a("```")
     a("")
-    a("The ini with `read_your_writes = user` (off: the same with `read_your_writes = off`):")
-    a("")
-    a("```ini")
-    a(data["scenario"]["inis"]["user"].rstrip("\n"))
-    a("```")
-    a("")
-    a("Raw results: [bench/results/ryw.json](../bench/results/ryw.json).")
-    a("")
-    return "\n".join(L) + "\n"
+    L.extend(S.ini_block("The ini with `read_your_writes = user` (off: the same with "
+                         "`read_your_writes = off`):", data["scenario"]["inis"]["user"]))
+    return "\n".join(L + S.raw_results("ryw.json")) + "\n"
 
 
 def write_report(data, path):
@@ -581,10 +489,7 @@ def write_report(data, path):
 
 
 def report_from_json(path, report):
-    with open(path) as f:
-        data = json.load(f)
-    data["summary"] = summarize(data)  # derived: recomputed by this version
-    write_report(data, report)
+    S.report_from_json(path, report, summarize, write_report)
 
 
 if __name__ == "__main__":
