@@ -11,8 +11,10 @@
 #                        tests under ThreadSanitizer (build/thread/sluice)
 #   make demo            port check, deps, build, cluster, sluice in front; prints the
 #                        psql line (DEMO_PORT, CLUSTER_PORT: see scripts/demo.sh)
-#   make bench           pgbench through sluice and pgbouncer, and sluice's read/write
-#                        split against its own split off -> docs/benchmarks.md
+#   make bench           pgbench through sluice and pgbouncer, sluice's read/write
+#                        split against its own split off, and read_your_writes = user
+#                        against off under a 90/10 mix -> docs/benchmarks.md
+#                        (env: bench/run.sh's header; BENCH_RYW_ONLY=1 that part alone)
 #   make bench-classify  what classifying a statement for the router costs, cold and
 #                        cached (bench/classify_bench.c, release objects)
 #   make fuzz            each libFuzzer target for FUZZ_SECONDS (60)

@@ -8,7 +8,8 @@ measure TPS, latency (average from pgbench, p99 from the per-transaction log),
 the pooler's CPU time per transaction (/proc/PID/stat) and its peak RSS
 (VmHWM). Writes bench/results/latest.json and the generated part of
 docs/benchmarks.md. Before that matrix, bench/split_bench.py measures the
-read/write split (its own JSON and generated region). Standard library only.
+read/write split and bench/ryw_bench.py read-your-writes under a read/write
+mix (each its own JSON and generated region). Standard library only.
 
   bench.py            run the benchmark (as root; see run.sh for the env)
   bench.py --report   regenerate docs/benchmarks.md from the JSON, no run
@@ -575,6 +576,12 @@ def parse_pgbench(out):
                 r["failed"] = int(s.split(":")[1].split()[0])
             elif s.startswith("initial connection time ="):
                 r["conn_time_ms"] = float(s.split()[4])
+            elif s.startswith("SQL script ") and ":" in s:
+                # Several scripts (-b NAME@W ...): each one's transactions.
+                script = {"script": s.split(":", 1)[1].strip(), "xacts": None}
+                r.setdefault("scripts", []).append(script)
+            elif s.startswith("- ") and " transactions (" in s and r.get("scripts"):
+                r["scripts"][-1]["xacts"] = int(s.split()[1])
         except (IndexError, ValueError):
             pass
     return r
@@ -879,6 +886,11 @@ def config():
         # BENCH_SPLIT_ONLY=1 runs it alone (no PgBouncer matrix).
         "split_enabled": os.environ.get("BENCH_SPLIT", "1").strip() not in ("0", "no", "false", "off"),
         "split_only": env_on("BENCH_SPLIT_ONLY"),
+        # Read-your-writes under a read/write mix (bench/ryw_bench.py), after
+        # the split part: on unless BENCH_RYW=0; BENCH_RYW_ONLY=1 runs it
+        # alone (with BENCH_SPLIT_ONLY=1 too: those two parts).
+        "ryw_enabled": os.environ.get("BENCH_RYW", "1").strip() not in ("0", "no", "false", "off"),
+        "ryw_only": env_on("BENCH_RYW_ONLY"),
     }
 
 
@@ -894,12 +906,19 @@ def main_run():
     jsonout = os.path.abspath(os.environ.get("BENCH_JSON", os.path.join(REPO, "bench/results/latest.json")))
     split_json = os.path.abspath(os.environ.get("BENCH_SPLIT_JSON",
                                                 os.path.join(REPO, "bench/results/split.json")))
+    ryw_json = os.path.abspath(os.environ.get("BENCH_RYW_JSON",
+                                              os.path.join(REPO, "bench/results/ryw.json")))
     cfg = config()
     import split_bench
-    if cfg["split_only"]:
-        cfg["split_enabled"] = True
+    import ryw_bench
+    # BENCH_SPLIT_ONLY / BENCH_RYW_ONLY: those parts and nothing else.
+    only = cfg["split_only"] or cfg["ryw_only"]
+    if only:
+        cfg["split_enabled"], cfg["ryw_enabled"] = cfg["split_only"], cfg["ryw_only"]
     if cfg["split_enabled"]:
         cfg["split"] = split_bench.config(cfg["mode"] == "quick")
+    if cfg["ryw_enabled"]:
+        cfg["ryw"] = ryw_bench.config(cfg["mode"] == "quick")
     # sluice is rebuilt often; run a copy so a `make` during the run cannot
     # swap or delete the binary under the benchmark.
     sluice_src = sluice_bin
@@ -909,8 +928,8 @@ def main_run():
     want = NOFILE if hard == resource.RLIM_INFINITY else min(NOFILE, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
 
-    pts = [] if cfg["split_only"] else matrix(cfg)
-    baselines = [] if cfg["split_only"] else [
+    pts = [] if only else matrix(cfg)
+    baselines = [] if only else [
         (wl, proto) for wl in cfg["workloads"] if wl in cfg["baseline_workloads"]
         for proto in cfg["baseline_protocols"]]
     nruns = cfg["repeat"] * sum(len(t) for *_, t in pts) + len(baselines)
@@ -918,13 +937,16 @@ def main_run():
     # and about 1.2 s of pooler restart, CHECKPOINT/VACUUM and pgbench exit.
     est = (nruns * (cfg["seconds"] + 1.2)) / 60.0 + 0.2
     split_est = split_bench.estimate_minutes(cfg["split"]) if cfg["split_enabled"] else 0.0
-    if not cfg["split_only"]:
+    if not only:
         log("mode %s: %d runs of %ds (clients %s; %s), estimated %.1f min" % (
             cfg["mode"], nruns, cfg["seconds"], cfg["clients"], ", ".join(cfg["targets"]), est))
     if cfg["split_enabled"]:
         log("read/write split: %s, estimated %.1f min" % (
             ", ".join("%s %d x 2 runs of %ds" % (k, n, cfg["split"]["seconds"])
                       for k, n in cfg["split"]["passes"].items()), split_est))
+    if cfg["ryw_enabled"]:
+        log("read-your-writes: %d x 2 runs of %ds, estimated %.1f min" % (
+            cfg["ryw"]["passes"], cfg["ryw"]["seconds"], ryw_bench.estimate_minutes(cfg["ryw"])))
     started = datetime.datetime.now(datetime.timezone.utc)
     cleanup(remove=True, force=True)
     os.makedirs(BENCH_DIR, exist_ok=True)
@@ -942,11 +964,12 @@ def main_run():
     setup_postgres()
     env["postgresql_server"] = psql_direct("SELECT version()")
     results = []
-    split_failed = None
+    failed = []
 
-    # The read/write split first, on the freshly loaded tables; its
-    # replicas are stopped before the PgBouncer comparison starts, so
-    # that replaying WAL never runs beside it.
+    # The read/write split first, on the freshly loaded tables, then
+    # read-your-writes (bench/ryw_bench.py: its own replicas, a read/write
+    # mix); the replicas are stopped before the PgBouncer comparison
+    # starts, so that replaying WAL never runs beside it.
     if cfg["split_enabled"]:
         try:
             split_bench.run(cfg, env, sluice_bin, report, split_json)
@@ -954,13 +977,24 @@ def main_run():
             # The PgBouncer comparison does not need the replicas: go on
             # without the split's figures (the run's exit status says so).
             log("read/write split part FAILED: %s" % e)
-            if cfg["split_only"]:
+            if cfg["split_only"] and not cfg["ryw_enabled"]:
                 raise
-            split_failed = str(e)
-        if cfg["split_only"]:
-            print("\nbench: report written to %s\nbench: raw results in %s" % (report, split_json),
-                  flush=True)
-            return
+            failed.append(("read/write split", str(e)))
+    if cfg["ryw_enabled"]:
+        try:
+            ryw_bench.run(cfg, env, sluice_bin, report, ryw_json)
+        except RuntimeError as e:
+            log("read-your-writes part FAILED: %s" % e)
+            if only and not cfg["split_enabled"]:
+                raise
+            failed.append(("read-your-writes", str(e)))
+    if only:
+        print("\nbench: report written to %s\nbench: raw results in %s" % (
+            report, ", ".join(j for j, on in ((split_json, cfg["split_enabled"]),
+                                              (ryw_json, cfg["ryw_enabled"])) if on)), flush=True)
+        if failed:
+            sys.exit("bench: " + "; ".join("the %s part failed: %s" % f for f in failed))
+        return
 
     # Baseline: PostgreSQL directly, no pooler.
     for wl, proto in baselines:
@@ -1039,9 +1073,9 @@ def main_run():
     write_report(data, report)
     log("took %.1f min" % ((finished - started).total_seconds() / 60.0))
     print("\nbench: report written to %s\nbench: raw results in %s" % (report, jsonout), flush=True)
-    if split_failed:
-        sys.exit("bench: the read/write split part failed (its region of the report was not "
-                 "updated): %s" % split_failed)
+    if failed:
+        sys.exit("bench: " + "; ".join("the %s part failed (its region of the report was not "
+                                       "updated): %s" % f for f in failed))
 
 
 # --- report ----------------------------------------------------------------
@@ -1108,22 +1142,36 @@ def usable(r):
     return r is not None and r.get("ok") and r.get("tps") is not None
 
 
-def write_report(data, path):
-    gen = generated(data)
-    intro = DEFAULT_INTRO
-    tail = ""
+def write_region(path, begin, end, body, after=None):
+    """Replaces the region of the markdown file path between the markers
+    begin and end with body; without one, inserts it after the marker
+    `after` if given and present, else before the main generated section
+    (or at the end)."""
+    gen = begin + "\n" + body + end
+    text = ""
     if os.path.exists(path):
         with open(path) as f:
             text = f.read()
-        if MARK_BEGIN in text and MARK_END in text:
-            intro = text.split(MARK_BEGIN, 1)[0]
-            tail = text.split(MARK_END, 1)[1]
-        elif text.strip():
-            intro = text.rstrip("\n") + "\n\n"
+    if begin in text and end in text:
+        head = text.split(begin, 1)[0]
+        tail = text.split(end, 1)[1]
+        text = head + gen + tail
+    elif after and after in text:
+        head, tail = text.split(after, 1)
+        text = head + after + "\n\n" + gen + tail
+    elif MARK_BEGIN in text:
+        head, tail = text.split(MARK_BEGIN, 1)
+        text = head + gen + "\n\n" + MARK_BEGIN + tail
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else DEFAULT_INTRO) + gen + "\n"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as f:
-        f.write(intro + MARK_BEGIN + "\n" + gen + MARK_END + tail)
+        f.write(text)
     os.replace(path + ".tmp", path)
+
+
+def write_report(data, path):
+    write_region(path, MARK_BEGIN, MARK_END, generated(data))
 
 
 def targets_of(data):
@@ -1568,6 +1616,10 @@ def main():
         if os.path.exists(split_src):
             import split_bench
             split_bench.report_from_json(split_src, dst)
+        ryw_src = os.environ.get("BENCH_RYW_JSON", os.path.join(REPO, "bench/results/ryw.json"))
+        if os.path.exists(ryw_src):
+            import ryw_bench
+            ryw_bench.report_from_json(ryw_src, dst)
         print("bench: report written to %s" % dst)
         return
     os.makedirs(os.path.dirname(LOCK_FILE) or "/", exist_ok=True)

@@ -9,9 +9,15 @@
 # with read_write_split on against the same ini with it off: (a) CPU per
 # pgbench -S transaction over one replica, (b) TPS of SELECT pg_sleep(0.005)
 # at 60 clients, pools of 10, over two replicas with primary_reads = share,
-# (c) make bench-classify's figures. Writes docs/benchmarks.md (the generated
-# sections only), bench/results/latest.json and bench/results/split.json.
-# About 19 minutes (the split part about 1.7); BENCH_QUICK=1 about 3.
+# (c) make bench-classify's figures. Then read-your-writes (bench/ryw_bench.py):
+# the same two replicas made again, pgbench -b select-only@9 -b simple-update@1
+# -M extended, 100 clients, through the split with read_your_writes = user
+# against off (primary with synchronous_commit = on for that part): CPU per
+# transaction, where the reads went, how many waited and how long.
+# Writes docs/benchmarks.md (the generated sections only),
+# bench/results/latest.json, bench/results/split.json and bench/results/ryw.json.
+# About 21 minutes (the split part about 1.7, read-your-writes about 1.5);
+# BENCH_QUICK=1 about 3.5.
 #
 # Env:
 #   BENCH_SECONDS=15     duration of each pgbench run (quick: 4)
@@ -44,6 +50,18 @@
 #   CLASSIFY_BENCH_BIN   default build/release/bench/classify_bench (make bench builds it)
 #   Replicas on BENCH_PORT + 20 and + 21, sluice on + 22 (each moves 20 further on
 #   while its port is taken, e.g. by an outgoing connection if BENCH_PORT > 32767).
+# The read-your-writes part:
+#   BENCH_RYW=0          skip it;  BENCH_RYW_ONLY=1  run only it (about 1.5 minutes;
+#                        with BENCH_SPLIT_ONLY=1 too: those two parts)
+#   BENCH_RYW_SECONDS=10 duration of each run (quick: 4)
+#   BENCH_RYW_REPEAT=3   passes per variant, off and user alternating (quick: 1)
+#   BENCH_RYW_CLIENTS=100  BENCH_RYW_POOL_SIZE=20 (default_pool_size, per endpoint)
+#   BENCH_RYW_PROTOCOL=extended  pgbench -M
+#   BENCH_RYW_WORKERS=1  sluice's `workers`
+#   BENCH_RYW_SETTINGS   more sluice settings for both variants, "key=value ..."
+#                        (e.g. replica_wait_timeout=0)
+#   BENCH_RYW_JSON       default bench/results/ryw.json
+#   Replicas as for the split part; sluice on BENCH_PORT + 23, /metrics on + 24.
 # Needs root: PostgreSQL and the poolers run as the postgres user (runuser).
 # `sh bench/run.sh --report` regenerates the markdown from the JSON files only.
 # `sh bench/profile.sh`: instructions per transaction under callgrind.

@@ -85,18 +85,16 @@ COMMON_SETTINGS = [("admin_users", B.DBUSER), ("replica_load_balance", "least_ou
 VARIANTS = ["off", "on"]
 
 
-def config(quick):
-    """The split part's settings (environment: see bench/run.sh)."""
-    repeat = B.env_int("BENCH_SPLIT_REPEAT", 0)
-    return {
-        "seconds": B.env_int("BENCH_SPLIT_SECONDS", 4 if quick else 8),
+def part_config(prefix, seconds, port, **more):
+    """The settings a part over the replicas has: PREFIX_SECONDS (default
+    seconds), BENCH_JOBS, PREFIX_WORKERS, PREFIX_PROTOCOL, sluice's port,
+    where this run put things; then more."""
+    return dict({
+        "seconds": B.env_int(prefix + "_SECONDS", seconds),
         "jobs": B.env_int("BENCH_JOBS", 2),
-        "workers": B.env_int("BENCH_SPLIT_WORKERS", 1),
-        "protocol": os.environ.get("BENCH_SPLIT_PROTOCOL", "").strip() or "extended",
-        "cpu_clients": B.env_int("BENCH_SPLIT_CLIENTS", 100),
-        "capacity_clients": B.env_int("BENCH_SPLIT_CAPACITY_CLIENTS", 60),
-        "passes": {"cpu": repeat or (1 if quick else 3), "capacity": repeat or (1 if quick else 2)},
-        "port": SPLIT_PORT,
+        "workers": B.env_int(prefix + "_WORKERS", 1),
+        "protocol": os.environ.get(prefix + "_PROTOCOL", "").strip() or "extended",
+        "port": port,
         "replica_ports": dict(B.REPLICA_PORT),
         # Where this run put things, for the report's commands (which
         # --report may rebuild under another BENCH_PORT / BENCH_DIR).
@@ -104,8 +102,18 @@ def config(quick):
         "pgdata": B.PGDATA,
         "replica_dirs": {n: replica_dir(n) for n in B.REPLICAS},
         "replica_pgdatas": {n: B.replica_pgdata(n) for n in B.REPLICAS},
-        "sleep_script": SLEEP_SCRIPT,
-    }
+    }, **more)
+
+
+def config(quick):
+    """The split part's settings (environment: see bench/run.sh)."""
+    repeat = B.env_int("BENCH_SPLIT_REPEAT", 0)
+    return part_config(
+        "BENCH_SPLIT", 4 if quick else 8, SPLIT_PORT,
+        cpu_clients=B.env_int("BENCH_SPLIT_CLIENTS", 100),
+        capacity_clients=B.env_int("BENCH_SPLIT_CAPACITY_CLIENTS", 60),
+        passes={"cpu": repeat or (1 if quick else 3), "capacity": repeat or (1 if quick else 2)},
+        sleep_script=SLEEP_SCRIPT)
 
 
 def target_name(scenario, variant):
@@ -113,7 +121,8 @@ def target_name(scenario, variant):
 
 
 def clients_of(scfg, scen):
-    return scfg["cpu_clients"] if scen["name"] == "cpu" else scfg["capacity_clients"]
+    """The clients of a scenario: its part's config key NAME_clients."""
+    return scfg["%s_clients" % scen["name"]]
 
 
 def pooler_for(scen, variant, sluice_bin, scfg):
@@ -314,13 +323,18 @@ def warm_up(port, scen, protocol, clients, jobs):
                            % (p.returncode, "; ".join(B.error_lines(p.stdout)[:3])))
 
 
-def run_variant(scen, variant, pooler, scfg, pass_no):
-    r = measure_variant(scen, variant, pooler, scfg)
+def run_variant(scen, variant, pooler, scfg, pass_no, check=None, probe=None):
+    """One measured run of a variant (measure_variant), labelled."""
+    r = measure_variant(scen, variant, pooler, scfg, check or check_reads, probe)
     r["scenario"], r["variant"], r["pass"] = scen["name"], variant, pass_no
     return r
 
 
-def measure_variant(scen, variant, pooler, scfg):
+def measure_variant(scen, variant, pooler, scfg, check, probe=None):
+    """sluice started, warmed up, one pgbench run between two SHOW REPLICAS
+    (and two calls of probe(pooler), kept as r["probe_before"] and
+    r["probe_after"]), stopped. check(scen, variant, r, reads_delta,
+    SHOW REPLICAS after) returns the errors that fail the run."""
     name = pooler.name
     clients, proto = clients_of(scfg, scen), scfg["protocol"]
     try:
@@ -336,10 +350,12 @@ def measure_variant(scen, variant, pooler, scfg):
     try:
         warm_up(pooler.port, scen, proto, clients, scfg["jobs"])
         before = show_replicas(pooler.port)
+        probe0 = probe(pooler) if probe else None
         node_t0 = {n: B.postgres_ticks([d]) for n, d in zip(["primary"] + B.REPLICAS, all_pgdatas())}
         point_cfg = {"seconds": scfg["seconds"], "jobs": scfg["jobs"], "pgdatas": all_pgdatas()}
         r = B.run_point(name, pooler, pooler.port, scen["workload"], proto, clients, point_cfg)
         node_t1 = {n: B.postgres_ticks([d]) for n, d in zip(["primary"] + B.REPLICAS, all_pgdatas())}
+        probe1 = probe(pooler) if probe else None
         after = show_replicas(pooler.port)
     except RuntimeError as e:
         r = B.failed_point(name, scen["workload"], proto, clients, scfg, str(e), pooler)
@@ -351,7 +367,9 @@ def measure_variant(scen, variant, pooler, scfg):
                                  for n in node_t0 if node_t0[n] is not None and node_t1[n] is not None}
     r["reads_delta"] = reads_delta(before, after)
     r["show_replicas_after"] = after
-    errs = check_reads(scen, variant, r, r["reads_delta"], after)
+    if probe:
+        r["probe_before"], r["probe_after"] = probe0, probe1
+    errs = check(scen, variant, r, r["reads_delta"], after)
     if note:
         errs.insert(0, note + " during or right after the run")
     if errs:
@@ -361,14 +379,42 @@ def measure_variant(scen, variant, pooler, scfg):
     return r
 
 
+def alternate(part, scen, variants, poolers, scfg, passes, check=None, probe=None,
+              describe=None):
+    """passes x each variant of scen (run_variant), the first variant
+    rotating from pass to pass; logs each run (describe(r): more lines) and
+    SHOW REPLICAS after the last variant's runs. Returns the results."""
+    results = []
+    for k in range(passes):
+        order = variants[k % len(variants):] + variants[:k % len(variants)]
+        B.log("%s %s, pass %d/%d: %s, %d clients" % (
+            part, scen["name"], k + 1, passes, scen["workload"], clients_of(scfg, scen)))
+        for v in order:
+            r = run_variant(scen, v, poolers[v], scfg, k + 1, check, probe)
+            B.log("  " + B.fmt_point(r))
+            if r.get("reads_delta") is not None:
+                B.log("    " + fmt_reads(r))
+            for line in describe(r) if describe else []:
+                B.log("    " + line)
+            if v == variants[-1] and r.get("show_replicas_after"):
+                B.log("    SHOW REPLICAS after the run:")
+                for line in replicas_table(r["show_replicas_after"]):
+                    B.log("      " + line)
+            results.append(r)
+    return results
+
+
 def fmt_reads(r):
+    """Where SHOW REPLICAS counted the reads, of the transactions (or of
+    r["reads"], the read transactions of a mix, where a part sets it)."""
     d = r.get("reads_delta") or {}
-    x = r.get("xacts") or 0
+    mix = r.get("reads") is not None
+    x = (r.get("reads") if mix else r.get("xacts")) or 0
     parts = ["%s %d" % (n, d[n]) for n in sorted(d) if n != "primary"]
     if x and "primary" in d:
         rest = x - sum(v for n, v in d.items() if n != "primary")
         parts.append("primary (the rest) %d" % max(rest, 0))
-    return "reads: " + ", ".join(parts) + " of %d transactions" % x
+    return "reads: " + ", ".join(parts) + " of %d %s" % (x, "reads" if mix else "transactions")
 
 
 # --- classification ----------------------------------------------------------
@@ -427,49 +473,45 @@ def run(cfg, env, sluice_bin, report, jsonout):
         scfg["port"] = pick_port(scfg["port"], "sluice")
         for scen in SCENARIOS:
             poolers = {v: pooler_for(scen, v, sluice_bin, scfg) for v in VARIANTS}
-            passes = scfg["passes"][scen["name"]]
-            for k in range(passes):
-                order = VARIANTS[k % 2:] + VARIANTS[:k % 2]
-                B.log("split %s, pass %d/%d: %s, %d clients" % (
-                    scen["name"], k + 1, passes, scen["workload"], clients_of(scfg, scen)))
-                for v in order:
-                    r = run_variant(scen, v, poolers[v], scfg, k + 1)
-                    B.log("  " + B.fmt_point(r))
-                    if r.get("reads_delta") is not None:
-                        B.log("    " + fmt_reads(r))
-                    if v == "on" and r.get("show_replicas_after"):
-                        B.log("    SHOW REPLICAS after the run:")
-                        for line in replicas_table(r["show_replicas_after"]):
-                            B.log("      " + line)
-                    results.append(r)
+            results += alternate("split", scen, VARIANTS, poolers, scfg,
+                                 scfg["passes"][scen["name"]])
     finally:
         stop_replicas()
     classify = run_classify()
+    data = finish_part("split", started, cfg, env, scfg, results, jsonout, report, summarize,
+                       write_report, pgbench_script=SLEEP_SQL, classify=classify, scenarios=[
+                           {"name": s["name"], "title": s["title"], "workload": s["workload"],
+                            "replicas": s["replicas"], "clients": clients_of(scfg, s),
+                            "inis": {v: ini_text(s, v, scfg) for v in VARIANTS}}
+                           for s in SCENARIOS])
+    for s in data["summary"].values():
+        B.log("split %s: %s" % (s["name"], s["headline"]))
+    return data
+
+
+def finish_part(module, started, cfg, env, pcfg, results, jsonout, report, summarize_fn,
+                write_fn, **more):
+    """A part's data (its config pcfg, results and more), summarized
+    (summarize_fn), written to jsonout and to its region of report
+    (write_fn)."""
     finished = datetime.datetime.now(datetime.timezone.utc)
-    data = {
-        "generated_by": "bench/run.sh (bench/split_bench.py)",
+    data = dict({
+        "generated_by": "bench/run.sh (bench/%s_bench.py)" % module,
         "started": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
-        "config": scfg,
+        "config": pcfg,
         "mode": cfg["mode"],
         "environment": env,
-        "scenarios": [{"name": s["name"], "title": s["title"], "workload": s["workload"],
-                       "replicas": s["replicas"], "clients": clients_of(scfg, s),
-                       "inis": {v: ini_text(s, v, scfg) for v in VARIANTS}} for s in SCENARIOS],
-        "pgbench_script": SLEEP_SQL,
         "results": results,
-        "classify": classify,
-    }
-    data["summary"] = summarize(data)
+    }, **more)
+    data["summary"] = summarize_fn(data)
     os.makedirs(os.path.dirname(jsonout), exist_ok=True)
     with open(jsonout + ".tmp", "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")
     os.replace(jsonout + ".tmp", jsonout)
-    write_report(data, report)
-    for s in data["summary"].values():
-        B.log("split %s: %s" % (s["name"], s["headline"]))
-    B.log("split part took %.1f min" % ((finished - started).total_seconds() / 60.0))
+    write_fn(data, report)
+    B.log("%s part took %.1f min" % (module, (finished - started).total_seconds() / 60.0))
     return data
 
 
@@ -481,6 +523,16 @@ def median(v):
         return None
     n = len(v)
     return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
+
+
+def pass_ratios(a_runs, b_runs, key):
+    """key of each pass's run of a ÷ that of b (None where either failed),
+    and their geometric mean."""
+    pairs = []
+    for a, b in zip(a_runs, b_runs):
+        pr = B.ratio(a.get(key), b.get(key)) if a["ok"] and b["ok"] else None
+        pairs.append(None if pr is None else round(pr, 4))
+    return pairs, B.geomean([x for x in pairs if x is not None])
 
 
 def summarize(data):
@@ -504,11 +556,7 @@ def summarize(data):
             met = q is not None and ok and q >= CAPACITY_TARGET
             target = "≥ %.1fx" % CAPACITY_TARGET
             what = "TPS, on ÷ off"
-        pairs = []
-        for a, b in zip(runs["on"], runs["off"]):
-            pr = B.ratio(a.get(key), b.get(key)) if a["ok"] and b["ok"] else None
-            pairs.append(None if pr is None else round(pr, 4))
-        gm = B.geomean([x for x in pairs if x is not None])
+        pairs, gm = pass_ratios(runs["on"], runs["off"], key)
         out[s["name"]] = {
             "name": s["name"], "key": key, "medians": m, "ratio": None if q is None else round(q, 4),
             "pass_ratios": pairs, "pass_ratios_geomean": None if gm is None else round(gm, 4),
@@ -521,6 +569,81 @@ def summarize(data):
 
 def fmt_list(vals, fmt):
     return ", ".join("—" if v is None else fmt % v for v in vals)
+
+
+def ratio_row(label, base, val, fmt, summ=None):
+    """| label | base | val | val ÷ base |, the ratio bold with summ's target
+    and verdict when summ is given."""
+    q = B.ratio(val, base)
+    qs = B.fratio(q)
+    if summ and q is not None:
+        qs = "**%s** (target %s: %s)" % (qs, summ["target"], "met" if summ["met"] else "not met")
+    return "| %s | %s | %s | %s |" % (label, fmt(base), fmt(val), qs)
+
+
+def cells(rs, fn):
+    """A table cell with fn(r) of each run, one line each."""
+    return "<br>".join(fn(r) for r in rs)
+
+
+def cpu_rows(a_runs, b_runs, replicas):
+    """Table rows (| label | a | b | |): PostgreSQL's CPU by server, per
+    pass, and the other work on the machine."""
+    def pg(r):
+        c = r.get("postgres_cpu_by_node") or {}
+        return " / ".join("%.1f" % c[n] for n in ["primary"] + replicas if n in c)
+
+    def other(rs):
+        o = [r.get("other_cpu_pct") for r in rs if r.get("other_cpu_pct") is not None]
+        return "—" if not o else "%.0f%%, %.0f%%" % (sum(o) / len(o), max(o))
+    return ["| PostgreSQL CPU s: primary / %s, per pass | %s | %s | |" % (
+                " / ".join(replicas), cells(a_runs, pg), cells(b_runs, pg)),
+            "| other work on the machine, %% of its CPU (mean, max of the runs) | %s | %s | |" % (
+                other(a_runs), other(b_runs))]
+
+
+def failures(runs):
+    """A list item per failed run, with pgbench's errors and the pooler's
+    last lines."""
+    L = []
+    for r in runs:
+        if r["ok"]:
+            continue
+        L.append("- **%s, pass %s failed**: %s" % (r["target"], r.get("pass", "?"),
+                                                   "; ".join(r["errors"])))
+        for line in (r.get("pgbench_output") or [])[:6]:
+            L.append("  `%s`" % line.replace("`", "'"))
+        for line in (r.get("pooler_log") or [])[-6:]:
+            L.append("  `%s`" % line.replace("`", "'"))
+    return L + [""] if L else L
+
+
+def run_header(data, cfg, more=""):
+    """The lines that open a part's region: when, what binary and server,
+    where the three servers listened (then `more`), quick mode, and how
+    busy the machine was."""
+    env = data["environment"]
+    L = ["Run %s → %s (UTC), mode **%s**; %s (`%s`, sha256 %s…), tree at commit %s; "
+         "`workers = %d`; %s. Three servers on this machine: the primary (port %d) and "
+         "two streaming replicas made from it with pg_basebackup (ports %s).%s"
+         % (data["started"], data["finished"], data["mode"], env.get("sluice", "?"),
+            env.get("sluice_bin", "?"), env.get("sluice_sha256", "?")[:12],
+            env.get("git_commit", "?"), cfg["workers"],
+            env.get("postgresql_server", env.get("postgresql", "?")).split(" on ")[0],
+            cfg["primary_port"], ", ".join(str(cfg["replica_ports"][n]) for n in B.REPLICAS),
+            more), ""]
+    if data["mode"] == "quick":
+        L += ["> Quick mode (BENCH_QUICK=1): short runs, one pass; the numbers are noisy.", ""]
+    other = [r["other_cpu_pct"] for r in data["results"] if r.get("other_cpu_pct") is not None]
+    if other:
+        mean_o, max_o = sum(other) / len(other), max(other)
+        busy = mean_o > 10 or max_o > 25
+        L += ["%s Other work on the machine (CPU used by neither pgbench, the three PostgreSQL "
+              "servers nor sluice) took %.0f%% of its CPU on average during these runs, %.0f%% "
+              "at most%s" % ("> **Busy machine.**" if busy else "Quiet machine:", mean_o, max_o,
+                             ": CPU per transaction moves by several percent from run to run, "
+                             "compare the passes." if busy else "."), ""]
+    return L
 
 
 def scenario_section(data, s, summ):
@@ -544,12 +667,8 @@ def scenario_section(data, s, summ):
     a("| | split off | %s | on ÷ off |" % on_label)
     a("|---|--:|--:|--:|")
 
-    def row(label, key, fmt, ratio=True, bold=False):
-        q = B.ratio(m["on"][key], m["off"][key]) if ratio else None
-        qs = B.fratio(q) if ratio else ""
-        if bold and q is not None:
-            qs = "**%s** (target %s: %s)" % (qs, summ["target"], "met" if summ["met"] else "not met")
-        a("| %s | %s | %s | %s |" % (label, fmt(m["off"][key]), fmt(m["on"][key]), qs))
+    def row(label, key, fmt, bold=False):
+        a(ratio_row(label, m["off"][key], m["on"][key], fmt, summ if bold else None))
 
     row("sluice CPU µs/xact", "cpu_us_per_xact", lambda v: B.f1(v), bold=cpu)
     a("| … per pass | %s | %s | %s%s |" % (
@@ -591,34 +710,14 @@ def scenario_section(data, s, summ):
     a("| reads where SHOW REPLICAS counts them, of the transactions, per pass | %s | %s | |" % (
         reads_cell(runs["off"]), reads_cell(runs["on"])))
 
-    def pg_cell(rs):
-        cells = []
-        for r in rs:
-            c = r.get("postgres_cpu_by_node") or {}
-            cells.append(" / ".join("%.1f" % c[n] for n in ["primary"] + s["replicas"] if n in c))
-        return "<br>".join(cells)
-    a("| PostgreSQL CPU s: primary / %s, per pass | %s | %s | |" % (
-        " / ".join(s["replicas"]), pg_cell(runs["off"]), pg_cell(runs["on"])))
-    def other_cell(rs):
-        o = [r.get("other_cpu_pct") for r in rs if r.get("other_cpu_pct") is not None]
-        return "—" if not o else "%.0f%%, %.0f%%" % (sum(o) / len(o), max(o))
-    a("| other work on the machine, %% of its CPU (mean, max of the runs) | %s | %s | |" % (
-        other_cell(runs["off"]), other_cell(runs["on"])))
+    L.extend(cpu_rows(runs["off"], runs["on"], s["replicas"]))
     a("")
     if not cpu:
         a("With `primary_reads = share` the primary is one more read endpoint, but SHOW REPLICAS "
           "counts `reads` only for replicas (src/router.c, to_replica()): the primary's share is "
           "the transactions less the replicas' reads.")
         a("")
-    bad = [r for v in VARIANTS for r in runs[v] if not r["ok"]]
-    for r in bad:
-        a("- **%s, pass %s failed**: %s" % (r["target"], r.get("pass", "?"), "; ".join(r["errors"])))
-        for l in (r.get("pgbench_output") or [])[:6]:
-            a("  `%s`" % l.replace("`", "'"))
-        for l in (r.get("pooler_log") or [])[-6:]:
-            a("  `%s`" % l.replace("`", "'"))
-    if bad:
-        a("")
+    L.extend(failures([r for v in VARIANTS for r in runs[v]]))
     last_on = [r for r in runs["on"] if r.get("show_replicas_after")]
     if last_on:
         a("SHOW REPLICAS at the end of the last \"on\" run (`reads` since that sluice started: "
@@ -655,33 +754,13 @@ def classify_section(c):
 
 
 def generated(data):
-    env, scfg = data["environment"], data["config"]
+    scfg = data["config"]
     L = []
     a = L.append
     a("")
     a("### Read/write split: results of the last run")
     a("")
-    a("Run %s → %s (UTC), mode **%s**; %s (`%s`, sha256 %s…), tree at commit %s; "
-      "`workers = %d`; %s. Three servers on this machine: the primary (port %d) and "
-      "two streaming replicas made from it with pg_basebackup (ports %s)."
-      % (data["started"], data["finished"], data["mode"], env.get("sluice", "?"),
-         env.get("sluice_bin", "?"), env.get("sluice_sha256", "?")[:12], env.get("git_commit", "?"),
-         scfg["workers"], env.get("postgresql_server", env.get("postgresql", "?")).split(" on ")[0],
-         scfg["primary_port"], ", ".join(str(scfg["replica_ports"][n]) for n in B.REPLICAS)))
-    a("")
-    if data["mode"] == "quick":
-        a("> Quick mode (BENCH_QUICK=1): short runs, one pass; the numbers are noisy.")
-        a("")
-    other = [r["other_cpu_pct"] for r in data["results"] if r.get("other_cpu_pct") is not None]
-    if other:
-        mean_o, max_o = sum(other) / len(other), max(other)
-        busy = mean_o > 10 or max_o > 25
-        a("%s Other work on the machine (CPU used by neither pgbench, the three PostgreSQL servers "
-          "nor sluice) took %.0f%% of its CPU on average during these runs, %.0f%% at most%s"
-          % ("> **Busy machine.**" if busy else "Quiet machine:", mean_o, max_o,
-             ": CPU per transaction moves by several percent from run to run, compare the passes."
-             if busy else "."))
-        a("")
+    L.extend(run_header(data, scfg))
     a("| Figure | Result | Target |")
     a("|---|---|---|")
     for s in data["scenarios"]:
@@ -723,47 +802,33 @@ def generated(data):
     a("```")
     a("")
     for s in data["scenarios"]:
-        a("The ini of %s, split on (split off: the same with `read_write_split = off`):"
-          % s["title"].split(":")[0])
-        a("")
-        a("```ini")
-        a(s["inis"]["on"].rstrip("\n"))
-        a("```")
-        a("")
-    a("Raw results: [bench/results/split.json](../bench/results/split.json).")
-    a("")
-    return "\n".join(L) + "\n"
+        L.extend(ini_block("The ini of %s, split on (split off: the same with "
+                           "`read_write_split = off`):" % s["title"].split(":")[0], s["inis"]["on"]))
+    return "\n".join(L + raw_results("split.json")) + "\n"
+
+
+def ini_block(caption, ini):
+    return [caption, "", "```ini", ini.rstrip("\n"), "```", ""]
+
+
+def raw_results(name):
+    return ["Raw results: [bench/results/%s](../bench/results/%s)." % (name, name), ""]
 
 
 def write_report(data, path):
     """Replaces the split region of path (between MARK_BEGIN and MARK_END);
     without one, inserts it before the main generated section (or at the
     end)."""
-    gen = MARK_BEGIN + "\n" + generated(data) + MARK_END
-    text = ""
-    if os.path.exists(path):
-        with open(path) as f:
-            text = f.read()
-    if MARK_BEGIN in text and MARK_END in text:
-        head = text.split(MARK_BEGIN, 1)[0]
-        tail = text.split(MARK_END, 1)[1]
-        text = head + gen + tail
-    elif B.MARK_BEGIN in text:
-        head, tail = text.split(B.MARK_BEGIN, 1)
-        text = head + gen + "\n\n" + B.MARK_BEGIN + tail
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else B.DEFAULT_INTRO) + gen + "\n"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    B.write_region(path, MARK_BEGIN, MARK_END, generated(data))
 
 
-def report_from_json(path, report):
+def report_from_json(path, report, summarize_fn=None, write_fn=None):
+    """Rewrites a part's region of report from its JSON at path (this
+    part's, or another's with its summarize and write_report)."""
     with open(path) as f:
         data = json.load(f)
-    data["summary"] = summarize(data)  # derived: recomputed by this version
-    write_report(data, report)
+    data["summary"] = (summarize_fn or summarize)(data)  # derived: recomputed by this version
+    (write_fn or write_report)(data, report)
 
 
 if __name__ == "__main__":
