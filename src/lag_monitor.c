@@ -118,7 +118,7 @@ static void record(struct lag_node *n, int64_t now)
 {
     struct database *db = n->ld->db;
     struct endpoint *e = &db->endpoints[n->ep];
-    atomic_store_explicit(&e->lag_lsn, n->lsn, memory_order_relaxed);
+    uint64_t was = atomic_exchange_explicit(&e->lag_lsn, n->lsn, memory_order_relaxed);
     if (n->ep == 0 && n->timeline)
         atomic_store_explicit(&e->timeline, n->timeline, memory_order_relaxed);
     log_noise("lag monitor: database %s endpoint %d at %X/%X", db->name, n->ep,
@@ -133,8 +133,11 @@ static void record(struct lag_node *n, int64_t now)
     atomic_store_explicit(&e->lag_bytes, bytes, memory_order_relaxed);
     atomic_store_explicit(&e->lag_usec, usec, memory_order_relaxed);
     atomic_store_explicit(&e->lag_at, now, memory_order_relaxed);
-    if (n->ep != 0)
+    if (n->ep != 0) {
         judge(db, n->ep, bytes, usec, false, g_pooler.cfg);
+        if (n->lsn != was) /* waiting reads look again */
+            atomic_fetch_add_explicit(&ryw_lag_epoch, 1, memory_order_release);
+    }
 }
 
 static void lag_row(struct server *sv, void *arg, const struct server_query_row *row)

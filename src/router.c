@@ -77,7 +77,8 @@ struct verdict {
     int8_t txn_after;
     bool txn_unknown;
     bool copy_in;
-    bool all; /* classify every statement, even after a write (txn_after) */
+    bool all;   /* classify every statement, even after a write (txn_after) */
+    bool named; /* a batch that parses or binds a named statement */
 };
 
 static void verdict_write(struct verdict *v, const char *why)
@@ -354,6 +355,8 @@ static void verdict_of_batch(struct verdict *v, struct client *c)
             }
             if (!name[0])
                 unnamed_parsed = true;
+            else
+                v->named = true;
             verdict_add(v, c, sql, strlen(sql));
             break;
         }
@@ -370,6 +373,7 @@ static void verdict_of_batch(struct verdict *v, struct client *c)
                     verdict_write(v, "unnamed statement of an earlier request");
                 break;
             }
+            v->named = true;
             const char *sql = prepared_client_query(c, stmt);
             if (!sql)
                 verdict_write(v, "statement not known to sluice");
@@ -476,19 +480,49 @@ static void refuse(struct client *c, const char *why)
     stream_uncork(&c->s);
 }
 
-/* A BEGIN, COMMIT or ROLLBACK Query answered here: its tag, then
- * ReadyForQuery with status st. */
+/* A BEGIN, COMMIT or ROLLBACK answered here, a Query (its tag, then
+ * ReadyForQuery with status st) or an extended batch of unnamed statements
+ * (each message's answer: ParseComplete, BindComplete, NoData, the tag,
+ * CloseComplete, and ReadyForQuery at its Sync). */
 static void answer_txn(struct client *c, const char *tag, char st)
 {
-    consume_request(c);
-    uint8_t buf[64];
+    uint8_t buf[256];
     struct proto_writer wr;
     proto_writer_init(&wr, buf, sizeof(buf));
-    proto_build_command_complete(&wr, tag);
-    proto_build_ready(&wr, st);
+    struct stream_msg m;
+    while (stream_next_msg(&c->s, STREAM_MSG_WHOLE, &m) == STREAM_MSG_OK) {
+        stream_consume_msg(&c->s, m.len);
+        uint8_t t = m.type;
+        if (t == 'P' || t == 'B' || t == 'C') {
+            proto_begin(&wr, t == 'P' ? '1' : t == 'B' ? '2' : '3');
+            proto_end(&wr);
+        } else if (t == 'D') {
+            if (m.len > 5 && m.data[5] == 'S') { /* a statement's: no parameters */
+                proto_begin(&wr, 't');
+                proto_add16(&wr, 0);
+                proto_end(&wr);
+            }
+            proto_begin(&wr, 'n');
+            proto_end(&wr);
+        } else if (t == 'E' || t == 'Q') {
+            proto_build_command_complete(&wr, tag);
+        }
+        if (t == 'Q' || t == 'S') {
+            proto_build_ready(&wr, st);
+            break;
+        }
+    }
     stream_write(&c->s, wr.buf, wr.len);
     stream_uncork(&c->s);
     c->last_activity = worker_now(c->s.worker);
+}
+
+/* Whether v, a request of one statement, can be answered here: a Query, or
+ * an extended batch of unnamed statements all buffered (nothing the
+ * server would have to know later). */
+static bool answerable(const struct verdict *v)
+{
+    return v->n_stmts == 1 && (v->query || (v->whole && !v->named));
 }
 
 /* Session mode: the whole session goes where its first request goes, and
@@ -777,7 +811,7 @@ static struct router_decision begin_virtual(struct client *c, const struct verdi
 static struct router_decision route_virtual(struct client *c, struct router_client *rc,
                                             const struct verdict *v)
 {
-    if (v->query && v->n_stmts == 1 && v->end && !v->write) {
+    if (answerable(v) && v->end && !v->write) {
         txn_forget(rc);
         rc_put_if_idle(c);
         answer_txn(c, v->end == CRW_TXN_COMMIT ? "COMMIT" : "ROLLBACK", 'I');
@@ -863,7 +897,7 @@ static struct router_decision route(struct client *c, const struct verdict *v, e
     }
     if (txn == RTX_VIRTUAL)
         return route_virtual(c, rc, v);
-    if (v->query && v->n_stmts == 1 && v->begin && !v->write && v->hint != CRW_HINT_PRIMARY &&
+    if (answerable(v) && v->begin && !v->write && v->hint != CRW_HINT_PRIMARY &&
         mode == POOL_MODE_TRANSACTION)
         return begin_virtual(c, v);
     if (v->write)

@@ -366,6 +366,12 @@ static void wait_remove(struct client *c)
         ev_timer_stop(c->s.worker->loop, &tl_wait.timer);
 }
 
+/* Bumped (any thread) whenever the lag monitor learns a replica's new
+ * position: a waiting read is routed again only then, or when its time is
+ * up, not at every tick. */
+_Atomic uint64_t ryw_lag_epoch;
+static _Thread_local uint64_t tl_epoch_seen;
+
 /* Every WAIT_POLL_SEC: each waiting read is routed again (to a replica
  * that caught up, or to the primary once its time is up). */
 static void wait_tick(struct ev_loop *loop, ev_timer *t, int revents)
@@ -373,15 +379,23 @@ static void wait_tick(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)t;
     (void)revents;
-    struct client *snap[64];
-    int n = tl_wait.n < 64 ? tl_wait.n : 64;
-    memcpy(snap, tl_wait.v, (size_t)n * sizeof(*snap));
-    for (int i = 0; i < n; i++) {
-        struct client *c = snap[i];
-        if (c->state == CL_IDLE && c->s.rbuf && iobuf_len(c->s.rbuf))
-            c->s.ops->on_data(&c->s); /* routed again: still waiting, or on its way */
-        else
+    uint64_t epoch = atomic_load_explicit(&ryw_lag_epoch, memory_order_acquire);
+    bool moved = epoch != tl_epoch_seen;
+    tl_epoch_seen = epoch;
+    int64_t timeout = g_pooler.cfg->replica_wait_timeout;
+    /* From the end: a client routed on leaves the list (its last entry
+     * takes its place), and one still waiting stays where it is. */
+    for (int i = tl_wait.n - 1; i >= 0; i--) {
+        if (i >= tl_wait.n)
+            continue;
+        struct client *c = tl_wait.v[i];
+        const struct ryw_client *rc = c->route ? &c->route->ryw : NULL;
+        if (c->state != CL_IDLE || !c->s.rbuf || !iobuf_len(c->s.rbuf) || !rc) {
             ryw_wait_forget(c);
+            continue;
+        }
+        if (moved || worker_now(c->s.worker) - rc->wait_start >= timeout)
+            c->s.ops->on_data(&c->s); /* routed again: still waiting, or on its way */
     }
 }
 

@@ -118,6 +118,8 @@ void ryw_thread_done(void);
  * any thread when the first begins to wait. */
 extern _Atomic int ryw_waiting;
 void ryw_set_hurry(void (*hurry)(void));
+/* The lag monitor bumps it at every new replica position it learns. */
+extern _Atomic uint64_t ryw_lag_epoch;
 
 /* Waits since start (SHOW STATS-like totals for /metrics and make bench). */
 #define RYW_WAIT_BUCKETS 20

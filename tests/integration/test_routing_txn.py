@@ -317,3 +317,41 @@ def test_idle_transaction_timeout_applies_to_a_begin_answered_here(sluice, clust
             import time
             time.sleep(2.5)
             conn.execute(PORT)
+
+
+def test_an_extended_begin_holds_no_server(sluice, cluster):
+    """BEGIN by the extended protocol (pgbench -M extended, libpq's
+    PQexecParams): answered here message by message like the simple one,
+    without a server; the transaction opens where its first statement goes,
+    and an empty one never reaches a server."""
+    s = sluice(split_config())
+    describe_portal = message(b"D", b"P\0")
+    with RawConn(s.port) as conn:
+        conn.login()
+        before = stats_xacts(s)
+        conn.send(parse("BEGIN") + bind() + describe_portal + execute() + SYNC)
+        kinds = []
+        while True:
+            kind, payload = conn.read_msg()
+            kinds.append(kind)
+            if kind == b"Z":
+                break
+        assert kinds == [b"1", b"2", b"n", b"C", b"Z"] and payload == b"T"
+        assert linked(s) == 0
+        conn.send(parse("COMMIT") + bind() + execute() + SYNC)
+        rows, err, status = read_batch(conn)
+        assert err is None and status == "I"
+        assert stats_xacts(s) == before  # no server ran anything
+        conn.send(parse("BEGIN") + bind() + execute() + SYNC)
+        assert read_batch(conn)[2] == "T"
+        conn.send(parse(PORT) + bind() + execute() + SYNC)
+        rows, err, status = read_batch(conn)
+        assert err is None and status == "T" and int(rows[0][0]) in cluster.replica_ports
+        conn.send(parse("INSERT INTO routing_t (v) VALUES (-29) RETURNING inet_server_port()")
+                  + bind() + execute() + SYNC)
+        rows, err, status = read_batch(conn)
+        assert err is None and status == "T" and int(rows[0][0]) == cluster.primary_port
+        conn.send(parse("COMMIT") + bind() + execute() + SYNC)
+        assert read_batch(conn)[2] == "I"
+    assert rows_on_primary(cluster, -29) == 1
+    cleanup(cluster, -29)
