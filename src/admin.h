@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "client_login.h"
+
 struct client;
 struct pool;
 struct config;
@@ -19,10 +21,12 @@ struct worker;
 bool admin_is_admin_db(const char *dbname);
 
 /* Checks c->user against admin_users / stats_users (with auth_type = any,
- * any user gets in as a stats user, as in PgBouncer). On refusal closes c
- * with PgBouncer's error ("not allowed") and returns false. Sets
+ * any user gets in as a stats user, as in PgBouncer). The user "pgbouncer"
+ * over the Unix socket from a process of sluice's own uid (SO_PEERCRED) is
+ * an admin without a password, whatever auth_type is (PgBouncer's rule).
+ * On refusal closes c with PgBouncer's error ("not allowed"). Sets
  * c->admin_stats_only for users that may only run SHOW. */
-bool admin_check_user(struct client *c);
+enum client_console_access admin_check_user(struct client *c);
 
 /* Sends the console's welcome (AuthenticationOk, parameters,
  * BackendKeyData, ReadyForQuery) to an authenticated admin client. */

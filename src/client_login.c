@@ -554,10 +554,14 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
     }
 
     if (console && console->is_console_db(c->dbname)) {
-        if (!console->check_user(c))
+        enum client_console_access access = console->check_user(c);
+        if (access == CONSOLE_REFUSED)
             return;
         c->is_admin = true;
-        client_start_auth(c);
+        if (access == CONSOLE_TRUSTED)
+            client_login_done(c);
+        else
+            client_start_auth(c);
         return;
     }
     struct database *d = pool_find_database(c->dbname);
