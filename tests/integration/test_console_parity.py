@@ -3,13 +3,33 @@ over the Unix socket, SHOW SOCKETS / ACTIVE_SOCKETS, the prepared statement
 counters of SHOW STATS, -R refused."""
 
 import os
+import socket
 import subprocess
 import sys
 
 import psycopg
 import pytest
 
-from sluice_fixture import IS_PGBOUNCER, RUN_AS, SLUICE_BIN, quote
+from sluice_fixture import IS_PGBOUNCER, RUN_AS, SLUICE_BIN, RawConn, quote, wait_until
+
+CONN_COLUMNS = [
+    "type", "user", "database", "replication", "state", "addr", "port", "local_addr",
+    "local_port", "connect_time", "request_time", "wait", "wait_us", "close_needed", "ptr",
+    "link", "remote_pid", "tls", "application_name", "prepared_statements", "id"]
+SOCKET_EXTRA = ["recv_pos", "pkt_pos", "pkt_remain", "send_pos", "send_remain", "pkt_avail",
+                "send_avail"]
+INT4 = 23
+
+
+def admin(s, user="sluice", dbname="pgbouncer"):
+    return psycopg.connect(s.dsn(user=user, dbname=dbname), autocommit=True,
+                           prepare_threshold=None)
+
+
+def show(conn, topic):
+    cur = conn.execute(f"SHOW {topic}")
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
 
 UNIX_CONFIG = {"pgbouncer": {"unix_socket_dir": "{dir}", "auth_type": "md5",
                              "log_connections": "1"}}
@@ -93,3 +113,75 @@ def test_other_uid_is_not_trusted(sluice):
     # The admin users still log in over the socket as usual.
     with psycopg.connect(unix_dsn(s, "sluice", password="sluice"), autocommit=True) as conn:
         assert conn.execute("SHOW VERSION").fetchone()[0].startswith("PgBouncer")
+
+
+# ---- SHOW SOCKETS and SHOW ACTIVE_SOCKETS -----------------------------------
+
+
+@pytest.mark.parametrize("topic", ["SOCKETS", "ACTIVE_SOCKETS"])
+def test_sockets_columns(sluice, topic):
+    """SHOW CLIENTS's columns, then the buffer positions, all int4."""
+    s = sluice()
+    with s.connect() as client, admin(s) as conn:
+        client.execute("SELECT 1")
+        cur = conn.execute(f"SHOW {topic}")
+        assert cur.statusmessage == "SHOW"
+        names = [d.name for d in cur.description]
+        assert names[-7:] == SOCKET_EXTRA
+        assert [d.type_code for d in cur.description][-7:] == [INT4] * 7
+        if not IS_PGBOUNCER:  # 1.18 lacks replication, prepared_statements, id
+            assert names == CONN_COLUMNS + SOCKET_EXTRA
+        cur.fetchall()
+
+
+def test_sockets_lists_every_socket(sluice):
+    """Clients and servers, with PgBouncer's list names as states; a
+    connection that has not sent its startup packet yet is cl_login."""
+    s = sluice()
+    with s.connect() as client, admin(s) as conn, \
+            socket.create_connection(("127.0.0.1", s.port)):
+        client.execute("BEGIN")
+        client.execute("SELECT 1")
+        rows = show(conn, "SOCKETS")
+        mine = [r for r in rows if r["database"] == "mydb"]
+        assert {(r["type"], r["state"]) for r in mine} == {("C", "cl_active"), ("S", "sv_active")}
+        cl = next(r for r in mine if r["type"] == "C")
+        sv = next(r for r in mine if r["type"] == "S")
+        assert cl["link"] == sv["ptr"] and sv["link"] == cl["ptr"]
+        # The console's own client is there too.
+        assert any(r["database"] == "pgbouncer" and r["type"] == "C" for r in rows)
+        wait_until(lambda: any(r["state"] == "cl_login" and r["user"] == "(nouser)"
+                               for r in show(conn, "SOCKETS")), 3, "the raw connection")
+        for r in rows:
+            for col in SOCKET_EXTRA:
+                assert r[col] >= 0, (col, r)
+            assert r["recv_pos"] >= r["pkt_pos"]
+        client.execute("COMMIT")
+        states = {(r["type"], r["state"]) for r in show(conn, "SOCKETS")
+                  if r["database"] == "mydb"}
+        assert states == {("C", "cl_active"), ("S", "sv_idle")}
+
+
+def test_active_sockets_shows_buffered_bytes(sluice):
+    """Idle connections have nothing buffered and are not listed; a client
+    that does not read its large result leaves bytes in the pooler's buffers
+    (its own output, or its server's input), and that connection is."""
+    s = sluice()
+    with s.connect() as idle, admin(s) as conn:
+        idle.execute("SELECT 1")
+        assert [r for r in show(conn, "ACTIVE_SOCKETS") if r["database"] == "mydb"] == []
+        with RawConn(s.port) as raw:
+            raw.login()
+            raw.send_query("SELECT repeat('x', 1000) FROM generate_series(1, 20000)")
+
+            def busy():
+                rows = [r for r in show(conn, "ACTIVE_SOCKETS") if r["database"] == "mydb"]
+                return [r for r in rows
+                        if r["pkt_avail"] > 0 or r["send_remain"] > 0 or r["send_avail"] > 0
+                        or r["pkt_remain"] > 0] and rows
+            rows = wait_until(busy, 5, "a connection with buffered bytes")
+            assert all(r["type"] in ("C", "S") for r in rows)
+            # The idle client is not among them.
+            idle_ids = [r["ptr"] for r in show(conn, "CLIENTS") if r["database"] == "mydb"
+                        and r["state"] == "idle"]
+            assert not [r for r in rows if r["ptr"] in idle_ids]
