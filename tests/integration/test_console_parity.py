@@ -185,3 +185,61 @@ def test_active_sockets_shows_buffered_bytes(sluice):
             idle_ids = [r["ptr"] for r in show(conn, "CLIENTS") if r["database"] == "mydb"
                         and r["state"] == "idle"]
             assert not [r for r in rows if r["ptr"] in idle_ids]
+
+
+# ---- prepared statement counters of SHOW STATS ------------------------------
+
+PS_COUNTERS = ["total_client_parse_count", "total_server_parse_count", "total_bind_count"]
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.21+ counters (1.18 has no columns)")
+def test_prepared_statement_counters(sluice):
+    """A client's named statement: one client parse, one server parse, a
+    bind per execution; a second client of the same statement on the same
+    server adds a client parse, not a server one. Also in SHOW TOTALS,
+    STATS_TOTALS and /metrics."""
+    s = sluice({"pgbouncer": {"metrics_listen": "127.0.0.1:{metrics_port}",
+                              "default_pool_size": "1"}})
+    with admin(s) as conn:
+        def stats():
+            row = next(r for r in show(conn, "STATS") if r["database"] == "mydb")
+            return [int(row[c]) for c in PS_COUNTERS]
+
+        with s.connect(prepare_threshold=0) as client:
+            for i in range(3):
+                assert client.execute("SELECT %s::int + 1", (i,)).fetchone() == (i + 1,)
+        assert stats() == [1, 1, 3]
+        with s.connect(prepare_threshold=0) as client:
+            for i in range(2):
+                client.execute("SELECT %s::int + 1", (i,))
+        assert stats() == [2, 1, 5]
+        # RECONNECT: the statement must be prepared again on the new server.
+        conn.execute("RECONNECT mydb")
+        with s.connect(prepare_threshold=0) as client:
+            client.execute("SELECT %s::int + 1", (1,))
+        assert stats() == [3, 2, 6]
+        totals = {r["name"]: int(r["value"]) for r in show(conn, "TOTALS")}
+        assert [totals["total_client_parse_count"], totals["total_server_parse_count"],
+                totals["total_bind_count"]] == [3, 2, 6]
+        row = next(r for r in show(conn, "STATS_TOTALS") if r["database"] == "mydb")
+        assert [int(row[c]) for c in ("client_parse_count", "server_parse_count",
+                                      "bind_count")] == [3, 2, 6]
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{s.metrics_port}/metrics",
+                                  timeout=5).read().decode()
+    for name, value in [("sluice_client_parses_total", 3), ("sluice_server_parses_total", 2),
+                        ("sluice_binds_total", 6)]:
+        assert f'{name}{{database="mydb"}} {value}' in text, name
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.21+ counters (1.18 has no columns)")
+def test_prepared_counters_stay_zero_untracked(sluice):
+    """max_prepared_statements = 0: statements are not tracked, nothing counts
+    (as in PgBouncer); session pooling likewise."""
+    s = sluice({"pgbouncer": {"max_prepared_statements": "0", "pool_mode": "session"}})
+    with admin(s) as conn:
+        with s.connect(prepare_threshold=0) as client:
+            for i in range(3):
+                client.execute("SELECT %s::int + 1", (i,))
+        row = next(r for r in show(conn, "STATS") if r["database"] == "mydb")
+        assert [int(row[c]) for c in PS_COUNTERS] == [0, 0, 0]
