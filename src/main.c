@@ -52,7 +52,7 @@ static void usage(FILE *f)
                "  -q, --quiet       run quietly (no log to stderr)\n"
                "  -v, --verbose     increase verbosity (repeat for more)\n"
                "  -u, --user=USER   assume identity of USER\n"
-               "  -R, --reboot      not supported (use so_reuseport for restarts)\n"
+               "  -R, --reboot      refused: online restart is deprecated (use so_reuseport)\n"
                "  -V, --version     show version, then exit\n"
                "  -h, --help        show this help, then exit\n");
 }
@@ -368,7 +368,13 @@ static int main_parse_args(int argc, char **argv, struct main_options *o)
             o->run_as = optarg;
             break;
         case 'R':
-            fprintf(stderr, "sluice: -R (online reboot) is not supported; use so_reuseport\n");
+            /* PgBouncer deprecated its online restart (1.20); sluice never
+             * had one. Refused before anything starts, naming the way. */
+            fprintf(stderr,
+                    "sluice: -R/--reboot (online restart) is not supported: it is deprecated in "
+                    "PgBouncer.\nRestart without dropping clients with so_reuseport instead: "
+                    "start the new sluice on the same port with so_reuseport = 1, then stop the "
+                    "old one with SIGTERM (or SHUTDOWN WAIT_FOR_CLIENTS); see docs/admin.md.\n");
             return 1;
         default:
             usage(stderr);

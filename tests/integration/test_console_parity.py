@@ -243,3 +243,20 @@ def test_prepared_counters_stay_zero_untracked(sluice):
                 client.execute("SELECT %s::int + 1", (i,))
         row = next(r for r in show(conn, "STATS") if r["database"] == "mydb")
         assert [int(row[c]) for c in PS_COUNTERS] == [0, 0, 0]
+
+
+# ---- the command line: -R -------------------------------------------------
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.18 still does online restarts (-R)")
+@pytest.mark.parametrize("flag", ["-R", "--reboot"])
+def test_reboot_flag_refused(sluice, flag):
+    """Online restart is deprecated in PgBouncer: -R is refused before
+    anything starts, with a message that points to so_reuseport."""
+    s = sluice(start=False)
+    out = subprocess.run([SLUICE_BIN, flag, str(s.ini)], capture_output=True, text=True,
+                         timeout=30, cwd=s.dir)
+    assert out.returncode != 0
+    assert "deprecated" in out.stderr and "so_reuseport" in out.stderr, out.stderr
+    assert "SHUTDOWN WAIT_FOR_CLIENTS" in out.stderr, out.stderr
+    assert not s.log_text()  # nothing started, nothing logged
