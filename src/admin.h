@@ -82,8 +82,11 @@ void admin_stats_each(void (*fn)(const struct admin_db_view *v, void *arg), void
 /* Hooks into main. RELOAD: loads the files again and applies them; false
  * with a reason in err if the new config is refused. */
 extern bool (*admin_reload_hook)(char *err, size_t errlen);
-/* SHUTDOWN WAIT_FOR_SERVERS: stop accepting connections and exit once no
- * client is in a transaction (main's SIGINT path). The argument is unused. */
+/* SHUTDOWN WAIT_FOR_SERVERS (false: main's SIGINT path) or WAIT_FOR_CLIENTS
+ * (true: SIGTERM's): stop accepting connections (the Unix socket stays, for
+ * the console) and exit in the background once no client is in a
+ * transaction, respectively once no client is left. During a shutdown
+ * already under way, switches it to the mode given. */
 extern void (*admin_shutdown_hook)(bool wait_for_clients);
 /* SET: makes cfg (a copy of the running config with one setting changed)
  * the running config, the way RELOAD installs a freshly loaded one. Takes

@@ -190,7 +190,6 @@ enum admin_wait {
     ADMIN_WAIT_NONE = 0, /* nothing pending */
     ADMIN_WAIT_PAUSE,    /* PAUSE: until no server is in use */
     ADMIN_WAIT_CLOSE,    /* WAIT_CLOSE: until no server has close_needed */
-    ADMIN_WAIT_SHUTDOWN, /* SHUTDOWN WAIT_FOR_SERVERS: until no server is in use */
 };
 
 struct admin_stmt;   /* a prepared statement (Parse), admin.c */

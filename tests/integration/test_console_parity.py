@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import psycopg
 import pytest
@@ -260,3 +261,65 @@ def test_reboot_flag_refused(sluice, flag):
     assert "deprecated" in out.stderr and "so_reuseport" in out.stderr, out.stderr
     assert "SHUTDOWN WAIT_FOR_CLIENTS" in out.stderr, out.stderr
     assert not s.log_text()  # nothing started, nothing logged
+
+
+# ---- shutdown: the console during SHUTDOWN WAIT_FOR_* ----------------------
+
+pgbouncer_123 = pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.23+ shutdown (1.18 here)")
+
+
+def port_refuses(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
+@pgbouncer_123
+@pytest.mark.parametrize("mode", ["WAIT_FOR_CLIENTS", "WAIT_FOR_SERVERS"])
+def test_unix_socket_serves_console_during_shutdown(sluice, mode):
+    """SHUTDOWN WAIT_FOR_* answers at once; TCP stops accepting, the Unix
+    socket stays open for the console (and only for it); RESUME is refused
+    while the shutdown waits. The pooler exits once its client is done."""
+    s = sluice(UNIX_CONFIG)
+    with s.connect() as client:
+        client.execute("BEGIN")
+        client.execute("SELECT 1")
+        with admin(s) as conn:
+            assert conn.execute(f"SHUTDOWN {mode}").statusmessage == "SHUTDOWN"
+            with pytest.raises(psycopg.errors.ProtocolViolation,
+                               match="pooler is shutting down"):
+                conn.execute("RESUME")
+        assert port_refuses(s.port)
+        with psycopg.connect(unix_dsn(s, "sluice", password="sluice"), autocommit=True,
+                             prepare_threshold=None) as conn:
+            assert conn.execute("SHOW VERSION").fetchone()[0].startswith("PgBouncer")
+            mine = [r for r in show(conn, "CLIENTS") if r["database"] == "mydb"]
+            assert len(mine) == 1
+        with pytest.raises(psycopg.OperationalError, match="shutting down"):
+            psycopg.connect(unix_dsn(s, "md5_user", dbname="mydb", password="md5_user_pw"))
+        assert s.running()
+        assert client.execute("SELECT 2").fetchone() == (2,)
+        client.execute("COMMIT")
+    assert s.wait_exit(5) == 0
+    assert not (s.dir / f".s.PGSQL.{s.port}").exists()
+
+
+@pgbouncer_123
+def test_shutdown_wait_for_servers_during_wait_for_clients(sluice):
+    """During SHUTDOWN WAIT_FOR_CLIENTS an idle client keeps the pooler up;
+    SHUTDOWN WAIT_FOR_SERVERS (over the Unix socket, the one way in left)
+    takes over: the client between transactions is let go, the pooler exits."""
+    s = sluice(UNIX_CONFIG)
+    with s.connect() as idle:
+        idle.execute("SELECT 1")
+        with admin(s) as conn:
+            conn.execute("SHUTDOWN WAIT_FOR_CLIENTS")
+        time.sleep(0.5)
+        assert s.running()
+        with psycopg.connect(unix_dsn(s, "sluice", password="sluice"), autocommit=True) as conn:
+            assert conn.execute("SHUTDOWN WAIT_FOR_SERVERS").statusmessage == "SHUTDOWN"
+        assert s.wait_exit(5) == 0
+        with pytest.raises(psycopg.OperationalError):
+            idle.execute("SELECT 2")
