@@ -136,12 +136,13 @@ start() {
 
 stop() {
     if pid=$(sluice_pid); then
-        kill "$pid"
+        # SIGQUIT: exit at once (SIGTERM would wait for connected clients).
+        kill -QUIT "$pid"
         i=0
         while kill -0 "$pid" 2>/dev/null; do
             i=$((i + 1))
             if [ $i -ge 100 ]; then
-                echo "demo.sh: sluice (pid $pid) ignored SIGTERM; killing it" >&2
+                echo "demo.sh: sluice (pid $pid) ignored SIGQUIT; killing it" >&2
                 kill -9 "$pid"
                 break
             fi

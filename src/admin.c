@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "admin_int.h"
 #include "auth.h"
@@ -32,17 +34,36 @@ bool admin_is_admin_db(const char *dbname)
     return strcmp(dbname, "pgbouncer") == 0 || strcmp(dbname, "sluice") == 0;
 }
 
-bool admin_check_user(struct client *c)
+/* PgBouncer's own user: "pgbouncer" over the Unix socket from a process
+ * of the uid sluice runs as (admin_pre_login() in PgBouncer), so that the
+ * scripts run beside the pooler need no password. */
+static bool admin_is_own_user(const struct client *c)
+{
+    if (!c->is_unix || strcmp(c->user, "pgbouncer") != 0)
+        return false;
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(c->s.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof(cred))
+        return false;
+    return cred.uid == getuid();
+}
+
+enum client_console_access admin_check_user(struct client *c)
 {
     const struct config *cfg = g_pooler.cfg;
+    if (admin_is_own_user(c)) {
+        if (cfg->log_connections)
+            client_log(LOG_LVL_LOG, c, "pgbouncer access from unix socket");
+        return CONSOLE_TRUSTED;
+    }
     if (config_list_contains(cfg->admin_users, c->user))
-        return true;
+        return CONSOLE_PASSWORD;
     if (config_list_contains(cfg->stats_users, c->user) || cfg->auth_type == AUTH_TYPE_ANY) {
         c->admin_stats_only = true;
-        return true;
+        return CONSOLE_PASSWORD;
     }
     client_close_error(c, SQLSTATE_INVALID_AUTH, "not allowed");
-    return false;
+    return CONSOLE_REFUSED;
 }
 
 static void admin_welcome_locked(struct client *c)

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "client_login.h"
+
 struct client;
 struct pool;
 struct config;
@@ -19,10 +21,12 @@ struct worker;
 bool admin_is_admin_db(const char *dbname);
 
 /* Checks c->user against admin_users / stats_users (with auth_type = any,
- * any user gets in as a stats user, as in PgBouncer). On refusal closes c
- * with PgBouncer's error ("not allowed") and returns false. Sets
+ * any user gets in as a stats user, as in PgBouncer). The user "pgbouncer"
+ * over the Unix socket from a process of sluice's own uid (SO_PEERCRED) is
+ * an admin without a password, whatever auth_type is (PgBouncer's rule).
+ * On refusal closes c with PgBouncer's error ("not allowed"). Sets
  * c->admin_stats_only for users that may only run SHOW. */
-bool admin_check_user(struct client *c);
+enum client_console_access admin_check_user(struct client *c);
 
 /* Sends the console's welcome (AuthenticationOk, parameters,
  * BackendKeyData, ReadyForQuery) to an authenticated admin client. */
@@ -69,6 +73,7 @@ struct admin_db_view {
     uint64_t assign_count, xact_count, query_count, bytes_in, bytes_out;
     uint64_t xact_time, query_time, wait_time;
     uint64_t replica_reads, retries;
+    uint64_t client_parses, server_parses, binds; /* prepared statements */
 };
 /* Calls fn for every row of SHOW STATS (the console "pgbouncer" included),
  * by name, with the totals SHOW STATS would print now. */
@@ -77,8 +82,11 @@ void admin_stats_each(void (*fn)(const struct admin_db_view *v, void *arg), void
 /* Hooks into main. RELOAD: loads the files again and applies them; false
  * with a reason in err if the new config is refused. */
 extern bool (*admin_reload_hook)(char *err, size_t errlen);
-/* SHUTDOWN WAIT_FOR_SERVERS: stop accepting connections and exit once no
- * client is in a transaction (main's SIGINT path). The argument is unused. */
+/* SHUTDOWN WAIT_FOR_SERVERS (false: main's SIGINT path) or WAIT_FOR_CLIENTS
+ * (true: SIGTERM's): stop accepting connections (the Unix socket stays, for
+ * the console) and exit in the background once no client is in a
+ * transaction, respectively once no client is left. During a shutdown
+ * already under way, switches it to the mode given. */
 extern void (*admin_shutdown_hook)(bool wait_for_clients);
 /* SET: makes cfg (a copy of the running config with one setting changed)
  * the running config, the way RELOAD installs a freshly loaded one. Takes

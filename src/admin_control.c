@@ -32,8 +32,6 @@ static struct worker *admin_worker;
 static ev_timer wait_timer;  /* 50 ms while commands wait or a shutdown drains */
 static ev_timer stats_timer; /* 1 s: averages every stats_period, session cleanup */
 static int64_t last_stats_time;
-static enum admin_shutdown_mode shutdown_mode;
-static bool shutdown_started;
 static bool exit_requested;
 
 bool admin_exit_requested(void)
@@ -229,28 +227,6 @@ static void close_clients(struct ptr_vec *pv, const char *sqlstate, const char *
     pv->n = pv->cap = 0;
 }
 
-static int count_user_clients(void)
-{
-    int n = 0;
-    for (int i = 0; i < g_pooler.n_workers; i++) {
-        struct list *it, *tmp;
-        list_for_each_safe(it, tmp, &g_pooler.workers[i].clients)
-        {
-            const struct client *c = list_entry(it, struct client, node);
-            if (!c->is_admin && c->state != CL_CLOSED)
-                n++;
-        }
-    }
-    return n;
-}
-
-static void stop_accepting(void)
-{
-    g_pooler.shutting_down = true;
-    for (int i = 0; i < g_pooler.n_workers; i++)
-        worker_stop_listening(&g_pooler.workers[i]);
-}
-
 /* ---- waiting commands ---------------------------------------------------- */
 
 static void wait_timer_update(void);
@@ -268,8 +244,6 @@ static bool wait_done(struct admin_session *se)
     case ADMIN_WAIT_CLOSE:
         close_idle_servers(se->wait_db, true, "close needed");
         return close_needed_cleared(se->wait_db);
-    case ADMIN_WAIT_SHUTDOWN:
-        return pools_released(NULL);
     case ADMIN_WAIT_NONE:
         break;
     }
@@ -296,19 +270,13 @@ static void wait_finish(struct admin_session *se, const char *error)
         if (!se->wait_simple)
             se->skip_till_sync = true;
     } else {
-        admin_out_complete(&out, kind == ADMIN_WAIT_PAUSE   ? "PAUSE"
-                                 : kind == ADMIN_WAIT_CLOSE ? "WAIT_CLOSE"
-                                                            : "SHUTDOWN");
+        admin_out_complete(&out, kind == ADMIN_WAIT_PAUSE ? "PAUSE" : "WAIT_CLOSE");
     }
     if (se->wait_simple)
         admin_out_ready(&out);
     se->wait = ADMIN_WAIT_NONE;
     se->wait_db = NULL;
     admin_flush(c, &out);
-    if (kind == ADMIN_WAIT_SHUTDOWN && !error) {
-        log_info("SHUTDOWN WAIT_FOR_SERVERS: no server in use, exiting");
-        exit_requested = true;
-    }
     if (exit_requested) {
         worker_stop_loop(&g_pooler.workers[0]); /* the main loop */
         return;
@@ -323,19 +291,6 @@ static void wait_cb_locked(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)t;
     (void)revents;
-    if (shutdown_started && shutdown_mode == ADMIN_SHUTDOWN_WAIT_FOR_SERVERS) {
-        /* Clients that wait for a server would wait forever: the pools
-         * are paused for good. */
-        struct ptr_vec pv = {0};
-        collect_clients(&pv, NULL, true);
-        close_clients(&pv, SQLSTATE_ADMIN_SHUTDOWN, "pooler is shutting down");
-    }
-    if (shutdown_started && shutdown_mode == ADMIN_SHUTDOWN_WAIT_FOR_CLIENTS &&
-        count_user_clients() == 0) {
-        log_info("SHUTDOWN WAIT_FOR_CLIENTS: no client left, exiting");
-        worker_stop_loop(&g_pooler.workers[0]); /* the main loop */
-        return;
-    }
     /* Finishing a wait runs the client's next commands, which may free
      * other sessions (KILL_CLIENT): rescan from the start after each. */
     bool again = true;
@@ -375,7 +330,7 @@ static void wait_timer_update(void)
 {
     if (!admin_loop)
         return;
-    bool need = shutdown_started;
+    bool need = false;
     struct list *it, *tmp;
     list_for_each_safe(it, tmp, &admin_sessions)
     {
@@ -536,6 +491,9 @@ static enum admin_run_status cmd_resume(struct client *c, const struct admin_cmd
             return run_error(r, "database %s is not paused", db->name);
         db->paused = false;
     } else {
+        /* A shutdown under way pauses for good (PgBouncer's answer). */
+        if (g_pooler.stopping)
+            return run_error(r, "pooler is shutting down");
         /* RESUME alone lifts every pause: the global one and those left on
          * databases by PAUSE db or KILL db. */
         bool any = g_pooler.paused;
@@ -656,41 +614,26 @@ static enum admin_run_status cmd_kill_client(struct client *c, const struct admi
 }
 
 static enum admin_run_status cmd_shutdown(struct client *c, const struct admin_cmd *cmd,
-                                          struct admin_result *r, bool simple)
+                                          struct admin_result *r)
 {
-    /* A plain SHUTDOWN during a waiting one exits at once, as a second
-     * signal does in PgBouncer. */
-    if (shutdown_started && cmd->shutdown != ADMIN_SHUTDOWN_NOW)
-        return run_error(r, "shutdown already in progress");
     switch (cmd->shutdown) {
     case ADMIN_SHUTDOWN_NOW:
-        log_info("admin console: SHUTDOWN (by %s)", c->user);
+        log_info("SHUTDOWN command issued (by %s)", c->user);
         exit_requested = true;
         return run_done(r, cmd->verb);
     case ADMIN_SHUTDOWN_WAIT_FOR_SERVERS:
-        log_info("admin console: SHUTDOWN WAIT_FOR_SERVERS (by %s)", c->user);
-        shutdown_started = true;
-        shutdown_mode = cmd->shutdown;
-        /* No transaction may start any more; those running finish. */
-        g_pooler.paused = true;
+    case ADMIN_SHUTDOWN_WAIT_FOR_CLIENTS: {
+        bool clients = cmd->shutdown == ADMIN_SHUTDOWN_WAIT_FOR_CLIENTS;
+        log_info("SHUTDOWN %s command issued (by %s)",
+                 clients ? "WAIT_FOR_CLIENTS" : "WAIT_FOR_SERVERS", c->user);
+        /* Answered at once, as in PgBouncer 1.23: main stops accepting
+         * (but for the console on the Unix socket) and exits in the
+         * background when the servers are released or the clients gone.
+         * During another such shutdown, this one's mode replaces it. */
         if (admin_shutdown_hook)
-            admin_shutdown_hook(false);
-        if (!g_pooler.shutting_down)
-            stop_accepting();
-        if (pools_released(NULL)) {
-            exit_requested = true;
-            return run_done(r, cmd->verb);
-        }
-        wait_begin(c, ADMIN_WAIT_SHUTDOWN, NULL, simple);
-        return ADMIN_RUN_WAITING;
-    case ADMIN_SHUTDOWN_WAIT_FOR_CLIENTS:
-        log_info("admin console: SHUTDOWN WAIT_FOR_CLIENTS (by %s)", c->user);
-        shutdown_started = true;
-        shutdown_mode = cmd->shutdown;
-        stop_accepting();
-        admin_init(c->s.worker);
-        wait_timer_update();
+            admin_shutdown_hook(clients);
         return run_done(r, cmd->verb);
+    }
     }
     return run_done(r, cmd->verb);
 }
@@ -751,7 +694,7 @@ enum admin_run_status admin_run(struct client *c, const struct admin_cmd *cmd,
         return ADMIN_RUN_WAITING;
     }
     case ADMIN_CMD_SHUTDOWN:
-        return cmd_shutdown(c, cmd, r, simple);
+        return cmd_shutdown(c, cmd, r);
     default:
         return run_error(r, "unsupported command");
     }

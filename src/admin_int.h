@@ -80,6 +80,8 @@ enum admin_show_topic {
     ADMIN_SHOW_PEERS,          /* empty: no peering */
     ADMIN_SHOW_PEER_POOLS,     /* empty: no peering */
     ADMIN_SHOW_REPLICAS,       /* one row per endpoint of a database with replicas */
+    ADMIN_SHOW_SOCKETS,        /* CLIENTS and SERVERS with their buffers, every socket */
+    ADMIN_SHOW_ACTIVE_SOCKETS, /* the same, sockets with bytes buffered only */
     ADMIN_SHOW_COUNT,
 };
 /* Upper-case name of a topic ("POOLS"). */
@@ -188,7 +190,6 @@ enum admin_wait {
     ADMIN_WAIT_NONE = 0, /* nothing pending */
     ADMIN_WAIT_PAUSE,    /* PAUSE: until no server is in use */
     ADMIN_WAIT_CLOSE,    /* WAIT_CLOSE: until no server has close_needed */
-    ADMIN_WAIT_SHUTDOWN, /* SHUTDOWN WAIT_FOR_SERVERS: until no server is in use */
 };
 
 struct admin_stmt;   /* a prepared statement (Parse), admin.c */
@@ -305,12 +306,14 @@ struct admin_db_row {
 int admin_db_rows_build(struct admin_db_row **out);
 
 /* The DataRows of the topics that live outside admin_show.c. */
-void admin_show_pools(struct admin_result *r);    /* admin_show_pools.c */
-void admin_show_replicas(struct admin_result *r); /* admin_show_replicas.c */
-void admin_show_clients(struct admin_result *r);  /* admin_show_pools.c */
-void admin_show_servers(struct admin_result *r);  /* admin_show_pools.c */
-void admin_show_users(struct admin_result *r);    /* admin_show_pools.c */
-void admin_show_stats(struct admin_result *r);    /* admin_stats.c */
+void admin_show_pools(struct admin_result *r);          /* admin_show_pools.c */
+void admin_show_replicas(struct admin_result *r);       /* admin_show_replicas.c */
+void admin_show_clients(struct admin_result *r);        /* admin_show_pools.c */
+void admin_show_servers(struct admin_result *r);        /* admin_show_pools.c */
+void admin_show_sockets(struct admin_result *r);        /* admin_show_pools.c */
+void admin_show_active_sockets(struct admin_result *r); /* admin_show_pools.c */
+void admin_show_users(struct admin_result *r);          /* admin_show_pools.c */
+void admin_show_stats(struct admin_result *r);          /* admin_stats.c */
 void admin_show_stats_totals(struct admin_result *r);
 void admin_show_stats_averages(struct admin_result *r);
 void admin_show_totals(struct admin_result *r);

@@ -186,6 +186,14 @@ int admin_db_rows_build(struct admin_db_row **out)
          "local_port", "connect_time", "request_time", "wait", "wait_us", "close_needed", "ptr",   \
          "link", "remote_pid", "tls", "application_name", "prepared_statements", "id")
 #define CONN_TYPES TYPES(T, T, T, T, T, T, I, T, I, T, T, I, I, I, T, T, I, T, T, I, Q)
+/* SHOW SOCKETS: CONN_COLS, then the stream buffer's positions. */
+#define SOCKET_COLS                                                                                \
+    COLS("type", "user", "database", "replication", "state", "addr", "port", "local_addr",         \
+         "local_port", "connect_time", "request_time", "wait", "wait_us", "close_needed", "ptr",   \
+         "link", "remote_pid", "tls", "application_name", "prepared_statements", "id", "recv_pos", \
+         "pkt_pos", "pkt_remain", "send_pos", "send_remain", "pkt_avail", "send_avail")
+#define SOCKET_TYPES                                                                               \
+    TYPES(T, T, T, T, T, T, I, T, I, T, T, I, I, I, T, T, I, T, T, I, Q, I, I, I, I, I, I, I)
 
 #define STATS_COLS                                                                                 \
     COLS("database", "total_server_assignment_count", "total_xact_count", "total_query_count",     \
@@ -277,6 +285,9 @@ static const struct show_def show_defs[ADMIN_SHOW_COUNT] = {
                                   "lag_ms"),
                              TYPES(T, T, I, T, T, T, I, I, T, Q, Q, Q, I, I, I, Q, Q),
                              admin_show_replicas},
+    [ADMIN_SHOW_SOCKETS] = {"SOCKETS", 28, SOCKET_COLS, SOCKET_TYPES, admin_show_sockets},
+    [ADMIN_SHOW_ACTIVE_SOCKETS] = {"ACTIVE_SOCKETS", 28, SOCKET_COLS, SOCKET_TYPES,
+                                   admin_show_active_sockets},
 };
 
 #undef T
@@ -316,21 +327,22 @@ static void show_nothing(struct admin_result *r)
 
 static void show_help(struct admin_result *r)
 {
-    admin_out_notice(r->out, "Console usage",
-                     "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|STATE"
-                     "\n\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|MEM"
-                     "\n\tSHOW DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS|REPLICAS"
-                     "\n\tSET key = value"
-                     "\n\tRELOAD"
-                     "\n\tPAUSE [<db>]"
-                     "\n\tRESUME [<db>]"
-                     "\n\tDISABLE <db>"
-                     "\n\tENABLE <db>"
-                     "\n\tRECONNECT [<db>]"
-                     "\n\tKILL [<db>]"
-                     "\n\tKILL_CLIENT <id>"
-                     "\n\tWAIT_CLOSE [<db>]"
-                     "\n\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]");
+    admin_out_notice(
+        r->out, "Console usage",
+        "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|SOCKETS|USERS|VERSION|STATE"
+        "\n\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|MEM"
+        "\n\tSHOW DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS|REPLICAS"
+        "\n\tSET key = value"
+        "\n\tRELOAD"
+        "\n\tPAUSE [<db>]"
+        "\n\tRESUME [<db>]"
+        "\n\tDISABLE <db>"
+        "\n\tENABLE <db>"
+        "\n\tRECONNECT [<db>]"
+        "\n\tKILL [<db>]"
+        "\n\tKILL_CLIENT <id>"
+        "\n\tWAIT_CLOSE [<db>]"
+        "\n\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]");
 }
 
 static void show_version(struct admin_result *r)

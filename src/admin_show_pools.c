@@ -1,6 +1,6 @@
 /* admin_show_pools.c - the console's SHOW commands about pools and
  * connections: POOLS (and admin_pools_each() for metrics.c), CLIENTS,
- * SERVERS and USERS. Values are read from the live structures (g_pooler,
+ * SERVERS, SOCKETS, ACTIVE_SOCKETS and USERS. Values are read from the live structures (g_pooler,
  * the workers' client lists) at the time of the command. */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -14,6 +14,7 @@
 #include "admin_int.h"
 #include "client_conn.h"
 #include "conn.h"
+#include "iobuf.h"
 #include "pool.h"
 #include "prepared.h"
 #include "replicas.h"
@@ -226,10 +227,71 @@ void admin_show_pools(struct admin_result *r)
 
 /* ---- SHOW CLIENTS and SHOW SERVERS --------------------------------------- */
 
+/* SHOW CLIENTS/SERVERS, or SHOW SOCKETS (every socket, with the columns
+ * of its buffers and PgBouncer's list names as states) or ACTIVE_SOCKETS
+ * (only those with bytes buffered). */
+enum conn_show {
+    CONN_SHOW_PLAIN = 0,   /* SHOW CLIENTS, SHOW SERVERS */
+    CONN_SHOW_SOCKETS,     /* SHOW SOCKETS */
+    CONN_SHOW_ACTIVE_ONLY, /* SHOW ACTIVE_SOCKETS */
+};
+
 struct conn_ctx {
     struct admin_result *r;
     int64_t now, wall_offset;
+    enum conn_show mode;
 };
+
+#define CONN_NCOLS   21 /* SHOW CLIENTS and SHOW SERVERS */
+#define SOCKET_NCOLS 7  /* what SHOW SOCKETS adds */
+
+/* The columns SHOW SOCKETS adds, from s's buffers (sluice's stand-ins for
+ * PgBouncer's sbuf positions): recv_pos, pkt_pos (end and start of the
+ * bytes read and not yet handled), pkt_remain (bytes of the message being
+ * passed through still to come from the socket), send_pos, send_remain
+ * (bytes of the output buffer already sent, and queued to send), pkt_avail
+ * (bytes read, not yet handled), send_avail (bytes of the current message
+ * still to be forwarded to the peer). True if anything is buffered or under
+ * way (a row of ACTIVE_SOCKETS). */
+static bool socket_cols(const struct stream *s, char f[SOCKET_NCOLS][ADMIN_NUM_LEN], const char **v)
+{
+    long long recv_pos = 0, pkt_pos = 0, send_pos = 0, send_remain = 0;
+    if (s->rbuf) {
+        recv_pos = s->rbuf->end;
+        pkt_pos = s->rbuf->start;
+    }
+    if (s->obuf) {
+        send_pos = s->obuf->start;
+        send_remain = (long long)s->obuf->end - s->obuf->start;
+    }
+    long long pkt_avail = recv_pos - pkt_pos;
+    long long send_avail = s->skip_forward ? s->skip : 0;
+    v[0] = admin_num4(f[0], recv_pos);
+    v[1] = admin_num4(f[1], pkt_pos);
+    v[2] = admin_num4(f[2], s->skip);
+    v[3] = admin_num4(f[3], send_pos);
+    v[4] = admin_num4(f[4], send_remain);
+    v[5] = admin_num4(f[5], pkt_avail);
+    v[6] = admin_num4(f[6], send_avail);
+    return pkt_avail > 0 || send_remain > 0 || s->skip > 0;
+}
+
+/* PgBouncer's list names, SHOW SOCKETS's states. */
+static const char *client_socket_state(const struct client *c)
+{
+    if (c->is_admin)
+        return "cl_active";
+    switch (client_state_of(c)) {
+    case CL_IDLE:
+    case CL_ACTIVE:
+        return "cl_active";
+    case CL_WAITING:
+    case CL_ASSIGNED:
+        return "cl_waiting";
+    default:
+        return "cl_login";
+    }
+}
 
 static const char *client_state_name(const struct client *c, const struct admin_result *r)
 {
@@ -251,8 +313,13 @@ static const char *client_state_name(const struct client *c, const struct admin_
 static void client_row(struct client *c, void *arg)
 {
     struct conn_ctx *x = arg;
-    if (c->state == CL_STARTUP || !c->user)
+    bool sockets = x->mode != CONN_SHOW_PLAIN;
+    if (!sockets && (c->state == CL_STARTUP || !c->user))
         return; /* not yet a client of any database */
+    const char *v[CONN_NCOLS + SOCKET_NCOLS];
+    char sf[SOCKET_NCOLS][ADMIN_NUM_LEN];
+    if (sockets && !socket_cols(&c->s, sf, v + CONN_NCOLS) && x->mode == CONN_SHOW_ACTIVE_ONLY)
+        return;
     char addr[64], laddr[64], ptr[32], link[32], ctime[64], rtime[64];
     char f[8][ADMIN_NUM_LEN];
     int lport = 0;
@@ -282,33 +349,35 @@ static void client_row(struct client *c, void *arg)
     const char *app = c->params.v[TP_APPLICATION_NAME];
     char tls[128];
     tls_describe(&c->s, tls, sizeof(tls));
-    const char *v[] = {"C",
-                       c->user,
-                       c->dbname ? c->dbname : "",
-                       "none",
-                       client_state_name(c, x->r),
-                       addr,
-                       admin_num4(f[0], port),
-                       laddr,
-                       admin_num4(f[1], lport),
-                       ctime,
-                       rtime,
-                       admin_num4(f[2], wait / 1000000),
-                       admin_num4(f[3], wait % 1000000),
-                       "0",
-                       ptr,
-                       link,
-                       admin_num4(f[4], remote_pid),
-                       tls,
-                       app ? app : "",
-                       "0",
-                       admin_unum(f[5], c->id)};
+    const char *cv[CONN_NCOLS] = {"C",
+                                  c->user ? c->user : "(nouser)",
+                                  c->dbname ? c->dbname : (sockets ? "(nodb)" : ""),
+                                  "none",
+                                  sockets ? client_socket_state(c) : client_state_name(c, x->r),
+                                  addr,
+                                  admin_num4(f[0], port),
+                                  laddr,
+                                  admin_num4(f[1], lport),
+                                  ctime,
+                                  rtime,
+                                  admin_num4(f[2], wait / 1000000),
+                                  admin_num4(f[3], wait % 1000000),
+                                  "0",
+                                  ptr,
+                                  link,
+                                  admin_num4(f[4], remote_pid),
+                                  tls,
+                                  app ? app : "",
+                                  "0",
+                                  admin_unum(f[5], c->id)};
+    memcpy(v, cv, sizeof(cv));
     admin_result_row(x->r, v);
 }
 
 void admin_show_clients(struct admin_result *r)
 {
-    struct conn_ctx x = {r, admin_loop_now(r), now_wall_usec() - admin_loop_now(r)};
+    struct conn_ctx x = {r, admin_loop_now(r), now_wall_usec() - admin_loop_now(r),
+                         CONN_SHOW_PLAIN};
     admin_each_client(client_row, &x);
 }
 
@@ -331,8 +400,33 @@ static const char *server_state_name(const struct server *sv, int64_t now)
     }
 }
 
+/* PgBouncer's list names, SHOW SOCKETS's states. */
+static const char *server_socket_state(const struct server *sv, int64_t now)
+{
+    switch (server_state_of(sv)) {
+    case SV_ACTIVE:
+    case SV_SETTING:
+    case SV_ASSIGNED:
+        return "sv_active";
+    case SV_IDLE:
+        return idle_needs_check(sv, now) ? "sv_used" : "sv_idle";
+    case SV_TESTING:
+    case SV_RESETTING:
+        return "sv_tested";
+    case SV_CANCEL_WAIT:
+        return "sv_being_canceled";
+    default:
+        return "sv_login";
+    }
+}
+
 static void server_row(const struct server *sv, const struct conn_ctx *x)
 {
+    const char *v[CONN_NCOLS + SOCKET_NCOLS];
+    char sf[SOCKET_NCOLS][ADMIN_NUM_LEN];
+    bool sockets = x->mode != CONN_SHOW_PLAIN;
+    if (sockets && !socket_cols(&sv->s, sf, v + CONN_NCOLS) && x->mode == CONN_SHOW_ACTIVE_ONLY)
+        return;
     const struct pool *p = sv->pool;
     char addr[128], laddr[64], ptr[32], link[32], ctime[64], rtime[64];
     char f[8][ADMIN_NUM_LEN];
@@ -361,27 +455,29 @@ static void server_row(const struct server *sv, const struct conn_ctx *x)
     const char *app = sv->client ? sv->client->params.v[TP_APPLICATION_NAME] : NULL;
     char tls[128];
     tls_describe(&sv->s, tls, sizeof(tls));
-    const char *v[] = {"S",
-                       p->user->name,
-                       p->db->name,
-                       "none",
-                       server_state_name(sv, x->now),
-                       addr,
-                       admin_num4(f[0], port),
-                       laddr,
-                       admin_num4(f[1], lport),
-                       ctime,
-                       rtime,
-                       "0",
-                       "0",
-                       sv->close_needed ? "1" : "0",
-                       ptr,
-                       link,
-                       admin_num4(f[2], sv->backend_pid),
-                       tls,
-                       app ? app : "",
-                       admin_num4(f[4], prepared_set_count(sv->ps)),
-                       admin_unum(f[3], sv->id)};
+    const char *cv[CONN_NCOLS] = {"S",
+                                  p->user->name,
+                                  p->db->name,
+                                  "none",
+                                  sockets ? server_socket_state(sv, x->now)
+                                          : server_state_name(sv, x->now),
+                                  addr,
+                                  admin_num4(f[0], port),
+                                  laddr,
+                                  admin_num4(f[1], lport),
+                                  ctime,
+                                  rtime,
+                                  "0",
+                                  "0",
+                                  sv->close_needed ? "1" : "0",
+                                  ptr,
+                                  link,
+                                  admin_num4(f[2], sv->backend_pid),
+                                  tls,
+                                  app ? app : "",
+                                  admin_num4(f[4], prepared_set_count(sv->ps)),
+                                  admin_unum(f[3], sv->id)};
+    memcpy(v, cv, sizeof(cv));
     admin_result_row(x->r, v);
 }
 
@@ -391,15 +487,40 @@ static bool server_row_each(struct server *sv, void *x)
     return false;
 }
 
-void admin_show_servers(struct admin_result *r)
+static void servers_each(struct conn_ctx *x)
 {
-    struct conn_ctx x = {r, admin_loop_now(r), now_wall_usec() - admin_loop_now(r)};
     struct list *it, *tmp;
     list_for_each_safe(it, tmp, &g_pooler.pools)
     {
         struct pool *p = list_entry(it, struct pool, node);
-        pool_find_server(p, server_row_each, &x);
+        pool_find_server(p, server_row_each, x);
     }
+}
+
+void admin_show_servers(struct admin_result *r)
+{
+    struct conn_ctx x = {r, admin_loop_now(r), now_wall_usec() - admin_loop_now(r),
+                         CONN_SHOW_PLAIN};
+    servers_each(&x);
+}
+
+/* ---- SHOW SOCKETS and SHOW ACTIVE_SOCKETS -------------------------------- */
+
+static void show_sockets(struct admin_result *r, enum conn_show mode)
+{
+    struct conn_ctx x = {r, admin_loop_now(r), now_wall_usec() - admin_loop_now(r), mode};
+    admin_each_client(client_row, &x);
+    servers_each(&x);
+}
+
+void admin_show_sockets(struct admin_result *r)
+{
+    show_sockets(r, CONN_SHOW_SOCKETS);
+}
+
+void admin_show_active_sockets(struct admin_result *r)
+{
+    show_sockets(r, CONN_SHOW_ACTIVE_ONLY);
 }
 
 /* ---- SHOW USERS ---------------------------------------------------------- */

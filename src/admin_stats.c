@@ -26,6 +26,9 @@ enum stat_field {
     ST_WAIT_TIME,     /* usec clients waited for a server */
     ST_REPLICA_READS, /* requests routed to replicas (read_write_split) */
     ST_RETRIES,       /* requests sent again after a replica's server failed */
+    ST_CLIENT_PARSES, /* prepared statements created by clients */
+    ST_SERVER_PARSES, /* prepared statements sluice prepared on servers */
+    ST_BINDS,         /* executions of clients' prepared statements */
     ST_COUNT,
 };
 
@@ -67,6 +70,9 @@ static void db_totals(const struct database *db, const struct admin_pool_index *
         t->v[ST_WAIT_TIME] += p->wait_time;
         t->v[ST_REPLICA_READS] += p->replica_reads;
         t->v[ST_RETRIES] += p->retries;
+        t->v[ST_CLIENT_PARSES] += p->ps_client_parses;
+        t->v[ST_SERVER_PARSES] += p->ps_server_parses;
+        t->v[ST_BINDS] += p->ps_binds;
     }
 }
 
@@ -159,6 +165,9 @@ static void stat_averages(const struct stat_totals *d, struct stat_totals *avg)
         avg->v[ST_SENT] = (uint64_t)((double)d->v[ST_SENT] / secs);
         avg->v[ST_REPLICA_READS] = (uint64_t)((double)d->v[ST_REPLICA_READS] / secs);
         avg->v[ST_RETRIES] = (uint64_t)((double)d->v[ST_RETRIES] / secs);
+        avg->v[ST_CLIENT_PARSES] = (uint64_t)((double)d->v[ST_CLIENT_PARSES] / secs);
+        avg->v[ST_SERVER_PARSES] = (uint64_t)((double)d->v[ST_SERVER_PARSES] / secs);
+        avg->v[ST_BINDS] = (uint64_t)((double)d->v[ST_BINDS] / secs);
     }
     if (d->v[ST_XACT])
         avg->v[ST_XACT_TIME] = d->v[ST_XACT_TIME] / d->v[ST_XACT];
@@ -200,10 +209,9 @@ static void stats_values(const struct stat_totals *t, const struct stat_totals *
     admin_unum(f[5], s->v[ST_XACT_TIME]);
     admin_unum(f[6], s->v[ST_QUERY_TIME]);
     admin_unum(f[7], s->v[ST_WAIT_TIME]);
-    /* Prepared statements are not tracked (max_prepared_statements). */
-    admin_unum(f[8], 0);
-    admin_unum(f[9], 0);
-    admin_unum(f[10], 0);
+    admin_unum(f[8], s->v[ST_CLIENT_PARSES]);
+    admin_unum(f[9], s->v[ST_SERVER_PARSES]);
+    admin_unum(f[10], s->v[ST_BINDS]);
     admin_unum(f[11], s->v[ST_REPLICA_READS]);
     admin_unum(f[12], s->v[ST_RETRIES]);
 }
@@ -292,6 +300,9 @@ static void stats_each_row(const struct admin_db_row *d, const struct stat_total
         .wait_time = t->v[ST_WAIT_TIME],
         .replica_reads = t->v[ST_REPLICA_READS],
         .retries = t->v[ST_RETRIES],
+        .client_parses = t->v[ST_CLIENT_PARSES],
+        .server_parses = t->v[ST_SERVER_PARSES],
+        .binds = t->v[ST_BINDS],
     };
     x->fn(&v, x->arg);
 }

@@ -534,7 +534,12 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
                            "replication connections are not supported");
         return;
     }
-    if (g_pooler.shutting_down) {
+    /* During a shutdown the console stays open (over the Unix socket, the
+     * one listener left); other logins are refused once they may be: at
+     * once on the Unix socket, and when main says so for the clients
+     * accepted before the TCP listeners closed. */
+    bool console_db = console && console->is_console_db(db);
+    if (!console_db && (g_pooler.shutting_down || (g_pooler.stopping && c->is_unix))) {
         client_close_error(c, SQLSTATE_ADMIN_SHUTDOWN, "pooler is shutting down");
         return;
     }
@@ -554,10 +559,14 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
     }
 
     if (console && console->is_console_db(c->dbname)) {
-        if (!console->check_user(c))
+        enum client_console_access access = console->check_user(c);
+        if (access == CONSOLE_REFUSED)
             return;
         c->is_admin = true;
-        client_start_auth(c);
+        if (access == CONSOLE_TRUSTED)
+            client_login_done(c);
+        else
+            client_start_auth(c);
         return;
     }
     struct database *d = pool_find_database(c->dbname);

@@ -9,13 +9,22 @@
 
 #include "conn.h"
 
+/* What the console says of a client that asks for it. */
+enum client_console_access {
+    CONSOLE_REFUSED = 0, /* not allowed: closed with the reason */
+    CONSOLE_PASSWORD,    /* allowed once authenticated as any client is */
+    CONSOLE_TRUSTED,     /* allowed without a password (PgBouncer's own user
+                          * over the Unix socket, same uid as the process) */
+};
+
 /* The admin console, as login and the client state machine see it
  * (admin.c registers it; a client of it never gets a server). */
 struct client_console {
     /* Is dbname one of the console's ("pgbouncer", "sluice")? */
     bool (*is_console_db)(const char *dbname);
-    /* May c (user known) use the console? Else c is closed; false. */
-    bool (*check_user)(struct client *c);
+    /* May c (user known) use the console, and must it give a password?
+     * On CONSOLE_REFUSED c has been closed. */
+    enum client_console_access (*check_user)(struct client *c);
     /* c is authenticated: the console's welcome. */
     void (*welcome)(struct client *c);
     /* c, logged in, has messages buffered: run its commands. */

@@ -349,8 +349,11 @@ struct pool {
     int64_t addr_time;
     /* stats */
     uint64_t xact_count, query_count, bytes_in, bytes_out;
-    uint64_t assign_count;                     /* servers lent to clients */
-    uint64_t replica_reads, retries;           /* routed here as reads; sent again from here */
+    uint64_t assign_count;           /* servers lent to clients */
+    uint64_t replica_reads, retries; /* routed here as reads; sent again from here */
+    /* Prepared statements (prepared.c, SHOW STATS's PgBouncer names):
+     * created by clients, prepared on servers by sluice, executed. */
+    uint64_t ps_client_parses, ps_server_parses, ps_binds;
     uint64_t xact_time, query_time, wait_time; /* usec */
     int64_t max_wait_seen;
     struct prepared_set *ps_known; /* statements some server parsed fine (prepared.c) */

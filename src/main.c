@@ -37,7 +37,7 @@ static struct worker *workers; /* [0] runs on the main thread */
 static int n_workers;
 #define main_worker (workers[0])
 static struct ev_loop *main_loop;
-static ev_signal sig_hup, sig_int, sig_term, sig_usr1, sig_usr2;
+static ev_signal sig_hup, sig_int, sig_term, sig_quit, sig_usr1, sig_usr2;
 static ev_timer stats_timer, shutdown_timer;
 static struct stats stats_prev;
 static int64_t stats_prev_time;
@@ -52,7 +52,7 @@ static void usage(FILE *f)
                "  -q, --quiet       run quietly (no log to stderr)\n"
                "  -v, --verbose     increase verbosity (repeat for more)\n"
                "  -u, --user=USER   assume identity of USER\n"
-               "  -R, --reboot      not supported (use so_reuseport for restarts)\n"
+               "  -R, --reboot      refused: online restart is deprecated (use so_reuseport)\n"
                "  -V, --version     show version, then exit\n"
                "  -h, --help        show this help, then exit\n");
 }
@@ -156,23 +156,24 @@ static void begin_exit(void)
     worker_stop_loop(&main_worker);
 }
 
-/* Clients accepted just before SIGINT (or taken from the accept queue when
- * the listeners closed) came to run a transaction: they get this long to
- * log in and run one before the process exits without them. */
+/* Clients accepted just before a shutdown (or taken from the accept queue
+ * when the listeners closed) came to run a transaction: they get this long
+ * to log in and run one before the process exits without them. */
 #define SHUTDOWN_GRACE_USEC 5000000
 static int64_t shutdown_started;
+/* WAIT_FOR_CLIENTS (SIGTERM): exit when the last client has left; else
+ * WAIT_FOR_SERVERS (SIGINT): when no client is in a transaction. */
+static bool shutdown_for_clients;
 
-static void shutdown_check_cb(struct ev_loop *loop, ev_timer *t, int revents)
+/* WAIT_FOR_SERVERS: counts the clients in a transaction (or logging in,
+ * during the grace period) and closes those between transactions. Sets
+ * *logging_in. */
+static int shutdown_busy_clients(int64_t now, int *logging_in)
 {
-    (void)loop;
-    (void)t;
-    (void)revents;
-    /* SIGINT: exit once no client is in the middle of a transaction. */
-    int64_t now = worker_now(&main_worker);
     bool grace = now - shutdown_started < SHUTDOWN_GRACE_USEC;
-    int busy = 0, logging_in = 0;
+    int busy = 0;
+    *logging_in = 0;
     struct list *it, *tmp;
-    worker_world_lock();
     for (int i = 0; i < n_workers; i++)
         list_for_each_safe(it, tmp, &workers[i].clients)
         {
@@ -200,12 +201,48 @@ static void shutdown_check_cb(struct ev_loop *loop, ev_timer *t, int revents)
                 break;
             default:
                 if (grace) {
-                    logging_in++;
+                    (*logging_in)++;
                     busy++;
                 }
                 break;
             }
         }
+    return busy;
+}
+
+/* WAIT_FOR_CLIENTS: the clients still connected (console clients aside). */
+static int shutdown_clients_left(void)
+{
+    int n = 0;
+    struct list *it, *tmp;
+    for (int i = 0; i < n_workers; i++)
+        list_for_each_safe(it, tmp, &workers[i].clients)
+        {
+            const struct client *c = list_entry(it, struct client, node);
+            if (!c->is_admin && client_state_of(c) != CL_CLOSED)
+                n++;
+        }
+    return n;
+}
+
+static void shutdown_check_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)t;
+    (void)revents;
+    int64_t now = worker_now(&main_worker);
+    worker_world_lock();
+    if (shutdown_for_clients) {
+        int left = shutdown_clients_left();
+        worker_world_unlock();
+        if (left == 0) {
+            log_info("no client left, exiting");
+            begin_exit();
+        }
+        return;
+    }
+    int logging_in;
+    int busy = shutdown_busy_clients(now, &logging_in);
     /* Logins are refused (client.c) only once none is under way: no new
      * client can appear any more, the listeners are closed. */
     if (logging_in == 0)
@@ -217,15 +254,19 @@ static void shutdown_check_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
 }
 
-/* SIGINT (and the console's SHUTDOWN): stop accepting, let every
- * transaction finish, then exit. With so_reuseport this is a zero-downtime
- * restart: a new sluice listens beside this one, worker_stop_listening()
- * takes the connections already queued here, and the clients this process
- * accepted are served until they finish a transaction (see
- * shutdown_check_cb), so none of them sees a failure. */
+/* A shutdown that waits (SIGINT, SIGTERM, the console's SHUTDOWN
+ * WAIT_FOR_*): stop accepting but on the Unix socket (console logins only,
+ * client_login.c), then exit once no client is in a transaction
+ * (wait_for_clients false), or once every client has left (true). With
+ * so_reuseport this is a zero-downtime restart: a new sluice listens beside
+ * this one, worker_stop_listening() takes the connections already queued
+ * here, and the clients this process accepted are served until they finish
+ * a transaction (see shutdown_busy_clients), respectively until they leave,
+ * so none of them sees a failure. Called again during a shutdown, switches
+ * it to the mode given. */
 static void start_graceful_shutdown(bool wait_for_clients)
 {
-    (void)wait_for_clients;
+    shutdown_for_clients = wait_for_clients;
     if (shutdown_started)
         return;
     shutdown_started = worker_now(&main_worker);
@@ -243,11 +284,45 @@ static void start_graceful_shutdown(bool wait_for_clients)
     /* The console may call this from another worker's thread: the main
      * loop's timer is started under the world lock too. */
     worker_world_lock();
+    g_pooler.stopping = true;
     for (int i = 0; i < n_workers; i++)
-        worker_stop_listening(&workers[i]);
+        worker_stop_listening(&workers[i], true);
     ev_timer_init(&shutdown_timer, shutdown_check_cb, 0.0, 0.05);
     ev_timer_start(main_loop, &shutdown_timer);
     worker_world_unlock();
+}
+
+/* SIGINT and SIGTERM as in PgBouncer 1.23: the first starts a shutdown
+ * that waits (SIGINT: for the servers to be released, SIGTERM: for the
+ * clients to leave); another one during any shutdown exits at once. */
+static void signal_shutdown(int signum)
+{
+    const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+    if (g_pooler.stopping) {
+        log_info("got %s while shutting down, fast exit", name);
+        begin_exit();
+        return;
+    }
+    if (signum == SIGINT)
+        log_info("got SIGINT, shutting down, waiting for all servers connections to be released");
+    else
+        log_info("got SIGTERM, shutting down, waiting for all clients disconnect");
+    start_graceful_shutdown(signum == SIGTERM);
+}
+
+static void signal_resume(void)
+{
+    if (g_pooler.stopping) {
+        log_info("got SIGUSR2 while shutting down, ignoring");
+        return;
+    }
+    log_info("got SIGUSR2, resuming");
+    g_pooler.paused = false;
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &g_pooler.pools)
+    {
+        pool_dispatch(list_entry(it, struct pool, node));
+    }
 }
 
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -264,11 +339,11 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
         log_reopen();
         break;
     case SIGINT:
-        log_info("got SIGINT, shutting down when transactions are done");
-        start_graceful_shutdown(false);
-        break;
     case SIGTERM:
-        log_info("got SIGTERM, shutting down now");
+        signal_shutdown(w->signum);
+        break;
+    case SIGQUIT:
+        log_info("got SIGQUIT, fast exit");
         begin_exit();
         break;
     case SIGUSR1:
@@ -276,15 +351,7 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
         g_pooler.paused = true;
         break;
     case SIGUSR2:
-        log_info("got SIGUSR2, resuming");
-        g_pooler.paused = false;
-        {
-            struct list *it, *tmp;
-            list_for_each_safe(it, tmp, &g_pooler.pools)
-            {
-                pool_dispatch(list_entry(it, struct pool, node));
-            }
-        }
+        signal_resume();
         break;
     }
     worker_world_unlock();
@@ -368,7 +435,13 @@ static int main_parse_args(int argc, char **argv, struct main_options *o)
             o->run_as = optarg;
             break;
         case 'R':
-            fprintf(stderr, "sluice: -R (online reboot) is not supported; use so_reuseport\n");
+            /* PgBouncer deprecated its online restart (1.20); sluice never
+             * had one. Refused before anything starts, naming the way. */
+            fprintf(stderr,
+                    "sluice: -R/--reboot (online restart) is not supported: it is deprecated in "
+                    "PgBouncer.\nRestart without dropping clients with so_reuseport instead: "
+                    "start the new sluice on the same port with so_reuseport = 1, then stop the "
+                    "old one with SIGTERM (or SHUTDOWN WAIT_FOR_CLIENTS); see docs/admin.md.\n");
             return 1;
         default:
             usage(stderr);
@@ -588,11 +661,13 @@ static bool main_start_services(const struct config *cfg)
     ev_signal_init(&sig_hup, signal_cb, SIGHUP);
     ev_signal_init(&sig_int, signal_cb, SIGINT);
     ev_signal_init(&sig_term, signal_cb, SIGTERM);
+    ev_signal_init(&sig_quit, signal_cb, SIGQUIT);
     ev_signal_init(&sig_usr1, signal_cb, SIGUSR1);
     ev_signal_init(&sig_usr2, signal_cb, SIGUSR2);
     ev_signal_start(main_loop, &sig_hup);
     ev_signal_start(main_loop, &sig_int);
     ev_signal_start(main_loop, &sig_term);
+    ev_signal_start(main_loop, &sig_quit);
     ev_signal_start(main_loop, &sig_usr1);
     ev_signal_start(main_loop, &sig_usr2);
     if (cfg->stats_period > 0) {

@@ -28,6 +28,9 @@ struct pooler {
     struct client **cancel_hash;
     unsigned cancel_hash_size;
     bool shutting_down; /* SIGINT: no new clients; exit when no transactions */
+    /* A shutdown is under way (SIGINT, SIGTERM, SHUTDOWN WAIT_FOR_*): the
+     * TCP listeners are closed; the Unix socket takes console logins only. */
+    bool stopping;
     bool paused;
     uint64_t next_client_id; /* atomic */
     uint64_t next_server_id; /* atomic */

@@ -335,6 +335,27 @@ static void pin(struct client *c, const char *why)
     log_info("C-%p: pinned to its server (%s)", (void *)c, why);
 }
 
+/* Counts a statement sluice prepares on sv (SHOW STATS's
+ * total_server_parse_count). */
+static void count_server_parse(struct server *sv)
+{
+    if (sv->pool)
+        POOL_STAT_ADD(sv->pool->ps_server_parses, 1);
+}
+
+/* Counts, on the pool of c's server, a statement c created
+ * (total_client_parse_count) or had executed (total_bind_count). */
+static void count_client(struct client *c, bool bind)
+{
+    struct pool *p = c->server ? c->server->pool : c->pool;
+    if (!p)
+        return;
+    if (bind)
+        POOL_STAT_ADD(p->ps_binds, 1);
+    else
+        POOL_STAT_ADD(p->ps_client_parses, 1);
+}
+
 /* Writes a Parse for st under its server name. sync: followed by Sync (the
  * client is between requests of the simple protocol). */
 static void write_parse(struct server *sv, const struct stmt *st, bool sync)
@@ -350,6 +371,7 @@ static void write_parse(struct server *sv, const struct stmt *st, bool sync)
     stream_write(&sv->s, st->body, st->body_len);
     if (sync)
         stream_write(&sv->s, "S\0\0\0\4", 5);
+    count_server_parse(sv);
 }
 
 static void write_query(struct server *sv, const char *a, size_t an, const char *b, size_t bn)
@@ -409,6 +431,7 @@ static bool ensure_prepared(struct client *c, struct stmt *st, bool simple)
         server_name(st->h, nm);
         int k = snprintf(pre, sizeof(pre), "PREPARE %s", nm);
         write_query(sv, pre, (size_t)k, (const char *)st->body, st->body_len);
+        count_server_parse(sv);
         e = entry(RA_QUERY, PT_SKIP, RE_SWALLOW);
     }
     e.u = st->h;
@@ -557,6 +580,7 @@ static int64_t query_prepare(struct client *c, struct request_msg *rm, const cha
         return rm->len;
     struct stmt *st = stmt_new(SK_SQL, s->name, sql + rest_off, end - rest_off);
     tab_add(pc, st);
+    count_client(c, false);
     struct set_action *a = act_new();
     request_msg_consume(c, rm);
     if (prepared_set_has(sv->ps, st->h)) {
@@ -569,6 +593,7 @@ static int64_t query_prepare(struct client *c, struct request_msg *rm, const cha
         server_name(st->h, nm);
         int k = snprintf(pre, sizeof(pre), "PREPARE %s", nm);
         write_query(sv, pre, (size_t)k, (const char *)st->body, st->body_len);
+        count_server_parse(sv);
         query_entry(rm, a);
     }
     stmt_unref(st);
@@ -590,6 +615,7 @@ static int64_t query_prepared_stmt(struct client *c, struct request_msg *rm, con
         if (!st || !s->name_len)
             return rm->len; /* the server's error names it right */
         request_msg_consume(c, rm);
+        count_client(c, true);
         ensure_prepared(c, st, true);
         char nm[24], pre[40];
         server_name(st->h, nm);
@@ -753,6 +779,7 @@ static int64_t client_parse(struct client *c, struct request_msg *rm)
     struct stmt *st = stmt_new(SK_PROTO, name, body, (size_t)(end - body));
     st->act = act;
     tab_add(pc, st);
+    count_client(c, false);
     struct server *sv = c->server;
     request_msg_consume(c, rm);
     if (prepared_set_has(sv->ps, st->h)) {
@@ -830,6 +857,7 @@ static int64_t client_bind(struct client *c, struct request_msg *rm)
      * messages around it (no flush: that would cost a send()). */
     if (!st)
         return mlen;
+    count_client(c, true);
     request_msg_flush(c, rm); /* sluice's Parse, if any, goes after what came before */
     if (!ensure_prepared(c, st, false))
         return mlen;
@@ -1099,8 +1127,10 @@ bool prepared_idle(struct client *c)
             const char *query = name + strlen(name) + 1;
             struct stmt *st =
                 stmt_new(SK_PROTO, name, query, (size_t)(end - (const uint8_t *)query));
-            if (!tab_find(pc, name))
+            if (!tab_find(pc, name)) {
                 tab_add(pc, st);
+                count_client(c, false);
+            }
             stmt_unref(st);
         } else {
             struct stmt *st = tab_find(pc, (const char *)m.data + 6);

@@ -437,9 +437,34 @@ bool worker_listen(struct worker *w, int n_workers, char *err, size_t errlen)
     return true;
 }
 
-void worker_stop_listening(struct worker *w)
+static bool listener_is_unix(int fd, struct sockaddr_un *un)
 {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 || ss.ss_family != AF_UNIX)
+        return false;
+    memcpy(un, &ss, sizeof(*un));
+    return true;
+}
+
+void worker_stop_listening(struct worker *w, bool keep_unix)
+{
+    int kept = 0;
     for (int i = 0; i < w->n_listeners; i++) {
+        struct sockaddr_un un;
+        bool is_unix = listener_is_unix(w->listeners[i].fd, &un);
+        if (is_unix && keep_unix) {
+            if (kept != i) {
+                /* Moved down: the watcher is made again at its new place. */
+                int fd = w->listeners[i].fd;
+                ev_io_stop(w->loop, &w->listeners[i]);
+                ev_io_init(&w->listeners[kept], accept_cb, fd, EV_READ);
+                w->listeners[kept].data = w;
+                ev_io_start(w->loop, &w->listeners[kept]);
+            }
+            kept++;
+            continue;
+        }
         ev_io_stop(w->loop, &w->listeners[i]);
         /* Closing a listener resets the connections in its accept queue
          * (unless net.ipv4.tcp_migrate_req moves them to another socket of
@@ -448,17 +473,11 @@ void worker_stop_listening(struct worker *w)
          * served as if they had come a moment earlier. */
         while (!accept_batch(w, w->listeners[i].fd, 64))
             continue;
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof(ss);
-        if (getsockname(w->listeners[i].fd, (struct sockaddr *)&ss, &len) == 0 &&
-            ss.ss_family == AF_UNIX) {
-            struct sockaddr_un *un = (struct sockaddr_un *)&ss;
-            if (un->sun_path[0])
-                unlink(un->sun_path);
-        }
+        if (is_unix && un.sun_path[0])
+            unlink(un.sun_path);
         close(w->listeners[i].fd);
     }
-    w->n_listeners = 0;
+    w->n_listeners = kept;
 }
 
 void worker_set_config(struct worker *w, struct config *cfg)
@@ -486,7 +505,7 @@ void worker_drain(struct worker *w)
 
 void worker_close_all(struct worker *w)
 {
-    worker_stop_listening(w);
+    worker_stop_listening(w, false);
     if (ops.close_all)
         ops.close_all(w);
 }

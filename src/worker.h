@@ -125,8 +125,10 @@ void worker_init(struct worker *w, int id, struct ev_loop *loop, struct config *
 /* Opens the listeners named by cfg (listen_addr/port, unix socket) and starts
  * accepting. Returns false with err filled on failure. */
 bool worker_listen(struct worker *w, int n_workers, char *err, size_t errlen);
-/* Stops accepting (SIGINT / shutdown). */
-void worker_stop_listening(struct worker *w);
+/* Stops accepting (a shutdown): closes w's listeners, after taking the
+ * connections in their accept queues; keep_unix leaves the Unix socket
+ * open (the console stays reachable while a shutdown waits). */
+void worker_stop_listening(struct worker *w, bool keep_unix);
 /* Swaps in a new config (reload). */
 void worker_set_config(struct worker *w, struct config *cfg);
 /* Shutdown, after the threads are joined: delivers the servers still
