@@ -218,9 +218,9 @@ def check(scen, variant, r, delta, after):
         r["probe_before"]["buckets"] = r["probe_after"]["buckets"] = "(see ryw.buckets)"
     if not r.get("read_xacts"):
         return ["no per-script transaction counts in pgbench's output"]
-    # Every select-only transaction is one read; with -M extended each
-    # simple-update's BEGIN (Parse/Bind/Execute/Sync) is routed as a read
-    # too (src/router.c answers only a simple-protocol BEGIN itself).
+    # Every select-only transaction is one read; a simple-update's BEGIN,
+    # by either protocol, is answered by sluice (src/router.c
+    # begin_virtual()) and its UPDATE goes to the primary.
     reads = r["reads"] = sum(delta.values())
     r["shares"] = shares(r)
     on_replicas = sum(delta.get(n, 0) for n in scen["replicas"])
@@ -384,11 +384,8 @@ def generated(data):
       "pass). Both variants: `read_write_split = on`, `primary_reads = fallback`, "
       "%s. "
       "The shares are of the reads sluice routed (SHOW REPLICAS, all three endpoints): "
-      "each select-only transaction, and each simple-update transaction's `BEGIN`, which "
-      "under `-M extended` (Parse/Bind/Execute/Sync) is routed as a read — to a replica, "
-      "waiting like any read under `user` — before its UPDATE moves the transaction to the "
-      "primary (sluice answers only a simple-protocol `BEGIN` itself, src/router.c "
-      "begin_virtual())."
+      "each select-only transaction (a simple-update transaction's `BEGIN` is answered by "
+      "sluice, by either protocol, and the rest runs on the primary)."
       % (" ".join(MIX), rcfg["protocol"], rcfg["ryw_clients"], rcfg["pool_size"],
          rcfg["seconds"], n, "pass" if n == 1 else "passes", "medians; " if n > 1 else "",
          ", ".join("`%s = %s`" % tuple(kv) for kv in rcfg["settings"]) if rcfg.get("settings")

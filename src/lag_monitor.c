@@ -52,6 +52,7 @@ struct lag_db {
     struct database *db;
     struct pool *pool; /* endpoint 0's pool of the user the connections log in as */
     struct lag_node node[DB_MAX_ENDPOINTS];
+    int hurry_next; /* the replica the last hurry asked */
     struct lag_db *next;
 };
 
@@ -59,8 +60,10 @@ static struct lag_db *g_dbs;
 static ev_timer g_tick;
 static bool g_running;
 /* While reads wait for a replica to catch up (ryw.h), the replicas are
- * asked every HURRY_SEC, not every lag_check_interval. */
+ * asked every HURRY_SEC, not every lag_check_interval, only where they
+ * are (HURRY_SQL: the lag in time waits for the next tick). */
 #define HURRY_SEC 0.001
+#define HURRY_SQL "SELECT pg_catalog.pg_last_wal_replay_lsn()"
 static ev_async g_hurry_async;
 static ev_timer g_hurry;
 
@@ -188,6 +191,32 @@ static void ask(struct lag_node *n)
 {
     n->got = false;
     if (server_query(n->sv, LAG_SQL, 0, NULL, &lag_query_ops, n))
+        n->asking = true;
+}
+
+/* The answer to HURRY_SQL: the replica's replay position, for the reads
+ * that wait (the rest of its measurement is the tick's). */
+static void hurry_row(struct server *sv, void *arg, const struct server_query_row *row)
+{
+    struct lag_node *n = arg;
+    uint64_t lsn;
+    if (row->n < 1 || !row->val[0] || !replicas_parse_lsn(row->val[0], row->len[0], &lsn))
+        return;
+    struct endpoint *e = &n->ld->db->endpoints[n->ep];
+    uint64_t was = atomic_load_explicit(&e->lag_lsn, memory_order_relaxed);
+    if (lsn > was) {
+        atomic_store_explicit(&e->lag_lsn, lsn, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ryw_lag_epoch, 1, memory_order_release);
+    }
+}
+
+static const struct server_query_ops hurry_query_ops = {
+    .on_row = hurry_row, .on_error = lag_error, .on_done = lag_done};
+
+static void ask_hurry(struct lag_node *n)
+{
+    n->got = false; /* lag_done() records nothing */
+    if (server_query(n->sv, HURRY_SQL, 0, NULL, &hurry_query_ops, n))
         n->asking = true;
 }
 
@@ -357,10 +386,26 @@ static void hurry_cb(struct ev_loop *loop, ev_timer *t, int revents)
         ev_timer_stop(loop, t);
         return;
     }
-    for (struct lag_db *ld = g_dbs; ld; ld = ld->next)
-        for (int ep = 1; ep < DB_MAX_ENDPOINTS; ep++)
-            if (ld->node[ep].sv && ld->node[ep].up && !ld->node[ep].asking)
-                ask(&ld->node[ep]);
+    int64_t now = worker_now(lag_worker()), every = g_pooler.cfg->lag_check_interval;
+    /* One replica per database and turn, in turn: each is asked every
+     * (replicas x HURRY_SEC), and a read goes to the first seen far enough. */
+    for (struct lag_db *ld = g_dbs; ld; ld = ld->next) {
+        for (int k = 1; k < DB_MAX_ENDPOINTS; k++) {
+            int ep = 1 + (ld->hurry_next + k - 1) % (DB_MAX_ENDPOINTS - 1);
+            struct lag_node *n = &ld->node[ep];
+            if (!n->sv || !n->up || n->asking)
+                continue;
+            ld->hurry_next = ep;
+            /* The whole measurement when it is due (the tick would find
+             * the node busy with these), else just where it is. */
+            int64_t at = atomic_load_explicit(&ld->db->endpoints[ep].lag_at, memory_order_relaxed);
+            if (now - at >= every)
+                ask(n);
+            else
+                ask_hurry(n);
+            break;
+        }
+    }
 }
 
 static void hurry_async_cb(struct ev_loop *loop, ev_async *a, int revents)

@@ -80,6 +80,14 @@ static void settings_refresh(const struct config *cfg)
     tl_settings.share = strcmp(cfg->primary_reads, "share") == 0;
 }
 
+bool replicas_reached(const struct database *db, uint64_t lsn)
+{
+    for (int i = 1; i < db->n_endpoints; i++)
+        if (atomic_load_explicit(&db->endpoints[i].lag_lsn, memory_order_relaxed) >= lsn)
+            return true;
+    return false;
+}
+
 bool replicas_any_usable(const struct database *db, int64_t now)
 {
     for (int i = 1; i < db->n_endpoints; i++)

@@ -64,6 +64,9 @@ bool replicas_ban(struct database *db, int ep, enum replica_ban_reason why, cons
                   const struct config *cfg, int64_t now);
 /* Whether ep of db may take reads now. */
 bool replicas_usable(const struct database *db, int ep, int64_t now);
+/* Whether some replica of db was seen to replay lsn (usable or not: the
+ * router decides that). */
+bool replicas_reached(const struct database *db, uint64_t lsn);
 /* Whether any replica of db may take reads now (ignoring positions). */
 bool replicas_any_usable(const struct database *db, int64_t now);
 /* Lifts a ban (a passing health check once the ban time is over). */

@@ -576,7 +576,7 @@ static struct router_decision to_replica(struct client *c, const char *why)
     if (ep < 0 && floor) {
         /* Replicas there, behind: wait for one to catch up, a while. */
         struct ryw_client *w = &router_client_of(c)->ryw;
-        if (replicas_any_usable(db, now) && ryw_wait(c, w, now))
+        if (replicas_any_usable(db, now) && ryw_wait(c, w, now, floor))
             return decided(ROUTE_WAIT, c->pool->ep, "read-your-writes: waiting for a replica");
         if (!w->wait_start)
             atomic_fetch_add_explicit(&ryw_wait_stats.floor_primary, 1, memory_order_relaxed);

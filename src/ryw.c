@@ -394,16 +394,21 @@ static void wait_tick(struct ev_loop *loop, ev_timer *t, int revents)
             ryw_wait_forget(c);
             continue;
         }
-        if (moved || worker_now(c->s.worker) - rc->wait_start >= timeout)
-            c->s.ops->on_data(&c->s); /* routed again: still waiting, or on its way */
+        /* Routed again (still waiting, or on its way) once a replica is
+         * that far - a look at atomics first, the router only then - or
+         * when its time is up. */
+        if ((moved && replicas_reached(c->pool->db, rc->wait_floor)) ||
+            worker_now(c->s.worker) - rc->wait_start >= timeout)
+            c->s.ops->on_data(&c->s);
     }
 }
 
-bool ryw_wait(struct client *c, struct ryw_client *rc, int64_t now)
+bool ryw_wait(struct client *c, struct ryw_client *rc, int64_t now, uint64_t floor)
 {
     int64_t timeout = g_pooler.cfg->replica_wait_timeout;
     if (timeout <= 0)
         return false;
+    rc->wait_floor = floor;
     if (rc->wait_start)
         return now - rc->wait_start < timeout;
     struct worker *w = c->s.worker;

@@ -40,7 +40,8 @@ struct ryw_client {
      * fresh; sysid and timeline 0 when the token did not name them. */
     uint64_t min_lsn, min_sysid;
     uint32_t min_tli;
-    int64_t wait_start; /* a read waits for a replica to catch up since then (0: none) */
+    int64_t wait_start;  /* a read waits for a replica to catch up since then (0: none) */
+    uint64_t wait_floor; /* ... to replay this far */
 };
 
 /* The causal token of position lsn of db's primary: "LSN/SYSID/TIMELINE",
@@ -106,7 +107,7 @@ bool ryw_commit_lost(struct server *sv);
 /* c's read (state rc) cannot go to a replica yet: true while it may wait
  * (the router answers ROUTE_WAIT), false once it must not (go to the
  * primary). */
-bool ryw_wait(struct client *c, struct ryw_client *rc, int64_t now);
+bool ryw_wait(struct client *c, struct ryw_client *rc, int64_t now, uint64_t floor);
 /* Its wait is over: it goes to a replica (replica) or to the primary. */
 void ryw_wait_end(struct client *c, struct ryw_client *rc, int64_t now, bool replica);
 /* c is freed or leaves: no longer waiting. */
