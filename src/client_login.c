@@ -132,8 +132,6 @@ static void client_auth_challenge(struct client *c)
     struct client_auth *a = client_auth_state(c);
     const char *secret = a->secret;
     enum auth_type t = cfg->auth_type;
-    if (c->is_unix && t == AUTH_TYPE_HBA)
-        t = AUTH_TYPE_TRUST;
     switch (t) {
     case AUTH_TYPE_ANY:
         client_login_done(c);

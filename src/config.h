@@ -34,7 +34,7 @@ enum auth_type {
     AUTH_TYPE_MD5,     /* md5, or scram when the stored secret is a SCRAM secret */
     AUTH_TYPE_SCRAM,   /* scram-sha-256 */
     AUTH_TYPE_CERT,    /* TLS client certificate (needs client TLS) */
-    AUTH_TYPE_HBA,     /* auth_hba_file decides */
+    AUTH_TYPE_HBA,     /* not supported: refused at load (no pg_hba.conf parser) */
     AUTH_TYPE_PAM,     /* not supported: refused at load */
 };
 const char *auth_type_str(enum auth_type t);
