@@ -2,9 +2,13 @@
 does what PgBouncer's documentation says, or stops the start with the file,
 the line and "not supported by sluice"."""
 
+import grp
+import os
+import stat
+
 import pytest
 
-from sluice_fixture import IS_PGBOUNCER
+from sluice_fixture import IS_PGBOUNCER, RUN_AS
 
 sluice_only = pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own refusal")
 
@@ -53,3 +57,33 @@ def test_refused_setting_default_is_accepted(sluice):
                               "auth_hba_file": ""}})
     with s.connect() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+# ---- unix_socket_group -----------------------------------------------------------------------
+
+
+def test_unix_socket_group_owns_the_socket(sluice):
+    group = RUN_AS or grp.getgrgid(os.getegid()).gr_name
+    s = sluice({"pgbouncer": {"unix_socket_dir": "{dir}", "unix_socket_group": group,
+                              "unix_socket_mode": "0770"}})
+    st = os.stat(s.dir / f".s.PGSQL.{s.port}")
+    assert stat.S_ISSOCK(st.st_mode)
+    assert grp.getgrgid(st.st_gid).gr_name == group
+    assert stat.S_IMODE(st.st_mode) == 0o770
+
+
+@sluice_only
+def test_unix_socket_group_unknown_stops_start(sluice):
+    s = sluice({"pgbouncer": {"unix_socket_dir": "{dir}",
+                              "unix_socket_group": "no_such_group_here"}}, start=False)
+    assert 'unix_socket_group: unknown group "no_such_group_here"' in start_fails(s)
+
+
+@sluice_only
+@pytest.mark.skipif(not RUN_AS, reason="needs root to run the pooler as another user")
+def test_unix_socket_group_not_allowed_stops_start(sluice):
+    """A group the pooler's user is not in: the OS refuses, the start fails
+    (not a socket silently left with the wrong group)."""
+    s = sluice({"pgbouncer": {"unix_socket_dir": "{dir}", "unix_socket_group": "root"}},
+               start=False)
+    assert 'unix_socket_group: cannot give' in start_fails(s)
