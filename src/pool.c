@@ -230,8 +230,11 @@ static inline void ep_load(struct pool *p, int delta)
                                   memory_order_relaxed);
 }
 
-/* Moves sv onto list kind of its pool (at the head for idle: LIFO, the most
- * recently used server is the warmest). */
+/* Moves sv onto list kind of its pool. Idle servers are taken from the head
+ * of the idle list. They go back at the head (LIFO: the most recently used
+ * server is the warmest, and the fewest servers carry the load), or with
+ * server_round_robin at the tail, so that every server takes its turn (for
+ * a round-robin system behind the address, as in PgBouncer). */
 static void sv_list(struct server *sv, enum server_list kind)
 {
     struct pool *p = sv->pool;
@@ -254,7 +257,10 @@ static void sv_list(struct server *sv, enum server_list kind)
     switch (kind) {
     case SVL_IDLE:
         p->n_idle++;
-        list_add_head(&p->idle, &sv->node);
+        if (g_pooler.cfg->server_round_robin)
+            list_add_tail(&p->idle, &sv->node);
+        else
+            list_add_head(&p->idle, &sv->node);
         break;
     case SVL_ACTIVE:
         p->n_active++;
@@ -424,8 +430,9 @@ bool pool_server_too_old(const struct server *sv, int64_t now)
     return cfg->server_lifetime > 0 && now - sv->connect_time >= cfg->server_lifetime;
 }
 
-/* The idle server to give a client of worker w: the warmest one on w (no
- * move between threads), else the warmest of all. */
+/* The idle server to give a client of worker w: the first one on w (no
+ * move between threads), else the first of all (the warmest, or with
+ * server_round_robin the one whose turn it is). */
 static struct server *pool_pick_idle(struct pool *p, const struct worker *w)
 {
     struct list *first = list_first(&p->idle);

@@ -23,6 +23,10 @@ def start_fails(s):
     return s.log_text()
 
 
+def pids(conn, n):
+    return [conn.execute("SELECT pg_backend_pid()").fetchone()[0] for _ in range(n)]
+
+
 # ---- refused -------------------------------------------------------------------------------
 
 
@@ -87,3 +91,33 @@ def test_unix_socket_group_not_allowed_stops_start(sluice):
     s = sluice({"pgbouncer": {"unix_socket_dir": "{dir}", "unix_socket_group": "root"}},
                start=False)
     assert 'unix_socket_group: cannot give' in start_fails(s)
+
+
+# ---- server_round_robin ----------------------------------------------------------------------
+
+
+def warm_servers(s, n):
+    """n server connections in the pool, all idle again afterwards."""
+    conns = [s.connect(autocommit=False) for _ in range(n)]
+    try:
+        opened = {c.execute("SELECT pg_backend_pid()").fetchone()[0] for c in conns}
+        assert len(opened) == n
+    finally:
+        for c in conns:
+            c.rollback()
+            c.close()
+
+
+@pytest.mark.parametrize("round_robin", [False, True])
+def test_server_round_robin(sluice, round_robin):
+    """LIFO by default: one client's transactions keep getting the warmest
+    server; server_round_robin: the idle servers take turns."""
+    s = sluice({"pgbouncer": {"default_pool_size": 3, "server_round_robin": int(round_robin)}})
+    warm_servers(s, 3)
+    with s.connect() as conn:
+        seen = pids(conn, 6)
+    if round_robin:
+        assert len(set(seen)) == 3, seen
+        assert seen[:3] == seen[3:], seen
+    else:
+        assert len(set(seen)) == 1, seen
