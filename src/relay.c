@@ -371,6 +371,12 @@ void relay_client_data(struct client *c)
             client_close(c, "client close request");
             return;
         }
+        if (m.type == 'Q' && g_pooler.cfg->disable_pqexec) {
+            relay_to_server(c, sv, &fwd);
+            stream_uncork(&sv->s);
+            client_refuse_pqexec(c, m.type);
+            return;
+        }
         /* Kept as the client sent it, before observers rewrite it. */
         uint32_t kept = 0;
         if (retry_buf_of(c)) {

@@ -6,6 +6,7 @@ import grp
 import os
 import stat
 
+import psycopg
 import pytest
 
 from sluice_fixture import IS_PGBOUNCER, RUN_AS
@@ -121,3 +122,30 @@ def test_server_round_robin(sluice, round_robin):
         assert seen[:3] == seen[3:], seen
     else:
         assert len(set(seen)) == 1, seen
+
+
+# ---- disable_pqexec --------------------------------------------------------------------------
+
+
+def test_disable_pqexec(sluice):
+    s = sluice({"pgbouncer": {"disable_pqexec": 1}})
+    with s.connect() as conn:
+        # psycopg sends a query with parameters as Parse/Bind/Execute.
+        assert conn.execute("SELECT %s::int", (7,)).fetchone() == (7,)
+        with pytest.raises(psycopg.OperationalError, match="PQexec disallowed"):
+            conn.execute("SELECT 1; SELECT 2")
+
+
+def test_disable_pqexec_session_mode(sluice):
+    """Also with a server already linked (session pooling)."""
+    s = sluice({"pgbouncer": {"disable_pqexec": 1, "pool_mode": "session"}})
+    with s.connect() as conn:
+        assert conn.execute("SELECT %s::int", (7,)).fetchone() == (7,)
+        with pytest.raises(psycopg.OperationalError, match="PQexec disallowed"):
+            conn.execute("SELECT 1")
+
+
+def test_pqexec_allowed_by_default(sluice):
+    s = sluice()
+    with s.connect() as conn:
+        conn.execute("SELECT 1; SELECT 2")
