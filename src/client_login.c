@@ -281,14 +281,14 @@ void client_welcome(struct client *c)
     struct proto_writer wr;
     proto_writer_init(&wr, buf, sizeof(buf));
     proto_build_auth(&wr, PROTO_AUTH_OK, NULL, 0);
-    for (int i = 0; i < TP_COUNT; i++)
-        if (!c->params.v[i])
-            param_assign(&c->params.v[i], p->welcome_params.v[i]);
+    for (int i = 0; i < tracked_param_count(); i++)
+        if (!param_get(&c->params, i) && param_get(&p->welcome_params, i))
+            param_assign(param_slot(&c->params, i), param_get(&p->welcome_params, i));
     for (int i = 0; i < p->welcome.n; i++) {
         const char *v = p->welcome.values[i];
         int tp = tracked_param_lookup(p->welcome.names[i]);
-        if (tp >= 0 && c->params.v[tp])
-            v = c->params.v[tp];
+        if (tp >= 0 && param_get(&c->params, tp))
+            v = param_get(&c->params, tp);
         proto_build_param_status(&wr, p->welcome.names[i], v);
     }
     /* Tracked parameters the server did not report (application_name on
@@ -386,7 +386,7 @@ static bool options_parse(const char *opts, char *extras, size_t cap, size_t *le
                 *p = '_';
         int tp = tracked_param_lookup(kv);
         if (tp >= 0)
-            param_store(&c->params.v[tp], eq + 1);
+            param_store(param_slot(&c->params, tp), eq + 1);
         else if (!extras_add(extras, cap, len, kv, eq + 1))
             return false;
     }
@@ -436,7 +436,7 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
             continue;
         int tp = tracked_param_lookup(name);
         if (tp >= 0) {
-            param_store(&c->params.v[tp], value);
+            param_store(param_slot(&c->params, tp), value);
             continue;
         }
         if (!strcmp(name, "options")) {

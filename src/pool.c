@@ -956,7 +956,7 @@ void pool_welcome_add(struct pool *p, const char *name, const char *value, const
         p->welcome.n++;
     }
     if (tp >= 0)
-        param_assign(&p->welcome_params.v[tp], interned);
+        param_assign(param_slot(&p->welcome_params, tp), interned);
 }
 
 /* Own servers of p that wait for DNS (lock held): the first one, its
