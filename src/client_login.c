@@ -79,8 +79,25 @@ static const char *client_auth_user(const struct client *c)
     return g_pooler.cfg->auth_user;
 }
 
+/* The database auth_query runs in for c: its database's auth_dbname, else
+ * the general one, else c's own database. NULL (and c closed) when the
+ * name is not a database of the config. */
+static struct database *client_auth_database(struct client *c)
+{
+    const struct config_database *cd = c->pool->db->cfg;
+    const char *name = cd && cd->auth_dbname[0] ? cd->auth_dbname : g_pooler.cfg->auth_dbname;
+    if (!name[0])
+        return c->pool->db;
+    struct database *db = pool_find_database(name);
+    if (!db)
+        client_close_error(c, SQLSTATE_INVALID_AUTH,
+                           "auth_dbname \"%s\" is not a database of the configuration", name);
+    return db;
+}
+
 /* Decides how to authenticate c (its user and database are known). The
- * secret comes from auth_file, else from auth_query run as auth_user. */
+ * secret comes from auth_file, else from auth_query run as auth_user (in
+ * the auth_dbname database, if any). */
 static void client_start_auth(struct client *c)
 {
     const struct config *cfg = g_pooler.cfg;
@@ -95,7 +112,10 @@ static void client_start_auth(struct client *c)
     if (!secret && auth_user[0] && cfg->auth_type != AUTH_TYPE_ANY) {
         /* Ask the database: the client waits for a server of the
          * auth_user's pool, which runs auth_query for it. */
-        struct pool *ap = pool_get(c->pool->db, auth_user);
+        struct database *adb = client_auth_database(c);
+        if (!adb)
+            return;
+        struct pool *ap = pool_get(adb, auth_user);
         stream_read_stop(&c->s);
         pool_client_wait(c, ap, CL_AUTH_WAIT);
         return;

@@ -183,3 +183,48 @@ def test_track_extra_parameters(sluice, tracked):
 def test_track_extra_parameters_bad_name_stops_start(sluice):
     s = sluice({"pgbouncer": {"track_extra_parameters": "IntervalStyle, bad;name"}}, start=False)
     assert 'track_extra_parameters: "bad;name" is not a parameter name' in start_fails(s)
+
+
+# ---- auth_dbname -----------------------------------------------------------------------------
+
+# Finds a password only when it runs in mydb: shows which database it ran in.
+AUTH_QUERY_IN_MYDB = ("SELECT usename, passwd FROM pg_shadow "
+                      "WHERE usename = $1 AND current_database() = 'mydb'")
+
+
+def auth_dbname_config(general=None, entry=None):
+    app = "host=127.0.0.1 port={primary_port} dbname=postgres"
+    if entry:
+        app += f" auth_dbname={entry}"
+    cfg = {"databases": {"appdb": app,
+                         "authdb": "host=127.0.0.1 port={primary_port} dbname=mydb"},
+           "pgbouncer": {"auth_user": "sluice", "auth_query": AUTH_QUERY_IN_MYDB}}
+    if general:
+        cfg["pgbouncer"]["auth_dbname"] = general
+    return cfg
+
+
+@pytest.mark.parametrize("where", ["general", "entry"])
+def test_auth_dbname(sluice, where):
+    """auth_query runs in the auth_dbname database (mydb), while the client's
+    own database is postgres. Only auth_user is in the auth_file."""
+    cfg = auth_dbname_config(general="authdb" if where == "general" else None,
+                             entry="authdb" if where == "entry" else None)
+    s = sluice(cfg, userlist={"sluice": "sluice"})
+    with s.connect(user="md5_user", password="md5_user_pw", dbname="appdb") as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("postgres",)
+
+
+def test_auth_query_runs_in_client_database_without_auth_dbname(sluice):
+    s = sluice(auth_dbname_config(), userlist={"sluice": "sluice"})
+    with pytest.raises(psycopg.OperationalError):
+        s.connect(user="md5_user", password="md5_user_pw", dbname="appdb")
+
+
+@sluice_only
+def test_auth_dbname_unknown_database(sluice):
+    cfg = auth_dbname_config(general="nosuchdb")
+    cfg["databases"]["mydb"] = None  # no fallback either
+    s = sluice(cfg, userlist={"sluice": "sluice"})
+    with pytest.raises(psycopg.OperationalError, match='auth_dbname "nosuchdb" is not a database'):
+        s.connect(user="md5_user", password="md5_user_pw", dbname="appdb")

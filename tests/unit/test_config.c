@@ -536,7 +536,8 @@ static void test_databases(void **state)
 
     cfg = load_ok("[databases]\n"
                   "full = host=db.internal port=5433 dbname=real user=bob password='it''s a "
-                  "secret' auth_user=au auth_query='SELECT u, p FROM f($1)' pool_size=5 "
+                  "secret' auth_user=au auth_query='SELECT u, p FROM f($1)' auth_dbname=adb "
+                  "pool_size=5 "
                   "min_pool_size=1 reserve_pool=2 pool_mode=statement max_db_connections=10 "
                   "connect_query='SET search_path = app' application_name=myapp "
                   "client_encoding=UTF8 datestyle=ISO timezone=UTC\n"
@@ -555,6 +556,7 @@ static void test_databases(void **state)
     assert_string_equal(db->password, "it's a secret");
     assert_string_equal(db->auth_user, "au");
     assert_string_equal(db->auth_query, "SELECT u, p FROM f($1)");
+    assert_string_equal(db->auth_dbname, "adb");
     assert_int_equal(db->pool_size, 5);
     assert_int_equal(db->min_pool_size, 1);
     assert_int_equal(db->reserve_pool, 2);
