@@ -5,6 +5,7 @@ the line and "not supported by sluice"."""
 import grp
 import os
 import stat
+import time
 
 import psycopg
 import pytest
@@ -228,3 +229,38 @@ def test_auth_dbname_unknown_database(sluice):
     s = sluice(cfg, userlist={"sluice": "sluice"})
     with pytest.raises(psycopg.OperationalError, match='auth_dbname "nosuchdb" is not a database'):
         s.connect(user="md5_user", password="md5_user_pw", dbname="appdb")
+
+
+# ---- server_fast_close -----------------------------------------------------------------------
+
+
+def console(s):
+    return psycopg.connect(s.dsn(user="sluice", dbname="pgbouncer"), autocommit=True)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_server_fast_close(sluice, fast):
+    """Session pooling: after RECONNECT, a server in use is closed at the
+    end of its transaction with server_fast_close (its client gets an
+    error), else at the end of the session."""
+    s = sluice({"pgbouncer": {"pool_mode": "session", "server_fast_close": int(fast)}})
+    with s.connect() as idle, s.connect() as in_xact, console(s) as conn:
+        pid = pids(idle, 1)[0]
+        in_xact.execute("BEGIN")
+        xact_pid = pids(in_xact, 1)[0]
+        conn.execute("RECONNECT mydb")
+        time.sleep(2.5)  # a few janitor rounds
+        if fast:
+            with pytest.raises(psycopg.OperationalError, match="database configuration changed"):
+                idle.execute("SELECT 1")
+        else:
+            assert pids(idle, 1) == [pid]
+        # A transaction keeps its server to its end either way.
+        assert pids(in_xact, 1) == [xact_pid]
+        in_xact.execute("COMMIT")
+        time.sleep(2.5)
+        if fast:
+            with pytest.raises(psycopg.OperationalError, match="database configuration changed"):
+                in_xact.execute("SELECT 1")
+        else:
+            assert pids(in_xact, 1) == [xact_pid]
