@@ -4,7 +4,10 @@ the line and "not supported by sluice"."""
 
 import grp
 import os
+import socket
 import stat
+import struct
+import threading
 import time
 
 import psycopg
@@ -264,3 +267,117 @@ def test_server_fast_close(sluice, fast):
                 in_xact.execute("SELECT 1")
         else:
             assert pids(in_xact, 1) == [xact_pid]
+
+
+# ---- cancel_wait_timeout ---------------------------------------------------------------------
+
+CANCEL_REQUEST = struct.pack("!ii", 16, 80877102)
+
+
+class CancelSwallowingProxy:
+    """A TCP proxy to the primary that forwards every connection but cancel
+    requests: those it accepts and never answers, as a host that does not
+    respond would. Records when each cancel connection opened and closed."""
+
+    def __init__(self, upstream_port):
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.cancels = []  # [opened, closed or None]
+        self.cancel_socks = []
+        self.socks = []
+        self.done = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.done:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.socks.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        first = b""
+        while len(first) < 8:
+            chunk = conn.recv(8 - len(first))
+            if not chunk:
+                return
+            first += chunk
+        if first == CANCEL_REQUEST:
+            entry = [time.monotonic(), None]
+            self.cancels.append(entry)
+            self.cancel_socks.append(conn)
+            try:
+                while conn.recv(65536):  # swallow it; note when sluice gives up
+                    pass
+            except OSError:
+                return
+            entry[1] = time.monotonic()
+            return
+        up = socket.create_connection(("127.0.0.1", self.upstream_port))
+        self.socks.append(up)
+        up.sendall(first)
+        threading.Thread(target=self._pipe, args=(up, conn), daemon=True).start()
+        self._pipe(conn, up)
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def answer_cancels(self):
+        """The host comes back: the cancel connections end."""
+        for sock in self.cancel_socks:
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self):
+        self.done = True
+        for sock in [self.listener] + self.socks:
+            sock.close()
+
+
+@pytest.mark.parametrize("timeout", [0, 1])
+def test_cancel_wait_timeout(sluice, cluster, timeout):
+    """A cancel that cannot be delivered (its host does not answer) is
+    dropped after cancel_wait_timeout, and the client goes on. With 0 it
+    waits as long as the host lets it, and so does the client's next query
+    (the server waits for the cancel to land before anyone may use it)."""
+    proxy = CancelSwallowingProxy(cluster.primary_port)
+    try:
+        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
+                    "pgbouncer": {"cancel_wait_timeout": timeout,
+                                  "server_tls_sslmode": "disable"}})
+        with s.connect() as conn:
+            query = threading.Thread(target=conn.execute, args=("SELECT pg_sleep(2)",))
+            query.start()
+            time.sleep(0.5)
+            conn.cancel()
+            query.join(10)  # not cancelled: the cancel never reached the server
+            assert len(proxy.cancels) == 1
+            opened, closed = proxy.cancels[0]
+            result = {}
+            nxt = threading.Thread(
+                target=lambda: result.setdefault("row", conn.execute("SELECT 1").fetchone()))
+            nxt.start()
+            nxt.join(3)
+            if timeout:
+                assert closed is not None and 0.7 < closed - opened < 2.5, (opened, closed)
+                assert "dropped: cancel_wait_timeout" in s.log_text()
+                assert result.get("row") == (1,)
+            else:
+                assert proxy.cancels[0][1] is None and nxt.is_alive()
+                proxy.answer_cancels()
+                nxt.join(5)
+                assert result.get("row") == (1,)
+    finally:
+        proxy.close()
