@@ -430,13 +430,13 @@ bool pool_server_too_old(const struct server *sv, int64_t now)
     return cfg->server_lifetime > 0 && now - sv->connect_time >= cfg->server_lifetime;
 }
 
-/* The idle server to give a client of worker w: the first one on w (no
- * move between threads), else the first of all (the warmest, or with
- * server_round_robin the one whose turn it is). */
+/* The idle server to give a client of worker w: the warmest one on w (no
+ * move between threads), else the warmest of all. With server_round_robin
+ * the one whose turn it is, wherever it is: taking turns is the point. */
 static struct server *pool_pick_idle(struct pool *p, const struct worker *w)
 {
     struct list *first = list_first(&p->idle);
-    if (!first || g_pooler.n_workers == 1)
+    if (!first || g_pooler.n_workers == 1 || g_pooler.cfg->server_round_robin)
         return first ? list_entry(first, struct server, node) : NULL;
     struct list *it, *tmp;
     list_for_each_safe(it, tmp, &p->idle)
