@@ -208,6 +208,7 @@ def auth_dbname_config(general=None, entry=None):
     return cfg
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.19 added auth_dbname")
 @pytest.mark.parametrize("where", ["general", "entry"])
 def test_auth_dbname(sluice, where):
     """auth_query runs in the auth_dbname database (mydb), while the client's
@@ -346,6 +347,8 @@ class CancelSwallowingProxy:
             sock.close()
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.19 added cancel_wait_timeout (and queues "
+                    "cancels for a pool slot)")
 @pytest.mark.parametrize("timeout", [0, 1])
 def test_cancel_wait_timeout(sluice, cluster, timeout):
     """A cancel that cannot be delivered (its host does not answer) is
