@@ -342,8 +342,15 @@ class CancelSwallowingProxy:
             sock.shutdown(socket.SHUT_RDWR)
 
     def close(self):
+        """Ends every connection (shutdown first: a close() alone does not
+        wake a thread blocked reading the socket, and the connection would
+        stay open, a backend with it)."""
         self.done = True
         for sock in [self.listener] + self.socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             sock.close()
 
 
