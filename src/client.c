@@ -60,6 +60,8 @@ static bool client_dispatch(struct client *c)
         client_close(c, "client close request");
         return false;
     }
+    if (client_refuse_pqexec(c, m.type))
+        return false;
     if (m.type == 'd' || m.type == 'c' || m.type == 'f') {
         /* COPY data after the COPY ended (it failed): a server drops them,
          * so sluice does, without taking one. */
@@ -189,8 +191,8 @@ void client_fail(struct client *c, const char *sqlstate, const char *msg)
 
 /* ---- timeouts ------------------------------------------------------------ */
 
-/* query_timeout, idle_transaction_timeout and client_idle_timeout of a
- * client with a server. */
+/* query_timeout, server_fast_close, idle_transaction_timeout and
+ * client_idle_timeout of a client with a server. */
 static void client_janitor_active(struct client *c, const struct config *cfg, int64_t now)
 {
     struct server *sv = c->server;
@@ -204,6 +206,15 @@ static void client_janitor_active(struct client *c, const struct config *cfg, in
             server_send_cancel(sv);
         sv->close_needed = true;
         client_close_error(c, SQLSTATE_QUERY_CANCELED, "query_timeout");
+        return;
+    }
+    /* server_fast_close: in session mode a server marked for closing
+     * (RECONNECT, a reload that changed its database, a DNS change) goes
+     * at the end of its transaction rather than of its session, and its
+     * client with it, as in PgBouncer. */
+    if (cfg->server_fast_close && !c->track && sv->close_needed && !busy &&
+        sv->xact_status == 'I') {
+        client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "database configuration changed");
         return;
     }
     if (!busy && sv->xact_status != 'I' && cfg->idle_transaction_timeout > 0 &&

@@ -220,6 +220,15 @@ void client_close_error(struct client *c, const char *sqlstate, const char *fmt,
     client_finish(c);
 }
 
+bool client_refuse_pqexec(struct client *c, uint8_t type)
+{
+    if (type != 'Q' || !g_pooler.cfg->disable_pqexec)
+        return false;
+    client_log(LOG_LVL_WARNING, c, "client used 'Q' packet type");
+    client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "PQexec disallowed");
+    return true;
+}
+
 void client_close_bad_message(struct client *c, enum stream_msg_status ms)
 {
     client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "%s",

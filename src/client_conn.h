@@ -24,6 +24,10 @@ void client_close_error(struct client *c, const char *sqlstate, const char *fmt,
 /* client_close_error() for a message stream_next_msg() refused (ms: BAD or
  * TOO_BIG): one wording wherever a client's messages are read. */
 void client_close_bad_message(struct client *c, enum stream_msg_status ms);
+/* disable_pqexec: a simple Query (type 'Q') from a client closes it with
+ * "PQexec disallowed", as in PgBouncer. True when c was closed (the caller
+ * stops reading it); false for any other message or with the setting off. */
+bool client_refuse_pqexec(struct client *c, uint8_t type);
 /* Closes c now (logged with reason if log_disconnections). */
 void client_close(struct client *c, const char *reason);
 /* c's output was written out: if it was closing after an error, it goes now.

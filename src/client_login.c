@@ -81,8 +81,25 @@ static const char *client_auth_user(const struct client *c)
     return g_pooler.cfg->auth_user;
 }
 
+/* The database auth_query runs in for c: its database's auth_dbname, else
+ * the general one, else c's own database. NULL (and c closed) when the
+ * name is not a database of the config. */
+static struct database *client_auth_database(struct client *c)
+{
+    const struct config_database *cd = c->pool->db->cfg;
+    const char *name = cd && cd->auth_dbname[0] ? cd->auth_dbname : g_pooler.cfg->auth_dbname;
+    if (!name[0])
+        return c->pool->db;
+    struct database *db = pool_find_database(name);
+    if (!db)
+        client_close_error(c, SQLSTATE_INVALID_AUTH,
+                           "auth_dbname \"%s\" is not a database of the configuration", name);
+    return db;
+}
+
 /* Decides how to authenticate c (its user and database are known). The
- * secret comes from auth_file, else from auth_query run as auth_user. */
+ * secret comes from auth_file, else from auth_query run as auth_user (in
+ * the auth_dbname database, if any). */
 static void client_start_auth(struct client *c)
 {
     const struct config *cfg = g_pooler.cfg;
@@ -97,7 +114,10 @@ static void client_start_auth(struct client *c)
     if (!secret && auth_user[0] && cfg->auth_type != AUTH_TYPE_ANY) {
         /* Ask the database: the client waits for a server of the
          * auth_user's pool, which runs auth_query for it. */
-        struct pool *ap = pool_get(c->pool->db, auth_user);
+        struct database *adb = client_auth_database(c);
+        if (!adb)
+            return;
+        struct pool *ap = pool_get(adb, auth_user);
         stream_read_stop(&c->s);
         pool_client_wait(c, ap, CL_AUTH_WAIT);
         return;
@@ -134,8 +154,6 @@ static void client_auth_challenge(struct client *c)
     struct client_auth *a = client_auth_state(c);
     const char *secret = a->secret;
     enum auth_type t = cfg->auth_type;
-    if (c->is_unix && t == AUTH_TYPE_HBA)
-        t = AUTH_TYPE_TRUST;
     switch (t) {
     case AUTH_TYPE_ANY:
         client_login_done(c);
@@ -285,14 +303,14 @@ void client_welcome(struct client *c)
     struct proto_writer wr;
     proto_writer_init(&wr, buf, sizeof(buf));
     proto_build_auth(&wr, PROTO_AUTH_OK, NULL, 0);
-    for (int i = 0; i < TP_COUNT; i++)
-        if (!c->params.v[i])
-            param_assign(&c->params.v[i], p->welcome_params.v[i]);
+    for (int i = 0; i < tracked_param_count(); i++)
+        if (!param_get(&c->params, i) && param_get(&p->welcome_params, i))
+            param_assign(param_slot(&c->params, i), param_get(&p->welcome_params, i));
     for (int i = 0; i < p->welcome.n; i++) {
         const char *v = p->welcome.values[i];
         int tp = tracked_param_lookup(p->welcome.names[i]);
-        if (tp >= 0 && c->params.v[tp])
-            v = c->params.v[tp];
+        if (tp >= 0 && param_get(&c->params, tp))
+            v = param_get(&c->params, tp);
         proto_build_param_status(&wr, p->welcome.names[i], v);
     }
     /* Tracked parameters the server did not report (application_name on
@@ -437,7 +455,7 @@ static bool options_setting(char *kv, struct extras_buf *x, struct client *c)
         return ryw_vars_startup(c, kv, eq + 1, why, sizeof(why)); /* never a server's */
     int tp = tracked_param_lookup(kv);
     if (tp >= 0) {
-        param_store(&c->params.v[tp], eq + 1);
+        param_store(param_slot(&c->params, tp), eq + 1);
         return true;
     }
     return extras_add(x, kv, eq + 1);
@@ -485,7 +503,7 @@ static bool client_startup_params(struct client *c, const struct proto_startup *
             continue;
         int tp = tracked_param_lookup(name);
         if (tp >= 0) {
-            param_store(&c->params.v[tp], value);
+            param_store(param_slot(&c->params, tp), value);
         } else if (!strcmp(name, "options")) {
             if (!options_parse(value, &x, c)) {
                 client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,

@@ -104,6 +104,7 @@ static const size_t database_strings[] = {
     offsetof(struct config_database, password),
     offsetof(struct config_database, auth_user),
     offsetof(struct config_database, auth_query),
+    offsetof(struct config_database, auth_dbname),
     offsetof(struct config_database, connect_query),
     offsetof(struct config_database, application_name),
     offsetof(struct config_database, client_encoding),
@@ -197,6 +198,7 @@ static const struct entry_field database_fields[] = {
     DB_STR(password),
     DB_STR(auth_user),
     DB_STR(auth_query),
+    DB_STR(auth_dbname),
     DB_INT("pool_size", pool_size, 0, INT_MAX),
     DB_INT("min_pool_size", min_pool_size, 0, INT_MAX),
     DB_INT("reserve_pool", reserve_pool, 0, INT_MAX),
@@ -216,8 +218,10 @@ static const struct entry_field database_fields[] = {
 
 /* PgBouncer 1.2x connection string keys that sluice accepts and ignores. */
 static const char *const database_unsupported[] = {
-    "auth_dbname",     "max_db_client_connections", "query_wait_timeout",
-    "server_lifetime", "target_session_attrs",
+    "max_db_client_connections",
+    "query_wait_timeout",
+    "server_lifetime",
+    "target_session_attrs",
 };
 
 static const struct entry_field user_fields[] = {

@@ -34,7 +34,7 @@ enum auth_type {
     AUTH_TYPE_MD5,     /* md5, or scram when the stored secret is a SCRAM secret */
     AUTH_TYPE_SCRAM,   /* scram-sha-256 */
     AUTH_TYPE_CERT,    /* TLS client certificate (needs client TLS) */
-    AUTH_TYPE_HBA,     /* auth_hba_file decides */
+    AUTH_TYPE_HBA,     /* not supported: refused at load (no pg_hba.conf parser) */
     AUTH_TYPE_PAM,     /* not supported: refused at load */
 };
 const char *auth_type_str(enum auth_type t);
@@ -68,6 +68,7 @@ struct config_database {
     char *password; /* "" = from auth_file / client */
     char *auth_user;
     char *auth_query;
+    char *auth_dbname; /* "" = the general auth_dbname */
     int pool_size;
     int min_pool_size;
     int reserve_pool;
@@ -112,8 +113,8 @@ struct config {
     char *auth_file;
     char *auth_hba_file;
     char *auth_user;
-    char *auth_query; /* "SELECT usename, passwd FROM pg_shadow WHERE usename=$1" */
-    char *auth_dbname;
+    char *auth_query;  /* "SELECT usename, passwd FROM pg_shadow WHERE usename=$1" */
+    char *auth_dbname; /* [databases] entry auth_query runs in; "" = the client's */
     char *admin_users; /* comma-separated */
     char *stats_users;
 

@@ -318,20 +318,20 @@ bool config_parse_pool_mode(const char *s, enum pool_mode *out, char *why, size_
 static bool parse_auth_type(const char *s, enum auth_type *out, char *why, size_t whylen)
 {
     static const enum auth_type types[] = {AUTH_TYPE_ANY, AUTH_TYPE_TRUST, AUTH_TYPE_PLAIN,
-                                           AUTH_TYPE_MD5, AUTH_TYPE_SCRAM, AUTH_TYPE_CERT,
-                                           AUTH_TYPE_HBA};
+                                           AUTH_TYPE_MD5, AUTH_TYPE_SCRAM, AUTH_TYPE_CERT};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (strcasecmp(s, auth_type_str(types[i])) == 0) {
             *out = types[i];
             return true;
         }
     }
-    /* PgBouncer knows these two; a file using them must not start with a
-     * weaker method by accident, so they are refused rather than ignored. */
-    if (strcasecmp(s, "pam") == 0 || strcasecmp(s, "ldap") == 0)
+    /* PgBouncer knows these three; a file using them must not start with a
+     * weaker method by accident, so they are refused rather than ignored.
+     * (hba: sluice has no pg_hba.conf parser, see auth_hba_file.) */
+    if (strcasecmp(s, "pam") == 0 || strcasecmp(s, "ldap") == 0 || strcasecmp(s, "hba") == 0)
         why_set(why, whylen, "not supported by sluice");
     else
-        why_set(why, whylen, "expected any, trust, plain, md5, scram-sha-256, cert or hba");
+        why_set(why, whylen, "expected any, trust, plain, md5, scram-sha-256 or cert");
     return false;
 }
 
@@ -373,18 +373,22 @@ static const char *const rw_scopes[] = {"off", "connection", "user", "database",
 
 /* One row per line reads better than clang-format's layout of these. */
 /* clang-format off */
-#define STR(f, r, def)              {#f, CONFIG_KEY_STRING, FIELD(f, char *), r, def, 0, 0, NULL}
-#define WORD(f, r, def, words)      {#f, CONFIG_KEY_STRING, FIELD(f, char *), r, def, 0, 0, words}
-#define INT(f, r, def, lo, hi)      {#f, CONFIG_KEY_INT, FIELD(f, int), r, def, lo, hi, NULL}
-#define INT_SIZE(f, r, def, lo, hi) {#f, CONFIG_KEY_INT_SIZE, FIELD(f, int), r, def, lo, hi, NULL}
-#define BOOL(f, r, def)             {#f, CONFIG_KEY_BOOL, FIELD(f, bool), r, def, 0, 0, NULL}
-#define TIME(f, r, def)             {#f, CONFIG_KEY_TIME, FIELD(f, int64_t), r, def, 0, 0, NULL}
-#define TIME_MS(f, r, def)          {#f, CONFIG_KEY_TIME_MS, FIELD(f, int64_t), r, def, 0, 0, NULL}
+#define STR(f, r, def)              {#f, CONFIG_KEY_STRING, FIELD(f, char *), r, def, 0, 0, NULL, NULL}
+#define WORD(f, r, def, words)      {#f, CONFIG_KEY_STRING, FIELD(f, char *), r, def, 0, 0, words, NULL}
+#define INT(f, r, def, lo, hi)      {#f, CONFIG_KEY_INT, FIELD(f, int), r, def, lo, hi, NULL, NULL}
+#define INT_SIZE(f, r, def, lo, hi) {#f, CONFIG_KEY_INT_SIZE, FIELD(f, int), r, def, lo, hi, NULL, NULL}
+#define BOOL(f, r, def)             {#f, CONFIG_KEY_BOOL, FIELD(f, bool), r, def, 0, 0, NULL, NULL}
+#define TIME(f, r, def)             {#f, CONFIG_KEY_TIME, FIELD(f, int64_t), r, def, 0, 0, NULL, NULL}
+#define TIME_MS(f, r, def)          {#f, CONFIG_KEY_TIME_MS, FIELD(f, int64_t), r, def, 0, 0, NULL, NULL}
 #define POOL_MODE(f, r, def) \
-    {#f, CONFIG_KEY_POOL_MODE, FIELD(f, enum pool_mode), r, def, 0, 0, NULL}
+    {#f, CONFIG_KEY_POOL_MODE, FIELD(f, enum pool_mode), r, def, 0, 0, NULL, NULL}
 #define AUTH_TYPE(f, r, def) \
-    {#f, CONFIG_KEY_AUTH_TYPE, FIELD(f, enum auth_type), r, def, 0, 0, NULL}
-#define OCTAL(f, r, def)            {#f, CONFIG_KEY_OCTAL, FIELD(f, int), r, def, 0, 0, NULL}
+    {#f, CONFIG_KEY_AUTH_TYPE, FIELD(f, enum auth_type), r, def, 0, 0, NULL, NULL}
+#define OCTAL(f, r, def)            {#f, CONFIG_KEY_OCTAL, FIELD(f, int), r, def, 0, 0, NULL, NULL}
+/* A PgBouncer key sluice does not implement: only its default (what sluice
+ * does) is accepted; any other value stops the load, with why. */
+#define REFUSED(f, T, type, def, lo, hi, why) \
+    {#f, type, FIELD(f, T), RELOAD, def, lo, hi, NULL, why}
 /* clang-format on */
 
 /* Defaults are PgBouncer 1.2x's, except syslog_ident (sluice), auth_query
@@ -396,7 +400,8 @@ const struct config_key config_keys[] = {
     BOOL(application_name_add_host, RELOAD, "0"),
     STR(auth_dbname, RELOAD, ""),
     STR(auth_file, RELOAD, ""),
-    STR(auth_hba_file, RELOAD, ""),
+    REFUSED(auth_hba_file, char *, CONFIG_KEY_STRING, "", 0, 0,
+            "sluice has no pg_hba.conf parser (auth_type = hba is refused too)"),
     STR(auth_query, RELOAD, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"),
     AUTH_TYPE(auth_type, RELOAD, "md5"),
     STR(auth_user, RELOAD, ""),
@@ -415,7 +420,8 @@ const struct config_key config_keys[] = {
     BOOL(disable_pqexec, RESTART, "0"),
     TIME(dns_max_ttl, RELOAD, "15"),
     TIME(dns_nxdomain_ttl, RELOAD, "15"),
-    TIME(dns_zone_check_period, RELOAD, "0"),
+    REFUSED(dns_zone_check_period, int64_t, CONFIG_KEY_TIME, "0", 0, 0,
+            "sluice does not poll zone serials; a name is resolved again after dns_max_ttl"),
     TIME(idle_transaction_timeout, RELOAD, "0"),
     STR(ignore_startup_parameters, RELOAD, ""),
     TIME(lag_check_interval, RELOAD, "0.1"),
@@ -454,8 +460,10 @@ const struct config_key config_keys[] = {
     STR(replica_write_functions, RELOAD, ""),
     INT(reserve_pool_size, RELOAD, "0", 0, INT_MAX),
     TIME(reserve_pool_timeout, RELOAD, "5"),
-    STR(resolv_conf, RESTART, ""),
-    INT(sbuf_loopcnt, RELOAD, "5", 0, INT_MAX),
+    REFUSED(resolv_conf, char *, CONFIG_KEY_STRING, "", 0, 0,
+            "sluice resolves names with the system's getaddrinfo(), which reads /etc/resolv.conf"),
+    REFUSED(sbuf_loopcnt, int, CONFIG_KEY_INT, "1", 0, INT_MAX,
+            "sluice reads once per connection and event-loop round, as sbuf_loopcnt = 1 would"),
     TIME(server_check_delay, RELOAD, "30"),
     STR(server_check_query, RELOAD, "select 1"),
     TIME(server_connect_timeout, RELOAD, "15"),
@@ -475,7 +483,8 @@ const struct config_key config_keys[] = {
     BOOL(so_reuseport, RESTART, "0"),
     TIME(stats_period, RELOAD, "60"),
     STR(stats_users, RELOAD, ""),
-    TIME(suspend_timeout, RELOAD, "10"),
+    REFUSED(suspend_timeout, int64_t, CONFIG_KEY_TIME, "10", 0, 0,
+            "sluice has no SUSPEND and no online restart (-R)"),
     BOOL(syslog, RELOAD, "0"),
     STR(syslog_facility, RELOAD, "daemon"),
     STR(syslog_ident, RELOAD, "sluice"),
@@ -567,8 +576,8 @@ static enum config_set_result set_string(struct config *cfg, const struct config
     return CONFIG_SET_OK;
 }
 
-enum config_set_result config_key_set(struct config *cfg, const struct config_key *key,
-                                      const char *value, char *why, size_t whylen)
+static enum config_set_result key_store(struct config *cfg, const struct config_key *key,
+                                        const char *value, char *why, size_t whylen)
 {
     int64_t v64;
     bool b;
@@ -629,6 +638,42 @@ enum config_set_result config_key_set(struct config *cfg, const struct config_ke
     }
     why_set(why, whylen, "internal error: unknown key type");
     return CONFIG_SET_INVALID;
+}
+
+/* Whether value, read for a refused key, means the same as its default: the
+ * two are parsed into scratch configs and compared as SHOW CONFIG prints
+ * them. A value that does not parse is left to key_store() to report. */
+static bool refused_value_is_default(const struct config_key *key, const char *value)
+{
+    struct config a, b;
+    char abuf[64], bbuf[64];
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    if (key_store(&a, key, value, NULL, 0) != CONFIG_SET_OK)
+        return true;
+    bool same = key_store(&b, key, key->default_value, NULL, 0) == CONFIG_SET_OK &&
+                strcmp(config_key_format(&a, key, abuf, sizeof(abuf)),
+                       config_key_format(&b, key, bbuf, sizeof(bbuf))) == 0;
+    if (key->type == CONFIG_KEY_STRING) {
+        free(*FIELD_PTR(&a, key, char *));
+        free(*FIELD_PTR(&b, key, char *));
+    }
+    return same;
+}
+
+enum config_set_result config_key_set(struct config *cfg, const struct config_key *key,
+                                      const char *value, char *why, size_t whylen)
+{
+    if (key->refused && !refused_value_is_default(key, value)) {
+        if (key->default_value[0])
+            why_set(why, whylen, "not supported by sluice (%s); only %s is accepted", key->refused,
+                    key->default_value);
+        else
+            why_set(why, whylen, "not supported by sluice (%s); only an empty value is accepted",
+                    key->refused);
+        return CONFIG_SET_INVALID;
+    }
+    return key_store(cfg, key, value, why, whylen);
 }
 
 /* Prints v / unit exactly, without trailing zeros: 5000000 us in seconds is

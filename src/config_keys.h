@@ -35,6 +35,11 @@ struct config_key {
     const char *default_value;  /* as SHOW CONFIG prints it; parsed at every load */
     int64_t min, max;           /* CONFIG_KEY_INT and CONFIG_KEY_INT_SIZE only */
     const char *const *choices; /* CONFIG_KEY_STRING: allowed words (NULL-terminated) */
+    /* NULL: sluice implements the key (some code outside the config module
+     * reads its field; tests/unit/test_config_keys.c checks that). Else a
+     * PgBouncer key sluice does not implement, and why: a value other than
+     * default_value (what sluice does anyway) is refused at load and SET. */
+    const char *refused;
 };
 
 /* The table, in SHOW CONFIG order (alphabetical, as PgBouncer lists it). */

@@ -22,6 +22,7 @@
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "params.h"
 #include "pool.h"
 #include "prepared.h"
 #include "replica_check.h"
@@ -471,6 +472,11 @@ static bool main_load_config(const struct main_options *o, struct config **cfgp,
     }
     if (cfg->verbose > o->verbose)
         log_set_verbosity(cfg->verbose);
+    if (!tracked_params_configure(cfg->track_extra_parameters, err, sizeof(err))) {
+        fprintf(stderr, "sluice: %s: %s\n", cfg->path, err);
+        config_unref(cfg);
+        return false;
+    }
     struct auth_userlist *ul = load_userlist(cfg, err, sizeof(err));
     if (!ul && err[0]) {
         fprintf(stderr, "sluice: %s\n", err);

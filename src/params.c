@@ -2,30 +2,91 @@
  * their values (params.h). */
 #include "params.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "hash.h"
 
-static const char *const tracked_names[TP_COUNT] = {
-    "client_encoding",  "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
-    "application_name",
+static const char *const tracked_names[TP_BUILTIN_COUNT] = {
+    "client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name",
 };
 
-const char *tracked_param_name(enum tracked_param p)
+/* track_extra_parameters, set once at start (tracked_params_configure()). */
+#define TP_NAME_MAX 64
+static char extra_names[TP_EXTRA_MAX][TP_NAME_MAX];
+static int n_extra;
+
+int tracked_param_count(void)
 {
-    return (unsigned)p < TP_COUNT ? tracked_names[p] : "?";
+    return TP_BUILTIN_COUNT + n_extra;
+}
+
+const char *tracked_param_name(int p)
+{
+    if ((unsigned)p < TP_BUILTIN_COUNT)
+        return tracked_names[p];
+    if ((unsigned)p < (unsigned)(TP_BUILTIN_COUNT + n_extra))
+        return extra_names[p - TP_BUILTIN_COUNT];
+    return "?";
 }
 
 int tracked_param_lookup(const char *name)
 {
-    for (int i = 0; i < TP_COUNT; i++)
+    for (int i = 0; i < TP_BUILTIN_COUNT; i++)
         if (strcasecmp(tracked_names[i], name) == 0)
             return i;
+    for (int i = 0; i < n_extra; i++)
+        if (strcasecmp(extra_names[i], name) == 0)
+            return TP_BUILTIN_COUNT + i;
     return -1;
+}
+
+bool tracked_params_configure(const char *list, char *err, size_t errlen)
+{
+    char names[TP_EXTRA_MAX][TP_NAME_MAX];
+    int n = 0;
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ", \t");
+        if (len == 0) {
+            p++;
+            continue;
+        }
+        bool ok = len < TP_NAME_MAX;
+        for (size_t i = 0; ok && i < len; i++)
+            ok = isalnum((unsigned char)p[i]) || p[i] == '_' || p[i] == '.';
+        if (!ok) {
+            snprintf(err, errlen, "track_extra_parameters: \"%.*s\" is not a parameter name",
+                     (int)(len < TP_NAME_MAX ? len : TP_NAME_MAX), p);
+            return false;
+        }
+        char name[TP_NAME_MAX];
+        memcpy(name, p, len);
+        name[len] = '\0';
+        p += len;
+        bool known = false;
+        for (int i = 0; i < TP_BUILTIN_COUNT; i++)
+            known = known || strcasecmp(tracked_names[i], name) == 0;
+        for (int i = 0; i < n; i++)
+            known = known || strcasecmp(names[i], name) == 0;
+        if (known)
+            continue;
+        if (n == TP_EXTRA_MAX) {
+            snprintf(err, errlen,
+                     "track_extra_parameters: at most %d parameters besides the "
+                     "built-in ones",
+                     TP_EXTRA_MAX);
+            return false;
+        }
+        memcpy(names[n++], name, len + 1);
+    }
+    memcpy(extra_names, names, sizeof(names));
+    n_extra = n;
+    return true;
 }
 
 /* One interned text: its references and hash, then the bytes. */
@@ -167,11 +228,29 @@ size_t param_intern_count(void)
     return n;
 }
 
+const char **param_slot(struct param_set *ps, int i)
+{
+    if (i < TP_BUILTIN_COUNT)
+        return &ps->v[i];
+    if (!ps->x) {
+        ps->x = calloc((size_t)(n_extra > 0 ? n_extra : 1), sizeof(*ps->x));
+        if (!ps->x)
+            abort();
+    }
+    return &ps->x[i - TP_BUILTIN_COUNT];
+}
+
 void param_set_clear(struct param_set *ps)
 {
-    for (int i = 0; i < TP_COUNT; i++) {
+    for (int i = 0; i < TP_BUILTIN_COUNT; i++) {
         param_unref(ps->v[i]);
         ps->v[i] = NULL;
+    }
+    if (ps->x) {
+        for (int i = 0; i < n_extra; i++)
+            param_unref(ps->x[i]);
+        free(ps->x);
+        ps->x = NULL;
     }
 }
 

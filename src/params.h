@@ -10,21 +10,33 @@
 #ifndef SLUICE_PARAMS_H
 #define SLUICE_PARAMS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Parameters PostgreSQL reports (ParameterStatus) that a client expects to
- * keep when it gets another server. */
+ * keep when it gets another server: PgBouncer's built-in ones, then up to
+ * TP_EXTRA_MAX more named by track_extra_parameters (IntervalStyle by
+ * default, as in PgBouncer). Numbered 0 to tracked_param_count() - 1. */
+#define TP_EXTRA_MAX 16
 enum tracked_param {
     TP_CLIENT_ENCODING = 0,
     TP_DATESTYLE,
     TP_TIMEZONE,
-    TP_INTERVALSTYLE,
     TP_STANDARD_CONFORMING_STRINGS,
     TP_APPLICATION_NAME,
-    TP_COUNT,
+    TP_BUILTIN_COUNT, /* the first of the extra ones */
 };
-const char *tracked_param_name(enum tracked_param p);
+const char *tracked_param_name(int p);
 int tracked_param_lookup(const char *name); /* -1 if not tracked */
+/* How many parameters are tracked: the built-in ones and the extra ones. */
+int tracked_param_count(void);
+
+/* Sets the extra tracked parameters from track_extra_parameters (a comma-
+ * or space-separated list; built-in names in it are skipped). Called once
+ * at start, before any connection (the setting needs a restart). Returns
+ * false with a reason in err for a name that is not a parameter name or
+ * more than TP_EXTRA_MAX names; nothing changes then. */
+bool tracked_params_configure(const char *list, char *err, size_t errlen);
 
 /* The interned copy of s with one reference for the caller; NULL for NULL.
  * Equal texts give the same pointer while any reference is held. */
@@ -46,11 +58,24 @@ size_t param_intern_count(void);
  * leak checkers see a clean heap). */
 void param_intern_free_all(void);
 
-/* Values of the tracked parameters; each non-NULL one holds a reference. */
+/* Values of the tracked parameters; each non-NULL one holds a reference.
+ * The extra ones sit in an array of their own, allocated when the first is
+ * set, so that a connection costs no more when there are none. */
 struct param_set {
-    const char *v[TP_COUNT]; /* interned; NULL = unknown */
+    const char *v[TP_BUILTIN_COUNT]; /* interned; NULL = unknown */
+    const char **x;                  /* the extra ones, or NULL: all unknown */
 };
-/* Gives back every reference of ps and clears it. */
+/* The value of tracked parameter i in ps (interned), or NULL. */
+static inline const char *param_get(const struct param_set *ps, int i)
+{
+    if (i < TP_BUILTIN_COUNT)
+        return ps->v[i];
+    return ps->x ? ps->x[i - TP_BUILTIN_COUNT] : NULL;
+}
+/* The slot of tracked parameter i in ps, to change with param_assign() and
+ * the like (the extra array is allocated on first use). */
+const char **param_slot(struct param_set *ps, int i);
+/* Gives back every reference of ps, frees its extra array and clears it. */
 void param_set_clear(struct param_set *ps);
 
 #endif

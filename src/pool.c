@@ -233,8 +233,11 @@ static inline void ep_load(struct pool *p, int delta)
                                   memory_order_relaxed);
 }
 
-/* Moves sv onto list kind of its pool (at the head for idle: LIFO, the most
- * recently used server is the warmest). */
+/* Moves sv onto list kind of its pool. Idle servers are taken from the head
+ * of the idle list. They go back at the head (LIFO: the most recently used
+ * server is the warmest, and the fewest servers carry the load), or with
+ * server_round_robin at the tail, so that every server takes its turn (for
+ * a round-robin system behind the address, as in PgBouncer). */
 static void sv_list(struct server *sv, enum server_list kind)
 {
     struct pool *p = sv->pool;
@@ -257,7 +260,10 @@ static void sv_list(struct server *sv, enum server_list kind)
     switch (kind) {
     case SVL_IDLE:
         p->n_idle++;
-        list_add_head(&p->idle, &sv->node);
+        if (g_pooler.cfg->server_round_robin)
+            list_add_tail(&p->idle, &sv->node);
+        else
+            list_add_head(&p->idle, &sv->node);
         break;
     case SVL_ACTIVE:
         p->n_active++;
@@ -503,11 +509,12 @@ bool pool_server_too_old(const struct server *sv, int64_t now)
 }
 
 /* The idle server to give a client of worker w: the warmest one on w (no
- * move between threads), else the warmest of all. */
+ * move between threads), else the warmest of all. With server_round_robin
+ * the one whose turn it is, wherever it is: taking turns is the point. */
 static struct server *pool_pick_idle(struct pool *p, const struct worker *w)
 {
     struct list *first = list_first(&p->idle);
-    if (!first || g_pooler.n_workers == 1)
+    if (!first || g_pooler.n_workers == 1 || g_pooler.cfg->server_round_robin)
         return first ? list_entry(first, struct server, node) : NULL;
     struct list *it, *tmp;
     list_for_each_safe(it, tmp, &p->idle)
@@ -1037,7 +1044,7 @@ void pool_welcome_add(struct pool *p, const char *name, const char *value, const
         p->welcome.n++;
     }
     if (tp >= 0)
-        param_assign(&p->welcome_params.v[tp], interned);
+        param_assign(param_slot(&p->welcome_params, tp), interned);
 }
 
 /* Own servers of p that wait for DNS (lock held): the first one, its

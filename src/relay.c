@@ -191,9 +191,9 @@ static const struct server_query_ops sets_ops = {.on_error = sets_error, .on_don
 static void add_param_sets(struct client *c, struct server *sv, bool all, char **sql, size_t *n,
                            size_t *cap)
 {
-    for (int i = 0; i < TP_COUNT; i++) {
-        const char *want = c->params.v[i];
-        if (!want || (!all && want == sv->params.v[i]))
+    for (int i = 0; i < tracked_param_count(); i++) {
+        const char *want = param_get(&c->params, i);
+        if (!want || (!all && want == param_get(&sv->params, i)))
             continue;
         char lit[600];
         if (!proto_quote_literal(want, lit, sizeof(lit)))
@@ -216,9 +216,11 @@ static void add_param_sets(struct client *c, struct server *sv, bool all, char *
 /* Whether c expects a tracked parameter with another value than sv has. */
 static bool params_differ(const struct client *c, const struct server *sv)
 {
-    for (int i = 0; i < TP_COUNT; i++)
-        if (c->params.v[i] && c->params.v[i] != sv->params.v[i])
+    for (int i = 0; i < tracked_param_count(); i++) {
+        const char *want = param_get(&c->params, i);
+        if (want && want != param_get(&sv->params, i))
             return true;
+    }
     return false;
 }
 
@@ -369,6 +371,12 @@ void relay_client_data(struct client *c)
             stream_uncork(&sv->s);
             stream_consume_msg(s, m.avail);
             client_close(c, "client close request");
+            return;
+        }
+        if (m.type == 'Q' && g_pooler.cfg->disable_pqexec) {
+            relay_to_server(c, sv, &fwd);
+            stream_uncork(&sv->s);
+            client_refuse_pqexec(c, m.type);
             return;
         }
         /* Kept as the client sent it, before observers rewrite it. */

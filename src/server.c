@@ -490,6 +490,7 @@ struct cancel_conn {
     uint64_t server_id;
     struct server *server;
     struct list node; /* on its worker's cancels, so shutdown can free them */
+    ev_timer timer;   /* cancel_wait_timeout, when set */
 };
 
 static struct cancel_conn *stream_cancel(struct stream *s)
@@ -511,6 +512,7 @@ static struct server *cancel_target(struct cancel_conn *cc)
 
 static void cancel_done(struct cancel_conn *cc)
 {
+    ev_timer_stop(cc->s.worker->loop, &cc->timer);
     stream_close(&cc->s);
     struct server *sv = cancel_target(cc);
     list_del(&cc->node);
@@ -558,6 +560,20 @@ static void cancel_on_closed(struct stream *s, const char *reason)
     cancel_done(stream_cancel(s));
 }
 
+/* cancel_wait_timeout: the cancel could not be delivered in time (its
+ * server's host does not answer): it is dropped, and the server it was
+ * for stops waiting for it. */
+static void cancel_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct cancel_conn *cc = t->data;
+    struct server *sv = cancel_target(cc);
+    if (sv)
+        server_log(LOG_LVL_WARNING, sv,
+                   "cancel request to backend pid %u dropped: cancel_wait_timeout",
+                   sv->backend_pid);
+    cancel_done(cc);
+}
+
 static const struct stream_ops cancel_ops = {
     .on_data = cancel_on_data,
     .on_closed = cancel_on_closed,
@@ -586,6 +602,13 @@ void server_send_cancel(struct server *sv)
     }
     list_init(&cc->node);
     list_add_tail(&sv->s.worker->cancels, &cc->node);
+    ev_timer_init(&cc->timer, cancel_timeout_cb, 0., 0.);
+    cc->timer.data = cc;
+    int64_t timeout = g_pooler.cfg->cancel_wait_timeout;
+    if (timeout > 0) {
+        ev_timer_set(&cc->timer, (double)timeout / 1e6, 0.);
+        ev_timer_start(sv->s.worker->loop, &cc->timer);
+    }
     sv->cancels_in_flight++;
     server_log(LOG_LVL_LOG, sv, "sending cancel request to backend pid %u", sv->backend_pid);
 }
@@ -594,6 +617,7 @@ void server_cancel_free_all(struct worker *w)
 {
     while (!list_empty(&w->cancels)) {
         struct cancel_conn *cc = list_entry(list_first(&w->cancels), struct cancel_conn, node);
+        ev_timer_stop(w->loop, &cc->timer);
         list_del(&cc->node);
         stream_close(&cc->s);
         free(cc);

@@ -170,9 +170,9 @@ void server_param_status(struct server *sv, const uint8_t *msg, uint32_t len)
     struct pool *p = sv->pool;
     int tp = tracked_param_lookup(name);
     if (tp >= 0) {
-        param_store(&sv->params.v[tp], value);
+        param_store(param_slot(&sv->params, tp), value);
         if (sv->client && sv->state == SV_ACTIVE)
-            param_assign(&sv->client->params.v[tp], sv->params.v[tp]);
+            param_assign(param_slot(&sv->client->params, tp), param_get(&sv->params, tp));
     }
     if (sv->state != SV_LOGIN)
         return;
@@ -183,7 +183,7 @@ void server_param_status(struct server *sv, const uint8_t *msg, uint32_t len)
      * worker), and read without the lock once welcome_ready is set. */
     pool_lock();
     if (!p->welcome_ready)
-        pool_welcome_add(p, name, value, tp >= 0 ? sv->params.v[tp] : NULL, tp);
+        pool_welcome_add(p, name, value, tp >= 0 ? param_get(&sv->params, tp) : NULL, tp);
     pool_unlock();
 }
 

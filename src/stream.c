@@ -334,6 +334,10 @@ void stream_close(struct stream *s)
 
 void stream_set_keepalive(int fd, const struct config *cfg)
 {
+    if (cfg->tcp_socket_buffer > 0) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->tcp_socket_buffer, sizeof(int));
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->tcp_socket_buffer, sizeof(int));
+    }
     int on = cfg->tcp_keepalive ? 1 : 0;
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
     if (!on)

@@ -85,6 +85,8 @@ static inline uint64_t stream_written(const struct stream *s)
 /* Starts a non-blocking connect to addr; on_connected reports the result. */
 int stream_connect(struct stream *s, struct worker *w, const struct sockaddr *addr,
                    socklen_t addrlen, const struct stream_ops *ops);
+/* Sets the TCP options of cfg on fd: keepalive (tcp_keep*), tcp_user_timeout
+ * and tcp_socket_buffer (SO_SNDBUF and SO_RCVBUF). */
 void stream_set_keepalive(int fd, const struct config *cfg);
 
 /* ---- framing ------------------------------------------------------------- */

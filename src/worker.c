@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -382,6 +383,27 @@ static int listen_tcp(const struct config *cfg, const char *host, char *err, siz
     return n;
 }
 
+/* Gives the socket at path to group (unix_socket_group, as PgBouncer does),
+ * so that members of the group may connect when unix_socket_mode lets the
+ * group in. An unknown group or a chown the OS refuses stops the start. */
+static bool chown_socket_group(const char *path, const char *group, char *err, size_t errlen)
+{
+    struct group gr, *found = NULL;
+    char buf[4096];
+    int rc = getgrnam_r(group, &gr, buf, sizeof(buf), &found);
+    if (rc != 0 || !found) {
+        snprintf(err, errlen, "unix_socket_group: unknown group \"%s\"%s%s", group, rc ? ": " : "",
+                 rc ? strerror(rc) : "");
+        return false;
+    }
+    if (chown(path, (uid_t)-1, found->gr_gid) < 0) {
+        snprintf(err, errlen, "unix_socket_group: cannot give %s to group \"%s\": %s", path, group,
+                 strerror(errno));
+        return false;
+    }
+    return true;
+}
+
 static bool listen_unix(const struct config *cfg, struct worker *w, char *err, size_t errlen)
 {
     struct sockaddr_un un = {.sun_family = AF_UNIX};
@@ -410,6 +432,12 @@ static bool listen_unix(const struct config *cfg, struct worker *w, char *err, s
         return false;
     }
     chmod(un.sun_path, (mode_t)cfg->unix_socket_mode);
+    if (cfg->unix_socket_group[0] &&
+        !chown_socket_group(un.sun_path, cfg->unix_socket_group, err, errlen)) {
+        close(fd);
+        unlink(un.sun_path);
+        return false;
+    }
     return add_listener(w, fd);
 }
 

@@ -117,7 +117,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->tcp_defer_accept, 1);
     assert_int_equal(cfg->pkt_buf, 4096);
     assert_int_equal(cfg->max_packet_size, 2147483647);
-    assert_int_equal(cfg->sbuf_loopcnt, 5);
+    assert_int_equal(cfg->sbuf_loopcnt, 1); /* refused: sluice reads once per round */
     assert_false(cfg->syslog);
     assert_string_equal(cfg->syslog_ident, "sluice");
     assert_string_equal(cfg->syslog_facility, "daemon");
@@ -448,7 +448,7 @@ static void test_parse_int_enum_mode(void **state)
                                  "listen_port = 5000\n"
                                  "unix_socket_mode = 0700\n"
                                  "pool_mode = Statement\n"
-                                 "auth_type = HBA\n"
+                                 "auth_type = SCRAM-SHA-256\n"
                                  "server_tls_sslmode = VERIFY-FULL\n"
                                  "verbose = 2\n");
     assert_int_equal(cfg->listen_port, 5000);
@@ -456,7 +456,7 @@ static void test_parse_int_enum_mode(void **state)
     assert_string_equal(show(cfg, "unix_socket_mode"), "0700");
     assert_int_equal(cfg->pool_mode, POOL_MODE_STATEMENT);
     assert_string_equal(show(cfg, "pool_mode"), "statement");
-    assert_int_equal(cfg->auth_type, AUTH_TYPE_HBA);
+    assert_int_equal(cfg->auth_type, AUTH_TYPE_SCRAM);
     assert_string_equal(cfg->server_tls_sslmode, "verify-full");
     assert_int_equal(cfg->verbose, 2);
     config_unref(cfg);
@@ -491,7 +491,13 @@ static void test_parse_int_enum_mode(void **state)
                  "t.ini:2: invalid value \"ldap\" for auth_type: not supported by sluice");
     expect_error("[pgbouncer]\nauth_type = password\n",
                  "t.ini:2: invalid value \"password\" for auth_type: expected any, trust, plain, "
-                 "md5, scram-sha-256, cert or hba");
+                 "md5, scram-sha-256 or cert");
+    expect_error("[pgbouncer]\nauth_type = hba\n",
+                 "t.ini:2: invalid value \"hba\" for auth_type: not supported by sluice");
+    expect_error("[pgbouncer]\nsbuf_loopcnt = 5\n",
+                 "t.ini:2: invalid value \"5\" for sbuf_loopcnt: not supported by sluice (sluice "
+                 "reads once per connection and event-loop round, as sbuf_loopcnt = 1 would); "
+                 "only 1 is accepted");
     expect_error("[pgbouncer]\nclient_tls_sslmode = on\n",
                  "t.ini:2: invalid value \"on\" for client_tls_sslmode: expected one of disable, "
                  "allow, prefer, require, verify-ca, verify-full");
@@ -530,7 +536,8 @@ static void test_databases(void **state)
 
     cfg = load_ok("[databases]\n"
                   "full = host=db.internal port=5433 dbname=real user=bob password='it''s a "
-                  "secret' auth_user=au auth_query='SELECT u, p FROM f($1)' pool_size=5 "
+                  "secret' auth_user=au auth_query='SELECT u, p FROM f($1)' auth_dbname=adb "
+                  "pool_size=5 "
                   "min_pool_size=1 reserve_pool=2 pool_mode=statement max_db_connections=10 "
                   "connect_query='SET search_path = app' application_name=myapp "
                   "client_encoding=UTF8 datestyle=ISO timezone=UTC\n"
@@ -549,6 +556,7 @@ static void test_databases(void **state)
     assert_string_equal(db->password, "it's a secret");
     assert_string_equal(db->auth_user, "au");
     assert_string_equal(db->auth_query, "SELECT u, p FROM f($1)");
+    assert_string_equal(db->auth_dbname, "adb");
     assert_int_equal(db->pool_size, 5);
     assert_int_equal(db->min_pool_size, 1);
     assert_int_equal(db->reserve_pool, 2);

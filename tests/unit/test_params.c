@@ -18,28 +18,26 @@ static void test_tracked_names(void **state)
     assert_string_equal(tracked_param_name(TP_CLIENT_ENCODING), "client_encoding");
     assert_string_equal(tracked_param_name(TP_DATESTYLE), "DateStyle");
     assert_string_equal(tracked_param_name(TP_TIMEZONE), "TimeZone");
-    assert_string_equal(tracked_param_name(TP_INTERVALSTYLE), "IntervalStyle");
     assert_string_equal(tracked_param_name(TP_STANDARD_CONFORMING_STRINGS),
                         "standard_conforming_strings");
     assert_string_equal(tracked_param_name(TP_APPLICATION_NAME), "application_name");
-    assert_string_equal(tracked_param_name(TP_COUNT), "?");
-    assert_string_equal(tracked_param_name((enum tracked_param) - 1), "?");
-    assert_string_equal(tracked_param_name((enum tracked_param)1000), "?");
+    assert_string_equal(tracked_param_name(TP_BUILTIN_COUNT), "?"); /* no extra ones yet */
+    assert_string_equal(tracked_param_name(-1), "?");
+    assert_string_equal(tracked_param_name(1000), "?");
 }
 
 static void test_tracked_lookup(void **state)
 {
     (void)state;
     /* Every name maps back to itself. */
-    for (int i = 0; i < TP_COUNT; i++)
-        assert_int_equal(tracked_param_lookup(tracked_param_name((enum tracked_param)i)), i);
+    for (int i = 0; i < tracked_param_count(); i++)
+        assert_int_equal(tracked_param_lookup(tracked_param_name(i)), i);
 
     /* Case-insensitive, like GUC names. */
     assert_int_equal(tracked_param_lookup("CLIENT_ENCODING"), TP_CLIENT_ENCODING);
     assert_int_equal(tracked_param_lookup("datestyle"), TP_DATESTYLE);
     assert_int_equal(tracked_param_lookup("DATESTYLE"), TP_DATESTYLE);
     assert_int_equal(tracked_param_lookup("timezone"), TP_TIMEZONE);
-    assert_int_equal(tracked_param_lookup("intervalstyle"), TP_INTERVALSTYLE);
     assert_int_equal(tracked_param_lookup("Standard_Conforming_Strings"),
                      TP_STANDARD_CONFORMING_STRINGS);
     assert_int_equal(tracked_param_lookup("Application_Name"), TP_APPLICATION_NAME);
@@ -51,6 +49,46 @@ static void test_tracked_lookup(void **state)
     assert_int_equal(tracked_param_lookup("client"), -1);            /* prefix */
     assert_int_equal(tracked_param_lookup("client_encoding "), -1);  /* trailing space */
     assert_int_equal(tracked_param_lookup("application_name2"), -1); /* longer */
+}
+
+/* track_extra_parameters: names after the built-in ones, built-in names
+ * and repeats skipped; a bad name or too many leave the list as it was. */
+static void test_tracked_extra(void **state)
+{
+    (void)state;
+    char err[256];
+    assert_true(tracked_params_configure("IntervalStyle, TimeZone,default_transaction_read_only "
+                                         "intervalstyle myext.knob",
+                                         err, sizeof(err)));
+    assert_int_equal(tracked_param_count(), TP_BUILTIN_COUNT + 3);
+    assert_int_equal(tracked_param_lookup("INTERVALSTYLE"), TP_BUILTIN_COUNT);
+    assert_int_equal(tracked_param_lookup("default_transaction_read_only"), TP_BUILTIN_COUNT + 1);
+    assert_int_equal(tracked_param_lookup("myext.knob"), TP_BUILTIN_COUNT + 2);
+    assert_int_equal(tracked_param_lookup("TimeZone"), TP_TIMEZONE);
+    assert_string_equal(tracked_param_name(TP_BUILTIN_COUNT + 2), "myext.knob");
+    assert_string_equal(tracked_param_name(TP_BUILTIN_COUNT + 3), "?");
+
+    /* Values of extra ones live in an array allocated on first use. */
+    struct param_set ps = {0};
+    assert_null(param_get(&ps, TP_BUILTIN_COUNT + 1));
+    assert_null(ps.x);
+    param_store(param_slot(&ps, TP_BUILTIN_COUNT + 1), "on");
+    assert_string_equal(param_get(&ps, TP_BUILTIN_COUNT + 1), "on");
+    param_store(param_slot(&ps, TP_TIMEZONE), "UTC");
+    param_set_clear(&ps);
+    assert_null(ps.x);
+    assert_null(ps.v[TP_TIMEZONE]);
+
+    assert_false(tracked_params_configure("a;b", err, sizeof(err)));
+    assert_string_equal(err, "track_extra_parameters: \"a;b\" is not a parameter name");
+    assert_false(tracked_params_configure("a b c d e f g h i j k l m n o p q", err, sizeof(err)));
+    assert_string_equal(err, "track_extra_parameters: at most 16 parameters besides the built-in "
+                             "ones");
+    assert_int_equal(tracked_param_count(), TP_BUILTIN_COUNT + 3); /* unchanged */
+
+    assert_true(tracked_params_configure("", err, sizeof(err)));
+    assert_int_equal(tracked_param_count(), TP_BUILTIN_COUNT);
+    assert_int_equal(tracked_param_lookup("IntervalStyle"), -1);
 }
 
 static void test_intern_same_pointer(void **state)
@@ -243,6 +281,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tracked_names),
         cmocka_unit_test(test_tracked_lookup),
+        cmocka_unit_test(test_tracked_extra),
         cmocka_unit_test_teardown(test_intern_same_pointer, teardown_intern),
         cmocka_unit_test_teardown(test_intern_many, teardown_intern),
         cmocka_unit_test_teardown(test_intern_threads, teardown_intern),
