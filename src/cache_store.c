@@ -21,6 +21,9 @@
 #define MIN_BUCKETS       16
 #define MAX_BUCKETS       (1u << 20)
 #define TABLE_MAP_INITIAL 64
+#define SHARD_BITS        4 /* the top bits of a key's hash pick its shard */
+
+_Static_assert(CACHE_SHARDS == 1 << SHARD_BITS, "CACHE_SHARDS is 2^SHARD_BITS");
 
 /* A table id's generation. Never freed while the store lives (tables are
  * few), so entries and fills point at it and a hit checks a generation with
@@ -53,7 +56,6 @@ struct cache_entry {
     size_t key_len;
     size_t value_len;
     uint32_t n_tables;
-    bool linked;           /* in the shard (under its lock) */
     _Atomic uint32_t refs; /* the shard's while linked, plus one per reader */
     struct cache_entry_table tables[];
     /* then the key, then the value */
@@ -165,12 +167,12 @@ static uint64_t hash_key(uint64_t seed, const uint8_t *p, size_t n)
 
 static inline struct cache_shard *shard_of(struct cache_store *s, uint64_t hash)
 {
-    return &s->shards[hash >> 60]; /* the top bits; buckets use the low ones */
+    return &s->shards[hash >> (64 - SHARD_BITS)]; /* buckets use the low bits */
 }
 
 unsigned cache_store_key_shard(struct cache_store *s, const void *key, size_t key_len)
 {
-    return (unsigned)(hash_key(s->seed, key, key_len) >> 60);
+    return (unsigned)(hash_key(s->seed, key, key_len) >> (64 - SHARD_BITS));
 }
 
 /* --- memory ------------------------------------------------------------- */
@@ -278,7 +280,6 @@ static void shard_unlink(struct cache_shard *sh, struct cache_entry *e)
     list_del(&e->lru);
     for (uint32_t i = 0; i < e->n_tables; i++)
         list_del(&e->tables[i].link);
-    e->linked = false;
     sh->entries--;
     entry_unref(e);
 }
@@ -291,7 +292,6 @@ static void shard_link(struct cache_shard *sh, struct cache_entry *e)
     list_add_head(&sh->lru, &e->lru);
     for (uint32_t i = 0; i < e->n_tables; i++)
         list_add_tail(&e->tables[i].t->entries[sh->index], &e->tables[i].link);
-    e->linked = true;
     sh->entries++;
     atomic_fetch_add_explicit(&sh->bytes, e->bytes, memory_order_relaxed);
 }

@@ -25,8 +25,10 @@ struct cache_store_opts {
     size_t max_bytes;      /* everything the store allocates for entries, plus its
                             * fixed overhead (buckets, sketches), stays under this */
     size_t max_entry_size; /* a value longer than this is refused (CACHE_PUT_TOO_BIG) */
-    /* Where entries' memory comes from; NULL: malloc/free. Every byte an
-     * entry costs goes through these (tests count them). */
+    /* Where entries' and the fixed part's memory comes from; NULL:
+     * malloc/free. Every byte counted in bytes and overhead_bytes goes
+     * through these (tests count them). free may be called from any thread
+     * (a reader's last release). */
     void *(*alloc)(size_t n, void *arg);
     void (*free)(void *p, size_t n, void *arg);
     void *alloc_arg;
