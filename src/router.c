@@ -871,6 +871,8 @@ struct router_decision router_route(struct client *c, struct request *r)
                                     : decided(ROUTE_PRIMARY, 0, "session mode");
     struct router_client *rc = c->route;
     enum router_txn txn = rc ? rc->txn : RTX_NONE;
+    if (rc && rc->ryw.wait_plain && txn == RTX_NONE)
+        return to_replica(c, "read"); /* a plain read waiting for a replica: as decided */
     if (ryw_vars_query(c, txn == RTX_NONE ? 'I' : 'T'))
         return decided(ROUTE_ANSWERED, c->pool->ep, "sluice.* setting answered here");
     struct verdict v = verdict_of_request(c);
@@ -907,6 +909,8 @@ static struct router_decision route(struct client *c, const struct verdict *v, e
     struct router_decision d = to_replica(c, "read");
     if (d.target == ROUTE_REPLICA)
         begin_on_replica(c, v);
+    else if (d.target == ROUTE_WAIT && txn == RTX_NONE && !v->begin)
+        c->route->ryw.wait_plain = true;
     return d;
 }
 

@@ -441,6 +441,7 @@ void ryw_wait_end(struct client *c, struct ryw_client *rc, int64_t now, bool rep
         return;
     int64_t waited = now - rc->wait_start;
     rc->wait_start = 0;
+    rc->wait_plain = false;
     wait_remove(c);
     struct ryw_wait_stats *st = &ryw_wait_stats;
     atomic_fetch_add_explicit(replica ? &st->to_replica : &st->to_primary, 1, memory_order_relaxed);
@@ -457,6 +458,7 @@ void ryw_wait_forget(struct client *c)
     struct ryw_client *rc = c->route ? &c->route->ryw : NULL;
     if (rc && rc->wait_start) {
         rc->wait_start = 0;
+        rc->wait_plain = false;
         wait_remove(c);
     }
 }

@@ -42,6 +42,7 @@ struct ryw_client {
     uint32_t min_tli;
     int64_t wait_start;  /* a read waits for a replica to catch up since then (0: none) */
     uint64_t wait_floor; /* ... to replay this far */
+    bool wait_plain;     /* ... a plain read: routed again without classifying it again */
 };
 
 /* The causal token of position lsn of db's primary: "LSN/SYSID/TIMELINE",

@@ -217,7 +217,8 @@ def test_show_values_with_clients(sluice):
             assert active[0]["port"] == s.cluster.primary_port
             assert active[0]["database"] == "mydb" and active[0]["type"] == "S"
             assert active[0]["application_name"] == "app0"
-            assert all(r["state"] in ("idle", "used") for r in servers if r is not active[0]), servers
+            assert all(r["state"] in ("idle", "used") for r in servers if r is not active[0]), \
+                [(r["state"], r["application_name"]) for r in servers]
 
             pool = pool_row(conn)
             assert pool["cl_active"] == 3 and pool["cl_waiting"] == 0
