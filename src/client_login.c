@@ -32,8 +32,10 @@ struct client_auth {
     enum client_auth_method method;
     int scram_step;
     uint8_t salt[4];
-    char *secret;    /* copy of the stored secret, NULL = unknown user */
-    char *aq_secret; /* what auth_query returned, while it runs */
+    char *secret;     /* copy of the stored secret, NULL = unknown user */
+    char *aq_secret;  /* what auth_query returned, while it runs */
+    bool aq_found;    /* auth_query found the user (its password may be NULL) */
+    bool no_password; /* a known user without a password: trust lets it in */
     struct scram_server scram;
 };
 
@@ -68,7 +70,7 @@ static void client_login_done(struct client *c);
 static void client_login_free(struct client *c);
 
 static void client_auth_challenge(struct client *c);
-static void client_auth_query_done(struct client *c, const char *secret);
+static void client_auth_query_done(struct client *c, const char *secret, bool found);
 
 /* The auth_user for c's database, or "" when auth_query is not in use. */
 static const char *client_auth_user(const struct client *c)
@@ -126,12 +128,15 @@ static void client_start_auth(struct client *c)
 }
 
 /* auth_query finished: secret is the user's password or NULL (no such
- * user, or NULL password). Continues the login. */
-static void client_auth_query_done(struct client *c, const char *secret)
+ * user, or, found true, a NULL password: PgBouncer lets such a user in
+ * under auth_type trust, and no password matches it otherwise). Continues
+ * the login. */
+static void client_auth_query_done(struct client *c, const char *secret, bool found)
 {
     struct client_auth *a = client_auth_state(c);
     free(a->secret);
     a->secret = NULL;
+    a->no_password = found && !secret;
     if (secret) {
         a->secret = strdup(secret);
         if (!a->secret)
@@ -159,7 +164,7 @@ static void client_auth_challenge(struct client *c)
         client_login_done(c);
         return;
     case AUTH_TYPE_TRUST:
-        if (!secret && !c->is_admin) {
+        if (!secret && !a->no_password && !c->is_admin) {
             client_close_error(c, SQLSTATE_INVALID_AUTH, "no such user: %s", c->user);
             return;
         }
@@ -706,9 +711,13 @@ static void auth_query_row(struct server *sv, void *arg, const struct server_que
 {
     struct client *c = arg;
     struct client_auth *a = c->auth;
-    if (!a || row->n < 2 || !row->val[1])
+    if (!a || row->n < 2)
         return;
+    a->aq_found = true;
     free(a->aq_secret);
+    a->aq_secret = NULL;
+    if (!row->val[1])
+        return;
     a->aq_secret = strndup(row->val[1], row->len[1]);
     if (!a->aq_secret)
         abort();
@@ -734,9 +743,10 @@ static void auth_query_done(struct server *sv, void *arg, enum server_query_stat
     sv->client = NULL;
     pool_release_server(sv);
     char *secret = c->auth ? c->auth->aq_secret : NULL;
+    bool found = c->auth && c->auth->aq_found;
     if (c->auth)
         c->auth->aq_secret = NULL;
-    client_auth_query_done(c, secret);
+    client_auth_query_done(c, secret, found);
     free(secret);
 }
 
