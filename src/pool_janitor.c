@@ -176,7 +176,7 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
                 if (!query && (cfg->query_wait_timeout <= 0 || waited < cfg->query_wait_timeout))
                     continue;
                 pool_cl_state_locked(c, CL_CLOSING, false);
-                pool_act(query ? PA_QUERY_TIMEOUT : PA_WAIT_TIMEOUT, NULL, c, NULL, NULL);
+                pool_act_client(query ? PA_QUERY_TIMEOUT : PA_WAIT_TIMEOUT, c, p);
             }
         }
     }

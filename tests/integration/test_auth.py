@@ -5,6 +5,8 @@ server login fails."""
 import psycopg
 import pytest
 
+from sluice_fixture import IS_PGBOUNCER
+
 # Finds every role, with a NULL password: as pg_shadow says of a role that
 # has none.
 AUTH_QUERY_NULL_PASSWORD = "SELECT usename, NULL::text FROM pg_user WHERE usename = $1"
@@ -38,3 +40,14 @@ def test_md5_refuses_auth_query_user_without_password(sluice):
     for password in ("x", "trust_user_pw"):
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             s.connect(user="trust_user", password=password)
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.18 keeps the client waiting while it retries")
+def test_auth_user_login_failure_reaches_the_waiting_client(sluice):
+    """The auth_user's server login fails (wrong password in the auth_file):
+    the client waiting for auth_query gets that error, not an empty FATAL."""
+    s = sluice(auth_query_config("md5", "SELECT usename, passwd FROM pg_shadow WHERE usename = $1"),
+               userlist={"sluice": "not-the-password"})
+    with pytest.raises(psycopg.OperationalError) as err:
+        s.connect(user="md5_user")
+    assert 'password authentication failed for user "sluice"' in str(err.value)
