@@ -12,6 +12,7 @@
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
+#include "replication.h"
 #include "ryw_vars.h"
 #include "scram.h"
 #include "server.h"
@@ -355,6 +356,10 @@ static void client_login_done(struct client *c)
         console->welcome(c);
         return;
     }
+    if (c->replication) {
+        replication_start(c); /* welcomed when its own server is in */
+        return;
+    }
     /* If the pool has never logged into its server, the welcome needs the
      * server's parameters: c waits for a first server login. */
     stream_read_stop(&c->s);
@@ -502,7 +507,7 @@ static bool client_startup_params(struct client *c, const struct proto_startup *
     bool ok = true;
     for (int i = 0; ok && i < st->n_params; i++) {
         const char *name = st->names[i], *value = st->values[i];
-        if (!strcmp(name, "user") || !strcmp(name, "database"))
+        if (!strcmp(name, "user") || !strcmp(name, "database") || !strcmp(name, "replication"))
             continue;
         if (config_list_contains(cfg->ignore_startup_parameters, name))
             continue;
@@ -552,10 +557,22 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
         client_close_error(c, SQLSTATE_INVALID_AUTH, "SSL required");
         return;
     }
-    if (proto_startup_get(st, "replication")) {
-        client_close_error(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
-                           "replication connections are not supported");
-        return;
+    const char *repl = proto_startup_get(st, "replication");
+    if (repl) {
+        /* Passed through to a walsender of the client's own (replication.h),
+         * as PgBouncer 1.23 does. */
+        int mode = replication_mode_parse(repl);
+        if (mode < 0) {
+            client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
+                               "invalid value for parameter \"replication\": \"%.100s\"", repl);
+            return;
+        }
+        c->replication = (uint8_t)mode;
+        if (mode && console && console->is_console_db(db)) {
+            client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
+                               "replication connections to the admin console are not supported");
+            return;
+        }
     }
     /* During a shutdown the console stays open (over the Unix socket, the
      * one listener left); other logins are refused once they may be: at

@@ -798,6 +798,17 @@ void pool_release_server(struct server *sv)
         sv->client = NULL;
     }
     sv->s.blocked_src = NULL;
+    if (sv->replication) {
+        /* A walsender serves its one client: never pooled (PgBouncer's
+         * rule), its client is closing. */
+        if (sv->held && sv->list_kind == SVL_ACTIVE)
+            p->n_held--;
+        sv->held = false;
+        if (sv->state != SV_CLOSING && sv->state != SV_CLOSED)
+            pool_close_locked(sv, "replication client disconnected");
+        pool_unlock_run();
+        return;
+    }
     if (sv->cancels_in_flight > 0) {
         /* A cancel sent for this server's last query may still arrive;
          * reusing the server now could cancel another client's query. */
@@ -1022,6 +1033,19 @@ struct server *pool_connect_server(struct pool *p, struct worker *w,
     sv->holder = holder;
     pool_unlock_run();
     return sv->state == SV_CLOSED ? NULL : sv;
+}
+
+void pool_connect_replication(struct pool *p, struct client *c,
+                              const struct server_holder_ops *holder)
+{
+    pool_lock();
+    struct server *sv = pool_new_server(p, c->s.worker, worker_now(c->s.worker));
+    sv->held = true;
+    sv->holder = holder;
+    sv->replication = c->replication;
+    sv->client = c;
+    c->server = sv;
+    pool_unlock_run();
 }
 
 void pool_server_held(struct server *sv)

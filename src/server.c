@@ -258,7 +258,8 @@ static void server_on_connected(struct stream *s, int err)
         return;
     }
     server_set_state(sv, SV_LOGIN);
-    server_login_start(sv);
+    if (!server_login_start(sv))
+        server_close(sv, "startup packet too long (a replication client's parameters)");
 }
 
 /* Login is complete (ReadyForQuery seen, connect_query done). */
@@ -319,7 +320,9 @@ static void server_read_login(struct server *sv)
     }
     sv->login_done = true;
     const struct config_database *cd = sv->pool->db->cfg;
-    if (cd && cd->connect_query[0]) {
+    if (cd && cd->connect_query[0] && !sv->replication) {
+        /* (a walsender takes no extended protocol, and its client's
+         * session is its own) */
         server_query(sv, cd->connect_query, 0, NULL, &connect_query_ops, NULL);
         return;
     }
