@@ -246,8 +246,10 @@ int pool_count_active(void);
 void pool_close_all(void);
 void pool_free_all(void);
 
-/* Reload: point databases at the new config's entries. */
-void pool_apply_config(struct config *cfg);
+/* Reload: point databases at the new config's entries. drop_servers:
+ * every server goes too (idle ones now, the others when they come back),
+ * as after a change of the server TLS settings. */
+void pool_apply_config(struct config *cfg, bool drop_servers);
 
 /* Cancel-key registry of clients. The lookup's answer may belong to another
  * worker: use it under the world lock. */
