@@ -210,7 +210,11 @@ static void client_janitor_active(struct client *c, const struct config *cfg, in
         if (sv->backend_pid)
             server_send_cancel(sv);
         sv->close_needed = true;
-        client_close_error(c, SQLSTATE_QUERY_CANCELED, "query_timeout");
+        sv->close_why = "query timeout"; /* PgBouncer's "closing because" */
+        /* PgBouncer's text first (what its users grep for), the setting
+         * after it. A client still waiting for a server gets
+         * "query_timeout", as in PgBouncer (pool_janitor.c). */
+        client_close_error(c, SQLSTATE_QUERY_CANCELED, "query timeout (query_timeout)");
         return;
     }
     /* server_fast_close: in session mode a server marked for closing

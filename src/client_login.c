@@ -61,8 +61,16 @@ static struct client_auth *client_auth_state(struct client *c)
     return c->auth;
 }
 
+/* PgBouncer's log line for a login that failed (with log_connections). */
+static void client_log_login_failed(struct client *c)
+{
+    if (g_pooler.cfg->log_connections)
+        client_log(LOG_LVL_LOG, c, "login failed: db=%s user=%s", c->dbname, c->user);
+}
+
 static void client_auth_failed(struct client *c)
 {
+    client_log_login_failed(c);
     client_close_error(c, SQLSTATE_INVALID_PASSWORD,
                        "password authentication failed for user \"%s\"", c->user);
 }
@@ -166,6 +174,7 @@ static void client_auth_challenge(struct client *c)
         return;
     case AUTH_TYPE_TRUST:
         if (!secret && !a->no_password && !c->is_admin) {
+            client_log_login_failed(c);
             client_close_error(c, SQLSTATE_INVALID_AUTH, "no such user: %s", c->user);
             return;
         }
@@ -336,8 +345,13 @@ void client_welcome(struct client *c)
     stream_limit_lift(&c->s);
     c->last_activity = worker_now(c->s.worker);
     client_login_free(c);
-    if (g_pooler.cfg->log_connections)
-        client_log(LOG_LVL_LOG, c, "login attempt: db=%s user=%s", c->dbname, c->user);
+    if (g_pooler.cfg->log_connections) {
+        /* PgBouncer 1.23's line: tls= and replication= at its end. */
+        char tls[128];
+        tls_describe(&c->s, tls, sizeof(tls));
+        client_log(LOG_LVL_LOG, c, "login attempt: db=%s user=%s tls=%s replication=no", c->dbname,
+                   c->user, tls[0] ? tls : "no");
+    }
     stream_read_start(&c->s);
     if (c->s.rbuf && iobuf_len(c->s.rbuf))
         c->s.ops->on_data(&c->s);

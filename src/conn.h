@@ -184,6 +184,7 @@ struct server {
     char xact_status;             /* last ReadyForQuery status: 'I', 'T', 'E' */
     bool ready;                   /* last RFQ was idle and nothing is pending */
     bool close_needed;            /* close instead of reuse */
+    const char *close_why;        /* ... and why, when not a configuration change (static) */
     bool evicted;                 /* [pool lock] closed to make room for another pool */
     bool lent;                    /* [pool lock] has served a client: checked before reuse */
     bool login_done;              /* the first ReadyForQuery came */

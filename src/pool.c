@@ -813,6 +813,8 @@ void pool_release_server(struct server *sv)
         /* A cancel sent for this server's last query may still arrive;
          * reusing the server now could cancel another client's query. */
         pool_sv_state_locked(sv, SV_CANCEL_WAIT);
+    } else if (sv->close_why) {
+        pool_close_locked(sv, sv->close_why);
     } else if (!server_is_clean(sv)) {
         pool_close_locked(sv, "client disconnect while server was not ready");
     } else if (sv->close_needed || !p->db->cfg) {
@@ -862,6 +864,7 @@ void pool_server_ready(struct server *sv)
         pool_off_target(sv)) {
         pool_unlock();
         pool_ops_table.close_server(sv, pool_off_target(sv) ? "its host is not the primary any more"
+                                        : sv->close_why     ? sv->close_why
                                                             : "close needed");
         return;
     }

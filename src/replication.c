@@ -10,6 +10,7 @@
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
+#include "tls.h"
 #include "worker.h"
 
 const char *replication_mode_str(enum replication_mode m)
@@ -115,9 +116,13 @@ static void replication_server_ready(struct server *sv)
     client_set_state(c, CL_ACTIVE);
     stream_limit_lift(&c->s);
     c->last_activity = c->request_time = worker_now(c->s.worker);
-    if (g_pooler.cfg->log_connections)
-        client_log(LOG_LVL_LOG, c, "login attempt: db=%s user=%s replication=%s", c->dbname,
-                   c->user, replication_mode_str(c->replication));
+    if (g_pooler.cfg->log_connections) {
+        char tls[128];
+        tls_describe(&c->s, tls, sizeof(tls));
+        client_log(LOG_LVL_LOG, c, "login attempt: db=%s user=%s tls=%s replication=%s", c->dbname,
+                   c->user, tls[0] ? tls : "no",
+                   c->replication == REPLICATION_LOGICAL ? "database" : "yes");
+    }
     stream_read_start(&c->s);
     if (c->s.rbuf && iobuf_len(c->s.rbuf))
         c->s.ops->on_data(&c->s);
