@@ -147,3 +147,18 @@ def test_replication_login_failure_reaches_the_client(sluice):
     with RawConn(s.port) as conn:
         with pytest.raises(ServerError, match="pg_hba.conf|replication"):
             conn.login(user="trust_user", password="", replication="true")
+
+
+def test_reconnect_closes_replication_connections_at_once(sluice, cluster):
+    """RECONNECT: a walsender does not wait for its session's end (it may
+    never come): it and its client are closed at once, as in PgBouncer."""
+    s = sluice(replication_config(), userlist=replication_userlist())
+    with RawConn(s.port) as conn:
+        conn.login(user="postgres", password="", replication="database",
+                   application_name="sluice_repl_test")
+        assert conn.query("SELECT 1") == [["1"]]
+        with psycopg.connect(s.dsn(user="sluice", dbname="pgbouncer"), autocommit=True) as adm:
+            adm.execute("RECONNECT mydb")
+        data = conn.read_until_closed(5)
+        assert data is not None, "the replication client is still connected"
+    wait_until(lambda: walsenders(cluster) == 0, 10, "walsender gone")
