@@ -91,7 +91,9 @@ extern void (*admin_shutdown_hook)(bool wait_for_clients);
 /* SET: makes cfg (a copy of the running config with one setting changed)
  * the running config, the way RELOAD installs a freshly loaded one. Takes
  * over the caller's reference to cfg in every case; false with a reason in
- * err if cfg cannot be applied (the running config stays). */
-extern bool (*admin_apply_config_hook)(struct config *cfg, char *err, size_t errlen);
+ * err if cfg cannot be applied (the running config stays). keep_tls: the
+ * TLS contexts stay as they are (half of a key/certificate pair was set;
+ * the pair applies with the other half). */
+extern bool (*admin_apply_config_hook)(struct config *cfg, bool keep_tls, char *err, size_t errlen);
 
 #endif

@@ -21,11 +21,12 @@
 #include "log.h"
 #include "pool.h"
 #include "server.h"
+#include "tls.h"
 #include "worker.h"
 
 bool (*admin_reload_hook)(char *err, size_t errlen);
 void (*admin_shutdown_hook)(bool wait_for_clients);
-bool (*admin_apply_config_hook)(struct config *cfg, char *err, size_t errlen);
+bool (*admin_apply_config_hook)(struct config *cfg, bool keep_tls, char *err, size_t errlen);
 
 static struct ev_loop *admin_loop;
 static struct worker *admin_worker;
@@ -454,8 +455,20 @@ static enum admin_run_status cmd_set(struct client *c, const struct admin_cmd *c
     struct config *cfg = config_with_setting(g_pooler.cfg, cmd->arg, cmd->value, err, sizeof(err));
     if (!cfg)
         return run_error(r, "%s", err);
-    if (!admin_apply_config_hook(cfg, err, sizeof(err)))
-        return run_error(r, "SET failed: %s", err);
+    if (!admin_apply_config_hook(cfg, false, err, sizeof(err))) {
+        /* Half of a key/certificate pair: taken, and applied with the
+         * other half (PgBouncer's way: the two are SET one at a time). */
+        if (!tls_pair_half_ok(cmd->arg, cmd->value))
+            return run_error(r, "SET failed: %s", err);
+        char err2[512];
+        cfg = config_with_setting(g_pooler.cfg, cmd->arg, cmd->value, err2, sizeof(err2));
+        if (!cfg || !admin_apply_config_hook(cfg, true, err2, sizeof(err2)))
+            return run_error(r, "SET failed: %s", err);
+        log_info("admin console: SET %s = '%s' (by %s); TLS keeps its current key and "
+                 "certificate until the pair matches (%s)",
+                 cmd->arg, cmd->value, c->user, err);
+        return run_done(r, cmd->verb);
+    }
     log_info("admin console: SET %s = '%s' (by %s)", cmd->arg, cmd->value, c->user);
     return run_done(r, cmd->verb);
 }

@@ -18,6 +18,7 @@
 #include "pool.h"
 #include "prepared.h"
 #include "replicas.h"
+#include "replication.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -352,7 +353,7 @@ static void client_row(struct client *c, void *arg)
     const char *cv[CONN_NCOLS] = {"C",
                                   c->user ? c->user : "(nouser)",
                                   c->dbname ? c->dbname : (sockets ? "(nodb)" : ""),
-                                  "none",
+                                  replication_mode_str(c->replication),
                                   sockets ? client_socket_state(c) : client_state_name(c, x->r),
                                   addr,
                                   admin_num4(f[0], port),
@@ -458,7 +459,7 @@ static void server_row(const struct server *sv, const struct conn_ctx *x)
     const char *cv[CONN_NCOLS] = {"S",
                                   p->user->name,
                                   p->db->name,
-                                  "none",
+                                  replication_mode_str(sv->replication),
                                   sockets ? server_socket_state(sv, x->now)
                                           : server_state_name(sv, x->now),
                                   addr,

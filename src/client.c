@@ -17,6 +17,7 @@
 #include "prepared.h"
 #include "proto.h"
 #include "relay.h"
+#include "replication.h"
 #include "request.h"
 #include "router.h"
 #include "server.h"
@@ -114,6 +115,10 @@ static void client_process(struct client *c)
                 return;
             continue;
         case CL_ACTIVE:
+            if (c->replication) {
+                replication_client_data(c); /* bytes as they are */
+                return;
+            }
             if (c->server->state == SV_ACTIVE)
                 relay_client_data(c);
             return; /* else the SETs of the link still run */
@@ -196,8 +201,8 @@ void client_fail(struct client *c, const char *sqlstate, const char *msg)
 static void client_janitor_active(struct client *c, const struct config *cfg, int64_t now)
 {
     struct server *sv = c->server;
-    if (!sv)
-        return;
+    if (!sv || c->replication)
+        return; /* a walsender's client: no requests sluice follows */
     bool busy = request_busy(c);
     int64_t started = request_oldest_start(c);
     if (started && cfg->query_timeout > 0 && now - started >= cfg->query_timeout) {
@@ -205,7 +210,11 @@ static void client_janitor_active(struct client *c, const struct config *cfg, in
         if (sv->backend_pid)
             server_send_cancel(sv);
         sv->close_needed = true;
-        client_close_error(c, SQLSTATE_QUERY_CANCELED, "query_timeout");
+        sv->close_why = "query timeout"; /* PgBouncer's "closing because" */
+        /* PgBouncer's text first (what its users grep for), the setting
+         * after it. A client still waiting for a server gets
+         * "query_timeout", as in PgBouncer (pool_janitor.c). */
+        client_close_error(c, SQLSTATE_QUERY_CANCELED, "query timeout (query_timeout)");
         return;
     }
     /* server_fast_close: in session mode a server marked for closing

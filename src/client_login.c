@@ -12,6 +12,7 @@
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
+#include "replication.h"
 #include "ryw_vars.h"
 #include "scram.h"
 #include "server.h"
@@ -32,8 +33,10 @@ struct client_auth {
     enum client_auth_method method;
     int scram_step;
     uint8_t salt[4];
-    char *secret;    /* copy of the stored secret, NULL = unknown user */
-    char *aq_secret; /* what auth_query returned, while it runs */
+    char *secret;     /* copy of the stored secret, NULL = unknown user */
+    char *aq_secret;  /* what auth_query returned, while it runs */
+    bool aq_found;    /* auth_query found the user (its password may be NULL) */
+    bool no_password; /* a known user without a password: trust lets it in */
     struct scram_server scram;
 };
 
@@ -58,8 +61,16 @@ static struct client_auth *client_auth_state(struct client *c)
     return c->auth;
 }
 
+/* PgBouncer's log line for a login that failed (with log_connections). */
+static void client_log_login_failed(struct client *c)
+{
+    if (g_pooler.cfg->log_connections)
+        client_log(LOG_LVL_LOG, c, "login failed: db=%s user=%s", c->dbname, c->user);
+}
+
 static void client_auth_failed(struct client *c)
 {
+    client_log_login_failed(c);
     client_close_error(c, SQLSTATE_INVALID_PASSWORD,
                        "password authentication failed for user \"%s\"", c->user);
 }
@@ -68,7 +79,7 @@ static void client_login_done(struct client *c);
 static void client_login_free(struct client *c);
 
 static void client_auth_challenge(struct client *c);
-static void client_auth_query_done(struct client *c, const char *secret);
+static void client_auth_query_done(struct client *c, const char *secret, bool found);
 
 /* The auth_user for c's database, or "" when auth_query is not in use. */
 static const char *client_auth_user(const struct client *c)
@@ -126,12 +137,15 @@ static void client_start_auth(struct client *c)
 }
 
 /* auth_query finished: secret is the user's password or NULL (no such
- * user, or NULL password). Continues the login. */
-static void client_auth_query_done(struct client *c, const char *secret)
+ * user, or, found true, a NULL password: PgBouncer lets such a user in
+ * under auth_type trust, and no password matches it otherwise). Continues
+ * the login. */
+static void client_auth_query_done(struct client *c, const char *secret, bool found)
 {
     struct client_auth *a = client_auth_state(c);
     free(a->secret);
     a->secret = NULL;
+    a->no_password = found && !secret;
     if (secret) {
         a->secret = strdup(secret);
         if (!a->secret)
@@ -159,7 +173,8 @@ static void client_auth_challenge(struct client *c)
         client_login_done(c);
         return;
     case AUTH_TYPE_TRUST:
-        if (!secret && !c->is_admin) {
+        if (!secret && !a->no_password && !c->is_admin) {
+            client_log_login_failed(c);
             client_close_error(c, SQLSTATE_INVALID_AUTH, "no such user: %s", c->user);
             return;
         }
@@ -330,8 +345,13 @@ void client_welcome(struct client *c)
     stream_limit_lift(&c->s);
     c->last_activity = worker_now(c->s.worker);
     client_login_free(c);
-    if (g_pooler.cfg->log_connections)
-        client_log(LOG_LVL_LOG, c, "login attempt: db=%s user=%s", c->dbname, c->user);
+    if (g_pooler.cfg->log_connections) {
+        /* PgBouncer 1.23's line: tls= and replication= at its end. */
+        char tls[128];
+        tls_describe(&c->s, tls, sizeof(tls));
+        client_log(LOG_LVL_LOG, c, "login attempt: db=%s user=%s tls=%s replication=no", c->dbname,
+                   c->user, tls[0] ? tls : "no");
+    }
     stream_read_start(&c->s);
     if (c->s.rbuf && iobuf_len(c->s.rbuf))
         c->s.ops->on_data(&c->s);
@@ -348,6 +368,10 @@ static void client_login_done(struct client *c)
     if (c->is_admin) {
         stream_limit_lift(&c->s);
         console->welcome(c);
+        return;
+    }
+    if (c->replication) {
+        replication_start(c); /* welcomed when its own server is in */
         return;
     }
     /* If the pool has never logged into its server, the welcome needs the
@@ -497,7 +521,7 @@ static bool client_startup_params(struct client *c, const struct proto_startup *
     bool ok = true;
     for (int i = 0; ok && i < st->n_params; i++) {
         const char *name = st->names[i], *value = st->values[i];
-        if (!strcmp(name, "user") || !strcmp(name, "database"))
+        if (!strcmp(name, "user") || !strcmp(name, "database") || !strcmp(name, "replication"))
             continue;
         if (config_list_contains(cfg->ignore_startup_parameters, name))
             continue;
@@ -547,10 +571,22 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
         client_close_error(c, SQLSTATE_INVALID_AUTH, "SSL required");
         return;
     }
-    if (proto_startup_get(st, "replication")) {
-        client_close_error(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
-                           "replication connections are not supported");
-        return;
+    const char *repl = proto_startup_get(st, "replication");
+    if (repl) {
+        /* Passed through to a walsender of the client's own (replication.h),
+         * as PgBouncer 1.23 does. */
+        int mode = replication_mode_parse(repl);
+        if (mode < 0) {
+            client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
+                               "invalid value for parameter \"replication\": \"%.100s\"", repl);
+            return;
+        }
+        c->replication = (uint8_t)mode;
+        if (mode && console && console->is_console_db(db)) {
+            client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION,
+                               "replication connections to the admin console are not supported");
+            return;
+        }
     }
     /* During a shutdown the console stays open (over the Unix socket, the
      * one listener left); other logins are refused once they may be: at
@@ -706,9 +742,13 @@ static void auth_query_row(struct server *sv, void *arg, const struct server_que
 {
     struct client *c = arg;
     struct client_auth *a = c->auth;
-    if (!a || row->n < 2 || !row->val[1])
+    if (!a || row->n < 2)
         return;
+    a->aq_found = true;
     free(a->aq_secret);
+    a->aq_secret = NULL;
+    if (!row->val[1])
+        return;
     a->aq_secret = strndup(row->val[1], row->len[1]);
     if (!a->aq_secret)
         abort();
@@ -734,9 +774,10 @@ static void auth_query_done(struct server *sv, void *arg, enum server_query_stat
     sv->client = NULL;
     pool_release_server(sv);
     char *secret = c->auth ? c->auth->aq_secret : NULL;
+    bool found = c->auth && c->auth->aq_found;
     if (c->auth)
         c->auth->aq_secret = NULL;
-    client_auth_query_done(c, secret);
+    client_auth_query_done(c, secret, found);
     free(secret);
 }
 

@@ -47,6 +47,14 @@ enum client_state {
 };
 const char *client_state_str(enum client_state st);
 
+/* A replication connection's kind (replication.h), as its startup
+ * packet's `replication` asked. */
+enum replication_mode {
+    REPLICATION_NONE = 0, /* a normal connection (also replication=false) */
+    REPLICATION_PHYSICAL, /* replication=true: physical replication (pg_basebackup) */
+    REPLICATION_LOGICAL,  /* replication=database: logical replication in a database */
+};
+
 struct client_auth;   /* login (client_login.c), freed once logged in */
 struct request_queue; /* requests in flight (request.c) */
 struct prepared_client;
@@ -98,10 +106,11 @@ struct client {
     bool admin_stats_only;
     bool is_unix;
     bool close_after_flush;
-    bool track;     /* tracked: transaction or statement mode (set at each link) */
-    bool stmt_mode; /* statement mode: a transaction block is refused */
-    bool pinned;    /* holds its server to the end (state that cannot move) */
-    bool requested; /* has sent a request to a server (SIGINT waits for those that have not) */
+    bool track;          /* tracked: transaction or statement mode (set at each link) */
+    bool stmt_mode;      /* statement mode: a transaction block is refused */
+    bool pinned;         /* holds its server to the end (state that cannot move) */
+    bool requested;      /* has sent a request to a server (SIGINT waits for those that have not) */
+    uint8_t replication; /* enum replication_mode (replication.h): a walsender's client */
     /* Routing state while it needs one (router.h): a transaction the
      * router follows, a read kept to be sent again. NULL when none. */
     struct router_client *route;
@@ -175,11 +184,13 @@ struct server {
     char xact_status;             /* last ReadyForQuery status: 'I', 'T', 'E' */
     bool ready;                   /* last RFQ was idle and nothing is pending */
     bool close_needed;            /* close instead of reuse */
+    const char *close_why;        /* ... and why, when not a configuration change (static) */
     bool evicted;                 /* [pool lock] closed to make room for another pool */
     bool lent;                    /* [pool lock] has served a client: checked before reuse */
     bool login_done;              /* the first ReadyForQuery came */
     bool held;                    /* opened for a holder, outside the pool's size (LISTEN) */
     bool in_recovery;             /* said in_hot_standby = on as it logged in */
+    uint8_t replication;          /* enum replication_mode: a walsender, for one client */
     uint8_t rw_scope;             /* a committed write's position being read (ryw.h) */
     uint64_t rw_lsn;              /* ... the position read */
     struct ryw_client *rw_client; /* ... for this client's own (while linked) */

@@ -99,6 +99,11 @@ static bool do_reload(char *err, size_t errlen)
         log_warning("listen_addr/listen_port/unix_socket_dir changes need a restart");
     if (old->workers != cfg->workers)
         log_warning("workers changes need a restart");
+    /* New server TLS settings: the servers connected under the old ones go
+     * (as PgBouncer does), so that new ones use them. */
+    bool tls_changed = tls_server_settings_differ(old, cfg);
+    if (tls_changed)
+        log_info("server TLS settings changed: closing the server connections");
     struct config *prev = g_pooler.cfg;
     g_pooler.cfg = cfg;
     for (int i = 0; i < n_workers; i++)
@@ -106,7 +111,7 @@ static bool do_reload(char *err, size_t errlen)
     if (g_pooler.userlist)
         auth_userlist_free(g_pooler.userlist);
     g_pooler.userlist = ul;
-    pool_apply_config(cfg);
+    pool_apply_config(cfg, tls_changed);
     log_set_verbosity(cfg->verbose);
     config_unref(prev);
     log_info("config reloaded from %s", cfg->path);
@@ -115,17 +120,18 @@ static bool do_reload(char *err, size_t errlen)
 
 /* Admin SET: cfg, the running config with one setting changed, replaces it
  * (the auth_file stays). Takes over the reference to cfg. */
-static bool apply_admin_setting(struct config *cfg, char *err, size_t errlen)
+static bool apply_admin_setting(struct config *cfg, bool keep_tls, char *err, size_t errlen)
 {
-    if (!tls_apply_config(cfg, err, errlen)) {
+    if (!keep_tls && !tls_apply_config(cfg, err, errlen)) {
         config_unref(cfg);
         return false;
     }
+    bool tls_changed = !keep_tls && tls_server_settings_differ(g_pooler.cfg, cfg);
     struct config *prev = g_pooler.cfg;
     g_pooler.cfg = cfg;
     for (int i = 0; i < n_workers; i++)
         worker_set_config(&workers[i], cfg);
-    pool_apply_config(cfg);
+    pool_apply_config(cfg, tls_changed);
     log_set_verbosity(cfg->verbose);
     config_unref(prev);
     return true;

@@ -53,6 +53,7 @@ struct pool_action {
     struct client *c;
     struct worker *w;
     const char *why;
+    struct pool *p; /* PA_FAIL, PA_WAIT_TIMEOUT: the pool c waited for */
 };
 
 /* Per thread; run from the outermost pool call, in order. Grows once to
@@ -84,8 +85,14 @@ void pool_act(enum pool_action_kind kind, struct server *sv, struct client *c, s
         (struct pool_action){.kind = (uint8_t)kind, .sv = sv, .c = c, .w = w, .why = why};
 }
 
+void pool_act_client(enum pool_action_kind kind, struct client *c, struct pool *p)
+{
+    pool_act(kind, NULL, c, NULL, NULL);
+    tl_actions.a[tl_actions.n - 1].p = p;
+}
+
 static void pool_assign_run(struct server *sv);
-static void pool_client_fail(struct client *c, bool timeout);
+static void pool_client_fail(struct client *c, struct pool *p, bool timeout);
 
 static void pool_run_actions(void)
 {
@@ -122,10 +129,10 @@ static void pool_run_actions(void)
                 pool_ops_table.welcome(a.c);
             break;
         case PA_FAIL:
-            pool_client_fail(a.c, false);
+            pool_client_fail(a.c, a.p ? a.p : a.c->pool, false);
             break;
         case PA_WAIT_TIMEOUT:
-            pool_client_fail(a.c, true);
+            pool_client_fail(a.c, a.p ? a.p : a.c->pool, true);
             break;
         case PA_QUERY_TIMEOUT:
             pool_ops_table.fail(a.c, SQLSTATE_QUERY_CANCELED, "query_timeout");
@@ -791,10 +798,23 @@ void pool_release_server(struct server *sv)
         sv->client = NULL;
     }
     sv->s.blocked_src = NULL;
+    if (sv->replication) {
+        /* A walsender serves its one client: never pooled (PgBouncer's
+         * rule), its client is closing. */
+        if (sv->held && sv->list_kind == SVL_ACTIVE)
+            p->n_held--;
+        sv->held = false;
+        if (sv->state != SV_CLOSING && sv->state != SV_CLOSED)
+            pool_close_locked(sv, "replication client disconnected");
+        pool_unlock_run();
+        return;
+    }
     if (sv->cancels_in_flight > 0) {
         /* A cancel sent for this server's last query may still arrive;
          * reusing the server now could cancel another client's query. */
         pool_sv_state_locked(sv, SV_CANCEL_WAIT);
+    } else if (sv->close_why) {
+        pool_close_locked(sv, sv->close_why);
     } else if (!server_is_clean(sv)) {
         pool_close_locked(sv, "client disconnect while server was not ready");
     } else if (sv->close_needed || !p->db->cfg) {
@@ -844,6 +864,7 @@ void pool_server_ready(struct server *sv)
         pool_off_target(sv)) {
         pool_unlock();
         pool_ops_table.close_server(sv, pool_off_target(sv) ? "its host is not the primary any more"
+                                        : sv->close_why     ? sv->close_why
                                                             : "close needed");
         return;
     }
@@ -965,7 +986,7 @@ void pool_connect_failed_locked(struct pool *p, const char *why, bool fatal_for_
             c->fail_pending = true;
             if (worker_can_touch(c->s.worker)) {
                 pool_cl_state_locked(c, CL_CLOSING, false);
-                pool_act(PA_FAIL, NULL, c, NULL, NULL);
+                pool_act_client(PA_FAIL, c, p);
             } else {
                 pool_act(PA_KICK, NULL, NULL, c->s.worker, NULL);
             }
@@ -980,10 +1001,10 @@ void pool_connect_failed(struct pool *p, const char *why, bool fatal_for_clients
     pool_unlock_run();
 }
 
-/* Closes c with its pool's error (login failure, or query_wait_timeout). */
-static void pool_client_fail(struct client *c, bool timeout)
+/* Closes c with p's error (login failure, or query_wait_timeout); p is
+ * the pool c waited for. */
+static void pool_client_fail(struct client *c, struct pool *p, bool timeout)
 {
-    struct pool *p = c->pool;
     char why[300];
     pool_lock();
     bool failing = p && p->last_connect_failed && p->last_connect_error[0];
@@ -1015,6 +1036,19 @@ struct server *pool_connect_server(struct pool *p, struct worker *w,
     sv->holder = holder;
     pool_unlock_run();
     return sv->state == SV_CLOSED ? NULL : sv;
+}
+
+void pool_connect_replication(struct pool *p, struct client *c,
+                              const struct server_holder_ops *holder)
+{
+    pool_lock();
+    struct server *sv = pool_new_server(p, c->s.worker, worker_now(c->s.worker));
+    sv->held = true;
+    sv->holder = holder;
+    sv->replication = c->replication;
+    sv->client = c;
+    c->server = sv;
+    pool_unlock_run();
 }
 
 void pool_server_held(struct server *sv)
@@ -1099,7 +1133,7 @@ void pool_inbox_kick(struct worker *w)
                     continue;
                 if (c->fail_pending) {
                     pool_cl_state_locked(c, CL_CLOSING, false);
-                    pool_act(PA_FAIL, NULL, c, NULL, NULL);
+                    pool_act_client(PA_FAIL, c, p);
                 } else if (k == 0 && p->welcome_ready) {
                     pool_cl_state_locked(c, CL_IDLE, false); /* the welcome goes out next */
                     pool_act(PA_WELCOME, NULL, c, NULL, NULL);

@@ -206,6 +206,13 @@ void pool_connect_failed(struct pool *p, const char *why, bool fatal_for_clients
  * holder->on_ready runs. NULL if it failed at once. */
 struct server *pool_connect_server(struct pool *p, struct worker *w,
                                    const struct server_holder_ops *holder);
+/* pool_connect_server() for c, a replication client of p on its own
+ * worker: the server logs in with c's replication mode and is linked to c
+ * from the start (c->server, sv->client), c's alone: when c lets go of it
+ * (pool_release_server()) it is closed, never pooled. c may be closed
+ * before this returns (a connect that failed at once). */
+void pool_connect_replication(struct pool *p, struct client *c,
+                              const struct server_holder_ops *holder);
 /* A held server logged in: it is active, outside the pool's size. */
 void pool_server_held(struct server *sv);
 /* A ParameterStatus during a first login (pool lock held, welcome not
@@ -239,8 +246,10 @@ int pool_count_active(void);
 void pool_close_all(void);
 void pool_free_all(void);
 
-/* Reload: point databases at the new config's entries. */
-void pool_apply_config(struct config *cfg);
+/* Reload: point databases at the new config's entries. drop_servers:
+ * every server goes too (idle ones now, the others when they come back),
+ * as after a change of the server TLS settings. */
+void pool_apply_config(struct config *cfg, bool drop_servers);
 
 /* Cancel-key registry of clients. The lookup's answer may belong to another
  * worker: use it under the world lock. */

@@ -54,6 +54,11 @@ static inline bool pool_off_target(const struct server *sv)
 /* Queues an action to run once the lock is let go (pool_unlock_run()). */
 void pool_act(enum pool_action_kind kind, struct server *sv, struct client *c, struct worker *w,
               const char *why);
+/* pool_act() for an action on client c about pool p, the pool c waited
+ * for (not c->pool for a client waiting on auth_query, which waits for a
+ * server of the auth_user's pool): PA_FAIL and PA_WAIT_TIMEOUT take their
+ * error from p. */
+void pool_act_client(enum pool_action_kind kind, struct client *c, struct pool *p);
 /* Leaves the lock and runs what was decided under it. */
 void pool_unlock_run(void);
 /* The running thread's worker (worker 0 for other threads). */

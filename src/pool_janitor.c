@@ -156,6 +156,19 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
             pool_close_locked(sv, "connect timeout");
         }
     }
+    /* A replication client's walsender that must go (RECONNECT, a changed
+     * database or server TLS settings) goes now, its client with it, as in
+     * PgBouncer: such a session may last forever. */
+    list_for_each_safe(it, tmp, &p->active)
+    {
+        struct server *sv = list_entry(it, struct server, node);
+        if (sv->owner != w || !sv->replication || !sv->close_needed || sv->state != SV_ACTIVE)
+            continue;
+        if (sv->held)
+            p->n_held--;
+        sv->held = false;
+        pool_close_locked(sv, "database configuration changed");
+    }
     if (p->ep != 0)
         pool_janitor_replica(p, w, now);
     else if (p->db->cfg && volatility_pending(p->db))
@@ -176,7 +189,7 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
                 if (!query && (cfg->query_wait_timeout <= 0 || waited < cfg->query_wait_timeout))
                     continue;
                 pool_cl_state_locked(c, CL_CLOSING, false);
-                pool_act(query ? PA_QUERY_TIMEOUT : PA_WAIT_TIMEOUT, NULL, c, NULL, NULL);
+                pool_act_client(query ? PA_QUERY_TIMEOUT : PA_WAIT_TIMEOUT, c, p);
             }
         }
     }

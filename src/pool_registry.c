@@ -431,7 +431,7 @@ static void pool_db_drop_servers(struct database *db, unsigned mask)
     }
 }
 
-void pool_apply_config(struct config *cfg)
+void pool_apply_config(struct config *cfg, bool drop_servers)
 {
     struct list *it, *tmp;
     list_for_each_safe(it, tmp, &g_pooler.databases)
@@ -446,7 +446,7 @@ void pool_apply_config(struct config *cfg)
                                              strcmp(db->cfg->user, cd->user) != 0 ||
                                              strcmp(db->cfg->password, cd->password) != 0);
             unsigned changed = pool_db_set_endpoints(db, cd);
-            if (login_changed)
+            if (login_changed || drop_servers)
                 changed = ~0u;
             if (db->cfg && changed)
                 pool_db_drop_servers(db, changed);

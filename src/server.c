@@ -124,8 +124,6 @@ static bool server_connect_to(struct server *sv, const struct sockaddr_storage *
         return false;
     }
     tls_server_prepare(&sv->s, p->db->endpoints[sv->target].host);
-    if (g_pooler.cfg->log_connections)
-        server_log(LOG_LVL_LOG, sv, "new connection to server");
     return true;
 }
 
@@ -244,6 +242,34 @@ void server_reap_all(struct worker *w)
 
 /* ---- login --------------------------------------------------------------- */
 
+/* PgBouncer's line for a new server connection, with sluice's local
+ * address: "new connection to server (from 127.0.0.1:41824)" over TCP. */
+static void server_log_new_connection(struct server *sv)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "";
+    int port = 0;
+    memset(&ss, 0, sizeof(ss));
+    if (getsockname(sv->s.fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+            port = ntohs(in->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+            port = ntohs(in6->sin6_port);
+        }
+    }
+    if (host[0] && ss.ss_family == AF_INET6)
+        server_log(LOG_LVL_LOG, sv, "new connection to server (from [%s]:%d)", host, port);
+    else if (host[0])
+        server_log(LOG_LVL_LOG, sv, "new connection to server (from %s:%d)", host, port);
+    else
+        server_log(LOG_LVL_LOG, sv, "new connection to server"); /* a Unix socket */
+}
+
 static void server_on_connected(struct stream *s, int err)
 {
     struct server *sv = stream_server(s);
@@ -257,8 +283,11 @@ static void server_on_connected(struct stream *s, int err)
         server_close(sv, why);
         return;
     }
+    if (g_pooler.cfg->log_connections)
+        server_log_new_connection(sv);
     server_set_state(sv, SV_LOGIN);
-    server_login_start(sv);
+    if (!server_login_start(sv))
+        server_close(sv, "startup packet too long (a replication client's parameters)");
 }
 
 /* Login is complete (ReadyForQuery seen, connect_query done). */
@@ -319,7 +348,9 @@ static void server_read_login(struct server *sv)
     }
     sv->login_done = true;
     const struct config_database *cd = sv->pool->db->cfg;
-    if (cd && cd->connect_query[0]) {
+    if (cd && cd->connect_query[0] && !sv->replication) {
+        /* (a walsender takes no extended protocol, and its client's
+         * session is its own) */
         server_query(sv, cd->connect_query, 0, NULL, &connect_query_ops, NULL);
         return;
     }
@@ -395,6 +426,12 @@ static void server_read_idle(struct server *sv)
 {
     struct stream *s = &sv->s;
     char why[300] = "unexpected data from idle server";
+    if (sv->close_why) {
+        /* Its query was cut short (query timeout): the answer to the
+         * cancel is what came; it goes, saying why. */
+        server_close(sv, sv->close_why);
+        return;
+    }
     struct stream_msg m;
     while (stream_next_msg(s, STREAM_MSG_WHOLE, &m) == STREAM_MSG_OK) {
         if (m.type == 'E') {

@@ -38,10 +38,20 @@ static bool fail(struct login_fail *f, bool fatal, const char *why)
     return false;
 }
 
-void server_login_start(struct server *sv)
+/* The client's value of a tracked parameter, for a replication client's
+ * own walsender (which takes no SET afterwards), or NULL. */
+static const char *replication_client_param(const struct server *sv, const char *name)
+{
+    if (!sv->replication || !sv->client)
+        return NULL;
+    int tp = tracked_param_lookup(name);
+    return tp >= 0 ? param_get(&sv->client->params, tp) : NULL;
+}
+
+bool server_login_start(struct server *sv)
 {
     const struct config_database *cd = sv->pool->db->cfg;
-    uint8_t buf[1024];
+    uint8_t buf[4096];
     struct proto_writer wr;
     proto_writer_init(&wr, buf, sizeof(buf));
     proto_begin(&wr, 0);
@@ -55,14 +65,31 @@ void server_login_start(struct server *sv)
                                   {"datestyle", cd->datestyle},
                                   {"timezone", cd->timezone}};
     for (size_t i = 0; i < sizeof(opt) / sizeof(opt[0]); i++) {
-        if (opt[i][1][0]) {
+        if (opt[i][1][0] && !replication_client_param(sv, opt[i][0])) {
             proto_add_string(&wr, opt[i][0]);
             proto_add_string(&wr, opt[i][1]);
         }
     }
+    if (sv->replication) {
+        /* A replication client's own walsender (replication.h): the
+         * client's settings go in the startup packet, as PgBouncer sends
+         * them (application_name names the standby). */
+        proto_add_string(&wr, "replication");
+        proto_add_string(&wr, sv->replication == REPLICATION_LOGICAL ? "database" : "true");
+        for (int i = 0; sv->client && i < tracked_param_count(); i++) {
+            const char *v = param_get(&sv->client->params, i);
+            if (v) {
+                proto_add_string(&wr, tracked_param_name(i));
+                proto_add_string(&wr, v);
+            }
+        }
+    }
     proto_add_byte(&wr, 0);
     proto_end(&wr);
+    if (wr.overflow)
+        return false;
     stream_write(&sv->s, buf, wr.len);
+    return true;
 }
 
 /* The secret to log in with: the database entry's password, else the

@@ -18,8 +18,10 @@ enum server_login_status {
 };
 const char *server_login_status_str(enum server_login_status st);
 
-/* Sends the StartupMessage on a connected sv (state SV_LOGIN). */
-void server_login_start(struct server *sv);
+/* Sends the StartupMessage on a connected sv (state SV_LOGIN); for a
+ * replication client's walsender with the client's settings. False when it
+ * does not fit (the caller closes sv). */
+bool server_login_start(struct server *sv);
 
 /* Reads the login messages sv sent. On SERVER_LOGIN_FAILED, why (whylen
  * bytes) holds the reason and *fatal whether a retry cannot help (wrong

@@ -389,6 +389,34 @@ bool tls_apply_config(const struct config *cfg, char *err, size_t errlen)
     return true;
 }
 
+bool tls_server_settings_differ(const struct config *a, const struct config *b)
+{
+    return strcmp(a->server_tls_sslmode, b->server_tls_sslmode) != 0 ||
+           strcmp(a->server_tls_key_file, b->server_tls_key_file) != 0 ||
+           strcmp(a->server_tls_cert_file, b->server_tls_cert_file) != 0 ||
+           strcmp(a->server_tls_ca_file, b->server_tls_ca_file) != 0 ||
+           strcmp(a->server_tls_protocols, b->server_tls_protocols) != 0 ||
+           strcmp(a->server_tls_ciphers, b->server_tls_ciphers) != 0;
+}
+
+bool tls_pair_half_ok(const char *key, const char *value)
+{
+    bool is_key =
+        !strcasecmp(key, "client_tls_key_file") || !strcasecmp(key, "server_tls_key_file");
+    bool is_cert =
+        !strcasecmp(key, "client_tls_cert_file") || !strcasecmp(key, "server_tls_cert_file");
+    if ((!is_key && !is_cert) || !value[0])
+        return false;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+    if (!ctx)
+        return false;
+    bool ok = is_key ? SSL_CTX_use_PrivateKey_file(ctx, value, SSL_FILETYPE_PEM) == 1
+                     : SSL_CTX_use_certificate_chain_file(ctx, value) == 1;
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return ok;
+}
+
 void tls_shutdown(void)
 {
     tls_install(NULL, NULL, NULL);

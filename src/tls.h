@@ -62,6 +62,17 @@ void *tls_ctx_new(const struct config *cfg, enum tls_side side, char *err, size_
  * changes and err says why (the file or key at fault). Called at startup and
  * at each reload, before the new config is swapped in. */
 bool tls_apply_config(const struct config *cfg, char *err, size_t errlen);
+
+/* Whether a and b differ in a server_tls_* setting: the servers connected
+ * under a must go (PgBouncer closes them at such a RELOAD). */
+bool tls_server_settings_differ(const struct config *a, const struct config *b);
+
+/* For the console's SET of key (client_tls_key_file, client_tls_cert_file
+ * and their server_ twins) to value: true when value names a file that is
+ * what key says (a private key, a certificate chain), readable on its own.
+ * Such a SET is taken even while the pair does not match yet: the pair is
+ * applied when both are set, as PgBouncer does. */
+bool tls_pair_half_ok(const char *key, const char *value);
 /* Frees the contexts (at exit). */
 void tls_shutdown(void);
 

@@ -305,8 +305,9 @@ def test_other_users_refused(sluice):
     s = sluice({"pgbouncer": {"stats_users": "plain_user"}})
     with pytest.raises(psycopg.OperationalError, match="not allowed"):
         admin(s, user="scram_user")
-    with pytest.raises(psycopg.OperationalError, match="not allowed"):
-        admin(s, user="md5_user", dbname="sluice")
+    if not IS_PGBOUNCER:  # the console's second name, "sluice", is sluice's own
+        with pytest.raises(psycopg.OperationalError, match="not allowed"):
+            admin(s, user="md5_user", dbname="sluice")
 
 
 def test_admin_needs_the_password(sluice):
@@ -316,6 +317,9 @@ def test_admin_needs_the_password(sluice):
 
 
 def test_errors_keep_the_session(sluice):
+    """A console command that fails leaves the session usable (PgBouncer's
+    behaviour too); the messages are sluice's (PgBouncer 1.18 words them
+    otherwise, e.g. "invalid command 'SELECT 1', use SHOW HELP;")."""
     s = sluice()
     with admin(s) as conn:
         for command, message in [("SELECT 1", "unknown command"),
@@ -324,7 +328,7 @@ def test_errors_keep_the_session(sluice):
                                  ("KILL nosuchdb", "no such database: nosuchdb"),
                                  ("DISABLE", "needs a database"),
                                  ("SHOW POOLS; SHOW STATS", "only one command")]:
-            with pytest.raises(psycopg.Error, match=message) as info:
+            with pytest.raises(psycopg.Error, match=None if IS_PGBOUNCER else message) as info:
                 conn.execute(command)
             if not IS_PGBOUNCER:
                 assert info.value.sqlstate == "08P01"
@@ -466,10 +470,14 @@ def test_kill_drops_the_databases_clients(sluice):
                 with pytest.raises(psycopg.OperationalError):
                     c.execute("SELECT 1")
             assert other.execute("SELECT 5").fetchone() == (5,)
-            if not IS_PGBOUNCER:
-                dbs = sorted(r["database"] for r in show(conn, "CLIENTS"))
-                assert dbs == ["otherdb", "pgbouncer"]
-                assert not [r for r in show(conn, "SERVERS") if r["database"] == "mydb"]
+            if IS_PGBOUNCER:
+                # With PgBouncer 1.18 a login after KILL and RESUME timed out
+                # here; what follows is sluice's KILL as PgBouncer's docs
+                # describe it (new logins wait for RESUME).
+                return
+            dbs = sorted(r["database"] for r in show(conn, "CLIENTS"))
+            assert dbs == ["otherdb", "pgbouncer"]
+            assert not [r for r in show(conn, "SERVERS") if r["database"] == "mydb"]
             # A killed database waits for RESUME.
             def late_query():
                 with s.connect() as late_conn:
@@ -553,7 +561,8 @@ def test_set_changes_the_running_config(sluice):
     s = sluice()
     with admin(s) as conn:
         assert config_value(conn, "default_pool_size") == "20"
-        assert conn.execute("SET default_pool_size = 5").statusmessage == "SET"
+        # PgBouncer 1.18 answers "SET default_pool_size=5", newer ones "SET".
+        assert conn.execute("SET default_pool_size = 5").statusmessage.startswith("SET")
         assert config_value(conn, "default_pool_size") == "5"
         conn.execute("SET server_reset_query = 'DISCARD ALL; SELECT 1'")
         assert config_value(conn, "server_reset_query") == "DISCARD ALL; SELECT 1"
@@ -565,6 +574,8 @@ def test_set_changes_the_running_config(sluice):
                 conn.execute("SET no_such_setting = 1")
             with pytest.raises(psycopg.Error, match="not an integer"):
                 conn.execute("SET default_pool_size = many")
+        if IS_PGBOUNCER:
+            return  # PgBouncer 1.18 refuses them ("SET failed"); sluice takes them (JDBC)
         # Session settings drivers send on connect are accepted and ignored.
         conn.execute("SET extra_float_digits = 3")
         conn.execute("SET application_name TO 'tool'")
@@ -594,6 +605,8 @@ def test_reload(sluice):
         assert "added" in [r[0] for r in conn.execute("SHOW DATABASES").fetchall()]
         with s.connect(dbname="added") as c:
             assert c.execute("SELECT 1").fetchone() == (1,)
+        if IS_PGBOUNCER:
+            return  # PgBouncer warns about an unknown key and reloads the rest
         s.write_config({"pgbouncer": {"no_such_key": "1"}})
         with pytest.raises(psycopg.Error, match="RELOAD failed") as info:
             conn.execute("RELOAD")
@@ -722,6 +735,8 @@ def test_shutdown_wait_for_clients(sluice):
     expect_exit(s)
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's console takes the extended query protocol; "
+                    "PgBouncer's refuses it")
 def test_sigterm_after_console_use(sluice):
     """Prepared statements and sessions of the console are freed at exit
     (the fixture's stop() checks the sanitizer found no leak)."""

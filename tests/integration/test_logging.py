@@ -4,6 +4,11 @@ import re
 import threading
 import time
 
+import psycopg
+import pytest
+
+from sluice_fixture import IS_PGBOUNCER
+
 STATS = re.compile(r"stats: (\d+) xacts/s, (\d+) queries/s, in (\d+) B/s, out (\d+) B/s, "
                    r"xact (\d+) us, query (\d+) us, wait (\d+) us")
 
@@ -72,3 +77,47 @@ def test_stats_line_zero_when_idle(sluice):
     s = sluice({"pgbouncer": {"stats_period": 1}})
     m = s.wait_for_log(STATS.pattern, timeout=4)
     assert m.group(1) == "0"
+
+
+# ---- PgBouncer's wording, where its users grep -------------------------------------------------
+
+
+def test_pgbouncer_login_and_server_lines(sluice):
+    """"login attempt: db=... user=... tls=no" (PgBouncer 1.23 adds
+    "replication=no") and "new connection to server (from ADDR:PORT)"."""
+    s = sluice({"pgbouncer": {"log_connections": 1, "log_disconnections": 1}})
+    mark = s.log_mark()
+    with s.connect() as conn:
+        conn.execute("SELECT 1")
+    replication = "" if IS_PGBOUNCER else " replication=no"
+    s.wait_for_log(r"C-0x[0-9a-f]+: mydb/md5_user@127\.0\.0\.1:\d+ login attempt: db=mydb "
+                   r"user=md5_user tls=no" + replication, since=mark)
+    s.wait_for_log(r"S-0x[0-9a-f]+: mydb/md5_user@127\.0\.0\.1:\d+ new connection to server "
+                   r"\(from 127\.0\.0\.1:\d+\)", since=mark)
+
+
+def test_pgbouncer_login_failure_lines(sluice):
+    """A wrong password: the client and the log say "password authentication
+    failed" (sluice adds the user, and a "login failed: db= user=" line)."""
+    s = sluice({"pgbouncer": {"log_connections": 1, "log_disconnections": 1,
+                              "log_pooler_errors": 1}})
+    mark = s.log_mark()
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        s.connect(password="wrong")
+    s.wait_for_log(r"C-0x[0-9a-f]+:.* closing because: password authentication failed",
+                   since=mark)
+    s.wait_for_log(r"pooler error: password authentication failed", since=mark)
+    if not IS_PGBOUNCER:
+        s.wait_for_log(r"login failed: db=mydb user=md5_user", since=mark)
+
+
+def test_pgbouncer_query_timeout_lines(sluice):
+    """A query running past query_timeout: the client gets PgBouncer's
+    "query timeout", and its server "closing because: query timeout"."""
+    s = sluice({"pgbouncer": {"query_timeout": 1, "log_disconnections": 1}})
+    mark = s.log_mark()
+    with s.connect() as conn:
+        with pytest.raises(psycopg.Error, match="query timeout"):
+            conn.execute("SELECT pg_sleep(5)")
+    s.wait_for_log(r"S-0x[0-9a-f]+:.* closing because: query timeout", since=mark)
+    s.wait_for_log(r"C-0x[0-9a-f]+:.* closing because: query timeout", since=mark)

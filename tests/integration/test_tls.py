@@ -292,3 +292,70 @@ def test_client_stalled_handshake_closed(sluice, certs):
         assert sock.recv(100) == b""  # closed, not left hanging
     with tls_conn(s, certs, sslmode="require") as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+# ---- changing the settings while running ----------------------------------------------------
+
+
+def console(s):
+    return psycopg.connect(s.dsn(user="sluice", dbname="pgbouncer"), autocommit=True)
+
+
+def presented_cert(s):
+    """The DER certificate the pooler shows a TLS client."""
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as raw:
+        raw.sendall(struct.pack("!ii", 8, SSL_REQUEST_CODE))
+        assert raw.recv(1) == b"S"
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with ctx.wrap_socket(raw) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def der_of(path):
+    with open(path) as f:
+        return ssl.PEM_cert_to_DER_cert(f.read())
+
+
+def test_set_client_key_and_cert_one_at_a_time(sluice, certs):
+    """SET client_tls_key_file, then SET client_tls_cert_file: each is taken
+    alone (the old pair serves meanwhile) and the pair applies when both
+    are set, as in PgBouncer."""
+    s = sluice(client_tls(certs, "require"))
+    assert presented_cert(s) == der_of(certs["server.crt"])
+    with console(s) as adm:
+        adm.execute(f"SET client_tls_key_file = '{certs['pg_client_trust_user.key']}'")
+        assert presented_cert(s) == der_of(certs["server.crt"])
+        with tls_conn(s, certs, sslmode="require") as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        adm.execute(f"SET client_tls_cert_file = '{certs['client_trust_user.crt']}'")
+        assert presented_cert(s) == der_of(certs["client_trust_user.crt"])
+        with tls_conn(s, certs, sslmode="require") as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        # A file that is no key at all is still refused.
+        with pytest.raises(psycopg.Error, match="client_tls_key_file"):
+            adm.execute(f"SET client_tls_key_file = '{certs['server.crt']}'")
+    assert presented_cert(s) == der_of(certs["client_trust_user.crt"])
+
+
+def test_reload_with_new_server_tls_settings_closes_servers(sluice, upstream, certs):
+    """A RELOAD that changes server_tls_* closes the server connections
+    made under the old settings (as PgBouncer does): the next query runs on
+    a new one."""
+    cfg = upstream_config(upstream, server_tls_sslmode="require")
+    s = sluice(cfg)
+    with s.connect() as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        cfg["pgbouncer"].update(server_tls_sslmode="verify-ca", server_tls_ca_file=certs["ca.crt"])
+        s.write_config(cfg)
+        with console(s) as adm:
+            adm.execute("RELOAD")
+        new_pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        assert new_pid != pid
+    # A RELOAD that changes nothing of it keeps them.
+    with s.connect() as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with console(s) as adm:
+            adm.execute("RELOAD")
+        assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
