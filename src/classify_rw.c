@@ -102,6 +102,11 @@ struct fn_rec {
     uint8_t cls;  /* enum classify_rw_fclass */
 };
 
+struct rel_rec {
+    uint16_t off; /* its name in names */
+    bool write, maybe_cte;
+};
+
 /* A text being classified, before it is packed into one block. */
 struct builder {
     struct classify_rw_stmt stmts[CLASSIFY_RW_MAX_STMTS];
@@ -112,15 +117,27 @@ struct builder {
     enum classify_rw_hint hint;
     struct fn_rec funcs[CLASSIFY_RW_ALL_FUNCS];
     int n_funcs;
+    struct rel_rec rels[CLASSIFY_RW_MAX_RELS];
+    int n_rels;
+    bool rels_truncated;
     size_t names_len;
     char names[NAMES_BYTES];
 };
+
+#define WALK_MAX_CTES 16
 
 struct walk {
     struct builder *b;
     struct classify_rw_stmt *st;
     int16_t *reason_fn;
     int depth;
+    /* This statement's relations: per builder slot, named by it
+     * (seen), its target (write), named only unqualified (plain); its
+     * CTE names (valid while the tree is). */
+    bool seen[CLASSIFY_RW_MAX_RELS], target[CLASSIFY_RW_MAX_RELS], plain[CLASSIFY_RW_MAX_RELS];
+    bool dml; /* an INSERT / UPDATE / DELETE / MERGE: only its target is written */
+    const char *ctes[WALK_MAX_CTES];
+    int n_ctes;
 };
 
 static void set_write(struct walk *w, const char *reason)
@@ -223,6 +240,60 @@ static void add_func(struct walk *w, const PgQuery__FuncCall *fc)
     }
 }
 
+/* Records a relation the statement names (target: the one a DML
+ * statement writes). */
+static void add_rel(struct walk *w, const PgQuery__RangeVar *rv, bool target)
+{
+    struct builder *b = w->b;
+    if (!rv || !rv->relname || !*rv->relname)
+        return;
+    bool qualified = rv->schemaname && *rv->schemaname;
+    char full[CLASSIFY_RW_MAX_NAME];
+    int fl = qualified ? snprintf(full, sizeof(full), "%s.%s", rv->schemaname, rv->relname)
+                       : snprintf(full, sizeof(full), "%s", rv->relname);
+    if (fl < 0 || (size_t)fl >= sizeof(full)) {
+        b->rels_truncated = true;
+        return;
+    }
+    int i = 0;
+    while (i < b->n_rels && strcmp(b->names + b->rels[i].off, full))
+        i++;
+    if (i == b->n_rels) {
+        if (b->n_rels == CLASSIFY_RW_MAX_RELS || b->names_len + (size_t)fl + 1 > sizeof(b->names)) {
+            b->rels_truncated = true;
+            return;
+        }
+        memcpy(b->names + b->names_len, full, (size_t)fl + 1);
+        b->rels[i].off = (uint16_t)b->names_len;
+        b->rels[i].write = false;
+        b->rels[i].maybe_cte = true; /* until a statement names it as no CTE */
+        b->names_len += (size_t)fl + 1;
+        b->n_rels++;
+    }
+    if (!w->seen[i])
+        w->plain[i] = true;
+    w->seen[i] = true;
+    w->plain[i] = w->plain[i] && !qualified;
+    w->target[i] |= target;
+}
+
+/* The statement is walked: its relations' flags in the builder. */
+static void rels_done(struct walk *w)
+{
+    struct builder *b = w->b;
+    bool writes = w->st->verdict == CRW_WRITE;
+    for (int i = 0; i < b->n_rels; i++) {
+        if (!w->seen[i])
+            continue;
+        b->rels[i].write |= w->target[i] || (writes && !w->dml);
+        bool cte = false;
+        for (int k = 0; w->plain[i] && k < w->n_ctes; k++)
+            cte |= !strcmp(w->ctes[k], b->names + b->rels[i].off);
+        if (!cte)
+            b->rels[i].maybe_cte = false;
+    }
+}
+
 static bool is_temp(const PgQuery__RangeVar *rv)
 {
     if (!rv)
@@ -251,14 +322,30 @@ static void react(struct walk *w, const ProtobufCMessage *m)
     const ProtobufCMessageDescriptor *d = m->descriptor;
     if (d == &pg_query__func_call__descriptor) {
         add_func(w, (const PgQuery__FuncCall *)m);
+    } else if (d == &pg_query__range_var__descriptor) {
+        add_rel(w, (const PgQuery__RangeVar *)m, false);
+    } else if (d == &pg_query__common_table_expr__descriptor) {
+        const char *name = ((const PgQuery__CommonTableExpr *)m)->ctename;
+        if (name && w->n_ctes < WALK_MAX_CTES)
+            w->ctes[w->n_ctes++] = name;
+        else if (name)
+            w->b->rels_truncated = true;
     } else if (d == &pg_query__insert_stmt__descriptor) {
         set_write(w, "INSERT");
+        w->dml = true;
+        add_rel(w, ((const PgQuery__InsertStmt *)m)->relation, true);
     } else if (d == &pg_query__update_stmt__descriptor) {
         set_write(w, "UPDATE");
+        w->dml = true;
+        add_rel(w, ((const PgQuery__UpdateStmt *)m)->relation, true);
     } else if (d == &pg_query__delete_stmt__descriptor) {
         set_write(w, "DELETE");
+        w->dml = true;
+        add_rel(w, ((const PgQuery__DeleteStmt *)m)->relation, true);
     } else if (d == &pg_query__merge_stmt__descriptor) {
         set_write(w, "MERGE");
+        w->dml = true;
+        add_rel(w, ((const PgQuery__MergeStmt *)m)->relation, true);
     } else if (d == &pg_query__locking_clause__descriptor) {
         set_write(w, lock_strength_str(((const PgQuery__LockingClause *)m)->strength));
     } else if (d == &pg_query__into_clause__descriptor) {
@@ -671,14 +758,16 @@ static void build_stmt(struct builder *b, const PgQuery__RawStmt *raw, size_t le
 {
     struct classify_rw_stmt scratch;
     int16_t scratch_fn = -1;
-    int func0 = b->n_funcs;
+    int func0 = b->n_funcs, rels0 = b->n_rels;
     size_t names0 = b->names_len;
     bool keep = b->n < CLASSIFY_RW_MAX_STMTS;
-    struct walk w = {b, keep ? &b->stmts[b->n] : &scratch, keep ? &b->reason_fn[b->n] : &scratch_fn,
-                     0};
+    struct walk w = {.b = b,
+                     .st = keep ? &b->stmts[b->n] : &scratch,
+                     .reason_fn = keep ? &b->reason_fn[b->n] : &scratch_fn};
     stmt_init(w.st, raw, len, func0);
     *w.reason_fn = -1;
     classify_stmt(&w, raw->stmt);
+    rels_done(&w);
     if (keep) {
         w.st->n_funcs = (uint16_t)(b->n_funcs - func0);
         b->n++;
@@ -687,6 +776,7 @@ static void build_stmt(struct builder *b, const PgQuery__RawStmt *raw, size_t le
          * (already in b) count. */
         b->truncated = true;
         b->n_funcs = func0;
+        b->n_rels = rels0; /* their names go with names_len */
         b->names_len = names0;
     }
 }
@@ -730,7 +820,8 @@ static struct rw_entry *pack(const struct builder *b, const char *text, size_t t
 {
     size_t o_stmts = ALIGN8(sizeof(struct rw_entry));
     size_t o_funcs = ALIGN8(o_stmts + (size_t)b->n * sizeof(struct classify_rw_stmt));
-    size_t o_names = o_funcs + (size_t)b->n_funcs * sizeof(struct classify_rw_func);
+    size_t o_rels = ALIGN8(o_funcs + (size_t)b->n_funcs * sizeof(struct classify_rw_func));
+    size_t o_names = o_rels + (size_t)b->n_rels * sizeof(struct classify_rw_rel);
     size_t o_text = o_names + b->names_len;
     size_t size = o_text + (text ? text_len + 1 : 0);
     char *blk = malloc(size);
@@ -740,8 +831,14 @@ static struct rw_entry *pack(const struct builder *b, const char *text, size_t t
     memset(e, 0, sizeof(*e));
     struct classify_rw_stmt *stmts = (struct classify_rw_stmt *)(blk + o_stmts);
     struct classify_rw_func *funcs = (struct classify_rw_func *)(blk + o_funcs);
+    struct classify_rw_rel *rels = (struct classify_rw_rel *)(blk + o_rels);
     char *names = blk + o_names;
     memcpy(names, b->names, b->names_len);
+    for (int i = 0; i < b->n_rels; i++) {
+        rels[i].name = names + b->rels[i].off;
+        rels[i].write = b->rels[i].write;
+        rels[i].maybe_cte = b->rels[i].maybe_cte;
+    }
     for (int i = 0; i < b->n_funcs; i++) {
         funcs[i].reason = names + b->funcs[i].off;
         funcs[i].name = funcs[i].reason + FN_PREFIX;
@@ -773,6 +870,9 @@ static struct rw_entry *pack(const struct builder *b, const char *text, size_t t
     r->n_funcs = b->n_funcs;
     r->stmts = stmts;
     r->funcs = funcs;
+    r->n_rels = b->n_rels;
+    r->rels_truncated = b->rels_truncated || b->truncated || b->parse_error;
+    r->rels = rels;
     e->size = (uint32_t)size;
     if (text) {
         char *t = blk + o_text;

@@ -45,6 +45,7 @@
 #define CLASSIFY_RW_MAX_FUNCS  32  /* distinct functions per statement; more: WRITE */
 #define CLASSIFY_RW_ALL_FUNCS  64  /* functions per text, all statements; more: WRITE */
 #define CLASSIFY_RW_MAX_NAME   128 /* longest function name kept (schema.name) */
+#define CLASSIFY_RW_MAX_RELS   32  /* relations per text kept; more: rels_truncated */
 #define CLASSIFY_RW_MAX_LOOKUP 32  /* names one decision may ask pg_proc about */
 
 /* The per-thread cache: entries, bytes (texts and results), and the longest
@@ -106,6 +107,19 @@ struct classify_rw_func {
     enum classify_rw_fclass cls;
 };
 
+/* A relation a text names (for the result cache, refresh jobs, insights):
+ * tables, views, sequences as written, "name" or "schema.name" (the
+ * parser's case folding: unquoted names in lower case); once per text. */
+struct classify_rw_rel {
+    const char *name;
+    bool write;     /* a writing statement of the text may change it: the target of an
+                     * INSERT / UPDATE / DELETE / MERGE, or any relation a statement
+                     * other than those names when it writes (TRUNCATE, COPY FROM, DDL,
+                     * REFRESH, SELECT ... FOR UPDATE, a volatile function) */
+    bool maybe_cte; /* unqualified and equal to a CTE name of every statement naming
+                     * it: perhaps no relation at all */
+};
+
 /* One statement. Flags the router acts on:
  *  - whole_txn_primary: LOCK, SET TRANSACTION SNAPSHOT, DECLARE ... WITH
  *    HOLD: the whole transaction runs on the primary;
@@ -154,6 +168,9 @@ struct classify_rw_result {
     int n_funcs;                      /* functions, all statements */
     const struct classify_rw_stmt *stmts;
     const struct classify_rw_func *funcs;
+    int n_rels;          /* relations, all statements */
+    bool rels_truncated; /* more than CLASSIFY_RW_MAX_RELS, or a name too long */
+    const struct classify_rw_rel *rels;
 };
 
 /* The configuration's function lists (replica_write_functions,

@@ -817,10 +817,83 @@ static void test_builtin_lists(void **state)
     assert_string_equal(classify_rw_verdict_str(CRW_LOOKUP), "lookup");
 }
 
+/* ---- the relations a text names --------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* "name[:w][:cte] ..." in any order: the relations of sql. */
+static void expect_rels(const char *sql, const char *want)
+{
+    const struct classify_rw_result *r = cls(sql);
+    char item[CLASSIFY_RW_MAX_RELS][160];
+    const char *sorted[CLASSIFY_RW_MAX_RELS];
+    for (int i = 0; i < r->n_rels; i++) {
+        snprintf(item[i], sizeof(item[i]), "%s%s%s", r->rels[i].name, r->rels[i].write ? ":w" : "",
+                 r->rels[i].maybe_cte ? ":cte" : "");
+        sorted[i] = item[i];
+    }
+    qsort(sorted, (size_t)r->n_rels, sizeof(sorted[0]), cmp_str);
+    char got[512] = "", w[512], *save = NULL;
+    size_t n = 0;
+    for (int i = 0; i < r->n_rels; i++)
+        n += (size_t)snprintf(got + n, sizeof(got) - n, "%s%s", i ? " " : "", sorted[i]);
+    const char *wt[CLASSIFY_RW_MAX_RELS];
+    int nw = 0;
+    snprintf(w, sizeof(w), "%s", want);
+    for (char *t = strtok_r(w, " ", &save); t && nw < CLASSIFY_RW_MAX_RELS;
+         t = strtok_r(NULL, " ", &save))
+        wt[nw++] = t;
+    qsort(wt, (size_t)nw, sizeof(wt[0]), cmp_str);
+    char want_sorted[512] = "";
+    n = 0;
+    for (int i = 0; i < nw; i++)
+        n +=
+            (size_t)snprintf(want_sorted + n, sizeof(want_sorted) - n, "%s%s", i ? " " : "", wt[i]);
+    if (strcmp(got, want_sorted) != 0)
+        fail_msg("%s: relations \"%s\", expected \"%s\"", sql, got, want);
+    assert_false(r->rels_truncated);
+}
+
+static void test_relations(void **state)
+{
+    (void)state;
+    expect_rels("SELECT 1", "");
+    expect_rels("select * from Orders o join shop.Items i using (id) where o.x in (select y "
+                "from \"Mixed\")",
+                "orders shop.items Mixed");
+    expect_rels("INSERT INTO t (a) SELECT a FROM s", "t:w s");
+    expect_rels("UPDATE t SET a = 1 FROM u WHERE t.id = u.id", "t:w u");
+    expect_rels("DELETE FROM app.t USING u WHERE t.id = u.id RETURNING *", "app.t:w u");
+    expect_rels("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", "t:w s");
+    expect_rels("TRUNCATE a, b", "a:w b:w");
+    expect_rels("COPY t FROM STDIN", "t:w");
+    expect_rels("COPY t TO STDOUT", "t");
+    expect_rels("REFRESH MATERIALIZED VIEW CONCURRENTLY daily_sales", "daily_sales:w");
+    expect_rels("ALTER TABLE t ADD COLUMN c int", "t:w");
+    expect_rels("SELECT * FROM t FOR UPDATE", "t:w");
+    /* A CTE's name is no table; the same name qualified is. */
+    expect_rels("WITH x AS (SELECT * FROM t) SELECT * FROM x", "t x:cte");
+    expect_rels("WITH x AS (SELECT 1) SELECT * FROM x, public.x", "x:cte public.x");
+    expect_rels("WITH x AS (SELECT 1) SELECT * FROM x; SELECT * FROM x", "x");
+    expect_rels("WITH d AS (DELETE FROM t RETURNING *) INSERT INTO log SELECT * FROM d",
+                "log:w d:cte t:w");
+    expect_rels("SELECT 1; UPDATE t SET a = 2; SELECT * FROM t", "t:w");
+    /* Too many, or not understood: the list is not to be trusted. */
+    char big[4096] = "SELECT * FROM t0";
+    for (int i = 1; i <= CLASSIFY_RW_MAX_RELS; i++)
+        snprintf(big + strlen(big), sizeof(big) - strlen(big), ", t%d", i);
+    assert_true(cls(big)->rels_truncated);
+    assert_true(cls("SELEC oops")->rels_truncated);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_select),
+        cmocka_unit_test(test_relations),
         cmocka_unit_test(test_values_table_show),
         cmocka_unit_test(test_explain),
         cmocka_unit_test(test_locking),
