@@ -756,7 +756,7 @@ static void stmt_init(struct classify_rw_stmt *st, const PgQuery__RawStmt *raw, 
 
 static void build_stmt(struct builder *b, const PgQuery__RawStmt *raw, size_t len)
 {
-    struct classify_rw_stmt scratch;
+    struct classify_rw_stmt scratch = {0};
     int16_t scratch_fn = -1;
     int func0 = b->n_funcs, rels0 = b->n_rels;
     size_t names0 = b->names_len;
