@@ -115,6 +115,7 @@ static void client_free(struct client *c)
     w->n_clients--;
     __atomic_sub_fetch(&g_pooler.n_clients, 1, __ATOMIC_RELAXED);
     if (c->pool) {
+        pool_uncount_client(c);
         pool_lock();
         c->pool->n_clients--;
         pool_unlock();

@@ -605,6 +605,11 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
     pool_lock();
     c->pool->n_clients++;
     pool_unlock();
+    const char *over = pool_count_client(c);
+    if (over) {
+        client_close_error(c, SQLSTATE_TOO_MANY_CONNECTIONS, "%s", over);
+        return;
+    }
     client_start_auth(c);
 }
 

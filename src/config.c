@@ -139,6 +139,7 @@ static bool database_init(struct config_database *db, const char *name, const ch
     db->min_pool_size = -1;
     db->reserve_pool = -1;
     db->max_db_connections = -1;
+    db->max_db_client_connections = -1;
     db->pool_mode = POOL_MODE_UNSET;
     db->read_write_split = -1;
     db->line = line;
@@ -206,6 +207,7 @@ static const struct entry_field database_fields[] = {
     DB_INT("reserve_pool_size", reserve_pool, 0, INT_MAX),
     {"pool_mode", ENTRY_POOL_MODE, offsetof(struct config_database, pool_mode), 0, 0},
     DB_INT("max_db_connections", max_db_connections, 0, INT_MAX),
+    DB_INT("max_db_client_connections", max_db_client_connections, 0, INT_MAX),
     DB_STR(connect_query),
     DB_STR(application_name),
     DB_STR(client_encoding),
@@ -218,7 +220,6 @@ static const struct entry_field database_fields[] = {
 
 /* PgBouncer 1.2x connection string keys that sluice accepts and ignores. */
 static const char *const database_unsupported[] = {
-    "max_db_client_connections",
     "query_wait_timeout",
     "server_lifetime",
     "target_session_attrs",
@@ -228,18 +229,14 @@ static const struct entry_field user_fields[] = {
     {"pool_mode", ENTRY_POOL_MODE, offsetof(struct config_user, pool_mode), 0, 0},
     {"max_user_connections", ENTRY_INT, offsetof(struct config_user, max_user_connections), 0,
      INT_MAX},
+    {"max_user_client_connections", ENTRY_INT,
+     offsetof(struct config_user, max_user_client_connections), 0, INT_MAX},
 };
 
 /* PgBouncer 1.2x [users] keys that sluice accepts and ignores. */
 static const char *const user_unsupported[] = {
-    "client_idle_timeout",
-    "idle_transaction_timeout",
-    "max_user_client_connections",
-    "pool_size",
-    "query_timeout",
-    "query_wait_timeout",
-    "reserve_pool_size",
-    "transaction_timeout",
+    "client_idle_timeout", "idle_transaction_timeout", "pool_size",           "query_timeout",
+    "query_wait_timeout",  "reserve_pool_size",        "transaction_timeout",
 };
 
 /* What a [databases] or [users] line is about, for messages. */
@@ -478,7 +475,7 @@ static bool parse_database(struct loader *ld, const char *file, int line, const 
 static bool parse_user(struct loader *ld, const char *file, int line, const char *name, char *value)
 {
     struct config *cfg = ld->cfg;
-    struct config_user user = {NULL, POOL_MODE_UNSET, -1};
+    struct config_user user = {NULL, POOL_MODE_UNSET, -1, -1};
 
     if (*name == '\0')
         return fail(ld, "%s:%d: empty user name", file, line);

@@ -74,6 +74,7 @@ struct config_database {
     int reserve_pool;
     enum pool_mode pool_mode;
     int max_db_connections;
+    int max_db_client_connections; /* -1: the general one */
     char *connect_query;
     char *application_name;
     char *client_encoding;
@@ -90,8 +91,9 @@ struct config_database {
 /* One [users] entry. */
 struct config_user {
     char *name;
-    enum pool_mode pool_mode; /* POOL_MODE_UNSET if not set */
-    int max_user_connections; /* -1 if not set */
+    enum pool_mode pool_mode;        /* POOL_MODE_UNSET if not set */
+    int max_user_connections;        /* -1 if not set */
+    int max_user_client_connections; /* -1 if not set */
 };
 
 struct config {
@@ -118,15 +120,17 @@ struct config {
     char *admin_users; /* comma-separated */
     char *stats_users;
 
-    enum pool_mode pool_mode;     /* session */
-    int max_client_conn;          /* 100 */
-    int default_pool_size;        /* 20 */
-    int min_pool_size;            /* 0 */
-    int reserve_pool_size;        /* 0 */
-    int64_t reserve_pool_timeout; /* 5 s */
-    int max_db_connections;       /* 0 = unlimited */
-    int max_user_connections;     /* 0 = unlimited */
-    int max_prepared_statements;  /* 200 (PgBouncer 1.24's default) */
+    enum pool_mode pool_mode;        /* session */
+    int max_client_conn;             /* 100 */
+    int default_pool_size;           /* 20 */
+    int min_pool_size;               /* 0 */
+    int reserve_pool_size;           /* 0 */
+    int64_t reserve_pool_timeout;    /* 5 s */
+    int max_db_connections;          /* 0 = unlimited */
+    int max_user_connections;        /* 0 = unlimited */
+    int max_db_client_connections;   /* 0 = unlimited: clients per database */
+    int max_user_client_connections; /* 0 = unlimited: clients per user */
+    int max_prepared_statements;     /* 200 (PgBouncer 1.24's default) */
 
     char *server_reset_query; /* "DISCARD ALL" */
     bool server_reset_query_always;

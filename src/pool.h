@@ -167,6 +167,14 @@ int pool_reserve_of(const struct pool *p);
 int pool_db_max_connections(const struct database *db);
 int pool_user_max_connections(const struct pool_user *u);
 
+/* max_db_client_connections, max_user_client_connections: counts client c
+ * (its pool set, logging in) in its database and in its user (the name it
+ * logs in with), as PgBouncer does. NULL when c is within both limits; else
+ * the message c is to be closed with (PgBouncer's). c stays counted either
+ * way, until pool_uncount_client() (client_free). */
+const char *pool_count_client(struct client *c);
+void pool_uncount_client(struct client *c);
+
 /* c has logged in: true if the pool can welcome it now (the caller calls
  * client_welcome()); false if c now waits for the pool's first server login
  * (CL_LOGIN_WAIT), and client_welcome() runs once it is done. */

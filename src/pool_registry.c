@@ -301,6 +301,45 @@ int pool_user_max_connections(const struct pool_user *u)
     return g_pooler.cfg->max_user_connections;
 }
 
+/* ---- client limits ------------------------------------------------------- */
+
+const char *pool_count_client(struct client *c)
+{
+    const struct config *cfg = g_pooler.cfg;
+    struct database *db = c->pool->db;
+    const struct config_user *cu = config_find_user(cfg, c->user);
+    int db_max = db->cfg && db->cfg->max_db_client_connections >= 0
+                     ? db->cfg->max_db_client_connections
+                     : cfg->max_db_client_connections;
+    int user_max = cu && cu->max_user_client_connections >= 0 ? cu->max_user_client_connections
+                                                              : cfg->max_user_client_connections;
+    pool_lock();
+    struct pool_user *u = pool_get_user_locked(c->user);
+    if (!c->counted) {
+        c->counted = true;
+        db->n_clients++;
+        u->n_clients++;
+    }
+    const char *over = NULL;
+    if (db_max > 0 && db->n_clients > db_max)
+        over = "client connections exceeded (max_db_client_connections)";
+    else if (user_max > 0 && u->n_clients > user_max)
+        over = "client connections exceeded (max_user_client_connections)";
+    pool_unlock();
+    return over;
+}
+
+void pool_uncount_client(struct client *c)
+{
+    if (!c->counted)
+        return;
+    pool_lock();
+    c->counted = false;
+    c->pool->db->n_clients--;
+    pool_get_user_locked(c->user)->n_clients--;
+    pool_unlock();
+}
+
 /* ---- cancel keys --------------------------------------------------------- */
 
 static unsigned cancel_slot(uint32_t pid, uint32_t key)
