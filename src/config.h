@@ -75,6 +75,8 @@ struct config_database {
     enum pool_mode pool_mode;
     int max_db_connections;
     int max_db_client_connections; /* -1: the general one */
+    int64_t server_lifetime;       /* -1: the general one */
+    int64_t query_wait_timeout;    /* -1: the user's, else the general one */
     char *connect_query;
     char *application_name;
     char *client_encoding;
@@ -91,9 +93,16 @@ struct config_database {
 /* One [users] entry. */
 struct config_user {
     char *name;
-    enum pool_mode pool_mode;        /* POOL_MODE_UNSET if not set */
-    int max_user_connections;        /* -1 if not set */
-    int max_user_client_connections; /* -1 if not set */
+    enum pool_mode pool_mode;         /* POOL_MODE_UNSET if not set */
+    int max_user_connections;         /* -1 if not set */
+    int max_user_client_connections;  /* -1 if not set */
+    int pool_size;                    /* -1 if not set: the database's, else default_pool_size */
+    int reserve_pool_size;            /* -1 if not set: the database's, else the general one */
+    int64_t query_timeout;            /* -1 if not set (each: the general setting) */
+    int64_t query_wait_timeout;       /* -1 if not set: the database's, else the general one */
+    int64_t idle_transaction_timeout; /* -1 if not set */
+    int64_t transaction_timeout;      /* -1 if not set */
+    int64_t client_idle_timeout;      /* -1 if not set */
 };
 
 struct config {
@@ -149,6 +158,8 @@ struct config {
     int64_t query_wait_timeout;       /* 120 s */
     int64_t cancel_wait_timeout;      /* 10 s */
     int64_t idle_transaction_timeout; /* 0 */
+    int64_t transaction_timeout;      /* 0 */
+    int64_t query_wait_notify;        /* 5 s: NOTICE to a client queued this long; 0 = none */
     int64_t suspend_timeout;          /* 10 s */
 
     char *ignore_startup_parameters; /* comma-separated */

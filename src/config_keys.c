@@ -447,6 +447,7 @@ const struct config_key config_keys[] = {
     POOL_MODE(pool_mode, RELOAD, "session"),
     WORD(primary_reads, RELOAD, "fallback", primary_reads_words),
     TIME(query_timeout, RELOAD, "0"),
+    TIME(query_wait_notify, RELOAD, "5"),
     TIME(query_wait_timeout, RELOAD, "120"),
     BOOL(read_write_split, RELOAD, "0"),
     WORD(read_your_writes, RELOAD, "user", rw_scopes),
@@ -498,6 +499,7 @@ const struct config_key config_keys[] = {
     INT_SIZE(tcp_socket_buffer, RELOAD, "0", 0, INT_MAX),
     TIME_MS(tcp_user_timeout, RELOAD, "0"),
     STR(track_extra_parameters, RESTART, "IntervalStyle"),
+    TIME(transaction_timeout, RELOAD, "0"),
     STR(unix_socket_dir, RESTART, "/tmp"),
     STR(unix_socket_group, RESTART, ""),
     OCTAL(unix_socket_mode, RESTART, "0777"),
@@ -522,20 +524,10 @@ bool config_key_unsupported(const char *name)
     /* PgBouncer 1.2x general settings that have no field in struct config.
      * They are accepted so that an existing pgbouncer.ini still loads. */
     static const char *const keys[] = {
-        "auth_ident_file",
-        "auth_ldap_options",
-        "autodb_idle_timeout",
-        "client_tls13_ciphers",
-        "conffile",
-        "job_name",
-        "login_notify_message",
-        "peer_id",
-        "pool_idle_timeout",
-        "query_wait_notify",
-        "scram_iterations",
-        "server_tls13_ciphers",
-        "service_name",
-        "transaction_timeout",
+        "auth_ident_file",   "client_tls13_ciphers", "server_tls13_ciphers",
+        "auth_ldap_options", "autodb_idle_timeout",  "conffile",
+        "job_name",          "login_notify_message", "peer_id",
+        "pool_idle_timeout", "scram_iterations",     "service_name",
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         if (strcasecmp(keys[i], name) == 0)

@@ -98,11 +98,12 @@ struct client {
     bool admin_stats_only;
     bool is_unix;
     bool close_after_flush;
-    bool track;     /* tracked: transaction or statement mode (set at each link) */
-    bool stmt_mode; /* statement mode: a transaction block is refused */
-    bool pinned;    /* holds its server to the end (state that cannot move) */
-    bool requested; /* has sent a request to a server (SIGINT waits for those that have not) */
-    bool counted;   /* [pool lock] in its database's and its user's n_clients */
+    bool track;         /* tracked: transaction or statement mode (set at each link) */
+    bool stmt_mode;     /* statement mode: a transaction block is refused */
+    bool pinned;        /* holds its server to the end (state that cannot move) */
+    bool requested;     /* has sent a request to a server (SIGINT waits for those that have not) */
+    bool counted;       /* [pool lock] in its database's and its user's n_clients */
+    bool wait_notified; /* query_wait_notify's NOTICE sent during this wait */
     /* Routing state while it needs one (router.h): a transaction the
      * router follows, a read kept to be sent again. NULL when none. */
     struct router_client *route;
@@ -172,6 +173,7 @@ struct server {
     int64_t connect_time;
     int64_t last_used; /* returned to pool (for idle timeout / check delay) */
     int64_t request_time;
+    int64_t xact_start; /* the first request of its transaction sent (transaction_timeout) */
     int cancels_in_flight;
     char xact_status;             /* last ReadyForQuery status: 'I', 'T', 'E' */
     bool ready;                   /* last RFQ was idle and nothing is pending */

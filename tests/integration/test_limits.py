@@ -302,3 +302,56 @@ def test_max_db_client_connections(sluice):
         b.close()
         with s.connect(user="plain_user") as d:
             assert d.execute("SELECT 4").fetchone() == (4,)
+
+
+@pgbouncer_124
+def test_user_pool_size(sluice, cluster, pool_user):
+    """[users] pool_size=1 over default_pool_size=10: one server for the user."""
+    s = sluice({"pgbouncer": {"default_pool_size": 10},
+                "users": {pool_user: "pool_size=1"}})
+    wait_no_backends(cluster, pool_user)
+    with BackendMonitor(cluster, pool_user) as monitor:
+        elapsed = concurrent_sleepers(s, [(pool_user, "mydb")] * 3)
+    assert monitor.peak == 1
+    assert elapsed >= 1.4, f"3 sleepers done in {elapsed:.2f}s: more than 1 server used"
+
+
+@pgbouncer_124
+def test_user_reserve_pool_size(sluice):
+    """[users] reserve_pool_size=1 with the general reserve 0: a second server
+    after reserve_pool_timeout."""
+    s = sluice({"pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 0,
+                              "reserve_pool_timeout": 1},
+                "users": {"md5_user": "reserve_pool_size=1"}})
+    with s.connect() as holder, s.connect() as waiter:
+        holder.execute("BEGIN")
+        held = pid_of(holder)
+        started = time.monotonic()
+        with waiter.transaction():
+            got = pid_of(waiter)
+        elapsed = time.monotonic() - started
+        assert got != held
+        assert 0.8 <= elapsed <= 3, f"reserve used after {elapsed:.2f}s, timeout 1s"
+        holder.execute("COMMIT")
+
+
+@pgbouncer_124
+def test_user_and_database_query_wait_timeout(sluice):
+    """query_wait_timeout of the user's entry, else of the database's, over
+    the general 30 s."""
+    s = sluice({"databases": {"dbwait": "host=127.0.0.1 port={primary_port} dbname=mydb "
+                              "query_wait_timeout=1 pool_size=1"},
+                "pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 0,
+                              "query_wait_timeout": 30},
+                "users": {"md5_user": "query_wait_timeout=1"}})
+    for user, dbname in (("md5_user", "mydb"), ("scram_user", "dbwait")):
+        with s.connect(user=user, dbname=dbname) as holder, \
+                s.connect(user=user, dbname=dbname) as waiter:
+            holder.execute("BEGIN")
+            holder.execute("SELECT 1")
+            started = time.monotonic()
+            with pytest.raises(psycopg.OperationalError, match="query_wait_timeout"):
+                waiter.execute("SELECT 1")
+            elapsed = time.monotonic() - started
+            assert 0.8 <= elapsed <= 3, f"{user}@{dbname}: fired after {elapsed:.2f}s"
+            holder.execute("COMMIT")

@@ -68,6 +68,23 @@ def test_refused_setting_default_is_accepted(sluice):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+@sluice_only
+def test_target_session_attrs_stops_start(sluice):
+    s = sluice({"databases": {"mydb": "host=127.0.0.1 port={primary_port} dbname=mydb "
+                              "target_session_attrs=read-write"}}, start=False)
+    log = start_fails(s)
+    assert ('invalid value "read-write" for target_session_attrs of database "mydb": '
+            "not supported by sluice") in log
+
+
+@sluice_only
+def test_target_session_attrs_any_loads(sluice):
+    s = sluice({"databases": {"mydb": "host=127.0.0.1 port={primary_port} dbname=mydb "
+                              "target_session_attrs=any"}})
+    with s.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 # ---- unix_socket_group -----------------------------------------------------------------------
 
 
