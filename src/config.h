@@ -203,6 +203,7 @@ struct config {
     char *client_tls_ca_file;
     char *client_tls_protocols; /* "secure" */
     char *client_tls_ciphers;   /* "default" */
+    char *client_tls13_ciphers; /* "" = OpenSSL's TLS 1.3 suites */
     char *client_tls_dheparams; /* "auto" */
     char *client_tls_ecdhcurve; /* "auto" */
     char *server_tls_sslmode;   /* "prefer" */
@@ -211,6 +212,7 @@ struct config {
     char *server_tls_ca_file;
     char *server_tls_protocols;
     char *server_tls_ciphers;
+    char *server_tls13_ciphers;
 
     /* sluice's own */
     bool read_write_split;           /* off: every request goes to the primary */

@@ -408,6 +408,7 @@ const struct config_key config_keys[] = {
     TIME(cancel_wait_timeout, RELOAD, "10"),
     TIME(client_idle_timeout, RELOAD, "0"),
     TIME(client_login_timeout, RELOAD, "60"),
+    STR(client_tls13_ciphers, RELOAD, ""),
     STR(client_tls_ca_file, RELOAD, ""),
     STR(client_tls_cert_file, RELOAD, ""),
     STR(client_tls_ciphers, RELOAD, "default"),
@@ -477,6 +478,7 @@ const struct config_key config_keys[] = {
     STR(server_reset_query, RELOAD, "DISCARD ALL"),
     BOOL(server_reset_query_always, RELOAD, "0"),
     BOOL(server_round_robin, RELOAD, "0"),
+    STR(server_tls13_ciphers, RELOAD, ""),
     STR(server_tls_ca_file, RELOAD, ""),
     STR(server_tls_cert_file, RELOAD, ""),
     STR(server_tls_ciphers, RELOAD, "default"),
@@ -524,10 +526,10 @@ bool config_key_unsupported(const char *name)
     /* PgBouncer 1.2x general settings that have no field in struct config.
      * They are accepted so that an existing pgbouncer.ini still loads. */
     static const char *const keys[] = {
-        "auth_ident_file",   "client_tls13_ciphers", "server_tls13_ciphers",
-        "auth_ldap_options", "autodb_idle_timeout",  "conffile",
-        "job_name",          "login_notify_message", "peer_id",
-        "pool_idle_timeout", "scram_iterations",     "service_name",
+        "auth_ident_file", "auth_ldap_options", "autodb_idle_timeout",
+        "conffile",        "job_name",          "login_notify_message",
+        "peer_id",         "pool_idle_timeout", "scram_iterations",
+        "service_name",
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         if (strcasecmp(keys[i], name) == 0)

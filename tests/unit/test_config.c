@@ -943,6 +943,7 @@ static void test_unsupported_keys_refused(void **state)
     /* Their defaults load; so does an empty [peers], and the keys sluice
      * implements now, general and per entry. */
     struct config *cfg = load_ok("[pgbouncer]\n"
+                                 "server_tls13_ciphers = TLS_AES_256_GCM_SHA384\n"
                                  "transaction_timeout = 2.5\n"
                                  "query_wait_notify = 0\n"
                                  "max_user_client_connections = 7\n"
@@ -955,6 +956,7 @@ static void test_unsupported_keys_refused(void **state)
     assert_int_equal(cfg->transaction_timeout, 2500000);
     assert_int_equal(cfg->query_wait_notify, 0);
     assert_int_equal(cfg->max_user_client_connections, 7);
+    assert_string_equal(cfg->server_tls13_ciphers, "TLS_AES_256_GCM_SHA384");
     assert_int_equal(cfg->databases[0].server_lifetime, 10000000);
     assert_int_equal(cfg->databases[0].query_wait_timeout, -1);
     assert_int_equal(cfg->databases[0].max_db_client_connections, 3);
