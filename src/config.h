@@ -214,6 +214,9 @@ struct config {
     char *server_tls_ciphers;
     char *server_tls13_ciphers;
 
+    int scram_iterations;       /* 4096: for SCRAM secrets made from plain passwords */
+    char *login_notify_message; /* "" = none: a NOTICE to each client after its login */
+
     /* sluice's own */
     bool read_write_split;           /* off: every request goes to the primary */
     char *read_your_writes;          /* "off", "connection", "user" (default), "database" */

@@ -434,6 +434,7 @@ const struct config_key config_keys[] = {
     BOOL(log_pooler_errors, RELOAD, "1"),
     BOOL(log_stats, RELOAD, "1"),
     STR(logfile, RELOAD, ""),
+    STR(login_notify_message, RELOAD, ""),
     INT(max_client_conn, RELOAD, "100", 0, INT_MAX),
     INT(max_db_client_connections, RELOAD, "0", 0, INT_MAX),
     INT(max_db_connections, RELOAD, "0", 0, INT_MAX),
@@ -468,6 +469,7 @@ const struct config_key config_keys[] = {
             "sluice resolves names with the system's getaddrinfo(), which reads /etc/resolv.conf"),
     REFUSED(sbuf_loopcnt, int, CONFIG_KEY_INT, "1", 0, INT_MAX,
             "sluice reads once per connection and event-loop round, as sbuf_loopcnt = 1 would"),
+    INT(scram_iterations, RELOAD, "4096", 1, 10000000),
     TIME(server_check_delay, RELOAD, "30"),
     STR(server_check_query, RELOAD, "select 1"),
     TIME(server_connect_timeout, RELOAD, "15"),
@@ -526,10 +528,8 @@ bool config_key_unsupported(const char *name)
     /* PgBouncer 1.2x general settings that have no field in struct config.
      * They are accepted so that an existing pgbouncer.ini still loads. */
     static const char *const keys[] = {
-        "auth_ident_file", "auth_ldap_options", "autodb_idle_timeout",
-        "conffile",        "job_name",          "login_notify_message",
-        "peer_id",         "pool_idle_timeout", "scram_iterations",
-        "service_name",
+        "auth_ident_file", "auth_ldap_options", "autodb_idle_timeout", "conffile",
+        "job_name",        "peer_id",           "pool_idle_timeout",   "service_name",
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         if (strcasecmp(keys[i], name) == 0)

@@ -3,6 +3,7 @@ does what PgBouncer's documentation says, or stops the start with the file,
 the line and "not supported by sluice"."""
 
 import grp
+import hashlib
 import os
 import socket
 import stat
@@ -13,7 +14,8 @@ import time
 import psycopg
 import pytest
 
-from sluice_fixture import IS_PGBOUNCER, RUN_AS
+from sluice_fixture import (IS_PGBOUNCER, PASSWORDS, RUN_AS, RawConn, md5_secret, message,
+                            startup_packet)
 
 sluice_only = pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own refusal")
 
@@ -83,6 +85,65 @@ def test_target_session_attrs_any_loads(sluice):
                               "target_session_attrs=any"}})
     with s.connect() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+# ---- login_notify_message, scram_iterations (PgBouncer 1.24, 1.25) ---------------------------
+
+pgbouncer_125 = pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.24+/1.25 setting (1.18 here)")
+
+
+@pgbouncer_125
+def test_login_notify_message(sluice):
+    s = sluice({"pgbouncer": {"login_notify_message": "You are on a pooler; mind the pool mode"}})
+    notices = []
+    with s.connect() as conn:
+        # The notice came before the first ReadyForQuery, with the login.
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.execute("SELECT 1")
+    raw = RawConn(s.port)
+    raw.send(startup_packet("md5_user"))
+    seen = []
+    while True:
+        kind, payload = raw.read_msg()
+        seen.append(kind)
+        if kind == b"R" and struct.unpack("!i", payload[:4])[0] == 5:
+            inner = md5_secret("md5_user", PASSWORDS["md5_user"])[3:].encode()
+            digest = "md5" + hashlib.md5(inner + payload[4:8]).hexdigest()
+            raw.send(message(b"p", digest.encode() + b"\0"))
+        elif kind == b"N":
+            assert b"You are on a pooler; mind the pool mode" in payload
+        elif kind == b"Z":
+            break
+    assert seen.index(b"N") < seen.index(b"Z")
+    assert seen.count(b"N") == 1
+
+
+def scram_first_iterations(port, user):
+    """The iteration count sluice's server-first-message gives a SCRAM client."""
+    raw = RawConn(port)
+    raw.send(startup_packet(user))
+    kind, payload = raw.read_msg()
+    assert kind == b"R" and struct.unpack("!i", payload[:4])[0] == 10, (kind, payload)
+    first = b"n,,n=,r=abcdefghijklmnopqrstuvwx"
+    mech = b"SCRAM-SHA-256\0"
+    raw.send(message(b"p", mech + struct.pack("!i", len(first)) + first))
+    kind, payload = raw.read_msg()
+    assert kind == b"R" and struct.unpack("!i", payload[:4])[0] == 11, (kind, payload)
+    fields = dict(item.split("=", 1) for item in payload[4:].decode().split(","))
+    raw.sock.close()
+    return int(fields["i"])
+
+
+@pgbouncer_125
+def test_scram_iterations(sluice):
+    """plain_user has a plain-text password in auth_file: sluice makes its
+    SCRAM secret with scram_iterations; a login with it still works."""
+    s = sluice({"pgbouncer": {"auth_type": "scram-sha-256"}})
+    assert scram_first_iterations(s.port, "plain_user") == 4096
+    s = sluice({"pgbouncer": {"auth_type": "scram-sha-256", "scram_iterations": "1234"}})
+    assert scram_first_iterations(s.port, "plain_user") == 1234
+    with s.connect(user="plain_user") as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("plain_user",)
 
 
 # ---- unix_socket_group -----------------------------------------------------------------------

@@ -947,6 +947,7 @@ static void test_unsupported_keys_refused(void **state)
                                  "transaction_timeout = 2.5\n"
                                  "query_wait_notify = 0\n"
                                  "max_user_client_connections = 7\n"
+                                 "scram_iterations = 10000\n"
                                  "[databases]\n"
                                  "db = host=x target_session_attrs=any server_lifetime=10 "
                                  "query_wait_timeout=-1 max_db_client_connections=3\n"
@@ -956,6 +957,7 @@ static void test_unsupported_keys_refused(void **state)
     assert_int_equal(cfg->transaction_timeout, 2500000);
     assert_int_equal(cfg->query_wait_notify, 0);
     assert_int_equal(cfg->max_user_client_connections, 7);
+    assert_int_equal(cfg->scram_iterations, 10000);
     assert_string_equal(cfg->server_tls13_ciphers, "TLS_AES_256_GCM_SHA384");
     assert_int_equal(cfg->databases[0].server_lifetime, 10000000);
     assert_int_equal(cfg->databases[0].query_wait_timeout, -1);
