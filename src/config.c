@@ -53,7 +53,8 @@ enum section {
     SECTION_GENERAL,   /* [pgbouncer] or [sluice] */
     SECTION_DATABASES, /* [databases] */
     SECTION_USERS,     /* [users] */
-    SECTION_IGNORED,   /* [peers] (warned about), [cache], [jobs] (later issues) */
+    SECTION_IGNORED,   /* [cache], [jobs] (later issues) */
+    SECTION_PEERS,     /* [peers]: refused as soon as it has an entry */
 };
 
 /* State of one config_load*() call, shared by every included file. */
@@ -538,13 +539,8 @@ static bool set_general(struct loader *ld, const char *file, int line, const cha
     const struct config_key *k = config_key_find(key);
     char why[WHY_LEN];
 
-    if (!k) {
-        if (!config_key_unsupported(key))
-            return fail(ld, "%s:%d: unknown setting \"%s\"", file, line, key);
-        log_warning("%s:%d: setting \"%s\" is not supported by sluice and is ignored", file, line,
-                    key);
-        return true;
-    }
+    if (!k)
+        return fail(ld, "%s:%d: unknown setting \"%s\"", file, line, key);
     switch (config_key_set(ld->cfg, k, value, why, sizeof(why))) {
     case CONFIG_SET_OK:
         return true;
@@ -636,8 +632,7 @@ static bool parse_section(struct loader *ld, const char *file, int line, char *s
     } else if (strcasecmp(name, "users") == 0) {
         ld->section = SECTION_USERS;
     } else if (strcasecmp(name, "peers") == 0) {
-        log_warning("%s:%d: section [peers] is not supported by sluice and is ignored", file, line);
-        ld->section = SECTION_IGNORED;
+        ld->section = SECTION_PEERS;
     } else if (strcasecmp(name, "cache") == 0 || strcasecmp(name, "jobs") == 0) {
         ld->section = SECTION_IGNORED;
     } else {
@@ -692,6 +687,14 @@ static bool parse_line(struct loader *ld, const char *file, int line, char *s)
         return parse_user(ld, file, line, key, value);
     case SECTION_IGNORED:
         return true;
+    case SECTION_PEERS:
+        /* PgBouncer 1.19's cancel forwarding between processes behind one
+         * port: sluice's workers share one process and its cancel keys. */
+        return fail(ld,
+                    "%s:%d: section [peers] is not supported by sluice (no cancel-request "
+                    "forwarding between processes; one sluice with workers = N shares its port "
+                    "and cancel keys among its threads)",
+                    file, line);
     }
     return fail(ld, "%s:%d: \"%s\" is outside of any section", file, line, key);
 }
@@ -1078,10 +1081,7 @@ struct config *config_with_setting(const struct config *cfg, const char *key, co
     }
     const struct config_key *k = config_key_find(key);
     if (!k) {
-        if (config_key_unsupported(key))
-            log_format(err, errlen, "setting \"%s\" is not supported by sluice", key);
-        else
-            log_format(err, errlen, "unknown setting \"%s\"", key);
+        log_format(err, errlen, "unknown setting \"%s\"", key);
         return NULL;
     }
     if (!k->reloadable) {

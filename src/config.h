@@ -214,6 +214,17 @@ struct config {
     char *server_tls_ciphers;
     char *server_tls13_ciphers;
 
+    /* PgBouncer settings sluice refuses unless at their default (see
+     * config_keys.c); kept so that SHOW CONFIG lists them. */
+    char *auth_ident_file;
+    char *auth_ldap_options;
+    int64_t autodb_idle_timeout;
+    int64_t pool_idle_timeout;
+    char *conffile;
+    char *service_name;
+    char *job_name;
+    int peer_id;
+
     int scram_iterations;       /* 4096: for SCRAM secrets made from plain passwords */
     char *login_notify_message; /* "" = none: a NOTICE to each client after its login */
 

@@ -49,10 +49,6 @@ extern const int config_n_keys;
 /* The row for name (case-insensitive), or NULL. */
 const struct config_key *config_key_find(const char *name);
 
-/* True if name is a general setting of PgBouncer 1.2x that sluice accepts
- * but does not implement (the loader warns and ignores it). */
-bool config_key_unsupported(const char *name);
-
 /* Key i of a [users] (user) or [databases] entry: its name, the field of
  * struct config_user / config_database it is stored in (NULL for a refused
  * key, with why in refused and the one value taken in accepted). false past

@@ -5,6 +5,7 @@ the line and "not supported by sluice"."""
 import grp
 import hashlib
 import os
+import re
 import socket
 import stat
 import struct
@@ -44,6 +45,14 @@ def pids(conn, n):
     ("auth_hba_file", "/etc/pgbouncer/hba.conf"),
     ("resolv_conf", "/etc/resolv.conf"),
     ("dns_zone_check_period", "60"),
+    ("peer_id", "1"),
+    ("autodb_idle_timeout", "3600"),
+    ("pool_idle_timeout", "60"),
+    ("auth_ident_file", "/etc/pgbouncer/ident.map"),
+    ("auth_ldap_options", "ldapurl=ldap://x"),
+    ("conffile", "/etc/pgbouncer/other.ini"),
+    ("service_name", "mybouncer"),
+    ("job_name", "mybouncer"),
 ])
 def test_refused_setting_stops_start(sluice, key, value):
     text = ("[databases]\nmydb = host=127.0.0.1 port={primary_port} dbname=mydb\n"
@@ -71,6 +80,16 @@ def test_refused_setting_default_is_accepted(sluice):
 
 
 @sluice_only
+def test_peers_section_stops_start(sluice):
+    """[peers] with an entry: cancel forwarding between processes is refused."""
+    text = ("[databases]\nmydb = host=127.0.0.1 port={primary_port} dbname=mydb\n"
+            "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n"
+            "auth_file = {auth_file}\npeer_id = 0\n[peers]\n1 = host=/tmp port=6433\n")
+    log = start_fails(sluice(text, start=False))
+    assert re.search(r"sluice\.ini:\d+: section \[peers\] is not supported by sluice", log)
+
+
+@sluice_only
 def test_target_session_attrs_stops_start(sluice):
     s = sluice({"databases": {"mydb": "host=127.0.0.1 port={primary_port} dbname=mydb "
                               "target_session_attrs=read-write"}}, start=False)
@@ -80,9 +99,12 @@ def test_target_session_attrs_stops_start(sluice):
 
 
 @sluice_only
-def test_target_session_attrs_any_loads(sluice):
+def test_refused_keys_at_their_default_load(sluice):
     s = sluice({"databases": {"mydb": "host=127.0.0.1 port={primary_port} dbname=mydb "
-                              "target_session_attrs=any"}})
+                              "target_session_attrs=any"},
+                "pgbouncer": {"peer_id": "0", "pool_idle_timeout": "0",
+                              "service_name": "pgbouncer"},
+                "peers": {}})
     with s.connect() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
