@@ -196,25 +196,39 @@ void client_fail(struct client *c, const char *sqlstate, const char *msg)
 
 /* ---- timeouts ------------------------------------------------------------ */
 
-/* query_timeout, server_fast_close, idle_transaction_timeout and
- * client_idle_timeout of a client with a server. */
-static void client_janitor_active(struct client *c, const struct config *cfg, int64_t now)
+/* transaction_timeout: c's server has been in a transaction (from the
+ * first request of it) longer than PgBouncer 1.25's setting allows. */
+static bool xact_too_long(const struct server *sv, bool busy, int64_t limit, int64_t now)
+{
+    return limit > 0 && (busy || sv->xact_status != 'I') && sv->xact_start &&
+           now - sv->xact_start >= limit;
+}
+
+/* query_timeout, transaction_timeout, server_fast_close,
+ * idle_transaction_timeout and client_idle_timeout of a client with a
+ * server (t: the client's, its user's entry over the general settings). */
+static void client_janitor_active(struct client *c, const struct config *cfg,
+                                  const struct pool_client_timeouts *t, int64_t now)
 {
     struct server *sv = c->server;
     if (!sv || c->replication)
         return; /* a walsender's client: no requests sluice follows */
     bool busy = request_busy(c);
     int64_t started = request_oldest_start(c);
-    if (started && cfg->query_timeout > 0 && now - started >= cfg->query_timeout) {
+    bool query = started && t->query_timeout > 0 && now - started >= t->query_timeout;
+    if (query || xact_too_long(sv, busy, t->transaction_timeout, now)) {
         /* Stop the query on the server, then tell the client. */
-        if (sv->backend_pid)
+        if (sv->backend_pid && busy)
             server_send_cancel(sv);
         sv->close_needed = true;
-        sv->close_why = "query timeout"; /* PgBouncer's "closing because" */
+        sv->close_why = query ? "query timeout" : "transaction timeout"; /* PgBouncer's */
         /* PgBouncer's text first (what its users grep for), the setting
          * after it. A client still waiting for a server gets
          * "query_timeout", as in PgBouncer (pool_janitor.c). */
-        client_close_error(c, SQLSTATE_QUERY_CANCELED, "query timeout (query_timeout)");
+        if (query)
+            client_close_error(c, SQLSTATE_QUERY_CANCELED, "query timeout (query_timeout)");
+        else
+            client_close_error(c, SQLSTATE_XACT_TIMEOUT, "transaction timeout");
         return;
     }
     /* server_fast_close: in session mode a server marked for closing
@@ -226,13 +240,13 @@ static void client_janitor_active(struct client *c, const struct config *cfg, in
         client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "database configuration changed");
         return;
     }
-    if (!busy && sv->xact_status != 'I' && cfg->idle_transaction_timeout > 0 &&
-        now - c->last_activity >= cfg->idle_transaction_timeout) {
+    if (!busy && sv->xact_status != 'I' && t->idle_transaction_timeout > 0 &&
+        now - c->last_activity >= t->idle_transaction_timeout) {
         client_close_error(c, SQLSTATE_IDLE_IN_XACT_TIMEOUT, "idle transaction timeout");
         return;
     }
-    if (!busy && sv->xact_status == 'I' && cfg->client_idle_timeout > 0 &&
-        now - c->last_activity >= cfg->client_idle_timeout)
+    if (!busy && sv->xact_status == 'I' && t->client_idle_timeout > 0 &&
+        now - c->last_activity >= t->client_idle_timeout)
         client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "client_idle_timeout");
 }
 
@@ -246,6 +260,7 @@ void client_janitor(struct worker *w)
 {
     const struct config *cfg = g_pooler.cfg;
     int64_t now = worker_now(w);
+    struct pool_client_timeouts t;
     struct list *it, *tmp;
     list_for_each_safe(it, tmp, &w->clients)
     {
@@ -260,14 +275,16 @@ void client_janitor(struct worker *w)
                 client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "client_login_timeout");
             break;
         case CL_IDLE:
-            if (cfg->client_idle_timeout > 0 && now - c->last_activity >= cfg->client_idle_timeout)
+            pool_client_timeouts(c, &t);
+            if (t.client_idle_timeout > 0 && now - c->last_activity >= t.client_idle_timeout)
                 client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "client_idle_timeout");
-            else if (router_txn_virtual(c) && cfg->idle_transaction_timeout > 0 &&
-                     now - c->last_activity >= cfg->idle_transaction_timeout)
+            else if (router_txn_virtual(c) && t.idle_transaction_timeout > 0 &&
+                     now - c->last_activity >= t.idle_transaction_timeout)
                 client_close_error(c, SQLSTATE_IDLE_IN_XACT_TIMEOUT, "idle transaction timeout");
             break;
         case CL_ACTIVE:
-            client_janitor_active(c, cfg, now);
+            pool_client_timeouts(c, &t);
+            client_janitor_active(c, cfg, &t, now);
             break;
         default:
             break;

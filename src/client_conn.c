@@ -96,6 +96,15 @@ static void client_write_error(struct client *c, bool fatal, const char *sqlstat
     stream_write(&c->s, wr.buf, wr.len);
 }
 
+void client_notice(struct client *c, const char *msg)
+{
+    uint8_t buf[640];
+    struct proto_writer wr;
+    proto_writer_init(&wr, buf, sizeof(buf));
+    proto_build_notice(&wr, "%s", msg);
+    stream_write(&c->s, wr.buf, wr.len);
+}
+
 void client_send_error(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
     char msg[512];
@@ -115,6 +124,7 @@ static void client_free(struct client *c)
     w->n_clients--;
     __atomic_sub_fetch(&g_pooler.n_clients, 1, __ATOMIC_RELAXED);
     if (c->pool) {
+        pool_uncount_client(c);
         pool_lock();
         c->pool->n_clients--;
         pool_unlock();

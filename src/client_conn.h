@@ -14,6 +14,9 @@
 struct client *client_new(struct worker *w, int fd, const struct sockaddr *addr, socklen_t addrlen,
                           bool is_unix, const struct stream_ops *ops);
 
+/* Sends c a NoticeResponse (severity NOTICE) with msg (its first 511
+ * bytes), e.g. while it waits for a server. */
+void client_notice(struct client *c, const char *msg);
 /* Sends a non-fatal ErrorResponse (the session goes on). */
 void client_send_error(struct client *c, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -194,7 +194,7 @@ static void client_auth_challenge(struct client *c)
     case AUTH_TYPE_SCRAM:
     scram:
         a->method = CAM_SCRAM;
-        if (secret && !scram_server_init(&a->scram, secret)) {
+        if (secret && !scram_server_init_iter(&a->scram, secret, g_pooler.cfg->scram_iterations)) {
             /* An md5 secret cannot do SCRAM; fail at the password, as
              * PostgreSQL does. */
             free(a->secret);
@@ -335,11 +335,17 @@ void client_welcome(struct client *c)
     c->cancel_pid &= 0x7fffffff; /* some drivers print it as a signed pid */
     pool_cancel_register(c);
     proto_build_backend_key(&wr, c->cancel_pid, c->cancel_key);
-    proto_build_ready(&wr, 'I');
     if (wr.overflow) {
         client_close_error(c, SQLSTATE_INTERNAL, "welcome message too long");
         return;
     }
+    stream_write(&c->s, wr.buf, wr.len);
+    /* login_notify_message (PgBouncer 1.24+): a NOTICE before the first
+     * ReadyForQuery. */
+    if (g_pooler.cfg->login_notify_message[0])
+        client_notice(c, g_pooler.cfg->login_notify_message);
+    proto_writer_init(&wr, buf, sizeof(buf));
+    proto_build_ready(&wr, 'I');
     stream_write(&c->s, wr.buf, wr.len);
     client_set_state(c, CL_IDLE);
     stream_limit_lift(&c->s);
@@ -641,6 +647,11 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
     pool_lock();
     c->pool->n_clients++;
     pool_unlock();
+    const char *over = pool_count_client(c);
+    if (over) {
+        client_close_error(c, SQLSTATE_TOO_MANY_CONNECTIONS, "%s", over);
+        return;
+    }
     client_start_auth(c);
 }
 

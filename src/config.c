@@ -53,7 +53,8 @@ enum section {
     SECTION_GENERAL,   /* [pgbouncer] or [sluice] */
     SECTION_DATABASES, /* [databases] */
     SECTION_USERS,     /* [users] */
-    SECTION_IGNORED,   /* [peers] (warned about), [cache], [jobs] (later issues) */
+    SECTION_IGNORED,   /* [cache], [jobs] (later issues) */
+    SECTION_PEERS,     /* [peers]: refused as soon as it has an entry */
 };
 
 /* State of one config_load*() call, shared by every included file. */
@@ -139,6 +140,9 @@ static bool database_init(struct config_database *db, const char *name, const ch
     db->min_pool_size = -1;
     db->reserve_pool = -1;
     db->max_db_connections = -1;
+    db->max_db_client_connections = -1;
+    db->server_lifetime = -1;
+    db->query_wait_timeout = -1;
     db->pool_mode = POOL_MODE_UNSET;
     db->read_write_split = -1;
     db->line = line;
@@ -175,6 +179,8 @@ enum entry_field_kind {
     ENTRY_POOL_MODE,  /* enum pool_mode */
     ENTRY_BOOL,       /* int 0 or 1 (-1 until set) */
     ENTRY_PORTS,      /* string: one port, or ports separated by commas, each in [min, max] */
+    ENTRY_TIME,       /* int64_t microseconds (a plain number is seconds); -1 until set */
+    ENTRY_REFUSED,    /* a PgBouncer key sluice does not implement: only `accepted` loads */
 };
 
 /* One key of a [databases] connection string or a [users] value. */
@@ -183,16 +189,23 @@ struct entry_field {
     enum entry_field_kind kind;
     size_t offset;
     int64_t min, max;
+    const char *accepted; /* ENTRY_REFUSED: the one value taken (what sluice does anyway) */
+    const char *why;      /* ENTRY_REFUSED: why sluice does not implement the key */
+    const char *field;    /* the struct's field it is stored in (tests/unit/test_config_keys.c) */
 };
 
 /* clang-format off */
-#define DB_STR(f)              {#f, ENTRY_STRING, offsetof(struct config_database, f), 0, 0}
-#define DB_INT(key, f, lo, hi) {key, ENTRY_INT, offsetof(struct config_database, f), lo, hi}
+#define DB_STR(f)              {#f, ENTRY_STRING, offsetof(struct config_database, f), 0, 0, NULL, NULL, #f}
+#define DB_INT(key, f, lo, hi) {key, ENTRY_INT, offsetof(struct config_database, f), lo, hi, NULL, NULL, #f}
+#define DB_TIME(f)             {#f, ENTRY_TIME, offsetof(struct config_database, f), 0, 0, NULL, NULL, #f}
+#define USER_INT(f)            {#f, ENTRY_INT, offsetof(struct config_user, f), 0, INT_MAX, NULL, NULL, #f}
+#define USER_TIME(f)           {#f, ENTRY_TIME, offsetof(struct config_user, f), 0, 0, NULL, NULL, #f}
 /* clang-format on */
 
 static const struct entry_field database_fields[] = {
     DB_STR(host),
-    {"port", ENTRY_PORTS, offsetof(struct config_database, ports), 1, 65535},
+    /* field: what code reads, once config_hosts.c has split them */
+    {"port", ENTRY_PORTS, offsetof(struct config_database, ports), 1, 65535, NULL, NULL, "port"},
     DB_STR(dbname),
     DB_STR(user),
     DB_STR(password),
@@ -204,42 +217,42 @@ static const struct entry_field database_fields[] = {
     DB_INT("reserve_pool", reserve_pool, 0, INT_MAX),
     /* the newer PgBouncer spelling of reserve_pool */
     DB_INT("reserve_pool_size", reserve_pool, 0, INT_MAX),
-    {"pool_mode", ENTRY_POOL_MODE, offsetof(struct config_database, pool_mode), 0, 0},
+    {"pool_mode", ENTRY_POOL_MODE, offsetof(struct config_database, pool_mode), 0, 0, NULL, NULL,
+     "pool_mode"},
     DB_INT("max_db_connections", max_db_connections, 0, INT_MAX),
+    DB_INT("max_db_client_connections", max_db_client_connections, 0, INT_MAX),
+    DB_TIME(server_lifetime),
+    DB_TIME(query_wait_timeout),
     DB_STR(connect_query),
     DB_STR(application_name),
     DB_STR(client_encoding),
     DB_STR(datestyle),
     DB_STR(timezone),
-    DB_STR(replicas),
+    {"replicas", ENTRY_STRING, offsetof(struct config_database, replicas), 0, 0, NULL, NULL,
+     "replica"},
     DB_STR(load_balance_hosts),
-    {"read_write_split", ENTRY_BOOL, offsetof(struct config_database, read_write_split), 0, 0},
-};
-
-/* PgBouncer 1.2x connection string keys that sluice accepts and ignores. */
-static const char *const database_unsupported[] = {
-    "max_db_client_connections",
-    "query_wait_timeout",
-    "server_lifetime",
-    "target_session_attrs",
+    {"read_write_split", ENTRY_BOOL, offsetof(struct config_database, read_write_split), 0, 0, NULL,
+     NULL, "read_write_split"},
+    /* PgBouncer checks the server's in_hot_standby and
+     * default_transaction_read_only once, after its login. */
+    {"target_session_attrs", ENTRY_REFUSED, 0, 0, 0, "any",
+     "sluice accepts any server for host=; with several hosts and read_write_split on, it finds "
+     "the primary itself",
+     NULL},
 };
 
 static const struct entry_field user_fields[] = {
-    {"pool_mode", ENTRY_POOL_MODE, offsetof(struct config_user, pool_mode), 0, 0},
-    {"max_user_connections", ENTRY_INT, offsetof(struct config_user, max_user_connections), 0,
-     INT_MAX},
-};
-
-/* PgBouncer 1.2x [users] keys that sluice accepts and ignores. */
-static const char *const user_unsupported[] = {
-    "client_idle_timeout",
-    "idle_transaction_timeout",
-    "max_user_client_connections",
-    "pool_size",
-    "query_timeout",
-    "query_wait_timeout",
-    "reserve_pool_size",
-    "transaction_timeout",
+    {"pool_mode", ENTRY_POOL_MODE, offsetof(struct config_user, pool_mode), 0, 0, NULL, NULL,
+     "pool_mode"},
+    USER_INT(max_user_connections),
+    USER_INT(max_user_client_connections),
+    USER_INT(pool_size),
+    USER_INT(reserve_pool_size),
+    USER_TIME(query_timeout),
+    USER_TIME(query_wait_timeout),
+    USER_TIME(idle_transaction_timeout),
+    USER_TIME(transaction_timeout),
+    USER_TIME(client_idle_timeout),
 };
 
 /* What a [databases] or [users] line is about, for messages. */
@@ -247,25 +260,32 @@ struct entry_kind {
     const char *what; /* "database" or "user" */
     const struct entry_field *fields;
     size_t n_fields;
-    const char *const *unsupported;
-    size_t n_unsupported;
 };
 
 static const struct entry_kind database_kind = {
     "database",
     database_fields,
     sizeof(database_fields) / sizeof(database_fields[0]),
-    database_unsupported,
-    sizeof(database_unsupported) / sizeof(database_unsupported[0]),
 };
 
 static const struct entry_kind user_kind = {
     "user",
     user_fields,
     sizeof(user_fields) / sizeof(user_fields[0]),
-    user_unsupported,
-    sizeof(user_unsupported) / sizeof(user_unsupported[0]),
 };
+
+bool config_entry_key_at(bool user, int i, struct config_entry_key_view *out)
+{
+    const struct entry_kind *kind = user ? &user_kind : &database_kind;
+    if (i < 0 || (size_t)i >= kind->n_fields)
+        return false;
+    const struct entry_field *f = &kind->fields[i];
+    out->name = f->name;
+    out->field = f->field;
+    out->refused = f->kind == ENTRY_REFUSED ? f->why : NULL;
+    out->accepted = f->accepted;
+    return true;
+}
 
 /* Takes the next key=value pair off *sp, in place (the string is cut and
  * unquoted where it lies). Values are PgBouncer's: unquoted up to the next
@@ -378,18 +398,9 @@ static bool apply_pairs(struct loader *ld, const struct entry_kind *kind, const 
         for (size_t i = 0; i < kind->n_fields && !f; i++)
             if (strcmp(kind->fields[i].name, key) == 0)
                 f = &kind->fields[i];
-        if (!f) {
-            bool known = false;
-            for (size_t i = 0; i < kind->n_unsupported && !known; i++)
-                known = strcmp(kind->unsupported[i], key) == 0;
-            if (!known)
-                return fail(ld, "%s:%d: unknown parameter \"%s\" for %s \"%s\"", file, line, key,
-                            kind->what, name);
-            log_warning("%s:%d: parameter \"%s\" of %s \"%s\" is not supported by sluice and is "
-                        "ignored",
-                        file, line, key, kind->what, name);
-            continue;
-        }
+        if (!f)
+            return fail(ld, "%s:%d: unknown parameter \"%s\" for %s \"%s\"", file, line, key,
+                        kind->what, name);
 
         int64_t n;
         enum pool_mode pm;
@@ -427,6 +438,22 @@ static bool apply_pairs(struct loader *ld, const struct entry_kind *kind, const 
             *(int *)(void *)((char *)base + f->offset) = b;
             break;
         }
+        case ENTRY_TIME:
+            /* -1: not set, as PgBouncer writes it */
+            if (strcmp(val, "-1") == 0)
+                n = -1;
+            else if (!config_parse_time(val, &n))
+                return fail(ld, "%s:%d: invalid value \"%s\" for %s: not a time", file, line, val,
+                            key);
+            *(int64_t *)(void *)((char *)base + f->offset) = n;
+            break;
+        case ENTRY_REFUSED:
+            if (strcasecmp(val, f->accepted) != 0)
+                return fail(ld,
+                            "%s:%d: invalid value \"%s\" for %s of %s \"%s\": not supported by "
+                            "sluice (%s); only %s is accepted",
+                            file, line, val, key, kind->what, name, f->why, f->accepted);
+            break;
         }
     }
 }
@@ -478,7 +505,7 @@ static bool parse_database(struct loader *ld, const char *file, int line, const 
 static bool parse_user(struct loader *ld, const char *file, int line, const char *name, char *value)
 {
     struct config *cfg = ld->cfg;
-    struct config_user user = {NULL, POOL_MODE_UNSET, -1};
+    struct config_user user = {NULL, POOL_MODE_UNSET, -1, -1, -1, -1, -1, -1, -1, -1, -1};
 
     if (*name == '\0')
         return fail(ld, "%s:%d: empty user name", file, line);
@@ -512,13 +539,8 @@ static bool set_general(struct loader *ld, const char *file, int line, const cha
     const struct config_key *k = config_key_find(key);
     char why[WHY_LEN];
 
-    if (!k) {
-        if (!config_key_unsupported(key))
-            return fail(ld, "%s:%d: unknown setting \"%s\"", file, line, key);
-        log_warning("%s:%d: setting \"%s\" is not supported by sluice and is ignored", file, line,
-                    key);
-        return true;
-    }
+    if (!k)
+        return fail(ld, "%s:%d: unknown setting \"%s\"", file, line, key);
     switch (config_key_set(ld->cfg, k, value, why, sizeof(why))) {
     case CONFIG_SET_OK:
         return true;
@@ -610,8 +632,7 @@ static bool parse_section(struct loader *ld, const char *file, int line, char *s
     } else if (strcasecmp(name, "users") == 0) {
         ld->section = SECTION_USERS;
     } else if (strcasecmp(name, "peers") == 0) {
-        log_warning("%s:%d: section [peers] is not supported by sluice and is ignored", file, line);
-        ld->section = SECTION_IGNORED;
+        ld->section = SECTION_PEERS;
     } else if (strcasecmp(name, "cache") == 0 || strcasecmp(name, "jobs") == 0) {
         ld->section = SECTION_IGNORED;
     } else {
@@ -666,6 +687,14 @@ static bool parse_line(struct loader *ld, const char *file, int line, char *s)
         return parse_user(ld, file, line, key, value);
     case SECTION_IGNORED:
         return true;
+    case SECTION_PEERS:
+        /* PgBouncer 1.19's cancel forwarding between processes behind one
+         * port: sluice's workers share one process and its cancel keys. */
+        return fail(ld,
+                    "%s:%d: section [peers] is not supported by sluice (no cancel-request "
+                    "forwarding between processes; one sluice with workers = N shares its port "
+                    "and cancel keys among its threads)",
+                    file, line);
     }
     return fail(ld, "%s:%d: \"%s\" is outside of any section", file, line, key);
 }
@@ -1052,10 +1081,7 @@ struct config *config_with_setting(const struct config *cfg, const char *key, co
     }
     const struct config_key *k = config_key_find(key);
     if (!k) {
-        if (config_key_unsupported(key))
-            log_format(err, errlen, "setting \"%s\" is not supported by sluice", key);
-        else
-            log_format(err, errlen, "unknown setting \"%s\"", key);
+        log_format(err, errlen, "unknown setting \"%s\"", key);
         return NULL;
     }
     if (!k->reloadable) {

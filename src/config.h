@@ -74,6 +74,9 @@ struct config_database {
     int reserve_pool;
     enum pool_mode pool_mode;
     int max_db_connections;
+    int max_db_client_connections; /* -1: the general one */
+    int64_t server_lifetime;       /* -1: the general one */
+    int64_t query_wait_timeout;    /* -1: the user's, else the general one */
     char *connect_query;
     char *application_name;
     char *client_encoding;
@@ -90,8 +93,16 @@ struct config_database {
 /* One [users] entry. */
 struct config_user {
     char *name;
-    enum pool_mode pool_mode; /* POOL_MODE_UNSET if not set */
-    int max_user_connections; /* -1 if not set */
+    enum pool_mode pool_mode;         /* POOL_MODE_UNSET if not set */
+    int max_user_connections;         /* -1 if not set */
+    int max_user_client_connections;  /* -1 if not set */
+    int pool_size;                    /* -1 if not set: the database's, else default_pool_size */
+    int reserve_pool_size;            /* -1 if not set: the database's, else the general one */
+    int64_t query_timeout;            /* -1 if not set (each: the general setting) */
+    int64_t query_wait_timeout;       /* -1 if not set: the database's, else the general one */
+    int64_t idle_transaction_timeout; /* -1 if not set */
+    int64_t transaction_timeout;      /* -1 if not set */
+    int64_t client_idle_timeout;      /* -1 if not set */
 };
 
 struct config {
@@ -118,15 +129,17 @@ struct config {
     char *admin_users; /* comma-separated */
     char *stats_users;
 
-    enum pool_mode pool_mode;     /* session */
-    int max_client_conn;          /* 100 */
-    int default_pool_size;        /* 20 */
-    int min_pool_size;            /* 0 */
-    int reserve_pool_size;        /* 0 */
-    int64_t reserve_pool_timeout; /* 5 s */
-    int max_db_connections;       /* 0 = unlimited */
-    int max_user_connections;     /* 0 = unlimited */
-    int max_prepared_statements;  /* 200 (PgBouncer 1.24's default) */
+    enum pool_mode pool_mode;        /* session */
+    int max_client_conn;             /* 100 */
+    int default_pool_size;           /* 20 */
+    int min_pool_size;               /* 0 */
+    int reserve_pool_size;           /* 0 */
+    int64_t reserve_pool_timeout;    /* 5 s */
+    int max_db_connections;          /* 0 = unlimited */
+    int max_user_connections;        /* 0 = unlimited */
+    int max_db_client_connections;   /* 0 = unlimited: clients per database */
+    int max_user_client_connections; /* 0 = unlimited: clients per user */
+    int max_prepared_statements;     /* 200 (PgBouncer 1.24's default) */
 
     char *server_reset_query; /* "DISCARD ALL" */
     bool server_reset_query_always;
@@ -145,6 +158,8 @@ struct config {
     int64_t query_wait_timeout;       /* 120 s */
     int64_t cancel_wait_timeout;      /* 10 s */
     int64_t idle_transaction_timeout; /* 0 */
+    int64_t transaction_timeout;      /* 0 */
+    int64_t query_wait_notify;        /* 5 s: NOTICE to a client queued this long; 0 = none */
     int64_t suspend_timeout;          /* 10 s */
 
     char *ignore_startup_parameters; /* comma-separated */
@@ -188,6 +203,7 @@ struct config {
     char *client_tls_ca_file;
     char *client_tls_protocols; /* "secure" */
     char *client_tls_ciphers;   /* "default" */
+    char *client_tls13_ciphers; /* "" = OpenSSL's TLS 1.3 suites */
     char *client_tls_dheparams; /* "auto" */
     char *client_tls_ecdhcurve; /* "auto" */
     char *server_tls_sslmode;   /* "prefer" */
@@ -196,6 +212,21 @@ struct config {
     char *server_tls_ca_file;
     char *server_tls_protocols;
     char *server_tls_ciphers;
+    char *server_tls13_ciphers;
+
+    /* PgBouncer settings sluice refuses unless at their default (see
+     * config_keys.c); kept so that SHOW CONFIG lists them. */
+    char *auth_ident_file;
+    char *auth_ldap_options;
+    int64_t autodb_idle_timeout;
+    int64_t pool_idle_timeout;
+    char *conffile;
+    char *service_name;
+    char *job_name;
+    int peer_id;
+
+    int scram_iterations;       /* 4096: for SCRAM secrets made from plain passwords */
+    char *login_notify_message; /* "" = none: a NOTICE to each client after its login */
 
     /* sluice's own */
     bool read_write_split;           /* off: every request goes to the primary */

@@ -402,12 +402,20 @@ const struct config_key config_keys[] = {
     STR(auth_file, RELOAD, ""),
     REFUSED(auth_hba_file, char *, CONFIG_KEY_STRING, "", 0, 0,
             "sluice has no pg_hba.conf parser (auth_type = hba is refused too)"),
+    REFUSED(auth_ident_file, char *, CONFIG_KEY_STRING, "", 0, 0,
+            "ident maps belong to auth_type = hba, which sluice refuses"),
+    REFUSED(auth_ldap_options, char *, CONFIG_KEY_STRING, "", 0, 0,
+            "sluice has no LDAP authentication"),
     STR(auth_query, RELOAD, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"),
     AUTH_TYPE(auth_type, RELOAD, "md5"),
     STR(auth_user, RELOAD, ""),
+    REFUSED(autodb_idle_timeout, int64_t, CONFIG_KEY_TIME, "0", 0, 0,
+            "sluice keeps a database made from the \"*\" entry, and its statistics, until a "
+            "reload; its idle servers still go after server_idle_timeout"),
     TIME(cancel_wait_timeout, RELOAD, "10"),
     TIME(client_idle_timeout, RELOAD, "0"),
     TIME(client_login_timeout, RELOAD, "60"),
+    STR(client_tls13_ciphers, RELOAD, ""),
     STR(client_tls_ca_file, RELOAD, ""),
     STR(client_tls_cert_file, RELOAD, ""),
     STR(client_tls_ciphers, RELOAD, "default"),
@@ -416,6 +424,8 @@ const struct config_key config_keys[] = {
     STR(client_tls_key_file, RELOAD, ""),
     STR(client_tls_protocols, RELOAD, "secure"),
     WORD(client_tls_sslmode, RELOAD, "disable", sslmodes),
+    REFUSED(conffile, char *, CONFIG_KEY_STRING, "", 0, 0,
+            "RELOAD reads the file sluice was started with"),
     INT(default_pool_size, RELOAD, "20", 0, INT_MAX),
     BOOL(disable_pqexec, RESTART, "0"),
     TIME(dns_max_ttl, RELOAD, "15"),
@@ -424,6 +434,8 @@ const struct config_key config_keys[] = {
             "sluice does not poll zone serials; a name is resolved again after dns_max_ttl"),
     TIME(idle_transaction_timeout, RELOAD, "0"),
     STR(ignore_startup_parameters, RELOAD, ""),
+    REFUSED(job_name, char *, CONFIG_KEY_STRING, "pgbouncer", 0, 0,
+            "a Windows service name; sluice does not run as a Windows service"),
     TIME(lag_check_interval, RELOAD, "0.1"),
     STR(listen_addr, RESTART, ""),
     INT(listen_backlog, RESTART, "128", 0, INT_MAX),
@@ -433,18 +445,27 @@ const struct config_key config_keys[] = {
     BOOL(log_pooler_errors, RELOAD, "1"),
     BOOL(log_stats, RELOAD, "1"),
     STR(logfile, RELOAD, ""),
+    STR(login_notify_message, RELOAD, ""),
     INT(max_client_conn, RELOAD, "100", 0, INT_MAX),
+    INT(max_db_client_connections, RELOAD, "0", 0, INT_MAX),
     INT(max_db_connections, RELOAD, "0", 0, INT_MAX),
     INT_SIZE(max_packet_size, RELOAD, "2147483647", 1024, INT_MAX),
     INT(max_prepared_statements, RELOAD, "200", 0, INT_MAX),
+    INT(max_user_client_connections, RELOAD, "0", 0, INT_MAX),
     INT(max_user_connections, RELOAD, "0", 0, INT_MAX),
     STR(metrics_listen, RESTART, ""),
     INT(min_pool_size, RELOAD, "0", 0, INT_MAX),
+    REFUSED(peer_id, int, CONFIG_KEY_INT, "0", 0, 16383,
+            "no [peers] cancel forwarding between processes; one sluice with workers = N shares "
+            "its port and cancel keys among its threads"),
     STR(pidfile, RESTART, ""),
     INT_SIZE(pkt_buf, RESTART, "4096", 512, 1 << 30),
+    REFUSED(pool_idle_timeout, int64_t, CONFIG_KEY_TIME, "0", 0, 0,
+            "sluice keeps a pool, and its statistics, while its database and user exist"),
     POOL_MODE(pool_mode, RELOAD, "session"),
     WORD(primary_reads, RELOAD, "fallback", primary_reads_words),
     TIME(query_timeout, RELOAD, "0"),
+    TIME(query_wait_notify, RELOAD, "5"),
     TIME(query_wait_timeout, RELOAD, "120"),
     BOOL(read_write_split, RELOAD, "0"),
     WORD(read_your_writes, RELOAD, "user", rw_scopes),
@@ -464,6 +485,7 @@ const struct config_key config_keys[] = {
             "sluice resolves names with the system's getaddrinfo(), which reads /etc/resolv.conf"),
     REFUSED(sbuf_loopcnt, int, CONFIG_KEY_INT, "1", 0, INT_MAX,
             "sluice reads once per connection and event-loop round, as sbuf_loopcnt = 1 would"),
+    INT(scram_iterations, RELOAD, "4096", 1, 10000000),
     TIME(server_check_delay, RELOAD, "30"),
     STR(server_check_query, RELOAD, "select 1"),
     TIME(server_connect_timeout, RELOAD, "15"),
@@ -474,12 +496,15 @@ const struct config_key config_keys[] = {
     STR(server_reset_query, RELOAD, "DISCARD ALL"),
     BOOL(server_reset_query_always, RELOAD, "0"),
     BOOL(server_round_robin, RELOAD, "0"),
+    STR(server_tls13_ciphers, RELOAD, ""),
     STR(server_tls_ca_file, RELOAD, ""),
     STR(server_tls_cert_file, RELOAD, ""),
     STR(server_tls_ciphers, RELOAD, "default"),
     STR(server_tls_key_file, RELOAD, ""),
     STR(server_tls_protocols, RELOAD, "secure"),
     WORD(server_tls_sslmode, RELOAD, "prefer", sslmodes),
+    REFUSED(service_name, char *, CONFIG_KEY_STRING, "pgbouncer", 0, 0,
+            "a Windows service name; sluice does not run as a Windows service"),
     BOOL(so_reuseport, RESTART, "0"),
     TIME(stats_period, RELOAD, "60"),
     STR(stats_users, RELOAD, ""),
@@ -496,6 +521,7 @@ const struct config_key config_keys[] = {
     INT_SIZE(tcp_socket_buffer, RELOAD, "0", 0, INT_MAX),
     TIME_MS(tcp_user_timeout, RELOAD, "0"),
     STR(track_extra_parameters, RESTART, "IntervalStyle"),
+    TIME(transaction_timeout, RELOAD, "0"),
     STR(unix_socket_dir, RESTART, "/tmp"),
     STR(unix_socket_group, RESTART, ""),
     OCTAL(unix_socket_mode, RESTART, "0777"),
@@ -513,34 +539,6 @@ const struct config_key *config_key_find(const char *name)
         if (strcasecmp(config_keys[i].name, name) == 0)
             return &config_keys[i];
     return NULL;
-}
-
-bool config_key_unsupported(const char *name)
-{
-    /* PgBouncer 1.2x general settings that have no field in struct config.
-     * They are accepted so that an existing pgbouncer.ini still loads. */
-    static const char *const keys[] = {
-        "auth_ident_file",
-        "auth_ldap_options",
-        "autodb_idle_timeout",
-        "client_tls13_ciphers",
-        "conffile",
-        "job_name",
-        "login_notify_message",
-        "max_db_client_connections",
-        "max_user_client_connections",
-        "peer_id",
-        "pool_idle_timeout",
-        "query_wait_notify",
-        "scram_iterations",
-        "server_tls13_ciphers",
-        "service_name",
-        "transaction_timeout",
-    };
-    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-        if (strcasecmp(keys[i], name) == 0)
-            return true;
-    return false;
 }
 
 /* Stores a copy of value into the string field, or refuses a word that is

@@ -49,9 +49,14 @@ extern const int config_n_keys;
 /* The row for name (case-insensitive), or NULL. */
 const struct config_key *config_key_find(const char *name);
 
-/* True if name is a general setting of PgBouncer 1.2x that sluice accepts
- * but does not implement (the loader warns and ignores it). */
-bool config_key_unsupported(const char *name);
+/* Key i of a [users] (user) or [databases] entry: its name, the field of
+ * struct config_user / config_database it is stored in (NULL for a refused
+ * key, with why in refused and the one value taken in accepted). false past
+ * the last. */
+struct config_entry_key_view {
+    const char *name, *field, *refused, *accepted;
+};
+bool config_entry_key_at(bool user, int i, struct config_entry_key_view *out);
 
 enum config_set_result {
     CONFIG_SET_OK = 0,  /* value stored */

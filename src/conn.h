@@ -110,6 +110,8 @@ struct client {
     bool stmt_mode;      /* statement mode: a transaction block is refused */
     bool pinned;         /* holds its server to the end (state that cannot move) */
     bool requested;      /* has sent a request to a server (SIGINT waits for those that have not) */
+    bool counted;        /* [pool lock] in its database's and its user's n_clients */
+    bool wait_notified;  /* query_wait_notify's NOTICE sent during this wait */
     uint8_t replication; /* enum replication_mode (replication.h): a walsender's client */
     /* Routing state while it needs one (router.h): a transaction the
      * router follows, a read kept to be sent again. NULL when none. */
@@ -180,6 +182,7 @@ struct server {
     int64_t connect_time;
     int64_t last_used; /* returned to pool (for idle timeout / check delay) */
     int64_t request_time;
+    int64_t xact_start; /* the first request of its transaction sent (transaction_timeout) */
     int cancels_in_flight;
     char xact_status;             /* last ReadyForQuery status: 'I', 'T', 'E' */
     bool ready;                   /* last RFQ was idle and nothing is pending */
@@ -295,6 +298,7 @@ struct database {
     _Atomic uint64_t lb_turn; /* load_balance_hosts = round-robin: turns */
     struct list node;
     int n_servers;       /* across all its pools, for max_db_connections */
+    int n_clients;       /* [pool lock] its logged-in clients, for max_db_client_connections */
     int n_evicting;      /* [pool lock] of them, evicted ones not closed yet */
     _Atomic uint64_t rr; /* turns of round-robin read balancing */
     struct rw_scope rw;  /* read-your-writes, read_your_writes = database */
@@ -310,7 +314,7 @@ struct pool_user {
     struct list node;
     int n_servers;  /* for max_user_connections */
     int n_evicting; /* [pool lock] of them, evicted ones not closed yet */
-    int n_clients;
+    int n_clients;  /* [pool lock] clients logged in as it, for max_user_client_connections */
     /* SCRAM keys learned from a client's login, to log into servers as this
      * user when only a SCRAM secret is known. */
     bool have_scram_keys;

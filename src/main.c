@@ -576,6 +576,7 @@ static void main_wire_modules(void)
         .lookup_server = replica_check_lookup,
         .welcome = client_welcome,
         .fail = client_fail,
+        .notice = client_notice,
         .free_client = client_reap,
     };
     static const struct client_console console = {

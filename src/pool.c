@@ -137,6 +137,10 @@ static void pool_run_actions(void)
         case PA_QUERY_TIMEOUT:
             pool_ops_table.fail(a.c, SQLSTATE_QUERY_CANCELED, "query_timeout");
             break;
+        case PA_NOTICE:
+            if (a.c->state == CL_WAITING)
+                pool_ops_table.notice(a.c, a.why);
+            break;
         case PA_FREE_CLIENT:
             pool_ops_table.free_client(a.c);
             break;
@@ -511,8 +515,8 @@ static bool server_needs_check(const struct server *sv, int64_t now)
 
 bool pool_server_too_old(const struct server *sv, int64_t now)
 {
-    const struct config *cfg = g_pooler.cfg;
-    return cfg->server_lifetime > 0 && now - sv->connect_time >= cfg->server_lifetime;
+    int64_t lifetime = pool_server_lifetime(sv->pool);
+    return lifetime > 0 && now - sv->connect_time >= lifetime;
 }
 
 /* The idle server to give a client of worker w: the warmest one on w (no
@@ -763,6 +767,7 @@ void pool_client_wait(struct client *c, struct pool *p, enum client_state st)
     int64_t now = c->request_time = worker_now(c->s.worker);
     pool_lock();
     c->wait_pool = p;
+    c->wait_notified = false;
     /* Nobody ahead of it and a server idle: no need to queue it first. */
     struct server *sv;
     if (st == CL_WAITING && list_empty(&p->waiting) && !g_pooler.paused && !p->db->paused &&

@@ -67,7 +67,8 @@ struct pool_ops {
     void (*lookup_server)(struct server *sv);
     void (*welcome)(struct client *c); /* c's pool can welcome it now */
     void (*fail)(struct client *c, const char *sqlstate, const char *msg);
-    void (*free_client)(struct client *c); /* closed while a server was on its way */
+    void (*notice)(struct client *c, const char *msg); /* a NoticeResponse to c */
+    void (*free_client)(struct client *c);             /* closed while a server was on its way */
 };
 void pool_set_ops(const struct pool_ops *ops);
 /* c's server closed before any of its answer reached c, and c's request is
@@ -166,6 +167,28 @@ int pool_min_size_of(const struct pool *p);
 int pool_reserve_of(const struct pool *p);
 int pool_db_max_connections(const struct database *db);
 int pool_user_max_connections(const struct pool_user *u);
+
+/* max_db_client_connections, max_user_client_connections: counts client c
+ * (its pool set, logging in) in its database and in its user (the name it
+ * logs in with), as PgBouncer does. NULL when c is within both limits; else
+ * the message c is to be closed with (PgBouncer's). c stays counted either
+ * way, until pool_uncount_client() (client_free). */
+const char *pool_count_client(struct client *c);
+void pool_uncount_client(struct client *c);
+
+/* The timeouts that apply to client c: its user's [users] entry, else
+ * (query_wait_timeout) its database's entry, else the general settings.
+ * Microseconds; 0 disables. */
+struct pool_client_timeouts {
+    int64_t query_timeout;
+    int64_t query_wait_timeout;
+    int64_t idle_transaction_timeout;
+    int64_t transaction_timeout;
+    int64_t client_idle_timeout;
+};
+void pool_client_timeouts(const struct client *c, struct pool_client_timeouts *t);
+/* server_lifetime of p's database (its entry's, else the general one). */
+int64_t pool_server_lifetime(const struct pool *p);
 
 /* c has logged in: true if the pool can welcome it now (the caller calls
  * client_welcome()); false if c now waits for the pool's first server login

@@ -25,6 +25,7 @@ enum pool_action_kind {
     PA_FAIL,          /* close c with its pool's login error */
     PA_WAIT_TIMEOUT,  /* close c: query_wait_timeout */
     PA_QUERY_TIMEOUT, /* close c: query_timeout, waiting for a server */
+    PA_NOTICE,        /* tell waiting c (why: the text) in a NoticeResponse */
     PA_FREE_CLIENT,   /* c closed while a server was on its way: free it now */
     PA_FREE_SERVER,   /* sv closed while on its way here: free it now */
     PA_KICK,          /* ask worker w to look at its clients and servers */

@@ -107,6 +107,41 @@ void pool_db_primary_changed(struct database *db)
     pool_unlock_run();
 }
 
+/* Worker w's clients waiting in p (lock held): query_wait_timeout, and
+ * query_timeout, which counts the wait for a server too (as PgBouncer's
+ * does), each the client's user's or database's setting over the general
+ * one; query_wait_notify's NOTICE to a client queued that long (once per
+ * wait, PgBouncer 1.25). */
+static void pool_janitor_waiting(struct pool *p, struct worker *w, int64_t now)
+{
+    const struct config *cfg = g_pooler.cfg;
+    struct list *lists[] = {&p->login_wait, &p->waiting};
+    struct list *it, *tmp;
+    for (int k = 0; k < 2; k++) {
+        list_for_each_safe(it, tmp, lists[k])
+        {
+            struct client *c = list_entry(it, struct client, wait_node);
+            if (c->s.worker != w)
+                continue;
+            struct pool_client_timeouts t;
+            pool_client_timeouts(c, &t);
+            int64_t waited = now - c->request_time;
+            bool waiting = client_state_of(c) == CL_WAITING;
+            bool query = t.query_timeout > 0 && waited >= t.query_timeout && waiting;
+            if (query || (t.query_wait_timeout > 0 && waited >= t.query_wait_timeout)) {
+                pool_cl_state_locked(c, CL_CLOSING, false);
+                pool_act_client(query ? PA_QUERY_TIMEOUT : PA_WAIT_TIMEOUT, c, p);
+            } else if (waiting && !c->wait_notified && cfg->query_wait_notify > 0 &&
+                       waited >= cfg->query_wait_notify) {
+                c->wait_notified = true;
+                pool_act(PA_NOTICE, NULL, c, NULL,
+                         "No server connection available in postgres backend, client being "
+                         "queued");
+            }
+        }
+    }
+}
+
 /* Timeouts of worker w's own servers and clients in p (lock held). */
 static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
 {
@@ -173,26 +208,7 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
         pool_janitor_replica(p, w, now);
     else if (p->db->cfg && volatility_pending(p->db))
         pool_janitor_lookup(p, w);
-    /* Waiting clients: query_wait_timeout, and query_timeout, which counts
-     * the wait for a server too (as PgBouncer's does). */
-    if (cfg->query_wait_timeout > 0 || cfg->query_timeout > 0) {
-        struct list *lists[] = {&p->login_wait, &p->waiting};
-        for (int k = 0; k < 2; k++) {
-            list_for_each_safe(it, tmp, lists[k])
-            {
-                struct client *c = list_entry(it, struct client, wait_node);
-                if (c->s.worker != w)
-                    continue;
-                int64_t waited = now - c->request_time;
-                bool query = cfg->query_timeout > 0 && waited >= cfg->query_timeout &&
-                             client_state_of(c) == CL_WAITING;
-                if (!query && (cfg->query_wait_timeout <= 0 || waited < cfg->query_wait_timeout))
-                    continue;
-                pool_cl_state_locked(c, CL_CLOSING, false);
-                pool_act_client(query ? PA_QUERY_TIMEOUT : PA_WAIT_TIMEOUT, c, p);
-            }
-        }
-    }
+    pool_janitor_waiting(p, w, now);
     /* Keep min_pool_size warm (worker 0 does it for all), retry after
      * failures, use the reserve. */
     if (w->id == 0 && !g_pooler.shutting_down && p->db->cfg && !g_pooler.paused && !p->db->paused) {

@@ -265,8 +265,19 @@ void pool_refresh_settings(struct pool *p)
         p->mode = g_pooler.cfg->pool_mode;
 }
 
+/* [users] entry of p's (login) user, or NULL. */
+static const struct config_user *pool_cfg_user(const struct pool *p)
+{
+    return g_pooler.cfg->n_users ? config_find_user(g_pooler.cfg, p->user->name) : NULL;
+}
+
+/* The user's pool_size, else the database's, else default_pool_size (as
+ * PgBouncer 1.24+). */
 int pool_size_of(const struct pool *p)
 {
+    const struct config_user *u = pool_cfg_user(p);
+    if (u && u->pool_size >= 0)
+        return u->pool_size;
     if (p->db->cfg && p->db->cfg->pool_size >= 0)
         return p->db->cfg->pool_size;
     return g_pooler.cfg->default_pool_size;
@@ -281,6 +292,9 @@ int pool_min_size_of(const struct pool *p)
 
 int pool_reserve_of(const struct pool *p)
 {
+    const struct config_user *u = pool_cfg_user(p);
+    if (u && u->reserve_pool_size >= 0)
+        return u->reserve_pool_size;
     if (p->db->cfg && p->db->cfg->reserve_pool >= 0)
         return p->db->cfg->reserve_pool;
     return g_pooler.cfg->reserve_pool_size;
@@ -299,6 +313,73 @@ int pool_user_max_connections(const struct pool_user *u)
     if (cu && cu->max_user_connections >= 0)
         return cu->max_user_connections;
     return g_pooler.cfg->max_user_connections;
+}
+
+int64_t pool_server_lifetime(const struct pool *p)
+{
+    if (p->db->cfg && p->db->cfg->server_lifetime >= 0)
+        return p->db->cfg->server_lifetime;
+    return g_pooler.cfg->server_lifetime;
+}
+
+static int64_t first_set(int64_t a, int64_t b, int64_t general)
+{
+    return a >= 0 ? a : b >= 0 ? b : general;
+}
+
+void pool_client_timeouts(const struct client *c, struct pool_client_timeouts *t)
+{
+    const struct config *cfg = g_pooler.cfg;
+    const struct config_user *u = cfg->n_users && c->user ? config_find_user(cfg, c->user) : NULL;
+    const struct config_database *d = c->pool && c->pool->db->cfg ? c->pool->db->cfg : NULL;
+    t->query_timeout = first_set(u ? u->query_timeout : -1, -1, cfg->query_timeout);
+    t->query_wait_timeout = first_set(u ? u->query_wait_timeout : -1,
+                                      d ? d->query_wait_timeout : -1, cfg->query_wait_timeout);
+    t->idle_transaction_timeout =
+        first_set(u ? u->idle_transaction_timeout : -1, -1, cfg->idle_transaction_timeout);
+    t->transaction_timeout =
+        first_set(u ? u->transaction_timeout : -1, -1, cfg->transaction_timeout);
+    t->client_idle_timeout =
+        first_set(u ? u->client_idle_timeout : -1, -1, cfg->client_idle_timeout);
+}
+
+/* ---- client limits ------------------------------------------------------- */
+
+const char *pool_count_client(struct client *c)
+{
+    const struct config *cfg = g_pooler.cfg;
+    struct database *db = c->pool->db;
+    const struct config_user *cu = config_find_user(cfg, c->user);
+    int db_max = db->cfg && db->cfg->max_db_client_connections >= 0
+                     ? db->cfg->max_db_client_connections
+                     : cfg->max_db_client_connections;
+    int user_max = cu && cu->max_user_client_connections >= 0 ? cu->max_user_client_connections
+                                                              : cfg->max_user_client_connections;
+    pool_lock();
+    struct pool_user *u = pool_get_user_locked(c->user);
+    if (!c->counted) {
+        c->counted = true;
+        db->n_clients++;
+        u->n_clients++;
+    }
+    const char *over = NULL;
+    if (db_max > 0 && db->n_clients > db_max)
+        over = "client connections exceeded (max_db_client_connections)";
+    else if (user_max > 0 && u->n_clients > user_max)
+        over = "client connections exceeded (max_user_client_connections)";
+    pool_unlock();
+    return over;
+}
+
+void pool_uncount_client(struct client *c)
+{
+    if (!c->counted)
+        return;
+    pool_lock();
+    c->counted = false;
+    c->pool->db->n_clients--;
+    pool_get_user_locked(c->user)->n_clients--;
+    pool_unlock();
 }
 
 /* ---- cancel keys --------------------------------------------------------- */

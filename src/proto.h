@@ -29,6 +29,7 @@
 #define SQLSTATE_FEATURE_NOT_SUPPORTED "0A000"
 #define SQLSTATE_INVALID_CATALOG       "3D000"
 #define SQLSTATE_IDLE_IN_XACT_TIMEOUT  "25P03"
+#define SQLSTATE_XACT_TIMEOUT          "25P04"
 #define SQLSTATE_INTERNAL              "XX000"
 
 enum proto_status {

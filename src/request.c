@@ -373,8 +373,10 @@ static void record_sent(struct client *c, struct request *r)
     c->requested = true;
     if (c->rq->r_n == 1) {
         c->request_time = r->start;
-        if (c->server && c->server->xact_status == 'I')
+        if (c->server && c->server->xact_status == 'I') {
             c->rq->xact_start = r->start;
+            c->server->xact_start = r->start;
+        }
     }
 }
 

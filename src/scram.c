@@ -475,6 +475,11 @@ static enum scram_status server_fail(struct scram_server *s, enum scram_status s
 
 bool scram_server_init(struct scram_server *s, const char *stored_secret)
 {
+    return scram_server_init_iter(s, stored_secret, SCRAM_DEFAULT_ITERATIONS);
+}
+
+bool scram_server_init_iter(struct scram_server *s, const char *stored_secret, int iterations)
+{
     memset(s, 0, sizeof(*s));
     s->state = SCRAM_SERVER_FAILED;
     if (!stored_secret)
@@ -486,8 +491,8 @@ bool scram_server_init(struct scram_server *s, const char *stored_secret)
             return false;
         uint8_t salt[SCRAM_DEFAULT_SALT_LEN];
         random_bytes(salt, sizeof(salt));
-        if (!scram_secret_from_password(stored_secret, salt, (int)sizeof(salt),
-                                        SCRAM_DEFAULT_ITERATIONS, &s->secret))
+        if (!scram_secret_from_password(stored_secret, salt, (int)sizeof(salt), iterations,
+                                        &s->secret))
             return false;
     }
     s->state = SCRAM_SERVER_READY;

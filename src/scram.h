@@ -110,6 +110,9 @@ struct scram_server {
  * run). Returns false for an md5 secret (SCRAM is impossible with it), a NULL
  * secret or a crypto failure; *s is then still safe to scram_server_free(). */
 bool scram_server_init(struct scram_server *s, const char *stored_secret);
+/* The same, a plain password turned into a secret of that many iterations
+ * (scram_iterations, 1 to SCRAM_MAX_ITERATIONS). */
+bool scram_server_init_iter(struct scram_server *s, const char *stored_secret, int iterations);
 
 /* Like scram_server_init() with an already parsed or derived secret (copied).
  * Lets a caller that derived a secret from a plain password once reuse it

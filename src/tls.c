@@ -159,6 +159,7 @@ struct tls_settings {
     const char *who;    /* "client" or "server": the keys' prefix, for errors */
     const char *mode_s; /* *_tls_sslmode as written */
     const char *key, *cert, *ca, *protocols, *ciphers;
+    const char *ciphers13; /* *_tls13_ciphers: TLS 1.3 suites; "" = OpenSSL's */
     enum tls_sslmode mode; /* set by tls_settings_check() */
     unsigned mask;         /* TLS_PROTO_* bits, set by tls_settings_check() */
 };
@@ -174,6 +175,7 @@ static void tls_settings_of(const struct config *cfg, enum tls_side side, struct
     t->ca = cl ? cfg->client_tls_ca_file : cfg->server_tls_ca_file;
     t->protocols = cl ? cfg->client_tls_protocols : cfg->server_tls_protocols;
     t->ciphers = cl ? cfg->client_tls_ciphers : cfg->server_tls_ciphers;
+    t->ciphers13 = cl ? cfg->client_tls13_ciphers : cfg->server_tls13_ciphers;
     t->mode = TLS_MODE_DISABLE;
     t->mask = 0;
 }
@@ -241,6 +243,14 @@ static SSL_CTX *tls_ctx_base(const struct tls_settings *t, char *err, size_t err
     const char *cl_list = cipher_list(t->ciphers);
     if (cl_list && !SSL_CTX_set_cipher_list(ctx, cl_list)) {
         snprintf(err, errlen, "%s_tls_ciphers \"%s\": %s", t->who, t->ciphers,
+                 ssl_errstr(ebuf, sizeof(ebuf)));
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    /* PgBouncer 1.25's *_tls13_ciphers: OpenSSL's colon-separated suite
+     * names (TLS_AES_128_GCM_SHA256:...). */
+    if (t->ciphers13[0] && !SSL_CTX_set_ciphersuites(ctx, t->ciphers13)) {
+        snprintf(err, errlen, "%s_tls13_ciphers \"%s\": %s", t->who, t->ciphers13,
                  ssl_errstr(ebuf, sizeof(ebuf)));
         SSL_CTX_free(ctx);
         return NULL;

@@ -235,3 +235,123 @@ def test_long_server_cleartext_password(sluice, cluster):
     finally:
         with cluster.primary_conn() as conn:
             conn.execute("ALTER ROLE plain_user PASSWORD 'plain_user_pw'")
+
+
+# PgBouncer 1.24+ (max_*_client_connections, per-user pool settings): Debian's
+# PgBouncer here is 1.18, which does not know these keys.
+pgbouncer_124 = pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.24+ setting (1.18 here)")
+
+USER_FULL = r"client connections exceeded \(max_user_client_connections\)"
+DB_FULL = r"client connections exceeded \(max_db_client_connections\)"
+
+
+def refused(s, match, **kwargs):
+    with pytest.raises(psycopg.OperationalError, match=match):
+        s.connect(**kwargs)
+
+
+@pgbouncer_124
+def test_max_user_client_connections(sluice):
+    """At most two clients of one user, any database; other users unaffected;
+    a slot freed is taken again."""
+    s = sluice({"databases": {"other": "host=127.0.0.1 port={primary_port} dbname=mydb"},
+                "pgbouncer": {"max_user_client_connections": 2}})
+    a = s.connect()
+    b = s.connect(dbname="other")
+    try:
+        refused(s, USER_FULL)
+        refused(s, USER_FULL, dbname="other")
+        with s.connect(user="scram_user") as c, s.connect(user="scram_user") as d:
+            assert c.execute("SELECT 1").fetchone() == d.execute("SELECT 1").fetchone()
+        assert a.execute("SELECT 1").fetchone() == (1,)
+        b.close()
+        with s.connect() as c:
+            assert c.execute("SELECT 2").fetchone() == (2,)
+    finally:
+        a.close()
+        b.close()
+
+
+@pgbouncer_124
+def test_max_user_client_connections_per_user(sluice):
+    """[users] md5_user = max_user_client_connections=1 over the general 0."""
+    s = sluice({"users": {"md5_user": "max_user_client_connections=1"}})
+    with s.connect() as a:
+        refused(s, USER_FULL)
+        with s.connect(user="scram_user") as b, s.connect(user="scram_user") as c:
+            b.execute("SELECT 1")
+            c.execute("SELECT 1")
+        a.execute("SELECT 1")
+    with s.connect() as a:
+        assert a.execute("SELECT 3").fetchone() == (3,)
+
+
+@pgbouncer_124
+def test_max_db_client_connections(sluice):
+    """Globally two clients per database, all users together; a database
+    entry's own max_db_client_connections=1 wins for it."""
+    s = sluice({"databases": {"one": "host=127.0.0.1 port={primary_port} dbname=mydb "
+                              "max_db_client_connections=1"},
+                "pgbouncer": {"max_db_client_connections": 2}})
+    with s.connect() as a, s.connect(user="scram_user") as b:
+        refused(s, DB_FULL, user="plain_user")
+        with s.connect(dbname="one") as c:
+            refused(s, DB_FULL, dbname="one", user="scram_user")
+            c.execute("SELECT 1")
+        a.execute("SELECT 1")
+        b.close()
+        with s.connect(user="plain_user") as d:
+            assert d.execute("SELECT 4").fetchone() == (4,)
+
+
+@pgbouncer_124
+def test_user_pool_size(sluice, cluster, pool_user):
+    """[users] pool_size=1 over default_pool_size=10: one server for the user."""
+    s = sluice({"pgbouncer": {"default_pool_size": 10},
+                "users": {pool_user: "pool_size=1"}})
+    wait_no_backends(cluster, pool_user)
+    with BackendMonitor(cluster, pool_user) as monitor:
+        elapsed = concurrent_sleepers(s, [(pool_user, "mydb")] * 3)
+    assert monitor.peak == 1
+    assert elapsed >= 1.4, f"3 sleepers done in {elapsed:.2f}s: more than 1 server used"
+
+
+@pgbouncer_124
+def test_user_reserve_pool_size(sluice):
+    """[users] reserve_pool_size=1 with the general reserve 0: a second server
+    after reserve_pool_timeout."""
+    s = sluice({"pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 0,
+                              "reserve_pool_timeout": 1},
+                "users": {"md5_user": "reserve_pool_size=1"}})
+    with s.connect() as holder, s.connect() as waiter:
+        holder.execute("BEGIN")
+        held = pid_of(holder)
+        started = time.monotonic()
+        with waiter.transaction():
+            got = pid_of(waiter)
+        elapsed = time.monotonic() - started
+        assert got != held
+        assert 0.8 <= elapsed <= 3, f"reserve used after {elapsed:.2f}s, timeout 1s"
+        holder.execute("COMMIT")
+
+
+@pgbouncer_124
+def test_user_and_database_query_wait_timeout(sluice):
+    """query_wait_timeout of the user's entry, else of the database's, over
+    the general 30 s."""
+    s = sluice({"databases": {"dbwait": "host=127.0.0.1 port={primary_port} dbname=mydb "
+                              "query_wait_timeout=1 pool_size=1"},
+                "pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 0,
+                              "query_wait_timeout": 30},
+                "users": {"md5_user": "query_wait_timeout=1"}})
+    for user, dbname in (("md5_user", "mydb"), ("scram_user", "dbwait")):
+        with s.connect(user=user, dbname=dbname) as holder, \
+                s.connect(user=user, dbname=dbname) as waiter:
+            holder.execute("BEGIN")
+            holder.execute("SELECT 1")
+            started = time.monotonic()
+            with pytest.raises(psycopg.OperationalError, match="query_wait_timeout"):
+                waiter.execute("SELECT 1")
+            elapsed = time.monotonic() - started
+            assert 0.8 <= elapsed <= 3, f"{user}@{dbname}: fired after {elapsed:.2f}s"
+            holder.execute("COMMIT")

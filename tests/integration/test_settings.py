@@ -3,7 +3,9 @@ does what PgBouncer's documentation says, or stops the start with the file,
 the line and "not supported by sluice"."""
 
 import grp
+import hashlib
 import os
+import re
 import socket
 import stat
 import struct
@@ -13,7 +15,8 @@ import time
 import psycopg
 import pytest
 
-from sluice_fixture import IS_PGBOUNCER, RUN_AS
+from sluice_fixture import (IS_PGBOUNCER, PASSWORDS, RUN_AS, RawConn, md5_secret, message,
+                            startup_packet)
 
 sluice_only = pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own refusal")
 
@@ -42,6 +45,14 @@ def pids(conn, n):
     ("auth_hba_file", "/etc/pgbouncer/hba.conf"),
     ("resolv_conf", "/etc/resolv.conf"),
     ("dns_zone_check_period", "60"),
+    ("peer_id", "1"),
+    ("autodb_idle_timeout", "3600"),
+    ("pool_idle_timeout", "60"),
+    ("auth_ident_file", "/etc/pgbouncer/ident.map"),
+    ("auth_ldap_options", "ldapurl=ldap://x"),
+    ("conffile", "/etc/pgbouncer/other.ini"),
+    ("service_name", "mybouncer"),
+    ("job_name", "mybouncer"),
 ])
 def test_refused_setting_stops_start(sluice, key, value):
     text = ("[databases]\nmydb = host=127.0.0.1 port={primary_port} dbname=mydb\n"
@@ -66,6 +77,95 @@ def test_refused_setting_default_is_accepted(sluice):
                               "auth_hba_file": ""}})
     with s.connect() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@sluice_only
+def test_peers_section_stops_start(sluice):
+    """[peers] with an entry: cancel forwarding between processes is refused."""
+    text = ("[databases]\nmydb = host=127.0.0.1 port={primary_port} dbname=mydb\n"
+            "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n"
+            "auth_file = {auth_file}\npeer_id = 0\n[peers]\n1 = host=/tmp port=6433\n")
+    log = start_fails(sluice(text, start=False))
+    assert re.search(r"sluice\.ini:\d+: section \[peers\] is not supported by sluice", log)
+
+
+@sluice_only
+def test_target_session_attrs_stops_start(sluice):
+    s = sluice({"databases": {"mydb": "host=127.0.0.1 port={primary_port} dbname=mydb "
+                              "target_session_attrs=read-write"}}, start=False)
+    log = start_fails(s)
+    assert ('invalid value "read-write" for target_session_attrs of database "mydb": '
+            "not supported by sluice") in log
+
+
+@sluice_only
+def test_refused_keys_at_their_default_load(sluice):
+    s = sluice({"databases": {"mydb": "host=127.0.0.1 port={primary_port} dbname=mydb "
+                              "target_session_attrs=any"},
+                "pgbouncer": {"peer_id": "0", "pool_idle_timeout": "0",
+                              "service_name": "pgbouncer"},
+                "peers": {}})
+    with s.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+# ---- login_notify_message, scram_iterations (PgBouncer 1.24, 1.25) ---------------------------
+
+pgbouncer_125 = pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.24+/1.25 setting (1.18 here)")
+
+
+@pgbouncer_125
+def test_login_notify_message(sluice):
+    s = sluice({"pgbouncer": {"login_notify_message": "You are on a pooler; mind the pool mode"}})
+    notices = []
+    with s.connect() as conn:
+        # The notice came before the first ReadyForQuery, with the login.
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.execute("SELECT 1")
+    raw = RawConn(s.port)
+    raw.send(startup_packet("md5_user"))
+    seen = []
+    while True:
+        kind, payload = raw.read_msg()
+        seen.append(kind)
+        if kind == b"R" and struct.unpack("!i", payload[:4])[0] == 5:
+            inner = md5_secret("md5_user", PASSWORDS["md5_user"])[3:].encode()
+            digest = "md5" + hashlib.md5(inner + payload[4:8]).hexdigest()
+            raw.send(message(b"p", digest.encode() + b"\0"))
+        elif kind == b"N":
+            assert b"You are on a pooler; mind the pool mode" in payload
+        elif kind == b"Z":
+            break
+    assert seen.index(b"N") < seen.index(b"Z")
+    assert seen.count(b"N") == 1
+
+
+def scram_first_iterations(port, user):
+    """The iteration count sluice's server-first-message gives a SCRAM client."""
+    raw = RawConn(port)
+    raw.send(startup_packet(user))
+    kind, payload = raw.read_msg()
+    assert kind == b"R" and struct.unpack("!i", payload[:4])[0] == 10, (kind, payload)
+    first = b"n,,n=,r=abcdefghijklmnopqrstuvwx"
+    mech = b"SCRAM-SHA-256\0"
+    raw.send(message(b"p", mech + struct.pack("!i", len(first)) + first))
+    kind, payload = raw.read_msg()
+    assert kind == b"R" and struct.unpack("!i", payload[:4])[0] == 11, (kind, payload)
+    fields = dict(item.split("=", 1) for item in payload[4:].decode().split(","))
+    raw.sock.close()
+    return int(fields["i"])
+
+
+@pgbouncer_125
+def test_scram_iterations(sluice):
+    """plain_user has a plain-text password in auth_file: sluice makes its
+    SCRAM secret with scram_iterations; a login with it still works."""
+    s = sluice({"pgbouncer": {"auth_type": "scram-sha-256"}})
+    assert scram_first_iterations(s.port, "plain_user") == 4096
+    s = sluice({"pgbouncer": {"auth_type": "scram-sha-256", "scram_iterations": "1234"}})
+    assert scram_first_iterations(s.port, "plain_user") == 1234
+    with s.connect(user="plain_user") as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("plain_user",)
 
 
 # ---- unix_socket_group -----------------------------------------------------------------------

@@ -221,3 +221,123 @@ def test_server_login_failure_reported(sluice):
         with s.connect(user="plain_user", password="") as conn:
             conn.execute("SELECT 1")
     assert time.monotonic() - started < 4
+
+
+# PgBouncer 1.24+/1.25 settings; Debian's PgBouncer here is 1.18.
+pgbouncer_125 = pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.24+/1.25 setting (1.18 here)")
+
+
+@pgbouncer_125
+def test_user_query_timeout(sluice):
+    """[users] query_timeout=1 for md5_user only."""
+    s = sluice({"users": {"md5_user": "query_timeout=1"}})
+    with s.connect() as conn:
+        started = time.monotonic()
+        with pytest.raises(psycopg.Error, match=r"query.timeout"):
+            conn.execute("SELECT pg_sleep(4)")
+        assert time.monotonic() - started < 3
+    with s.connect(user="scram_user") as conn:
+        assert conn.execute("SELECT pg_sleep(1.5), 1").fetchone() == ("", 1)
+
+
+@pgbouncer_125
+def test_user_idle_transaction_and_client_idle_timeout(sluice):
+    s = sluice({"users": {"md5_user": "idle_transaction_timeout=1",
+                          "scram_user": "client_idle_timeout=1"}})
+    with s.connect() as conn:
+        conn.execute("BEGIN")
+        conn.execute("SELECT 1")
+        time.sleep(2)
+        with pytest.raises(psycopg.OperationalError, match=r"idle.transaction.timeout"):
+            conn.execute("COMMIT")
+    with s.connect(user="scram_user") as conn:
+        conn.execute("SELECT 1")
+        time.sleep(2)
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")
+    # The general settings (0) for the other user.
+    with s.connect(user="plain_user") as conn:
+        conn.execute("BEGIN")
+        time.sleep(1.5)
+        conn.execute("COMMIT")
+
+
+@pgbouncer_125
+def test_transaction_timeout(sluice):
+    """transaction_timeout=1.5: a transaction of short statements, never idle
+    for 1 s, is ended after 1.5 s in all; statements outside a transaction
+    go on; a user's entry overrides it."""
+    s = sluice({"pgbouncer": {"transaction_timeout": 1.5},
+                "users": {"scram_user": "transaction_timeout=0"}})
+    with s.connect() as conn:
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError, match=r"transaction timeout"):
+            conn.execute("BEGIN")
+            for _ in range(10):
+                conn.execute("SELECT pg_sleep(0.4)")
+        elapsed = time.monotonic() - started
+        assert 1.3 <= elapsed <= 3, f"transaction_timeout=1.5 fired after {elapsed:.2f}s"
+    with s.connect() as conn:
+        for _ in range(5):
+            conn.execute("SELECT pg_sleep(0.4)")
+    with s.connect(user="scram_user") as conn:
+        with conn.transaction():
+            for _ in range(5):
+                conn.execute("SELECT pg_sleep(0.4)")
+
+
+@pgbouncer_125
+def test_query_wait_notify(sluice):
+    """A client queued longer than query_wait_notify gets PgBouncer's NOTICE,
+    once, and then its answer."""
+    s = sluice({"pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 0,
+                              "query_wait_notify": 1}})
+    notices = []
+    with s.connect() as holder, s.connect() as waiter:
+        waiter.add_notice_handler(lambda d: notices.append(d.message_primary))
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        release = threading.Timer(2.5, lambda: holder.execute("COMMIT"))
+        release.start()
+        try:
+            assert waiter.execute("SELECT 5").fetchone() == (5,)
+        finally:
+            release.join()
+        assert notices == ["No server connection available in postgres backend, "
+                           "client being queued"]
+        # A short wait: no notice.
+        assert waiter.execute("SELECT 6").fetchone() == (6,)
+        assert len(notices) == 1
+
+
+@pgbouncer_125
+def test_query_wait_notify_off(sluice):
+    s = sluice({"pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 0,
+                              "query_wait_notify": 0}})
+    notices = []
+    with s.connect() as holder, s.connect() as waiter:
+        waiter.add_notice_handler(lambda d: notices.append(d.message_primary))
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        release = threading.Timer(1.5, lambda: holder.execute("COMMIT"))
+        release.start()
+        try:
+            waiter.execute("SELECT 1")
+        finally:
+            release.join()
+    assert notices == []
+
+
+@pgbouncer_125
+def test_database_server_lifetime(sluice):
+    """server_lifetime=1 in one database's entry: its idle server is replaced
+    after a second; the other database keeps the general 3600 s."""
+    s = sluice({"databases": {"short": "host=127.0.0.1 port={primary_port} dbname=mydb "
+                              "server_lifetime=1"}})
+    with s.connect(dbname="short") as short, s.connect() as long_lived:
+        pid = "SELECT pg_backend_pid()"
+        first_short = short.execute(pid).fetchone()[0]
+        first_long = long_lived.execute(pid).fetchone()[0]
+        time.sleep(2)
+        assert short.execute(pid).fetchone()[0] != first_short
+        assert long_lived.execute(pid).fetchone()[0] == first_long

@@ -359,3 +359,34 @@ def test_reload_with_new_server_tls_settings_closes_servers(sluice, upstream, ce
         with console(s) as adm:
             adm.execute("RELOAD")
         assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+
+
+# ---- TLS 1.3 suites (PgBouncer 1.25's client_tls13_ciphers, server_tls13_ciphers)
+
+
+def tls_session(s, certs):
+    """(protocol, cipher suite) of a TLS session with the pooler."""
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as raw:
+        raw.sendall(struct.pack("!ii", 8, SSL_REQUEST_CODE))
+        assert raw.recv(1) == b"S"
+        ctx = ssl.create_default_context(cafile=certs["ca.crt"])
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            name, protocol, _ = tls.cipher()
+            return protocol, name
+
+
+def test_client_tls13_ciphers(sluice, certs):
+    assert tls_session(sluice(client_tls(certs)), certs) == ("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+    s = sluice(client_tls(certs, client_tls13_ciphers="TLS_CHACHA20_POLY1305_SHA256"))
+    assert tls_session(s, certs) == ("TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256")
+    with tls_conn(s, certs, sslmode="require") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_server_tls13_ciphers(sluice, upstream):
+    s = sluice(upstream_config(upstream, server_tls_sslmode="require",
+                               server_tls13_ciphers="TLS_AES_128_GCM_SHA256"))
+    with s.connect() as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        assert conn.execute("SELECT version, cipher FROM pg_stat_ssl WHERE pid = %s",
+                            (pid,)).fetchone() == ("TLSv1.3", "TLS_AES_128_GCM_SHA256")

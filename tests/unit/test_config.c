@@ -738,7 +738,6 @@ static void test_sections(void **state)
                                  "[jobs]\n"
                                  "refresh = schedule=\"0 * * * *\" command=\"x\"\n"
                                  "[peers]\n"
-                                 "1 = host=/tmp/other\n"
                                  "[ PgBouncer ] ; a comment after the header\n"
                                  "pool_mode = transaction\n"
                                  "[DATABASES]\n"
@@ -889,48 +888,68 @@ static void test_include(void **state)
     assert_string_equal(err, expected);
 }
 
-/* Reads the whole log file written by log_open(). */
-static char *slurp(const char *path)
-{
-    static char buf[8192];
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
-static void test_unsupported_keys_warn(void **state)
+/* PgBouncer's keys that sluice does not implement stop the load with the
+ * file, the line and "not supported by sluice"; none is warned about and
+ * ignored any more. */
+static void test_unsupported_keys_refused(void **state)
 {
     (void)state;
-    char logpath[PATH_LEN];
-    snprintf(logpath, sizeof(logpath), "%s/warn.log", tmpdir);
-    assert_true(log_open(logpath, false, NULL, NULL));
-
+    static const char *const bad[] = {
+        "[pgbouncer]\npeer_id = 1\n",
+        "[pgbouncer]\nautodb_idle_timeout = 3600\n",
+        "[pgbouncer]\npool_idle_timeout = 60\n",
+        "[pgbouncer]\nauth_ident_file = /etc/ident\n",
+        "[pgbouncer]\nauth_ldap_options = x\n",
+        "[pgbouncer]\nconffile = /etc/other.ini\n",
+        "[pgbouncer]\nservice_name = other\n",
+        "[pgbouncer]\njob_name = other\n",
+        "[databases]\ndb = host=x target_session_attrs=read-write\n",
+        "[peers]\n1 = host=/tmp\n",
+    };
+    char msg[512];
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct config *cfg = config_load_string("t.ini", bad[i], msg, sizeof(msg));
+        if (cfg) {
+            config_unref(cfg);
+            fail_msg("should be refused: %s", bad[i]);
+        }
+        if (strncmp(msg, "t.ini:2: ", 9) != 0 || !strstr(msg, "not supported by sluice"))
+            fail_msg("%s: unexpected error: %s", bad[i], msg);
+    }
+    /* Their defaults load; so does an empty [peers], and the keys sluice
+     * implements now, general and per entry. */
     struct config *cfg = load_ok("[pgbouncer]\n"
-                                 "peer_id = 1\n"
+                                 "peer_id = 0\n"
+                                 "service_name = pgbouncer\n"
+                                 "pool_idle_timeout = 0\n"
                                  "server_tls13_ciphers = TLS_AES_256_GCM_SHA384\n"
+                                 "transaction_timeout = 2.5\n"
+                                 "query_wait_notify = 0\n"
+                                 "max_user_client_connections = 7\n"
+                                 "scram_iterations = 10000\n"
                                  "[databases]\n"
-                                 "db = host=x target_session_attrs=read-write\n"
+                                 "db = host=x target_session_attrs=any server_lifetime=10 "
+                                 "query_wait_timeout=-1 max_db_client_connections=3\n"
                                  "[users]\n"
-                                 "u = query_timeout=5\n"
-                                 "[peers]\n"
-                                 "1 = host=/tmp\n");
-    assert_int_equal(cfg->n_databases, 1);
+                                 "u = query_timeout=5 pool_size=2 reserve_pool_size=1 "
+                                 "transaction_timeout=1.5 client_idle_timeout=500ms\n"
+                                 "[peers]\n");
+    assert_int_equal(cfg->transaction_timeout, 2500000);
+    assert_int_equal(cfg->query_wait_notify, 0);
+    assert_int_equal(cfg->max_user_client_connections, 7);
+    assert_int_equal(cfg->scram_iterations, 10000);
+    assert_string_equal(cfg->server_tls13_ciphers, "TLS_AES_256_GCM_SHA384");
+    assert_int_equal(cfg->databases[0].server_lifetime, 10000000);
+    assert_int_equal(cfg->databases[0].query_wait_timeout, -1);
+    assert_int_equal(cfg->databases[0].max_db_client_connections, 3);
+    assert_int_equal(cfg->users[0].query_timeout, 5000000);
+    assert_int_equal(cfg->users[0].pool_size, 2);
+    assert_int_equal(cfg->users[0].reserve_pool_size, 1);
+    assert_int_equal(cfg->users[0].transaction_timeout, 1500000);
+    assert_int_equal(cfg->users[0].client_idle_timeout, 500000);
+    assert_int_equal(cfg->users[0].idle_transaction_timeout, -1);
+    assert_int_equal(cfg->users[0].max_user_client_connections, -1);
     config_unref(cfg);
-    log_close();
-
-    const char *log = slurp(logpath);
-    assert_non_null(strstr(log, "t.ini:2: setting \"peer_id\" is not supported by sluice and is "
-                                "ignored"));
-    assert_non_null(strstr(log, "t.ini:3: setting \"server_tls13_ciphers\" is not supported"));
-    assert_non_null(strstr(log, "t.ini:5: parameter \"target_session_attrs\" of database \"db\" "
-                                "is not supported by sluice and is ignored"));
-    assert_non_null(strstr(log, "t.ini:7: parameter \"query_timeout\" of user \"u\" is not "
-                                "supported"));
-    assert_non_null(strstr(log, "t.ini:8: section [peers] is not supported by sluice and is "
-                                "ignored"));
 }
 
 static void test_with_setting(void **state)
@@ -983,7 +1002,7 @@ static void test_with_setting(void **state)
     assert_null(config_with_setting(next, "nope", "1", err, sizeof(err)));
     assert_string_equal(err, "unknown setting \"nope\"");
     assert_null(config_with_setting(next, "peer_id", "1", err, sizeof(err)));
-    assert_string_equal(err, "setting \"peer_id\" is not supported by sluice");
+    assert_non_null(strstr(err, "invalid value \"1\" for peer_id: not supported by sluice"));
     assert_null(config_with_setting(next, "default_pool_size", "big", err, sizeof(err)));
     assert_string_equal(err, "invalid value \"big\" for default_pool_size: not an integer");
     assert_null(config_with_setting(next, "auth_type", "pam", err, sizeof(err)));
@@ -1099,7 +1118,7 @@ int main(void)
         cmocka_unit_test(test_sections),
         cmocka_unit_test(test_values_as_written),
         cmocka_unit_test(test_include),
-        cmocka_unit_test(test_unsupported_keys_warn),
+        cmocka_unit_test(test_unsupported_keys_refused),
         cmocka_unit_test(test_with_setting),
         cmocka_unit_test(test_refcount),
         cmocka_unit_test(test_list_contains),

@@ -5,7 +5,8 @@
  * test looks for `->name` or `.name` in the code of src/ (comments and
  * string literals removed), every file but config*.c. A key sluice does not
  * implement is marked refused in the table, and loading any value but its
- * default must then fail with "not supported by sluice".
+ * default must then fail with "not supported by sluice". The keys of
+ * [databases] and [users] entries are held to the same rule.
  *
  * A name is matched as a field of any struct: a key whose name is also a
  * field elsewhere (user, pool_mode) passes on that field's uses too. The
@@ -180,6 +181,48 @@ static void test_refused_keys_are_refused(void **state)
     assert_true(refused > 0);
 }
 
+/* The keys of [databases] and [users] entries: each is stored in a field
+ * some code outside the config module reads, or refused (only the one
+ * value sluice acts as anyway loads). */
+static void test_entry_keys_are_used_or_refused(void **state)
+{
+    (void)state;
+    int unused = 0, n = 0;
+    for (int user = 0; user < 2; user++) {
+        struct config_entry_key_view k;
+        for (int i = 0; config_entry_key_at(user, i, &k); i++) {
+            n++;
+            char text[256], err[512];
+            const char *head = user ? "[users]\nu =" : "[databases]\nd = host=h";
+            if (!k.refused) {
+                if (!field_referenced(k.field)) {
+                    fprintf(stderr,
+                            "%s key %s is parsed but its field %s is read nowhere outside "
+                            "config*.c: implement it, or refuse it in src/config.c\n",
+                            user ? "[users]" : "[databases]", k.name, k.field);
+                    unused++;
+                }
+                continue;
+            }
+            snprintf(text, sizeof(text), "%s %s=%s\n", head, k.name, k.accepted);
+            struct config *cfg = config_load_string("t.ini", text, err, sizeof(err));
+            if (!cfg)
+                fail_msg("%s=%s should load: %s", k.name, k.accepted, err);
+            config_unref(cfg);
+            snprintf(text, sizeof(text), "%s %s=other\n", head, k.name);
+            cfg = config_load_string("t.ini", text, err, sizeof(err));
+            if (cfg) {
+                config_unref(cfg);
+                fail_msg("%s=other should be refused", k.name);
+            }
+            if (strncmp(err, "t.ini:2: ", 9) != 0 || !strstr(err, "not supported by sluice"))
+                fail_msg("%s: unexpected error: %s", k.name, err);
+        }
+    }
+    assert_int_equal(unused, 0);
+    assert_true(n > 20);
+}
+
 /* The scanner itself: it must be able to fail. */
 static void test_scanner(void **state)
 {
@@ -196,6 +239,7 @@ int main(void)
         cmocka_unit_test(test_scanner),
         cmocka_unit_test(test_every_key_is_used_or_refused),
         cmocka_unit_test(test_refused_keys_are_refused),
+        cmocka_unit_test(test_entry_keys_are_used_or_refused),
     };
     return cmocka_run_group_tests(tests, read_sources, free_sources);
 }
