@@ -29,6 +29,13 @@ import psycopg
 from sluice_fixture import wait_until
 
 TABLE = "chaos_w"
+# libpq's words for a stream it could not parse: a client was sent bytes
+# that are not the messages of its own answer.
+GARBLED = ("got message type", "lost synchronization", "unexpected response",
+           "message contents do not agree", "invalid message length", "insufficient data")
+# Reads ask for a padding column of up to this many bytes: answers large
+# enough to stream through sluice in pieces, so that cuts land inside them.
+PAD_MAX = 20000
 
 
 # ---------------------------------------------------------------- the proxy
@@ -224,14 +231,19 @@ class Client:
         self.operations = self.reads = self.read_errors = self.connects = 0
         self.connect_errors = 0
         self.mixed = []  # descriptions of answers that were not this client's
+        self.garbled = []  # errors that say the stream was not PostgreSQL's
         self.bad_reads = []  # counts outside [acknowledged, acknowledged + unknown]
-        self.errors = {}  # error class/sqlstate -> count
+        self.errors = {}  # phase:sqlstate (or error class) -> count
+        self.messages = {}  # phase:sqlstate -> the first message seen
         self.busy_since = None  # monotonic time the current operation began
         self.n_committed = self.n_unknown = 0  # running counts for the read check
 
     def note_error(self, e, phase):
+        if any(g in str(e) for g in GARBLED):
+            self.garbled.append(f"{phase}: {str(e).strip()[:160]}")
         key = f"{phase}:{getattr(e, 'sqlstate', None) or type(e).__name__}"
         self.errors[key] = self.errors.get(key, 0) + 1
+        self.messages.setdefault(key, str(e).strip().splitlines()[0][:160] if str(e) else "")
 
 
 def _expect(client, what, got, want):
@@ -292,7 +304,7 @@ class Workload:
                 if rng.random() < self.write_share:
                     self._write(conn, c, nonce, seq)
                 else:
-                    self._read(conn, c, nonce)
+                    self._read(conn, c, nonce, rng.randrange(PAD_MAX))
             except psycopg.Error:
                 if conn.broken or conn.closed:
                     conn.close()
@@ -348,7 +360,7 @@ class Workload:
         c.outcomes[nonce] = "committed"
         c.n_committed += 1
 
-    def _read(self, conn, c, nonce):
+    def _read(self, conn, c, nonce, pad):
         c.operations += 1
         low = c.n_committed
         high = low + c.n_unknown
@@ -357,8 +369,8 @@ class Workload:
                 "SELECT %s::text, current_setting('application_name'), "
                 "coalesce(current_setting('chaos.owner', true), ''), "
                 f"(SELECT count(*) FROM {TABLE} WHERE run = %s AND client = %s), "
-                "txid_current_if_assigned() IS NULL",
-                (nonce, self.run, c.index)).fetchone()
+                "txid_current_if_assigned() IS NULL, repeat(%s, %s)",
+                (nonce, self.run, c.index, nonce[-1], pad)).fetchone()
         except psycopg.Error as e:
             c.read_errors += 1
             c.note_error(e, "read")
@@ -370,30 +382,36 @@ class Workload:
         # and no transaction id yet (not inside someone's open write).
         _expect(c, "read owner (left by another transaction)", row[2], "")
         _expect(c, "read in a transaction of its own", row[4], True)
+        _expect(c, "read padding", row[5], nonce[-1] * pad)
         if not low <= row[3] <= high:
             c.bad_reads.append(f"{row[3]} rows, expected {low}..{high}")
 
     # ------------------------------------------------------------ checker
 
     def check(self, conn):
-        """Counts after the run, from the primary (conn: direct)."""
+        """Counts after the run, from the primary (conn: direct): (counts,
+        errors by phase:sqlstate, a message of each, details of what failed)."""
         present = {r[0] for r in conn.execute(
             f"SELECT id FROM {TABLE} WHERE run = %s", (self.run,)).fetchall()}
         counts = dict(operations=0, writes=0, acknowledged=0, failed=0, unknown=0,
-                      unknown_committed=0, lost=0, phantom=0, mixed=0, bad_reads=0,
+                      unknown_committed=0, lost=0, phantom=0, mixed=0, garbled=0, bad_reads=0,
                       reads=0, connects=0)
         sent = set()
         details = []
         errors = {}
+        messages = {}
         for c in self.clients:
             counts["operations"] += c.operations
             counts["reads"] += c.reads
             counts["connects"] += c.connects
             counts["mixed"] += len(c.mixed)
+            counts["garbled"] += len(c.garbled)
             counts["bad_reads"] += len(c.bad_reads)
-            details += [f"client {c.index}: {m}" for m in c.mixed[:3] + c.bad_reads[:3]]
+            details += [f"client {c.index}: {m}"
+                        for m in c.mixed[:3] + c.garbled[:3] + c.bad_reads[:3]]
             for k, v in c.errors.items():
                 errors[k] = errors.get(k, 0) + v
+                messages.setdefault(k, c.messages[k])
             for nonce, outcome in c.outcomes.items():
                 sent.add(nonce)
                 counts["writes"] += 1
@@ -413,7 +431,7 @@ class Workload:
         strangers = present - sent
         counts["phantom"] += len(strangers)
         details += [f"never sent but present: {n}" for n in sorted(strangers)[:5]]
-        return counts, errors, details[:40]
+        return counts, errors, messages, details[:40]
 
 
 def wait_primary_up(cluster, timeout=60):
