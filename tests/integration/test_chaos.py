@@ -114,6 +114,8 @@ def test_chaos_primary_killed(sluice, cluster, pool_user):
         finally:
             cluster.start_node("primary")
             wait_primary_up(cluster)
+            # The replicas stream again before the next test uses them.
+            cluster.wait_replayed(timeout=60)
         return {"kills": kills}
 
     run_scenario("primary_killed", s, cluster, pool_user, faults)
