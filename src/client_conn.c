@@ -211,6 +211,26 @@ void client_close(struct client *c, const char *reason)
     client_free(c);
 }
 
+/* Whether c has part of a message of its server's (streamed through, the
+ * rest still to come): an ErrorResponse now would be read as the rest. */
+static bool client_mid_message(const struct client *c)
+{
+    return c->server && c->server->s.skip && c->server->s.skip_forward;
+}
+
+void client_close_mid_message(struct client *c, const char *reason)
+{
+    if (c->state == CL_CLOSED)
+        return;
+    if (g_pooler.cfg->log_pooler_errors)
+        client_log(LOG_LVL_WARNING, c, "pooler error: %s (mid-message: no error sent)", reason);
+    if (g_pooler.cfg->log_disconnections)
+        client_log(LOG_LVL_LOG, c, "closing because: %s (age=%llds)", reason,
+                   (long long)client_age(c));
+    client_detach(c);
+    client_finish(c);
+}
+
 void client_close_error(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
     if (c->state == CL_CLOSED)
@@ -220,6 +240,10 @@ void client_close_error(struct client *c, const char *sqlstate, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    if (client_mid_message(c)) {
+        client_close_mid_message(c, msg);
+        return;
+    }
     if (g_pooler.cfg->log_pooler_errors)
         client_log(LOG_LVL_WARNING, c, "pooler error: %s", msg);
     if (g_pooler.cfg->log_disconnections)

@@ -24,6 +24,13 @@ void client_send_error(struct client *c, const char *sqlstate, const char *fmt, 
  * closes c once the error is written. */
 void client_close_error(struct client *c, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* client_close_error() for a client that has part of a server's message
+ * (the server went away, or was given up, while a message streamed
+ * through): no ErrorResponse, which the client would read as the rest of
+ * that message; what was queued goes out, then c is closed. reason: for
+ * the log. client_close_error() itself turns into this while c's linked
+ * server is mid-message. */
+void client_close_mid_message(struct client *c, const char *reason);
 /* client_close_error() for a message stream_next_msg() refused (ms: BAD or
  * TOO_BIG): one wording wherever a client's messages are read. */
 void client_close_bad_message(struct client *c, enum stream_msg_status ms);

@@ -604,6 +604,12 @@ static void relay_server_closed(struct server *sv, struct client *c, const char 
     }
     if (!c || c->state == CL_CLOSED || relay_retry(c, why))
         return;
+    if (sv->s.skip && sv->s.skip_forward) {
+        /* Gone in the middle of a message c has the beginning of (sv is
+         * unlinked by now: client_close_error() cannot see it). */
+        client_close_mid_message(c, "server conn crashed mid-message");
+        return;
+    }
     client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "server conn crashed?");
 }
 

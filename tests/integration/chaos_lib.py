@@ -1,0 +1,444 @@
+"""The chaos suite's tools (issue 17): a fault-injecting TCP proxy, clients
+that record what they sent and what they were told, and a checker.
+
+FaultProxy sits between sluice and a PostgreSQL node ([databases] points at
+proxy.port). It adds latency, cuts connections after N more bytes (mid
+message), blackholes (stops forwarding and holds new connections: no FIN, no
+RST), and heals; each from the test's thread.
+
+Workload runs N client threads through the pooler. Every operation carries a
+nonce that the server echoes back, every statement also returns the
+session's application_name (distinct per client) and, inside a transaction,
+txid_current() and a transaction-local setting (chaos.owner), so that an
+answer is proven to belong to its own query, transaction and client. A
+write's outcome is what the client was told: committed (COMMIT answered),
+failed (an error before COMMIT was sent: it cannot have committed) or
+unknown (the connection broke while COMMIT was in flight). check() then
+reads the table on the primary directly."""
+
+import asyncio
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from sluice_fixture import wait_until
+
+TABLE = "chaos_w"
+# libpq's words for a stream it could not parse: a client was sent bytes
+# that are not the messages of its own answer.
+GARBLED = ("got message type", "lost synchronization", "unexpected response",
+           "message contents do not agree", "invalid message length", "insufficient data")
+# Reads ask for a padding column of up to this many bytes: answers large
+# enough to stream through sluice in pieces, so that cuts land inside them.
+PAD_MAX = 20000
+
+
+# ---------------------------------------------------------------- the proxy
+
+class _Link:
+    """One forwarded connection: the client side (sluice) and the upstream."""
+
+    def __init__(self, cwriter):
+        self.cwriter = cwriter
+        self.uwriter = None
+        self.cut_budget = None  # (direction, bytes left) once a cut is armed
+        self.closed = False
+
+    def abort(self):
+        """Both sides reset at once (the bytes already written were sent)."""
+        self.closed = True
+        for w in (self.cwriter, self.uwriter):
+            if w is not None:
+                w.transport.abort()
+
+
+class FaultProxy:
+    """A TCP relay 127.0.0.1:port -> 127.0.0.1:target_port on an asyncio loop
+    of its own thread. Faults: set_latency(seconds) per forwarded chunk, each
+    direction; cut(n, count, direction) arms `count` random links (all if
+    None) to forward n more bytes in direction ("down": server to sluice,
+    "up": sluice to server, None: whichever comes first) and then reset both
+    sides; blackhole() stops reading and forwarding on every link and holds
+    new connections unanswered; heal() undoes all three. Counters: accepted,
+    cuts (links cut), refused (upstream connect failures)."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.latency = 0.0
+        self.links = set()
+        self.accepted = self.cuts = self.refused = 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.gate = self._run(self._make_gate())
+        self.server = self._run(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def _run(self, coro, timeout=10):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def _call(self, fn):
+        async def call():
+            return fn()
+        return self._run(call())
+
+    @staticmethod
+    async def _make_gate():
+        gate = asyncio.Event()
+        gate.set()
+        return gate
+
+    async def _handle(self, creader, cwriter):
+        self.accepted += 1
+        link = _Link(cwriter)
+        self.links.add(link)
+        try:
+            await self.gate.wait()  # blackholed: accepted, never answered
+            try:
+                ureader, link.uwriter = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", self.target_port), 5)
+            except (OSError, asyncio.TimeoutError):
+                self.refused += 1
+                return
+            await asyncio.gather(self._pump(link, creader, link.uwriter, "up"),
+                                 self._pump(link, ureader, cwriter, "down"))
+        finally:
+            self.links.discard(link)
+            if not link.closed:
+                link.abort()
+
+    async def _pump(self, link, reader, writer, direction):
+        try:
+            while not link.closed:
+                await self.gate.wait()
+                data = await reader.read(1 << 16)
+                if not data:
+                    break
+                await self.gate.wait()
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                if link.closed:
+                    break
+                budget = link.cut_budget
+                if budget is not None and budget[0] in (None, direction):
+                    if len(data) >= budget[1]:
+                        writer.write(data[:budget[1]])
+                        self.cuts += 1
+                        link.abort()
+                        break
+                    link.cut_budget = (budget[0], budget[1] - len(data))
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        # One side finished: so does the other (FIN both ways, as a relay does).
+        if not link.closed:
+            link.abort()
+
+    # Controls, from any thread.
+    def set_latency(self, seconds):
+        self.latency = seconds
+
+    def cut(self, nbytes, count=None, direction=None):
+        def arm():
+            links = [link for link in self.links if link.uwriter and not link.closed]
+            if count is not None:
+                links = random.sample(links, min(count, len(links)))
+            for link in links:
+                link.cut_budget = (direction, nbytes)
+            return len(links)
+        return self._call(arm)
+
+    def blackhole(self):
+        self._call(self.gate.clear)
+
+    def heal(self):
+        def heal():
+            self.latency = 0.0
+            for link in self.links:
+                link.cut_budget = None
+            self.gate.set()
+        self._call(heal)
+
+    def open_links(self):
+        return self._call(lambda: len(self.links))
+
+    def stop(self):
+        async def close():
+            self.server.close()
+            for link in list(self.links):
+                link.abort()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._run(close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+# ------------------------------------------------------- killing a node -9
+
+def kill9_node(cluster, name="primary"):
+    """SIGKILL the node's postmaster and every child of it at once (not
+    pg_ctl: nothing is flushed or told). Returns the pids killed."""
+    data = Path(cluster.dir) / name / "data"
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            children.append(int(stat.parent.name))
+    killed = []
+    for pid in [postmaster] + children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
+            pass
+    # Until they are reaped: pg_ctl takes a zombie postmaster for a live one.
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in killed), 30,
+               f"the killed processes of {name} to be gone", 0.02)
+    return killed
+
+
+# ------------------------------------------------------ clients and checker
+
+def create_table(conn):
+    conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    conn.execute(f"CREATE TABLE {TABLE} (id text PRIMARY KEY, run text NOT NULL, "
+                 "client int NOT NULL, seq int NOT NULL)")
+    conn.execute(f"GRANT ALL ON {TABLE} TO PUBLIC")
+
+
+class Client:
+    """One client's record: the outcome of each write by nonce, and
+    everything that did not belong to it."""
+
+    def __init__(self, index, run):
+        self.index = index
+        self.appname = f"chaos-{run}-{index}"
+        self.owner = f"owner-{run}-{index}"
+        self.outcomes = {}  # nonce -> "committed" | "failed" | "unknown"
+        self.operations = self.reads = self.read_errors = self.connects = 0
+        self.connect_errors = 0
+        self.mixed = []  # descriptions of answers that were not this client's
+        self.garbled = []  # errors that say the stream was not PostgreSQL's
+        self.bad_reads = []  # counts outside [acknowledged, acknowledged + unknown]
+        self.errors = {}  # phase:sqlstate (or error class) -> count
+        self.messages = {}  # phase:sqlstate -> the first message seen
+        self.busy_since = None  # monotonic time the current operation began
+        self.n_committed = self.n_unknown = 0  # running counts for the read check
+
+    def note_error(self, e, phase):
+        if any(g in str(e) for g in GARBLED):
+            self.garbled.append(f"{phase}: {str(e).strip()[:160]}")
+        key = f"{phase}:{getattr(e, 'sqlstate', None) or type(e).__name__}"
+        self.errors[key] = self.errors.get(key, 0) + 1
+        self.messages.setdefault(key, str(e).strip().splitlines()[0][:160] if str(e) else "")
+
+
+def _expect(client, what, got, want):
+    if got != want:
+        client.mixed.append(f"{what}: got {got!r}, expected {want!r}")
+
+
+class Workload:
+    """clients threads doing verified work through the pooler at dsn (a
+    function of the application_name) until stop(); run: this workload's
+    name in the table and in nonces."""
+
+    def __init__(self, dsn, clients=50, run=None, write_share=0.75):
+        self.dsn = dsn
+        self.run = run or f"r{os.getpid()}x{random.randrange(1 << 30)}"
+        self.clients = [Client(i, self.run) for i in range(clients)]
+        self.write_share = write_share
+        self.stopping = threading.Event()
+        self.threads = []
+
+    def start(self):
+        for c in self.clients:
+            t = threading.Thread(target=self._client_main, args=(c,), daemon=True)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def stop(self, timeout=90):
+        """Stop and wait; the clients still busy after timeout (hung)."""
+        self.stopping.set()
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+        return [c.index for c, t in zip(self.clients, self.threads) if t.is_alive()]
+
+    def _connect(self, c):
+        conn = psycopg.connect(self.dsn(c.appname), autocommit=True, prepare_threshold=None)
+        c.connects += 1
+        return conn
+
+    def _client_main(self, c):
+        rng = random.Random(c.index)
+        conn = None
+        seq = 0
+        while not self.stopping.is_set():
+            if conn is None:
+                try:
+                    conn = self._connect(c)
+                except psycopg.Error as e:
+                    c.connect_errors += 1
+                    c.note_error(e, "connect")
+                    time.sleep(0.1 + rng.random() * 0.2)
+                    continue
+            seq += 1
+            nonce = f"{self.run}-{c.index}-{seq}"
+            c.busy_since = time.monotonic()
+            try:
+                if rng.random() < self.write_share:
+                    self._write(conn, c, nonce, seq)
+                else:
+                    self._read(conn, c, nonce, rng.randrange(PAD_MAX))
+            except psycopg.Error:
+                if conn.broken or conn.closed:
+                    conn.close()
+                    conn = None
+                else:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except psycopg.Error:
+                        conn.close()
+                        conn = None
+            finally:
+                c.busy_since = None
+        if conn is not None:
+            conn.close()
+
+    def _write(self, conn, c, nonce, seq):
+        c.operations += 1
+        c.outcomes[nonce] = "failed"  # until COMMIT is sent
+        try:
+            conn.execute("BEGIN")
+            row = conn.execute(
+                "SELECT %s::text, set_config('chaos.owner', %s, true), "
+                "current_setting('application_name'), txid_current()",
+                (nonce, c.owner)).fetchone()
+            _expect(c, "begin nonce", row[0], nonce)
+            _expect(c, "begin owner", row[1], c.owner)
+            _expect(c, "begin application_name", row[2], c.appname)
+            txid = row[3]
+            row = conn.execute(
+                f"INSERT INTO {TABLE} (id, run, client, seq) VALUES (%s, %s, %s, %s) "
+                "RETURNING id, current_setting('chaos.owner'), "
+                "current_setting('application_name'), txid_current()",
+                (nonce, self.run, c.index, seq)).fetchone()
+            _expect(c, "insert nonce", row[0], nonce)
+            _expect(c, "insert owner", row[1], c.owner)
+            _expect(c, "insert application_name", row[2], c.appname)
+            _expect(c, "insert txid", row[3], txid)
+        except psycopg.Error as e:
+            c.note_error(e, "write")
+            raise
+        c.outcomes[nonce] = "unknown"  # COMMIT is on its way
+        try:
+            conn.execute("COMMIT")
+        except psycopg.Error as e:
+            c.note_error(e, "commit")
+            # A clean refusal by the server (the connection is fine, e.g. a
+            # serialization failure) did not commit; anything else may have.
+            if not (conn.broken or conn.closed) and (e.sqlstate or "")[:2] in ("40", "23"):
+                c.outcomes[nonce] = "failed"
+            else:
+                c.n_unknown += 1
+            raise
+        c.outcomes[nonce] = "committed"
+        c.n_committed += 1
+
+    def _read(self, conn, c, nonce, pad):
+        c.operations += 1
+        low = c.n_committed
+        high = low + c.n_unknown
+        try:
+            row = conn.execute(
+                "SELECT %s::text, current_setting('application_name'), "
+                "coalesce(current_setting('chaos.owner', true), ''), "
+                f"(SELECT count(*) FROM {TABLE} WHERE run = %s AND client = %s), "
+                "txid_current_if_assigned() IS NULL, repeat(%s, %s)",
+                (nonce, self.run, c.index, nonce[-1], pad)).fetchone()
+        except psycopg.Error as e:
+            c.read_errors += 1
+            c.note_error(e, "read")
+            raise
+        c.reads += 1
+        _expect(c, "read nonce", row[0], nonce)
+        _expect(c, "read application_name", row[1], c.appname)
+        # Outside a transaction: no transaction-local setting of anyone's,
+        # and no transaction id yet (not inside someone's open write).
+        _expect(c, "read owner (left by another transaction)", row[2], "")
+        _expect(c, "read in a transaction of its own", row[4], True)
+        _expect(c, "read padding", row[5], nonce[-1] * pad)
+        if not low <= row[3] <= high:
+            c.bad_reads.append(f"{row[3]} rows, expected {low}..{high}")
+
+    # ------------------------------------------------------------ checker
+
+    def check(self, conn):
+        """Counts after the run, from the primary (conn: direct): (counts,
+        errors by phase:sqlstate, a message of each, details of what failed)."""
+        present = {r[0] for r in conn.execute(
+            f"SELECT id FROM {TABLE} WHERE run = %s", (self.run,)).fetchall()}
+        counts = dict(operations=0, writes=0, acknowledged=0, failed=0, unknown=0,
+                      unknown_committed=0, lost=0, phantom=0, mixed=0, garbled=0, bad_reads=0,
+                      reads=0, connects=0)
+        sent = set()
+        details = []
+        errors = {}
+        messages = {}
+        for c in self.clients:
+            counts["operations"] += c.operations
+            counts["reads"] += c.reads
+            counts["connects"] += c.connects
+            counts["mixed"] += len(c.mixed)
+            counts["garbled"] += len(c.garbled)
+            counts["bad_reads"] += len(c.bad_reads)
+            details += [f"client {c.index}: {m}"
+                        for m in c.mixed[:3] + c.garbled[:3] + c.bad_reads[:3]]
+            for k, v in c.errors.items():
+                errors[k] = errors.get(k, 0) + v
+                messages.setdefault(k, c.messages[k])
+            for nonce, outcome in c.outcomes.items():
+                sent.add(nonce)
+                counts["writes"] += 1
+                if outcome == "committed":
+                    counts["acknowledged"] += 1
+                    if nonce not in present:
+                        counts["lost"] += 1
+                        details.append(f"lost: {nonce}")
+                elif outcome == "failed":
+                    counts["failed"] += 1
+                    if nonce in present:
+                        counts["phantom"] += 1
+                        details.append(f"reported failed but committed: {nonce}")
+                else:
+                    counts["unknown"] += 1
+                    counts["unknown_committed"] += nonce in present
+        strangers = present - sent
+        counts["phantom"] += len(strangers)
+        details += [f"never sent but present: {n}" for n in sorted(strangers)[:5]]
+        return counts, errors, messages, details[:40]
+
+
+def wait_primary_up(cluster, timeout=60):
+    def up():
+        try:
+            with cluster.primary_conn() as conn:
+                return not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        except psycopg.Error:
+            return False
+    wait_until(up, timeout, "the primary to accept connections", 0.2)
