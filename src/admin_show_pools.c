@@ -382,43 +382,40 @@ void admin_show_clients(struct admin_result *r)
     admin_each_client(client_row, &x);
 }
 
-static const char *server_state_name(const struct server *sv, int64_t now)
+/* A server's state as SHOW SERVERS says it ([0]) and as SHOW SOCKETS does,
+ * in PgBouncer's list names ([1]). */
+static const char *server_state_name(const struct server *sv, int64_t now, bool socket)
 {
+    static const char *const names[][2] = {
+        {"active", "sv_active"},
+        {"used", "sv_used"},
+        {"idle", "sv_idle"},
+        {"tested", "sv_tested"},
+        {"being_canceled", "sv_being_canceled"},
+        {"new", "sv_login"},
+    };
+    int i;
     switch (server_state_of(sv)) {
     case SV_ACTIVE:
     case SV_SETTING:
     case SV_ASSIGNED:
-        return "active";
+        i = 0;
+        break;
     case SV_IDLE:
-        return idle_needs_check(sv, now) ? "used" : "idle";
+        i = idle_needs_check(sv, now) ? 1 : 2;
+        break;
     case SV_TESTING:
     case SV_RESETTING:
-        return "tested";
+        i = 3;
+        break;
     case SV_CANCEL_WAIT:
-        return "being_canceled";
+        i = 4;
+        break;
     default:
-        return "new";
+        i = 5;
+        break;
     }
-}
-
-/* PgBouncer's list names, SHOW SOCKETS's states. */
-static const char *server_socket_state(const struct server *sv, int64_t now)
-{
-    switch (server_state_of(sv)) {
-    case SV_ACTIVE:
-    case SV_SETTING:
-    case SV_ASSIGNED:
-        return "sv_active";
-    case SV_IDLE:
-        return idle_needs_check(sv, now) ? "sv_used" : "sv_idle";
-    case SV_TESTING:
-    case SV_RESETTING:
-        return "sv_tested";
-    case SV_CANCEL_WAIT:
-        return "sv_being_canceled";
-    default:
-        return "sv_login";
-    }
+    return names[i][socket];
 }
 
 static void server_row(const struct server *sv, const struct conn_ctx *x)
@@ -460,8 +457,7 @@ static void server_row(const struct server *sv, const struct conn_ctx *x)
                                   p->user->name,
                                   p->db->name,
                                   replication_mode_str(sv->replication),
-                                  sockets ? server_socket_state(sv, x->now)
-                                          : server_state_name(sv, x->now),
+                                  server_state_name(sv, x->now, sockets),
                                   addr,
                                   admin_num4(f[0], port),
                                   laddr,
