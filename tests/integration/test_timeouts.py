@@ -286,6 +286,21 @@ def test_transaction_timeout(sluice):
                 conn.execute("SELECT pg_sleep(0.4)")
 
 
+def queued_query(s, waiter, notices, hold):
+    """waiter's query waits `hold` seconds for the pool's only server, which
+    another client holds in a transaction; its notices go to notices."""
+    waiter.add_notice_handler(lambda d: notices.append(d.message_primary))
+    with s.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        release = threading.Timer(hold, lambda: holder.execute("COMMIT"))
+        release.start()
+        try:
+            assert waiter.execute("SELECT 5").fetchone() == (5,)
+        finally:
+            release.join()
+
+
 @pgbouncer_125
 def test_query_wait_notify(sluice):
     """A client queued longer than query_wait_notify gets PgBouncer's NOTICE,
@@ -293,16 +308,8 @@ def test_query_wait_notify(sluice):
     s = sluice({"pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 0,
                               "query_wait_notify": 1}})
     notices = []
-    with s.connect() as holder, s.connect() as waiter:
-        waiter.add_notice_handler(lambda d: notices.append(d.message_primary))
-        holder.execute("BEGIN")
-        holder.execute("SELECT 1")
-        release = threading.Timer(2.5, lambda: holder.execute("COMMIT"))
-        release.start()
-        try:
-            assert waiter.execute("SELECT 5").fetchone() == (5,)
-        finally:
-            release.join()
+    with s.connect() as waiter:
+        queued_query(s, waiter, notices, 2.5)
         assert notices == ["No server connection available in postgres backend, "
                            "client being queued"]
         # A short wait: no notice.
@@ -315,16 +322,8 @@ def test_query_wait_notify_off(sluice):
     s = sluice({"pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 0,
                               "query_wait_notify": 0}})
     notices = []
-    with s.connect() as holder, s.connect() as waiter:
-        waiter.add_notice_handler(lambda d: notices.append(d.message_primary))
-        holder.execute("BEGIN")
-        holder.execute("SELECT 1")
-        release = threading.Timer(1.5, lambda: holder.execute("COMMIT"))
-        release.start()
-        try:
-            waiter.execute("SELECT 1")
-        finally:
-            release.join()
+    with s.connect() as waiter:
+        queued_query(s, waiter, notices, 1.5)
     assert notices == []
 
 
