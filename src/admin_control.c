@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "admin_int.h"
+#include "cache.h"
 #include "client_conn.h"
 #include "conn.h"
 #include "log.h"
@@ -651,6 +652,29 @@ static enum admin_run_status cmd_shutdown(struct client *c, const struct admin_c
     return run_done(r, cmd->verb);
 }
 
+/* CACHE CLEAR [table]: every answer, or those over one table in every
+ * database. */
+static enum admin_run_status cmd_cache_clear(struct client *c, const struct admin_cmd *cmd,
+                                             struct admin_result *r)
+{
+    if (!cache_on())
+        return run_error(r, "the result cache is off (cache = off)");
+    size_t dropped = 0;
+    if (!cmd->has_arg) {
+        dropped = cache_clear(NULL, NULL);
+    } else {
+        struct list *it, *tmp;
+        list_for_each_safe(it, tmp, &g_pooler.databases)
+        {
+            struct database *db = list_entry(it, struct database, node);
+            dropped += cache_clear(db, cmd->arg);
+        }
+    }
+    log_info("admin console: CACHE CLEAR%s%s (by %s): %zu entries dropped", cmd->has_arg ? " " : "",
+             cmd->has_arg ? cmd->arg : "", c->user, dropped);
+    return run_done(r, cmd->verb);
+}
+
 enum admin_run_status admin_run(struct client *c, const struct admin_cmd *cmd,
                                 struct admin_result *r, bool simple)
 {
@@ -708,6 +732,8 @@ enum admin_run_status admin_run(struct client *c, const struct admin_cmd *cmd,
     }
     case ADMIN_CMD_SHUTDOWN:
         return cmd_shutdown(c, cmd, r);
+    case ADMIN_CMD_CACHE_CLEAR:
+        return cmd_cache_clear(c, cmd, r);
     default:
         return run_error(r, "unsupported command");
     }

@@ -55,6 +55,7 @@ enum admin_verb {
     ADMIN_CMD_KILL_CLIENT, /* KILL_CLIENT id */
     ADMIN_CMD_WAIT_CLOSE,  /* WAIT_CLOSE [db] */
     ADMIN_CMD_SHUTDOWN,    /* SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS] */
+    ADMIN_CMD_CACHE_CLEAR, /* CACHE CLEAR [table] (sluice's) */
 };
 /* The command's name as its CommandComplete tag ("PAUSE", ...). */
 const char *admin_verb_str(enum admin_verb v);
@@ -82,6 +83,8 @@ enum admin_show_topic {
     ADMIN_SHOW_REPLICAS,       /* one row per endpoint of a database with replicas */
     ADMIN_SHOW_SOCKETS,        /* CLIENTS and SERVERS with their buffers, every socket */
     ADMIN_SHOW_ACTIVE_SOCKETS, /* the same, sockets with bytes buffered only */
+    ADMIN_SHOW_CACHE,          /* the result cache: one row per database, and the store's */
+    ADMIN_SHOW_CACHE_TABLES,   /* the result cache: invalidations per table */
     ADMIN_SHOW_COUNT,
 };
 /* Upper-case name of a topic ("POOLS"). */
@@ -306,8 +309,10 @@ struct admin_db_row {
 int admin_db_rows_build(struct admin_db_row **out);
 
 /* The DataRows of the topics that live outside admin_show.c. */
-void admin_show_pools(struct admin_result *r);          /* admin_show_pools.c */
-void admin_show_replicas(struct admin_result *r);       /* admin_show_replicas.c */
+void admin_show_pools(struct admin_result *r); /* admin_show_pools.c */
+void admin_show_replicas(struct admin_result *r);
+void admin_show_cache(struct admin_result *r);
+void admin_show_cache_tables(struct admin_result *r);   /* admin_show_replicas.c */
 void admin_show_clients(struct admin_result *r);        /* admin_show_pools.c */
 void admin_show_servers(struct admin_result *r);        /* admin_show_pools.c */
 void admin_show_sockets(struct admin_result *r);        /* admin_show_pools.c */

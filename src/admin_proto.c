@@ -15,9 +15,10 @@
 
 const char *admin_verb_str(enum admin_verb v)
 {
-    static const char *const names[] = {
-        "",        "SHOW",   "SET",       "RELOAD", "PAUSE",       "RESUME",     "SUSPEND",
-        "DISABLE", "ENABLE", "RECONNECT", "KILL",   "KILL_CLIENT", "WAIT_CLOSE", "SHUTDOWN"};
+    static const char *const names[] = {"",           "SHOW",      "SET",        "RELOAD",
+                                        "PAUSE",      "RESUME",    "SUSPEND",    "DISABLE",
+                                        "ENABLE",     "RECONNECT", "KILL",       "KILL_CLIENT",
+                                        "WAIT_CLOSE", "SHUTDOWN",  "CACHE CLEAR"};
     return (unsigned)v < sizeof(names) / sizeof(names[0]) ? names[v] : "?";
 }
 
@@ -297,6 +298,19 @@ bool admin_parse(const char *sql, int nparams, const char *const *params, struct
             n += len;
         }
         out->value[n] = '\0';
+        return true;
+    }
+    if (kw(&t, 0, "CACHE")) {
+        out->verb = ADMIN_CMD_CACHE_CLEAR;
+        if (t.n < 2 || t.n > 3 || !kw(&t, 1, "CLEAR") || (t.n == 3 && t.kind[2] == TK_EQ)) {
+            log_format(err, errlen, "syntax: CACHE CLEAR [table]");
+            return false;
+        }
+        if (t.n == 3) {
+            if (!copy_arg(out->arg, sizeof(out->arg), t.text[2], err, errlen))
+                return false;
+            out->has_arg = true;
+        }
         return true;
     }
     if (kw(&t, 0, "SHUTDOWN")) {

@@ -288,6 +288,14 @@ static const struct show_def show_defs[ADMIN_SHOW_COUNT] = {
     [ADMIN_SHOW_SOCKETS] = {"SOCKETS", 28, SOCKET_COLS, SOCKET_TYPES, admin_show_sockets},
     [ADMIN_SHOW_ACTIVE_SOCKETS] = {"ACTIVE_SOCKETS", 28, SOCKET_COLS, SOCKET_TYPES,
                                    admin_show_active_sockets},
+    [ADMIN_SHOW_CACHE] = {"CACHE", 16,
+                          COLS("database", "hits", "misses", "hit_ratio", "fills", "stores",
+                               "refused_stale", "refused_other", "invalidations", "bypassed",
+                               "entries", "bytes", "max_bytes", "evictions", "expired", "redis"),
+                          TYPES(T, Q, Q, T, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, T), admin_show_cache},
+    [ADMIN_SHOW_CACHE_TABLES] = {"CACHE_TABLES", 4,
+                                 COLS("database", "table", "invalidations", "entries_dropped"),
+                                 TYPES(T, T, Q, Q), admin_show_cache_tables},
 };
 
 #undef T
@@ -331,7 +339,8 @@ static void show_help(struct admin_result *r)
         r->out, "Console usage",
         "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|SOCKETS|USERS|VERSION|STATE"
         "\n\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|MEM"
-        "\n\tSHOW DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS|REPLICAS"
+        "\n\tSHOW DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS|REPLICAS|CACHE|CACHE_TABLES"
+        "\n\tCACHE CLEAR [table]"
         "\n\tSET key = value"
         "\n\tRELOAD"
         "\n\tPAUSE [<db>]"

@@ -120,6 +120,7 @@ struct builder {
     struct rel_rec rels[CLASSIFY_RW_MAX_RELS];
     int n_rels;
     bool rels_truncated;
+    bool varies;
     size_t names_len;
     char names[NAMES_BYTES];
 };
@@ -324,6 +325,15 @@ static void react(struct walk *w, const ProtobufCMessage *m)
         add_func(w, (const PgQuery__FuncCall *)m);
     } else if (d == &pg_query__range_var__descriptor) {
         add_rel(w, (const PgQuery__RangeVar *)m, false);
+    } else if (d == &pg_query__sqlvalue_function__descriptor) {
+        /* CURRENT_DATE, CURRENT_TIMESTAMP, LOCALTIME...: the clock's;
+         * CURRENT_USER and the like are the session's (a cache key has it). */
+        PgQuery__SQLValueFunctionOp op = ((const PgQuery__SQLValueFunction *)m)->op;
+        if (op >= PG_QUERY__SQLVALUE_FUNCTION_OP__SVFOP_CURRENT_DATE &&
+            op <= PG_QUERY__SQLVALUE_FUNCTION_OP__SVFOP_LOCALTIMESTAMP_N)
+            w->b->varies = true;
+    } else if (d == &pg_query__range_table_sample__descriptor) {
+        w->b->varies = true; /* TABLESAMPLE: a sample, another each time */
     } else if (d == &pg_query__common_table_expr__descriptor) {
         const char *name = ((const PgQuery__CommonTableExpr *)m)->ctename;
         if (name && w->n_ctes < WALK_MAX_CTES)
@@ -872,6 +882,7 @@ static struct rw_entry *pack(const struct builder *b, const char *text, size_t t
     r->funcs = funcs;
     r->n_rels = b->n_rels;
     r->rels_truncated = b->rels_truncated || b->truncated || b->parse_error;
+    r->varies = b->varies;
     r->rels = rels;
     e->size = (uint32_t)size;
     if (text) {

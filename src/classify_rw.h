@@ -170,6 +170,11 @@ struct classify_rw_result {
     const struct classify_rw_func *funcs;
     int n_rels;          /* relations, all statements */
     bool rels_truncated; /* more than CLASSIFY_RW_MAX_RELS, or a name too long */
+    /* A value of the moment it is evaluated: CURRENT_DATE, CURRENT_TIME,
+     * CURRENT_TIMESTAMP, LOCALTIME, LOCALTIMESTAMP (with or without a
+     * precision), TABLESAMPLE. Functions (now(), random()) are listed in
+     * funcs; their volatility is pg_proc's to tell. */
+    bool varies;
     const struct classify_rw_rel *rels;
 };
 

@@ -53,7 +53,8 @@ enum section {
     SECTION_GENERAL,   /* [pgbouncer] or [sluice] */
     SECTION_DATABASES, /* [databases] */
     SECTION_USERS,     /* [users] */
-    SECTION_IGNORED,   /* [cache], [jobs] (later issues) */
+    SECTION_CACHE,     /* [cache]: result cache rules (config_cache.c) */
+    SECTION_IGNORED,   /* [jobs] (a later issue) */
     SECTION_PEERS,     /* [peers]: refused as soon as it has an entry */
 };
 
@@ -633,7 +634,9 @@ static bool parse_section(struct loader *ld, const char *file, int line, char *s
         ld->section = SECTION_USERS;
     } else if (strcasecmp(name, "peers") == 0) {
         ld->section = SECTION_PEERS;
-    } else if (strcasecmp(name, "cache") == 0 || strcasecmp(name, "jobs") == 0) {
+    } else if (strcasecmp(name, "cache") == 0) {
+        ld->section = SECTION_CACHE;
+    } else if (strcasecmp(name, "jobs") == 0) {
         ld->section = SECTION_IGNORED;
     } else {
         return fail(ld, "%s:%d: unknown section [%s]", file, line, name);
@@ -685,6 +688,10 @@ static bool parse_line(struct loader *ld, const char *file, int line, char *s)
         return parse_database(ld, file, line, key, value);
     case SECTION_USERS:
         return parse_user(ld, file, line, key, value);
+    case SECTION_CACHE:
+        if (!config_cache_rule_add(ld->cfg, key, value, why, sizeof(why)))
+            return fail(ld, "%s:%d: [cache] %s: %s", file, line, key, why);
+        return true;
     case SECTION_IGNORED:
         return true;
     case SECTION_PEERS:
@@ -833,6 +840,7 @@ static void config_free(struct config *cfg)
     for (int i = 0; i < cfg->n_users; i++)
         free(cfg->users[i].name);
     free(cfg->users);
+    config_cache_rules_free(cfg);
     free(cfg);
 }
 
@@ -895,8 +903,10 @@ static struct config *config_clone(const struct config *src)
     cfg->n_databases = 0;
     cfg->users = NULL;
     cfg->n_users = 0;
+    cfg->cache_rules = NULL;
+    cfg->n_cache_rules = 0;
 
-    bool ok = true;
+    bool ok = config_cache_rules_copy(cfg, src);
     for (int i = 0; i < config_n_keys && ok; i++) {
         if (config_keys[i].type != CONFIG_KEY_STRING)
             continue;
@@ -948,6 +958,9 @@ static bool finish(struct loader *ld, const char *path)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->workers = n < 1 ? 1 : n > 1024 ? 1024 : (int)n;
     }
+    char why[WHY_LEN];
+    if (!config_cache_check(cfg, why, sizeof(why)))
+        return fail(ld, "%s: %s", path, why);
     return true;
 }
 

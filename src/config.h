@@ -105,6 +105,13 @@ struct config_user {
     int64_t client_idle_timeout;      /* -1 if not set */
 };
 
+/* A [cache] rule: "PATTERN = TTL". pattern is "schema.table" or "table"
+ * (any schema), each part a shell-style pattern ("analytics.*"). */
+struct config_cache_rule {
+    char *pattern;
+    int64_t ttl; /* usec, > 0 */
+};
+
 struct config {
     atomic_int refcount;
     uint64_t generation; /* unique per config made (load, admin SET): caches key on it */
@@ -246,6 +253,12 @@ struct config {
     int workers;                     /* 0 in the file = number of cores; resolved at load */
     int64_t worker_affinity_window;  /* usec (ms in the file) */
     char *metrics_listen;            /* "" = off */
+    char *cache;                     /* "off" or "memory" */
+    int64_t cache_max_memory;        /* bytes: the in-process store's bound */
+    int64_t cache_max_entry_size;    /* bytes: larger answers are not stored */
+    int64_t cache_default_ttl;       /* usec; 0: only what a rule or a hint names */
+    struct config_cache_rule *cache_rules; /* [cache], in file order */
+    int n_cache_rules;
 
     struct config_database *databases; /* in file order; "*" included if present */
     int n_databases;

@@ -173,6 +173,13 @@ static bool read_unit(const char **sp, const struct unit *units, int64_t plain, 
 
 /* The time parser behind both time types: plain is the factor, in
  * microseconds, of a number written without a unit. */
+static bool parse_time_as(const char *s, int64_t plain, int64_t *out, char *why, size_t whylen);
+
+bool config_parse_seconds(const char *s, int64_t *usec, char *why, size_t whylen)
+{
+    return parse_time_as(s, USEC_PER_SEC, usec, why, whylen);
+}
+
 static bool parse_time_as(const char *s, int64_t plain, int64_t *out, char *why, size_t whylen)
 {
     const char *plain_name = plain == USEC_PER_SEC ? "seconds" : "milliseconds";
@@ -362,6 +369,8 @@ static const char *const load_balances[] = {"least_outstanding", "round_robin", 
 static const char *const primary_reads_words[] = {"fallback", "share", NULL};
 static const char *const function_checks[] = {"strict", "list", NULL};
 static const char *const rw_scopes[] = {"off", "connection", "user", "database", NULL};
+/* The Redis tier (redis://HOST:PORT[/DB]) joins the list when it works. */
+static const char *const cache_modes[] = {"off", "memory", NULL};
 
 /* The field of struct config named f, checked at compile time to be of type
  * T: comparing pointers to different types is a diagnostic, and -Werror
@@ -379,6 +388,7 @@ static const char *const rw_scopes[] = {"off", "connection", "user", "database",
 #define INT_SIZE(f, r, def, lo, hi) {#f, CONFIG_KEY_INT_SIZE, FIELD(f, int), r, def, lo, hi, NULL, NULL}
 #define BOOL(f, r, def)             {#f, CONFIG_KEY_BOOL, FIELD(f, bool), r, def, 0, 0, NULL, NULL}
 #define TIME(f, r, def)             {#f, CONFIG_KEY_TIME, FIELD(f, int64_t), r, def, 0, 0, NULL, NULL}
+#define SIZE(f, r, def, lo, hi)     {#f, CONFIG_KEY_SIZE, FIELD(f, int64_t), r, def, lo, hi, NULL, NULL}
 #define TIME_MS(f, r, def)          {#f, CONFIG_KEY_TIME_MS, FIELD(f, int64_t), r, def, 0, 0, NULL, NULL}
 #define POOL_MODE(f, r, def) \
     {#f, CONFIG_KEY_POOL_MODE, FIELD(f, enum pool_mode), r, def, 0, 0, NULL, NULL}
@@ -412,6 +422,10 @@ const struct config_key config_keys[] = {
     REFUSED(autodb_idle_timeout, int64_t, CONFIG_KEY_TIME, "0", 0, 0,
             "sluice keeps a database made from the \"*\" entry, and its statistics, until a "
             "reload; its idle servers still go after server_idle_timeout"),
+    WORD(cache, RESTART, "off", cache_modes),
+    TIME(cache_default_ttl, RELOAD, "0"),
+    SIZE(cache_max_entry_size, RESTART, "1048576", 1024, INT64_C(1) << 40),
+    SIZE(cache_max_memory, RESTART, "67108864", 1 << 20, INT64_C(1) << 44),
     TIME(cancel_wait_timeout, RELOAD, "10"),
     TIME(client_idle_timeout, RELOAD, "0"),
     TIME(client_login_timeout, RELOAD, "60"),
@@ -604,6 +618,11 @@ static enum config_set_result key_store(struct config *cfg, const struct config_
     case CONFIG_KEY_SIZE:
         if (!parse_size_why(value, &v64, why, whylen))
             return CONFIG_SET_INVALID;
+        if (key->max > 0 && (v64 < key->min || v64 > key->max)) {
+            why_set(why, whylen, "must be between %" PRId64 " and %" PRId64 " bytes", key->min,
+                    key->max);
+            return CONFIG_SET_INVALID;
+        }
         *FIELD_PTR(cfg, key, int64_t) = v64;
         return CONFIG_SET_OK;
     case CONFIG_KEY_BOOL:

@@ -81,6 +81,18 @@ bool config_parse_int_range(const char *s, int64_t min, int64_t max, int64_t *ou
                             size_t whylen);
 bool config_parse_pool_mode(const char *s, enum pool_mode *out, char *why, size_t whylen);
 
+/* A time: a plain number is seconds; ms/s/min/h suffixes allowed. */
+bool config_parse_seconds(const char *s, int64_t *usec, char *why, size_t whylen);
+
+/* [cache] rules (config_cache.c): one line's rule added to cfg; the rules
+ * freed; the rules of src copied into cfg (false: out of memory); what
+ * must hold once the whole file is read (false: why). */
+bool config_cache_rule_add(struct config *cfg, const char *pattern, const char *ttl, char *why,
+                           size_t whylen);
+void config_cache_rules_free(struct config *cfg);
+bool config_cache_rules_copy(struct config *cfg, const struct config *src);
+bool config_cache_check(const struct config *cfg, char *why, size_t whylen);
+
 /* s without its leading and trailing blanks (cut in place). config.c's,
  * for config_hosts.c too. */
 char *config_trim(char *s);

@@ -116,6 +116,9 @@ struct client {
     /* Routing state while it needs one (router.h): a transaction the
      * router follows, a read kept to be sent again. NULL when none. */
     struct router_client *route;
+    /* The result cache's state while it needs one (cache.c): a fill, the
+     * writes of the transaction in flight. NULL when none. */
+    struct cache_client *cache;
 };
 
 /* ---- servers ------------------------------------------------------------- */
@@ -303,6 +306,8 @@ struct database {
     _Atomic uint64_t rr; /* turns of round-robin read balancing */
     struct rw_scope rw;  /* read-your-writes, read_your_writes = database */
     _Atomic(struct volatility_cache *) volatility; /* pg_proc answers (volatility.c) */
+    _Atomic(struct cache_catalog *) catalog;       /* pg_class answers (cache_catalog.c) */
+    _Atomic uint64_t cache_ctr[8];                 /* the result cache's counters (cache.c) */
     bool paused;
     bool disabled;
     bool autodb; /* made from the "*" entry */

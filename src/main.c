@@ -13,6 +13,7 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "cache.h"
 #include "client.h"
 #include "client_conn.h"
 #include "client_login.h"
@@ -560,7 +561,7 @@ static void main_thread_done(void)
 /* Connects the layers: what pool.c decides is carried out by servers and
  * clients; login lets admin console clients in through the console's
  * hooks; per-feature client state is freed by its module. */
-static void main_wire_modules(void)
+static bool main_wire_modules(void)
 {
     static const struct pool_ops pool_ops = {
         .new_server = server_alloc,
@@ -601,12 +602,21 @@ static void main_wire_modules(void)
     /* Observers of requests, in the order they see a client's message:
      * LISTEN answers its own, prepared statements rewrite the rest. */
     listen_init();
+    /* The cache reads statements as the client wrote them, before
+     * prepared.c renames them. */
+    char err[512];
+    if (!cache_init(g_pooler.cfg, err, sizeof(err))) {
+        log_error("%s", err);
+        return false;
+    }
     prepared_init();
     request_stats_init();
     router_init();
     client_add_free_hook(request_client_free);
     client_add_free_hook(router_client_free);
+    client_add_free_hook(cache_client_free);
     client_add_free_hook(admin_client_closed);
+    return true;
 }
 
 /* Makes the event loops (worker 0's is the default loop, on this thread)
@@ -719,6 +729,7 @@ static void main_shutdown(void)
         auth_userlist_free(g_pooler.userlist);
     config_unref(g_pooler.cfg);
     g_pooler.cfg = NULL;
+    cache_shutdown();
     param_intern_free_all();
     if (pidfile_written) {
         unlink(pidfile_written);
@@ -753,8 +764,7 @@ int main(int argc, char **argv)
     list_init(&g_pooler.pools);
     signal(SIGPIPE, SIG_IGN);
 
-    main_wire_modules();
-    if (!main_init_workers(cfg))
+    if (!main_wire_modules() || !main_init_workers(cfg))
         return 1;
     main_detach(o.daemon_mode, cfg);
     if (!main_start_services(cfg))

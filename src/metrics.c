@@ -22,6 +22,7 @@
 #include "conn.h"
 #include "lag_monitor.h"
 #include "list.h"
+#include "cache.h"
 #include "log.h"
 #include "ryw.h"
 #include "pool.h"
@@ -441,6 +442,49 @@ static void render_lag(struct metrics_buf *b, int64_t now)
 
 /* Read-your-writes: where reads that had a write to see went, and the
  * waits for a replica to catch up (ryw.h). */
+/* The result cache (cache.h): per database, and the store's. */
+static void render_cache(struct metrics_buf *b)
+{
+    if (!cache_on())
+        return;
+    static const char *const names[] = {"hits", "misses", "stores", "refused_stale",
+                                        "invalidations"};
+    static const char *const help[] = {
+        "Statements answered from the result cache.",
+        "Cacheable statements not found in the result cache.", "Answers kept in the result cache.",
+        "Answers not kept because a write to their tables committed while they were read.",
+        "Tables' invalidations by committed writes."};
+    for (int k = 0; k < 5; k++) {
+        char family[64];
+        snprintf(family, sizeof(family), "sluice_cache_%s_total", names[k]);
+        buf_family(b, family, "counter", help[k]);
+        struct list *it, *tmp;
+        list_for_each_safe(it, tmp, &g_pooler.databases)
+        {
+            const struct database *db = list_entry(it, struct database, node);
+            struct cache_db_stats st;
+            cache_db_stats(db, &st);
+            uint64_t v[] = {st.hits, st.misses, st.stores, st.refused_stale, st.invalidations};
+            metrics_buf_printf(b, "%s{database=\"", family);
+            metrics_buf_label(b, db->name);
+            metrics_buf_printf(b, "\"} %llu\n", (unsigned long long)v[k]);
+        }
+    }
+    struct cache_store_stats st;
+    cache_stats(&st);
+    buf_family(b, "sluice_cache_entries", "gauge", "Answers in the result cache.");
+    metrics_buf_printf(b, "sluice_cache_entries %llu\n", (unsigned long long)st.entries);
+    buf_family(b, "sluice_cache_bytes", "gauge",
+               "Bytes the result cache holds (entries and its own tables).");
+    metrics_buf_printf(b, "sluice_cache_bytes %llu\n",
+                       (unsigned long long)(st.bytes + st.overhead_bytes));
+    buf_family(b, "sluice_cache_max_bytes", "gauge", "cache_max_memory.");
+    metrics_buf_printf(b, "sluice_cache_max_bytes %llu\n", (unsigned long long)st.max_bytes);
+    buf_family(b, "sluice_cache_evictions_total", "counter",
+               "Answers evicted from the result cache to make room.");
+    metrics_buf_printf(b, "sluice_cache_evictions_total %llu\n", (unsigned long long)st.evictions);
+}
+
 static void render_ryw(struct metrics_buf *b)
 {
     struct ryw_wait_stats *st = &ryw_wait_stats;
@@ -503,6 +547,7 @@ void metrics_render(struct metrics_buf *b)
     buf_join(b, df, DF_COUNT);
     render_lag(b, now);
     render_ryw(b);
+    render_cache(b);
 
     struct stats_hist q, wt;
     memset(&q, 0, sizeof(q));

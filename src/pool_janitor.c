@@ -6,6 +6,7 @@
 
 #include "pool_int.h"
 #include "replicas.h"
+#include "cache_catalog.h"
 #include "volatility.h"
 #include "worker.h"
 
@@ -24,11 +25,18 @@ static struct server *pool_idle_of(struct pool *p, const struct worker *w)
 
 /* Functions the router met and pg_proc has not been asked about: one of
  * w's idle servers of the database's primary asks (lock held). */
-static void pool_janitor_lookup(struct pool *p, struct worker *w)
+static void pool_janitor_lookup(struct pool *p, struct worker *w, int64_t now)
 {
-    struct server *sv = pool_idle_of(p, w);
-    if (!sv || g_pooler.shutting_down)
+    if (g_pooler.shutting_down)
         return;
+    struct server *sv = pool_idle_of(p, w);
+    if (!sv) {
+        /* All lent (session pooling holds them): one more connection, if
+         * the pool may open one, for the lookups' while. Worker 0 opens. */
+        if (w->id == 0 && list_empty(&p->busy) && pool_may_open(p, now, false))
+            pool_new_server(p, w, now);
+        return;
+    }
     pool_sv_state_locked(sv, SV_TESTING);
     pool_act(PA_LOOKUP, sv, NULL, NULL, NULL);
 }
@@ -206,8 +214,8 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
     }
     if (p->ep != 0)
         pool_janitor_replica(p, w, now);
-    else if (p->db->cfg && volatility_pending(p->db))
-        pool_janitor_lookup(p, w);
+    else if (p->db->cfg && (volatility_pending(p->db) || cache_catalog_pending(p->db)))
+        pool_janitor_lookup(p, w, now);
     pool_janitor_waiting(p, w, now);
     /* Keep min_pool_size warm (worker 0 does it for all), retry after
      * failures, use the reserve. */

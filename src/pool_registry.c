@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "prepared_set.h"
+#include "cache_catalog.h"
 #include "volatility.h"
 
 struct pooler g_pooler = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -472,6 +473,7 @@ void pool_free_all(void)
         list_del(&db->node);
         pool_db_free_endpoints(db);
         volatility_free(db);
+        cache_catalog_free(db);
         free(db->name);
         free(db);
     }

@@ -43,7 +43,7 @@ const char *request_kind_str(enum request_kind k);
 /* Payload words per observer in each request record. */
 #define REQUEST_OBS_WORDS 1
 /* At most this many observers. */
-#define REQUEST_MAX_OBSERVERS 4
+#define REQUEST_MAX_OBSERVERS 5
 
 /* One request in flight. */
 struct request {

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cache.h"
 #include "classify_rw.h"
 #include "log.h"
 #include "pool.h"
@@ -859,10 +860,30 @@ static bool ends_txn(const struct verdict *v, bool in_txn)
 
 static struct router_decision route(struct client *c, const struct verdict *v, enum router_txn txn);
 
+/* The result cache's part (cache.h): a hit is answered, a miss to be kept
+ * runs on the primary. Not inside a transaction answered here, nor for a
+ * client whose reads must be fresher than a token says (the cache does
+ * not know its answers' positions). */
+static bool route_cache(struct client *c, struct router_decision *d)
+{
+    const struct router_client *rc = c->route;
+    if (rc && (rc->txn != RTX_NONE || rc->ryw.min_lsn || rc->ryw.wait_plain))
+        return false;
+    enum cache_route cr = cache_route(c);
+    if (cr == CACHE_ROUTE_HIT)
+        *d = decided(ROUTE_ANSWERED, c->pool->ep, "answered from the result cache");
+    else if (cr == CACHE_ROUTE_FILL)
+        *d = read_on_primary(c, "result cache miss: its answer is kept");
+    return cr != CACHE_ROUTE_NONE;
+}
+
 struct router_decision router_route(struct client *c, struct request *r)
 {
     (void)r;
     struct database *db = c->pool->db;
+    struct router_decision cd;
+    if (cache_on() && route_cache(c, &cd))
+        return cd;
     if (!replicas_split_on(db, g_pooler.cfg))
         return decided(ROUTE_PRIMARY, 0, "read_write_split off");
     enum pool_mode mode = pool_mode_of(c->pool);

@@ -762,6 +762,38 @@ static void test_sections(void **state)
     expect_error("[pgbouncer]\n%include\n", "t.ini:2: %include needs a file name");
 }
 
+static void test_cache_rules(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[sluice]\ncache = memory\ncache_max_memory = 32MB\n"
+                                 "cache_default_ttl = 2min\n"
+                                 "[cache]\npublic.products = 300\nanalytics.* = 1.5s\n"
+                                 "orders = 10min\n");
+    assert_string_equal(cfg->cache, "memory");
+    assert_int_equal(cfg->cache_max_memory, 32 << 20);
+    assert_int_equal(cfg->cache_default_ttl, 120 * 1000000LL);
+    assert_int_equal(cfg->n_cache_rules, 3);
+    assert_string_equal(cfg->cache_rules[1].pattern, "analytics.*");
+    assert_int_equal(cfg->cache_rules[1].ttl, 1500000);
+    assert_int_equal(cfg->cache_rules[2].ttl, 600 * 1000000LL);
+    config_unref(cfg);
+    expect_error("[cache]\npublic.t = 0\n",
+                 "t.ini:2: [cache] public.t: the time to live must be more than 0");
+    expect_error("[cache]\na.b.c = 5\n",
+                 "t.ini:2: [cache] a.b.c: a table pattern is \"schema.table\" or \"table\"");
+    expect_error("[cache]\nt = soon\n", "t.ini:2: [cache] t: expected seconds, or a number "
+                                        "with a unit us, ms, s, min, h or d");
+    expect_error("[cache]\nt = 5\nt = 6\n", "t.ini:3: [cache] t: pattern given twice");
+    expect_error("[sluice]\ncache = redis://127.0.0.1:6379\n",
+                 "t.ini:2: invalid value \"redis://127.0.0.1:6379\" for cache: "
+                 "expected one of off, memory");
+    expect_error("[sluice]\ncache = memory\ncache_max_memory = 1MB\n"
+                 "cache_max_entry_size = 1MB\n",
+                 "t.ini: cache_max_memory (1048576 bytes) must hold 16 entries of "
+                 "cache_max_entry_size (1048576 bytes) and the store's own tables: at least "
+                 "16816272 bytes");
+}
+
 static void test_values_as_written(void **state)
 {
     (void)state;
@@ -1116,6 +1148,7 @@ int main(void)
         cmocka_unit_test(test_replicas),
         cmocka_unit_test(test_users),
         cmocka_unit_test(test_sections),
+        cmocka_unit_test(test_cache_rules),
         cmocka_unit_test(test_values_as_written),
         cmocka_unit_test(test_include),
         cmocka_unit_test(test_unsupported_keys_refused),

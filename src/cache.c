@@ -1,0 +1,963 @@
+/* cache.c - the result cache in the request pipeline (cache.h). */
+#include "cache.h"
+
+#include <fnmatch.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cache_catalog.h"
+#include "cache_sql.h"
+#include "classify_rw.h"
+#include "log.h"
+#include "pool.h"
+#include "prepared.h"
+#include "proto.h"
+#include "request.h"
+#include "stream.h"
+#include "volatility.h"
+#include "worker.h"
+#include "writes.h"
+
+/* Texts longer than this are not cached (nor their keys built), and a
+ * write longer than this that the cheap scanner does not follow drops
+ * every answer of its database instead of being parsed. */
+#define CACHE_MAX_TEXT 16384
+/* Tables a transaction's writes name before they count as "all". */
+#define CACHE_WRITES_MAX 16
+/* Relation ids one entry may depend on. */
+#define CACHE_MAX_IDS 128
+/* A hint without ttl=, when no rule and no cache_default_ttl give one. */
+#define CACHE_HINT_TTL (60 * 1000000LL)
+
+/* Per-database counters (struct database's cache_ctr). */
+enum cache_ctr {
+    CC_HITS = 0,
+    CC_MISSES,        /* cacheable, not found */
+    CC_FILLS,         /* misses whose answer was read to be kept */
+    CC_STORES,        /* ... and kept */
+    CC_REFUSED_STALE, /* ... not kept: a write to its tables committed meanwhile */
+    CC_REFUSED_OTHER, /* ... not kept: an error, too big, memory, admission */
+    CC_INVALIDATIONS, /* writes' invalidations (one per table and transaction) */
+    CC_BYPASS,        /* statements a rule or hint named that could not be cached */
+};
+
+struct cache_stmt {
+    const char *name, *text; /* interned */
+};
+
+struct cache_client {
+    bool tainted; /* session state the key cannot see: nothing cached for it any more */
+    /* A fill: the request being answered is kept when it ends well. */
+    bool filling, capturing, fill_bad;
+    struct cache_fill *fill;
+    uint8_t *key;
+    size_t key_len;
+    uint8_t *val;
+    size_t val_len, val_cap;
+    int64_t expires;
+    /* The writes of the transaction in flight, told at its end. */
+    int n_writes;
+    bool writes_all;
+    char writes[CACHE_WRITES_MAX][CACHE_CATALOG_MAX_NAME];
+    /* Session mode: the texts of its named statements (a server keeps them). */
+    const char *unnamed;
+    struct cache_stmt *stmts;
+    int n_stmts, cap_stmts;
+};
+
+static struct cache_store *g_store;
+static bool g_on;
+static int cache_owner;
+
+bool cache_on(void)
+{
+    return g_on;
+}
+
+static void ctr_add(struct database *db, enum cache_ctr i)
+{
+    atomic_fetch_add_explicit(&db->cache_ctr[i], 1, memory_order_relaxed);
+}
+
+static struct cache_client *cc_of(struct client *c)
+{
+    if (!c->cache) {
+        c->cache = calloc(1, sizeof(*c->cache));
+        if (!c->cache)
+            abort();
+    }
+    return c->cache;
+}
+
+/* ---- names of invalidated tables, for SHOW CACHE -------------------------------- */
+
+#define NAMES_MAX 4096
+
+static struct {
+    pthread_mutex_t lock;
+    uint32_t n;
+    struct {
+        uint64_t id;
+        char db[64];
+        char name[CACHE_CATALOG_MAX_NAME];
+    } v[NAMES_MAX];
+} * g_names;
+
+static void name_note(uint64_t id, const char *db, const char *name)
+{
+    if (!g_names || !name[0])
+        return;
+    pthread_mutex_lock(&g_names->lock);
+    uint32_t i = (uint32_t)(id % NAMES_MAX), k = 0;
+    while (k < NAMES_MAX && g_names->v[i].id && g_names->v[i].id != id) {
+        i = (i + 1) % NAMES_MAX;
+        k++;
+    }
+    if (k < NAMES_MAX && !g_names->v[i].id) {
+        g_names->v[i].id = id;
+        snprintf(g_names->v[i].db, sizeof(g_names->v[i].db), "%s", db);
+        snprintf(g_names->v[i].name, sizeof(g_names->v[i].name), "%s", name);
+        g_names->n++;
+    }
+    pthread_mutex_unlock(&g_names->lock);
+}
+
+/* ---- invalidation ----------------------------------------------------------------- */
+
+/* The id standing for every answer of db: each entry depends on it. */
+static uint64_t db_id(const struct database *db)
+{
+    return cache_table_id(db->name, "");
+}
+
+/* The ids a write to name (as written) changes: its own, and those the
+ * catalog relates to it (a view's base tables, partitions). n: how many;
+ * -1 when it is not known: everything of the database then. */
+static int write_ids(struct database *db, const char *name, int64_t now, uint64_t *ids, int cap)
+{
+    struct cache_catalog_rel rel;
+    enum cache_catalog_answer a = cache_catalog_get(db, name, now, &rel);
+    const char *dot = strrchr(name, '.');
+    const char *relname = dot ? dot + 1 : name;
+    int n = 0;
+    ids[n++] = cache_table_id(db->name, relname);
+    if (a == CCAT_UNKNOWN)
+        return -1;
+    if (a == CCAT_YES || (a == CCAT_NO && rel.n_ids > 0))
+        for (int i = 0; i < rel.n_ids && n < cap; i++)
+            ids[n++] = rel.ids[i];
+    return n;
+}
+
+static void invalidate_id(struct database *db, uint64_t id, const char *name)
+{
+    name_note(id, db->name, name);
+    cache_store_invalidate_table(g_store, id);
+}
+
+static void on_writes(const struct writes_event *ev, void *arg)
+{
+    (void)arg;
+    struct database *db = ev->db;
+    struct worker *w = worker_current();
+    int64_t now = w ? worker_now(w) : 0;
+    if (ev->all) {
+        invalidate_id(db, db_id(db), "*");
+        cache_catalog_forget(db);
+        ctr_add(db, CC_INVALIDATIONS);
+        return;
+    }
+    for (int i = 0; i < ev->n; i++) {
+        uint64_t ids[CACHE_CATALOG_MAX_IDS + 1];
+        char full[2 * CACHE_CATALOG_MAX_NAME];
+        const struct writes_rel *r = &ev->rels[i];
+        if (r->schema)
+            snprintf(full, sizeof(full), "%s.%s", r->schema, r->name);
+        else
+            snprintf(full, sizeof(full), "%s", r->name);
+        int n = write_ids(db, full, now, ids, CACHE_CATALOG_MAX_IDS + 1);
+        if (n < 0) {
+            /* A relation not known yet (a view, a partition?): all of
+             * db's answers go, and its name is looked up for next time. */
+            invalidate_id(db, ids[0], r->name);
+            invalidate_id(db, db_id(db), "*");
+            n = 0;
+        }
+        for (int k = 0; k < n; k++)
+            invalidate_id(db, ids[k], k == 0 ? r->name : "");
+        ctr_add(db, CC_INVALIDATIONS);
+    }
+}
+
+/* ---- writes of a client's transaction ------------------------------------------------ */
+
+static void writes_add(struct cache_client *cc, const char *name)
+{
+    for (int i = 0; i < cc->n_writes; i++)
+        if (!strcmp(cc->writes[i], name))
+            return;
+    if (cc->n_writes == CACHE_WRITES_MAX || strlen(name) >= CACHE_CATALOG_MAX_NAME) {
+        cc->writes_all = true;
+        return;
+    }
+    memcpy(cc->writes[cc->n_writes++], name, strlen(name) + 1);
+}
+
+/* Statement reasons (classify_rw.h) that change rows of the relations a
+ * text names; any other write (DDL, DO, CALL...) is "all". */
+static bool data_write(const char *reason)
+{
+    static const char *const data[] = {"INSERT",
+                                       "UPDATE",
+                                       "DELETE",
+                                       "MERGE",
+                                       "COPY",
+                                       "TRUNCATE",
+                                       "FOR UPDATE",
+                                       "FOR NO KEY UPDATE",
+                                       "FOR SHARE",
+                                       "FOR KEY SHARE",
+                                       "EXPLAIN ANALYZE",
+                                       "LOCK",
+                                       "NOTIFY",
+                                       "LISTEN",
+                                       "UNLISTEN",
+                                       "DECLARE",
+                                       "PREPARE",
+                                       "DEALLOCATE",
+                                       "DISCARD",
+                                       "CLOSE",
+                                       "SELECT INTO",
+                                       NULL};
+    if (!reason)
+        return true;
+    if (!strncmp(reason, "function ", 9) || !strncmp(reason, "REFRESH", 7))
+        return true; /* a volatile function: what it writes is not known (docs/cache.md) */
+    for (int i = 0; data[i]; i++)
+        if (!strcmp(reason, data[i]))
+            return true;
+    return false;
+}
+
+/* Notes what text (a statement c sends to run) may write. */
+static void writes_of_text(struct client *c, const char *sql, size_t len)
+{
+    char word[16];
+    cache_sql_first_word(sql, len, word, sizeof(word));
+    static const char *const quiet[] = {"select",    "values",  "table",      "show",     "begin",
+                                        "start",     "commit",  "end",        "rollback", "abort",
+                                        "savepoint", "release", "set",        "reset",    "fetch",
+                                        "move",      "close",   "deallocate", "discard",  "listen",
+                                        "unlisten",  "notify",  "prepare",    "",         NULL};
+    bool read_word = false;
+    for (int i = 0; quiet[i]; i++)
+        read_word |= !strcmp(word, quiet[i]);
+    if (read_word && !cache_sql_contains(sql, len, "into") && strcmp(word, "prepare") != 0)
+        return; /* the common reads: no parse (a SELECT INTO is looked at) */
+    struct cache_client *cc = cc_of(c);
+    char target[CACHE_CATALOG_MAX_NAME];
+    if (cache_sql_dml_target(sql, len, target, sizeof(target))) {
+        writes_add(cc, target);
+        return;
+    }
+    if (len > CACHE_MAX_TEXT) {
+        cc->writes_all = true;
+        return;
+    }
+    const struct classify_rw_result *r = classify_rw_cached(sql, len);
+    if (r->verdict != CRW_WRITE)
+        return;
+    for (int i = 0; i < r->n; i++)
+        if (r->stmts[i].verdict == CRW_WRITE && !data_write(r->stmts[i].reason))
+            cc->writes_all = true;
+    if (r->truncated || r->rels_truncated)
+        cc->writes_all = true;
+    for (int i = 0; i < r->n_rels; i++)
+        if (r->rels[i].write)
+            writes_add(cc, r->rels[i].name);
+}
+
+/* The transaction's writes are over (it ended, or its server went): told
+ * to every subscriber, this cache first among them. */
+static void writes_flush(struct client *c)
+{
+    struct cache_client *cc = c->cache;
+    if (!cc || (!cc->n_writes && !cc->writes_all))
+        return;
+    struct writes_rel rels[CACHE_WRITES_MAX];
+    char names[CACHE_WRITES_MAX][CACHE_CATALOG_MAX_NAME];
+    for (int i = 0; i < cc->n_writes; i++) {
+        char *dot = strrchr(cc->writes[i], '.');
+        memcpy(names[i], cc->writes[i], strlen(cc->writes[i]) + 1);
+        rels[i].schema = NULL;
+        rels[i].name = names[i];
+        if (dot) {
+            names[i][dot - cc->writes[i]] = '\0';
+            rels[i].schema = names[i];
+            rels[i].name = names[i] + (dot - cc->writes[i]) + 1;
+        }
+    }
+    struct writes_event ev = {.db = c->pool->db,
+                              .source = WRITES_CLIENT,
+                              .rels = rels,
+                              .n = cc->writes_all ? 0 : cc->n_writes,
+                              .all = cc->writes_all};
+    cc->n_writes = 0;
+    cc->writes_all = false;
+    writes_committed(&ev);
+}
+
+/* ---- the key --------------------------------------------------------------------- */
+
+static _Thread_local struct {
+    uint8_t *p;
+    size_t len, cap;
+} tl_key;
+
+static void key_add(const void *p, size_t n)
+{
+    if (tl_key.len + n + 1 > tl_key.cap) {
+        size_t cap = tl_key.cap ? tl_key.cap : 1024;
+        while (cap < tl_key.len + n + 1)
+            cap *= 2;
+        uint8_t *np = realloc(tl_key.p, cap);
+        if (!np)
+            abort();
+        tl_key.p = np;
+        tl_key.cap = cap;
+    }
+    memcpy(tl_key.p + tl_key.len, p, n);
+    tl_key.len += n;
+    tl_key.p[tl_key.len++] = 0; /* each part ends: "ab"+"c" is not "a"+"bc" */
+}
+
+/* Everything that decides the answer's bytes but the data: the database,
+ * the user, every session setting sluice knows of (the startup packet's
+ * and, under transaction pooling, the SETs since; the parameters the
+ * server reported), the protocol and the statement. */
+static void key_build(const struct client *c, char kind, const char *sql, size_t len)
+{
+    tl_key.len = 0;
+    key_add(&kind, 1);
+    key_add(c->pool->db->name, strlen(c->pool->db->name));
+    key_add(c->user, strlen(c->user));
+    key_add(c->extras ? c->extras : "", c->extras ? strlen(c->extras) : 0);
+    for (int i = 0; i < tracked_param_count(); i++) {
+        const char *v = param_get(&c->params, i);
+        key_add(v ? v : "", v ? strlen(v) : 0);
+    }
+    key_add(sql, len);
+}
+
+/* ---- the decision ---------------------------------------------------------------- */
+
+/* Functions whose answer the key covers although PostgreSQL calls them
+ * stable: they read the session's settings, all in the key. */
+static bool key_covers(const char *name)
+{
+    static const char *const ok[] = {"current_setting",
+                                     "current_schema",
+                                     "current_schemas",
+                                     "current_database",
+                                     "current_user",
+                                     "session_user",
+                                     "to_char",
+                                     "to_date",
+                                     "to_timestamp",
+                                     "to_number",
+                                     NULL};
+    if (!strncmp(name, "pg_catalog.", 11))
+        name += 11;
+    for (int i = 0; ok[i]; i++)
+        if (!strcmp(name, ok[i]))
+            return true;
+    return false;
+}
+
+/* The smallest TTL of the [cache] rules matching relation name (as
+ * written) held by schemas ("a,b"); 0 when a schema's has none. */
+static int64_t rule_ttl(const struct config *cfg, const char *name, const char *schemas)
+{
+    const char *dot = strchr(name, '.');
+    char one[CACHE_CATALOG_SCHEMAS];
+    if (dot) {
+        snprintf(one, sizeof(one), "%.*s", (int)(dot - name), name);
+        schemas = one;
+        name = dot + 1;
+    }
+    int64_t ttl = INT64_MAX;
+    for (const char *s = schemas; *s;) {
+        const char *end = strchr(s, ',');
+        size_t sl = end ? (size_t)(end - s) : strlen(s);
+        char full[CACHE_CATALOG_SCHEMAS + CACHE_CATALOG_MAX_NAME + 2];
+        snprintf(full, sizeof(full), "%.*s.%s", (int)sl, s, name);
+        int64_t best = INT64_MAX;
+        for (int i = 0; i < cfg->n_cache_rules; i++) {
+            const struct config_cache_rule *r = &cfg->cache_rules[i];
+            const char *subject = strchr(r->pattern, '.') ? full : name;
+            if (fnmatch(r->pattern, subject, 0) == 0 && r->ttl < best)
+                best = r->ttl;
+        }
+        if (best == INT64_MAX)
+            return 0;
+        if (best < ttl)
+            ttl = best;
+        s += sl + (end ? 1 : 0);
+    }
+    return ttl == INT64_MAX ? 0 : ttl;
+}
+
+/* Whether a rule may name a relation of sql: its table part appears in the
+ * text (a pattern with a wildcard there: any text may). */
+static bool rules_may_match(const struct config *cfg, const char *sql, size_t len)
+{
+    for (int i = 0; i < cfg->n_cache_rules; i++) {
+        const char *p = cfg->cache_rules[i].pattern;
+        const char *dot = strchr(p, '.');
+        const char *table = dot ? dot + 1 : p;
+        if (strpbrk(table, "*?[") || cache_sql_contains(sql, len, table))
+            return true;
+    }
+    return false;
+}
+
+struct decision {
+    int64_t ttl;
+    int n_ids;
+    uint64_t ids[CACHE_MAX_IDS];
+};
+
+/* Whether the statement sql may be cached for c, and for how long, over
+ * which tables. */
+static bool cacheable(struct client *c, const char *sql, size_t len, int64_t now,
+                      struct decision *d)
+{
+    const struct config *cfg = g_pooler.cfg;
+    int64_t hint_ttl;
+    enum cache_sql_hint hint = cache_sql_hint(sql, len, &hint_ttl);
+    if (hint == CACHE_HINT_NOCACHE)
+        return false;
+    if (hint == CACHE_HINT_NONE && cfg->cache_default_ttl <= 0 && !rules_may_match(cfg, sql, len))
+        return false;
+    struct database *db = c->pool->db;
+    ctr_add(db, CC_BYPASS); /* taken back below if it is cached */
+    char word[16];
+    cache_sql_first_word(sql, len, word, sizeof(word));
+    if (strcmp(word, "select") && strcmp(word, "with") && strcmp(word, "values") &&
+        strcmp(word, "table"))
+        return false;
+    const struct classify_rw_result *r = classify_rw_cached(sql, len);
+    if (r->verdict != CRW_READ || r->n != 1 || r->pins || r->varies || r->rels_truncated ||
+        r->parse_error || r->whole_txn_primary)
+        return false;
+    const struct classify_rw_stmt *st = &r->stmts[0];
+    if (st->txn != CRW_TXN_NONE || st->is_set || st->set_local || st->copy_in)
+        return false;
+    for (int i = 0; i < r->n_funcs; i++) {
+        char v = volatility_get(db, r->funcs[i].name, now);
+        if (v != 'i' && !(v == 's' && key_covers(r->funcs[i].name)))
+            return false;
+    }
+    int64_t ttl = INT64_MAX;
+    d->n_ids = 0;
+    d->ids[d->n_ids++] = db_id(db);
+    for (int i = 0; i < r->n_rels; i++) {
+        struct cache_catalog_rel rel;
+        enum cache_catalog_answer a = cache_catalog_get(db, r->rels[i].name, now, &rel);
+        if (a == CCAT_ABSENT && r->rels[i].maybe_cte)
+            continue;
+        if (a != CCAT_YES || d->n_ids + rel.n_ids > CACHE_MAX_IDS)
+            return false;
+        memcpy(d->ids + d->n_ids, rel.ids, (size_t)rel.n_ids * sizeof(rel.ids[0]));
+        d->n_ids += rel.n_ids;
+        int64_t t = rule_ttl(cfg, r->rels[i].name, rel.schemas);
+        if (t <= 0)
+            t = cfg->cache_default_ttl;
+        if (t <= 0 && hint != CACHE_HINT_CACHE)
+            return false;
+        if (t > 0 && t < ttl)
+            ttl = t;
+    }
+    if (hint == CACHE_HINT_CACHE && hint_ttl > 0)
+        ttl = hint_ttl;
+    else if (ttl == INT64_MAX)
+        ttl = cfg->cache_default_ttl > 0 ? cfg->cache_default_ttl : CACHE_HINT_TTL;
+    d->ttl = ttl;
+    atomic_fetch_sub_explicit(&db->cache_ctr[CC_BYPASS], 1, memory_order_relaxed);
+    return true;
+}
+
+/* Answers c's Query (at the head of its buffer) with e's bytes. */
+static void answer_hit(struct client *c, struct cache_entry *e, char status)
+{
+    struct stream_msg m;
+    if (stream_next_msg(&c->s, STREAM_MSG_WHOLE, &m) == STREAM_MSG_OK)
+        stream_consume_msg(&c->s, m.len);
+    size_t n;
+    const uint8_t *v = cache_entry_value(e, &n);
+    uint8_t z[8];
+    struct proto_writer w;
+    proto_writer_init(&w, z, sizeof(z));
+    proto_build_ready(&w, status);
+    stream_write(&c->s, v, n);
+    stream_write(&c->s, w.buf, w.len);
+    stream_uncork(&c->s);
+    cache_entry_release(e);
+    c->last_activity = worker_now(c->s.worker);
+}
+
+static void fill_reset(struct cache_client *cc)
+{
+    if (cc->fill)
+        cache_fill_free(cc->fill);
+    cc->fill = NULL;
+    free(cc->key);
+    cc->key = NULL;
+    cc->key_len = 0;
+    cc->val_len = 0;
+    if (cc->val_cap > 64 * 1024) {
+        free(cc->val);
+        cc->val = NULL;
+        cc->val_cap = 0;
+    }
+    cc->filling = cc->capturing = cc->fill_bad = false;
+}
+
+/* Whether c may be answered from the cache at all now: status is its
+ * transaction status (idle only). */
+static bool client_may(struct client *c, char status)
+{
+    if (status != 'I' || c->replication)
+        return false;
+    struct cache_client *cc = c->cache;
+    return !cc || (!cc->tainted && !cc->filling);
+}
+
+/* The decision for c's Query at the head of its buffer (whole). */
+static enum cache_route decide(struct client *c, char status, bool fill_ok)
+{
+    struct stream_msg m;
+    if (stream_next_msg(&c->s, STREAM_MSG_HEAD, &m) != STREAM_MSG_OK || m.type != 'Q' ||
+        m.avail < m.len || m.len < 6 || m.len - 5 > CACHE_MAX_TEXT)
+        return CACHE_ROUTE_NONE;
+    const char *sql = (const char *)m.data + 5;
+    size_t len = m.len - 6; /* without its NUL */
+    if (sql[len] != '\0' || !client_may(c, status))
+        return CACHE_ROUTE_NONE;
+    int64_t now = worker_now(c->s.worker);
+    struct decision d;
+    if (!cacheable(c, sql, len, now, &d))
+        return CACHE_ROUTE_NONE;
+    struct database *db = c->pool->db;
+    key_build(c, 'Q', sql, len);
+    struct cache_entry *e = cache_store_get(g_store, tl_key.p, tl_key.len, (uint64_t)now);
+    if (e) {
+        ctr_add(db, CC_HITS);
+        answer_hit(c, e, status);
+        return CACHE_ROUTE_HIT;
+    }
+    ctr_add(db, CC_MISSES);
+    if (!fill_ok)
+        return CACHE_ROUTE_NONE;
+    struct cache_client *cc = cc_of(c);
+    cc->fill = cache_store_fill_begin(g_store, d.ids, (size_t)d.n_ids);
+    if (!cc->fill)
+        return CACHE_ROUTE_NONE;
+    cc->key = malloc(tl_key.len);
+    if (!cc->key)
+        abort();
+    memcpy(cc->key, tl_key.p, tl_key.len);
+    cc->key_len = tl_key.len;
+    cc->expires = now + d.ttl;
+    cc->filling = true;
+    ctr_add(db, CC_FILLS);
+    return CACHE_ROUTE_FILL;
+}
+
+enum cache_route cache_route(struct client *c)
+{
+    if (!g_on)
+        return CACHE_ROUTE_NONE;
+    return decide(c, 'I', true);
+}
+
+/* ---- the observer --------------------------------------------------------------------- */
+
+/* Session mode: a statement may change session state the key does not
+ * see; transaction mode: set_config() does (a SET is tracked). */
+static void taint_check(struct client *c, const char *sql, size_t len)
+{
+    if (cache_sql_contains(sql, len, "set_config")) {
+        cc_of(c)->tainted = true;
+        return;
+    }
+    if (c->track)
+        return;
+    char word[16];
+    cache_sql_first_word(sql, len, word, sizeof(word));
+    static const char *const state[] = {"set", "reset", "discard",  "create", "load",
+                                        "do",  "call",  "security", NULL};
+    for (int i = 0; state[i]; i++) {
+        if (!strcmp(word, state[i]) &&
+            !(i == 3 && !cache_sql_contains(sql, len, "temp"))) { /* CREATE TEMP only */
+            cc_of(c)->tainted = true;
+            return;
+        }
+    }
+}
+
+/* Session mode: the text of c's statement name. */
+static const char *stmt_text(struct client *c, const char *name)
+{
+    if (c->track)
+        return prepared_client_query(c, name);
+    struct cache_client *cc = c->cache;
+    if (!cc)
+        return NULL;
+    if (!name[0])
+        return cc->unnamed;
+    for (int i = 0; i < cc->n_stmts; i++)
+        if (!strcmp(cc->stmts[i].name, name))
+            return cc->stmts[i].text;
+    return NULL;
+}
+
+static void stmt_remember(struct client *c, const char *name, const char *sql)
+{
+    struct cache_client *cc = cc_of(c);
+    if (!name[0]) {
+        param_store(&cc->unnamed, sql);
+        return;
+    }
+    for (int i = 0; i < cc->n_stmts; i++) {
+        if (!strcmp(cc->stmts[i].name, name)) {
+            param_store(&cc->stmts[i].text, sql);
+            return;
+        }
+    }
+    if (cc->n_stmts == cc->cap_stmts) {
+        int cap = cc->cap_stmts ? cc->cap_stmts * 2 : 8;
+        struct cache_stmt *v = realloc(cc->stmts, (size_t)cap * sizeof(*v));
+        if (!v)
+            abort();
+        cc->stmts = v;
+        cc->cap_stmts = cap;
+    }
+    cc->stmts[cc->n_stmts].name = param_intern(name);
+    cc->stmts[cc->n_stmts].text = param_intern(sql);
+    cc->n_stmts++;
+}
+
+/* A Query, Parse or Bind of c's about to go to a server. */
+static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
+{
+    if (!request_msg_need(c, rm, rm->len))
+        return REQUEST_WAIT;
+    struct iobuf *b = c->s.rbuf;
+    const char *body = (const char *)b->data + b->start + 5, *end = body + rm->len - 5;
+    if (rm->type == 'Q') {
+        size_t len = strnlen(body, (size_t)(end - body));
+        taint_check(c, body, len);
+        writes_of_text(c, body, len);
+        struct cache_client *cc = c->cache;
+        if (cc && cc->filling && !cc->capturing) {
+            rm->entry.owner = (uint8_t)cache_owner;
+            rm->entry.flags |= RE_OWNED;
+            cc->capturing = true;
+        }
+    } else if (rm->type == 'P') {
+        const char *name = body;
+        size_t nl = strnlen(name, (size_t)(end - name));
+        if (name + nl >= end)
+            return rm->len; /* malformed: the server says so */
+        const char *sql = name + nl + 1;
+        size_t len = strnlen(sql, (size_t)(end - sql));
+        if (sql + len >= end)
+            return rm->len;
+        taint_check(c, sql, len);
+        if (!c->track)
+            stmt_remember(c, name, sql);
+        else if (!name[0])
+            param_store(&cc_of(c)->unnamed, sql);
+    } else if (rm->type == 'B') {
+        const char *portal = body;
+        size_t pl = strnlen(portal, (size_t)(end - portal));
+        if (portal + pl >= end)
+            return rm->len;
+        const char *name = portal + pl + 1;
+        size_t nl = strnlen(name, (size_t)(end - name));
+        if (name + nl >= end)
+            return rm->len;
+        const char *sql = stmt_text(c, name);
+        if (!sql && !name[0] && c->cache)
+            sql = c->cache->unnamed;
+        if (sql)
+            writes_of_text(c, sql, strlen(sql));
+        else
+            cc_of(c)->writes_all = true; /* a statement it did not see prepared */
+    }
+    return rm->len;
+}
+
+/* The request being filled ends (ReadyForQuery status, or 0: it went). */
+static void fill_end(struct client *c, struct server *sv, char status)
+{
+    struct cache_client *cc = c->cache;
+    struct database *db = c->pool->db;
+    if (status == 'I' && !cc->fill_bad && sv && sv->pool->ep == 0 && cc->val_len) {
+        int64_t now = worker_now(c->s.worker);
+        enum cache_put_result r =
+            cache_store_put(g_store, cc->fill, cc->key, cc->key_len, cc->val, cc->val_len,
+                            (uint64_t)now, (uint64_t)cc->expires);
+        ctr_add(db, r == CACHE_PUT_STORED  ? CC_STORES
+                    : r == CACHE_PUT_STALE ? CC_REFUSED_STALE
+                                           : CC_REFUSED_OTHER);
+        if (r != CACHE_PUT_STORED)
+            log_debug("C-%p: answer not cached: %s", (void *)c, cache_put_result_str(r));
+    } else {
+        ctr_add(db, CC_REFUSED_OTHER);
+    }
+    fill_reset(cc);
+}
+
+static unsigned cache_on_server_msg(struct client *c, struct server *sv, struct request_entry *e,
+                                    const struct stream_msg *m, bool done)
+{
+    (void)e;
+    struct cache_client *cc = c->cache;
+    if (!cc || !cc->capturing)
+        return REQUEST_PASS;
+    if (m->type == 'Z') {
+        fill_end(c, sv, (char)m->data[5]);
+        return REQUEST_PASS;
+    }
+    if (cc->fill_bad)
+        return REQUEST_PASS;
+    if (m->type != 'T' && m->type != 'D' && m->type != 'C') {
+        cc->fill_bad = true; /* an error, COPY, an empty query: not kept */
+        return REQUEST_PASS;
+    }
+    size_t max = (size_t)g_pooler.cfg->cache_max_entry_size;
+    if (cc->val_len + m->len > max) {
+        cc->fill_bad = true; /* too big: streamed to the client, not kept */
+        return REQUEST_PASS;
+    }
+    if (m->avail < m->len)
+        return REQUEST_MORE;
+    if (cc->val_len + m->len > cc->val_cap) {
+        size_t cap = cc->val_cap ? cc->val_cap : 4096;
+        while (cap < cc->val_len + m->len)
+            cap *= 2;
+        uint8_t *v = realloc(cc->val, cap);
+        if (!v)
+            abort();
+        cc->val = v;
+        cc->val_cap = cap;
+    }
+    memcpy(cc->val + cc->val_len, m->data, m->len);
+    cc->val_len += m->len;
+    return REQUEST_PASS;
+}
+
+static void cache_on_release(struct request_entry *e)
+{
+    (void)e; /* what a fill holds is the client's: fill_end() or the unlink frees it */
+}
+
+static void cache_on_dropped(struct client *c, struct request_entry *e)
+{
+    (void)e;
+    if (c->cache && c->cache->capturing)
+        c->cache->fill_bad = true;
+}
+
+static int64_t cache_on_request_begin(struct client *c, uint8_t type)
+{
+    if (type != 'Q' || !c->server || request_busy(c))
+        return 0;
+    /* A session's server: a hit answers here; a fill only on the primary. */
+    enum cache_route r = decide(c, c->server->xact_status, c->server->pool->ep == 0);
+    return r == CACHE_ROUTE_HIT ? REQUEST_ANSWERED : 0;
+}
+
+static void cache_on_request_end(struct client *c, struct server *sv, const struct request *r,
+                                 char status)
+{
+    (void)r;
+    struct cache_client *cc = c->cache;
+    if (!cc)
+        return;
+    if (status == 'I')
+        writes_flush(c);
+}
+
+static void cache_on_unlinked(struct client *c)
+{
+    struct cache_client *cc = c->cache;
+    if (!cc)
+        return;
+    writes_flush(c); /* its transaction is over, whichever way: its writes may have committed */
+    if (cc->filling)
+        fill_reset(cc);
+}
+
+static void cc_free(struct client *c)
+{
+    struct cache_client *cc = c->cache;
+    if (!cc)
+        return;
+    if (c->pool)
+        writes_flush(c);
+    fill_reset(cc);
+    free(cc->val);
+    param_unref(cc->unnamed);
+    for (int i = 0; i < cc->n_stmts; i++) {
+        param_unref(cc->stmts[i].name);
+        param_unref(cc->stmts[i].text);
+    }
+    free(cc->stmts);
+    free(cc);
+    c->cache = NULL;
+}
+
+void cache_client_free(struct client *c)
+{
+    cc_free(c);
+}
+
+static const struct request_observer cache_observer = {
+    .name = "cache",
+    .tracked_only = false,
+    .client_msgs = "QPB",
+    .on_client_msg = cache_on_client_msg,
+    .on_request_begin = cache_on_request_begin,
+    .on_server_msg = cache_on_server_msg,
+    .on_dropped = cache_on_dropped,
+    .on_release = cache_on_release,
+    .on_request_end = cache_on_request_end,
+    .on_unlinked = cache_on_unlinked,
+};
+
+/* ---- start, figures -------------------------------------------------------------------- */
+
+bool cache_init(const struct config *cfg, char *err, size_t errlen)
+{
+    if (strcmp(cfg->cache, "memory") != 0)
+        return true;
+    struct cache_store_opts o = {.max_bytes = (size_t)cfg->cache_max_memory,
+                                 .max_entry_size = (size_t)cfg->cache_max_entry_size};
+    g_store = cache_store_new(&o);
+    if (!g_store) {
+        snprintf(err, errlen, "cannot make the result cache (cache_max_memory %lld bytes)",
+                 (long long)cfg->cache_max_memory);
+        return false;
+    }
+    g_names = calloc(1, sizeof(*g_names));
+    if (!g_names)
+        abort();
+    pthread_mutex_init(&g_names->lock, NULL);
+    cache_owner = request_observe(&cache_observer);
+    writes_subscribe(on_writes, NULL);
+    g_on = true;
+    log_info("result cache: in memory, %lld bytes at most, entries up to %lld bytes",
+             (long long)cfg->cache_max_memory, (long long)cfg->cache_max_entry_size);
+    return true;
+}
+
+void cache_shutdown(void)
+{
+    if (g_store)
+        cache_store_free(g_store);
+    g_store = NULL;
+    if (g_names) {
+        pthread_mutex_destroy(&g_names->lock);
+        free(g_names);
+        g_names = NULL;
+    }
+    free(tl_key.p);
+    tl_key.p = NULL;
+    tl_key.cap = tl_key.len = 0;
+}
+
+void cache_db_stats(const struct database *db, struct cache_db_stats *out)
+{
+    uint64_t v[8];
+    for (int i = 0; i < 8; i++)
+        v[i] = atomic_load_explicit(&((struct database *)db)->cache_ctr[i], memory_order_relaxed);
+    out->hits = v[CC_HITS];
+    out->misses = v[CC_MISSES];
+    out->fills = v[CC_FILLS];
+    out->stores = v[CC_STORES];
+    out->refused_stale = v[CC_REFUSED_STALE];
+    out->refused_other = v[CC_REFUSED_OTHER];
+    out->invalidations = v[CC_INVALIDATIONS];
+    out->bypass = v[CC_BYPASS];
+}
+
+void cache_stats(struct cache_store_stats *out)
+{
+    if (g_store)
+        cache_store_stats(g_store, out);
+    else
+        memset(out, 0, sizeof(*out));
+}
+
+size_t cache_clear(struct database *db, const char *table)
+{
+    if (!g_store)
+        return 0;
+    if (!table) {
+        struct cache_store_stats st;
+        cache_store_stats(g_store, &st);
+        cache_store_clear(g_store);
+        return (size_t)st.entries;
+    }
+    uint64_t ids[CACHE_CATALOG_MAX_IDS + 1];
+    int64_t now = worker_current() ? worker_now(worker_current()) : 0;
+    int n = write_ids(db, table, now, ids, CACHE_CATALOG_MAX_IDS + 1);
+    size_t dropped = 0;
+    for (int k = 0; k < (n < 0 ? 1 : n); k++) {
+        name_note(ids[k], db->name, k == 0 ? table : "");
+        dropped += cache_store_invalidate_table(g_store, ids[k]);
+    }
+    return dropped;
+}
+
+struct tables_each_arg {
+    void (*cb)(const char *, const char *, uint64_t, uint64_t, void *);
+    void *arg;
+};
+
+static void one_table(uint64_t id, uint64_t gen, uint64_t dropped, void *arg)
+{
+    struct tables_each_arg *a = arg;
+    /* g_names->lock is taken inside the store's table lock only here. */
+    pthread_mutex_lock(&g_names->lock);
+    uint32_t i = (uint32_t)(id % NAMES_MAX), k = 0;
+    while (k < NAMES_MAX && g_names->v[i].id && g_names->v[i].id != id) {
+        i = (i + 1) % NAMES_MAX;
+        k++;
+    }
+    char db[64] = "", name[CACHE_CATALOG_MAX_NAME] = "";
+    if (k < NAMES_MAX && g_names->v[i].id == id) {
+        memcpy(db, g_names->v[i].db, sizeof(db));
+        memcpy(name, g_names->v[i].name, sizeof(name));
+    }
+    pthread_mutex_unlock(&g_names->lock);
+    if (name[0] && gen > 0)
+        a->cb(db, name, gen, dropped, a->arg);
+}
+
+void cache_tables_each(void (*cb)(const char *db, const char *table, uint64_t invalidations,
+                                  uint64_t dropped, void *arg),
+                       void *arg)
+{
+    if (!g_store)
+        return;
+    struct tables_each_arg a = {cb, arg};
+    cache_store_tables_each(g_store, one_table, &a);
+}

@@ -1,0 +1,65 @@
+/* cache.h - the result cache in the request pipeline (docs/cache.md).
+ *
+ * With cache = memory, a read-only statement whose tables are all named by
+ * a [cache] rule (or cache_default_ttl, or a sluice:cache hint) is
+ * answered from the in-process store (cache_store.h) when an answer for
+ * the same key is there: the client's database, user, session settings
+ * and statement text. Otherwise it runs on the primary and its answer
+ * (RowDescription, DataRows, CommandComplete) is kept, unless a write to
+ * one of its tables committed meanwhile. Writes through sluice drop the
+ * answers over the tables they name when their transaction ends
+ * (writes.h carries them; other sources of writes publish there too).
+ *
+ * Decisions are taken where the router takes its own: cache_route() for a
+ * client without a server (before the router), the observer's
+ * on_request_begin for one linked to a server (session mode). With cache
+ * = off nothing here runs: no observer is registered and nothing is
+ * parsed. */
+#ifndef SLUICE_CACHE_H
+#define SLUICE_CACHE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cache_store.h"
+#include "conn.h"
+
+/* At start, after the config is loaded: with cache on, makes the store,
+ * registers the observer and the writes subscriber. false (why in err)
+ * when the store cannot be made. */
+bool cache_init(const struct config *cfg, char *err, size_t errlen);
+/* At exit. */
+void cache_shutdown(void);
+/* Whether the cache is on (set once at start). */
+bool cache_on(void);
+
+enum cache_route {
+    CACHE_ROUTE_NONE = 0, /* not the cache's: route as usual */
+    CACHE_ROUTE_HIT,      /* answered from the cache (c's request consumed) */
+    CACHE_ROUTE_FILL,     /* a miss whose answer will be kept: must run on the primary */
+};
+
+/* c (idle, no server, its next request's first message at the head of its
+ * buffer) - is it the cache's? */
+enum cache_route cache_route(struct client *c);
+
+/* c is being freed (a client_conn free hook). */
+void cache_client_free(struct client *c);
+
+/* SHOW CACHE and /metrics: the store's figures and per-database counters. */
+struct cache_db_stats {
+    uint64_t hits, misses, fills, stores, refused_stale, refused_other, invalidations, bypass;
+};
+void cache_db_stats(const struct database *db, struct cache_db_stats *out);
+void cache_stats(struct cache_store_stats *out);
+/* CACHE CLEAR: everything (table NULL), or the answers over one table of
+ * db ("name" or "schema.name"). Returns the entries dropped (everything:
+ * those there before). */
+size_t cache_clear(struct database *db, const char *table);
+/* Calls cb for each table a write invalidated (its name as last seen),
+ * with its invalidations and the entries they dropped. */
+void cache_tables_each(void (*cb)(const char *db, const char *table, uint64_t invalidations,
+                                  uint64_t dropped, void *arg),
+                       void *arg);
+
+#endif

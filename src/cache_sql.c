@@ -1,0 +1,236 @@
+/* cache_sql.c - what the result cache reads of a text by itself
+ * (cache_sql.h). */
+#include "cache_sql.h"
+
+#include <ctype.h>
+#include <string.h>
+
+static bool ci_eq(const char *p, const char *e, const char *w)
+{
+    size_t n = strlen(w);
+    if ((size_t)(e - p) < n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (tolower((unsigned char)p[i]) != w[i])
+            return false;
+    return true;
+}
+
+bool cache_sql_contains(const char *sql, size_t len, const char *needle)
+{
+    size_t n = strlen(needle);
+    if (n == 0)
+        return true;
+    const char *e = sql + len;
+    int first = tolower((unsigned char)needle[0]);
+    for (const char *p = sql; p + n <= e; p++)
+        if (tolower((unsigned char)*p) == first && ci_eq(p, e, needle))
+            return true;
+    return false;
+}
+
+/* Past blanks and comments (nested block comments, as PostgreSQL reads
+ * them); an unterminated comment runs to the end. */
+static const char *skip_blank(const char *p, const char *e)
+{
+    for (;;) {
+        while (p < e && isspace((unsigned char)*p))
+            p++;
+        if (e - p >= 2 && p[0] == '-' && p[1] == '-') {
+            while (p < e && *p != '\n')
+                p++;
+        } else if (e - p >= 2 && p[0] == '/' && p[1] == '*') {
+            int depth = 1;
+            p += 2;
+            while (p < e && depth) {
+                if (e - p >= 2 && p[0] == '/' && p[1] == '*')
+                    depth++, p += 2;
+                else if (e - p >= 2 && p[0] == '*' && p[1] == '/')
+                    depth--, p += 2;
+                else
+                    p++;
+            }
+        } else {
+            return p;
+        }
+    }
+}
+
+enum cache_sql_hint cache_sql_hint(const char *sql, size_t len, int64_t *ttl_usec)
+{
+    *ttl_usec = 0;
+    if (len < 12 || !memchr(sql, '/', len))
+        return CACHE_HINT_NONE;
+    enum cache_sql_hint h = CACHE_HINT_NONE;
+    const char *e = sql + len;
+    for (const char *p = sql; p + 2 <= e; p++) {
+        if (p[0] != '/' || p[1] != '*')
+            continue;
+        const char *q = skip_blank(p + 2, e);
+        if (ci_eq(q, e, "sluice:nocache"))
+            return CACHE_HINT_NOCACHE;
+        if (!ci_eq(q, e, "sluice:cache"))
+            continue;
+        h = CACHE_HINT_CACHE;
+        q += strlen("sluice:cache");
+        while (q < e && (*q == ' ' || *q == '\t'))
+            q++;
+        if (ci_eq(q, e, "ttl=")) {
+            int64_t v = 0;
+            q += 4;
+            while (q < e && isdigit((unsigned char)*q) && v < 100000000)
+                v = v * 10 + (*q++ - '0');
+            *ttl_usec = v * 1000000;
+        }
+    }
+    return h;
+}
+
+void cache_sql_first_word(const char *sql, size_t len, char *word, size_t cap)
+{
+    const char *p = sql, *e = sql + len;
+    for (;;) {
+        p = skip_blank(p, e);
+        if (p < e && *p == '(')
+            p++;
+        else
+            break;
+    }
+    size_t n = 0;
+    while (p < e && isalpha((unsigned char)*p) && n + 1 < cap)
+        word[n++] = (char)tolower((unsigned char)*p++);
+    word[n] = '\0';
+}
+
+/* A keyword (case-insensitive, whole word) at p: past it, or NULL. */
+static const char *keyword(const char *p, const char *e, const char *w)
+{
+    p = skip_blank(p, e);
+    if (!ci_eq(p, e, w))
+        return NULL;
+    p += strlen(w);
+    if (p < e && (isalnum((unsigned char)*p) || *p == '_' || *p == '$'))
+        return NULL;
+    return p;
+}
+
+/* One identifier at p into name (the catalog's spelling): past it, or
+ * NULL. */
+static const char *ident(const char *p, const char *e, char *name, size_t cap)
+{
+    size_t n = 0;
+    if (p < e && *p == '"') {
+        for (p++;; p++) {
+            if (p >= e)
+                return NULL;
+            if (*p == '"') {
+                if (p + 1 < e && p[1] == '"')
+                    p++;
+                else
+                    break;
+            }
+            if (n + 1 >= cap)
+                return NULL;
+            name[n++] = *p;
+        }
+        p++;
+    } else {
+        if (p >= e || !(isalpha((unsigned char)*p) || *p == '_' || (unsigned char)*p >= 0x80))
+            return NULL;
+        while (p < e && (isalnum((unsigned char)*p) || *p == '_' || *p == '$' ||
+                         (unsigned char)*p >= 0x80)) {
+            if (n + 1 >= cap)
+                return NULL;
+            name[n++] = (char)tolower((unsigned char)*p++);
+        }
+    }
+    if (n == 0)
+        return NULL;
+    name[n] = '\0';
+    return p;
+}
+
+/* Past a literal, quoted name or dollar-quoted string starting at p (one
+ * of ' " $ or E'), or NULL if it does not end. */
+static const char *skip_quoted(const char *p, const char *e)
+{
+    if (*p == '$') {
+        const char *t = p + 1;
+        while (t < e && (isalnum((unsigned char)*t) || *t == '_'))
+            t++;
+        if (t >= e || *t != '$')
+            return p + 1; /* a parameter ($1) or part of a name */
+        size_t tag = (size_t)(t - p + 1);
+        for (const char *q = t + 1; q + tag <= e; q++)
+            if (*q == '$' && memcmp(q, p, tag) == 0)
+                return q + tag;
+        return NULL;
+    }
+    bool backslash = false;
+    if (*p == 'e' || *p == 'E') {
+        backslash = true;
+        p++;
+    }
+    char quote = *p++;
+    for (; p < e; p++) {
+        if (backslash && *p == '\\') {
+            p++;
+            continue;
+        }
+        if (*p == quote) {
+            if (p + 1 < e && p[1] == quote) {
+                p++;
+                continue;
+            }
+            return p + 1;
+        }
+    }
+    return NULL;
+}
+
+/* Whether [p, e) holds no second statement: the text after p, literals
+ * and comments skipped, has no ';' but a last one. */
+static bool one_statement(const char *start, const char *p, const char *e)
+{
+    while (p < e) {
+        char ch = *p;
+        if ((ch == 'e' || ch == 'E') && p + 1 < e && p[1] == '\'' &&
+            (p == start || !(isalnum((unsigned char)p[-1]) || p[-1] == '_'))) {
+            p = skip_quoted(p, e);
+        } else if (ch == '\'' || ch == '"' || ch == '$') {
+            p = skip_quoted(p, e);
+        } else if ((ch == '-' && p + 1 < e && p[1] == '-') ||
+                   (ch == '/' && p + 1 < e && p[1] == '*')) {
+            p = skip_blank(p, e);
+        } else if (ch == ';') {
+            return skip_blank(p + 1, e) == e;
+        } else {
+            p++;
+        }
+        if (!p)
+            return false;
+    }
+    return true;
+}
+
+bool cache_sql_dml_target(const char *sql, size_t len, char *name, size_t cap)
+{
+    const char *e = sql + len, *p;
+    if ((p = keyword(sql, e, "insert")))
+        p = keyword(p, e, "into");
+    else if ((p = keyword(sql, e, "delete")))
+        p = keyword(p, e, "from");
+    else
+        p = keyword(sql, e, "update");
+    if (!p)
+        return false;
+    const char *only = keyword(p, e, "only");
+    if (only)
+        p = only;
+    p = ident(skip_blank(p, e), e, name, cap);
+    if (p && p < e && *p == '.')
+        p = ident(p + 1, e, name, cap); /* schema.table: the table's name */
+    if (!p || (p < e && *p == '.'))
+        return false;
+    return one_statement(sql, p, e);
+}

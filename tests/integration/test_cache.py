@@ -1,0 +1,235 @@
+"""The result cache (cache = memory, docs/cache.md): what is cached and
+what is not, invalidation by writes through sluice, the key (user,
+settings), SHOW CACHE / CACHE CLEAR, and a stale-read hunt.
+
+A cached answer is told from a fresh one by changing the table straight
+on the primary, behind sluice's back: a hit still shows the old value,
+a statement that is not cached shows the new one. Writes through sluice
+must drop the answers they make stale before the writer has its
+ReadyForQuery."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from sluice_fixture import IS_PGBOUNCER, wait_until
+from test_routing import admin
+
+pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's result cache")
+
+
+def cache_config(rules=None, **general):
+    config = {"pgbouncer": {"cache": "memory", **{k: str(v) for k, v in general.items()}}}
+    config["cache"] = rules if rules is not None else {"public.cache_t": "300",
+                                                      "public.cache_v": "300"}
+    return config
+
+
+@pytest.fixture(autouse=True)
+def cache_objects(cluster):
+    with cluster.primary_conn() as conn:
+        conn.execute("DROP VIEW IF EXISTS cache_v")
+        conn.execute("DROP TABLE IF EXISTS cache_t, cache_other, cache_part CASCADE")
+        conn.execute("CREATE TABLE cache_t (id int PRIMARY KEY, v int)")
+        conn.execute("INSERT INTO cache_t SELECT g, 0 FROM generate_series(1, 10) g")
+        conn.execute("CREATE TABLE cache_other (id int PRIMARY KEY, v int)")
+        conn.execute("INSERT INTO cache_other VALUES (1, 0)")
+        conn.execute("CREATE VIEW cache_v AS SELECT id, v FROM cache_t WHERE id <= 5")
+        conn.execute("CREATE TABLE cache_part (id int, v int) PARTITION BY RANGE (id)")
+        conn.execute("CREATE TABLE cache_part_1 PARTITION OF cache_part FOR VALUES FROM (0) TO (100)")
+        conn.execute("INSERT INTO cache_part VALUES (1, 0)")
+        conn.execute("GRANT ALL ON cache_t, cache_other, cache_v, cache_part, cache_part_1 TO PUBLIC")
+    yield
+    with cluster.primary_conn() as conn:
+        conn.execute("DROP VIEW IF EXISTS cache_v")
+        conn.execute("DROP TABLE IF EXISTS cache_t, cache_other, cache_part CASCADE")
+
+
+def behind_back(cluster, sql):
+    """A write straight to the primary: sluice does not see it."""
+    with cluster.primary_conn() as conn:
+        conn.execute(sql)
+
+
+def cache_rows(s):
+    with admin(s) as a:
+        cur = a.execute("SHOW CACHE")
+        names = [d.name for d in cur.description]
+        return {r[0]: dict(zip(names, r)) for r in cur.fetchall()}
+
+
+def hits(s, db="mydb"):
+    return (cache_rows(s).get(db) or {}).get("hits", 0)
+
+
+def warm(s, conn, sql, params=None):
+    """Runs sql until an answer of it is kept (the first runs only ask
+    the catalog about its tables and functions); returns the value."""
+    def kept():
+        before = hits(s)
+        value = conn.execute(sql, params).fetchall()
+        again = conn.execute(sql, params).fetchall()
+        return (value,) if hits(s) > before and again == value else None
+    return wait_until(kept, 10, f"an answer of {sql!r} cached")[0]
+
+
+def test_a_read_is_answered_from_the_cache_until_a_write_through_sluice(sluice, cluster):
+    s = sluice(cache_config())
+    with s.connect() as conn:
+        conn.autocommit = True
+        sql = "SELECT v FROM cache_t WHERE id = 1"
+        assert warm(s, conn, sql) == [(0,)]
+        behind_back(cluster, "UPDATE cache_t SET v = 7 WHERE id = 1")
+        assert conn.execute(sql).fetchall() == [(0,)]  # a hit: the old answer
+        with s.connect() as writer:
+            writer.autocommit = True
+            writer.execute("UPDATE cache_t SET v = 8 WHERE id = 2")
+        assert conn.execute(sql).fetchall() == [(7,)]  # dropped by the write: fresh
+    row = cache_rows(s)["mydb"]
+    assert row["hits"] >= 2 and row["stores"] >= 1 and row["invalidations"] >= 1
+
+
+def test_a_write_in_a_transaction_invalidates_at_its_commit(sluice, cluster):
+    s = sluice(cache_config())
+    with s.connect() as conn, s.connect() as writer:
+        conn.autocommit = True
+        sql = "SELECT sum(v) FROM cache_t"
+        assert warm(s, conn, sql) == [(0,)]
+        with writer.transaction():
+            writer.execute("UPDATE cache_t SET v = 1 WHERE id = 3")
+            # Not committed: the cached answer is still the right one.
+            assert conn.execute(sql).fetchall() == [(0,)]
+        assert conn.execute(sql).fetchall() == [(1,)]
+
+
+def test_what_is_not_cached(sluice, cluster):
+    s = sluice(cache_config(pool_mode="transaction"))
+    with s.connect() as conn:
+        conn.autocommit = True
+        warm(s, conn, "SELECT v FROM cache_t WHERE id = 4")
+        cases = [
+            "SELECT v, now() FROM cache_t WHERE id = 4",           # a stable function of the clock
+            "SELECT v, random() FROM cache_t WHERE id = 4",        # volatile
+            "SELECT v, CURRENT_TIMESTAMP FROM cache_t WHERE id = 4",
+            "SELECT v FROM cache_other WHERE id = 1",              # no rule names the table
+            "SELECT o.v FROM cache_t t JOIN cache_other o ON o.id = t.id",  # one table unruled
+            "SELECT /* sluice:nocache */ v FROM cache_t WHERE id = 4",
+        ]
+        for sql in cases:
+            for _ in range(3):
+                conn.execute(sql).fetchall()
+        before = hits(s)
+        behind_back(cluster, "UPDATE cache_t SET v = 5 WHERE id = 4")
+        behind_back(cluster, "UPDATE cache_other SET v = 5 WHERE id = 1")
+        for sql in cases:
+            row = conn.execute(sql).fetchone()
+            assert row[0] == 5, sql
+        assert hits(s) == before
+
+
+def test_the_key_holds_the_user_and_the_settings(sluice, cluster):
+    s = sluice(cache_config())
+    sql = "SELECT v, current_user, current_setting('search_path') FROM cache_t WHERE id = 5"
+    with s.connect() as conn:
+        conn.autocommit = True
+        first = warm(s, conn, sql)
+        conn.execute("SET search_path = public, pg_catalog")
+        after_set = conn.execute(sql).fetchall()
+        assert after_set != first  # another key: a miss, answered by the server
+        assert after_set[0][2] == "public, pg_catalog"
+    with s.connect(user="md5_user") as other:
+        other.autocommit = True
+        row = other.execute(sql).fetchone()
+        assert row[1] == "md5_user"
+
+
+def test_a_view_and_a_partition_are_invalidated_by_writes_to_their_tables(sluice, cluster):
+    s = sluice(cache_config({"public.cache_v": "300", "public.cache_part": "300"}))
+    with s.connect() as conn, s.connect() as writer:
+        conn.autocommit = writer.autocommit = True
+        assert warm(s, conn, "SELECT v FROM cache_v WHERE id = 1") == [(0,)]
+        assert warm(s, conn, "SELECT v FROM cache_part WHERE id = 1") == [(0,)]
+        writer.execute("UPDATE cache_t SET v = 11 WHERE id = 1")
+        writer.execute("UPDATE cache_part_1 SET v = 12 WHERE id = 1")
+        assert conn.execute("SELECT v FROM cache_v WHERE id = 1").fetchall() == [(11,)]
+        assert conn.execute("SELECT v FROM cache_part WHERE id = 1").fetchall() == [(12,)]
+
+
+def test_hints_cache_and_ttl(sluice, cluster):
+    s = sluice(cache_config({}))
+    with s.connect() as conn:
+        conn.autocommit = True
+        sql = "SELECT /* sluice:cache ttl=1 */ v FROM cache_other WHERE id = 1"
+        assert warm(s, conn, sql) == [(0,)]
+        behind_back(cluster, "UPDATE cache_other SET v = 3 WHERE id = 1")
+        assert conn.execute(sql).fetchall() == [(0,)]
+        wait_until(lambda: conn.execute(sql).fetchall() == [(3,)], 5, "the entry expired")
+
+
+def test_cache_clear(sluice, cluster):
+    s = sluice(cache_config())
+    with s.connect() as conn:
+        conn.autocommit = True
+        sql = "SELECT v FROM cache_t WHERE id = 6"
+        warm(s, conn, sql)
+        behind_back(cluster, "UPDATE cache_t SET v = 9 WHERE id = 6")
+        assert conn.execute(sql).fetchall() == [(0,)]
+        with admin(s) as a:
+            a.execute("CACHE CLEAR public.cache_t")
+            tables = a.execute("SHOW CACHE_TABLES").fetchall()
+        assert any(t[1] in ("public.cache_t", "cache_t") for t in tables), tables
+        assert conn.execute(sql).fetchall() == [(9,)]
+        with admin(s) as a:
+            with pytest.raises(psycopg.Error, match="syntax: CACHE CLEAR"):
+                a.execute("CACHE CLEAR a b")
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_stale_read_hunt(sluice, cluster, mode):
+    """Writers bump counters through sluice while readers read them through
+    the cache: a reader never sees a value older than one committed before
+    its read began."""
+    s = sluice(cache_config(pool_mode=mode, default_pool_size=8))
+    committed = {i: 0 for i in range(1, 4)}
+    lock = threading.Lock()
+    errors = []
+    stop = threading.Event()
+
+    def writer(i):
+        with s.connect() as w:
+            w.autocommit = True
+            n = 0
+            while not stop.is_set() and n < 150:
+                n += 1
+                w.execute("UPDATE cache_t SET v = %s WHERE id = %s", (n, i))
+                with lock:
+                    committed[i] = n
+                time.sleep(0.01)  # room for reads to be cached between writes
+
+    def reader():
+        with s.connect() as r:
+            r.autocommit = True
+            while not stop.is_set():
+                with lock:
+                    floor = dict(committed)
+                rows = dict(r.execute("SELECT id, v FROM cache_t WHERE id <= 3").fetchall())
+                for i, v in floor.items():
+                    if rows[i] < v:
+                        errors.append((i, rows[i], v))
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in committed]
+    threads += [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads[:3]:
+        t.join(60)
+    time.sleep(1)  # the last values, read from the cache a while
+    stop.set()
+    for t in threads[3:]:
+        t.join(60)
+    assert not errors, errors[:5]
+    assert cache_rows(s)["mydb"]["hits"] > 0
+    with s.connect() as r:
+        assert dict(r.execute("SELECT id, v FROM cache_t WHERE id <= 3").fetchall()) == committed
