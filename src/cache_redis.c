@@ -286,6 +286,7 @@ static void conn_drop(struct cache_redis_conn *c)
         return;
     c->ac = NULL;
     c->connected = false;
+    snprintf(c->why, sizeof(c->why), "connection dropped");
     /* hiredis gives every record back now (NULL replies), or after the
      * callback running now returns. */
     redisAsyncFree(ac);
@@ -299,7 +300,8 @@ static void conn_on_connect(const redisAsyncContext *ac, int status)
     if (status != REDIS_OK) {
         /* hiredis frees ac on return, giving the records back. */
         log_debug("redis cache %s:%d: connect failed: %s", c->r->addr.host, c->r->addr.port,
-                  ac->errstr);
+                  ac->c.errstr);
+        snprintf(c->why, sizeof(c->why), "%s", ac->c.errstr);
         c->ac = NULL;
         c->connected = false;
         return;
@@ -315,6 +317,7 @@ static void conn_on_disconnect(const redisAsyncContext *ac, int status)
         return; /* we dropped it */
     log_debug("redis cache %s:%d: connection lost: %s", c->r->addr.host, c->r->addr.port,
               status == REDIS_OK ? "closed" : ac->errstr);
+    snprintf(c->why, sizeof(c->why), "%s", status == REDIS_OK ? "closed" : ac->errstr);
     c->ac = NULL;
     c->connected = false;
 }
@@ -369,6 +372,7 @@ static bool conn_connect(struct cache_redis_conn *c)
     redisAsyncSetDisconnectCallback(ac, conn_on_disconnect);
     c->ac = ac;
     c->connected = false;
+    snprintf(c->why, sizeof(c->why), "connection lost");
     CR_INC(r, connects);
     if (r->addr.db != 0) {
         const char *sel[] = {"SELECT", r->db_str};
@@ -508,7 +512,7 @@ static void get_reply(struct cr_req *q, const redisReply *rep)
     uint64_t gens[CACHE_REDIS_MAX_TABLES];
     const char *why = NULL;
     if (!rep)
-        why = "connection lost";
+        why = q->conn->why;
     else if (rep->type == REDIS_REPLY_ERROR)
         why = rep->str;
     else if (rep->type != REDIS_REPLY_ARRAY || rep->elements != (size_t)q->n_tables + 1)
@@ -556,7 +560,7 @@ static void put_reply(struct cr_req *q, const redisReply *rep)
         if (is_noscript(rep) && q->conn->ac)
             conn_load_scripts(q->conn); /* SCRIPT FLUSH: load them again */
         cr_failure(r, q,
-                   !rep                             ? "connection lost"
+                   !rep                             ? q->conn->why
                    : rep->type == REDIS_REPLY_ERROR ? rep->str
                                                     : "bad reply");
         return;
@@ -575,7 +579,7 @@ static void inv_reply(struct cr_req *q, const redisReply *rep)
         if (is_noscript(rep) && q->conn->ac)
             conn_load_scripts(q->conn);
         cr_failure(r, q,
-                   !rep                             ? "connection lost"
+                   !rep                             ? q->conn->why
                    : rep->type == REDIS_REPLY_ERROR ? rep->str
                                                     : "bad reply");
         inv_outcome(q, false);
@@ -603,6 +607,8 @@ static void req_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
     struct cr_req *q = priv;
     const redisReply *rep = reply;
     q->sent = false;
+    if (!rep && ac && ac->c.err) /* the context goes: say why in the log */
+        snprintf(q->conn->why, sizeof(q->conn->why), "%s", ac->c.errstr);
     if (q->answered) { /* timed out: a late reply, or the context went */
         cr_req_free(q);
         return;

@@ -53,6 +53,7 @@ struct cache_redis_conn {
     redisAsyncContext *ac; /* NULL: not connected (connects at the next use) */
     bool connected;        /* ac's connect completed */
     bool freeing;          /* cache_redis_conn_free() runs: no breaker, no reconnect */
+    char why[128];         /* hiredis's word on the last connection lost (for the log) */
     struct list fifo;      /* sent requests within their deadline, oldest first */
     struct list deferred;  /* answers for the loop's next turn */
     struct list free_reqs;

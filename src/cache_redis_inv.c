@@ -312,7 +312,7 @@ static void sub_on_connect(const redisAsyncContext *ac, int status)
         return;
     if (status != REDIS_OK) {
         r->sub_ac = NULL; /* hiredis frees it on return */
-        sub_lost(r, ac->errstr);
+        sub_lost(r, ac->c.errstr);
         return;
     }
     redisEnableKeepAlive((redisContext *)&ac->c);
