@@ -16,6 +16,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -701,14 +703,14 @@ static void test_redis_killed(void **state)
     for (int i = 0; i < 4; i++) {
         assert_true(run_until(got_done, &g[i], 1000));
         assert_int_equal(g[i].st, CACHE_REDIS_UNAVAILABLE);
-        assert_true(g[i].at_ms - start <= 200 + 100);
+        assert_true(g[i].at_ms - start <= 200 + 150);
     }
     /* New ones: refused connections, then the open breaker. */
     for (int i = 0; i < 4; i++) {
         int64_t t0 = now_ms();
         get_wait(in.c, "x", t, 1, &g[i]);
         assert_int_equal(g[i].st, CACHE_REDIS_UNAVAILABLE);
-        assert_true(g[i].at_ms - t0 <= 200 + 100);
+        assert_true(g[i].at_ms - t0 <= 200 + 150);
     }
     assert_int_equal(cache_redis_state(in.r), CACHE_REDIS_OPEN);
     assert_int_equal(count_state(&in, CACHE_REDIS_OPEN), 1);
@@ -797,7 +799,7 @@ static void test_redis_stopped(void **state)
     for (int i = 0; i < 6; i++) {
         assert_true(run_until(got_done, &g[i], 1000));
         assert_int_equal(g[i].st, CACHE_REDIS_UNAVAILABLE);
-        assert_true(g[i].at_ms - start <= 100 + 60);
+        assert_true(g[i].at_ms - start <= 100 + 150);
     }
     assert_int_equal(cache_redis_state(in.r), CACHE_REDIS_OPEN);
     assert_true(stats_of(&in).timeouts >= 6);
@@ -807,7 +809,7 @@ static void test_redis_stopped(void **state)
         assert_int_equal(g[0].st, CACHE_REDIS_UNAVAILABLE);
         run_for(40);
     }
-    assert_true(tk.max_gap < 50);
+    assert_true(tk.max_gap < 100);
 
     kill(redis_pid, SIGCONT);
     int64_t end = now_ms() + 3000;
@@ -821,7 +823,7 @@ static void test_redis_stopped(void **state)
     run_for(100); /* any late reply lands now */
     for (int i = 1; i < 6; i++)
         assert_int_equal(g[i].calls, 1); /* exactly once, late replies ignored */
-    assert_true(tk.max_gap < 50);
+    assert_true(tk.max_gap < 100);
     ev_timer_stop(L, &tk.w);
     for (int i = 0; i < 6; i++)
         got_clear(&g[i]);
@@ -928,6 +930,128 @@ static void test_worker_glue(void **state)
     got_clear(&g);
 }
 
+/* Threads: invalidations and blocked checks from 4 threads while the home
+ * loop delivers them, and a second loop on its own thread doing gets on
+ * its own connection (the breaker and counters are shared). Every
+ * invalidation is delivered (each table's counter moved, none pending) and
+ * the counters add up. Meant for TSan as much as for ASan. */
+#define INV_THREADS 4
+#define INV_EACH    200
+#define GETS        50
+
+struct inv_thread {
+    pthread_t t;
+    struct cache_redis *r;
+    int id;
+};
+
+static _Atomic int inv_threads_done;
+
+static void *inv_thread_main(void *arg)
+{
+    struct inv_thread *it = arg;
+    for (int i = 0; i < INV_EACH; i++) {
+        uint64_t table = (uint64_t)(it->id * 1000 + i % 10);
+        cache_redis_invalidate(it->r, table);
+        (void)cache_redis_table_blocked(it->r, table);
+        (void)cache_redis_table_blocked(it->r, table + 1);
+    }
+    atomic_fetch_add(&inv_threads_done, 1);
+    return NULL;
+}
+
+struct getter {
+    pthread_t t;
+    struct cache_redis *r;
+    struct ev_loop *loop;
+    struct cache_redis_conn *c;
+    ev_timer keep; /* keeps ev_run() going between answers */
+    int answers, misses;
+};
+
+static void getter_cb(const struct cache_redis_result *res, void *arg)
+{
+    struct getter *g = arg;
+    static const uint64_t t[] = {77};
+    g->answers++;
+    g->misses += res->status == CACHE_REDIS_MISS;
+    if (g->answers < GETS)
+        cache_redis_get(g->c, "threaded", 8, t, 1, getter_cb, g);
+    else
+        ev_break(g->loop, EVBREAK_ALL);
+}
+
+static void keep_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+}
+
+static void *getter_main(void *arg)
+{
+    struct getter *g = arg;
+    static const uint64_t t[] = {77};
+    g->loop = ev_loop_new(EVFLAG_AUTO);
+    g->c = cache_redis_conn_new(g->r, g->loop);
+    ev_timer_init(&g->keep, keep_cb, 0.01, 0.01);
+    ev_timer_start(g->loop, &g->keep);
+    cache_redis_get(g->c, "threaded", 8, t, 1, getter_cb, g);
+    ev_run(g->loop, 0);
+    ev_timer_stop(g->loop, &g->keep);
+    cache_redis_conn_free(g->c);
+    ev_loop_destroy(g->loop);
+    return NULL;
+}
+
+static bool all_delivered(void *arg)
+{
+    struct inst *in = arg;
+    return atomic_load(&inv_threads_done) == INV_THREADS && stats_of(in).invalidations_pending == 0;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    need_redis();
+    struct inst in;
+    inst_open(&in, port, 1000);
+    atomic_store(&inv_threads_done, 0);
+    struct inv_thread it[INV_THREADS];
+    struct getter g = {.r = in.r};
+    assert_int_equal(pthread_create(&g.t, NULL, getter_main, &g), 0);
+    for (int i = 0; i < INV_THREADS; i++) {
+        it[i].r = in.r;
+        it[i].id = i + 1;
+        assert_int_equal(pthread_create(&it[i].t, NULL, inv_thread_main, &it[i]), 0);
+    }
+    assert_true(run_until(all_delivered, &in, 10000));
+    for (int i = 0; i < INV_THREADS; i++)
+        pthread_join(it[i].t, NULL);
+    pthread_join(g.t, NULL);
+    assert_int_equal(g.answers, GETS);
+    assert_int_equal(g.misses, GETS);
+    struct cache_redis_stats st = stats_of(&in);
+    assert_int_equal(st.invalidations, INV_THREADS * INV_EACH);
+    assert_true(st.invalidations_sent >= INV_THREADS * 10);
+    assert_true(st.invalidations_sent <= INV_THREADS * INV_EACH);
+    assert_int_equal(st.gets, GETS);
+    assert_int_equal(st.errors, 0);
+    redisContext *rc = redisConnect("127.0.0.1", port);
+    freeReplyObject(redisCommand(rc, "SELECT 2"));
+    for (int i = 0; i < INV_THREADS; i++)
+        for (int j = 0; j < 10; j++) {
+            assert_false(cache_redis_table_blocked(in.r, (uint64_t)((i + 1) * 1000 + j)));
+            redisReply *rep =
+                redisCommand(rc, "GET t:g:%016llx", (unsigned long long)((i + 1) * 1000 + j));
+            assert_int_equal(rep->type, REDIS_REPLY_STRING);
+            assert_true(atoi(rep->str) >= 1);
+            freeReplyObject(rep);
+        }
+    redisFree(rc);
+    inst_close(&in);
+}
+
 int main(void)
 {
     log_set_quiet(getenv("CACHE_REDIS_VERBOSE") == NULL);
@@ -937,7 +1061,7 @@ int main(void)
         cmocka_unit_test(test_binary_values), cmocka_unit_test(test_ttl_expiry),
         cmocka_unit_test(test_no_server),     cmocka_unit_test(test_conn_free_pending),
         cmocka_unit_test(test_worker_glue),   cmocka_unit_test(test_redis_stopped),
-        cmocka_unit_test(test_redis_killed),
+        cmocka_unit_test(test_threads),       cmocka_unit_test(test_redis_killed),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
