@@ -603,12 +603,18 @@ static void setup_reply(struct cr_req *q, const redisReply *rep)
 
 static void req_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
-    (void)ac;
     struct cr_req *q = priv;
     const redisReply *rep = reply;
     q->sent = false;
-    if (!rep && ac && ac->c.err) /* the context goes: say why in the log */
-        snprintf(q->conn->why, sizeof(q->conn->why), "%s", ac->c.errstr);
+    if (!rep && ac == q->conn->ac) {
+        /* hiredis is freeing the context (an error, a hang-up): forget it
+         * now, so that a get made from a callback below starts afresh
+         * rather than queue on it. Say why in the log. */
+        q->conn->ac = NULL;
+        q->conn->connected = false;
+        if (ac->c.err)
+            snprintf(q->conn->why, sizeof(q->conn->why), "%s", ac->c.errstr);
+    }
     if (q->answered) { /* timed out: a late reply, or the context went */
         cr_req_free(q);
         return;

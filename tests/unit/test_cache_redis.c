@@ -830,6 +830,33 @@ static void test_redis_stopped(void **state)
     inst_close(&in);
 }
 
+/* SCRIPT FLUSH under a live connection: the next put fails (NOSCRIPT,
+ * counted as an error) and reloads the scripts; the one after is stored. */
+static void test_script_flush(void **state)
+{
+    (void)state;
+    need_redis();
+    struct inst in;
+    inst_open(&in, port, 500);
+    uint64_t t[] = {4};
+    struct got g = {0};
+    get_wait(in.c, "sf", t, 1, &g);
+    put(&in, "sf", "one", 60000, t, g.gens, 1);
+    WAIT_STAT(in.r, puts_stored, 1);
+    char out[64];
+    redis_cmd(out, sizeof(out), "SCRIPT FLUSH");
+    put(&in, "sf", "two", 60000, t, g.gens, 1);
+    WAIT_STAT(in.r, errors, 1);
+    put(&in, "sf", "three", 60000, t, g.gens, 1);
+    WAIT_STAT(in.r, puts_stored, 2);
+    get_wait(in.c, "sf", t, 1, &g);
+    assert_int_equal(g.st, CACHE_REDIS_HIT);
+    assert_memory_equal(g.value, "three", 5);
+    assert_int_equal(cache_redis_state(in.r), CACHE_REDIS_UP);
+    got_clear(&g);
+    inst_close(&in);
+}
+
 /* No Redis at all (a closed port): every answer still comes from the loop,
  * never from inside the call, and the breaker opens after 3 failures. */
 static void test_no_server(void **state)
@@ -1056,12 +1083,13 @@ int main(void)
 {
     log_set_quiet(getenv("CACHE_REDIS_VERBOSE") == NULL);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_url_parse),     cmocka_unit_test(test_miss_put_hit),
-        cmocka_unit_test(test_generations),   cmocka_unit_test(test_two_instances),
-        cmocka_unit_test(test_binary_values), cmocka_unit_test(test_ttl_expiry),
-        cmocka_unit_test(test_no_server),     cmocka_unit_test(test_conn_free_pending),
-        cmocka_unit_test(test_worker_glue),   cmocka_unit_test(test_redis_stopped),
-        cmocka_unit_test(test_threads),       cmocka_unit_test(test_redis_killed),
+        cmocka_unit_test(test_url_parse),         cmocka_unit_test(test_miss_put_hit),
+        cmocka_unit_test(test_generations),       cmocka_unit_test(test_two_instances),
+        cmocka_unit_test(test_binary_values),     cmocka_unit_test(test_ttl_expiry),
+        cmocka_unit_test(test_script_flush),      cmocka_unit_test(test_no_server),
+        cmocka_unit_test(test_conn_free_pending), cmocka_unit_test(test_worker_glue),
+        cmocka_unit_test(test_redis_stopped),     cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_redis_killed),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
