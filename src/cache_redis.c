@@ -589,6 +589,17 @@ static void inv_reply(struct cr_req *q, const redisReply *rep)
     inv_outcome(q, true);
 }
 
+static void ping_reply(struct cr_req *q, const redisReply *rep)
+{
+    if (!rep || rep->type != REDIS_REPLY_INTEGER)
+        cr_failure(q->conn->r, q,
+                   !rep                             ? q->conn->why
+                   : rep->type == REDIS_REPLY_ERROR ? rep->str
+                                                    : "bad reply");
+    else
+        cr_breaker_result(q->conn->r, true, q->probe, NULL);
+}
+
 static void setup_reply(struct cr_req *q, const redisReply *rep)
 {
     struct cache_redis_conn *c = q->conn;
@@ -633,6 +644,9 @@ static void req_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
         break;
     case CR_SETUP:
         setup_reply(q, rep);
+        break;
+    case CR_PING:
+        ping_reply(q, rep);
         break;
     }
     cr_req_free(q);

@@ -22,6 +22,7 @@ enum cr_kind {
     CR_PUT,     /* a put: counted, nobody waits */
     CR_INV,     /* an invalidation's INCR+PUBLISH (home connection) */
     CR_SETUP,   /* SELECT or SCRIPT LOAD sent when a connection opens */
+    CR_PING,    /* the pub/sub heartbeat's PUBLISH (home connection) */
 };
 
 /* One operation, from its send until hiredis gives its record back (its
@@ -103,6 +104,8 @@ struct cache_redis {
     _Atomic bool sub_up;
     bool sub_down_logged; /* its loss was logged (once until it is up again) */
     ev_timer sub_timer;   /* reconnect later, or give up a connect that hangs */
+    ev_timer hb_timer;    /* publishes a heartbeat, checks that the channel speaks */
+    int64_t sub_heard;    /* monotonic usec of the last message on the channel */
 
     /* Invalidations (inv_lock; n_pending read anywhere). */
     pthread_mutex_t inv_lock;

@@ -19,6 +19,11 @@
 #include "log.h"
 
 #define INV_BATCH 32 /* tables picked per pass over the map */
+/* Every HB_INTERVAL the home loop publishes a heartbeat on the channel;
+ * a subscription that heard nothing (from any instance) for HB_SILENCE is
+ * taken for dead (a connection cut without a reset) and made again. */
+#define HB_INTERVAL 1.0
+#define HB_SILENCE  3000000 /* usec */
 
 /* --- the map of pending tables (inv_lock) ---------------------------------- */
 
@@ -286,6 +291,7 @@ static void sub_msg_cb(redisAsyncContext *ac, void *reply, void *priv)
         rep->element[0]->type != REDIS_REPLY_STRING)
         return;
     const char *kind = rep->element[0]->str;
+    r->sub_heard = cr_mono_usec();
     if (strcmp(kind, "subscribe") == 0) {
         atomic_store(&r->sub_up, true);
         r->sub_down_logged = false;
@@ -371,15 +377,53 @@ static void sub_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         sub_connect(r);
 }
 
+/* The heartbeat: check that the channel spoke lately, then publish. */
+static void hb_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct cache_redis *r = w->data;
+    if (!atomic_load(&r->sub_up))
+        return;
+    if (cr_mono_usec() - r->sub_heard > HB_SILENCE) {
+        redisAsyncContext *ac = r->sub_ac;
+        r->sub_ac = NULL;
+        if (ac)
+            redisAsyncFree(ac);
+        sub_lost(r, "no heartbeat heard");
+        return;
+    }
+    bool probe;
+    if (!cr_breaker_allow(r, &probe))
+        return;
+    struct cr_req *q = cr_req_new(r->home, CR_PING);
+    if (!q) {
+        if (probe)
+            cr_breaker_result(r, false, true, "out of memory");
+        return;
+    }
+    q->probe = probe;
+    const char *argv[] = {"PUBLISH", r->channel, "hb"};
+    size_t lens[] = {7, r->channel_len, 2};
+    if (!cr_send(r->home, q, 3, argv, lens)) {
+        cr_failure(r, q, "cannot send");
+        cr_req_free(q);
+    }
+}
+
 void cr_sub_start(struct cache_redis *r)
 {
     ev_timer_init(&r->sub_timer, sub_timer_cb, 0., 0.);
     r->sub_timer.data = r;
+    ev_timer_init(&r->hb_timer, hb_timer_cb, HB_INTERVAL, HB_INTERVAL);
+    r->hb_timer.data = r;
+    ev_timer_start(r->home_loop, &r->hb_timer);
     sub_connect(r);
 }
 
 void cr_sub_stop(struct cache_redis *r)
 {
+    ev_timer_stop(r->home_loop, &r->hb_timer);
     ev_timer_stop(r->home_loop, &r->sub_timer);
     redisAsyncContext *ac = r->sub_ac;
     r->sub_ac = NULL;

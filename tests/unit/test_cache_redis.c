@@ -857,6 +857,62 @@ static void test_script_flush(void **state)
     inst_close(&in);
 }
 
+struct resets_wait {
+    struct inst *in;
+    int want;
+};
+
+static bool resets_reached(void *arg)
+{
+    struct resets_wait *w = arg;
+    return w->in->resets >= w->want && cache_redis_pubsub_up(w->in->r);
+}
+
+/* The pub/sub connection killed (CLIENT KILL TYPE pubsub): each instance
+ * resets its in-process copies when it notices and again when it has
+ * subscribed anew, and hears invalidations again. */
+static void test_pubsub_reconnect(void **state)
+{
+    (void)state;
+    need_redis();
+    struct inst a, b;
+    inst_open(&a, port, 500);
+    inst_open(&b, port, 500);
+    assert_true(run_until(sub_up, &a, 3000));
+    assert_true(run_until(sub_up, &b, 3000));
+    int before = b.resets;
+    char out[64];
+    redis_cmd(out, sizeof(out), "CLIENT KILL TYPE pubsub");
+    assert_true(run_until(resets_reached, &(struct resets_wait){&b, before + 2}, 3000));
+    assert_true(run_until(sub_up, &a, 3000));
+    cache_redis_invalidate(a.r, 99);
+    assert_true(run_until(heard, &(struct heard_wait){&b, 99}, 3000));
+    inst_close(&a);
+    inst_close(&b);
+}
+
+/* A channel that falls silent (CLIENT PAUSE: the connection stays up, the
+ * heartbeats stop) is taken for dead after 3 s: copies reset, subscribed
+ * again once Redis answers. */
+static void test_pubsub_heartbeat(void **state)
+{
+    (void)state;
+    need_redis();
+    struct inst in;
+    inst_open(&in, port, 500);
+    assert_true(run_until(sub_up, &in, 3000));
+    run_for(1200); /* a heartbeat or two goes round */
+    assert_true(cache_redis_pubsub_up(in.r));
+    int before = in.resets;
+    char out[64];
+    redis_cmd(out, sizeof(out), "CLIENT PAUSE 4000 ALL");
+    run_for(500);
+    assert_true(cache_redis_pubsub_up(in.r)); /* not yet */
+    assert_true(run_until(resets_reached, &(struct resets_wait){&in, before + 2}, 8000));
+    assert_true(cache_redis_pubsub_up(in.r));
+    inst_close(&in);
+}
+
 /* No Redis at all (a closed port): every answer still comes from the loop,
  * never from inside the call, and the breaker opens after 3 failures. */
 static void test_no_server(void **state)
@@ -1089,6 +1145,7 @@ int main(void)
         cmocka_unit_test(test_script_flush),      cmocka_unit_test(test_no_server),
         cmocka_unit_test(test_conn_free_pending), cmocka_unit_test(test_worker_glue),
         cmocka_unit_test(test_redis_stopped),     cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_pubsub_reconnect),  cmocka_unit_test(test_pubsub_heartbeat),
         cmocka_unit_test(test_redis_killed),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
