@@ -279,14 +279,15 @@ static void conn_kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 
 /* --- connection ---------------------------------------------------------- */
 
-static void conn_drop(struct cache_redis_conn *c)
+/* Gives up c's connection; why: what the records behind it fail with. */
+static void conn_drop(struct cache_redis_conn *c, const char *why)
 {
     redisAsyncContext *ac = c->ac;
     if (!ac)
         return;
     c->ac = NULL;
     c->connected = false;
-    snprintf(c->why, sizeof(c->why), "connection dropped");
+    snprintf(c->why, sizeof(c->why), "%s", why);
     /* hiredis gives every record back now (NULL replies), or after the
      * callback running now returns. */
     redisAsyncFree(ac);
@@ -433,7 +434,7 @@ static void conn_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
         }
     }
     if (drop)
-        conn_drop(c);
+        conn_drop(c, "connection dropped after a timeout");
     h = list_first(&c->fifo);
     if (h) {
         double after = list_entry(h, struct cr_req, node)->deadline - ev_now(loop);
@@ -609,7 +610,7 @@ static void setup_reply(struct cr_req *q, const redisReply *rep)
      * must not be used. The records behind come back as failures. */
     log_error("redis cache %s:%d: %s", c->r->addr.host, c->r->addr.port, rep->str);
     CR_INC(c->r, errors);
-    conn_drop(c);
+    conn_drop(c, rep->str);
 }
 
 static void req_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
@@ -802,7 +803,7 @@ void cache_redis_conn_free(struct cache_redis_conn *c)
     c->freeing = true;
     /* Answer everything; a callback may ask again (answered the same way). */
     while (c->ac || !list_empty(&c->deferred)) {
-        conn_drop(c);
+        conn_drop(c, "shutting down");
         conn_run_deferred(c);
     }
     ev_timer_stop(c->loop, &c->deadline);

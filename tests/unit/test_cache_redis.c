@@ -98,6 +98,29 @@ static void redis_start(void)
     }
 }
 
+/* A second server with one database (so SELECT 2 is refused), on p. */
+static pid_t redis_start_one_db(int p)
+{
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%d", p);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execlp("redis-server", "redis-server", "--port", ps, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--databases", "1", (char *)NULL);
+        _exit(127);
+    }
+    int64_t end = now_ms() + 5000;
+    while (!port_answers(p)) {
+        assert_true(now_ms() < end);
+        usleep(10000);
+    }
+    return pid;
+}
+
 static void redis_kill(void)
 {
     if (redis_pid <= 0)
@@ -913,6 +936,42 @@ static void test_pubsub_heartbeat(void **state)
     inst_close(&in);
 }
 
+/* A server that refuses the DB (SELECT 2 with one database): the
+ * connection is dropped from inside hiredis's callback, every get behind
+ * the SELECT is answered UNAVAILABLE (none ran on DB 0), the error logged,
+ * and the breaker opens. */
+static void test_select_refused(void **state)
+{
+    (void)state;
+    need_redis();
+    int p2 = port + 1;
+    while (p2 < 26400 && !port_free(p2))
+        p2++;
+    assert_true(p2 < 26400);
+    pid_t pid = redis_start_one_db(p2);
+    struct inst in;
+    inst_open(&in, p2, 500); /* redis://127.0.0.1:p2/2 */
+    uint64_t t[] = {1};
+    struct got g[3] = {{0}};
+    ev_now_update(L);
+    for (int i = 0; i < 3; i++)
+        cache_redis_get(in.c, "sel", 3, t, 1, got_cb, &g[i]);
+    for (int i = 0; i < 3; i++) {
+        assert_true(run_until(got_done, &g[i], 3000));
+        assert_int_equal(g[i].st, CACHE_REDIS_UNAVAILABLE);
+        assert_int_equal(g[i].calls, 1);
+    }
+    assert_true(stats_of(&in).errors >= 1);
+    for (int i = 0; i < 3 && cache_redis_state(in.r) != CACHE_REDIS_OPEN; i++)
+        get_wait(in.c, "sel", t, 1, &g[0]);
+    assert_int_equal(cache_redis_state(in.r), CACHE_REDIS_OPEN);
+    inst_close(&in);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    for (int i = 0; i < 3; i++)
+        got_clear(&g[i]);
+}
+
 /* No Redis at all (a closed port): every answer still comes from the loop,
  * never from inside the call, and the breaker opens after 3 failures. */
 static void test_no_server(void **state)
@@ -1146,7 +1205,7 @@ int main(void)
         cmocka_unit_test(test_conn_free_pending), cmocka_unit_test(test_worker_glue),
         cmocka_unit_test(test_redis_stopped),     cmocka_unit_test(test_threads),
         cmocka_unit_test(test_pubsub_reconnect),  cmocka_unit_test(test_pubsub_heartbeat),
-        cmocka_unit_test(test_redis_killed),
+        cmocka_unit_test(test_select_refused),    cmocka_unit_test(test_redis_killed),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
