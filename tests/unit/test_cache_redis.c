@@ -938,7 +938,7 @@ static void test_pubsub_heartbeat(void **state)
 
 /* A server that refuses the DB (SELECT 2 with one database): the
  * connection is dropped from inside hiredis's callback, every get behind
- * the SELECT is answered UNAVAILABLE (none ran on DB 0), the error logged,
+ * the SELECT is answered UNAVAILABLE (no answer from DB 0 is used), the error logged,
  * and the breaker opens. */
 static void test_select_refused(void **state)
 {
