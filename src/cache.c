@@ -193,6 +193,24 @@ static void on_writes(const struct writes_event *ev, void *arg)
     }
 }
 
+/* A source of writes (the logical decoding consumer) may miss some for db
+ * from now: nothing of db's is answered or kept until it sees them all
+ * again, and what is there goes (it may be stale by then). */
+static void on_gap(struct database *db, enum writes_source source, bool open, void *arg)
+{
+    (void)arg;
+    if (open) {
+        if (atomic_fetch_add(&db->cache_gaps, 1) == 0)
+            log_warning("result cache: %s writes of database %s may be missed: its answers are "
+                        "dropped and none is kept until they are seen again",
+                        writes_source_str(source), db->name);
+    } else if (atomic_fetch_sub(&db->cache_gaps, 1) == 1) {
+        log_info("result cache: %s writes of database %s are seen again", writes_source_str(source),
+                 db->name);
+    }
+    invalidate_id(db, db_id(db), "*");
+}
+
 /* ---- writes of a client's transaction ------------------------------------------------ */
 
 static void writes_add(struct cache_client *cc, const char *name)
@@ -546,7 +564,8 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok)
         return CACHE_ROUTE_NONE;
     const char *sql = (const char *)m.data + 5;
     size_t len = m.len - 6; /* without its NUL */
-    if (sql[len] != '\0' || !client_may(c, status))
+    if (sql[len] != '\0' || !client_may(c, status) ||
+        atomic_load_explicit(&c->pool->db->cache_gaps, memory_order_relaxed))
         return CACHE_ROUTE_NONE;
     int64_t now = worker_now(c->s.worker);
     struct decision d;
@@ -862,6 +881,7 @@ bool cache_init(const struct config *cfg, char *err, size_t errlen)
     pthread_mutex_init(&g_names->lock, NULL);
     cache_owner = request_observe(&cache_observer);
     writes_subscribe(on_writes, NULL);
+    writes_subscribe_gap(on_gap, NULL);
     g_on = true;
     log_info("result cache: in memory, %lld bytes at most, entries up to %lld bytes",
              (long long)cfg->cache_max_memory, (long long)cfg->cache_max_entry_size);

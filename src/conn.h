@@ -308,6 +308,7 @@ struct database {
     _Atomic(struct volatility_cache *) volatility; /* pg_proc answers (volatility.c) */
     _Atomic(struct cache_catalog *) catalog;       /* pg_class answers (cache_catalog.c) */
     _Atomic uint64_t cache_ctr[8];                 /* the result cache's counters (cache.c) */
+    _Atomic int cache_gaps; /* sources of writes missing some now: nothing cached (cache.c) */
     bool paused;
     bool disabled;
     bool autodb; /* made from the "*" entry */
