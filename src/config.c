@@ -10,7 +10,8 @@
  *
  * Format, as PgBouncer reads it:
  *   [section]              pgbouncer and sluice (one namespace), databases,
- *                          users; peers, cache and jobs are read and ignored
+ *                          users, jobs (config_jobs.c); cache is read and
+ *                          ignored; peers is refused once it has an entry
  *   key = value            whitespace around key and value is dropped; the
  *                          value runs to the end of the line, unquoted
  *   "quoted name" = value  database and user names with other characters
@@ -37,6 +38,7 @@
 #include <unistd.h>
 
 #include "config_hosts.h"
+#include "config_jobs.h"
 #include "config_keys.h"
 #include "log.h"
 
@@ -53,7 +55,8 @@ enum section {
     SECTION_GENERAL,   /* [pgbouncer] or [sluice] */
     SECTION_DATABASES, /* [databases] */
     SECTION_USERS,     /* [users] */
-    SECTION_IGNORED,   /* [cache], [jobs] (later issues) */
+    SECTION_IGNORED,   /* [cache] (a later issue) */
+    SECTION_JOBS,      /* [jobs]: refresh jobs, one per line (config_jobs.c) */
     SECTION_PEERS,     /* [peers]: refused as soon as it has an entry */
 };
 
@@ -533,6 +536,16 @@ static bool parse_user(struct loader *ld, const char *file, int line, const char
 
 /* ---- general settings --------------------------------------------------- */
 
+/* Checks beyond the key table's (a type, bounds, words) for key k just set
+ * in cfg; false with why. */
+static bool key_value_valid(const struct config *cfg, const struct config_key *k, char *why,
+                            size_t whylen)
+{
+    if (strcmp(k->name, "job_timezone") == 0)
+        return config_job_timezone_check(cfg->job_timezone, why, whylen);
+    return true;
+}
+
 static bool set_general(struct loader *ld, const char *file, int line, const char *key,
                         const char *value)
 {
@@ -543,6 +556,8 @@ static bool set_general(struct loader *ld, const char *file, int line, const cha
         return fail(ld, "%s:%d: unknown setting \"%s\"", file, line, key);
     switch (config_key_set(ld->cfg, k, value, why, sizeof(why))) {
     case CONFIG_SET_OK:
+        if (!key_value_valid(ld->cfg, k, why, sizeof(why)))
+            break;
         return true;
     case CONFIG_SET_NOMEM:
         return fail(ld, "%s:%d: out of memory", file, line);
@@ -633,7 +648,9 @@ static bool parse_section(struct loader *ld, const char *file, int line, char *s
         ld->section = SECTION_USERS;
     } else if (strcasecmp(name, "peers") == 0) {
         ld->section = SECTION_PEERS;
-    } else if (strcasecmp(name, "cache") == 0 || strcasecmp(name, "jobs") == 0) {
+    } else if (strcasecmp(name, "jobs") == 0) {
+        ld->section = SECTION_JOBS;
+    } else if (strcasecmp(name, "cache") == 0) {
         ld->section = SECTION_IGNORED;
     } else {
         return fail(ld, "%s:%d: unknown section [%s]", file, line, name);
@@ -687,6 +704,8 @@ static bool parse_line(struct loader *ld, const char *file, int line, char *s)
         return parse_user(ld, file, line, key, value);
     case SECTION_IGNORED:
         return true;
+    case SECTION_JOBS:
+        return config_job_parse(ld->cfg, file, line, key, value, ld->err, ld->errlen);
     case SECTION_PEERS:
         /* PgBouncer 1.19's cancel forwarding between processes behind one
          * port: sluice's workers share one process and its cancel keys. */
@@ -833,6 +852,7 @@ static void config_free(struct config *cfg)
     for (int i = 0; i < cfg->n_users; i++)
         free(cfg->users[i].name);
     free(cfg->users);
+    config_jobs_free(cfg);
     free(cfg);
 }
 
@@ -895,6 +915,8 @@ static struct config *config_clone(const struct config *src)
     cfg->n_databases = 0;
     cfg->users = NULL;
     cfg->n_users = 0;
+    cfg->jobs = NULL;
+    cfg->n_jobs = 0;
 
     bool ok = true;
     for (int i = 0; i < config_n_keys && ok; i++) {
@@ -923,6 +945,8 @@ static struct config *config_clone(const struct config *src)
             ok = (cfg->users[i].name = strdup(src->users[i].name)) != NULL;
         }
     }
+    if (ok)
+        ok = config_jobs_copy(cfg, src);
     if (!ok) {
         config_free(cfg);
         return NULL;
@@ -948,7 +972,7 @@ static bool finish(struct loader *ld, const char *path)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->workers = n < 1 ? 1 : n > 1024 ? 1024 : (int)n;
     }
-    return true;
+    return config_jobs_check(cfg, ld->err, ld->errlen);
 }
 
 /* Loads from a file (text NULL) or from text posing as the file path. */
@@ -1095,6 +1119,10 @@ struct config *config_with_setting(const struct config *cfg, const char *key, co
     }
     switch (config_key_set(copy, k, value, why, sizeof(why))) {
     case CONFIG_SET_OK:
+        if (!key_value_valid(copy, k, why, sizeof(why))) {
+            log_format(err, errlen, "invalid value \"%s\" for %s: %s", value, k->name, why);
+            break;
+        }
         return copy;
     case CONFIG_SET_NOMEM:
         log_format(err, errlen, "out of memory");
