@@ -55,6 +55,7 @@ enum admin_verb {
     ADMIN_CMD_KILL_CLIENT, /* KILL_CLIENT id */
     ADMIN_CMD_WAIT_CLOSE,  /* WAIT_CLOSE [db] */
     ADMIN_CMD_SHUTDOWN,    /* SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS] */
+    ADMIN_CMD_RUN_JOB,     /* RUN JOB name */
 };
 /* The command's name as its CommandComplete tag ("PAUSE", ...). */
 const char *admin_verb_str(enum admin_verb v);
@@ -82,6 +83,7 @@ enum admin_show_topic {
     ADMIN_SHOW_REPLICAS,       /* one row per endpoint of a database with replicas */
     ADMIN_SHOW_SOCKETS,        /* CLIENTS and SERVERS with their buffers, every socket */
     ADMIN_SHOW_ACTIVE_SOCKETS, /* the same, sockets with bytes buffered only */
+    ADMIN_SHOW_JOBS,           /* one row per refresh job ([jobs]) */
     ADMIN_SHOW_COUNT,
 };
 /* Upper-case name of a topic ("POOLS"). */
@@ -102,7 +104,7 @@ struct admin_cmd {
     enum admin_show_topic topic;       /* ADMIN_CMD_SHOW */
     enum admin_shutdown_mode shutdown; /* ADMIN_CMD_SHUTDOWN */
     bool has_arg;
-    char arg[ADMIN_ARG_MAX];     /* database name, client id, or SET key */
+    char arg[ADMIN_ARG_MAX];     /* database name, client id, job name, or SET key */
     char value[ADMIN_VALUE_MAX]; /* SET value, quotes removed */
 };
 
@@ -313,6 +315,7 @@ void admin_show_servers(struct admin_result *r);        /* admin_show_pools.c */
 void admin_show_sockets(struct admin_result *r);        /* admin_show_pools.c */
 void admin_show_active_sockets(struct admin_result *r); /* admin_show_pools.c */
 void admin_show_users(struct admin_result *r);          /* admin_show_pools.c */
+void admin_show_jobs(struct admin_result *r);           /* admin_show_jobs.c */
 void admin_show_stats(struct admin_result *r);          /* admin_stats.c */
 void admin_show_stats_totals(struct admin_result *r);
 void admin_show_stats_averages(struct admin_result *r);

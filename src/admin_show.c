@@ -288,6 +288,11 @@ static const struct show_def show_defs[ADMIN_SHOW_COUNT] = {
     [ADMIN_SHOW_SOCKETS] = {"SOCKETS", 28, SOCKET_COLS, SOCKET_TYPES, admin_show_sockets},
     [ADMIN_SHOW_ACTIVE_SOCKETS] = {"ACTIVE_SOCKETS", 28, SOCKET_COLS, SOCKET_TYPES,
                                    admin_show_active_sockets},
+    [ADMIN_SHOW_JOBS] = {"JOBS", 15,
+                         COLS("name", "database", "schedule", "after_writes_to", "state",
+                              "next_run", "last_start", "duration_ms", "result", "error", "runs",
+                              "failures", "skipped", "lock_holder", "waiting"),
+                         TYPES(T, T, T, T, T, T, T, Q, T, T, Q, Q, Q, T, I), admin_show_jobs},
 };
 
 #undef T
@@ -331,7 +336,7 @@ static void show_help(struct admin_result *r)
         r->out, "Console usage",
         "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|SOCKETS|USERS|VERSION|STATE"
         "\n\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|MEM"
-        "\n\tSHOW DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS|REPLICAS"
+        "\n\tSHOW DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS|REPLICAS|JOBS"
         "\n\tSET key = value"
         "\n\tRELOAD"
         "\n\tPAUSE [<db>]"
@@ -342,7 +347,8 @@ static void show_help(struct admin_result *r)
         "\n\tKILL [<db>]"
         "\n\tKILL_CLIENT <id>"
         "\n\tWAIT_CLOSE [<db>]"
-        "\n\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]");
+        "\n\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]"
+        "\n\tRUN JOB <name>");
 }
 
 static void show_version(struct admin_result *r)
