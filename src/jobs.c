@@ -287,15 +287,22 @@ static void tick_job(struct job *j, int64_t wall, int64_t mono)
     }
 }
 
+/* Follows a config swapped since the last look (a reload, an admin SET):
+ * from the tick, and before SHOW JOBS or RUN JOB, which may come right
+ * after a RELOAD (world lock held: worker 0 is parked). */
+static void jobs_follow_config(int64_t wall)
+{
+    if (g_pooler.cfg && g_pooler.cfg != g_jobs.cfg)
+        jobs_sync(g_pooler.cfg, wall);
+}
+
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)t;
     (void)revents;
-    struct config *cfg = g_pooler.cfg;
     int64_t wall = now_wall_usec(), mono = jobs_mono_usec();
-    if (cfg != g_jobs.cfg)
-        jobs_sync(cfg, wall);
+    jobs_follow_config(wall);
     for (struct job *j = g_jobs.list; j; j = j->next)
         if (!j->removed)
             tick_job(j, wall, mono);
@@ -313,6 +320,7 @@ void jobs_start(void)
     ev_timer_start(loop, &g_tick);
     ev_unref(loop); /* does not keep the loop running */
     g_running = true;
+    jobs_follow_config(now_wall_usec());
 }
 
 void jobs_stop(void)
@@ -340,6 +348,7 @@ void jobs_stop(void)
 bool jobs_request_run(const char *name)
 {
     bool found = false;
+    jobs_follow_config(now_wall_usec());
     pthread_mutex_lock(&g_jobs.lock);
     for (struct job *j = g_jobs.list; j; j = j->next) {
         if (!j->removed && strcmp(j->name, name) == 0) {
@@ -369,6 +378,7 @@ void jobs_each(void (*fn)(const struct job_view *v, void *arg), void *arg)
 {
     int64_t wall = now_wall_usec(), mono = jobs_mono_usec();
     char after[512];
+    jobs_follow_config(wall);
     for (struct job *j = g_jobs.list; j; j = j->next) {
         if (j->removed)
             continue;
