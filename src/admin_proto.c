@@ -15,10 +15,10 @@
 
 const char *admin_verb_str(enum admin_verb v)
 {
-    static const char *const names[] = {
-        "",        "SHOW",   "SET",       "RELOAD", "PAUSE",       "RESUME",     "SUSPEND",
-        "DISABLE", "ENABLE", "RECONNECT", "KILL",   "KILL_CLIENT", "WAIT_CLOSE", "SHUTDOWN",
-        "RUN JOB"};
+    static const char *const names[] = {"",           "SHOW",      "SET",     "RELOAD",
+                                        "PAUSE",      "RESUME",    "SUSPEND", "DISABLE",
+                                        "ENABLE",     "RECONNECT", "KILL",    "KILL_CLIENT",
+                                        "WAIT_CLOSE", "SHUTDOWN",  "RUN JOB"};
     return (unsigned)v < sizeof(names) / sizeof(names[0]) ? names[v] : "?";
 }
 

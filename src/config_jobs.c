@@ -204,8 +204,8 @@ static bool name_ok(const char *s)
     return true;
 }
 
-bool config_job_parse(struct config *cfg, const char *file, int line, const char *name,
-                      char *value, char *err, size_t errlen)
+bool config_job_parse(struct config *cfg, const char *file, int line, const char *name, char *value,
+                      char *err, size_t errlen)
 {
     char why[WHY_LEN] = "";
     if (!name_ok(name))

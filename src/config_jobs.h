@@ -14,11 +14,12 @@
 
 /* Parses the job line "name = value" (value writable, cut in place) and
  * appends it to cfg->jobs. False with "file:line: reason" in err. */
-bool config_job_parse(struct config *cfg, const char *file, int line, const char *name,
-                      char *value, char *err, size_t errlen);
+bool config_job_parse(struct config *cfg, const char *file, int line, const char *name, char *value,
+                      char *err, size_t errlen);
 
 /* What can only be checked once the whole file is read: each job's
- * database has an entry with a user= (the job logs in as it). False with "file:line: reason" in err. */
+ * database has an entry with a user= (the job logs in as it). False with "file:line: reason" in
+ * err. */
 bool config_jobs_check(const struct config *cfg, char *err, size_t errlen);
 
 /* Whether name is a time zone job_timezone may be (why says what is

@@ -138,8 +138,8 @@ static bool parse_field(const struct cron_field *f, const char *s, uint64_t *bit
 static const struct {
     const char *name, *expr;
 } macros[] = {
-    {"@yearly", "0 0 1 1 *"},  {"@annually", "0 0 1 1 *"}, {"@monthly", "0 0 1 * *"},
-    {"@weekly", "0 0 * * 0"},  {"@daily", "0 0 * * *"},    {"@midnight", "0 0 * * *"},
+    {"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"}, {"@monthly", "0 0 1 * *"},
+    {"@weekly", "0 0 * * 0"}, {"@daily", "0 0 * * *"},    {"@midnight", "0 0 * * *"},
     {"@hourly", "0 * * * *"},
 };
 
@@ -159,8 +159,9 @@ bool cron_parse(const char *s, struct cron_expr *out, char *why, size_t whylen)
             if (*rest == '\0' && strlen(macros[i].name) == n &&
                 strncasecmp(s, macros[i].name, n) == 0)
                 return cron_parse(macros[i].expr, out, why, whylen);
-        log_format(why, whylen, "unknown macro \"%.*s\" (@hourly, @daily, @weekly, @monthly, "
-                                "@yearly)",
+        log_format(why, whylen,
+                   "unknown macro \"%.*s\" (@hourly, @daily, @weekly, @monthly, "
+                   "@yearly)",
                    n > 20 ? 20 : (int)n, s);
         return false;
     }

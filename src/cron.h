@@ -52,8 +52,8 @@ struct cron_tz {
  * zone; tz is then empty (UTC) and safe to free. */
 bool cron_tz_load(struct cron_tz *tz, const char *name, const char *dir, char *why, size_t whylen);
 /* Parses a TZif image (for tests and fuzzing); as cron_tz_load(). */
-bool cron_tz_parse(struct cron_tz *tz, const char *name, const uint8_t *data, size_t len,
-                   char *why, size_t whylen);
+bool cron_tz_parse(struct cron_tz *tz, const char *name, const uint8_t *data, size_t len, char *why,
+                   size_t whylen);
 void cron_tz_free(struct cron_tz *tz);
 /* The zone's offset at instant t (UTC seconds). tz NULL: UTC. */
 int32_t cron_tz_offset(const struct cron_tz *tz, int64_t t);

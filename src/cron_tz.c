@@ -229,8 +229,7 @@ bool cron_tz_parse(struct cron_tz *tz, const char *name, const uint8_t *d, size_
         tsize = 8;
     }
     size_t timecnt = counts[3], typecnt = counts[4];
-    if (typecnt == 0 || typecnt > 256 || timecnt > 100000 || counts[2] > 10000 ||
-        counts[5] > 65536)
+    if (typecnt == 0 || typecnt > 256 || timecnt > 100000 || counts[2] > 10000 || counts[5] > 65536)
         return tz_fail(tz, why, whylen, "malformed TZif file");
     size_t need = timecnt * (tsize + 1) + typecnt * 6 + counts[5] + counts[2] * (tsize + 4) +
                   counts[1] + counts[0];

@@ -26,12 +26,12 @@ struct worker;
 
 /* Where a job's run is. */
 enum job_phase {
-    JOB_IDLE = 0,    /* no run */
-    JOB_CONNECTING,  /* its connection logs in */
-    JOB_LOCKING,     /* SETs, then pg_try_advisory_lock */
-    JOB_RUNNING,     /* the command */
-    JOB_HOLDING,     /* done; the lock is kept until the occasion's grace ends */
-    JOB_UNLOCKING,   /* pg_advisory_unlock */
+    JOB_IDLE = 0,   /* no run */
+    JOB_CONNECTING, /* its connection logs in */
+    JOB_LOCKING,    /* SETs, then pg_try_advisory_lock */
+    JOB_RUNNING,    /* the command */
+    JOB_HOLDING,    /* done; the lock is kept until the occasion's grace ends */
+    JOB_UNLOCKING,  /* pg_advisory_unlock */
 };
 const char *job_phase_str(enum job_phase p);
 
@@ -59,9 +59,9 @@ struct job {
     struct server *sv;
     struct config *run_cfg; /* the config the run started with (a reference) */
     const struct config_job *run_cj;
-    int64_t run_mono;     /* monotonic start of the run */
-    int64_t cmd_mono;     /* ... of its command */
-    int64_t hold_until;   /* JOB_HOLDING: wall usec */
+    int64_t run_mono;   /* monotonic start of the run */
+    int64_t cmd_mono;   /* ... of its command */
+    int64_t hold_until; /* JOB_HOLDING: wall usec */
     enum job_result pending_result;
     bool got_lock;
     /* what SHOW JOBS shows */
@@ -75,9 +75,9 @@ struct job {
 struct jobs_state {
     pthread_mutex_t lock; /* the list's links, and each job's [lock] fields */
     struct job *list;
-    struct config *cfg;   /* the config the jobs follow (a reference) */
-    struct cron_tz tz;    /* job_timezone */
-    char instance[96];    /* this process: "host:pid" */
+    struct config *cfg; /* the config the jobs follow (a reference) */
+    struct cron_tz tz;  /* job_timezone */
+    char instance[96];  /* this process: "host:pid" */
 };
 extern struct jobs_state g_jobs;
 

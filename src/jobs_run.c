@@ -27,9 +27,9 @@
 /* Who holds the key (a bigint key is classid:objid, objsubid 1). */
 #define HOLDER_SQL                                                                                 \
     "SELECT a.application_name, a.pid FROM pg_catalog.pg_locks l JOIN "                            \
-    "pg_catalog.pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted " \
+    "pg_catalog.pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "  \
     "AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = " \
-    "pg_catalog.current_database()) AND ((l.classid::int8 << 32) | l.objid::int8) = $1::int8 "   \
+    "pg_catalog.current_database()) AND ((l.classid::int8 << 32) | l.objid::int8) = $1::int8 "     \
     "LIMIT 1"
 
 static const struct server_holder_ops job_holder;
@@ -162,8 +162,7 @@ static void holder_row(struct server *sv, void *arg, const struct server_query_r
     if (row->val[0] && row->len[0])
         snprintf(j->lock_holder, sizeof(j->lock_holder), "%.*s", (int)row->len[0], row->val[0]);
     else if (row->val[1])
-        snprintf(j->lock_holder, sizeof(j->lock_holder), "pid %.*s", (int)row->len[1],
-                 row->val[1]);
+        snprintf(j->lock_holder, sizeof(j->lock_holder), "pid %.*s", (int)row->len[1], row->val[1]);
 }
 
 static void holder_error(struct server *sv, void *arg, const char *sqlstate, const char *text)
@@ -234,8 +233,7 @@ static void setup_done(struct server *sv, void *arg, enum server_query_status st
         run_end(j, JOB_RESULT_DOWN, "connection closed");
 }
 
-static const struct server_query_ops setup_ops = {.on_error = on_error_keep,
-                                                  .on_done = setup_done};
+static const struct server_query_ops setup_ops = {.on_error = on_error_keep, .on_done = setup_done};
 
 /* ---- the connection ------------------------------------------------------------ */
 
@@ -342,8 +340,8 @@ void jobs_run_check(struct job *j, int64_t wall, int64_t mono)
         return;
     }
     int64_t timeout = j->run_cj ? j->run_cj->timeout : 0;
-    if (j->phase == JOB_RUNNING && timeout > 0 && mono - j->cmd_mono > timeout +
-                                                                         JOBS_DEADLINE_SLACK_USEC) {
+    if (j->phase == JOB_RUNNING && timeout > 0 &&
+        mono - j->cmd_mono > timeout + JOBS_DEADLINE_SLACK_USEC) {
         j->runs++;
         run_end(j, JOB_RESULT_TIMEOUT, "no answer within the timeout: connection closed");
     }

@@ -43,13 +43,13 @@ static void expect_error(const char *text, const char *want)
 static void test_job_line(void **state)
 {
     (void)state;
-    struct config *cfg = load(
-        HEAD "refresh_sales = database=mydb schedule=\"0 * * * *\" after_writes_to=orders,"
-             "Public.Items debounce=30 timeout=5min command=\"REFRESH MATERIALIZED VIEW "
-             "CONCURRENTLY daily_sales_summary\"\n"
-             "nightly = database=mydb schedule='@daily' command='SELECT ''x'', \"Q\"'\n"
-             "quoted = database=mydb after_writes_to=t command=\"REFRESH MATERIALIZED VIEW "
-             "\"\"My View\"\"\"\n");
+    struct config *cfg =
+        load(HEAD "refresh_sales = database=mydb schedule=\"0 * * * *\" after_writes_to=orders,"
+                  "Public.Items debounce=30 timeout=5min command=\"REFRESH MATERIALIZED VIEW "
+                  "CONCURRENTLY daily_sales_summary\"\n"
+                  "nightly = database=mydb schedule='@daily' command='SELECT ''x'', \"Q\"'\n"
+                  "quoted = database=mydb after_writes_to=t command=\"REFRESH MATERIALIZED VIEW "
+                  "\"\"My View\"\"\"\n");
     if (!cfg)
         fail_msg("%s", err);
     assert_int_equal(cfg->n_jobs, 3);
@@ -58,8 +58,7 @@ static void test_job_line(void **state)
     assert_string_equal(j->database, "mydb");
     assert_string_equal(j->schedule, "0 * * * *");
     assert_int_equal(j->cron.minute, 1);
-    assert_string_equal(j->command,
-                        "REFRESH MATERIALIZED VIEW CONCURRENTLY daily_sales_summary");
+    assert_string_equal(j->command, "REFRESH MATERIALIZED VIEW CONCURRENTLY daily_sales_summary");
     assert_int_equal(j->n_after, 2);
     assert_null(j->after[0].schema);
     assert_string_equal(j->after[0].name, "orders");
@@ -80,8 +79,8 @@ static void test_job_line(void **state)
     assert_string_equal(cfg->job_timezone, "UTC");
 
     /* An admin SET copies the config: the jobs come along. */
-    struct config *copy = config_with_setting(cfg, "job_timezone", "Europe/Berlin", err,
-                                              sizeof(err));
+    struct config *copy =
+        config_with_setting(cfg, "job_timezone", "Europe/Berlin", err, sizeof(err));
     if (!copy)
         fail_msg("%s", err);
     assert_int_equal(copy->n_jobs, 3);

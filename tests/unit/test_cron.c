@@ -16,7 +16,8 @@
 /* UTC seconds of a date and time. */
 static int64_t ts(int y, int mo, int d, int h, int mi)
 {
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi};
+    struct tm tm = {
+        .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi};
     return (int64_t)timegm(&tm);
 }
 
@@ -86,7 +87,8 @@ static void test_refused(void **state)
 {
     (void)state;
     expect_refused("", "expected 5 fields");
-    expect_refused("* * * *", "expected 5 fields (minute hour day-of-month month day-of-week), got 4");
+    expect_refused("* * * *",
+                   "expected 5 fields (minute hour day-of-month month day-of-week), got 4");
     expect_refused("* * * * * *", "got 6");
     expect_refused("60 * * * *", "minute 60 is out of range 0-59");
     expect_refused("* 24 * * *", "hour 24 is out of range 0-23");
