@@ -259,6 +259,16 @@ static void jobs_reap(void)
 
 /* ---- the tick ------------------------------------------------------------------ */
 
+/* PAUSE (of every database, or of the job's) holds due runs until RESUME,
+ * as it holds clients: a pause is for maintenance of the servers. */
+static bool jobs_paused(const struct config_job *cj)
+{
+    if (g_pooler.paused)
+        return true;
+    struct database *db = pool_find_database(cj->database);
+    return db && db->paused;
+}
+
 static void tick_job(struct job *j, int64_t wall, int64_t mono)
 {
     unsigned due = 0;
@@ -280,7 +290,7 @@ static void tick_job(struct job *j, int64_t wall, int64_t mono)
         jobs_run_check(j, wall, mono);
         return;
     }
-    if (j->waiting && !g_pooler.shutting_down) {
+    if (j->waiting && !g_pooler.shutting_down && !jobs_paused(j->cj)) {
         unsigned why = j->waiting;
         j->waiting = 0;
         jobs_run_start(j, why);

@@ -349,6 +349,8 @@ void jobs_run_check(struct job *j, int64_t wall, int64_t mono)
 
 void jobs_run_abort(struct job *j, const char *why)
 {
-    if (j->phase != JOB_IDLE)
+    if (j->phase >= JOB_HOLDING) /* the command is over: its result stands */
+        run_end(j, j->pending_result, j->error);
+    else if (j->phase != JOB_IDLE)
         run_end(j, JOB_RESULT_DOWN, why);
 }

@@ -297,6 +297,7 @@ def test_reload_adds_changes_and_removes_jobs(sluice, seed):
 
 @pytest.mark.skipif(not os.environ.get("SLUICE_JOBS_SLOW"),
                     reason="two minutes: make test-jobs-slow (SLUICE_JOBS_SLOW=1)")
+@pytest.mark.timeout(300)
 def test_every_minute_on_two_instances(sluice, seed):
     """A job every minute on two instances of one primary, watched over two
     minutes: each minute's run happens exactly once."""
@@ -315,3 +316,16 @@ def test_every_minute_on_two_instances(sluice, seed):
     ra, rb = job_row(a, "minutely"), job_row(b, "minutely")
     assert ra["runs"] + rb["runs"] == len(rows), (ra, rb, rows)
     assert ra["skipped"] + rb["skipped"] == len(rows), (ra, rb, rows)
+
+
+def test_pause_holds_due_runs(sluice, seed):
+    """While the database is paused, a due run waits; RESUME lets it go."""
+    s = sluice(jobs_config({"paused": f'database=mydb schedule="{NEVER}" command="SELECT 1"'}))
+    with admin(s) as con:
+        con.execute("PAUSE mydb")
+        con.execute("RUN JOB paused")
+        time.sleep(0.5)
+        row = job_row(s, "paused")
+        assert row["state"] == "idle" and row["waiting"] == 1 and row["runs"] == 0, row
+        con.execute("RESUME mydb")
+    assert wait_result(s, "paused", runs=1)["waiting"] == 0
