@@ -692,7 +692,7 @@ static void session_begin(uint8_t opts)
     struct config *cfg = cfgs[(opts >> 2) & 1];
     if (g_pooler.cfg != cfg) {
         g_pooler.cfg = cfg;
-        pool_apply_config(cfg);
+        pool_apply_config(cfg, false);
     }
     for (int i = 0; i < N_DBS; i++)
         for (int e = 1; e < dbs[i]->n_endpoints; e++)
