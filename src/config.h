@@ -126,7 +126,7 @@ struct config_job {
     struct config_job_rel *after; /* after_writes_to */
     int n_after;
     int64_t debounce; /* usec of quiet after a write before the run (10 s) */
-    int64_t timeout;  /* usec: statement_timeout of the run; 0 = none */
+    int64_t timeout;  /* usec: statement_timeout of the run; 0: the role's */
     char *file;       /* where it was defined, for messages */
     int line;
 };

@@ -248,10 +248,13 @@ static void job_ready(struct server *sv)
     j->pending_result = JOB_RESULT_NONE;
     /* The name and the instance are letters, digits and ".-_:" (checked at
      * load, and made so in jobs_run_start()): safe inside quotes. */
+    /* timeout 0 leaves statement_timeout as the role or database sets it. */
     char sql[400];
-    snprintf(sql, sizeof(sql),
-             "SET application_name = 'sluice job %s (%s)'; SET statement_timeout = %lld", j->name,
-             g_jobs.instance, (long long)(j->run_cj->timeout / 1000));
+    int n = snprintf(sql, sizeof(sql), "SET application_name = 'sluice job %s (%s)'", j->name,
+                     g_jobs.instance);
+    if (j->run_cj->timeout > 0 && n > 0 && (size_t)n < sizeof(sql))
+        snprintf(sql + n, sizeof(sql) - (size_t)n, "; SET statement_timeout = %lld",
+                 (long long)((j->run_cj->timeout + 999) / 1000));
     if (!server_query(sv, sql, 0, NULL, &setup_ops, j))
         run_end(j, JOB_RESULT_DOWN, "connection closed");
 }
