@@ -329,3 +329,28 @@ def test_pause_holds_due_runs(sluice, seed):
         assert row["state"] == "idle" and row["waiting"] == 1 and row["runs"] == 0, row
         con.execute("RESUME mydb")
     assert wait_result(s, "paused", runs=1)["waiting"] == 0
+
+
+def test_job_timezone(sluice, seed):
+    """Schedules are read in job_timezone: SET changes it at once; an unknown
+    zone is refused and the running one stays."""
+    from datetime import datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    s = sluice(jobs_config({"noon": 'database=mydb schedule="0 12 * * *" command="SELECT 1"'}))
+
+    def expected(zone):
+        now = datetime.now(ZoneInfo(zone))
+        noon = now.replace(hour=12, minute=0, second=0, microsecond=0)
+        if noon <= now:
+            noon = (noon + timedelta(days=1)).replace(hour=12)
+        return noon.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S+00")
+
+    assert job_row(s, "noon")["next_run"] == expected("UTC")
+    with admin(s) as con:
+        con.execute("SET job_timezone = 'America/New_York'")
+        assert job_row(s, "noon")["next_run"] == expected("America/New_York")
+        with pytest.raises(psycopg.Error, match='time zone "Mars/Base": cannot open'):
+            con.execute("SET job_timezone = 'Mars/Base'")
+        rows = {r["key"]: r["value"] for r in show(con, "CONFIG")}
+    assert rows["job_timezone"] == "America/New_York"
