@@ -56,6 +56,7 @@ enum admin_verb {
     ADMIN_CMD_WAIT_CLOSE,  /* WAIT_CLOSE [db] */
     ADMIN_CMD_SHUTDOWN,    /* SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS] */
     ADMIN_CMD_CACHE_CLEAR, /* CACHE CLEAR [table] (sluice's) */
+    ADMIN_CMD_RUN_JOB,     /* RUN JOB name */
 };
 /* The command's name as its CommandComplete tag ("PAUSE", ...). */
 const char *admin_verb_str(enum admin_verb v);
@@ -85,6 +86,7 @@ enum admin_show_topic {
     ADMIN_SHOW_ACTIVE_SOCKETS, /* the same, sockets with bytes buffered only */
     ADMIN_SHOW_CACHE,          /* the result cache: one row per database, and the store's */
     ADMIN_SHOW_CACHE_TABLES,   /* the result cache: invalidations per table */
+    ADMIN_SHOW_JOBS,           /* one row per refresh job ([jobs]) */
     ADMIN_SHOW_COUNT,
 };
 /* Upper-case name of a topic ("POOLS"). */
@@ -105,7 +107,7 @@ struct admin_cmd {
     enum admin_show_topic topic;       /* ADMIN_CMD_SHOW */
     enum admin_shutdown_mode shutdown; /* ADMIN_CMD_SHUTDOWN */
     bool has_arg;
-    char arg[ADMIN_ARG_MAX];     /* database name, client id, or SET key */
+    char arg[ADMIN_ARG_MAX];     /* database name, client id, job name, or SET key */
     char value[ADMIN_VALUE_MAX]; /* SET value, quotes removed */
 };
 
@@ -318,6 +320,7 @@ void admin_show_servers(struct admin_result *r);        /* admin_show_pools.c */
 void admin_show_sockets(struct admin_result *r);        /* admin_show_pools.c */
 void admin_show_active_sockets(struct admin_result *r); /* admin_show_pools.c */
 void admin_show_users(struct admin_result *r);          /* admin_show_pools.c */
+void admin_show_jobs(struct admin_result *r);           /* admin_show_jobs.c */
 void admin_show_stats(struct admin_result *r);          /* admin_stats.c */
 void admin_show_stats_totals(struct admin_result *r);
 void admin_show_stats_averages(struct admin_result *r);

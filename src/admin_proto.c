@@ -15,10 +15,10 @@
 
 const char *admin_verb_str(enum admin_verb v)
 {
-    static const char *const names[] = {"",           "SHOW",      "SET",        "RELOAD",
-                                        "PAUSE",      "RESUME",    "SUSPEND",    "DISABLE",
-                                        "ENABLE",     "RECONNECT", "KILL",       "KILL_CLIENT",
-                                        "WAIT_CLOSE", "SHUTDOWN",  "CACHE CLEAR"};
+    static const char *const names[] = {"",           "SHOW",      "SET",         "RELOAD",
+                                        "PAUSE",      "RESUME",    "SUSPEND",     "DISABLE",
+                                        "ENABLE",     "RECONNECT", "KILL",        "KILL_CLIENT",
+                                        "WAIT_CLOSE", "SHUTDOWN",  "CACHE CLEAR", "RUN JOB"};
     return (unsigned)v < sizeof(names) / sizeof(names[0]) ? names[v] : "?";
 }
 
@@ -311,6 +311,17 @@ bool admin_parse(const char *sql, int nparams, const char *const *params, struct
                 return false;
             out->has_arg = true;
         }
+        return true;
+    }
+    if (kw(&t, 0, "RUN")) {
+        out->verb = ADMIN_CMD_RUN_JOB;
+        if (t.n != 3 || !kw(&t, 1, "JOB") || t.kind[2] == TK_EQ) {
+            log_format(err, errlen, "syntax: RUN JOB name");
+            return false;
+        }
+        if (!copy_arg(out->arg, sizeof(out->arg), t.text[2], err, errlen))
+            return false;
+        out->has_arg = true;
         return true;
     }
     if (kw(&t, 0, "SHUTDOWN")) {

@@ -296,6 +296,11 @@ static const struct show_def show_defs[ADMIN_SHOW_COUNT] = {
     [ADMIN_SHOW_CACHE_TABLES] = {"CACHE_TABLES", 4,
                                  COLS("database", "table", "invalidations", "entries_dropped"),
                                  TYPES(T, T, Q, Q), admin_show_cache_tables},
+    [ADMIN_SHOW_JOBS] = {"JOBS", 15,
+                         COLS("name", "database", "schedule", "after_writes_to", "state",
+                              "next_run", "last_start", "duration_ms", "result", "error", "runs",
+                              "failures", "skipped", "lock_holder", "waiting"),
+                         TYPES(T, T, T, T, T, T, T, Q, T, T, Q, Q, Q, T, I), admin_show_jobs},
 };
 
 #undef T
@@ -339,7 +344,7 @@ static void show_help(struct admin_result *r)
         r->out, "Console usage",
         "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|SOCKETS|USERS|VERSION|STATE"
         "\n\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|MEM"
-        "\n\tSHOW DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS|REPLICAS|CACHE|CACHE_TABLES"
+        "\n\tSHOW DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS|REPLICAS|CACHE|CACHE_TABLES|JOBS"
         "\n\tCACHE CLEAR [table]"
         "\n\tSET key = value"
         "\n\tRELOAD"
@@ -351,7 +356,8 @@ static void show_help(struct admin_result *r)
         "\n\tKILL [<db>]"
         "\n\tKILL_CLIENT <id>"
         "\n\tWAIT_CLOSE [<db>]"
-        "\n\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]");
+        "\n\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]"
+        "\n\tRUN JOB <name>");
 }
 
 static void show_version(struct admin_result *r)

@@ -10,7 +10,8 @@
  *
  * Format, as PgBouncer reads it:
  *   [section]              pgbouncer and sluice (one namespace), databases,
- *                          users; peers, cache and jobs are read and ignored
+ *                          users, jobs (config_jobs.c); cache is read and
+ *                          ignored; peers is refused once it has an entry
  *   key = value            whitespace around key and value is dropped; the
  *                          value runs to the end of the line, unquoted
  *   "quoted name" = value  database and user names with other characters
@@ -37,6 +38,7 @@
 #include <unistd.h>
 
 #include "config_hosts.h"
+#include "config_jobs.h"
 #include "config_keys.h"
 #include "log.h"
 
@@ -54,7 +56,7 @@ enum section {
     SECTION_DATABASES, /* [databases] */
     SECTION_USERS,     /* [users] */
     SECTION_CACHE,     /* [cache]: result cache rules (config_cache.c) */
-    SECTION_IGNORED,   /* [jobs] (a later issue) */
+    SECTION_JOBS,      /* [jobs]: refresh jobs, one per line (config_jobs.c) */
     SECTION_PEERS,     /* [peers]: refused as soon as it has an entry */
 };
 
@@ -534,6 +536,16 @@ static bool parse_user(struct loader *ld, const char *file, int line, const char
 
 /* ---- general settings --------------------------------------------------- */
 
+/* Checks beyond the key table's (a type, bounds, words) for key k just set
+ * in cfg; false with why. */
+static bool key_value_valid(const struct config *cfg, const struct config_key *k, char *why,
+                            size_t whylen)
+{
+    if (strcmp(k->name, "job_timezone") == 0)
+        return config_job_timezone_check(cfg->job_timezone, why, whylen);
+    return true;
+}
+
 static bool set_general(struct loader *ld, const char *file, int line, const char *key,
                         const char *value)
 {
@@ -544,6 +556,8 @@ static bool set_general(struct loader *ld, const char *file, int line, const cha
         return fail(ld, "%s:%d: unknown setting \"%s\"", file, line, key);
     switch (config_key_set(ld->cfg, k, value, why, sizeof(why))) {
     case CONFIG_SET_OK:
+        if (!key_value_valid(ld->cfg, k, why, sizeof(why)))
+            break;
         return true;
     case CONFIG_SET_NOMEM:
         return fail(ld, "%s:%d: out of memory", file, line);
@@ -637,7 +651,7 @@ static bool parse_section(struct loader *ld, const char *file, int line, char *s
     } else if (strcasecmp(name, "cache") == 0) {
         ld->section = SECTION_CACHE;
     } else if (strcasecmp(name, "jobs") == 0) {
-        ld->section = SECTION_IGNORED;
+        ld->section = SECTION_JOBS;
     } else {
         return fail(ld, "%s:%d: unknown section [%s]", file, line, name);
     }
@@ -692,8 +706,8 @@ static bool parse_line(struct loader *ld, const char *file, int line, char *s)
         if (!config_cache_rule_add(ld->cfg, key, value, why, sizeof(why)))
             return fail(ld, "%s:%d: [cache] %s: %s", file, line, key, why);
         return true;
-    case SECTION_IGNORED:
-        return true;
+    case SECTION_JOBS:
+        return config_job_parse(ld->cfg, file, line, key, value, ld->err, ld->errlen);
     case SECTION_PEERS:
         /* PgBouncer 1.19's cancel forwarding between processes behind one
          * port: sluice's workers share one process and its cancel keys. */
@@ -841,6 +855,7 @@ static void config_free(struct config *cfg)
         free(cfg->users[i].name);
     free(cfg->users);
     config_cache_rules_free(cfg);
+    config_jobs_free(cfg);
     free(cfg);
 }
 
@@ -905,6 +920,8 @@ static struct config *config_clone(const struct config *src)
     cfg->n_users = 0;
     cfg->cache_rules = NULL;
     cfg->n_cache_rules = 0;
+    cfg->jobs = NULL;
+    cfg->n_jobs = 0;
 
     bool ok = config_cache_rules_copy(cfg, src);
     for (int i = 0; i < config_n_keys && ok; i++) {
@@ -933,6 +950,8 @@ static struct config *config_clone(const struct config *src)
             ok = (cfg->users[i].name = strdup(src->users[i].name)) != NULL;
         }
     }
+    if (ok)
+        ok = config_jobs_copy(cfg, src);
     if (!ok) {
         config_free(cfg);
         return NULL;
@@ -961,7 +980,7 @@ static bool finish(struct loader *ld, const char *path)
     char why[WHY_LEN];
     if (!config_cache_check(cfg, why, sizeof(why)))
         return fail(ld, "%s: %s", path, why);
-    return true;
+    return config_jobs_check(cfg, ld->err, ld->errlen);
 }
 
 /* Loads from a file (text NULL) or from text posing as the file path. */
@@ -1108,6 +1127,10 @@ struct config *config_with_setting(const struct config *cfg, const char *key, co
     }
     switch (config_key_set(copy, k, value, why, sizeof(why))) {
     case CONFIG_SET_OK:
+        if (!key_value_valid(copy, k, why, sizeof(why))) {
+            log_format(err, errlen, "invalid value \"%s\" for %s: %s", value, k->name, why);
+            break;
+        }
         return copy;
     case CONFIG_SET_NOMEM:
         log_format(err, errlen, "out of memory");

@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cron.h"
+
 enum pool_mode {
     POOL_MODE_SESSION = 0, /* server held for the whole client session */
     POOL_MODE_TRANSACTION, /* server released at ReadyForQuery idle */
@@ -110,6 +112,30 @@ struct config_user {
 struct config_cache_rule {
     char *pattern;
     int64_t ttl; /* usec, > 0 */
+};
+
+/* A relation a job's after_writes_to names: schema NULL when not given
+ * (then any schema matches). Folded to lower case, as PostgreSQL folds an
+ * unquoted name. */
+struct config_job_rel {
+    char *schema;
+    char *name;
+};
+
+/* One [jobs] line: NAME = database=DB command="SQL" [schedule="CRON"]
+ * [after_writes_to=TABLE[,TABLE...]] [debounce=SECONDS] [timeout=SECONDS]. */
+struct config_job {
+    char *name;
+    char *database; /* a [databases] entry (or one the "*" entry makes) */
+    char *command;  /* SQL, sent as one simple Query */
+    char *schedule; /* as written; "" when the job has none */
+    struct cron_expr cron;
+    struct config_job_rel *after; /* after_writes_to */
+    int n_after;
+    int64_t debounce; /* usec of quiet after a write before the run (10 s) */
+    int64_t timeout;  /* usec: statement_timeout of the run; 0: the role's */
+    char *file;       /* where it was defined, for messages */
+    int line;
 };
 
 struct config {
@@ -259,11 +285,14 @@ struct config {
     int64_t cache_default_ttl;       /* usec; 0: only what a rule or a hint names */
     struct config_cache_rule *cache_rules; /* [cache], in file order */
     int n_cache_rules;
+    char *job_timezone; /* "UTC": the zone [jobs] schedules are read in */
 
     struct config_database *databases; /* in file order; "*" included if present */
     int n_databases;
     struct config_user *users;
     int n_users;
+    struct config_job *jobs; /* [jobs], in file order */
+    int n_jobs;
 };
 
 /* Loads path. On success returns a config with refcount 1. On failure returns
@@ -280,6 +309,8 @@ void config_unref(struct config *cfg);
 
 /* The [databases] entry named name, else the "*" entry, else NULL. */
 const struct config_database *config_find_database(const struct config *cfg, const char *name);
+/* The [jobs] entry named name, or NULL. */
+const struct config_job *config_find_job(const struct config *cfg, const char *name);
 /* The [users] entry, or NULL. */
 const struct config_user *config_find_user(const struct config *cfg, const char *name);
 

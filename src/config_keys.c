@@ -450,6 +450,7 @@ const struct config_key config_keys[] = {
     STR(ignore_startup_parameters, RELOAD, ""),
     REFUSED(job_name, char *, CONFIG_KEY_STRING, "pgbouncer", 0, 0,
             "a Windows service name; sluice does not run as a Windows service"),
+    STR(job_timezone, RELOAD, "UTC"),
     TIME(lag_check_interval, RELOAD, "0.1"),
     STR(listen_addr, RESTART, ""),
     INT(listen_backlog, RESTART, "128", 0, INT_MAX),

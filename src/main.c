@@ -19,6 +19,7 @@
 #include "client_login.h"
 #include "config.h"
 #include "dns.h"
+#include "jobs.h"
 #include "lag_monitor.h"
 #include "listen.h"
 #include "log.h"
@@ -715,6 +716,7 @@ static void main_shutdown(void)
         worker_drain(&workers[i]);
     listen_shutdown();
     lag_monitor_stop();
+    jobs_stop();
     for (int i = 0; i < n_workers; i++)
         worker_close_all(&workers[i]);
     pool_free_all();
@@ -778,6 +780,7 @@ int main(int argc, char **argv)
      * from before the first thread runs. */
     g_pooler.locking = n_workers > 1;
     lag_monitor_start();
+    jobs_start();
     if (!worker_start_threads(workers, n_workers, err, sizeof(err))) {
         log_error("%s", err);
         return 1;

@@ -20,6 +20,7 @@
 
 #include "admin.h"
 #include "conn.h"
+#include "jobs.h"
 #include "lag_monitor.h"
 #include "list.h"
 #include "cache.h"
@@ -520,6 +521,82 @@ static void render_ryw(struct metrics_buf *b)
                        (unsigned long long)to_primary);
 }
 
+/* Refresh jobs (jobs.h), one sample per job in each family. */
+enum job_family {
+    JF_RUNS = 0,
+    JF_FAILURES,
+    JF_SKIPPED,
+    JF_RUNNING,
+    JF_DURATION,
+    JF_SUCCESS,
+    JF_NEXT,
+    JF_RESULT,
+    JF_COUNT,
+};
+
+static const struct {
+    const char *name, *type, *help;
+} job_families[JF_COUNT] = {
+    [JF_RUNS] = {"sluice_job_runs_total", "counter",
+                 "Runs of the job's command by this instance (SHOW JOBS runs)."},
+    [JF_FAILURES] = {"sluice_job_failures_total", "counter",
+                     "Runs that failed: SQL error, timeout, primary down (SHOW JOBS failures)."},
+    [JF_SKIPPED] = {"sluice_job_skipped_total", "counter",
+                    "Runs skipped because another instance held the job's lock."},
+    [JF_RUNNING] = {"sluice_job_running", "gauge", "1 while a run of the job is going here."},
+    [JF_DURATION] = {"sluice_job_last_duration_seconds", "gauge",
+                     "How long the last run's command took."},
+    [JF_SUCCESS] = {"sluice_job_last_success_timestamp_seconds", "gauge",
+                    "When the last successful run ended (Unix time); 0: none yet."},
+    [JF_NEXT] = {"sluice_job_next_run_timestamp_seconds", "gauge",
+                 "When the next scheduled or debounced run is due (Unix time); 0: none."},
+    [JF_RESULT] = {"sluice_job_last_result", "gauge",
+                   "1 for the last run's result (ok, failed, timeout, skipped, down)."},
+};
+
+static void job_sample(struct metrics_buf *f, const char *name, const struct job_view *v)
+{
+    metrics_buf_printf(f, "%s{job=\"", name);
+    metrics_buf_label(f, v->name);
+    metrics_buf_printf(f, "\",database=\"");
+    metrics_buf_label(f, v->database);
+    buf_append(f, "\"} ", 3);
+}
+
+static void job_row(const struct job_view *v, void *arg)
+{
+    struct metrics_buf *f = arg;
+    const unsigned long long n[] = {v->runs, v->failures, v->skipped,
+                                    strcmp(v->state, "idle") != 0};
+    for (int i = JF_RUNS; i <= JF_RUNNING; i++) {
+        job_sample(&f[i], job_families[i].name, v);
+        metrics_buf_printf(&f[i], "%llu\n", n[i]);
+    }
+    const int64_t usec[] = {v->last_duration, v->last_success, v->next_run};
+    for (int i = JF_DURATION; i <= JF_NEXT; i++) {
+        job_sample(&f[i], job_families[i].name, v);
+        buf_seconds(&f[i], (uint64_t)(usec[i - JF_DURATION] > 0 ? usec[i - JF_DURATION] : 0));
+        buf_append(&f[i], "\n", 1);
+    }
+    if (v->result != JOB_RESULT_NONE) {
+        metrics_buf_printf(&f[JF_RESULT], "sluice_job_last_result{job=\"");
+        metrics_buf_label(&f[JF_RESULT], v->name);
+        metrics_buf_printf(&f[JF_RESULT], "\",database=\"");
+        metrics_buf_label(&f[JF_RESULT], v->database);
+        metrics_buf_printf(&f[JF_RESULT], "\",result=\"%s\"} 1\n", job_result_str(v->result));
+    }
+}
+
+static void render_jobs(struct metrics_buf *b)
+{
+    struct metrics_buf f[JF_COUNT];
+    memset(f, 0, sizeof(f));
+    for (int i = 0; i < JF_COUNT; i++)
+        buf_family(&f[i], job_families[i].name, job_families[i].type, job_families[i].help);
+    jobs_each(job_row, f);
+    buf_join(b, f, JF_COUNT);
+}
+
 void metrics_render(struct metrics_buf *b)
 {
     buf_family(b, "sluice_build_info", "gauge", "Always 1; the version is a label.");
@@ -548,6 +625,7 @@ void metrics_render(struct metrics_buf *b)
     render_lag(b, now);
     render_ryw(b);
     render_cache(b);
+    render_jobs(b);
 
     struct stats_hist q, wt;
     memset(&q, 0, sizeof(q));

@@ -736,17 +736,18 @@ static void test_sections(void **state)
                                  "[cache]\n"
                                  "orders = 300s\n"
                                  "[jobs]\n"
-                                 "refresh = schedule=\"0 * * * *\" command=\"x\"\n"
+                                 "refresh = database=db schedule=\"0 * * * *\" command=\"x\"\n"
                                  "[peers]\n"
                                  "[ PgBouncer ] ; a comment after the header\n"
                                  "pool_mode = transaction\n"
                                  "[DATABASES]\n"
-                                 "db = host=x\n");
+                                 "db = host=x user=u\n");
     /* one namespace, later lines win, keys and section names case-insensitive */
     assert_int_equal(cfg->listen_port, 7001);
     assert_int_equal(cfg->workers, 3);
     assert_int_equal(cfg->pool_mode, POOL_MODE_TRANSACTION);
     assert_int_equal(cfg->n_databases, 1);
+    assert_int_equal(cfg->n_jobs, 1); /* [jobs] is read (test_config_jobs.c) */
     config_unref(cfg);
 
     expect_error("[pgbouncr]\n", "t.ini:1: unknown section [pgbouncr]");
