@@ -236,6 +236,24 @@ static bool copy_arg(char *dst, size_t cap, const char *src, char *err, size_t e
     return true;
 }
 
+/* sluice's two-word commands: CACHE CLEAR [table], RUN JOB name. */
+static bool parse_two_words(const struct tokens *t, struct admin_cmd *out, char *err, size_t errlen)
+{
+    bool cache = kw(t, 0, "CACHE");
+    out->verb = cache ? ADMIN_CMD_CACHE_CLEAR : ADMIN_CMD_RUN_JOB;
+    bool ok = cache ? t->n >= 2 && t->n <= 3 && kw(t, 1, "CLEAR") : t->n == 3 && kw(t, 1, "JOB");
+    if (!ok || (t->n == 3 && t->kind[2] == TK_EQ)) {
+        log_format(err, errlen, cache ? "syntax: CACHE CLEAR [table]" : "syntax: RUN JOB name");
+        return false;
+    }
+    if (t->n == 3) {
+        if (!copy_arg(out->arg, sizeof(out->arg), t->text[2], err, errlen))
+            return false;
+        out->has_arg = true;
+    }
+    return true;
+}
+
 bool admin_parse(const char *sql, int nparams, const char *const *params, struct admin_cmd *out,
                  char *err, size_t errlen)
 {
@@ -300,30 +318,8 @@ bool admin_parse(const char *sql, int nparams, const char *const *params, struct
         out->value[n] = '\0';
         return true;
     }
-    if (kw(&t, 0, "CACHE")) {
-        out->verb = ADMIN_CMD_CACHE_CLEAR;
-        if (t.n < 2 || t.n > 3 || !kw(&t, 1, "CLEAR") || (t.n == 3 && t.kind[2] == TK_EQ)) {
-            log_format(err, errlen, "syntax: CACHE CLEAR [table]");
-            return false;
-        }
-        if (t.n == 3) {
-            if (!copy_arg(out->arg, sizeof(out->arg), t.text[2], err, errlen))
-                return false;
-            out->has_arg = true;
-        }
-        return true;
-    }
-    if (kw(&t, 0, "RUN")) {
-        out->verb = ADMIN_CMD_RUN_JOB;
-        if (t.n != 3 || !kw(&t, 1, "JOB") || t.kind[2] == TK_EQ) {
-            log_format(err, errlen, "syntax: RUN JOB name");
-            return false;
-        }
-        if (!copy_arg(out->arg, sizeof(out->arg), t.text[2], err, errlen))
-            return false;
-        out->has_arg = true;
-        return true;
-    }
+    if (kw(&t, 0, "CACHE") || kw(&t, 0, "RUN"))
+        return parse_two_words(&t, out, err, errlen);
     if (kw(&t, 0, "SHUTDOWN")) {
         out->verb = ADMIN_CMD_SHUTDOWN;
         if (t.n == 1)
