@@ -46,13 +46,17 @@ enum cache_ctr {
 };
 
 struct cache_stmt {
-    const char *name, *text; /* interned */
+    const char *name; /* interned */
+    uint8_t *body;    /* its Parse body after the name: text, NUL, parameter types */
+    uint32_t len;
 };
 
 struct cache_client {
     bool tainted; /* session state the key cannot see: nothing cached for it any more */
     /* A fill: the request being answered is kept when it ends well. */
     bool filling, capturing, fill_bad;
+    bool fill_ext;  /* the fill is an extended batch: its Describe, Execute and Sync are owned */
+    bool described; /* ... whose Describe's answer starts the value */
     struct cache_fill *fill;
     uint8_t *key;
     size_t key_len;
@@ -63,8 +67,10 @@ struct cache_client {
     int n_writes;
     bool writes_all;
     char writes[CACHE_WRITES_MAX][CACHE_CATALOG_MAX_NAME];
-    /* Session mode: the texts of its named statements (a server keeps them). */
-    const char *unnamed;
+    /* Its statements' Parse bodies: the unnamed one (every mode) and, in
+     * session mode, the named ones (a server keeps them; transaction
+     * pooling has them in prepared.c). */
+    struct cache_stmt unnamed;
     struct cache_stmt *stmts;
     int n_stmts, cap_stmts;
 };
@@ -357,7 +363,8 @@ static void key_add(const void *p, size_t n)
  * the user, every session setting sluice knows of (the startup packet's
  * and, under transaction pooling, the SETs since; the parameters the
  * server reported), the protocol and the statement. */
-static void key_build(const struct client *c, char kind, const char *sql, size_t len)
+static void key_build(const struct client *c, char kind, const void *a, size_t alen, const void *b,
+                      size_t blen)
 {
     tl_key.len = 0;
     key_add(&kind, 1);
@@ -368,7 +375,9 @@ static void key_build(const struct client *c, char kind, const char *sql, size_t
         const char *v = param_get(&c->params, i);
         key_add(v ? v : "", v ? strlen(v) : 0);
     }
-    key_add(sql, len);
+    key_add(a, alen);
+    if (b)
+        key_add(b, blen);
 }
 
 /* ---- the decision ---------------------------------------------------------------- */
@@ -509,16 +518,28 @@ static bool cacheable(struct client *c, const char *sql, size_t len, int64_t now
     return true;
 }
 
-/* Answers c's Query (at the head of its buffer) with e's bytes. */
-static void answer_hit(struct client *c, struct cache_entry *e, char status)
+/* Answers c's request at the head of its buffer (consumed bytes) with
+ * e's bytes: for an extended batch, ParseComplete (parse) and
+ * BindComplete (bind) first; ReadyForQuery last. */
+static void answer_hit(struct client *c, struct cache_entry *e, uint32_t consumed, bool parse,
+                       bool bind, char status)
 {
-    struct stream_msg m;
-    if (stream_next_msg(&c->s, STREAM_MSG_WHOLE, &m) == STREAM_MSG_OK)
-        stream_consume_msg(&c->s, m.len);
+    stream_consume_msg(&c->s, consumed);
     size_t n;
     const uint8_t *v = cache_entry_value(e, &n);
-    uint8_t z[8];
+    uint8_t head[16], z[8];
     struct proto_writer w;
+    proto_writer_init(&w, head, sizeof(head));
+    if (parse) {
+        proto_begin(&w, '1');
+        proto_end(&w);
+    }
+    if (bind) {
+        proto_begin(&w, '2');
+        proto_end(&w);
+    }
+    if (w.len)
+        stream_write(&c->s, w.buf, w.len);
     proto_writer_init(&w, z, sizeof(z));
     proto_build_ready(&w, status);
     stream_write(&c->s, v, n);
@@ -542,7 +563,7 @@ static void fill_reset(struct cache_client *cc)
         cc->val = NULL;
         cc->val_cap = 0;
     }
-    cc->filling = cc->capturing = cc->fill_bad = false;
+    cc->filling = cc->capturing = cc->fill_bad = cc->fill_ext = cc->described = false;
 }
 
 /* Whether c may be answered from the cache at all now: status is its
@@ -555,28 +576,142 @@ static bool client_may(struct client *c, char status)
     return !cc || (!cc->tainted && !cc->filling);
 }
 
-/* The decision for c's Query at the head of its buffer (whole). */
+/* A request the cache may answer, as it lies at the head of c's buffer:
+ * a Query, or an extended batch [Parse] Bind [Describe portal] Execute
+ * Sync of the unnamed portal, all buffered. */
+struct request_view {
+    bool ext;              /* an extended batch */
+    bool parse, described; /* ... with its Parse; with a Describe of the portal */
+    const char *sql;       /* the statement's text (NUL-terminated) */
+    size_t sql_len;
+    const uint8_t *a, *b; /* the key's parts: the text (Query) or Parse body, */
+    size_t a_len, b_len;  /* and the Bind's formats and values (b NULL: none) */
+    uint32_t total;       /* the request's bytes */
+};
+
+/* The Parse body of statement name (unnamed: ""), as c sent it. */
+static const uint8_t *stmt_body(struct client *c, const char *name, uint32_t *len)
+{
+    struct cache_client *cc = c->cache;
+    if (!name[0]) {
+        *len = cc ? cc->unnamed.len : 0;
+        return cc ? cc->unnamed.body : NULL;
+    }
+    if (c->track)
+        return prepared_client_parse(c, name, len);
+    for (int i = 0; cc && i < cc->n_stmts; i++) {
+        if (!strcmp(cc->stmts[i].name, name)) {
+            *len = cc->stmts[i].len;
+            return cc->stmts[i].body;
+        }
+    }
+    return NULL;
+}
+
+/* A NUL-terminated string at p within [p, end), or NULL. */
+static const char *cstr(const uint8_t *p, const uint8_t *end)
+{
+    return p < end && memchr(p, '\0', (size_t)(end - p)) ? (const char *)p : NULL;
+}
+
+/* The extended batch at the head of c's buffer, in the shape the cache
+ * answers; false for anything else. */
+static bool view_batch(struct client *c, struct request_view *v)
+{
+    uint32_t off = 0;
+    int step = 0; /* 0: P or B next; 1: B; 2: D or E; 3: E; 4: S */
+    memset(v, 0, sizeof(*v));
+    v->ext = true;
+    for (;;) {
+        struct stream_msg m;
+        if (stream_msg_at(&c->s, off, &m) != STREAM_MSG_OK || m.avail < m.len)
+            return false;
+        const uint8_t *p = m.data + 5, *end = m.data + m.len;
+        if (m.type == 'P' && step == 0) {
+            const char *name = cstr(p, end);
+            if (!name || name[0])
+                return false; /* a named Parse goes to the server (prepared.c keeps it) */
+            v->a = (const uint8_t *)name + 1;
+            v->a_len = (size_t)(end - v->a);
+            v->parse = true;
+            step = 1;
+        } else if (m.type == 'B' && step <= 1) {
+            const char *portal = cstr(p, end);
+            const char *stmt =
+                portal ? cstr((const uint8_t *)portal + strlen(portal) + 1, end) : NULL;
+            if (!stmt || portal[0] || (stmt[0] && v->parse))
+                return false;
+            if (!v->parse) {
+                uint32_t len;
+                v->a = stmt_body(c, stmt, &len);
+                v->a_len = len;
+                if (!v->a)
+                    return false;
+            }
+            v->b = (const uint8_t *)stmt + strlen(stmt) + 1;
+            v->b_len = (size_t)(end - v->b);
+            step = 2;
+        } else if (m.type == 'D' && step == 2) {
+            if (m.len != 7 || p[0] != 'P' || p[1] != '\0')
+                return false; /* a statement's Describe, or a named portal's */
+            v->described = true;
+            step = 3;
+        } else if (m.type == 'E' && (step == 2 || step == 3)) {
+            if (m.len != 10 || p[0] != '\0' || p[1] || p[2] || p[3] || p[4])
+                return false; /* a named portal, or a row limit */
+            step = 4;
+        } else if (m.type == 'S' && step == 4) {
+            v->total = off + m.len;
+            break;
+        } else {
+            return false;
+        }
+        off += m.len;
+    }
+    v->sql = cstr(v->a, v->a + v->a_len);
+    if (!v->sql)
+        return false;
+    v->sql_len = strlen(v->sql);
+    return true;
+}
+
+static bool view_query(struct client *c, struct request_view *v)
+{
+    struct stream_msg m;
+    memset(v, 0, sizeof(*v));
+    if (stream_next_msg(&c->s, STREAM_MSG_HEAD, &m) != STREAM_MSG_OK || m.type != 'Q' ||
+        m.avail < m.len || m.len < 6 || m.data[m.len - 1] != '\0')
+        return false;
+    v->sql = (const char *)m.data + 5;
+    v->sql_len = m.len - 6;
+    v->a = (const uint8_t *)v->sql;
+    v->a_len = v->sql_len;
+    v->total = m.len;
+    return true;
+}
+
+/* The decision for c's request at the head of its buffer. */
 static enum cache_route decide(struct client *c, char status, bool fill_ok)
 {
     struct stream_msg m;
-    if (stream_next_msg(&c->s, STREAM_MSG_HEAD, &m) != STREAM_MSG_OK || m.type != 'Q' ||
-        m.avail < m.len || m.len < 6 || m.len - 5 > CACHE_MAX_TEXT)
+    if (stream_next_msg(&c->s, STREAM_MSG_HEAD, &m) != STREAM_MSG_OK)
         return CACHE_ROUTE_NONE;
-    const char *sql = (const char *)m.data + 5;
-    size_t len = m.len - 6; /* without its NUL */
-    if (sql[len] != '\0' || !client_may(c, status) ||
+    struct request_view v;
+    bool ok =
+        m.type == 'Q' ? view_query(c, &v) : (m.type == 'P' || m.type == 'B') && view_batch(c, &v);
+    if (!ok || v.sql_len > CACHE_MAX_TEXT || !client_may(c, status) ||
         atomic_load_explicit(&c->pool->db->cache_gaps, memory_order_relaxed))
         return CACHE_ROUTE_NONE;
     int64_t now = worker_now(c->s.worker);
     struct decision d;
-    if (!cacheable(c, sql, len, now, &d))
+    if (!cacheable(c, v.sql, v.sql_len, now, &d))
         return CACHE_ROUTE_NONE;
     struct database *db = c->pool->db;
-    key_build(c, 'Q', sql, len);
+    key_build(c, !v.ext ? 'Q' : v.described ? 'D' : 'E', v.a, v.a_len, v.b, v.b_len);
     struct cache_entry *e = cache_store_get(g_store, tl_key.p, tl_key.len, (uint64_t)now);
     if (e) {
         ctr_add(db, CC_HITS);
-        answer_hit(c, e, status);
+        answer_hit(c, e, v.total, v.parse, v.ext, status);
         return CACHE_ROUTE_HIT;
     }
     ctr_add(db, CC_MISSES);
@@ -593,6 +728,8 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok)
     cc->key_len = tl_key.len;
     cc->expires = now + d.ttl;
     cc->filling = true;
+    cc->fill_ext = v.ext;
+    cc->described = v.described;
     ctr_add(db, CC_FILLS);
     return CACHE_ROUTE_FILL;
 }
@@ -629,32 +766,32 @@ static void taint_check(struct client *c, const char *sql, size_t len)
     }
 }
 
-/* Session mode: the text of c's statement name. */
-static const char *stmt_text(struct client *c, const char *name)
+static void body_set(struct cache_stmt *st, const uint8_t *body, uint32_t len)
 {
-    if (c->track)
-        return prepared_client_query(c, name);
-    struct cache_client *cc = c->cache;
-    if (!cc)
-        return NULL;
-    if (!name[0])
-        return cc->unnamed;
-    for (int i = 0; i < cc->n_stmts; i++)
-        if (!strcmp(cc->stmts[i].name, name))
-            return cc->stmts[i].text;
-    return NULL;
+    if (len > st->len || !st->body) {
+        uint8_t *p = realloc(st->body, len ? len : 1);
+        if (!p)
+            abort();
+        st->body = p;
+    }
+    memcpy(st->body, body, len);
+    st->len = len;
 }
 
-static void stmt_remember(struct client *c, const char *name, const char *sql)
+/* Keeps the Parse body of c's statement name: the unnamed one always (the
+ * Bind of a later batch may use it), named ones in session mode. */
+static void stmt_remember(struct client *c, const char *name, const uint8_t *body, uint32_t len)
 {
     struct cache_client *cc = cc_of(c);
     if (!name[0]) {
-        param_store(&cc->unnamed, sql);
+        body_set(&cc->unnamed, body, len);
         return;
     }
+    if (c->track)
+        return;
     for (int i = 0; i < cc->n_stmts; i++) {
         if (!strcmp(cc->stmts[i].name, name)) {
-            param_store(&cc->stmts[i].text, sql);
+            body_set(&cc->stmts[i], body, len);
             return;
         }
     }
@@ -666,54 +803,61 @@ static void stmt_remember(struct client *c, const char *name, const char *sql)
         cc->stmts = v;
         cc->cap_stmts = cap;
     }
-    cc->stmts[cc->n_stmts].name = param_intern(name);
-    cc->stmts[cc->n_stmts].text = param_intern(sql);
-    cc->n_stmts++;
+    struct cache_stmt *st = &cc->stmts[cc->n_stmts++];
+    memset(st, 0, sizeof(*st));
+    st->name = param_intern(name);
+    body_set(st, body, len);
 }
 
-/* A Query, Parse or Bind of c's about to go to a server. */
+/* Owns the entry of a message of the batch being filled. */
+static void own(struct request_msg *rm)
+{
+    rm->entry.owner = (uint8_t)cache_owner;
+    rm->entry.flags |= RE_OWNED;
+}
+
+/* A message of c's about to go to a server: Query, Parse and Bind are
+ * looked at for what they write and for session state; the Describe,
+ * Execute and Sync of a batch being filled are owned. */
 static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
 {
+    struct cache_client *cc = c->cache;
+    if (rm->type == 'D' || rm->type == 'E' || rm->type == 'S') {
+        if (cc && cc->filling && cc->fill_ext && !cc->fill_bad) {
+            own(rm);
+            cc->capturing = true;
+        }
+        return rm->len;
+    }
     if (!request_msg_need(c, rm, rm->len))
         return REQUEST_WAIT;
     struct iobuf *b = c->s.rbuf;
-    const char *body = (const char *)b->data + b->start + 5, *end = body + rm->len - 5;
+    const uint8_t *body = b->data + b->start + 5, *end = body + rm->len - 5;
     if (rm->type == 'Q') {
-        size_t len = strnlen(body, (size_t)(end - body));
-        taint_check(c, body, len);
-        writes_of_text(c, body, len);
-        struct cache_client *cc = c->cache;
-        if (cc && cc->filling && !cc->capturing) {
-            rm->entry.owner = (uint8_t)cache_owner;
-            rm->entry.flags |= RE_OWNED;
+        size_t len = strnlen((const char *)body, (size_t)(end - body));
+        taint_check(c, (const char *)body, len);
+        writes_of_text(c, (const char *)body, len);
+        cc = c->cache;
+        if (cc && cc->filling && !cc->fill_ext && !cc->capturing) {
+            own(rm);
             cc->capturing = true;
         }
     } else if (rm->type == 'P') {
-        const char *name = body;
-        size_t nl = strnlen(name, (size_t)(end - name));
-        if (name + nl >= end)
+        const char *name = cstr(body, end);
+        const char *sql = name ? cstr((const uint8_t *)name + strlen(name) + 1, end) : NULL;
+        if (!sql)
             return rm->len; /* malformed: the server says so */
-        const char *sql = name + nl + 1;
-        size_t len = strnlen(sql, (size_t)(end - sql));
-        if (sql + len >= end)
-            return rm->len;
-        taint_check(c, sql, len);
-        if (!c->track)
-            stmt_remember(c, name, sql);
-        else if (!name[0])
-            param_store(&cc_of(c)->unnamed, sql);
+        taint_check(c, sql, strlen(sql));
+        const uint8_t *pb = (const uint8_t *)name + strlen(name) + 1;
+        stmt_remember(c, name, pb, (uint32_t)(end - pb));
     } else if (rm->type == 'B') {
-        const char *portal = body;
-        size_t pl = strnlen(portal, (size_t)(end - portal));
-        if (portal + pl >= end)
+        const char *portal = cstr(body, end);
+        const char *name = portal ? cstr((const uint8_t *)portal + strlen(portal) + 1, end) : NULL;
+        if (!name)
             return rm->len;
-        const char *name = portal + pl + 1;
-        size_t nl = strnlen(name, (size_t)(end - name));
-        if (name + nl >= end)
-            return rm->len;
-        const char *sql = stmt_text(c, name);
-        if (!sql && !name[0] && c->cache)
-            sql = c->cache->unnamed;
+        uint32_t len;
+        const uint8_t *pb = stmt_body(c, name, &len);
+        const char *sql = pb ? cstr(pb, pb + len) : NULL;
         if (sql)
             writes_of_text(c, sql, strlen(sql));
         else
@@ -722,12 +866,34 @@ static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
     return rm->len;
 }
 
+/* Whether v (the answer read) is a whole answer of its request: a
+ * Query's RowDescription, rows and CommandComplete; a batch's (its
+ * Describe's RowDescription or NoData if described) rows and
+ * CommandComplete. */
+static bool value_whole(const struct cache_client *cc)
+{
+    if (cc->val_len < 5)
+        return false;
+    uint8_t first = cc->val[0];
+    if ((!cc->fill_ext || cc->described) && first != 'T' && first != 'n')
+        return false;
+    /* The last message is a CommandComplete. */
+    size_t off = 0, last = 0;
+    while (off + 5 <= cc->val_len) {
+        uint32_t n = (uint32_t)cc->val[off + 1] << 24 | (uint32_t)cc->val[off + 2] << 16 |
+                     (uint32_t)cc->val[off + 3] << 8 | cc->val[off + 4];
+        last = off;
+        off += 1 + (size_t)n;
+    }
+    return off == cc->val_len && cc->val[last] == 'C';
+}
+
 /* The request being filled ends (ReadyForQuery status, or 0: it went). */
 static void fill_end(struct client *c, struct server *sv, char status)
 {
     struct cache_client *cc = c->cache;
     struct database *db = c->pool->db;
-    if (status == 'I' && !cc->fill_bad && sv && sv->pool->ep == 0 && cc->val_len) {
+    if (status == 'I' && !cc->fill_bad && sv && sv->pool->ep == 0 && value_whole(cc)) {
         int64_t now = worker_now(c->s.worker);
         enum cache_put_result r =
             cache_store_put(g_store, cc->fill, cc->key, cc->key_len, cc->val, cc->val_len,
@@ -754,10 +920,10 @@ static unsigned cache_on_server_msg(struct client *c, struct server *sv, struct 
         fill_end(c, sv, (char)m->data[5]);
         return REQUEST_PASS;
     }
-    if (cc->fill_bad)
-        return REQUEST_PASS;
-    if (m->type != 'T' && m->type != 'D' && m->type != 'C') {
-        cc->fill_bad = true; /* an error, COPY, an empty query: not kept */
+    if (cc->fill_bad || m->type == '1' || m->type == '2')
+        return REQUEST_PASS; /* session pooling: the Sync's entry sees the whole batch */
+    if (m->type != 'T' && m->type != 'D' && m->type != 'C' && m->type != 'n') {
+        cc->fill_bad = true; /* an error, COPY, an empty query, a suspended portal: not kept */
         return REQUEST_PASS;
     }
     size_t max = (size_t)g_pooler.cfg->cache_max_entry_size;
@@ -796,7 +962,7 @@ static void cache_on_dropped(struct client *c, struct request_entry *e)
 
 static int64_t cache_on_request_begin(struct client *c, uint8_t type)
 {
-    if (type != 'Q' || !c->server || request_busy(c))
+    if ((type != 'Q' && type != 'P' && type != 'B') || !c->server || request_busy(c))
         return 0;
     /* A session's server: a hit answers here; a fill only on the primary. */
     enum cache_route r = decide(c, c->server->xact_status, c->server->pool->ep == 0);
@@ -833,10 +999,10 @@ static void cc_free(struct client *c)
         writes_flush(c);
     fill_reset(cc);
     free(cc->val);
-    param_unref(cc->unnamed);
+    free(cc->unnamed.body);
     for (int i = 0; i < cc->n_stmts; i++) {
         param_unref(cc->stmts[i].name);
-        param_unref(cc->stmts[i].text);
+        free(cc->stmts[i].body);
     }
     free(cc->stmts);
     free(cc);
@@ -851,7 +1017,7 @@ void cache_client_free(struct client *c)
 static const struct request_observer cache_observer = {
     .name = "cache",
     .tracked_only = false,
-    .client_msgs = "QPB",
+    .client_msgs = "QPBDES",
     .on_client_msg = cache_on_client_msg,
     .on_request_begin = cache_on_request_begin,
     .on_server_msg = cache_on_server_msg,

@@ -139,10 +139,10 @@ def test_the_key_holds_the_user_and_the_settings(sluice, cluster):
         after_set = conn.execute(sql).fetchall()
         assert after_set != first  # another key: a miss, answered by the server
         assert after_set[0][2] == "public, pg_catalog"
-    with s.connect(user="md5_user") as other:
+    with s.connect(user="scram_user") as other:
         other.autocommit = True
         row = other.execute(sql).fetchone()
-        assert row[1] == "md5_user"
+        assert row[1] == "scram_user"  # not md5_user's cached answer
 
 
 def test_a_view_and_a_partition_are_invalidated_by_writes_to_their_tables(sluice, cluster):
@@ -233,3 +233,66 @@ def test_stale_read_hunt(sluice, cluster, mode):
     assert cache_rows(s)["mydb"]["hits"] > 0
     with s.connect() as r:
         assert dict(r.execute("SELECT id, v FROM cache_t WHERE id <= 3").fetchall()) == committed
+
+
+def test_extended_protocol_with_parameters_and_named_statements(sluice, cluster):
+    s = sluice(cache_config())
+    sql = "SELECT v FROM cache_t WHERE id = %s"
+    with s.connect() as conn:
+        conn.autocommit = True
+        # Unnamed statements (Parse, Bind, Describe, Execute, Sync).
+        assert warm(s, conn, sql, (7,)) == [(0,)]
+        # Named: psycopg prepares it on the server.
+        assert warm(s, conn, sql + " AND true", (8,)) == [(0,)]
+        conn.execute(sql + " AND true", (8,), prepare=True).fetchall()
+        behind_back(cluster, "UPDATE cache_t SET v = 3 WHERE id IN (7, 8)")
+        assert conn.execute(sql, (7,)).fetchall() == [(0,)]       # hits
+        assert conn.execute(sql + " AND true", (8,), prepare=True).fetchall() == [(0,)]
+        assert conn.execute(sql, (9,)).fetchall() == [(0,)]       # another value: a miss
+        behind_back(cluster, "UPDATE cache_t SET v = 4 WHERE id = 9")
+        assert conn.execute(sql, (9,)).fetchall() == [(0,)]       # now cached
+        # A write through the extended protocol invalidates.
+        with s.connect() as w:
+            w.autocommit = True
+            w.execute("UPDATE cache_t SET v = v WHERE id = %s", (1,))
+        assert conn.execute(sql, (7,)).fetchall() == [(3,)]
+        assert conn.execute(sql, (9,)).fetchall() == [(4,)]
+
+
+def test_asyncpg_prepared_statements_hit(sluice, cluster):
+    import asyncio
+
+    import asyncpg
+
+    s = sluice(cache_config(pool_mode="session"))
+
+    async def run():
+        conn = await asyncpg.connect(host="127.0.0.1", port=s.port, user="md5_user",
+                                     password="md5_user_pw", database="mydb",
+                                     statement_cache_size=100)
+        try:
+            q = "SELECT id, v FROM cache_t WHERE id = $1"
+            first = await conn.fetch(q, 10)
+            async def hit_seen():
+                before = hits(s)
+                rows = await conn.fetch(q, 10)
+                return rows == first and hits(s) > before
+            for _ in range(100):
+                if await hit_seen():
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("no hit")
+            # An explicit prepare (Parse, Describe, Flush...): the batch after
+            # it ends its request, so its first execution goes to the server.
+            stmt = await conn.prepare(q)
+            await stmt.fetch(10)
+            behind_back(cluster, "UPDATE cache_t SET v = 6 WHERE id = 10")
+            assert [tuple(r) for r in await conn.fetch(q, 10)] == [(10, 0)]
+            assert [tuple(r) for r in await stmt.fetch(10)] == [(10, 0)]
+            await conn.execute("UPDATE cache_t SET v = 7 WHERE id = $1", 10)
+            assert [tuple(r) for r in await conn.fetch(q, 10)] == [(10, 7)]
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
