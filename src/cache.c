@@ -1,7 +1,6 @@
 /* cache.c - the result cache in the request pipeline (cache.h). */
 #include "cache.h"
 
-#include <fnmatch.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -10,28 +9,19 @@
 #include <strings.h>
 
 #include "cache_catalog.h"
+#include "cache_policy.h"
 #include "cache_sql.h"
-#include "classify_rw.h"
 #include "log.h"
 #include "pool.h"
 #include "prepared.h"
 #include "proto.h"
 #include "request.h"
 #include "stream.h"
-#include "volatility.h"
 #include "worker.h"
 #include "writes.h"
 
-/* Texts longer than this are not cached (nor their keys built), and a
- * write longer than this that the cheap scanner does not follow drops
- * every answer of its database instead of being parsed. */
-#define CACHE_MAX_TEXT 16384
 /* Tables a transaction's writes name before they count as "all". */
 #define CACHE_WRITES_MAX 16
-/* Relation ids one entry may depend on. */
-#define CACHE_MAX_IDS 128
-/* A hint without ttl=, when no rule and no cache_default_ttl give one. */
-#define CACHE_HINT_TTL (60 * 1000000LL)
 
 /* Per-database counters (struct database's cache_ctr). */
 enum cache_ctr {
@@ -135,7 +125,7 @@ static void name_note(uint64_t id, const char *db, const char *name)
 /* ---- invalidation ----------------------------------------------------------------- */
 
 /* The id standing for every answer of db: each entry depends on it. */
-static uint64_t db_id(const struct database *db)
+uint64_t cache_db_id(const struct database *db)
 {
     return cache_table_id(db->name, "");
 }
@@ -172,7 +162,7 @@ static void on_writes(const struct writes_event *ev, void *arg)
     struct worker *w = worker_current();
     int64_t now = w ? worker_now(w) : 0;
     if (ev->all) {
-        invalidate_id(db, db_id(db), "*");
+        invalidate_id(db, cache_db_id(db), "*");
         cache_catalog_forget(db);
         ctr_add(db, CC_INVALIDATIONS);
         return;
@@ -190,7 +180,7 @@ static void on_writes(const struct writes_event *ev, void *arg)
             /* A relation not known yet (a view, a partition?): all of
              * db's answers go, and its name is looked up for next time. */
             invalidate_id(db, ids[0], r->name);
-            invalidate_id(db, db_id(db), "*");
+            invalidate_id(db, cache_db_id(db), "*");
             n = 0;
         }
         for (int k = 0; k < n; k++)
@@ -214,7 +204,7 @@ static void on_gap(struct database *db, enum writes_source source, bool open, vo
         log_info("result cache: %s writes of database %s are seen again", writes_source_str(source),
                  db->name);
     }
-    invalidate_id(db, db_id(db), "*");
+    invalidate_id(db, cache_db_id(db), "*");
 }
 
 /* ---- writes of a client's transaction ------------------------------------------------ */
@@ -231,78 +221,19 @@ static void writes_add(struct cache_client *cc, const char *name)
     memcpy(cc->writes[cc->n_writes++], name, strlen(name) + 1);
 }
 
-/* Statement reasons (classify_rw.h) that change rows of the relations a
- * text names; any other write (DDL, DO, CALL...) is "all". */
-static bool data_write(const char *reason)
+static void writes_add_cb(void *arg, const char *name)
 {
-    static const char *const data[] = {"INSERT",
-                                       "UPDATE",
-                                       "DELETE",
-                                       "MERGE",
-                                       "COPY",
-                                       "TRUNCATE",
-                                       "FOR UPDATE",
-                                       "FOR NO KEY UPDATE",
-                                       "FOR SHARE",
-                                       "FOR KEY SHARE",
-                                       "EXPLAIN ANALYZE",
-                                       "LOCK",
-                                       "NOTIFY",
-                                       "LISTEN",
-                                       "UNLISTEN",
-                                       "DECLARE",
-                                       "PREPARE",
-                                       "DEALLOCATE",
-                                       "DISCARD",
-                                       "CLOSE",
-                                       "SELECT INTO",
-                                       NULL};
-    if (!reason)
-        return true;
-    if (!strncmp(reason, "function ", 9) || !strncmp(reason, "REFRESH", 7))
-        return true; /* a volatile function: what it writes is not known (docs/cache.md) */
-    for (int i = 0; data[i]; i++)
-        if (!strcmp(reason, data[i]))
-            return true;
-    return false;
+    writes_add(arg, name);
 }
 
 /* Notes what text (a statement c sends to run) may write. */
 static void writes_of_text(struct client *c, const char *sql, size_t len)
 {
-    char word[16];
-    cache_sql_first_word(sql, len, word, sizeof(word));
-    static const char *const quiet[] = {"select",    "values",  "table",      "show",     "begin",
-                                        "start",     "commit",  "end",        "rollback", "abort",
-                                        "savepoint", "release", "set",        "reset",    "fetch",
-                                        "move",      "close",   "deallocate", "discard",  "listen",
-                                        "unlisten",  "notify",  "prepare",    "",         NULL};
-    bool read_word = false;
-    for (int i = 0; quiet[i]; i++)
-        read_word |= !strcmp(word, quiet[i]);
-    if (read_word && !cache_sql_contains(sql, len, "into") && strcmp(word, "prepare") != 0)
-        return; /* the common reads: no parse (a SELECT INTO is looked at) */
+    if (!cache_policy_may_write(sql, len))
+        return; /* the common reads: no parse */
     struct cache_client *cc = cc_of(c);
-    char target[CACHE_CATALOG_MAX_NAME];
-    if (cache_sql_dml_target(sql, len, target, sizeof(target))) {
-        writes_add(cc, target);
-        return;
-    }
-    if (len > CACHE_MAX_TEXT) {
+    if (!cache_policy_writes(sql, len, writes_add_cb, cc))
         cc->writes_all = true;
-        return;
-    }
-    const struct classify_rw_result *r = classify_rw_cached(sql, len);
-    if (r->verdict != CRW_WRITE)
-        return;
-    for (int i = 0; i < r->n; i++)
-        if (r->stmts[i].verdict == CRW_WRITE && !data_write(r->stmts[i].reason))
-            cc->writes_all = true;
-    if (r->truncated || r->rels_truncated)
-        cc->writes_all = true;
-    for (int i = 0; i < r->n_rels; i++)
-        if (r->rels[i].write)
-            writes_add(cc, r->rels[i].name);
 }
 
 /* The transaction's writes are over (it ended, or its server went): told
@@ -378,144 +309,6 @@ static void key_build(const struct client *c, char kind, const void *a, size_t a
     key_add(a, alen);
     if (b)
         key_add(b, blen);
-}
-
-/* ---- the decision ---------------------------------------------------------------- */
-
-/* Functions whose answer the key covers although PostgreSQL calls them
- * stable: they read the session's settings, all in the key. */
-static bool key_covers(const char *name)
-{
-    static const char *const ok[] = {"current_setting",
-                                     "current_schema",
-                                     "current_schemas",
-                                     "current_database",
-                                     "current_user",
-                                     "session_user",
-                                     "to_char",
-                                     "to_date",
-                                     "to_timestamp",
-                                     "to_number",
-                                     NULL};
-    if (!strncmp(name, "pg_catalog.", 11))
-        name += 11;
-    for (int i = 0; ok[i]; i++)
-        if (!strcmp(name, ok[i]))
-            return true;
-    return false;
-}
-
-/* The smallest TTL of the [cache] rules matching relation name (as
- * written) held by schemas ("a,b"); 0 when a schema's has none. */
-static int64_t rule_ttl(const struct config *cfg, const char *name, const char *schemas)
-{
-    const char *dot = strchr(name, '.');
-    char one[CACHE_CATALOG_SCHEMAS];
-    if (dot) {
-        snprintf(one, sizeof(one), "%.*s", (int)(dot - name), name);
-        schemas = one;
-        name = dot + 1;
-    }
-    int64_t ttl = INT64_MAX;
-    for (const char *s = schemas; *s;) {
-        const char *end = strchr(s, ',');
-        size_t sl = end ? (size_t)(end - s) : strlen(s);
-        char full[CACHE_CATALOG_SCHEMAS + CACHE_CATALOG_MAX_NAME + 2];
-        snprintf(full, sizeof(full), "%.*s.%s", (int)sl, s, name);
-        int64_t best = INT64_MAX;
-        for (int i = 0; i < cfg->n_cache_rules; i++) {
-            const struct config_cache_rule *r = &cfg->cache_rules[i];
-            const char *subject = strchr(r->pattern, '.') ? full : name;
-            if (fnmatch(r->pattern, subject, 0) == 0 && r->ttl < best)
-                best = r->ttl;
-        }
-        if (best == INT64_MAX)
-            return 0;
-        if (best < ttl)
-            ttl = best;
-        s += sl + (end ? 1 : 0);
-    }
-    return ttl == INT64_MAX ? 0 : ttl;
-}
-
-/* Whether a rule may name a relation of sql: its table part appears in the
- * text (a pattern with a wildcard there: any text may). */
-static bool rules_may_match(const struct config *cfg, const char *sql, size_t len)
-{
-    for (int i = 0; i < cfg->n_cache_rules; i++) {
-        const char *p = cfg->cache_rules[i].pattern;
-        const char *dot = strchr(p, '.');
-        const char *table = dot ? dot + 1 : p;
-        if (strpbrk(table, "*?[") || cache_sql_contains(sql, len, table))
-            return true;
-    }
-    return false;
-}
-
-struct decision {
-    int64_t ttl;
-    int n_ids;
-    uint64_t ids[CACHE_MAX_IDS];
-};
-
-/* Whether the statement sql may be cached for c, and for how long, over
- * which tables. */
-static bool cacheable(struct client *c, const char *sql, size_t len, int64_t now,
-                      struct decision *d)
-{
-    const struct config *cfg = g_pooler.cfg;
-    int64_t hint_ttl;
-    enum cache_sql_hint hint = cache_sql_hint(sql, len, &hint_ttl);
-    if (hint == CACHE_HINT_NOCACHE)
-        return false;
-    if (hint == CACHE_HINT_NONE && cfg->cache_default_ttl <= 0 && !rules_may_match(cfg, sql, len))
-        return false;
-    struct database *db = c->pool->db;
-    ctr_add(db, CC_BYPASS); /* taken back below if it is cached */
-    char word[16];
-    cache_sql_first_word(sql, len, word, sizeof(word));
-    if (strcmp(word, "select") && strcmp(word, "with") && strcmp(word, "values") &&
-        strcmp(word, "table"))
-        return false;
-    const struct classify_rw_result *r = classify_rw_cached(sql, len);
-    if (r->verdict != CRW_READ || r->n != 1 || r->pins || r->varies || r->rels_truncated ||
-        r->parse_error || r->whole_txn_primary)
-        return false;
-    const struct classify_rw_stmt *st = &r->stmts[0];
-    if (st->txn != CRW_TXN_NONE || st->is_set || st->set_local || st->copy_in)
-        return false;
-    for (int i = 0; i < r->n_funcs; i++) {
-        char v = volatility_get(db, r->funcs[i].name, now);
-        if (v != 'i' && !(v == 's' && key_covers(r->funcs[i].name)))
-            return false;
-    }
-    int64_t ttl = INT64_MAX;
-    d->n_ids = 0;
-    d->ids[d->n_ids++] = db_id(db);
-    for (int i = 0; i < r->n_rels; i++) {
-        struct cache_catalog_rel rel;
-        enum cache_catalog_answer a = cache_catalog_get(db, r->rels[i].name, now, &rel);
-        if (a == CCAT_ABSENT && r->rels[i].maybe_cte)
-            continue;
-        if (a != CCAT_YES || d->n_ids + rel.n_ids > CACHE_MAX_IDS)
-            return false;
-        memcpy(d->ids + d->n_ids, rel.ids, (size_t)rel.n_ids * sizeof(rel.ids[0]));
-        d->n_ids += rel.n_ids;
-        int64_t t = rule_ttl(cfg, r->rels[i].name, rel.schemas);
-        if (t <= 0)
-            t = cfg->cache_default_ttl;
-        if (t <= 0 && hint != CACHE_HINT_CACHE)
-            return false;
-        if (t > 0 && t < ttl)
-            ttl = t;
-    }
-    if (hint == CACHE_HINT_CACHE && hint_ttl > 0)
-        ttl = hint_ttl;
-    else if (ttl == INT64_MAX)
-        ttl = cfg->cache_default_ttl > 0 ? cfg->cache_default_ttl : CACHE_HINT_TTL;
-    d->ttl = ttl;
-    atomic_fetch_sub_explicit(&db->cache_ctr[CC_BYPASS], 1, memory_order_relaxed);
-    return true;
 }
 
 /* Answers c's request at the head of its buffer (consumed bytes) with
@@ -703,10 +496,14 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok)
         atomic_load_explicit(&c->pool->db->cache_gaps, memory_order_relaxed))
         return CACHE_ROUTE_NONE;
     int64_t now = worker_now(c->s.worker);
-    struct decision d;
-    if (!cacheable(c, v.sql, v.sql_len, now, &d))
-        return CACHE_ROUTE_NONE;
     struct database *db = c->pool->db;
+    struct cache_decision d;
+    int named = cache_policy_decide(db, g_pooler.cfg, v.sql, v.sql_len, now, &d);
+    if (named <= 0) {
+        if (named == 0)
+            ctr_add(db, CC_BYPASS);
+        return CACHE_ROUTE_NONE;
+    }
     key_build(c, !v.ext ? 'Q' : v.described ? 'D' : 'E', v.a, v.a_len, v.b, v.b_len);
     struct cache_entry *e = cache_store_get(g_store, tl_key.p, tl_key.len, (uint64_t)now);
     if (e) {
@@ -743,27 +540,12 @@ enum cache_route cache_route(struct client *c)
 
 /* ---- the observer --------------------------------------------------------------------- */
 
-/* Session mode: a statement may change session state the key does not
- * see; transaction mode: set_config() does (a SET is tracked). */
+/* A statement that changes session state the key does not see: nothing
+ * cached for c any more. */
 static void taint_check(struct client *c, const char *sql, size_t len)
 {
-    if (cache_sql_contains(sql, len, "set_config")) {
+    if (cache_policy_taints(sql, len, !c->track))
         cc_of(c)->tainted = true;
-        return;
-    }
-    if (c->track)
-        return;
-    char word[16];
-    cache_sql_first_word(sql, len, word, sizeof(word));
-    static const char *const state[] = {"set", "reset", "discard",  "create", "load",
-                                        "do",  "call",  "security", NULL};
-    for (int i = 0; state[i]; i++) {
-        if (!strcmp(word, state[i]) &&
-            !(i == 3 && !cache_sql_contains(sql, len, "temp"))) { /* CREATE TEMP only */
-            cc_of(c)->tainted = true;
-            return;
-        }
-    }
 }
 
 static void body_set(struct cache_stmt *st, const uint8_t *body, uint32_t len)
