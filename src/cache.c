@@ -1,6 +1,7 @@
 /* cache.c - the result cache in the request pipeline (cache.h). */
 #include "cache.h"
 
+#include <ev.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -45,8 +46,10 @@ struct cache_client {
     bool tainted; /* session state the key cannot see: nothing cached for it any more */
     /* A fill: the request being answered is kept when it ends well. */
     bool filling, capturing, fill_bad;
-    bool fill_ext;  /* the fill is an extended batch: its Describe, Execute and Sync are owned */
-    bool described; /* ... whose Describe's answer starts the value */
+    bool fill_ext; /* the fill is an extended batch: its Describe, Execute and Sync are owned */
+    struct cache_flight *flight; /* it leads the fill of its key: others wait for it */
+    struct sf_wait *wait;        /* it waits for another client's fill of the same key */
+    bool described;              /* ... whose Describe's answer starts the value */
     struct cache_fill *fill;
     uint8_t *key;
     size_t key_len;
@@ -342,8 +345,119 @@ static void answer_hit(struct client *c, struct cache_entry *e, uint32_t consume
     c->last_activity = worker_now(c->s.worker);
 }
 
+/* ---- single-flight ------------------------------------------------------------------ */
+
+/* A client waiting for another's fill of the same key (the store's
+ * waiter, handed back by the leader on its own thread). Two references:
+ * the waiting client's and the store's/leader's. */
+struct sf_wait {
+    struct cache_waiter w;
+    _Atomic int done; /* the leader handed it back: w.end is set */
+    _Atomic int refs;
+    size_t key_len;
+    uint8_t key[];
+};
+
+static void sf_unref(struct sf_wait *sw)
+{
+    if (atomic_fetch_sub(&sw->refs, 1) == 1)
+        free(sw);
+}
+
+/* Per worker thread: its clients waiting for a fill, looked at every
+ * millisecond while there are any. */
+#define SF_POLL_SEC 0.001
+static _Thread_local struct {
+    ev_timer timer;
+    bool init;
+    struct client **v;
+    int n, cap;
+} tl_sf;
+
+static void sf_list_remove(struct client *c)
+{
+    for (int i = 0; i < tl_sf.n; i++) {
+        if (tl_sf.v[i] == c) {
+            tl_sf.v[i] = tl_sf.v[--tl_sf.n];
+            break;
+        }
+    }
+    if (!tl_sf.n && tl_sf.init)
+        ev_timer_stop(c->s.worker->loop, &tl_sf.timer);
+}
+
+static void sf_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)t;
+    (void)revents;
+    for (int i = tl_sf.n - 1; i >= 0; i--) {
+        if (i >= tl_sf.n)
+            continue;
+        struct client *c = tl_sf.v[i];
+        const struct sf_wait *sw = c->cache ? c->cache->wait : NULL;
+        if (!sw || atomic_load_explicit(&sw->done, memory_order_acquire))
+            c->s.ops->on_data(&c->s); /* routed again: its answer is there, or it runs */
+    }
+}
+
+static bool sf_list_add(struct client *c)
+{
+    if (!tl_sf.init) {
+        ev_timer_init(&tl_sf.timer, sf_tick, SF_POLL_SEC, SF_POLL_SEC);
+        tl_sf.init = true;
+    }
+    if (tl_sf.n == tl_sf.cap) {
+        int cap = tl_sf.cap ? tl_sf.cap * 2 : 16;
+        struct client **v = realloc(tl_sf.v, (size_t)cap * sizeof(*v));
+        if (!v)
+            return false;
+        tl_sf.v = v;
+        tl_sf.cap = cap;
+    }
+    tl_sf.v[tl_sf.n++] = c;
+    if (!ev_is_active(&tl_sf.timer))
+        ev_timer_start(c->s.worker->loop, &tl_sf.timer);
+    return true;
+}
+
+/* c stops waiting (its answer came, or it goes). */
+static void sf_wait_end(struct client *c)
+{
+    struct cache_client *cc = c->cache;
+    struct sf_wait *sw = cc->wait;
+    if (!sw)
+        return;
+    cc->wait = NULL;
+    sf_list_remove(c);
+    if (!atomic_load_explicit(&sw->done, memory_order_acquire) &&
+        cache_store_flight_cancel(g_store, sw->key, sw->key_len, &sw->w))
+        sf_unref(sw); /* taken back: the store's reference is ours to drop */
+    sf_unref(sw);
+}
+
+/* The leader's fill ended (filled: its answer was stored): its waiters
+ * are handed back, each told how it went; they look again on their own
+ * threads. */
+static void sf_leave(struct cache_client *cc, bool filled)
+{
+    if (!cc->flight)
+        return;
+    struct cache_waiter *w = cache_store_flight_leave(
+        g_store, cc->flight, filled ? CACHE_FLIGHT_FILLED : CACHE_FLIGHT_FAILED);
+    cc->flight = NULL;
+    while (w) {
+        struct cache_waiter *next = w->next;
+        struct sf_wait *sw = w->arg;
+        atomic_store_explicit(&sw->done, 1, memory_order_release);
+        sf_unref(sw);
+        w = next;
+    }
+}
+
 static void fill_reset(struct cache_client *cc)
 {
+    sf_leave(cc, false);
     if (cc->fill)
         cache_fill_free(cc->fill);
     cc->fill = NULL;
@@ -483,9 +597,67 @@ static bool view_query(struct client *c, struct request_view *v)
     return true;
 }
 
-/* The decision for c's request at the head of its buffer. */
-static enum cache_route decide(struct client *c, char status, bool fill_ok)
+/* c waited for another client's fill of its key: CACHE_ROUTE_WAIT while
+ * it goes on; else whether c may look again (the answer was stored, or
+ * another fill leads now) or runs the query itself, uncached (the fill
+ * failed: each waiter gets its own try, none is retried in series). */
+static bool sf_waited(struct client *c, enum cache_route *r)
 {
+    struct sf_wait *sw = c->cache->wait;
+    if (!atomic_load_explicit(&sw->done, memory_order_acquire)) {
+        *r = CACHE_ROUTE_WAIT;
+        return false;
+    }
+    bool failed = sw->w.end == CACHE_FLIGHT_FAILED;
+    sf_wait_end(c);
+    *r = CACHE_ROUTE_NONE;
+    return !failed;
+}
+
+/* A miss of the key in tl_key: c joins its fill (can_wait: it may wait for
+ * another client's). CACHE_ROUTE_HIT once answered, CACHE_ROUTE_WAIT, or
+ * CACHE_ROUTE_FILL with c leading (or alone). */
+static enum cache_route sf_join(struct client *c, const struct request_view *v, char status,
+                                int64_t now)
+{
+    struct sf_wait *sw = malloc(sizeof(*sw) + tl_key.len);
+    if (!sw)
+        return CACHE_ROUTE_FILL;
+    memset(sw, 0, sizeof(*sw));
+    sw->w.arg = sw;
+    atomic_init(&sw->done, 0);
+    atomic_init(&sw->refs, 2);
+    sw->key_len = tl_key.len;
+    memcpy(sw->key, tl_key.p, tl_key.len);
+    struct cache_entry *hit = NULL;
+    struct cache_flight *lead = NULL;
+    enum cache_flight_role role =
+        cache_store_get_or_join(g_store, sw->key, sw->key_len, (uint64_t)now, &sw->w, &hit, &lead);
+    if (role == CACHE_FLIGHT_WAIT) {
+        c->cache->wait = sw;
+        if (!sf_list_add(c)) {
+            sf_wait_end(c);
+            return CACHE_ROUTE_NONE;
+        }
+        return CACHE_ROUTE_WAIT;
+    }
+    free(sw);
+    if (role == CACHE_FLIGHT_HIT) {
+        ctr_add(c->pool->db, CC_HITS);
+        answer_hit(c, hit, v->total, v->parse, v->ext, status);
+        return CACHE_ROUTE_HIT;
+    }
+    c->cache->flight = lead; /* NULL when alone */
+    return CACHE_ROUTE_FILL;
+}
+
+/* The decision for c's request at the head of its buffer. can_wait: c has
+ * no server (a wait holds none). */
+static enum cache_route decide(struct client *c, char status, bool fill_ok, bool can_wait)
+{
+    enum cache_route waited;
+    if (c->cache && c->cache->wait && !sf_waited(c, &waited))
+        return waited;
     struct stream_msg m;
     if (stream_next_msg(&c->s, STREAM_MSG_HEAD, &m) != STREAM_MSG_OK)
         return CACHE_ROUTE_NONE;
@@ -515,9 +687,16 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok)
     if (!fill_ok)
         return CACHE_ROUTE_NONE;
     struct cache_client *cc = cc_of(c);
+    if (can_wait) {
+        enum cache_route r = sf_join(c, &v, status, now);
+        if (r != CACHE_ROUTE_FILL)
+            return r;
+    }
     cc->fill = cache_store_fill_begin(g_store, d.ids, (size_t)d.n_ids);
-    if (!cc->fill)
+    if (!cc->fill) {
+        sf_leave(cc, false);
         return CACHE_ROUTE_NONE;
+    }
     cc->key = malloc(tl_key.len);
     if (!cc->key)
         abort();
@@ -535,7 +714,7 @@ enum cache_route cache_route(struct client *c)
 {
     if (!g_on)
         return CACHE_ROUTE_NONE;
-    return decide(c, 'I', true);
+    return decide(c, 'I', true, true);
 }
 
 /* ---- the observer --------------------------------------------------------------------- */
@@ -685,6 +864,9 @@ static void fill_end(struct client *c, struct server *sv, char status)
                                            : CC_REFUSED_OTHER);
         if (r != CACHE_PUT_STORED)
             log_debug("C-%p: answer not cached: %s", (void *)c, cache_put_result_str(r));
+        /* Stored or refused as stale: the waiters look again (and one of
+         * them leads the next fill). Refused otherwise: each runs its own. */
+        sf_leave(cc, r == CACHE_PUT_STORED || r == CACHE_PUT_STALE);
     } else {
         ctr_add(db, CC_REFUSED_OTHER);
     }
@@ -747,7 +929,7 @@ static int64_t cache_on_request_begin(struct client *c, uint8_t type)
     if ((type != 'Q' && type != 'P' && type != 'B') || !c->server || request_busy(c))
         return 0;
     /* A session's server: a hit answers here; a fill only on the primary. */
-    enum cache_route r = decide(c, c->server->xact_status, c->server->pool->ep == 0);
+    enum cache_route r = decide(c, c->server->xact_status, c->server->pool->ep == 0, false);
     return r == CACHE_ROUTE_HIT ? REQUEST_ANSWERED : 0;
 }
 
@@ -779,6 +961,7 @@ static void cc_free(struct client *c)
         return;
     if (c->pool)
         writes_flush(c);
+    sf_wait_end(c);
     fill_reset(cc);
     free(cc->val);
     free(cc->unnamed.body);
@@ -836,6 +1019,16 @@ bool cache_init(const struct config *cfg, char *err, size_t errlen)
     return true;
 }
 
+void cache_thread_done(void)
+{
+    free(tl_sf.v);
+    tl_sf.v = NULL;
+    tl_sf.n = tl_sf.cap = 0;
+    free(tl_key.p);
+    tl_key.p = NULL;
+    tl_key.cap = tl_key.len = 0;
+}
+
 void cache_shutdown(void)
 {
     if (g_store)
@@ -846,9 +1039,7 @@ void cache_shutdown(void)
         free(g_names);
         g_names = NULL;
     }
-    free(tl_key.p);
-    tl_key.p = NULL;
-    tl_key.cap = tl_key.len = 0;
+    cache_thread_done();
 }
 
 void cache_db_stats(const struct database *db, struct cache_db_stats *out)

@@ -28,8 +28,10 @@
  * registers the observer and the writes subscriber. false (why in err)
  * when the store cannot be made. */
 bool cache_init(const struct config *cfg, char *err, size_t errlen);
-/* At exit. */
+/* At exit (after the threads are gone). */
 void cache_shutdown(void);
+/* Frees the running thread's buffers (thread exit). */
+void cache_thread_done(void);
 /* Whether the cache is on (set once at start). */
 bool cache_on(void);
 
@@ -37,6 +39,8 @@ enum cache_route {
     CACHE_ROUTE_NONE = 0, /* not the cache's: route as usual */
     CACHE_ROUTE_HIT,      /* answered from the cache (c's request consumed) */
     CACHE_ROUTE_FILL,     /* a miss whose answer will be kept: must run on the primary */
+    CACHE_ROUTE_WAIT,     /* another client's fill of the same key runs: c waits (it is
+                           * routed again when that fill ends) */
 };
 
 /* c (idle, no server, its next request's first message at the head of its

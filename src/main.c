@@ -557,6 +557,7 @@ static void main_thread_done(void)
     pool_thread_done();
     request_thread_done();
     router_thread_done();
+    cache_thread_done();
 }
 
 /* Connects the layers: what pool.c decides is carried out by servers and

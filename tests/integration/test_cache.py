@@ -296,3 +296,41 @@ def test_asyncpg_prepared_statements_hit(sluice, cluster):
             await conn.close()
 
     asyncio.run(run())
+
+
+def test_single_flight_concurrent_misses_share_one_execution(sluice, cluster):
+    with cluster.primary_conn() as conn:
+        conn.execute("CREATE OR REPLACE VIEW cache_slow AS SELECT count(*) AS n, "
+                     "(SELECT sum(v) FROM cache_t) AS s FROM generate_series(1, 2000000)")
+        conn.execute("GRANT ALL ON cache_slow TO PUBLIC")
+    try:
+        s = sluice(cache_config({"public.cache_slow": "300"}, default_pool_size=12))
+        sql = "SELECT n, s FROM cache_slow"
+        with s.connect() as conn:
+            warm(s, conn, sql)
+            conn.execute("UPDATE cache_t SET v = 2 WHERE id = 1")  # drops it
+        before = cache_rows(s)["mydb"]
+        results, errors = [], []
+        barrier = threading.Barrier(8)
+
+        def reader():
+            try:
+                with s.connect() as r:
+                    barrier.wait(10)
+                    results.append(r.execute(sql).fetchone())
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=reader) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        after = cache_rows(s)["mydb"]
+        assert not errors, errors
+        assert results == [(2000000, 2)] * 8
+        assert after["fills"] - before["fills"] == 1, (before, after)
+        assert after["hits"] - before["hits"] == 7, (before, after)
+    finally:
+        with cluster.primary_conn() as conn:
+            conn.execute("DROP VIEW IF EXISTS cache_slow")
