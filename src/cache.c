@@ -11,6 +11,7 @@
 
 #include "cache_catalog.h"
 #include "cache_policy.h"
+#include "cache_redis_worker.h"
 #include "cache_sql.h"
 #include "log.h"
 #include "pool.h"
@@ -49,7 +50,17 @@ struct cache_client {
     bool fill_ext; /* the fill is an extended batch: its Describe, Execute and Sync are owned */
     struct cache_flight *flight; /* it leads the fill of its key: others wait for it */
     struct sf_wait *wait;        /* it waits for another client's fill of the same key */
-    bool described;              /* ... whose Describe's answer starts the value */
+    struct rget *rget;           /* it waits for the Redis tier's answer (cache = redis://) */
+    bool listed;                 /* on its thread's list of clients looked at every ms */
+    /* Its answers are held until Redis has these tables' invalidations. */
+    int n_hold;
+    uint64_t hold_ids[CACHE_WRITES_MAX + 1];
+    int64_t hold_since;
+    /* A fill whose answer also goes to Redis: the generations Redis gave
+     * with its miss, of these tables. */
+    int r_n;
+    uint64_t r_ids[CACHE_REDIS_MAX_TABLES], r_gens[CACHE_REDIS_MAX_TABLES];
+    bool described; /* ... whose Describe's answer starts the value */
     struct cache_fill *fill;
     uint8_t *key;
     size_t key_len;
@@ -68,8 +79,12 @@ struct cache_client {
     int n_stmts, cap_stmts;
 };
 
+struct rget;
+static bool rget_ready(const struct rget *t);
+
 static struct cache_store *g_store;
 static bool g_on;
+static bool g_redis; /* cache = redis://: the Redis tier behind the in-process store */
 static int cache_owner;
 
 bool cache_on(void)
@@ -156,6 +171,8 @@ static void invalidate_id(struct database *db, uint64_t id, const char *name)
 {
     name_note(id, db->name, name);
     cache_store_invalidate_table(g_store, id);
+    if (g_redis)
+        cache_redis_invalidate(cache_redis_global(), id); /* the other instances' too */
 }
 
 static void on_writes(const struct writes_event *ev, void *arg)
@@ -239,6 +256,53 @@ static void writes_of_text(struct client *c, const char *sql, size_t len)
         cc->writes_all = true;
 }
 
+static bool sf_list_add(struct client *c);
+static void sf_list_remove(struct client *c);
+
+/* How long a writer's answer waits for Redis at most. */
+#define HOLD_MAX_USEC 1000000
+
+/* Ends c's hold once Redis has its invalidations, or cannot be reached,
+ * or after HOLD_MAX_USEC. */
+static void hold_check(struct client *c, int64_t now)
+{
+    struct cache_client *cc = c->cache;
+    struct cache_redis *r = cache_redis_global();
+    bool wait = r && cache_redis_state(r) != CACHE_REDIS_OPEN &&
+                now - cc->hold_since < HOLD_MAX_USEC;
+    for (int i = 0; wait && i < cc->n_hold; i++)
+        if (cache_redis_table_blocked(r, cc->hold_ids[i]))
+            return;
+    cc->n_hold = 0;
+    stream_release_hold(&c->s);
+}
+
+/* Redis mode: the writer's answers (its ReadyForQuery first) wait until
+ * Redis has the invalidations of ev, so that once the writer knows its
+ * write committed, no instance serves an answer from before it. Not for
+ * a TLS client (its stream cannot be held), nor while Redis cannot be
+ * reached (the tables stay blocked here until it can). */
+static void hold_for_redis(struct client *c, const struct writes_event *ev)
+{
+    struct cache_client *cc = c->cache;
+    struct cache_redis *r = cache_redis_global();
+    if (!r || cache_redis_state(r) == CACHE_REDIS_OPEN)
+        return;
+    int n = 0;
+    if (ev->all) {
+        cc->hold_ids[n++] = cache_db_id(ev->db);
+    } else {
+        for (int i = 0; i < ev->n && n < CACHE_WRITES_MAX; i++)
+            cc->hold_ids[n++] = cache_table_id(ev->db->name, ev->rels[i].name);
+    }
+    if (!n || (!c->s.held && !stream_hold(&c->s)))
+        return;
+    cc->n_hold = n;
+    cc->hold_since = worker_now(c->s.worker);
+    if (!sf_list_add(c))
+        hold_check(c, INT64_MAX);
+}
+
 /* The transaction's writes are over (it ended, or its server went): told
  * to every subscriber, this cache first among them. */
 static void writes_flush(struct client *c)
@@ -267,6 +331,8 @@ static void writes_flush(struct client *c)
     cc->n_writes = 0;
     cc->writes_all = false;
     writes_committed(&ev);
+    if (g_redis)
+        hold_for_redis(c, &ev);
 }
 
 /* ---- the key --------------------------------------------------------------------- */
@@ -314,15 +380,13 @@ static void key_build(const struct client *c, char kind, const void *a, size_t a
         key_add(b, blen);
 }
 
-/* Answers c's request at the head of its buffer (consumed bytes) with
- * e's bytes: for an extended batch, ParseComplete (parse) and
+/* Answers c's request at the head of its buffer (consumed bytes) with an
+ * answer's bytes: for an extended batch, ParseComplete (parse) and
  * BindComplete (bind) first; ReadyForQuery last. */
-static void answer_hit(struct client *c, struct cache_entry *e, uint32_t consumed, bool parse,
-                       bool bind, char status)
+static void answer_bytes(struct client *c, const uint8_t *v, size_t n, uint32_t consumed,
+                         bool parse, bool bind, char status)
 {
     stream_consume_msg(&c->s, consumed);
-    size_t n;
-    const uint8_t *v = cache_entry_value(e, &n);
     uint8_t head[16], z[8];
     struct proto_writer w;
     proto_writer_init(&w, head, sizeof(head));
@@ -341,8 +405,16 @@ static void answer_hit(struct client *c, struct cache_entry *e, uint32_t consume
     stream_write(&c->s, v, n);
     stream_write(&c->s, w.buf, w.len);
     stream_uncork(&c->s);
-    cache_entry_release(e);
     c->last_activity = worker_now(c->s.worker);
+}
+
+static void answer_hit(struct client *c, struct cache_entry *e, uint32_t consumed, bool parse,
+                       bool bind, char status)
+{
+    size_t n;
+    const uint8_t *v = cache_entry_value(e, &n);
+    answer_bytes(c, v, n, consumed, parse, bind, status);
+    cache_entry_release(e);
 }
 
 /* ---- single-flight ------------------------------------------------------------------ */
@@ -376,6 +448,9 @@ static _Thread_local struct {
 
 static void sf_list_remove(struct client *c)
 {
+    if (!c->cache || !c->cache->listed)
+        return;
+    c->cache->listed = false;
     for (int i = 0; i < tl_sf.n; i++) {
         if (tl_sf.v[i] == c) {
             tl_sf.v[i] = tl_sf.v[--tl_sf.n];
@@ -386,6 +461,8 @@ static void sf_list_remove(struct client *c)
         ev_timer_stop(c->s.worker->loop, &tl_sf.timer);
 }
 
+static void hold_check(struct client *c, int64_t now);
+
 static void sf_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
@@ -395,14 +472,25 @@ static void sf_tick(struct ev_loop *loop, ev_timer *t, int revents)
         if (i >= tl_sf.n)
             continue;
         struct client *c = tl_sf.v[i];
-        const struct sf_wait *sw = c->cache ? c->cache->wait : NULL;
-        if (!sw || atomic_load_explicit(&sw->done, memory_order_acquire))
+        struct cache_client *cc = c->cache;
+        if (cc->n_hold)
+            hold_check(c, worker_now(c->s.worker));
+        const struct sf_wait *sw = cc->wait;
+        if (!sw && !cc->rget) {
+            if (!cc->n_hold)
+                sf_list_remove(c);
+            continue;
+        }
+        if ((!sw || atomic_load_explicit(&sw->done, memory_order_acquire)) &&
+            (!cc->rget || rget_ready(cc->rget)))
             c->s.ops->on_data(&c->s); /* routed again: its answer is there, or it runs */
     }
 }
 
 static bool sf_list_add(struct client *c)
 {
+    if (c->cache->listed)
+        return true;
     if (!tl_sf.init) {
         ev_timer_init(&tl_sf.timer, sf_tick, SF_POLL_SEC, SF_POLL_SEC);
         tl_sf.init = true;
@@ -416,6 +504,7 @@ static bool sf_list_add(struct client *c)
         tl_sf.cap = cap;
     }
     tl_sf.v[tl_sf.n++] = c;
+    c->cache->listed = true;
     if (!ev_is_active(&tl_sf.timer))
         ev_timer_start(c->s.worker->loop, &tl_sf.timer);
     return true;
@@ -471,6 +560,7 @@ static void fill_reset(struct cache_client *cc)
         cc->val_cap = 0;
     }
     cc->filling = cc->capturing = cc->fill_bad = cc->fill_ext = cc->described = false;
+    cc->r_n = 0;
 }
 
 /* Whether c may be answered from the cache at all now: status is its
@@ -597,6 +687,139 @@ static bool view_query(struct client *c, struct request_view *v)
     return true;
 }
 
+/* ---- the Redis tier (cache = redis://) ------------------------------------------------ */
+
+/* A lookup in Redis for a client, which waits for it (without a server).
+ * Its callback runs on the client's worker; the client may be gone by
+ * then (c NULL). */
+struct rget {
+    struct client *c;
+    int refs; /* the client's and the lookup's (one thread) */
+    bool done;
+    enum cache_redis_status status;
+    uint8_t *value;
+    size_t value_len;
+    int n;
+    uint64_t ids[CACHE_REDIS_MAX_TABLES], gens[CACHE_REDIS_MAX_TABLES];
+    struct cache_fill *fill; /* this instance's generations when the lookup began */
+    int64_t expires;
+};
+
+static bool rget_ready(const struct rget *t)
+{
+    return t->done;
+}
+
+static void rget_unref(struct rget *t)
+{
+    if (--t->refs)
+        return;
+    free(t->value);
+    if (t->fill)
+        cache_fill_free(t->fill);
+    free(t);
+}
+
+static void rget_done(const struct cache_redis_result *res, void *arg)
+{
+    struct rget *t = arg;
+    t->done = true;
+    t->status = res->status;
+    if (res->status == CACHE_REDIS_HIT) {
+        t->value = malloc(res->value_len ? res->value_len : 1);
+        if (t->value) {
+            memcpy(t->value, res->value, res->value_len);
+            t->value_len = res->value_len;
+        } else {
+            t->status = CACHE_REDIS_UNAVAILABLE;
+        }
+    } else if (res->status == CACHE_REDIS_MISS && res->n_tables == t->n) {
+        memcpy(t->gens, res->gens, (size_t)t->n * sizeof(t->gens[0]));
+    } else if (res->status == CACHE_REDIS_MISS) {
+        t->status = CACHE_REDIS_UNAVAILABLE;
+    }
+    rget_unref(t);
+}
+
+/* c's lookup in Redis of the key in tl_key: starts it (CACHE_ROUTE_WAIT),
+ * or takes its answer: CACHE_ROUTE_HIT (answered, and copied in), FILL
+ * (a miss: the fill goes on, its answer to Redis too) or NONE (Redis
+ * unavailable, or a table's invalidation not delivered: no caching). */
+static enum cache_route redis_lookup(struct client *c, const struct request_view *v,
+                                     const struct cache_decision *d, char status, int64_t now)
+{
+    struct cache_client *cc = cc_of(c);
+    struct rget *t = cc->rget;
+    if (!t) {
+        if (d->n_ids > CACHE_REDIS_MAX_TABLES)
+            return CACHE_ROUTE_NONE;
+        t = calloc(1, sizeof(*t));
+        if (!t)
+            return CACHE_ROUTE_NONE;
+        t->c = c;
+        t->refs = 2;
+        t->n = d->n_ids;
+        memcpy(t->ids, d->ids, (size_t)t->n * sizeof(t->ids[0]));
+        t->fill = cache_store_fill_begin(g_store, d->ids, (size_t)d->n_ids);
+        t->expires = now + d->ttl;
+        if (!sf_list_add(c)) {
+            t->refs = 1;
+            rget_unref(t);
+            return CACHE_ROUTE_NONE;
+        }
+        cc->rget = t;
+        cache_redis_get(cache_redis_worker(c->s.worker), tl_key.p, tl_key.len, t->ids, t->n,
+                        rget_done, t);
+        return CACHE_ROUTE_WAIT;
+    }
+    if (!t->done)
+        return CACHE_ROUTE_WAIT;
+    cc->rget = NULL;
+    sf_list_remove(c);
+    enum cache_route r = CACHE_ROUTE_NONE;
+    if (t->status == CACHE_REDIS_HIT) {
+        ctr_add(c->pool->db, CC_HITS);
+        answer_bytes(c, t->value, t->value_len, v->total, v->parse, v->ext, status);
+        r = CACHE_ROUTE_HIT;
+    } else if (t->status == CACHE_REDIS_MISS) {
+        cc->r_n = t->n;
+        memcpy(cc->r_ids, t->ids, (size_t)t->n * sizeof(t->ids[0]));
+        memcpy(cc->r_gens, t->gens, (size_t)t->n * sizeof(t->gens[0]));
+        r = CACHE_ROUTE_FILL;
+    } else {
+        ctr_add(c->pool->db, CC_BYPASS);
+    }
+    rget_unref(t);
+    return r;
+}
+
+/* c goes while its lookup runs: the lookup's answer finds no one. */
+static void rget_forget(struct client *c)
+{
+    struct cache_client *cc = c->cache;
+    if (!cc || !cc->rget)
+        return;
+    cc->rget->c = NULL;
+    sf_list_remove(c);
+    rget_unref(cc->rget);
+    cc->rget = NULL;
+}
+
+/* A fill that began after a Redis miss ended with value stored here: it
+ * goes to Redis too, refused there if a table's generation moved since
+ * the miss. */
+static void redis_put(struct client *c, int64_t now)
+{
+    struct cache_client *cc = c->cache;
+    if (!g_redis || !cc->r_n)
+        return;
+    int64_t ttl_ms = (cc->expires - now) / 1000;
+    if (ttl_ms >= 1)
+        cache_redis_put(cache_redis_worker(c->s.worker), cc->key, cc->key_len, cc->val, cc->val_len,
+                        (uint32_t)(ttl_ms > UINT32_MAX ? UINT32_MAX : ttl_ms), cc->r_ids,
+                        cc->r_gens, cc->r_n);
+}
+
 /* c waited for another client's fill of its key: CACHE_ROUTE_WAIT while
  * it goes on; else whether c may look again (the answer was stored, or
  * another fill leads now) or runs the query itself, uncached (the fill
@@ -677,16 +900,27 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok, bool
         return CACHE_ROUTE_NONE;
     }
     key_build(c, !v.ext ? 'Q' : v.described ? 'D' : 'E', v.a, v.a_len, v.b, v.b_len);
-    struct cache_entry *e = cache_store_get(g_store, tl_key.p, tl_key.len, (uint64_t)now);
-    if (e) {
-        ctr_add(db, CC_HITS);
-        answer_hit(c, e, v.total, v.parse, v.ext, status);
-        return CACHE_ROUTE_HIT;
+    struct cache_client *cc = c->cache;
+    if (g_redis && !can_wait)
+        return CACHE_ROUTE_NONE; /* every hit is checked in Redis: a client without a server */
+    if (!g_redis) {
+        struct cache_entry *e = cache_store_get(g_store, tl_key.p, tl_key.len, (uint64_t)now);
+        if (e) {
+            ctr_add(db, CC_HITS);
+            answer_hit(c, e, v.total, v.parse, v.ext, status);
+            return CACHE_ROUTE_HIT;
+        }
+        ctr_add(db, CC_MISSES);
     }
-    ctr_add(db, CC_MISSES);
     if (!fill_ok)
         return CACHE_ROUTE_NONE;
-    struct cache_client *cc = cc_of(c);
+    if (g_redis) {
+        enum cache_route r = redis_lookup(c, &v, &d, status, now);
+        if (r != CACHE_ROUTE_FILL)
+            return r;
+        ctr_add(db, CC_MISSES);
+    }
+    cc = cc_of(c);
     if (can_wait) {
         enum cache_route r = sf_join(c, &v, status, now);
         if (r != CACHE_ROUTE_FILL)
@@ -867,6 +1101,8 @@ static void fill_end(struct client *c, struct server *sv, char status)
         /* Stored or refused as stale: the waiters look again (and one of
          * them leads the next fill). Refused otherwise: each runs its own. */
         sf_leave(cc, r == CACHE_PUT_STORED || r == CACHE_PUT_STALE);
+        if (r != CACHE_PUT_STALE)
+            redis_put(c, now);
     } else {
         ctr_add(db, CC_REFUSED_OTHER);
     }
@@ -962,6 +1198,9 @@ static void cc_free(struct client *c)
     if (c->pool)
         writes_flush(c);
     sf_wait_end(c);
+    rget_forget(c);
+    cc->n_hold = 0;
+    sf_list_remove(c);
     fill_reset(cc);
     free(cc->val);
     free(cc->unnamed.body);
@@ -996,7 +1235,7 @@ static const struct request_observer cache_observer = {
 
 bool cache_init(const struct config *cfg, char *err, size_t errlen)
 {
-    if (strcmp(cfg->cache, "memory") != 0)
+    if (strcmp(cfg->cache, "off") == 0)
         return true;
     struct cache_store_opts o = {.max_bytes = (size_t)cfg->cache_max_memory,
                                  .max_entry_size = (size_t)cfg->cache_max_entry_size};
@@ -1014,8 +1253,40 @@ bool cache_init(const struct config *cfg, char *err, size_t errlen)
     writes_subscribe(on_writes, NULL);
     writes_subscribe_gap(on_gap, NULL);
     g_on = true;
-    log_info("result cache: in memory, %lld bytes at most, entries up to %lld bytes",
-             (long long)cfg->cache_max_memory, (long long)cfg->cache_max_entry_size);
+    log_info("result cache: in memory, %lld bytes at most, entries up to %lld bytes%s%s",
+             (long long)cfg->cache_max_memory, (long long)cfg->cache_max_entry_size,
+             strcmp(cfg->cache, "memory") ? ", in front of " : "",
+             strcmp(cfg->cache, "memory") ? cfg->cache : "");
+    return true;
+}
+
+/* Another instance (or this one) invalidated table in Redis. */
+static void redis_invalidated(uint64_t table, void *arg)
+{
+    (void)arg;
+    cache_store_invalidate_table(g_store, table);
+}
+
+/* The subscription was lost or made again: invalidations may have been
+ * missed meanwhile, so no copy here can be trusted. */
+static void redis_reset(void *arg)
+{
+    (void)arg;
+    cache_store_clear(g_store);
+}
+
+bool cache_start(const struct config *cfg, struct worker *workers, int n_workers, char *err,
+                 size_t errlen)
+{
+    if (!g_on || strncmp(cfg->cache, "redis://", 8) != 0)
+        return true;
+    struct cache_redis_addr addr;
+    if (cache_redis_url_parse(cfg->cache, &addr, err, errlen) != 0)
+        return false;
+    struct cache_redis_opts o = {.on_invalidate = redis_invalidated, .on_reset = redis_reset};
+    if (!cache_redis_start(&addr, &o, workers, n_workers, err, errlen))
+        return false;
+    g_redis = true;
     return true;
 }
 
@@ -1031,6 +1302,9 @@ void cache_thread_done(void)
 
 void cache_shutdown(void)
 {
+    if (g_redis)
+        cache_redis_stop();
+    g_redis = false;
     if (g_store)
         cache_store_free(g_store);
     g_store = NULL;
@@ -1055,6 +1329,17 @@ void cache_db_stats(const struct database *db, struct cache_db_stats *out)
     out->refused_other = v[CC_REFUSED_OTHER];
     out->invalidations = v[CC_INVALIDATIONS];
     out->bypass = v[CC_BYPASS];
+}
+
+const char *cache_tier_state(void)
+{
+    if (!g_redis)
+        return "off";
+    struct cache_redis *r = cache_redis_global();
+    enum cache_redis_state st = cache_redis_state(r);
+    if (st == CACHE_REDIS_UP && !cache_redis_pubsub_up(r))
+        return "up, pubsub down";
+    return cache_redis_state_str(st);
 }
 
 void cache_stats(struct cache_store_stats *out)

@@ -28,6 +28,11 @@
  * registers the observer and the writes subscriber. false (why in err)
  * when the store cannot be made. */
 bool cache_init(const struct config *cfg, char *err, size_t errlen);
+struct worker;
+/* Once the workers are made (main, no loop running yet): with cache =
+ * redis://, the Redis tier behind the in-process store. false with why. */
+bool cache_start(const struct config *cfg, struct worker *workers, int n_workers, char *err,
+                 size_t errlen);
 /* At exit (after the threads are gone). */
 void cache_shutdown(void);
 /* Frees the running thread's buffers (thread exit). */
@@ -56,6 +61,10 @@ struct cache_db_stats {
 };
 void cache_db_stats(const struct database *db, struct cache_db_stats *out);
 void cache_stats(struct cache_store_stats *out);
+/* The Redis tier's state for SHOW CACHE: "off" (cache = memory), else its
+ * breaker's ("up", "open", ...), with ", pubsub down" while the
+ * subscription is not live. */
+const char *cache_tier_state(void);
 /* CACHE CLEAR: everything (table NULL), or the answers over one table of
  * db ("name" or "schema.name"). Returns the entries dropped (everything:
  * those there before). */

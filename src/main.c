@@ -769,6 +769,11 @@ int main(int argc, char **argv)
 
     if (!main_wire_modules() || !main_init_workers(cfg))
         return 1;
+    char cerr[512];
+    if (!cache_start(cfg, workers, n_workers, cerr, sizeof(cerr))) {
+        log_error("cache = %s: %s", cfg->cache, cerr);
+        return 1;
+    }
     main_detach(o.daemon_mode, cfg);
     if (!main_start_services(cfg))
         return 1;

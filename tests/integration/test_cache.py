@@ -334,3 +334,140 @@ def test_single_flight_concurrent_misses_share_one_execution(sluice, cluster):
     finally:
         with cluster.primary_conn() as conn:
             conn.execute("DROP VIEW IF EXISTS cache_slow")
+
+
+# ---- the Redis tier ------------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, to share between instances or to
+    kill, stopped by PID."""
+
+    def __init__(self, tmp_path):
+        from sluice_fixture import free_port
+        import subprocess
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.up, 10, "redis-server up")
+
+    def up(self):
+        import socket
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def redis(tmp_path):
+    r = PrivateRedis(tmp_path)
+    yield r
+    r.stop()
+
+
+def redis_state(s):
+    return cache_rows(s)["*"]["redis"]
+
+
+def test_redis_tier_shared_by_two_instances(sluice, cluster, redis):
+    config = cache_config(cache=f"redis://127.0.0.1:{redis.port}/3")
+    a, b = sluice(config), sluice(config)
+    wait_until(lambda: redis_state(a) == "up" and redis_state(b) == "up", 10, "redis up")
+    sql = "SELECT v FROM cache_t WHERE id = 1"
+    with a.connect() as ca, b.connect() as cb:
+        assert warm(a, ca, sql) == [(0,)]
+        behind_back(cluster, "UPDATE cache_t SET v = 5 WHERE id = 1")
+        # b has never run it: its answer is a's, from Redis.
+        wait_until(lambda: cb.execute(sql).fetchall() == [(0,)] and hits(b) > 0, 10,
+                   "b served a's entry from Redis")
+        # A write through b: a drops its copy (pub/sub) and Redis's (generation).
+        cb.execute("UPDATE cache_t SET v = 6 WHERE id = 2")
+        assert ca.execute(sql).fetchall() == [(5,)]
+        assert cb.execute(sql).fetchall() == [(5,)]
+
+
+def test_redis_killed_mid_load_bypasses_without_errors(sluice, cluster, redis):
+    s = sluice(cache_config(cache=f"redis://127.0.0.1:{redis.port}/0"))
+    wait_until(lambda: redis_state(s) == "up", 10, "redis up")
+    sql = "SELECT v FROM cache_t WHERE id = 2"
+    errors, reads = [], []
+    stop = threading.Event()
+
+    def reader():
+        try:
+            with s.connect() as r:
+                while not stop.is_set():
+                    reads.append(r.execute(sql).fetchone()[0])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    with s.connect() as conn:
+        warm(s, conn, sql)
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    redis.stop()
+    wait_until(lambda: redis_state(s) in ("open", "half-open"), 10, "breaker open")
+    # Redis gone: a write is seen at once (nothing served from a copy that
+    # the other instances' writes could no longer drop).
+    behind_back(cluster, "UPDATE cache_t SET v = 8 WHERE id = 2")
+    wait_until(lambda: reads and reads[-1] == 8, 5, "fresh answers without Redis")
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[:3]
+    assert len(reads) > 50
+
+
+def test_redis_stale_read_hunt_two_instances(sluice, cluster, redis):
+    """Writers through two instances sharing Redis, readers through both:
+    no read is older than a write whose commit its writer had seen before
+    the read began (a writer's ReadyForQuery waits for its invalidation to
+    reach Redis; every hit checks the tables' generations there)."""
+    config = cache_config(cache=f"redis://127.0.0.1:{redis.port}/2", default_pool_size=8)
+    a, b = sluice(config), sluice(config)
+    wait_until(lambda: redis_state(a) == "up" and redis_state(b) == "up", 10, "redis up")
+    committed = {i: 0 for i in range(1, 4)}
+    lock = threading.Lock()
+    errors = []
+    stop = threading.Event()
+
+    def writer(i, s):
+        with s.connect() as w:
+            for n in range(1, 101):
+                w.execute("UPDATE cache_t SET v = %s WHERE id = %s", (n, i))
+                with lock:
+                    committed[i] = n
+                time.sleep(0.01)
+
+    def reader(s):
+        with s.connect() as r:
+            while not stop.is_set():
+                with lock:
+                    floor = dict(committed)
+                rows = dict(r.execute("SELECT id, v FROM cache_t WHERE id <= 3").fetchall())
+                errors.extend((i, rows[i], v) for i, v in floor.items() if rows[i] < v)
+
+    writers = [threading.Thread(target=writer, args=(i, (a, b)[i % 2])) for i in committed]
+    readers = [threading.Thread(target=reader, args=(s,)) for s in (a, b, a, b)]
+    for t in writers + readers:
+        t.start()
+    for t in writers:
+        t.join(60)
+    time.sleep(1)
+    stop.set()
+    for t in readers:
+        t.join(60)
+    assert not errors, errors[:5]
+    assert hits(a) + hits(b) > 0
