@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "cache_catalog.h"
+#include "cache_int.h"
 #include "cache_policy.h"
 #include "cache_redis_worker.h"
 #include "cache_sql.h"
@@ -22,69 +23,9 @@
 #include "worker.h"
 #include "writes.h"
 
-/* Tables a transaction's writes name before they count as "all". */
-#define CACHE_WRITES_MAX 16
-
-/* Per-database counters (struct database's cache_ctr). */
-enum cache_ctr {
-    CC_HITS = 0,
-    CC_MISSES,        /* cacheable, not found */
-    CC_FILLS,         /* misses whose answer was read to be kept */
-    CC_STORES,        /* ... and kept */
-    CC_REFUSED_STALE, /* ... not kept: a write to its tables committed meanwhile */
-    CC_REFUSED_OTHER, /* ... not kept: an error, too big, memory, admission */
-    CC_INVALIDATIONS, /* writes' invalidations (one per table and transaction) */
-    CC_BYPASS,        /* statements a rule or hint named that could not be cached */
-};
-
-struct cache_stmt {
-    const char *name; /* interned */
-    uint8_t *body;    /* its Parse body after the name: text, NUL, parameter types */
-    uint32_t len;
-};
-
-struct cache_client {
-    bool tainted; /* session state the key cannot see: nothing cached for it any more */
-    /* A fill: the request being answered is kept when it ends well. */
-    bool filling, capturing, fill_bad;
-    bool fill_ext; /* the fill is an extended batch: its Describe, Execute and Sync are owned */
-    struct cache_flight *flight; /* it leads the fill of its key: others wait for it */
-    struct sf_wait *wait;        /* it waits for another client's fill of the same key */
-    struct rget *rget;           /* it waits for the Redis tier's answer (cache = redis://) */
-    bool listed;                 /* on its thread's list of clients looked at every ms */
-    /* Its answers are held until Redis has these tables' invalidations. */
-    int n_hold;
-    uint64_t hold_ids[CACHE_WRITES_MAX + 1];
-    int64_t hold_since;
-    /* A fill whose answer also goes to Redis: the generations Redis gave
-     * with its miss, of these tables. */
-    int r_n;
-    uint64_t r_ids[CACHE_REDIS_MAX_TABLES], r_gens[CACHE_REDIS_MAX_TABLES];
-    bool described; /* ... whose Describe's answer starts the value */
-    struct cache_fill *fill;
-    uint8_t *key;
-    size_t key_len;
-    uint8_t *val;
-    size_t val_len, val_cap;
-    int64_t expires;
-    /* The writes of the transaction in flight, told at its end. */
-    int n_writes;
-    bool writes_all;
-    char writes[CACHE_WRITES_MAX][CACHE_CATALOG_MAX_NAME];
-    /* Its statements' Parse bodies: the unnamed one (every mode) and, in
-     * session mode, the named ones (a server keeps them; transaction
-     * pooling has them in prepared.c). */
-    struct cache_stmt unnamed;
-    struct cache_stmt *stmts;
-    int n_stmts, cap_stmts;
-};
-
-struct rget;
-static bool rget_ready(const struct rget *t);
-
-static struct cache_store *g_store;
+struct cache_store *cache_g_store;
 static bool g_on;
-static bool g_redis; /* cache = redis://: the Redis tier behind the in-process store */
+bool cache_g_redis; /* cache = redis://: the Redis tier behind the in-process store */
 static int cache_owner;
 
 bool cache_on(void)
@@ -92,12 +33,12 @@ bool cache_on(void)
     return g_on;
 }
 
-static void ctr_add(struct database *db, enum cache_ctr i)
+void cache_ctr_add(struct database *db, enum cache_ctr i)
 {
     atomic_fetch_add_explicit(&db->cache_ctr[i], 1, memory_order_relaxed);
 }
 
-static struct cache_client *cc_of(struct client *c)
+struct cache_client *cache_client_of(struct client *c)
 {
     if (!c->cache) {
         c->cache = calloc(1, sizeof(*c->cache));
@@ -170,8 +111,8 @@ static int write_ids(struct database *db, const char *name, int64_t now, uint64_
 static void invalidate_id(struct database *db, uint64_t id, const char *name)
 {
     name_note(id, db->name, name);
-    cache_store_invalidate_table(g_store, id);
-    if (g_redis)
+    cache_store_invalidate_table(cache_g_store, id);
+    if (cache_g_redis)
         cache_redis_invalidate(cache_redis_global(), id); /* the other instances' too */
 }
 
@@ -184,7 +125,7 @@ static void on_writes(const struct writes_event *ev, void *arg)
     if (ev->all) {
         invalidate_id(db, cache_db_id(db), "*");
         cache_catalog_forget(db);
-        ctr_add(db, CC_INVALIDATIONS);
+        cache_ctr_add(db, CC_INVALIDATIONS);
         return;
     }
     for (int i = 0; i < ev->n; i++) {
@@ -205,7 +146,7 @@ static void on_writes(const struct writes_event *ev, void *arg)
         }
         for (int k = 0; k < n; k++)
             invalidate_id(db, ids[k], k == 0 ? r->name : "");
-        ctr_add(db, CC_INVALIDATIONS);
+        cache_ctr_add(db, CC_INVALIDATIONS);
     }
 }
 
@@ -251,56 +192,9 @@ static void writes_of_text(struct client *c, const char *sql, size_t len)
 {
     if (!cache_policy_may_write(sql, len))
         return; /* the common reads: no parse */
-    struct cache_client *cc = cc_of(c);
+    struct cache_client *cc = cache_client_of(c);
     if (!cache_policy_writes(sql, len, writes_add_cb, cc))
         cc->writes_all = true;
-}
-
-static bool sf_list_add(struct client *c);
-static void sf_list_remove(struct client *c);
-
-/* How long a writer's answer waits for Redis at most. */
-#define HOLD_MAX_USEC 1000000
-
-/* Ends c's hold once Redis has its invalidations, or cannot be reached,
- * or after HOLD_MAX_USEC. */
-static void hold_check(struct client *c, int64_t now)
-{
-    struct cache_client *cc = c->cache;
-    struct cache_redis *r = cache_redis_global();
-    bool wait = r && cache_redis_state(r) != CACHE_REDIS_OPEN &&
-                now - cc->hold_since < HOLD_MAX_USEC;
-    for (int i = 0; wait && i < cc->n_hold; i++)
-        if (cache_redis_table_blocked(r, cc->hold_ids[i]))
-            return;
-    cc->n_hold = 0;
-    stream_release_hold(&c->s);
-}
-
-/* Redis mode: the writer's answers (its ReadyForQuery first) wait until
- * Redis has the invalidations of ev, so that once the writer knows its
- * write committed, no instance serves an answer from before it. Not for
- * a TLS client (its stream cannot be held), nor while Redis cannot be
- * reached (the tables stay blocked here until it can). */
-static void hold_for_redis(struct client *c, const struct writes_event *ev)
-{
-    struct cache_client *cc = c->cache;
-    struct cache_redis *r = cache_redis_global();
-    if (!r || cache_redis_state(r) == CACHE_REDIS_OPEN)
-        return;
-    int n = 0;
-    if (ev->all) {
-        cc->hold_ids[n++] = cache_db_id(ev->db);
-    } else {
-        for (int i = 0; i < ev->n && n < CACHE_WRITES_MAX; i++)
-            cc->hold_ids[n++] = cache_table_id(ev->db->name, ev->rels[i].name);
-    }
-    if (!n || (!c->s.held && !stream_hold(&c->s)))
-        return;
-    cc->n_hold = n;
-    cc->hold_since = worker_now(c->s.worker);
-    if (!sf_list_add(c))
-        hold_check(c, INT64_MAX);
 }
 
 /* The transaction's writes are over (it ended, or its server went): told
@@ -331,8 +225,8 @@ static void writes_flush(struct client *c)
     cc->n_writes = 0;
     cc->writes_all = false;
     writes_committed(&ev);
-    if (g_redis)
-        hold_for_redis(c, &ev);
+    if (cache_g_redis)
+        cache_tier_hold(c, &ev);
 }
 
 /* ---- the key --------------------------------------------------------------------- */
@@ -383,8 +277,8 @@ static void key_build(const struct client *c, char kind, const void *a, size_t a
 /* Answers c's request at the head of its buffer (consumed bytes) with an
  * answer's bytes: for an extended batch, ParseComplete (parse) and
  * BindComplete (bind) first; ReadyForQuery last. */
-static void answer_bytes(struct client *c, const uint8_t *v, size_t n, uint32_t consumed,
-                         bool parse, bool bind, char status)
+void cache_answer_bytes(struct client *c, const uint8_t *v, size_t n, uint32_t consumed, bool parse,
+                        bool bind, char status)
 {
     stream_consume_msg(&c->s, consumed);
     uint8_t head[16], z[8];
@@ -413,7 +307,7 @@ static void answer_hit(struct client *c, struct cache_entry *e, uint32_t consume
 {
     size_t n;
     const uint8_t *v = cache_entry_value(e, &n);
-    answer_bytes(c, v, n, consumed, parse, bind, status);
+    cache_answer_bytes(c, v, n, consumed, parse, bind, status);
     cache_entry_release(e);
 }
 
@@ -446,7 +340,7 @@ static _Thread_local struct {
     int n, cap;
 } tl_sf;
 
-static void sf_list_remove(struct client *c)
+void cache_watch_remove(struct client *c)
 {
     if (!c->cache || !c->cache->listed)
         return;
@@ -461,8 +355,6 @@ static void sf_list_remove(struct client *c)
         ev_timer_stop(c->s.worker->loop, &tl_sf.timer);
 }
 
-static void hold_check(struct client *c, int64_t now);
-
 static void sf_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
@@ -474,20 +366,20 @@ static void sf_tick(struct ev_loop *loop, ev_timer *t, int revents)
         struct client *c = tl_sf.v[i];
         struct cache_client *cc = c->cache;
         if (cc->n_hold)
-            hold_check(c, worker_now(c->s.worker));
+            cache_tier_hold_check(c, worker_now(c->s.worker));
         const struct sf_wait *sw = cc->wait;
         if (!sw && !cc->rget) {
             if (!cc->n_hold)
-                sf_list_remove(c);
+                cache_watch_remove(c);
             continue;
         }
         if ((!sw || atomic_load_explicit(&sw->done, memory_order_acquire)) &&
-            (!cc->rget || rget_ready(cc->rget)))
+            (!cc->rget || cache_tier_ready(cc->rget)))
             c->s.ops->on_data(&c->s); /* routed again: its answer is there, or it runs */
     }
 }
 
-static bool sf_list_add(struct client *c)
+bool cache_watch_add(struct client *c)
 {
     if (c->cache->listed)
         return true;
@@ -518,9 +410,9 @@ static void sf_wait_end(struct client *c)
     if (!sw)
         return;
     cc->wait = NULL;
-    sf_list_remove(c);
+    cache_watch_remove(c);
     if (!atomic_load_explicit(&sw->done, memory_order_acquire) &&
-        cache_store_flight_cancel(g_store, sw->key, sw->key_len, &sw->w))
+        cache_store_flight_cancel(cache_g_store, sw->key, sw->key_len, &sw->w))
         sf_unref(sw); /* taken back: the store's reference is ours to drop */
     sf_unref(sw);
 }
@@ -533,7 +425,7 @@ static void sf_leave(struct cache_client *cc, bool filled)
     if (!cc->flight)
         return;
     struct cache_waiter *w = cache_store_flight_leave(
-        g_store, cc->flight, filled ? CACHE_FLIGHT_FILLED : CACHE_FLIGHT_FAILED);
+        cache_g_store, cc->flight, filled ? CACHE_FLIGHT_FILLED : CACHE_FLIGHT_FAILED);
     cc->flight = NULL;
     while (w) {
         struct cache_waiter *next = w->next;
@@ -572,19 +464,6 @@ static bool client_may(struct client *c, char status)
     struct cache_client *cc = c->cache;
     return !cc || (!cc->tainted && !cc->filling);
 }
-
-/* A request the cache may answer, as it lies at the head of c's buffer:
- * a Query, or an extended batch [Parse] Bind [Describe portal] Execute
- * Sync of the unnamed portal, all buffered. */
-struct request_view {
-    bool ext;              /* an extended batch */
-    bool parse, described; /* ... with its Parse; with a Describe of the portal */
-    const char *sql;       /* the statement's text (NUL-terminated) */
-    size_t sql_len;
-    const uint8_t *a, *b; /* the key's parts: the text (Query) or Parse body, */
-    size_t a_len, b_len;  /* and the Bind's formats and values (b NULL: none) */
-    uint32_t total;       /* the request's bytes */
-};
 
 /* The Parse body of statement name (unnamed: ""), as c sent it. */
 static const uint8_t *stmt_body(struct client *c, const char *name, uint32_t *len)
@@ -687,139 +566,6 @@ static bool view_query(struct client *c, struct request_view *v)
     return true;
 }
 
-/* ---- the Redis tier (cache = redis://) ------------------------------------------------ */
-
-/* A lookup in Redis for a client, which waits for it (without a server).
- * Its callback runs on the client's worker; the client may be gone by
- * then (c NULL). */
-struct rget {
-    struct client *c;
-    int refs; /* the client's and the lookup's (one thread) */
-    bool done;
-    enum cache_redis_status status;
-    uint8_t *value;
-    size_t value_len;
-    int n;
-    uint64_t ids[CACHE_REDIS_MAX_TABLES], gens[CACHE_REDIS_MAX_TABLES];
-    struct cache_fill *fill; /* this instance's generations when the lookup began */
-    int64_t expires;
-};
-
-static bool rget_ready(const struct rget *t)
-{
-    return t->done;
-}
-
-static void rget_unref(struct rget *t)
-{
-    if (--t->refs)
-        return;
-    free(t->value);
-    if (t->fill)
-        cache_fill_free(t->fill);
-    free(t);
-}
-
-static void rget_done(const struct cache_redis_result *res, void *arg)
-{
-    struct rget *t = arg;
-    t->done = true;
-    t->status = res->status;
-    if (res->status == CACHE_REDIS_HIT) {
-        t->value = malloc(res->value_len ? res->value_len : 1);
-        if (t->value) {
-            memcpy(t->value, res->value, res->value_len);
-            t->value_len = res->value_len;
-        } else {
-            t->status = CACHE_REDIS_UNAVAILABLE;
-        }
-    } else if (res->status == CACHE_REDIS_MISS && res->n_tables == t->n) {
-        memcpy(t->gens, res->gens, (size_t)t->n * sizeof(t->gens[0]));
-    } else if (res->status == CACHE_REDIS_MISS) {
-        t->status = CACHE_REDIS_UNAVAILABLE;
-    }
-    rget_unref(t);
-}
-
-/* c's lookup in Redis of the key in tl_key: starts it (CACHE_ROUTE_WAIT),
- * or takes its answer: CACHE_ROUTE_HIT (answered, and copied in), FILL
- * (a miss: the fill goes on, its answer to Redis too) or NONE (Redis
- * unavailable, or a table's invalidation not delivered: no caching). */
-static enum cache_route redis_lookup(struct client *c, const struct request_view *v,
-                                     const struct cache_decision *d, char status, int64_t now)
-{
-    struct cache_client *cc = cc_of(c);
-    struct rget *t = cc->rget;
-    if (!t) {
-        if (d->n_ids > CACHE_REDIS_MAX_TABLES)
-            return CACHE_ROUTE_NONE;
-        t = calloc(1, sizeof(*t));
-        if (!t)
-            return CACHE_ROUTE_NONE;
-        t->c = c;
-        t->refs = 2;
-        t->n = d->n_ids;
-        memcpy(t->ids, d->ids, (size_t)t->n * sizeof(t->ids[0]));
-        t->fill = cache_store_fill_begin(g_store, d->ids, (size_t)d->n_ids);
-        t->expires = now + d->ttl;
-        if (!sf_list_add(c)) {
-            t->refs = 1;
-            rget_unref(t);
-            return CACHE_ROUTE_NONE;
-        }
-        cc->rget = t;
-        cache_redis_get(cache_redis_worker(c->s.worker), tl_key.p, tl_key.len, t->ids, t->n,
-                        rget_done, t);
-        return CACHE_ROUTE_WAIT;
-    }
-    if (!t->done)
-        return CACHE_ROUTE_WAIT;
-    cc->rget = NULL;
-    sf_list_remove(c);
-    enum cache_route r = CACHE_ROUTE_NONE;
-    if (t->status == CACHE_REDIS_HIT) {
-        ctr_add(c->pool->db, CC_HITS);
-        answer_bytes(c, t->value, t->value_len, v->total, v->parse, v->ext, status);
-        r = CACHE_ROUTE_HIT;
-    } else if (t->status == CACHE_REDIS_MISS) {
-        cc->r_n = t->n;
-        memcpy(cc->r_ids, t->ids, (size_t)t->n * sizeof(t->ids[0]));
-        memcpy(cc->r_gens, t->gens, (size_t)t->n * sizeof(t->gens[0]));
-        r = CACHE_ROUTE_FILL;
-    } else {
-        ctr_add(c->pool->db, CC_BYPASS);
-    }
-    rget_unref(t);
-    return r;
-}
-
-/* c goes while its lookup runs: the lookup's answer finds no one. */
-static void rget_forget(struct client *c)
-{
-    struct cache_client *cc = c->cache;
-    if (!cc || !cc->rget)
-        return;
-    cc->rget->c = NULL;
-    sf_list_remove(c);
-    rget_unref(cc->rget);
-    cc->rget = NULL;
-}
-
-/* A fill that began after a Redis miss ended with value stored here: it
- * goes to Redis too, refused there if a table's generation moved since
- * the miss. */
-static void redis_put(struct client *c, int64_t now)
-{
-    struct cache_client *cc = c->cache;
-    if (!g_redis || !cc->r_n)
-        return;
-    int64_t ttl_ms = (cc->expires - now) / 1000;
-    if (ttl_ms >= 1)
-        cache_redis_put(cache_redis_worker(c->s.worker), cc->key, cc->key_len, cc->val, cc->val_len,
-                        (uint32_t)(ttl_ms > UINT32_MAX ? UINT32_MAX : ttl_ms), cc->r_ids,
-                        cc->r_gens, cc->r_n);
-}
-
 /* c waited for another client's fill of its key: CACHE_ROUTE_WAIT while
  * it goes on; else whether c may look again (the answer was stored, or
  * another fill leads now) or runs the query itself, uncached (the fill
@@ -854,11 +600,11 @@ static enum cache_route sf_join(struct client *c, const struct request_view *v, 
     memcpy(sw->key, tl_key.p, tl_key.len);
     struct cache_entry *hit = NULL;
     struct cache_flight *lead = NULL;
-    enum cache_flight_role role =
-        cache_store_get_or_join(g_store, sw->key, sw->key_len, (uint64_t)now, &sw->w, &hit, &lead);
+    enum cache_flight_role role = cache_store_get_or_join(cache_g_store, sw->key, sw->key_len,
+                                                          (uint64_t)now, &sw->w, &hit, &lead);
     if (role == CACHE_FLIGHT_WAIT) {
         c->cache->wait = sw;
-        if (!sf_list_add(c)) {
+        if (!cache_watch_add(c)) {
             sf_wait_end(c);
             return CACHE_ROUTE_NONE;
         }
@@ -866,7 +612,7 @@ static enum cache_route sf_join(struct client *c, const struct request_view *v, 
     }
     free(sw);
     if (role == CACHE_FLIGHT_HIT) {
-        ctr_add(c->pool->db, CC_HITS);
+        cache_ctr_add(c->pool->db, CC_HITS);
         answer_hit(c, hit, v->total, v->parse, v->ext, status);
         return CACHE_ROUTE_HIT;
     }
@@ -896,37 +642,37 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok, bool
     int named = cache_policy_decide(db, g_pooler.cfg, v.sql, v.sql_len, now, &d);
     if (named <= 0) {
         if (named == 0)
-            ctr_add(db, CC_BYPASS);
+            cache_ctr_add(db, CC_BYPASS);
         return CACHE_ROUTE_NONE;
     }
     key_build(c, !v.ext ? 'Q' : v.described ? 'D' : 'E', v.a, v.a_len, v.b, v.b_len);
     struct cache_client *cc = c->cache;
-    if (g_redis && !can_wait)
+    if (cache_g_redis && !can_wait)
         return CACHE_ROUTE_NONE; /* every hit is checked in Redis: a client without a server */
-    if (!g_redis) {
-        struct cache_entry *e = cache_store_get(g_store, tl_key.p, tl_key.len, (uint64_t)now);
+    if (!cache_g_redis) {
+        struct cache_entry *e = cache_store_get(cache_g_store, tl_key.p, tl_key.len, (uint64_t)now);
         if (e) {
-            ctr_add(db, CC_HITS);
+            cache_ctr_add(db, CC_HITS);
             answer_hit(c, e, v.total, v.parse, v.ext, status);
             return CACHE_ROUTE_HIT;
         }
-        ctr_add(db, CC_MISSES);
+        cache_ctr_add(db, CC_MISSES);
     }
     if (!fill_ok)
         return CACHE_ROUTE_NONE;
-    if (g_redis) {
-        enum cache_route r = redis_lookup(c, &v, &d, status, now);
+    if (cache_g_redis) {
+        enum cache_route r = cache_tier_lookup(c, &v, &d, tl_key.p, tl_key.len, status, now);
         if (r != CACHE_ROUTE_FILL)
             return r;
-        ctr_add(db, CC_MISSES);
+        cache_ctr_add(db, CC_MISSES);
     }
-    cc = cc_of(c);
+    cc = cache_client_of(c);
     if (can_wait) {
         enum cache_route r = sf_join(c, &v, status, now);
         if (r != CACHE_ROUTE_FILL)
             return r;
     }
-    cc->fill = cache_store_fill_begin(g_store, d.ids, (size_t)d.n_ids);
+    cc->fill = cache_store_fill_begin(cache_g_store, d.ids, (size_t)d.n_ids);
     if (!cc->fill) {
         sf_leave(cc, false);
         return CACHE_ROUTE_NONE;
@@ -940,7 +686,7 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok, bool
     cc->filling = true;
     cc->fill_ext = v.ext;
     cc->described = v.described;
-    ctr_add(db, CC_FILLS);
+    cache_ctr_add(db, CC_FILLS);
     return CACHE_ROUTE_FILL;
 }
 
@@ -958,7 +704,7 @@ enum cache_route cache_route(struct client *c)
 static void taint_check(struct client *c, const char *sql, size_t len)
 {
     if (cache_policy_taints(sql, len, !c->track))
-        cc_of(c)->tainted = true;
+        cache_client_of(c)->tainted = true;
 }
 
 static void body_set(struct cache_stmt *st, const uint8_t *body, uint32_t len)
@@ -977,7 +723,7 @@ static void body_set(struct cache_stmt *st, const uint8_t *body, uint32_t len)
  * Bind of a later batch may use it), named ones in session mode. */
 static void stmt_remember(struct client *c, const char *name, const uint8_t *body, uint32_t len)
 {
-    struct cache_client *cc = cc_of(c);
+    struct cache_client *cc = cache_client_of(c);
     if (!name[0]) {
         body_set(&cc->unnamed, body, len);
         return;
@@ -1056,7 +802,7 @@ static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
         if (sql)
             writes_of_text(c, sql, strlen(sql));
         else
-            cc_of(c)->writes_all = true; /* a statement it did not see prepared */
+            cache_client_of(c)->writes_all = true; /* a statement it did not see prepared */
     }
     return rm->len;
 }
@@ -1091,20 +837,20 @@ static void fill_end(struct client *c, struct server *sv, char status)
     if (status == 'I' && !cc->fill_bad && sv && sv->pool->ep == 0 && value_whole(cc)) {
         int64_t now = worker_now(c->s.worker);
         enum cache_put_result r =
-            cache_store_put(g_store, cc->fill, cc->key, cc->key_len, cc->val, cc->val_len,
+            cache_store_put(cache_g_store, cc->fill, cc->key, cc->key_len, cc->val, cc->val_len,
                             (uint64_t)now, (uint64_t)cc->expires);
-        ctr_add(db, r == CACHE_PUT_STORED  ? CC_STORES
-                    : r == CACHE_PUT_STALE ? CC_REFUSED_STALE
-                                           : CC_REFUSED_OTHER);
+        cache_ctr_add(db, r == CACHE_PUT_STORED  ? CC_STORES
+                          : r == CACHE_PUT_STALE ? CC_REFUSED_STALE
+                                                 : CC_REFUSED_OTHER);
         if (r != CACHE_PUT_STORED)
             log_debug("C-%p: answer not cached: %s", (void *)c, cache_put_result_str(r));
         /* Stored or refused as stale: the waiters look again (and one of
          * them leads the next fill). Refused otherwise: each runs its own. */
         sf_leave(cc, r == CACHE_PUT_STORED || r == CACHE_PUT_STALE);
         if (r != CACHE_PUT_STALE)
-            redis_put(c, now);
+            cache_tier_put(c, now);
     } else {
-        ctr_add(db, CC_REFUSED_OTHER);
+        cache_ctr_add(db, CC_REFUSED_OTHER);
     }
     fill_reset(cc);
 }
@@ -1198,9 +944,9 @@ static void cc_free(struct client *c)
     if (c->pool)
         writes_flush(c);
     sf_wait_end(c);
-    rget_forget(c);
+    cache_tier_forget(c);
     cc->n_hold = 0;
-    sf_list_remove(c);
+    cache_watch_remove(c);
     fill_reset(cc);
     free(cc->val);
     free(cc->unnamed.body);
@@ -1239,8 +985,8 @@ bool cache_init(const struct config *cfg, char *err, size_t errlen)
         return true;
     struct cache_store_opts o = {.max_bytes = (size_t)cfg->cache_max_memory,
                                  .max_entry_size = (size_t)cfg->cache_max_entry_size};
-    g_store = cache_store_new(&o);
-    if (!g_store) {
+    cache_g_store = cache_store_new(&o);
+    if (!cache_g_store) {
         snprintf(err, errlen, "cannot make the result cache (cache_max_memory %lld bytes)",
                  (long long)cfg->cache_max_memory);
         return false;
@@ -1260,36 +1006,6 @@ bool cache_init(const struct config *cfg, char *err, size_t errlen)
     return true;
 }
 
-/* Another instance (or this one) invalidated table in Redis. */
-static void redis_invalidated(uint64_t table, void *arg)
-{
-    (void)arg;
-    cache_store_invalidate_table(g_store, table);
-}
-
-/* The subscription was lost or made again: invalidations may have been
- * missed meanwhile, so no copy here can be trusted. */
-static void redis_reset(void *arg)
-{
-    (void)arg;
-    cache_store_clear(g_store);
-}
-
-bool cache_start(const struct config *cfg, struct worker *workers, int n_workers, char *err,
-                 size_t errlen)
-{
-    if (!g_on || strncmp(cfg->cache, "redis://", 8) != 0)
-        return true;
-    struct cache_redis_addr addr;
-    if (cache_redis_url_parse(cfg->cache, &addr, err, errlen) != 0)
-        return false;
-    struct cache_redis_opts o = {.on_invalidate = redis_invalidated, .on_reset = redis_reset};
-    if (!cache_redis_start(&addr, &o, workers, n_workers, err, errlen))
-        return false;
-    g_redis = true;
-    return true;
-}
-
 void cache_thread_done(void)
 {
     free(tl_sf.v);
@@ -1302,12 +1018,12 @@ void cache_thread_done(void)
 
 void cache_shutdown(void)
 {
-    if (g_redis)
+    if (cache_g_redis)
         cache_redis_stop();
-    g_redis = false;
-    if (g_store)
-        cache_store_free(g_store);
-    g_store = NULL;
+    cache_g_redis = false;
+    if (cache_g_store)
+        cache_store_free(cache_g_store);
+    cache_g_store = NULL;
     if (g_names) {
         pthread_mutex_destroy(&g_names->lock);
         free(g_names);
@@ -1331,33 +1047,22 @@ void cache_db_stats(const struct database *db, struct cache_db_stats *out)
     out->bypass = v[CC_BYPASS];
 }
 
-const char *cache_tier_state(void)
-{
-    if (!g_redis)
-        return "off";
-    struct cache_redis *r = cache_redis_global();
-    enum cache_redis_state st = cache_redis_state(r);
-    if (st == CACHE_REDIS_UP && !cache_redis_pubsub_up(r))
-        return "up, pubsub down";
-    return cache_redis_state_str(st);
-}
-
 void cache_stats(struct cache_store_stats *out)
 {
-    if (g_store)
-        cache_store_stats(g_store, out);
+    if (cache_g_store)
+        cache_store_stats(cache_g_store, out);
     else
         memset(out, 0, sizeof(*out));
 }
 
 size_t cache_clear(struct database *db, const char *table)
 {
-    if (!g_store)
+    if (!cache_g_store)
         return 0;
     if (!table) {
         struct cache_store_stats st;
-        cache_store_stats(g_store, &st);
-        cache_store_clear(g_store);
+        cache_store_stats(cache_g_store, &st);
+        cache_store_clear(cache_g_store);
         return (size_t)st.entries;
     }
     uint64_t ids[CACHE_CATALOG_MAX_IDS + 1];
@@ -1366,7 +1071,7 @@ size_t cache_clear(struct database *db, const char *table)
     size_t dropped = 0;
     for (int k = 0; k < (n < 0 ? 1 : n); k++) {
         name_note(ids[k], db->name, k == 0 ? table : "");
-        dropped += cache_store_invalidate_table(g_store, ids[k]);
+        dropped += cache_store_invalidate_table(cache_g_store, ids[k]);
     }
     return dropped;
 }
@@ -1400,8 +1105,8 @@ void cache_tables_each(void (*cb)(const char *db, const char *table, uint64_t in
                                   uint64_t dropped, void *arg),
                        void *arg)
 {
-    if (!g_store)
+    if (!cache_g_store)
         return;
     struct tables_each_arg a = {cb, arg};
-    cache_store_tables_each(g_store, one_table, &a);
+    cache_store_tables_each(cache_g_store, one_table, &a);
 }
