@@ -97,14 +97,15 @@ static int write_ids(struct database *db, const char *name, int64_t now, uint64_
     struct cache_catalog_rel rel;
     enum cache_catalog_answer a = cache_catalog_get(db, name, now, &rel);
     const char *dot = strrchr(name, '.');
-    const char *relname = dot ? dot + 1 : name;
-    int n = 0;
-    ids[n++] = cache_table_id(db->name, relname);
+    ids[0] = cache_table_id(db->name, dot ? dot + 1 : name);
     if (a == CCAT_UNKNOWN)
         return -1;
-    if (a == CCAT_YES || (a == CCAT_NO && rel.n_ids > 0))
-        for (int i = 0; i < rel.n_ids && n < cap; i++)
-            ids[n++] = rel.ids[i];
+    if ((a != CCAT_YES && a != CCAT_NO) || rel.n_ids == 0)
+        return 1;
+    /* The catalog's relations include the name's own. */
+    int n = 0;
+    for (int i = 0; i < rel.n_ids && n < cap; i++)
+        ids[n++] = rel.ids[i];
     return n;
 }
 

@@ -471,3 +471,20 @@ def test_redis_stale_read_hunt_two_instances(sluice, cluster, redis):
         t.join(60)
     assert not errors, errors[:5]
     assert hits(a) + hits(b) > 0
+
+
+def test_memory_bound_holds_under_unique_queries(sluice, cluster):
+    """Thousands of distinct cacheable statements into a small store: its
+    bytes (entries and its own tables, counted exactly) never pass
+    cache_max_memory, and the oldest go."""
+    s = sluice(cache_config(cache_max_memory="1MB", cache_max_entry_size="16kB"))
+    with s.connect() as conn:
+        warm(s, conn, "SELECT v FROM cache_t WHERE id = 1")
+        for i in range(3000):
+            conn.execute(f"SELECT v, {i} AS n, repeat('x', 200) FROM cache_t WHERE id = 1").fetchall()
+            if i % 500 == 0:
+                row = cache_rows(s)["*"]
+                assert row["bytes"] <= row["max_bytes"], row
+    row = cache_rows(s)["*"]
+    assert row["bytes"] <= row["max_bytes"] == 1 << 20, row
+    assert row["evictions"] > 0 and row["entries"] > 100, row
