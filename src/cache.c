@@ -777,7 +777,8 @@ static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
     const uint8_t *body = b->data + b->start + 5, *end = body + rm->len - 5;
     if (rm->type == 'Q') {
         size_t len = strnlen((const char *)body, (size_t)(end - body));
-        taint_check(c, (const char *)body, len);
+        if (g_on)
+            taint_check(c, (const char *)body, len);
         writes_of_text(c, (const char *)body, len);
         cc = c->cache;
         if (cc && cc->filling && !cc->fill_ext && !cc->capturing) {
@@ -789,7 +790,8 @@ static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
         const char *sql = name ? cstr((const uint8_t *)name + strlen(name) + 1, end) : NULL;
         if (!sql)
             return rm->len; /* malformed: the server says so */
-        taint_check(c, sql, strlen(sql));
+        if (g_on)
+            taint_check(c, sql, strlen(sql));
         const uint8_t *pb = (const uint8_t *)name + strlen(name) + 1;
         stmt_remember(c, name, pb, (uint32_t)(end - pb));
     } else if (rm->type == 'B') {
@@ -980,10 +982,24 @@ static const struct request_observer cache_observer = {
 
 /* ---- start, figures -------------------------------------------------------------------- */
 
+/* With the cache off, the observer still follows clients' writes when
+ * refresh jobs may want them (after_writes_to, jobs.h): [jobs] at start. */
+static const struct request_observer writes_observer = {
+    .name = "writes",
+    .tracked_only = false,
+    .client_msgs = "QPB",
+    .on_client_msg = cache_on_client_msg,
+    .on_request_end = cache_on_request_end,
+    .on_unlinked = cache_on_unlinked,
+};
+
 bool cache_init(const struct config *cfg, char *err, size_t errlen)
 {
-    if (strcmp(cfg->cache, "off") == 0)
+    if (strcmp(cfg->cache, "off") == 0) {
+        if (cfg->n_jobs > 0)
+            cache_owner = request_observe(&writes_observer);
         return true;
+    }
     struct cache_store_opts o = {.max_bytes = (size_t)cfg->cache_max_memory,
                                  .max_entry_size = (size_t)cfg->cache_max_entry_size};
     cache_g_store = cache_store_new(&o);
