@@ -131,12 +131,13 @@ static void on_writes(const struct writes_event *ev, void *arg)
     }
     for (int i = 0; i < ev->n; i++) {
         uint64_t ids[CACHE_CATALOG_MAX_IDS + 1];
-        char full[2 * CACHE_CATALOG_MAX_NAME];
+        char buf[2 * CACHE_CATALOG_MAX_NAME];
         const struct writes_rel *r = &ev->rels[i];
-        if (r->schema)
-            snprintf(full, sizeof(full), "%s.%s", r->schema, r->name);
-        else
-            snprintf(full, sizeof(full), "%s", r->name);
+        const char *full = r->name;
+        if (r->schema) {
+            snprintf(buf, sizeof(buf), "%s.%s", r->schema, r->name);
+            full = buf;
+        }
         int n = write_ids(db, full, now, ids, CACHE_CATALOG_MAX_IDS + 1);
         if (n < 0) {
             /* A relation not known yet (a view, a partition?): all of
@@ -776,7 +777,11 @@ static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
     struct iobuf *b = c->s.rbuf;
     const uint8_t *body = b->data + b->start + 5, *end = body + rm->len - 5;
     if (rm->type == 'Q') {
-        size_t len = strnlen((const char *)body, (size_t)(end - body));
+        /* A Query's text ends with the message (a malformed one: where its
+         * NUL is). */
+        size_t len = end > body && end[-1] == '\0'
+                         ? (size_t)(end - body) - 1
+                         : strnlen((const char *)body, (size_t)(end - body));
         if (g_on)
             taint_check(c, (const char *)body, len);
         writes_of_text(c, (const char *)body, len);

@@ -51,13 +51,15 @@ bool cache_policy_may_write(const char *sql, size_t len)
 {
     char word[16];
     cache_sql_first_word(sql, len, word, sizeof(word));
+    if (!strcmp(word, "select"))
+        return cache_sql_contains(sql, len, "into"); /* a SELECT INTO is looked at */
     static const char *const quiet[] = {
-        "select",   "values",     "table",     "show",    "begin",    "start",  "commit", "end",
-        "rollback", "abort",      "savepoint", "release", "set",      "reset",  "fetch",  "move",
-        "close",    "deallocate", "discard",   "listen",  "unlisten", "notify", "",       NULL};
+        "values",     "table",     "show",    "begin",    "start",  "commit", "end",  "rollback",
+        "abort",      "savepoint", "release", "set",      "reset",  "fetch",  "move", "close",
+        "deallocate", "discard",   "listen",  "unlisten", "notify", "",       NULL};
     for (int i = 0; quiet[i]; i++)
-        if (!strcmp(word, quiet[i]))
-            return cache_sql_contains(sql, len, "into"); /* a SELECT INTO is looked at */
+        if (word[0] == quiet[i][0] && !strcmp(word, quiet[i]))
+            return false;
     return true;
 }
 

@@ -21,11 +21,30 @@ bool cache_sql_contains(const char *sql, size_t len, const char *needle)
     size_t n = strlen(needle);
     if (n == 0)
         return true;
+    if (n > len)
+        return false;
     const char *e = sql + len;
-    int first = tolower((unsigned char)needle[0]);
-    for (const char *p = sql; p + n <= e; p++)
-        if (tolower((unsigned char)*p) == first && ci_eq(p, e, needle))
+    /* Anchored on the needle's first byte that is not a letter (the '_'
+     * of set_config, rare in SQL), else its last: memchr finds candidates,
+     * ci_eq confirms. */
+    size_t k = 0;
+    while (k < n && isalpha((unsigned char)needle[k]))
+        k++;
+    if (k == n)
+        k = n - 1;
+    char at = needle[k];
+    char other = (char)(islower((unsigned char)at) ? toupper((unsigned char)at)
+                                                   : tolower((unsigned char)at));
+    for (const char *p = sql + k; p < e;) {
+        const char *a = memchr(p, at, (size_t)(e - p));
+        const char *b = other != at ? memchr(p, other, (size_t)(e - p)) : NULL;
+        const char *q = !a ? b : !b ? a : a < b ? a : b;
+        if (!q)
+            return false;
+        if ((size_t)(q - sql) >= k && ci_eq(q - k, e, needle))
             return true;
+        p = q + 1;
+    }
     return false;
 }
 
@@ -190,13 +209,24 @@ static const char *skip_quoted(const char *p, const char *e)
 
 /* Whether [p, e) holds no second statement: the text after p, literals
  * and comments skipped, has no ';' but a last one. */
+/* Bytes one_statement() stops at: what may open a literal, a quoted
+ * name, a comment, or end the statement. */
+static const bool special[256] = {
+    ['\''] = true, ['"'] = true, ['$'] = true, ['-'] = true, ['/'] = true, [';'] = true};
+
 static bool one_statement(const char *start, const char *p, const char *e)
 {
     while (p < e) {
+        while (p < e && !special[(unsigned char)*p])
+            p++;
+        if (p >= e)
+            break;
         char ch = *p;
-        if ((ch == 'e' || ch == 'E') && p + 1 < e && p[1] == '\'' &&
-            (p == start || !(isalnum((unsigned char)p[-1]) || p[-1] == '_'))) {
-            p = skip_quoted(p, e);
+        if (ch == '\'' && p - 1 > start && (p[-1] == 'e' || p[-1] == 'E') &&
+            (p - 1 == start || !(isalnum((unsigned char)p[-2]) || p[-2] == '_'))) {
+            p = skip_quoted(p - 1, e); /* E'...': backslash escapes */
+        } else if (ch == '\'' && p - 1 == start && (p[-1] == 'e' || p[-1] == 'E')) {
+            p = skip_quoted(p - 1, e);
         } else if (ch == '\'' || ch == '"' || ch == '$') {
             p = skip_quoted(p, e);
         } else if ((ch == '-' && p + 1 < e && p[1] == '-') ||
