@@ -49,13 +49,13 @@
 
 /* Where a connection is in its chain. */
 enum cl_phase {
-    CLP_IDLE = 0,    /* no connection: waiting for its next try */
-    CLP_CONNECTING,  /* logging in */
-    CLP_PUB_CHECK,   /* asked whether the publication exists */
-    CLP_PUB_CREATE,  /* creating sluice's own publication */
-    CLP_SLOT,        /* creating the temporary slot */
-    CLP_START,       /* START_REPLICATION sent */
-    CLP_STREAMING,   /* CopyBoth: the changes come */
+    CLP_IDLE = 0,   /* no connection: waiting for its next try */
+    CLP_CONNECTING, /* logging in */
+    CLP_PUB_CHECK,  /* asked whether the publication exists */
+    CLP_PUB_CREATE, /* creating sluice's own publication */
+    CLP_SLOT,       /* creating the temporary slot */
+    CLP_START,      /* START_REPLICATION sent */
+    CLP_STREAMING,  /* CopyBoth: the changes come */
 };
 
 /* A relation the stream described (its Relation message). */
@@ -110,8 +110,12 @@ const char *cache_logical_state_str(enum cache_logical_state st)
 
 static const char *phase_str(enum cl_phase p)
 {
-    static const char *const names[] = {"idle",           "connecting",    "checking publication",
-                                        "creating publication", "creating slot", "starting stream",
+    static const char *const names[] = {"idle",
+                                        "connecting",
+                                        "checking publication",
+                                        "creating publication",
+                                        "creating slot",
+                                        "starting stream",
                                         "streaming"};
     return (unsigned)p < sizeof(names) / sizeof(names[0]) ? names[p] : "?";
 }
@@ -252,8 +256,8 @@ static void create_slot(struct cl_db *d)
     pthread_mutex_lock(&g_lock);
     snprintf(d->st.slot, sizeof(d->st.slot), "sluice_%d_%s_%08x_%u", (int)getpid(), g_instance,
              hash_str(d->db->name), d->attempt);
-    snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT %s TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT",
-             d->st.slot);
+    snprintf(sql, sizeof(sql),
+             "CREATE_REPLICATION_SLOT %s TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT", d->st.slot);
     pthread_mutex_unlock(&g_lock);
     send_query(d, CLP_SLOT, sql);
 }
@@ -275,7 +279,9 @@ static bool step_done(struct cl_db *d, char *why, size_t whylen)
 {
     const char *pub = publication();
     if (d->error[0]) {
-        static const char *const what[] = {"", "", "could not look up the publication",
+        static const char *const what[] = {"",
+                                           "",
+                                           "could not look up the publication",
                                            "could not create the publication",
                                            "could not create the replication slot",
                                            "could not start replication"};

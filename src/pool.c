@@ -1043,18 +1043,6 @@ struct server *pool_connect_server(struct pool *p, struct worker *w,
     return sv->state == SV_CLOSED ? NULL : sv;
 }
 
-struct server *pool_connect_walsender(struct pool *p, struct worker *w,
-                                      const struct server_holder_ops *holder, uint8_t mode)
-{
-    pool_lock();
-    struct server *sv = pool_new_server(p, w, worker_now(w));
-    sv->held = true;
-    sv->holder = holder;
-    sv->replication = mode; /* before the connect starts: its startup packet says so */
-    pool_unlock_run();
-    return sv->state == SV_CLOSED ? NULL : sv;
-}
-
 void pool_connect_replication(struct pool *p, struct client *c,
                               const struct server_holder_ops *holder)
 {
