@@ -125,10 +125,13 @@ static struct worker *cl_worker(void)
     return &g_pooler.workers[0];
 }
 
+/* cache_publication as sluice started (a restart setting), or "": sluice's
+ * own. */
+static char g_publication[64];
+
 static const char *publication(void)
 {
-    const char *p = g_pooler.cfg->cache_publication;
-    return p[0] ? p : CL_OWN_PUBLICATION;
+    return g_publication[0] ? g_publication : CL_OWN_PUBLICATION;
 }
 
 static struct cl_db *cl_of(const struct server *sv)
@@ -292,7 +295,7 @@ static bool step_done(struct cl_db *d, char *why, size_t whylen)
     case CLP_PUB_CHECK:
         if (d->got_row) {
             create_slot(d);
-        } else if (!g_pooler.cfg->cache_publication[0]) {
+        } else if (!g_publication[0]) {
             char sql[128];
             snprintf(sql, sizeof(sql), "CREATE PUBLICATION %s FOR ALL TABLES", pub);
             log_info("cache_invalidation: database %s: creating publication %s FOR ALL TABLES",
@@ -672,35 +675,56 @@ static void try_connect(struct cl_db *d, int64_t now)
     d->sv = sv;
 }
 
-/* Databases of cfg's [databases] not followed yet: followed from now, in a
- * gap until their slot streams. */
+static bool followed(const struct database *db)
+{
+    for (struct cl_db *d = g_dbs; d; d = d->next)
+        if (d->db == db)
+            return true;
+    return false;
+}
+
+/* db is followed from now on, in a gap until its slot streams. */
+static void follow(struct database *db)
+{
+    struct cl_db *d = calloc(1, sizeof(*d));
+    if (!d)
+        abort();
+    d->db = db;
+    d->st.state = CACHE_LOGICAL_STARTING;
+    snprintf(d->st.reason, sizeof(d->st.reason), "not connected yet");
+    gap_open(d);
+    pthread_mutex_lock(&g_lock);
+    d->next = g_dbs;
+    g_dbs = d;
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* The databases of cfg's [databases] (at start, and after a reload), and
+ * those the "*" entry made for clients since the last tick: followed. */
 static void discover(const struct config *cfg)
 {
-    if (cfg == g_seen_cfg)
-        return;
-    g_seen_cfg = cfg;
-    for (int i = 0; i < cfg->n_databases; i++) {
-        const struct config_database *cd = &cfg->databases[i];
-        if (strcmp(cd->name, "*") == 0)
-            continue;
-        struct database *db = pool_find_database(cd->name);
-        bool known = false;
-        for (struct cl_db *d = g_dbs; d && db; d = d->next)
-            known = known || d->db == db;
-        if (!db || known)
-            continue;
-        struct cl_db *d = calloc(1, sizeof(*d));
-        if (!d)
-            abort();
-        d->db = db;
-        d->st.state = CACHE_LOGICAL_STARTING;
-        snprintf(d->st.reason, sizeof(d->st.reason), "not connected yet");
-        gap_open(d);
-        pthread_mutex_lock(&g_lock);
-        d->next = g_dbs;
-        g_dbs = d;
-        pthread_mutex_unlock(&g_lock);
+    if (cfg != g_seen_cfg) {
+        g_seen_cfg = cfg;
+        for (int i = 0; i < cfg->n_databases; i++) {
+            const struct config_database *cd = &cfg->databases[i];
+            struct database *db = strcmp(cd->name, "*") ? pool_find_database(cd->name) : NULL;
+            if (db && !followed(db))
+                follow(db);
+        }
     }
+    struct database *made[16];
+    int n = 0;
+    pool_lock();
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &g_pooler.databases)
+    {
+        struct database *db = list_entry(it, struct database, node);
+        if (db->autodb && db->cfg && n < 16 && !followed(db))
+            made[n++] = db;
+    }
+    pool_unlock();
+    for (int i = 0; i < n; i++)
+        follow(made[i]); /* (its gap is told outside the pool lock) */
 }
 
 static void tick_db(struct cl_db *d, int64_t now)
@@ -743,6 +767,7 @@ void cache_logical_start(void)
     uint8_t r[2];
     auth_random_bytes(r, sizeof(r));
     snprintf(g_instance, sizeof(g_instance), "%02x%02x", r[0], r[1]);
+    snprintf(g_publication, sizeof(g_publication), "%s", cfg->cache_publication);
     g_running = true;
     discover(cfg);
     struct ev_loop *loop = cl_worker()->loop;
@@ -750,7 +775,7 @@ void cache_logical_start(void)
     ev_timer_start(loop, &g_tick);
     ev_unref(loop); /* does not keep the loop running */
     log_info("cache_invalidation = logical: publication %s%s", publication(),
-             cfg->cache_publication[0] ? "" : " (made FOR ALL TABLES if missing)");
+             g_publication[0] ? "" : " (made FOR ALL TABLES if missing)");
 }
 
 void cache_logical_stop(void)

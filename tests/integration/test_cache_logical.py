@@ -264,6 +264,17 @@ def test_the_first_user_logs_the_slot_in_without_user_in_the_entry(sluice, clust
         fresh_within(conn, sql, [(4,)])
 
 
+def test_a_database_of_the_star_entry_gets_a_slot(sluice, cluster):
+    s = sluice(logical_config(databases={
+        "mydb": None, "*": "host=127.0.0.1 port={primary_port} user=postgres"}))
+    with s.connect() as conn:
+        wait_streaming(s)
+        sql = "SELECT v FROM lt_t WHERE id = 6"
+        assert warm(s, conn, sql) == [(0,)]
+        behind_back(cluster, "UPDATE lt_t SET v = 6 WHERE id = 6")
+        fresh_within(conn, sql, [(6,)])
+
+
 def test_a_named_publication(sluice, cluster):
     """cache_publication names one the operator made (here for lt_t only);
     a name that does not exist is a failure, and caching stays off."""
