@@ -33,6 +33,7 @@
 #include "pgoutput.h"
 #include "pool.h"
 #include "proto.h"
+#include "replicas.h"
 #include "server.h"
 #include "server_query.h"
 #include "stream.h"
@@ -460,6 +461,28 @@ static bool on_copy_data(struct cl_db *d, const uint8_t *p, size_t len, bool who
     return on_change(d, &m, why, whylen);
 }
 
+/* CREATE_REPLICATION_SLOT's row (slot_name, consistent_point, ...): the
+ * slot's first position, confirmed until the stream says more. */
+static void slot_row(struct cl_db *d, const struct stream_msg *m)
+{
+    const uint8_t *p = m->data + PROTO_HDR, *end = m->data + m->len;
+    if (end - p < 2 || proto_get16(p) < 2)
+        return;
+    p += 2;
+    for (int col = 0; col < 2; col++) {
+        if (end - p < 4)
+            return;
+        uint32_t len = proto_get32(p);
+        p += 4;
+        if (len == 0xffffffffu || len > (size_t)(end - p))
+            return;
+        uint64_t lsn;
+        if (col == 1 && replicas_parse_lsn((const char *)p, len, &lsn))
+            d->flushed = d->wal_end = lsn;
+        p += len;
+    }
+}
+
 /* One message from the walsender (whole, or a CopyData's head); false
  * (why) to close. */
 static bool on_message(struct cl_db *d, const struct stream_msg *m, bool whole, char *why,
@@ -492,6 +515,8 @@ static bool on_message(struct cl_db *d, const struct stream_msg *m, bool whole, 
         return true;
     case 'D':
         d->got_row = true;
+        if (d->phase == CLP_SLOT)
+            slot_row(d, m);
         return true;
     case 'Z':
         if (d->phase >= CLP_PUB_CHECK && d->phase <= CLP_START)
