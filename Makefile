@@ -13,8 +13,11 @@
 #                        psql line (DEMO_PORT, CLUSTER_PORT: see scripts/demo.sh)
 #   make bench           pgbench through sluice and pgbouncer, sluice's read/write
 #                        split against its own split off, and read_your_writes = user
-#                        against off under a 90/10 mix -> docs/benchmarks.md
-#                        (env: bench/run.sh's header; BENCH_RYW_ONLY=1 that part alone)
+#                        against off under a 90/10 mix, and the result cache (cached
+#                        select-only TPS against PostgreSQL directly; what cache = memory
+#                        costs a workload it does not cache) -> docs/benchmarks.md
+#                        (env: bench/run.sh's header; BENCH_RYW_ONLY=1, BENCH_CACHE_ONLY=1
+#                        one part alone)
 #   make bench-classify  what classifying a statement for the router costs, cold and
 #                        cached (bench/classify_bench.c, release objects)
 #   make chaos           the chaos suite (tests/integration/test_chaos*.py): 50
@@ -145,7 +148,7 @@ TSAN_STRESS_SECONDS ?= 20
 TSAN_STRESS_CLIENTS ?= 2000
 TSAN_TESTS := test_stress.py test_cancel.py test_limits.py test_admin.py test_reload.py \
               test_restart.py test_signals.py test_metrics.py test_smoke.py \
-              test_server_lifecycle.py
+              test_server_lifecycle.py test_cache.py
 TSAN_OPTIONS ?= second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp
 
 tsan:

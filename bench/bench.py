@@ -891,6 +891,11 @@ def config():
         # alone (with BENCH_SPLIT_ONLY=1 too: those two parts).
         "ryw_enabled": os.environ.get("BENCH_RYW", "1").strip() not in ("0", "no", "false", "off"),
         "ryw_only": env_on("BENCH_RYW_ONLY"),
+        # The result cache (bench/cache_bench.py), after read-your-writes:
+        # on unless BENCH_CACHE=0; BENCH_CACHE_ONLY=1 runs it alone (with
+        # the other _ONLY flags: those parts).
+        "cache_enabled": os.environ.get("BENCH_CACHE", "1").strip() not in ("0", "no", "false", "off"),
+        "cache_only": env_on("BENCH_CACHE_ONLY"),
     }
 
 
@@ -908,17 +913,24 @@ def main_run():
                                                 os.path.join(REPO, "bench/results/split.json")))
     ryw_json = os.path.abspath(os.environ.get("BENCH_RYW_JSON",
                                               os.path.join(REPO, "bench/results/ryw.json")))
+    cache_json = os.path.abspath(os.environ.get("BENCH_CACHE_JSON",
+                                                os.path.join(REPO, "bench/results/cache.json")))
     cfg = config()
     import split_bench
     import ryw_bench
-    # BENCH_SPLIT_ONLY / BENCH_RYW_ONLY: those parts and nothing else.
-    only = cfg["split_only"] or cfg["ryw_only"]
+    import cache_bench
+    # BENCH_SPLIT_ONLY / BENCH_RYW_ONLY / BENCH_CACHE_ONLY: those parts and
+    # nothing else.
+    only = cfg["split_only"] or cfg["ryw_only"] or cfg["cache_only"]
     if only:
         cfg["split_enabled"], cfg["ryw_enabled"] = cfg["split_only"], cfg["ryw_only"]
+        cfg["cache_enabled"] = cfg["cache_only"]
     if cfg["split_enabled"]:
         cfg["split"] = split_bench.config(cfg["mode"] == "quick")
     if cfg["ryw_enabled"]:
         cfg["ryw"] = ryw_bench.config(cfg["mode"] == "quick")
+    if cfg["cache_enabled"]:
+        cfg["cache"] = cache_bench.config(cfg["mode"] == "quick")
     # sluice is rebuilt often; run a copy so a `make` during the run cannot
     # swap or delete the binary under the benchmark.
     sluice_src = sluice_bin
@@ -947,6 +959,10 @@ def main_run():
     if cfg["ryw_enabled"]:
         log("read-your-writes: %d x 2 runs of %ds, estimated %.1f min" % (
             cfg["ryw"]["passes"], cfg["ryw"]["seconds"], ryw_bench.estimate_minutes(cfg["ryw"])))
+    if cfg["cache_enabled"]:
+        log("result cache: %d passes of %ds runs, estimated %.1f min" % (
+            cfg["cache"]["passes"], cfg["cache"]["seconds"],
+            cache_bench.estimate_minutes(cfg["cache"])))
     started = datetime.datetime.now(datetime.timezone.utc)
     cleanup(remove=True, force=True)
     os.makedirs(BENCH_DIR, exist_ok=True)
@@ -968,8 +984,10 @@ def main_run():
 
     # The read/write split first, on the freshly loaded tables, then
     # read-your-writes (bench/ryw_bench.py: its own replicas, a read/write
-    # mix); the replicas are stopped before the PgBouncer comparison
-    # starts, so that replaying WAL never runs beside it.
+    # mix), then the result cache (bench/cache_bench.py: the primary
+    # alone); the replicas are stopped before the cache part and the
+    # PgBouncer comparison start, so that replaying WAL never runs beside
+    # them.
     if cfg["split_enabled"]:
         try:
             split_bench.run(cfg, env, sluice_bin, report, split_json)
@@ -977,7 +995,7 @@ def main_run():
             # The PgBouncer comparison does not need the replicas: go on
             # without the split's figures (the run's exit status says so).
             log("read/write split part FAILED: %s" % e)
-            if cfg["split_only"] and not cfg["ryw_enabled"]:
+            if cfg["split_only"] and not cfg["ryw_enabled"] and not cfg["cache_enabled"]:
                 raise
             failed.append(("read/write split", str(e)))
     if cfg["ryw_enabled"]:
@@ -985,13 +1003,23 @@ def main_run():
             ryw_bench.run(cfg, env, sluice_bin, report, ryw_json)
         except RuntimeError as e:
             log("read-your-writes part FAILED: %s" % e)
-            if only and not cfg["split_enabled"]:
+            if only and not cfg["split_enabled"] and not cfg["cache_enabled"]:
                 raise
             failed.append(("read-your-writes", str(e)))
+    if cfg["cache_enabled"]:
+        try:
+            cache_bench.run(cfg, env, sluice_bin, pgbouncer_bin, report, cache_json)
+        except RuntimeError as e:
+            log("result cache part FAILED: %s" % e)
+            if only and not cfg["split_enabled"] and not cfg["ryw_enabled"]:
+                raise
+            failed.append(("result cache", str(e)))
     if only:
         print("\nbench: report written to %s\nbench: raw results in %s" % (
             report, ", ".join(j for j, on in ((split_json, cfg["split_enabled"]),
-                                              (ryw_json, cfg["ryw_enabled"])) if on)), flush=True)
+                                              (ryw_json, cfg["ryw_enabled"]),
+                                              (cache_json, cfg["cache_enabled"])) if on)),
+            flush=True)
         if failed:
             sys.exit("bench: " + "; ".join("the %s part failed: %s" % f for f in failed))
         return
@@ -1620,6 +1648,10 @@ def main():
         if os.path.exists(ryw_src):
             import ryw_bench
             ryw_bench.report_from_json(ryw_src, dst)
+        cache_src = os.environ.get("BENCH_CACHE_JSON", os.path.join(REPO, "bench/results/cache.json"))
+        if os.path.exists(cache_src):
+            import cache_bench
+            cache_bench.report_from_json(cache_src, dst)
         print("bench: report written to %s" % dst)
         return
     os.makedirs(os.path.dirname(LOCK_FILE) or "/", exist_ok=True)

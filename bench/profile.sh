@@ -16,6 +16,11 @@
 #   PROFILE_SPLIT=on|off     streaming replicas as for `make bench`'s split part, the
 #                            database entry with replicas=<the first>, read_write_split
 #                            on (every read to the replica) or off; unset: no replicas
+#   PROFILE_CACHE=off|memory  cache = off or memory, both with a [cache] rule for a table
+#                            the workload never touches (what the cache's bookkeeping costs);
+#                            hit: cache = memory, rule public.pgbench_accounts, the workload
+#                            bench/cache_bench.py's cached select (1,000 statements, filled
+#                            first; use PROFILE_PROTOCOLS=simple): instructions per hit
 #   PROFILE_TOP=15           functions listed per table
 #   PROFILE_OUT=bench/results/profile.txt
 #   PROFILE_RAW_DIR=/tmp/sluice-callgrind   where the raw callgrind dumps are

@@ -58,6 +58,14 @@ PORT = B.PG_PORT + 10
 WORKLOAD = os.environ.get("PROFILE_WORKLOAD", "").strip() or "select-only"
 # PROFILE_SPLIT: empty (no replicas), off or on (read_write_split).
 SPLIT = os.environ.get("PROFILE_SPLIT", "").strip().lower()
+# PROFILE_CACHE: empty (no cache settings), off or memory (cache = off |
+# memory, both with bench/cache_bench.py's [cache] rule for a table the
+# workload never touches), or hit (cache = memory, the rule for
+# pgbench_accounts, the workload cache_bench.py's cached select of 1,000
+# statements, filled before the counters are zeroed; -M simple only).
+CACHE = os.environ.get("PROFILE_CACHE", "").strip().lower()
+if CACHE == "hit":
+    WORKLOAD = "cache-select"
 
 
 def env_str(name, default):
@@ -181,8 +189,16 @@ def profile_protocol(protocol, sluice_bin, cfg, raw_dir):
     if SPLIT:
         db_extra = "replicas=127.0.0.1:%d" % B.REPLICA_PORT[B.REPLICAS[0]]
         settings = [("read_write_split", SPLIT), ("primary_reads", "fallback")]
-    pooler = B.Pooler("sluice-callgrind-%s" % protocol, sluice_bin, PORT, 1, wrapper,
-                      pool_mode=cfg["pool_mode"], db_extra=db_extra, settings=settings)
+    if CACHE:
+        import cache_bench
+        settings += [("admin_users", B.DBUSER), ("cache", "off" if CACHE == "off" else "memory")]
+        pooler = cache_bench.CachePooler(
+            "sluice-callgrind-%s" % protocol, sluice_bin, PORT, 1, wrapper,
+            pool_mode=cfg["pool_mode"], db_extra=db_extra, settings=settings,
+            cache_rules=[cache_bench.HIT_RULE if CACHE == "hit" else cache_bench.UNUSED_RULE])
+    else:
+        pooler = B.Pooler("sluice-callgrind-%s" % protocol, sluice_bin, PORT, 1, wrapper,
+                          pool_mode=cfg["pool_mode"], db_extra=db_extra, settings=settings)
     res = {"protocol": protocol, "valgrind_command": shlex.join(wrapper + [sluice_bin, pooler.ini])}
     B.log("%s: starting sluice (workers = 1) under callgrind on port %d" % (protocol, PORT))
     err = pooler.start()
@@ -191,6 +207,10 @@ def profile_protocol(protocol, sluice_bin, cfg, raw_dir):
             raise RuntimeError("%s\n%s" % (err, "\n".join(pooler.log_tail(20))))
         B.log("%s: warm-up, %d clients x %d" % (protocol, cfg["clients"], cfg["warmup"]))
         res["warmup"] = pgbench(PORT, protocol, cfg["clients"], cfg["warmup"])
+        if CACHE == "hit":
+            import cache_bench
+            walks, entries = cache_bench.fill(PORT, {"working_set": 1000})
+            B.log("%s: the cache holds %d entries after %d walks" % (protocol, entries, walks))
         vgdb(pooler.pid, "zero")
         B.log("%s: measured, %d clients x %d transactions" % (protocol, cfg["clients"], cfg["xacts"]))
         res["pgbench"] = pgbench(PORT, protocol, cfg["clients"], cfg["xacts"])
@@ -248,6 +268,12 @@ def report(results, cfg, env):
         a("Split:      replicas=127.0.0.1:%d (a streaming replica), read_write_split = %s,"
           % (B.REPLICA_PORT[B.REPLICAS[0]], SPLIT))
         a("            primary_reads = fallback (PROFILE_SPLIT)")
+    if CACHE:
+        import cache_bench
+        rule = cache_bench.HIT_RULE if CACHE == "hit" else cache_bench.UNUSED_RULE
+        a("Cache:      cache = %s, [cache] %s = %s (PROFILE_CACHE=%s)%s"
+          % ("off" if CACHE == "off" else "memory", rule[0], rule[1], CACHE,
+             "; the 1,000 statements filled before the count" if CACHE == "hit" else ""))
     a("Counted:    every instruction sluice executed (user space: sluice, libev, libc, OpenSSL,")
     a("            ...; not the kernel) between callgrind's `zero` before the measured pgbench")
     a("            and `dump` after it, so the measured clients' logins and logouts are in it.")
@@ -298,7 +324,9 @@ def main_run():
             sys.exit("profile: %s not found (apt-get install valgrind)" % tool)
     if SPLIT not in ("", "on", "off"):
         sys.exit("profile: PROFILE_SPLIT must be on or off, not %r" % SPLIT)
-    if WORKLOAD not in B.WORKLOADS:
+    if CACHE not in ("", "off", "memory", "hit"):
+        sys.exit("profile: PROFILE_CACHE must be off, memory or hit, not %r" % CACHE)
+    if WORKLOAD not in B.WORKLOADS and CACHE != "hit":
         sys.exit("profile: PROFILE_WORKLOAD must be one of %s, not %r"
                  % (", ".join(B.WORKLOADS), WORKLOAD))
     src = os.path.abspath(os.environ.get("SLUICE_BIN", os.path.join(B.REPO, "build/release/sluice")))
@@ -327,6 +355,9 @@ def main_run():
     env.update({"started": started.isoformat(timespec="seconds"), "sluice_src": src,
                 "sha256": B.sha256(binp), "valgrind": B.first_line([VALGRIND, "--version"])})
     B.setup_postgres()
+    if CACHE == "hit":
+        import cache_bench
+        cache_bench.write_scripts(1000)
     if SPLIT:
         import split_bench
         split_bench.setup_replicas()

@@ -13,11 +13,18 @@
 # the same two replicas made again, pgbench -b select-only@9 -b simple-update@1
 # -M extended, 100 clients, through the split with read_your_writes = user
 # against off (primary with synchronous_commit = on for that part): CPU per
-# transaction, where the reads went, how many waited and how long.
+# transaction, where the reads went, how many waited and how long. Then the
+# result cache (bench/cache_bench.py, the primary alone): (a) a pgbench script
+# of 1,000 distinct cached SELECTs (-M simple) against PostgreSQL directly,
+# PgBouncer, sluice with cache = off and sluice with cache = memory: TPS
+# ratios, hit ratio (SHOW CACHE), CPU per hit; (b) TPC-B-like and -S through
+# sluice with cache = memory and a rule for a table they never touch, against
+# cache = off: CPU per transaction.
 # Writes docs/benchmarks.md (the generated sections only),
-# bench/results/latest.json, bench/results/split.json and bench/results/ryw.json.
-# About 21 minutes (the split part about 1.7, read-your-writes about 1.5);
-# BENCH_QUICK=1 about 3.5.
+# bench/results/latest.json, bench/results/split.json, bench/results/ryw.json
+# and bench/results/cache.json.
+# About 28 minutes (the split part about 1.7, read-your-writes about 1.5, the
+# cache about 6.5); BENCH_QUICK=1 about 5.5.
 #
 # Env:
 #   BENCH_SECONDS=15     duration of each pgbench run (quick: 4)
@@ -62,6 +69,21 @@
 #                        (e.g. replica_wait_timeout=0)
 #   BENCH_RYW_JSON       default bench/results/ryw.json
 #   Replicas as for the split part; sluice on BENCH_PORT + 23, /metrics on + 24.
+# The result cache part:
+#   BENCH_CACHE=0        skip it;  BENCH_CACHE_ONLY=1  run only it (about 6.5 minutes;
+#                        with the other _ONLY flags: those parts)
+#   BENCH_CACHE_SECONDS=8  duration of each run (quick: 4)
+#   BENCH_CACHE_REPEAT=3   passes (quick: 1); each pass runs every target or variant once,
+#                        the first one rotating
+#   BENCH_CACHE_CLIENTS="20 100" clients of (a), the cached select (every target, each count)
+#   BENCH_CACHE_WORKING_SET=1000 distinct statements of (a): aid = random(1, N)
+#   BENCH_CACHE_COST_CLIENTS=20  clients of (b)
+#   BENCH_CACHE_COST_WORKLOADS="tpcb-like select-only"  BENCH_CACHE_COST_PROTOCOLS=simple
+#                        (add extended: the cache answers only the simple protocol, but
+#                        looks at every Bind's text for writes)
+#   BENCH_CACHE_NO_HITS=1  (b) only
+#   BENCH_CACHE_POOL_SIZE=20  BENCH_CACHE_WORKERS=1  BENCH_CACHE_JSON (bench/results/cache.json)
+#   sluice on BENCH_PORT + 25, PgBouncer on + 26 (each moves 20 further on while taken).
 # Needs root: PostgreSQL and the poolers run as the postgres user (runuser).
 # `sh bench/run.sh --report` regenerates the markdown from the JSON files only.
 # `sh bench/profile.sh`: instructions per transaction under callgrind.

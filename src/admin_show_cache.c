@@ -75,7 +75,7 @@ void admin_show_cache(struct admin_result *r)
                        admin_num4(f[9], (long long)st.max_bytes),
                        admin_num4(f[10], (long long)st.evictions),
                        admin_num4(f[11], (long long)st.expired),
-                       "off",
+                       cache_tier_state(),
                        NULL,
                        NULL};
     admin_result_row(r, v);

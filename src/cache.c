@@ -1,7 +1,7 @@
 /* cache.c - the result cache in the request pipeline (cache.h). */
 #include "cache.h"
 
-#include <fnmatch.h>
+#include <ev.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -10,67 +10,22 @@
 #include <strings.h>
 
 #include "cache_catalog.h"
+#include "cache_int.h"
+#include "cache_policy.h"
+#include "cache_redis_worker.h"
 #include "cache_sql.h"
-#include "classify_rw.h"
 #include "log.h"
 #include "pool.h"
 #include "prepared.h"
 #include "proto.h"
 #include "request.h"
 #include "stream.h"
-#include "volatility.h"
 #include "worker.h"
 #include "writes.h"
 
-/* Texts longer than this are not cached (nor their keys built), and a
- * write longer than this that the cheap scanner does not follow drops
- * every answer of its database instead of being parsed. */
-#define CACHE_MAX_TEXT 16384
-/* Tables a transaction's writes name before they count as "all". */
-#define CACHE_WRITES_MAX 16
-/* Relation ids one entry may depend on. */
-#define CACHE_MAX_IDS 128
-/* A hint without ttl=, when no rule and no cache_default_ttl give one. */
-#define CACHE_HINT_TTL (60 * 1000000LL)
-
-/* Per-database counters (struct database's cache_ctr). */
-enum cache_ctr {
-    CC_HITS = 0,
-    CC_MISSES,        /* cacheable, not found */
-    CC_FILLS,         /* misses whose answer was read to be kept */
-    CC_STORES,        /* ... and kept */
-    CC_REFUSED_STALE, /* ... not kept: a write to its tables committed meanwhile */
-    CC_REFUSED_OTHER, /* ... not kept: an error, too big, memory, admission */
-    CC_INVALIDATIONS, /* writes' invalidations (one per table and transaction) */
-    CC_BYPASS,        /* statements a rule or hint named that could not be cached */
-};
-
-struct cache_stmt {
-    const char *name, *text; /* interned */
-};
-
-struct cache_client {
-    bool tainted; /* session state the key cannot see: nothing cached for it any more */
-    /* A fill: the request being answered is kept when it ends well. */
-    bool filling, capturing, fill_bad;
-    struct cache_fill *fill;
-    uint8_t *key;
-    size_t key_len;
-    uint8_t *val;
-    size_t val_len, val_cap;
-    int64_t expires;
-    /* The writes of the transaction in flight, told at its end. */
-    int n_writes;
-    bool writes_all;
-    char writes[CACHE_WRITES_MAX][CACHE_CATALOG_MAX_NAME];
-    /* Session mode: the texts of its named statements (a server keeps them). */
-    const char *unnamed;
-    struct cache_stmt *stmts;
-    int n_stmts, cap_stmts;
-};
-
-static struct cache_store *g_store;
+struct cache_store *cache_g_store;
 static bool g_on;
+bool cache_g_redis; /* cache = redis://: the Redis tier behind the in-process store */
 static int cache_owner;
 
 bool cache_on(void)
@@ -78,12 +33,12 @@ bool cache_on(void)
     return g_on;
 }
 
-static void ctr_add(struct database *db, enum cache_ctr i)
+void cache_ctr_add(struct database *db, enum cache_ctr i)
 {
     atomic_fetch_add_explicit(&db->cache_ctr[i], 1, memory_order_relaxed);
 }
 
-static struct cache_client *cc_of(struct client *c)
+struct cache_client *cache_client_of(struct client *c)
 {
     if (!c->cache) {
         c->cache = calloc(1, sizeof(*c->cache));
@@ -129,7 +84,7 @@ static void name_note(uint64_t id, const char *db, const char *name)
 /* ---- invalidation ----------------------------------------------------------------- */
 
 /* The id standing for every answer of db: each entry depends on it. */
-static uint64_t db_id(const struct database *db)
+uint64_t cache_db_id(const struct database *db)
 {
     return cache_table_id(db->name, "");
 }
@@ -142,21 +97,24 @@ static int write_ids(struct database *db, const char *name, int64_t now, uint64_
     struct cache_catalog_rel rel;
     enum cache_catalog_answer a = cache_catalog_get(db, name, now, &rel);
     const char *dot = strrchr(name, '.');
-    const char *relname = dot ? dot + 1 : name;
-    int n = 0;
-    ids[n++] = cache_table_id(db->name, relname);
+    ids[0] = cache_table_id(db->name, dot ? dot + 1 : name);
     if (a == CCAT_UNKNOWN)
         return -1;
-    if (a == CCAT_YES || (a == CCAT_NO && rel.n_ids > 0))
-        for (int i = 0; i < rel.n_ids && n < cap; i++)
-            ids[n++] = rel.ids[i];
+    if ((a != CCAT_YES && a != CCAT_NO) || rel.n_ids == 0)
+        return 1;
+    /* The catalog's relations include the name's own. */
+    int n = 0;
+    for (int i = 0; i < rel.n_ids && n < cap; i++)
+        ids[n++] = rel.ids[i];
     return n;
 }
 
 static void invalidate_id(struct database *db, uint64_t id, const char *name)
 {
     name_note(id, db->name, name);
-    cache_store_invalidate_table(g_store, id);
+    cache_store_invalidate_table(cache_g_store, id);
+    if (cache_g_redis)
+        cache_redis_invalidate(cache_redis_global(), id); /* the other instances' too */
 }
 
 static void on_writes(const struct writes_event *ev, void *arg)
@@ -166,9 +124,9 @@ static void on_writes(const struct writes_event *ev, void *arg)
     struct worker *w = worker_current();
     int64_t now = w ? worker_now(w) : 0;
     if (ev->all) {
-        invalidate_id(db, db_id(db), "*");
+        invalidate_id(db, cache_db_id(db), "*");
         cache_catalog_forget(db);
-        ctr_add(db, CC_INVALIDATIONS);
+        cache_ctr_add(db, CC_INVALIDATIONS);
         return;
     }
     for (int i = 0; i < ev->n; i++) {
@@ -184,12 +142,12 @@ static void on_writes(const struct writes_event *ev, void *arg)
             /* A relation not known yet (a view, a partition?): all of
              * db's answers go, and its name is looked up for next time. */
             invalidate_id(db, ids[0], r->name);
-            invalidate_id(db, db_id(db), "*");
+            invalidate_id(db, cache_db_id(db), "*");
             n = 0;
         }
         for (int k = 0; k < n; k++)
             invalidate_id(db, ids[k], k == 0 ? r->name : "");
-        ctr_add(db, CC_INVALIDATIONS);
+        cache_ctr_add(db, CC_INVALIDATIONS);
     }
 }
 
@@ -208,7 +166,7 @@ static void on_gap(struct database *db, enum writes_source source, bool open, vo
         log_info("result cache: %s writes of database %s are seen again", writes_source_str(source),
                  db->name);
     }
-    invalidate_id(db, db_id(db), "*");
+    invalidate_id(db, cache_db_id(db), "*");
 }
 
 /* ---- writes of a client's transaction ------------------------------------------------ */
@@ -225,78 +183,19 @@ static void writes_add(struct cache_client *cc, const char *name)
     memcpy(cc->writes[cc->n_writes++], name, strlen(name) + 1);
 }
 
-/* Statement reasons (classify_rw.h) that change rows of the relations a
- * text names; any other write (DDL, DO, CALL...) is "all". */
-static bool data_write(const char *reason)
+static void writes_add_cb(void *arg, const char *name)
 {
-    static const char *const data[] = {"INSERT",
-                                       "UPDATE",
-                                       "DELETE",
-                                       "MERGE",
-                                       "COPY",
-                                       "TRUNCATE",
-                                       "FOR UPDATE",
-                                       "FOR NO KEY UPDATE",
-                                       "FOR SHARE",
-                                       "FOR KEY SHARE",
-                                       "EXPLAIN ANALYZE",
-                                       "LOCK",
-                                       "NOTIFY",
-                                       "LISTEN",
-                                       "UNLISTEN",
-                                       "DECLARE",
-                                       "PREPARE",
-                                       "DEALLOCATE",
-                                       "DISCARD",
-                                       "CLOSE",
-                                       "SELECT INTO",
-                                       NULL};
-    if (!reason)
-        return true;
-    if (!strncmp(reason, "function ", 9) || !strncmp(reason, "REFRESH", 7))
-        return true; /* a volatile function: what it writes is not known (docs/cache.md) */
-    for (int i = 0; data[i]; i++)
-        if (!strcmp(reason, data[i]))
-            return true;
-    return false;
+    writes_add(arg, name);
 }
 
 /* Notes what text (a statement c sends to run) may write. */
 static void writes_of_text(struct client *c, const char *sql, size_t len)
 {
-    char word[16];
-    cache_sql_first_word(sql, len, word, sizeof(word));
-    static const char *const quiet[] = {"select",    "values",  "table",      "show",     "begin",
-                                        "start",     "commit",  "end",        "rollback", "abort",
-                                        "savepoint", "release", "set",        "reset",    "fetch",
-                                        "move",      "close",   "deallocate", "discard",  "listen",
-                                        "unlisten",  "notify",  "prepare",    "",         NULL};
-    bool read_word = false;
-    for (int i = 0; quiet[i]; i++)
-        read_word |= !strcmp(word, quiet[i]);
-    if (read_word && !cache_sql_contains(sql, len, "into") && strcmp(word, "prepare") != 0)
-        return; /* the common reads: no parse (a SELECT INTO is looked at) */
-    struct cache_client *cc = cc_of(c);
-    char target[CACHE_CATALOG_MAX_NAME];
-    if (cache_sql_dml_target(sql, len, target, sizeof(target))) {
-        writes_add(cc, target);
-        return;
-    }
-    if (len > CACHE_MAX_TEXT) {
+    if (!cache_policy_may_write(sql, len))
+        return; /* the common reads: no parse */
+    struct cache_client *cc = cache_client_of(c);
+    if (!cache_policy_writes(sql, len, writes_add_cb, cc))
         cc->writes_all = true;
-        return;
-    }
-    const struct classify_rw_result *r = classify_rw_cached(sql, len);
-    if (r->verdict != CRW_WRITE)
-        return;
-    for (int i = 0; i < r->n; i++)
-        if (r->stmts[i].verdict == CRW_WRITE && !data_write(r->stmts[i].reason))
-            cc->writes_all = true;
-    if (r->truncated || r->rels_truncated)
-        cc->writes_all = true;
-    for (int i = 0; i < r->n_rels; i++)
-        if (r->rels[i].write)
-            writes_add(cc, r->rels[i].name);
 }
 
 /* The transaction's writes are over (it ended, or its server went): told
@@ -327,6 +226,8 @@ static void writes_flush(struct client *c)
     cc->n_writes = 0;
     cc->writes_all = false;
     writes_committed(&ev);
+    if (cache_g_redis)
+        cache_tier_hold(c, &ev);
 }
 
 /* ---- the key --------------------------------------------------------------------- */
@@ -357,7 +258,8 @@ static void key_add(const void *p, size_t n)
  * the user, every session setting sluice knows of (the startup packet's
  * and, under transaction pooling, the SETs since; the parameters the
  * server reported), the protocol and the statement. */
-static void key_build(const struct client *c, char kind, const char *sql, size_t len)
+static void key_build(const struct client *c, char kind, const void *a, size_t alen, const void *b,
+                      size_t blen)
 {
     tl_key.len = 0;
     key_add(&kind, 1);
@@ -368,168 +270,176 @@ static void key_build(const struct client *c, char kind, const char *sql, size_t
         const char *v = param_get(&c->params, i);
         key_add(v ? v : "", v ? strlen(v) : 0);
     }
-    key_add(sql, len);
+    key_add(a, alen);
+    if (b)
+        key_add(b, blen);
 }
 
-/* ---- the decision ---------------------------------------------------------------- */
-
-/* Functions whose answer the key covers although PostgreSQL calls them
- * stable: they read the session's settings, all in the key. */
-static bool key_covers(const char *name)
+/* Answers c's request at the head of its buffer (consumed bytes) with an
+ * answer's bytes: for an extended batch, ParseComplete (parse) and
+ * BindComplete (bind) first; ReadyForQuery last. */
+void cache_answer_bytes(struct client *c, const uint8_t *v, size_t n, uint32_t consumed, bool parse,
+                        bool bind, char status)
 {
-    static const char *const ok[] = {"current_setting",
-                                     "current_schema",
-                                     "current_schemas",
-                                     "current_database",
-                                     "current_user",
-                                     "session_user",
-                                     "to_char",
-                                     "to_date",
-                                     "to_timestamp",
-                                     "to_number",
-                                     NULL};
-    if (!strncmp(name, "pg_catalog.", 11))
-        name += 11;
-    for (int i = 0; ok[i]; i++)
-        if (!strcmp(name, ok[i]))
-            return true;
-    return false;
-}
-
-/* The smallest TTL of the [cache] rules matching relation name (as
- * written) held by schemas ("a,b"); 0 when a schema's has none. */
-static int64_t rule_ttl(const struct config *cfg, const char *name, const char *schemas)
-{
-    const char *dot = strchr(name, '.');
-    char one[CACHE_CATALOG_SCHEMAS];
-    if (dot) {
-        snprintf(one, sizeof(one), "%.*s", (int)(dot - name), name);
-        schemas = one;
-        name = dot + 1;
-    }
-    int64_t ttl = INT64_MAX;
-    for (const char *s = schemas; *s;) {
-        const char *end = strchr(s, ',');
-        size_t sl = end ? (size_t)(end - s) : strlen(s);
-        char full[CACHE_CATALOG_SCHEMAS + CACHE_CATALOG_MAX_NAME + 2];
-        snprintf(full, sizeof(full), "%.*s.%s", (int)sl, s, name);
-        int64_t best = INT64_MAX;
-        for (int i = 0; i < cfg->n_cache_rules; i++) {
-            const struct config_cache_rule *r = &cfg->cache_rules[i];
-            const char *subject = strchr(r->pattern, '.') ? full : name;
-            if (fnmatch(r->pattern, subject, 0) == 0 && r->ttl < best)
-                best = r->ttl;
-        }
-        if (best == INT64_MAX)
-            return 0;
-        if (best < ttl)
-            ttl = best;
-        s += sl + (end ? 1 : 0);
-    }
-    return ttl == INT64_MAX ? 0 : ttl;
-}
-
-/* Whether a rule may name a relation of sql: its table part appears in the
- * text (a pattern with a wildcard there: any text may). */
-static bool rules_may_match(const struct config *cfg, const char *sql, size_t len)
-{
-    for (int i = 0; i < cfg->n_cache_rules; i++) {
-        const char *p = cfg->cache_rules[i].pattern;
-        const char *dot = strchr(p, '.');
-        const char *table = dot ? dot + 1 : p;
-        if (strpbrk(table, "*?[") || cache_sql_contains(sql, len, table))
-            return true;
-    }
-    return false;
-}
-
-struct decision {
-    int64_t ttl;
-    int n_ids;
-    uint64_t ids[CACHE_MAX_IDS];
-};
-
-/* Whether the statement sql may be cached for c, and for how long, over
- * which tables. */
-static bool cacheable(struct client *c, const char *sql, size_t len, int64_t now,
-                      struct decision *d)
-{
-    const struct config *cfg = g_pooler.cfg;
-    int64_t hint_ttl;
-    enum cache_sql_hint hint = cache_sql_hint(sql, len, &hint_ttl);
-    if (hint == CACHE_HINT_NOCACHE)
-        return false;
-    if (hint == CACHE_HINT_NONE && cfg->cache_default_ttl <= 0 && !rules_may_match(cfg, sql, len))
-        return false;
-    struct database *db = c->pool->db;
-    ctr_add(db, CC_BYPASS); /* taken back below if it is cached */
-    char word[16];
-    cache_sql_first_word(sql, len, word, sizeof(word));
-    if (strcmp(word, "select") && strcmp(word, "with") && strcmp(word, "values") &&
-        strcmp(word, "table"))
-        return false;
-    const struct classify_rw_result *r = classify_rw_cached(sql, len);
-    if (r->verdict != CRW_READ || r->n != 1 || r->pins || r->varies || r->rels_truncated ||
-        r->parse_error || r->whole_txn_primary)
-        return false;
-    const struct classify_rw_stmt *st = &r->stmts[0];
-    if (st->txn != CRW_TXN_NONE || st->is_set || st->set_local || st->copy_in)
-        return false;
-    for (int i = 0; i < r->n_funcs; i++) {
-        char v = volatility_get(db, r->funcs[i].name, now);
-        if (v != 'i' && !(v == 's' && key_covers(r->funcs[i].name)))
-            return false;
-    }
-    int64_t ttl = INT64_MAX;
-    d->n_ids = 0;
-    d->ids[d->n_ids++] = db_id(db);
-    for (int i = 0; i < r->n_rels; i++) {
-        struct cache_catalog_rel rel;
-        enum cache_catalog_answer a = cache_catalog_get(db, r->rels[i].name, now, &rel);
-        if (a == CCAT_ABSENT && r->rels[i].maybe_cte)
-            continue;
-        if (a != CCAT_YES || d->n_ids + rel.n_ids > CACHE_MAX_IDS)
-            return false;
-        memcpy(d->ids + d->n_ids, rel.ids, (size_t)rel.n_ids * sizeof(rel.ids[0]));
-        d->n_ids += rel.n_ids;
-        int64_t t = rule_ttl(cfg, r->rels[i].name, rel.schemas);
-        if (t <= 0)
-            t = cfg->cache_default_ttl;
-        if (t <= 0 && hint != CACHE_HINT_CACHE)
-            return false;
-        if (t > 0 && t < ttl)
-            ttl = t;
-    }
-    if (hint == CACHE_HINT_CACHE && hint_ttl > 0)
-        ttl = hint_ttl;
-    else if (ttl == INT64_MAX)
-        ttl = cfg->cache_default_ttl > 0 ? cfg->cache_default_ttl : CACHE_HINT_TTL;
-    d->ttl = ttl;
-    atomic_fetch_sub_explicit(&db->cache_ctr[CC_BYPASS], 1, memory_order_relaxed);
-    return true;
-}
-
-/* Answers c's Query (at the head of its buffer) with e's bytes. */
-static void answer_hit(struct client *c, struct cache_entry *e, char status)
-{
-    struct stream_msg m;
-    if (stream_next_msg(&c->s, STREAM_MSG_WHOLE, &m) == STREAM_MSG_OK)
-        stream_consume_msg(&c->s, m.len);
-    size_t n;
-    const uint8_t *v = cache_entry_value(e, &n);
-    uint8_t z[8];
+    stream_consume_msg(&c->s, consumed);
+    uint8_t head[16], z[8];
     struct proto_writer w;
+    proto_writer_init(&w, head, sizeof(head));
+    if (parse) {
+        proto_begin(&w, '1');
+        proto_end(&w);
+    }
+    if (bind) {
+        proto_begin(&w, '2');
+        proto_end(&w);
+    }
+    if (w.len)
+        stream_write(&c->s, w.buf, w.len);
     proto_writer_init(&w, z, sizeof(z));
     proto_build_ready(&w, status);
     stream_write(&c->s, v, n);
     stream_write(&c->s, w.buf, w.len);
     stream_uncork(&c->s);
-    cache_entry_release(e);
     c->last_activity = worker_now(c->s.worker);
+}
+
+static void answer_hit(struct client *c, struct cache_entry *e, uint32_t consumed, bool parse,
+                       bool bind, char status)
+{
+    size_t n;
+    const uint8_t *v = cache_entry_value(e, &n);
+    cache_answer_bytes(c, v, n, consumed, parse, bind, status);
+    cache_entry_release(e);
+}
+
+/* ---- single-flight ------------------------------------------------------------------ */
+
+/* A client waiting for another's fill of the same key (the store's
+ * waiter, handed back by the leader on its own thread). Two references:
+ * the waiting client's and the store's/leader's. */
+struct sf_wait {
+    struct cache_waiter w;
+    _Atomic int done; /* the leader handed it back: w.end is set */
+    _Atomic int refs;
+    size_t key_len;
+    uint8_t key[];
+};
+
+static void sf_unref(struct sf_wait *sw)
+{
+    if (atomic_fetch_sub(&sw->refs, 1) == 1)
+        free(sw);
+}
+
+/* Per worker thread: its clients waiting for a fill, looked at every
+ * millisecond while there are any. */
+#define SF_POLL_SEC 0.001
+static _Thread_local struct {
+    ev_timer timer;
+    bool init;
+    struct client **v;
+    int n, cap;
+} tl_sf;
+
+void cache_watch_remove(struct client *c)
+{
+    if (!c->cache || !c->cache->listed)
+        return;
+    c->cache->listed = false;
+    for (int i = 0; i < tl_sf.n; i++) {
+        if (tl_sf.v[i] == c) {
+            tl_sf.v[i] = tl_sf.v[--tl_sf.n];
+            break;
+        }
+    }
+    if (!tl_sf.n && tl_sf.init)
+        ev_timer_stop(c->s.worker->loop, &tl_sf.timer);
+}
+
+static void sf_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)t;
+    (void)revents;
+    for (int i = tl_sf.n - 1; i >= 0; i--) {
+        if (i >= tl_sf.n)
+            continue;
+        struct client *c = tl_sf.v[i];
+        struct cache_client *cc = c->cache;
+        if (cc->n_hold)
+            cache_tier_hold_check(c, worker_now(c->s.worker));
+        const struct sf_wait *sw = cc->wait;
+        if (!sw && !cc->rget) {
+            if (!cc->n_hold)
+                cache_watch_remove(c);
+            continue;
+        }
+        if ((!sw || atomic_load_explicit(&sw->done, memory_order_acquire)) &&
+            (!cc->rget || cache_tier_ready(cc->rget)))
+            c->s.ops->on_data(&c->s); /* routed again: its answer is there, or it runs */
+    }
+}
+
+bool cache_watch_add(struct client *c)
+{
+    if (c->cache->listed)
+        return true;
+    if (!tl_sf.init) {
+        ev_timer_init(&tl_sf.timer, sf_tick, SF_POLL_SEC, SF_POLL_SEC);
+        tl_sf.init = true;
+    }
+    if (tl_sf.n == tl_sf.cap) {
+        int cap = tl_sf.cap ? tl_sf.cap * 2 : 16;
+        struct client **v = realloc(tl_sf.v, (size_t)cap * sizeof(*v));
+        if (!v)
+            return false;
+        tl_sf.v = v;
+        tl_sf.cap = cap;
+    }
+    tl_sf.v[tl_sf.n++] = c;
+    c->cache->listed = true;
+    if (!ev_is_active(&tl_sf.timer))
+        ev_timer_start(c->s.worker->loop, &tl_sf.timer);
+    return true;
+}
+
+/* c stops waiting (its answer came, or it goes). */
+static void sf_wait_end(struct client *c)
+{
+    struct cache_client *cc = c->cache;
+    struct sf_wait *sw = cc->wait;
+    if (!sw)
+        return;
+    cc->wait = NULL;
+    cache_watch_remove(c);
+    if (!atomic_load_explicit(&sw->done, memory_order_acquire) &&
+        cache_store_flight_cancel(cache_g_store, sw->key, sw->key_len, &sw->w))
+        sf_unref(sw); /* taken back: the store's reference is ours to drop */
+    sf_unref(sw);
+}
+
+/* The leader's fill ended (filled: its answer was stored): its waiters
+ * are handed back, each told how it went; they look again on their own
+ * threads. */
+static void sf_leave(struct cache_client *cc, bool filled)
+{
+    if (!cc->flight)
+        return;
+    struct cache_waiter *w = cache_store_flight_leave(
+        cache_g_store, cc->flight, filled ? CACHE_FLIGHT_FILLED : CACHE_FLIGHT_FAILED);
+    cc->flight = NULL;
+    while (w) {
+        struct cache_waiter *next = w->next;
+        struct sf_wait *sw = w->arg;
+        atomic_store_explicit(&sw->done, 1, memory_order_release);
+        sf_unref(sw);
+        w = next;
+    }
 }
 
 static void fill_reset(struct cache_client *cc)
 {
+    sf_leave(cc, false);
     if (cc->fill)
         cache_fill_free(cc->fill);
     cc->fill = NULL;
@@ -542,7 +452,8 @@ static void fill_reset(struct cache_client *cc)
         cc->val = NULL;
         cc->val_cap = 0;
     }
-    cc->filling = cc->capturing = cc->fill_bad = false;
+    cc->filling = cc->capturing = cc->fill_bad = cc->fill_ext = cc->described = false;
+    cc->r_n = 0;
 }
 
 /* Whether c may be answered from the cache at all now: status is its
@@ -555,37 +466,218 @@ static bool client_may(struct client *c, char status)
     return !cc || (!cc->tainted && !cc->filling);
 }
 
-/* The decision for c's Query at the head of its buffer (whole). */
-static enum cache_route decide(struct client *c, char status, bool fill_ok)
+/* The Parse body of statement name (unnamed: ""), as c sent it. */
+static const uint8_t *stmt_body(struct client *c, const char *name, uint32_t *len)
+{
+    struct cache_client *cc = c->cache;
+    if (!name[0]) {
+        *len = cc ? cc->unnamed.len : 0;
+        return cc ? cc->unnamed.body : NULL;
+    }
+    if (c->track)
+        return prepared_client_parse(c, name, len);
+    for (int i = 0; cc && i < cc->n_stmts; i++) {
+        if (!strcmp(cc->stmts[i].name, name)) {
+            *len = cc->stmts[i].len;
+            return cc->stmts[i].body;
+        }
+    }
+    return NULL;
+}
+
+/* A NUL-terminated string at p within [p, end), or NULL. */
+static const char *cstr(const uint8_t *p, const uint8_t *end)
+{
+    return p < end && memchr(p, '\0', (size_t)(end - p)) ? (const char *)p : NULL;
+}
+
+/* The extended batch at the head of c's buffer, in the shape the cache
+ * answers; false for anything else. */
+static bool view_batch(struct client *c, struct request_view *v)
+{
+    uint32_t off = 0;
+    int step = 0; /* 0: P or B next; 1: B; 2: D or E; 3: E; 4: S */
+    memset(v, 0, sizeof(*v));
+    v->ext = true;
+    for (;;) {
+        struct stream_msg m;
+        if (stream_msg_at(&c->s, off, &m) != STREAM_MSG_OK || m.avail < m.len)
+            return false;
+        const uint8_t *p = m.data + 5, *end = m.data + m.len;
+        if (m.type == 'P' && step == 0) {
+            const char *name = cstr(p, end);
+            if (!name || name[0])
+                return false; /* a named Parse goes to the server (prepared.c keeps it) */
+            v->a = (const uint8_t *)name + 1;
+            v->a_len = (size_t)(end - v->a);
+            v->parse = true;
+            step = 1;
+        } else if (m.type == 'B' && step <= 1) {
+            const char *portal = cstr(p, end);
+            const char *stmt =
+                portal ? cstr((const uint8_t *)portal + strlen(portal) + 1, end) : NULL;
+            if (!stmt || portal[0] || (stmt[0] && v->parse))
+                return false;
+            if (!v->parse) {
+                uint32_t len;
+                v->a = stmt_body(c, stmt, &len);
+                v->a_len = len;
+                if (!v->a)
+                    return false;
+            }
+            v->b = (const uint8_t *)stmt + strlen(stmt) + 1;
+            v->b_len = (size_t)(end - v->b);
+            step = 2;
+        } else if (m.type == 'D' && step == 2) {
+            if (m.len != 7 || p[0] != 'P' || p[1] != '\0')
+                return false; /* a statement's Describe, or a named portal's */
+            v->described = true;
+            step = 3;
+        } else if (m.type == 'E' && (step == 2 || step == 3)) {
+            if (m.len != 10 || p[0] != '\0' || p[1] || p[2] || p[3] || p[4])
+                return false; /* a named portal, or a row limit */
+            step = 4;
+        } else if (m.type == 'S' && step == 4) {
+            v->total = off + m.len;
+            break;
+        } else {
+            return false;
+        }
+        off += m.len;
+    }
+    v->sql = cstr(v->a, v->a + v->a_len);
+    if (!v->sql)
+        return false;
+    v->sql_len = strlen(v->sql);
+    return true;
+}
+
+static bool view_query(struct client *c, struct request_view *v)
 {
     struct stream_msg m;
+    memset(v, 0, sizeof(*v));
     if (stream_next_msg(&c->s, STREAM_MSG_HEAD, &m) != STREAM_MSG_OK || m.type != 'Q' ||
-        m.avail < m.len || m.len < 6 || m.len - 5 > CACHE_MAX_TEXT)
+        m.avail < m.len || m.len < 6 || m.data[m.len - 1] != '\0')
+        return false;
+    v->sql = (const char *)m.data + 5;
+    v->sql_len = m.len - 6;
+    v->a = (const uint8_t *)v->sql;
+    v->a_len = v->sql_len;
+    v->total = m.len;
+    return true;
+}
+
+/* c waited for another client's fill of its key: CACHE_ROUTE_WAIT while
+ * it goes on; else whether c may look again (the answer was stored, or
+ * another fill leads now) or runs the query itself, uncached (the fill
+ * failed: each waiter gets its own try, none is retried in series). */
+static bool sf_waited(struct client *c, enum cache_route *r)
+{
+    struct sf_wait *sw = c->cache->wait;
+    if (!atomic_load_explicit(&sw->done, memory_order_acquire)) {
+        *r = CACHE_ROUTE_WAIT;
+        return false;
+    }
+    bool failed = sw->w.end == CACHE_FLIGHT_FAILED;
+    sf_wait_end(c);
+    *r = CACHE_ROUTE_NONE;
+    return !failed;
+}
+
+/* A miss of the key in tl_key: c joins its fill (can_wait: it may wait for
+ * another client's). CACHE_ROUTE_HIT once answered, CACHE_ROUTE_WAIT, or
+ * CACHE_ROUTE_FILL with c leading (or alone). */
+static enum cache_route sf_join(struct client *c, const struct request_view *v, char status,
+                                int64_t now)
+{
+    struct sf_wait *sw = malloc(sizeof(*sw) + tl_key.len);
+    if (!sw)
+        return CACHE_ROUTE_FILL;
+    memset(sw, 0, sizeof(*sw));
+    sw->w.arg = sw;
+    atomic_init(&sw->done, 0);
+    atomic_init(&sw->refs, 2);
+    sw->key_len = tl_key.len;
+    memcpy(sw->key, tl_key.p, tl_key.len);
+    struct cache_entry *hit = NULL;
+    struct cache_flight *lead = NULL;
+    enum cache_flight_role role = cache_store_get_or_join(cache_g_store, sw->key, sw->key_len,
+                                                          (uint64_t)now, &sw->w, &hit, &lead);
+    if (role == CACHE_FLIGHT_WAIT) {
+        c->cache->wait = sw;
+        if (!cache_watch_add(c)) {
+            sf_wait_end(c);
+            return CACHE_ROUTE_NONE;
+        }
+        return CACHE_ROUTE_WAIT;
+    }
+    free(sw);
+    if (role == CACHE_FLIGHT_HIT) {
+        cache_ctr_add(c->pool->db, CC_HITS);
+        answer_hit(c, hit, v->total, v->parse, v->ext, status);
+        return CACHE_ROUTE_HIT;
+    }
+    c->cache->flight = lead; /* NULL when alone */
+    return CACHE_ROUTE_FILL;
+}
+
+/* The decision for c's request at the head of its buffer. can_wait: c has
+ * no server (a wait holds none). */
+static enum cache_route decide(struct client *c, char status, bool fill_ok, bool can_wait)
+{
+    enum cache_route waited;
+    if (c->cache && c->cache->wait && !sf_waited(c, &waited))
+        return waited;
+    struct stream_msg m;
+    if (stream_next_msg(&c->s, STREAM_MSG_HEAD, &m) != STREAM_MSG_OK)
         return CACHE_ROUTE_NONE;
-    const char *sql = (const char *)m.data + 5;
-    size_t len = m.len - 6; /* without its NUL */
-    if (sql[len] != '\0' || !client_may(c, status) ||
+    struct request_view v;
+    bool ok =
+        m.type == 'Q' ? view_query(c, &v) : (m.type == 'P' || m.type == 'B') && view_batch(c, &v);
+    if (!ok || v.sql_len > CACHE_MAX_TEXT || !client_may(c, status) ||
         atomic_load_explicit(&c->pool->db->cache_gaps, memory_order_relaxed))
         return CACHE_ROUTE_NONE;
     int64_t now = worker_now(c->s.worker);
-    struct decision d;
-    if (!cacheable(c, sql, len, now, &d))
-        return CACHE_ROUTE_NONE;
     struct database *db = c->pool->db;
-    key_build(c, 'Q', sql, len);
-    struct cache_entry *e = cache_store_get(g_store, tl_key.p, tl_key.len, (uint64_t)now);
-    if (e) {
-        ctr_add(db, CC_HITS);
-        answer_hit(c, e, status);
-        return CACHE_ROUTE_HIT;
+    struct cache_decision d;
+    int named = cache_policy_decide(db, g_pooler.cfg, v.sql, v.sql_len, now, &d);
+    if (named <= 0) {
+        if (named == 0)
+            cache_ctr_add(db, CC_BYPASS);
+        return CACHE_ROUTE_NONE;
     }
-    ctr_add(db, CC_MISSES);
+    key_build(c, !v.ext ? 'Q' : v.described ? 'D' : 'E', v.a, v.a_len, v.b, v.b_len);
+    struct cache_client *cc = c->cache;
+    if (cache_g_redis && !can_wait)
+        return CACHE_ROUTE_NONE; /* every hit is checked in Redis: a client without a server */
+    if (!cache_g_redis) {
+        struct cache_entry *e = cache_store_get(cache_g_store, tl_key.p, tl_key.len, (uint64_t)now);
+        if (e) {
+            cache_ctr_add(db, CC_HITS);
+            answer_hit(c, e, v.total, v.parse, v.ext, status);
+            return CACHE_ROUTE_HIT;
+        }
+        cache_ctr_add(db, CC_MISSES);
+    }
     if (!fill_ok)
         return CACHE_ROUTE_NONE;
-    struct cache_client *cc = cc_of(c);
-    cc->fill = cache_store_fill_begin(g_store, d.ids, (size_t)d.n_ids);
-    if (!cc->fill)
+    if (cache_g_redis) {
+        enum cache_route r = cache_tier_lookup(c, &v, &d, tl_key.p, tl_key.len, status, now);
+        if (r != CACHE_ROUTE_FILL)
+            return r;
+        cache_ctr_add(db, CC_MISSES);
+    }
+    cc = cache_client_of(c);
+    if (can_wait) {
+        enum cache_route r = sf_join(c, &v, status, now);
+        if (r != CACHE_ROUTE_FILL)
+            return r;
+    }
+    cc->fill = cache_store_fill_begin(cache_g_store, d.ids, (size_t)d.n_ids);
+    if (!cc->fill) {
+        sf_leave(cc, false);
         return CACHE_ROUTE_NONE;
+    }
     cc->key = malloc(tl_key.len);
     if (!cc->key)
         abort();
@@ -593,7 +685,9 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok)
     cc->key_len = tl_key.len;
     cc->expires = now + d.ttl;
     cc->filling = true;
-    ctr_add(db, CC_FILLS);
+    cc->fill_ext = v.ext;
+    cc->described = v.described;
+    cache_ctr_add(db, CC_FILLS);
     return CACHE_ROUTE_FILL;
 }
 
@@ -601,60 +695,45 @@ enum cache_route cache_route(struct client *c)
 {
     if (!g_on)
         return CACHE_ROUTE_NONE;
-    return decide(c, 'I', true);
+    return decide(c, 'I', true, true);
 }
 
 /* ---- the observer --------------------------------------------------------------------- */
 
-/* Session mode: a statement may change session state the key does not
- * see; transaction mode: set_config() does (a SET is tracked). */
+/* A statement that changes session state the key does not see: nothing
+ * cached for c any more. */
 static void taint_check(struct client *c, const char *sql, size_t len)
 {
-    if (cache_sql_contains(sql, len, "set_config")) {
-        cc_of(c)->tainted = true;
-        return;
-    }
-    if (c->track)
-        return;
-    char word[16];
-    cache_sql_first_word(sql, len, word, sizeof(word));
-    static const char *const state[] = {"set", "reset", "discard",  "create", "load",
-                                        "do",  "call",  "security", NULL};
-    for (int i = 0; state[i]; i++) {
-        if (!strcmp(word, state[i]) &&
-            !(i == 3 && !cache_sql_contains(sql, len, "temp"))) { /* CREATE TEMP only */
-            cc_of(c)->tainted = true;
-            return;
-        }
-    }
+    if (cache_policy_taints(sql, len, !c->track))
+        cache_client_of(c)->tainted = true;
 }
 
-/* Session mode: the text of c's statement name. */
-static const char *stmt_text(struct client *c, const char *name)
+static void body_set(struct cache_stmt *st, const uint8_t *body, uint32_t len)
 {
-    if (c->track)
-        return prepared_client_query(c, name);
-    struct cache_client *cc = c->cache;
-    if (!cc)
-        return NULL;
-    if (!name[0])
-        return cc->unnamed;
-    for (int i = 0; i < cc->n_stmts; i++)
-        if (!strcmp(cc->stmts[i].name, name))
-            return cc->stmts[i].text;
-    return NULL;
+    if (len > st->len || !st->body) {
+        uint8_t *p = realloc(st->body, len ? len : 1);
+        if (!p)
+            abort();
+        st->body = p;
+    }
+    memcpy(st->body, body, len);
+    st->len = len;
 }
 
-static void stmt_remember(struct client *c, const char *name, const char *sql)
+/* Keeps the Parse body of c's statement name: the unnamed one always (the
+ * Bind of a later batch may use it), named ones in session mode. */
+static void stmt_remember(struct client *c, const char *name, const uint8_t *body, uint32_t len)
 {
-    struct cache_client *cc = cc_of(c);
+    struct cache_client *cc = cache_client_of(c);
     if (!name[0]) {
-        param_store(&cc->unnamed, sql);
+        body_set(&cc->unnamed, body, len);
         return;
     }
+    if (c->track)
+        return;
     for (int i = 0; i < cc->n_stmts; i++) {
         if (!strcmp(cc->stmts[i].name, name)) {
-            param_store(&cc->stmts[i].text, sql);
+            body_set(&cc->stmts[i], body, len);
             return;
         }
     }
@@ -666,60 +745,91 @@ static void stmt_remember(struct client *c, const char *name, const char *sql)
         cc->stmts = v;
         cc->cap_stmts = cap;
     }
-    cc->stmts[cc->n_stmts].name = param_intern(name);
-    cc->stmts[cc->n_stmts].text = param_intern(sql);
-    cc->n_stmts++;
+    struct cache_stmt *st = &cc->stmts[cc->n_stmts++];
+    memset(st, 0, sizeof(*st));
+    st->name = param_intern(name);
+    body_set(st, body, len);
 }
 
-/* A Query, Parse or Bind of c's about to go to a server. */
+/* Owns the entry of a message of the batch being filled. */
+static void own(struct request_msg *rm)
+{
+    rm->entry.owner = (uint8_t)cache_owner;
+    rm->entry.flags |= RE_OWNED;
+}
+
+/* A message of c's about to go to a server: Query, Parse and Bind are
+ * looked at for what they write and for session state; the Describe,
+ * Execute and Sync of a batch being filled are owned. */
 static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
 {
+    struct cache_client *cc = c->cache;
+    if (rm->type == 'D' || rm->type == 'E' || rm->type == 'S') {
+        if (cc && cc->filling && cc->fill_ext && !cc->fill_bad) {
+            own(rm);
+            cc->capturing = true;
+        }
+        return rm->len;
+    }
     if (!request_msg_need(c, rm, rm->len))
         return REQUEST_WAIT;
     struct iobuf *b = c->s.rbuf;
-    const char *body = (const char *)b->data + b->start + 5, *end = body + rm->len - 5;
+    const uint8_t *body = b->data + b->start + 5, *end = body + rm->len - 5;
     if (rm->type == 'Q') {
-        size_t len = strnlen(body, (size_t)(end - body));
-        taint_check(c, body, len);
-        writes_of_text(c, body, len);
-        struct cache_client *cc = c->cache;
-        if (cc && cc->filling && !cc->capturing) {
-            rm->entry.owner = (uint8_t)cache_owner;
-            rm->entry.flags |= RE_OWNED;
+        size_t len = strnlen((const char *)body, (size_t)(end - body));
+        if (g_on)
+            taint_check(c, (const char *)body, len);
+        writes_of_text(c, (const char *)body, len);
+        cc = c->cache;
+        if (cc && cc->filling && !cc->fill_ext && !cc->capturing) {
+            own(rm);
             cc->capturing = true;
         }
     } else if (rm->type == 'P') {
-        const char *name = body;
-        size_t nl = strnlen(name, (size_t)(end - name));
-        if (name + nl >= end)
+        const char *name = cstr(body, end);
+        const char *sql = name ? cstr((const uint8_t *)name + strlen(name) + 1, end) : NULL;
+        if (!sql)
             return rm->len; /* malformed: the server says so */
-        const char *sql = name + nl + 1;
-        size_t len = strnlen(sql, (size_t)(end - sql));
-        if (sql + len >= end)
-            return rm->len;
-        taint_check(c, sql, len);
-        if (!c->track)
-            stmt_remember(c, name, sql);
-        else if (!name[0])
-            param_store(&cc_of(c)->unnamed, sql);
+        if (g_on)
+            taint_check(c, sql, strlen(sql));
+        const uint8_t *pb = (const uint8_t *)name + strlen(name) + 1;
+        stmt_remember(c, name, pb, (uint32_t)(end - pb));
     } else if (rm->type == 'B') {
-        const char *portal = body;
-        size_t pl = strnlen(portal, (size_t)(end - portal));
-        if (portal + pl >= end)
+        const char *portal = cstr(body, end);
+        const char *name = portal ? cstr((const uint8_t *)portal + strlen(portal) + 1, end) : NULL;
+        if (!name)
             return rm->len;
-        const char *name = portal + pl + 1;
-        size_t nl = strnlen(name, (size_t)(end - name));
-        if (name + nl >= end)
-            return rm->len;
-        const char *sql = stmt_text(c, name);
-        if (!sql && !name[0] && c->cache)
-            sql = c->cache->unnamed;
+        uint32_t len;
+        const uint8_t *pb = stmt_body(c, name, &len);
+        const char *sql = pb ? cstr(pb, pb + len) : NULL;
         if (sql)
             writes_of_text(c, sql, strlen(sql));
         else
-            cc_of(c)->writes_all = true; /* a statement it did not see prepared */
+            cache_client_of(c)->writes_all = true; /* a statement it did not see prepared */
     }
     return rm->len;
+}
+
+/* Whether v (the answer read) is a whole answer of its request: a
+ * Query's RowDescription, rows and CommandComplete; a batch's (its
+ * Describe's RowDescription or NoData if described) rows and
+ * CommandComplete. */
+static bool value_whole(const struct cache_client *cc)
+{
+    if (cc->val_len < 5)
+        return false;
+    uint8_t first = cc->val[0];
+    if ((!cc->fill_ext || cc->described) && first != 'T' && first != 'n')
+        return false;
+    /* The last message is a CommandComplete. */
+    size_t off = 0, last = 0;
+    while (off + 5 <= cc->val_len) {
+        uint32_t n = (uint32_t)cc->val[off + 1] << 24 | (uint32_t)cc->val[off + 2] << 16 |
+                     (uint32_t)cc->val[off + 3] << 8 | cc->val[off + 4];
+        last = off;
+        off += 1 + (size_t)n;
+    }
+    return off == cc->val_len && cc->val[last] == 'C';
 }
 
 /* The request being filled ends (ReadyForQuery status, or 0: it went). */
@@ -727,18 +837,23 @@ static void fill_end(struct client *c, struct server *sv, char status)
 {
     struct cache_client *cc = c->cache;
     struct database *db = c->pool->db;
-    if (status == 'I' && !cc->fill_bad && sv && sv->pool->ep == 0 && cc->val_len) {
+    if (status == 'I' && !cc->fill_bad && sv && sv->pool->ep == 0 && value_whole(cc)) {
         int64_t now = worker_now(c->s.worker);
         enum cache_put_result r =
-            cache_store_put(g_store, cc->fill, cc->key, cc->key_len, cc->val, cc->val_len,
+            cache_store_put(cache_g_store, cc->fill, cc->key, cc->key_len, cc->val, cc->val_len,
                             (uint64_t)now, (uint64_t)cc->expires);
-        ctr_add(db, r == CACHE_PUT_STORED  ? CC_STORES
-                    : r == CACHE_PUT_STALE ? CC_REFUSED_STALE
-                                           : CC_REFUSED_OTHER);
+        cache_ctr_add(db, r == CACHE_PUT_STORED  ? CC_STORES
+                          : r == CACHE_PUT_STALE ? CC_REFUSED_STALE
+                                                 : CC_REFUSED_OTHER);
         if (r != CACHE_PUT_STORED)
             log_debug("C-%p: answer not cached: %s", (void *)c, cache_put_result_str(r));
+        /* Stored or refused as stale: the waiters look again (and one of
+         * them leads the next fill). Refused otherwise: each runs its own. */
+        sf_leave(cc, r == CACHE_PUT_STORED || r == CACHE_PUT_STALE);
+        if (r != CACHE_PUT_STALE)
+            cache_tier_put(c, now);
     } else {
-        ctr_add(db, CC_REFUSED_OTHER);
+        cache_ctr_add(db, CC_REFUSED_OTHER);
     }
     fill_reset(cc);
 }
@@ -754,10 +869,10 @@ static unsigned cache_on_server_msg(struct client *c, struct server *sv, struct 
         fill_end(c, sv, (char)m->data[5]);
         return REQUEST_PASS;
     }
-    if (cc->fill_bad)
-        return REQUEST_PASS;
-    if (m->type != 'T' && m->type != 'D' && m->type != 'C') {
-        cc->fill_bad = true; /* an error, COPY, an empty query: not kept */
+    if (cc->fill_bad || m->type == '1' || m->type == '2')
+        return REQUEST_PASS; /* session pooling: the Sync's entry sees the whole batch */
+    if (m->type != 'T' && m->type != 'D' && m->type != 'C' && m->type != 'n') {
+        cc->fill_bad = true; /* an error, COPY, an empty query, a suspended portal: not kept */
         return REQUEST_PASS;
     }
     size_t max = (size_t)g_pooler.cfg->cache_max_entry_size;
@@ -796,10 +911,10 @@ static void cache_on_dropped(struct client *c, struct request_entry *e)
 
 static int64_t cache_on_request_begin(struct client *c, uint8_t type)
 {
-    if (type != 'Q' || !c->server || request_busy(c))
+    if ((type != 'Q' && type != 'P' && type != 'B') || !c->server || request_busy(c))
         return 0;
     /* A session's server: a hit answers here; a fill only on the primary. */
-    enum cache_route r = decide(c, c->server->xact_status, c->server->pool->ep == 0);
+    enum cache_route r = decide(c, c->server->xact_status, c->server->pool->ep == 0, false);
     return r == CACHE_ROUTE_HIT ? REQUEST_ANSWERED : 0;
 }
 
@@ -831,12 +946,16 @@ static void cc_free(struct client *c)
         return;
     if (c->pool)
         writes_flush(c);
+    sf_wait_end(c);
+    cache_tier_forget(c);
+    cc->n_hold = 0;
+    cache_watch_remove(c);
     fill_reset(cc);
     free(cc->val);
-    param_unref(cc->unnamed);
+    free(cc->unnamed.body);
     for (int i = 0; i < cc->n_stmts; i++) {
         param_unref(cc->stmts[i].name);
-        param_unref(cc->stmts[i].text);
+        free(cc->stmts[i].body);
     }
     free(cc->stmts);
     free(cc);
@@ -851,7 +970,7 @@ void cache_client_free(struct client *c)
 static const struct request_observer cache_observer = {
     .name = "cache",
     .tracked_only = false,
-    .client_msgs = "QPB",
+    .client_msgs = "QPBDES",
     .on_client_msg = cache_on_client_msg,
     .on_request_begin = cache_on_request_begin,
     .on_server_msg = cache_on_server_msg,
@@ -863,14 +982,28 @@ static const struct request_observer cache_observer = {
 
 /* ---- start, figures -------------------------------------------------------------------- */
 
+/* With the cache off, the observer still follows clients' writes when
+ * refresh jobs may want them (after_writes_to, jobs.h): [jobs] at start. */
+static const struct request_observer writes_observer = {
+    .name = "writes",
+    .tracked_only = false,
+    .client_msgs = "QPB",
+    .on_client_msg = cache_on_client_msg,
+    .on_request_end = cache_on_request_end,
+    .on_unlinked = cache_on_unlinked,
+};
+
 bool cache_init(const struct config *cfg, char *err, size_t errlen)
 {
-    if (strcmp(cfg->cache, "memory") != 0)
+    if (strcmp(cfg->cache, "off") == 0) {
+        if (cfg->n_jobs > 0)
+            cache_owner = request_observe(&writes_observer);
         return true;
+    }
     struct cache_store_opts o = {.max_bytes = (size_t)cfg->cache_max_memory,
                                  .max_entry_size = (size_t)cfg->cache_max_entry_size};
-    g_store = cache_store_new(&o);
-    if (!g_store) {
+    cache_g_store = cache_store_new(&o);
+    if (!cache_g_store) {
         snprintf(err, errlen, "cannot make the result cache (cache_max_memory %lld bytes)",
                  (long long)cfg->cache_max_memory);
         return false;
@@ -883,24 +1016,37 @@ bool cache_init(const struct config *cfg, char *err, size_t errlen)
     writes_subscribe(on_writes, NULL);
     writes_subscribe_gap(on_gap, NULL);
     g_on = true;
-    log_info("result cache: in memory, %lld bytes at most, entries up to %lld bytes",
-             (long long)cfg->cache_max_memory, (long long)cfg->cache_max_entry_size);
+    log_info("result cache: in memory, %lld bytes at most, entries up to %lld bytes%s%s",
+             (long long)cfg->cache_max_memory, (long long)cfg->cache_max_entry_size,
+             strcmp(cfg->cache, "memory") ? ", in front of " : "",
+             strcmp(cfg->cache, "memory") ? cfg->cache : "");
     return true;
+}
+
+void cache_thread_done(void)
+{
+    free(tl_sf.v);
+    tl_sf.v = NULL;
+    tl_sf.n = tl_sf.cap = 0;
+    free(tl_key.p);
+    tl_key.p = NULL;
+    tl_key.cap = tl_key.len = 0;
 }
 
 void cache_shutdown(void)
 {
-    if (g_store)
-        cache_store_free(g_store);
-    g_store = NULL;
+    if (cache_g_redis)
+        cache_redis_stop();
+    cache_g_redis = false;
+    if (cache_g_store)
+        cache_store_free(cache_g_store);
+    cache_g_store = NULL;
     if (g_names) {
         pthread_mutex_destroy(&g_names->lock);
         free(g_names);
         g_names = NULL;
     }
-    free(tl_key.p);
-    tl_key.p = NULL;
-    tl_key.cap = tl_key.len = 0;
+    cache_thread_done();
 }
 
 void cache_db_stats(const struct database *db, struct cache_db_stats *out)
@@ -920,20 +1066,20 @@ void cache_db_stats(const struct database *db, struct cache_db_stats *out)
 
 void cache_stats(struct cache_store_stats *out)
 {
-    if (g_store)
-        cache_store_stats(g_store, out);
+    if (cache_g_store)
+        cache_store_stats(cache_g_store, out);
     else
         memset(out, 0, sizeof(*out));
 }
 
 size_t cache_clear(struct database *db, const char *table)
 {
-    if (!g_store)
+    if (!cache_g_store)
         return 0;
     if (!table) {
         struct cache_store_stats st;
-        cache_store_stats(g_store, &st);
-        cache_store_clear(g_store);
+        cache_store_stats(cache_g_store, &st);
+        cache_store_clear(cache_g_store);
         return (size_t)st.entries;
     }
     uint64_t ids[CACHE_CATALOG_MAX_IDS + 1];
@@ -942,7 +1088,7 @@ size_t cache_clear(struct database *db, const char *table)
     size_t dropped = 0;
     for (int k = 0; k < (n < 0 ? 1 : n); k++) {
         name_note(ids[k], db->name, k == 0 ? table : "");
-        dropped += cache_store_invalidate_table(g_store, ids[k]);
+        dropped += cache_store_invalidate_table(cache_g_store, ids[k]);
     }
     return dropped;
 }
@@ -976,8 +1122,8 @@ void cache_tables_each(void (*cb)(const char *db, const char *table, uint64_t in
                                   uint64_t dropped, void *arg),
                        void *arg)
 {
-    if (!g_store)
+    if (!cache_g_store)
         return;
     struct tables_each_arg a = {cb, arg};
-    cache_store_tables_each(g_store, one_table, &a);
+    cache_store_tables_each(cache_g_store, one_table, &a);
 }

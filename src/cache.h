@@ -28,8 +28,15 @@
  * registers the observer and the writes subscriber. false (why in err)
  * when the store cannot be made. */
 bool cache_init(const struct config *cfg, char *err, size_t errlen);
-/* At exit. */
+struct worker;
+/* Once the workers are made (main, no loop running yet): with cache =
+ * redis://, the Redis tier behind the in-process store. false with why. */
+bool cache_start(const struct config *cfg, struct worker *workers, int n_workers, char *err,
+                 size_t errlen);
+/* At exit (after the threads are gone). */
 void cache_shutdown(void);
+/* Frees the running thread's buffers (thread exit). */
+void cache_thread_done(void);
 /* Whether the cache is on (set once at start). */
 bool cache_on(void);
 
@@ -37,6 +44,8 @@ enum cache_route {
     CACHE_ROUTE_NONE = 0, /* not the cache's: route as usual */
     CACHE_ROUTE_HIT,      /* answered from the cache (c's request consumed) */
     CACHE_ROUTE_FILL,     /* a miss whose answer will be kept: must run on the primary */
+    CACHE_ROUTE_WAIT,     /* another client's fill of the same key runs: c waits (it is
+                           * routed again when that fill ends) */
 };
 
 /* c (idle, no server, its next request's first message at the head of its
@@ -52,6 +61,10 @@ struct cache_db_stats {
 };
 void cache_db_stats(const struct database *db, struct cache_db_stats *out);
 void cache_stats(struct cache_store_stats *out);
+/* The Redis tier's state for SHOW CACHE: "off" (cache = memory), else its
+ * breaker's ("up", "open", ...), with ", pubsub down" while the
+ * subscription is not live. */
+const char *cache_tier_state(void);
 /* CACHE CLEAR: everything (table NULL), or the answers over one table of
  * db ("name" or "schema.name"). Returns the entries dropped (everything:
  * those there before). */

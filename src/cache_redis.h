@@ -26,31 +26,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cache_redis_url.h"
+
 /* At most this many tables per entry (a statement reading more is not
  * cached in Redis: CACHE_REDIS_UNAVAILABLE / false). */
 #define CACHE_REDIS_MAX_TABLES 32
-/* The longest host name of a URL. */
-#define CACHE_REDIS_HOST_MAX 255
+
 /* The longest key prefix. */
 #define CACHE_REDIS_PREFIX_MAX 64
 
 struct cache_redis;      /* one per process (tests may run several) */
 struct cache_redis_conn; /* one per event loop using it */
-
-/* --- address ------------------------------------------------------------ */
-
-struct cache_redis_addr {
-    char host[CACHE_REDIS_HOST_MAX + 1]; /* name or address, without brackets */
-    int port;                            /* 1..65535 */
-    int db;                              /* 0..15 */
-};
-
-/* Parses "redis://HOST:PORT[/DB]" into out. HOST is a name (letters,
- * digits, '-', '.', '_'), an IPv4 address or an IPv6 address in brackets;
- * PORT 1..65535 (required); DB 0..15 (default 0). No credentials, query or
- * trailing characters. Returns 0, or -1 with a message naming the problem
- * in err (errlen bytes; out is then unspecified). */
-int cache_redis_url_parse(const char *url, struct cache_redis_addr *out, char *err, size_t errlen);
 
 /* --- lifecycle ---------------------------------------------------------- */
 

@@ -1,9 +1,9 @@
-/* cache_redis_url.c - `cache = redis://HOST:PORT[/DB]` (cache_redis.h). */
+/* cache_redis_url.c - `cache = redis://HOST:PORT[/DB]` (cache_redis_url.h). */
 #include <arpa/inet.h>
 #include <stdbool.h>
 #include <string.h>
 
-#include "cache_redis.h"
+#include "cache_redis_url.h"
 #include "log.h"
 
 static bool is_name_char(char ch)

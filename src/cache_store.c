@@ -33,6 +33,7 @@ struct cache_table {
     uint64_t id;
     _Atomic uint64_t gen;     /* invalidations so far */
     _Atomic uint64_t dropped; /* entries they dropped */
+    _Atomic uint32_t linked;  /* entries in its lists now (0: an invalidation scans none) */
     /* The entries that read it, per shard, each list under its shard's lock,
      * so invalidation drops them without a lock order between shards. */
     struct list entries[CACHE_SHARDS];
@@ -278,8 +279,10 @@ static void shard_unlink(struct cache_shard *sh, struct cache_entry *e)
         pp = &(*pp)->next;
     *pp = e->next;
     list_del(&e->lru);
-    for (uint32_t i = 0; i < e->n_tables; i++)
+    for (uint32_t i = 0; i < e->n_tables; i++) {
         list_del(&e->tables[i].link);
+        atomic_fetch_sub_explicit(&e->tables[i].t->linked, 1, memory_order_relaxed);
+    }
     sh->entries--;
     entry_unref(e);
 }
@@ -290,8 +293,10 @@ static void shard_link(struct cache_shard *sh, struct cache_entry *e)
     e->next = sh->buckets[b];
     sh->buckets[b] = e;
     list_add_head(&sh->lru, &e->lru);
-    for (uint32_t i = 0; i < e->n_tables; i++)
+    for (uint32_t i = 0; i < e->n_tables; i++) {
         list_add_tail(&e->tables[i].t->entries[sh->index], &e->tables[i].link);
+        atomic_fetch_add_explicit(&e->tables[i].t->linked, 1, memory_order_relaxed);
+    }
     sh->entries++;
     atomic_fetch_add_explicit(&sh->bytes, e->bytes, memory_order_relaxed);
 }
@@ -609,6 +614,12 @@ size_t cache_store_invalidate_table(struct cache_store *s, uint64_t table)
      * earlier fills are refused; then each shard's list is emptied under
      * its lock, which also waits out a put that checked before the bump. */
     atomic_fetch_add_explicit(&t->gen, 1, memory_order_seq_cst);
+    /* No entry read it: no shard to lock (the common write, to a table
+     * nothing cached reads). An entry linked meanwhile by a put that
+     * checked before the bump is skipped by every lookup (its generation is
+     * old) and goes with the next eviction or invalidation. */
+    if (atomic_load_explicit(&t->linked, memory_order_seq_cst) == 0)
+        return 0;
     size_t n = 0;
     for (unsigned i = 0; i < CACHE_SHARDS; i++)
         n += shard_drop_table(&s->shards[i], t);

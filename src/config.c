@@ -543,6 +543,8 @@ static bool key_value_valid(const struct config *cfg, const struct config_key *k
 {
     if (strcmp(k->name, "job_timezone") == 0)
         return config_job_timezone_check(cfg->job_timezone, why, whylen);
+    if (strcmp(k->name, "cache") == 0)
+        return config_cache_mode_check(cfg->cache, why, whylen);
     return true;
 }
 

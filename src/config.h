@@ -279,7 +279,7 @@ struct config {
     int workers;                     /* 0 in the file = number of cores; resolved at load */
     int64_t worker_affinity_window;  /* usec (ms in the file) */
     char *metrics_listen;            /* "" = off */
-    char *cache;                     /* "off" or "memory" */
+    char *cache;                     /* "off", "memory" or "redis://HOST:PORT[/DB]" */
     int64_t cache_max_memory;        /* bytes: the in-process store's bound */
     int64_t cache_max_entry_size;    /* bytes: larger answers are not stored */
     int64_t cache_default_ttl;       /* usec; 0: only what a rule or a hint names */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache_redis_url.h"
 #include "cache_store.h"
 #include "config_keys.h"
 #include "log.h"
@@ -149,4 +150,16 @@ bool config_cache_check(const struct config *cfg, char *why, size_t whylen)
         return false;
     }
     return true;
+}
+
+bool config_cache_mode_check(const char *value, char *why, size_t whylen)
+{
+    if (!strcmp(value, "off") || !strcmp(value, "memory"))
+        return true;
+    if (strncmp(value, "redis://", 8) != 0) {
+        log_format(why, whylen, "expected off, memory or redis://HOST:PORT[/DB]");
+        return false;
+    }
+    struct cache_redis_addr addr;
+    return cache_redis_url_parse(value, &addr, why, whylen) == 0;
 }

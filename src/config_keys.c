@@ -369,8 +369,6 @@ static const char *const load_balances[] = {"least_outstanding", "round_robin", 
 static const char *const primary_reads_words[] = {"fallback", "share", NULL};
 static const char *const function_checks[] = {"strict", "list", NULL};
 static const char *const rw_scopes[] = {"off", "connection", "user", "database", NULL};
-/* The Redis tier (redis://HOST:PORT[/DB]) joins the list when it works. */
-static const char *const cache_modes[] = {"off", "memory", NULL};
 /* Writes that bypass sluice, seen by logical decoding (docs/cache.md). */
 static const char *const cache_invalidations[] = {"off", "logical", NULL};
 
@@ -424,7 +422,7 @@ const struct config_key config_keys[] = {
     REFUSED(autodb_idle_timeout, int64_t, CONFIG_KEY_TIME, "0", 0, 0,
             "sluice keeps a database made from the \"*\" entry, and its statistics, until a "
             "reload; its idle servers still go after server_idle_timeout"),
-    WORD(cache, RESTART, "off", cache_modes),
+    STR(cache, RESTART, "off"),
     TIME(cache_default_ttl, RELOAD, "0"),
     WORD(cache_invalidation, RESTART, "off", cache_invalidations),
     SIZE(cache_max_entry_size, RESTART, "1048576", 1024, INT64_C(1) << 40),

@@ -92,6 +92,8 @@ bool config_cache_rule_add(struct config *cfg, const char *pattern, const char *
 void config_cache_rules_free(struct config *cfg);
 bool config_cache_rules_copy(struct config *cfg, const struct config *src);
 bool config_cache_check(const struct config *cfg, char *why, size_t whylen);
+/* cache = off | memory | redis://HOST:PORT[/DB]; false with why. */
+bool config_cache_mode_check(const char *value, char *why, size_t whylen);
 
 /* s without its leading and trailing blanks (cut in place). config.c's,
  * for config_hosts.c too. */

@@ -558,6 +558,7 @@ static void main_thread_done(void)
     pool_thread_done();
     request_thread_done();
     router_thread_done();
+    cache_thread_done();
 }
 
 /* Connects the layers: what pool.c decides is carried out by servers and
@@ -770,6 +771,11 @@ int main(int argc, char **argv)
 
     if (!main_wire_modules() || !main_init_workers(cfg))
         return 1;
+    char cerr[512];
+    if (!cache_start(cfg, workers, n_workers, cerr, sizeof(cerr))) {
+        log_error("cache = %s: %s", cfg->cache, cerr);
+        return 1;
+    }
     main_detach(o.daemon_mode, cfg);
     if (!main_start_services(cfg))
         return 1;

@@ -167,6 +167,15 @@ const char *prepared_client_query(const struct client *c, const char *name)
     return st && st->kind == SK_PROTO ? (const char *)st->body : NULL;
 }
 
+const uint8_t *prepared_client_parse(const struct client *c, const char *name, uint32_t *len)
+{
+    const struct stmt *st = tab_find(c->ps, name);
+    if (!st || st->kind != SK_PROTO)
+        return NULL;
+    *len = st->body_len;
+    return st->body;
+}
+
 static void tab_add(struct prepared_client *pc, struct stmt *st)
 {
     if (pc->tab_n + 1 > pc->tab_cap) {

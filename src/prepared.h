@@ -32,6 +32,11 @@ bool prepared_idle(struct client *c);
  * until c closes or deallocates it. */
 const char *prepared_client_query(const struct client *c, const char *name);
 
+/* The same statement's whole Parse body after its name: the text, its
+ * NUL, the parameter count and types (as the client sent them), *len
+ * bytes; NULL as above. */
+const uint8_t *prepared_client_parse(const struct client *c, const char *name, uint32_t *len);
+
 /* c is being freed: its statements and settings go. */
 void prepared_client_free(struct client *c);
 

@@ -874,6 +874,8 @@ static bool route_cache(struct client *c, struct router_decision *d)
         *d = decided(ROUTE_ANSWERED, c->pool->ep, "answered from the result cache");
     else if (cr == CACHE_ROUTE_FILL)
         *d = read_on_primary(c, "result cache miss: its answer is kept");
+    else if (cr == CACHE_ROUTE_WAIT)
+        *d = decided(ROUTE_WAIT, c->pool->ep, "result cache: waiting for another's fill");
     return cr != CACHE_ROUTE_NONE;
 }
 

@@ -69,7 +69,7 @@ static void stream_update(struct stream *s)
     } else {
         if (s->reading)
             want |= EV_READ;
-        if (s->connecting || (s->obuf && iobuf_len(s->obuf)))
+        if (s->connecting || (s->obuf && iobuf_len(s->obuf) && !s->held))
             want |= EV_WRITE;
     }
     int have = ev_is_active(&s->io) ? (s->io.events & (EV_READ | EV_WRITE)) : 0;
@@ -213,7 +213,7 @@ void stream_write(struct stream *s, const void *p, size_t n)
         stream_tls_write(s, p, n);
         return;
     }
-    if (!stream_has_output(s) && !s->connecting && !s->corked) {
+    if (!stream_has_output(s) && !s->connecting && !s->corked && !s->held) {
         ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
         if (w > 0) {
             s->bytes_out += (uint64_t)w;
@@ -239,11 +239,31 @@ void stream_cork(struct stream *s)
     s->corked = true;
 }
 
+bool stream_hold(struct stream *s)
+{
+    if (s->tls || s->closed)
+        return false;
+    s->held = true;
+    return true;
+}
+
+void stream_release_hold(struct stream *s)
+{
+    if (!s->held)
+        return;
+    s->held = false;
+    s->corked = true;
+    stream_uncork(s);
+    stream_update(s);
+}
+
 void stream_uncork(struct stream *s)
 {
     if (!s->corked)
         return;
     s->corked = false;
+    if (s->held)
+        return; /* sent when the hold ends */
     struct iobuf *b = s->obuf;
     if (s->closed || s->tls || s->connecting || !b || iobuf_len(b) == 0)
         return;

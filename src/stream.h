@@ -49,6 +49,7 @@ struct stream {
     bool corked;  /* stream_write queues; stream_uncork sends it all at once */
     bool closed;
     bool login_limit; /* messages limited to STREAM_LOGIN_MAX (peer not logged in) */
+    bool held;        /* output kept back until stream_release_hold() */
     uint64_t bytes_in, bytes_out;
 };
 
@@ -64,6 +65,11 @@ bool stream_has_output(const struct stream *s);
 void stream_cork(struct stream *s);
 /* Sends what was queued while corked (errors surface from the watcher). */
 void stream_uncork(struct stream *s);
+/* Keeps everything written to s from now queued, in order, until
+ * stream_release_hold() (the result cache holds a writer's answer until
+ * its invalidation reached Redis). false: s cannot be held (TLS, closed). */
+bool stream_hold(struct stream *s);
+void stream_release_hold(struct stream *s);
 /* Moving a stream to another worker's loop: detach on the old owner's
  * thread, set s->worker, attach on the new one's (watchers follow the
  * stream's flags). Buffers go along and end in the new worker's cache. */

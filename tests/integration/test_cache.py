@@ -139,10 +139,10 @@ def test_the_key_holds_the_user_and_the_settings(sluice, cluster):
         after_set = conn.execute(sql).fetchall()
         assert after_set != first  # another key: a miss, answered by the server
         assert after_set[0][2] == "public, pg_catalog"
-    with s.connect(user="md5_user") as other:
+    with s.connect(user="scram_user") as other:
         other.autocommit = True
         row = other.execute(sql).fetchone()
-        assert row[1] == "md5_user"
+        assert row[1] == "scram_user"  # not md5_user's cached answer
 
 
 def test_a_view_and_a_partition_are_invalidated_by_writes_to_their_tables(sluice, cluster):
@@ -233,3 +233,258 @@ def test_stale_read_hunt(sluice, cluster, mode):
     assert cache_rows(s)["mydb"]["hits"] > 0
     with s.connect() as r:
         assert dict(r.execute("SELECT id, v FROM cache_t WHERE id <= 3").fetchall()) == committed
+
+
+def test_extended_protocol_with_parameters_and_named_statements(sluice, cluster):
+    s = sluice(cache_config())
+    sql = "SELECT v FROM cache_t WHERE id = %s"
+    with s.connect() as conn:
+        conn.autocommit = True
+        # Unnamed statements (Parse, Bind, Describe, Execute, Sync).
+        assert warm(s, conn, sql, (7,)) == [(0,)]
+        # Named: psycopg prepares it on the server.
+        assert warm(s, conn, sql + " AND true", (8,)) == [(0,)]
+        conn.execute(sql + " AND true", (8,), prepare=True).fetchall()
+        behind_back(cluster, "UPDATE cache_t SET v = 3 WHERE id IN (7, 8)")
+        assert conn.execute(sql, (7,)).fetchall() == [(0,)]       # hits
+        assert conn.execute(sql + " AND true", (8,), prepare=True).fetchall() == [(0,)]
+        assert conn.execute(sql, (9,)).fetchall() == [(0,)]       # another value: a miss
+        behind_back(cluster, "UPDATE cache_t SET v = 4 WHERE id = 9")
+        assert conn.execute(sql, (9,)).fetchall() == [(0,)]       # now cached
+        # A write through the extended protocol invalidates.
+        with s.connect() as w:
+            w.autocommit = True
+            w.execute("UPDATE cache_t SET v = v WHERE id = %s", (1,))
+        assert conn.execute(sql, (7,)).fetchall() == [(3,)]
+        assert conn.execute(sql, (9,)).fetchall() == [(4,)]
+
+
+def test_asyncpg_prepared_statements_hit(sluice, cluster):
+    import asyncio
+
+    import asyncpg
+
+    s = sluice(cache_config(pool_mode="session"))
+
+    async def run():
+        conn = await asyncpg.connect(host="127.0.0.1", port=s.port, user="md5_user",
+                                     password="md5_user_pw", database="mydb",
+                                     statement_cache_size=100)
+        try:
+            q = "SELECT id, v FROM cache_t WHERE id = $1"
+            first = await conn.fetch(q, 10)
+            async def hit_seen():
+                before = hits(s)
+                rows = await conn.fetch(q, 10)
+                return rows == first and hits(s) > before
+            for _ in range(100):
+                if await hit_seen():
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("no hit")
+            # An explicit prepare (Parse, Describe, Flush...): the batch after
+            # it ends its request, so its first execution goes to the server.
+            stmt = await conn.prepare(q)
+            await stmt.fetch(10)
+            behind_back(cluster, "UPDATE cache_t SET v = 6 WHERE id = 10")
+            assert [tuple(r) for r in await conn.fetch(q, 10)] == [(10, 0)]
+            assert [tuple(r) for r in await stmt.fetch(10)] == [(10, 0)]
+            await conn.execute("UPDATE cache_t SET v = 7 WHERE id = $1", 10)
+            assert [tuple(r) for r in await conn.fetch(q, 10)] == [(10, 7)]
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def test_single_flight_concurrent_misses_share_one_execution(sluice, cluster):
+    with cluster.primary_conn() as conn:
+        conn.execute("CREATE OR REPLACE VIEW cache_slow AS SELECT count(*) AS n, "
+                     "(SELECT sum(v) FROM cache_t) AS s FROM generate_series(1, 2000000)")
+        conn.execute("GRANT ALL ON cache_slow TO PUBLIC")
+    try:
+        s = sluice(cache_config({"public.cache_slow": "300"}, default_pool_size=12))
+        sql = "SELECT n, s FROM cache_slow"
+        with s.connect() as conn:
+            warm(s, conn, sql)
+            conn.execute("UPDATE cache_t SET v = 2 WHERE id = 1")  # drops it
+        before = cache_rows(s)["mydb"]
+        results, errors = [], []
+        barrier = threading.Barrier(8)
+
+        def reader():
+            try:
+                with s.connect() as r:
+                    barrier.wait(10)
+                    results.append(r.execute(sql).fetchone())
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=reader) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        after = cache_rows(s)["mydb"]
+        assert not errors, errors
+        assert results == [(2000000, 2)] * 8
+        assert after["fills"] - before["fills"] == 1, (before, after)
+        assert after["hits"] - before["hits"] == 7, (before, after)
+    finally:
+        with cluster.primary_conn() as conn:
+            conn.execute("DROP VIEW IF EXISTS cache_slow")
+
+
+# ---- the Redis tier ------------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, to share between instances or to
+    kill, stopped by PID."""
+
+    def __init__(self, tmp_path):
+        from sluice_fixture import free_port
+        import subprocess
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.up, 10, "redis-server up")
+
+    def up(self):
+        import socket
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def redis(tmp_path):
+    r = PrivateRedis(tmp_path)
+    yield r
+    r.stop()
+
+
+def redis_state(s):
+    return cache_rows(s)["*"]["redis"]
+
+
+def test_redis_tier_shared_by_two_instances(sluice, cluster, redis):
+    config = cache_config(cache=f"redis://127.0.0.1:{redis.port}/3")
+    a, b = sluice(config), sluice(config)
+    wait_until(lambda: redis_state(a) == "up" and redis_state(b) == "up", 10, "redis up")
+    sql = "SELECT v FROM cache_t WHERE id = 1"
+    with a.connect() as ca, b.connect() as cb:
+        assert warm(a, ca, sql) == [(0,)]
+        behind_back(cluster, "UPDATE cache_t SET v = 5 WHERE id = 1")
+        # b has never run it: its answer is a's, from Redis.
+        wait_until(lambda: cb.execute(sql).fetchall() == [(0,)] and hits(b) > 0, 10,
+                   "b served a's entry from Redis")
+        # A write through b: a drops its copy (pub/sub) and Redis's (generation).
+        cb.execute("UPDATE cache_t SET v = 6 WHERE id = 2")
+        assert ca.execute(sql).fetchall() == [(5,)]
+        assert cb.execute(sql).fetchall() == [(5,)]
+
+
+def test_redis_killed_mid_load_bypasses_without_errors(sluice, cluster, redis):
+    s = sluice(cache_config(cache=f"redis://127.0.0.1:{redis.port}/0"))
+    wait_until(lambda: redis_state(s) == "up", 10, "redis up")
+    sql = "SELECT v FROM cache_t WHERE id = 2"
+    errors, reads = [], []
+    stop = threading.Event()
+
+    def reader():
+        try:
+            with s.connect() as r:
+                while not stop.is_set():
+                    reads.append(r.execute(sql).fetchone()[0])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    with s.connect() as conn:
+        warm(s, conn, sql)
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    redis.stop()
+    wait_until(lambda: redis_state(s) in ("open", "half-open"), 10, "breaker open")
+    # Redis gone: a write is seen at once (nothing served from a copy that
+    # the other instances' writes could no longer drop).
+    behind_back(cluster, "UPDATE cache_t SET v = 8 WHERE id = 2")
+    wait_until(lambda: reads and reads[-1] == 8, 5, "fresh answers without Redis")
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[:3]
+    assert len(reads) > 50
+
+
+def test_redis_stale_read_hunt_two_instances(sluice, cluster, redis):
+    """Writers through two instances sharing Redis, readers through both:
+    no read is older than a write whose commit its writer had seen before
+    the read began (a writer's ReadyForQuery waits for its invalidation to
+    reach Redis; every hit checks the tables' generations there)."""
+    config = cache_config(cache=f"redis://127.0.0.1:{redis.port}/2", default_pool_size=8)
+    a, b = sluice(config), sluice(config)
+    wait_until(lambda: redis_state(a) == "up" and redis_state(b) == "up", 10, "redis up")
+    committed = {i: 0 for i in range(1, 4)}
+    lock = threading.Lock()
+    errors = []
+    stop = threading.Event()
+
+    def writer(i, s):
+        with s.connect() as w:
+            for n in range(1, 101):
+                w.execute("UPDATE cache_t SET v = %s WHERE id = %s", (n, i))
+                with lock:
+                    committed[i] = n
+                time.sleep(0.01)
+
+    def reader(s):
+        with s.connect() as r:
+            while not stop.is_set():
+                with lock:
+                    floor = dict(committed)
+                rows = dict(r.execute("SELECT id, v FROM cache_t WHERE id <= 3").fetchall())
+                errors.extend((i, rows[i], v) for i, v in floor.items() if rows[i] < v)
+
+    writers = [threading.Thread(target=writer, args=(i, (a, b)[i % 2])) for i in committed]
+    readers = [threading.Thread(target=reader, args=(s,)) for s in (a, b, a, b)]
+    for t in writers + readers:
+        t.start()
+    for t in writers:
+        t.join(60)
+    time.sleep(1)
+    stop.set()
+    for t in readers:
+        t.join(60)
+    assert not errors, errors[:5]
+    assert hits(a) + hits(b) > 0
+
+
+def test_memory_bound_holds_under_unique_queries(sluice, cluster):
+    """Thousands of distinct cacheable statements into a small store: its
+    bytes (entries and its own tables, counted exactly) never pass
+    cache_max_memory, and the oldest go."""
+    s = sluice(cache_config(cache_max_memory="1MB", cache_max_entry_size="16kB"))
+    with s.connect() as conn:
+        warm(s, conn, "SELECT v FROM cache_t WHERE id = 1")
+        for i in range(3000):
+            conn.execute(f"SELECT v, {i} AS n, repeat('x', 200) FROM cache_t WHERE id = 1").fetchall()
+            if i % 500 == 0:
+                row = cache_rows(s)["*"]
+                assert row["bytes"] <= row["max_bytes"], row
+    row = cache_rows(s)["*"]
+    assert row["bytes"] <= row["max_bytes"] == 1 << 20, row
+    assert row["evictions"] > 0 and row["entries"] > 100, row

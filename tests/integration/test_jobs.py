@@ -181,8 +181,6 @@ def test_refresh_triggers_jobs_after_writes_to_the_view(sluice, seed):
     assert row["after_writes_to"] == "public.daily_sales_summary" and row["schedule"] is None
 
 
-@pytest.mark.xfail(reason="needs the router's publisher of client writes (writes_committed at "
-                          "commit), merged separately", strict=False)
 def test_inserts_through_sluice_appear_in_the_view(sluice, seed):
     """Inserts into orders through sluice appear in the view within debounce +
     refresh time; readers never see an error or an empty view."""
@@ -354,3 +352,28 @@ def test_job_timezone(sluice, seed):
             con.execute("SET job_timezone = 'Mars/Base'")
         rows = {r["key"]: r["value"] for r in show(con, "CONFIG")}
     assert rows["job_timezone"] == "America/New_York"
+
+
+def test_a_refresh_drops_cached_answers_over_the_view(sluice, seed):
+    """Issue 14, item 5: the result cache's answers over the refreshed view go
+    after each run (the job tells the writes bus what it refreshed)."""
+    config = jobs_config({"refresh_sales": f'database=mydb schedule="{NEVER}" '
+                                           f'command="{REFRESH}"'}, cache="memory")
+    config["cache"] = {"public.daily_sales_summary": "300"}
+    s = sluice(config)
+    sql = "SELECT coalesce(sum(orders), 0) FROM daily_sales_summary"
+    with s.connect() as conn:
+        def cached():
+            with admin(s) as con:
+                before = [r for r in show(con, "CACHE") if r["database"] == "mydb"]
+            value = conn.execute(sql).fetchone()[0]
+            with admin(s) as con:
+                after = [r for r in show(con, "CACHE") if r["database"] == "mydb"]
+            return before and after and after[0]["hits"] > before[0]["hits"] and value == 2
+        wait_until(cached, 10, "the view's answer cached")
+        with seed.primary_conn() as direct:
+            direct.execute("INSERT INTO orders (amount) SELECT 1 FROM generate_series(1, 5)")
+        assert conn.execute(sql).fetchone()[0] == 2  # cached: the view is not refreshed yet
+        run_job(s, "refresh_sales")
+        wait_result(s, "refresh_sales", runs=1)
+        assert conn.execute(sql).fetchone()[0] == 7

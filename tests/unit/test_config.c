@@ -785,9 +785,15 @@ static void test_cache_rules(void **state)
     expect_error("[cache]\nt = soon\n", "t.ini:2: [cache] t: expected seconds, or a number "
                                         "with a unit us, ms, s, min, h or d");
     expect_error("[cache]\nt = 5\nt = 6\n", "t.ini:3: [cache] t: pattern given twice");
-    expect_error("[sluice]\ncache = redis://127.0.0.1:6379\n",
-                 "t.ini:2: invalid value \"redis://127.0.0.1:6379\" for cache: "
-                 "expected one of off, memory");
+    struct config *r = load_ok("[sluice]\ncache = redis://127.0.0.1:6379/2\n");
+    assert_string_equal(r->cache, "redis://127.0.0.1:6379/2");
+    config_unref(r);
+    expect_error("[sluice]\ncache = redis\n",
+                 "t.ini:2: invalid value \"redis\" for cache: expected off, memory or "
+                 "redis://HOST:PORT[/DB]");
+    expect_error("[sluice]\ncache = redis://127.0.0.1\n",
+                 "t.ini:2: invalid value \"redis://127.0.0.1\" for cache: a port is required "
+                 "(redis://HOST:PORT[/DB])");
     expect_error("[sluice]\ncache = memory\ncache_max_memory = 1MB\n"
                  "cache_max_entry_size = 1MB\n",
                  "t.ini: cache_max_memory (1048576 bytes) must hold 16 entries of "

@@ -1,0 +1,114 @@
+/* cache_int.h - what cache.c shares with cache_tier.c (the Redis tier's
+ * part of the request pipeline). Not for other modules: cache.h is. */
+#ifndef SLUICE_CACHE_INT_H
+#define SLUICE_CACHE_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cache.h"
+#include "cache_catalog.h"
+#include "cache_policy.h"
+#include "cache_redis.h"
+#include "writes.h"
+
+/* Tables a transaction's writes name before they count as "all". */
+#define CACHE_WRITES_MAX 16
+
+/* Per-database counters (struct database's cache_ctr). */
+enum cache_ctr {
+    CC_HITS = 0,
+    CC_MISSES,        /* cacheable, not found */
+    CC_FILLS,         /* misses whose answer was read to be kept */
+    CC_STORES,        /* ... and kept */
+    CC_REFUSED_STALE, /* ... not kept: a write to its tables committed meanwhile */
+    CC_REFUSED_OTHER, /* ... not kept: an error, too big, memory, admission */
+    CC_INVALIDATIONS, /* writes' invalidations (one per table and transaction) */
+    CC_BYPASS,        /* statements a rule or hint named that could not be cached */
+};
+
+struct cache_stmt {
+    const char *name; /* interned */
+    uint8_t *body;    /* its Parse body after the name: text, NUL, parameter types */
+    uint32_t len;
+};
+
+struct cache_client {
+    bool tainted; /* session state the key cannot see: nothing cached for it any more */
+    /* A fill: the request being answered is kept when it ends well. */
+    bool filling, capturing, fill_bad;
+    bool fill_ext; /* the fill is an extended batch: its Describe, Execute and Sync are owned */
+    struct cache_flight *flight; /* it leads the fill of its key: others wait for it */
+    struct sf_wait *wait;        /* it waits for another client's fill of the same key */
+    struct rget *rget;           /* it waits for the Redis tier's answer (cache = redis://) */
+    bool listed;                 /* on its thread's list of clients looked at every ms */
+    /* Its answers are held until Redis has these tables' invalidations. */
+    int n_hold;
+    uint64_t hold_ids[CACHE_WRITES_MAX + 1];
+    int64_t hold_since;
+    /* A fill whose answer also goes to Redis: the generations Redis gave
+     * with its miss, of these tables. */
+    int r_n;
+    uint64_t r_ids[CACHE_REDIS_MAX_TABLES], r_gens[CACHE_REDIS_MAX_TABLES];
+    bool described; /* ... whose Describe's answer starts the value */
+    struct cache_fill *fill;
+    uint8_t *key;
+    size_t key_len;
+    uint8_t *val;
+    size_t val_len, val_cap;
+    int64_t expires;
+    /* The writes of the transaction in flight, told at its end. */
+    int n_writes;
+    bool writes_all;
+    char writes[CACHE_WRITES_MAX][CACHE_CATALOG_MAX_NAME];
+    /* Its statements' Parse bodies: the unnamed one (every mode) and, in
+     * session mode, the named ones (a server keeps them; transaction
+     * pooling has them in prepared.c). */
+    struct cache_stmt unnamed;
+    struct cache_stmt *stmts;
+    int n_stmts, cap_stmts;
+};
+
+/* A request the cache may answer, as it lies at the head of c's buffer:
+ * a Query, or an extended batch [Parse] Bind [Describe portal] Execute
+ * Sync of the unnamed portal, all buffered. */
+struct request_view {
+    bool ext;              /* an extended batch */
+    bool parse, described; /* ... with its Parse; with a Describe of the portal */
+    const char *sql;       /* the statement's text (NUL-terminated) */
+    size_t sql_len;
+    const uint8_t *a, *b; /* the key's parts: the text (Query) or Parse body, */
+    size_t a_len, b_len;  /* and the Bind's formats and values (b NULL: none) */
+    uint32_t total;       /* the request's bytes */
+};
+
+/* The in-process store, and whether the Redis tier is behind it. */
+extern struct cache_store *cache_g_store;
+extern bool cache_g_redis;
+
+void cache_ctr_add(struct database *db, enum cache_ctr i);
+/* c's state, made if it has none. */
+struct cache_client *cache_client_of(struct client *c);
+/* c on (off) its thread's list of clients looked at every millisecond:
+ * those waiting for an answer (routed again when it is there) or holding
+ * their output. */
+bool cache_watch_add(struct client *c);
+void cache_watch_remove(struct client *c);
+/* Answers c's request at the head of its buffer (consumed bytes) with an
+ * answer's bytes (and, for an extended batch, ParseComplete and
+ * BindComplete first), then ReadyForQuery with status. */
+void cache_answer_bytes(struct client *c, const uint8_t *v, size_t n, uint32_t consumed, bool parse,
+                        bool bind, char status);
+
+/* cache_tier.c: the Redis tier. */
+struct rget;
+bool cache_tier_ready(const struct rget *t);
+enum cache_route cache_tier_lookup(struct client *c, const struct request_view *v,
+                                   const struct cache_decision *d, const uint8_t *key,
+                                   size_t key_len, char status, int64_t now);
+void cache_tier_forget(struct client *c);
+void cache_tier_put(struct client *c, int64_t now);
+void cache_tier_hold(struct client *c, const struct writes_event *ev);
+void cache_tier_hold_check(struct client *c, int64_t now);
+
+#endif

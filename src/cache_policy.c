@@ -1,0 +1,225 @@
+/* cache_policy.c - what the result cache may keep, and what statements
+ * write (cache_policy.h). */
+#include "cache_policy.h"
+
+#include <fnmatch.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cache_catalog.h"
+#include "cache_sql.h"
+#include "classify_rw.h"
+#include "volatility.h"
+
+/* Statement reasons (classify_rw.h) that change rows of the relations a
+ * text names; any other write (DDL, DO, CALL...) is "all". */
+static bool data_write(const char *reason)
+{
+    static const char *const data[] = {"INSERT",
+                                       "UPDATE",
+                                       "DELETE",
+                                       "MERGE",
+                                       "COPY",
+                                       "TRUNCATE",
+                                       "FOR UPDATE",
+                                       "FOR NO KEY UPDATE",
+                                       "FOR SHARE",
+                                       "FOR KEY SHARE",
+                                       "EXPLAIN ANALYZE",
+                                       "LOCK",
+                                       "NOTIFY",
+                                       "LISTEN",
+                                       "UNLISTEN",
+                                       "DECLARE",
+                                       "PREPARE",
+                                       "DEALLOCATE",
+                                       "DISCARD",
+                                       "CLOSE",
+                                       "SELECT INTO",
+                                       NULL};
+    if (!reason)
+        return true;
+    if (!strncmp(reason, "function ", 9) || !strncmp(reason, "REFRESH", 7))
+        return true; /* a volatile function: what it writes is not known (docs/cache.md) */
+    for (int i = 0; data[i]; i++)
+        if (!strcmp(reason, data[i]))
+            return true;
+    return false;
+}
+
+bool cache_policy_may_write(const char *sql, size_t len)
+{
+    char word[16];
+    cache_sql_first_word(sql, len, word, sizeof(word));
+    static const char *const quiet[] = {
+        "select",   "values",     "table",     "show",    "begin",    "start",  "commit", "end",
+        "rollback", "abort",      "savepoint", "release", "set",      "reset",  "fetch",  "move",
+        "close",    "deallocate", "discard",   "listen",  "unlisten", "notify", "",       NULL};
+    for (int i = 0; quiet[i]; i++)
+        if (!strcmp(word, quiet[i]))
+            return cache_sql_contains(sql, len, "into"); /* a SELECT INTO is looked at */
+    return true;
+}
+
+bool cache_policy_writes(const char *sql, size_t len, void (*add)(void *arg, const char *name),
+                         void *arg)
+{
+    char target[CACHE_CATALOG_MAX_NAME];
+    if (cache_sql_dml_target(sql, len, target, sizeof(target))) {
+        add(arg, target);
+        return true;
+    }
+    if (len > CACHE_MAX_TEXT)
+        return false;
+    const struct classify_rw_result *r = classify_rw_cached(sql, len);
+    if (r->verdict != CRW_WRITE)
+        return true;
+    bool named = !r->truncated && !r->rels_truncated;
+    for (int i = 0; i < r->n; i++)
+        if (r->stmts[i].verdict == CRW_WRITE && !data_write(r->stmts[i].reason))
+            named = false;
+    for (int i = 0; i < r->n_rels; i++)
+        if (r->rels[i].write)
+            add(arg, r->rels[i].name);
+    return named;
+}
+
+/* Functions whose answer the key covers although PostgreSQL calls them
+ * stable: they read the session's settings, all in the key. */
+static bool key_covers(const char *name)
+{
+    static const char *const ok[] = {"current_setting",
+                                     "current_schema",
+                                     "current_schemas",
+                                     "current_database",
+                                     "current_user",
+                                     "session_user",
+                                     "to_char",
+                                     "to_date",
+                                     "to_timestamp",
+                                     "to_number",
+                                     NULL};
+    if (!strncmp(name, "pg_catalog.", 11))
+        name += 11;
+    for (int i = 0; ok[i]; i++)
+        if (!strcmp(name, ok[i]))
+            return true;
+    return false;
+}
+
+/* The smallest TTL of the [cache] rules matching relation name (as
+ * written) held by schemas ("a,b"); 0 when a schema's has none. */
+static int64_t rule_ttl(const struct config *cfg, const char *name, const char *schemas)
+{
+    const char *dot = strchr(name, '.');
+    char one[CACHE_CATALOG_SCHEMAS];
+    if (dot) {
+        snprintf(one, sizeof(one), "%.*s", (int)(dot - name), name);
+        schemas = one;
+        name = dot + 1;
+    }
+    int64_t ttl = INT64_MAX;
+    for (const char *s = schemas; *s;) {
+        const char *end = strchr(s, ',');
+        size_t sl = end ? (size_t)(end - s) : strlen(s);
+        char full[CACHE_CATALOG_SCHEMAS + CACHE_CATALOG_MAX_NAME + 2];
+        snprintf(full, sizeof(full), "%.*s.%s", (int)sl, s, name);
+        int64_t best = INT64_MAX;
+        for (int i = 0; i < cfg->n_cache_rules; i++) {
+            const struct config_cache_rule *r = &cfg->cache_rules[i];
+            const char *subject = strchr(r->pattern, '.') ? full : name;
+            if (fnmatch(r->pattern, subject, 0) == 0 && r->ttl < best)
+                best = r->ttl;
+        }
+        if (best == INT64_MAX)
+            return 0;
+        if (best < ttl)
+            ttl = best;
+        s += sl + (end ? 1 : 0);
+    }
+    return ttl == INT64_MAX ? 0 : ttl;
+}
+
+/* Whether a rule may name a relation of sql: its table part appears in the
+ * text (a pattern with a wildcard there: any text may). */
+static bool rules_may_match(const struct config *cfg, const char *sql, size_t len)
+{
+    for (int i = 0; i < cfg->n_cache_rules; i++) {
+        const char *p = cfg->cache_rules[i].pattern;
+        const char *dot = strchr(p, '.');
+        const char *table = dot ? dot + 1 : p;
+        if (strpbrk(table, "*?[") || cache_sql_contains(sql, len, table))
+            return true;
+    }
+    return false;
+}
+
+int cache_policy_decide(struct database *db, const struct config *cfg, const char *sql, size_t len,
+                        int64_t now, struct cache_decision *d)
+{
+    int64_t hint_ttl;
+    enum cache_sql_hint hint = cache_sql_hint(sql, len, &hint_ttl);
+    if (hint == CACHE_HINT_NOCACHE)
+        return -1;
+    if (hint == CACHE_HINT_NONE && cfg->cache_default_ttl <= 0 && !rules_may_match(cfg, sql, len))
+        return -1;
+    char word[16];
+    cache_sql_first_word(sql, len, word, sizeof(word));
+    if (strcmp(word, "select") && strcmp(word, "with") && strcmp(word, "values") &&
+        strcmp(word, "table"))
+        return 0;
+    const struct classify_rw_result *r = classify_rw_cached(sql, len);
+    if (r->verdict != CRW_READ || r->n != 1 || r->pins || r->varies || r->rels_truncated ||
+        r->parse_error || r->whole_txn_primary)
+        return 0;
+    const struct classify_rw_stmt *st = &r->stmts[0];
+    if (st->txn != CRW_TXN_NONE || st->is_set || st->set_local || st->copy_in)
+        return 0;
+    for (int i = 0; i < r->n_funcs; i++) {
+        char v = volatility_get(db, r->funcs[i].name, now);
+        if (v != 'i' && !(v == 's' && key_covers(r->funcs[i].name)))
+            return 0;
+    }
+    int64_t ttl = INT64_MAX;
+    d->n_ids = 0;
+    d->ids[d->n_ids++] = cache_db_id(db);
+    for (int i = 0; i < r->n_rels; i++) {
+        struct cache_catalog_rel rel;
+        enum cache_catalog_answer a = cache_catalog_get(db, r->rels[i].name, now, &rel);
+        if (a == CCAT_ABSENT && r->rels[i].maybe_cte)
+            continue;
+        if (a != CCAT_YES || d->n_ids + rel.n_ids > CACHE_MAX_IDS)
+            return 0;
+        memcpy(d->ids + d->n_ids, rel.ids, (size_t)rel.n_ids * sizeof(rel.ids[0]));
+        d->n_ids += rel.n_ids;
+        int64_t t = rule_ttl(cfg, r->rels[i].name, rel.schemas);
+        if (t <= 0)
+            t = cfg->cache_default_ttl;
+        if (t <= 0 && hint != CACHE_HINT_CACHE)
+            return 0;
+        if (t > 0 && t < ttl)
+            ttl = t;
+    }
+    if (hint == CACHE_HINT_CACHE && hint_ttl > 0)
+        ttl = hint_ttl;
+    else if (ttl == INT64_MAX)
+        ttl = cfg->cache_default_ttl > 0 ? cfg->cache_default_ttl : CACHE_HINT_TTL;
+    d->ttl = ttl;
+    return 1;
+}
+
+bool cache_policy_taints(const char *sql, size_t len, bool session)
+{
+    if (cache_sql_contains(sql, len, "set_config"))
+        return true;
+    if (!session)
+        return false;
+    char word[16];
+    cache_sql_first_word(sql, len, word, sizeof(word));
+    static const char *const state[] = {"set", "reset", "discard",  "create", "load",
+                                        "do",  "call",  "security", NULL};
+    for (int i = 0; state[i]; i++)
+        if (!strcmp(word, state[i]) && (i != 3 || cache_sql_contains(sql, len, "temp")))
+            return true; /* CREATE: only a temporary object */
+    return false;
+}

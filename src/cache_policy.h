@@ -1,0 +1,56 @@
+/* cache_policy.h - what the result cache may keep, and what a statement
+ * writes: the rules of docs/cache.md, read from statement texts (with
+ * PostgreSQL's parser where the cheap scanner of cache_sql.h is not
+ * enough), the catalog (cache_catalog.h) and pg_proc (volatility.h).
+ * cache.c's; no client state here. */
+#ifndef SLUICE_CACHE_POLICY_H
+#define SLUICE_CACHE_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "conn.h"
+
+/* Texts longer than this are not cached (nor their keys built), and a
+ * write longer than this that the cheap scanner does not follow drops
+ * every answer of its database instead of being parsed. */
+#define CACHE_MAX_TEXT 16384
+/* Relation ids one entry may depend on. */
+#define CACHE_MAX_IDS 128
+/* A hint without ttl=, when no rule and no cache_default_ttl give one. */
+#define CACHE_HINT_TTL (60 * 1000000LL)
+
+/* The id standing for every answer of db: each entry depends on it. */
+uint64_t cache_db_id(const struct database *db);
+
+/* May sql be kept, for how long, over which relation ids. */
+struct cache_decision {
+    int64_t ttl; /* usec */
+    int n_ids;
+    uint64_t ids[CACHE_MAX_IDS];
+};
+
+/* 1: sql may be cached (d filled); 0: a rule, cache_default_ttl or a hint
+ * names it, but it may not be (a volatile function, a relation not known
+ * yet, not a plain read: counted as bypassed); -1: nothing names it (the
+ * common case, decided without a parse). */
+int cache_policy_decide(struct database *db, const struct config *cfg, const char *sql, size_t len,
+                        int64_t now, struct cache_decision *d);
+
+/* Whether sql may write at all: false for the common reads and
+ * transaction control, decided without a parse. */
+bool cache_policy_may_write(const char *sql, size_t len);
+/* The relations sql writes, each told to add(arg, name as written); false
+ * when they cannot all be named (DDL, DO, CALL, EXECUTE, a long text):
+ * every relation of the database may have changed. */
+bool cache_policy_writes(const char *sql, size_t len, void (*add)(void *arg, const char *name),
+                         void *arg);
+
+/* Whether sql changes session state a cache key cannot see: set_config()
+ * in any mode; in session pooling (session) also SET, RESET, DISCARD,
+ * CREATE TEMP, LOAD, DO, CALL, SECURITY LABEL. */
+bool cache_policy_taints(const char *sql, size_t len, bool session);
+
+#endif
