@@ -237,6 +237,11 @@ write_node_conf() {
         # fsync = off keeps commits cheap. Here, not in postgresql.conf, so
         # that clusters made before (with it off there) get it too.
         echo "synchronous_commit = on"
+        # The result cache's logical invalidation (cache_invalidation =
+        # logical) decodes the primary's WAL; replicas stream physically
+        # and need nothing, but one promoted keeps serving it. Here too,
+        # so that clusters made before (wal_level = replica) get it.
+        echo "wal_level = logical"
         if [ -n "$leader" ]; then
             printf "primary_conninfo = 'host=127.0.0.1 port=%s user=postgres application_name=%s'\n" \
                 "$(port_of "$leader")" "$1"
@@ -389,7 +394,7 @@ max_connections = 300
 shared_buffers = 32MB
 fsync = off
 full_page_writes = off
-wal_level = replica
+wal_level = logical
 max_wal_senders = 10
 max_replication_slots = 10
 hot_standby = on
@@ -550,6 +555,13 @@ cmd_start() {
         write_node_conf primary
         if [ "$NODE_CONF_CHANGED" = 1 ] && pg_running primary; then
             as_pg "$PGBIN/pg_ctl" reload -D "$CLUSTER_DIR/primary/data" >/dev/null
+            # wal_level takes a restart: once, for a cluster made before
+            # it was logical.
+            if [ "$(psql_primary -d postgres -Atc 'SHOW wal_level' 2>/dev/null)" = replica ]; then
+                say "primary: restarting it for wal_level = logical"
+                as_pg "$PGBIN/pg_ctl" restart -w -t 60 -m fast -D "$CLUSTER_DIR/primary/data" \
+                    -l "$CLUSTER_DIR/primary/postgres.log" >/dev/null
+            fi
         fi
         pg_start primary
     else

@@ -1,20 +1,27 @@
 /* admin_show_cache.c - SHOW CACHE and SHOW CACHE_TABLES: the result cache
  * (cache.h). SHOW CACHE has one row per database that used it and one
  * row "*" for the store, which all databases share (its entries, bytes
- * and evictions are not kept per database). */
+ * and evictions are not kept per database). With cache_invalidation =
+ * logical, a database's row says where its consumer is (logical: streaming,
+ * starting or failed: why) and how far behind (logical_lag_bytes). */
 #include <stdio.h>
 
 #include "admin_int.h"
 #include "cache.h"
+#include "cache_logical.h"
 #include "pool.h"
 
 static void db_row(struct admin_result *r, const struct database *db)
 {
     struct cache_db_stats st;
     cache_db_stats(db, &st);
-    if (!st.hits && !st.misses && !st.invalidations && !st.bypass)
+    struct cache_logical_status ls;
+    bool logical = cache_logical_status(db, &ls);
+    if (!st.hits && !st.misses && !st.invalidations && !st.bypass && !logical)
         return;
-    char f[10][ADMIN_NUM_LEN], ratio[32];
+    char f[10][ADMIN_NUM_LEN], ratio[32], state[sizeof(ls.reason) + 16] = "";
+    if (logical)
+        cache_logical_describe(&ls, state, sizeof(state));
     uint64_t asked = st.hits + st.misses;
     snprintf(ratio, sizeof(ratio), "%.3f", asked ? (double)st.hits / (double)asked : 0.0);
     const char *v[] = {db->name,
@@ -32,7 +39,9 @@ static void db_row(struct admin_result *r, const struct database *db)
                        NULL,
                        NULL,
                        NULL,
-                       NULL};
+                       NULL,
+                       logical ? state : NULL,
+                       logical ? admin_num4(f[8], (long long)ls.lag_bytes) : NULL};
     admin_result_row(r, v);
 }
 
@@ -66,7 +75,9 @@ void admin_show_cache(struct admin_result *r)
                        admin_num4(f[9], (long long)st.max_bytes),
                        admin_num4(f[10], (long long)st.evictions),
                        admin_num4(f[11], (long long)st.expired),
-                       cache_tier_state()};
+                       cache_tier_state(),
+                       NULL,
+                       NULL};
     admin_result_row(r, v);
 }
 

@@ -283,6 +283,8 @@ struct config {
     int64_t cache_max_memory;        /* bytes: the in-process store's bound */
     int64_t cache_max_entry_size;    /* bytes: larger answers are not stored */
     int64_t cache_default_ttl;       /* usec; 0: only what a rule or a hint names */
+    char *cache_invalidation;        /* "off" or "logical": writes that bypass sluice too */
+    char *cache_publication;         /* "" = sluice's own (sluice_cache, made if missing) */
     struct config_cache_rule *cache_rules; /* [cache], in file order */
     int n_cache_rules;
     char *job_timezone; /* "UTC": the zone [jobs] schedules are read in */

@@ -96,8 +96,44 @@ bool config_cache_rules_copy(struct config *cfg, const struct config *src)
     return true;
 }
 
+/* A publication name sluice can pass to pgoutput as it is: lower-case
+ * letters, digits, '_' and '$', not starting with a digit or '$', at most
+ * 63 bytes (PostgreSQL folds unquoted names to lower case; these need no
+ * quoting in publication_names). */
+static bool publication_name_ok(const char *p)
+{
+    size_t n = strlen(p);
+    if (n == 0 || n > 63 || (p[0] >= '0' && p[0] <= '9') || p[0] == '$')
+        return false;
+    for (; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '$'))
+            return false;
+    return true;
+}
+
+/* cache_invalidation and cache_publication, against cache. */
+static bool invalidation_check(const struct config *cfg, char *why, size_t whylen)
+{
+    bool logical = strcmp(cfg->cache_invalidation, "logical") == 0;
+    if (logical && strcmp(cfg->cache, "off") == 0) {
+        log_format(why, whylen,
+                   "cache_invalidation = logical needs the result cache: set cache (it is off)");
+        return false;
+    }
+    if (cfg->cache_publication[0] && !publication_name_ok(cfg->cache_publication)) {
+        log_format(why, whylen,
+                   "cache_publication \"%s\": a publication name in lower case (letters, "
+                   "digits, '_', '$'; at most 63 bytes; not starting with a digit)",
+                   cfg->cache_publication);
+        return false;
+    }
+    return true;
+}
+
 bool config_cache_check(const struct config *cfg, char *why, size_t whylen)
 {
+    if (!invalidation_check(cfg, why, whylen))
+        return false;
     if (strcmp(cfg->cache, "off") == 0)
         return true;
     /* The store keeps room for one largest entry per shard beside its

@@ -369,6 +369,8 @@ static const char *const load_balances[] = {"least_outstanding", "round_robin", 
 static const char *const primary_reads_words[] = {"fallback", "share", NULL};
 static const char *const function_checks[] = {"strict", "list", NULL};
 static const char *const rw_scopes[] = {"off", "connection", "user", "database", NULL};
+/* Writes that bypass sluice, seen by logical decoding (docs/cache.md). */
+static const char *const cache_invalidations[] = {"off", "logical", NULL};
 
 /* The field of struct config named f, checked at compile time to be of type
  * T: comparing pointers to different types is a diagnostic, and -Werror
@@ -422,8 +424,10 @@ const struct config_key config_keys[] = {
             "reload; its idle servers still go after server_idle_timeout"),
     STR(cache, RESTART, "off"),
     TIME(cache_default_ttl, RELOAD, "0"),
+    WORD(cache_invalidation, RESTART, "off", cache_invalidations),
     SIZE(cache_max_entry_size, RESTART, "1048576", 1024, INT64_C(1) << 40),
     SIZE(cache_max_memory, RESTART, "67108864", 1 << 20, INT64_C(1) << 44),
+    STR(cache_publication, RESTART, ""),
     TIME(cancel_wait_timeout, RELOAD, "10"),
     TIME(client_idle_timeout, RELOAD, "0"),
     TIME(client_login_timeout, RELOAD, "60"),

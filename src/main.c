@@ -14,6 +14,7 @@
 #include "admin.h"
 #include "auth.h"
 #include "cache.h"
+#include "cache_logical.h"
 #include "client.h"
 #include "client_conn.h"
 #include "client_login.h"
@@ -718,6 +719,7 @@ static void main_shutdown(void)
     listen_shutdown();
     lag_monitor_stop();
     jobs_stop();
+    cache_logical_stop();
     for (int i = 0; i < n_workers; i++)
         worker_close_all(&workers[i]);
     pool_free_all();
@@ -787,6 +789,7 @@ int main(int argc, char **argv)
     g_pooler.locking = n_workers > 1;
     lag_monitor_start();
     jobs_start();
+    cache_logical_start();
     if (!worker_start_threads(workers, n_workers, err, sizeof(err))) {
         log_error("%s", err);
         return 1;

@@ -24,6 +24,7 @@
 #include "lag_monitor.h"
 #include "list.h"
 #include "cache.h"
+#include "cache_logical.h"
 #include "log.h"
 #include "ryw.h"
 #include "pool.h"
@@ -444,6 +445,36 @@ static void render_lag(struct metrics_buf *b, int64_t now)
 /* Read-your-writes: where reads that had a write to see went, and the
  * waits for a replica to catch up (ryw.h). */
 /* The result cache (cache.h): per database, and the store's. */
+/* cache_invalidation = logical: each database's consumer, up (its slot
+ * streams) and how far behind the server's position it has confirmed. */
+static void render_cache_logical(struct metrics_buf *b)
+{
+    if (!cache_logical_on())
+        return;
+    static const char *const names[] = {"sluice_cache_logical_up",
+                                        "sluice_cache_logical_lag_bytes"};
+    static const char *const help[] = {
+        "1 while the database's logical decoding slot streams (writes that bypass sluice are "
+        "seen); 0 while it starts or failed (its answers are not cached).",
+        "The server's WAL position last reported minus the position the result cache has "
+        "confirmed (0 while not streaming)."};
+    for (int k = 0; k < 2; k++) {
+        buf_family(b, names[k], "gauge", help[k]);
+        struct list *it, *tmp;
+        list_for_each_safe(it, tmp, &g_pooler.databases)
+        {
+            const struct database *db = list_entry(it, struct database, node);
+            struct cache_logical_status ls;
+            if (!cache_logical_status(db, &ls))
+                continue;
+            unsigned long long v = k == 0 ? ls.state == CACHE_LOGICAL_STREAMING : ls.lag_bytes;
+            metrics_buf_printf(b, "%s{database=\"", names[k]);
+            metrics_buf_label(b, db->name);
+            metrics_buf_printf(b, "\"} %llu\n", v);
+        }
+    }
+}
+
 static void render_cache(struct metrics_buf *b)
 {
     if (!cache_on())
@@ -484,6 +515,7 @@ static void render_cache(struct metrics_buf *b)
     buf_family(b, "sluice_cache_evictions_total", "counter",
                "Answers evicted from the result cache to make room.");
     metrics_buf_printf(b, "sluice_cache_evictions_total %llu\n", (unsigned long long)st.evictions);
+    render_cache_logical(b);
 }
 
 static void render_ryw(struct metrics_buf *b)

@@ -229,6 +229,11 @@ void pool_connect_failed(struct pool *p, const char *why, bool fatal_for_clients
  * holder->on_ready runs. NULL if it failed at once. */
 struct server *pool_connect_server(struct pool *p, struct worker *w,
                                    const struct server_holder_ops *holder);
+/* pool_connect_server() for a walsender of sluice's own (the result
+ * cache's logical decoding consumer): the server logs in with
+ * replication mode (enum replication_mode; no client's parameters). */
+struct server *pool_connect_walsender(struct pool *p, struct worker *w,
+                                      const struct server_holder_ops *holder, uint8_t mode);
 /* pool_connect_server() for c, a replication client of p on its own
  * worker: the server logs in with c's replication mode and is linked to c
  * from the start (c->server, sv->client), c's alone: when c lets go of it

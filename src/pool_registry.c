@@ -14,6 +14,7 @@
 #include "prepared_set.h"
 #include "cache_catalog.h"
 #include "volatility.h"
+#include "worker.h"
 
 struct pooler g_pooler = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -545,4 +546,18 @@ void pool_apply_config(struct config *cfg, bool drop_servers)
         if (p->db->cfg)
             pool_get_host_pools_locked(p); /* hosts added to host= */
     }
+}
+
+/* Here rather than beside pool_connect_server() in pool.c, which is at its
+ * size limit. */
+struct server *pool_connect_walsender(struct pool *p, struct worker *w,
+                                      const struct server_holder_ops *holder, uint8_t mode)
+{
+    pool_lock();
+    struct server *sv = pool_new_server(p, w, worker_now(w));
+    sv->held = true;
+    sv->holder = holder;
+    sv->replication = mode; /* before the connect starts: its startup packet says so */
+    pool_unlock_run();
+    return sv->state == SV_CLOSED ? NULL : sv;
 }

@@ -340,7 +340,11 @@ static void server_read_login(struct server *sv)
         stream_release_rbuf(&sv->s);
         return;
     case SERVER_LOGIN_FAILED:
-        pool_connect_failed(sv->pool, why, fatal);
+        /* sluice's own walsender (cache_logical.c) may be refused where
+         * clients are not (no REPLICATION right): its holder retries, the
+         * pool's clients are none of its business. */
+        if (!sv->replication || sv->client)
+            pool_connect_failed(sv->pool, why, fatal);
         server_close(sv, why);
         return;
     case SERVER_LOGIN_DONE:

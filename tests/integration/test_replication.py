@@ -2,11 +2,12 @@
 in the startup packet), passed through as PgBouncer 1.23 does: each
 replication client gets a walsender of its own, which is never pooled.
 
-The test cluster's primary runs with wal_level = replica: physical
-replication is tested with pg_basebackup and pg_receivewal; for logical
-replication only the walsender of a database (replication=database) is,
-through its replication commands (IDENTIFY_SYSTEM), since logical decoding
-(pg_recvlogical, slots) needs wal_level = logical."""
+Physical replication is tested with pg_basebackup and pg_receivewal; for
+logical replication only the walsender of a database (replication=database)
+is, through its replication commands (IDENTIFY_SYSTEM). (The test cluster's
+primary runs with wal_level = logical, for the result cache's logical
+invalidation, test_cache_logical.py; pg_recvlogical through the pooler is
+not tested here.)"""
 
 import os
 import shutil

@@ -801,6 +801,30 @@ static void test_cache_rules(void **state)
                  "16816272 bytes");
 }
 
+static void test_cache_invalidation(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[sluice]\ncache = memory\n");
+    assert_string_equal(cfg->cache_invalidation, "off");
+    assert_string_equal(cfg->cache_publication, "");
+    config_unref(cfg);
+    cfg = load_ok("[sluice]\ncache = memory\ncache_invalidation = logical\n"
+                  "cache_publication = app_pub$1\n");
+    assert_string_equal(cfg->cache_invalidation, "logical");
+    assert_string_equal(cfg->cache_publication, "app_pub$1");
+    config_unref(cfg);
+    expect_error("[sluice]\ncache_invalidation = logical\n",
+                 "t.ini: cache_invalidation = logical needs the result cache: set cache (it is "
+                 "off)");
+    expect_error("[sluice]\ncache = memory\ncache_invalidation = triggers\n",
+                 "t.ini:3: invalid value \"triggers\" for cache_invalidation: expected one of "
+                 "off, logical");
+    expect_error("[sluice]\ncache = memory\ncache_invalidation = logical\n"
+                 "cache_publication = My-Pub\n",
+                 "t.ini: cache_publication \"My-Pub\": a publication name in lower case "
+                 "(letters, digits, '_', '$'; at most 63 bytes; not starting with a digit)");
+}
+
 static void test_values_as_written(void **state)
 {
     (void)state;
@@ -1156,6 +1180,7 @@ int main(void)
         cmocka_unit_test(test_users),
         cmocka_unit_test(test_sections),
         cmocka_unit_test(test_cache_rules),
+        cmocka_unit_test(test_cache_invalidation),
         cmocka_unit_test(test_values_as_written),
         cmocka_unit_test(test_include),
         cmocka_unit_test(test_unsupported_keys_refused),
