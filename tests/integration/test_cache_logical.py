@@ -314,3 +314,28 @@ def test_bad_configs_are_refused(sluice, general, message):
         pass  # exited before its port was seen open
     assert s.wait_exit(5, codes=(1,)) == 1
     assert message in s.log_text()
+
+
+def test_writes_straight_to_the_primary_trigger_refresh_jobs(sluice, cluster):
+    """Issue 14, item 2: with cache_invalidation = logical, a job's
+    after_writes_to counts writes that bypass sluice too."""
+    from test_jobs import REFRESH, SEED, job_row, view_total, wait_result
+    with cluster.primary_conn() as conn:
+        conn.execute(SEED)
+    try:
+        config = logical_config()
+        config["jobs"] = {"refresh_sales": "database=mydb after_writes_to=orders debounce=1 "
+                                           f'command="{REFRESH}"'}
+        s = sluice(config)
+        wait_until(lambda: cache_rows(s).get("mydb", {}).get("logical") == "streaming", 15,
+                   "the slot streaming")
+        with cluster.primary_conn() as conn:
+            for _ in range(5):
+                conn.execute("INSERT INTO orders (amount) VALUES (5)")
+        wait_result(s, "refresh_sales", runs=1, timeout=15)
+        assert view_total(cluster) == 7
+        assert job_row(s, "refresh_sales")["runs"] == 1
+    finally:
+        with cluster.primary_conn() as conn:
+            conn.execute("DROP MATERIALIZED VIEW IF EXISTS daily_sales_summary")
+            conn.execute("DROP TABLE IF EXISTS orders, job_runs")
