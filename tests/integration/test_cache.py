@@ -476,7 +476,8 @@ def test_redis_stale_read_hunt_two_instances(sluice, cluster, redis):
 def test_memory_bound_holds_under_unique_queries(sluice, cluster):
     """Thousands of distinct cacheable statements into a small store: its
     bytes (entries and its own tables, counted exactly) never pass
-    cache_max_memory, and the oldest go."""
+    cache_max_memory; once full, new answers evict old ones or, used no more
+    often than those, are not admitted (TinyLFU)."""
     s = sluice(cache_config(cache_max_memory="1MB", cache_max_entry_size="16kB"))
     with s.connect() as conn:
         warm(s, conn, "SELECT v FROM cache_t WHERE id = 1")
@@ -487,4 +488,5 @@ def test_memory_bound_holds_under_unique_queries(sluice, cluster):
                 assert row["bytes"] <= row["max_bytes"], row
     row = cache_rows(s)["*"]
     assert row["bytes"] <= row["max_bytes"] == 1 << 20, row
-    assert row["evictions"] > 0 and row["entries"] > 100, row
+    assert row["entries"] > 100, row
+    assert row["evictions"] + row["refused_other"] > 0, row  # full: something had to give
