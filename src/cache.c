@@ -62,17 +62,23 @@ static struct {
     } v[NAMES_MAX];
 } * g_names;
 
+/* id's slot, or the free one it would take; NAMES_MAX when full. Lock held. */
+static uint32_t name_slot(uint64_t id)
+{
+    uint32_t i = (uint32_t)(id % NAMES_MAX);
+    for (uint32_t k = 0; k < NAMES_MAX; k++, i = (i + 1) % NAMES_MAX)
+        if (!g_names->v[i].id || g_names->v[i].id == id)
+            return i;
+    return NAMES_MAX;
+}
+
 static void name_note(uint64_t id, const char *db, const char *name)
 {
     if (!g_names || !name[0])
         return;
     pthread_mutex_lock(&g_names->lock);
-    uint32_t i = (uint32_t)(id % NAMES_MAX), k = 0;
-    while (k < NAMES_MAX && g_names->v[i].id && g_names->v[i].id != id) {
-        i = (i + 1) % NAMES_MAX;
-        k++;
-    }
-    if (k < NAMES_MAX && !g_names->v[i].id) {
+    uint32_t i = name_slot(id);
+    if (i < NAMES_MAX && !g_names->v[i].id) {
         g_names->v[i].id = id;
         snprintf(g_names->v[i].db, sizeof(g_names->v[i].db), "%s", db);
         snprintf(g_names->v[i].name, sizeof(g_names->v[i].name), "%s", name);
@@ -1108,13 +1114,9 @@ static void one_table(uint64_t id, uint64_t gen, uint64_t dropped, void *arg)
     struct tables_each_arg *a = arg;
     /* g_names->lock is taken inside the store's table lock only here. */
     pthread_mutex_lock(&g_names->lock);
-    uint32_t i = (uint32_t)(id % NAMES_MAX), k = 0;
-    while (k < NAMES_MAX && g_names->v[i].id && g_names->v[i].id != id) {
-        i = (i + 1) % NAMES_MAX;
-        k++;
-    }
+    uint32_t i = name_slot(id);
     char db[64] = "", name[CACHE_CATALOG_MAX_NAME] = "";
-    if (k < NAMES_MAX && g_names->v[i].id == id) {
+    if (i < NAMES_MAX && g_names->v[i].id == id) {
         memcpy(db, g_names->v[i].db, sizeof(db));
         memcpy(name, g_names->v[i].name, sizeof(name));
     }

@@ -48,9 +48,7 @@ bool cache_sql_contains(const char *sql, size_t len, const char *needle)
     return false;
 }
 
-/* Past blanks and comments (nested block comments, as PostgreSQL reads
- * them); an unterminated comment runs to the end. */
-static const char *skip_blank(const char *p, const char *e)
+const char *cache_sql_skip_blank(const char *p, const char *e)
 {
     for (;;) {
         while (p < e && isspace((unsigned char)*p))
@@ -85,7 +83,7 @@ enum cache_sql_hint cache_sql_hint(const char *sql, size_t len, int64_t *ttl_use
     for (const char *p = sql; p + 2 <= e; p++) {
         if (p[0] != '/' || p[1] != '*')
             continue;
-        const char *q = skip_blank(p + 2, e);
+        const char *q = cache_sql_skip_blank(p + 2, e);
         if (ci_eq(q, e, "sluice:nocache"))
             return CACHE_HINT_NOCACHE;
         if (!ci_eq(q, e, "sluice:cache"))
@@ -109,7 +107,7 @@ void cache_sql_first_word(const char *sql, size_t len, char *word, size_t cap)
 {
     const char *p = sql, *e = sql + len;
     for (;;) {
-        p = skip_blank(p, e);
+        p = cache_sql_skip_blank(p, e);
         if (p < e && *p == '(')
             p++;
         else
@@ -124,7 +122,7 @@ void cache_sql_first_word(const char *sql, size_t len, char *word, size_t cap)
 /* A keyword (case-insensitive, whole word) at p: past it, or NULL. */
 static const char *keyword(const char *p, const char *e, const char *w)
 {
-    p = skip_blank(p, e);
+    p = cache_sql_skip_blank(p, e);
     if (!ci_eq(p, e, w))
         return NULL;
     p += strlen(w);
@@ -231,9 +229,9 @@ static bool one_statement(const char *start, const char *p, const char *e)
             p = skip_quoted(p, e);
         } else if ((ch == '-' && p + 1 < e && p[1] == '-') ||
                    (ch == '/' && p + 1 < e && p[1] == '*')) {
-            p = skip_blank(p, e);
+            p = cache_sql_skip_blank(p, e);
         } else if (ch == ';') {
-            return skip_blank(p + 1, e) == e;
+            return cache_sql_skip_blank(p + 1, e) == e;
         } else {
             p++;
         }
@@ -257,7 +255,7 @@ bool cache_sql_dml_target(const char *sql, size_t len, char *name, size_t cap)
     const char *only = keyword(p, e, "only");
     if (only)
         p = only;
-    p = ident(skip_blank(p, e), e, name, cap);
+    p = ident(cache_sql_skip_blank(p, e), e, name, cap);
     if (p && p < e && *p == '.')
         p = ident(p + 1, e, name, cap); /* schema.table: the table's name */
     if (!p || (p < e && *p == '.'))

@@ -9,6 +9,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Past blanks and comments in [p, e) (nested block comments, as
+ * PostgreSQL reads them); an unterminated comment runs to the end. Also
+ * what ryw_vars.c reads SET/SHOW sluice.* with. */
+const char *cache_sql_skip_blank(const char *p, const char *e);
+
 /* A sluice:cache / sluice:nocache hint in a block comment. */
 enum cache_sql_hint {
     CACHE_HINT_NONE = 0,

@@ -65,27 +65,6 @@ static uint64_t rd64(struct reader *r)
     return hi << 32 | rd32(r);
 }
 
-/* A NUL-terminated string of at most PGOUTPUT_NAME_MAX bytes (names are
- * never longer in PostgreSQL; a longer one is BAD, so callers can copy it
- * into a fixed buffer). NULL after a failure. */
-static const char *rd_name(struct reader *r)
-{
-    if (r->st != PGOUTPUT_OK)
-        return NULL;
-    const uint8_t *start = r->p + r->pos;
-    const uint8_t *nul = memchr(start, '\0', r->len - r->pos);
-    if (!nul) {
-        r->st = PGOUTPUT_TRUNCATED;
-        return NULL;
-    }
-    if ((size_t)(nul - start) > PGOUTPUT_NAME_MAX) {
-        r->st = PGOUTPUT_BAD;
-        return NULL;
-    }
-    r->pos += (size_t)(nul - start) + 1;
-    return (const char *)start;
-}
-
 /* A NUL-terminated string of any length (a message's prefix). */
 static const char *rd_string(struct reader *r)
 {
@@ -99,6 +78,19 @@ static const char *rd_string(struct reader *r)
     }
     r->pos += (size_t)(nul - start) + 1;
     return (const char *)start;
+}
+
+/* A NUL-terminated string of at most PGOUTPUT_NAME_MAX bytes (names are
+ * never longer in PostgreSQL; a longer one is BAD, so callers can copy it
+ * into a fixed buffer). NULL after a failure. */
+static const char *rd_name(struct reader *r)
+{
+    const char *s = rd_string(r);
+    if (s && strlen(s) > PGOUTPUT_NAME_MAX) {
+        r->st = PGOUTPUT_BAD;
+        return NULL;
+    }
+    return s;
 }
 
 static void skip(struct reader *r, size_t n)

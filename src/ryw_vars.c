@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cache_sql.h"
 #include "log.h"
 #include "proto.h"
 #include "router.h"
@@ -13,25 +14,6 @@
 #include "worker.h"
 
 /* ---- a few tokens of SQL ---------------------------------------------------- */
-
-static const char *skip_blank(const char *p, const char *e)
-{
-    for (;;) {
-        while (p < e && isspace((unsigned char)*p))
-            p++;
-        if (e - p >= 2 && p[0] == '-' && p[1] == '-') {
-            while (p < e && *p != '\n')
-                p++;
-        } else if (e - p >= 2 && p[0] == '/' && p[1] == '*') {
-            const char *z = p + 2;
-            while (z + 1 < e && !(z[0] == '*' && z[1] == '/'))
-                z++;
-            p = z + 2 < e ? z + 2 : e;
-        } else {
-            return p;
-        }
-    }
-}
 
 static bool ident_char(char ch)
 {
@@ -41,7 +23,7 @@ static bool ident_char(char ch)
 /* Takes keyword kw at *p (whole word, any case). */
 static bool take_word(const char **p, const char *e, const char *kw)
 {
-    const char *q = skip_blank(*p, e);
+    const char *q = cache_sql_skip_blank(*p, e);
     size_t n = strlen(kw);
     if ((size_t)(e - q) < n || strncasecmp(q, kw, n) || (q + n < e && ident_char(q[n])))
         return false;
@@ -52,7 +34,7 @@ static bool take_word(const char **p, const char *e, const char *kw)
 /* The identifier at *p (lower case into out); its length, 0 if none. */
 static size_t take_ident(const char **p, const char *e, char *out, size_t cap)
 {
-    const char *q = skip_blank(*p, e);
+    const char *q = cache_sql_skip_blank(*p, e);
     size_t n = 0;
     while (q + n < e && ident_char(q[n]) && n + 1 < cap) {
         out[n] = (char)tolower((unsigned char)q[n]);
@@ -66,7 +48,7 @@ static size_t take_ident(const char **p, const char *e, char *out, size_t cap)
 /* A string literal '...' ('' for a quote) at *p into out. */
 static bool take_literal(const char **p, const char *e, char *out, size_t cap)
 {
-    const char *q = skip_blank(*p, e);
+    const char *q = cache_sql_skip_blank(*p, e);
     if (q >= e || *q != '\'')
         return false;
     size_t n = 0;
@@ -176,7 +158,7 @@ static bool answer(struct client *c, const char *p, const char *e, struct proto_
     char value[128] = "", why[256] = "", warn[256] = "";
     bool is_lsn = !strcmp(name, "sluice.lsn"), is_min = !strcmp(name, "sluice.min_lsn");
     if (op == OP_SET) {
-        const char *q = skip_blank(p, e);
+        const char *q = cache_sql_skip_blank(p, e);
         if (q < e && *q == '=')
             p = q + 1;
         else if (!take_word(&p, e, "to"))
@@ -184,9 +166,9 @@ static bool answer(struct client *c, const char *p, const char *e, struct proto_
         if (!why[0] && !take_word(&p, e, "default") && !take_literal(&p, e, value, sizeof(value)))
             snprintf(why, sizeof(why), "SET %s takes a quoted token or DEFAULT", name);
     }
-    p = skip_blank(p, e);
+    p = cache_sql_skip_blank(p, e);
     if (p < e && *p == ';')
-        p = skip_blank(p + 1, e);
+        p = cache_sql_skip_blank(p + 1, e);
     if (why[0])
         ;
     else if (p < e)
@@ -230,7 +212,7 @@ bool ryw_vars_query(struct client *c, char st)
         m.avail < m.len || m.len < 6)
         return false;
     const char *sql = (const char *)m.data + 5, *e = (const char *)m.data + m.len - 1;
-    const char *p = skip_blank(sql, e);
+    const char *p = cache_sql_skip_blank(sql, e);
     if (p >= e || !strchr("sSrR", *p))
         return false; /* most queries stop here */
     uint8_t buf[1024];
