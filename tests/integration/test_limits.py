@@ -1,6 +1,7 @@
 """Connection limits: max_client_conn, max_db_connections,
 max_user_connections, query_wait_timeout and the reserve pool."""
 
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -256,6 +257,19 @@ def refused(s, match, **kwargs):
         s.connect(**kwargs)
 
 
+def connect_after_close(s, match, **kwargs):
+    """A client just closed gives its slot back once sluice has read the
+    close, which it does on its own time (as PgBouncer does; with several
+    workers, on another thread): until then a new client may be refused."""
+    def attempt():
+        try:
+            return s.connect(**kwargs)
+        except psycopg.OperationalError as e:
+            assert re.search(match, str(e)), e
+            return None
+    return wait_until(attempt, 5, "the closed client's slot given back", interval=0.02)
+
+
 @pgbouncer_124
 def test_max_user_client_connections(sluice):
     """At most two clients of one user, any database; other users unaffected;
@@ -271,7 +285,7 @@ def test_max_user_client_connections(sluice):
             assert c.execute("SELECT 1").fetchone() == d.execute("SELECT 1").fetchone()
         assert a.execute("SELECT 1").fetchone() == (1,)
         b.close()
-        with s.connect() as c:
+        with connect_after_close(s, USER_FULL) as c:
             assert c.execute("SELECT 2").fetchone() == (2,)
     finally:
         a.close()
@@ -288,7 +302,7 @@ def test_max_user_client_connections_per_user(sluice):
             b.execute("SELECT 1")
             c.execute("SELECT 1")
         a.execute("SELECT 1")
-    with s.connect() as a:
+    with connect_after_close(s, USER_FULL) as a:
         assert a.execute("SELECT 3").fetchone() == (3,)
 
 
@@ -306,7 +320,7 @@ def test_max_db_client_connections(sluice):
             c.execute("SELECT 1")
         a.execute("SELECT 1")
         b.close()
-        with s.connect(user="plain_user") as d:
+        with connect_after_close(s, DB_FULL, user="plain_user") as d:
             assert d.execute("SELECT 4").fetchone() == (4,)
 
 
