@@ -27,6 +27,7 @@
 
 #include "auth.h"
 #include "cache.h"
+#include "commit_gate.h"
 #include "config.h"
 #include "hash.h"
 #include "log.h"
@@ -81,10 +82,12 @@ struct cl_db {
     bool in_txn, status_due;
     uint64_t flushed, wal_end;
     int64_t last_status;
+    uint32_t xid; /* the transaction's, from its BEGIN */
     uint32_t txn[CL_TXN_MAX];
     int n_txn;
     bool txn_all;
-    struct cl_rel *rels; /* open addressing by OID, cap a power of 2 */
+    struct commit_gate *gate; /* commits wait there until the primary shows them */
+    struct cl_rel *rels;      /* open addressing by OID, cap a power of 2 */
     uint32_t rels_cap, rels_n;
     /* [g_lock] for SHOW CACHE and /metrics */
     struct cache_logical_status st;
@@ -347,16 +350,19 @@ static void txn_add(struct cl_db *d, uint32_t oid)
         d->txn[d->n_txn++] = oid;
 }
 
-/* A transaction committed: the relations it changed go on the bus. */
-static void publish(struct cl_db *d)
+/* A transaction that committed is visible on the primary (commit_gate.h):
+ * the relations it changed (oids[0..n), or all) go on the bus. */
+static void publish(void *arg, const uint32_t *oids, int n_oids, bool all)
 {
+    struct cl_db *d = arg;
     struct writes_rel rels[CL_TXN_MAX];
     int n = 0;
-    bool all = d->txn_all;
-    for (int i = 0; i < d->n_txn && !all; i++) {
-        const struct cl_rel *r = rel_find(d, d->txn[i]);
+    for (int i = 0; i < n_oids && !all; i++) {
+        /* Not described (a change before its relation, or the stream
+         * started over since): every relation. */
+        const struct cl_rel *r = rel_find(d, oids[i]);
         if (!r) {
-            all = true; /* a change before its relation was described: cannot be */
+            all = true;
             break;
         }
         rels[n].schema = r->nsp;
@@ -379,6 +385,7 @@ static bool on_change(struct cl_db *d, const struct pgoutput_msg *m, char *why, 
     switch (m->kind) {
     case PGOUTPUT_BEGIN:
         d->in_txn = true;
+        d->xid = m->xid;
         d->n_txn = 0;
         d->txn_all = false;
         return true;
@@ -387,7 +394,8 @@ static bool on_change(struct cl_db *d, const struct pgoutput_msg *m, char *why, 
             snprintf(why, whylen, "a commit outside a transaction in the stream");
             return false;
         }
-        publish(d);
+        if (d->n_txn || d->txn_all)
+            commit_gate_add(d->gate, d->xid, d->txn, d->n_txn, d->txn_all);
         d->in_txn = false;
         d->n_txn = 0;
         d->txn_all = false;
@@ -718,6 +726,7 @@ static void follow(struct database *db)
     d->st.state = CACHE_LOGICAL_STARTING;
     snprintf(d->st.reason, sizeof(d->st.reason), "not connected yet");
     gap_open(d);
+    d->gate = commit_gate_new(db, cl_worker(), publish, d);
     pthread_mutex_lock(&g_lock);
     d->next = g_dbs;
     g_dbs = d;
@@ -759,6 +768,7 @@ static void tick_db(struct cl_db *d, int64_t now)
             server_close(d->sv, "shutting down");
         return;
     }
+    commit_gate_tick(d->gate, pool_for(d), now);
     if (!d->sv) {
         if (now >= d->next_try)
             try_connect(d, now);
@@ -818,6 +828,7 @@ void cache_logical_stop(void)
     while (g_dbs) {
         struct cl_db *d = g_dbs;
         g_dbs = d->next;
+        commit_gate_free(d->gate);
         rels_clear(d);
         free(d);
     }

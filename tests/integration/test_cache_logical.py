@@ -237,16 +237,62 @@ def test_stale_read_hunt_with_writes_straight_to_the_primary(sluice, cluster):
         t.start()
     for t in threads[:3]:
         t.join(60)
-    time.sleep(0.5)  # the last values, read from the cache a while
+    time.sleep(DECODING_BOUND)  # the last values, read from the cache a while
     stop.set()
     for t in threads[3:]:
         t.join(60)
     print(f"\nworst staleness seen: {worst[0] * 1000:.1f} ms")
     assert not errors, errors[:5]
     assert cache_rows(s)["mydb"]["hits"] > 0
+    # The last commits returned over DECODING_BOUND ago: their values, now
+    # and from then on (nothing older was cached again meanwhile).
     with s.connect() as r:
-        assert dict(r.execute("SELECT id, v FROM lt_t WHERE id <= 3").fetchall()) == \
-            {i: 150 for i in ids}
+        for _ in range(3):
+            assert dict(r.execute("SELECT id, v FROM lt_t WHERE id <= 3").fetchall()) == \
+                {i: 150 for i in ids}
+
+
+def test_a_commit_not_visible_yet_is_not_cached_past_its_visibility(sluice, cluster):
+    """A walsender sends a commit once its WAL is flushed, before the
+    committing backend has ended it; a synchronous standby that never
+    answers holds the commit in between, for as long as it likes. Reads
+    meanwhile get the old row (the commit is not visible on the primary),
+    and none of those may stay cached past it: once the commit is visible,
+    the reads have the new row within DECODING_BOUND."""
+    s = sluice(logical_config(pool_mode="transaction"))
+    wait_streaming(s)
+    behind_back(cluster, "UPDATE lt_t SET v = 1 WHERE id = 1")
+    sql = "SELECT v FROM lt_t WHERE id = 1"
+    with s.connect() as conn, cluster.primary_conn() as ctl, cluster.primary_conn() as w:
+        fresh_within(conn, sql, [(1,)])
+        assert warm(s, conn, sql) == [(1,)]
+        writer_pid = w.info.backend_pid
+        ctl.execute("ALTER SYSTEM SET synchronous_standby_names = 'sluice_test_nobody'")
+        ctl.execute("SELECT pg_reload_conf()")
+        writer = threading.Thread(target=w.execute, args=("UPDATE lt_t SET v = 2 WHERE id = 1",))
+        try:
+            wait_until(lambda: ctl.execute("SHOW synchronous_standby_names").fetchone()[0]
+                       == "sluice_test_nobody", 5, "the setting reloaded")
+            time.sleep(0.5)  # the checkpointer's reload turns synchronous commits on
+            writer.start()
+            wait_until(lambda: ctl.execute(
+                "SELECT wait_event FROM pg_stat_activity WHERE pid = %s",
+                (writer_pid,)).fetchone() == ("SyncRep",), 5, "the commit waiting for a standby")
+            # The commit is decoded and sent meanwhile; sluice may read and
+            # cache the old row again, which is right while it is not visible.
+            deadline = time.monotonic() + DECODING_BOUND
+            while time.monotonic() < deadline:
+                assert conn.execute(sql).fetchall() == [(1,)]
+                time.sleep(0.02)
+        finally:
+            ctl.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            ctl.execute("SELECT pg_reload_conf()")
+            if writer.is_alive() or writer.ident:
+                writer.join(10)
+        assert not writer.is_alive()
+        assert ctl.execute(sql).fetchall() == [(2,)]
+        fresh_within(conn, sql, [(2,)])
+        assert warm(s, conn, sql) == [(2,)]
 
 
 def test_the_first_user_logs_the_slot_in_without_user_in_the_entry(sluice, cluster):
