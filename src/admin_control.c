@@ -19,6 +19,7 @@
 #include "cache.h"
 #include "client_conn.h"
 #include "conn.h"
+#include "insights.h"
 #include "jobs.h"
 #include "log.h"
 #include "pool.h"
@@ -686,6 +687,7 @@ enum admin_run_status admin_run(struct client *c, const struct admin_cmd *cmd,
         admin_out_simple(r->out, 'I');
         return ADMIN_RUN_OK;
     case ADMIN_CMD_SHOW:
+        r->cmd = cmd;
         admin_show_run(cmd->topic, r);
         return ADMIN_RUN_OK;
     case ADMIN_CMD_SET:
@@ -735,6 +737,10 @@ enum admin_run_status admin_run(struct client *c, const struct admin_cmd *cmd,
         return cmd_shutdown(c, cmd, r);
     case ADMIN_CMD_CACHE_CLEAR:
         return cmd_cache_clear(c, cmd, r);
+    case ADMIN_CMD_INSIGHTS_RESET:
+        insights_reset();
+        log_info("admin console: INSIGHTS RESET (by %s)", c->user);
+        return run_done(r, cmd->verb);
     case ADMIN_CMD_RUN_JOB:
         /* Answered at once: the run starts on worker 0 within a tick, still
          * behind the job's advisory lock; SHOW JOBS tells how it ended. */

@@ -41,22 +41,23 @@ struct worker;
 /* ---- commands ------------------------------------------------------------ */
 
 enum admin_verb {
-    ADMIN_CMD_EMPTY = 0,   /* only blanks, comments and semicolons */
-    ADMIN_CMD_SHOW,        /* SHOW topic */
-    ADMIN_CMD_SET,         /* SET key = value */
-    ADMIN_CMD_RELOAD,      /* RELOAD */
-    ADMIN_CMD_PAUSE,       /* PAUSE [db] */
-    ADMIN_CMD_RESUME,      /* RESUME [db] */
-    ADMIN_CMD_SUSPEND,     /* SUSPEND (refused: no online restart) */
-    ADMIN_CMD_DISABLE,     /* DISABLE db */
-    ADMIN_CMD_ENABLE,      /* ENABLE db */
-    ADMIN_CMD_RECONNECT,   /* RECONNECT [db] */
-    ADMIN_CMD_KILL,        /* KILL [db] */
-    ADMIN_CMD_KILL_CLIENT, /* KILL_CLIENT id */
-    ADMIN_CMD_WAIT_CLOSE,  /* WAIT_CLOSE [db] */
-    ADMIN_CMD_SHUTDOWN,    /* SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS] */
-    ADMIN_CMD_CACHE_CLEAR, /* CACHE CLEAR [table] (sluice's) */
-    ADMIN_CMD_RUN_JOB,     /* RUN JOB name */
+    ADMIN_CMD_EMPTY = 0,      /* only blanks, comments and semicolons */
+    ADMIN_CMD_SHOW,           /* SHOW topic */
+    ADMIN_CMD_SET,            /* SET key = value */
+    ADMIN_CMD_RELOAD,         /* RELOAD */
+    ADMIN_CMD_PAUSE,          /* PAUSE [db] */
+    ADMIN_CMD_RESUME,         /* RESUME [db] */
+    ADMIN_CMD_SUSPEND,        /* SUSPEND (refused: no online restart) */
+    ADMIN_CMD_DISABLE,        /* DISABLE db */
+    ADMIN_CMD_ENABLE,         /* ENABLE db */
+    ADMIN_CMD_RECONNECT,      /* RECONNECT [db] */
+    ADMIN_CMD_KILL,           /* KILL [db] */
+    ADMIN_CMD_KILL_CLIENT,    /* KILL_CLIENT id */
+    ADMIN_CMD_WAIT_CLOSE,     /* WAIT_CLOSE [db] */
+    ADMIN_CMD_SHUTDOWN,       /* SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS] */
+    ADMIN_CMD_CACHE_CLEAR,    /* CACHE CLEAR [table] (sluice's) */
+    ADMIN_CMD_RUN_JOB,        /* RUN JOB name */
+    ADMIN_CMD_INSIGHTS_RESET, /* INSIGHTS RESET */
 };
 /* The command's name as its CommandComplete tag ("PAUSE", ...). */
 const char *admin_verb_str(enum admin_verb v);
@@ -87,6 +88,7 @@ enum admin_show_topic {
     ADMIN_SHOW_CACHE,          /* the result cache: one row per database, and the store's */
     ADMIN_SHOW_CACHE_TABLES,   /* the result cache: invalidations per table */
     ADMIN_SHOW_JOBS,           /* one row per refresh job ([jobs]) */
+    ADMIN_SHOW_QUERIES,        /* one row per query fingerprint (insights) */
     ADMIN_SHOW_COUNT,
 };
 /* Upper-case name of a topic ("POOLS"). */
@@ -106,6 +108,8 @@ struct admin_cmd {
     enum admin_verb verb;
     enum admin_show_topic topic;       /* ADMIN_CMD_SHOW */
     enum admin_shutdown_mode shutdown; /* ADMIN_CMD_SHUTDOWN */
+    int order;                         /* SHOW QUERIES ORDER BY (enum insights_order) */
+    int64_t limit;                     /* SHOW QUERIES LIMIT n; 0: all */
     bool has_arg;
     char arg[ADMIN_ARG_MAX];     /* database name, client id, job name, or SET key */
     char value[ADMIN_VALUE_MAX]; /* SET value, quotes removed */
@@ -175,6 +179,7 @@ struct admin_result {
     int ncols;
     const uint32_t *types;
     uint64_t nrows;
+    const struct admin_cmd *cmd; /* the command (a SHOW's options) */
 };
 
 /* Format code of column i (0 text, 1 binary). */
@@ -273,6 +278,9 @@ void admin_show_run(enum admin_show_topic t, struct admin_result *r);
 char *admin_num(char *buf, long long v);
 char *admin_unum(char *buf, unsigned long long v);
 char *admin_num4(char *buf, long long v);
+/* A wall-clock time (usec) as PostgreSQL prints a timestamptz in UTC, in
+ * buf; NULL (SQL NULL) for 0. */
+const char *admin_time_text(int64_t usec, char *buf, size_t len);
 /* The loop clock of r's worker (the wall clock when r has none: unit tests). */
 int64_t admin_loop_now(const struct admin_result *r);
 /* Calls fn for every live client of every worker. */
@@ -321,6 +329,7 @@ void admin_show_sockets(struct admin_result *r);        /* admin_show_pools.c */
 void admin_show_active_sockets(struct admin_result *r); /* admin_show_pools.c */
 void admin_show_users(struct admin_result *r);          /* admin_show_pools.c */
 void admin_show_jobs(struct admin_result *r);           /* admin_show_jobs.c */
+void admin_show_queries(struct admin_result *r);        /* admin_show_queries.c */
 void admin_show_stats(struct admin_result *r);          /* admin_stats.c */
 void admin_show_stats_totals(struct admin_result *r);
 void admin_show_stats_averages(struct admin_result *r);

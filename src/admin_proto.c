@@ -9,16 +9,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "admin_int.h"
+#include "insights.h"
 #include "log.h"
 
 const char *admin_verb_str(enum admin_verb v)
 {
-    static const char *const names[] = {"",           "SHOW",      "SET",         "RELOAD",
-                                        "PAUSE",      "RESUME",    "SUSPEND",     "DISABLE",
-                                        "ENABLE",     "RECONNECT", "KILL",        "KILL_CLIENT",
-                                        "WAIT_CLOSE", "SHUTDOWN",  "CACHE CLEAR", "RUN JOB"};
+    static const char *const names[] = {
+        "",           "SHOW",     "SET",         "RELOAD",    "PAUSE",         "RESUME",
+        "SUSPEND",    "DISABLE",  "ENABLE",      "RECONNECT", "KILL",          "KILL_CLIENT",
+        "WAIT_CLOSE", "SHUTDOWN", "CACHE CLEAR", "RUN JOB",   "INSIGHTS RESET"};
     return (unsigned)v < sizeof(names) / sizeof(names[0]) ? names[v] : "?";
 }
 
@@ -254,6 +256,62 @@ static bool parse_two_words(const struct tokens *t, struct admin_cmd *out, char 
     return true;
 }
 
+/* SHOW QUERIES' options: [ORDER BY column] [LIMIT n], from token i. */
+static bool parse_queries_options(const struct tokens *t, int i, struct admin_cmd *out, char *err,
+                                  size_t errlen)
+{
+    enum insights_order order = INSIGHTS_BY_TOTAL;
+    if (i + 2 < t->n && kw(t, i, "ORDER") && kw(t, i + 1, "BY")) {
+        if (t->kind[i + 2] != TK_WORD || !insights_order_parse(t->text[i + 2], &order)) {
+            log_format(err, errlen,
+                       "SHOW QUERIES can be ordered by total_time, calls, mean, p99 "
+                       "or errors");
+            return false;
+        }
+        i += 3;
+    }
+    out->order = (int)order;
+    if (i + 1 < t->n && kw(t, i, "LIMIT")) {
+        char *end;
+        long long n = strtoll(t->text[i + 1], &end, 10);
+        if (t->kind[i + 1] != TK_WORD || *end || n < 1 || n > 1000000000) {
+            log_format(err, errlen, "LIMIT needs a count of rows, 1 or more");
+            return false;
+        }
+        out->limit = n;
+        i += 2;
+    }
+    if (i != t->n) {
+        log_format(err, errlen, "syntax: SHOW QUERIES [ORDER BY column] [LIMIT n]");
+        return false;
+    }
+    return true;
+}
+
+static bool parse_show(const struct tokens *t, struct admin_cmd *out, char *err, size_t errlen)
+{
+    out->verb = ADMIN_CMD_SHOW;
+    if (t->n < 2 || t->kind[1] != TK_WORD) {
+        log_format(err, errlen, "SHOW needs one of the topics listed by SHOW HELP");
+        return false;
+    }
+    for (int i = 0; i < ADMIN_SHOW_COUNT; i++) {
+        if (strcasecmp(t->text[1], admin_show_topic_str((enum admin_show_topic)i)) != 0)
+            continue;
+        out->topic = (enum admin_show_topic)i;
+        if (out->topic == ADMIN_SHOW_QUERIES)
+            return parse_queries_options(t, 2, out, err, errlen);
+        if (t->n != 2)
+            break;
+        return true;
+    }
+    if (out->topic == ADMIN_SHOW_HELP && strcasecmp(t->text[1], "HELP") != 0)
+        log_format(err, errlen, "unknown SHOW topic \"%.64s\"; SHOW HELP lists them", t->text[1]);
+    else
+        log_format(err, errlen, "SHOW needs one of the topics listed by SHOW HELP");
+    return false;
+}
+
 bool admin_parse(const char *sql, int nparams, const char *const *params, struct admin_cmd *out,
                  char *err, size_t errlen)
 {
@@ -277,20 +335,15 @@ bool admin_parse(const char *sql, int nparams, const char *const *params, struct
         {"RECONNECT", ADMIN_CMD_RECONNECT, 0, 1},     {"KILL", ADMIN_CMD_KILL, 0, 1},
         {"KILL_CLIENT", ADMIN_CMD_KILL_CLIENT, 1, 1}, {"WAIT_CLOSE", ADMIN_CMD_WAIT_CLOSE, 0, 1},
     };
-    if (kw(&t, 0, "SHOW")) {
-        out->verb = ADMIN_CMD_SHOW;
-        if (t.n != 2 || t.kind[1] != TK_WORD) {
-            log_format(err, errlen, "SHOW needs one of the topics listed by SHOW HELP");
+    if (kw(&t, 0, "SHOW"))
+        return parse_show(&t, out, err, errlen);
+    if (kw(&t, 0, "INSIGHTS")) {
+        out->verb = ADMIN_CMD_INSIGHTS_RESET;
+        if (t.n != 2 || !kw(&t, 1, "RESET")) {
+            log_format(err, errlen, "syntax: INSIGHTS RESET");
             return false;
         }
-        for (int i = 0; i < ADMIN_SHOW_COUNT; i++) {
-            if (strcasecmp(t.text[1], admin_show_topic_str((enum admin_show_topic)i)) == 0) {
-                out->topic = (enum admin_show_topic)i;
-                return true;
-            }
-        }
-        log_format(err, errlen, "unknown SHOW topic \"%.64s\"; SHOW HELP lists them", t.text[1]);
-        return false;
+        return true;
     }
     if (kw(&t, 0, "SET")) {
         out->verb = ADMIN_CMD_SET;
@@ -611,4 +664,15 @@ void admin_result_row(struct admin_result *r, const char *const *vals)
     }
     admin_out_end(o);
     r->nrows++;
+}
+
+const char *admin_time_text(int64_t usec, char *buf, size_t len)
+{
+    if (!usec)
+        return NULL;
+    time_t t = (time_t)(usec / 1000000);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || !strftime(buf, len, "%Y-%m-%d %H:%M:%S+00", &tm))
+        return NULL;
+    return buf;
 }

@@ -303,6 +303,12 @@ static const struct show_def show_defs[ADMIN_SHOW_COUNT] = {
                               "next_run", "last_start", "duration_ms", "result", "error", "runs",
                               "failures", "skipped", "lock_holder", "waiting"),
                          TYPES(T, T, T, T, T, T, T, Q, T, T, Q, Q, Q, T, I), admin_show_jobs},
+    [ADMIN_SHOW_QUERIES] = {"QUERIES", 16,
+                            COLS("fingerprint", "query", "calls", "errors", "rows", "total_time_us",
+                                 "mean_us", "p50_us", "p95_us", "p99_us", "max_us", "primary",
+                                 "replica", "cache_hits", "first_seen", "last_seen"),
+                            TYPES(T, T, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, T, T),
+                            admin_show_queries},
 };
 
 #undef T
@@ -347,6 +353,8 @@ static void show_help(struct admin_result *r)
         "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|SOCKETS|USERS|VERSION|STATE"
         "\n\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|MEM"
         "\n\tSHOW DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS|REPLICAS|CACHE|CACHE_TABLES|JOBS"
+        "\n\tSHOW QUERIES [ORDER BY total_time|calls|mean|p99|errors] [LIMIT n]"
+        "\n\tINSIGHTS RESET"
         "\n\tCACHE CLEAR [table]"
         "\n\tSET key = value"
         "\n\tRELOAD"

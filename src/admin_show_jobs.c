@@ -2,22 +2,9 @@
  * run did and when the next is due (jobs.h). Read under the world lock
  * (admin.c), so worker 0's scheduler is parked. */
 #include <stdio.h>
-#include <time.h>
 
 #include "admin_int.h"
 #include "jobs.h"
-
-/* A wall-clock time as PostgreSQL prints a timestamptz in UTC; NULL for 0. */
-static const char *time_text(int64_t usec, char *buf, size_t len)
-{
-    if (!usec)
-        return NULL;
-    time_t t = (time_t)(usec / 1000000);
-    struct tm tm;
-    if (!gmtime_r(&t, &tm) || !strftime(buf, len, "%Y-%m-%d %H:%M:%S+00", &tm))
-        return NULL;
-    return buf;
-}
 
 static void job_row(const struct job_view *v, void *arg)
 {
@@ -30,8 +17,8 @@ static void job_row(const struct job_view *v, void *arg)
         v->schedule[0] ? v->schedule : NULL,
         v->after_writes_to[0] ? v->after_writes_to : NULL,
         v->state,
-        time_text(v->next_run, next, sizeof(next)),
-        time_text(v->last_start, start, sizeof(start)),
+        admin_time_text(v->next_run, next, sizeof(next)),
+        admin_time_text(v->last_start, start, sizeof(start)),
         ran && v->result != JOB_RESULT_SKIPPED ? admin_num(f[0], v->last_duration / 1000) : NULL,
         ran ? job_result_str(v->result) : NULL,
         v->error[0] ? v->error : NULL,

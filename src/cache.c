@@ -14,6 +14,7 @@
 #include "cache_policy.h"
 #include "cache_redis_worker.h"
 #include "cache_sql.h"
+#include "insights.h"
 #include "log.h"
 #include "pool.h"
 #include "prepared.h"
@@ -282,13 +283,15 @@ static void key_build(const struct client *c, char kind, const void *a, size_t a
         key_add(b, blen);
 }
 
-/* Answers c's request at the head of its buffer (consumed bytes) with an
- * answer's bytes: for an extended batch, ParseComplete (parse) and
- * BindComplete (bind) first; ReadyForQuery last. */
-void cache_answer_bytes(struct client *c, const uint8_t *v, size_t n, uint32_t consumed, bool parse,
-                        bool bind, char status)
+/* Answers c's request rv (at the head of its buffer) with an answer's
+ * bytes: for an extended batch, ParseComplete (when it has its Parse) and
+ * BindComplete first; ReadyForQuery last. */
+void cache_answer_bytes(struct client *c, const uint8_t *v, size_t n, const struct request_view *rv,
+                        char status)
 {
-    stream_consume_msg(&c->s, consumed);
+    bool parse = rv->parse, bind = rv->ext;
+    insights_cache_hit(c, rv->sql, rv->sql_len); /* before the text is consumed */
+    stream_consume_msg(&c->s, rv->total);
     uint8_t head[16], z[8];
     struct proto_writer w;
     proto_writer_init(&w, head, sizeof(head));
@@ -310,12 +313,12 @@ void cache_answer_bytes(struct client *c, const uint8_t *v, size_t n, uint32_t c
     c->last_activity = worker_now(c->s.worker);
 }
 
-static void answer_hit(struct client *c, struct cache_entry *e, uint32_t consumed, bool parse,
-                       bool bind, char status)
+static void answer_hit(struct client *c, struct cache_entry *e, const struct request_view *rv,
+                       char status)
 {
     size_t n;
     const uint8_t *v = cache_entry_value(e, &n);
-    cache_answer_bytes(c, v, n, consumed, parse, bind, status);
+    cache_answer_bytes(c, v, n, rv, status);
     cache_entry_release(e);
 }
 
@@ -621,7 +624,7 @@ static enum cache_route sf_join(struct client *c, const struct request_view *v, 
     free(sw);
     if (role == CACHE_FLIGHT_HIT) {
         cache_ctr_add(c->pool->db, CC_HITS);
-        answer_hit(c, hit, v->total, v->parse, v->ext, status);
+        answer_hit(c, hit, v, status);
         return CACHE_ROUTE_HIT;
     }
     c->cache->flight = lead; /* NULL when alone */
@@ -661,7 +664,7 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok, bool
         struct cache_entry *e = cache_store_get(cache_g_store, tl_key.p, tl_key.len, (uint64_t)now);
         if (e) {
             cache_ctr_add(db, CC_HITS);
-            answer_hit(c, e, v.total, v.parse, v.ext, status);
+            answer_hit(c, e, &v, status);
             return CACHE_ROUTE_HIT;
         }
         cache_ctr_add(db, CC_MISSES);

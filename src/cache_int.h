@@ -94,11 +94,11 @@ struct cache_client *cache_client_of(struct client *c);
  * their output. */
 bool cache_watch_add(struct client *c);
 void cache_watch_remove(struct client *c);
-/* Answers c's request at the head of its buffer (consumed bytes) with an
- * answer's bytes (and, for an extended batch, ParseComplete and
- * BindComplete first), then ReadyForQuery with status. */
-void cache_answer_bytes(struct client *c, const uint8_t *v, size_t n, uint32_t consumed, bool parse,
-                        bool bind, char status);
+/* Answers c's request rv (at the head of its buffer) with an answer's
+ * bytes (and, for an extended batch, ParseComplete and BindComplete
+ * first), then ReadyForQuery with status. */
+void cache_answer_bytes(struct client *c, const uint8_t *v, size_t n, const struct request_view *rv,
+                        char status);
 
 /* cache_tier.c: the Redis tier. */
 struct rget;

@@ -287,7 +287,10 @@ struct config {
     char *cache_publication;         /* "" = sluice's own (sluice_cache, made if missing) */
     struct config_cache_rule *cache_rules; /* [cache], in file order */
     int n_cache_rules;
-    char *job_timezone; /* "UTC": the zone [jobs] schedules are read in */
+    char *job_timezone;       /* "UTC": the zone [jobs] schedules are read in */
+    bool insights;            /* per-query statistics (insights.h) */
+    int insights_max_queries; /* fingerprints kept, at most */
+    int insights_metrics_top; /* fingerprints in /metrics, by total time */
 
     struct config_database *databases; /* in file order; "*" included if present */
     int n_databases;

@@ -119,6 +119,9 @@ struct client {
     /* The result cache's state while it needs one (cache.c): a fill, the
      * writes of the transaction in flight. NULL when none. */
     struct cache_client *cache;
+    /* Insights' state while it needs one (insights.c): the fingerprints
+     * of the client's prepared statements. NULL when none. */
+    struct insights_client *insights;
 };
 
 /* ---- servers ------------------------------------------------------------- */

@@ -20,6 +20,7 @@
 #include "client_login.h"
 #include "config.h"
 #include "dns.h"
+#include "insights.h"
 #include "jobs.h"
 #include "lag_monitor.h"
 #include "listen.h"
@@ -115,6 +116,7 @@ static bool do_reload(char *err, size_t errlen)
         auth_userlist_free(g_pooler.userlist);
     g_pooler.userlist = ul;
     pool_apply_config(cfg, tls_changed);
+    insights_apply_config(cfg);
     log_set_verbosity(cfg->verbose);
     config_unref(prev);
     log_info("config reloaded from %s", cfg->path);
@@ -135,6 +137,7 @@ static bool apply_admin_setting(struct config *cfg, bool keep_tls, char *err, si
     for (int i = 0; i < n_workers; i++)
         worker_set_config(&workers[i], cfg);
     pool_apply_config(cfg, tls_changed);
+    insights_apply_config(cfg);
     log_set_verbosity(cfg->verbose);
     config_unref(prev);
     return true;
@@ -609,6 +612,11 @@ static bool main_wire_modules(void)
      * prepared.c renames them. */
     char err[512];
     if (!cache_init(g_pooler.cfg, err, sizeof(err))) {
+        log_error("%s", err);
+        return false;
+    }
+    /* Insights too (a Bind names the client's statement). */
+    if (!insights_init(g_pooler.cfg, err, sizeof(err))) {
         log_error("%s", err);
         return false;
     }

@@ -20,6 +20,7 @@
 
 #include "admin.h"
 #include "conn.h"
+#include "insights.h"
 #include "jobs.h"
 #include "lag_monitor.h"
 #include "list.h"
@@ -619,6 +620,77 @@ static void job_row(const struct job_view *v, void *arg)
     }
 }
 
+/* The top insights_metrics_top fingerprints by total time (insights.h),
+ * labelled by fingerprint; sluice_query_info carries each one's text. */
+static void query_label(struct metrics_buf *b, const char *name, uint64_t fp)
+{
+    metrics_buf_printf(b, "%s{fingerprint=\"%016llx\"", name, (unsigned long long)fp);
+}
+
+static void render_queries(struct metrics_buf *b)
+{
+    if (!insights_on())
+        return;
+    size_t entries, bytes;
+    insights_usage(&entries, &bytes);
+    buf_family(b, "sluice_insights_fingerprints", "gauge",
+               "Query fingerprints insights holds (at most insights_max_queries).");
+    metrics_buf_printf(b, "sluice_insights_fingerprints %zu\n", entries);
+    buf_family(b, "sluice_insights_bytes", "gauge", "Memory insights holds, in bytes.");
+    metrics_buf_printf(b, "sluice_insights_bytes %zu\n", bytes);
+    struct insights_row *rows;
+    size_t all = insights_collect(&rows);
+    insights_sort(rows, all, INSIGHTS_BY_TOTAL);
+    size_t top = (size_t)g_pooler.cfg->insights_metrics_top, n = all < top ? all : top;
+    static const char *const where[] = {"primary", "replica", "cache"};
+    buf_family(b, "sluice_query_info", "gauge",
+               "One per fingerprint shown: its normalized text (constants are $n).");
+    for (size_t i = 0; i < n; i++) {
+        query_label(b, "sluice_query_info", rows[i].st.fp);
+        metrics_buf_printf(b, ",query=\"");
+        metrics_buf_label(b, rows[i].text);
+        metrics_buf_printf(b, "\"} 1\n");
+    }
+    buf_family(b, "sluice_query_calls_total", "counter",
+               "Requests of the fingerprint, by where they ran (primary, replica, cache).");
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; k < INSIGHTS_WHERE_N; k++) {
+            query_label(b, "sluice_query_calls_total", rows[i].st.fp);
+            metrics_buf_printf(b, ",where=\"%s\"} %llu\n", where[k],
+                               (unsigned long long)rows[i].st.where[k]);
+        }
+    static const char *const counters[][2] = {
+        {"sluice_query_errors_total", "Requests of the fingerprint that ended in an error."},
+        {"sluice_query_rows_total", "Rows its requests returned or changed (CommandComplete)."}};
+    for (int k = 0; k < 2; k++) {
+        buf_family(b, counters[k][0], "counter", counters[k][1]);
+        for (size_t i = 0; i < n; i++) {
+            query_label(b, counters[k][0], rows[i].st.fp);
+            metrics_buf_printf(b, "} %llu\n",
+                               (unsigned long long)(k ? rows[i].st.rows : rows[i].st.errors));
+        }
+    }
+    buf_family(b, "sluice_query_latency_seconds", "summary",
+               "Time of the fingerprint's requests, from the request to its ReadyForQuery "
+               "(quantiles within 6.25%).");
+    static const double qs[] = {0.5, 0.95, 0.99};
+    for (size_t i = 0; i < n; i++) {
+        for (int k = 0; k < 3; k++) {
+            query_label(b, "sluice_query_latency_seconds", rows[i].st.fp);
+            metrics_buf_printf(b, ",quantile=\"%g\"} ", qs[k]);
+            buf_seconds(b, insights_quantile(&rows[i].st, qs[k]));
+            metrics_buf_printf(b, "\n");
+        }
+        query_label(b, "sluice_query_latency_seconds_sum", rows[i].st.fp);
+        metrics_buf_printf(b, "} ");
+        buf_seconds(b, rows[i].st.total_us);
+        metrics_buf_printf(b, "\n");
+        query_label(b, "sluice_query_latency_seconds_count", rows[i].st.fp);
+        metrics_buf_printf(b, "} %llu\n", (unsigned long long)rows[i].st.calls);
+    }
+    insights_rows_free(rows, all);
+}
+
 static void render_jobs(struct metrics_buf *b)
 {
     struct metrics_buf f[JF_COUNT];
@@ -658,6 +730,7 @@ void metrics_render(struct metrics_buf *b)
     render_ryw(b);
     render_cache(b);
     render_jobs(b);
+    render_queries(b);
 
     struct stats_hist q, wt;
     memset(&q, 0, sizeof(q));

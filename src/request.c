@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto.h"
 #include "worker.h"
 
 #define R_CAP0   8
@@ -188,6 +189,8 @@ static struct request *record_begin(struct request_queue *q, uint8_t type)
     r->cls = REQUEST_CLS_UNKNOWN;
     r->sent = false;
     r->start = 0;
+    r->failed = false;
+    r->rows = 0;
     memset(r->obs, 0, sizeof(r->obs));
     return r;
 }
@@ -550,6 +553,8 @@ unsigned request_server_msg_slow(struct client *c, struct server *sv, const stru
         q->r[q->r_head].kind = REQ_COPY;
     bool done = entry_done(e, t);
     unsigned r = acting ? entry_answer(c, sv, e, m, done) : REQUEST_PASS;
+    if (t == 'E' && q->r_n)
+        q->r[q->r_head].failed = true;
     if (t == 'E' && e->answer != RA_QUERY && e->answer != RA_SYNC)
         q->errskip = true; /* the server skips to the next Sync */
     if (!done)
@@ -569,6 +574,27 @@ unsigned request_server_msg_slow(struct client *c, struct server *sv, const stru
     if (q->out_len)
         r |= REQUEST_EMIT;
     return r;
+}
+
+bool request_count_rows;
+
+void request_note_rows(struct request_queue *q, const struct stream_msg *m)
+{
+    /* "SELECT 5", "INSERT 0 5", "UPDATE 5", ...: the last word, if any is
+     * a number. Only a whole message is read (they are short). */
+    if (m->avail < m->len || m->len < PROTO_HDR + 2)
+        return;
+    const uint8_t *end = m->data + m->len - 1; /* the tag's NUL */
+    const uint8_t *p = end;
+    while (p > m->data + PROTO_HDR && p[-1] >= '0' && p[-1] <= '9')
+        p--;
+    if (p == end || p == m->data + PROTO_HDR || p[-1] != ' ' || end - p > 9)
+        return;
+    uint32_t n = 0;
+    for (; p < end; p++)
+        n = n * 10 + (uint32_t)(*p - '0');
+    struct request *r = &q->r[q->r_head];
+    r->rows = r->rows + n < r->rows ? UINT32_MAX : r->rows + n;
 }
 
 /* ---- helpers for observers -------------------------------------------------- */

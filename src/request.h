@@ -43,13 +43,15 @@ const char *request_kind_str(enum request_kind k);
 /* Payload words per observer in each request record. */
 #define REQUEST_OBS_WORDS 1
 /* At most this many observers. */
-#define REQUEST_MAX_OBSERVERS 5
+#define REQUEST_MAX_OBSERVERS 6
 
 /* One request in flight. */
 struct request {
     uint8_t kind;  /* enum request_kind */
     uint8_t cls;   /* classification (enum classify_kw), REQUEST_CLS_UNKNOWN */
     bool sent;     /* its first message went to a server */
+    bool failed;   /* an ErrorResponse answered one of its messages */
+    uint32_t rows; /* from its CommandCompletes, while request_count_rows */
     int64_t start; /* when that happened (usec, the worker's clock) */
     uint64_t obs[REQUEST_MAX_OBSERVERS][REQUEST_OBS_WORDS]; /* the observers' */
 };
@@ -217,6 +219,11 @@ void request_push(struct client *c, const struct request_entry *e);
 struct request_entry *request_last_end(struct client *c);
 
 unsigned request_server_msg_slow(struct client *c, struct server *sv, const struct stream_msg *m);
+/* Whether CommandComplete's rows are added up in the records (insights):
+ * set at start. */
+extern bool request_count_rows;
+/* A CommandComplete m for the head record of q. */
+void request_note_rows(struct request_queue *q, const struct stream_msg *m);
 /* Answers the entries sluice answers that are now first (REQUEST_EMIT). */
 unsigned request_settle(struct client *c);
 /* ReadyForQuery (whole) ending the head entry, a Sync or Query of the
@@ -232,6 +239,8 @@ static inline unsigned request_server_msg(struct client *c, struct server *sv,
 {
     struct request_queue *q = c->rq;
     uint8_t t = m->type;
+    if (t == 'C' && request_count_rows && q && q->r_n)
+        request_note_rows(q, m);
     if (!q || !q->e_n || t == 'S' || t == 'E' || t == 'G' || t == 'H' || t == 'W' || t == 't')
         return request_server_msg_slow(c, sv, m);
     const struct request_entry *e = &q->e[q->e_head];

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "admin_int.h"
+#include "insights.h"
 #include "log.h"
 
 /* Parses sql, expecting success. */
@@ -57,6 +58,34 @@ static void test_show(void **state)
     parse_fails("SHOW POOLS extra", "SHOW needs one of the topics");
     parse_fails("SHOW 'pools'", "SHOW needs one of the topics");
     parse_fails("SHOW NOTHING", "unknown SHOW topic \"NOTHING\"");
+    parse_fails("SHOW HELP me", "SHOW needs one of the topics");
+}
+
+static void test_show_queries(void **state)
+{
+    (void)state;
+    struct admin_cmd *c = parse_ok("SHOW QUERIES");
+    assert_int_equal(c->topic, ADMIN_SHOW_QUERIES);
+    assert_int_equal(c->order, INSIGHTS_BY_TOTAL);
+    assert_int_equal(c->limit, 0);
+    c = parse_ok("show queries order by P99 limit 5;");
+    assert_int_equal(c->order, INSIGHTS_BY_P99);
+    assert_int_equal(c->limit, 5);
+    c = parse_ok("SHOW QUERIES LIMIT 1");
+    assert_int_equal(c->order, INSIGHTS_BY_TOTAL);
+    assert_int_equal(c->limit, 1);
+    assert_int_equal(parse_ok("SHOW QUERIES ORDER BY calls")->order, INSIGHTS_BY_CALLS);
+    assert_int_equal(parse_ok("SHOW QUERIES ORDER BY mean")->order, INSIGHTS_BY_MEAN);
+    assert_int_equal(parse_ok("SHOW QUERIES ORDER BY errors")->order, INSIGHTS_BY_ERRORS);
+    assert_int_equal(parse_ok("SHOW QUERIES ORDER BY total_time")->order, INSIGHTS_BY_TOTAL);
+    parse_fails("SHOW QUERIES ORDER BY rows", "ordered by total_time, calls, mean, p99 or errors");
+    parse_fails("SHOW QUERIES ORDER calls", "syntax: SHOW QUERIES [ORDER BY column] [LIMIT n]");
+    parse_fails("SHOW QUERIES LIMIT 0", "LIMIT needs a count");
+    parse_fails("SHOW QUERIES LIMIT x", "LIMIT needs a count");
+    parse_fails("SHOW QUERIES LIMIT 5 ORDER BY calls", "syntax: SHOW QUERIES");
+    assert_int_equal(parse_ok("INSIGHTS RESET")->verb, ADMIN_CMD_INSIGHTS_RESET);
+    parse_fails("INSIGHTS", "syntax: INSIGHTS RESET");
+    parse_fails("INSIGHTS RESET now", "syntax: INSIGHTS RESET");
 }
 
 static void test_show_columns(void **state)
@@ -418,6 +447,7 @@ int main(void)
     log_set_quiet(true);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_show),
+        cmocka_unit_test(test_show_queries),
         cmocka_unit_test(test_show_columns),
         cmocka_unit_test(test_verbs),
         cmocka_unit_test(test_shutdown),

@@ -1,0 +1,486 @@
+/* insights.c - workload insights: the observer and the workers' stores
+ * (insights.h). */
+#include "insights.h"
+
+#include <pg_query.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+#include "pool.h"
+#include "request.h"
+#include "sql_shape.h"
+#include "worker.h"
+
+/* Longer texts are not looked at (they would have to be buffered whole). */
+#define INSIGHTS_SQL_MAX (64 * 1024)
+/* A Bind's names are looked for in its first bytes. */
+#define INSIGHTS_BIND_PEEK 512
+/* The shape table holds this many slots per fingerprint. */
+#define INSIGHTS_SHAPES_PER_FP 4
+/* A fingerprint that stands for "does not parse": not recorded. */
+#define FP_NONE 1
+/* A client's prepared statements remembered, at most (then forgotten). */
+#define CLIENT_STMTS_MAX 4096
+
+struct ins_worker {
+    pthread_mutex_t lock;
+    struct insights_store *st;
+};
+
+static struct ins_worker *g_workers;
+static int g_n_workers;
+static _Atomic bool g_on;
+static int g_slot = -1; /* the observer's payload index in request records */
+
+/* A client's prepared statements: name hash -> fingerprint, open
+ * addressing (cap a power of 2, hash 0 = free). */
+struct stmt_slot {
+    uint64_t name, fp;
+};
+
+struct insights_client {
+    uint64_t unnamed; /* the unnamed statement's */
+    uint32_t n, cap;
+    struct stmt_slot *v;
+};
+
+bool insights_on(void)
+{
+    return atomic_load_explicit(&g_on, memory_order_relaxed);
+}
+
+static struct ins_worker *ins_worker_of(const struct client *c)
+{
+    int i = (int)(c->s.worker - g_pooler.workers);
+    return &g_workers[i >= 0 && i < g_n_workers ? i : 0];
+}
+
+static uint64_t name_hash(const char *name, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)name[i]) * 0x100000001b3ULL;
+    return h ? h : 1;
+}
+
+/* ---- fingerprints ------------------------------------------------------------- */
+
+/* The fingerprint of sql[0..len) (NUL at sql[len]), its entry made if it
+ * has none; 0 when it does not parse. sample: the text may be kept as the
+ * fingerprint's real example. */
+static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t len, bool sample)
+{
+    uint64_t shape = sql_shape(sql, len);
+    pthread_mutex_lock(&iw->lock);
+    uint64_t fp = insights_store_shape(iw->st, shape);
+    bool known = fp == FP_NONE || (fp && insights_store_has(iw->st, fp));
+    if (known && fp != FP_NONE && sample && insights_store_wants_sample(iw->st, fp))
+        insights_store_sample(iw->st, fp, sql, len);
+    pthread_mutex_unlock(&iw->lock);
+    if (known)
+        return fp == FP_NONE ? 0 : fp;
+    /* New here (or evicted since): parsed outside the lock. */
+    if (!fp) {
+        PgQueryFingerprintResult r = pg_query_fingerprint(sql);
+        fp = r.error || r.fingerprint <= FP_NONE ? FP_NONE : r.fingerprint;
+        pg_query_free_fingerprint_result(r);
+    }
+    PgQueryNormalizeResult n = {0};
+    if (fp != FP_NONE)
+        n = pg_query_normalize(sql);
+    pthread_mutex_lock(&iw->lock);
+    insights_store_set_shape(iw->st, shape, fp);
+    if (fp != FP_NONE) {
+        const char *text = n.error || !n.normalized_query ? "" : n.normalized_query;
+        if (insights_store_add(iw->st, fp, text, strlen(text)) && sample)
+            insights_store_sample(iw->st, fp, sql, len);
+    }
+    pthread_mutex_unlock(&iw->lock);
+    if (fp != FP_NONE)
+        pg_query_free_normalize_result(n);
+    return fp == FP_NONE ? 0 : fp;
+}
+
+/* ---- a client's prepared statements ------------------------------------------- */
+
+static void stmt_set(struct client *c, const char *name, size_t len, uint64_t fp)
+{
+    struct insights_client *ic = c->insights;
+    if (!ic) {
+        ic = c->insights = calloc(1, sizeof(*ic));
+        if (!ic)
+            abort();
+    }
+    if (!len) {
+        ic->unnamed = fp;
+        return;
+    }
+    if ((ic->n + 1) * 4 > ic->cap * 3) {
+        uint32_t cap = ic->cap ? ic->cap * 2 : 16;
+        if (ic->n >= CLIENT_STMTS_MAX) { /* names made up forever: start over */
+            ic->n = 0;
+            cap = ic->cap;
+            memset(ic->v, 0, ic->cap * sizeof(*ic->v));
+        } else {
+            struct stmt_slot *v = calloc(cap, sizeof(*v));
+            if (!v)
+                abort();
+            for (uint32_t i = 0; i < ic->cap; i++) {
+                if (!ic->v[i].name)
+                    continue;
+                uint32_t j = (uint32_t)ic->v[i].name & (cap - 1);
+                while (v[j].name)
+                    j = (j + 1) & (cap - 1);
+                v[j] = ic->v[i];
+            }
+            free(ic->v);
+            ic->v = v;
+        }
+        ic->cap = cap;
+    }
+    uint64_t h = name_hash(name, len);
+    uint32_t j = (uint32_t)h & (ic->cap - 1);
+    while (ic->v[j].name && ic->v[j].name != h)
+        j = (j + 1) & (ic->cap - 1);
+    if (!ic->v[j].name)
+        ic->n++;
+    ic->v[j].name = h;
+    ic->v[j].fp = fp;
+}
+
+static uint64_t stmt_get(const struct client *c, const char *name, size_t len)
+{
+    const struct insights_client *ic = c->insights;
+    if (!ic)
+        return 0;
+    if (!len)
+        return ic->unnamed;
+    if (!ic->cap)
+        return 0;
+    uint64_t h = name_hash(name, len);
+    for (uint32_t j = (uint32_t)h & (ic->cap - 1); ic->v[j].name; j = (j + 1) & (ic->cap - 1))
+        if (ic->v[j].name == h)
+            return ic->v[j].fp;
+    return 0;
+}
+
+/* ---- the observer ---------------------------------------------------------------- */
+
+static void mark(struct client *c, struct request_msg *rm, uint64_t fp)
+{
+    struct request *r = rm->r ? rm->r : request_current(c, rm->type);
+    if (!r->obs[g_slot][0])
+        r->obs[g_slot][0] = fp;
+}
+
+static int64_t on_query(struct client *c, struct request_msg *rm)
+{
+    if (rm->len - 5 > INSIGHTS_SQL_MAX)
+        return rm->len;
+    if (!request_msg_need(c, rm, rm->len))
+        return REQUEST_WAIT;
+    const char *sql = (const char *)c->s.rbuf->data + c->s.rbuf->start + 5;
+    size_t len = rm->len - 5;
+    if (len && !sql[len - 1])
+        mark(c, rm, fingerprint_of(ins_worker_of(c), sql, len - 1, true));
+    return rm->len;
+}
+
+static int64_t on_parse(struct client *c, struct request_msg *rm)
+{
+    if (rm->len - 5 > INSIGHTS_SQL_MAX)
+        return rm->len;
+    if (!request_msg_need(c, rm, rm->len))
+        return REQUEST_WAIT;
+    const char *p = (const char *)c->s.rbuf->data + c->s.rbuf->start + 5;
+    const char *end = p + (rm->len - 5);
+    size_t name_len = strnlen(p, (size_t)(end - p));
+    if (p + name_len == end)
+        return rm->len; /* malformed: the server says so */
+    const char *sql = p + name_len + 1;
+    size_t len = strnlen(sql, (size_t)(end - sql));
+    if (sql + len == end)
+        return rm->len;
+    /* Counted at its Bind: a Parse alone (a driver preparing) runs nothing. */
+    stmt_set(c, p, name_len, fingerprint_of(ins_worker_of(c), sql, len, false));
+    return rm->len;
+}
+
+static int64_t on_bind(struct client *c, struct request_msg *rm)
+{
+    uint32_t want = rm->len < INSIGHTS_BIND_PEEK ? rm->len : INSIGHTS_BIND_PEEK;
+    if (!request_msg_need(c, rm, want))
+        return REQUEST_WAIT;
+    const char *p = (const char *)c->s.rbuf->data + c->s.rbuf->start + 5;
+    const char *end = p + (want - 5);
+    size_t portal_len = strnlen(p, (size_t)(end - p));
+    if (p + portal_len == end)
+        return rm->len;
+    const char *stmt = p + portal_len + 1;
+    size_t len = strnlen(stmt, (size_t)(end - stmt));
+    if (stmt + len == end)
+        return rm->len;
+    uint64_t fp = stmt_get(c, stmt, len);
+    if (fp)
+        mark(c, rm, fp);
+    return rm->len;
+}
+
+static int64_t ins_client_msg(struct client *c, struct request_msg *rm)
+{
+    if (!insights_on() || rm->len < 5)
+        return rm->len;
+    switch (rm->type) {
+    case 'Q':
+        return on_query(c, rm);
+    case 'P':
+        return on_parse(c, rm);
+    case 'B':
+        return on_bind(c, rm);
+    default:
+        return rm->len;
+    }
+}
+
+static void ins_request_end(struct client *c, struct server *sv, const struct request *r,
+                            char status)
+{
+    (void)status;
+    uint64_t fp = r->obs[g_slot][0];
+    if (!fp || !insights_on())
+        return;
+    int64_t now = worker_now(c->s.worker);
+    uint64_t usec = r->sent && now > r->start ? (uint64_t)(now - r->start) : 0;
+    enum insights_where where =
+        sv && sv->pool && sv->pool->ep ? INSIGHTS_REPLICA : INSIGHTS_PRIMARY;
+    struct ins_worker *iw = ins_worker_of(c);
+    pthread_mutex_lock(&iw->lock);
+    insights_store_record(iw->st, fp, usec, r->rows, r->failed, where, now);
+    pthread_mutex_unlock(&iw->lock);
+}
+
+static void ins_client_free(struct client *c)
+{
+    struct insights_client *ic = c->insights;
+    if (!ic)
+        return;
+    free(ic->v);
+    free(ic);
+    c->insights = NULL;
+}
+
+static const struct request_observer insights_observer = {
+    .name = "insights",
+    .client_msgs = "QPB",
+    .on_client_msg = ins_client_msg,
+    .on_request_end = ins_request_end,
+    .on_client_free = ins_client_free,
+};
+
+void insights_cache_hit(struct client *c, const char *sql, size_t len)
+{
+    if (!g_workers || !insights_on() || len > INSIGHTS_SQL_MAX)
+        return;
+    struct ins_worker *iw = ins_worker_of(c);
+    uint64_t fp = fingerprint_of(iw, sql, len, true);
+    if (!fp)
+        return;
+    pthread_mutex_lock(&iw->lock);
+    insights_store_record(iw->st, fp, 0, 0, false, INSIGHTS_CACHE, worker_now(c->s.worker));
+    pthread_mutex_unlock(&iw->lock);
+}
+
+/* ---- start, reload ------------------------------------------------------------ */
+
+bool insights_init(const struct config *cfg, char *err, size_t errlen)
+{
+    atomic_store(&g_on, cfg->insights);
+    if (!cfg->insights) {
+        log_info("insights = off: per-query statistics are not kept (turning them on needs a "
+                 "restart)");
+        return true;
+    }
+    int n = cfg->workers > 0 ? cfg->workers : 1; /* (the workers are made after) */
+    g_workers = calloc((size_t)n, sizeof(*g_workers));
+    if (!g_workers) {
+        snprintf(err, errlen, "insights: out of memory");
+        return false;
+    }
+    g_n_workers = n;
+    /* Each worker holds its share of insights_max_queries: clients are
+     * spread evenly over the workers, and so are the statements. */
+    size_t per = ((size_t)cfg->insights_max_queries + (size_t)n - 1) / (size_t)n;
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_init(&g_workers[i].lock, NULL);
+        g_workers[i].st = insights_store_new(per, per * INSIGHTS_SHAPES_PER_FP);
+        if (!g_workers[i].st) {
+            snprintf(err, errlen, "insights: out of memory for %zu queries", per);
+            return false;
+        }
+    }
+    g_slot = request_observe(&insights_observer) - 1;
+    request_count_rows = true;
+    return true;
+}
+
+void insights_apply_config(const struct config *cfg)
+{
+    bool on = cfg->insights && g_workers;
+    if (cfg->insights && !g_workers)
+        log_warning("insights = on needs a restart: sluice started with insights = off");
+    atomic_store(&g_on, on);
+}
+
+/* ---- readers ---------------------------------------------------------------------- */
+
+struct collect {
+    struct insights_row *rows;
+    size_t n, cap;
+};
+
+static void collect_one(void *arg, const struct insights_stat *st, const char *text,
+                        const char *sample)
+{
+    struct collect *col = arg;
+    if (col->n == col->cap) {
+        size_t cap = col->cap ? col->cap * 2 : 64;
+        struct insights_row *v = realloc(col->rows, cap * sizeof(*v));
+        if (!v)
+            abort();
+        col->rows = v;
+        col->cap = cap;
+    }
+    struct insights_row *r = &col->rows[col->n++];
+    r->st = *st;
+    r->text = strdup(text);
+    r->sample = sample ? strdup(sample) : NULL;
+    if (!r->text)
+        abort();
+}
+
+static int by_fp(const void *a, const void *b)
+{
+    uint64_t x = ((const struct insights_row *)a)->st.fp,
+             y = ((const struct insights_row *)b)->st.fp;
+    return x < y ? -1 : x > y;
+}
+
+size_t insights_collect(struct insights_row **out)
+{
+    struct collect col = {0};
+    for (int i = 0; i < g_n_workers; i++) {
+        pthread_mutex_lock(&g_workers[i].lock);
+        insights_store_each(g_workers[i].st, collect_one, &col);
+        pthread_mutex_unlock(&g_workers[i].lock);
+    }
+    /* One fingerprint seen by several workers: one row, their sum. */
+    if (g_n_workers > 1 && col.n > 1) {
+        qsort(col.rows, col.n, sizeof(*col.rows), by_fp);
+        size_t k = 0;
+        for (size_t i = 0; i < col.n; i++) {
+            struct insights_row *r = &col.rows[i];
+            if (k && col.rows[k - 1].st.fp == r->st.fp) {
+                struct insights_row *into = &col.rows[k - 1];
+                insights_stat_merge(&into->st, &r->st);
+                if (!into->sample) {
+                    into->sample = r->sample;
+                    r->sample = NULL;
+                }
+                free(r->text);
+                free(r->sample);
+            } else {
+                col.rows[k++] = *r;
+            }
+        }
+        col.n = k;
+    }
+    *out = col.rows;
+    return col.n;
+}
+
+void insights_rows_free(struct insights_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(rows[i].text);
+        free(rows[i].sample);
+    }
+    free(rows);
+}
+
+void insights_reset(void)
+{
+    for (int i = 0; i < g_n_workers; i++) {
+        pthread_mutex_lock(&g_workers[i].lock);
+        insights_store_reset(g_workers[i].st);
+        pthread_mutex_unlock(&g_workers[i].lock);
+    }
+}
+
+void insights_usage(size_t *entries, size_t *bytes)
+{
+    *entries = *bytes = 0;
+    for (int i = 0; i < g_n_workers; i++) {
+        pthread_mutex_lock(&g_workers[i].lock);
+        *entries += insights_store_count(g_workers[i].st);
+        *bytes += insights_store_bytes(g_workers[i].st);
+        pthread_mutex_unlock(&g_workers[i].lock);
+    }
+}
+
+/* ---- orders ------------------------------------------------------------------------ */
+
+static const char *const order_names[] = {"total_time", "calls", "mean", "p99", "errors"};
+
+bool insights_order_parse(const char *name, enum insights_order *out)
+{
+    for (size_t i = 0; i < sizeof(order_names) / sizeof(order_names[0]); i++) {
+        if (!strcasecmp(name, order_names[i])) {
+            *out = (enum insights_order)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+static enum insights_order g_sort_order; /* qsort has no argument: under g_sort_lock */
+static pthread_mutex_t g_sort_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static uint64_t sort_key(const struct insights_row *r)
+{
+    switch (g_sort_order) {
+    case INSIGHTS_BY_CALLS:
+        return r->st.calls;
+    case INSIGHTS_BY_MEAN:
+        return r->st.calls ? r->st.total_us / r->st.calls : 0;
+    case INSIGHTS_BY_P99:
+        return insights_quantile(&r->st, 0.99);
+    case INSIGHTS_BY_ERRORS:
+        return r->st.errors;
+    case INSIGHTS_BY_TOTAL:
+    default:
+        return r->st.total_us;
+    }
+}
+
+static int by_key(const void *a, const void *b)
+{
+    uint64_t x = sort_key(a), y = sort_key(b);
+    if (x != y)
+        return x > y ? -1 : 1;
+    const struct insights_row *ra = a, *rb = b;
+    return ra->st.fp < rb->st.fp ? -1 : ra->st.fp > rb->st.fp;
+}
+
+void insights_sort(struct insights_row *rows, size_t n, enum insights_order order)
+{
+    pthread_mutex_lock(&g_sort_lock);
+    g_sort_order = order;
+    if (n > 1)
+        qsort(rows, n, sizeof(*rows), by_key);
+    pthread_mutex_unlock(&g_sort_lock);
+}

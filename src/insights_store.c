@@ -1,0 +1,308 @@
+/* insights_store.c - per-fingerprint statistics of one worker
+ * (insights_store.h). */
+#include "insights_store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct entry {
+    struct insights_stat st;
+    struct entry *hnext;         /* hash chain */
+    struct entry *newer, *older; /* recency list */
+    char *text, *sample;
+    size_t text_len, sample_len;
+};
+
+struct shape_slot {
+    uint64_t shape, fp;
+};
+
+struct insights_store {
+    size_t max, n;
+    struct entry **buckets;
+    size_t bmask;
+    struct entry *newest, *oldest;
+    struct shape_slot *shapes;
+    size_t smask;
+    size_t text_bytes;
+};
+
+static size_t pow2_at_least(size_t n)
+{
+    size_t p = 16;
+    while (p < n)
+        p *= 2;
+    return p;
+}
+
+static size_t slot_of(uint64_t fp, size_t mask)
+{
+    return (size_t)((fp ^ (fp >> 29)) * 0x9e3779b97f4a7c15ULL >> 7) & mask;
+}
+
+struct insights_store *insights_store_new(size_t max, size_t shapes)
+{
+    struct insights_store *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->max = max ? max : 1;
+    size_t nb = pow2_at_least(s->max * 2), ns = pow2_at_least(shapes);
+    s->buckets = calloc(nb, sizeof(*s->buckets));
+    s->shapes = calloc(ns, sizeof(*s->shapes));
+    if (!s->buckets || !s->shapes) {
+        insights_store_free(s);
+        return NULL;
+    }
+    s->bmask = nb - 1;
+    s->smask = ns - 1;
+    return s;
+}
+
+static void entry_free(struct insights_store *s, struct entry *e)
+{
+    s->text_bytes -= e->text_len + e->sample_len;
+    free(e->text);
+    free(e->sample);
+    free(e);
+}
+
+void insights_store_reset(struct insights_store *s)
+{
+    for (struct entry *e = s->newest, *next; e; e = next) {
+        next = e->older;
+        entry_free(s, e);
+    }
+    memset(s->buckets, 0, (s->bmask + 1) * sizeof(*s->buckets));
+    s->newest = s->oldest = NULL;
+    s->n = 0;
+}
+
+void insights_store_free(struct insights_store *s)
+{
+    if (!s)
+        return;
+    if (s->buckets)
+        insights_store_reset(s);
+    free(s->buckets);
+    free(s->shapes);
+    free(s);
+}
+
+uint64_t insights_store_shape(const struct insights_store *s, uint64_t shape)
+{
+    const struct shape_slot *sl = &s->shapes[slot_of(shape, s->smask)];
+    return sl->shape == shape ? sl->fp : 0;
+}
+
+void insights_store_set_shape(struct insights_store *s, uint64_t shape, uint64_t fp)
+{
+    struct shape_slot *sl = &s->shapes[slot_of(shape, s->smask)];
+    sl->shape = shape;
+    sl->fp = fp;
+}
+
+static struct entry *find(const struct insights_store *s, uint64_t fp)
+{
+    for (struct entry *e = s->buckets[slot_of(fp, s->bmask)]; e; e = e->hnext)
+        if (e->st.fp == fp)
+            return e;
+    return NULL;
+}
+
+bool insights_store_has(const struct insights_store *s, uint64_t fp)
+{
+    return find(s, fp) != NULL;
+}
+
+static void unlink_recent(struct insights_store *s, struct entry *e)
+{
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        s->newest = e->older;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        s->oldest = e->newer;
+    e->newer = e->older = NULL;
+}
+
+static void link_newest(struct insights_store *s, struct entry *e)
+{
+    e->older = s->newest;
+    e->newer = NULL;
+    if (s->newest)
+        s->newest->newer = e;
+    s->newest = e;
+    if (!s->oldest)
+        s->oldest = e;
+}
+
+static void evict_oldest(struct insights_store *s)
+{
+    struct entry *e = s->oldest;
+    unlink_recent(s, e);
+    for (struct entry **pp = &s->buckets[slot_of(e->st.fp, s->bmask)]; *pp; pp = &(*pp)->hnext)
+        if (*pp == e) {
+            *pp = e->hnext;
+            break;
+        }
+    s->n--;
+    entry_free(s, e);
+}
+
+static char *copy_text(const char *text, size_t len, size_t *out_len)
+{
+    if (len > INSIGHTS_TEXT_MAX)
+        len = INSIGHTS_TEXT_MAX;
+    char *t = malloc(len + 1);
+    if (!t)
+        return NULL;
+    memcpy(t, text, len);
+    t[len] = '\0';
+    *out_len = len;
+    return t;
+}
+
+bool insights_store_add(struct insights_store *s, uint64_t fp, const char *text, size_t len)
+{
+    if (find(s, fp))
+        return true;
+    struct entry *e = calloc(1, sizeof(*e));
+    if (!e)
+        return false;
+    e->text = copy_text(text, len, &e->text_len);
+    if (!e->text) {
+        free(e);
+        return false;
+    }
+    if (s->n == s->max)
+        evict_oldest(s);
+    e->st.fp = fp;
+    s->text_bytes += e->text_len;
+    size_t b = slot_of(fp, s->bmask);
+    e->hnext = s->buckets[b];
+    s->buckets[b] = e;
+    link_newest(s, e);
+    s->n++;
+    return true;
+}
+
+void insights_store_record(struct insights_store *s, uint64_t fp, uint64_t usec, uint64_t rows,
+                           bool failed, enum insights_where where, int64_t now)
+{
+    struct entry *e = find(s, fp);
+    if (!e)
+        return;
+    struct insights_stat *st = &e->st;
+    if (!st->calls)
+        st->first_seen = now;
+    st->last_seen = now;
+    st->calls++;
+    st->errors += failed;
+    st->rows += rows;
+    st->total_us += usec;
+    if (usec > st->max_us)
+        st->max_us = usec;
+    st->where[where]++;
+    st->hist[insights_bucket(usec)]++;
+    if (s->newest != e) {
+        unlink_recent(s, e);
+        link_newest(s, e);
+    }
+}
+
+void insights_store_sample(struct insights_store *s, uint64_t fp, const char *text, size_t len)
+{
+    struct entry *e = find(s, fp);
+    if (!e || e->sample || len > INSIGHTS_TEXT_MAX)
+        return; /* a sample cut short would not be the statement */
+    e->sample = copy_text(text, len, &e->sample_len);
+    if (e->sample)
+        s->text_bytes += e->sample_len;
+}
+
+bool insights_store_wants_sample(const struct insights_store *s, uint64_t fp)
+{
+    const struct entry *e = find(s, fp);
+    return e && !e->sample;
+}
+
+void insights_store_each(const struct insights_store *s, insights_store_fn fn, void *arg)
+{
+    for (const struct entry *e = s->newest; e; e = e->older)
+        if (e->st.calls)
+            fn(arg, &e->st, e->text, e->sample);
+}
+
+size_t insights_store_count(const struct insights_store *s)
+{
+    return s->n;
+}
+
+size_t insights_store_bytes(const struct insights_store *s)
+{
+    return sizeof(*s) + (s->bmask + 1) * sizeof(*s->buckets) + (s->smask + 1) * sizeof(*s->shapes) +
+           s->n * sizeof(struct entry) + s->text_bytes + 2 * s->n; /* the texts' NULs */
+}
+
+/* ---- figures ---------------------------------------------------------------- */
+
+unsigned insights_bucket(uint64_t usec)
+{
+    if (usec < 16)
+        return (unsigned)usec;
+    unsigned k = 63u - (unsigned)__builtin_clzll(usec);
+    if (k > 38)
+        return INSIGHTS_BUCKETS - 1;
+    return 16 + (k - 4) * 8 + (unsigned)((usec >> (k - 3)) & 7);
+}
+
+uint64_t insights_bucket_mid(unsigned b)
+{
+    if (b < 16)
+        return b;
+    unsigned k = 4 + (b - 16) / 8, sub = (b - 16) % 8;
+    uint64_t width = UINT64_C(1) << (k - 3);
+    return (8 + sub) * width + width / 2;
+}
+
+uint64_t insights_quantile(const struct insights_stat *st, double q)
+{
+    uint64_t total = 0;
+    for (unsigned b = 0; b < INSIGHTS_BUCKETS; b++)
+        total += st->hist[b];
+    if (!total)
+        return 0;
+    /* The smallest value with at least q of the calls at or below it. */
+    uint64_t rank = (uint64_t)(q * (double)total + 0.999999);
+    if (rank < 1)
+        rank = 1;
+    uint64_t seen = 0;
+    for (unsigned b = 0; b < INSIGHTS_BUCKETS; b++) {
+        seen += st->hist[b];
+        if (seen >= rank) {
+            uint64_t mid = insights_bucket_mid(b);
+            return mid < st->max_us || !st->max_us ? mid : st->max_us;
+        }
+    }
+    return st->max_us;
+}
+
+void insights_stat_merge(struct insights_stat *a, const struct insights_stat *b)
+{
+    if (!a->calls || (b->calls && b->first_seen < a->first_seen))
+        a->first_seen = b->first_seen;
+    if (b->last_seen > a->last_seen)
+        a->last_seen = b->last_seen;
+    a->calls += b->calls;
+    a->errors += b->errors;
+    a->rows += b->rows;
+    a->total_us += b->total_us;
+    if (b->max_us > a->max_us)
+        a->max_us = b->max_us;
+    for (int i = 0; i < INSIGHTS_WHERE_N; i++)
+        a->where[i] += b->where[i];
+    for (unsigned i = 0; i < INSIGHTS_BUCKETS; i++)
+        a->hist[i] += b->hist[i];
+}

@@ -1,0 +1,96 @@
+/* insights_store.h - per-fingerprint statistics of one worker, and their
+ * merge across workers.
+ *
+ * Each worker owns a store and records into it under the store's mutex,
+ * which only a reader (SHOW QUERIES, /metrics, the advisor) contends for.
+ * An entry is one libpg_query fingerprint: counters, first and last seen,
+ * a latency histogram (log-linear: exact below 16 us, then 8 buckets per
+ * power of two, so a percentile read from it is within 6.25% of the true
+ * value), a normalized example of its text and, kept for the index advisor
+ * only, one real text of it. Histograms add up, so the workers' entries of
+ * one fingerprint merge into one by summing. At most max entries; the
+ * least recently seen goes when a new one comes.
+ *
+ * A second, direct-mapped table remembers which fingerprint a statement's
+ * shape (sql_shape.h) had, so a text is parsed once per shape. */
+#ifndef SLUICE_INSIGHTS_STORE_H
+#define SLUICE_INSIGHTS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define INSIGHTS_BUCKETS 296 /* 16 exact, then 8 per power of two up to 2^38 us */
+
+/* Where a request ran. */
+enum insights_where {
+    INSIGHTS_PRIMARY = 0,
+    INSIGHTS_REPLICA,
+    INSIGHTS_CACHE, /* answered by the result cache */
+    INSIGHTS_WHERE_N,
+};
+
+/* One fingerprint's figures (an entry's, or several merged). */
+struct insights_stat {
+    uint64_t fp;
+    uint64_t calls, errors, rows;
+    uint64_t total_us, max_us;
+    uint64_t where[INSIGHTS_WHERE_N];
+    int64_t first_seen, last_seen; /* wall clock, usec since the epoch */
+    uint32_t hist[INSIGHTS_BUCKETS];
+};
+
+struct insights_store;
+
+/* A store of at most max entries (>= 1) and a shape table of about
+ * shapes slots. */
+struct insights_store *insights_store_new(size_t max, size_t shapes);
+void insights_store_free(struct insights_store *s);
+
+/* The fingerprint the shape was found to have (0: not known). Under the
+ * store's lock, as every call below but insights_store_new/free. */
+uint64_t insights_store_shape(const struct insights_store *s, uint64_t shape);
+void insights_store_set_shape(struct insights_store *s, uint64_t shape, uint64_t fp);
+
+/* Whether fp has an entry (which does not make it recent). */
+bool insights_store_has(const struct insights_store *s, uint64_t fp);
+/* Adds fp with its normalized text (copied, cut to INSIGHTS_TEXT_MAX);
+ * the least recently seen entry goes if the store is full. A no-op when
+ * fp is there. false: no memory. */
+#define INSIGHTS_TEXT_MAX 2048
+bool insights_store_add(struct insights_store *s, uint64_t fp, const char *text, size_t len);
+
+/* One request of fp (which must have an entry; else nothing is recorded):
+ * its time, rows, whether it failed and where it ran, at wall time now. */
+void insights_store_record(struct insights_store *s, uint64_t fp, uint64_t usec, uint64_t rows,
+                           bool failed, enum insights_where where, int64_t now);
+
+/* Keeps one real text of fp for the advisor, if it has none yet. */
+void insights_store_sample(struct insights_store *s, uint64_t fp, const char *text, size_t len);
+/* Whether fp has an entry without a sample. */
+bool insights_store_wants_sample(const struct insights_store *s, uint64_t fp);
+
+/* Drops every entry (the shape table stays: fingerprints do not change). */
+void insights_store_reset(struct insights_store *s);
+
+/* Calls fn for each entry (its figures, its normalized text and sample,
+ * NUL-terminated; sample may be NULL). */
+typedef void (*insights_store_fn)(void *arg, const struct insights_stat *st, const char *text,
+                                  const char *sample);
+void insights_store_each(const struct insights_store *s, insights_store_fn fn, void *arg);
+
+size_t insights_store_count(const struct insights_store *s);
+/* Bytes the store holds (entries, texts, tables). */
+size_t insights_store_bytes(const struct insights_store *s);
+
+/* ---- figures ---------------------------------------------------------------- */
+
+/* The bucket of a latency, and the middle of a bucket (usec). */
+unsigned insights_bucket(uint64_t usec);
+uint64_t insights_bucket_mid(unsigned b);
+/* The q-quantile (0 < q <= 1) of st's histogram, in usec (0: no calls). */
+uint64_t insights_quantile(const struct insights_stat *st, double q);
+/* Adds b's figures to a (same fingerprint). */
+void insights_stat_merge(struct insights_stat *a, const struct insights_stat *b);
+
+#endif
