@@ -21,6 +21,7 @@
 #                            hit: cache = memory, rule public.pgbench_accounts, the workload
 #                            bench/cache_bench.py's cached select (1,000 statements, filled
 #                            first; use PROFILE_PROTOCOLS=simple): instructions per hit
+#   PROFILE_INSIGHTS=on|off  insights (per-query statistics); unset: the default (on)
 #   PROFILE_TOP=15           functions listed per table
 #   PROFILE_OUT=bench/results/profile.txt
 #   PROFILE_RAW_DIR=/tmp/sluice-callgrind   where the raw callgrind dumps are

@@ -64,6 +64,8 @@ SPLIT = os.environ.get("PROFILE_SPLIT", "").strip().lower()
 # pgbench_accounts, the workload cache_bench.py's cached select of 1,000
 # statements, filled before the counters are zeroed; -M simple only).
 CACHE = os.environ.get("PROFILE_CACHE", "").strip().lower()
+# PROFILE_INSIGHTS: empty (the default: on), on or off (per-query statistics).
+INSIGHTS = os.environ.get("PROFILE_INSIGHTS", "").strip().lower()
 if CACHE == "hit":
     WORKLOAD = "cache-select"
 
@@ -189,6 +191,8 @@ def profile_protocol(protocol, sluice_bin, cfg, raw_dir):
     if SPLIT:
         db_extra = "replicas=127.0.0.1:%d" % B.REPLICA_PORT[B.REPLICAS[0]]
         settings = [("read_write_split", SPLIT), ("primary_reads", "fallback")]
+    if INSIGHTS:
+        settings += [("insights", INSIGHTS)]
     if CACHE:
         import cache_bench
         settings += [("admin_users", B.DBUSER), ("cache", "off" if CACHE == "off" else "memory")]
@@ -268,6 +272,7 @@ def report(results, cfg, env):
         a("Split:      replicas=127.0.0.1:%d (a streaming replica), read_write_split = %s,"
           % (B.REPLICA_PORT[B.REPLICAS[0]], SPLIT))
         a("            primary_reads = fallback (PROFILE_SPLIT)")
+    a("Insights:   insights = %s (PROFILE_INSIGHTS)" % (INSIGHTS or "on, the default"))
     if CACHE:
         import cache_bench
         rule = cache_bench.HIT_RULE if CACHE == "hit" else cache_bench.UNUSED_RULE

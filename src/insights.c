@@ -34,6 +34,10 @@ struct ins_worker {
 
 static struct ins_worker *g_workers;
 static int g_n_workers;
+/* Entries over every worker, against insights_max_queries: a worker
+ * short of room evicts its own least recent, or another's. */
+static _Atomic size_t g_count;
+static size_t g_max;
 static _Atomic bool g_on;
 static int g_slot = -1; /* the observer's payload index in request records */
 
@@ -70,6 +74,31 @@ static uint64_t name_hash(const char *name, size_t len)
 
 /* ---- fingerprints ------------------------------------------------------------- */
 
+/* Room for one more entry on iw (its lock held): at the bound, its own
+ * least recent goes, or, when it holds none, another worker's (tried, not
+ * waited for: a busy worker is skipped, so the bound may be passed by one
+ * entry per worker for a while). */
+static void make_room(struct ins_worker *iw)
+{
+    if (atomic_load_explicit(&g_count, memory_order_relaxed) < g_max)
+        return;
+    if (insights_store_evict_oldest(iw->st)) {
+        atomic_fetch_sub_explicit(&g_count, 1, memory_order_relaxed);
+        return;
+    }
+    for (int i = 0; i < g_n_workers; i++) {
+        struct ins_worker *o = &g_workers[i];
+        if (o == iw || pthread_mutex_trylock(&o->lock) != 0)
+            continue;
+        bool evicted = insights_store_evict_oldest(o->st);
+        pthread_mutex_unlock(&o->lock);
+        if (evicted) {
+            atomic_fetch_sub_explicit(&g_count, 1, memory_order_relaxed);
+            return;
+        }
+    }
+}
+
 /* The fingerprint of sql[0..len) (NUL at sql[len]), its entry made if it
  * has none; 0 when it does not parse. sample: the text may be kept as the
  * fingerprint's real example. */
@@ -95,10 +124,14 @@ static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t le
         n = pg_query_normalize(sql);
     pthread_mutex_lock(&iw->lock);
     insights_store_set_shape(iw->st, shape, fp);
-    if (fp != FP_NONE) {
+    if (fp != FP_NONE && !insights_store_has(iw->st, fp)) {
         const char *text = n.error || !n.normalized_query ? "" : n.normalized_query;
-        if (insights_store_add(iw->st, fp, text, strlen(text)) && sample)
-            insights_store_sample(iw->st, fp, sql, len);
+        make_room(iw);
+        if (insights_store_add(iw->st, fp, text, strlen(text))) {
+            atomic_fetch_add_explicit(&g_count, 1, memory_order_relaxed);
+            if (sample)
+                insights_store_sample(iw->st, fp, sql, len);
+        }
     }
     pthread_mutex_unlock(&iw->lock);
     if (fp != FP_NONE)
@@ -312,9 +345,10 @@ bool insights_init(const struct config *cfg, char *err, size_t errlen)
         return false;
     }
     g_n_workers = n;
-    /* Each worker holds its share of insights_max_queries: clients are
-     * spread evenly over the workers, and so are the statements. */
-    size_t per = ((size_t)cfg->insights_max_queries + (size_t)n - 1) / (size_t)n;
+    /* The bound is over all workers (make_room()); a worker may hold all of
+     * it (one busy client, say). */
+    size_t per = (size_t)cfg->insights_max_queries;
+    g_max = per;
     for (int i = 0; i < n; i++) {
         pthread_mutex_init(&g_workers[i].lock, NULL);
         g_workers[i].st = insights_store_new(per, per * INSIGHTS_SHAPES_PER_FP);
@@ -416,6 +450,8 @@ void insights_reset(void)
 {
     for (int i = 0; i < g_n_workers; i++) {
         pthread_mutex_lock(&g_workers[i].lock);
+        atomic_fetch_sub_explicit(&g_count, insights_store_count(g_workers[i].st),
+                                  memory_order_relaxed);
         insights_store_reset(g_workers[i].st);
         pthread_mutex_unlock(&g_workers[i].lock);
     }

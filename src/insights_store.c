@@ -151,6 +151,14 @@ static void evict_oldest(struct insights_store *s)
     entry_free(s, e);
 }
 
+bool insights_store_evict_oldest(struct insights_store *s)
+{
+    if (!s->oldest)
+        return false;
+    evict_oldest(s);
+    return true;
+}
+
 static char *copy_text(const char *text, size_t len, size_t *out_len)
 {
     if (len > INSIGHTS_TEXT_MAX)

@@ -70,6 +70,9 @@ void insights_store_sample(struct insights_store *s, uint64_t fp, const char *te
 /* Whether fp has an entry without a sample. */
 bool insights_store_wants_sample(const struct insights_store *s, uint64_t fp);
 
+/* Drops the least recently seen entry; false when there is none. */
+bool insights_store_evict_oldest(struct insights_store *s);
+
 /* Drops every entry (the shape table stays: fingerprints do not change). */
 void insights_store_reset(struct insights_store *s);
 
