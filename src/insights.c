@@ -22,6 +22,8 @@
 #define INSIGHTS_BIND_PEEK 512
 /* The shape table holds this many slots per fingerprint. */
 #define INSIGHTS_SHAPES_PER_FP 4
+/* Texts up to this long are remembered per client (insights_client.last). */
+#define INSIGHTS_LAST_MAX 256
 /* A fingerprint that stands for "does not parse": not recorded. */
 #define FP_NONE 1
 /* A client's prepared statements remembered, at most (then forgotten). */
@@ -51,6 +53,12 @@ struct insights_client {
     uint64_t unnamed; /* the unnamed statement's */
     uint32_t n, cap;
     struct stmt_slot *v;
+    /* The last text fingerprinted for the client, and its fingerprint: a
+     * driver sends the same unnamed Parse (or Query) again and again, and
+     * a comparison is cheaper than its shape. */
+    uint64_t last_fp;
+    uint32_t last_len;
+    char last[INSIGHTS_LAST_MAX];
 };
 
 bool insights_on(void)
@@ -139,16 +147,44 @@ static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t le
     return fp == FP_NONE ? 0 : fp;
 }
 
+static struct insights_client *client_state(struct client *c)
+{
+    if (!c->insights) {
+        c->insights = calloc(1, sizeof(*c->insights));
+        if (!c->insights)
+            abort();
+    }
+    return c->insights;
+}
+
+/* fingerprint_of() for c's text, the same as its last one for nothing
+ * (while its entry is there: else it is made again). */
+static uint64_t client_fingerprint(struct client *c, const char *sql, size_t len, bool sample)
+{
+    struct ins_worker *iw = ins_worker_of(c);
+    struct insights_client *ic = c->insights;
+    if (ic && ic->last_fp && ic->last_len == len && !memcmp(ic->last, sql, len)) {
+        pthread_mutex_lock(&iw->lock);
+        bool there = insights_store_has(iw->st, ic->last_fp);
+        pthread_mutex_unlock(&iw->lock);
+        if (there)
+            return ic->last_fp;
+    }
+    uint64_t fp = fingerprint_of(iw, sql, len, sample);
+    if (fp && len <= INSIGHTS_LAST_MAX) {
+        ic = client_state(c);
+        memcpy(ic->last, sql, len);
+        ic->last_len = (uint32_t)len;
+        ic->last_fp = fp;
+    }
+    return fp;
+}
+
 /* ---- a client's prepared statements ------------------------------------------- */
 
 static void stmt_set(struct client *c, const char *name, size_t len, uint64_t fp)
 {
-    struct insights_client *ic = c->insights;
-    if (!ic) {
-        ic = c->insights = calloc(1, sizeof(*ic));
-        if (!ic)
-            abort();
-    }
+    struct insights_client *ic = client_state(c);
     if (!len) {
         ic->unnamed = fp;
         return;
@@ -204,6 +240,14 @@ static uint64_t stmt_get(const struct client *c, const char *name, size_t len)
 
 /* ---- the observer ---------------------------------------------------------------- */
 
+/* The length of the string at p, or end - p when it has no NUL before end
+ * (memchr: the string functions libpg_query brings are slower). */
+static size_t str_len(const char *p, const char *end)
+{
+    const char *z = memchr(p, 0, (size_t)(end - p));
+    return z ? (size_t)(z - p) : (size_t)(end - p);
+}
+
 static void mark(struct client *c, struct request_msg *rm, uint64_t fp)
 {
     struct request *r = rm->r ? rm->r : request_current(c, rm->type);
@@ -220,7 +264,7 @@ static int64_t on_query(struct client *c, struct request_msg *rm)
     const char *sql = (const char *)c->s.rbuf->data + c->s.rbuf->start + 5;
     size_t len = rm->len - 5;
     if (len && !sql[len - 1])
-        mark(c, rm, fingerprint_of(ins_worker_of(c), sql, len - 1, true));
+        mark(c, rm, client_fingerprint(c, sql, len - 1, true));
     return rm->len;
 }
 
@@ -232,15 +276,15 @@ static int64_t on_parse(struct client *c, struct request_msg *rm)
         return REQUEST_WAIT;
     const char *p = (const char *)c->s.rbuf->data + c->s.rbuf->start + 5;
     const char *end = p + (rm->len - 5);
-    size_t name_len = strnlen(p, (size_t)(end - p));
+    size_t name_len = str_len(p, end);
     if (p + name_len == end)
         return rm->len; /* malformed: the server says so */
     const char *sql = p + name_len + 1;
-    size_t len = strnlen(sql, (size_t)(end - sql));
+    size_t len = str_len(sql, end);
     if (sql + len == end)
         return rm->len;
     /* Counted at its Bind: a Parse alone (a driver preparing) runs nothing. */
-    stmt_set(c, p, name_len, fingerprint_of(ins_worker_of(c), sql, len, false));
+    stmt_set(c, p, name_len, client_fingerprint(c, sql, len, false));
     return rm->len;
 }
 
@@ -251,11 +295,11 @@ static int64_t on_bind(struct client *c, struct request_msg *rm)
         return REQUEST_WAIT;
     const char *p = (const char *)c->s.rbuf->data + c->s.rbuf->start + 5;
     const char *end = p + (want - 5);
-    size_t portal_len = strnlen(p, (size_t)(end - p));
+    size_t portal_len = str_len(p, end);
     if (p + portal_len == end)
         return rm->len;
     const char *stmt = p + portal_len + 1;
-    size_t len = strnlen(stmt, (size_t)(end - stmt));
+    size_t len = str_len(stmt, end);
     if (stmt + len == end)
         return rm->len;
     uint64_t fp = stmt_get(c, stmt, len);

@@ -1,6 +1,7 @@
 /* sql_shape.c - a statement's shape (sql_shape.h). */
 #include "sql_shape.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
@@ -11,20 +12,9 @@ static inline uint64_t add(uint64_t h, uint8_t c)
     return (h ^ c) * FNV_PRIME;
 }
 
-static inline bool ident_char(uint8_t c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '$' || c >= 0x80;
-}
-
 static inline bool digit(uint8_t c)
 {
     return c >= '0' && c <= '9';
-}
-
-static inline bool space(uint8_t c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
 /* The end of the comment at p ("--" or a nested C comment), or p when
@@ -103,58 +93,126 @@ static uint64_t finish(uint64_t h)
     return h ? h : 1;
 }
 
+/* What a byte starts: most are hashed as they are in one tight loop. */
+enum {
+    K_PLAIN = 0, /* an operator, a parenthesis, ... */
+    K_WORD,      /* a letter, '_', '$' inside a word, a byte of UTF-8 */
+    K_DIGIT,
+    K_SPACE,
+    K_QUOTE,  /* ' */
+    K_DQUOTE, /* " */
+    K_DOLLAR, /* $ */
+    K_DOT,    /* . (maybe a number: .5) */
+    K_DASH,   /* - (maybe a comment: --) */
+    K_SLASH,  /* / (maybe a comment) */
+    K_AMP,    /* & (U&'...') */
+};
+
+static uint8_t kind[256];
+static bool word_cont[256]; /* a byte that goes on a word: letters, digits, _, $ */
+
+static void kinds_init(void)
+{
+    for (int c = 0x80; c < 256; c++)
+        kind[c] = K_WORD;
+    for (int c = 'a'; c <= 'z'; c++)
+        kind[c] = kind[c - 'a' + 'A'] = K_WORD;
+    kind['_'] = K_WORD;
+    for (int c = '0'; c <= '9'; c++)
+        kind[c] = K_DIGIT;
+    kind[' '] = kind['\t'] = kind['\n'] = kind['\r'] = kind['\f'] = kind['\v'] = K_SPACE;
+    kind['\''] = K_QUOTE;
+    kind['"'] = K_DQUOTE;
+    kind['$'] = K_DOLLAR;
+    kind['.'] = K_DOT;
+    kind['-'] = K_DASH;
+    kind['/'] = K_SLASH;
+    kind['&'] = K_AMP;
+    for (int c = 0; c < 256; c++)
+        word_cont[c] = kind[c] == K_WORD || kind[c] == K_DIGIT || c == '$';
+}
+
+/* Whether the byte before a quote or a digit glues to it: E'...', U&'...',
+ * a1, a$1, x.1 are not what they would be after a blank. */
+static inline bool glues(uint8_t k)
+{
+    return k == K_WORD || k == K_DIGIT || k == K_DOLLAR || k == K_AMP || k == K_DOT;
+}
+
 uint64_t sql_shape(const char *sql, size_t len)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, kinds_init);
     const uint8_t *p = (const uint8_t *)sql;
     uint64_t h = FNV_OFFSET;
-    bool gap = false, any = false; /* blanks since the last byte hashed; a byte hashed */
+    bool gap = false; /* blanks since the last byte hashed (none before the first) */
     size_t i = 0;
     while (i < len) {
-        uint8_t c = p[i];
-        size_t e = comment_end(p, i, len);
-        if (space(c) || e != i) {
-            i = e != i ? e : i + 1;
-            gap = true;
+        uint8_t c = p[i], k = kind[c];
+        if (k == K_WORD) { /* the common case: a word, all of it */
+            if (gap)
+                h = add(h, ' ');
+            gap = false;
+            do
+                h = add(h, p[i++]);
+            while (i < len && word_cont[p[i]]);
             continue;
         }
-        if (gap && any)
+        if (k == K_SPACE) {
+            gap = h != FNV_OFFSET;
+            i++;
+            continue;
+        }
+        if (k == K_DASH || k == K_SLASH) {
+            size_t e = comment_end(p, i, len);
+            if (e != i) {
+                gap = h != FNV_OFFSET;
+                i = e;
+                continue;
+            }
+        }
+        if (gap)
             h = add(h, ' ');
         gap = false;
-        any = true;
-        /* What touches c decides: E'...', U&'...', a1, a$1 are not what
-         * they would be after a blank. */
-        uint8_t before = i ? p[i - 1] : ' ';
-        bool glued = ident_char(before) || before == '&' || before == '.';
-        if (c == '\'' && !glued) {
-            size_t end = string_end(p, i, len);
+        uint8_t before = i ? kind[p[i - 1]] : K_SPACE;
+        switch (k) {
+        case K_QUOTE: {
+            size_t end = glues(before) ? 0 : string_end(p, i, len);
             if (!end)
-                break; /* the rest byte for byte */
+                goto verbatim;
             h = add(h, '\'');
             i = end;
             continue;
         }
-        if (c == '"') { /* a quoted identifier: kept as it is */
-            size_t j = i + 1;
-            while (j < len && !(p[j] == '"' && !(j + 1 < len && p[j + 1] == '"')))
-                j += p[j] == '"' ? 2 : 1;
-            for (; i < len && i <= j; i++)
+        case K_DQUOTE: /* a quoted identifier: kept as it is */
+            h = add(h, p[i++]);
+            for (; i < len && !(p[i] == '"' && !(i + 1 < len && p[i + 1] == '"')); i++)
                 h = add(h, p[i]);
+            if (i < len)
+                h = add(h, p[i++]);
             continue;
-        }
-        if (c == '$' && !ident_char(before) && !(i + 1 < len && digit(p[i + 1])))
-            break; /* a dollar quote, maybe */
-        if ((digit(c) || (c == '.' && i + 1 < len && digit(p[i + 1]))) && !glued) {
-            h = add(h, '0');
-            i = number_end(p, i, len);
-            continue;
+        case K_DOLLAR:
+            if (before != K_WORD && before != K_DIGIT && !(i + 1 < len && digit(p[i + 1])))
+                goto verbatim; /* a dollar quote, maybe */
+            break;
+        case K_DIGIT:
+        case K_DOT:
+            if ((k == K_DIGIT || (i + 1 < len && digit(p[i + 1]))) && !glues(before)) {
+                h = add(h, '0');
+                i = number_end(p, i, len);
+                continue;
+            }
+            break;
+        default:
+            break;
         }
         h = add(h, c);
         i++;
     }
-    if (i < len) {
-        h = add(h, 0xff); /* what follows was not read as SQL */
-        for (; i < len; i++)
-            h = add(h, p[i]);
-    }
+    return finish(h);
+verbatim:
+    h = add(h, 0xff); /* what follows was not read as SQL */
+    for (; i < len; i++)
+        h = add(h, p[i]);
     return finish(h);
 }
