@@ -87,6 +87,8 @@ void pool_dispatch_evicted_locked(const struct server *sv, int64_t now);
 struct server *pool_new_server(struct pool *p, struct worker *w, int64_t now);
 void pool_dispatch_locked(struct pool *p, int64_t now);
 void pool_close_locked(struct server *sv, const char *why);
+/* sv must go for server_lifetime: older than it, or with 0, once it has
+ * served a client. */
 bool pool_server_too_old(const struct server *sv, int64_t now);
 void pool_connect_failed_locked(struct pool *p, const char *why, bool fatal_for_clients,
                                 int64_t now);

@@ -324,6 +324,16 @@ int64_t pool_server_lifetime(const struct pool *p)
     return g_pooler.cfg->server_lifetime;
 }
 
+bool pool_server_too_old(const struct server *sv, int64_t now)
+{
+    int64_t lifetime = pool_server_lifetime(sv->pool);
+    /* 0: each server serves one client, then goes (PgBouncer's meaning); one
+     * that has served none yet (just opened, min_pool_size) waits for it. */
+    if (lifetime == 0)
+        return sv->lent;
+    return now - sv->connect_time >= lifetime;
+}
+
 static int64_t first_set(int64_t a, int64_t b, int64_t general)
 {
     return a >= 0 ? a : b >= 0 ? b : general;
