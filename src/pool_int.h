@@ -75,6 +75,10 @@ void pool_cl_state_locked(struct client *c, enum client_state st, bool head);
  * min_pool_size, made once per config so that they are kept warm before
  * any client comes (PgBouncer does); worker 0's janitor calls it. */
 void pool_make_forced_locked(void);
+/* autodb_idle_timeout (worker 0's janitor, lock held): a database made
+ * from "*" whose pools have had no client and no server for that long is
+ * dropped, as PgBouncer drops it (pool_registry.c); 0: never. */
+void pool_autodb_janitor_locked(int64_t now);
 bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve);
 /* p may not open a server because its database's max_db_connections or its
  * user's max_user_connections is reached (and for nothing else): an idle
