@@ -3,7 +3,13 @@ min_pool_size, server_idle_timeout, server_lifetime."""
 
 import time
 
-from sluice_fixture import wait_no_backends, wait_until
+import pytest
+
+from sluice_fixture import IS_PGBOUNCER, wait_no_backends, wait_until
+
+# PgBouncer 1.21 (pull request 947) keeps min_pool_size warm for a database
+# with a forced user before any client; Debian's PgBouncer here is 1.18.
+pgbouncer_121 = pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.21+ behaviour (1.18 here)")
 
 
 def pid_of(conn):
@@ -104,6 +110,7 @@ def test_server_lifetime_zero_session_pooling(sluice, cluster, pool_user):
         assert pid_of(conn) != first, "the next session got the used server"
 
 
+@pgbouncer_121
 def test_min_pool_size_forced_user_warm_before_any_client(sluice, cluster, pool_user):
     """A database with a forced user has its min_pool_size opened at start,
     before any client connects (PgBouncer does the same)."""
