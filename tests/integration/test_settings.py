@@ -529,6 +529,8 @@ def test_autodb_idle_timeout_drops_unused_database(sluice):
     wait_until(lambda: autodb_listed(s) == (False, False), 15, "mydb dropped")
     assert ("dropping database 'mydb' as it does not exist anymore or inactive auto-database"
             in s.log_text())
+    with console(s) as conn:
+        conn.execute("RELOAD")  # a new config while it is dropped
     with s.connect() as conn:
         assert conn.execute("SELECT 2").fetchone() == (2,)
     assert autodb_listed(s) == (True, True)
