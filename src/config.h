@@ -180,6 +180,7 @@ struct config {
     int64_t server_check_delay; /* 30 s */
     bool server_fast_close;
     int64_t server_lifetime;        /* 3600 s */
+    int64_t autodb_idle_timeout;    /* 3600 s: a database made from "*", unused this long, goes */
     int64_t server_idle_timeout;    /* 600 s */
     int64_t server_connect_timeout; /* 15 s */
     int64_t server_login_retry;     /* 15 s */
@@ -251,7 +252,6 @@ struct config {
      * config_keys.c); kept so that SHOW CONFIG lists them. */
     char *auth_ident_file;
     char *auth_ldap_options;
-    int64_t autodb_idle_timeout;
     int64_t pool_idle_timeout;
     char *conffile;
     char *service_name;

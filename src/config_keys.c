@@ -419,9 +419,7 @@ const struct config_key config_keys[] = {
     STR(auth_query, RELOAD, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"),
     AUTH_TYPE(auth_type, RELOAD, "md5"),
     STR(auth_user, RELOAD, ""),
-    REFUSED(autodb_idle_timeout, int64_t, CONFIG_KEY_TIME, "0", 0, 0,
-            "sluice keeps a database made from the \"*\" entry, and its statistics, until a "
-            "reload; its idle servers still go after server_idle_timeout"),
+    TIME(autodb_idle_timeout, RELOAD, "3600"),
     STR(cache, RESTART, "off"),
     TIME(cache_default_ttl, RELOAD, "0"),
     WORD(cache_invalidation, RESTART, "off", cache_invalidations),

@@ -315,7 +315,12 @@ struct database {
     bool paused;
     bool disabled;
     bool autodb; /* made from the "*" entry */
-    int64_t last_used;
+    /* autodb_idle_timeout, [pool lock]: unused since (monotonic usec; 0: in
+     * use); the janitor's pass that last saw it used; dropped (off the
+     * registry, on g_pooler.retired until its name is used again). */
+    int64_t idle_since;
+    unsigned used_pass;
+    bool retired;
 };
 
 struct pool_user {

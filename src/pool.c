@@ -513,12 +513,6 @@ static bool server_needs_check(const struct server *sv, int64_t now)
     return now - sv->last_used >= cfg->server_check_delay && now != sv->last_used;
 }
 
-bool pool_server_too_old(const struct server *sv, int64_t now)
-{
-    int64_t lifetime = pool_server_lifetime(sv->pool);
-    return lifetime > 0 && now - sv->connect_time >= lifetime;
-}
-
 /* The idle server to give a client of worker w: the warmest one on w (no
  * move between threads), else the warmest of all. With server_round_robin
  * the one whose turn it is, wherever it is: taking turns is the point. */

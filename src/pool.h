@@ -24,6 +24,10 @@ struct pooler {
     struct list databases;
     struct list users;
     struct list pools;
+    /* Databases made from "*" that autodb_idle_timeout dropped, and their
+     * pools: off the lists above (no SHOW, no statistics), kept for when
+     * the name is used again, since other modules may still hold them. */
+    struct list retired, retired_pools;
     int n_clients; /* every client connection, for max_client_conn (atomic) */
     struct client **cancel_hash;
     unsigned cancel_hash_size;

@@ -75,6 +75,10 @@ void pool_cl_state_locked(struct client *c, enum client_state st, bool head);
  * min_pool_size, made once per config so that they are kept warm before
  * any client comes (PgBouncer does); worker 0's janitor calls it. */
 void pool_make_forced_locked(void);
+/* autodb_idle_timeout (worker 0's janitor, lock held): a database made
+ * from "*" whose pools have had no client and no server for that long is
+ * dropped, as PgBouncer drops it (pool_registry.c); 0: never. */
+void pool_autodb_janitor_locked(int64_t now);
 bool pool_may_open(struct pool *p, int64_t now, bool allow_reserve);
 /* p may not open a server because its database's max_db_connections or its
  * user's max_user_connections is reached (and for nothing else): an idle
@@ -87,6 +91,8 @@ void pool_dispatch_evicted_locked(const struct server *sv, int64_t now);
 struct server *pool_new_server(struct pool *p, struct worker *w, int64_t now);
 void pool_dispatch_locked(struct pool *p, int64_t now);
 void pool_close_locked(struct server *sv, const char *why);
+/* sv must go for server_lifetime: older than it, or with 0, once it has
+ * served a client. */
 bool pool_server_too_old(const struct server *sv, int64_t now);
 void pool_connect_failed_locked(struct pool *p, const char *why, bool fatal_for_clients,
                                 int64_t now);

@@ -233,6 +233,8 @@ void pool_janitor(struct worker *w)
     pool_lock();
     if (w->id == 0 && !g_pooler.shutting_down)
         pool_make_forced_locked();
+    if (w->id == 0)
+        pool_autodb_janitor_locked(now);
     list_for_each_safe(it, tmp, &g_pooler.pools)
     {
         pool_janitor_one(list_entry(it, struct pool, node), w, now);

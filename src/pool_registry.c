@@ -11,12 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "prepared_set.h"
 #include "cache_catalog.h"
 #include "volatility.h"
 #include "worker.h"
 
-struct pooler g_pooler = {.lock = PTHREAD_MUTEX_INITIALIZER};
+struct pooler g_pooler = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                          .retired = LIST_INIT(g_pooler.retired),
+                          .retired_pools = LIST_INIT(g_pooler.retired_pools)};
 
 static char *xstrdup(const char *s)
 {
@@ -116,6 +119,101 @@ unsigned pool_db_set_endpoints(struct database *db, const struct config_database
     return changed;
 }
 
+/* ---- autodb_idle_timeout ----------------------------------------------------- */
+
+/* The statistics a dropped database forgets (PgBouncer frees them). */
+static void pool_forget_stats(struct pool *p)
+{
+    p->xact_count = p->query_count = p->bytes_in = p->bytes_out = 0;
+    p->assign_count = p->replica_reads = p->retries = 0;
+    p->ps_client_parses = p->ps_server_parses = p->ps_binds = 0;
+    p->xact_time = p->query_time = p->wait_time = 0;
+    p->max_wait_seen = 0;
+}
+
+/* Drops db, a database made from "*" that nothing uses (lock held): off
+ * the registry with its pools, so that no SHOW lists it and its
+ * statistics start over, as PgBouncer frees it. The memory is kept (and
+ * taken again when the name is used), because other modules may still
+ * hold the pointer (a logical-invalidation consumer, a job). */
+static void pool_db_retire_locked(struct database *db)
+{
+    log_warning("dropping database '%s' as it does not exist anymore or inactive auto-database",
+                db->name);
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &g_pooler.pools)
+    {
+        struct pool *p = list_entry(it, struct pool, node);
+        if (p->db != db)
+            continue;
+        list_del(&p->node);
+        pool_forget_stats(p);
+        list_add_tail(&g_pooler.retired_pools, &p->node);
+    }
+    for (size_t i = 0; i < sizeof(db->cache_ctr) / sizeof(db->cache_ctr[0]); i++)
+        atomic_store_explicit(&db->cache_ctr[i], 0, memory_order_relaxed);
+    list_del(&db->node);
+    list_add_tail(&g_pooler.retired, &db->node);
+    db->retired = true;
+    db->disabled = false; /* forgotten with it, as in PgBouncer */
+    db->cfg = NULL;       /* its entry may go at a reload meanwhile */
+}
+
+/* db, dropped, back in the registry with its pools (lock held); nothing
+ * for a database that was not dropped. */
+static void pool_db_revive_locked(struct database *db)
+{
+    if (!db->retired)
+        return;
+    const struct config_database *cd = config_find_database(g_pooler.cfg, db->name);
+    list_del(&db->node);
+    list_add_tail(&g_pooler.databases, &db->node);
+    db->retired = false;
+    db->idle_since = 0;
+    db->cfg = (struct config_database *)cd;
+    if (cd) {
+        pool_db_set_endpoints(db, cd);
+        db->autodb = strcmp(cd->name, "*") == 0;
+    }
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &g_pooler.retired_pools)
+    {
+        struct pool *p = list_entry(it, struct pool, node);
+        if (p->db != db)
+            continue;
+        list_del(&p->node);
+        list_add_tail(&g_pooler.pools, &p->node);
+        pool_refresh_settings(p);
+    }
+}
+
+void pool_autodb_janitor_locked(int64_t now)
+{
+    static unsigned pass;
+    pass++;
+    struct list *it, *tmp;
+    list_for_each_safe(it, tmp, &g_pooler.pools)
+    {
+        struct pool *p = list_entry(it, struct pool, node);
+        if (p->n_clients > 0 || p->n_idle + p->n_active + p->n_busy > 0 ||
+            !list_empty(&p->waiting) || !list_empty(&p->login_wait))
+            p->db->used_pass = pass;
+    }
+    int64_t timeout = g_pooler.cfg->autodb_idle_timeout;
+    list_for_each_safe(it, tmp, &g_pooler.databases)
+    {
+        struct database *db = list_entry(it, struct database, node);
+        if (!db->autodb || !db->cfg)
+            continue;
+        if (db->used_pass == pass || db->n_clients > 0)
+            db->idle_since = 0;
+        else if (db->idle_since == 0)
+            db->idle_since = now;
+        else if (timeout > 0 && now - db->idle_since > timeout && !db->paused)
+            pool_db_retire_locked(db);
+    }
+}
+
 static struct database *pool_find_database_locked(const char *name)
 {
     struct list *it, *tmp;
@@ -128,6 +226,14 @@ static struct database *pool_find_database_locked(const char *name)
     const struct config_database *cd = config_find_database(g_pooler.cfg, name);
     if (!cd)
         return NULL;
+    list_for_each_safe(it, tmp, &g_pooler.retired)
+    {
+        struct database *db = list_entry(it, struct database, node);
+        if (strcmp(db->name, name) == 0) {
+            pool_db_revive_locked(db);
+            return db;
+        }
+    }
     struct database *db = xcalloc(1, sizeof(*db));
     db->name = xstrdup(name);
     db->cfg = (struct config_database *)cd;
@@ -187,6 +293,10 @@ static struct pool *pool_get_locked(struct database *db, const char *login_user,
 {
     struct list *it, *tmp;
     bool first = true;
+    /* Used: a database dropped since its caller found it comes back, and
+     * the idle time of one made from "*" starts over. */
+    pool_db_revive_locked(db);
+    db->idle_since = 0;
     list_for_each_safe(it, tmp, &g_pooler.pools)
     {
         struct pool *p = list_entry(it, struct pool, node);
@@ -324,6 +434,16 @@ int64_t pool_server_lifetime(const struct pool *p)
     return g_pooler.cfg->server_lifetime;
 }
 
+bool pool_server_too_old(const struct server *sv, int64_t now)
+{
+    int64_t lifetime = pool_server_lifetime(sv->pool);
+    /* 0: each server serves one client, then goes (PgBouncer's meaning); one
+     * that has served none yet (just opened, min_pool_size) waits for it. */
+    if (lifetime == 0)
+        return sv->lent;
+    return now - sv->connect_time >= lifetime;
+}
+
 static int64_t first_set(int64_t a, int64_t b, int64_t general)
 {
     return a >= 0 ? a : b >= 0 ? b : general;
@@ -457,6 +577,15 @@ void pool_close_all(void)
 
 void pool_free_all(void)
 {
+    struct list *l;
+    while ((l = list_first(&g_pooler.retired))) {
+        list_del(l);
+        list_add_tail(&g_pooler.databases, l);
+    }
+    while ((l = list_first(&g_pooler.retired_pools))) {
+        list_del(l);
+        list_add_tail(&g_pooler.pools, l);
+    }
     pool_close_all();
     while (!list_empty(&g_pooler.pools)) {
         struct pool *p = list_entry(list_first(&g_pooler.pools), struct pool, node);

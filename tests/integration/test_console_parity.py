@@ -3,6 +3,7 @@ over the Unix socket, SHOW SOCKETS / ACTIVE_SOCKETS, the prepared statement
 counters of SHOW STATS, -R refused."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -114,6 +115,30 @@ def test_other_uid_is_not_trusted(sluice):
     # The admin users still log in over the socket as usual.
     with psycopg.connect(unix_dsn(s, "sluice", password="sluice"), autocommit=True) as conn:
         assert conn.execute("SHOW VERSION").fetchone()[0].startswith("PgBouncer")
+
+
+# ---- SHOW VERSION -------------------------------------------------------------
+
+
+def test_show_version_first_words(sluice):
+    """One text row whose first two words are PgBouncer's: "PgBouncer" and a
+    dotted version, which tools split off to choose columns by version;
+    sluice's console follows PgBouncer 1.24's columns, and names itself
+    after those words."""
+    s = sluice()
+    with admin(s) as conn:
+        cur = conn.execute("SHOW VERSION")
+        assert [d.name for d in cur.description] == ["version"]
+        rows = cur.fetchall()
+    assert len(rows) == 1
+    (version,) = rows[0]
+    words = version.split()
+    assert words[0] == "PgBouncer"
+    major, minor, patch = (int(n) for n in words[1].split("."))
+    assert (major, minor) >= (1, 18) and patch >= 0
+    if not IS_PGBOUNCER:
+        assert words[1] == "1.24.0"
+        assert re.fullmatch(r"PgBouncer 1\.24\.0 \(sluice \d+\.\d+\.\d+\)", version)
 
 
 # ---- SHOW SOCKETS and SHOW ACTIVE_SOCKETS -----------------------------------

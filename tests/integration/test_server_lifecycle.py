@@ -3,7 +3,13 @@ min_pool_size, server_idle_timeout, server_lifetime."""
 
 import time
 
-from sluice_fixture import wait_no_backends, wait_until
+import pytest
+
+from sluice_fixture import IS_PGBOUNCER, wait_no_backends, wait_until
+
+# PgBouncer 1.21 (pull request 947) keeps min_pool_size warm for a database
+# with a forced user before any client; Debian's PgBouncer here is 1.18.
+pgbouncer_121 = pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.21+ behaviour (1.18 here)")
 
 
 def pid_of(conn):
@@ -75,6 +81,36 @@ def test_server_lifetime_recycles_between_transactions(sluice):
         assert pid_of(conn) == second
 
 
+def test_server_lifetime_zero_uses_each_server_once(sluice, cluster, pool_user):
+    """server_lifetime = 0: a server serves one client (a transaction here,
+    a session in session pooling) and is closed when released, never reused
+    (PgBouncer's documented meaning; not "no limit")."""
+    s = sluice({"pgbouncer": {"default_pool_size": 2, "server_lifetime": 0}})
+    wait_no_backends(cluster, pool_user)
+    with s.connect(user=pool_user) as conn:
+        pids = [pid_of(conn) for _ in range(4)]
+        assert len(set(pids)) == 4, f"a server was reused: {pids}"
+        conn.execute("BEGIN")
+        # Inside a transaction the server stays.
+        assert pid_of(conn) == pid_of(conn)
+        conn.execute("COMMIT")
+        # Released servers are closed, not kept idle.
+        wait_until(lambda: cluster.backend_count(pool_user) == 0, 5,
+                   "released servers closed")
+
+
+def test_server_lifetime_zero_session_pooling(sluice, cluster, pool_user):
+    s = sluice({"pgbouncer": {"pool_mode": "session", "default_pool_size": 1,
+                              "server_lifetime": 0}})
+    wait_no_backends(cluster, pool_user)
+    with s.connect(user=pool_user) as conn:
+        first = pid_of(conn)
+        assert pid_of(conn) == first, "a session keeps its server"
+    with s.connect(user=pool_user) as conn:
+        assert pid_of(conn) != first, "the next session got the used server"
+
+
+@pgbouncer_121
 def test_min_pool_size_forced_user_warm_before_any_client(sluice, cluster, pool_user):
     """A database with a forced user has its min_pool_size opened at start,
     before any client connects (PgBouncer does the same)."""

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from sluice_fixture import (IS_PGBOUNCER, PASSWORDS, RUN_AS, RawConn, md5_secret, message,
-                            startup_packet)
+                            startup_packet, wait_until)
 
 sluice_only = pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own refusal")
 
@@ -46,7 +46,6 @@ def pids(conn, n):
     ("resolv_conf", "/etc/resolv.conf"),
     ("dns_zone_check_period", "60"),
     ("peer_id", "1"),
-    ("autodb_idle_timeout", "3600"),
     ("pool_idle_timeout", "60"),
     ("auth_ident_file", "/etc/pgbouncer/ident.map"),
     ("auth_ldap_options", "ldapurl=ldap://x"),
@@ -491,3 +490,69 @@ def test_cancel_wait_timeout(sluice, cluster, timeout):
                 assert result.get("row") == (1,)
     finally:
         proxy.close()
+
+
+# ---- autodb_idle_timeout ---------------------------------------------------------------------
+
+
+AUTODB = {"databases": {"mydb": None, "*": "host=127.0.0.1 port={primary_port}"}}
+
+
+def show_rows(s, topic):
+    with console(s) as conn:
+        cur = conn.execute(f"SHOW {topic}")
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def autodb_listed(s):
+    return ("mydb" in [r["name"] for r in show_rows(s, "DATABASES")],
+            "mydb" in [r["database"] for r in show_rows(s, "POOLS")])
+
+
+def mydb_queries(s):
+    return next(r["total_query_count"] for r in show_rows(s, "STATS") if r["database"] == "mydb")
+
+
+def test_autodb_idle_timeout_drops_unused_database(sluice):
+    """A database made from "*" whose pools had no client and no server for
+    autodb_idle_timeout is dropped: gone from SHOW DATABASES and SHOW POOLS,
+    logged as PgBouncer logs it, and made anew, with its statistics from
+    zero, when a client asks for it again."""
+    s = sluice({**AUTODB, "pgbouncer": {"autodb_idle_timeout": "1", "server_idle_timeout": "1"}})
+    with s.connect() as conn:
+        for _ in range(10):
+            conn.execute("SELECT 1")
+    assert autodb_listed(s) == (True, True)
+    assert mydb_queries(s) >= 10
+    # Its server closes after server_idle_timeout, then 1 s unused.
+    wait_until(lambda: autodb_listed(s) == (False, False), 15, "mydb dropped")
+    assert ("dropping database 'mydb' as it does not exist anymore or inactive auto-database"
+            in s.log_text())
+    with console(s) as conn:
+        conn.execute("RELOAD")  # a new config while it is dropped
+    with s.connect() as conn:
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+    assert autodb_listed(s) == (True, True)
+    assert 1 <= mydb_queries(s) < 10
+
+
+def test_autodb_idle_timeout_keeps_database_in_use(sluice):
+    """A connected client keeps its database, even without a server; and
+    with PgBouncer's default (3600 s), accepted as written in a file, an
+    unused database stays."""
+    s = sluice({**AUTODB, "pgbouncer": {"autodb_idle_timeout": "1", "server_idle_timeout": "0.5"}})
+    with s.connect() as conn:
+        conn.execute("SELECT 1")
+        time.sleep(3)
+        assert autodb_listed(s) == (True, True)
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+    s2 = sluice({**AUTODB, "pgbouncer": {"autodb_idle_timeout": "3600",
+                                         "server_idle_timeout": "0.5"}})
+    with s2.connect() as conn:
+        conn.execute("SELECT 1")
+    time.sleep(2.5)
+    # PgBouncer hides an unused one from SHOW DATABASES (not from SHOW
+    # POOLS) while it waits out the timeout; sluice lists it until dropped.
+    assert autodb_listed(s2) == (not IS_PGBOUNCER, True)
+    assert "dropping database" not in s2.log_text()

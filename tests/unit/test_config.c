@@ -99,6 +99,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->server_check_query, "select 1");
     assert_int_equal(cfg->server_check_delay, SEC(30));
     assert_int_equal(cfg->server_lifetime, SEC(3600));
+    assert_int_equal(cfg->autodb_idle_timeout, SEC(3600)); /* PgBouncer's default */
     assert_int_equal(cfg->server_idle_timeout, SEC(600));
     assert_int_equal(cfg->server_connect_timeout, SEC(15));
     assert_int_equal(cfg->server_login_retry, SEC(15));
@@ -959,7 +960,6 @@ static void test_unsupported_keys_refused(void **state)
     (void)state;
     static const char *const bad[] = {
         "[pgbouncer]\npeer_id = 1\n",
-        "[pgbouncer]\nautodb_idle_timeout = 3600\n",
         "[pgbouncer]\npool_idle_timeout = 60\n",
         "[pgbouncer]\nauth_ident_file = /etc/ident\n",
         "[pgbouncer]\nauth_ldap_options = x\n",
@@ -983,6 +983,7 @@ static void test_unsupported_keys_refused(void **state)
      * implements now, general and per entry. */
     struct config *cfg = load_ok("[pgbouncer]\n"
                                  "peer_id = 0\n"
+                                 "autodb_idle_timeout = 90\n"
                                  "service_name = pgbouncer\n"
                                  "pool_idle_timeout = 0\n"
                                  "server_tls13_ciphers = TLS_AES_256_GCM_SHA384\n"
@@ -997,6 +998,7 @@ static void test_unsupported_keys_refused(void **state)
                                  "u = query_timeout=5 pool_size=2 reserve_pool_size=1 "
                                  "transaction_timeout=1.5 client_idle_timeout=500ms\n"
                                  "[peers]\n");
+    assert_int_equal(cfg->autodb_idle_timeout, SEC(90));
     assert_int_equal(cfg->transaction_timeout, 2500000);
     assert_int_equal(cfg->query_wait_notify, 0);
     assert_int_equal(cfg->max_user_client_connections, 7);
