@@ -504,9 +504,11 @@ void pool_dispatch_evicted_locked(const struct server *sv, int64_t now)
 static bool server_needs_check(const struct server *sv, int64_t now)
 {
     const struct config *cfg = g_pooler.cfg;
-    /* A brand-new connection has just proved itself by logging in: only one
-     * that served a client before is checked (PgBouncer's rule). */
-    if (!cfg->server_check_query[0] || !sv->lent)
+    /* Idle longer than server_check_delay since it last answered (a client,
+     * a check, or its login: a brand-new connection used at once has just
+     * proved itself), as PgBouncer does; one warm from min_pool_size that
+     * waited longer is checked too. */
+    if (!cfg->server_check_query[0])
         return false;
     /* last_used == now: the check just passed (or the server just answered
      * its last client); checking again would loop forever with delay 0. */
