@@ -896,6 +896,10 @@ def config():
         # the other _ONLY flags: those parts).
         "cache_enabled": os.environ.get("BENCH_CACHE", "1").strip() not in ("0", "no", "false", "off"),
         "cache_only": env_on("BENCH_CACHE_ONLY"),
+        # Insights' cost (bench/insights_bench.py), after the cache: on
+        # unless BENCH_INSIGHTS=0; BENCH_INSIGHTS_ONLY=1 runs it alone.
+        "insights_enabled": os.environ.get("BENCH_INSIGHTS", "1").strip() not in ("0", "no", "false", "off"),
+        "insights_only": env_on("BENCH_INSIGHTS_ONLY"),
     }
 
 
@@ -915,22 +919,28 @@ def main_run():
                                               os.path.join(REPO, "bench/results/ryw.json")))
     cache_json = os.path.abspath(os.environ.get("BENCH_CACHE_JSON",
                                                 os.path.join(REPO, "bench/results/cache.json")))
+    insights_json = os.path.abspath(os.environ.get(
+        "BENCH_INSIGHTS_JSON", os.path.join(REPO, "bench/results/insights.json")))
     cfg = config()
     import split_bench
     import ryw_bench
     import cache_bench
-    # BENCH_SPLIT_ONLY / BENCH_RYW_ONLY / BENCH_CACHE_ONLY: those parts and
-    # nothing else.
-    only = cfg["split_only"] or cfg["ryw_only"] or cfg["cache_only"]
+    import insights_bench
+    # BENCH_SPLIT_ONLY / BENCH_RYW_ONLY / BENCH_CACHE_ONLY /
+    # BENCH_INSIGHTS_ONLY: those parts and nothing else.
+    only = cfg["split_only"] or cfg["ryw_only"] or cfg["cache_only"] or cfg["insights_only"]
     if only:
         cfg["split_enabled"], cfg["ryw_enabled"] = cfg["split_only"], cfg["ryw_only"]
         cfg["cache_enabled"] = cfg["cache_only"]
+        cfg["insights_enabled"] = cfg["insights_only"]
     if cfg["split_enabled"]:
         cfg["split"] = split_bench.config(cfg["mode"] == "quick")
     if cfg["ryw_enabled"]:
         cfg["ryw"] = ryw_bench.config(cfg["mode"] == "quick")
     if cfg["cache_enabled"]:
         cfg["cache"] = cache_bench.config(cfg["mode"] == "quick")
+    if cfg["insights_enabled"]:
+        cfg["insights"] = insights_bench.config(cfg["mode"] == "quick")
     # sluice is rebuilt often; run a copy so a `make` during the run cannot
     # swap or delete the binary under the benchmark.
     sluice_src = sluice_bin
@@ -963,6 +973,10 @@ def main_run():
         log("result cache: %d passes of %ds runs, estimated %.1f min" % (
             cfg["cache"]["passes"], cfg["cache"]["seconds"],
             cache_bench.estimate_minutes(cfg["cache"])))
+    if cfg["insights_enabled"]:
+        log("insights: %d passes of %ds runs, estimated %.1f min" % (
+            cfg["insights"]["passes"], cfg["insights"]["seconds"],
+            insights_bench.estimate_minutes(cfg["insights"])))
     started = datetime.datetime.now(datetime.timezone.utc)
     cleanup(remove=True, force=True)
     os.makedirs(BENCH_DIR, exist_ok=True)
@@ -1011,14 +1025,24 @@ def main_run():
             cache_bench.run(cfg, env, sluice_bin, pgbouncer_bin, report, cache_json)
         except RuntimeError as e:
             log("result cache part FAILED: %s" % e)
-            if only and not cfg["split_enabled"] and not cfg["ryw_enabled"]:
+            if only and not cfg["split_enabled"] and not cfg["ryw_enabled"] \
+                    and not cfg["insights_enabled"]:
                 raise
             failed.append(("result cache", str(e)))
+    if cfg["insights_enabled"]:
+        try:
+            insights_bench.run(cfg, env, sluice_bin, report, insights_json)
+        except RuntimeError as e:
+            log("insights part FAILED: %s" % e)
+            if only and not (cfg["split_enabled"] or cfg["ryw_enabled"] or cfg["cache_enabled"]):
+                raise
+            failed.append(("insights", str(e)))
     if only:
         print("\nbench: report written to %s\nbench: raw results in %s" % (
             report, ", ".join(j for j, on in ((split_json, cfg["split_enabled"]),
                                               (ryw_json, cfg["ryw_enabled"]),
-                                              (cache_json, cfg["cache_enabled"])) if on)),
+                                              (cache_json, cfg["cache_enabled"]),
+                                              (insights_json, cfg["insights_enabled"])) if on)),
             flush=True)
         if failed:
             sys.exit("bench: " + "; ".join("the %s part failed: %s" % f for f in failed))
@@ -1652,6 +1676,11 @@ def main():
         if os.path.exists(cache_src):
             import cache_bench
             cache_bench.report_from_json(cache_src, dst)
+        insights_src = os.environ.get("BENCH_INSIGHTS_JSON",
+                                      os.path.join(REPO, "bench/results/insights.json"))
+        if os.path.exists(insights_src):
+            import insights_bench
+            insights_bench.report_from_json(insights_src, dst)
         print("bench: report written to %s" % dst)
         return
     os.makedirs(os.path.dirname(LOCK_FILE) or "/", exist_ok=True)

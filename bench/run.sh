@@ -84,6 +84,11 @@
 #   BENCH_CACHE_NO_HITS=1  (b) only
 #   BENCH_CACHE_POOL_SIZE=20  BENCH_CACHE_WORKERS=1  BENCH_CACHE_JSON (bench/results/cache.json)
 #   sluice on BENCH_PORT + 25, PgBouncer on + 26 (each moves 20 further on while taken).
+# Insights' cost (bench/insights_bench.py, after the cache; about 4.5 minutes):
+#   BENCH_INSIGHTS=0     skip it;  BENCH_INSIGHTS_ONLY=1  run only it
+#   BENCH_INSIGHTS_SECONDS=8, BENCH_INSIGHTS_REPEAT=3, BENCH_INSIGHTS_CLIENTS=20,
+#   BENCH_INSIGHTS_WORKLOADS="select-only tpcb-like", BENCH_INSIGHTS_PROTOCOLS="simple extended",
+#   BENCH_INSIGHTS_JSON=bench/results/insights.json; sluice on BENCH_PORT + 27
 # Needs root: PostgreSQL and the poolers run as the postgres user (runuser).
 # `sh bench/run.sh --report` regenerates the markdown from the JSON files only.
 # `sh bench/profile.sh`: instructions per transaction under callgrind.

@@ -57,6 +57,7 @@ struct insights_client {
      * driver sends the same unnamed Parse (or Query) again and again, and
      * a comparison is cheaper than its shape. */
     uint64_t last_fp;
+    uint64_t last_removed; /* the store's removals when last_fp's entry was seen */
     uint32_t last_len;
     char last[INSIGHTS_LAST_MAX];
 };
@@ -164,18 +165,26 @@ static uint64_t client_fingerprint(struct client *c, const char *sql, size_t len
     struct ins_worker *iw = ins_worker_of(c);
     struct insights_client *ic = c->insights;
     if (ic && ic->last_fp && ic->last_len == len && !memcmp(ic->last, sql, len)) {
+        /* Nothing removed since its entry was seen: it is there. */
+        if (insights_store_removed(iw->st) == ic->last_removed)
+            return ic->last_fp;
         pthread_mutex_lock(&iw->lock);
         bool there = insights_store_has(iw->st, ic->last_fp);
+        uint64_t removed = insights_store_removed(iw->st);
         pthread_mutex_unlock(&iw->lock);
-        if (there)
+        if (there) {
+            ic->last_removed = removed;
             return ic->last_fp;
+        }
     }
+    uint64_t removed = insights_store_removed(iw->st); /* before: a removal after is seen */
     uint64_t fp = fingerprint_of(iw, sql, len, sample);
     if (fp && len <= INSIGHTS_LAST_MAX) {
         ic = client_state(c);
         memcpy(ic->last, sql, len);
         ic->last_len = (uint32_t)len;
         ic->last_fp = fp;
+        ic->last_removed = removed;
     }
     return fp;
 }

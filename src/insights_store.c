@@ -2,6 +2,7 @@
  * (insights_store.h). */
 #include "insights_store.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,7 @@ struct insights_store {
     struct shape_slot *shapes;
     size_t smask;
     size_t text_bytes;
+    _Atomic uint64_t removed;
 };
 
 static size_t pow2_at_least(size_t n)
@@ -74,6 +76,7 @@ void insights_store_reset(struct insights_store *s)
     }
     memset(s->buckets, 0, (s->bmask + 1) * sizeof(*s->buckets));
     s->newest = s->oldest = NULL;
+    atomic_fetch_add_explicit(&s->removed, s->n, memory_order_release);
     s->n = 0;
 }
 
@@ -148,6 +151,7 @@ static void evict_oldest(struct insights_store *s)
             break;
         }
     s->n--;
+    atomic_fetch_add_explicit(&s->removed, 1, memory_order_release);
     entry_free(s, e);
 }
 
@@ -246,6 +250,11 @@ void insights_store_each(const struct insights_store *s, insights_store_fn fn, v
 size_t insights_store_count(const struct insights_store *s)
 {
     return s->n;
+}
+
+uint64_t insights_store_removed(const struct insights_store *s)
+{
+    return atomic_load_explicit(&s->removed, memory_order_acquire);
 }
 
 size_t insights_store_bytes(const struct insights_store *s)

@@ -83,6 +83,9 @@ typedef void (*insights_store_fn)(void *arg, const struct insights_stat *st, con
 void insights_store_each(const struct insights_store *s, insights_store_fn fn, void *arg);
 
 size_t insights_store_count(const struct insights_store *s);
+/* Entries removed so far (evicted or reset): while it has not moved, an
+ * entry seen is still there. Read without the lock. */
+uint64_t insights_store_removed(const struct insights_store *s);
 /* Bytes the store holds (entries, texts, tables). */
 size_t insights_store_bytes(const struct insights_store *s);
 
