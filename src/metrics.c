@@ -491,16 +491,16 @@ static void render_cache(struct metrics_buf *b)
 {
     if (!cache_on())
         return;
-    static const char *const names[] = {"hits", "misses", "stores", "refused_stale",
-                                        "invalidations"};
+    static const char *const names[] = {
+        "sluice_cache_hits_total", "sluice_cache_misses_total", "sluice_cache_stores_total",
+        "sluice_cache_refused_stale_total", "sluice_cache_invalidations_total"};
     static const char *const help[] = {
         "Statements answered from the result cache.",
         "Cacheable statements not found in the result cache.", "Answers kept in the result cache.",
         "Answers not kept because a write to their tables committed while they were read.",
         "Tables' invalidations by committed writes."};
     for (int k = 0; k < 5; k++) {
-        char family[64];
-        snprintf(family, sizeof(family), "sluice_cache_%s_total", names[k]);
+        const char *family = names[k];
         buf_family(b, family, "counter", help[k]);
         struct list *it, *tmp;
         list_for_each_safe(it, tmp, &g_pooler.databases)

@@ -1,8 +1,10 @@
 """The status page at "/" of metrics_listen (docs/insights.md, "The page"):
 what a browser shows, checked in a real headless browser (Debian's
 chromium: a screenshot is taken and the page's text compared with the
-console's live figures), and the plain HTTP answer."""
+console's live figures), the plain HTTP answer, and the Grafana dashboard
+(docs/grafana/sluice.json) against the series /metrics really has."""
 
+import json
 import os
 import re
 import shutil
@@ -26,6 +28,7 @@ from test_routing import SPLIT
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own page")
 
 REPO = Path(__file__).resolve().parents[2]
+DASHBOARD = REPO / "docs/grafana/sluice.json"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 # A database name and a query text a page must escape: in the browser they
@@ -445,6 +448,79 @@ def test_the_page_over_http(sluice):
     assert http(port, b"GET /index.html HTTP/1.1\r\n\r\n")[0] == 404
     assert http(port, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")[0] == 405
 
-    # /metrics as before.
+    # /metrics as before, and the dashboard's every series in it.
     types, samples = scrape(port)
     assert any(k[0] == "sluice_query_calls_total" for k in samples)
+    live = set(types)
+    missing = {name for name in dashboard_families()
+               if name not in live and not name.startswith("sluice_cache_logical_")}
+    assert not missing, f"dashboard series not in /metrics: {sorted(missing)}"
+
+
+# ---- Grafana --------------------------------------------------------------------------
+
+SERIES = re.compile(r"\bsluice_[a-z0-9_]+\b")
+
+
+def dashboard_exprs():
+    d = json.loads(DASHBOARD.read_text())
+    exprs = []
+    for p in d["panels"]:
+        exprs += [t["expr"] for t in p.get("targets", [])]
+    for v in d["templating"]["list"]:
+        if v["type"] == "query":
+            exprs.append(v["query"]["query"] if isinstance(v["query"], dict) else v["query"])
+    return exprs
+
+
+def family(name, families):
+    """The family a series name belongs to (histogram and summary samples
+    end in _bucket, _sum, _count)."""
+    if name in families:
+        return name
+    base = re.sub(r"_(bucket|sum|count)$", "", name)
+    return base if base in families else None
+
+
+def source_families():
+    """Every series name src/metrics.c writes: each is a literal there."""
+    text = (REPO / "src/metrics.c").read_text()
+    names = set(re.findall(r'"(sluice_[a-z0-9_]+)', text))
+    return {n for n in names if not re.search(r"_(bucket|sum|count)$", n) or
+            re.sub(r"_(bucket|sum|count)$", "", n) not in names}
+
+
+def dashboard_families():
+    families = source_families()
+    return {family(n, families) or n for e in dashboard_exprs() for n in SERIES.findall(e)}
+
+
+def test_grafana_dashboard_is_importable_and_names_real_series():
+    d = json.loads(DASHBOARD.read_text())
+    assert d["uid"] and d["title"] == "sluice" and d["schemaVersion"] >= 30
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids))
+    titles = {p["title"] for p in d["panels"] if p["type"] == "row"}
+    for topic in ("Pools", "Replicas", "cache", "Jobs", "Queries"):
+        assert any(topic in t for t in titles), (topic, titles)
+    for p in d["panels"]:
+        assert {"h", "w", "x", "y"} <= set(p["gridPos"]), p["title"]
+        if p["type"] == "row":
+            continue
+        assert p["targets"], p["title"]
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == "${datasource}", p["title"]
+            assert t["expr"].strip() and t["refId"], p["title"]
+            assert t["expr"].count("(") == t["expr"].count(")"), t["expr"]
+    # Every series an expression names is one src/metrics.c writes, and
+    # every series it writes is on the dashboard.
+    families = source_families()
+    used = set()
+    for expr in dashboard_exprs():
+        for name in SERIES.findall(expr):
+            assert family(name, families), f"{name} (in {expr}) is not in src/metrics.c"
+            used.add(family(name, families))
+    assert families - used == set(), f"not on the dashboard: {sorted(families - used)}"
