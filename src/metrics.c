@@ -491,6 +491,8 @@ static void render_cache(struct metrics_buf *b)
 {
     if (!cache_on())
         return;
+    /* Whole names, as every series': grep and the dashboard's check
+     * (tests/integration/test_page.py) find them here. */
     static const char *const names[] = {
         "sluice_cache_hits_total", "sluice_cache_misses_total", "sluice_cache_stores_total",
         "sluice_cache_refused_stale_total", "sluice_cache_invalidations_total"};
