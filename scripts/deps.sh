@@ -7,6 +7,8 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# chromium (with a font to draw text): tests/integration/test_page.py loads
+# the status page in a real headless browser and takes a screenshot.
 # libprotobuf-c-dev: protobuf-c.h, which libpg-query-dev's pg_query.pb-c.h
 # includes but does not depend on (classify_rw.c walks the protobuf tree;
 # the protobuf-c code itself is inside libpg_query).
@@ -14,7 +16,8 @@ PKGS="build-essential pkg-config clang llvm libclang-rt-14-dev \
   libev-dev libssl-dev libinih-dev libhiredis-dev libpg-query-dev libprotobuf-c-dev libcmocka-dev \
   postgresql-15 postgresql-client-15 pgbouncer redis-server \
   python3 python3-pytest python3-psycopg python3-asyncpg python3-sqlalchemy \
-  python3-psycopg2 python3-pytest-timeout libpostgresql-jdbc-java openssl procps iproute2 valgrind cppcheck clang-format"
+  python3-psycopg2 python3-pytest-timeout libpostgresql-jdbc-java openssl procps iproute2 valgrind cppcheck clang-format \
+  chromium fonts-dejavu-core"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

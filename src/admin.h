@@ -13,6 +13,7 @@
 #include "client_login.h"
 
 struct client;
+struct database;
 struct pool;
 struct config;
 struct worker;
@@ -66,6 +67,10 @@ struct admin_pool_view {
  * during the call. */
 void admin_pools_each(int64_t now, void (*fn)(const struct admin_pool_view *v, void *arg),
                       void *arg);
+
+/* What endpoint ep of db is at loop time now, as SHOW REPLICAS' state
+ * column says it (ok, lagging, banned, down, primary, ...; admin.md). */
+const char *admin_endpoint_state(const struct database *db, int ep, int64_t now);
 
 /* One database's totals of SHOW STATS (times in microseconds). */
 struct admin_db_view {

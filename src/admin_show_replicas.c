@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 
+#include "admin.h"
 #include "admin_int.h"
 #include "conn.h"
 #include "lag_monitor.h"
@@ -31,7 +32,7 @@ static void endpoint_servers(const struct database *db, int ep, int *active, int
  * the primary), "banned", "unchecked", "down" (not banned by a read, but
  * its last check failed), else "ok" (a standby taking reads). Endpoint 0
  * with several hosts: "ok", or "none" while no host is the primary. */
-static const char *endpoint_state(const struct database *db, int ep, int64_t now)
+const char *admin_endpoint_state(const struct database *db, int ep, int64_t now)
 {
     const struct endpoint *e = &db->endpoints[ep];
     if (e->role == EP_REMOVED)
@@ -89,7 +90,7 @@ static void replica_row(struct admin_result *r, const struct database *db, int e
                         : "(unix socket)",
         addr ? admin_num4(f[0], addr->port) : NULL,
         endpoint_role_str(e->role),
-        endpoint_state(db, ep, now),
+        admin_endpoint_state(db, ep, now),
         until ? replica_ban_reason_str((enum replica_ban_reason)reason) : "",
         admin_num4(f[1], left),
         admin_num4(f[2], ep ? e->weight : 1),

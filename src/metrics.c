@@ -27,6 +27,7 @@
 #include "cache.h"
 #include "cache_logical.h"
 #include "log.h"
+#include "metrics_page.h"
 #include "ryw.h"
 #include "pool.h"
 #include "version.h"
@@ -84,6 +85,11 @@ static void buf_append(struct metrics_buf *b, const char *s, size_t n)
     memcpy(b->p + b->len, s, n);
     b->len += n;
     b->p[b->len] = '\0';
+}
+
+void metrics_buf_append(struct metrics_buf *b, const char *s, size_t n)
+{
+    buf_append(b, s, n);
 }
 
 void metrics_buf_label(struct metrics_buf *b, const char *s)
@@ -238,7 +244,12 @@ int metrics_route(const struct metrics_request *req)
     if (!span_is(req->method, req->method_len, "GET") &&
         !span_is(req->method, req->method_len, "HEAD"))
         return 405;
-    return span_is(req->path, req->path_len, "/metrics") ? 200 : 404;
+    return span_is(req->path, req->path_len, "/metrics") || metrics_route_is_page(req) ? 200 : 404;
+}
+
+bool metrics_route_is_page(const struct metrics_request *req)
+{
+    return span_is(req->path, req->path_len, "/");
 }
 
 /* ---- exposition ---------------------------------------------------------- */
@@ -480,16 +491,18 @@ static void render_cache(struct metrics_buf *b)
 {
     if (!cache_on())
         return;
-    static const char *const names[] = {"hits", "misses", "stores", "refused_stale",
-                                        "invalidations"};
+    /* Whole names, as every series': grep and the dashboard's check
+     * (tests/integration/test_page.py) find them here. */
+    static const char *const names[] = {
+        "sluice_cache_hits_total", "sluice_cache_misses_total", "sluice_cache_stores_total",
+        "sluice_cache_refused_stale_total", "sluice_cache_invalidations_total"};
     static const char *const help[] = {
         "Statements answered from the result cache.",
         "Cacheable statements not found in the result cache.", "Answers kept in the result cache.",
         "Answers not kept because a write to their tables committed while they were read.",
         "Tables' invalidations by committed writes."};
     for (int k = 0; k < 5; k++) {
-        char family[64];
-        snprintf(family, sizeof(family), "sluice_cache_%s_total", names[k]);
+        const char *family = names[k];
         buf_family(b, family, "counter", help[k]);
         struct list *it, *tmp;
         list_for_each_safe(it, tmp, &g_pooler.databases)
@@ -847,15 +860,19 @@ static const char *status_text(int status)
     }
 }
 
-/* Builds the whole response for status into c->out. */
-static void conn_respond(struct mconn *c, int status, bool head_only)
+/* Builds the whole response for status into c->out: the exposition, or
+ * the status page (page). */
+static void conn_respond(struct mconn *c, int status, bool head_only, bool page)
 {
     struct metrics_buf body;
     memset(&body, 0, sizeof(body));
     if (status == 200) {
         /* Every worker's counters, read while the other loops are parked. */
         worker_world_lock();
-        metrics_render(&body);
+        if (page)
+            metrics_page_render(&body);
+        else
+            metrics_render(&body);
         worker_world_unlock();
         if (body.oom)
             status = 500;
@@ -864,9 +881,19 @@ static void conn_respond(struct mconn *c, int status, bool head_only)
         metrics_buf_free(&body);
         metrics_buf_printf(&body, "%d %s\n", status, status_text(status));
     }
-    metrics_buf_printf(
-        &c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n", status, status_text(status),
-        status == 200 ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain; charset=utf-8");
+    const char *type = status != 200 ? "text/plain; charset=utf-8"
+                       : page        ? "text/html; charset=utf-8"
+                                     : "text/plain; version=0.0.4; charset=utf-8";
+    metrics_buf_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n", status,
+                       status_text(status), type);
+    /* The page is live figures, never to be reused; and a browser that
+     * honours the policy loads nothing but the page itself (no scripts at
+     * all: a text that escaped escaping still could not run). */
+    if (status == 200 && page)
+        metrics_buf_printf(&c->out, "Cache-Control: no-store\r\n"
+                                    "Content-Security-Policy: default-src 'none'; "
+                                    "style-src 'unsafe-inline'\r\n"
+                                    "X-Content-Type-Options: nosniff\r\n");
     if (status == 405)
         metrics_buf_printf(&c->out, "Allow: GET, HEAD\r\n");
     metrics_buf_printf(&c->out, "Content-Length: %zu\r\nConnection: close\r\n\r\n", body.len);
@@ -959,7 +986,7 @@ static void conn_read(struct mconn *c)
         break;
     }
     bool head_only = status == 200 && span_is(req.method, req.method_len, "HEAD");
-    conn_respond(c, status, head_only);
+    conn_respond(c, status, head_only, status == 200 && metrics_route_is_page(&req));
     conn_send(c);
 }
 
@@ -1095,7 +1122,8 @@ bool metrics_start(struct worker *w, struct worker *workers, int n, char *err, s
         wk->lag_due = (int64_t)((ev_now(wk->loop) + LAG_INTERVAL) * 1e6);
         ev_timer_start(wk->loop, &wk->lag_timer);
     }
-    log_info("serving metrics on http://%s/metrics", cfg->metrics_listen);
+    log_info("serving metrics on http://%s/metrics, the status page on http://%s/",
+             cfg->metrics_listen, cfg->metrics_listen);
     return true;
 }
 

@@ -53,9 +53,12 @@ struct metrics_request {
  * (a GET has no body worth reading). */
 enum metrics_parse metrics_parse_request(const char *buf, size_t len, struct metrics_request *req);
 
-/* The HTTP status for a parsed request: 200 for GET/HEAD /metrics, 404
- * for another path, 405 for another method. */
+/* The HTTP status for a parsed request: 200 for GET/HEAD /metrics and /
+ * (the status page, metrics_page.h), 404 for another path, 405 for another
+ * method. */
 int metrics_route(const struct metrics_request *req);
+/* Whether req asks for the status page ("/") rather than the exposition. */
+bool metrics_route_is_page(const struct metrics_request *req);
 
 /* A growable text buffer; on allocation failure it keeps what it has and
  * sets oom (the scrape then gets 500). */
@@ -68,6 +71,8 @@ void metrics_buf_printf(struct metrics_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Appends s as a label value escaped per the text format (\\, \", \n). */
 void metrics_buf_label(struct metrics_buf *b, const char *s);
+/* Appends s[0..n) as it is. */
+void metrics_buf_append(struct metrics_buf *b, const char *s, size_t n);
 void metrics_buf_free(struct metrics_buf *b);
 
 /* Appends histogram h as name_bucket{le=...}, name_sum (seconds) and

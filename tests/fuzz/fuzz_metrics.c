@@ -12,7 +12,10 @@
  *    a non-empty token, the path starts with '/' (or is "*") and has no
  *    '?', and metrics_route answers 200, 404 or 405;
  *  - label escaping of the input (up to its first NUL) leaves no raw
- *    newline and undoes to the input.
+ *    newline and undoes to the input;
+ *  - the status page's HTML escaping of it leaves no raw < > " ' and no
+ *    & that does not start one of its references, and undoes to the
+ *    input (controls but tab, LF and CR as U+FFFD).
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -21,6 +24,7 @@
 #include <string.h>
 
 #include "metrics.h"
+#include "metrics_page.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -47,6 +51,42 @@ static void check_ok(const char *buf, size_t len, const struct metrics_request *
     require(r->minor == 0 || r->minor == 1);
     int st = metrics_route(r);
     require(st == 200 || st == 404 || st == 405);
+}
+
+static void check_html(const char *s, size_t n)
+{
+    static const char *const refs[][2] = {
+        {"&amp;", "&"}, {"&lt;", "<"}, {"&gt;", ">"}, {"&quot;", "\""}, {"&#39;", "'"}};
+    struct metrics_buf b;
+    memset(&b, 0, sizeof(b));
+    metrics_page_escape(&b, s);
+    if (!b.oom && b.p) {
+        size_t k = 0;
+        for (size_t i = 0; i < b.len;) {
+            require(strchr("<>\"'", b.p[i]) == NULL);
+            if (b.p[i] == '&') {
+                size_t r = 0;
+                while (r < 5 && strncmp(b.p + i, refs[r][0], strlen(refs[r][0])) != 0)
+                    r++;
+                require(r < 5 && k < n && s[k++] == refs[r][1][0]);
+                i += strlen(refs[r][0]);
+                continue;
+            }
+            unsigned char c = (unsigned char)s[k];
+            bool control = (c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f;
+            require(k < n);
+            if (control) {
+                require(b.len - i >= 3 && memcmp(b.p + i, "\xef\xbf\xbd", 3) == 0);
+                i += 3;
+            } else {
+                require(b.p[i] == s[k]);
+                i++;
+            }
+            k++;
+        }
+        require(k == n);
+    }
+    metrics_buf_free(&b);
 }
 
 static void check_escape(const uint8_t *data, size_t size)
@@ -78,6 +118,7 @@ static void check_escape(const uint8_t *data, size_t size)
         require(k == n);
     }
     metrics_buf_free(&b);
+    check_html(s, n);
     free(s);
 }
 

@@ -233,8 +233,10 @@ def test_metrics_agree_with_console_under_load(metered):
 
 def test_http_edges(metered):
     port = metered.metrics_port
-    status, headers, body = http(port, b"GET / HTTP/1.1\r\n\r\n")
+    status, headers, body = http(port, b"GET /nope HTTP/1.1\r\n\r\n")
     assert status == 404 and headers["connection"] == "close"
+    # "/" is the status page (test_page.py).
+    assert http(port, b"GET / HTTP/1.1\r\n\r\n")[0] == 200
     status, headers, _ = http(port, b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nab")
     assert status == 405 and headers["allow"] == "GET, HEAD"
     status, headers, body = http(port, b"HEAD /metrics HTTP/1.0\r\n\r\n")

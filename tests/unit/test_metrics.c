@@ -56,8 +56,17 @@ static void test_parse_get(void **state)
 static void test_routes(void **state)
 {
     (void)state;
-    assert_int_equal(status_of("GET / HTTP/1.1\r\n\r\n"), 404);
+    assert_int_equal(status_of("GET /nope HTTP/1.1\r\n\r\n"), 404);
     assert_int_equal(status_of("GET /metricsx HTTP/1.1\r\n\r\n"), 404);
+    assert_int_equal(status_of("GET //metrics HTTP/1.1\r\n\r\n"), 404);
+    /* "/" is the status page, with or without a query string */
+    struct metrics_request r;
+    assert_int_equal(parse("GET /?x=1 HTTP/1.1\r\n\r\n", &r), METRICS_PARSE_OK);
+    assert_int_equal(metrics_route(&r), 200);
+    assert_true(metrics_route_is_page(&r));
+    assert_int_equal(parse("HEAD /metrics HTTP/1.1\r\n\r\n", &r), METRICS_PARSE_OK);
+    assert_false(metrics_route_is_page(&r));
+    assert_int_equal(status_of("POST / HTTP/1.1\r\n\r\n"), 405);
     assert_int_equal(status_of("POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), 405);
     assert_int_equal(status_of("DELETE /x HTTP/1.1\r\n\r\n"), 405);
     assert_int_equal(status_of("get /metrics HTTP/1.1\r\n\r\n"),
