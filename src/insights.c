@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "pool.h"
+#include "proto.h"
 #include "request.h"
 #include "sql_shape.h"
 #include "worker.h"
@@ -26,6 +27,8 @@
 #define FP_NONE 1
 /* A client's prepared statements remembered, at most (then forgotten). */
 #define CLIENT_STMTS_MAX 4096
+/* A Bind with more parameters gives no sample. */
+#define BIND_PARAMS_MAX 64
 
 struct ins_worker {
     pthread_mutex_t lock;
@@ -47,6 +50,12 @@ struct insights_client {
     uint64_t unnamed; /* the unnamed statement's */
     uint32_t n, cap;
     struct stmt_slot *v;
+    /* The text of the last statement Parsed whose fingerprint wanted a
+     * sample, until a Bind of it gives the parameters (rarely set: a
+     * fingerprint has one sample). */
+    char *pend_sql;
+    size_t pend_len;
+    uint64_t pend_name, pend_fp;
 };
 
 bool insights_on(void)
@@ -71,17 +80,22 @@ static uint64_t name_hash(const char *name, size_t len)
 /* ---- fingerprints ------------------------------------------------------------- */
 
 /* The fingerprint of sql[0..len) (NUL at sql[len]), its entry made if it
- * has none; 0 when it does not parse. sample: the text may be kept as the
- * fingerprint's real example. */
-static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t len, bool sample)
+ * has none; 0 when it does not parse. origin (not NULL): the text, with no
+ * parameters, may be kept as the fingerprint's sample, with origin. wants
+ * (not NULL): whether the fingerprint has no sample yet. */
+static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t len,
+                               const void *origin, bool *wants)
 {
     uint64_t shape = sql_shape(sql, len);
     pthread_mutex_lock(&iw->lock);
     uint64_t fp = insights_store_shape(iw->st, shape);
     bool known = fp == FP_NONE || (fp && insights_store_has(iw->st, fp));
-    if (known && fp != FP_NONE && sample && insights_store_wants_sample(iw->st, fp))
-        insights_store_sample(iw->st, fp, sql, len);
+    bool want = known && fp != FP_NONE && insights_store_wants_sample(iw->st, fp);
+    if (want && origin)
+        insights_store_sample(iw->st, fp, insights_sample_new(sql, len, 0, NULL, NULL, origin));
     pthread_mutex_unlock(&iw->lock);
+    if (wants)
+        *wants = want && !origin;
     if (known)
         return fp == FP_NONE ? 0 : fp;
     /* New here (or evicted since): parsed outside the lock. */
@@ -97,8 +111,11 @@ static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t le
     insights_store_set_shape(iw->st, shape, fp);
     if (fp != FP_NONE) {
         const char *text = n.error || !n.normalized_query ? "" : n.normalized_query;
-        if (insights_store_add(iw->st, fp, text, strlen(text)) && sample)
-            insights_store_sample(iw->st, fp, sql, len);
+        if (insights_store_add(iw->st, fp, text, strlen(text)) && origin)
+            insights_store_sample(iw->st, fp,
+                                  insights_sample_new(sql, len, 0, NULL, NULL, origin));
+        else if (wants)
+            *wants = insights_store_wants_sample(iw->st, fp);
     }
     pthread_mutex_unlock(&iw->lock);
     if (fp != FP_NONE)
@@ -169,6 +186,25 @@ static uint64_t stmt_get(const struct client *c, const char *name, size_t len)
     return 0;
 }
 
+/* Keeps sql[0..len) as the pending text of statement name (a hash), of
+ * fingerprint fp; sql NULL: none pending. */
+static void pend_set(struct insights_client *ic, uint64_t name, uint64_t fp, const char *sql,
+                     size_t len)
+{
+    free(ic->pend_sql);
+    ic->pend_sql = NULL;
+    if (!sql)
+        return;
+    ic->pend_sql = malloc(len + 1);
+    if (!ic->pend_sql)
+        return;
+    memcpy(ic->pend_sql, sql, len);
+    ic->pend_sql[len] = '\0';
+    ic->pend_len = len;
+    ic->pend_name = name;
+    ic->pend_fp = fp;
+}
+
 /* ---- the observer ---------------------------------------------------------------- */
 
 static void mark(struct client *c, struct request_msg *rm, uint64_t fp)
@@ -187,7 +223,7 @@ static int64_t on_query(struct client *c, struct request_msg *rm)
     const char *sql = (const char *)c->s.rbuf->data + c->s.rbuf->start + 5;
     size_t len = rm->len - 5;
     if (len && !sql[len - 1])
-        mark(c, rm, fingerprint_of(ins_worker_of(c), sql, len - 1, true));
+        mark(c, rm, fingerprint_of(ins_worker_of(c), sql, len - 1, c->pool, NULL));
     return rm->len;
 }
 
@@ -207,7 +243,41 @@ static int64_t on_parse(struct client *c, struct request_msg *rm)
     if (sql + len == end)
         return rm->len;
     /* Counted at its Bind: a Parse alone (a driver preparing) runs nothing. */
-    stmt_set(c, p, name_len, fingerprint_of(ins_worker_of(c), sql, len, false));
+    bool wants = false;
+    uint64_t fp = fingerprint_of(ins_worker_of(c), sql, len, NULL, &wants);
+    stmt_set(c, p, name_len, fp);
+    if (wants && len <= INSIGHTS_SAMPLE_MAX)
+        pend_set(c->insights, name_hash(p, name_len), fp, sql, len);
+    return rm->len;
+}
+
+/* A Bind of the statement whose text is pending: its parameters (text
+ * format only) and the text make the fingerprint's sample. The whole
+ * message is needed, which only this rare Bind waits for. */
+static int64_t bind_sample(struct client *c, struct request_msg *rm, uint64_t fp)
+{
+    struct insights_client *ic = c->insights;
+    if (rm->len - 5 > INSIGHTS_SQL_MAX) {
+        pend_set(ic, 0, 0, NULL, 0);
+        return rm->len;
+    }
+    if (!request_msg_need(c, rm, rm->len))
+        return REQUEST_WAIT;
+    const uint8_t *msg = c->s.rbuf->data + c->s.rbuf->start;
+    const char *vals[BIND_PARAMS_MAX];
+    uint32_t lens[BIND_PARAMS_MAX];
+    int n = proto_bind_params(msg, rm->len, vals, lens, BIND_PARAMS_MAX);
+    if (n == PROTO_BIND_BINARY)
+        return rm->len; /* binary values: the next Bind may have text ones */
+    if (n >= 0) {
+        struct insights_sample *sm =
+            insights_sample_new(ic->pend_sql, ic->pend_len, n, vals, lens, c->pool);
+        struct ins_worker *iw = ins_worker_of(c);
+        pthread_mutex_lock(&iw->lock);
+        insights_store_sample(iw->st, fp, sm);
+        pthread_mutex_unlock(&iw->lock);
+    }
+    pend_set(ic, 0, 0, NULL, 0);
     return rm->len;
 }
 
@@ -226,8 +296,12 @@ static int64_t on_bind(struct client *c, struct request_msg *rm)
     if (stmt + len == end)
         return rm->len;
     uint64_t fp = stmt_get(c, stmt, len);
-    if (fp)
-        mark(c, rm, fp);
+    if (!fp)
+        return rm->len;
+    mark(c, rm, fp);
+    const struct insights_client *ic = c->insights;
+    if (ic->pend_sql && ic->pend_fp == fp && ic->pend_name == name_hash(stmt, len))
+        return bind_sample(c, rm, fp);
     return rm->len;
 }
 
@@ -270,6 +344,7 @@ static void ins_client_free(struct client *c)
     if (!ic)
         return;
     free(ic->v);
+    free(ic->pend_sql);
     free(ic);
     c->insights = NULL;
 }
@@ -287,7 +362,7 @@ void insights_cache_hit(struct client *c, const char *sql, size_t len)
     if (!g_workers || !insights_on() || len > INSIGHTS_SQL_MAX)
         return;
     struct ins_worker *iw = ins_worker_of(c);
-    uint64_t fp = fingerprint_of(iw, sql, len, true);
+    uint64_t fp = fingerprint_of(iw, sql, len, c->pool, NULL);
     if (!fp)
         return;
     pthread_mutex_lock(&iw->lock);
@@ -344,7 +419,7 @@ struct collect {
 };
 
 static void collect_one(void *arg, const struct insights_stat *st, const char *text,
-                        const char *sample)
+                        const struct insights_sample *sample)
 {
     struct collect *col = arg;
     if (col->n == col->cap) {
@@ -358,7 +433,7 @@ static void collect_one(void *arg, const struct insights_stat *st, const char *t
     struct insights_row *r = &col->rows[col->n++];
     r->st = *st;
     r->text = strdup(text);
-    r->sample = sample ? strdup(sample) : NULL;
+    r->sample = sample ? insights_sample_dup(sample) : NULL;
     if (!r->text)
         abort();
 }

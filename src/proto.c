@@ -186,6 +186,39 @@ const uint8_t *proto_read_bytes(struct proto_reader *r, uint32_t n)
     return s;
 }
 
+int proto_bind_params(const uint8_t *msg, uint32_t msglen, const char **vals, uint32_t *lens,
+                      int max)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, msg, msglen);
+    proto_read_string(&r); /* portal */
+    proto_read_string(&r); /* statement */
+    uint16_t nfmt = proto_read16(&r);
+    const uint8_t *fmts = proto_read_bytes(&r, 2u * nfmt);
+    uint16_t n = proto_read16(&r);
+    if (r.bad || (nfmt > 1 && nfmt != n))
+        return PROTO_BIND_BAD;
+    if (n > max)
+        return PROTO_BIND_TOO_MANY;
+    for (uint16_t i = 0; i < n; i++) {
+        uint32_t vl = proto_read32(&r);
+        if (vl == UINT32_MAX) { /* -1: NULL */
+            vals[i] = NULL;
+            lens[i] = 0;
+            continue;
+        }
+        const uint8_t *v = proto_read_bytes(&r, vl);
+        if (r.bad)
+            return PROTO_BIND_BAD;
+        uint16_t fmt = nfmt == 0 ? 0 : proto_get16(fmts + 2 * (nfmt == 1 ? 0 : i));
+        if (fmt != 0)
+            return PROTO_BIND_BINARY;
+        vals[i] = (const char *)v;
+        lens[i] = vl;
+    }
+    return r.bad ? PROTO_BIND_BAD : n;
+}
+
 bool proto_parse_error(const uint8_t *msg, uint32_t msglen, struct proto_error_fields *out)
 {
     struct proto_reader r;

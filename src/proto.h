@@ -117,6 +117,15 @@ uint32_t proto_read32(struct proto_reader *r);
 const char *proto_read_string(struct proto_reader *r);
 const uint8_t *proto_read_bytes(struct proto_reader *r, uint32_t n);
 
+/* A Bind's parameter values (msg: the whole message, msglen bytes):
+ * vals[i] points into the message (not NUL-terminated; NULL for SQL
+ * NULL), lens[i] its length. Returns how many there are, or: */
+#define PROTO_BIND_BAD      (-1) /* malformed */
+#define PROTO_BIND_BINARY   (-2) /* a value in binary format */
+#define PROTO_BIND_TOO_MANY (-3) /* more than max */
+int proto_bind_params(const uint8_t *msg, uint32_t msglen, const char **vals, uint32_t *lens,
+                      int max);
+
 /* ErrorResponse/NoticeResponse: the fields sluice logs or rewrites. */
 struct proto_error_fields {
     const char *severity; /* 'S' */

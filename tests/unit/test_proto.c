@@ -1175,6 +1175,41 @@ static void test_quote_literal_small_buffer(void **state)
     }
 }
 
+/* A Bind's text values, NULLs, and the refusals: binary values, too many,
+ * a message cut short. */
+static void test_bind_params(void **state)
+{
+    (void)state;
+    uint8_t buf[128];
+    struct proto_writer w;
+    proto_writer_init(&w, buf, sizeof(buf));
+    proto_begin(&w, 'B');
+    proto_add_string(&w, "");
+    proto_add_string(&w, "s1");
+    proto_add16(&w, 1);
+    proto_add16(&w, 0); /* all text */
+    proto_add16(&w, 3);
+    proto_add32(&w, 2);
+    proto_add_bytes(&w, "42", 2);
+    proto_add32(&w, UINT32_MAX);
+    proto_add32(&w, 0);
+    proto_add16(&w, 0);
+    proto_end(&w);
+    const char *vals[4];
+    uint32_t lens[4];
+    uint32_t len = (uint32_t)w.len;
+    assert_int_equal(proto_bind_params(buf, len, vals, lens, 4), 3);
+    assert_memory_equal(vals[0], "42", 2);
+    assert_int_equal(lens[0], 2);
+    assert_null(vals[1]);
+    assert_non_null(vals[2]);
+    assert_int_equal(lens[2], 0);
+    assert_int_equal(proto_bind_params(buf, len, vals, lens, 2), PROTO_BIND_TOO_MANY);
+    assert_int_equal(proto_bind_params(buf, len - 12, vals, lens, 4), PROTO_BIND_BAD);
+    buf[PROTO_HDR + 7] = 1; /* format code: binary */
+    assert_int_equal(proto_bind_params(buf, len, vals, lens, 4), PROTO_BIND_BINARY);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1218,6 +1253,7 @@ int main(void)
         cmocka_unit_test(test_writer_overflow_in_message),
         cmocka_unit_test(test_quote_literal),
         cmocka_unit_test(test_quote_literal_small_buffer),
+        cmocka_unit_test(test_bind_params),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
