@@ -112,8 +112,7 @@ static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t le
     if (fp != FP_NONE) {
         const char *text = n.error || !n.normalized_query ? "" : n.normalized_query;
         if (insights_store_add(iw->st, fp, text, strlen(text)) && origin)
-            insights_store_sample(iw->st, fp,
-                                  insights_sample_new(sql, len, 0, NULL, NULL, origin));
+            insights_store_sample(iw->st, fp, insights_sample_new(sql, len, 0, NULL, NULL, origin));
         else if (wants)
             *wants = insights_store_wants_sample(iw->st, fp);
     }

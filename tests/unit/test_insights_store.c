@@ -165,10 +165,8 @@ static void test_merge_and_quantiles(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_record_and_read),
-        cmocka_unit_test(test_sample_params),
-        cmocka_unit_test(test_least_recent_goes),
-        cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_record_and_read),     cmocka_unit_test(test_sample_params),
+        cmocka_unit_test(test_least_recent_goes),   cmocka_unit_test(test_shapes),
         cmocka_unit_test(test_merge_and_quantiles),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
