@@ -29,6 +29,8 @@
 #define CLIENT_STMTS_MAX 4096
 /* A Bind with more parameters gives no sample. */
 #define BIND_PARAMS_MAX 64
+/* A binary parameter's value as text, at most (a uuid is 36). */
+#define BIND_TEXT_MAX 48
 
 struct ins_worker {
     pthread_mutex_t lock;
@@ -56,6 +58,8 @@ struct insights_client {
     char *pend_sql;
     size_t pend_len;
     uint64_t pend_name, pend_fp;
+    int pend_ntypes;
+    uint32_t *pend_types; /* the Parse's parameter types (binary values need them) */
 };
 
 bool insights_on(void)
@@ -186,14 +190,20 @@ static uint64_t stmt_get(const struct client *c, const char *name, size_t len)
 }
 
 /* Keeps sql[0..len) as the pending text of statement name (a hash), of
- * fingerprint fp; sql NULL: none pending. */
+ * fingerprint fp, with its Parse's parameter types (msg); sql NULL: none
+ * pending. */
 static void pend_set(struct insights_client *ic, uint64_t name, uint64_t fp, const char *sql,
-                     size_t len)
+                     size_t len, const uint8_t *msg, uint32_t msglen)
 {
     free(ic->pend_sql);
     ic->pend_sql = NULL;
     if (!sql)
         return;
+    if (!ic->pend_types) {
+        ic->pend_types = malloc(BIND_PARAMS_MAX * sizeof(*ic->pend_types));
+        if (!ic->pend_types)
+            return;
+    }
     ic->pend_sql = malloc(len + 1);
     if (!ic->pend_sql)
         return;
@@ -202,6 +212,28 @@ static void pend_set(struct insights_client *ic, uint64_t name, uint64_t fp, con
     ic->pend_len = len;
     ic->pend_name = name;
     ic->pend_fp = fp;
+    ic->pend_ntypes = proto_parse_param_types(msg, msglen, ic->pend_types, BIND_PARAMS_MAX);
+}
+
+/* Binary values of the types the Parse named, as text (text types are
+ * their bytes); false if one cannot be. */
+static bool params_as_text(const struct insights_client *ic, int n, const char **vals,
+                           uint32_t *lens, const uint8_t *fmts, char (*buf)[BIND_TEXT_MAX])
+{
+    for (int i = 0; i < n; i++) {
+        if (!fmts[i] || !vals[i])
+            continue;
+        uint32_t oid = i < ic->pend_ntypes ? ic->pend_types[i] : 0;
+        if (oid == 25 || oid == 1043 || oid == 19 || oid == 1042)
+            continue; /* text, varchar, name, bpchar: the bytes are the text */
+        int k =
+            proto_binary_param_text(oid, (const uint8_t *)vals[i], lens[i], buf[i], BIND_TEXT_MAX);
+        if (k < 0)
+            return false;
+        vals[i] = buf[i];
+        lens[i] = (uint32_t)k;
+    }
+    return true;
 }
 
 /* ---- the observer ---------------------------------------------------------------- */
@@ -246,7 +278,8 @@ static int64_t on_parse(struct client *c, struct request_msg *rm)
     uint64_t fp = fingerprint_of(ins_worker_of(c), sql, len, NULL, &wants);
     stmt_set(c, p, name_len, fp);
     if (wants && len <= INSIGHTS_SAMPLE_MAX)
-        pend_set(c->insights, name_hash(p, name_len), fp, sql, len);
+        pend_set(c->insights, name_hash(p, name_len), fp, sql, len,
+                 c->s.rbuf->data + c->s.rbuf->start, rm->len);
     return rm->len;
 }
 
@@ -257,7 +290,7 @@ static int64_t bind_sample(struct client *c, struct request_msg *rm, uint64_t fp
 {
     struct insights_client *ic = c->insights;
     if (rm->len - 5 > INSIGHTS_SQL_MAX) {
-        pend_set(ic, 0, 0, NULL, 0);
+        pend_set(ic, 0, 0, NULL, 0, NULL, 0);
         return rm->len;
     }
     if (!request_msg_need(c, rm, rm->len))
@@ -265,9 +298,11 @@ static int64_t bind_sample(struct client *c, struct request_msg *rm, uint64_t fp
     const uint8_t *msg = c->s.rbuf->data + c->s.rbuf->start;
     const char *vals[BIND_PARAMS_MAX];
     uint32_t lens[BIND_PARAMS_MAX];
-    int n = proto_bind_params(msg, rm->len, vals, lens, BIND_PARAMS_MAX);
-    if (n == PROTO_BIND_BINARY)
-        return rm->len; /* binary values: the next Bind may have text ones */
+    uint8_t fmts[BIND_PARAMS_MAX];
+    char text[BIND_PARAMS_MAX][BIND_TEXT_MAX];
+    int n = proto_bind_params(msg, rm->len, vals, lens, fmts, BIND_PARAMS_MAX);
+    if (n >= 0 && !params_as_text(ic, n, vals, lens, fmts, text))
+        return rm->len; /* a binary value of another type: maybe the next Bind */
     if (n >= 0) {
         struct insights_sample *sm =
             insights_sample_new(ic->pend_sql, ic->pend_len, n, vals, lens, c->pool);
@@ -276,7 +311,7 @@ static int64_t bind_sample(struct client *c, struct request_msg *rm, uint64_t fp
         insights_store_sample(iw->st, fp, sm);
         pthread_mutex_unlock(&iw->lock);
     }
-    pend_set(ic, 0, 0, NULL, 0);
+    pend_set(ic, 0, 0, NULL, 0, NULL, 0);
     return rm->len;
 }
 
@@ -344,6 +379,7 @@ static void ins_client_free(struct client *c)
         return;
     free(ic->v);
     free(ic->pend_sql);
+    free(ic->pend_types);
     free(ic);
     c->insights = NULL;
 }

@@ -243,11 +243,25 @@ static void walk_typed(uint8_t type, const uint8_t *msg, uint32_t msglen, bool w
     case 'B': { /* Bind: every value read lies inside the body */
         const char *vals[8];
         uint32_t lens[8];
-        int n = proto_bind_params(msg, msglen, vals, lens, 8);
+        uint8_t fmts[8];
+        char text[48];
+        int n = proto_bind_params(msg, msglen, vals, lens, fmts, 8);
         require(n >= PROTO_BIND_TOO_MANY && n <= 8);
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
             require(!vals[i] || ((const uint8_t *)vals[i] >= body &&
                                  (const uint8_t *)vals[i] + lens[i] <= end));
+            static const uint32_t oids[] = {16, 20, 21, 23, 26, 700, 701, 2950};
+            int k = vals[i] ? proto_binary_param_text(oids[i], (const uint8_t *)vals[i], lens[i],
+                                                      text, sizeof(text))
+                            : -1;
+            require(k < (int)sizeof(text) && (k < 0 || strlen(text) == (size_t)k));
+        }
+        break;
+    }
+    case 'P': { /* Parse: its parameter types */
+        uint32_t oids[4];
+        int n = proto_parse_param_types(msg, msglen, oids, 4);
+        require(n >= 0 && n <= 4);
         break;
     }
     default:
