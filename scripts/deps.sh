@@ -14,7 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 # the protobuf-c code itself is inside libpg_query).
 PKGS="build-essential pkg-config clang llvm libclang-rt-14-dev \
   libev-dev libssl-dev libinih-dev libhiredis-dev libpg-query-dev libprotobuf-c-dev libcmocka-dev \
-  postgresql-15 postgresql-client-15 pgbouncer redis-server \
+  postgresql-15 postgresql-client-15 postgresql-15-hypopg pgbouncer redis-server \
   python3 python3-pytest python3-psycopg python3-asyncpg python3-sqlalchemy \
   python3-psycopg2 python3-pytest-timeout libpostgresql-jdbc-java openssl procps iproute2 valgrind cppcheck clang-format \
   chromium fonts-dejavu-core"

@@ -89,6 +89,7 @@ enum admin_show_topic {
     ADMIN_SHOW_CACHE_TABLES,   /* the result cache: invalidations per table */
     ADMIN_SHOW_JOBS,           /* one row per refresh job ([jobs]) */
     ADMIN_SHOW_QUERIES,        /* one row per query fingerprint (insights) */
+    ADMIN_SHOW_INDEX_ADVICE,   /* one row per index the advisor advises */
     ADMIN_SHOW_COUNT,
 };
 /* Upper-case name of a topic ("POOLS"). */
@@ -330,6 +331,7 @@ void admin_show_active_sockets(struct admin_result *r); /* admin_show_pools.c */
 void admin_show_users(struct admin_result *r);          /* admin_show_pools.c */
 void admin_show_jobs(struct admin_result *r);           /* admin_show_jobs.c */
 void admin_show_queries(struct admin_result *r);        /* admin_show_queries.c */
+void admin_show_index_advice(struct admin_result *r);   /* admin_show_advice.c */
 void admin_show_stats(struct admin_result *r);          /* admin_stats.c */
 void admin_show_stats_totals(struct admin_result *r);
 void admin_show_stats_averages(struct admin_result *r);

@@ -309,6 +309,11 @@ static const struct show_def show_defs[ADMIN_SHOW_COUNT] = {
                                  "replica", "cache_hits", "first_seen", "last_seen"),
                             TYPES(T, T, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, T, T),
                             admin_show_queries},
+    [ADMIN_SHOW_INDEX_ADVICE] = {"INDEX_ADVICE", 11,
+                                 COLS("database", "table", "columns", "statement", "verified",
+                                      "cost_before", "cost_after", "gain_percent", "size_bytes",
+                                      "fingerprints", "note"),
+                                 TYPES(T, T, T, T, T, N, N, N, Q, T, T), admin_show_index_advice},
 };
 
 #undef T
@@ -354,6 +359,7 @@ static void show_help(struct admin_result *r)
         "\n\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|MEM"
         "\n\tSHOW DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS|REPLICAS|CACHE|CACHE_TABLES|JOBS"
         "\n\tSHOW QUERIES [ORDER BY total_time|calls|mean|p99|errors] [LIMIT n]"
+        "\n\tSHOW INDEX_ADVICE"
         "\n\tINSIGHTS RESET"
         "\n\tCACHE CLEAR [table]"
         "\n\tSET key = value"

@@ -291,6 +291,9 @@ struct config {
     bool insights;            /* per-query statistics (insights.h) */
     int insights_max_queries; /* fingerprints kept, at most */
     int insights_metrics_top; /* fingerprints in /metrics, by total time */
+    int64_t advice_interval;  /* usec: the index advisor runs this often; 0: never */
+    int64_t advice_window;    /* usec: fingerprints are weighed by their time within it */
+    int advice_min_gain;      /* percent: the least cost drop an advice needs */
 
     struct config_database *databases; /* in file order; "*" included if present */
     int n_databases;

@@ -407,6 +407,9 @@ static const char *const cache_invalidations[] = {"off", "logical", NULL};
  * PgBouncer; sluice's threads and listeners (workers, metrics_listen) are fixed at start. */
 const struct config_key config_keys[] = {
     STR(admin_users, RELOAD, ""),
+    TIME(advice_interval, RELOAD, "300"),
+    INT(advice_min_gain, RELOAD, "30", 1, 100),
+    TIME(advice_window, RELOAD, "3600"),
     BOOL(application_name_add_host, RELOAD, "0"),
     STR(auth_dbname, RELOAD, ""),
     STR(auth_file, RELOAD, ""),

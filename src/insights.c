@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "pool.h"
+#include "proto.h"
 #include "request.h"
 #include "sql_shape.h"
 #include "worker.h"
@@ -28,6 +29,10 @@
 #define FP_NONE 1
 /* A client's prepared statements remembered, at most (then forgotten). */
 #define CLIENT_STMTS_MAX 4096
+/* A Bind with more parameters gives no sample. */
+#define BIND_PARAMS_MAX 64
+/* A binary parameter's value as text, at most (a uuid is 36). */
+#define BIND_TEXT_MAX 48
 
 struct ins_worker {
     pthread_mutex_t lock;
@@ -59,7 +64,16 @@ struct insights_client {
     uint64_t last_fp;
     uint64_t last_removed; /* the store's removals when last_fp's entry was seen */
     uint32_t last_len;
+    bool last_wants; /* last_fp's entry had no sample then */
     char last[INSIGHTS_LAST_MAX];
+    /* The text of the last statement Parsed whose fingerprint wanted a
+     * sample, until a Bind of it gives the parameters (rarely set: a
+     * fingerprint has one sample). */
+    char *pend_sql;
+    size_t pend_len;
+    uint64_t pend_name, pend_fp;
+    int pend_ntypes;
+    uint32_t *pend_types; /* the Parse's parameter types (binary values need them) */
 };
 
 bool insights_on(void)
@@ -109,17 +123,22 @@ static void make_room(struct ins_worker *iw)
 }
 
 /* The fingerprint of sql[0..len) (NUL at sql[len]), its entry made if it
- * has none; 0 when it does not parse. sample: the text may be kept as the
- * fingerprint's real example. */
-static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t len, bool sample)
+ * has none; 0 when it does not parse. origin (not NULL): the text, with no
+ * parameters, may be kept as the fingerprint's sample, with origin. wants
+ * (not NULL): whether the fingerprint has no sample yet. */
+static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t len,
+                               const void *origin, bool *wants)
 {
     uint64_t shape = sql_shape(sql, len);
     pthread_mutex_lock(&iw->lock);
     uint64_t fp = insights_store_shape(iw->st, shape);
     bool known = fp == FP_NONE || (fp && insights_store_has(iw->st, fp));
-    if (known && fp != FP_NONE && sample && insights_store_wants_sample(iw->st, fp))
-        insights_store_sample(iw->st, fp, sql, len);
+    bool want = known && fp != FP_NONE && insights_store_wants_sample(iw->st, fp);
+    if (want && origin)
+        insights_store_sample(iw->st, fp, insights_sample_new(sql, len, 0, NULL, NULL, origin));
     pthread_mutex_unlock(&iw->lock);
+    if (wants)
+        *wants = want && !origin;
     if (known)
         return fp == FP_NONE ? 0 : fp;
     /* New here (or evicted since): parsed outside the lock. */
@@ -138,8 +157,11 @@ static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t le
         make_room(iw);
         if (insights_store_add(iw->st, fp, text, strlen(text))) {
             atomic_fetch_add_explicit(&g_count, 1, memory_order_relaxed);
-            if (sample)
-                insights_store_sample(iw->st, fp, sql, len);
+            if (origin)
+                insights_store_sample(iw->st, fp,
+                                      insights_sample_new(sql, len, 0, NULL, NULL, origin));
+            else if (wants)
+                *wants = true; /* new: no sample yet */
         }
     }
     pthread_mutex_unlock(&iw->lock);
@@ -158,33 +180,34 @@ static struct insights_client *client_state(struct client *c)
     return c->insights;
 }
 
-/* fingerprint_of() for c's text, the same as its last one for nothing
- * (while its entry is there: else it is made again). */
-static uint64_t client_fingerprint(struct client *c, const char *sql, size_t len, bool sample)
+/* fingerprint_of() for c's text; the same text as its last one costs a
+ * comparison, while its entry is there (nothing was removed from the store
+ * since it was seen) and had its sample already. */
+static uint64_t client_fingerprint(struct client *c, const char *sql, size_t len,
+                                   const void *origin, bool *wants)
 {
     struct ins_worker *iw = ins_worker_of(c);
     struct insights_client *ic = c->insights;
-    if (ic && ic->last_fp && ic->last_len == len && !memcmp(ic->last, sql, len)) {
-        /* Nothing removed since its entry was seen: it is there. */
-        if (insights_store_removed(iw->st) == ic->last_removed)
-            return ic->last_fp;
-        pthread_mutex_lock(&iw->lock);
-        bool there = insights_store_has(iw->st, ic->last_fp);
-        uint64_t removed = insights_store_removed(iw->st);
-        pthread_mutex_unlock(&iw->lock);
-        if (there) {
-            ic->last_removed = removed;
-            return ic->last_fp;
-        }
+    if (ic && ic->last_fp && !ic->last_wants && ic->last_len == len &&
+        !memcmp(ic->last, sql, len) && insights_store_removed(iw->st) == ic->last_removed) {
+        if (wants)
+            *wants = false;
+        return ic->last_fp;
     }
     uint64_t removed = insights_store_removed(iw->st); /* before: a removal after is seen */
-    uint64_t fp = fingerprint_of(iw, sql, len, sample);
+    bool want = false;
+    uint64_t fp = fingerprint_of(iw, sql, len, origin, &want);
+    if (wants)
+        *wants = want;
     if (fp && len <= INSIGHTS_LAST_MAX) {
         ic = client_state(c);
         memcpy(ic->last, sql, len);
         ic->last_len = (uint32_t)len;
         ic->last_fp = fp;
         ic->last_removed = removed;
+        /* A Query's text was kept as the sample if one was wanted; a
+         * Parse's waits for its Bind: look again until it has one. */
+        ic->last_wants = want;
     }
     return fp;
 }
@@ -247,6 +270,53 @@ static uint64_t stmt_get(const struct client *c, const char *name, size_t len)
     return 0;
 }
 
+/* Keeps sql[0..len) as the pending text of statement name (a hash), of
+ * fingerprint fp, with its Parse's parameter types (msg); sql NULL: none
+ * pending. */
+static void pend_set(struct insights_client *ic, uint64_t name, uint64_t fp, const char *sql,
+                     size_t len, const uint8_t *msg, uint32_t msglen)
+{
+    free(ic->pend_sql);
+    ic->pend_sql = NULL;
+    if (!sql)
+        return;
+    if (!ic->pend_types) {
+        ic->pend_types = malloc(BIND_PARAMS_MAX * sizeof(*ic->pend_types));
+        if (!ic->pend_types)
+            return;
+    }
+    ic->pend_sql = malloc(len + 1);
+    if (!ic->pend_sql)
+        return;
+    memcpy(ic->pend_sql, sql, len);
+    ic->pend_sql[len] = '\0';
+    ic->pend_len = len;
+    ic->pend_name = name;
+    ic->pend_fp = fp;
+    ic->pend_ntypes = proto_parse_param_types(msg, msglen, ic->pend_types, BIND_PARAMS_MAX);
+}
+
+/* Binary values of the types the Parse named, as text (text types are
+ * their bytes); false if one cannot be. */
+static bool params_as_text(const struct insights_client *ic, int n, const char **vals,
+                           uint32_t *lens, const uint8_t *fmts, char (*buf)[BIND_TEXT_MAX])
+{
+    for (int i = 0; i < n; i++) {
+        if (!fmts[i] || !vals[i])
+            continue;
+        uint32_t oid = i < ic->pend_ntypes ? ic->pend_types[i] : 0;
+        if (oid == 25 || oid == 1043 || oid == 19 || oid == 1042)
+            continue; /* text, varchar, name, bpchar: the bytes are the text */
+        int k =
+            proto_binary_param_text(oid, (const uint8_t *)vals[i], lens[i], buf[i], BIND_TEXT_MAX);
+        if (k < 0)
+            return false;
+        vals[i] = buf[i];
+        lens[i] = (uint32_t)k;
+    }
+    return true;
+}
+
 /* ---- the observer ---------------------------------------------------------------- */
 
 /* The length of the string at p, or end - p when it has no NUL before end
@@ -273,7 +343,7 @@ static int64_t on_query(struct client *c, struct request_msg *rm)
     const char *sql = (const char *)c->s.rbuf->data + c->s.rbuf->start + 5;
     size_t len = rm->len - 5;
     if (len && !sql[len - 1])
-        mark(c, rm, client_fingerprint(c, sql, len - 1, true));
+        mark(c, rm, client_fingerprint(c, sql, len - 1, c->pool, NULL));
     return rm->len;
 }
 
@@ -293,7 +363,44 @@ static int64_t on_parse(struct client *c, struct request_msg *rm)
     if (sql + len == end)
         return rm->len;
     /* Counted at its Bind: a Parse alone (a driver preparing) runs nothing. */
-    stmt_set(c, p, name_len, client_fingerprint(c, sql, len, false));
+    bool wants = false;
+    uint64_t fp = client_fingerprint(c, sql, len, NULL, &wants);
+    stmt_set(c, p, name_len, fp);
+    if (wants && len <= INSIGHTS_SAMPLE_MAX)
+        pend_set(c->insights, name_hash(p, name_len), fp, sql, len,
+                 c->s.rbuf->data + c->s.rbuf->start, rm->len);
+    return rm->len;
+}
+
+/* A Bind of the statement whose text is pending: its parameters (text
+ * format only) and the text make the fingerprint's sample. The whole
+ * message is needed, which only this rare Bind waits for. */
+static int64_t bind_sample(struct client *c, struct request_msg *rm, uint64_t fp)
+{
+    struct insights_client *ic = c->insights;
+    if (rm->len - 5 > INSIGHTS_SQL_MAX) {
+        pend_set(ic, 0, 0, NULL, 0, NULL, 0);
+        return rm->len;
+    }
+    if (!request_msg_need(c, rm, rm->len))
+        return REQUEST_WAIT;
+    const uint8_t *msg = c->s.rbuf->data + c->s.rbuf->start;
+    const char *vals[BIND_PARAMS_MAX];
+    uint32_t lens[BIND_PARAMS_MAX];
+    uint8_t fmts[BIND_PARAMS_MAX];
+    char text[BIND_PARAMS_MAX][BIND_TEXT_MAX];
+    int n = proto_bind_params(msg, rm->len, vals, lens, fmts, BIND_PARAMS_MAX);
+    if (n >= 0 && !params_as_text(ic, n, vals, lens, fmts, text))
+        return rm->len; /* a binary value of another type: maybe the next Bind */
+    if (n >= 0) {
+        struct insights_sample *sm =
+            insights_sample_new(ic->pend_sql, ic->pend_len, n, vals, lens, c->pool);
+        struct ins_worker *iw = ins_worker_of(c);
+        pthread_mutex_lock(&iw->lock);
+        insights_store_sample(iw->st, fp, sm);
+        pthread_mutex_unlock(&iw->lock);
+    }
+    pend_set(ic, 0, 0, NULL, 0, NULL, 0);
     return rm->len;
 }
 
@@ -312,8 +419,12 @@ static int64_t on_bind(struct client *c, struct request_msg *rm)
     if (stmt + len == end)
         return rm->len;
     uint64_t fp = stmt_get(c, stmt, len);
-    if (fp)
-        mark(c, rm, fp);
+    if (!fp)
+        return rm->len;
+    mark(c, rm, fp);
+    const struct insights_client *ic = c->insights;
+    if (ic->pend_sql && ic->pend_fp == fp && ic->pend_name == name_hash(stmt, len))
+        return bind_sample(c, rm, fp);
     return rm->len;
 }
 
@@ -356,6 +467,8 @@ static void ins_client_free(struct client *c)
     if (!ic)
         return;
     free(ic->v);
+    free(ic->pend_sql);
+    free(ic->pend_types);
     free(ic);
     c->insights = NULL;
 }
@@ -373,7 +486,7 @@ void insights_cache_hit(struct client *c, const char *sql, size_t len)
     if (!g_workers || !insights_on() || len > INSIGHTS_SQL_MAX)
         return;
     struct ins_worker *iw = ins_worker_of(c);
-    uint64_t fp = fingerprint_of(iw, sql, len, true);
+    uint64_t fp = fingerprint_of(iw, sql, len, c->pool, NULL);
     if (!fp)
         return;
     pthread_mutex_lock(&iw->lock);
@@ -431,7 +544,7 @@ struct collect {
 };
 
 static void collect_one(void *arg, const struct insights_stat *st, const char *text,
-                        const char *sample)
+                        const struct insights_sample *sample)
 {
     struct collect *col = arg;
     if (col->n == col->cap) {
@@ -445,7 +558,7 @@ static void collect_one(void *arg, const struct insights_stat *st, const char *t
     struct insights_row *r = &col->rows[col->n++];
     r->st = *st;
     r->text = strdup(text);
-    r->sample = sample ? strdup(sample) : NULL;
+    r->sample = sample ? insights_sample_dup(sample) : NULL;
     if (!r->text)
         abort();
 }

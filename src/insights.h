@@ -38,8 +38,8 @@ void insights_reset(void);
 /* Every fingerprint's figures, merged over the workers. */
 struct insights_row {
     struct insights_stat st;
-    char *text;   /* normalized: constants are $n */
-    char *sample; /* one real text, for the advisor only; NULL if none */
+    char *text;                     /* normalized: constants are $n */
+    struct insights_sample *sample; /* one real execution, for the advisor only; NULL if none */
 };
 /* The rows (*out, to free with insights_rows_free()), how many. */
 size_t insights_collect(struct insights_row **out);

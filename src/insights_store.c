@@ -3,6 +3,7 @@
 #include "insights_store.h"
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,8 +11,9 @@ struct entry {
     struct insights_stat st;
     struct entry *hnext;         /* hash chain */
     struct entry *newer, *older; /* recency list */
-    char *text, *sample;
-    size_t text_len, sample_len;
+    char *text;
+    struct insights_sample *sample;
+    size_t text_len;
 };
 
 struct shape_slot {
@@ -62,7 +64,7 @@ struct insights_store *insights_store_new(size_t max, size_t shapes)
 
 static void entry_free(struct insights_store *s, struct entry *e)
 {
-    s->text_bytes -= e->text_len + e->sample_len;
+    s->text_bytes -= e->text_len + (e->sample ? e->sample->bytes : 0);
     free(e->text);
     free(e->sample);
     free(e);
@@ -224,14 +226,69 @@ void insights_store_record(struct insights_store *s, uint64_t fp, uint64_t usec,
     }
 }
 
-void insights_store_sample(struct insights_store *s, uint64_t fp, const char *text, size_t len)
+struct insights_sample *insights_sample_new(const char *sql, size_t len, int nparams,
+                                            const char *const *vals, const uint32_t *lens,
+                                            const void *origin)
 {
-    struct entry *e = find(s, fp);
-    if (!e || e->sample || len > INSIGHTS_TEXT_MAX)
-        return; /* a sample cut short would not be the statement */
-    e->sample = copy_text(text, len, &e->sample_len);
-    if (e->sample)
-        s->text_bytes += e->sample_len;
+    if (nparams < 0 || len > INSIGHTS_SAMPLE_MAX)
+        return NULL;
+    size_t data = len + 1;
+    for (int i = 0; i < nparams; i++) {
+        data += vals[i] ? (size_t)lens[i] + 1 : 0;
+        if (data > INSIGHTS_SAMPLE_MAX + 1)
+            return NULL;
+    }
+    size_t head = sizeof(struct insights_sample) + (size_t)nparams * sizeof(char *);
+    struct insights_sample *sm = malloc(head + data);
+    if (!sm)
+        return NULL;
+    const char **params = (const char **)(sm + 1);
+    char *p = (char *)sm + head;
+    memcpy(p, sql, len);
+    p[len] = '\0';
+    sm->sql = p;
+    p += len + 1;
+    for (int i = 0; i < nparams; i++) {
+        params[i] = NULL;
+        if (!vals[i])
+            continue;
+        memcpy(p, vals[i], lens[i]);
+        p[lens[i]] = '\0';
+        params[i] = p;
+        p += lens[i] + 1;
+    }
+    sm->origin = origin;
+    sm->nparams = nparams;
+    sm->params = params;
+    sm->bytes = head + data;
+    return sm;
+}
+
+struct insights_sample *insights_sample_dup(const struct insights_sample *sm)
+{
+    struct insights_sample *d = malloc(sm->bytes);
+    if (!d)
+        return NULL;
+    memcpy(d, sm, sm->bytes);
+    /* The pointers inside point into the block: moved with it. */
+    ptrdiff_t delta = (const char *)d - (const char *)sm;
+    const char **params = (const char **)(d + 1);
+    d->sql = sm->sql + delta;
+    for (int i = 0; i < d->nparams; i++)
+        params[i] = sm->params[i] ? sm->params[i] + delta : NULL;
+    d->params = params;
+    return d;
+}
+
+void insights_store_sample(struct insights_store *s, uint64_t fp, struct insights_sample *sm)
+{
+    struct entry *e = sm ? find(s, fp) : NULL;
+    if (!e || e->sample) {
+        free(sm);
+        return;
+    }
+    e->sample = sm;
+    s->text_bytes += sm->bytes;
 }
 
 bool insights_store_wants_sample(const struct insights_store *s, uint64_t fp)

@@ -65,8 +65,32 @@ bool insights_store_add(struct insights_store *s, uint64_t fp, const char *text,
 void insights_store_record(struct insights_store *s, uint64_t fp, uint64_t usec, uint64_t rows,
                            bool failed, enum insights_where where, int64_t now);
 
-/* Keeps one real text of fp for the advisor, if it has none yet. */
-void insights_store_sample(struct insights_store *s, uint64_t fp, const char *text, size_t len);
+/* One real execution of a fingerprint, kept for the index advisor only
+ * (never shown): its text, its parameters in text format (NULL for SQL
+ * NULL) and an opaque pointer of the caller's saying where it ran (the
+ * client's pool). One allocation: free() frees all of it. */
+struct insights_sample {
+    const void *origin;
+    int nparams;
+    const char *const *params;
+    const char *sql;
+    size_t bytes; /* the allocation's size */
+};
+/* Texts and parameters together over this are not kept (a sample cut
+ * short would not be the statement). */
+#define INSIGHTS_SAMPLE_MAX 8192
+/* A sample of sql[0..len) with nparams parameters (vals[i] of lens[i]
+ * bytes; vals[i] NULL: SQL NULL); NULL when over INSIGHTS_SAMPLE_MAX, or
+ * with no memory. */
+struct insights_sample *insights_sample_new(const char *sql, size_t len, int nparams,
+                                            const char *const *vals, const uint32_t *lens,
+                                            const void *origin);
+/* A copy of sm (NULL: no memory). */
+struct insights_sample *insights_sample_dup(const struct insights_sample *sm);
+
+/* Keeps sm as fp's sample if fp has an entry without one; else frees it.
+ * Takes sm (which may be NULL). */
+void insights_store_sample(struct insights_store *s, uint64_t fp, struct insights_sample *sm);
 /* Whether fp has an entry without a sample. */
 bool insights_store_wants_sample(const struct insights_store *s, uint64_t fp);
 
@@ -76,10 +100,10 @@ bool insights_store_evict_oldest(struct insights_store *s);
 /* Drops every entry (the shape table stays: fingerprints do not change). */
 void insights_store_reset(struct insights_store *s);
 
-/* Calls fn for each entry (its figures, its normalized text and sample,
- * NUL-terminated; sample may be NULL). */
+/* Calls fn for each entry (its figures, its normalized text, NUL-terminated,
+ * and its sample, which may be NULL). */
 typedef void (*insights_store_fn)(void *arg, const struct insights_stat *st, const char *text,
-                                  const char *sample);
+                                  const struct insights_sample *sample);
 void insights_store_each(const struct insights_store *s, insights_store_fn fn, void *arg);
 
 size_t insights_store_count(const struct insights_store *s);

@@ -21,6 +21,7 @@
 #include "config.h"
 #include "dns.h"
 #include "insights.h"
+#include "insights_advice.h"
 #include "jobs.h"
 #include "lag_monitor.h"
 #include "listen.h"
@@ -726,6 +727,7 @@ static void main_shutdown(void)
         worker_drain(&workers[i]);
     listen_shutdown();
     lag_monitor_stop();
+    insights_advice_stop();
     jobs_stop();
     cache_logical_stop();
     for (int i = 0; i < n_workers; i++)
@@ -796,6 +798,7 @@ int main(int argc, char **argv)
      * from before the first thread runs. */
     g_pooler.locking = n_workers > 1;
     lag_monitor_start();
+    insights_advice_start();
     jobs_start();
     cache_logical_start();
     if (!worker_start_threads(workers, n_workers, err, sizeof(err))) {

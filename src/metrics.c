@@ -21,6 +21,7 @@
 #include "admin.h"
 #include "conn.h"
 #include "insights.h"
+#include "insights_advice.h"
 #include "jobs.h"
 #include "lag_monitor.h"
 #include "list.h"
@@ -704,6 +705,41 @@ static void render_queries(struct metrics_buf *b)
     insights_rows_free(rows, all);
 }
 
+/* The index advisor (insights_advice.h): its runs, and each index it
+ * advises with the cost drop the planner estimated (0 when not verified). */
+static void advice_gain(void *arg, const struct insights_advice *a)
+{
+    struct metrics_buf *b = arg;
+    metrics_buf_printf(b, "sluice_index_advice_gain_ratio{database=\"");
+    metrics_buf_label(b, a->database);
+    metrics_buf_printf(b, "\",table=\"");
+    metrics_buf_label(b, a->table);
+    metrics_buf_printf(b, "\",columns=\"");
+    metrics_buf_label(b, a->columns);
+    double gain = a->verified && a->cost_before > 0 ? 1.0 - a->cost_after / a->cost_before : 0;
+    metrics_buf_printf(b, "\",verified=\"%s\"} %.4f\n", a->verified ? "yes" : "no", gain);
+}
+
+static void render_advice(struct metrics_buf *b)
+{
+    struct insights_advice_stats st;
+    insights_advice_stats(&st);
+    buf_family(b, "sluice_index_advisor_runs_total", "counter", "Runs of the index advisor.");
+    metrics_buf_printf(b, "sluice_index_advisor_runs_total %llu\n", (unsigned long long)st.runs);
+    buf_family(b, "sluice_index_advisor_explains_total", "counter",
+               "EXPLAINs the index advisor ran on the primary.");
+    metrics_buf_printf(b, "sluice_index_advisor_explains_total %llu\n",
+                       (unsigned long long)st.explains);
+    buf_family(b, "sluice_index_advisor_errors_total", "counter",
+               "Statements or connections of the index advisor that failed.");
+    metrics_buf_printf(b, "sluice_index_advisor_errors_total %llu\n",
+                       (unsigned long long)st.errors);
+    buf_family(b, "sluice_index_advice_gain_ratio", "gauge",
+               "Each index advised: the planner's estimated cost drop of the queries it helps "
+               "(0: not verified, hypopg missing).");
+    insights_advice_each(advice_gain, b);
+}
+
 static void render_jobs(struct metrics_buf *b)
 {
     struct metrics_buf f[JF_COUNT];
@@ -744,6 +780,8 @@ void metrics_render(struct metrics_buf *b)
     render_cache(b);
     render_jobs(b);
     render_queries(b);
+    if (insights_on())
+        render_advice(b);
 
     struct stats_hist q, wt;
     memset(&q, 0, sizeof(q));

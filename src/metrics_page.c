@@ -19,6 +19,7 @@
 #include "cache.h"
 #include "conn.h"
 #include "insights.h"
+#include "insights_advice.h"
 #include "jobs.h"
 #include "lag_monitor.h"
 #include "list.h"
@@ -506,10 +507,71 @@ static void page_queries(struct metrics_buf *b)
 
 /* Index advice (issue 15 item 3) is the advisor's, a module of its own:
  * this section is where its advice goes, once wired to it. */
+struct advice_page {
+    struct metrics_buf *b;
+    int n;
+};
+
+/* One index advised: its statement, the cost drop as a bar (before, after),
+ * its size and the fingerprints it helps. */
+static void advice_row(void *arg, const struct insights_advice *a)
+{
+    struct advice_page *ap = arg;
+    struct metrics_buf *b = ap->b;
+    if (ap->n++ == 0) {
+        static const char *const cols[] = {"<index",     "<database", "cost before",
+                                           "cost after", "<drop",     "size",
+                                           "<verified",  "<helps",    "<note"};
+        header(b, cols, sizeof(cols) / sizeof(cols[0]));
+    }
+    put(b, "<tr><td class=\"t q\"><code>");
+    metrics_page_escape(b, a->statement);
+    put(b, "</code></td>");
+    cell_text(b, a->database);
+    if (a->cost_before >= 0)
+        metrics_buf_printf(b, "<td>%.1f</td>", a->cost_before);
+    else
+        put(b, "<td>-</td>");
+    if (a->cost_after >= 0)
+        metrics_buf_printf(b, "<td>%.1f</td>", a->cost_after);
+    else
+        put(b, "<td>-</td>");
+    put(b, "<td class=\"t\">");
+    if (a->verified && a->cost_before > 0 && a->cost_after >= 0) {
+        double drop = (a->cost_before - a->cost_after) / a->cost_before;
+        bar(b, "p50", drop, 1.0);
+        metrics_buf_printf(b, " %.0f%%", drop * 100.0);
+    } else {
+        put(b, "-");
+    }
+    put(b, "</td>");
+    if (a->size_bytes >= 0)
+        metrics_buf_printf(b, "<td>%lld kB</td>", (long long)(a->size_bytes / 1024));
+    else
+        put(b, "<td>-</td>");
+    cell_text(b, a->verified ? "yes" : "no");
+    put(b, "<td class=\"t fp\">");
+    for (int i = 0; i < a->n_fingerprints; i++)
+        metrics_buf_printf(b, "%s<code>%016llx</code>", i ? " " : "",
+                           (unsigned long long)a->fingerprints[i]);
+    put(b, "</td>");
+    cell_text(b, a->note ? a->note : "");
+    put(b, "</tr>\n");
+}
+
 static void page_advice(struct metrics_buf *b)
 {
     section(b, "advice", "Index advice");
-    none(b, "no advice yet");
+    struct advice_page ap = {b, 0};
+    insights_advice_each(advice_row, &ap);
+    if (ap.n) {
+        table_end(b);
+        return;
+    }
+    struct insights_advice_stats st;
+    insights_advice_stats(&st);
+    none(b, st.runs ? "no index advised by the last run (SHOW INDEX_ADVICE)"
+                    : "no advice yet: the advisor has not run (advice_interval)");
 }
 
 void metrics_page_render(struct metrics_buf *b)

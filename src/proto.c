@@ -186,6 +186,82 @@ const uint8_t *proto_read_bytes(struct proto_reader *r, uint32_t n)
     return s;
 }
 
+int proto_bind_params(const uint8_t *msg, uint32_t msglen, const char **vals, uint32_t *lens,
+                      uint8_t *fmts, int max)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, msg, msglen);
+    proto_read_string(&r); /* portal */
+    proto_read_string(&r); /* statement */
+    uint16_t nfmt = proto_read16(&r);
+    const uint8_t *fmt = proto_read_bytes(&r, 2u * nfmt);
+    uint16_t n = proto_read16(&r);
+    if (r.bad || (nfmt > 1 && nfmt != n))
+        return PROTO_BIND_BAD;
+    if (n > max)
+        return PROTO_BIND_TOO_MANY;
+    for (uint16_t i = 0; i < n; i++) {
+        uint32_t vl = proto_read32(&r);
+        fmts[i] = nfmt == 0 ? 0 : proto_get16(fmt + 2 * (nfmt == 1 ? 0 : i)) != 0;
+        vals[i] = NULL;
+        lens[i] = 0;
+        if (vl == UINT32_MAX) /* -1: NULL */
+            continue;
+        const uint8_t *v = proto_read_bytes(&r, vl);
+        if (r.bad)
+            return PROTO_BIND_BAD;
+        vals[i] = (const char *)v;
+        lens[i] = vl;
+    }
+    return r.bad ? PROTO_BIND_BAD : n;
+}
+
+int proto_parse_param_types(const uint8_t *msg, uint32_t msglen, uint32_t *oids, int max)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, msg, msglen);
+    proto_read_string(&r); /* statement */
+    proto_read_string(&r); /* query */
+    uint16_t n = proto_read16(&r);
+    for (uint16_t i = 0; i < n && !r.bad; i++) {
+        uint32_t oid = proto_read32(&r);
+        if (i < max)
+            oids[i] = oid;
+    }
+    return r.bad ? 0 : (n < max ? n : max);
+}
+
+int proto_binary_param_text(uint32_t oid, const uint8_t *v, uint32_t len, char *out, size_t outlen)
+{
+    int n = -1;
+    if (oid == 16 && len == 1) { /* bool */
+        n = snprintf(out, outlen, "%s", v[0] ? "true" : "false");
+    } else if (oid == 21 && len == 2) { /* int2 */
+        n = snprintf(out, outlen, "%d", (int)(int16_t)proto_get16(v));
+    } else if ((oid == 23 || oid == 26) && len == 4) { /* int4, oid */
+        uint32_t u = proto_get32(v);
+        n = oid == 23 ? snprintf(out, outlen, "%ld", (long)(int32_t)u)
+                      : snprintf(out, outlen, "%lu", (unsigned long)u);
+    } else if ((oid == 20 || oid == 701) && len == 8) { /* int8, float8 */
+        uint64_t u = (uint64_t)proto_get32(v) << 32 | proto_get32(v + 4);
+        double d;
+        memcpy(&d, &u, sizeof(d));
+        n = oid == 20 ? snprintf(out, outlen, "%lld", (long long)(int64_t)u)
+                      : snprintf(out, outlen, "%.17g", d);
+    } else if (oid == 700 && len == 4) { /* float4 */
+        uint32_t u = proto_get32(v);
+        float f;
+        memcpy(&f, &u, sizeof(f));
+        n = snprintf(out, outlen, "%.9g", (double)f);
+    } else if (oid == 2950 && len == 16) { /* uuid */
+        n = snprintf(out, outlen,
+                     "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", v[0],
+                     v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12],
+                     v[13], v[14], v[15]);
+    }
+    return n >= 0 && (size_t)n < outlen ? n : -1;
+}
+
 bool proto_parse_error(const uint8_t *msg, uint32_t msglen, struct proto_error_fields *out)
 {
     struct proto_reader r;

@@ -117,6 +117,23 @@ uint32_t proto_read32(struct proto_reader *r);
 const char *proto_read_string(struct proto_reader *r);
 const uint8_t *proto_read_bytes(struct proto_reader *r, uint32_t n);
 
+/* A Bind's parameter values (msg: the whole message, msglen bytes):
+ * vals[i] points into the message (not NUL-terminated; NULL for SQL
+ * NULL), lens[i] is its length and fmts[i] its format (0 text, 1 binary).
+ * Returns how many there are, or: */
+#define PROTO_BIND_BAD      (-1) /* malformed */
+#define PROTO_BIND_TOO_MANY (-3) /* more than max */
+int proto_bind_params(const uint8_t *msg, uint32_t msglen, const char **vals, uint32_t *lens,
+                      uint8_t *fmts, int max);
+/* A Parse's parameter type OIDs (msg: the whole message): at most max
+ * into oids, how many the message gives (0 when malformed). */
+int proto_parse_param_types(const uint8_t *msg, uint32_t msglen, uint32_t *oids, int max);
+/* A binary parameter value of type oid as PostgreSQL writes it in text:
+ * bool, int2, int4, int8, oid, float4, float8 and uuid (text types need
+ * no conversion). Returns its length in out (NUL-terminated), or -1 for
+ * another type, a wrong length, or too small an out. */
+int proto_binary_param_text(uint32_t oid, const uint8_t *v, uint32_t len, char *out, size_t outlen);
+
 /* ErrorResponse/NoticeResponse: the fields sluice logs or rewrites. */
 struct proto_error_fields {
     const char *severity; /* 'S' */

@@ -9,7 +9,7 @@
  *    message is quoted with proto_quote_literal into an exact-size buffer;
  *  - read with the proto_reader functions as its type says (Authentication,
  *    ParameterStatus, BackendKeyData, ReadyForQuery, RowDescription, DataRow,
- *    Query, CommandComplete...), and once more by a generic walk whose reads
+ *    Query, CommandComplete, Bind's parameters...), and once more by a generic walk whose reads
  *    the message's own bytes choose; every read must stay inside the body;
  *  - for the fixed-layout types, rebuilt with the builder and compared.
  * A truncated last message is read as if it were whole (the readers must be
@@ -238,6 +238,30 @@ static void walk_typed(uint8_t type, const uint8_t *msg, uint32_t msglen, bool w
             if (len != UINT32_MAX)
                 (void)rd_bytes(&r, len, body, end);
         }
+        break;
+    }
+    case 'B': { /* Bind: every value read lies inside the body */
+        const char *vals[8];
+        uint32_t lens[8];
+        uint8_t fmts[8];
+        char text[48];
+        int n = proto_bind_params(msg, msglen, vals, lens, fmts, 8);
+        require(n >= PROTO_BIND_TOO_MANY && n <= 8);
+        for (int i = 0; i < n; i++) {
+            require(!vals[i] || ((const uint8_t *)vals[i] >= body &&
+                                 (const uint8_t *)vals[i] + lens[i] <= end));
+            static const uint32_t oids[] = {16, 20, 21, 23, 26, 700, 701, 2950};
+            int k = vals[i] ? proto_binary_param_text(oids[i], (const uint8_t *)vals[i], lens[i],
+                                                      text, sizeof(text))
+                            : -1;
+            require(k < (int)sizeof(text) && (k < 0 || strlen(text) == (size_t)k));
+        }
+        break;
+    }
+    case 'P': { /* Parse: its parameter types */
+        uint32_t oids[4];
+        int n = proto_parse_param_types(msg, msglen, oids, 4);
+        require(n >= 0 && n <= 4);
         break;
     }
     default:

@@ -18,10 +18,11 @@ struct seen {
     uint64_t fps[16];
     struct insights_stat st[16];
     char text[16][64];
-    const char *sample[16];
+    const struct insights_sample *sample[16];
 };
 
-static void collect(void *arg, const struct insights_stat *st, const char *text, const char *sample)
+static void collect(void *arg, const struct insights_stat *st, const char *text,
+                    const struct insights_sample *sample)
 {
     struct seen *s = arg;
     if (s->n < 16) {
@@ -42,8 +43,8 @@ static void test_record_and_read(void **state)
     insights_store_record(s, 7, 300, 2, true, INSIGHTS_REPLICA, 2000);
     insights_store_record(s, 7, 0, 0, false, INSIGHTS_CACHE, 3000);
     insights_store_record(s, 8, 5, 5, false, INSIGHTS_PRIMARY, 3000); /* no entry: nothing */
-    insights_store_sample(s, 7, "SELECT 42", 9);
-    insights_store_sample(s, 7, "SELECT 43", 9); /* the first stays */
+    insights_store_sample(s, 7, insights_sample_new("SELECT 42", 9, 0, NULL, NULL, s));
+    insights_store_sample(s, 7, insights_sample_new("SELECT 43", 9, 0, NULL, NULL, s)); /* kept */
     struct seen seen = {0};
     insights_store_each(s, collect, &seen);
     assert_int_equal(seen.n, 1);
@@ -59,10 +60,36 @@ static void test_record_and_read(void **state)
     assert_int_equal(st->first_seen, 1000);
     assert_int_equal(st->last_seen, 3000);
     assert_string_equal(seen.text[0], "SELECT $1");
-    assert_string_equal(seen.sample[0], "SELECT 42");
+    assert_string_equal(seen.sample[0]->sql, "SELECT 42");
+    assert_ptr_equal(seen.sample[0]->origin, s);
     insights_store_reset(s);
     assert_int_equal(insights_store_count(s), 0);
     insights_store_free(s);
+}
+
+/* A sample keeps its text and parameters in one block, which a copy
+ * moves whole; too big a sample is not made. */
+static void test_sample_params(void **state)
+{
+    (void)state;
+    const char *vals[] = {"42", NULL, "abc"};
+    uint32_t lens[] = {2, 0, 2};
+    struct insights_sample *sm = insights_sample_new("SELECT $1, $2, $3", 17, 3, vals, lens, NULL);
+    assert_non_null(sm);
+    struct insights_sample *d = insights_sample_dup(sm);
+    free(sm);
+    assert_string_equal(d->sql, "SELECT $1, $2, $3");
+    assert_int_equal(d->nparams, 3);
+    assert_string_equal(d->params[0], "42");
+    assert_null(d->params[1]);
+    assert_string_equal(d->params[2], "ab");
+    free(d);
+    static char big[INSIGHTS_SAMPLE_MAX + 2];
+    memset(big, 'x', sizeof(big));
+    assert_null(insights_sample_new(big, sizeof(big), 0, NULL, NULL, NULL));
+    const char *bigv[] = {big};
+    uint32_t bigl[] = {INSIGHTS_SAMPLE_MAX};
+    assert_null(insights_sample_new("SELECT $1", 9, 1, bigv, bigl, NULL));
 }
 
 static void test_least_recent_goes(void **state)
@@ -138,9 +165,8 @@ static void test_merge_and_quantiles(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_record_and_read),
-        cmocka_unit_test(test_least_recent_goes),
-        cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_record_and_read),     cmocka_unit_test(test_sample_params),
+        cmocka_unit_test(test_least_recent_goes),   cmocka_unit_test(test_shapes),
         cmocka_unit_test(test_merge_and_quantiles),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1175,6 +1175,68 @@ static void test_quote_literal_small_buffer(void **state)
     }
 }
 
+/* A Bind's values, NULLs and formats, and the refusals: too many, a
+ * message cut short; binary values of known types as text. */
+static void test_bind_params(void **state)
+{
+    (void)state;
+    uint8_t buf[128];
+    struct proto_writer w;
+    proto_writer_init(&w, buf, sizeof(buf));
+    proto_begin(&w, 'B');
+    proto_add_string(&w, "");
+    proto_add_string(&w, "s1");
+    proto_add16(&w, 1);
+    proto_add16(&w, 0); /* all text */
+    proto_add16(&w, 3);
+    proto_add32(&w, 2);
+    proto_add_bytes(&w, "42", 2);
+    proto_add32(&w, UINT32_MAX);
+    proto_add32(&w, 0);
+    proto_add16(&w, 0);
+    proto_end(&w);
+    const char *vals[4];
+    uint32_t lens[4];
+    uint8_t fmts[4];
+    uint32_t len = (uint32_t)w.len;
+    assert_int_equal(proto_bind_params(buf, len, vals, lens, fmts, 4), 3);
+    assert_memory_equal(vals[0], "42", 2);
+    assert_int_equal(lens[0], 2);
+    assert_int_equal(fmts[0], 0);
+    assert_null(vals[1]);
+    assert_non_null(vals[2]);
+    assert_int_equal(lens[2], 0);
+    assert_int_equal(proto_bind_params(buf, len, vals, lens, fmts, 2), PROTO_BIND_TOO_MANY);
+    assert_int_equal(proto_bind_params(buf, len - 12, vals, lens, fmts, 4), PROTO_BIND_BAD);
+    buf[PROTO_HDR + 7] = 1; /* format code: binary */
+    assert_int_equal(proto_bind_params(buf, len, vals, lens, fmts, 4), 3);
+    assert_int_equal(fmts[0], 1);
+    char text[48];
+    const uint8_t i8[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe};
+    assert_int_equal(proto_binary_param_text(20, i8, 8, text, sizeof(text)), 2);
+    assert_string_equal(text, "-2");
+    const uint8_t i4[] = {0, 0, 1, 0};
+    assert_int_equal(proto_binary_param_text(23, i4, 4, text, sizeof(text)), 3);
+    assert_string_equal(text, "256");
+    assert_int_equal(proto_binary_param_text(23, i4, 3, text, sizeof(text)), -1);
+    assert_int_equal(proto_binary_param_text(1700, i4, 4, text, sizeof(text)), -1);
+    assert_int_equal(proto_binary_param_text(23, i4, 4, text, 3), -1);
+    /* A Parse's types */
+    proto_writer_init(&w, buf, sizeof(buf));
+    proto_begin(&w, 'P');
+    proto_add_string(&w, "");
+    proto_add_string(&w, "SELECT $1, $2");
+    proto_add16(&w, 2);
+    proto_add32(&w, 23);
+    proto_add32(&w, 25);
+    proto_end(&w);
+    uint32_t oids[4];
+    assert_int_equal(proto_parse_param_types(buf, (uint32_t)w.len, oids, 4), 2);
+    assert_int_equal(oids[0], 23);
+    assert_int_equal(oids[1], 25);
+    assert_int_equal(proto_parse_param_types(buf, (uint32_t)w.len - 2, oids, 4), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1218,6 +1280,7 @@ int main(void)
         cmocka_unit_test(test_writer_overflow_in_message),
         cmocka_unit_test(test_quote_literal),
         cmocka_unit_test(test_quote_literal_small_buffer),
+        cmocka_unit_test(test_bind_params),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
