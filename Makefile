@@ -146,7 +146,7 @@ test-jobs-slow: integration-bins
 # (sluice_fixture.Sluice.stop); TSan's exit code 66 fails a unit test.
 TSAN_STRESS_SECONDS ?= 20
 TSAN_STRESS_CLIENTS ?= 2000
-TSAN_TESTS := test_stress.py test_cancel.py test_limits.py test_admin.py test_reload.py \
+TSAN_TESTS := test_stress.py test_cancel.py test_peers.py test_limits.py test_admin.py test_reload.py \
               test_restart.py test_signals.py test_metrics.py test_smoke.py \
               test_server_lifecycle.py test_cache.py
 TSAN_OPTIONS ?= second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp

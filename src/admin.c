@@ -23,6 +23,7 @@
 #include "client_conn.h"
 #include "conn.h"
 #include "log.h"
+#include "peers.h"
 #include "pool.h"
 #include "proto.h"
 #include "worker.h"
@@ -82,9 +83,7 @@ static void admin_welcome_locked(struct client *c)
     proto_build_param_status(&wr, "integer_datetimes", "on");
     proto_build_param_status(&wr, "is_superuser", c->admin_stats_only ? "off" : "on");
     proto_build_param_status(&wr, "application_name", "");
-    auth_random_bytes((uint8_t *)&c->cancel_pid, sizeof(c->cancel_pid));
-    auth_random_bytes((uint8_t *)&c->cancel_key, sizeof(c->cancel_key));
-    c->cancel_pid &= 0x7fffffff;
+    peers_new_cancel_key(c->s.worker->cfg, &c->cancel_pid, &c->cancel_key);
     proto_build_backend_key(&wr, c->cancel_pid, c->cancel_key);
     proto_build_ready(&wr, 'I');
     stream_write(&c->s, buf, wr.len);

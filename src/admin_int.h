@@ -80,8 +80,8 @@ enum admin_show_topic {
     ADMIN_SHOW_STATE,          /* active / paused / suspended */
     ADMIN_SHOW_DNS_HOSTS,      /* empty: sluice keeps no DNS cache */
     ADMIN_SHOW_DNS_ZONES,      /* empty: sluice keeps no DNS cache */
-    ADMIN_SHOW_PEERS,          /* empty: no peering */
-    ADMIN_SHOW_PEER_POOLS,     /* empty: no peering */
+    ADMIN_SHOW_PEERS,          /* the [peers] entries (peers.h) */
+    ADMIN_SHOW_PEER_POOLS,     /* each peer's forwarded cancels now */
     ADMIN_SHOW_REPLICAS,       /* one row per endpoint of a database with replicas */
     ADMIN_SHOW_SOCKETS,        /* CLIENTS and SERVERS with their buffers, every socket */
     ADMIN_SHOW_ACTIVE_SOCKETS, /* the same, sockets with bytes buffered only */

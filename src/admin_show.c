@@ -18,6 +18,7 @@
 #include "admin_int.h"
 #include "client_conn.h"
 #include "conn.h"
+#include "peers.h"
 #include "pool.h"
 #include "version.h"
 #include "worker.h"
@@ -221,6 +222,8 @@ static void show_lists(struct admin_result *r);
 static void show_mem(struct admin_result *r);
 static void show_state(struct admin_result *r);
 static void show_nothing(struct admin_result *r);
+static void show_peers(struct admin_result *r);
+static void show_peer_pools(struct admin_result *r);
 
 struct show_def {
     const char *name;
@@ -273,11 +276,11 @@ static const struct show_def show_defs[ADMIN_SHOW_COUNT] = {
     [ADMIN_SHOW_DNS_ZONES] = {"DNS_ZONES", 3, COLS("zonename", "serial", "count"), TYPES(T, T, I),
                               show_nothing},
     [ADMIN_SHOW_PEERS] = {"PEERS", 4, COLS("peer_id", "host", "port", "pool_size"),
-                          TYPES(I, T, I, I), show_nothing},
+                          TYPES(I, T, I, I), show_peers},
     [ADMIN_SHOW_PEER_POOLS] = {"PEER_POOLS", 5,
                                COLS("database", "cl_active_cancel_req", "cl_waiting_cancel_req",
                                     "sv_active_cancel", "sv_login"),
-                               TYPES(T, I, I, I, I), show_nothing},
+                               TYPES(T, I, I, I, I), show_peer_pools},
     [ADMIN_SHOW_REPLICAS] = {"REPLICAS", 17,
                              COLS("database", "host", "port", "role", "state", "ban_reason",
                                   "ban_left", "weight", "replay_lsn", "checked_ms_ago", "reads",
@@ -349,6 +352,44 @@ void admin_show_run(enum admin_show_topic t, struct admin_result *r)
 static void show_nothing(struct admin_result *r)
 {
     (void)r;
+}
+
+/* The [peers] entries cancels may go to: this process's own entry is not
+ * one of them (PgBouncer ignores it too). */
+static bool is_other_peer(const struct config *cfg, const struct config_peer *p)
+{
+    return p->id != cfg->peer_id;
+}
+
+static void show_peers(struct admin_result *r)
+{
+    const struct config *cfg = g_pooler.cfg;
+    for (int i = 0; i < cfg->n_peers; i++) {
+        const struct config_peer *p = &cfg->peers[i];
+        if (!is_other_peer(cfg, p))
+            continue;
+        char f[3][ADMIN_NUM_LEN];
+        const char *v[] = {admin_num(f[0], p->id), p->host, admin_num(f[1], p->port),
+                           admin_num(f[2], peers_pool_size(cfg, p))};
+        admin_result_row(r, v);
+    }
+}
+
+static void show_peer_pools(struct admin_result *r)
+{
+    const struct config *cfg = g_pooler.cfg;
+    for (int i = 0; i < cfg->n_peers; i++) {
+        const struct config_peer *p = &cfg->peers[i];
+        if (!is_other_peer(cfg, p))
+            continue;
+        struct peers_pool_stats st;
+        peers_pool_stats(p->id, &st);
+        char f[5][ADMIN_NUM_LEN];
+        const char *v[] = {admin_num(f[0], p->id), admin_num(f[1], st.active),
+                           admin_num(f[2], st.waiting), admin_num(f[3], st.sv_active),
+                           admin_num(f[4], st.sv_connect)};
+        admin_result_row(r, v);
+    }
 }
 
 static void show_help(struct admin_result *r)

@@ -10,6 +10,7 @@
 #include "auth.h"
 #include "client_conn.h"
 #include "log.h"
+#include "peers.h"
 #include "pool.h"
 #include "proto.h"
 #include "replication.h"
@@ -330,9 +331,7 @@ void client_welcome(struct client *c)
     }
     /* Tracked parameters the server did not report (application_name on
      * old servers) but the client set. */
-    auth_random_bytes((uint8_t *)&c->cancel_pid, sizeof(c->cancel_pid));
-    auth_random_bytes((uint8_t *)&c->cancel_key, sizeof(c->cancel_key));
-    c->cancel_pid &= 0x7fffffff; /* some drivers print it as a signed pid */
+    peers_new_cancel_key(c->s.worker->cfg, &c->cancel_pid, &c->cancel_key);
     pool_cancel_register(c);
     proto_build_backend_key(&wr, c->cancel_pid, c->cancel_key);
     if (wr.overflow) {
@@ -655,13 +654,29 @@ static void client_handle_startup(struct client *c, const struct proto_startup *
     client_start_auth(c);
 }
 
-/* CancelRequest: forward to the server running that client's query. */
+/* CancelRequest: forward to the server running that client's query, or,
+ * with peering, to the peer whose key it is (peers.h). */
 static void client_handle_cancel(struct client *c, const struct proto_startup *st)
 {
+    uint32_t key = st->cancel_key;
+    int peer;
+    const char *why;
+    switch (peers_route_cancel(c->s.worker->cfg, st->cancel_pid, &key, &peer, &why)) {
+    case PEERS_ROUTE_LOCAL:
+        break;
+    case PEERS_ROUTE_FORWARD:
+        peers_forward_cancel(c->s.worker, peer, st->cancel_pid, key);
+        client_close(c, "cancel request forwarded to a peer");
+        return;
+    case PEERS_ROUTE_DROP:
+        log_info("C-%p: cancel request for peer %d dropped: %s", (void *)c, peer, why);
+        client_close(c, "cancel request");
+        return;
+    }
     /* The target may be another worker's client: look and act while every
      * other loop is parked. */
     worker_world_lock();
-    struct client *target = pool_cancel_lookup(st->cancel_pid, st->cancel_key);
+    struct client *target = pool_cancel_lookup(st->cancel_pid, key);
     if (target && target->server && target->state == CL_ACTIVE) {
         server_send_cancel(target->server);
     } else if (!target) {

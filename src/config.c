@@ -10,8 +10,8 @@
  *
  * Format, as PgBouncer reads it:
  *   [section]              pgbouncer and sluice (one namespace), databases,
- *                          users, jobs (config_jobs.c); cache is read and
- *                          ignored; peers is refused once it has an entry
+ *                          users, jobs (config_jobs.c), cache
+ *                          (config_cache.c), peers (config_peers.c)
  *   key = value            whitespace around key and value is dropped; the
  *                          value runs to the end of the line, unquoted
  *   "quoted name" = value  database and user names with other characters
@@ -57,7 +57,7 @@ enum section {
     SECTION_USERS,     /* [users] */
     SECTION_CACHE,     /* [cache]: result cache rules (config_cache.c) */
     SECTION_JOBS,      /* [jobs]: refresh jobs, one per line (config_jobs.c) */
-    SECTION_PEERS,     /* [peers]: refused as soon as it has an entry */
+    SECTION_PEERS,     /* [peers]: where cancels for other processes go (config_peers.c) */
 };
 
 /* State of one config_load*() call, shared by every included file. */
@@ -295,7 +295,7 @@ bool config_entry_key_at(bool user, int i, struct config_entry_key_view *out)
  * whitespace, or in single quotes with '' for a quote; an empty value is an
  * error, as in PgBouncer. Returns 1 for a pair, 0 at the end, -1 with why
  * on a syntax error. */
-static int next_pair(char **sp, char **key, char **value, char *why, size_t whylen)
+int config_next_pair(char **sp, char **key, char **value, char *why, size_t whylen)
 {
     char *s = *sp;
 
@@ -390,7 +390,7 @@ static bool apply_pairs(struct loader *ld, const struct entry_kind *kind, const 
     char *p = value, *key, *val;
 
     for (;;) {
-        int r = next_pair(&p, &key, &val, why, sizeof(why));
+        int r = config_next_pair(&p, &key, &val, why, sizeof(why));
         if (r == 0)
             return true;
         if (r < 0)
@@ -595,7 +595,7 @@ static bool split_key_value(char *s, char **key, char **value, char *why, size_t
             *w++ = *r++;
         }
         r++;
-        *w = '\0'; /* w trails r, see next_pair() */
+        *w = '\0'; /* w trails r, see config_next_pair() */
         while (isspace((unsigned char)*r))
             r++;
         if (*r != '=') {
@@ -711,13 +711,7 @@ static bool parse_line(struct loader *ld, const char *file, int line, char *s)
     case SECTION_JOBS:
         return config_job_parse(ld->cfg, file, line, key, value, ld->err, ld->errlen);
     case SECTION_PEERS:
-        /* PgBouncer 1.19's cancel forwarding between processes behind one
-         * port: sluice's workers share one process and its cancel keys. */
-        return fail(ld,
-                    "%s:%d: section [peers] is not supported by sluice (no cancel-request "
-                    "forwarding between processes; one sluice with workers = N shares its port "
-                    "and cancel keys among its threads)",
-                    file, line);
+        return config_peer_parse(ld->cfg, file, line, key, value, ld->err, ld->errlen);
     }
     return fail(ld, "%s:%d: \"%s\" is outside of any section", file, line, key);
 }
@@ -858,6 +852,7 @@ static void config_free(struct config *cfg)
     free(cfg->users);
     config_cache_rules_free(cfg);
     config_jobs_free(cfg);
+    config_peers_free(cfg);
     free(cfg);
 }
 
@@ -924,6 +919,8 @@ static struct config *config_clone(const struct config *src)
     cfg->n_cache_rules = 0;
     cfg->jobs = NULL;
     cfg->n_jobs = 0;
+    cfg->peers = NULL;
+    cfg->n_peers = 0;
 
     bool ok = config_cache_rules_copy(cfg, src);
     for (int i = 0; i < config_n_keys && ok; i++) {
@@ -954,6 +951,8 @@ static struct config *config_clone(const struct config *src)
     }
     if (ok)
         ok = config_jobs_copy(cfg, src);
+    if (ok)
+        ok = config_peers_copy(cfg, src);
     if (!ok) {
         config_free(cfg);
         return NULL;

@@ -138,6 +138,18 @@ struct config_job {
     int line;
 };
 
+/* One [peers] line: ID = host=... [port=...] [pool_size=...]. Another
+ * sluice (or PgBouncer) behind the same port, to which cancel requests
+ * carrying its id are forwarded (peers.h). */
+#define CONFIG_PEER_ID_MAX 16383
+struct config_peer {
+    int id;         /* 1..CONFIG_PEER_ID_MAX */
+    char host[256]; /* a name, an address, a unix socket directory (/...) or @abstract */
+    int port;       /* 6432 when not given */
+    int pool_size;  /* cancels in flight to it at once; -1: default_pool_size */
+    int line;       /* where it was defined, for messages */
+};
+
 struct config {
     atomic_int refcount;
     uint64_t generation; /* unique per config made (load, admin SET): caches key on it */
@@ -256,7 +268,8 @@ struct config {
     char *conffile;
     char *service_name;
     char *job_name;
-    int peer_id;
+
+    int peer_id; /* 0: no peering; else this process's id in its [peers] group */
 
     int scram_iterations;       /* 4096: for SCRAM secrets made from plain passwords */
     char *login_notify_message; /* "" = none: a NOTICE to each client after its login */
@@ -301,6 +314,8 @@ struct config {
     int n_users;
     struct config_job *jobs; /* [jobs], in file order */
     int n_jobs;
+    struct config_peer *peers; /* [peers], in file order (this process's own entry too) */
+    int n_peers;
 };
 
 /* Loads path. On success returns a config with refcount 1. On failure returns
@@ -321,6 +336,8 @@ const struct config_database *config_find_database(const struct config *cfg, con
 const struct config_job *config_find_job(const struct config *cfg, const char *name);
 /* The [users] entry, or NULL. */
 const struct config_user *config_find_user(const struct config *cfg, const char *name);
+/* The [peers] entry with that id, or NULL. */
+const struct config_peer *config_find_peer(const struct config *cfg, int id);
 
 /* True if name is in the comma/space separated list. */
 bool config_list_contains(const char *list, const char *name);

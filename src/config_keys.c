@@ -476,9 +476,9 @@ const struct config_key config_keys[] = {
     INT(max_user_connections, RELOAD, "0", 0, INT_MAX),
     STR(metrics_listen, RESTART, ""),
     INT(min_pool_size, RELOAD, "0", 0, INT_MAX),
-    REFUSED(peer_id, int, CONFIG_KEY_INT, "0", 0, 16383,
-            "no [peers] cancel forwarding between processes; one sluice with workers = N shares "
-            "its port and cancel keys among its threads"),
+    /* In every cancel key given to clients from the start: a change needs a
+     * restart, or keys already given would name the wrong process. */
+    INT(peer_id, RESTART, "0", 0, 16383),
     STR(pidfile, RESTART, ""),
     INT_SIZE(pkt_buf, RESTART, "4096", 512, 1 << 30),
     REFUSED(pool_idle_timeout, int64_t, CONFIG_KEY_TIME, "0", 0, 0,

@@ -99,4 +99,18 @@ bool config_cache_mode_check(const char *value, char *why, size_t whylen);
  * for config_hosts.c too. */
 char *config_trim(char *s);
 
+/* Takes the next key=value pair of a connection string off *sp, in place
+ * (PgBouncer's quoting: bare up to a blank, or in single quotes with ''
+ * for a quote). 1: a pair, 0: the end, -1: a syntax error, why says it.
+ * config.c's, for config_peers.c too. */
+int config_next_pair(char **sp, char **key, char **value, char *why, size_t whylen);
+
+/* [peers] (config_peers.c): one line's entry added to cfg (false with
+ * "file:line: reason" in err); the entries freed; those of src copied
+ * into cfg (false: out of memory). */
+bool config_peer_parse(struct config *cfg, const char *file, int line, const char *id, char *value,
+                       char *err, size_t errlen);
+void config_peers_free(struct config *cfg);
+bool config_peers_copy(struct config *cfg, const struct config *src);
+
 #endif

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "params.h"
+#include "peers.h"
 #include "pool.h"
 #include "prepared.h"
 #include "replica_check.h"
@@ -555,6 +556,7 @@ static void main_close_all(struct worker *w)
 {
     client_close_all(w);
     server_cancel_free_all(w);
+    peers_close_worker(w);
 }
 
 static void main_thread_done(void)
@@ -733,6 +735,7 @@ static void main_shutdown(void)
     for (int i = 0; i < n_workers; i++)
         worker_close_all(&workers[i]);
     pool_free_all();
+    peers_free_all();
     request_thread_done();
     router_thread_done();
     for (int i = 0; i < n_workers; i++)

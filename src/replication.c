@@ -7,6 +7,7 @@
 #include "auth.h"
 #include "client_conn.h"
 #include "log.h"
+#include "peers.h"
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
@@ -100,9 +101,7 @@ static void replication_server_ready(struct server *sv)
     proto_build_auth(&wr, PROTO_AUTH_OK, NULL, 0);
     for (int i = 0; i < p->welcome.n; i++)
         proto_build_param_status(&wr, p->welcome.names[i], p->welcome.values[i]);
-    auth_random_bytes((uint8_t *)&c->cancel_pid, sizeof(c->cancel_pid));
-    auth_random_bytes((uint8_t *)&c->cancel_key, sizeof(c->cancel_key));
-    c->cancel_pid &= 0x7fffffff;
+    peers_new_cancel_key(c->s.worker->cfg, &c->cancel_pid, &c->cancel_key);
     pool_cancel_register(c);
     proto_build_backend_key(&wr, c->cancel_pid, c->cancel_key);
     proto_build_ready(&wr, 'I');

@@ -287,6 +287,7 @@ void worker_init(struct worker *w, int id, struct ev_loop *loop, struct config *
     pthread_mutex_init(&w->inbox_lock, NULL);
     list_init(&w->inbox);
     list_init(&w->cancels);
+    list_init(&w->peer_cancels);
     list_init(&w->outgoing);
     ev_async_init(&w->inbox_async, inbox_cb);
     w->inbox_async.data = w;

@@ -84,9 +84,10 @@ struct worker {
     bool inbox_kick;
     bool inbox_stop; /* leave the loop (shutdown) */
     ev_async inbox_async;
-    struct list cancels;  /* cancel connections running on this loop (server.c) */
-    struct list outgoing; /* servers leaving for another worker at the end of this
-                           * iteration, when no caller up the stack uses them */
+    struct list cancels;      /* cancel connections running on this loop (server.c) */
+    struct list peer_cancels; /* cancels forwarded to [peers] from this loop (peers.c) */
+    struct list outgoing;     /* servers leaving for another worker at the end of this
+                               * iteration, when no caller up the stack uses them */
 };
 
 /* The worker whose thread is running (NULL outside any). */

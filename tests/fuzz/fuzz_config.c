@@ -2,7 +2,7 @@
  *
  * The input is a config file (up to its first NUL byte). A config that loads
  * is then read the way the rest of sluice reads one: SHOW CONFIG rows, the
- * database and user lookups, and an admin SET taken from the input's first
+ * database, user and [peers] lookups, and an admin SET taken from the input's first
  * line ("key=value"). Crashes, sanitizer reports and leaks are findings.
  */
 #include <stddef.h>
@@ -62,6 +62,11 @@ static void read_config(const struct config *cfg)
     for (int i = 0; i < cfg->n_users; i++)
         if (config_find_user(cfg, cfg->users[i].name) == NULL)
             abort();
+    for (int i = 0; i < cfg->n_peers; i++) {
+        sum += touch(cfg->peers[i].host);
+        if (config_find_peer(cfg, cfg->peers[i].id) == NULL)
+            abort();
+    }
     sum += config_list_contains(cfg->admin_users, "postgres");
     (void)sum;
 }

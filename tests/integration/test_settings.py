@@ -5,7 +5,6 @@ the line and "not supported by sluice"."""
 import grp
 import hashlib
 import os
-import re
 import socket
 import stat
 import struct
@@ -45,7 +44,6 @@ def pids(conn, n):
     ("auth_hba_file", "/etc/pgbouncer/hba.conf"),
     ("resolv_conf", "/etc/resolv.conf"),
     ("dns_zone_check_period", "60"),
-    ("peer_id", "1"),
     ("pool_idle_timeout", "60"),
     ("auth_ident_file", "/etc/pgbouncer/ident.map"),
     ("auth_ldap_options", "ldapurl=ldap://x"),
@@ -76,16 +74,6 @@ def test_refused_setting_default_is_accepted(sluice):
                               "auth_hba_file": ""}})
     with s.connect() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
-
-
-@sluice_only
-def test_peers_section_stops_start(sluice):
-    """[peers] with an entry: cancel forwarding between processes is refused."""
-    text = ("[databases]\nmydb = host=127.0.0.1 port={primary_port} dbname=mydb\n"
-            "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n"
-            "auth_file = {auth_file}\npeer_id = 0\n[peers]\n1 = host=/tmp port=6433\n")
-    log = start_fails(sluice(text, start=False))
-    assert re.search(r"sluice\.ini:\d+: section \[peers\] is not supported by sluice", log)
 
 
 @sluice_only
