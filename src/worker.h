@@ -144,7 +144,10 @@ void worker_destroy(struct worker *w);
 /* Frees closed clients and servers once the current callbacks are done. */
 void worker_schedule_reap(struct worker *w);
 
-/* Monotonic microseconds, cached per loop iteration. */
+/* Microseconds of the real (wall) clock, cached per loop iteration
+ * (libev's ev_now(); its timers run on a monotonic clock). Durations from
+ * it are skewed by a clock step; times shown to users (first seen, last
+ * run) are right as they are. */
 static inline int64_t worker_now(const struct worker *w)
 {
     return (int64_t)(ev_now(w->loop) * 1e6);
