@@ -125,7 +125,7 @@ def test_slowloris(sluice):
     assert r["peak_open_files"] >= SLOWLORIS  # they reached sluice, not just its backlog
 
 
-def test_garbage_after_login(sluice):
+def test_random_bytes_after_login(sluice):
     """ABUSE_GARBAGE clients log in, then send random bytes (raw, or framed
     as a message of a random type): each is ended with an ErrorResponse, or
     waits for the rest of the message its bytes declared (query_timeout
