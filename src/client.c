@@ -252,8 +252,13 @@ static void client_janitor_active(struct client *c, const struct config *cfg,
 
 void client_close_all(struct worker *w)
 {
-    while (!list_empty(&w->clients))
-        client_close(list_entry(list_first(&w->clients), struct client, node), "shutdown");
+    while (!list_empty(&w->clients)) {
+        struct client *c = list_entry(list_first(&w->clients), struct client, node);
+        if (c->state == CL_CLOSED)
+            client_drop_flushing(c); /* client_close() would leave it: no end */
+        else
+            client_close(c, "shutdown");
+    }
 }
 
 void client_janitor(struct worker *w)
@@ -285,6 +290,14 @@ void client_janitor(struct worker *w)
         case CL_ACTIVE:
             pool_client_timeouts(c, &t);
             client_janitor_active(c, cfg, &t, now);
+            break;
+        case CL_CLOSED: /* still writing its last bytes */
+            if (c->s.bytes_out != c->flush_mark) {
+                c->flush_mark = c->s.bytes_out;
+                c->last_activity = now;
+            } else if (now - c->last_activity >= CLIENT_FLUSH_STALL) {
+                client_drop_flushing(c);
+            }
             break;
         default:
             break;

@@ -162,9 +162,17 @@ static void client_finish(struct client *c)
 {
     if (stream_has_output(&c->s)) {
         c->close_after_flush = true;
+        c->last_activity = worker_now(c->s.worker);
+        c->flush_mark = c->s.bytes_out;
         stream_read_stop(&c->s);
         return;
     }
+    stream_close(&c->s);
+    client_free(c);
+}
+
+void client_drop_flushing(struct client *c)
+{
     stream_close(&c->s);
     client_free(c);
 }

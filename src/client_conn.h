@@ -43,6 +43,12 @@ void client_close(struct client *c, const char *reason);
 /* c's output was written out: if it was closing after an error, it goes now.
  * True when c is gone. */
 bool client_flushed(struct client *c);
+/* A closed client still writing its last bytes (close_after_flush) whose
+ * peer read none of them for CLIENT_FLUSH_STALL, or any such client at
+ * shutdown: closed now, the rest unsent. A client that never reads must
+ * not keep its socket and buffer forever, nor stop sluice from exiting. */
+#define CLIENT_FLUSH_STALL 10000000 /* usec */
+void client_drop_flushing(struct client *c);
 /* Frees closed c at the end of its worker's loop iteration. */
 void client_reap(struct client *c);
 /* worker_ops.reap: frees w's clients closed during the iteration. */

@@ -93,7 +93,10 @@ struct client {
     struct client *hash_next;   /* cancel-key hash chain */
     uint64_t id;
     int64_t connect_time; /* usec, monotonic clock */
-    int64_t request_time; /* when the current wait/query began */
+    union {
+        int64_t request_time; /* when the current wait/query began */
+        uint64_t flush_mark;  /* closed (close_after_flush): bytes_out at its last progress */
+    };
     int64_t last_activity;
     union client_addr addr;
     /* Written only by client_set_state(); any worker may move a waiting
@@ -105,10 +108,10 @@ struct client {
     bool is_admin;                   /* connected to the admin console */
     bool admin_stats_only;
     bool is_unix;
-    bool close_after_flush;
-    bool track;          /* tracked: transaction or statement mode (set at each link) */
-    bool stmt_mode;      /* statement mode: a transaction block is refused */
-    bool pinned;         /* holds its server to the end (state that cannot move) */
+    bool close_after_flush; /* closed, its last bytes still being written (client_finish) */
+    bool track;             /* tracked: transaction or statement mode (set at each link) */
+    bool stmt_mode;         /* statement mode: a transaction block is refused */
+    bool pinned;            /* holds its server to the end (state that cannot move) */
     bool requested;      /* has sent a request to a server (SIGINT waits for those that have not) */
     bool counted;        /* [pool lock] in its database's and its user's n_clients */
     bool wait_notified;  /* query_wait_notify's NOTICE sent during this wait */

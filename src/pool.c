@@ -818,6 +818,10 @@ void pool_release_server(struct server *sv)
         pool_close_locked(sv, sv->close_why);
     } else if (!server_is_clean(sv)) {
         pool_close_locked(sv, "client disconnect while server was not ready");
+    } else if (c && c->s.skip) {
+        /* It has the start of a message whose rest will never come: it
+         * would read the next client's bytes as that rest. */
+        pool_close_locked(sv, "client disconnect in the middle of a message");
     } else if (sv->close_needed || !p->db->cfg) {
         pool_close_locked(sv, "database configuration changed");
     } else if (pool_off_target(sv)) {

@@ -616,7 +616,7 @@ bool request_msg_need(struct client *c, struct request_msg *rm, uint32_t want)
     if (b->start + want > b->cap) {
         /* The buffer moves: what precedes the message goes first. */
         request_msg_flush(c, rm);
-        iobuf_reserve(&c->s.worker->bufs, &c->s.rbuf, want - iobuf_len(b));
+        stream_make_room(&c->s, want); /* grows with what arrives */
         *rm->fwd = c->s.rbuf->start;
     }
     return false;

@@ -430,17 +430,23 @@ static enum stream_msg_status stream_status_of(enum proto_status ps)
     return STREAM_MSG_BAD;
 }
 
-/* Makes room in the read buffer for a message of len bytes at its start:
- * compacts, or grows it past the standard size. */
-static void stream_make_room(struct stream *s, uint32_t len)
+/* A full buffer at most doubles: a peer that declares 1 GB and sends a few
+ * bytes costs a few bytes (issue 17: it cost 1 GB, at once, and under ASan
+ * seconds of poisoning that stalled the worker). */
+void stream_make_room(struct stream *s, uint32_t len)
 {
     struct iobuf *b = s->rbuf;
     if (b->start + len <= b->cap)
         return;
-    if (len <= b->cap)
+    if (len <= b->cap || (b->end == b->cap && b->start > 0)) {
         iobuf_compact(b);
-    else
-        iobuf_reserve(&s->worker->bufs, &s->rbuf, len - iobuf_len(b));
+        return;
+    }
+    if (b->end < b->cap)
+        return; /* room left: reading goes on, and we come back when full */
+    uint32_t have = iobuf_len(b);
+    uint32_t want = b->cap < len / 2 ? b->cap * 2 : len;
+    iobuf_reserve(&s->worker->bufs, &s->rbuf, want - have);
 }
 
 enum stream_msg_status stream_next_msg_slow(struct stream *s, enum stream_msg_need need,

@@ -157,6 +157,12 @@ static inline enum stream_msg_status stream_next_msg(struct stream *s, enum stre
  * after all (its type says so): OK when it is, else MORE (the buffer makes
  * room for it). */
 enum stream_msg_status stream_msg_whole(struct stream *s, struct stream_msg *m);
+/* Makes room in s's read buffer for more of a message of len bytes that
+ * starts at the buffer's start and is needed whole: the buffer is compacted
+ * or, when full, at most doubled (up to len), so that memory follows the
+ * bytes that arrived, never the length a header declares. The buffer may
+ * move: pointers into it are stale after. */
+void stream_make_room(struct stream *s, uint32_t len);
 /* Consumes n bytes of the current message: those buffered now, and the rest
  * as they arrive (stepped over by the next stream_next_msg(); forwarded to
  * the peer by whoever streams it: s->skip_forward). */

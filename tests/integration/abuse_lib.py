@@ -1,0 +1,428 @@
+"""Tools of the abusive-client suite (issue 17 item 3, test_abuse.py).
+
+GoodClients: well-behaved clients, each on its own logged-in connection,
+sending a small query at a steady pace and timing it; every answer must
+carry the client's own nonce. Paced rather than as fast as possible, so
+that their latency measures how long sluice makes a query wait, not how
+much CPU the box has left (a closed loop on a shared 2-core machine would
+slow down with any other load, abusive or not).
+
+RssSampler: sluice's resident memory and open files, sampled in a thread.
+
+Abuser: runs one abusive scenario in a separate process (this file's
+__main__), so that its work does not take the GIL from the clients being
+timed. It prints "ready" once the abuse is in place (e.g. every slowloris
+connection is open) and a JSON line of counts when it gets SIGTERM or its
+time is up."""
+
+import json
+import os
+import random
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from sluice_fixture import (CANCEL_REQUEST_CODE, RawConn, ServerError, first_error,  # noqa: E402
+                            raise_nofile_limit, startup_packet)
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+
+
+class GoodClients:
+    """n clients, each sending `SELECT <nonce>` every `period` seconds on its
+    own connection. measure(seconds) -> list of latencies in seconds; errors
+    (wrong answers, server errors, lost connections) are kept in .errors."""
+
+    def __init__(self, port, n=50, user="md5_user", period=0.05):
+        self.port, self.user, self.period = port, user, period
+        self.conns = [RawConn(port, timeout=30).login(user) for _ in range(n)]
+        self.errors = []
+        self.queries = 0
+
+    def _run(self, index, conn, until, out):
+        rng = random.Random(index)
+        next_at = time.monotonic() + rng.uniform(0, self.period)
+        while True:
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if time.monotonic() >= until:
+                return
+            nonce = rng.randrange(1, 1 << 30)
+            started = time.monotonic()
+            try:
+                rows = conn.query(f"SELECT {nonce}")
+            except (OSError, ServerError) as e:
+                self.errors.append(f"client {index}: {e!r}")
+                return
+            out.append(time.monotonic() - started)
+            if rows != [[str(nonce)]]:
+                self.errors.append(f"client {index}: sent {nonce}, got {rows}")
+            next_at = max(next_at + self.period, time.monotonic())
+
+    def measure(self, seconds):
+        until = time.monotonic() + seconds
+        lists = [[] for _ in self.conns]
+        threads = [threading.Thread(target=self._run, args=(i, c, until, lists[i]), daemon=True)
+                   for i, c in enumerate(self.conns)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(seconds + 60)
+        latencies = [x for one in lists for x in one]
+        self.queries += len(latencies)
+        return latencies
+
+    def close(self):
+        for conn in self.conns:
+            conn.close()
+
+
+def open_files(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def rss_kib_or_zero(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler:
+    """Peak VmRSS (KiB) and open files of pid, every `interval` seconds while
+    the with-block runs."""
+
+    def __init__(self, pid, interval=0.1):
+        self.pid, self.interval = pid, interval
+        self.peak_kib = 0
+        self.peak_files = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._done.is_set():
+            self.peak_kib = max(self.peak_kib, rss_kib_or_zero(self.pid))
+            self.peak_files = max(self.peak_files, open_files(self.pid))
+            self._done.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join(5)
+
+
+class Abuser:
+    """One abusive scenario in a child process: Abuser(name, port, **args).
+    start() returns once the child says it is ready; stop() sends SIGTERM
+    and returns the child's counts (a dict)."""
+
+    def __init__(self, scenario, port, **args):
+        self.cmd = [sys.executable, os.path.abspath(__file__), scenario, str(port),
+                    json.dumps(args)]
+        self.proc = None
+
+    def start(self, timeout=120):
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, text=True)
+        ready = [None]
+        reader = threading.Thread(target=lambda: ready.__setitem__(0, self.proc.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if (ready[0] or "").strip() != "ready":
+            self.proc.kill()
+            raise AssertionError(f"abuser {self.cmd[2]} not ready after {timeout}s: {ready[0]!r}")
+        return self
+
+    def stop(self, timeout=60):
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, f"abuser {self.cmd[2]} exited {self.proc.returncode}"
+        return json.loads(out.strip().splitlines()[-1])
+
+
+# ---- the scenarios (run in the child) ----------------------------------------
+
+class _Stop:
+    flag = False
+
+
+def _on_term(*_):
+    _Stop.flag = True
+
+
+def _connect_many(port, n, batch=500):
+    """n non-blocking sockets connected to port, opened batch at a time."""
+    socks = []
+    while len(socks) < n:
+        pending = []
+        for _ in range(min(batch, n - len(socks))):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            pending.append(s)
+        sel = selectors.DefaultSelector()
+        for s in pending:
+            sel.register(s, selectors.EVENT_WRITE)
+        left, deadline = len(pending), time.monotonic() + 30
+        while left and time.monotonic() < deadline:
+            for key, _ in sel.select(1):
+                sel.unregister(key.fileobj)
+                left -= 1
+        sel.close()
+        socks += pending
+    return socks
+
+
+def slowloris(port, clients, user="md5_user"):
+    """clients connections, each sending its startup packet one byte per
+    second (spread over the second in ten slices). Counts: opened, bytes
+    sent, connections the pooler closed."""
+    packet = startup_packet(user)
+    socks = _connect_many(port, clients)
+    sent = [0] * len(socks)
+    closed = set()
+    print("ready", flush=True)
+    slices = 10
+    while not _Stop.flag:
+        for k in range(slices):
+            tick = time.monotonic()
+            for i in range(k, len(socks), slices):
+                if i in closed or sent[i] >= len(packet) - 1:  # never completes
+                    continue
+                try:
+                    sent[i] += socks[i].send(packet[sent[i]:sent[i] + 1])
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed.add(i)
+            time.sleep(max(0.0, 1.0 / slices - (time.monotonic() - tick)))
+            if _Stop.flag:
+                break
+    for s in socks:
+        s.close()
+    return {"opened": len(socks), "bytes_sent": sum(sent), "closed_by_pooler": len(closed)}
+
+
+def _garbage(rng):
+    """Random bytes: half of them raw, half framed as one message of a random
+    type with a valid length, so that both the framing and every message
+    handler of a logged-in client see them."""
+    body = rng.randbytes(rng.randrange(0, 2048))
+    if rng.random() < 0.5:
+        return rng.randbytes(rng.randrange(1, 4096))
+    return bytes([rng.randrange(256)]) + struct.pack("!i", 4 + len(body)) + body
+
+
+def _outcome(conn, wait):
+    """What the pooler did: "error" (ErrorResponse, then closed), "closed"
+    (closed without one), "open" (still open after wait seconds)."""
+    data = conn.read_until_closed(wait)
+    if data is None:
+        return "open"
+    return "error" if first_error(data) else "closed"
+
+
+def garbage(port, clients, user="plain_user", seed=17, wait=3):
+    """clients logged-in connections, each then sends random bytes (_garbage).
+    Counts how many connections were ended with an ErrorResponse, closed
+    without one, or left open (their bytes were a valid partial message)."""
+    rng = random.Random(seed)
+    conns = [RawConn(port, timeout=30).login(user) for _ in range(clients)]
+    print("ready", flush=True)
+    sent = []
+    for conn in conns:
+        sent.append(_garbage(rng))
+        try:
+            conn.send(sent[-1])
+        except OSError:
+            pass
+    # closed_terminate: closed without an error after a first byte of 'X'
+    # (Terminate), which asks for just that.
+    counts = {"clients": clients, "error": 0, "closed": 0, "closed_terminate": 0, "open": 0}
+    deadline = time.monotonic() + wait
+    for conn, data in zip(conns, sent):
+        what = _outcome(conn, max(0.05, deadline - time.monotonic()))
+        counts["closed_terminate" if what == "closed" and data[:1] == b"X" else what] += 1
+        conn.close()
+    while not _Stop.flag:
+        time.sleep(0.05)
+    return counts
+
+
+def huge_length(port, clients, user="plain_user", wait=10):
+    """clients connections that declare a 1 GB message: a third in the
+    startup packet, a third in the password message, a third in a Query
+    after login. Counts the outcomes (_outcome) per kind and the SQLSTATEs."""
+    kinds = ["startup", "password", "query"]
+    conns = []
+    for i in range(clients):
+        conn = RawConn(port, timeout=30)
+        kind = kinds[i % 3]
+        if kind == "startup":
+            conn.send(struct.pack("!ii", 1 << 30, 196608) + b"user\0")
+        elif kind == "password":
+            conn.send(startup_packet(user))
+            conn.read_msg()  # the md5 or cleartext request
+            conn.send(b"p" + struct.pack("!i", 1 << 30) + b"secret")
+        else:
+            conn.login(user)
+            conn.send(b"Q" + struct.pack("!i", 1 << 30) + b"SELECT '")
+        conns.append((kind, conn))
+    print("ready", flush=True)
+    counts, codes = {}, {}
+    deadline = time.monotonic() + wait
+    for kind, conn in conns:
+        data = conn.read_until_closed(max(0.05, deadline - time.monotonic()))
+        what = "open" if data is None else ("error" if first_error(data) else "closed")
+        counts[f"{kind}_{what}"] = counts.get(f"{kind}_{what}", 0) + 1
+        if data and first_error(data):
+            code = first_error(data).get("C")
+            codes[f"{kind}_{code}"] = codes.get(f"{kind}_{code}", 0) + 1
+        conn.close()
+    while not _Stop.flag:
+        time.sleep(0.05)
+    return {"clients": clients, **counts, "codes": codes}
+
+
+def non_reader(port, clients, user="plain_user", mbytes=200):
+    """clients connections, each asking for an mbytes MB result and then
+    never reading. Counts, at the end, how many the pooler had closed."""
+    conns = []
+    for _ in range(clients):
+        conn = RawConn(port, timeout=30)
+        conn.login(user)
+        conn.send_query(f"SELECT repeat('x', 1000) FROM generate_series(1, {mbytes * 1000})")
+        conns.append(conn)
+    print("ready", flush=True)
+    while not _Stop.flag:
+        time.sleep(0.05)
+    # Closed by the pooler: what it had sent drains, then EOF (read fast: a
+    # closed one has at most a few MB in the socket buffers).
+    closed = sum(1 for conn in conns if _drained(conn))
+    for conn in conns:
+        conn.close()
+    return {"clients": clients, "closed_by_pooler": closed}
+
+
+def _drained(conn, timeout=2.0):
+    conn.sock.settimeout(timeout)
+    try:
+        while True:
+            if not conn.sock.recv(1 << 20):
+                return True
+    except (socket.timeout, BlockingIOError):
+        return False
+    except OSError:
+        return True
+
+
+def churn(port, rate, user="md5_user"):
+    """Connections opened and closed at `rate` a second (as fast as this
+    process manages, if slower): one in two sends a startup packet first;
+    all close with a reset (SO_LINGER 0), so that thousands a second do not
+    use up the local ports in TIME_WAIT. Counts: connections, seconds,
+    failed connects."""
+    packet = startup_packet(user)
+    linger = struct.pack("ii", 1, 0)
+    print("ready", flush=True)
+    started, n, failed = time.monotonic(), 0, 0
+    while not _Stop.flag:
+        tick = time.monotonic()
+        for _ in range(max(1, rate // 100)):
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                if n % 2:
+                    s.send(packet)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                s.close()
+            except OSError:
+                failed += 1
+            n += 1
+        time.sleep(max(0.0, 0.01 - (time.monotonic() - tick)))
+    seconds = time.monotonic() - started
+    return {"connections": n, "churn_seconds": round(seconds, 2), "rate": round(n / seconds),
+            "failed": failed}
+
+
+def _send_cancel(port, pid, secret):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(struct.pack("!iiii", 16, CANCEL_REQUEST_CODE, pid, secret))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return True
+    except OSError:
+        return False
+
+
+def cancel_storm(port, rate, valid_rate=50, user="plain_user"):
+    """CancelRequests at `rate` a second with random keys (which match no
+    client), and `valid_rate` a second with the key of the abuser's own
+    client, which runs pg_sleep(1) in a loop: those cancel its query.
+    Counts: cancels sent, its queries cancelled and completed."""
+    victim = RawConn(port, timeout=30).login(user)
+    pid, secret = victim.backend_key
+    counts = {"random": 0, "valid": 0, "victim_cancelled": 0, "victim_done": 0,
+              "victim_other_errors": 0}
+    stop = threading.Event()
+
+    def victim_loop():
+        while not stop.is_set():
+            victim.send_query("SELECT pg_sleep(1)")
+            _, error, _ = victim.read_result()
+            key = ("victim_done" if error is None else
+                   "victim_cancelled" if error.get("C") == "57014" else "victim_other_errors")
+            counts[key] += 1
+
+    thread = threading.Thread(target=victim_loop, daemon=True)
+    thread.start()
+    rng = random.Random(5)
+    print("ready", flush=True)
+    per_tick_valid = valid_rate / 100
+    owed = 0.0
+    while not _Stop.flag:
+        tick = time.monotonic()
+        for _ in range(max(1, rate // 100)):
+            counts["random"] += _send_cancel(port, rng.randrange(1, 1 << 31),
+                                             rng.randrange(-(1 << 31), 1 << 31))
+        owed += per_tick_valid
+        while owed >= 1:
+            counts["valid"] += _send_cancel(port, pid, secret)
+            owed -= 1
+        time.sleep(max(0.0, 0.01 - (time.monotonic() - tick)))
+    stop.set()
+    thread.join(10)
+    victim.close()
+    return counts
+
+
+SCENARIOS = {"slowloris": slowloris, "garbage": garbage, "huge_length": huge_length,
+             "non_reader": non_reader, "churn": churn, "cancel_storm": cancel_storm}
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _on_term)
+    raise_nofile_limit(20000)
+    result = SCENARIOS[sys.argv[1]](int(sys.argv[2]), **json.loads(sys.argv[3]))
+    print(json.dumps(result), flush=True)
