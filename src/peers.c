@@ -250,11 +250,7 @@ static void forward_on_connected(struct stream *s, int err)
         forward_end(f, msg);
         return;
     }
-    uint8_t buf[16];
-    struct proto_writer wr;
-    proto_writer_init(&wr, buf, sizeof(buf));
-    proto_build_cancel(&wr, f->pid, f->key);
-    stream_write(s, buf, wr.len);
+    stream_write_cancel(s, f->pid, f->key);
 }
 
 static void forward_on_data(struct stream *s)

@@ -583,11 +583,7 @@ static void cancel_on_connected(struct stream *s, int err)
         cancel_done(cc);
         return;
     }
-    uint8_t buf[16];
-    struct proto_writer wr;
-    proto_writer_init(&wr, buf, sizeof(buf));
-    proto_build_cancel(&wr, sv->backend_pid, sv->backend_key);
-    stream_write(s, buf, wr.len);
+    stream_write_cancel(s, sv->backend_pid, sv->backend_key);
 }
 
 static void cancel_on_data(struct stream *s)

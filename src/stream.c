@@ -974,3 +974,12 @@ const char *stream_strerror(const struct stream *s, int err)
         return s->tls && s->tls->err[0] ? s->tls->err : "TLS negotiation failed";
     return strerror(err);
 }
+
+void stream_write_cancel(struct stream *s, uint32_t pid, uint32_t key)
+{
+    uint8_t buf[16];
+    struct proto_writer wr;
+    proto_writer_init(&wr, buf, sizeof(buf));
+    proto_build_cancel(&wr, pid, key);
+    stream_write(s, buf, wr.len);
+}

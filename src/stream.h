@@ -163,6 +163,8 @@ enum stream_msg_status stream_msg_whole(struct stream *s, struct stream_msg *m);
  * bytes that arrived, never the length a header declares. The buffer may
  * move: pointers into it are stale after. */
 void stream_make_room(struct stream *s, uint32_t len);
+/* Writes a CancelRequest for (pid, key) on s, a connection of its own. */
+void stream_write_cancel(struct stream *s, uint32_t pid, uint32_t key);
 /* Consumes n bytes of the current message: those buffered now, and the rest
  * as they arrive (stepped over by the next stream_next_msg(); forwarded to
  * the peer by whoever streams it: s->skip_forward). */

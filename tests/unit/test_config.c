@@ -14,13 +14,13 @@
 
 #include "config.h"
 #include "log.h"
+#include "config_test.h"
 
 #define SEC(n) ((int64_t)(n)*1000000)
 
 /* Short, so that gcc can see that every path built from it fits. */
 static char tmpdir[64];
 #define PATH_LEN 256
-static char err[512];
 
 /* Writes text into tmpdir/name and returns the path (static buffer per call
  * site is not needed: the caller copies or uses it at once). */
@@ -35,24 +35,6 @@ static const char *write_file(const char *name, const char *text)
     fputs(text, f);
     fclose(f);
     return path;
-}
-
-static struct config *load_ok(const char *text)
-{
-    struct config *cfg = config_load_string("t.ini", text, err, sizeof(err));
-    if (!cfg)
-        fail_msg("config did not load: %s", err);
-    return cfg;
-}
-
-static void expect_error(const char *text, const char *expected)
-{
-    struct config *cfg = config_load_string("t.ini", text, err, sizeof(err));
-    if (cfg) {
-        config_unref(cfg);
-        fail_msg("config loaded but should fail with: %s", expected);
-    }
-    assert_string_equal(err, expected);
 }
 
 /* The value SHOW CONFIG prints for key. */

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "config_hosts.h"
+#include "config_test.h"
 
 static struct config_replica out[CONFIG_MAX_SERVERS];
 static int n;
@@ -112,35 +113,15 @@ static void test_refused_lists(void **state)
 
 /* ---- as a loaded config has them ------------------------------------------ */
 
-static char err[512];
-
-static struct config *load(const char *text)
-{
-    struct config *cfg = config_load_string("t.ini", text, err, sizeof(err));
-    if (!cfg)
-        fail_msg("config did not load: %s", err);
-    return cfg;
-}
-
-static void expect_error(const char *text, const char *expected)
-{
-    struct config *cfg = config_load_string("t.ini", text, err, sizeof(err));
-    if (cfg) {
-        config_unref(cfg);
-        fail_msg("config loaded but should fail with: %s", expected);
-    }
-    assert_string_equal(err, expected);
-}
-
 static void test_entries(void **state)
 {
     (void)state;
-    struct config *cfg = load("[databases]\n"
-                              "one = host=p port=6000\n"
-                              "three = host=a,b,c port=5432,5433,5434 replicas=r:7000 "
-                              "load_balance_hosts=disable\n"
-                              "quoted = host='x, y' port=7001\n"
-                              "sock =\n");
+    struct config *cfg = load_ok("[databases]\n"
+                                 "one = host=p port=6000\n"
+                                 "three = host=a,b,c port=5432,5433,5434 replicas=r:7000 "
+                                 "load_balance_hosts=disable\n"
+                                 "quoted = host='x, y' port=7001\n"
+                                 "sock =\n");
     const struct config_database *d = config_find_database(cfg, "one");
     assert_int_equal(d->n_hosts, 1);
     assert_string_equal(d->host, "p");

@@ -11,26 +11,7 @@
 
 #include "config.h"
 #include "peers.h"
-
-static char err[512];
-
-static struct config *load_ok(const char *text)
-{
-    struct config *cfg = config_load_string("t.ini", text, err, sizeof(err));
-    if (!cfg)
-        fail_msg("config did not load: %s", err);
-    return cfg;
-}
-
-static void expect_error(const char *text, const char *expected)
-{
-    struct config *cfg = config_load_string("t.ini", text, err, sizeof(err));
-    if (cfg) {
-        config_unref(cfg);
-        fail_msg("config loaded but should fail with: %s", expected);
-    }
-    assert_string_equal(err, expected);
-}
+#include "config_test.h"
 
 static void test_peers_section(void **state)
 {
