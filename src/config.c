@@ -67,12 +67,13 @@ struct loader {
     int depth; /* of %include nesting */
     char *err;
     size_t errlen;
+    struct config_problems *problems; /* NULL: stop at the first problem */
 };
 
 static bool fail(struct loader *ld, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Writes the message into the caller's err and returns false, so that a
- * parser can `return fail(...)`. Only the first error is kept because
- * parsing stops there. */
+ * parser can `return fail(...)`. The reader then stops, or, collecting
+ * problems, files the message (see go_on()) and reads on. */
 static bool fail(struct loader *ld, const char *fmt, ...)
 {
     if (ld->err && ld->errlen > 0) {
@@ -82,6 +83,44 @@ static bool fail(struct loader *ld, const char *fmt, ...)
         va_end(ap);
     }
     return false;
+}
+
+/* After a failed step: with problems collected, files ld->err and returns
+ * true (read on); else false (stop with ld->err). */
+static bool go_on(struct loader *ld)
+{
+    if (!ld->problems)
+        return false;
+    config_problems_add(ld->problems, "%s", ld->err);
+    return true;
+}
+
+void config_problems_add(struct config_problems *p, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (p->n == p->cap) {
+        int ncap = p->cap ? p->cap * 2 : 8;
+        char **grown = realloc(p->msgs, (size_t)ncap * sizeof(*grown));
+        if (!grown)
+            return;
+        p->msgs = grown;
+        p->cap = ncap;
+    }
+    char *copy = strdup(msg);
+    if (copy)
+        p->msgs[p->n++] = copy;
+}
+
+void config_problems_free(struct config_problems *p)
+{
+    for (int i = 0; i < p->n; i++)
+        free(p->msgs[i]);
+    free(p->msgs);
+    memset(p, 0, sizeof(*p));
 }
 
 char *config_trim(char *s)
@@ -557,10 +596,18 @@ static bool set_general(struct loader *ld, const char *file, int line, const cha
     if (!k)
         return fail(ld, "%s:%d: unknown setting \"%s\"", file, line, key);
     switch (config_key_set(ld->cfg, k, value, why, sizeof(why))) {
-    case CONFIG_SET_OK:
+    case CONFIG_SET_OK: {
         if (!key_value_valid(ld->cfg, k, why, sizeof(why)))
             break;
+        struct config_origin *o = &ld->cfg->origins[k - config_keys];
+        char *copy = strdup(file);
+        if (!copy)
+            return fail(ld, "%s:%d: out of memory", file, line);
+        free(o->file);
+        o->file = copy;
+        o->line = line;
         return true;
+    }
     case CONFIG_SET_NOMEM:
         return fail(ld, "%s:%d: out of memory", file, line);
     case CONFIG_SET_INVALID:
@@ -732,10 +779,14 @@ static bool parse_buffer(struct loader *ld, const char *file, char *buf, size_t 
         if (line == INT_MAX)
             return fail(ld, "%s: too many lines", file);
         line++;
-        if (memchr(p, '\0', (size_t)(eol - p)))
-            return fail(ld, "%s:%d: syntax error: NUL byte in line", file, line);
-        *eol = '\0';
-        if (!parse_line(ld, file, line, p))
+        bool ok;
+        if (memchr(p, '\0', (size_t)(eol - p))) {
+            ok = fail(ld, "%s:%d: syntax error: NUL byte in line", file, line);
+        } else {
+            *eol = '\0';
+            ok = parse_line(ld, file, line, p);
+        }
+        if (!ok && !go_on(ld))
             return false;
         p = eol + 1;
     }
@@ -838,11 +889,39 @@ static bool load_file(struct loader *ld, const char *path, const char *from_file
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
+static void origins_free(struct config *cfg)
+{
+    if (!cfg->origins)
+        return;
+    for (int i = 0; i < config_n_keys; i++)
+        free(cfg->origins[i].file);
+    free(cfg->origins);
+    cfg->origins = NULL;
+}
+
+/* A copy of src's origins into cfg; false when out of memory. */
+static bool origins_copy(struct config *cfg, const struct config *src)
+{
+    cfg->origins = calloc((size_t)config_n_keys, sizeof(*cfg->origins));
+    if (!cfg->origins)
+        return false;
+    for (int i = 0; i < config_n_keys; i++) {
+        if (!src->origins[i].file)
+            continue;
+        cfg->origins[i].file = strdup(src->origins[i].file);
+        if (!cfg->origins[i].file)
+            return false;
+        cfg->origins[i].line = src->origins[i].line;
+    }
+    return true;
+}
+
 static void config_free(struct config *cfg)
 {
     for (int i = 0; i < config_n_keys; i++)
         if (config_keys[i].type == CONFIG_KEY_STRING)
             free(*string_at(cfg, config_keys[i].offset));
+    origins_free(cfg);
     free(cfg->path);
     for (int i = 0; i < cfg->n_databases; i++)
         database_clear(&cfg->databases[i]);
@@ -874,6 +953,12 @@ static struct config *config_new(char *err, size_t errlen)
     }
     atomic_init(&cfg->refcount, 1);
     cfg->generation = next_generation();
+    cfg->origins = calloc((size_t)config_n_keys, sizeof(*cfg->origins));
+    if (!cfg->origins) {
+        log_format(err, errlen, "out of memory");
+        config_free(cfg);
+        return NULL;
+    }
     for (int i = 0; i < config_n_keys; i++) {
         const struct config_key *k = &config_keys[i];
         enum config_set_result r = config_key_set(cfg, k, k->default_value, why, sizeof(why));
@@ -921,8 +1006,9 @@ static struct config *config_clone(const struct config *src)
     cfg->n_jobs = 0;
     cfg->peers = NULL;
     cfg->n_peers = 0;
+    cfg->origins = NULL;
 
-    bool ok = config_cache_rules_copy(cfg, src);
+    bool ok = origins_copy(cfg, src) && config_cache_rules_copy(cfg, src);
     for (int i = 0; i < config_n_keys && ok; i++) {
         if (config_keys[i].type != CONFIG_KEY_STRING)
             continue;
@@ -979,13 +1065,16 @@ static bool finish(struct loader *ld, const char *path)
         cfg->workers = n < 1 ? 1 : n > 1024 ? 1024 : (int)n;
     }
     char why[WHY_LEN];
-    if (!config_cache_check(cfg, why, sizeof(why)))
-        return fail(ld, "%s: %s", path, why);
-    return config_jobs_check(cfg, ld->err, ld->errlen);
+    if (!config_cache_check(cfg, why, sizeof(why)) && !fail(ld, "%s: %s", path, why) && !go_on(ld))
+        return false;
+    return config_jobs_check(cfg, ld->err, ld->errlen) || go_on(ld);
 }
 
-/* Loads from a file (text NULL) or from text posing as the file path. */
-static struct config *load(const char *path, const char *text, char *err, size_t errlen)
+/* Loads from a file (text NULL) or from text posing as the file path;
+ * stops at the first problem (in err), or with problems collects them all
+ * (then err is a buffer for one message). */
+static struct config *load(const char *path, const char *text, char *err, size_t errlen,
+                           struct config_problems *problems)
 {
     log_format(err, errlen, "%s", "");
     if (!path) {
@@ -995,7 +1084,7 @@ static struct config *load(const char *path, const char *text, char *err, size_t
     struct config *cfg = config_new(err, errlen);
     if (!cfg)
         return NULL;
-    struct loader ld = {cfg, SECTION_NONE, 0, err, errlen};
+    struct loader ld = {cfg, SECTION_NONE, 0, err, errlen, problems};
     bool ok;
     if (text) {
         char *copy = strdup(text);
@@ -1005,8 +1094,13 @@ static struct config *load(const char *path, const char *text, char *err, size_t
     } else {
         ok = load_file(&ld, path, NULL, 0);
     }
+    if (!ok && problems)
+        ok = go_on(&ld); /* the main file could not be read: filed, and a
+                          * config of defaults is checked on */
     if (ok)
         ok = finish(&ld, path);
+    /* Collecting, a config with bad lines left out is still returned, for
+     * the check of the files it names (config_load_all()). */
     if (!ok) {
         config_free(cfg);
         return NULL;
@@ -1016,7 +1110,28 @@ static struct config *load(const char *path, const char *text, char *err, size_t
 
 struct config *config_load(const char *path, char *err, size_t errlen)
 {
-    return load(path, NULL, err, errlen);
+    return load(path, NULL, err, errlen, NULL);
+}
+
+struct config *config_load_all(const char *path, struct config_problems *problems)
+{
+    char err[1024];
+    struct config *cfg = load(path, NULL, err, sizeof(err), problems);
+    /* Collecting, every problem is filed and the config returned; NULL
+     * comes of running out of memory only, which nothing filed yet. */
+    if (!cfg)
+        config_problems_add(problems, "%s", err[0] ? err : "out of memory");
+    return cfg;
+}
+
+bool config_origin_of(const struct config *cfg, const char *key, const char **file, int *line)
+{
+    const struct config_key *k = config_key_find(key);
+    if (!cfg || !k || !cfg->origins[k - config_keys].file)
+        return false;
+    *file = cfg->origins[k - config_keys].file;
+    *line = cfg->origins[k - config_keys].line;
+    return true;
 }
 
 struct config *config_load_string(const char *name, const char *text, char *err, size_t errlen)
@@ -1025,7 +1140,7 @@ struct config *config_load_string(const char *name, const char *text, char *err,
         log_format(err, errlen, "%s: no text", name ? name : "(string)");
         return NULL;
     }
-    return load(name ? name : "(string)", text, err, errlen);
+    return load(name ? name : "(string)", text, err, errlen, NULL);
 }
 
 struct config *config_ref(struct config *cfg)
@@ -1132,6 +1247,10 @@ struct config *config_with_setting(const struct config *cfg, const char *key, co
             log_format(err, errlen, "invalid value \"%s\" for %s: %s", value, k->name, why);
             break;
         }
+        /* No file line holds this value any more. */
+        free(copy->origins[k - config_keys].file);
+        copy->origins[k - config_keys].file = NULL;
+        copy->origins[k - config_keys].line = 0;
         return copy;
     case CONFIG_SET_NOMEM:
         log_format(err, errlen, "out of memory");

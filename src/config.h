@@ -150,6 +150,13 @@ struct config_peer {
     int line;       /* where it was defined, for messages */
 };
 
+/* Where a general setting was written: file and line, or line 0 (and file
+ * NULL) for a default or a value the admin console's SET gave. */
+struct config_origin {
+    char *file;
+    int line;
+};
+
 struct config {
     atomic_int refcount;
     uint64_t generation; /* unique per config made (load, admin SET): caches key on it */
@@ -316,12 +323,40 @@ struct config {
     int n_jobs;
     struct config_peer *peers; /* [peers], in file order (this process's own entry too) */
     int n_peers;
+    struct config_origin *origins; /* one per general setting, in the key table's order */
 };
 
 /* Loads path. On success returns a config with refcount 1. On failure returns
  * NULL and writes "FILE:LINE: reason" (or "FILE: reason") into err.
  * Warnings (PgBouncer keys accepted but not implemented) are logged. */
 struct config *config_load(const char *path, char *err, size_t errlen);
+
+/* Every problem a check found, each "FILE:LINE: reason" (or "FILE:
+ * reason"), in the order found. Zero-initialise; config_problems_free(). */
+struct config_problems {
+    char **msgs;
+    int n;
+    int cap;
+};
+/* Appends a formatted message (dropped when out of memory: a check that
+ * found one problem still fails, see config_problems_add()'s callers). */
+void config_problems_add(struct config_problems *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void config_problems_free(struct config_problems *p);
+
+/* Like config_load(), but a bad line does not stop the reading: every line
+ * is read and each problem added to problems, so that one run names them
+ * all (sluice --check, RELOAD). Returns the config read, bad lines left
+ * out, or NULL when not even that could be made (the main file unreadable,
+ * out of memory). A config returned with problems added is only for
+ * checking further (config_check.c), never for running: its owner unrefs
+ * it. */
+struct config *config_load_all(const char *path, struct config_problems *problems);
+
+/* Where the general setting key (any case) was written in cfg: true with
+ * *file and *line when it was set in a file, false for a default, a value
+ * set by the admin console or an unknown key. */
+bool config_origin_of(const struct config *cfg, const char *key, const char **file, int *line);
 
 /* Parses from a string as if it were the file `name` (for tests and fuzzing);
  * %include is resolved relative to the current directory. */

@@ -19,6 +19,7 @@
 #include "client_conn.h"
 #include "client_login.h"
 #include "config.h"
+#include "config_check.h"
 #include "dns.h"
 #include "insights.h"
 #include "insights_advice.h"
@@ -59,36 +60,34 @@ static void usage(FILE *f)
                "  -q, --quiet       run quietly (no log to stderr)\n"
                "  -v, --verbose     increase verbosity (repeat for more)\n"
                "  -u, --user=USER   assume identity of USER\n"
+               "  -C, --check       check CONFIG_FILE and every file it names (auth_file,\n"
+               "                    TLS keys and certificates, [jobs] schedules), print each\n"
+               "                    problem as FILE:LINE: reason, then exit (0: no problem)\n"
                "  -R, --reboot      refused: online restart is deprecated (use so_reuseport)\n"
                "  -V, --version     show version, then exit\n"
-               "  -h, --help        show this help, then exit\n");
+               "  -h, --help        show this help, then exit\n\n"
+               "Signals: SIGHUP reloads the config, SIGINT and SIGTERM shut down (waiting\n"
+               "for transactions, respectively clients; a second one exits at once),\n"
+               "SIGQUIT exits at once, SIGUSR1 pauses and SIGUSR2 resumes.\n");
 }
 
-/* Loads the auth_file named by cfg; NULL with err on failure, or when there
- * is none configured (then err is ""). */
-static struct auth_userlist *load_userlist(const struct config *cfg, char *err, size_t errlen)
-{
-    err[0] = '\0';
-    if (!cfg->auth_file[0])
-        return NULL;
-    return auth_userlist_load(cfg->auth_file, err, errlen);
-}
-
-/* Reload: a new config and auth_file, or the old ones stay. */
+/* Reload: a new config and auth_file, or the old ones stay. The check is
+ * --check's: every problem in every named file is logged before any swap. */
 static bool do_reload(char *err, size_t errlen)
 {
     char e[1024];
-    struct config *cfg = config_load(g_pooler.cfg->path, e, sizeof(e));
-    if (!cfg) {
-        snprintf(err, errlen, "%s", e);
-        log_error("config reload failed, keeping the old config: %s", e);
-        return false;
-    }
-    struct auth_userlist *ul = load_userlist(cfg, e, sizeof(e));
-    if (!ul && e[0]) {
-        snprintf(err, errlen, "%s", e);
-        log_error("auth_file reload failed, keeping the old config: %s", e);
-        config_unref(cfg);
+    struct config *cfg;
+    struct auth_userlist *ul;
+    struct config_problems problems = {0};
+    if (!config_check_load(g_pooler.cfg->path, &cfg, &ul, &problems)) {
+        for (int i = 0; i < problems.n; i++)
+            log_error("config reload failed, keeping the old config: %s", problems.msgs[i]);
+        if (problems.n > 1)
+            snprintf(err, errlen, "%s (and %d more problems, see the log)", problems.msgs[0],
+                     problems.n - 1);
+        else
+            snprintf(err, errlen, "%s", problems.n ? problems.msgs[0] : "config check failed");
+        config_problems_free(&problems);
         return false;
     }
     if (!tls_apply_config(cfg, e, sizeof(e))) {
@@ -412,6 +411,7 @@ static void daemonize(void)
 /* What the command line asks for. */
 struct main_options {
     bool daemon_mode;        /* -d */
+    bool check;              /* -C: check the config, then exit */
     bool quiet;              /* -q */
     int verbose;             /* one per -v */
     const char *run_as;      /* -u USER, or NULL */
@@ -422,14 +422,18 @@ struct main_options {
  * once there is nothing more to do (--version, --help, a usage error). */
 static int main_parse_args(int argc, char **argv, struct main_options *o)
 {
-    static const struct option longopts[] = {
-        {"daemon", no_argument, NULL, 'd'},  {"quiet", no_argument, NULL, 'q'},
-        {"verbose", no_argument, NULL, 'v'}, {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},    {"user", required_argument, NULL, 'u'},
-        {"reboot", no_argument, NULL, 'R'},  {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"daemon", no_argument, NULL, 'd'},
+                                             {"quiet", no_argument, NULL, 'q'},
+                                             {"verbose", no_argument, NULL, 'v'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"user", required_argument, NULL, 'u'},
+                                             {"reboot", no_argument, NULL, 'R'},
+                                             {"check", no_argument, NULL, 'C'},
+                                             {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof(*o));
     int opt;
-    while ((opt = getopt_long(argc, argv, "dqvVhu:R", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "dqvVhu:RC", longopts, NULL)) != -1) {
         switch (opt) {
         case 'd':
             o->daemon_mode = true;
@@ -448,6 +452,9 @@ static int main_parse_args(int argc, char **argv, struct main_options *o)
             return 0;
         case 'u':
             o->run_as = optarg;
+            break;
+        case 'C':
+            o->check = true;
             break;
         case 'R':
             /* PgBouncer deprecated its online restart (1.20); sluice never
@@ -479,21 +486,19 @@ static bool main_load_config(const struct main_options *o, struct config **cfgp,
                              struct auth_userlist **ulp)
 {
     char err[1024];
-    struct config *cfg = config_load(o->config_path, err, sizeof(err));
-    if (!cfg) {
-        fprintf(stderr, "sluice: %s\n", err);
+    struct config *cfg;
+    struct auth_userlist *ul;
+    struct config_problems problems = {0};
+    if (!config_check_load(o->config_path, &cfg, &ul, &problems)) {
+        for (int i = 0; i < problems.n; i++)
+            fprintf(stderr, "sluice: %s\n", problems.msgs[i]);
+        config_problems_free(&problems);
         return false;
     }
     if (cfg->verbose > o->verbose)
         log_set_verbosity(cfg->verbose);
     if (!tracked_params_configure(cfg->track_extra_parameters, err, sizeof(err))) {
         fprintf(stderr, "sluice: %s: %s\n", cfg->path, err);
-        config_unref(cfg);
-        return false;
-    }
-    struct auth_userlist *ul = load_userlist(cfg, err, sizeof(err));
-    if (!ul && err[0]) {
-        fprintf(stderr, "sluice: %s\n", err);
         config_unref(cfg);
         return false;
     }
@@ -760,6 +765,26 @@ static void main_shutdown(void)
     log_close();
 }
 
+/* -C: the start's and RELOAD's check alone, each problem on stderr as
+ * "FILE:LINE: reason"; nothing is bound, connected or written. */
+static int main_check(const char *path)
+{
+    struct config *cfg;
+    struct auth_userlist *ul;
+    struct config_problems problems = {0};
+    if (!config_check_load(path, &cfg, &ul, &problems)) {
+        for (int i = 0; i < problems.n; i++)
+            fprintf(stderr, "%s\n", problems.msgs[i]);
+        fprintf(stderr, "%s: %d problem%s\n", path, problems.n, problems.n == 1 ? "" : "s");
+        config_problems_free(&problems);
+        return 1;
+    }
+    auth_userlist_free(ul);
+    config_unref(cfg);
+    printf("%s: OK\n", path);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct main_options o;
@@ -768,6 +793,8 @@ int main(int argc, char **argv)
         return status;
     log_set_quiet(o.quiet);
     log_set_verbosity(o.verbose);
+    if (o.check)
+        return main_check(o.config_path);
 
     struct config *cfg;
     struct auth_userlist *ul;

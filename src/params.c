@@ -46,9 +46,10 @@ int tracked_param_lookup(const char *name)
     return -1;
 }
 
-bool tracked_params_configure(const char *list, char *err, size_t errlen)
+/* Reads track_extra_parameters into names (*n of them); false with err. */
+static bool parse_extra(const char *list, char names[TP_EXTRA_MAX][TP_NAME_MAX], int *n_out,
+                        char *err, size_t errlen)
 {
-    char names[TP_EXTRA_MAX][TP_NAME_MAX];
     int n = 0;
     for (const char *p = list; *p;) {
         size_t len = strcspn(p, ", \t");
@@ -84,6 +85,23 @@ bool tracked_params_configure(const char *list, char *err, size_t errlen)
         }
         memcpy(names[n++], name, len + 1);
     }
+    *n_out = n;
+    return true;
+}
+
+bool tracked_params_check(const char *list, char *err, size_t errlen)
+{
+    char names[TP_EXTRA_MAX][TP_NAME_MAX];
+    int n;
+    return parse_extra(list, names, &n, err, errlen);
+}
+
+bool tracked_params_configure(const char *list, char *err, size_t errlen)
+{
+    char names[TP_EXTRA_MAX][TP_NAME_MAX];
+    int n;
+    if (!parse_extra(list, names, &n, err, errlen))
+        return false;
     memcpy(extra_names, names, sizeof(names));
     n_extra = n;
     return true;

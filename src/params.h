@@ -37,6 +37,8 @@ int tracked_param_count(void);
  * false with a reason in err for a name that is not a parameter name or
  * more than TP_EXTRA_MAX names; nothing changes then. */
 bool tracked_params_configure(const char *list, char *err, size_t errlen);
+/* The same checks, changing nothing (sluice --check, RELOAD). */
+bool tracked_params_check(const char *list, char *err, size_t errlen);
 
 /* The interned copy of s with one reference for the caller; NULL for NULL.
  * Equal texts give the same pointer while any reference is held. */

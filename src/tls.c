@@ -8,6 +8,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -258,6 +259,20 @@ static SSL_CTX *tls_ctx_base(const struct tls_settings *t, char *err, size_t err
     return ctx;
 }
 
+/* Why OpenSSL could not load path: the system's reason when the file cannot
+ * be opened (OpenSSL's own says only "system lib"), else OpenSSL's. */
+static const char *file_errstr(const char *path, char *buf, size_t len)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(buf, len, "%s", strerror(errno));
+        ERR_clear_error();
+        return buf;
+    }
+    fclose(f);
+    return ssl_errstr(buf, len);
+}
+
 /* Loads t's certificate chain and key (when set; they go together) and its
  * CA file (when set) into ctx. false with err naming the file at fault. */
 static bool tls_ctx_load_files(SSL_CTX *ctx, const struct tls_settings *t, char *err, size_t errlen)
@@ -266,12 +281,12 @@ static bool tls_ctx_load_files(SSL_CTX *ctx, const struct tls_settings *t, char 
     if (t->cert[0]) {
         if (SSL_CTX_use_certificate_chain_file(ctx, t->cert) != 1) {
             snprintf(err, errlen, "%s_tls_cert_file \"%s\": %s", t->who, t->cert,
-                     ssl_errstr(ebuf, sizeof(ebuf)));
+                     file_errstr(t->cert, ebuf, sizeof(ebuf)));
             return false;
         }
         if (SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1) {
             snprintf(err, errlen, "%s_tls_key_file \"%s\": %s", t->who, t->key,
-                     ssl_errstr(ebuf, sizeof(ebuf)));
+                     file_errstr(t->key, ebuf, sizeof(ebuf)));
             return false;
         }
         if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -282,7 +297,7 @@ static bool tls_ctx_load_files(SSL_CTX *ctx, const struct tls_settings *t, char 
     }
     if (t->ca[0] && SSL_CTX_load_verify_locations(ctx, t->ca, NULL) != 1) {
         snprintf(err, errlen, "%s_tls_ca_file \"%s\": %s", t->who, t->ca,
-                 ssl_errstr(ebuf, sizeof(ebuf)));
+                 file_errstr(t->ca, ebuf, sizeof(ebuf)));
         return false;
     }
     return true;
@@ -362,6 +377,11 @@ void *tls_ctx_new(const struct config *cfg, enum tls_side side, char *err, size_
         return NULL;
     }
     return ctx;
+}
+
+void tls_ctx_free(void *ctx)
+{
+    SSL_CTX_free(ctx);
 }
 
 /* Makes (cfg, clients, servers) current, freeing what they replace. */

@@ -54,9 +54,13 @@ enum tls_side {
 /* Builds a context for side from cfg's client_tls_* or server_tls_* keys.
  * Returns NULL when that side's sslmode is disable (then *err is ""), or on
  * error (unreadable key or certificate, bad protocols, ciphers, curve), with
- * err filled. The caller owns the result (SSL_CTX_free). Returned as void *
- * so that users of this header need no OpenSSL headers. */
+ * err filled: it begins with the name of the setting at fault (as in
+ * 'client_tls_cert_file "x.crt": ...'), which config_check.c uses to say on
+ * which line of the config the problem is. The caller owns the result (SSL_CTX_free). Returned as
+ * void * so that users of this header need no OpenSSL headers. */
 void *tls_ctx_new(const struct config *cfg, enum tls_side side, char *err, size_t errlen);
+/* Frees a context tls_ctx_new() made. */
+void tls_ctx_free(void *ctx);
 
 /* Builds both contexts for cfg and makes them current. On error nothing
  * changes and err says why (the file or key at fault). Called at startup and
