@@ -95,34 +95,6 @@ static bool go_on(struct loader *ld)
     return true;
 }
 
-void config_problems_add(struct config_problems *p, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (p->n == p->cap) {
-        int ncap = p->cap ? p->cap * 2 : 8;
-        char **grown = realloc(p->msgs, (size_t)ncap * sizeof(*grown));
-        if (!grown)
-            return;
-        p->msgs = grown;
-        p->cap = ncap;
-    }
-    char *copy = strdup(msg);
-    if (copy)
-        p->msgs[p->n++] = copy;
-}
-
-void config_problems_free(struct config_problems *p)
-{
-    for (int i = 0; i < p->n; i++)
-        free(p->msgs[i]);
-    free(p->msgs);
-    memset(p, 0, sizeof(*p));
-}
-
 char *config_trim(char *s)
 {
     while (isspace((unsigned char)*s))
@@ -599,13 +571,8 @@ static bool set_general(struct loader *ld, const char *file, int line, const cha
     case CONFIG_SET_OK: {
         if (!key_value_valid(ld->cfg, k, why, sizeof(why)))
             break;
-        struct config_origin *o = &ld->cfg->origins[k - config_keys];
-        char *copy = strdup(file);
-        if (!copy)
+        if (!config_origin_set(ld->cfg, k, file, line))
             return fail(ld, "%s:%d: out of memory", file, line);
-        free(o->file);
-        o->file = copy;
-        o->line = line;
         return true;
     }
     case CONFIG_SET_NOMEM:
@@ -889,39 +856,12 @@ static bool load_file(struct loader *ld, const char *path, const char *from_file
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-static void origins_free(struct config *cfg)
-{
-    if (!cfg->origins)
-        return;
-    for (int i = 0; i < config_n_keys; i++)
-        free(cfg->origins[i].file);
-    free(cfg->origins);
-    cfg->origins = NULL;
-}
-
-/* A copy of src's origins into cfg; false when out of memory. */
-static bool origins_copy(struct config *cfg, const struct config *src)
-{
-    cfg->origins = calloc((size_t)config_n_keys, sizeof(*cfg->origins));
-    if (!cfg->origins)
-        return false;
-    for (int i = 0; i < config_n_keys; i++) {
-        if (!src->origins[i].file)
-            continue;
-        cfg->origins[i].file = strdup(src->origins[i].file);
-        if (!cfg->origins[i].file)
-            return false;
-        cfg->origins[i].line = src->origins[i].line;
-    }
-    return true;
-}
-
 static void config_free(struct config *cfg)
 {
     for (int i = 0; i < config_n_keys; i++)
         if (config_keys[i].type == CONFIG_KEY_STRING)
             free(*string_at(cfg, config_keys[i].offset));
-    origins_free(cfg);
+    config_origins_free(cfg);
     free(cfg->path);
     for (int i = 0; i < cfg->n_databases; i++)
         database_clear(&cfg->databases[i]);
@@ -953,8 +893,7 @@ static struct config *config_new(char *err, size_t errlen)
     }
     atomic_init(&cfg->refcount, 1);
     cfg->generation = next_generation();
-    cfg->origins = calloc((size_t)config_n_keys, sizeof(*cfg->origins));
-    if (!cfg->origins) {
+    if (!config_origins_copy(cfg, NULL)) {
         log_format(err, errlen, "out of memory");
         config_free(cfg);
         return NULL;
@@ -1008,7 +947,7 @@ static struct config *config_clone(const struct config *src)
     cfg->n_peers = 0;
     cfg->origins = NULL;
 
-    bool ok = origins_copy(cfg, src) && config_cache_rules_copy(cfg, src);
+    bool ok = config_origins_copy(cfg, src) && config_cache_rules_copy(cfg, src);
     for (int i = 0; i < config_n_keys && ok; i++) {
         if (config_keys[i].type != CONFIG_KEY_STRING)
             continue;
@@ -1124,16 +1063,6 @@ struct config *config_load_all(const char *path, struct config_problems *problem
     return cfg;
 }
 
-bool config_origin_of(const struct config *cfg, const char *key, const char **file, int *line)
-{
-    const struct config_key *k = config_key_find(key);
-    if (!cfg || !k || !cfg->origins[k - config_keys].file)
-        return false;
-    *file = cfg->origins[k - config_keys].file;
-    *line = cfg->origins[k - config_keys].line;
-    return true;
-}
-
 struct config *config_load_string(const char *name, const char *text, char *err, size_t errlen)
 {
     if (!text) {
@@ -1247,10 +1176,7 @@ struct config *config_with_setting(const struct config *cfg, const char *key, co
             log_format(err, errlen, "invalid value \"%s\" for %s: %s", value, k->name, why);
             break;
         }
-        /* No file line holds this value any more. */
-        free(copy->origins[k - config_keys].file);
-        copy->origins[k - config_keys].file = NULL;
-        copy->origins[k - config_keys].line = 0;
+        config_origin_set(copy, k, NULL, 0); /* no file line holds it any more */
         return copy;
     case CONFIG_SET_NOMEM:
         log_format(err, errlen, "out of memory");

@@ -113,4 +113,12 @@ bool config_peer_parse(struct config *cfg, const char *file, int line, const cha
 void config_peers_free(struct config *cfg);
 bool config_peers_copy(struct config *cfg, const struct config *src);
 
+/* Where each general setting was written (config_origin.c): cfg's table
+ * made, a copy of src's (NULL: all unset; false when out of memory), one
+ * entry set (file NULL: not from a file; false when out of memory), all
+ * freed. */
+bool config_origins_copy(struct config *cfg, const struct config *src);
+bool config_origin_set(struct config *cfg, const struct config_key *k, const char *file, int line);
+void config_origins_free(struct config *cfg);
+
 #endif
