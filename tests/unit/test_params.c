@@ -79,6 +79,11 @@ static void test_tracked_extra(void **state)
     assert_null(ps.x);
     assert_null(ps.v[TP_TIMEZONE]);
 
+    /* the check alone says the same and changes nothing */
+    assert_true(tracked_params_check("TimeZone, search_path", err, sizeof(err)));
+    assert_false(tracked_params_check("a;b", err, sizeof(err)));
+    assert_string_equal(err, "track_extra_parameters: \"a;b\" is not a parameter name");
+    assert_int_equal(tracked_param_count(), TP_BUILTIN_COUNT + 3);
     assert_false(tracked_params_configure("a;b", err, sizeof(err)));
     assert_string_equal(err, "track_extra_parameters: \"a;b\" is not a parameter name");
     assert_false(tracked_params_configure("a b c d e f g h i j k l m n o p q", err, sizeof(err)));
