@@ -699,10 +699,12 @@ enum admin_run_status admin_run(struct client *c, const struct admin_cmd *cmd,
         return run_error(r, "admin access needed");
     switch (cmd->verb) {
     case ADMIN_CMD_RELOAD: {
-        char err[512] = "";
+        char err[512] = "", msg[600];
         log_info("admin console: RELOAD (by %s)", c->user);
         if (admin_reload_hook && !admin_reload_hook(err, sizeof(err))) {
-            admin_out_error(r->out, ADMIN_SQLSTATE_CONFIG_FILE, "RELOAD failed, see the log");
+            /* The first problem as FILE:LINE: reason, the rest in the log. */
+            snprintf(msg, sizeof(msg), "RELOAD failed: %s", err[0] ? err : "see the log");
+            admin_out_error(r->out, ADMIN_SQLSTATE_CONFIG_FILE, msg);
             return ADMIN_RUN_ERROR;
         }
         return run_done(r, cmd->verb);
