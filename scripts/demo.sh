@@ -2,7 +2,8 @@
 # `make demo`: the test cluster plus sluice in front of it, with etc/sluice.ini.
 #   demo.sh start | stop | check
 # Env: SLUICE_BIN (build/release/sluice), CLUSTER_DIR (/tmp/sluice-cluster),
-#      DEMO_PORT (6432): sluice's port,
+#      DEMO_PORT (6432): sluice's port, DEMO_METRICS_PORT (9127): its
+#      metrics_listen port (/metrics and the status page),
 #      CLUSTER_PORT (54320; replicas +1, +2; or auto): see scripts/cluster.sh.
 # `check` (make demo runs it before it builds anything; start runs it again)
 # changes nothing: if a port the demo needs is taken, it fails with the port,
@@ -22,6 +23,7 @@ CLUSTER_DIR=${CLUSTER_DIR:-/tmp/sluice-cluster}
 case $CLUSTER_DIR in /*) ;; *) CLUSTER_DIR=$(pwd)/$CLUSTER_DIR ;; esac
 export CLUSTER_DIR
 DEMO_PORT=${DEMO_PORT:-6432}
+DEMO_METRICS_PORT=${DEMO_METRICS_PORT:-9127}
 PIDFILE=$CLUSTER_DIR/sluice.pid
 LOG=$CLUSTER_DIR/sluice.log
 TEMPLATE=$REPO/etc/sluice.ini
@@ -31,6 +33,9 @@ die() { echo "demo.sh: $*" >&2; exit 1; }
 
 case $DEMO_PORT in
     '' | *[!0-9]*) die "DEMO_PORT must be a port number, not '$DEMO_PORT'" ;;
+esac
+case $DEMO_METRICS_PORT in
+    '' | *[!0-9]*) die "DEMO_METRICS_PORT must be a port number, not '$DEMO_METRICS_PORT'" ;;
 esac
 
 # The pid in PIDFILE, if that process is still our pooler.
@@ -47,6 +52,13 @@ ini_port() {
     sed -n 's/^listen_port *= *\([0-9]*\).*/\1/p' "$f"
 }
 
+# Its metrics_listen port, likewise.
+ini_metrics_port() {
+    f=$INI
+    [ -f "$f" ] || f=$TEMPLATE
+    sed -n 's/^metrics_listen *= *127\.0\.0\.1:\([0-9]*\).*/\1/p' "$f"
+}
+
 connect_string() {
     echo "host=127.0.0.1 port=$(ini_port) dbname=mydb user=md5_user password=md5_user_pw"
 }
@@ -60,6 +72,8 @@ Admin console:
 Reads go to the two replicas, writes to the primary (read_write_split = on):
   psql "$(connect_string)" -c "SELECT inet_server_port()"   # a replica's port
   psql "host=127.0.0.1 port=$(ini_port) dbname=pgbouncer user=sluice password=sluice" -c "SHOW REPLICAS"
+Metrics and the status page:
+  curl -s http://127.0.0.1:$(ini_metrics_port)/metrics | grep sluice_pool   # and http://127.0.0.1:$(ini_metrics_port)/ in a browser
 Other users: trust_user, scram_user, plain_user (password: name + _pw).
 Cluster ports: $(tr '\n' ' ' <"$CLUSTER_DIR/ports")(CLUSTER_DIR=$CLUSTER_DIR)
 Stop with: make demo-stop
@@ -72,6 +86,10 @@ check() {
     errors=""
     if ! sluice_pid >/dev/null && port_taken "$DEMO_PORT"; then
         errors="port $DEMO_PORT (sluice) is taken by $(port_holder "$DEMO_PORT"); set DEMO_PORT to another port, e.g. make demo DEMO_PORT=$((DEMO_PORT + 1))"
+    fi
+    if ! sluice_pid >/dev/null && port_taken "$DEMO_METRICS_PORT"; then
+        errors="$errors${errors:+
+}port $DEMO_METRICS_PORT (sluice's metrics) is taken by $(port_holder "$DEMO_METRICS_PORT"); set DEMO_METRICS_PORT to another port, e.g. make demo DEMO_METRICS_PORT=$((DEMO_METRICS_PORT + 1))"
     fi
     if ! cluster=$(sh "$REPO/scripts/cluster.sh" check 2>&1); then
         errors="$errors${errors:+
@@ -88,6 +106,7 @@ write_ini() {
     {
         echo "; Written by scripts/demo.sh: $TEMPLATE with DEMO_PORT and the cluster's ports."
         sed -e "s/^listen_port = 6432\$/listen_port = $DEMO_PORT/" -e "s/-p 6432 /-p $DEMO_PORT /" \
+            -e "s/^metrics_listen = 127.0.0.1:9127\$/metrics_listen = 127.0.0.1:$DEMO_METRICS_PORT/" \
             -e "s/port=54320 /port=$primary /g" -e "s/127.0.0.1:54321/127.0.0.1:$replica1/g" \
             -e "s/127.0.0.1:54322/127.0.0.1:$replica2/g" "$TEMPLATE"
     } >"$INI.new"
