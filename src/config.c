@@ -1052,10 +1052,10 @@ struct config *config_load(const char *path, char *err, size_t errlen)
     return load(path, NULL, err, errlen, NULL);
 }
 
-struct config *config_load_all(const char *path, struct config_problems *problems)
+struct config *config_load_all(const char *path, const char *text, struct config_problems *problems)
 {
     char err[1024];
-    struct config *cfg = load(path, NULL, err, sizeof(err), problems);
+    struct config *cfg = load(path, text, err, sizeof(err), problems);
     /* Collecting, every problem is filed and the config returned; NULL
      * comes of running out of memory only, which nothing filed yet. */
     if (!cfg)

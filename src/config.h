@@ -350,8 +350,9 @@ void config_problems_free(struct config_problems *p);
  * out, or NULL when not even that could be made (the main file unreadable,
  * out of memory). A config returned with problems added is only for
  * checking further (config_check.c), never for running: its owner unrefs
- * it. */
-struct config *config_load_all(const char *path, struct config_problems *problems);
+ * it. With text (tests, fuzzing), text is read as if it were the file. */
+struct config *config_load_all(const char *path, const char *text,
+                               struct config_problems *problems);
 
 /* Where the general setting key (any case) was written in cfg: true with
  * *file and *line when it was set in a file, false for a default, a value

@@ -78,7 +78,7 @@ bool config_check_load(const char *path, struct config **cfgp, struct auth_userl
     int found = problems->n;
     /* With bad lines, the rest of the config is still read and the files
      * it names checked, so that one run reports everything. */
-    struct config *cfg = config_load_all(path, problems);
+    struct config *cfg = config_load_all(path, NULL, problems);
     if (!cfg)
         return false;
     char err[1024];

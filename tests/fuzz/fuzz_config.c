@@ -3,7 +3,9 @@
  * The input is a config file (up to its first NUL byte). A config that loads
  * is then read the way the rest of sluice reads one: SHOW CONFIG rows, the
  * database, user and [peers] lookups, and an admin SET taken from the input's first
- * line ("key=value"). Crashes, sanitizer reports and leaks are findings.
+ * line ("key=value"). The same text read on past its bad lines
+ * (config_load_all) must fail exactly when it fails, first with the
+ * same message. Crashes, sanitizer reports and leaks are findings.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -82,6 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     text[size] = '\0';
 
     struct config *cfg = config_load_string("fuzz.ini", text, err, sizeof(err));
+    bool cfg_loaded = cfg != NULL;
     if (cfg) {
         read_config(cfg);
         struct config *copy =
@@ -94,6 +97,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (err[0] == '\0') {
         abort(); /* a failure must always say why */
     }
+
+    /* Read on past bad lines (--check, RELOAD): the same verdict, the same
+     * first problem, and a config left consistent by the lines skipped. */
+    struct config_problems problems = {0};
+    struct config *all = config_load_all("fuzz.ini", text, &problems);
+    /* (err is the shorter buffer: a long message is cut there first) */
+    if (cfg_loaded ? problems.n != 0
+                   : problems.n == 0 || strncmp(problems.msgs[0], err, strlen(err)) != 0)
+        abort();
+    if (all) {
+        read_config(all);
+        config_unref(all);
+    }
+    config_problems_free(&problems);
 
     /* The first line as an admin SET. */
     char *nl = strchr(text, '\n');

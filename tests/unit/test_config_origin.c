@@ -82,7 +82,7 @@ static void test_load_all_reads_on(void **state)
              inc, tmpdir);
     const char *path = write_file("main.ini", main_text);
     struct config_problems p = {0};
-    struct config *cfg = config_load_all(path, &p);
+    struct config *cfg = config_load_all(path, NULL, &p);
     assert_non_null(cfg); /* returned for checking further */
     assert_int_equal(p.n, 6);
     char want[512];
@@ -112,7 +112,7 @@ static void test_load_all_reads_on(void **state)
 
     /* a good file: no problem, the config as config_load() makes it */
     path = write_file("good.ini", "[pgbouncer]\nlisten_port = 7\n");
-    cfg = config_load_all(path, &p);
+    cfg = config_load_all(path, NULL, &p);
     assert_non_null(cfg);
     assert_int_equal(p.n, 0);
     config_unref(cfg);
@@ -120,7 +120,7 @@ static void test_load_all_reads_on(void **state)
     /* a main file that cannot be read is one problem */
     char missing[256];
     snprintf(missing, sizeof(missing), "%s/none.ini", tmpdir);
-    cfg = config_load_all(missing, &p);
+    cfg = config_load_all(missing, NULL, &p);
     config_unref(cfg);
     assert_int_equal(p.n, 1);
     snprintf(want, sizeof(want), "%s: No such file or directory", missing);
