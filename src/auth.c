@@ -6,6 +6,7 @@
  */
 #include "auth.h"
 
+#include "config.h"
 #include "log.h"
 #include "scram.h"
 
@@ -264,9 +265,12 @@ static const char *parse_line(struct auth_userlist *list, const char *name, int 
     return NULL;
 }
 
-struct auth_userlist *auth_userlist_parse(const char *name, const char *text, char *err,
-                                          size_t errlen)
+/* auth_userlist_parse(), or with lines, each bad line's message is added
+ * there and the reading goes on (NULL at the end if there was any). */
+static struct auth_userlist *parse_text(const char *name, const char *text,
+                                        struct config_problems *lines, char *err, size_t errlen)
 {
+    int bad = 0;
     if (err && errlen)
         err[0] = '\0';
     struct auth_userlist *list = calloc(1, sizeof(*list));
@@ -285,17 +289,32 @@ struct auth_userlist *auth_userlist_parse(const char *name, const char *text, ch
         const char *nl = strchr(p, '\n');
         const char *end = nl ? nl : p + strlen(p);
         const char *why = parse_line(list, name, lineno, p, end);
-        if (why) {
+        if (why && lines) {
+            config_problems_add(lines, "%s:%d: %s", name, lineno, why);
+            bad++;
+        } else if (why) {
             log_format(err, errlen, "%s:%d: %s", name, lineno, why);
             auth_userlist_free(list);
             return NULL;
         }
         p = nl ? nl + 1 : end;
     }
+    if (bad) {
+        auth_userlist_free(list);
+        return NULL;
+    }
     return list;
 }
 
-struct auth_userlist *auth_userlist_load(const char *path, char *err, size_t errlen)
+struct auth_userlist *auth_userlist_parse(const char *name, const char *text, char *err,
+                                          size_t errlen)
+{
+    return parse_text(name, text, NULL, err, errlen);
+}
+
+/* auth_userlist_load(), or auth_userlist_load_all() with lines. */
+static struct auth_userlist *load_file(const char *path, struct config_problems *lines, char *err,
+                                       size_t errlen)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -352,7 +371,7 @@ struct auth_userlist *auth_userlist_load(const char *path, char *err, size_t err
                 lineno += *q == '\n';
             log_format(err, errlen, "%s:%d: NUL byte in file", path, lineno);
         } else {
-            list = auth_userlist_parse(path, buf, err, errlen);
+            list = parse_text(path, buf, lines, err, errlen);
         }
     }
     if (buf) {
@@ -360,6 +379,17 @@ struct auth_userlist *auth_userlist_load(const char *path, char *err, size_t err
         free(buf);
     }
     return list;
+}
+
+struct auth_userlist *auth_userlist_load(const char *path, char *err, size_t errlen)
+{
+    return load_file(path, NULL, err, errlen);
+}
+
+struct auth_userlist *auth_userlist_load_all(const char *path, struct config_problems *lines,
+                                             char *err, size_t errlen)
+{
+    return load_file(path, lines, err, errlen);
 }
 
 /* ---- secrets and checks ---- */

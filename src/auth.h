@@ -32,6 +32,16 @@ struct auth_userlist;
  * user replaces the earlier one (as in PgBouncer), with a warning logged. */
 struct auth_userlist *auth_userlist_load(const char *path, char *err, size_t errlen);
 
+/* Like auth_userlist_load(), but a bad line does not stop the reading:
+ * each one's "path:line: reason" is added to lines (config.h), and NULL is
+ * returned at the end if there was any (err then ""). A file that cannot be
+ * read (missing, unreadable, too large, a NUL byte) gives NULL with
+ * "path: reason" (or "path:line: NUL byte in file") in err instead, so that
+ * the caller can say which setting named it (sluice --check, RELOAD). */
+struct config_problems;
+struct auth_userlist *auth_userlist_load_all(const char *path, struct config_problems *lines,
+                                             char *err, size_t errlen);
+
 /* Like auth_userlist_load() on NUL-terminated text in memory; name stands
  * for the path in error messages and warnings. */
 struct auth_userlist *auth_userlist_parse(const char *name, const char *text, char *err,

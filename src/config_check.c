@@ -31,28 +31,20 @@ void config_check_place(const struct config *cfg, struct config_problems *proble
 }
 
 /* The auth_file, parsed as logins read it: NULL when there is none or on a
- * problem (then added). */
+ * problem (then added). A bad line is reported at its own line of the
+ * file; a file that cannot be read at the auth_file line of the config. */
 static struct auth_userlist *check_userlist(const struct config *cfg,
                                             struct config_problems *problems)
 {
     if (!cfg->auth_file[0])
         return NULL;
-    char err[1024];
-    struct auth_userlist *ul = auth_userlist_load(cfg->auth_file, err, sizeof(err));
-    if (ul)
-        return ul;
-    /* "FILE:LINE: reason" is a bad line of the file itself; "FILE: reason"
-     * (missing, unreadable) is placed at the auth_file line. */
-    size_t len = strlen(cfg->auth_file);
-    if (strncmp(err, cfg->auth_file, len) == 0 && err[len] == ':' &&
-        isdigit((unsigned char)err[len + 1])) {
-        config_problems_add(problems, "%s", err);
-    } else {
-        char why[1100];
+    char err[1024], why[1100];
+    struct auth_userlist *ul = auth_userlist_load_all(cfg->auth_file, problems, err, sizeof(err));
+    if (!ul && err[0]) {
         snprintf(why, sizeof(why), "auth_file %s", err);
         config_check_place(cfg, problems, why);
     }
-    return NULL;
+    return ul;
 }
 
 /* Both TLS contexts built as tls_apply_config() builds them, then freed;

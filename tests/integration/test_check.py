@@ -151,6 +151,14 @@ j = database=mydb command="select 1" schedule="* * *"
                      f"{ini}:8"], found
 
 
+def test_every_bad_auth_file_line(files):
+    write(files, "users3.txt", '"alice" "x"\nbob "y"\n"carol"\n"dave" "z"\n')
+    ini = write(files, "u3.ini", GOOD + "auth_file = {dir}/users3.txt\n")
+    assert problems(run_check(ini)) == [
+        f"{files}/users3.txt:2: expected a quoted user name",
+        f"{files}/users3.txt:3: password missing"]
+
+
 def test_check_starts_nothing(files, tmp_path):
     """--check binds no port and writes neither pidfile nor logfile, even
     when they are configured."""

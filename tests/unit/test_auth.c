@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "auth.h"
+#include "config.h"
 #include "log.h"
 #include "scram.h"
 
@@ -278,6 +279,25 @@ static void test_userlist_load(void **state)
     char want[512];
     snprintf(want, sizeof(want), "%s:2: expected a quoted password", path);
     assert_string_equal(err, want);
+
+    /* Reading on past bad lines: each one's message, in order; a good
+     * file gives its list and no message. */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "x\n\"a\" \"b\"\n\"c\" d\n", 16), 16);
+    close(fd);
+    struct config_problems lines = {0};
+    assert_null(auth_userlist_load_all(path, &lines, err, sizeof(err)));
+    assert_string_equal(err, "");
+    assert_int_equal(lines.n, 2);
+    snprintf(want, sizeof(want), "%s:1: expected a quoted user name", path);
+    assert_string_equal(lines.msgs[0], want);
+    snprintf(want, sizeof(want), "%s:3: expected a quoted password", path);
+    assert_string_equal(lines.msgs[1], want);
+    config_problems_free(&lines);
+    assert_null(auth_userlist_load_all("/nonexistent/u.txt", &lines, err, sizeof(err)));
+    assert_string_equal(err, "/nonexistent/u.txt: No such file or directory");
+    assert_int_equal(lines.n, 0);
 
     /* A NUL byte is reported with its line. */
     fd = open(path, O_WRONLY | O_TRUNC);

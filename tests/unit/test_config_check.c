@@ -161,10 +161,11 @@ static void test_auth_file(void **state)
     char rest[256];
     snprintf(rest, sizeof(rest), "auth_file %s/none.txt: No such file or directory", tmpdir);
     expect(&p, 0, "t.ini", 3, rest);
-    /* a bad line: at its own line in the auth_file */
-    write_file("u.txt", "\"a\" \"x\"\n; ok\nb \"y\"\n");
-    assert_int_equal(check("[pgbouncer]\nauth_file = %s/u.txt\n", &p), 1);
+    /* bad lines: each at its own line in the auth_file */
+    write_file("u.txt", "\"a\" \"x\"\n; ok\nb \"y\"\n\"c\"\n");
+    assert_int_equal(check("[pgbouncer]\nauth_file = %s/u.txt\n", &p), 2);
     expect(&p, 0, "u.txt", 3, "expected a quoted user name");
+    expect(&p, 1, "u.txt", 4, "password missing");
     config_problems_free(&p);
 }
 
