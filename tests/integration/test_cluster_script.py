@@ -200,13 +200,15 @@ def test_demo_check_names_taken_ports(private_cluster):
     anything is built or started."""
     with Listener() as held:
         env = dict(os.environ, CLUSTER_DIR=private_cluster.dir, DEMO_PORT=str(held.port),
-                   CLUSTER_PORT=str(held.port))
+                   DEMO_METRICS_PORT=str(held.port), CLUSTER_PORT=str(held.port))
         result = subprocess.run(["sh", str(REPO / "scripts/demo.sh"), "check"], env=env,
                                 capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     err = result.stderr
     assert f"port {held.port} (sluice) is taken by python3 (pid {os.getpid()}:" in err
     assert "set DEMO_PORT to another port" in err
+    assert f"port {held.port} (sluice's metrics) is taken by python3" in err
+    assert "set DEMO_METRICS_PORT to another port" in err
     assert f"port {held.port} (primary) is taken by python3" in err
     assert "set CLUSTER_PORT to move the cluster" in err
     assert not any((Path(private_cluster.dir) / n).exists() for n in NODES + ("sluice.ini",))
