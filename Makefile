@@ -10,7 +10,8 @@
 #   make tsan            unit tests, the stress test and multi-worker integration
 #                        tests under ThreadSanitizer (build/thread/sluice)
 #   make demo            port check, deps, build, cluster, sluice in front; prints the
-#                        psql line (DEMO_PORT, CLUSTER_PORT: see scripts/demo.sh)
+#                        psql line (DEMO_PORT, DEMO_METRICS_PORT, CLUSTER_PORT: see
+#                        scripts/demo.sh)
 #   make bench           pgbench through sluice and pgbouncer, sluice's read/write
 #                        split against its own split off, and read_your_writes = user
 #                        against off under a 90/10 mix, and the result cache (cached
