@@ -30,6 +30,8 @@
 #                        run by make chaos); counts -> ABUSE_REPORT
 #   make test-jobs-slow  refresh jobs' every-minute schedule on two instances, watched
 #                        for over two minutes (tests/integration/test_jobs.py; not in make test)
+#   make test-cluster-script  scripts/cluster.sh's first start killed after each of
+#                        its ten steps, then started again (make test: three of them)
 #   make fuzz            each libFuzzer target for FUZZ_SECONDS (60)
 #   make lint            clang-format check + cppcheck + lint-structure
 #   make lint-structure  function and file sizes (scripts/check_sizes.py) and the
@@ -160,6 +162,11 @@ abuse: integration-bins
 # so make integration skips it.
 test-jobs-slow: integration-bins
 	SLUICE_JOBS_SLOW=1 $(INTEGRATION_RUN)/test_jobs.py -k every_minute
+
+# scripts/cluster.sh's first start killed after every one of its steps
+# (make integration kills three of them: test_cluster_script.py).
+test-cluster-script: integration-bins
+	CLUSTER_SCRIPT_ALL_STEPS=1 $(INTEGRATION_RUN)/test_cluster_script.py
 
 # ThreadSanitizer: the unit tests, then the stress test (2,000 clients, pool
 # of 10, 4 workers, TSAN_STRESS_SECONDS) and the integration tests that
