@@ -37,7 +37,7 @@
 
 CC        ?= cc
 SANITIZER ?=
-PKGS      := libssl libcrypto hiredis
+PKGS      := libssl libcrypto hiredis libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # libev and libpg_query ship no .pc file on Debian 12.
