@@ -173,43 +173,83 @@ def as_unit(svc, user):
     return setup
 
 
-def console(sql):
+def console(sql, socket_dir="/run/sluice"):
     """sql on the admin console over the Unix socket, as OS user sluice (the
     pgbouncer user needs no password there)."""
-    return run("runuser", "-u", "sluice", "--", "psql", "-X", "-h", "/run/sluice", "-p", str(PORT),
+    return run("runuser", "-u", "sluice", "--", "psql", "-X", "-h", socket_dir, "-p", str(PORT),
                "-U", "pgbouncer", "-At", "-c", sql, "pgbouncer").stdout
 
 
+class UnitProcess:
+    """The installed sluice started as a unit (a template's instance with
+    instance=NAME) starts it, systemd's part done by the test: the runtime
+    directory, user, file limit and umask, ExecStartPre (when this sluice has
+    --check), ExecStart with NOTIFY_SOCKET, and at the end the runtime
+    directory's removal."""
+
+    def __init__(self, unit, log_path, instance=None):
+        text = (UNIT_DIR / unit).read_text()
+        if instance:
+            text = text.replace("%i", instance)
+        path = log_path.parent / (unit.replace("@", f"@{instance}") if instance else unit)
+        path.write_text(text)
+        self.svc = svc = unit_service(path)
+        assert svc["Type"] == ["notify"] and svc["User"] == ["sluice"]
+        user = pwd.getpwnam(svc["User"][0])
+        # RuntimeDirectory=, as systemd makes it before ExecStartPre.
+        self.run_dir = Path("/run") / svc["RuntimeDirectory"][0]
+        self.run_dir.mkdir(mode=int(svc["RuntimeDirectoryMode"][0], 8), exist_ok=True)
+        os.chown(self.run_dir, user.pw_uid, user.pw_gid)
+        self.uid = user.pw_uid
+        kwargs = dict(cwd="/", preexec_fn=as_unit(svc, user))
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+        if supports_check():
+            r = subprocess.run(shlex.split(svc["ExecStartPre"][0]), env=env,
+                               capture_output=True, text=True, **kwargs)
+            assert r.returncode == 0, f"ExecStartPre failed:\n{r.stdout}{r.stderr}"
+        else:
+            print("\nExecStartPre skipped: this sluice has no --check yet", file=sys.stderr)
+        self.ns = NotifySocket()
+        self.out = open(log_path, "w+")
+        self.proc = subprocess.Popen(shlex.split(svc["ExecStart"][0]),
+                                     env=dict(env, NOTIFY_SOCKET=self.ns.env),
+                                     stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.out,
+                                     **kwargs)
+
+    def expect(self, field, timeout=10):
+        """The next notification, which must set field=1 and come from sluice."""
+        fields, pid = self.ns.recv(timeout)
+        assert fields.get(field) == "1" and pid == self.proc.pid, fields
+        return fields
+
+    def stop(self):
+        """systemctl stop: the unit's KillSignal; STOPPING=1, then exit 0."""
+        self.proc.send_signal(getattr(signal, self.svc["KillSignal"][0]))
+        self.expect("STOPPING")
+        assert self.proc.wait(int(self.svc["TimeoutStopSec"][0])) == 0
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.ns.close()
+        self.out.seek(0)
+        print(self.out.read(), file=sys.stderr)
+        self.out.close()
+        # systemd removes the runtime directory at stop.
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
 def test_runs_as_the_unit(package, tmp_path):
-    svc = unit_service(UNIT_DIR / "sluice.service")
-    assert svc["Type"] == ["notify"] and svc["User"] == ["sluice"]
-    user = pwd.getpwnam(svc["User"][0])
-    # RuntimeDirectory=sluice, as systemd makes it before ExecStartPre.
-    run_dir = Path("/run") / svc["RuntimeDirectory"][0]
-    run_dir.mkdir(mode=int(svc["RuntimeDirectoryMode"][0], 8), exist_ok=True)
-    os.chown(run_dir, user.pw_uid, user.pw_gid)
-    kwargs = dict(cwd="/", preexec_fn=as_unit(svc, user))
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-
-    if supports_check():
-        r = subprocess.run(shlex.split(svc["ExecStartPre"][0]), env=env, capture_output=True,
-                           text=True, **kwargs)
-        assert r.returncode == 0, f"ExecStartPre failed:\n{r.stdout}{r.stderr}"
-    else:
-        print("\nExecStartPre skipped: this sluice has no --check yet", file=sys.stderr)
-
-    ns = NotifySocket()
-    out = open(tmp_path / "stderr", "w+")
-    proc = subprocess.Popen(shlex.split(svc["ExecStart"][0]), env=dict(env, NOTIFY_SOCKET=ns.env),
-                            stdin=subprocess.DEVNULL, stdout=out, stderr=out, **kwargs)
+    unit = UnitProcess("sluice.service", tmp_path / "stderr")
+    svc, proc = unit.svc, unit.proc
     try:
-        fields, pid = ns.recv(15)
-        assert fields.get("READY") == "1" and pid == proc.pid, fields
+        unit.expect("READY", 15)
         socket.create_connection(("127.0.0.1", PORT), timeout=2).close()
         assert Path("/run/sluice/sluice.pid").read_text().strip() == str(proc.pid)
         uids = [line.split()[1:] for line in Path(f"/proc/{proc.pid}/status").read_text()
                 .splitlines() if line.startswith("Uid:")][0]
-        assert uids == [str(user.pw_uid)] * 4, uids
+        assert uids == [str(unit.uid)] * 4, uids
 
         assert f"sluice {VERSION}" in console("SHOW VERSION")
         # TCP with a real driver: sluice answers (no such user here).
@@ -222,10 +262,8 @@ def test_runs_as_the_unit(package, tmp_path):
         log = Path("/var/log/sluice/sluice.log")
         mark = log.stat().st_size
         run(*shlex.split(svc["ExecReload"][0].replace("$MAINPID", str(proc.pid))))
-        fields, _ = ns.recv()
-        assert fields.get("RELOADING") == "1" and "MONOTONIC_USEC" in fields, fields
-        fields, _ = ns.recv()
-        assert fields.get("READY") == "1", fields
+        assert "MONOTONIC_USEC" in unit.expect("RELOADING")
+        unit.expect("READY")
         assert "config reloaded" in log.read_text()[mark:]
 
         # logrotate's copytruncate: sluice goes on writing to the fresh file.
@@ -236,22 +274,56 @@ def test_runs_as_the_unit(package, tmp_path):
         text = log.read_text()
         assert "login attempt" in text and "starting" not in text, text
 
-        # systemctl stop: the unit's KillSignal.
-        proc.send_signal(getattr(signal, svc["KillSignal"][0]))
-        fields, _ = ns.recv()
-        assert fields.get("STOPPING") == "1", fields
-        assert proc.wait(int(svc["TimeoutStopSec"][0])) == 0
+        unit.stop()
         assert not Path("/run/sluice/sluice.pid").exists()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        ns.close()
-        out.seek(0)
-        print(out.read(), file=sys.stderr)
-        out.close()
-        # systemd removes the runtime directory at stop.
-        shutil.rmtree(run_dir, ignore_errors=True)
+        unit.close()
+
+
+INSTANCE_INI = """[databases]
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+so_reuseport = 1
+auth_type = scram-sha-256
+auth_file = /etc/sluice/userlist.txt
+pidfile = /run/sluice-{name}/sluice.pid
+unix_socket_dir = /run/sluice-{name}
+logfile = /var/log/sluice/{name}.log
+peer_id = {peer_id}
+
+[peers]
+1 = host=/run/sluice-a
+2 = host=/run/sluice-b
+"""
+
+
+def test_instances_share_a_port(package, tmp_path):
+    """sluice@a and sluice@b, as docs/packaging.md configures them: both
+    listen on the port (so_reuseport), each with its own directory."""
+    configs = [Path(f"/etc/sluice/{name}.ini") for name in ("a", "b")]
+    units = []
+    try:
+        for peer_id, path in enumerate(configs, 1):
+            path.write_text(INSTANCE_INI.format(port=PORT, name=path.stem, peer_id=peer_id))
+            units.append(UnitProcess("sluice@.service", tmp_path / f"{path.stem}.err", path.stem))
+        for unit in units:
+            unit.expect("READY", 15)
+        listeners = run("ss", "-Hltnp", f"sport = :{PORT}").stdout
+        for unit in units:
+            assert f"pid={unit.proc.pid}," in listeners, listeners
+        for name in ("a", "b"):
+            assert f"sluice {VERSION}" in console("SHOW VERSION", f"/run/sluice-{name}")
+            assert Path(f"/var/log/sluice/{name}.log").stat().st_size > 0
+        for unit in units:
+            unit.stop()
+    finally:
+        for unit in units:
+            unit.close()
+        for path in configs:
+            path.unlink(missing_ok=True)
+        for name in ("a", "b"):
+            Path(f"/var/log/sluice/{name}.log").unlink(missing_ok=True)
 
 
 def test_purge(package):
