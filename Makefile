@@ -38,7 +38,7 @@
 #                        DESTDIR/PREFIX (/usr/local): BINDIR, MANDIR, DOCDIR, SYSTEMDUNITDIR
 #   make deb             the Debian package (debian/, dpkg-buildpackage) -> build/deb/
 #   make deb-test        make deb, then install it with apt-get, check the units, run the
-#                        installed binary as the unit would, purge it (root; about 4 min;
+#                        installed binary as the unit would, purge it (root; about 3 min;
 #                        not in make test; docs/packaging.md)
 #   make lint-structure  function and file sizes (scripts/check_sizes.py) and the
 #                        layers of src/ (scripts/check_layers.py, scripts/layers.txt)

@@ -1,5 +1,5 @@
 """The Debian package on this machine (make deb-test: root, Debian 12; about
-four minutes with the build, so not part of make test).
+three minutes with the build, so not part of make test).
 
 It installs build/deb/sluice_*.deb with apt-get, checks what the package put
 where (user, conffiles and their modes, log directory, man pages, logrotate,
