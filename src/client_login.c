@@ -162,6 +162,38 @@ static void client_auth_query_done(struct client *c, const char *secret, bool fo
     client_auth_challenge(c);
 }
 
+/* Starts SCRAM: SCRAM-SHA-256, and SCRAM-SHA-256-PLUS first over TLS
+ * (channel binding to our certificate, as PostgreSQL offers it). A user
+ * without a usable secret (unknown, or an md5 hash) gets the same exchange
+ * with random keys and fails at the proof, as PostgreSQL's mock
+ * authentication does: the answer to the first message must not tell
+ * which users exist. */
+static void client_scram_challenge(struct client *c, struct client_auth *a)
+{
+    if (a->secret &&
+        !scram_server_init_iter(&a->scram, a->secret, g_pooler.cfg->scram_iterations)) {
+        free(a->secret);
+        a->secret = NULL;
+    }
+    if (!a->secret) {
+        struct scram_secret mock = {.iterations = g_pooler.cfg->scram_iterations,
+                                    .salt_len = SCRAM_DEFAULT_SALT_LEN};
+        auth_random_bytes(mock.salt, SCRAM_DEFAULT_SALT_LEN);
+        auth_random_bytes(mock.stored_key, SCRAM_KEY_LEN);
+        auth_random_bytes(mock.server_key, SCRAM_KEY_LEN);
+        (void)scram_server_init_secret(&a->scram, &mock);
+    }
+    uint8_t hash[SCRAM_CBIND_MAX];
+    size_t n = tls_endpoint_hash(&c->s, true, hash, sizeof(hash));
+    if (n > 0 && scram_server_set_cbind(&a->scram, hash, n)) {
+        static const char mechs[] = SCRAM_PLUS_MECHANISM "\0" SCRAM_MECHANISM "\0";
+        client_send_auth_request(c, PROTO_AUTH_SASL, mechs, sizeof(mechs));
+    } else {
+        static const char mech[] = SCRAM_MECHANISM "\0";
+        client_send_auth_request(c, PROTO_AUTH_SASL, mech, sizeof(mech));
+    }
+}
+
 /* Sends the password request that auth_type and the secret call for. */
 static void client_auth_challenge(struct client *c)
 {
@@ -195,16 +227,7 @@ static void client_auth_challenge(struct client *c)
     case AUTH_TYPE_SCRAM:
     scram:
         a->method = CAM_SCRAM;
-        if (secret && !scram_server_init_iter(&a->scram, secret, g_pooler.cfg->scram_iterations)) {
-            /* An md5 secret cannot do SCRAM; fail at the password, as
-             * PostgreSQL does. */
-            free(a->secret);
-            a->secret = NULL;
-        }
-        {
-            static const char mech[] = SCRAM_MECHANISM "\0";
-            client_send_auth_request(c, PROTO_AUTH_SASL, mech, sizeof(mech));
-        }
+        client_scram_challenge(c, a);
         break;
     case AUTH_TYPE_CERT:
         /* The verified client certificate's CommonName is the user name. */
@@ -261,12 +284,8 @@ static void client_handle_auth_msg(struct client *c, const uint8_t *msg, uint32_
             const char *mech = proto_read_string(&r);
             uint32_t n = proto_read32(&r);
             const uint8_t *data = proto_read_bytes(&r, n);
-            if (r.bad || strcmp(mech, SCRAM_MECHANISM) != 0 || !data) {
+            if (r.bad || !data || !scram_server_set_mechanism(&a->scram, mech)) {
                 client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "invalid SASL initial response");
-                return;
-            }
-            if (!a->secret) {
-                client_auth_failed(c);
                 return;
             }
             enum scram_status st =
@@ -284,7 +303,7 @@ static void client_handle_auth_msg(struct client *c, const uint8_t *msg, uint32_
         size_t n = (size_t)(r.end - r.p);
         enum scram_status st =
             scram_server_final(&a->scram, data, n, out, sizeof(out), &outlen, &err);
-        if (st == SCRAM_ERR_WRONG_PASSWORD) {
+        if (st == SCRAM_ERR_WRONG_PASSWORD || (st == SCRAM_OK && !a->secret)) {
             client_auth_failed(c);
             return;
         }
