@@ -337,9 +337,22 @@ SECRET_DB_PW = "SecretDbPw-7d1f"          # [databases] password=
 SECRET_USERLIST_PW = "SecretListPw-93ab"  # a userlist password (a user PostgreSQL lacks)
 SECRET_WRONG_PW = "SecretWrongPw-4c2e"    # a wrong password a client tries
 SECRET_REDIS_PW = "SecretRedisPw-51e0"    # a redis URL's password
+SECRET_AUTH_USER_PW = "SecretAuthUserPw-0f3d"  # auth_user's password (userlist)
 
 
-def secrets_config():
+@pytest.fixture
+def auth_user(cluster):
+    """A superuser of this test alone (auth_query reads pg_shadow), with a
+    distinctive password."""
+    name = f"sec_auth_{os.getpid()}"
+    cluster.create_role(name, SECRET_AUTH_USER_PW)
+    with cluster.primary_conn() as conn:
+        conn.execute(f'ALTER ROLE "{name}" SUPERUSER')
+    yield name
+    cluster.drop_role(name)
+
+
+def secrets_config(auth_user):
     return {
         "databases": {
             "mydb": "host=127.0.0.1 port={primary_port} dbname=mydb",
@@ -350,7 +363,7 @@ def secrets_config():
         },
         "pgbouncer": {"verbose": 2, "log_connections": 1, "log_disconnections": 1,
                       "log_pooler_errors": 1, "stats_users": "plain_user",
-                      "auth_user": "sluice", "unix_socket_dir": "{dir}",
+                      "auth_user": auth_user, "unix_socket_dir": "{dir}",
                       "auth_query": "SELECT usename, passwd FROM pg_shadow WHERE usename=$1",
                       "metrics_listen": "127.0.0.1:{metrics_port}"},
         "peers": {"1": "host=127.0.0.1 port=1", "2": "host={dir}"},
@@ -380,13 +393,13 @@ SHOW_TOPICS = ["CONFIG", "DATABASES", "USERS", "PEERS", "POOLS", "CLIENTS", "SER
                "LISTS", "STATE", "SOCKETS", "ACTIVE_SOCKETS", "DNS_HOSTS", "PEER_POOLS"]
 
 
-def test_no_secret_in_logs_show_metrics_or_page(sluice, cluster):
+def test_no_secret_in_logs_show_metrics_or_page(sluice, cluster, auth_user):
     scram_secret = scram_secret_of(cluster, "scram_user")
     md5_hash = hashlib.md5(b"md5_user_pwmd5_user").hexdigest()
     userlist = {"sluice": "sluice", "plain_user": "plain_user_pw",
                 "md5_user": "md5" + md5_hash, "scram_user": scram_secret,
-                "ghost_user": SECRET_USERLIST_PW}
-    s = sluice(secrets_config(), userlist=userlist)
+                "ghost_user": SECRET_USERLIST_PW, auth_user: SECRET_AUTH_USER_PW}
+    s = sluice(secrets_config(auth_user), userlist=userlist)
     # Logins: md5 and SCRAM (right and wrong), auth_query, a server login
     # with the [databases] password (PostgreSQL refuses it: wrong password).
     with s.connect("md5_user") as conn:
@@ -419,6 +432,7 @@ def test_no_secret_in_logs_show_metrics_or_page(sluice, cluster):
     assert "SHOW" in log or "RELOAD" in log or "login attempt" in log  # verbose really on
     secrets = {"[databases] password": SECRET_DB_PW, "userlist password": SECRET_USERLIST_PW,
                "wrong password": SECRET_WRONG_PW, "md5 hash": md5_hash,
+               "auth_user password": SECRET_AUTH_USER_PW,
                "plain password": "plain_user_pw"}
     for i, part in enumerate(secret_parts(scram_secret)[1:]):
         secrets[f"SCRAM key {i}"] = part
