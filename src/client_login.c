@@ -2,6 +2,7 @@
  * authentication against auth_file or auth_query, and the welcome. */
 #include "client_login.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,27 +163,51 @@ static void client_auth_query_done(struct client *c, const char *secret, bool fo
     client_auth_challenge(c);
 }
 
+/* The key of scram_user_salt() for this process. */
+static uint8_t salt_key[SCRAM_KEY_LEN];
+static pthread_once_t salt_key_once = PTHREAD_ONCE_INIT;
+
+static void salt_key_init(void)
+{
+    auth_random_bytes(salt_key, sizeof(salt_key));
+}
+
+/* The SCRAM secret to check c against: the stored one; for a plain-text
+ * password one derived with this process's salt for the user (one PBKDF2
+ * run); for a user without a usable secret (unknown, or an md5 hash) random
+ * keys with that salt, so that the exchange fails at the proof. The salt
+ * is the user's own and stable, so that neither kind of user can be told
+ * from a stored SCRAM secret by its server-first-message, as PostgreSQL's
+ * mock authentication ensures. false (a->secret cleared) for a mock. */
+static bool client_scram_secret(struct client *c, struct client_auth *a, struct scram_secret *out)
+{
+    int iterations = g_pooler.cfg->scram_iterations;
+    uint8_t salt[SCRAM_DEFAULT_SALT_LEN];
+    pthread_once(&salt_key_once, salt_key_init);
+    if (!scram_user_salt(salt_key, c->user, salt, (int)sizeof(salt)))
+        abort();
+    if (a->secret && scram_secret_parse(a->secret, out))
+        return true;
+    if (a->secret && auth_secret_kind(a->secret) == AUTH_SECRET_PLAIN &&
+        scram_secret_from_password(a->secret, salt, (int)sizeof(salt), iterations, out))
+        return true;
+    free(a->secret);
+    a->secret = NULL;
+    *out = (struct scram_secret){.iterations = iterations, .salt_len = (int)sizeof(salt)};
+    memcpy(out->salt, salt, sizeof(salt));
+    auth_random_bytes(out->stored_key, SCRAM_KEY_LEN);
+    auth_random_bytes(out->server_key, SCRAM_KEY_LEN);
+    return false;
+}
+
 /* Starts SCRAM: SCRAM-SHA-256, and SCRAM-SHA-256-PLUS first over TLS
- * (channel binding to our certificate, as PostgreSQL offers it). A user
- * without a usable secret (unknown, or an md5 hash) gets the same exchange
- * with random keys and fails at the proof, as PostgreSQL's mock
- * authentication does: the answer to the first message must not tell
- * which users exist. */
+ * (channel binding to our certificate, as PostgreSQL offers it). */
 static void client_scram_challenge(struct client *c, struct client_auth *a)
 {
-    if (a->secret &&
-        !scram_server_init_iter(&a->scram, a->secret, g_pooler.cfg->scram_iterations)) {
-        free(a->secret);
-        a->secret = NULL;
-    }
-    if (!a->secret) {
-        struct scram_secret mock = {.iterations = g_pooler.cfg->scram_iterations,
-                                    .salt_len = SCRAM_DEFAULT_SALT_LEN};
-        auth_random_bytes(mock.salt, SCRAM_DEFAULT_SALT_LEN);
-        auth_random_bytes(mock.stored_key, SCRAM_KEY_LEN);
-        auth_random_bytes(mock.server_key, SCRAM_KEY_LEN);
-        (void)scram_server_init_secret(&a->scram, &mock);
-    }
+    struct scram_secret secret;
+    (void)client_scram_secret(c, a, &secret);
+    (void)scram_server_init_secret(&a->scram, &secret);
+    explicit_bzero(&secret, sizeof(secret));
     uint8_t hash[SCRAM_CBIND_MAX];
     size_t n = tls_endpoint_hash(&c->s, true, hash, sizeof(hash));
     if (n > 0 && scram_server_set_cbind(&a->scram, hash, n)) {

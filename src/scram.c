@@ -442,6 +442,17 @@ bool scram_secret_from_password(const char *password, const uint8_t *salt, int s
     return true;
 }
 
+bool scram_user_salt(const uint8_t key[SCRAM_KEY_LEN], const char *user, uint8_t *salt,
+                     int salt_len)
+{
+    uint8_t mac[SCRAM_KEY_LEN];
+    if (salt_len < 1 || salt_len > SCRAM_KEY_LEN ||
+        !hmac_sha256(key, SCRAM_KEY_LEN, user, strlen(user), mac))
+        return false;
+    memcpy(salt, mac, (size_t)salt_len);
+    return true;
+}
+
 bool scram_secret_format(const struct scram_secret *secret, char *buf, size_t len)
 {
     char salt[SCRAM_MAX_SALT_LEN / 3 * 4 + 8], stored[48], server[48];

@@ -93,6 +93,13 @@ bool scram_secret_parse(const char *text, struct scram_secret *out);
 bool scram_secret_from_password(const char *password, const uint8_t *salt, int salt_len,
                                 int iterations, struct scram_secret *out);
 
+/* A salt for user that stays the same for a given key (HMAC-SHA-256 of the
+ * name, cut to salt_len, 1..SCRAM_KEY_LEN bytes): a process that derives
+ * secrets for plain passwords and mock secrets for unknown users with one
+ * key shows each user one salt, as a stored SCRAM secret does. */
+bool scram_user_salt(const uint8_t key[SCRAM_KEY_LEN], const char *user, uint8_t *salt,
+                     int salt_len);
+
 /* Writes the secret's text form into buf (len >= SCRAM_SECRET_MAX_LEN always
  * suffices). Returns false, with buf set to "" when len > 0, if it does not fit. */
 bool scram_secret_format(const struct scram_secret *secret, char *buf, size_t len);

@@ -286,13 +286,21 @@ def test_unknown_user_scram_answer_looks_like_a_known_one(sluice):
     """auth_type scram-sha-256: a user that does not exist (or has only an
     md5 secret) gets a server-first-message like any user and fails at
     the proof with the same 28P01, as PostgreSQL's mock authentication
-    does. Before, sluice refused it at once: a way to list users."""
+    does. Before, sluice refused it at once: a way to list users. The salt
+    is stable per user (also for a plain-text password, which sluice used
+    to salt afresh at each login), as a stored SCRAM secret's is."""
     s = sluice({"pgbouncer": {"auth_type": "scram-sha-256"}})
-    for user in ("scram_user", "no_such_user_x", "md5_user"):
-        code, first = sasl_first_answer(s.port, user)
-        assert code == 11, (user, first)  # AuthenticationSASLContinue
-        assert first.startswith(b"r=abcdefghijklmnopqrstuvwx") and b",s=" in first
-        assert b",i=4096" in first
+    salts = {}
+    for user in ("scram_user", "no_such_user_x", "md5_user", "plain_user"):
+        for _ in range(2):
+            code, first = sasl_first_answer(s.port, user)
+            assert code == 11, (user, first)  # AuthenticationSASLContinue
+            assert first.startswith(b"r=abcdefghijklmnopqrstuvwx") and b",i=4096" in first
+            attrs = dict(a.split(b"=", 1) for a in first.split(b","))
+            # One salt per user, login after login, whatever is on file:
+            # none of them looks unlike a stored SCRAM secret.
+            assert salts.setdefault(user, attrs[b"s"]) == attrs[b"s"], user
+    assert len(set(salts.values())) == len(salts)
     for user in ("scram_user", "no_such_user_x", "md5_user"):
         err = login_error(s.port, user, "not-the-password")
         assert err["C"] == "28P01" and err["M"] == \

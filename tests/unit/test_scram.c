@@ -967,6 +967,22 @@ static void test_cbind_client_messages(void **state)
     scram_client_free(&c);
 }
 
+static void test_user_salt(void **state)
+{
+    (void)state;
+    uint8_t key[SCRAM_KEY_LEN] = {7}, other[SCRAM_KEY_LEN] = {8};
+    uint8_t a[16], b[16], c[16], d[16];
+    assert_true(scram_user_salt(key, "alice", a, 16));
+    assert_true(scram_user_salt(key, "alice", b, 16));
+    assert_memory_equal(a, b, 16);
+    assert_true(scram_user_salt(key, "bob", c, 16));
+    assert_memory_not_equal(a, c, 16);
+    assert_true(scram_user_salt(other, "alice", d, 16));
+    assert_memory_not_equal(a, d, 16);
+    assert_false(scram_user_salt(key, "alice", a, 0));
+    assert_false(scram_user_salt(key, "alice", a, SCRAM_KEY_LEN + 1));
+}
+
 int main(void)
 {
     log_set_quiet(true);
@@ -994,6 +1010,7 @@ int main(void)
         cmocka_unit_test(test_cbind_roundtrip),
         cmocka_unit_test(test_cbind_refusals),
         cmocka_unit_test(test_cbind_client_messages),
+        cmocka_unit_test(test_user_salt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
