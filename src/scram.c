@@ -35,6 +35,7 @@
 #define NONCE_RAW_LEN 18
 /* Room for AuthMessage: three messages of at most SCRAM_MAX_MESSAGE, two commas. */
 #define AUTH_MESSAGE_CAP (3 * SCRAM_MAX_MESSAGE + 3)
+_Static_assert(sizeof("p=" SCRAM_CBIND_TYPE ",,") <= SCRAM_GS2_MAX, "GS2 header buffer");
 
 /* Server exchange states. */
 enum scram_server_state {
@@ -567,9 +568,7 @@ static enum scram_status server_read_gs2(struct scram_server *s, const char **pp
                                errmsg);
         if (!s->plus)
             return server_fail(s, SCRAM_ERR_MALFORMED,
-                               "malformed SCRAM message: channel binding data with "
-                               "SCRAM-SHA-256 (not SCRAM-SHA-256-PLUS)",
-                               errmsg);
+                               "malformed SCRAM message: channel binding without -PLUS", errmsg);
         size_t n = strlen(SCRAM_CBIND_TYPE);
         if ((size_t)(end - p) < 2 + n + 1 || memcmp(p + 2, SCRAM_CBIND_TYPE, n) != 0 ||
             p[2 + n] != ',')
@@ -579,9 +578,7 @@ static enum scram_status server_read_gs2(struct scram_server *s, const char **pp
     } else if (p[0] == 'n' || p[0] == 'y') {
         if (s->plus)
             return server_fail(s, SCRAM_ERR_MALFORMED,
-                               "malformed SCRAM message: SCRAM-SHA-256-PLUS without channel "
-                               "binding data",
-                               errmsg);
+                               "malformed SCRAM message: -PLUS without channel binding", errmsg);
         if (p[0] == 'y' && s->cbind_len > 0)
             return server_fail(s, SCRAM_ERR_CHANNEL_BINDING,
                                "SCRAM channel binding negotiation error: the client thinks the "
@@ -596,20 +593,15 @@ static enum scram_status server_read_gs2(struct scram_server *s, const char **pp
         return server_fail(s, SCRAM_ERR_MALFORMED,
                            "malformed SCRAM message: unexpected channel-binding flag", errmsg);
     }
-    if (p >= end)
-        return server_fail(s, SCRAM_ERR_MALFORMED,
-                           "malformed SCRAM message: comma expected after GS2 header", errmsg);
-    if (p[0] == 'a')
+    if (p < end && p[0] == 'a')
         return server_fail(s, SCRAM_ERR_UNSUPPORTED,
                            "client uses an authorization identity, which is not supported", errmsg);
-    if (p[0] != ',')
+    if (p >= end || p[0] != ',')
         return server_fail(s, SCRAM_ERR_MALFORMED,
                            "malformed SCRAM message: comma expected after GS2 header", errmsg);
     p++;
+    /* Only "n,,", "y,," and "p=" SCRAM_CBIND_TYPE ",," get here: they fit. */
     size_t n = (size_t)(p - *pp);
-    if (n >= SCRAM_GS2_MAX)
-        return server_fail(s, SCRAM_ERR_MALFORMED, "malformed SCRAM message: GS2 header too long",
-                           errmsg);
     memcpy(s->gs2, *pp, n);
     s->gs2_len = (int)n;
     *pp = p;
