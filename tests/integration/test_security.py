@@ -195,6 +195,14 @@ def test_console_under_trust_and_any(sluice, auth_type):
     assert s.running()
 
 
+def test_auth_type_hba_refused(sluice):
+    """sluice has no pg_hba parser: auth_type = hba stops the load, so
+    there is no hba path to the console (or anywhere) to get wrong."""
+    s = sluice({"pgbouncer": {"auth_type": "hba"}}, start=False)
+    expect_start_failure(s)
+    assert "auth_type" in s.log_text() and "hba" in s.log_text()
+
+
 @pytest.mark.parametrize("name", ["pgbouncer", "sluice"])
 def test_console_name_in_databases_refused(sluice, name):
     """A [databases] entry named like the console would be unreachable (the
