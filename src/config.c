@@ -469,10 +469,12 @@ static bool parse_database(struct loader *ld, const char *file, int line, const 
 
     if (*name == '\0')
         return fail(ld, "%s:%d: empty database name", file, line);
-    /* Clients reach the admin console through this name, as in PgBouncer. */
-    if (strcmp(name, "pgbouncer") == 0)
-        return fail(ld, "%s:%d: database name \"pgbouncer\" is reserved for the admin console",
-                    file, line);
+    /* Clients reach the admin console through these names ("pgbouncer", as
+     * in PgBouncer, and "sluice"): an entry of that name would never be
+     * reached, and its clients would get the console instead. */
+    if (strcmp(name, "pgbouncer") == 0 || strcmp(name, "sluice") == 0)
+        return fail(ld, "%s:%d: database name \"%s\" is reserved for the admin console", file, line,
+                    name);
     if (!database_init(&db, name, file, line)) {
         database_clear(&db);
         return fail(ld, "%s:%d: out of memory", file, line);
@@ -548,6 +550,21 @@ static bool key_value_valid(const struct config *cfg, const struct config_key *k
     return true;
 }
 
+/* value as it may be quoted in an error message: a URL's password
+ * ("redis://user:SECRET@host") becomes "***", so that a refused setting
+ * does not put a credential in the log or the console's answer. */
+static const char *config_redact(const char *value, char *buf, size_t len)
+{
+    const char *scheme = strstr(value, "://");
+    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+    if (!at)
+        return value;
+    const char *colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
+    const char *cut = colon ? colon + 1 : scheme + 3;
+    snprintf(buf, len, "%.*s***%s", (int)(cut - value), value, at);
+    return buf;
+}
+
 static bool set_general(struct loader *ld, const char *file, int line, const char *key,
                         const char *value)
 {
@@ -566,7 +583,9 @@ static bool set_general(struct loader *ld, const char *file, int line, const cha
     case CONFIG_SET_INVALID:
         break;
     }
-    return fail(ld, "%s:%d: invalid value \"%s\" for %s: %s", file, line, value, k->name, why);
+    char shown[WHY_LEN];
+    return fail(ld, "%s:%d: invalid value \"%s\" for %s: %s", file, line,
+                config_redact(value, shown, sizeof(shown)), k->name, why);
 }
 
 /* ---- the line reader ---------------------------------------------------- */
@@ -1106,7 +1125,7 @@ bool config_setting_at(const struct config *cfg, int index, char *buf, size_t bu
 struct config *config_with_setting(const struct config *cfg, const char *key, const char *value,
                                    char *err, size_t errlen)
 {
-    char why[WHY_LEN];
+    char why[WHY_LEN], shown[WHY_LEN];
 
     if (!cfg || !key || !value) {
         log_format(err, errlen, "no setting given");
@@ -1129,7 +1148,8 @@ struct config *config_with_setting(const struct config *cfg, const char *key, co
     switch (config_key_set(copy, k, value, why, sizeof(why))) {
     case CONFIG_SET_OK:
         if (!key_value_valid(copy, k, why, sizeof(why))) {
-            log_format(err, errlen, "invalid value \"%s\" for %s: %s", value, k->name, why);
+            log_format(err, errlen, "invalid value \"%s\" for %s: %s",
+                       config_redact(value, shown, sizeof(shown)), k->name, why);
             break;
         }
         return copy;
@@ -1137,7 +1157,8 @@ struct config *config_with_setting(const struct config *cfg, const char *key, co
         log_format(err, errlen, "out of memory");
         break;
     case CONFIG_SET_INVALID:
-        log_format(err, errlen, "invalid value \"%s\" for %s: %s", value, k->name, why);
+        log_format(err, errlen, "invalid value \"%s\" for %s: %s",
+                   config_redact(value, shown, sizeof(shown)), k->name, why);
         break;
     }
     config_free(copy);
