@@ -9,11 +9,16 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # chromium (with a font to draw text): tests/integration/test_page.py loads
 # the status page in a real headless browser and takes a screenshot.
+# libsystemd-dev: sd_notify() for the Type=notify unit (src/notify.c).
+# pandoc: the man pages, from docs/ (make man). debhelper, dpkg-dev,
+# fakeroot: make deb; logrotate and man-db: make deb-test checks the
+# installed logrotate file and man pages.
 # libprotobuf-c-dev: protobuf-c.h, which libpg-query-dev's pg_query.pb-c.h
 # includes but does not depend on (classify_rw.c walks the protobuf tree;
 # the protobuf-c code itself is inside libpg_query).
 PKGS="build-essential pkg-config clang llvm libclang-rt-14-dev \
   libev-dev libssl-dev libinih-dev libhiredis-dev libpg-query-dev libprotobuf-c-dev libcmocka-dev \
+  libsystemd-dev pandoc debhelper dpkg-dev fakeroot logrotate man-db \
   postgresql-15 postgresql-client-15 postgresql-15-hypopg pgbouncer redis-server \
   python3 python3-pytest python3-psycopg python3-asyncpg python3-sqlalchemy \
   python3-psycopg2 python3-pytest-timeout libpostgresql-jdbc-java openssl procps iproute2 valgrind cppcheck clang-format \

@@ -196,14 +196,16 @@ static void writes_add_cb(void *arg, const char *name)
     writes_add(arg, name);
 }
 
-/* Notes what text (a statement c sends to run) may write. */
-static void writes_of_text(struct client *c, const char *sql, size_t len)
+/* Notes what text (a statement c sends to run) may write; false when it
+ * cannot write. */
+static bool writes_of_text(struct client *c, const char *sql, size_t len)
 {
     if (!cache_policy_may_write(sql, len))
-        return; /* the common reads: no parse */
+        return false; /* the common reads: no parse */
     struct cache_client *cc = cache_client_of(c);
     if (!cache_policy_writes(sql, len, writes_add_cb, cc))
         cc->writes_all = true;
+    return true;
 }
 
 /* The transaction's writes are over (it ended, or its server went): told
@@ -476,12 +478,16 @@ static bool client_may(struct client *c, char status)
     return !cc || (!cc->tainted && !cc->filling);
 }
 
-/* The Parse body of statement name (unnamed: ""), as c sent it. */
-static const uint8_t *stmt_body(struct client *c, const char *name, uint32_t *len)
+/* The Parse body of statement name (unnamed: ""), as c sent it; *kept:
+ * the cache's own record of it, NULL when prepared.c keeps it. */
+static const uint8_t *stmt_body(struct client *c, const char *name, uint32_t *len,
+                                struct cache_stmt **kept)
 {
     struct cache_client *cc = c->cache;
+    *kept = NULL;
     if (!name[0]) {
         *len = cc ? cc->unnamed.len : 0;
+        *kept = cc && cc->unnamed.body ? &cc->unnamed : NULL;
         return cc ? cc->unnamed.body : NULL;
     }
     if (c->track)
@@ -489,6 +495,7 @@ static const uint8_t *stmt_body(struct client *c, const char *name, uint32_t *le
     for (int i = 0; cc && i < cc->n_stmts; i++) {
         if (!strcmp(cc->stmts[i].name, name)) {
             *len = cc->stmts[i].len;
+            *kept = &cc->stmts[i];
             return cc->stmts[i].body;
         }
     }
@@ -521,6 +528,10 @@ static bool view_batch(struct client *c, struct request_view *v)
             v->a = (const uint8_t *)name + 1;
             v->a_len = (size_t)(end - v->a);
             v->parse = true;
+            struct cache_client *cc = c->cache;
+            if (cc && cc->unnamed.body && cc->unnamed.len == v->a_len &&
+                !memcmp(cc->unnamed.body, v->a, v->a_len))
+                v->kept = &cc->unnamed; /* the unnamed statement Parsed again */
             step = 1;
         } else if (m.type == 'B' && step <= 1) {
             const char *portal = cstr(p, end);
@@ -530,7 +541,7 @@ static bool view_batch(struct client *c, struct request_view *v)
                 return false;
             if (!v->parse) {
                 uint32_t len;
-                v->a = stmt_body(c, stmt, &len);
+                v->a = stmt_body(c, stmt, &len, &v->kept);
                 v->a_len = len;
                 if (!v->a)
                     return false;
@@ -575,6 +586,21 @@ static bool view_query(struct client *c, struct request_view *v)
     v->a_len = v->sql_len;
     v->total = m.len;
     return true;
+}
+
+/* Whether the request at the head of c's buffer (m, its first message)
+ * runs the unnamed statement's text again, which its rules leave
+ * uncached: known without reading the rest of the batch. */
+static bool known_nocache(const struct client *c, const struct stream_msg *m,
+                          const struct config *cfg)
+{
+    const struct cache_stmt *st = c->cache ? &c->cache->unnamed : NULL;
+    if (!st || !st->body || !(st->memo & STMT_NOCACHE) || st->memo_gen != cfg->generation ||
+        m->avail < m->len || m->len < 7)
+        return false;
+    if (m->type == 'P') /* unnamed, with the same body */
+        return !m->data[5] && m->len - 6 == st->len && !memcmp(m->data + 6, st->body, st->len);
+    return m->type == 'B' && !m->data[5] && !m->data[6]; /* unnamed portal and statement */
 }
 
 /* c waited for another client's fill of its key: CACHE_ROUTE_WAIT while
@@ -641,6 +667,9 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok, bool
     struct stream_msg m;
     if (stream_next_msg(&c->s, STREAM_MSG_HEAD, &m) != STREAM_MSG_OK)
         return CACHE_ROUTE_NONE;
+    const struct config *cfg = g_pooler.cfg;
+    if (known_nocache(c, &m, cfg))
+        return CACHE_ROUTE_NONE;
     struct request_view v;
     bool ok =
         m.type == 'Q' ? view_query(c, &v) : (m.type == 'P' || m.type == 'B') && view_batch(c, &v);
@@ -650,10 +679,14 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok, bool
     int64_t now = worker_now(c->s.worker);
     struct database *db = c->pool->db;
     struct cache_decision d;
-    int named = cache_policy_decide(db, g_pooler.cfg, v.sql, v.sql_len, now, &d);
+    int named = cache_policy_decide(db, cfg, v.sql, v.sql_len, now, &d);
     if (named <= 0) {
         if (named == 0)
             cache_ctr_add(db, CC_BYPASS);
+        else if (v.kept) { /* by its text and the rules alone: so until they change */
+            v.kept->memo |= STMT_NOCACHE;
+            v.kept->memo_gen = cfg->generation;
+        }
         return CACHE_ROUTE_NONE;
     }
     key_build(c, !v.ext ? 'Q' : v.described ? 'D' : 'E', v.a, v.a_len, v.b, v.b_len);
@@ -711,15 +744,26 @@ enum cache_route cache_route(struct client *c)
 /* ---- the observer --------------------------------------------------------------------- */
 
 /* A statement that changes session state the key does not see: nothing
- * cached for c any more. */
-static void taint_check(struct client *c, const char *sql, size_t len)
+ * cached for c any more. kept: the statement's record, whose memo keeps
+ * the answer. */
+static void taint_check(struct client *c, struct cache_stmt *kept, const char *sql, size_t len)
 {
-    if (cache_policy_taints(sql, len, !c->track))
+    if (!kept || !(kept->memo & STMT_TAINT_KNOWN)) {
+        bool taints = cache_policy_taints(sql, len, !c->track);
+        if (kept)
+            kept->memo |= STMT_TAINT_KNOWN | (taints ? STMT_TAINTS : 0);
+        else if (taints)
+            cache_client_of(c)->tainted = true;
+    }
+    if (kept && (kept->memo & STMT_TAINTS))
         cache_client_of(c)->tainted = true;
 }
 
 static void body_set(struct cache_stmt *st, const uint8_t *body, uint32_t len)
 {
+    if (st->body && len == st->len && !memcmp(st->body, body, len))
+        return; /* the same statement again: what is known of it holds */
+    st->memo = 0;
     if (len > st->len || !st->body) {
         uint8_t *p = realloc(st->body, len ? len : 1);
         if (!p)
@@ -731,20 +775,22 @@ static void body_set(struct cache_stmt *st, const uint8_t *body, uint32_t len)
 }
 
 /* Keeps the Parse body of c's statement name: the unnamed one always (the
- * Bind of a later batch may use it), named ones in session mode. */
-static void stmt_remember(struct client *c, const char *name, const uint8_t *body, uint32_t len)
+ * Bind of a later batch may use it), named ones in session mode; NULL
+ * when not kept. */
+static struct cache_stmt *stmt_remember(struct client *c, const char *name, const uint8_t *body,
+                                        uint32_t len)
 {
     struct cache_client *cc = cache_client_of(c);
     if (!name[0]) {
         body_set(&cc->unnamed, body, len);
-        return;
+        return &cc->unnamed;
     }
     if (c->track)
-        return;
+        return NULL;
     for (int i = 0; i < cc->n_stmts; i++) {
         if (!strcmp(cc->stmts[i].name, name)) {
             body_set(&cc->stmts[i], body, len);
-            return;
+            return &cc->stmts[i];
         }
     }
     if (cc->n_stmts == cc->cap_stmts) {
@@ -759,6 +805,7 @@ static void stmt_remember(struct client *c, const char *name, const uint8_t *bod
     memset(st, 0, sizeof(*st));
     st->name = param_intern(name);
     body_set(st, body, len);
+    return st;
 }
 
 /* Owns the entry of a message of the batch being filled. */
@@ -792,7 +839,7 @@ static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
                          ? (size_t)(end - body) - 1
                          : strnlen((const char *)body, (size_t)(end - body));
         if (g_on)
-            taint_check(c, (const char *)body, len);
+            taint_check(c, NULL, (const char *)body, len);
         writes_of_text(c, (const char *)body, len);
         cc = c->cache;
         if (cc && cc->filling && !cc->fill_ext && !cc->capturing) {
@@ -804,21 +851,25 @@ static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
         const char *sql = name ? cstr((const uint8_t *)name + strlen(name) + 1, end) : NULL;
         if (!sql)
             return rm->len; /* malformed: the server says so */
-        if (g_on)
-            taint_check(c, sql, strlen(sql));
         const uint8_t *pb = (const uint8_t *)name + strlen(name) + 1;
-        stmt_remember(c, name, pb, (uint32_t)(end - pb));
+        struct cache_stmt *kept = stmt_remember(c, name, pb, (uint32_t)(end - pb));
+        if (g_on)
+            taint_check(c, kept, sql, kept && (kept->memo & STMT_TAINT_KNOWN) ? 0 : strlen(sql));
     } else if (rm->type == 'B') {
         const char *portal = cstr(body, end);
         const char *name = portal ? cstr((const uint8_t *)portal + strlen(portal) + 1, end) : NULL;
         if (!name)
             return rm->len;
         uint32_t len;
-        const uint8_t *pb = stmt_body(c, name, &len);
+        struct cache_stmt *kept;
+        const uint8_t *pb = stmt_body(c, name, &len, &kept);
+        if (kept && (kept->memo & STMT_READS))
+            return rm->len;
         const char *sql = pb ? cstr(pb, pb + len) : NULL;
-        if (sql)
-            writes_of_text(c, sql, strlen(sql));
-        else
+        if (sql) {
+            if (!writes_of_text(c, sql, strlen(sql)) && kept)
+                kept->memo |= STMT_READS;
+        } else
             cache_client_of(c)->writes_all = true; /* a statement it did not see prepared */
     }
     return rm->len;

@@ -27,10 +27,22 @@ enum cache_ctr {
     CC_BYPASS,        /* statements a rule or hint named that could not be cached */
 };
 
+/* What is known of a kept statement's text, until its body changes: a
+ * driver Parses the same unnamed text again and again, and a comparison
+ * costs less than reading it each time (cache.c). */
+enum {
+    STMT_TAINT_KNOWN = 1,
+    STMT_TAINTS = 2,
+    STMT_READS = 4,   /* cache_policy_may_write() said no */
+    STMT_NOCACHE = 8, /* cache_policy_decide() said no by text and rules, under memo_gen */
+};
+
 struct cache_stmt {
     const char *name; /* interned */
     uint8_t *body;    /* its Parse body after the name: text, NUL, parameter types */
     uint32_t len;
+    uint8_t memo;      /* STMT_* */
+    uint64_t memo_gen; /* the config generation STMT_NOCACHE holds for */
 };
 
 struct cache_client {
@@ -77,9 +89,10 @@ struct request_view {
     bool parse, described; /* ... with its Parse; with a Describe of the portal */
     const char *sql;       /* the statement's text (NUL-terminated) */
     size_t sql_len;
-    const uint8_t *a, *b; /* the key's parts: the text (Query) or Parse body, */
-    size_t a_len, b_len;  /* and the Bind's formats and values (b NULL: none) */
-    uint32_t total;       /* the request's bytes */
+    const uint8_t *a, *b;    /* the key's parts: the text (Query) or Parse body, */
+    size_t a_len, b_len;     /* and the Bind's formats and values (b NULL: none) */
+    uint32_t total;          /* the request's bytes */
+    struct cache_stmt *kept; /* the statement kept with this text, if any (its memo) */
 };
 
 /* The in-process store, and whether the Redis tier is behind it. */

@@ -2,6 +2,7 @@
  * authentication against auth_file or auth_query, and the welcome. */
 #include "client_login.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,62 @@ static void client_auth_query_done(struct client *c, const char *secret, bool fo
     client_auth_challenge(c);
 }
 
+/* The key of scram_user_salt() for this process. */
+static uint8_t salt_key[SCRAM_KEY_LEN];
+static pthread_once_t salt_key_once = PTHREAD_ONCE_INIT;
+
+static void salt_key_init(void)
+{
+    auth_random_bytes(salt_key, sizeof(salt_key));
+}
+
+/* The SCRAM secret to check c against: the stored one; for a plain-text
+ * password one derived with this process's salt for the user (one PBKDF2
+ * run); for a user without a usable secret (unknown, or an md5 hash) random
+ * keys with that salt, so that the exchange fails at the proof. The salt
+ * is the user's own and stable, so that neither kind of user can be told
+ * from a stored SCRAM secret by its server-first-message, as PostgreSQL's
+ * mock authentication ensures. false (a->secret cleared) for a mock. */
+static bool client_scram_secret(struct client *c, struct client_auth *a, struct scram_secret *out)
+{
+    int iterations = g_pooler.cfg->scram_iterations;
+    uint8_t salt[SCRAM_DEFAULT_SALT_LEN];
+    pthread_once(&salt_key_once, salt_key_init);
+    if (!scram_user_salt(salt_key, c->user, salt, (int)sizeof(salt)))
+        abort();
+    if (a->secret && scram_secret_parse(a->secret, out))
+        return true;
+    if (a->secret && auth_secret_kind(a->secret) == AUTH_SECRET_PLAIN &&
+        scram_secret_from_password(a->secret, salt, (int)sizeof(salt), iterations, out))
+        return true;
+    free(a->secret);
+    a->secret = NULL;
+    *out = (struct scram_secret){.iterations = iterations, .salt_len = (int)sizeof(salt)};
+    memcpy(out->salt, salt, sizeof(salt));
+    auth_random_bytes(out->stored_key, SCRAM_KEY_LEN);
+    auth_random_bytes(out->server_key, SCRAM_KEY_LEN);
+    return false;
+}
+
+/* Starts SCRAM: SCRAM-SHA-256, and SCRAM-SHA-256-PLUS first over TLS
+ * (channel binding to our certificate, as PostgreSQL offers it). */
+static void client_scram_challenge(struct client *c, struct client_auth *a)
+{
+    struct scram_secret secret;
+    (void)client_scram_secret(c, a, &secret);
+    (void)scram_server_init_secret(&a->scram, &secret);
+    explicit_bzero(&secret, sizeof(secret));
+    uint8_t hash[SCRAM_CBIND_MAX];
+    size_t n = tls_endpoint_hash(&c->s, true, hash, sizeof(hash));
+    if (n > 0 && scram_server_set_cbind(&a->scram, hash, n)) {
+        static const char mechs[] = SCRAM_PLUS_MECHANISM "\0" SCRAM_MECHANISM "\0";
+        client_send_auth_request(c, PROTO_AUTH_SASL, mechs, sizeof(mechs));
+    } else {
+        static const char mech[] = SCRAM_MECHANISM "\0";
+        client_send_auth_request(c, PROTO_AUTH_SASL, mech, sizeof(mech));
+    }
+}
+
 /* Sends the password request that auth_type and the secret call for. */
 static void client_auth_challenge(struct client *c)
 {
@@ -195,16 +252,7 @@ static void client_auth_challenge(struct client *c)
     case AUTH_TYPE_SCRAM:
     scram:
         a->method = CAM_SCRAM;
-        if (secret && !scram_server_init_iter(&a->scram, secret, g_pooler.cfg->scram_iterations)) {
-            /* An md5 secret cannot do SCRAM; fail at the password, as
-             * PostgreSQL does. */
-            free(a->secret);
-            a->secret = NULL;
-        }
-        {
-            static const char mech[] = SCRAM_MECHANISM "\0";
-            client_send_auth_request(c, PROTO_AUTH_SASL, mech, sizeof(mech));
-        }
+        client_scram_challenge(c, a);
         break;
     case AUTH_TYPE_CERT:
         /* The verified client certificate's CommonName is the user name. */
@@ -261,12 +309,8 @@ static void client_handle_auth_msg(struct client *c, const uint8_t *msg, uint32_
             const char *mech = proto_read_string(&r);
             uint32_t n = proto_read32(&r);
             const uint8_t *data = proto_read_bytes(&r, n);
-            if (r.bad || strcmp(mech, SCRAM_MECHANISM) != 0 || !data) {
+            if (r.bad || !data || !scram_server_set_mechanism(&a->scram, mech)) {
                 client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "invalid SASL initial response");
-                return;
-            }
-            if (!a->secret) {
-                client_auth_failed(c);
                 return;
             }
             enum scram_status st =
@@ -284,7 +328,7 @@ static void client_handle_auth_msg(struct client *c, const uint8_t *msg, uint32_
         size_t n = (size_t)(r.end - r.p);
         enum scram_status st =
             scram_server_final(&a->scram, data, n, out, sizeof(out), &outlen, &err);
-        if (st == SCRAM_ERR_WRONG_PASSWORD) {
+        if (st == SCRAM_ERR_WRONG_PASSWORD || (st == SCRAM_OK && !a->secret)) {
             client_auth_failed(c);
             return;
         }

@@ -480,10 +480,12 @@ static bool parse_database(struct loader *ld, const char *file, int line, const 
 
     if (*name == '\0')
         return fail(ld, "%s:%d: empty database name", file, line);
-    /* Clients reach the admin console through this name, as in PgBouncer. */
-    if (strcmp(name, "pgbouncer") == 0)
-        return fail(ld, "%s:%d: database name \"pgbouncer\" is reserved for the admin console",
-                    file, line);
+    /* Clients reach the admin console through these names ("pgbouncer", as
+     * in PgBouncer, and "sluice"): an entry of that name would never be
+     * reached, and its clients would get the console instead. */
+    if (strcmp(name, "pgbouncer") == 0 || strcmp(name, "sluice") == 0)
+        return fail(ld, "%s:%d: database name \"%s\" is reserved for the admin console", file, line,
+                    name);
     if (!database_init(&db, name, file, line)) {
         database_clear(&db);
         return fail(ld, "%s:%d: out of memory", file, line);
@@ -580,7 +582,9 @@ static bool set_general(struct loader *ld, const char *file, int line, const cha
     case CONFIG_SET_INVALID:
         break;
     }
-    return fail(ld, "%s:%d: invalid value \"%s\" for %s: %s", file, line, value, k->name, why);
+    char shown[WHY_LEN];
+    return fail(ld, "%s:%d: invalid value \"%s\" for %s: %s", file, line,
+                config_redact(value, shown, sizeof(shown)), k->name, why);
 }
 
 /* ---- the line reader ---------------------------------------------------- */
@@ -1150,7 +1154,7 @@ bool config_setting_at(const struct config *cfg, int index, char *buf, size_t bu
 struct config *config_with_setting(const struct config *cfg, const char *key, const char *value,
                                    char *err, size_t errlen)
 {
-    char why[WHY_LEN];
+    char why[WHY_LEN], shown[WHY_LEN];
 
     if (!cfg || !key || !value) {
         log_format(err, errlen, "no setting given");
@@ -1173,7 +1177,8 @@ struct config *config_with_setting(const struct config *cfg, const char *key, co
     switch (config_key_set(copy, k, value, why, sizeof(why))) {
     case CONFIG_SET_OK:
         if (!key_value_valid(copy, k, why, sizeof(why))) {
-            log_format(err, errlen, "invalid value \"%s\" for %s: %s", value, k->name, why);
+            log_format(err, errlen, "invalid value \"%s\" for %s: %s",
+                       config_redact(value, shown, sizeof(shown)), k->name, why);
             break;
         }
         config_origin_set(copy, k, NULL, 0); /* no file line holds it any more */
@@ -1182,7 +1187,8 @@ struct config *config_with_setting(const struct config *cfg, const char *key, co
         log_format(err, errlen, "out of memory");
         break;
     case CONFIG_SET_INVALID:
-        log_format(err, errlen, "invalid value \"%s\" for %s: %s", value, k->name, why);
+        log_format(err, errlen, "invalid value \"%s\" for %s: %s",
+                   config_redact(value, shown, sizeof(shown)), k->name, why);
         break;
     }
     config_free(copy);

@@ -120,5 +120,10 @@ bool config_peers_copy(struct config *cfg, const struct config *src);
 bool config_origins_copy(struct config *cfg, const struct config *src);
 bool config_origin_set(struct config *cfg, const struct config_key *k, const char *file, int line);
 void config_origins_free(struct config *cfg);
+/* value as it may be quoted in an error message: a URL's password
+ * ("redis://user:SECRET@host") becomes "***", so that a refused setting
+ * does not put a credential in the log or the console's answer. Returns
+ * value itself or buf (len bytes). */
+const char *config_redact(const char *value, char *buf, size_t len);
 
 #endif

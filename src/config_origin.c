@@ -1,6 +1,7 @@
-/* config_origin.c - where each general setting was written, and the list
- * of problems a check collects (config.h), for messages of the form
- * "FILE:LINE: reason". */
+/* config_origin.c - what the config's messages need: where each general
+ * setting was written, the list of problems a check collects (config.h),
+ * for messages of the form "FILE:LINE: reason", and values made fit to
+ * quote in them. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,4 +81,16 @@ bool config_origin_of(const struct config *cfg, const char *key, const char **fi
     *file = cfg->origins[k - config_keys].file;
     *line = cfg->origins[k - config_keys].line;
     return true;
+}
+
+const char *config_redact(const char *value, char *buf, size_t len)
+{
+    const char *scheme = strstr(value, "://");
+    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+    if (!at)
+        return value;
+    const char *colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
+    const char *cut = colon ? colon + 1 : scheme + 3;
+    snprintf(buf, len, "%.*s***%s", (int)(cut - value), value, at);
+    return buf;
 }

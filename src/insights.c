@@ -4,6 +4,7 @@
 
 #include <pg_query.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,10 +35,32 @@
 /* A binary parameter's value as text, at most (a uuid is 36). */
 #define BIND_TEXT_MAX 48
 
+/* A worker's store is written by its own loop on every request and read
+ * now and then by a collector (SHOW QUERIES, /metrics) or by another
+ * worker short of room: a yielding flag, not a pthread mutex, whose
+ * uncontended lock and unlock cost some 100 instructions a request. It is
+ * held for table updates and copies only, never across I/O. */
 struct ins_worker {
-    pthread_mutex_t lock;
+    atomic_bool locked;
     struct insights_store *st;
 };
+
+static void ins_lock(struct ins_worker *iw)
+{
+    while (atomic_exchange_explicit(&iw->locked, true, memory_order_acquire))
+        while (atomic_load_explicit(&iw->locked, memory_order_relaxed))
+            sched_yield();
+}
+
+static bool ins_trylock(struct ins_worker *iw)
+{
+    return !atomic_exchange_explicit(&iw->locked, true, memory_order_acquire);
+}
+
+static void ins_unlock(struct ins_worker *iw)
+{
+    atomic_store_explicit(&iw->locked, false, memory_order_release);
+}
 
 static struct ins_worker *g_workers;
 static int g_n_workers;
@@ -83,7 +106,7 @@ bool insights_on(void)
 
 static struct ins_worker *ins_worker_of(const struct client *c)
 {
-    int i = (int)(c->s.worker - g_pooler.workers);
+    int i = c->s.worker ? c->s.worker->id : 0;
     return &g_workers[i >= 0 && i < g_n_workers ? i : 0];
 }
 
@@ -111,10 +134,10 @@ static void make_room(struct ins_worker *iw)
     }
     for (int i = 0; i < g_n_workers; i++) {
         struct ins_worker *o = &g_workers[i];
-        if (o == iw || pthread_mutex_trylock(&o->lock) != 0)
+        if (o == iw || !ins_trylock(o))
             continue;
         bool evicted = insights_store_evict_oldest(o->st);
-        pthread_mutex_unlock(&o->lock);
+        ins_unlock(o);
         if (evicted) {
             atomic_fetch_sub_explicit(&g_count, 1, memory_order_relaxed);
             return;
@@ -130,13 +153,13 @@ static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t le
                                const void *origin, bool *wants)
 {
     uint64_t shape = sql_shape(sql, len);
-    pthread_mutex_lock(&iw->lock);
+    ins_lock(iw);
     uint64_t fp = insights_store_shape(iw->st, shape);
     bool known = fp == FP_NONE || (fp && insights_store_has(iw->st, fp));
     bool want = known && fp != FP_NONE && insights_store_wants_sample(iw->st, fp);
     if (want && origin)
         insights_store_sample(iw->st, fp, insights_sample_new(sql, len, 0, NULL, NULL, origin));
-    pthread_mutex_unlock(&iw->lock);
+    ins_unlock(iw);
     if (wants)
         *wants = want && !origin;
     if (known)
@@ -150,7 +173,7 @@ static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t le
     PgQueryNormalizeResult n = {0};
     if (fp != FP_NONE)
         n = pg_query_normalize(sql);
-    pthread_mutex_lock(&iw->lock);
+    ins_lock(iw);
     insights_store_set_shape(iw->st, shape, fp);
     if (fp != FP_NONE && !insights_store_has(iw->st, fp)) {
         const char *text = n.error || !n.normalized_query ? "" : n.normalized_query;
@@ -164,7 +187,7 @@ static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t le
                 *wants = true; /* new: no sample yet */
         }
     }
-    pthread_mutex_unlock(&iw->lock);
+    ins_unlock(iw);
     if (fp != FP_NONE)
         pg_query_free_normalize_result(n);
     return fp == FP_NONE ? 0 : fp;
@@ -323,6 +346,8 @@ static bool params_as_text(const struct insights_client *ic, int n, const char *
  * (memchr: the string functions libpg_query brings are slower). */
 static size_t str_len(const char *p, const char *end)
 {
+    if (p < end && !*p)
+        return 0; /* the unnamed statement or portal: no call */
     const char *z = memchr(p, 0, (size_t)(end - p));
     return z ? (size_t)(z - p) : (size_t)(end - p);
 }
@@ -359,7 +384,13 @@ static int64_t on_parse(struct client *c, struct request_msg *rm)
     if (p + name_len == end)
         return rm->len; /* malformed: the server says so */
     const char *sql = p + name_len + 1;
-    size_t len = str_len(sql, end);
+    /* The client's last text again (a driver's unnamed Parse) is known
+     * by comparison: no scan for its end. (last holds no NUL.) */
+    const struct insights_client *ic = c->insights;
+    size_t len = ic && ic->last_fp && ic->last_len < (size_t)(end - sql) && !sql[ic->last_len] &&
+                         !memcmp(sql, ic->last, ic->last_len)
+                     ? ic->last_len
+                     : str_len(sql, end);
     if (sql + len == end)
         return rm->len;
     /* Counted at its Bind: a Parse alone (a driver preparing) runs nothing. */
@@ -396,9 +427,9 @@ static int64_t bind_sample(struct client *c, struct request_msg *rm, uint64_t fp
         struct insights_sample *sm =
             insights_sample_new(ic->pend_sql, ic->pend_len, n, vals, lens, c->pool);
         struct ins_worker *iw = ins_worker_of(c);
-        pthread_mutex_lock(&iw->lock);
+        ins_lock(iw);
         insights_store_sample(iw->st, fp, sm);
-        pthread_mutex_unlock(&iw->lock);
+        ins_unlock(iw);
     }
     pend_set(ic, 0, 0, NULL, 0, NULL, 0);
     return rm->len;
@@ -456,9 +487,9 @@ static void ins_request_end(struct client *c, struct server *sv, const struct re
     enum insights_where where =
         sv && sv->pool && sv->pool->ep ? INSIGHTS_REPLICA : INSIGHTS_PRIMARY;
     struct ins_worker *iw = ins_worker_of(c);
-    pthread_mutex_lock(&iw->lock);
+    ins_lock(iw);
     insights_store_record(iw->st, fp, usec, r->rows, r->failed, where, now);
-    pthread_mutex_unlock(&iw->lock);
+    ins_unlock(iw);
 }
 
 static void ins_client_free(struct client *c)
@@ -489,9 +520,9 @@ void insights_cache_hit(struct client *c, const char *sql, size_t len)
     uint64_t fp = fingerprint_of(iw, sql, len, c->pool, NULL);
     if (!fp)
         return;
-    pthread_mutex_lock(&iw->lock);
+    ins_lock(iw);
     insights_store_record(iw->st, fp, 0, 0, false, INSIGHTS_CACHE, worker_now(c->s.worker));
-    pthread_mutex_unlock(&iw->lock);
+    ins_unlock(iw);
 }
 
 /* ---- start, reload ------------------------------------------------------------ */
@@ -516,7 +547,7 @@ bool insights_init(const struct config *cfg, char *err, size_t errlen)
     size_t per = (size_t)cfg->insights_max_queries;
     g_max = per;
     for (int i = 0; i < n; i++) {
-        pthread_mutex_init(&g_workers[i].lock, NULL);
+        atomic_init(&g_workers[i].locked, false);
         g_workers[i].st = insights_store_new(per, per * INSIGHTS_SHAPES_PER_FP);
         if (!g_workers[i].st) {
             snprintf(err, errlen, "insights: out of memory for %zu queries", per);
@@ -574,9 +605,9 @@ size_t insights_collect(struct insights_row **out)
 {
     struct collect col = {0};
     for (int i = 0; i < g_n_workers; i++) {
-        pthread_mutex_lock(&g_workers[i].lock);
+        ins_lock(&g_workers[i]);
         insights_store_each(g_workers[i].st, collect_one, &col);
-        pthread_mutex_unlock(&g_workers[i].lock);
+        ins_unlock(&g_workers[i]);
     }
     /* One fingerprint seen by several workers: one row, their sum. */
     if (g_n_workers > 1 && col.n > 1) {
@@ -615,11 +646,11 @@ void insights_rows_free(struct insights_row *rows, size_t n)
 void insights_reset(void)
 {
     for (int i = 0; i < g_n_workers; i++) {
-        pthread_mutex_lock(&g_workers[i].lock);
+        ins_lock(&g_workers[i]);
         atomic_fetch_sub_explicit(&g_count, insights_store_count(g_workers[i].st),
                                   memory_order_relaxed);
         insights_store_reset(g_workers[i].st);
-        pthread_mutex_unlock(&g_workers[i].lock);
+        ins_unlock(&g_workers[i]);
     }
 }
 
@@ -627,10 +658,10 @@ void insights_usage(size_t *entries, size_t *bytes)
 {
     *entries = *bytes = 0;
     for (int i = 0; i < g_n_workers; i++) {
-        pthread_mutex_lock(&g_workers[i].lock);
+        ins_lock(&g_workers[i]);
         *entries += insights_store_count(g_workers[i].st);
         *bytes += insights_store_bytes(g_workers[i].st);
-        pthread_mutex_unlock(&g_workers[i].lock);
+        ins_unlock(&g_workers[i]);
     }
 }
 

@@ -28,6 +28,7 @@
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "params.h"
 #include "peers.h"
 #include "pool.h"
@@ -122,6 +123,17 @@ static bool do_reload(char *err, size_t errlen)
     config_unref(prev);
     log_info("config reloaded from %s", cfg->path);
     return true;
+}
+
+/* A reload as the service manager sees it (Type=notify): RELOADING=1, then
+ * READY=1 whatever the outcome, since a failed reload keeps serving with the
+ * old config. SIGHUP and the console's RELOAD both come here. */
+static bool notified_reload(char *err, size_t errlen)
+{
+    notify_reloading();
+    bool ok = do_reload(err, errlen);
+    notify_ready(ok ? "serving, config reloaded" : "serving, reload failed (see the log)");
+    return ok;
 }
 
 /* Admin SET: cfg, the running config with one setting changed, replaces it
@@ -284,6 +296,8 @@ static void start_graceful_shutdown(bool wait_for_clients)
     if (shutdown_started)
         return;
     shutdown_started = worker_now(&main_worker);
+    notify_stopping(wait_for_clients ? "shutting down, waiting for the clients to leave"
+                                     : "shutting down, waiting for the transactions to end");
     if (g_pooler.cfg->so_reuseport) {
         /* Handshakes under way when the listener closes are reset unless
          * the kernel may move them to the new process's listener. */
@@ -349,7 +363,7 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     switch (w->signum) {
     case SIGHUP:
         log_info("got SIGHUP, reloading config");
-        do_reload(err, sizeof(err));
+        notified_reload(err, sizeof(err));
         log_reopen();
         break;
     case SIGINT:
@@ -691,7 +705,7 @@ static void main_detach(bool daemon_mode, const struct config *cfg)
 static bool main_start_services(const struct config *cfg)
 {
     char err[1024];
-    admin_reload_hook = do_reload;
+    admin_reload_hook = notified_reload;
     admin_shutdown_hook = start_graceful_shutdown;
     admin_apply_config_hook = apply_admin_setting;
     admin_init(&main_worker);
@@ -727,6 +741,7 @@ static bool main_start_services(const struct config *cfg)
 static void main_shutdown(void)
 {
     log_info("shutting down");
+    notify_stopping("shutting down");
     worker_stop_threads(workers, n_workers);
     g_pooler.locking = false;
     metrics_stop();
@@ -835,6 +850,10 @@ int main(int argc, char **argv)
         log_error("%s", err);
         return 1;
     }
+    char ready[256];
+    snprintf(ready, sizeof(ready), "serving, listening on %s:%d", cfg->listen_addr,
+             cfg->listen_port);
+    notify_ready(ready);
     ev_run(main_loop, 0);
 
     main_shutdown();

@@ -608,7 +608,7 @@ void request_msg_flush(struct client *c, struct request_msg *rm)
     *rm->fwd = b->start;
 }
 
-bool request_msg_need(struct client *c, struct request_msg *rm, uint32_t want)
+bool request_msg_need_more(struct client *c, struct request_msg *rm, uint32_t want)
 {
     struct iobuf *b = c->s.rbuf;
     if (iobuf_len(b) >= want)

@@ -277,7 +277,13 @@ void request_msg_flush(struct client *c, struct request_msg *rm);
 /* true when want bytes of the current message are buffered; false when
  * more must be read (the observer returns REQUEST_WAIT; the buffer grows
  * as needed, after a flush). */
-bool request_msg_need(struct client *c, struct request_msg *rm, uint32_t want);
+bool request_msg_need_more(struct client *c, struct request_msg *rm, uint32_t want);
+static inline bool request_msg_need(struct client *c, struct request_msg *rm, uint32_t want)
+{
+    /* Inline: most messages are whole in the buffer, and observers ask
+     * on every Parse and Bind. */
+    return iobuf_len(c->s.rbuf) >= want || request_msg_need_more(c, rm, want);
+}
 /* Consumes the current message without forwarding it; returns 0, what
  * on_client_msg returns then. */
 int64_t request_msg_consume(struct client *c, struct request_msg *rm);

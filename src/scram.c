@@ -35,6 +35,7 @@
 #define NONCE_RAW_LEN 18
 /* Room for AuthMessage: three messages of at most SCRAM_MAX_MESSAGE, two commas. */
 #define AUTH_MESSAGE_CAP (3 * SCRAM_MAX_MESSAGE + 3)
+_Static_assert(sizeof("p=" SCRAM_CBIND_TYPE ",,") <= SCRAM_GS2_MAX, "GS2 header buffer");
 
 /* Server exchange states. */
 enum scram_server_state {
@@ -442,6 +443,17 @@ bool scram_secret_from_password(const char *password, const uint8_t *salt, int s
     return true;
 }
 
+bool scram_user_salt(const uint8_t key[SCRAM_KEY_LEN], const char *user, uint8_t *salt,
+                     int salt_len)
+{
+    uint8_t mac[SCRAM_KEY_LEN];
+    if (salt_len < 1 || salt_len > SCRAM_KEY_LEN ||
+        !hmac_sha256(key, SCRAM_KEY_LEN, user, strlen(user), mac))
+        return false;
+    memcpy(salt, mac, (size_t)salt_len);
+    return true;
+}
+
 bool scram_secret_format(const struct scram_secret *secret, char *buf, size_t len)
 {
     char salt[SCRAM_MAX_SALT_LEN / 3 * 4 + 8], stored[48], server[48];
@@ -520,6 +532,82 @@ bool scram_server_test_set_nonce(struct scram_server *s, const char *nonce)
     return s->test_nonce != NULL;
 }
 
+bool scram_server_set_cbind(struct scram_server *s, const uint8_t *data, size_t len)
+{
+    if (s->state != SCRAM_SERVER_READY || !data || len < 1 || len > SCRAM_CBIND_MAX)
+        return false;
+    memcpy(s->cbind, data, len);
+    s->cbind_len = (int)len;
+    return true;
+}
+
+bool scram_server_set_mechanism(struct scram_server *s, const char *mech)
+{
+    if (strcmp(mech, SCRAM_MECHANISM) == 0)
+        s->plus = false;
+    else if (strcmp(mech, SCRAM_PLUS_MECHANISM) == 0 && s->cbind_len > 0)
+        s->plus = true;
+    else
+        return false;
+    return true;
+}
+
+/* Reads the GS2 header at *pp and checks it against what we offered and
+ * the mechanism the client chose (PostgreSQL's rules): "p=" needs the
+ * binding we offered and SCRAM-SHA-256-PLUS; "y" means the client thinks we
+ * cannot bind, a downgrade when we offered binding; "n" cannot go with
+ * -PLUS. The header is kept: the client's c= must repeat it. */
+static enum scram_status server_read_gs2(struct scram_server *s, const char **pp, const char *end,
+                                         const char **errmsg)
+{
+    const char *p = *pp;
+    if (p[0] == 'p' && end - p >= 2 && p[1] == '=') {
+        if (s->cbind_len == 0)
+            return server_fail(s, SCRAM_ERR_CHANNEL_BINDING,
+                               "client requires SCRAM channel binding, which is not supported",
+                               errmsg);
+        if (!s->plus)
+            return server_fail(s, SCRAM_ERR_MALFORMED,
+                               "malformed SCRAM message: channel binding without -PLUS", errmsg);
+        size_t n = strlen(SCRAM_CBIND_TYPE);
+        if ((size_t)(end - p) < 2 + n + 1 || memcmp(p + 2, SCRAM_CBIND_TYPE, n) != 0 ||
+            p[2 + n] != ',')
+            return server_fail(s, SCRAM_ERR_CHANNEL_BINDING,
+                               "unsupported SCRAM channel-binding type", errmsg);
+        p += 2 + n + 1;
+    } else if (p[0] == 'n' || p[0] == 'y') {
+        if (s->plus)
+            return server_fail(s, SCRAM_ERR_MALFORMED,
+                               "malformed SCRAM message: -PLUS without channel binding", errmsg);
+        if (p[0] == 'y' && s->cbind_len > 0)
+            return server_fail(s, SCRAM_ERR_CHANNEL_BINDING,
+                               "SCRAM channel binding negotiation error: the client thinks the "
+                               "server cannot bind, but it offered SCRAM-SHA-256-PLUS",
+                               errmsg);
+        if (end - p < 3 || p[1] != ',')
+            return server_fail(s, SCRAM_ERR_MALFORMED,
+                               "malformed SCRAM message: comma expected after channel-binding flag",
+                               errmsg);
+        p += 2;
+    } else {
+        return server_fail(s, SCRAM_ERR_MALFORMED,
+                           "malformed SCRAM message: unexpected channel-binding flag", errmsg);
+    }
+    if (p < end && p[0] == 'a')
+        return server_fail(s, SCRAM_ERR_UNSUPPORTED,
+                           "client uses an authorization identity, which is not supported", errmsg);
+    if (p >= end || p[0] != ',')
+        return server_fail(s, SCRAM_ERR_MALFORMED,
+                           "malformed SCRAM message: comma expected after GS2 header", errmsg);
+    p++;
+    /* Only "n,,", "y,," and "p=" SCRAM_CBIND_TYPE ",," get here: they fit. */
+    size_t n = (size_t)(p - *pp);
+    memcpy(s->gs2, *pp, n);
+    s->gs2_len = (int)n;
+    *pp = p;
+    return SCRAM_OK;
+}
+
 /* client-first-message = gs2-header client-first-message-bare
  * gs2-header = gs2-cbind-flag "," [authzid] ","
  * client-first-message-bare = [reserved-mext ","] username "," nonce ["," extensions] */
@@ -544,25 +632,9 @@ enum scram_status scram_server_first(struct scram_server *s, const uint8_t *clie
     const char *end = p + len;
 
     /* GS2 header. */
-    if (p[0] == 'p' && len >= 2 && p[1] == '=')
-        return server_fail(s, SCRAM_ERR_CHANNEL_BINDING,
-                           "client requires SCRAM channel binding, which is not supported", errmsg);
-    if (p[0] != 'n' && p[0] != 'y')
-        return server_fail(s, SCRAM_ERR_MALFORMED,
-                           "malformed SCRAM message: unexpected channel-binding flag", errmsg);
-    char flag = p[0];
-    if (end - p < 3 || p[1] != ',')
-        return server_fail(s, SCRAM_ERR_MALFORMED,
-                           "malformed SCRAM message: comma expected after channel-binding flag",
-                           errmsg);
-    p += 2;
-    if (p[0] == 'a')
-        return server_fail(s, SCRAM_ERR_UNSUPPORTED,
-                           "client uses an authorization identity, which is not supported", errmsg);
-    if (p[0] != ',')
-        return server_fail(s, SCRAM_ERR_MALFORMED,
-                           "malformed SCRAM message: comma expected after GS2 header", errmsg);
-    p++;
+    st = server_read_gs2(s, &p, end, errmsg);
+    if (st != SCRAM_OK)
+        return st;
 
     /* client-first-message-bare */
     const char *bare = p;
@@ -622,7 +694,6 @@ enum scram_status scram_server_first(struct scram_server *s, const uint8_t *clie
     if (st != SCRAM_OK)
         return server_fail(s, st, "output buffer too small for server-first-message", errmsg);
 
-    s->gs2_flag = flag;
     s->client_first_bare = dup_n(bare, bare_len);
     s->server_first = dup_n(m.buf, m.len);
     s->nonce = dup_n(m.buf + 2, cnonce_len + strlen(snonce));
@@ -647,16 +718,22 @@ static enum scram_status scram_server_read_final(struct scram_server *s, const c
     size_t vlen;
     attrs_init(&a, msg, len);
 
-    /* c= carries the GS2 header again (plus binding data, which we never
-     * have): it must repeat the client's first message exactly, so that a
-     * downgrade from "y" to "n" is noticed. */
+    /* c= carries the GS2 header again, then with "p=" our certificate's
+     * hash: the header must repeat the client's first message exactly (a
+     * downgrade from "y" to "n" is noticed), and the hash proves that no
+     * one in the middle terminated the client's TLS. */
     if (!attrs_next(&a, &name, &val, &vlen) || name != 'c')
         return server_fail(s, SCRAM_ERR_MALFORMED,
                            "malformed SCRAM message: channel binding attribute expected", errmsg);
-    uint8_t cbind[16];
+    uint8_t cbind[SCRAM_GS2_MAX + SCRAM_CBIND_MAX + 3];
     int cblen = b64_decode(val, vlen, cbind, sizeof(cbind));
-    if (cblen != 3 || cbind[0] != (uint8_t)s->gs2_flag || cbind[1] != ',' || cbind[2] != ',')
+    if (cblen < s->gs2_len || memcmp(cbind, s->gs2, (size_t)s->gs2_len) != 0)
         return server_fail(s, SCRAM_ERR_MALFORMED, "SCRAM channel binding check failed", errmsg);
+    int want = s->gs2[0] == 'p' ? s->cbind_len : 0;
+    if (cblen - s->gs2_len != want ||
+        CRYPTO_memcmp(cbind + s->gs2_len, s->cbind, (size_t)want) != 0)
+        return server_fail(s, s->gs2[0] == 'p' ? SCRAM_ERR_CHANNEL_BINDING : SCRAM_ERR_MALFORMED,
+                           "SCRAM channel binding check failed", errmsg);
 
     if (!attrs_next(&a, &name, &val, &vlen) || name != 'r')
         return server_fail(s, SCRAM_ERR_MALFORMED,
@@ -832,6 +909,21 @@ bool scram_client_test_set_nonce(struct scram_client *c, const char *user, const
     return true;
 }
 
+bool scram_client_set_cbind(struct scram_client *c, const uint8_t *data, size_t len)
+{
+    if (c->state != SCRAM_CLIENT_READY || (data && (len < 1 || len > SCRAM_CBIND_MAX)))
+        return false;
+    if (data) {
+        snprintf(c->gs2, sizeof(c->gs2), "p=%s,,", SCRAM_CBIND_TYPE);
+        memcpy(c->cbind, data, len);
+        c->cbind_len = (int)len;
+    } else {
+        snprintf(c->gs2, sizeof(c->gs2), "y,,");
+        c->cbind_len = 0;
+    }
+    return true;
+}
+
 enum scram_status scram_client_first(struct scram_client *c, char *out, size_t outcap,
                                      size_t *outlen)
 {
@@ -851,7 +943,11 @@ enum scram_status scram_client_first(struct scram_client *c, char *out, size_t o
     sb_init(&m, msgbuf, sizeof(msgbuf));
     /* PostgreSQL ignores this name and libpq sends it empty; only the test
      * hook sets one. ',' and '=' must be escaped in a saslname. */
-    sb_puts(&m, "n,,n=");
+    if (!c->gs2[0])
+        snprintf(c->gs2, sizeof(c->gs2), "n,,");
+    size_t gs2_len = strlen(c->gs2);
+    sb_puts(&m, c->gs2);
+    sb_puts(&m, "n=");
     for (const char *u = c->test_user ? c->test_user : ""; *u; u++) {
         if (*u == ',')
             sb_puts(&m, "=2C");
@@ -865,7 +961,7 @@ enum scram_status scram_client_first(struct scram_client *c, char *out, size_t o
     enum scram_status st = put_out(&m, out, outcap, outlen);
     if (st != SCRAM_OK)
         return scram_client_fail(c, st, NULL, NULL);
-    c->client_first_bare = dup_n(m.buf + 3, m.len - 3);
+    c->client_first_bare = dup_n(m.buf + gs2_len, m.len - gs2_len);
     if (!c->client_first_bare)
         return scram_client_fail(c, SCRAM_ERR_INTERNAL, NULL, NULL);
     c->state = SCRAM_CLIENT_FIRST_SENT;
@@ -973,7 +1069,17 @@ enum scram_status scram_client_final(struct scram_client *c, const uint8_t *serv
     char msgbuf[SCRAM_MAX_MESSAGE + 1];
     struct sbuf m;
     sb_init(&m, msgbuf, sizeof(msgbuf));
-    sb_puts(&m, "c=biws,r="); /* biws = base64("n,,") */
+    /* c= is the GS2 header again, followed by the binding data if any. */
+    uint8_t cb[SCRAM_GS2_MAX + SCRAM_CBIND_MAX];
+    size_t gs2_len = strlen(c->gs2);
+    memcpy(cb, c->gs2, gs2_len);
+    memcpy(cb + gs2_len, c->cbind, (size_t)c->cbind_len);
+    char cb64[(SCRAM_GS2_MAX + SCRAM_CBIND_MAX) / 3 * 4 + 8] = "";
+    if (b64_encode(cb, gs2_len + (size_t)c->cbind_len, cb64, sizeof(cb64)) < 0)
+        ok = false;
+    sb_puts(&m, "c=");
+    sb_puts(&m, cb64);
+    sb_puts(&m, ",r=");
     sb_put(&m, f.nonce, f.nonce_len);
 
     char am[AUTH_MESSAGE_CAP];

@@ -4,9 +4,11 @@
  * client towards PostgreSQL (struct scram_client). PostgreSQL specifics:
  *  - the user name inside the SCRAM messages is ignored: the client sends
  *    "n=" and the startup packet's user is the one authenticated;
- *  - no channel binding: the GS2 header is "n,," (a client that could bind
- *    but thinks we can't sends "y,,", accepted since we never advertise
- *    SCRAM-SHA-256-PLUS); "p=..." is refused with SCRAM_ERR_CHANNEL_BINDING;
+ *  - channel binding (RFC 5929 tls-server-end-point, SCRAM-SHA-256-PLUS) is
+ *    used only over TLS, and only when the caller hands over the hash of
+ *    the server's certificate (scram_server_set_cbind, scram_client_set_cbind);
+ *    otherwise the GS2 header is "n,," or "y,," as PostgreSQL and libpq use
+ *    it, and "p=..." is refused with SCRAM_ERR_CHANNEL_BINDING;
  *  - SASLprep is not applied: passwords are used as raw bytes. That equals
  *    SASLprep for printable ASCII, and PostgreSQL itself falls back to the raw
  *    bytes for passwords that are not valid UTF-8. A non-ASCII password that
@@ -31,6 +33,10 @@
 #include <stdint.h>
 
 #define SCRAM_MECHANISM          "SCRAM-SHA-256"
+#define SCRAM_PLUS_MECHANISM     "SCRAM-SHA-256-PLUS" /* with channel binding */
+#define SCRAM_CBIND_TYPE         "tls-server-end-point"
+#define SCRAM_CBIND_MAX          64       /* longest certificate hash (SHA-512) */
+#define SCRAM_GS2_MAX            32       /* longest GS2 header we accept or send */
 #define SCRAM_KEY_LEN            32       /* SHA-256 output: keys, proofs, signatures */
 #define SCRAM_MAX_SALT_LEN       64       /* decoded salt bytes we accept */
 #define SCRAM_DEFAULT_SALT_LEN   16       /* what PostgreSQL generates */
@@ -47,7 +53,9 @@ enum scram_status {
     SCRAM_ERR_TOO_LONG,         /* message over SCRAM_MAX_MESSAGE or nonce over SCRAM_MAX_NONCE */
     SCRAM_ERR_WRONG_PASSWORD,   /* client proof does not match: PostgreSQL answers
                                  * 'password authentication failed for user "x"' */
-    SCRAM_ERR_CHANNEL_BINDING,  /* client requires channel binding ("p="), not offered */
+    SCRAM_ERR_CHANNEL_BINDING,  /* channel binding refused: "p=" not offered or of another
+                                 * type, "y" although we offered it (a downgrade), or the
+                                 * client's binding data is not our certificate's hash */
     SCRAM_ERR_UNSUPPORTED,      /* authzid ("a=") or a mandatory extension ("m=") */
     SCRAM_ERR_NONCE_MISMATCH,   /* nonce does not extend ours / differs from the agreed one */
     SCRAM_ERR_SECRET_MISMATCH,  /* client with keys: server's salt or iterations differ from
@@ -85,6 +93,13 @@ bool scram_secret_parse(const char *text, struct scram_secret *out);
 bool scram_secret_from_password(const char *password, const uint8_t *salt, int salt_len,
                                 int iterations, struct scram_secret *out);
 
+/* A salt for user that stays the same for a given key (HMAC-SHA-256 of the
+ * name, cut to salt_len, 1..SCRAM_KEY_LEN bytes): a process that derives
+ * secrets for plain passwords and mock secrets for unknown users with one
+ * key shows each user one salt, as a stored SCRAM secret does. */
+bool scram_user_salt(const uint8_t key[SCRAM_KEY_LEN], const char *user, uint8_t *salt,
+                     int salt_len);
+
 /* Writes the secret's text form into buf (len >= SCRAM_SECRET_MAX_LEN always
  * suffices). Returns false, with buf set to "" when len > 0, if it does not fit. */
 bool scram_secret_format(const struct scram_secret *secret, char *buf, size_t len);
@@ -92,8 +107,12 @@ bool scram_secret_format(const struct scram_secret *secret, char *buf, size_t le
 /* ---- server side: sluice verifies a connecting client ---- */
 
 struct scram_server {
-    int state;     /* private enum in scram.c */
-    char gs2_flag; /* 'n' or 'y' as sent by the client */
+    int state;                      /* private enum in scram.c */
+    char gs2[SCRAM_GS2_MAX];        /* the client's GS2 header, repeated in its c= */
+    int gs2_len;                    /* 0 before client-first-message */
+    uint8_t cbind[SCRAM_CBIND_MAX]; /* our certificate's hash, when binding is offered */
+    int cbind_len;                  /* 0: SCRAM-SHA-256-PLUS not offered */
+    bool plus;                      /* the client chose SCRAM-SHA-256-PLUS */
     struct scram_secret secret;
     char *client_first_bare; /* heap, for AuthMessage */
     char *server_first;      /* heap, for AuthMessage */
@@ -119,6 +138,19 @@ bool scram_server_init_iter(struct scram_server *s, const char *stored_secret, i
  * for later logins instead of paying a PBKDF2 run each time. Returns false
  * if the secret is not usable (no salt, iterations out of range). */
 bool scram_server_init_secret(struct scram_server *s, const struct scram_secret *secret);
+
+/* Offers channel binding on a TLS connection: data is the
+ * tls-server-end-point hash of the certificate we presented (1 to
+ * SCRAM_CBIND_MAX bytes, copied). The caller then lists
+ * SCRAM_PLUS_MECHANISM before SCRAM_MECHANISM. Call after init, before
+ * scram_server_first(). false (nothing changed) on bad arguments or state. */
+bool scram_server_set_cbind(struct scram_server *s, const uint8_t *data, size_t len);
+
+/* Records the mechanism named in the SASLInitialResponse. Returns false for
+ * a name other than SCRAM_MECHANISM, or SCRAM_PLUS_MECHANISM when no binding
+ * was offered: the caller refuses the message. Without a call the exchange
+ * is plain SCRAM_MECHANISM. */
+bool scram_server_set_mechanism(struct scram_server *s, const char *mech);
 
 /* Consumes the client-first-message (SASLInitialResponse data, len bytes, not
  * NUL-terminated) and writes the server-first-message into out (outcap bytes,
@@ -156,6 +188,9 @@ bool scram_server_test_set_nonce(struct scram_server *s, const char *nonce);
 struct scram_client {
     int state; /* private enum in scram.c */
     bool use_keys;
+    char gs2[SCRAM_GS2_MAX];        /* GS2 header we send: "n,,", "y,," or "p=...,," */
+    uint8_t cbind[SCRAM_CBIND_MAX]; /* server certificate's hash when binding */
+    int cbind_len;
     char *password;  /* heap, password mode */
     char *test_user; /* heap, user name forced by the test hook */
     uint8_t client_key[SCRAM_KEY_LEN];
@@ -175,8 +210,17 @@ void scram_client_init_password(struct scram_client *c, const char *password);
 void scram_client_init_keys(struct scram_client *c, const uint8_t client_key[SCRAM_KEY_LEN],
                             const struct scram_secret *secret);
 
-/* Writes the client-first-message "n,,n=,r=<nonce>" for SASLInitialResponse
- * (mechanism SCRAM_MECHANISM). */
+/* Channel binding for an exchange over TLS. With data (the server
+ * certificate's tls-server-end-point hash, 1 to SCRAM_CBIND_MAX bytes,
+ * copied) the exchange binds ("p=tls-server-end-point") and the caller names
+ * SCRAM_PLUS_MECHANISM; with data NULL the header is "y,,": we could bind but
+ * the server offered no SCRAM-SHA-256-PLUS (RFC 5802's downgrade signal).
+ * Call after init, before scram_client_first(). false on bad arguments. */
+bool scram_client_set_cbind(struct scram_client *c, const uint8_t *data, size_t len);
+
+/* Writes the client-first-message "<gs2 header>n=,r=<nonce>" for
+ * SASLInitialResponse (the GS2 header is "n,," unless scram_client_set_cbind()
+ * said otherwise). */
 enum scram_status scram_client_first(struct scram_client *c, char *out, size_t outcap,
                                      size_t *outlen);
 

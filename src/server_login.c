@@ -11,6 +11,7 @@
 #include "proto.h"
 #include "scram.h"
 #include "server_query.h"
+#include "tls.h"
 
 /* Login-time state, freed once the server is logged in. */
 struct server_auth {
@@ -128,15 +129,17 @@ static bool auth_md5(struct server *sv, struct proto_reader *r, const char *secr
 static bool auth_sasl_start(struct server *sv, struct proto_reader *r, const char *secret,
                             struct proto_writer *wr, struct login_fail *f)
 {
-    bool have = false;
+    bool have = false, plus = false;
     for (;;) {
         const char *mech = proto_read_string(r);
         if (r->bad || !mech[0])
             break;
         if (strcmp(mech, SCRAM_MECHANISM) == 0)
             have = true;
+        else if (strcmp(mech, SCRAM_PLUS_MECHANISM) == 0)
+            plus = true;
     }
-    if (!have)
+    if (!have && !plus)
         return fail(f, true, "server offered no supported SASL mechanism");
     if (!sv->auth) {
         sv->auth = calloc(1, sizeof(*sv->auth));
@@ -157,11 +160,28 @@ static bool auth_sasl_start(struct server *sv, struct proto_reader *r, const cha
                     "keys are known for this user");
     }
     sv->auth->scram_started = true;
+    /* Over TLS, bind to the server's certificate when it offers
+     * SCRAM-SHA-256-PLUS (libpq's channel_binding=prefer): a man in the
+     * middle holding another certificate cannot relay the exchange. */
+    const char *mech = SCRAM_MECHANISM;
+    uint8_t hash[SCRAM_CBIND_MAX];
+    size_t hlen = stream_tls_ssl(&sv->s) ? tls_endpoint_hash(&sv->s, false, hash, sizeof(hash)) : 0;
+    if (plus && hlen > 0) {
+        scram_client_set_cbind(&sv->auth->scram, hash, hlen);
+        mech = SCRAM_PLUS_MECHANISM;
+        log_debug("S-%p: %s with channel binding (%s)", (void *)sv, mech, SCRAM_CBIND_TYPE);
+    } else if (!have) {
+        return fail(f, true,
+                    "server offered only SCRAM-SHA-256-PLUS, and channel binding is "
+                    "not possible on this connection");
+    } else if (hlen > 0) {
+        scram_client_set_cbind(&sv->auth->scram, NULL, 0); /* "y": we could have bound */
+    }
     char first[SCRAM_MAX_MESSAGE + 1];
     size_t n = 0;
     if (scram_client_first(&sv->auth->scram, first, sizeof(first), &n) != SCRAM_OK)
         return fail(f, false, "SCRAM failed");
-    proto_build_sasl_initial(wr, SCRAM_MECHANISM, first, n);
+    proto_build_sasl_initial(wr, mech, first, n);
     return true;
 }
 

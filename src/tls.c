@@ -499,6 +499,36 @@ bool tls_client_cert_matches(const struct stream *s, const char *user)
     return n > 0 && (size_t)n == strlen(cn) && strcmp(cn, user) == 0;
 }
 
+size_t tls_cert_endpoint_hash(const void *cert, uint8_t *out, size_t cap)
+{
+    /* RFC 5929 section 4.1: the certificate's signature hash, except that
+     * MD5 and SHA-1 become SHA-256. PostgreSQL and libpq decide alike. */
+    int md_nid = NID_undef, pk_nid;
+    if (!cert || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, &pk_nid))
+        return 0;
+    if (md_nid == NID_md5 || md_nid == NID_sha1)
+        md_nid = NID_sha256;
+    const EVP_MD *md = EVP_get_digestbynid(md_nid);
+    unsigned int n = 0;
+    /* No digest (Ed25519 signs whole messages): no binding, as in PostgreSQL. */
+    if (!md || (size_t)EVP_MD_get_size(md) > cap || !X509_digest(cert, md, out, &n))
+        return 0;
+    return n;
+}
+
+size_t tls_endpoint_hash(const struct stream *s, bool ours, uint8_t *out, size_t cap)
+{
+    SSL *ssl = stream_tls_ssl(s);
+    if (!ssl)
+        return 0;
+    if (ours)
+        return tls_cert_endpoint_hash(SSL_get_certificate(ssl), out, cap);
+    X509 *peer = SSL_get1_peer_certificate(ssl);
+    size_t n = tls_cert_endpoint_hash(peer, out, cap);
+    X509_free(peer);
+    return n;
+}
+
 void tls_server_prepare(struct stream *s, const char *host)
 {
     enum tls_sslmode mode = tls_server_mode();

@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 
@@ -98,6 +99,15 @@ bool tls_client_required(void);
 /* auth_type cert: true if the client presented a certificate that passed
  * verification and whose subject CommonName equals user. */
 bool tls_client_cert_matches(const struct stream *s, const char *user);
+
+/* SCRAM channel binding (tls-server-end-point, RFC 5929): the hash of a
+ * TLS stream's server certificate, ours (ours: we accepted the client) or
+ * the PostgreSQL server's. Writes it to out (cap bytes; 64 always suffice)
+ * and returns its length; 0 for a plain stream, no certificate, or a
+ * signature algorithm without a hash (Ed25519). */
+size_t tls_endpoint_hash(const struct stream *s, bool ours, uint8_t *out, size_t cap);
+/* The same for a certificate (X509 *), for tests. */
+size_t tls_cert_endpoint_hash(const void *cert, uint8_t *out, size_t cap);
 
 /* Prepares a server stream that is connecting (after stream_connect) for
  * server_tls_sslmode: once TCP is up the stream sends SSLRequest, reads the

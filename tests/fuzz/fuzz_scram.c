@@ -5,7 +5,9 @@
  *  - client side: scram_client_final(A), then scram_client_verify(B);
  *  - the whole input (NULs cut) as auth_file text and as a SCRAM secret.
  * Nonces are fixed ("SRV" for the server part, "CLI" for the client) so that
- * the fuzzer can reach the code after the nonce checks. The client uses keys,
+ * the fuzzer can reach the code after the nonce checks. The last byte picks
+ * the channel binding mode of both sides (none; offered but plain SCRAM or
+ * "y"; SCRAM-SHA-256-PLUS with a fixed certificate hash). The client uses keys,
  * not a password, so that no input can make it run a long PBKDF2.
  */
 #include <stddef.h>
@@ -24,7 +26,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void fuzz_server(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+/* A stand-in for a certificate's tls-server-end-point hash. */
+static const uint8_t CBIND[32] = "0123456789abcdef0123456789abcdef";
+
+static void fuzz_server(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen, int mode)
 {
     struct scram_server s;
     char out[SCRAM_MAX_MESSAGE + 1];
@@ -32,6 +37,10 @@ static void fuzz_server(const uint8_t *a, size_t alen, const uint8_t *b, size_t 
     const char *err;
 
     if (!scram_server_init(&s, SECRET) || !scram_server_test_set_nonce(&s, "SRV"))
+        abort();
+    if (mode > 0 &&
+        (!scram_server_set_cbind(&s, CBIND, sizeof(CBIND)) ||
+         !scram_server_set_mechanism(&s, mode == 2 ? SCRAM_PLUS_MECHANISM : SCRAM_MECHANISM)))
         abort();
     if (scram_server_first(&s, a, alen, out, sizeof(out), &outlen, &err) == SCRAM_OK) {
         if (outlen != strlen(out))
@@ -46,7 +55,7 @@ static void fuzz_server(const uint8_t *a, size_t alen, const uint8_t *b, size_t 
     scram_server_free(&s);
 }
 
-static void fuzz_client(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+static void fuzz_client(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen, int mode)
 {
     static struct scram_secret secret;
     static bool ready;
@@ -62,6 +71,8 @@ static void fuzz_client(const uint8_t *a, size_t alen, const uint8_t *b, size_t 
         ready = true;
     }
     scram_client_init_keys(&c, key, &secret);
+    if (mode > 0 && !scram_client_set_cbind(&c, mode == 2 ? CBIND : NULL, sizeof(CBIND)))
+        abort();
     if (!scram_client_test_set_nonce(&c, NULL, "CLI") ||
         scram_client_first(&c, out, sizeof(out), &outlen) != SCRAM_OK)
         abort();
@@ -112,8 +123,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *b = sep ? sep + 1 : data + size;
     size_t blen = size - alen - (sep ? 1 : 0);
 
-    fuzz_server(data, alen, b, blen);
-    fuzz_client(data, alen, b, blen);
+    int mode = size ? data[size - 1] % 3 : 0;
+    fuzz_server(data, alen, b, blen, mode);
+    fuzz_client(data, alen, b, blen, mode);
     fuzz_text(data, size);
     return 0;
 }

@@ -28,7 +28,7 @@ here) ends them, as in PgBouncer; docs/reliability.md says so.
 
 Scale (env): ABUSE_SLOWLORIS (1,000; `make chaos`: 10,000),
 ABUSE_GARBAGE (300; 1,000), ABUSE_CHURN_RATE (1,000 a second; 5,000),
-ABUSE_CANCEL_RATE (500 a second; 2,000), ABUSE_SECONDS (5; 20).
+ABUSE_CANCEL_RATE (500 a second; 2,000), ABUSE_SECONDS (3; 20).
 ABUSE_REPORT: a file to append each scenario's counts to (JSON lines)."""
 
 import json
@@ -43,7 +43,7 @@ from abuse_lib import Abuser, GoodClients, RssSampler, percentile
 from sluice_fixture import (IS_PGBOUNCER, RawConn, process_sockets, raise_nofile_limit, rss_kib,
                             wait_until)
 
-SECONDS = float(os.environ.get("ABUSE_SECONDS", "5"))
+SECONDS = float(os.environ.get("ABUSE_SECONDS", "3"))
 SLOWLORIS = int(os.environ.get("ABUSE_SLOWLORIS", "1000"))
 GARBAGE = int(os.environ.get("ABUSE_GARBAGE", "300"))
 CHURN_RATE = int(os.environ.get("ABUSE_CHURN_RATE", "1000"))

@@ -259,6 +259,29 @@ def test_extended_protocol_with_parameters_and_named_statements(sluice, cluster)
         assert conn.execute(sql, (9,)).fetchall() == [(4,)]
 
 
+def test_the_same_unnamed_statement_follows_reloads_and_every_write(sluice, cluster):
+    """sluice remembers what it learnt of the unnamed statement's text while
+    a client sends it again (a driver's Parse, Bind, Execute): a reload that
+    adds a rule for its table must still cache it, and the same write sent
+    again and again must invalidate every time."""
+    s = sluice(cache_config(rules={"public.cache_other": "300"}))
+    sql = "SELECT v FROM cache_t WHERE id = %s"
+    with s.connect() as conn, s.connect() as w:
+        conn.autocommit = w.autocommit = True
+        conn.prepare_threshold = w.prepare_threshold = None  # unnamed statements only
+        for _ in range(5):
+            assert conn.execute(sql, (1,)).fetchall() == [(0,)]
+        behind_back(cluster, "UPDATE cache_t SET v = 5 WHERE id = 1")
+        assert conn.execute(sql, (1,)).fetchall() == [(5,)]  # no rule names cache_t
+        s.write_config(cache_config())
+        s.reload()
+        assert warm(s, conn, sql, (1,)) == [(5,)]  # the same text: cached now
+        for i in range(4):
+            w.execute("UPDATE cache_t SET v = %s WHERE id = 1", (10 + i,))
+            assert conn.execute(sql, (1,)).fetchall() == [(10 + i,)]
+            assert warm(s, conn, sql, (1,)) == [(10 + i,)]
+
+
 def test_asyncpg_prepared_statements_hit(sluice, cluster):
     import asyncio
 

@@ -134,8 +134,10 @@ def test_metrics_top_fingerprints(sluice):
     s = sluice({"pgbouncer": {"metrics_listen": "127.0.0.1:{metrics_port}",
                               "insights_metrics_top": "2"}})
     with s.connect() as conn:
+        # The first statement's time holds the server's login: not one of these.
+        conn.execute("SELECT 1")
         for i in range(3):
-            conn.execute(named(f"top_{i}", f"pg_sleep(0.0{i + 1})"))
+            conn.execute(named(f"top_{i}", f"pg_sleep({0.01 + 0.03 * i:.2f})"))
     samples = scrape(s.metrics_port)[1]
     infos = {dict(k[1])["fingerprint"]: dict(k[1])["query"]
              for k in samples if k[0] == "sluice_query_info"}
@@ -147,7 +149,7 @@ def test_metrics_top_fingerprints(sluice):
     assert calls == 1
     p99 = samples[("sluice_query_latency_seconds",
                    frozenset({"fingerprint": fp, "quantile": "0.99"}.items()))]
-    assert 0.028 <= p99 <= 0.05
+    assert 0.065 <= p99 <= 0.12  # pg_sleep(0.07), and a loaded machine
     assert samples[("sluice_insights_fingerprints", frozenset())] >= 3
 
 

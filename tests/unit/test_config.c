@@ -614,6 +614,15 @@ static void test_databases(void **state)
                  "or statement");
     expect_error("[databases]\npgbouncer = host=x\n",
                  "t.ini:2: database name \"pgbouncer\" is reserved for the admin console");
+    /* A refused URL's password is not repeated in the error. */
+    expect_error("[sluice]\ncache = redis://u:hunter2@h:1/0\n",
+                 "t.ini:2: invalid value \"redis://u:***@h:1/0\" for cache: credentials "
+                 "(user:password@) are not supported");
+    expect_error("[sluice]\ncache = redis://hunter2@h:1/0\n",
+                 "t.ini:2: invalid value \"redis://***@h:1/0\" for cache: credentials "
+                 "(user:password@) are not supported");
+    expect_error("[databases]\nsluice = host=x\n",
+                 "t.ini:2: database name \"sluice\" is reserved for the admin console");
     expect_error("[databases]\n\"\" = host=x\n", "t.ini:2: empty database name");
     expect_error("[databases]\nmy db = host=x\n",
                  "t.ini:2: syntax error: whitespace in name \"my db\" (quote it with double "

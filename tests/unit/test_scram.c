@@ -1,6 +1,7 @@
 /* test_scram.c - SCRAM-SHA-256 both sides: RFC 7677 vector, round trips,
  * ClientKey passthrough, wrong passwords and malformed messages. */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -842,6 +843,146 @@ static void test_free_wipes(void **state)
     assert_memory_equal(&c, zero, sizeof(c));
 }
 
+/* ---- channel binding (tls-server-end-point) ---- */
+
+static const uint8_t CERT_HASH[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
+                                      12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+                                      23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+
+/* A server offering binding with hash sh, the client binding with ch (NULL:
+ * the client sends "y"), mechanism mech: the status of the exchange. */
+static enum scram_status cbind_exchange(const uint8_t *sh, const uint8_t *ch, bool client_y,
+                                        const char *mech)
+{
+    struct scram_client c;
+    struct scram_server s;
+    assert_true(scram_server_init(&s, RFC_SECRET));
+    if (sh)
+        assert_true(scram_server_set_cbind(&s, sh, sizeof(CERT_HASH)));
+    scram_client_init_password(&c, RFC_PASSWORD);
+    if (ch)
+        assert_true(scram_client_set_cbind(&c, ch, sizeof(CERT_HASH)));
+    else if (client_y)
+        assert_true(scram_client_set_cbind(&c, NULL, 0));
+    enum scram_status st = SCRAM_ERR_UNSUPPORTED;
+    if (scram_server_set_mechanism(&s, mech))
+        st = exchange(&c, &s);
+    scram_client_free(&c);
+    scram_server_free(&s);
+    return st;
+}
+
+static void test_cbind_roundtrip(void **state)
+{
+    (void)state;
+    assert_int_equal(cbind_exchange(CERT_HASH, CERT_HASH, false, SCRAM_PLUS_MECHANISM), SCRAM_OK);
+    /* Offered, but the client does not bind ("n", plain SCRAM): allowed, as
+     * libpq's channel_binding=disable does. */
+    assert_int_equal(cbind_exchange(CERT_HASH, NULL, false, SCRAM_MECHANISM), SCRAM_OK);
+    /* Not offered (no TLS), and a client that could bind says "y". */
+    assert_int_equal(cbind_exchange(NULL, NULL, true, SCRAM_MECHANISM), SCRAM_OK);
+}
+
+static void test_cbind_refusals(void **state)
+{
+    (void)state;
+    uint8_t other[32];
+    memcpy(other, CERT_HASH, sizeof(other));
+    other[31] ^= 1;
+    /* A man in the middle: the client saw another certificate. */
+    assert_int_equal(cbind_exchange(CERT_HASH, other, false, SCRAM_PLUS_MECHANISM),
+                     SCRAM_ERR_CHANNEL_BINDING);
+    /* "y" although we offered binding: a downgrade. */
+    assert_int_equal(cbind_exchange(CERT_HASH, NULL, true, SCRAM_MECHANISM),
+                     SCRAM_ERR_CHANNEL_BINDING);
+    /* -PLUS only when offered; binding data only with -PLUS, -PLUS only with it. */
+    assert_int_equal(cbind_exchange(NULL, CERT_HASH, false, SCRAM_PLUS_MECHANISM),
+                     SCRAM_ERR_UNSUPPORTED);
+    assert_int_equal(cbind_exchange(CERT_HASH, CERT_HASH, false, SCRAM_MECHANISM),
+                     SCRAM_ERR_MALFORMED);
+    assert_int_equal(cbind_exchange(CERT_HASH, NULL, false, SCRAM_PLUS_MECHANISM),
+                     SCRAM_ERR_MALFORMED);
+    /* "p=" when nothing was offered. */
+    assert_int_equal(cbind_exchange(NULL, CERT_HASH, false, SCRAM_MECHANISM),
+                     SCRAM_ERR_CHANNEL_BINDING);
+
+    struct scram_server s;
+    char out[BUF];
+    const char *err;
+    assert_true(scram_server_init(&s, RFC_SECRET));
+    assert_false(scram_server_set_mechanism(&s, "SCRAM-SHA-1"));
+    assert_false(scram_server_set_cbind(&s, CERT_HASH, 0));
+    assert_false(scram_server_set_cbind(&s, CERT_HASH, SCRAM_CBIND_MAX + 1));
+    assert_true(scram_server_set_cbind(&s, CERT_HASH, sizeof(CERT_HASH)));
+    assert_true(scram_server_set_mechanism(&s, SCRAM_PLUS_MECHANISM));
+    /* Another binding type. */
+    assert_int_equal(srv_first(&s, "p=tls-unique,,n=,r=abc", out, &err), SCRAM_ERR_CHANNEL_BINDING);
+    scram_server_free(&s);
+    assert_true(scram_server_init(&s, RFC_SECRET));
+    assert_true(scram_server_set_cbind(&s, CERT_HASH, sizeof(CERT_HASH)));
+    assert_true(scram_server_set_mechanism(&s, SCRAM_PLUS_MECHANISM));
+    assert_int_equal(srv_first(&s, "p=tls-server-end-point", out, &err), SCRAM_ERR_CHANNEL_BINDING);
+    scram_server_free(&s);
+    assert_true(scram_server_init(&s, RFC_SECRET));
+    assert_true(scram_server_set_cbind(&s, CERT_HASH, sizeof(CERT_HASH)));
+    assert_true(scram_server_set_mechanism(&s, SCRAM_PLUS_MECHANISM));
+    assert_int_equal(srv_first(&s, "p=tls-server-end-point,", out, &err), SCRAM_ERR_MALFORMED);
+    scram_server_free(&s);
+}
+
+/* The client's messages carry the binding as RFC 5802 says: the GS2 header
+ * in client-first, and base64(header + hash) as c= in client-final. */
+static void test_cbind_client_messages(void **state)
+{
+    (void)state;
+    struct scram_client c;
+    char m1[BUF], m3[BUF];
+    size_t n1;
+    const char *err;
+    scram_client_init_password(&c, RFC_PASSWORD);
+    assert_false(scram_client_set_cbind(&c, CERT_HASH, 0));
+    assert_true(scram_client_set_cbind(&c, CERT_HASH, sizeof(CERT_HASH)));
+    assert_true(scram_client_test_set_nonce(&c, NULL, RFC_CLIENT_NONCE));
+    assert_int_equal(scram_client_first(&c, m1, sizeof(m1), &n1), SCRAM_OK);
+    assert_string_equal(m1, "p=tls-server-end-point,,n=,r=" RFC_CLIENT_NONCE);
+    assert_int_equal(cli_final(&c, RFC_SERVER_FIRST, m3, &err), SCRAM_OK);
+    uint8_t raw[64];
+    const char *hdr = "p=tls-server-end-point,,";
+    memcpy(raw, hdr, strlen(hdr));
+    memcpy(raw + strlen(hdr), CERT_HASH, sizeof(CERT_HASH));
+    char want[128] = "c=";
+    EVP_EncodeBlock((unsigned char *)want + 2, raw, (int)(strlen(hdr) + sizeof(CERT_HASH)));
+    strcat(want, ",r=");
+    assert_memory_equal(m3, want, strlen(want));
+    scram_client_free(&c);
+
+    scram_client_init_password(&c, RFC_PASSWORD);
+    assert_true(scram_client_set_cbind(&c, NULL, 0));
+    assert_true(scram_client_test_set_nonce(&c, NULL, RFC_CLIENT_NONCE));
+    assert_int_equal(scram_client_first(&c, m1, sizeof(m1), &n1), SCRAM_OK);
+    assert_string_equal(m1, "y,,n=,r=" RFC_CLIENT_NONCE);
+    assert_int_equal(cli_final(&c, RFC_SERVER_FIRST, m3, &err), SCRAM_OK);
+    assert_memory_equal(m3, "c=eSws,r=", 9);           /* eSws = base64("y,,") */
+    assert_false(scram_client_set_cbind(&c, NULL, 0)); /* too late */
+    scram_client_free(&c);
+}
+
+static void test_user_salt(void **state)
+{
+    (void)state;
+    uint8_t key[SCRAM_KEY_LEN] = {7}, other[SCRAM_KEY_LEN] = {8};
+    uint8_t a[16], b[16], c[16], d[16];
+    assert_true(scram_user_salt(key, "alice", a, 16));
+    assert_true(scram_user_salt(key, "alice", b, 16));
+    assert_memory_equal(a, b, 16);
+    assert_true(scram_user_salt(key, "bob", c, 16));
+    assert_memory_not_equal(a, c, 16);
+    assert_true(scram_user_salt(other, "alice", d, 16));
+    assert_memory_not_equal(a, d, 16);
+    assert_false(scram_user_salt(key, "alice", a, 0));
+    assert_false(scram_user_salt(key, "alice", a, SCRAM_KEY_LEN + 1));
+}
+
 int main(void)
 {
     log_set_quiet(true);
@@ -866,6 +1007,10 @@ int main(void)
         cmocka_unit_test(test_random_nonces),
         cmocka_unit_test(test_status_str),
         cmocka_unit_test(test_free_wipes),
+        cmocka_unit_test(test_cbind_roundtrip),
+        cmocka_unit_test(test_cbind_refusals),
+        cmocka_unit_test(test_cbind_client_messages),
+        cmocka_unit_test(test_user_salt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

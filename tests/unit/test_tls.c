@@ -280,12 +280,72 @@ static void test_apply_config(void **state)
     tls_shutdown();
 }
 
+/* ---- channel binding: the certificate hash (RFC 5929 section 4.1) ------------- */
+
+/* A self-signed certificate for pkey, signed with md (NULL: the key's own). */
+static X509 *self_signed(EVP_PKEY *pkey, const EVP_MD *md)
+{
+    X509 *x = X509_new();
+    assert_non_null(x);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 7);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, pkey);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                               (const unsigned char *)"cbind", -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    assert_true(X509_sign(x, pkey, md) > 0);
+    return x;
+}
+
+static void expect_hash(X509 *x, const EVP_MD *want)
+{
+    uint8_t got[64], ref[64];
+    unsigned int n = 0;
+    size_t len = tls_cert_endpoint_hash(x, got, sizeof(got));
+    assert_true(X509_digest(x, want, ref, &n));
+    assert_int_equal(len, n);
+    assert_memory_equal(got, ref, n);
+    /* Too small a buffer: no hash rather than a cut one. */
+    assert_int_equal(tls_cert_endpoint_hash(x, got, n - 1), 0);
+}
+
+static void test_endpoint_hash(void **state)
+{
+    (void)state;
+    EVP_PKEY *ec = EVP_EC_gen("P-256");
+    assert_non_null(ec);
+    X509 *x = self_signed(ec, EVP_sha256());
+    expect_hash(x, EVP_sha256());
+    X509_free(x);
+    x = self_signed(ec, EVP_sha384());
+    expect_hash(x, EVP_sha384());
+    X509_free(x);
+    x = self_signed(ec, EVP_sha512());
+    expect_hash(x, EVP_sha512());
+    X509_free(x);
+    /* SHA-1 (and MD5) signatures hash with SHA-256. */
+    x = self_signed(ec, EVP_sha1());
+    expect_hash(x, EVP_sha256());
+    X509_free(x);
+    EVP_PKEY_free(ec);
+    /* Ed25519 has no separate digest: no binding. */
+    EVP_PKEY *ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    assert_non_null(ed);
+    x = self_signed(ed, NULL);
+    uint8_t buf[64];
+    assert_int_equal(tls_cert_endpoint_hash(x, buf, sizeof(buf)), 0);
+    X509_free(x);
+    EVP_PKEY_free(ed);
+    assert_int_equal(tls_cert_endpoint_hash(NULL, buf, sizeof(buf)), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sslmode_parse),   cmocka_unit_test(test_protocols_parse),
         cmocka_unit_test(test_ctx_client_side), cmocka_unit_test(test_ctx_server_side),
-        cmocka_unit_test(test_apply_config),
+        cmocka_unit_test(test_apply_config),    cmocka_unit_test(test_endpoint_hash),
     };
     return cmocka_run_group_tests(tests, setup_certs, teardown_certs);
 }
