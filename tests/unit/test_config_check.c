@@ -16,20 +16,7 @@
 
 #include "config_check.h"
 
-static char tmpdir[64];
-
-static const char *write_file(const char *name, const char *text)
-{
-    static char paths[4][256];
-    static int next;
-    char *path = paths[next++ % 4];
-    snprintf(path, sizeof(paths[0]), "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    return path;
-}
+#include "tmpdir_test.h"
 
 /* An EC key in tmpdir/key_name and, with cert_name, a self-signed
  * certificate for it. */

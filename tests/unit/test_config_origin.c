@@ -13,21 +13,7 @@
 
 #include "config.h"
 
-static char tmpdir[64];
-
-/* tmpdir/name holding text; the path in a static buffer per call. */
-static const char *write_file(const char *name, const char *text)
-{
-    static char paths[4][256];
-    static int next;
-    char *path = paths[next++ % 4];
-    snprintf(path, sizeof(paths[0]), "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    return path;
-}
+#include "tmpdir_test.h"
 
 static int setup(void **state)
 {
