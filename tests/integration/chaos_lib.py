@@ -47,6 +47,7 @@ class _Link:
         self.cwriter = cwriter
         self.uwriter = None
         self.cut_budget = None  # (direction, bytes left) once a cut is armed
+        self.held = False  # trapped: the server's answers are dropped
         self.closed = False
 
     def abort(self):
@@ -64,19 +65,30 @@ class FaultProxy:
     None) to forward n more bytes in direction ("down": server to sluice,
     "up": sluice to server, None: whichever comes first) and then reset both
     sides; blackhole() stops reading and forwarding on every link and holds
-    new connections unanswered; heal() undoes all three. Counters: accepted,
-    cuts (links cut), refused (upstream connect failures)."""
+    new connections unanswered; heal() undoes all three. trap(pattern)
+    arms a trap: the next chunk sluice sends that contains pattern (say a
+    COMMIT) is forwarded, and from then on that link's answers are dropped
+    (the server's answer never reaches sluice) until the link ends; .sprung
+    is set then, for the test to kill the server. refuse(True): new
+    connections are reset at once (a host that is gone). Counters:
+    accepted, cuts (links cut), refused (upstream connect failures or
+    refusals), trapped. host: the address to listen on (any 127.x.y.z)."""
 
-    def __init__(self, target_port):
+    def __init__(self, target_port, host="127.0.0.1", port=0):
         self.target_port = target_port
         self.latency = 0.0
         self.links = set()
-        self.accepted = self.cuts = self.refused = 0
+        self.accepted = self.cuts = self.refused = self.trapped = 0
+        self.trap_pattern = None
+        self.sprung = threading.Event()
+        self.refusing = False
+        self.accept_times = []  # monotonic time of each accepted connection
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.gate = self._run(self._make_gate())
-        self.server = self._run(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.server = self._run(asyncio.start_server(self._handle, host, port))
+        self.host = host
         self.port = self.server.sockets[0].getsockname()[1]
 
     def _run(self, coro, timeout=10):
@@ -94,7 +106,12 @@ class FaultProxy:
         return gate
 
     async def _handle(self, creader, cwriter):
+        if self.refusing:
+            self.refused += 1
+            cwriter.transport.abort()
+            return
         self.accepted += 1
+        self.accept_times.append(time.monotonic())
         link = _Link(cwriter)
         self.links.add(link)
         try:
@@ -124,6 +141,17 @@ class FaultProxy:
                     await asyncio.sleep(self.latency)
                 if link.closed:
                     break
+                if link.held and direction == "down":
+                    continue  # trapped: the answer is lost with the server
+                trap = self.trap_pattern
+                if trap is not None and direction == "up" and trap in data:
+                    self.trap_pattern = None
+                    self.trapped += 1
+                    link.held = True
+                    writer.write(data)
+                    await writer.drain()
+                    self.sprung.set()
+                    continue
                 budget = link.cut_budget
                 if budget is not None and budget[0] in (None, direction):
                     if len(data) >= budget[1]:
@@ -157,9 +185,27 @@ class FaultProxy:
     def blackhole(self):
         self._call(self.gate.clear)
 
+    def trap(self, pattern):
+        """Arm the trap (see the class); clears .sprung."""
+        self.sprung.clear()
+        self.trap_pattern = pattern
+
+    def refuse(self, on=True):
+        self.refusing = on
+
+    def drop_held(self):
+        """Reset the trapped links (their server is gone); how many."""
+        def drop():
+            held = [link for link in self.links if link.held and not link.closed]
+            for link in held:
+                link.abort()
+            return len(held)
+        return self._call(drop)
+
     def heal(self):
         def heal():
             self.latency = 0.0
+            self.trap_pattern = None
             for link in self.links:
                 link.cut_budget = None
             self.gate.set()
@@ -228,6 +274,9 @@ class Client:
         self.appname = f"chaos-{run}-{index}"
         self.owner = f"owner-{run}-{index}"
         self.outcomes = {}  # nonce -> "committed" | "failed" | "unknown"
+        self.copies = {}  # nonce of a COPY -> its number of rows (outcome in outcomes)
+        self.read_ports = {}  # server port -> reads it answered
+        self.lsn = None  # the last sluice.lsn after a commit (carry_lsn)
         self.operations = self.reads = self.read_errors = self.connects = 0
         self.connect_errors = 0
         self.mixed = []  # descriptions of answers that were not this client's
@@ -236,7 +285,8 @@ class Client:
         self.errors = {}  # phase:sqlstate (or error class) -> count
         self.messages = {}  # phase:sqlstate -> the first message seen
         self.busy_since = None  # monotonic time the current operation began
-        self.n_committed = self.n_unknown = 0  # running counts for the read check
+        self.n_committed = self.n_unknown = 0  # writes committed / unknown so far
+        self.rows_committed = self.rows_unknown = 0  # their rows, for the read check
 
     def note_error(self, e, phase):
         if any(g in str(e) for g in GARBLED):
@@ -256,11 +306,21 @@ class Workload:
     function of the application_name) until stop(); run: this workload's
     name in the table and in nonces."""
 
-    def __init__(self, dsn, clients=50, run=None, write_share=0.75):
+    def __init__(self, dsn, clients=50, run=None, write_share=0.75, copy_share=0.0,
+                 copy_rows=200, carry_lsn=False):
         self.dsn = dsn
         self.run = run or f"r{os.getpid()}x{random.randrange(1 << 30)}"
         self.clients = [Client(i, self.run) for i in range(clients)]
         self.write_share = write_share
+        # copy_share of the writes are a COPY FROM STDIN of copy_rows rows
+        # (ids nonce/0 .. nonce/copy_rows-1), all or none of which must commit.
+        self.copy_share = copy_share
+        self.copy_rows = copy_rows
+        # carry_lsn: a client that reconnects asks for reads at least as
+        # fresh as its last commit (sluice.min_lsn = the sluice.lsn it was
+        # given), as an application must across a pooler restart, where
+        # sluice forgets the read_your_writes positions it knew.
+        self.carry_lsn = carry_lsn
         self.stopping = threading.Event()
         self.threads = []
 
@@ -280,7 +340,10 @@ class Workload:
         return [c.index for c, t in zip(self.clients, self.threads) if t.is_alive()]
 
     def _connect(self, c):
-        conn = psycopg.connect(self.dsn(c.appname), autocommit=True, prepare_threshold=None)
+        dsn = self.dsn(c.appname)
+        if self.carry_lsn and c.lsn:
+            dsn += f" options='-c sluice.min_lsn={c.lsn}'"
+        conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=None)
         c.connects += 1
         return conn
 
@@ -302,7 +365,10 @@ class Workload:
             c.busy_since = time.monotonic()
             try:
                 if rng.random() < self.write_share:
-                    self._write(conn, c, nonce, seq)
+                    if self.copy_share and rng.random() < self.copy_share:
+                        self._copy(conn, c, nonce, seq)
+                    else:
+                        self._write(conn, c, nonce, seq)
                 else:
                     self._read(conn, c, nonce, rng.randrange(PAD_MAX))
             except psycopg.Error:
@@ -356,26 +422,61 @@ class Workload:
                 c.outcomes[nonce] = "failed"
             else:
                 c.n_unknown += 1
+                c.rows_unknown += 1
             raise
         c.outcomes[nonce] = "committed"
         c.n_committed += 1
+        c.rows_committed += 1
+        self._note_lsn(conn, c)
+
+    def _note_lsn(self, conn, c):
+        if self.carry_lsn:
+            c.lsn = conn.info.parameter_status("sluice.lsn") or c.lsn
+
+    def _copy(self, conn, c, nonce, seq):
+        """COPY FROM STDIN of copy_rows rows in autocommit: its own
+        transaction. Until the COPY is sent whole (CopyDone), nothing can
+        commit; from then on an error leaves the outcome unknown."""
+        c.operations += 1
+        n = self.copy_rows
+        c.copies[nonce] = n
+        c.outcomes[nonce] = "failed"
+        cur = conn.cursor()
+        try:
+            with cur.copy(f"COPY {TABLE} (id, run, client, seq) FROM STDIN") as cp:
+                for i in range(n):
+                    cp.write_row((f"{nonce}/{i}", self.run, c.index, seq))
+                # Leaving the block sends CopyDone and waits for the answer.
+                c.outcomes[nonce] = "unknown"
+        except psycopg.Error as e:
+            c.note_error(e, "copy")
+            if c.outcomes[nonce] == "unknown":
+                c.n_unknown += 1
+                c.rows_unknown += n
+            raise
+        _expect(c, "copy row count", cur.rowcount, n)
+        c.outcomes[nonce] = "committed"
+        c.n_committed += 1
+        c.rows_committed += n
+        self._note_lsn(conn, c)
 
     def _read(self, conn, c, nonce, pad):
         c.operations += 1
-        low = c.n_committed
-        high = low + c.n_unknown
+        low = c.rows_committed
+        high = low + c.rows_unknown
         try:
             row = conn.execute(
                 "SELECT %s::text, current_setting('application_name'), "
                 "coalesce(current_setting('chaos.owner', true), ''), "
                 f"(SELECT count(*) FROM {TABLE} WHERE run = %s AND client = %s), "
-                "txid_current_if_assigned() IS NULL, repeat(%s, %s)",
+                "txid_current_if_assigned() IS NULL, repeat(%s, %s), inet_server_port()",
                 (nonce, self.run, c.index, nonce[-1], pad)).fetchone()
         except psycopg.Error as e:
             c.read_errors += 1
             c.note_error(e, "read")
             raise
         c.reads += 1
+        c.read_ports[row[6]] = c.read_ports.get(row[6], 0) + 1
         _expect(c, "read nonce", row[0], nonce)
         _expect(c, "read application_name", row[1], c.appname)
         # Outside a transaction: no transaction-local setting of anyone's,
@@ -391,11 +492,16 @@ class Workload:
     def check(self, conn):
         """Counts after the run, from the primary (conn: direct): (counts,
         errors by phase:sqlstate, a message of each, details of what failed)."""
-        present = {r[0] for r in conn.execute(
-            f"SELECT id FROM {TABLE} WHERE run = %s", (self.run,)).fetchall()}
+        # A COPY's rows are nonce/0, nonce/1, ...: present counts them by nonce.
+        present = {}
+        for (rid,) in conn.execute(f"SELECT id FROM {TABLE} WHERE run = %s",
+                                   (self.run,)).fetchall():
+            base = rid.split("/", 1)[0]
+            present[base] = present.get(base, 0) + 1
         counts = dict(operations=0, writes=0, acknowledged=0, failed=0, unknown=0,
                       unknown_committed=0, lost=0, phantom=0, mixed=0, garbled=0, bad_reads=0,
-                      reads=0, connects=0)
+                      reads=0, connects=0, copies=0, partial=0, unknown_08007=0,
+                      read_ports={})
         sent = set()
         details = []
         errors = {}
@@ -412,9 +518,17 @@ class Workload:
             for k, v in c.errors.items():
                 errors[k] = errors.get(k, 0) + v
                 messages.setdefault(k, c.messages[k])
+            counts["unknown_08007"] += sum(v for k, v in c.errors.items()
+                                           if k in ("commit:08007", "copy:08007"))
             for nonce, outcome in c.outcomes.items():
                 sent.add(nonce)
                 counts["writes"] += 1
+                if nonce in c.copies:
+                    counts["copies"] += 1
+                    if present.get(nonce, 0) not in (0, c.copies[nonce]):
+                        counts["partial"] += 1
+                        details.append(f"COPY {nonce}: {present[nonce]} of its "
+                                       f"{c.copies[nonce]} rows committed")
                 if outcome == "committed":
                     counts["acknowledged"] += 1
                     if nonce not in present:
@@ -428,7 +542,10 @@ class Workload:
                 else:
                     counts["unknown"] += 1
                     counts["unknown_committed"] += nonce in present
-        strangers = present - sent
+        for c in self.clients:
+            for port, n in c.read_ports.items():
+                counts["read_ports"][port] = counts["read_ports"].get(port, 0) + n
+        strangers = set(present) - sent
         counts["phantom"] += len(strangers)
         details += [f"never sent but present: {n}" for n in sorted(strangers)[:5]]
         return counts, errors, messages, details[:40]
