@@ -17,6 +17,7 @@ unknown (the connection broke while COMMIT was in flight). check() then
 reads the table on the primary directly."""
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -80,6 +81,7 @@ class FaultProxy:
         self.links = set()
         self.accepted = self.cuts = self.refused = self.trapped = 0
         self.trap_pattern = None
+        self.trap_cut = None
         self.sprung = threading.Event()
         self.refusing = False
         self.accept_times = []  # monotonic time of each accepted connection
@@ -147,7 +149,10 @@ class FaultProxy:
                 if trap is not None and direction == "up" and trap in data:
                     self.trap_pattern = None
                     self.trapped += 1
-                    link.held = True
+                    if self.trap_cut is None:
+                        link.held = True
+                    else:  # the cut counts from the end of this chunk
+                        link.cut_budget = self.trap_cut
                     writer.write(data)
                     await writer.drain()
                     self.sprung.set()
@@ -185,10 +190,22 @@ class FaultProxy:
     def blackhole(self):
         self._call(self.gate.clear)
 
-    def trap(self, pattern):
-        """Arm the trap (see the class); clears .sprung."""
+    def trap(self, pattern, cut=None):
+        """Arm the trap (see the class); clears .sprung. cut=(direction,
+        n): instead of dropping the answers, that link is cut after n more
+        bytes in direction (as cut() does)."""
         self.sprung.clear()
+        self.trap_cut = cut
         self.trap_pattern = pattern
+
+    def drop_all(self):
+        """Reset every link at once (the host went away); how many."""
+        def drop():
+            links = [link for link in self.links if not link.closed]
+            for link in links:
+                link.abort()
+            return len(links)
+        return self._call(drop)
 
     def refuse(self, on=True):
         self.refusing = on
@@ -559,3 +576,55 @@ def wait_primary_up(cluster, timeout=60):
         except psycopg.Error:
             return False
     wait_until(up, timeout, "the primary to accept connections", 0.2)
+
+
+# ------------------------------------------------------------ one scenario
+
+CHAOS_SECONDS = float(os.environ.get("CHAOS_SECONDS", "12"))
+CHAOS_CLIENTS = int(os.environ.get("CHAOS_CLIENTS", "50"))
+HEALED_SECONDS = 5  # load after the last heal, which must commit again
+
+
+def run_checked(name, s, cluster, user, faults, seconds=None, workload=None, strict=()):
+    """The scenario name: CHAOS_CLIENTS clients (Workload(**workload)) through
+    the pooler s as user while faults(deadline) runs for `seconds`
+    (CHAOS_SECONDS), then HEALED_SECONDS of load after the heal. The checker
+    then reads the table on cluster's primary; the counts are printed and
+    appended to $CHAOS_REPORT. Asserts lost = phantom = mixed = garbled =
+    bad_reads = partial = 0, no client hung, commits after the heal; and
+    that each count named in strict is 0 (failed, unknown, read_errors: a
+    fault that must cost the clients nothing). faults returns a dict of its
+    own counts, merged into the report. Returns (report, workload)."""
+    seconds = CHAOS_SECONDS if seconds is None else seconds
+    with cluster.primary_conn() as conn:
+        create_table(conn)
+    w = Workload(lambda app: s.dsn(user=user, application_name=app), CHAOS_CLIENTS,
+                 **(workload or {})).start()
+    started = time.monotonic()
+    try:
+        fault_counts = faults(started + seconds)
+    finally:
+        healed_at = sum(c.n_committed for c in w.clients)
+        time.sleep(HEALED_SECONDS)
+        after_heal = sum(c.n_committed for c in w.clients) - healed_at
+        hung = w.stop()
+    wait_primary_up(cluster)
+    with cluster.primary_conn() as conn:
+        counts, errors, messages, details = w.check(conn)
+    counts["read_errors"] = sum(c.read_errors for c in w.clients)
+    counts["reconnects"] = counts["connects"] - len(w.clients)
+    report = dict(scenario=name, seconds=seconds, clients=CHAOS_CLIENTS,
+                  elapsed=round(time.monotonic() - started, 1), **fault_counts, **counts,
+                  committed_after_heal=after_heal, hung=len(hung), errors=errors)
+    print(f"\nchaos {name}: " + json.dumps(report))
+    if os.environ.get("CHAOS_REPORT"):
+        with open(os.environ["CHAOS_REPORT"], "a") as f:
+            f.write(json.dumps(report) + "\n")
+    print("  " + "\n  ".join(f"{k}: {m}" for k, m in sorted(messages.items())))
+    why = f"{json.dumps(report)}\n" + "\n".join(details) + "\n" + s.log_tail(30)
+    for key in ("lost", "mixed", "garbled", "phantom", "bad_reads", "partial") + tuple(strict):
+        assert counts[key] == 0, f"{key} = {counts[key]}\n{why}"
+    assert not hung, f"clients {hung} still busy at the end\n{why}"
+    assert counts["acknowledged"] > 0, why
+    assert after_heal > 0, f"nothing committed in the {HEALED_SECONDS} s after the heal\n{why}"
+    return report, w
