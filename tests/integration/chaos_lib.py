@@ -585,7 +585,8 @@ CHAOS_CLIENTS = int(os.environ.get("CHAOS_CLIENTS", "50"))
 HEALED_SECONDS = 5  # load after the last heal, which must commit again
 
 
-def run_checked(name, s, cluster, user, faults, seconds=None, workload=None, strict=()):
+def run_checked(name, s, cluster, user, faults, seconds=None, workload=None, strict=(),
+                on_start=None):
     """The scenario name: CHAOS_CLIENTS clients (Workload(**workload)) through
     the pooler s as user while faults(deadline) runs for `seconds`
     (CHAOS_SECONDS), then HEALED_SECONDS of load after the heal. The checker
@@ -600,6 +601,8 @@ def run_checked(name, s, cluster, user, faults, seconds=None, workload=None, str
         create_table(conn)
     w = Workload(lambda app: s.dsn(user=user, application_name=app), CHAOS_CLIENTS,
                  **(workload or {})).start()
+    if on_start:
+        on_start(w)
     started = time.monotonic()
     try:
         fault_counts = faults(started + seconds)
