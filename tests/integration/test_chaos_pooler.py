@@ -10,7 +10,7 @@ phantom, mixed, garbled, bad_reads and partial COPYs all 0, no client hung,
 commits after the heal) and what its fault promises besides.
 
 CHAOS_SECONDS (12 here; `make chaos`: 600) is each scenario's fault time.
-make test runs only commit_killed, for CHAOS_SAMPLE_SECONDS (6); the others
+make test runs only commit_killed, for CHAOS_SAMPLE_SECONDS (3); the others
 run when CHAOS_ALL=1 (`make chaos` sets it)."""
 
 import os
@@ -27,7 +27,7 @@ from chaos_lib import (CHAOS_SECONDS, FaultProxy, kill9_node, run_checked, wait_
 from sluice_fixture import IS_PGBOUNCER, RUN_AS
 
 CONNECT_TIMEOUT = 2  # server_connect_timeout
-SAMPLE_SECONDS = float(os.environ.get("CHAOS_SAMPLE_SECONDS", "6"))
+SAMPLE_SECONDS = float(os.environ.get("CHAOS_SAMPLE_SECONDS", "3"))
 ALL = os.environ.get("CHAOS_ALL") == "1"
 
 pytestmark = [pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own suite"),
