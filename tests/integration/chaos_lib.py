@@ -34,6 +34,12 @@ TABLE = "chaos_w"
 # that are not the messages of its own answer.
 GARBLED = ("got message type", "lost synchronization", "unexpected response",
            "message contents do not agree", "invalid message length", "insufficient data")
+# What a client told of a write whose outcome sluice cannot know may have
+# heard: 08007 transaction_resolution_unknown (sluice's), or 57P01 (the
+# server's own "terminating connection", passed on). A write that committed
+# although its client heard anything else (a bare connection loss, 08006)
+# counts as unflagged_commits.
+TOLD_UNKNOWN = ("08007", "57P01")
 # Reads ask for a padding column of up to this many bytes: answers large
 # enough to stream through sluice in pieces, so that cuts land inside them.
 PAD_MAX = 20000
@@ -292,6 +298,7 @@ class Client:
         self.owner = f"owner-{run}-{index}"
         self.outcomes = {}  # nonce -> "committed" | "failed" | "unknown"
         self.copies = {}  # nonce of a COPY -> its number of rows (outcome in outcomes)
+        self.unknown_why = {}  # nonce of an unknown outcome -> phase:sqlstate it was told
         self.read_ports = {}  # server port -> reads it answered
         self.lsn = None  # the last sluice.lsn after a commit (carry_lsn)
         self.operations = self.reads = self.read_errors = self.connects = 0
@@ -440,6 +447,7 @@ class Workload:
             else:
                 c.n_unknown += 1
                 c.rows_unknown += 1
+                c.unknown_why[nonce] = f"commit:{e.sqlstate or type(e).__name__}"
             raise
         c.outcomes[nonce] = "committed"
         c.n_committed += 1
@@ -470,6 +478,7 @@ class Workload:
             if c.outcomes[nonce] == "unknown":
                 c.n_unknown += 1
                 c.rows_unknown += n
+                c.unknown_why[nonce] = f"copy:{e.sqlstate or type(e).__name__}"
             raise
         _expect(c, "copy row count", cur.rowcount, n)
         c.outcomes[nonce] = "committed"
@@ -517,7 +526,7 @@ class Workload:
             present[base] = present.get(base, 0) + 1
         counts = dict(operations=0, writes=0, acknowledged=0, failed=0, unknown=0,
                       unknown_committed=0, lost=0, phantom=0, mixed=0, garbled=0, bad_reads=0,
-                      reads=0, connects=0, copies=0, partial=0, unknown_08007=0,
+                      reads=0, connects=0, copies=0, partial=0, unknown_08007=0, unflagged_commits=0,
                       read_ports={})
         sent = set()
         details = []
@@ -559,6 +568,10 @@ class Workload:
                 else:
                     counts["unknown"] += 1
                     counts["unknown_committed"] += nonce in present
+                    why = c.unknown_why.get(nonce, "")
+                    if nonce in present and why.split(":")[-1] not in TOLD_UNKNOWN:
+                        counts["unflagged_commits"] += 1
+                        details.append(f"committed, but its client was told {why}: {nonce}")
         for c in self.clients:
             for port, n in c.read_ports.items():
                 counts["read_ports"][port] = counts["read_ports"].get(port, 0) + n
@@ -592,7 +605,7 @@ def run_checked(name, s, cluster, user, faults, seconds=None, workload=None, str
     (CHAOS_SECONDS), then HEALED_SECONDS of load after the heal. The checker
     then reads the table on cluster's primary; the counts are printed and
     appended to $CHAOS_REPORT. Asserts lost = phantom = mixed = garbled =
-    bad_reads = partial = 0, no client hung, commits after the heal; and
+    bad_reads = partial = unflagged_commits = 0, no client hung, commits after the heal; and
     that each count named in strict is 0 (failed, unknown, read_errors: a
     fault that must cost the clients nothing). faults returns a dict of its
     own counts, merged into the report. Returns (report, workload)."""
@@ -625,7 +638,8 @@ def run_checked(name, s, cluster, user, faults, seconds=None, workload=None, str
             f.write(json.dumps(report) + "\n")
     print("  " + "\n  ".join(f"{k}: {m}" for k, m in sorted(messages.items())))
     why = f"{json.dumps(report)}\n" + "\n".join(details) + "\n" + s.log_tail(30)
-    for key in ("lost", "mixed", "garbled", "phantom", "bad_reads", "partial") + tuple(strict):
+    for key in ("lost", "mixed", "garbled", "phantom", "bad_reads", "partial",
+                "unflagged_commits") + tuple(strict):
         assert counts[key] == 0, f"{key} = {counts[key]}\n{why}"
     assert not hung, f"clients {hung} still busy at the end\n{why}"
     assert counts["acknowledged"] > 0, why

@@ -116,10 +116,20 @@ def test_checker_counts_lost_phantom_and_unknown(primary_conn):
                              (f"checkself-0-{n}", n))
     primary_conn.execute("INSERT INTO chaos_w VALUES ('checkself-9-9', 'checkself', 9, 9)")
     c.mixed.append("read nonce: got 'a', expected 'b'")
+    # 4 committed although its client heard of a lost connection only.
+    c.unknown_why = {"checkself-0-4": "commit:OperationalError"}
+    # COPYs: 6 has 2 of its 3 rows, 7 all of its 3.
+    c.outcomes.update({"checkself-0-6": "committed", "checkself-0-7": "committed"})
+    c.copies = {"checkself-0-6": 3, "checkself-0-7": 3}
+    for nonce, rows in (("checkself-0-6", 2), ("checkself-0-7", 3)):
+        for i in range(rows):
+            primary_conn.execute("INSERT INTO chaos_w VALUES (%s, 'checkself', 0, 6)",
+                                 (f"{nonce}/{i}",))
     counts, _, _, details = w.check(primary_conn)
     assert (counts["acknowledged"], counts["lost"], counts["failed"], counts["unknown"],
-            counts["unknown_committed"], counts["phantom"], counts["mixed"]) == \
-        (2, 1, 1, 2, 1, 2, 1), details
+            counts["unknown_committed"], counts["phantom"], counts["mixed"],
+            counts["unflagged_commits"], counts["copies"], counts["partial"]) == \
+        (4, 1, 1, 2, 1, 2, 1, 1, 2, 1), details
 
 
 @pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own fix")
