@@ -617,8 +617,8 @@ static void relay_server_closed(struct server *sv, struct client *c, const char 
          * client hears exactly that (08007), not 08006, which drivers and
          * applications take as "not done" (issue 17). */
         client_close_error_ready(c, SQLSTATE_RESOLUTION_UNKNOWN,
-                           "server conn crashed with a request in flight: "
-                           "transaction resolution unknown");
+                                 "server conn crashed with a request in flight: "
+                                 "transaction resolution unknown");
         return;
     }
     client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "server conn crashed?");
