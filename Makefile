@@ -126,7 +126,8 @@ integration: integration-bins
 # test_cluster_script.py starts no pooler, so one run of it is enough; the
 # chaos sample (a minute) runs once, above (make chaos: CHAOS_WORKERS), and
 # so do the abusive clients (test_abuse.py, 2 minutes) and the live fuzzer
-# (test_live_fuzz.py, 30 s): make test stays within its budget. The status
+# (test_live_fuzz.py, 30 s), and the memory tests of distinct application_names
+# and statements (workers change nothing there): make test stays within its budget. The status
 # page (rendered on the metrics loop) and the index advisor (worker 0's
 # loop) do the same with any number of workers: once, above, too. All of
 # them pass with 4 workers: run them so after changing what they test.
@@ -134,6 +135,7 @@ integration-workers: integration-bins
 	SLUICE_TEST_WORKERS=4 $(INTEGRATION_RUN) --ignore=tests/integration/test_stress.py \
 	  --ignore=tests/integration/test_cluster_script.py --ignore=tests/integration/test_chaos.py \
 	  --ignore=tests/integration/test_chaos_pooler.py --ignore=tests/integration/test_chaos_replicas.py \
+	  --deselect=tests/integration/test_set_memory.py::test_distinct_appnames_and_statements_keep_memory_flat \
 	  --ignore=tests/integration/test_abuse.py --ignore=tests/integration/test_live_fuzz.py \
 	  --ignore=tests/integration/test_page.py --ignore=tests/integration/test_insights_advice.py
 
