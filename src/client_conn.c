@@ -239,8 +239,14 @@ void client_close_mid_message(struct client *c, const char *reason)
     client_finish(c);
 }
 
-static void close_error(struct client *c, const char *sqlstate, const char *msg, bool ready)
+/* client_close_error() and client_close_error_ready() (ready). */
+__attribute__((format(printf, 4, 0))) static void
+close_error(struct client *c, const char *sqlstate, bool ready, const char *fmt, va_list ap)
 {
+    if (c->state == CL_CLOSED)
+        return;
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     if (client_mid_message(c)) {
         client_close_mid_message(c, msg);
         return;
@@ -264,26 +270,18 @@ static void close_error(struct client *c, const char *sqlstate, const char *msg,
 
 void client_close_error(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
-    if (c->state == CL_CLOSED)
-        return;
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    close_error(c, sqlstate, false, fmt, ap);
     va_end(ap);
-    close_error(c, sqlstate, msg, false);
 }
 
 void client_close_error_ready(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
-    if (c->state == CL_CLOSED)
-        return;
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    close_error(c, sqlstate, true, fmt, ap);
     va_end(ap);
-    close_error(c, sqlstate, msg, true);
 }
 
 bool client_refuse_pqexec(struct client *c, uint8_t type)
