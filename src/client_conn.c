@@ -239,15 +239,14 @@ void client_close_mid_message(struct client *c, const char *reason)
     client_finish(c);
 }
 
-void client_close_error(struct client *c, const char *sqlstate, const char *fmt, ...)
+/* client_close_error() and client_close_error_ready() (ready). */
+__attribute__((format(printf, 4, 0))) static void
+close_error(struct client *c, const char *sqlstate, bool ready, const char *fmt, va_list ap)
 {
     if (c->state == CL_CLOSED)
         return;
     char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     if (client_mid_message(c)) {
         client_close_mid_message(c, msg);
         return;
@@ -258,8 +257,31 @@ void client_close_error(struct client *c, const char *sqlstate, const char *fmt,
         client_log(LOG_LVL_LOG, c, "closing because: %s (age=%llds)", msg,
                    (long long)client_age(c));
     client_write_error(c, true, sqlstate, msg);
+    if (ready) {
+        uint8_t z[8];
+        struct proto_writer wr;
+        proto_writer_init(&wr, z, sizeof(z));
+        proto_build_ready(&wr, 'I');
+        stream_write(&c->s, wr.buf, wr.len);
+    }
     client_detach(c);
     client_finish(c);
+}
+
+void client_close_error(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    close_error(c, sqlstate, false, fmt, ap);
+    va_end(ap);
+}
+
+void client_close_error_ready(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    close_error(c, sqlstate, true, fmt, ap);
+    va_end(ap);
 }
 
 bool client_refuse_pqexec(struct client *c, uint8_t type)

@@ -24,6 +24,13 @@ void client_send_error(struct client *c, const char *sqlstate, const char *fmt, 
  * closes c once the error is written. */
 void client_close_error(struct client *c, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* client_close_error() followed by a ReadyForQuery ('I') before the close:
+ * for an error that ends the request in flight (a lost server with the
+ * outcome unknown, 08007). A driver waits for the end of the request before
+ * it reports an error: without ReadyForQuery, libpq (psycopg) sees the
+ * close first and reports "connection lost" without the SQLSTATE. */
+void client_close_error_ready(struct client *c, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* client_close_error() for a client that has part of a server's message
  * (the server went away, or was given up, while a message streamed
  * through): no ErrorResponse, which the client would read as the rest of

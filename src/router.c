@@ -664,13 +664,13 @@ static void rc_put_if_idle(struct client *c)
 
 void router_client_free(struct client *c)
 {
+    ryw_wait_forget(c); /* even without c->route: see ryw_wait_forget() */
     struct router_client *rc = c->route;
     if (!rc)
         return;
     if (rc->retry_buf)
         iobuf_put(&c->s.worker->bufs, rc->retry_buf);
     rc->retry_buf = NULL;
-    ryw_wait_forget(c);
     rc_put(c);
 }
 

@@ -345,25 +345,44 @@ void ryw_set_hurry(void (*hurry)(void))
  * monitor asks the replicas as often meanwhile). */
 #define WAIT_POLL_SEC 0.001
 
-/* The clients of this thread whose read waits. */
-static _Thread_local struct {
+/* The clients of one worker whose read waits. Per worker, not per thread:
+ * at a SIGINT shutdown the main thread closes other workers' idle clients
+ * while the world is stopped (main.c, shutdown_busy_clients()), and a
+ * client must leave its own worker's list then. With a thread-local list
+ * it stayed there, was freed, and the next tick read it
+ * (heap-use-after-free, test_chaos_sigint_restart with 4 workers). */
+struct wait_list {
     ev_timer timer;
-    bool init;
+    struct ev_loop *loop;
+    int id; /* the worker's */
     struct client **v;
     int n, cap;
-} tl_wait;
+};
+#define WAIT_LISTS 1025 /* workers are at most 1024 (config_keys.c) */
+static struct wait_list *wait_lists[WAIT_LISTS];
+/* The list this thread made (its worker's), freed at thread exit. */
+static _Thread_local struct wait_list *tl_list;
+
+static struct wait_list *wait_list_of(const struct client *c)
+{
+    int id = c->s.worker->id;
+    return id >= 0 && id < WAIT_LISTS ? wait_lists[id] : NULL;
+}
 
 static void wait_remove(struct client *c)
 {
-    for (int i = 0; i < tl_wait.n; i++) {
-        if (tl_wait.v[i] == c) {
-            tl_wait.v[i] = tl_wait.v[--tl_wait.n];
+    struct wait_list *l = wait_list_of(c);
+    if (!l)
+        return;
+    for (int i = 0; i < l->n; i++) {
+        if (l->v[i] == c) {
+            l->v[i] = l->v[--l->n];
             atomic_fetch_sub(&ryw_waiting, 1);
             break;
         }
     }
-    if (!tl_wait.n && tl_wait.init)
-        ev_timer_stop(c->s.worker->loop, &tl_wait.timer);
+    if (!l->n)
+        ev_timer_stop(l->loop, &l->timer);
 }
 
 /* Bumped (any thread) whenever the lag monitor learns a replica's new
@@ -377,18 +396,18 @@ static _Thread_local uint64_t tl_epoch_seen;
 static void wait_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
-    (void)t;
     (void)revents;
+    struct wait_list *l = t->data;
     uint64_t epoch = atomic_load_explicit(&ryw_lag_epoch, memory_order_acquire);
     bool moved = epoch != tl_epoch_seen;
     tl_epoch_seen = epoch;
     int64_t timeout = g_pooler.cfg->replica_wait_timeout;
     /* From the end: a client routed on leaves the list (its last entry
      * takes its place), and one still waiting stays where it is. */
-    for (int i = tl_wait.n - 1; i >= 0; i--) {
-        if (i >= tl_wait.n)
+    for (int i = l->n - 1; i >= 0; i--) {
+        if (i >= l->n)
             continue;
-        struct client *c = tl_wait.v[i];
+        struct client *c = l->v[i];
         const struct ryw_client *rc = c->route ? &c->route->ryw : NULL;
         if (c->state != CL_IDLE || !c->s.rbuf || !iobuf_len(c->s.rbuf) || !rc) {
             ryw_wait_forget(c);
@@ -412,22 +431,29 @@ bool ryw_wait(struct client *c, struct ryw_client *rc, int64_t now, uint64_t flo
     if (rc->wait_start)
         return now - rc->wait_start < timeout;
     struct worker *w = c->s.worker;
-    if (!tl_wait.init) {
-        ev_timer_init(&tl_wait.timer, wait_tick, WAIT_POLL_SEC, WAIT_POLL_SEC);
-        tl_wait.init = true;
+    struct wait_list *l = wait_list_of(c);
+    if (!l) {
+        if (w->id < 0 || w->id >= WAIT_LISTS || !(l = calloc(1, sizeof(*l))))
+            return false;
+        ev_timer_init(&l->timer, wait_tick, WAIT_POLL_SEC, WAIT_POLL_SEC);
+        l->timer.data = l;
+        l->loop = w->loop;
+        l->id = w->id;
+        wait_lists[w->id] = l;
+        tl_list = l;
     }
-    if (tl_wait.n == tl_wait.cap) {
-        int cap = tl_wait.cap ? tl_wait.cap * 2 : 16;
-        struct client **v = realloc(tl_wait.v, (size_t)cap * sizeof(*v));
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 16;
+        struct client **v = realloc(l->v, (size_t)cap * sizeof(*v));
         if (!v)
             return false;
-        tl_wait.v = v;
-        tl_wait.cap = cap;
+        l->v = v;
+        l->cap = cap;
     }
-    tl_wait.v[tl_wait.n++] = c;
+    l->v[l->n++] = c;
     rc->wait_start = now;
-    if (!ev_is_active(&tl_wait.timer))
-        ev_timer_start(w->loop, &tl_wait.timer);
+    if (!ev_is_active(&l->timer))
+        ev_timer_start(w->loop, &l->timer);
     void (*hurry)(void) = atomic_load(&g_hurry);
     if (atomic_fetch_add(&ryw_waiting, 1) == 0 && hurry)
         hurry();
@@ -456,16 +482,24 @@ void ryw_wait_end(struct client *c, struct ryw_client *rc, int64_t now, bool rep
 void ryw_wait_forget(struct client *c)
 {
     struct ryw_client *rc = c->route ? &c->route->ryw : NULL;
-    if (rc && rc->wait_start) {
+    if (rc) {
         rc->wait_start = 0;
         rc->wait_plain = false;
-        wait_remove(c);
     }
+    /* Out of the list whatever rc says (a client listed must never be
+     * freed): the list is its worker's waiting reads, short, and empty
+     * most of the time. */
+    wait_remove(c);
 }
 
 void ryw_thread_done(void)
 {
-    free(tl_wait.v);
-    tl_wait.v = NULL;
-    tl_wait.n = tl_wait.cap = 0;
+    struct wait_list *l = tl_list;
+    if (!l)
+        return;
+    ev_timer_stop(l->loop, &l->timer);
+    wait_lists[l->id] = NULL;
+    free(l->v);
+    free(l);
+    tl_list = NULL;
 }

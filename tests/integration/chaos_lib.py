@@ -17,6 +17,7 @@ unknown (the connection broke while COMMIT was in flight). check() then
 reads the table on the primary directly."""
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -33,6 +34,12 @@ TABLE = "chaos_w"
 # that are not the messages of its own answer.
 GARBLED = ("got message type", "lost synchronization", "unexpected response",
            "message contents do not agree", "invalid message length", "insufficient data")
+# What a client told of a write whose outcome sluice cannot know may have
+# heard: 08007 transaction_resolution_unknown (sluice's), or 57P01 (the
+# server's own "terminating connection", passed on). A write that committed
+# although its client heard anything else (a bare connection loss, 08006)
+# counts as unflagged_commits.
+TOLD_UNKNOWN = ("08007", "57P01")
 # Reads ask for a padding column of up to this many bytes: answers large
 # enough to stream through sluice in pieces, so that cuts land inside them.
 PAD_MAX = 20000
@@ -47,6 +54,7 @@ class _Link:
         self.cwriter = cwriter
         self.uwriter = None
         self.cut_budget = None  # (direction, bytes left) once a cut is armed
+        self.held = False  # trapped: the server's answers are dropped
         self.closed = False
 
     def abort(self):
@@ -64,19 +72,31 @@ class FaultProxy:
     None) to forward n more bytes in direction ("down": server to sluice,
     "up": sluice to server, None: whichever comes first) and then reset both
     sides; blackhole() stops reading and forwarding on every link and holds
-    new connections unanswered; heal() undoes all three. Counters: accepted,
-    cuts (links cut), refused (upstream connect failures)."""
+    new connections unanswered; heal() undoes all three. trap(pattern)
+    arms a trap: the next chunk sluice sends that contains pattern (say a
+    COMMIT) is forwarded, and from then on that link's answers are dropped
+    (the server's answer never reaches sluice) until the link ends; .sprung
+    is set then, for the test to kill the server. refuse(True): new
+    connections are reset at once (a host that is gone). Counters:
+    accepted, cuts (links cut), refused (upstream connect failures or
+    refusals), trapped. host: the address to listen on (any 127.x.y.z)."""
 
-    def __init__(self, target_port):
+    def __init__(self, target_port, host="127.0.0.1", port=0):
         self.target_port = target_port
         self.latency = 0.0
         self.links = set()
-        self.accepted = self.cuts = self.refused = 0
+        self.accepted = self.cuts = self.refused = self.trapped = 0
+        self.trap_pattern = None
+        self.trap_cut = None
+        self.sprung = threading.Event()
+        self.refusing = False
+        self.accept_times = []  # monotonic time of each accepted connection
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.gate = self._run(self._make_gate())
-        self.server = self._run(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.server = self._run(asyncio.start_server(self._handle, host, port))
+        self.host = host
         self.port = self.server.sockets[0].getsockname()[1]
 
     def _run(self, coro, timeout=10):
@@ -94,7 +114,12 @@ class FaultProxy:
         return gate
 
     async def _handle(self, creader, cwriter):
+        if self.refusing:
+            self.refused += 1
+            cwriter.transport.abort()
+            return
         self.accepted += 1
+        self.accept_times.append(time.monotonic())
         link = _Link(cwriter)
         self.links.add(link)
         try:
@@ -124,6 +149,20 @@ class FaultProxy:
                     await asyncio.sleep(self.latency)
                 if link.closed:
                     break
+                if link.held and direction == "down":
+                    continue  # trapped: the answer is lost with the server
+                trap = self.trap_pattern
+                if trap is not None and direction == "up" and trap in data:
+                    self.trap_pattern = None
+                    self.trapped += 1
+                    if self.trap_cut is None:
+                        link.held = True
+                    else:  # the cut counts from the end of this chunk
+                        link.cut_budget = self.trap_cut
+                    writer.write(data)
+                    await writer.drain()
+                    self.sprung.set()
+                    continue
                 budget = link.cut_budget
                 if budget is not None and budget[0] in (None, direction):
                     if len(data) >= budget[1]:
@@ -157,9 +196,39 @@ class FaultProxy:
     def blackhole(self):
         self._call(self.gate.clear)
 
+    def trap(self, pattern, cut=None):
+        """Arm the trap (see the class); clears .sprung. cut=(direction,
+        n): instead of dropping the answers, that link is cut after n more
+        bytes in direction (as cut() does)."""
+        self.sprung.clear()
+        self.trap_cut = cut
+        self.trap_pattern = pattern
+
+    def drop_all(self):
+        """Reset every link at once (the host went away); how many."""
+        def drop():
+            links = [link for link in self.links if not link.closed]
+            for link in links:
+                link.abort()
+            return len(links)
+        return self._call(drop)
+
+    def refuse(self, on=True):
+        self.refusing = on
+
+    def drop_held(self):
+        """Reset the trapped links (their server is gone); how many."""
+        def drop():
+            held = [link for link in self.links if link.held and not link.closed]
+            for link in held:
+                link.abort()
+            return len(held)
+        return self._call(drop)
+
     def heal(self):
         def heal():
             self.latency = 0.0
+            self.trap_pattern = None
             for link in self.links:
                 link.cut_budget = None
             self.gate.set()
@@ -228,6 +297,10 @@ class Client:
         self.appname = f"chaos-{run}-{index}"
         self.owner = f"owner-{run}-{index}"
         self.outcomes = {}  # nonce -> "committed" | "failed" | "unknown"
+        self.copies = {}  # nonce of a COPY -> its number of rows (outcome in outcomes)
+        self.unknown_why = {}  # nonce of an unknown outcome -> phase:sqlstate it was told
+        self.read_ports = {}  # server port -> reads it answered
+        self.lsn = None  # the last sluice.lsn after a commit (carry_lsn)
         self.operations = self.reads = self.read_errors = self.connects = 0
         self.connect_errors = 0
         self.mixed = []  # descriptions of answers that were not this client's
@@ -236,7 +309,8 @@ class Client:
         self.errors = {}  # phase:sqlstate (or error class) -> count
         self.messages = {}  # phase:sqlstate -> the first message seen
         self.busy_since = None  # monotonic time the current operation began
-        self.n_committed = self.n_unknown = 0  # running counts for the read check
+        self.n_committed = self.n_unknown = 0  # writes committed / unknown so far
+        self.rows_committed = self.rows_unknown = 0  # their rows, for the read check
 
     def note_error(self, e, phase):
         if any(g in str(e) for g in GARBLED):
@@ -256,11 +330,21 @@ class Workload:
     function of the application_name) until stop(); run: this workload's
     name in the table and in nonces."""
 
-    def __init__(self, dsn, clients=50, run=None, write_share=0.75):
+    def __init__(self, dsn, clients=50, run=None, write_share=0.75, copy_share=0.0,
+                 copy_rows=200, carry_lsn=False):
         self.dsn = dsn
         self.run = run or f"r{os.getpid()}x{random.randrange(1 << 30)}"
         self.clients = [Client(i, self.run) for i in range(clients)]
         self.write_share = write_share
+        # copy_share of the writes are a COPY FROM STDIN of copy_rows rows
+        # (ids nonce/0 .. nonce/copy_rows-1), all or none of which must commit.
+        self.copy_share = copy_share
+        self.copy_rows = copy_rows
+        # carry_lsn: a client that reconnects asks for reads at least as
+        # fresh as its last commit (sluice.min_lsn = the sluice.lsn it was
+        # given), as an application must across a pooler restart, where
+        # sluice forgets the read_your_writes positions it knew.
+        self.carry_lsn = carry_lsn
         self.stopping = threading.Event()
         self.threads = []
 
@@ -280,7 +364,10 @@ class Workload:
         return [c.index for c, t in zip(self.clients, self.threads) if t.is_alive()]
 
     def _connect(self, c):
-        conn = psycopg.connect(self.dsn(c.appname), autocommit=True, prepare_threshold=None)
+        dsn = self.dsn(c.appname)
+        if self.carry_lsn and c.lsn:
+            dsn += f" options='-c sluice.min_lsn={c.lsn}'"
+        conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=None)
         c.connects += 1
         return conn
 
@@ -302,7 +389,10 @@ class Workload:
             c.busy_since = time.monotonic()
             try:
                 if rng.random() < self.write_share:
-                    self._write(conn, c, nonce, seq)
+                    if self.copy_share and rng.random() < self.copy_share:
+                        self._copy(conn, c, nonce, seq)
+                    else:
+                        self._write(conn, c, nonce, seq)
                 else:
                     self._read(conn, c, nonce, rng.randrange(PAD_MAX))
             except psycopg.Error:
@@ -356,26 +446,63 @@ class Workload:
                 c.outcomes[nonce] = "failed"
             else:
                 c.n_unknown += 1
+                c.rows_unknown += 1
+                c.unknown_why[nonce] = f"commit:{e.sqlstate or type(e).__name__}"
             raise
         c.outcomes[nonce] = "committed"
         c.n_committed += 1
+        c.rows_committed += 1
+        self._note_lsn(conn, c)
+
+    def _note_lsn(self, conn, c):
+        if self.carry_lsn:
+            c.lsn = conn.info.parameter_status("sluice.lsn") or c.lsn
+
+    def _copy(self, conn, c, nonce, seq):
+        """COPY FROM STDIN of copy_rows rows in autocommit: its own
+        transaction. Until the COPY is sent whole (CopyDone), nothing can
+        commit; from then on an error leaves the outcome unknown."""
+        c.operations += 1
+        n = self.copy_rows
+        c.copies[nonce] = n
+        c.outcomes[nonce] = "failed"
+        cur = conn.cursor()
+        try:
+            with cur.copy(f"COPY {TABLE} (id, run, client, seq) FROM STDIN") as cp:
+                for i in range(n):
+                    cp.write_row((f"{nonce}/{i}", self.run, c.index, seq))
+                # Leaving the block sends CopyDone and waits for the answer.
+                c.outcomes[nonce] = "unknown"
+        except psycopg.Error as e:
+            c.note_error(e, "copy")
+            if c.outcomes[nonce] == "unknown":
+                c.n_unknown += 1
+                c.rows_unknown += n
+                c.unknown_why[nonce] = f"copy:{e.sqlstate or type(e).__name__}"
+            raise
+        _expect(c, "copy row count", cur.rowcount, n)
+        c.outcomes[nonce] = "committed"
+        c.n_committed += 1
+        c.rows_committed += n
+        self._note_lsn(conn, c)
 
     def _read(self, conn, c, nonce, pad):
         c.operations += 1
-        low = c.n_committed
-        high = low + c.n_unknown
+        low = c.rows_committed
+        high = low + c.rows_unknown
         try:
             row = conn.execute(
                 "SELECT %s::text, current_setting('application_name'), "
                 "coalesce(current_setting('chaos.owner', true), ''), "
                 f"(SELECT count(*) FROM {TABLE} WHERE run = %s AND client = %s), "
-                "txid_current_if_assigned() IS NULL, repeat(%s, %s)",
+                "txid_current_if_assigned() IS NULL, repeat(%s, %s), inet_server_port()",
                 (nonce, self.run, c.index, nonce[-1], pad)).fetchone()
         except psycopg.Error as e:
             c.read_errors += 1
             c.note_error(e, "read")
             raise
         c.reads += 1
+        c.read_ports[row[6]] = c.read_ports.get(row[6], 0) + 1
         _expect(c, "read nonce", row[0], nonce)
         _expect(c, "read application_name", row[1], c.appname)
         # Outside a transaction: no transaction-local setting of anyone's,
@@ -391,11 +518,16 @@ class Workload:
     def check(self, conn):
         """Counts after the run, from the primary (conn: direct): (counts,
         errors by phase:sqlstate, a message of each, details of what failed)."""
-        present = {r[0] for r in conn.execute(
-            f"SELECT id FROM {TABLE} WHERE run = %s", (self.run,)).fetchall()}
+        # A COPY's rows are nonce/0, nonce/1, ...: present counts them by nonce.
+        present = {}
+        for (rid,) in conn.execute(f"SELECT id FROM {TABLE} WHERE run = %s",
+                                   (self.run,)).fetchall():
+            base = rid.split("/", 1)[0]
+            present[base] = present.get(base, 0) + 1
         counts = dict(operations=0, writes=0, acknowledged=0, failed=0, unknown=0,
                       unknown_committed=0, lost=0, phantom=0, mixed=0, garbled=0, bad_reads=0,
-                      reads=0, connects=0)
+                      reads=0, connects=0, copies=0, partial=0, unknown_08007=0, unflagged_commits=0,
+                      read_ports={})
         sent = set()
         details = []
         errors = {}
@@ -412,9 +544,17 @@ class Workload:
             for k, v in c.errors.items():
                 errors[k] = errors.get(k, 0) + v
                 messages.setdefault(k, c.messages[k])
+            counts["unknown_08007"] += sum(v for k, v in c.errors.items()
+                                           if k in ("commit:08007", "copy:08007"))
             for nonce, outcome in c.outcomes.items():
                 sent.add(nonce)
                 counts["writes"] += 1
+                if nonce in c.copies:
+                    counts["copies"] += 1
+                    if present.get(nonce, 0) not in (0, c.copies[nonce]):
+                        counts["partial"] += 1
+                        details.append(f"COPY {nonce}: {present[nonce]} of its "
+                                       f"{c.copies[nonce]} rows committed")
                 if outcome == "committed":
                     counts["acknowledged"] += 1
                     if nonce not in present:
@@ -428,7 +568,14 @@ class Workload:
                 else:
                     counts["unknown"] += 1
                     counts["unknown_committed"] += nonce in present
-        strangers = present - sent
+                    why = c.unknown_why.get(nonce, "")
+                    if nonce in present and why.split(":")[-1] not in TOLD_UNKNOWN:
+                        counts["unflagged_commits"] += 1
+                        details.append(f"committed, but its client was told {why}: {nonce}")
+        for c in self.clients:
+            for port, n in c.read_ports.items():
+                counts["read_ports"][port] = counts["read_ports"].get(port, 0) + n
+        strangers = set(present) - sent
         counts["phantom"] += len(strangers)
         details += [f"never sent but present: {n}" for n in sorted(strangers)[:5]]
         return counts, errors, messages, details[:40]
@@ -442,3 +589,59 @@ def wait_primary_up(cluster, timeout=60):
         except psycopg.Error:
             return False
     wait_until(up, timeout, "the primary to accept connections", 0.2)
+
+
+# ------------------------------------------------------------ one scenario
+
+CHAOS_SECONDS = float(os.environ.get("CHAOS_SECONDS", "12"))
+CHAOS_CLIENTS = int(os.environ.get("CHAOS_CLIENTS", "50"))
+HEALED_SECONDS = 5  # load after the last heal, which must commit again
+
+
+def run_checked(name, s, cluster, user, faults, seconds=None, workload=None, strict=(),
+                on_start=None):
+    """The scenario name: CHAOS_CLIENTS clients (Workload(**workload)) through
+    the pooler s as user while faults(deadline) runs for `seconds`
+    (CHAOS_SECONDS), then HEALED_SECONDS of load after the heal. The checker
+    then reads the table on cluster's primary; the counts are printed and
+    appended to $CHAOS_REPORT. Asserts lost = phantom = mixed = garbled =
+    bad_reads = partial = unflagged_commits = 0, no client hung, commits after the heal; and
+    that each count named in strict is 0 (failed, unknown, read_errors: a
+    fault that must cost the clients nothing). faults returns a dict of its
+    own counts, merged into the report. Returns (report, workload)."""
+    seconds = CHAOS_SECONDS if seconds is None else seconds
+    with cluster.primary_conn() as conn:
+        create_table(conn)
+    w = Workload(lambda app: s.dsn(user=user, application_name=app), CHAOS_CLIENTS,
+                 **(workload or {})).start()
+    if on_start:
+        on_start(w)
+    started = time.monotonic()
+    try:
+        fault_counts = faults(started + seconds)
+    finally:
+        healed_at = sum(c.n_committed for c in w.clients)
+        time.sleep(HEALED_SECONDS)
+        after_heal = sum(c.n_committed for c in w.clients) - healed_at
+        hung = w.stop()
+    wait_primary_up(cluster)
+    with cluster.primary_conn() as conn:
+        counts, errors, messages, details = w.check(conn)
+    counts["read_errors"] = sum(c.read_errors for c in w.clients)
+    counts["reconnects"] = counts["connects"] - len(w.clients)
+    report = dict(scenario=name, seconds=seconds, clients=CHAOS_CLIENTS,
+                  elapsed=round(time.monotonic() - started, 1), **fault_counts, **counts,
+                  committed_after_heal=after_heal, hung=len(hung), errors=errors)
+    print(f"\nchaos {name}: " + json.dumps(report))
+    if os.environ.get("CHAOS_REPORT"):
+        with open(os.environ["CHAOS_REPORT"], "a") as f:
+            f.write(json.dumps(report) + "\n")
+    print("  " + "\n  ".join(f"{k}: {m}" for k, m in sorted(messages.items())))
+    why = f"{json.dumps(report)}\n" + "\n".join(details) + "\n" + s.log_tail(30)
+    for key in ("lost", "mixed", "garbled", "phantom", "bad_reads", "partial",
+                "unflagged_commits") + tuple(strict):
+        assert counts[key] == 0, f"{key} = {counts[key]}\n{why}"
+    assert not hung, f"clients {hung} still busy at the end\n{why}"
+    assert counts["acknowledged"] > 0, why
+    assert after_heal > 0, f"nothing committed in the {HEALED_SECONDS} s after the heal\n{why}"
+    return report, w

@@ -116,10 +116,20 @@ def test_checker_counts_lost_phantom_and_unknown(primary_conn):
                              (f"checkself-0-{n}", n))
     primary_conn.execute("INSERT INTO chaos_w VALUES ('checkself-9-9', 'checkself', 9, 9)")
     c.mixed.append("read nonce: got 'a', expected 'b'")
+    # 4 committed although its client heard of a lost connection only.
+    c.unknown_why = {"checkself-0-4": "commit:OperationalError"}
+    # COPYs: 6 has 2 of its 3 rows, 7 all of its 3.
+    c.outcomes.update({"checkself-0-6": "committed", "checkself-0-7": "committed"})
+    c.copies = {"checkself-0-6": 3, "checkself-0-7": 3}
+    for nonce, rows in (("checkself-0-6", 2), ("checkself-0-7", 3)):
+        for i in range(rows):
+            primary_conn.execute("INSERT INTO chaos_w VALUES (%s, 'checkself', 0, 6)",
+                                 (f"{nonce}/{i}",))
     counts, _, _, details = w.check(primary_conn)
     assert (counts["acknowledged"], counts["lost"], counts["failed"], counts["unknown"],
-            counts["unknown_committed"], counts["phantom"], counts["mixed"]) == \
-        (2, 1, 1, 2, 1, 2, 1), details
+            counts["unknown_committed"], counts["phantom"], counts["mixed"],
+            counts["unflagged_commits"], counts["copies"], counts["partial"]) == \
+        (4, 1, 1, 2, 1, 2, 1, 1, 2, 1), details
 
 
 @pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own fix")
@@ -161,3 +171,70 @@ def test_server_lost_mid_message_sends_no_error_inside_it(sluice, cluster, pool_
             assert pconn.execute("SELECT 1").fetchone() == (1,)
     finally:
         proxy.stop()
+
+
+def commit_through_trap(proxy, conn, sql="COMMIT"):
+    """sql (COMMIT) on conn while the proxy drops the server's answer and
+    then resets that server connection: the error psycopg raises (None if
+    it succeeded)."""
+    proxy.trap(sql.encode() + b"\0")
+
+    def drop():
+        if proxy.sprung.wait(10):
+            time.sleep(0.1)  # the server has run the COMMIT by now
+            proxy.drop_held()
+
+    t = threading.Thread(target=drop)
+    t.start()
+    try:
+        conn.execute(sql)
+    except psycopg.Error as e:
+        return e
+    finally:
+        t.join()
+    return None
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own fix")
+def test_server_lost_at_commit_reports_resolution_unknown(sluice, cluster, pool_user,
+                                                          primary_conn):
+    """Regression (issue 17): a server lost while a COMMIT was in flight was
+    reported as 08006 "server conn crashed?", which says the connection
+    failed, and applications take for "not committed". Here the COMMIT did
+    commit (the server ran it, only its answer was lost): the client must be
+    told the outcome is unknown, 08007 transaction_resolution_unknown, with
+    the SQLSTATE visible to the driver (a ReadyForQuery follows the FATAL
+    error: libpq reports an error only at the end of its request). In a
+    failed transaction nothing can commit: 08006 still."""
+    primary_conn.execute("DROP TABLE IF EXISTS chaos_commit")
+    primary_conn.execute("CREATE TABLE chaos_commit (x int)")
+    primary_conn.execute("GRANT ALL ON chaos_commit TO PUBLIC")
+    proxy = FaultProxy(cluster.primary_port)
+    try:
+        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
+                    "pgbouncer": {"default_pool_size": 2, "reserve_pool_size": 0}})
+        with s.connect(user=pool_user) as conn:
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO chaos_commit VALUES (1)")
+            e = commit_through_trap(proxy, conn)
+        assert e is not None, "COMMIT succeeded although its answer was lost"
+        assert e.sqlstate == "08007", (e.sqlstate, str(e))
+        assert "transaction resolution unknown" in str(e)
+        assert primary_conn.execute("SELECT count(*) FROM chaos_commit").fetchone() == (1,)
+        # A COMMIT of a failed transaction only rolls back: not unknown.
+        with s.connect(user=pool_user) as conn:
+            conn.execute("BEGIN")
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                conn.execute("SELECT 1 / 0")
+            e = commit_through_trap(proxy, conn)
+        assert isinstance(e, psycopg.OperationalError), e
+        assert e.sqlstate != "08007" and "resolution unknown" not in str(e), str(e)
+        assert "server conn crashed?" in str(e)  # 08006, as a lost connection
+        # An autocommit write is its own COMMIT.
+        with s.connect(user=pool_user) as conn:
+            e = commit_through_trap(proxy, conn, "INSERT INTO chaos_commit VALUES (2)")
+        assert e is not None and e.sqlstate == "08007", (e and e.sqlstate, str(e))
+        assert primary_conn.execute("SELECT count(*) FROM chaos_commit").fetchone() == (2,)
+    finally:
+        proxy.stop()
+        primary_conn.execute("DROP TABLE IF EXISTS chaos_commit")
