@@ -87,6 +87,8 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_SECONDS ?= 60
 
 TEST_SAN  := address,undefined
+# The builds make test (and its parts) runs compile this many files at once.
+TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST    := /usr/bin/python3 -m pytest
 
 .PHONY: all clean test unit integration integration-workers demo demo-stop bench fuzz lint \
@@ -112,9 +114,11 @@ deps:
 
 # Unit tests always run under ASan+UBSan.
 unit:
+	@$(MAKE) --no-print-directory -j$(TEST_JOBS) SANITIZER=$(TEST_SAN) unit-bins
 	@$(MAKE) --no-print-directory SANITIZER=$(TEST_SAN) unit-run
 
-.PHONY: unit-run
+.PHONY: unit-run unit-bins
+unit-bins: $(UNIT_BINS)
 unit-run: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
@@ -127,8 +131,8 @@ INTEGRATION_RUN = SLUICE_BIN=$(CURDIR)/build/address-undefined/sluice $(PYTEST) 
 
 .PHONY: integration-bins
 integration-bins:
-	@$(MAKE) --no-print-directory SANITIZER=$(TEST_SAN) all
-	@$(MAKE) --no-print-directory SANITIZER= all
+	@$(MAKE) --no-print-directory -j$(TEST_JOBS) SANITIZER=$(TEST_SAN) all
+	@$(MAKE) --no-print-directory -j$(TEST_JOBS) SANITIZER= all
 
 integration: integration-bins
 	SLUICE_TEST_WORKERS=1 $(INTEGRATION_RUN)
@@ -144,7 +148,9 @@ integration: integration-bins
 # loop) do the same with any number of workers: once, above, too. All of
 # them pass with 4 workers: run them so after changing what they test.
 # The security review (test_security.py: logins, the console's users,
-# secrets, TLS) is decided before a client reaches a worker's pools: once.
+# secrets, TLS) is decided before a client reaches a worker's pools, and
+# sluice --check, the man pages and systemd's notifications (test_check.py,
+# test_man.py, test_notify.py) are the main thread's: once.
 integration-workers: integration-bins
 	SLUICE_TEST_WORKERS=4 $(INTEGRATION_RUN) --ignore=tests/integration/test_stress.py \
 	  --ignore=tests/integration/test_cluster_script.py --ignore=tests/integration/test_chaos.py \
@@ -152,7 +158,8 @@ integration-workers: integration-bins
 	  --deselect=tests/integration/test_set_memory.py::test_distinct_appnames_and_statements_keep_memory_flat \
 	  --ignore=tests/integration/test_abuse.py --ignore=tests/integration/test_live_fuzz.py \
 	  --ignore=tests/integration/test_page.py --ignore=tests/integration/test_insights_advice.py \
-	  --ignore=tests/integration/test_security.py
+	  --ignore=tests/integration/test_security.py --ignore=tests/integration/test_check.py \
+	  --ignore=tests/integration/test_man.py --ignore=tests/integration/test_notify.py
 
 # The chaos suite at length (issue 17; not part of make test): each scenario
 # for CHAOS_SECONDS under CHAOS_CLIENTS clients, sluice on CHAOS_WORKERS
@@ -222,7 +229,8 @@ TSAN_TESTS := test_stress.py test_cancel.py test_peers.py test_limits.py test_ad
 TSAN_OPTIONS ?= second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp
 
 tsan:
-	@TSAN_OPTIONS="$(TSAN_OPTIONS)" $(MAKE) --no-print-directory SANITIZER=thread all unit-run
+	@$(MAKE) --no-print-directory -j$(TEST_JOBS) SANITIZER=thread all unit-bins
+	@TSAN_OPTIONS="$(TSAN_OPTIONS)" $(MAKE) --no-print-directory SANITIZER=thread unit-run
 	TSAN_OPTIONS="$(TSAN_OPTIONS)" SLUICE_TEST_WORKERS=4 SLUICE_STRESS_SECONDS=$(TSAN_STRESS_SECONDS) \
 	  SLUICE_STRESS_CLIENTS=$(TSAN_STRESS_CLIENTS) SLUICE_BIN=$(CURDIR)/build/thread/sluice \
 	  $(PYTEST) -x -q $(addprefix tests/integration/,$(TSAN_TESTS))
