@@ -148,11 +148,6 @@ def test_units_verify(package, tmp_path):
     assert svc["RuntimeDirectory"] == ["sluice-%i"]
 
 
-def supports_check():
-    """Whether this sluice has --check (another branch adds it)."""
-    return "--check" in run("/usr/bin/sluice", "--help", check=False).stdout
-
-
 def as_unit(svc, user):
     """preexec_fn for a process started as the unit starts it: its file
     limit and umask, set as root, then its user without other groups."""
@@ -183,8 +178,8 @@ def console(sql, socket_dir="/run/sluice"):
 class UnitProcess:
     """The installed sluice started as a unit (a template's instance with
     instance=NAME) starts it, systemd's part done by the test: the runtime
-    directory, user, file limit and umask, ExecStartPre (when this sluice has
-    --check), ExecStart with NOTIFY_SOCKET, and at the end the runtime
+    directory, user, file limit and umask, ExecStartPre (sluice --check),
+    ExecStart with NOTIFY_SOCKET, and at the end the runtime
     directory's removal."""
 
     def __init__(self, unit, log_path, instance=None):
@@ -203,12 +198,9 @@ class UnitProcess:
         self.uid = user.pw_uid
         kwargs = dict(cwd="/", preexec_fn=as_unit(svc, user))
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-        if supports_check():
-            r = subprocess.run(shlex.split(svc["ExecStartPre"][0]), env=env,
-                               capture_output=True, text=True, **kwargs)
-            assert r.returncode == 0, f"ExecStartPre failed:\n{r.stdout}{r.stderr}"
-        else:
-            print("\nExecStartPre skipped: this sluice has no --check yet", file=sys.stderr)
+        r = subprocess.run(shlex.split(svc["ExecStartPre"][0]), env=env,
+                           capture_output=True, text=True, **kwargs)
+        assert r.returncode == 0, f"ExecStartPre failed:\n{r.stdout}{r.stderr}"
         self.ns = NotifySocket()
         self.out = open(log_path, "w+")
         self.proc = subprocess.Popen(shlex.split(svc["ExecStart"][0]),
