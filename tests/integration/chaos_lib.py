@@ -598,6 +598,30 @@ CHAOS_CLIENTS = int(os.environ.get("CHAOS_CLIENTS", "50"))
 HEALED_SECONDS = 5  # load after the last heal, which must commit again
 
 
+CONNECT_TIMEOUT = 2  # server_connect_timeout of the scenarios' poolers
+
+
+def chaos_config(port, host="127.0.0.1", replica_ports=None, **extra):
+    """The scenarios' pooler: mydb on host:port (a node or a proxy of it),
+    50 clients sharing 10 servers; with replica_ports, those replicas and
+    the read/write split with read_your_writes = user."""
+    db = f"host={host} port={port} dbname=mydb"
+    general = {
+        "default_pool_size": 10,  # 50 clients on 10 servers: sessions are shared
+        "reserve_pool_size": 0,
+        "max_client_conn": 500,
+        "server_connect_timeout": CONNECT_TIMEOUT,
+        "server_login_retry": 1,
+        "query_wait_timeout": 30,
+    }
+    if replica_ports:
+        db += " replicas=" + ",".join(f"127.0.0.1:{p}" for p in replica_ports)
+        general.update(read_write_split="on", read_your_writes="user",
+                       replica_check_interval="0.5", replica_ban_time="2")
+    general.update(extra)
+    return {"databases": {"mydb": db}, "pgbouncer": general}
+
+
 def run_checked(name, s, cluster, user, faults, seconds=None, workload=None, strict=(),
                 on_start=None):
     """The scenario name: CHAOS_CLIENTS clients (Workload(**workload)) through

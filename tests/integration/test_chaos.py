@@ -19,31 +19,16 @@ import time
 
 import pytest
 
-from chaos_lib import FaultProxy, Workload, create_table, kill9_node, wait_primary_up
+from chaos_lib import (CONNECT_TIMEOUT, FaultProxy, Workload, chaos_config, create_table, kill9_node,
+                       wait_primary_up)
 from sluice_fixture import IS_PGBOUNCER
 
 CHAOS_SECONDS = float(os.environ.get("CHAOS_SECONDS", "12"))
 CLIENTS = int(os.environ.get("CHAOS_CLIENTS", "50"))
-CONNECT_TIMEOUT = 2  # server_connect_timeout
 HEALED_SECONDS = 5  # load after the last heal, which must commit again
 TIMEOUT = CHAOS_SECONDS + 300
 
 pytestmark = pytest.mark.timeout(TIMEOUT)
-
-
-def chaos_config(port, **extra):
-    return {
-        "databases": {"mydb": f"host=127.0.0.1 port={port} dbname=mydb"},
-        "pgbouncer": {
-            "default_pool_size": 10,  # 50 clients on 10 servers: sessions are shared
-            "reserve_pool_size": 0,
-            "max_client_conn": 500,
-            "server_connect_timeout": CONNECT_TIMEOUT,
-            "server_login_retry": 1,
-            "query_wait_timeout": 30,
-            **extra,
-        },
-    }
 
 
 def committed(workload):

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from chaos_lib import (CHAOS_SECONDS, FaultProxy, kill9_node, run_checked, wait_primary_up)
+from chaos_lib import (CHAOS_SECONDS, FaultProxy, chaos_config, kill9_node,
+                       run_checked, wait_primary_up)
 from sluice_fixture import IS_PGBOUNCER, RUN_AS
 
-CONNECT_TIMEOUT = 2  # server_connect_timeout
 SAMPLE_SECONDS = float(os.environ.get("CHAOS_SAMPLE_SECONDS", "3"))
 ALL = os.environ.get("CHAOS_ALL") == "1"
 
@@ -38,25 +38,8 @@ chaos_all = pytest.mark.skipif(not ALL, reason="make chaos (CHAOS_ALL=1) runs it
 def split_config(cluster, host="127.0.0.1", port=None, **extra):
     """mydb on the primary (or host:port, a proxy of it) with the shared
     cluster's replicas, the split on."""
-    port = port or cluster.primary_port
-    r1, r2 = cluster.replica_ports
-    return {
-        "databases": {"mydb": f"host={host} port={port} dbname=mydb "
-                              f"replicas=127.0.0.1:{r1},127.0.0.1:{r2}"},
-        "pgbouncer": {
-            "default_pool_size": 10,  # 50 clients on 10 servers: sessions are shared
-            "reserve_pool_size": 0,
-            "max_client_conn": 500,
-            "server_connect_timeout": CONNECT_TIMEOUT,
-            "server_login_retry": 1,
-            "query_wait_timeout": 30,
-            "read_write_split": "on",
-            "read_your_writes": "user",
-            "replica_check_interval": "0.5",
-            "replica_ban_time": "2",
-            **extra,
-        },
-    }
+    return chaos_config(port or cluster.primary_port, host=host,
+                        replica_ports=cluster.replica_ports, **extra)
 
 
 def restart_primary(cluster):

@@ -21,10 +21,10 @@ import time
 import psycopg
 import pytest
 
-from chaos_lib import CHAOS_SECONDS, TABLE, FaultProxy, kill9_node, run_checked
+from chaos_lib import (CHAOS_SECONDS, CONNECT_TIMEOUT, TABLE, FaultProxy, chaos_config, kill9_node,
+                       run_checked)
 from sluice_fixture import IS_PGBOUNCER, ThrowawayCluster, wait_until
 
-CONNECT_TIMEOUT = 2
 
 pytestmark = [pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own suite"),
               pytest.mark.skipif(os.environ.get("CHAOS_ALL") != "1",
@@ -50,27 +50,6 @@ def pool_user(cluster):
     yield name
 
 
-def split_config(primary_port, replica_ports, **extra):
-    replicas = ",".join(f"127.0.0.1:{p}" for p in replica_ports)
-    return {
-        "databases": {"mydb": f"host=127.0.0.1 port={primary_port} dbname=mydb "
-                              f"replicas={replicas}"},
-        "pgbouncer": {
-            "default_pool_size": 10,
-            "reserve_pool_size": 0,
-            "max_client_conn": 500,
-            "server_connect_timeout": CONNECT_TIMEOUT,
-            "server_login_retry": 1,
-            "query_wait_timeout": 30,
-            "read_write_split": "on",
-            "read_your_writes": "user",
-            "replica_check_interval": "0.5",
-            "replica_ban_time": "2",
-            **extra,
-        },
-    }
-
-
 def replica_reads(report, ports):
     return sum(n for p, n in report["read_ports"].items() if int(p) in ports)
 
@@ -86,7 +65,7 @@ def test_chaos_replica_killed(sluice, cluster, pool_user):
     """Every 2 to 5 s one replica (either) gets SIGKILL, postmaster and
     backends at once, with reads in flight on it, and starts again after
     0.1 to 1 s. Reads go on on the other replica and the primary."""
-    s = sluice(split_config(cluster.primary_port, cluster.replica_ports))
+    s = sluice(chaos_config(cluster.primary_port, replica_ports=cluster.replica_ports))
     rng = random.Random(21)
 
     def faults(deadline):
@@ -116,7 +95,8 @@ def test_chaos_replica_blackholed(sluice, cluster, pool_user):
     server_connect_timeout, then healed for 2 to 3 s. query_timeout = 3
     ends the reads stuck in it; the lag monitor's probes to it hang too."""
     proxies = [FaultProxy(p) for p in cluster.replica_ports]
-    s = sluice(split_config(cluster.primary_port, [p.port for p in proxies], query_timeout=3))
+    s = sluice(chaos_config(cluster.primary_port, replica_ports=[p.port for p in proxies],
+                               query_timeout=3))
     rng = random.Random(22)
 
     def faults(deadline):
@@ -159,7 +139,7 @@ def test_chaos_replica_promoted(sluice, cluster, pool_user):
     node that the rogue writer did not write is on the primary too (no write
     of sluice's went there); the other replica kept taking reads."""
     promoted_port, other_port = cluster.replica_ports
-    s = sluice(split_config(cluster.primary_port, cluster.replica_ports))
+    s = sluice(chaos_config(cluster.primary_port, replica_ports=cluster.replica_ports))
     stop_rogue = threading.Event()
     state = {"rogue_rows": 0}
 
