@@ -1064,7 +1064,11 @@ void pool_server_held(struct server *sv)
     p->n_held++;
     p->last_connect_failed = 0;
     p->retry_delay = 0;
-    pool_unlock();
+    /* Its login gave the pool its welcome: logins that waited for one
+     * (and launched nothing, this server being in progress) go on now. */
+    if (p->welcome_ready)
+        pool_welcome_locked(p, sv->s.worker);
+    pool_unlock_run();
 }
 
 void pool_welcome_add(struct pool *p, const char *name, const char *value, const char *interned,

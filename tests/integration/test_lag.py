@@ -99,3 +99,30 @@ def test_no_limit_no_lagging(sluice, cluster, paused):
         wait_until(lambda: (replicas(s)[paused]["lag_bytes"] or 0) > 16384, 10, "replica1 behind")
         assert replicas(s)[paused]["state"] == "ok"
         wait_until(lambda: port_of(conn) == paused, 10, "reads still on replica1")
+
+
+def test_login_while_the_monitor_connects(sluice, cluster):
+    """A pool's first login waits for a server's parameters; when the lag
+    monitor's own connection to the primary is the one in progress (the
+    pool then opens none for the login), its login must welcome the
+    waiting client too. The primary is reached through a slow link, and
+    the client answers the password challenge late, so that the monitor
+    (started by the pool's creation) is mid-login when the client is in."""
+    from chaos_lib import FaultProxy
+    from sluice_fixture import RawConn, startup_packet
+    proxy = FaultProxy(cluster.primary_port)
+    try:
+        proxy.set_latency(0.3)
+        config = split_config(lag_check_interval="0.05", read_your_writes="user")
+        config["databases"]["mydb"] = (
+            f"host=127.0.0.1 port={proxy.port} dbname=mydb "
+            "replicas=127.0.0.1:{replica1_port},127.0.0.1:{replica2_port}")
+        s = sluice(config)
+        c = RawConn(s.port, timeout=10)
+        c.send(startup_packet("md5_user"))
+        # The md5 challenge waits unanswered until the monitor connects.
+        wait_until(lambda: proxy.accepted > 0, 5, "the monitor to connect to the primary")
+        c.finish_login("md5_user")
+        assert c.query("SELECT 1") == [["1"]]
+    finally:
+        proxy.stop()
