@@ -403,6 +403,7 @@ void relay_client_data(struct client *c)
             sv->ready = false; /* an answer is owed (COPY data gets none) */
         stream_consume_msg(s, (uint32_t)r);
         if ((m.type == 'Q' || m.type == 'S') && c->route && c->route->ryw.ride) {
+            stream_cork(&sv->s); /* one send for the request and its ride */
             relay_to_server(c, sv, &fwd);
             ryw_ride(c, &c->route->ryw, sv); /* its write's position, right behind it */
         }
@@ -480,6 +481,7 @@ static void relay_server_data(struct server *sv)
             break;
         if (ms != STREAM_MSG_OK) {
             relay_to_client(sv, c, &fwd, false);
+            stream_uncork(&c->s);
             server_close(sv, "server sent a malformed message");
             return;
         }
@@ -496,6 +498,9 @@ static void relay_server_data(struct server *sv)
             break;
         }
         if (act & REQUEST_SWALLOW) {
+            /* What is left and sluice's answers go in one send (corked
+             * until the end of this call). */
+            stream_cork(&c->s);
             relay_to_client(sv, c, &fwd, false);
             stream_consume_msg(s, m.len);
             fwd = b->start;
@@ -524,10 +529,13 @@ static void relay_server_data(struct server *sv)
             }
         }
         stream_consume_msg(s, m.len);
-        if (act & REQUEST_EMIT)
+        if (act & REQUEST_EMIT) {
+            stream_cork(&c->s);
             relay_to_client(sv, c, &fwd, true);
+        }
     }
     relay_to_client(sv, c, &fwd, false);
+    stream_uncork(&c->s);
     if (at_rfq == RELAY_MOVE || at_rfq == RELAY_RECORD) {
         if (b->start < b->end) {
             server_close(sv, "server sent data after ReadyForQuery");

@@ -78,7 +78,13 @@ static void stream_update(struct stream *s)
     if (ev_is_active(&s->io))
         ev_io_stop(s->worker->loop, &s->io);
     if (want) {
-        ev_io_set(&s->io, s->fd, want);
+        /* Same fd: ev_io_modify, so that a change undone within one loop
+         * iteration (write interest while a send waits, say) costs libev
+         * no epoll_ctl; ev_io_set makes it re-register the fd every time. */
+        if (s->io.fd == s->fd)
+            ev_io_modify(&s->io, want);
+        else
+            ev_io_set(&s->io, s->fd, want);
         ev_io_start(s->worker->loop, &s->io);
     }
 }
@@ -231,7 +237,8 @@ void stream_write(struct stream *s, const void *p, size_t n)
         }
     }
     iobuf_append(&s->worker->bufs, &s->obuf, p, n);
-    stream_update(s);
+    if (!s->corked) /* stream_uncork() sends it and updates the watcher */
+        stream_update(s);
 }
 
 void stream_cork(struct stream *s)
@@ -290,8 +297,14 @@ void stream_detach(struct stream *s)
 
 void stream_attach(struct stream *s)
 {
-    if (!s->closed)
-        stream_update(s);
+    if (s->closed)
+        return;
+    /* A new loop: its table may still hold this fd number's old
+     * registration (a socket closed there in this iteration), so the fd
+     * must be registered whatever the events (ev_io_set marks it so;
+     * stream_update()'s ev_io_modify keeps the mark). */
+    ev_io_set(&s->io, s->fd, s->io.events & (EV_READ | EV_WRITE));
+    stream_update(s);
 }
 
 void stream_unread(struct stream *s, const void *p, size_t n)
