@@ -341,32 +341,58 @@ void ryw_set_hurry(void (*hurry)(void))
     atomic_store(&g_hurry, hurry);
 }
 
-/* While a read waits, the router is asked again this often (the lag
- * monitor asks the replicas as often meanwhile). */
-#define WAIT_POLL_SEC 0.001
-
 /* The clients of one worker whose read waits. Per worker, not per thread:
  * at a SIGINT shutdown the main thread closes other workers' idle clients
  * while the world is stopped (main.c, shutdown_busy_clients()), and a
  * client must leave its own worker's list then. With a thread-local list
  * it stayed there, was freed, and the next tick read it
- * (heap-use-after-free, test_chaos_sigint_restart with 4 workers). */
+ * (heap-use-after-free, test_chaos_sigint_restart with 4 workers).
+ *
+ * No polling: a waiting read is routed again when the lag monitor learns a
+ * new replica position (ryw_lag_moved() wakes the lists that hold reads,
+ * through an ev_async, which costs no system call when the list is the
+ * monitor's own thread's), or when its time is up (one timer per list, at
+ * its earliest deadline). A 1 ms poll woke every worker a thousand times a
+ * second while reads waited, most of the time for nothing. */
 struct wait_list {
-    ev_timer timer;
+    ev_timer timer; /* the earliest deadline */
+    ev_async wake;  /* a replica moved */
     struct ev_loop *loop;
+    struct worker *worker;
     int id; /* the worker's */
     struct client **v;
     int n, cap;
+    _Atomic int listed; /* n, for ryw_lag_moved() on the monitor's thread */
 };
 #define WAIT_LISTS 1025 /* workers are at most 1024 (config_keys.c) */
-static struct wait_list *wait_lists[WAIT_LISTS];
+static struct wait_list *_Atomic wait_lists[WAIT_LISTS];
+static _Atomic int wait_lists_top; /* highest id made, plus one */
 /* The list this thread made (its worker's), freed at thread exit. */
 static _Thread_local struct wait_list *tl_list;
 
 static struct wait_list *wait_list_of(const struct client *c)
 {
     int id = c->s.worker->id;
-    return id >= 0 && id < WAIT_LISTS ? wait_lists[id] : NULL;
+    return id >= 0 && id < WAIT_LISTS ? atomic_load_explicit(&wait_lists[id], memory_order_acquire)
+                                      : NULL;
+}
+
+/* The deadline timer at the earliest wait's end; stopped when none waits. */
+static void wait_arm(struct wait_list *l, int64_t now)
+{
+    ev_timer_stop(l->loop, &l->timer);
+    int64_t first = INT64_MAX, timeout = g_pooler.cfg->replica_wait_timeout;
+    for (int i = 0; i < l->n; i++) {
+        const struct client *c = l->v[i];
+        const struct ryw_client *rc = c->route ? &c->route->ryw : NULL;
+        if (rc && rc->wait_start && rc->wait_start + timeout < first)
+            first = rc->wait_start + timeout;
+    }
+    if (first == INT64_MAX)
+        return;
+    double in = (double)(first - now) / 1e6;
+    ev_timer_set(&l->timer, in > 0 ? in : 0., 0.);
+    ev_timer_start(l->loop, &l->timer);
 }
 
 static void wait_remove(struct client *c)
@@ -377,6 +403,7 @@ static void wait_remove(struct client *c)
     for (int i = 0; i < l->n; i++) {
         if (l->v[i] == c) {
             l->v[i] = l->v[--l->n];
+            atomic_store_explicit(&l->listed, l->n, memory_order_relaxed);
             atomic_fetch_sub(&ryw_waiting, 1);
             break;
         }
@@ -385,23 +412,12 @@ static void wait_remove(struct client *c)
         ev_timer_stop(l->loop, &l->timer);
 }
 
-/* Bumped (any thread) whenever the lag monitor learns a replica's new
- * position: a waiting read is routed again only then, or when its time is
- * up, not at every tick. */
-_Atomic uint64_t ryw_lag_epoch;
-static _Thread_local uint64_t tl_epoch_seen;
-
-/* Every WAIT_POLL_SEC: each waiting read is routed again (to a replica
- * that caught up, or to the primary once its time is up). */
-static void wait_tick(struct ev_loop *loop, ev_timer *t, int revents)
+/* Each waiting read of l is routed again if a replica has reached its
+ * floor (moved) or its time is up: to a replica that caught up, or to the
+ * primary. The deadline timer is set again for those left. */
+static void wait_scan(struct wait_list *l, bool moved)
 {
-    (void)loop;
-    (void)revents;
-    struct wait_list *l = t->data;
-    uint64_t epoch = atomic_load_explicit(&ryw_lag_epoch, memory_order_acquire);
-    bool moved = epoch != tl_epoch_seen;
-    tl_epoch_seen = epoch;
-    int64_t timeout = g_pooler.cfg->replica_wait_timeout;
+    int64_t timeout = g_pooler.cfg->replica_wait_timeout, now = worker_now(l->worker);
     /* From the end: a client routed on leaves the list (its last entry
      * takes its place), and one still waiting stays where it is. */
     for (int i = l->n - 1; i >= 0; i--) {
@@ -413,13 +429,60 @@ static void wait_tick(struct ev_loop *loop, ev_timer *t, int revents)
             ryw_wait_forget(c);
             continue;
         }
-        /* Routed again (still waiting, or on its way) once a replica is
-         * that far - a look at atomics first, the router only then - or
-         * when its time is up. */
+        /* A look at atomics first, the router only then. */
         if ((moved && replicas_reached(c->pool->db, rc->wait_floor)) ||
-            worker_now(c->s.worker) - rc->wait_start >= timeout)
+            now - rc->wait_start >= timeout)
             c->s.ops->on_data(&c->s);
     }
+    wait_arm(l, now);
+}
+
+static void wait_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    wait_scan(t->data, false);
+}
+
+static void wait_wake(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)revents;
+    wait_scan(a->data, true);
+}
+
+void ryw_lag_moved(void)
+{
+    /* Pairs with the fence in ryw_wait(): either that read sees the new
+     * position, or this sees it listed. */
+    atomic_thread_fence(memory_order_seq_cst);
+    int top = atomic_load_explicit(&wait_lists_top, memory_order_acquire);
+    for (int id = 0; id < top; id++) {
+        struct wait_list *l = atomic_load_explicit(&wait_lists[id], memory_order_acquire);
+        if (l && atomic_load_explicit(&l->listed, memory_order_relaxed) > 0)
+            ev_async_send(l->loop, &l->wake);
+    }
+}
+
+static struct wait_list *wait_list_make(struct worker *w)
+{
+    struct wait_list *l;
+    if (w->id < 0 || w->id >= WAIT_LISTS || !(l = calloc(1, sizeof(*l))))
+        return NULL;
+    ev_timer_init(&l->timer, wait_deadline, 0., 0.);
+    l->timer.data = l;
+    ev_async_init(&l->wake, wait_wake);
+    l->wake.data = l;
+    ev_async_start(w->loop, &l->wake);
+    l->loop = w->loop;
+    l->worker = w;
+    l->id = w->id;
+    tl_list = l;
+    atomic_store_explicit(&wait_lists[w->id], l, memory_order_release);
+    int top = atomic_load(&wait_lists_top);
+    while (top < w->id + 1 && !atomic_compare_exchange_weak(&wait_lists_top, &top, w->id + 1))
+        ;
+    return l;
 }
 
 bool ryw_wait(struct client *c, struct ryw_client *rc, int64_t now, uint64_t floor)
@@ -430,18 +493,9 @@ bool ryw_wait(struct client *c, struct ryw_client *rc, int64_t now, uint64_t flo
     rc->wait_floor = floor;
     if (rc->wait_start)
         return now - rc->wait_start < timeout;
-    struct worker *w = c->s.worker;
     struct wait_list *l = wait_list_of(c);
-    if (!l) {
-        if (w->id < 0 || w->id >= WAIT_LISTS || !(l = calloc(1, sizeof(*l))))
-            return false;
-        ev_timer_init(&l->timer, wait_tick, WAIT_POLL_SEC, WAIT_POLL_SEC);
-        l->timer.data = l;
-        l->loop = w->loop;
-        l->id = w->id;
-        wait_lists[w->id] = l;
-        tl_list = l;
-    }
+    if (!l && !(l = wait_list_make(c->s.worker)))
+        return false;
     if (l->n == l->cap) {
         int cap = l->cap ? l->cap * 2 : 16;
         struct client **v = realloc(l->v, (size_t)cap * sizeof(*v));
@@ -451,9 +505,15 @@ bool ryw_wait(struct client *c, struct ryw_client *rc, int64_t now, uint64_t flo
         l->cap = cap;
     }
     l->v[l->n++] = c;
+    atomic_store_explicit(&l->listed, l->n, memory_order_relaxed);
     rc->wait_start = now;
     if (!ev_is_active(&l->timer))
-        ev_timer_start(w->loop, &l->timer);
+        wait_arm(l, now);
+    /* A position learnt between the router's look and the listing above
+     * woke nobody: look again (see ryw_lag_moved()). */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (replicas_reached(c->pool->db, floor))
+        ev_async_send(l->loop, &l->wake);
     void (*hurry)(void) = atomic_load(&g_hurry);
     if (atomic_fetch_add(&ryw_waiting, 1) == 0 && hurry)
         hurry();
@@ -498,7 +558,8 @@ void ryw_thread_done(void)
     if (!l)
         return;
     ev_timer_stop(l->loop, &l->timer);
-    wait_lists[l->id] = NULL;
+    ev_async_stop(l->loop, &l->wake);
+    atomic_store(&wait_lists[l->id], NULL);
     free(l->v);
     free(l);
     tl_list = NULL;

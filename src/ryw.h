@@ -101,9 +101,9 @@ bool ryw_commit_lost(struct server *sv);
 
  * A read whose floor no replica has replayed yet waits up to
  * replica_wait_timeout (the client stays idle, its request buffered) and
- * is routed again every millisecond meanwhile - while any read waits, the
- * lag monitor asks the replicas as often (ryw_set_hurry()) - then, if
- * none has caught up, goes to the primary. */
+ * is routed again whenever the lag monitor learns a new replica position -
+ * while any read waits, it asks the replicas, one every 2 ms in turn
+ * (ryw_set_hurry()) - then, if none has caught up, goes to the primary. */
 
 /* c's read (state rc) cannot go to a replica yet: true while it may wait
  * (the router answers ROUTE_WAIT), false once it must not (go to the
@@ -120,8 +120,9 @@ void ryw_thread_done(void);
  * any thread when the first begins to wait. */
 extern _Atomic int ryw_waiting;
 void ryw_set_hurry(void (*hurry)(void));
-/* The lag monitor bumps it at every new replica position it learns. */
-extern _Atomic uint64_t ryw_lag_epoch;
+/* The lag monitor learnt a new replica position (any thread): the
+ * waiting reads look again. */
+void ryw_lag_moved(void);
 
 /* Waits since start (SHOW STATS-like totals for /metrics and make bench). */
 #define RYW_WAIT_BUCKETS 20
