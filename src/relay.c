@@ -612,6 +612,18 @@ static void relay_server_closed(struct server *sv, struct client *c, const char 
     }
     if (!c || c->state == CL_CLOSED || relay_retry(c, why))
         return;
+    if (ryw_ride_lost(c, sv)) {
+        /* Its write's answer came, all but the ReadyForQuery held for the
+         * position: the client gets it, and goes on (chaos commit_killed:
+         * a COMMIT that committed was told "server conn crashed?"). */
+        uint8_t z[8];
+        struct proto_writer w;
+        proto_writer_init(&w, z, sizeof(z));
+        proto_build_ready(&w, sv->xact_status);
+        stream_write(&c->s, w.buf, w.len);
+        pool_client_lost(c);
+        return;
+    }
     if (sv->s.skip && sv->s.skip_forward) {
         /* Gone in the middle of a message c has the beginning of (sv is
          * unlinked by now: client_close_error() cannot see it). */

@@ -304,6 +304,11 @@ static bool needs_settle(const struct request_queue *q)
     return q->e_n && (q->errskip || q->e[q->e_head].answer == RA_SYNTH);
 }
 
+const struct request_entry *request_head_entry(const struct client *c)
+{
+    return c->rq ? entry_head(c->rq) : NULL;
+}
+
 void request_push(struct client *c, const struct request_entry *e)
 {
     struct request_queue *q = queue_of(c);

@@ -214,6 +214,8 @@ static inline int64_t request_client_msg(struct client *c, uint8_t type, uint32_
 /* Queues an entry for a message an observer wrote to the server (before
  * the client's own entry: rm->own_entries is not needed for that). */
 void request_push(struct client *c, const struct request_entry *e);
+/* The oldest entry whose answer c's server owes, NULL if none. */
+const struct request_entry *request_head_entry(const struct client *c);
 /* The newest entry of c's, if it ends a request the server answers (a
  * Query or Sync just queued), or NULL. */
 struct request_entry *request_last_end(struct client *c);

@@ -217,6 +217,25 @@ bool ryw_commit_lost(struct server *sv)
 
 static int g_owner;
 
+bool ryw_ride_lost(struct client *c, struct server *sv)
+{
+    const struct request_entry *e = request_head_entry(c);
+    if (!e || !(e->flags & RE_OWNED) || e->owner != (uint8_t)g_owner || request_busy(c))
+        return false; /* not the ride's, or the client's own request is still owed */
+    int64_t now = worker_now(sv->s.worker);
+    struct rw_scope *s = scope_of(sv->pool, ryw_mode());
+    if (s)
+        atomic_store(&s->unknown_until, now + RYW_UNKNOWN_USEC);
+    if (c->route) {
+        c->route->ryw.wrote = false;
+        c->route->ryw.unknown_until = now + RYW_UNKNOWN_USEC;
+    }
+    server_log(LOG_LVL_WARNING, sv,
+               "lost before the position of a write it committed: reads of its scope go to "
+               "the primary for a while");
+    return true;
+}
+
 void ryw_set_owner(int owner)
 {
     g_owner = owner;

@@ -96,6 +96,12 @@ void ryw_commit_read(struct server *sv);
 /* sv closed while its position was read (sv->rw_scope set): true, and the
  * caller lets its client go on without it (its request was answered). */
 bool ryw_commit_lost(struct server *sv);
+/* sv closed after it answered c's write but before the position riding
+ * behind it (ryw_ride()): the write's outcome is known (its ReadyForQuery,
+ * held, has sv->xact_status), its position is not. True, and the scope's
+ * reads go to the primary for a while; the caller gives c that
+ * ReadyForQuery and lets it go on without sv. */
+bool ryw_ride_lost(struct client *c, struct server *sv);
 
 /* ---- a read waiting for a replica to catch up ------------------------------------
 

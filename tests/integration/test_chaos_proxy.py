@@ -238,3 +238,43 @@ def test_server_lost_at_commit_reports_resolution_unknown(sluice, cluster, pool_
     finally:
         proxy.stop()
         primary_conn.execute("DROP TABLE IF EXISTS chaos_commit")
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's read-your-writes")
+def test_server_lost_after_commit_before_its_position(sluice, cluster, pool_user, primary_conn):
+    """Regression (issue 17, chaos commit_killed): with the split and
+    read_your_writes, the position query rides behind a COMMIT and the
+    COMMIT's ReadyForQuery waits for its answer. A server lost between the
+    two answers was taken for one with nothing in flight: the client heard
+    "server conn crashed?" for a COMMIT that had committed (its
+    CommandComplete had come). Now it gets its ReadyForQuery, the COMMIT
+    succeeds, and its next read goes to the primary (the position is not
+    known), where it sees its row."""
+    primary_conn.execute("DROP TABLE IF EXISTS chaos_ride")
+    primary_conn.execute("CREATE TABLE chaos_ride (x int)")
+    primary_conn.execute("GRANT ALL ON chaos_ride TO PUBLIC")
+    cluster.wait_replayed()
+    proxy = FaultProxy(cluster.primary_port)
+    try:
+        s = sluice({"databases": {"mydb": (
+            f"host=127.0.0.1 port={proxy.port} dbname=mydb "
+            "replicas=127.0.0.1:{replica1_port},127.0.0.1:{replica2_port}")},
+            "pgbouncer": {"read_write_split": "on", "read_your_writes": "user"}})
+        with s.connect(user=pool_user, autocommit=False) as conn:
+            conn.execute("INSERT INTO chaos_ride VALUES (1)")
+            # The COMMIT (psycopg sends it by the extended protocol) and its
+            # position query go up in one send; 33 bytes come down
+            # (ParseComplete, BindComplete, NoData, CommandComplete "COMMIT",
+            # ReadyForQuery), then the link is reset before the position's
+            # answer.
+            proxy.trap(b"pg_current_wal_insert_lsn", cut=("down", 33))
+            conn.commit()
+            assert proxy.trapped == 1 and proxy.cuts == 1
+            got = conn.execute("SELECT count(*), inet_server_port() FROM chaos_ride").fetchone()
+            conn.commit()
+        assert got == (1, cluster.primary_port), got
+        assert primary_conn.execute("SELECT count(*) FROM chaos_ride").fetchone() == (1,)
+        s.wait_for_log(r"lost before the position of a write it committed")
+    finally:
+        proxy.stop()
+        primary_conn.execute("DROP TABLE IF EXISTS chaos_ride")
