@@ -289,11 +289,16 @@ static void key_build(const struct client *c, char kind, const void *a, size_t a
  * bytes: for an extended batch, ParseComplete (when it has its Parse) and
  * BindComplete first; ReadyForQuery last. */
 void cache_answer_bytes(struct client *c, const uint8_t *v, size_t n, const struct request_view *rv,
-                        char status)
+                        char status, struct cache_entry *e)
 {
     bool parse = rv->parse, bind = rv->ext;
-    insights_cache_hit(c, rv->sql, rv->sql_len); /* before the text is consumed */
+    /* Before the text is consumed; the shape hashed once per entry. */
+    uint64_t memo = e ? cache_entry_memo(e) : 0;
+    uint64_t shape = insights_cache_hit(c, rv->sql, rv->sql_len, memo);
+    if (e && shape != memo)
+        cache_entry_set_memo(e, shape);
     stream_consume_msg(&c->s, rv->total);
+    stream_cork(&c->s); /* one send for the three writes below */
     uint8_t head[16], z[8];
     struct proto_writer w;
     proto_writer_init(&w, head, sizeof(head));
@@ -320,7 +325,7 @@ static void answer_hit(struct client *c, struct cache_entry *e, const struct req
 {
     size_t n;
     const uint8_t *v = cache_entry_value(e, &n);
-    cache_answer_bytes(c, v, n, rv, status);
+    cache_answer_bytes(c, v, n, rv, status, e);
     cache_entry_release(e);
 }
 

@@ -109,9 +109,10 @@ bool cache_watch_add(struct client *c);
 void cache_watch_remove(struct client *c);
 /* Answers c's request rv (at the head of its buffer) with an answer's
  * bytes (and, for an extended batch, ParseComplete and BindComplete
- * first), then ReadyForQuery with status. */
+ * first), then ReadyForQuery with status, in one send. e: the entry the
+ * bytes are from (it keeps the statement's insights shape), or NULL. */
 void cache_answer_bytes(struct client *c, const uint8_t *v, size_t n, const struct request_view *rv,
-                        char status);
+                        char status, struct cache_entry *e);
 
 /* cache_tier.c: the Redis tier. */
 struct rget;

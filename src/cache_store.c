@@ -58,6 +58,7 @@ struct cache_entry {
     size_t value_len;
     uint32_t n_tables;
     _Atomic uint32_t refs; /* the shard's while linked, plus one per reader */
+    _Atomic uint64_t memo; /* cache_entry_memo(): 0 until a reader sets it */
     struct cache_entry_table tables[];
     /* then the key, then the value */
 };
@@ -231,6 +232,16 @@ const uint8_t *cache_entry_value(const struct cache_entry *e, size_t *len)
 {
     *len = e->value_len;
     return entry_key(e) + e->key_len;
+}
+
+uint64_t cache_entry_memo(const struct cache_entry *e)
+{
+    return atomic_load_explicit(&((struct cache_entry *)e)->memo, memory_order_relaxed);
+}
+
+void cache_entry_set_memo(struct cache_entry *e, uint64_t v)
+{
+    atomic_store_explicit(&e->memo, v, memory_order_relaxed);
 }
 
 uint64_t cache_entry_expires(const struct cache_entry *e)
@@ -728,6 +739,7 @@ static struct cache_entry *entry_make(struct cache_store *s, const struct cache_
     e->value_len = value_len;
     e->n_tables = (uint32_t)f->n;
     atomic_init(&e->refs, 1);
+    atomic_init(&e->memo, 0);
     for (size_t i = 0; i < f->n; i++) {
         e->tables[i].e = e;
         e->tables[i].t = f->t[i].t;

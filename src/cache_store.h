@@ -62,6 +62,10 @@ struct cache_entry *cache_store_get(struct cache_store *s, const void *key, size
                                     uint64_t now_usec);
 /* The answer's bytes (RowDescription, DataRows, CommandComplete as stored). */
 const uint8_t *cache_entry_value(const struct cache_entry *e, size_t *len);
+/* A word the entry keeps for its readers, any thread (the statement's
+ * insights shape, computed at its first hit): 0 until set. */
+uint64_t cache_entry_memo(const struct cache_entry *e);
+void cache_entry_set_memo(struct cache_entry *e, uint64_t v);
 /* The monotonic usec at which it expires. */
 uint64_t cache_entry_expires(const struct cache_entry *e);
 /* Gives back the reference of cache_store_get(); e may be NULL. An entry

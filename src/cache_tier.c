@@ -103,7 +103,7 @@ enum cache_route cache_tier_lookup(struct client *c, const struct request_view *
     enum cache_route r = CACHE_ROUTE_NONE;
     if (t->status == CACHE_REDIS_HIT) {
         cache_ctr_add(c->pool->db, CC_HITS);
-        cache_answer_bytes(c, t->value, t->value_len, v, status);
+        cache_answer_bytes(c, t->value, t->value_len, v, status, NULL);
         r = CACHE_ROUTE_HIT;
     } else if (t->status == CACHE_REDIS_MISS) {
         cc->r_n = t->n;

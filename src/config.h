@@ -111,7 +111,9 @@ struct config_user {
  * (any schema), each part a shell-style pattern ("analytics.*"). */
 struct config_cache_rule {
     char *pattern;
-    int64_t ttl; /* usec, > 0 */
+    int64_t ttl;    /* usec, > 0 */
+    bool wild;      /* has fnmatch()'s special characters: else compared as it is */
+    bool qualified; /* "schema.table": matched against the qualified name */
 };
 
 /* A relation a job's after_writes_to names: schema NULL when not given

@@ -66,6 +66,8 @@ bool config_cache_rule_add(struct config *cfg, const char *pattern, const char *
         return false;
     }
     v[cfg->n_cache_rules].ttl = usec;
+    v[cfg->n_cache_rules].wild = strpbrk(pattern, "*?[\\") != NULL;
+    v[cfg->n_cache_rules].qualified = strchr(pattern, '.') != NULL;
     cfg->n_cache_rules++;
     return true;
 }
@@ -88,6 +90,8 @@ bool config_cache_rules_copy(struct config *cfg, const struct config *src)
         return false;
     for (int i = 0; i < src->n_cache_rules; i++) {
         cfg->cache_rules[i].ttl = src->cache_rules[i].ttl;
+        cfg->cache_rules[i].wild = src->cache_rules[i].wild;
+        cfg->cache_rules[i].qualified = src->cache_rules[i].qualified;
         cfg->cache_rules[i].pattern = strdup(src->cache_rules[i].pattern);
         cfg->n_cache_rules = i + 1;
         if (!cfg->cache_rules[i].pattern)

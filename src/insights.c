@@ -149,10 +149,9 @@ static void make_room(struct ins_worker *iw)
  * has none; 0 when it does not parse. origin (not NULL): the text, with no
  * parameters, may be kept as the fingerprint's sample, with origin. wants
  * (not NULL): whether the fingerprint has no sample yet. */
-static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t len,
-                               const void *origin, bool *wants)
+static uint64_t fingerprint_by_shape(struct ins_worker *iw, uint64_t shape, const char *sql,
+                                     size_t len, const void *origin, bool *wants)
 {
-    uint64_t shape = sql_shape(sql, len);
     ins_lock(iw);
     uint64_t fp = insights_store_shape(iw->st, shape);
     bool known = fp == FP_NONE || (fp && insights_store_has(iw->st, fp));
@@ -191,6 +190,12 @@ static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t le
     if (fp != FP_NONE)
         pg_query_free_normalize_result(n);
     return fp == FP_NONE ? 0 : fp;
+}
+
+static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t len,
+                               const void *origin, bool *wants)
+{
+    return fingerprint_by_shape(iw, sql_shape(sql, len), sql, len, origin, wants);
 }
 
 static struct insights_client *client_state(struct client *c)
@@ -512,17 +517,20 @@ static const struct request_observer insights_observer = {
     .on_client_free = ins_client_free,
 };
 
-void insights_cache_hit(struct client *c, const char *sql, size_t len)
+uint64_t insights_cache_hit(struct client *c, const char *sql, size_t len, uint64_t shape)
 {
     if (!g_workers || !insights_on() || len > INSIGHTS_SQL_MAX)
-        return;
+        return 0;
     struct ins_worker *iw = ins_worker_of(c);
-    uint64_t fp = fingerprint_of(iw, sql, len, c->pool, NULL);
+    if (!shape)
+        shape = sql_shape(sql, len);
+    uint64_t fp = fingerprint_by_shape(iw, shape, sql, len, c->pool, NULL);
     if (!fp)
-        return;
+        return shape;
     ins_lock(iw);
     insights_store_record(iw->st, fp, 0, 0, false, INSIGHTS_CACHE, worker_now(c->s.worker));
     ins_unlock(iw);
+    return shape;
 }
 
 /* ---- start, reload ------------------------------------------------------------ */

@@ -29,8 +29,10 @@ void insights_apply_config(const struct config *cfg);
 bool insights_on(void);
 
 /* The result cache answered c's statement sql[0..len) (a Query's text, or
- * a prepared statement's). */
-void insights_cache_hit(struct client *c, const char *sql, size_t len);
+ * a prepared statement's). shape: the text's sql_shape() if the caller
+ * kept it from an earlier hit, else 0; returns the one used (0 when
+ * nothing was recorded), for the caller to keep. */
+uint64_t insights_cache_hit(struct client *c, const char *sql, size_t len, uint64_t shape);
 
 /* Drops every figure (INSIGHTS RESET). */
 void insights_reset(void);
