@@ -171,6 +171,7 @@ void client_link(struct server *sv, struct client *c)
 void client_unlinked(struct client *c)
 {
     client_set_state(c, CL_IDLE);
+    c->timeout_kind = 0;
     relay_retry_drop(c);
     router_unlinked(c);
     c->last_activity = worker_now(c->s.worker);
@@ -204,6 +205,41 @@ static bool xact_too_long(const struct server *sv, bool busy, int64_t limit, int
            now - sv->xact_start >= limit;
 }
 
+/* How long a timed-out request's server has to answer its cancel before
+ * the outcome counts as unknown (a server that does not answer at all:
+ * blackholed, or stuck). */
+#define TIMEOUT_SETTLE_USEC 2000000
+
+/* query_timeout or transaction_timeout: the server's statement is
+ * cancelled and the client closed. With a request in flight that may
+ * commit (an autocommit statement, a COMMIT: anything outside a failed
+ * transaction), closing at once would guess its outcome: the server's
+ * answer to the cancel decides. Cancelled (57014): the client hears the
+ * timeout; done after all: it gets its answer, then the timeout; no
+ * answer within TIMEOUT_SETTLE_USEC: 08007, the outcome is unknown. */
+static void timed_out(struct client *c, struct server *sv, bool busy, bool query, int64_t now)
+{
+    if (sv->backend_pid && busy)
+        server_send_cancel(sv);
+    sv->close_needed = true;
+    sv->close_why = query ? "query timeout" : "transaction timeout"; /* PgBouncer's */
+    if (!busy || sv->xact_status == 'E') {
+        client_close_timed_out(c, query); /* nothing in flight can commit */
+        return;
+    }
+    if (sv->backend_pid && c->rq->r_n == 1) {
+        c->timeout_kind = query ? CLIENT_TIMEOUT_QUERY : CLIENT_TIMEOUT_XACT;
+        c->timeout_cancelled = false;
+        sv->settle_until = now + TIMEOUT_SETTLE_USEC;
+        return; /* relay.c forwards no more of c's, and ends it at the answer */
+    }
+    /* No cancel to wait for, or pipelined requests the cancel cannot all
+     * stop. */
+    client_close_error_ready(c, SQLSTATE_RESOLUTION_UNKNOWN,
+                             "%s with a request in flight: transaction resolution unknown",
+                             query ? "query timeout (query_timeout)" : "transaction timeout");
+}
+
 /* query_timeout, transaction_timeout, server_fast_close,
  * idle_transaction_timeout and client_idle_timeout of a client with a
  * server (t: the client's, its user's entry over the general settings). */
@@ -213,22 +249,23 @@ static void client_janitor_active(struct client *c, const struct config *cfg,
     struct server *sv = c->server;
     if (!sv || c->replication)
         return; /* a walsender's client: no requests sluice follows */
+    if (c->timeout_kind) {
+        if (now >= sv->settle_until) {
+            bool query = c->timeout_kind == CLIENT_TIMEOUT_QUERY;
+            c->timeout_kind = 0;
+            client_close_error_ready(c, SQLSTATE_RESOLUTION_UNKNOWN,
+                                     "%s: the server did not answer the cancel: transaction "
+                                     "resolution unknown",
+                                     query ? "query timeout (query_timeout)"
+                                           : "transaction timeout");
+        }
+        return;
+    }
     bool busy = request_busy(c);
     int64_t started = request_oldest_start(c);
     bool query = started && t->query_timeout > 0 && now - started >= t->query_timeout;
     if (query || xact_too_long(sv, busy, t->transaction_timeout, now)) {
-        /* Stop the query on the server, then tell the client. */
-        if (sv->backend_pid && busy)
-            server_send_cancel(sv);
-        sv->close_needed = true;
-        sv->close_why = query ? "query timeout" : "transaction timeout"; /* PgBouncer's */
-        /* PgBouncer's text first (what its users grep for), the setting
-         * after it. A client still waiting for a server gets
-         * "query_timeout", as in PgBouncer (pool_janitor.c). */
-        if (query)
-            client_close_error(c, SQLSTATE_QUERY_CANCELED, "query timeout (query_timeout)");
-        else
-            client_close_error(c, SQLSTATE_XACT_TIMEOUT, "transaction timeout");
+        timed_out(c, sv, busy, query, now);
         return;
     }
     /* server_fast_close: in session mode a server marked for closing

@@ -226,6 +226,31 @@ static bool client_mid_message(const struct client *c)
     return c->server && c->server->s.skip && c->server->s.skip_forward;
 }
 
+void client_close_timed_out(struct client *c, bool query)
+{
+    if (query)
+        client_close_error(c, SQLSTATE_QUERY_CANCELED, "query timeout (query_timeout)");
+    else
+        client_close_error(c, SQLSTATE_XACT_TIMEOUT, "transaction timeout");
+}
+
+void client_timeout_settled(struct client *c)
+{
+    bool query = c->timeout_kind == CLIENT_TIMEOUT_QUERY;
+    c->timeout_kind = 0;
+    if (!c->timeout_cancelled) {
+        client_close_timed_out(c, query); /* its answer went through: it is idle */
+        return;
+    }
+    /* In place of the server's 57014 and ReadyForQuery: the request ends
+     * with the timeout's error, which the driver then reports with its
+     * SQLSTATE. */
+    if (query)
+        client_close_error_ready(c, SQLSTATE_QUERY_CANCELED, "query timeout (query_timeout)");
+    else
+        client_close_error_ready(c, SQLSTATE_XACT_TIMEOUT, "transaction timeout");
+}
+
 void client_close_mid_message(struct client *c, const char *reason)
 {
     if (c->state == CL_CLOSED)

@@ -31,6 +31,13 @@ void client_close_error(struct client *c, const char *sqlstate, const char *fmt,
  * close first and reports "connection lost" without the SQLSTATE. */
 void client_close_error_ready(struct client *c, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* query_timeout (query) or transaction_timeout: closes c with the
+ * timeout's error, PgBouncer's text first (what its users grep for), the
+ * setting after it. */
+void client_close_timed_out(struct client *c, bool query);
+/* c timed out with a request in flight (c->timeout_kind) and its server
+ * has answered everything since: closed with the timeout's error. */
+void client_timeout_settled(struct client *c);
 /* client_close_error() for a client that has part of a server's message
  * (the server went away, or was given up, while a message streamed
  * through): no ErrorResponse, which the client would read as the rest of

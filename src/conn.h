@@ -71,6 +71,10 @@ union client_addr {
     struct sockaddr_in6 in6;
 };
 
+/* client->timeout_kind */
+#define CLIENT_TIMEOUT_QUERY 1
+#define CLIENT_TIMEOUT_XACT  2
+
 /* A client connection. What a feature needs per client hangs off it by
  * pointer, allocated only while used: an idle logged-in client is this
  * struct alone (tests/unit/test_conn.c holds it to 400 bytes). */
@@ -112,9 +116,16 @@ struct client {
     bool track;             /* tracked: transaction or statement mode (set at each link) */
     bool stmt_mode;         /* statement mode: a transaction block is refused */
     bool pinned;            /* holds its server to the end (state that cannot move) */
-    bool requested;      /* has sent a request to a server (SIGINT waits for those that have not) */
-    bool counted;        /* [pool lock] in its database's and its user's n_clients */
-    bool wait_notified;  /* query_wait_notify's NOTICE sent during this wait */
+    bool requested;     /* has sent a request to a server (SIGINT waits for those that have not) */
+    bool counted;       /* [pool lock] in its database's and its user's n_clients */
+    bool wait_notified; /* query_wait_notify's NOTICE sent during this wait */
+    /* query_timeout / transaction_timeout with a request in flight that
+     * may commit: its cancel was sent, and its server's answer decides
+     * what the client is told (client.c, client_timeout_settled()). */
+    uint8_t timeout_kind;   /* 0: none; CLIENT_TIMEOUT_QUERY or CLIENT_TIMEOUT_XACT */
+    bool timeout_cancelled; /* the server said the statement was cancelled (57014) */
+    /* (the wait's end is its server's settle_until: struct client stays
+     * small) */
     uint8_t replication; /* enum replication_mode (replication.h): a walsender's client */
     /* Routing state while it needs one (router.h): a transaction the
      * router follows, a read kept to be sent again. NULL when none. */
@@ -193,18 +204,19 @@ struct server {
     int64_t request_time;
     int64_t xact_start; /* the first request of its transaction sent (transaction_timeout) */
     int cancels_in_flight;
-    char xact_status;             /* last ReadyForQuery status: 'I', 'T', 'E' */
-    bool ready;                   /* last RFQ was idle and nothing is pending */
-    bool close_needed;            /* close instead of reuse */
-    const char *close_why;        /* ... and why, when not a configuration change (static) */
-    bool evicted;                 /* [pool lock] closed to make room for another pool */
-    bool lent;                    /* [pool lock] has served a client: checked before reuse */
-    bool login_done;              /* the first ReadyForQuery came */
-    bool held;                    /* opened for a holder, outside the pool's size (LISTEN) */
-    bool in_recovery;             /* said in_hot_standby = on as it logged in */
-    uint8_t replication;          /* enum replication_mode: a walsender, for one client */
-    uint8_t rw_scope;             /* a committed write's position being read (ryw.h) */
-    uint64_t rw_lsn;              /* ... the position read */
+    char xact_status;      /* last ReadyForQuery status: 'I', 'T', 'E' */
+    bool ready;            /* last RFQ was idle and nothing is pending */
+    bool close_needed;     /* close instead of reuse */
+    const char *close_why; /* ... and why, when not a configuration change (static) */
+    bool evicted;          /* [pool lock] closed to make room for another pool */
+    bool lent;             /* [pool lock] has served a client: checked before reuse */
+    bool login_done;       /* the first ReadyForQuery came */
+    bool held;             /* opened for a holder, outside the pool's size (LISTEN) */
+    bool in_recovery;      /* said in_hot_standby = on as it logged in */
+    uint8_t replication;   /* enum replication_mode: a walsender, for one client */
+    uint8_t rw_scope;      /* a committed write's position being read (ryw.h) */
+    uint64_t rw_lsn;       /* ... the position read */
+    int64_t settle_until;  /* until then its client's timed-out request waits for it (client.c) */
     struct ryw_client *rw_client; /* ... for this client's own (while linked) */
     int target;                   /* the endpoint whose address it connects to: its pool's, or
                                    * for endpoint 0 of a database with several hosts the host

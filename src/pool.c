@@ -37,14 +37,6 @@ void pool_client_lost(struct client *c)
     pool_ops_table.unlinked(c);
 }
 
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s ? s : "");
-    if (!d)
-        abort();
-    return d;
-}
-
 /* ---- actions ------------------------------------------------------------- */
 
 struct pool_action {
@@ -1069,25 +1061,6 @@ void pool_server_held(struct server *sv)
     if (p->welcome_ready)
         pool_welcome_locked(p, sv->s.worker);
     pool_unlock_run();
-}
-
-void pool_welcome_add(struct pool *p, const char *name, const char *value, const char *interned,
-                      int tp)
-{
-    for (int i = 0; i < p->welcome.n; i++) {
-        if (strcmp(p->welcome.names[i], name) == 0) {
-            free(p->welcome.values[i]);
-            p->welcome.values[i] = xstrdup(value);
-            return;
-        }
-    }
-    if (p->welcome.n < (int)(sizeof(p->welcome.names) / sizeof(p->welcome.names[0]))) {
-        p->welcome.names[p->welcome.n] = xstrdup(name);
-        p->welcome.values[p->welcome.n] = xstrdup(value);
-        p->welcome.n++;
-    }
-    if (tp >= 0)
-        param_assign(param_slot(&p->welcome_params, tp), interned);
 }
 
 /* Own servers of p that wait for DNS (lock held): the first one, its

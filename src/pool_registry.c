@@ -690,3 +690,24 @@ struct server *pool_connect_walsender(struct pool *p, struct worker *w,
     pool_unlock_run();
     return sv->state == SV_CLOSED ? NULL : sv;
 }
+
+/* The pool's welcome (the server parameters its first login reported), kept
+ * for the clients that log in later. */
+void pool_welcome_add(struct pool *p, const char *name, const char *value, const char *interned,
+                      int tp)
+{
+    for (int i = 0; i < p->welcome.n; i++) {
+        if (strcmp(p->welcome.names[i], name) == 0) {
+            free(p->welcome.values[i]);
+            p->welcome.values[i] = xstrdup(value);
+            return;
+        }
+    }
+    if (p->welcome.n < (int)(sizeof(p->welcome.names) / sizeof(p->welcome.names[0]))) {
+        p->welcome.names[p->welcome.n] = xstrdup(name);
+        p->welcome.values[p->welcome.n] = xstrdup(value);
+        p->welcome.n++;
+    }
+    if (tp >= 0)
+        param_assign(param_slot(&p->welcome_params, tp), interned);
+}

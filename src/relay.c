@@ -353,6 +353,8 @@ void relay_client_data(struct client *c)
     struct server *sv = c->server;
     if (sv->rw_scope)
         return; /* its write's position is being read; then it goes back (ryw.c) */
+    if (c->timeout_kind)
+        return; /* timed out: only the answer in flight is awaited (client.c) */
     struct iobuf *b = s->rbuf;
     uint32_t fwd = b->start;
     while (b->start < b->end) {
@@ -460,6 +462,26 @@ static void relay_to_client(struct server *sv, struct client *c, uint32_t *fwd, 
     }
 }
 
+/* The request queue's verdict on server message m (request_server_msg()).
+ * While c's timed-out request settles (client.c, timed_out()): an
+ * ErrorResponse is read whole, and one saying the statement was cancelled
+ * (57014) is dropped with its ReadyForQuery, the timeout's error going in
+ * their place. */
+static unsigned relay_server_msg(struct client *c, struct server *sv, const struct stream_msg *m)
+{
+    if (m->type == 'E' && c->timeout_kind && !c->timeout_cancelled) {
+        if (m->avail < m->len)
+            return REQUEST_MORE;
+        struct proto_error_fields f;
+        c->timeout_cancelled = proto_parse_error(m->data, m->len, &f) && f.sqlstate &&
+                               strcmp(f.sqlstate, SQLSTATE_QUERY_CANCELED) == 0;
+    }
+    unsigned act = request_server_msg(c, sv, m);
+    if (c->timeout_cancelled && (m->type == 'E' || m->type == 'Z'))
+        act |= REQUEST_SWALLOW;
+    return act;
+}
+
 /* Forwards what the server sent, message by message through the request
  * queue (which matches each to its request and lets observers swallow it
  * or add answers of sluice's), and gives the server back when the
@@ -487,7 +509,7 @@ static void relay_server_data(struct server *sv)
         }
         if (m.type == 'E' && sv->pool->ep != 0 && m.avail == m.len)
             server_replica_trouble(sv, m.data, m.len); /* a read's error says it may be down */
-        unsigned act = request_server_msg(c, sv, &m);
+        unsigned act = relay_server_msg(c, sv, &m);
         if (act & REQUEST_MORE) {
             /* Needed whole: what came before goes first (the buffer may
              * move to make room). */
@@ -536,6 +558,10 @@ static void relay_server_data(struct server *sv)
     }
     relay_to_client(sv, c, &fwd, false);
     stream_uncork(&c->s);
+    if (c->timeout_kind && !request_busy(c) && !request_head_entry(c)) {
+        client_timeout_settled(c); /* everything in flight answered */
+        return;
+    }
     if (at_rfq == RELAY_MOVE || at_rfq == RELAY_RECORD) {
         if (b->start < b->end) {
             server_close(sv, "server sent data after ReadyForQuery");
@@ -621,7 +647,10 @@ static void relay_server_closed(struct server *sv, struct client *c, const char 
         proto_writer_init(&w, z, sizeof(z));
         proto_build_ready(&w, sv->xact_status);
         stream_write(&c->s, w.buf, w.len);
-        pool_client_lost(c);
+        if (c->timeout_kind)
+            client_timeout_settled(c);
+        else
+            pool_client_lost(c);
         return;
     }
     if (sv->s.skip && sv->s.skip_forward) {

@@ -567,7 +567,7 @@ static void cancel_done(struct cancel_conn *cc)
         if (server_is_clean(sv))
             pool_server_ready(sv);
         else
-            server_close(sv, "not clean after cancel");
+            server_close(sv, sv->close_why ? sv->close_why : "not clean after cancel");
     }
 }
 

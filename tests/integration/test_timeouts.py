@@ -274,11 +274,17 @@ def test_transaction_timeout(sluice):
                 "users": {"scram_user": "transaction_timeout=0"}})
     with s.connect() as conn:
         started = time.monotonic()
-        with pytest.raises(psycopg.OperationalError, match=r"transaction timeout"):
+        # The statement in flight is cancelled, and its request ends with
+        # the timeout's error (25P04, PostgreSQL 17's transaction_timeout),
+        # then the connection closes.
+        with pytest.raises(psycopg.Error, match=r"transaction timeout") as e:
             conn.execute("BEGIN")
             for _ in range(10):
                 conn.execute("SELECT pg_sleep(0.4)")
+        assert e.value.sqlstate == "25P04", (e.value.sqlstate, str(e.value))
         elapsed = time.monotonic() - started
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")
         assert 1.3 <= elapsed <= 3, f"transaction_timeout=1.5 fired after {elapsed:.2f}s"
     with s.connect() as conn:
         for _ in range(5):
@@ -343,3 +349,58 @@ def test_database_server_lifetime(sluice):
         time.sleep(2)
         assert short.execute(pid).fetchone()[0] != first_short
         assert long_lived.execute(pid).fetchone()[0] == first_long
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's answer to a timed-out write")
+def test_query_timeout_tells_a_writes_outcome(sluice, cluster, pool_user, primary_conn):
+    """query_timeout on a statement that may commit (issue 17): the client
+    is told what happened, never 57014 for a write that committed. The
+    server's answer to the cancel decides: cancelled, 57014 "query timeout"
+    and no row; done after all (its answer was slow), the client gets that
+    answer, then the timeout; no answer at all (its server's link lost the
+    answer), 08007 transaction_resolution_unknown, here with the row in."""
+    from chaos_lib import FaultProxy
+    primary_conn.execute("DROP TABLE IF EXISTS qt_write")
+    primary_conn.execute("CREATE TABLE qt_write (x int)")
+    primary_conn.execute("GRANT ALL ON qt_write TO PUBLIC")
+    proxy = FaultProxy(cluster.primary_port)
+
+    def rows(x):
+        return primary_conn.execute("SELECT count(*) FROM qt_write WHERE x = %s",
+                                    (x,)).fetchone()[0]
+    try:
+        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
+                    "pgbouncer": {"query_timeout": 1}})
+        # Cancelled: nothing committed, the timeout said.
+        with s.connect(user=pool_user) as conn:
+            with pytest.raises(psycopg.errors.QueryCanceled, match="query timeout") as e:
+                conn.execute("INSERT INTO qt_write SELECT 1 FROM pg_sleep(4)")
+        assert "query_timeout" in str(e.value)
+        assert rows(1) == 0
+        # Committed, its answer slow (0.8 s each way through the proxy): the
+        # client has its INSERT's answer, then the timeout closes it.
+        with s.connect(user=pool_user) as conn:
+            conn.execute("SELECT 1")  # a server logged in, idle in the pool
+            proxy.set_latency(0.8)
+            conn.execute("INSERT INTO qt_write VALUES (2)")
+            proxy.set_latency(0)
+            # The timeout's FATAL came while it was idle (libpq does not
+            # keep its text for the next query): closed.
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("SELECT 1")
+        assert rows(2) == 1
+        s.wait_for_log(r"C-0x[0-9a-f]+:.* closing because: query timeout \(query_timeout\) ")
+        # Committed, its answer lost (and the cancel's effect with it): unknown.
+        with s.connect(user=pool_user) as conn:
+            proxy.trap(b"INSERT INTO qt_write VALUES (3)")
+            started = time.monotonic()
+            with pytest.raises(psycopg.errors.TransactionResolutionUnknown,
+                               match="query timeout") as e:
+                conn.execute("INSERT INTO qt_write VALUES (3)")
+            assert time.monotonic() - started < 5
+        assert e.value.sqlstate == "08007"
+        assert rows(3) == 1
+        proxy.drop_held()
+    finally:
+        proxy.stop()
+        primary_conn.execute("DROP TABLE IF EXISTS qt_write")
