@@ -223,8 +223,14 @@ static void timed_out(struct client *c, struct server *sv, bool busy, bool query
         server_send_cancel(sv);
     sv->close_needed = true;
     sv->close_why = query ? "query timeout" : "transaction timeout"; /* PgBouncer's */
-    if (!busy || sv->xact_status == 'E') {
-        client_close_timed_out(c, query); /* nothing in flight can commit */
+    /* Nothing in flight can commit: no request, a failed transaction's, a
+     * Query the server has not had whole (streaming, or still in sluice's
+     * buffer), or one whose answer is under way and waits for the client
+     * to read it (rows still coming: its statement has not finished, and
+     * its server, blocked on the client, could not answer a cancel). */
+    if (!busy || sv->xact_status == 'E' || (c->s.skip && c->s.skip_forward) ||
+        request_query_incomplete(c) || stream_has_output(&c->s)) {
+        client_close_timed_out(c, query);
         return;
     }
     if (sv->backend_pid && c->rq->r_n == 1) {

@@ -304,6 +304,12 @@ static bool needs_settle(const struct request_queue *q)
     return q->e_n && (q->errskip || q->e[q->e_head].answer == RA_SYNTH);
 }
 
+bool request_query_incomplete(const struct client *c)
+{
+    const struct request_queue *q = c->rq;
+    return q && q->r_n == 1 && q->open && q->r[q->r_head].kind == REQ_QUERY;
+}
+
 const struct request_entry *request_head_entry(const struct client *c)
 {
     return c->rq ? entry_head(c->rq) : NULL;

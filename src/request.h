@@ -214,6 +214,9 @@ static inline int64_t request_client_msg(struct client *c, uint8_t type, uint32_
 /* Queues an entry for a message an observer wrote to the server (before
  * the client's own entry: rm->own_entries is not needed for that). */
 void request_push(struct client *c, const struct request_entry *e);
+/* Whether c's one request in flight is a simple Query whose message has
+ * not been handled whole yet (so no server has all of it). */
+bool request_query_incomplete(const struct client *c);
 /* The oldest entry whose answer c's server owes, NULL if none. */
 const struct request_entry *request_head_entry(const struct client *c);
 /* The newest entry of c's, if it ends a request the server answers (a
