@@ -558,10 +558,6 @@ static void relay_server_data(struct server *sv)
     }
     relay_to_client(sv, c, &fwd, false);
     stream_uncork(&c->s);
-    if (c->timeout_kind && !request_busy(c) && !request_head_entry(c)) {
-        client_timeout_settled(c); /* everything in flight answered */
-        return;
-    }
     if (at_rfq == RELAY_MOVE || at_rfq == RELAY_RECORD) {
         if (b->start < b->end) {
             server_close(sv, "server sent data after ReadyForQuery");
@@ -571,7 +567,11 @@ static void relay_server_data(struct server *sv)
         if (at_rfq == RELAY_MOVE)
             relay_move(c, sv);
         else
-            ryw_commit_read(sv);
+            ryw_commit_read(sv); /* its scope counts it pending until then */
+        return;
+    }
+    if (c->timeout_kind && !request_busy(c) && !request_head_entry(c)) {
+        client_timeout_settled(c); /* everything in flight answered */
         return;
     }
     if (at_rfq == RELAY_VIOLATION) {
