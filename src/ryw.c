@@ -128,26 +128,33 @@ static void raise_to(_Atomic uint64_t *at, uint64_t lsn)
         ;
 }
 
+/* A write committed at a position nobody knows: reads of its scope (s)
+ * and of its client (rc) go to the primary for a while. */
+static void position_unknown(struct rw_scope *s, struct ryw_client *rc, int64_t now)
+{
+    if (s)
+        atomic_store(&s->unknown_until, now + RYW_UNKNOWN_USEC);
+    if (rc)
+        rc->unknown_until = now + RYW_UNKNOWN_USEC;
+}
+
 /* The position is known (ok) or not: the scope learns it, and the
  * pending write is no more. */
 static void commit_end(struct server *sv, bool ok)
 {
     int64_t now = worker_now(sv->s.worker);
     struct rw_scope *s = scope_of(sv->pool, (enum ryw_mode)sv->rw_scope);
-    if (s) {
-        if (ok)
-            raise_to(&s->lsn, sv->rw_lsn);
-        else
-            atomic_store(&s->unknown_until, now + RYW_UNKNOWN_USEC);
-        atomic_fetch_sub(&s->pending, 1);
-    }
     struct ryw_client *rc = sv->client ? sv->rw_client : NULL;
-    if (rc) {
-        if (ok && sv->rw_lsn > rc->lsn)
+    if (ok) {
+        if (s)
+            raise_to(&s->lsn, sv->rw_lsn);
+        if (rc && sv->rw_lsn > rc->lsn)
             rc->lsn = sv->rw_lsn;
-        if (!ok)
-            rc->unknown_until = now + RYW_UNKNOWN_USEC;
+    } else {
+        position_unknown(s, rc, now);
     }
+    if (s)
+        atomic_fetch_sub(&s->pending, 1);
     sv->rw_client = NULL;
 }
 
@@ -222,14 +229,10 @@ bool ryw_ride_lost(struct client *c, struct server *sv)
     const struct request_entry *e = request_head_entry(c);
     if (!e || !(e->flags & RE_OWNED) || e->owner != (uint8_t)g_owner || request_busy(c))
         return false; /* not the ride's, or the client's own request is still owed */
-    int64_t now = worker_now(sv->s.worker);
-    struct rw_scope *s = scope_of(sv->pool, ryw_mode());
-    if (s)
-        atomic_store(&s->unknown_until, now + RYW_UNKNOWN_USEC);
-    if (c->route) {
+    if (c->route)
         c->route->ryw.wrote = false;
-        c->route->ryw.unknown_until = now + RYW_UNKNOWN_USEC;
-    }
+    position_unknown(scope_of(sv->pool, ryw_mode()), c->route ? &c->route->ryw : NULL,
+                     worker_now(sv->s.worker));
     server_log(LOG_LVL_WARNING, sv,
                "lost before the position of a write it committed: reads of its scope go to "
                "the primary for a while");
