@@ -22,9 +22,9 @@ uint64_t classify_parse_count(void)
 
 const char *classify_kw_str(enum classify_kw k)
 {
-    static const char *const names[] = {"other",       "set",        "reset",   "prepare",
-                                        "execute",     "deallocate", "discard", "listen",
-                                        "create_temp", "declare",    "advisory"};
+    static const char *const names[] = {"other",       "set",        "reset",    "prepare",
+                                        "execute",     "deallocate", "discard",  "listen",
+                                        "create_temp", "declare",    "advisory", "begin"};
     return (unsigned)k < sizeof(names) / sizeof(names[0]) ? names[k] : "?";
 }
 
@@ -106,12 +106,51 @@ static bool has_advisory(const char *sql, size_t len)
 }
 
 /* Whether a statement starting with letter ch may begin with one of the
- * keywords classify_peek() looks for: S(ET, ELECT), R(ESET), P(REPARE),
- * E(XECUTE), D(EALLOCATE, ISCARD, ECLARE), L(ISTEN), C(REATE), U(NLISTEN).
- * Most queries (INSERT, UPDATE, WITH, BEGIN...) stop here. */
+ * keywords classify_peek() looks for: S(ET, ELECT, TART), R(ESET),
+ * P(REPARE), E(XECUTE), D(EALLOCATE, ISCARD, ECLARE), L(ISTEN), C(REATE),
+ * U(NLISTEN), B(EGIN). Most queries (INSERT, UPDATE, WITH...) stop here. */
 static bool keyword_letter(char ch)
 {
-    return strchr("srpedlcu", ch | 0x20) != NULL && ch != '\0';
+    return strchr("srpedlcub", ch | 0x20) != NULL && ch != '\0';
+}
+
+/* Whether s[i..len), what follows BEGIN or START, holds no other
+ * statement: nothing after a ';' but blanks, comments and more ';'. Quotes
+ * or dollar quotes, which no transaction option has, say no. */
+static bool lone_statement(const char *s, size_t i, size_t len)
+{
+    while (i < len && s[i] != '\0') {
+        char ch = s[i];
+        if (ch == '\'' || ch == '"' || ch == '$')
+            return false;
+        if (ch == ';' || ch == '-' || ch == '/') {
+            size_t j = skip_space(s, ch == ';' ? i + 1 : i, len);
+            if (ch == ';') {
+                while (j < len && s[j] == ';')
+                    j = skip_space(s, j + 1, len);
+                return j >= len || s[j] == '\0';
+            }
+            i = j > i ? j : i + 1;
+            continue;
+        }
+        i++;
+    }
+    return true;
+}
+
+/* BEGIN [WORK | TRANSACTION] ... or START TRANSACTION ..., alone in the
+ * query: a request of nothing else cannot have committed anything. */
+static bool is_begin(const char *s, size_t j, size_t len, const char *kw)
+{
+    if (!strcmp(kw, "START")) {
+        char w[16];
+        j = read_word(s, skip_space(s, j, len), len, w, sizeof(w));
+        if (strcmp(w, "TRANSACTION"))
+            return false;
+    } else if (strcmp(kw, "BEGIN")) {
+        return false;
+    }
+    return lone_statement(s, j, len);
 }
 
 enum classify_kw classify_peek(const char *sql, size_t len)
@@ -144,6 +183,8 @@ enum classify_kw classify_peek(const char *sql, size_t len)
         return CK_LISTEN;
     if (!strcmp(kw, "DECLARE"))
         return CK_DECLARE;
+    if (is_begin(sql, j, len, kw))
+        return CK_BEGIN;
     if (!strcmp(kw, "CREATE")) {
         j = skip_space(sql, j, len);
         read_word(sql, j, len, kw, sizeof(kw));
@@ -168,6 +209,8 @@ bool classify_peek_more(const char *sql, size_t len)
         return true; /* the word may go on */
     if (!strcmp(kw, "SELECT"))
         return !has_advisory(sql + j, len - j);
+    if (!strcmp(kw, "BEGIN") || !strcmp(kw, "START"))
+        return true; /* alone or not: the rest decides */
     if (!strcmp(kw, "CREATE")) {
         j = skip_space(sql, j, len);
         return j >= len || read_word(sql, j, len, kw, sizeof(kw)) >= len;

@@ -26,8 +26,14 @@ enum classify_kw {
     CK_CREATE_TEMP, /* CREATE TEMP|TEMPORARY|LOCAL|GLOBAL ... */
     CK_DECLARE,     /* DECLARE cursor (WITH HOLD survives the transaction) */
     CK_ADVISORY,    /* mentions a session-level advisory lock function */
+    CK_BEGIN,       /* BEGIN / START TRANSACTION alone: opens, cannot commit */
     CK_COUNT,
 };
+/* Whether k leaves the session as it was (CK_OTHER, CK_BEGIN). */
+static inline bool classify_kw_plain(enum classify_kw k)
+{
+    return k == CK_OTHER || k == CK_BEGIN;
+}
 const char *classify_kw_str(enum classify_kw k);
 
 /* The cheap pre-classifier: skips whitespace and comments, reads the first

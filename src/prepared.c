@@ -704,7 +704,7 @@ static int64_t client_query(struct client *c, struct request_msg *rm)
     enum classify_kw kw;
     if (!request_msg_keyword(c, rm, &kw))
         return REQUEST_WAIT;
-    if (kw == CK_OTHER)
+    if (classify_kw_plain(kw))
         return rm->len;
     if (kw == CK_ADVISORY) {
         pin(c, "session advisory lock");
@@ -732,15 +732,15 @@ static const char *cstr(const uint8_t *p, const uint8_t *end)
 }
 
 /* The session effects of a statement's text (a Parse): pins, settings. */
-static struct set_action *parse_effects(struct client *c, const char *query, size_t qlen)
+static struct set_action *parse_effects(struct client *c, const char *query, size_t qlen,
+                                        enum classify_kw kw)
 {
-    enum classify_kw kw = classify_peek(query, qlen);
     if (kw == CK_ADVISORY) {
         pin(c, "session advisory lock");
         return NULL;
     }
     struct classify_result cr;
-    if (kw == CK_OTHER || !classify_parse(query, qlen, &cr))
+    if (classify_kw_plain(kw) || !classify_parse(query, qlen, &cr))
         return NULL;
     for (int i = 0; i < cr.n; i++) {
         if (cr.stmts[i].kind == CS_PIN || cr.stmts[i].kind == CS_LISTEN)
@@ -762,7 +762,10 @@ static int64_t client_parse(struct client *c, struct request_msg *rm)
     const char *query = name ? cstr((const uint8_t *)name + strlen(name) + 1, end) : NULL;
     if (!name || !query)
         return mlen;
-    struct set_action *act = parse_effects(c, query, strlen(query));
+    size_t qlen = strlen(query);
+    enum classify_kw kw = classify_peek(query, qlen);
+    request_note_parse(rm, !name[0], kw);
+    struct set_action *act = parse_effects(c, query, qlen, kw);
     if (!name[0] || max_prepared() <= 0 || c->pinned) {
         if (c->ps || act) {
             struct prepared_client *pc = pc_get(c);
@@ -856,6 +859,7 @@ static int64_t client_bind(struct client *c, struct request_msg *rm)
     bool wait;
     if (!bind_names(c, rm, &portal, &name, &wait))
         return wait ? REQUEST_WAIT : (int64_t)mlen;
+    request_note_run(rm, !name[0]);
     struct prepared_client *pc = c->ps;
     struct stmt *st = name[0] ? tab_find(pc, name) : NULL;
     if (pc) {
@@ -943,6 +947,8 @@ static int64_t prepared_on_client_msg(struct client *c, struct request_msg *rm)
     case 'C':
         return client_describe_close(c, rm);
     case 'E':
+        if (!request_note_execute(c, rm))
+            return REQUEST_WAIT;
         if (c->ps && c->ps->portal_act) {
             rm->entry = entry(RA_EXECUTE, PT_EXEC_X, 0);
             rm->entry.p[1] = act_ref(c->ps->portal_act);
@@ -1097,7 +1103,7 @@ static bool idle_ok(struct client *c, const uint8_t *msg, uint32_t mlen)
     const char *query = name ? cstr((const uint8_t *)name + strlen(name) + 1, end) : NULL;
     if (!name || !query || !name[0] || tab_find(c->ps, name))
         return false;
-    if (classify_peek(query, strlen(query)) != CK_OTHER)
+    if (!classify_kw_plain(classify_peek(query, strlen(query))))
         return false;
     struct stmt *st = stmt_new(SK_PROTO, name, query, (size_t)(end - (const uint8_t *)query));
     pool_lock();

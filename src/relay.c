@@ -659,12 +659,15 @@ static void relay_server_closed(struct server *sv, struct client *c, const char 
         client_close_mid_message(c, "server conn crashed mid-message");
         return;
     }
-    if (request_busy(c) && sv->xact_status != 'E') {
+    if (request_busy(c) && sv->xact_status != 'E' && !request_none_commits(c)) {
         /* A request was on its way and the server was not in a failed
          * transaction: an autocommit statement, or a COMMIT in a block, may
          * have committed before the server went. Nobody can tell, so the
          * client hears exactly that (08007), not 08006, which drivers and
-         * applications take as "not done" (issue 17). */
+         * applications take as "not done" (issue 17). A lone BEGIN cannot
+         * commit: that client hears 08006 and no ReadyForQuery, so that its
+         * driver marks the connection broken at once (psycopg 3.1 otherwise
+         * keeps the connection with its transaction count off by one). */
         client_close_error_ready(c, SQLSTATE_RESOLUTION_UNKNOWN,
                                  "server conn crashed with a request in flight: "
                                  "transaction resolution unknown");

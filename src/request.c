@@ -310,6 +310,45 @@ bool request_query_incomplete(const struct client *c)
     return q && q->r_n == 1 && q->open && q->r[q->r_head].kind == REQ_QUERY;
 }
 
+bool request_none_commits(const struct client *c)
+{
+    const struct request_queue *q = c->rq;
+    if (!q || !q->r_n)
+        return false;
+    for (uint32_t i = 0; i < q->r_n; i++) {
+        const struct request *r = &q->r[(q->r_head + i) & q->r_mask];
+        if ((r->kind != REQ_QUERY && r->kind != REQ_EXTENDED) || r->cls != CK_BEGIN)
+            return false;
+    }
+    return true;
+}
+
+void request_note_parse(struct request_msg *rm, bool unnamed, enum classify_kw kw)
+{
+    struct request *r = rm->r;
+    if (r && r->kind == REQ_EXTENDED)
+        r->cls = r->cls == REQUEST_CLS_UNKNOWN && unnamed && kw == CK_BEGIN ? CK_BEGIN : CK_OTHER;
+}
+
+void request_note_run(struct request_msg *rm, bool unnamed)
+{
+    /* Before any Parse of its own, the statement is an earlier one. */
+    struct request *r = rm->r;
+    if (r && r->kind == REQ_EXTENDED && (r->cls != CK_BEGIN || !unnamed))
+        r->cls = CK_OTHER;
+}
+
+bool request_note_execute(struct client *c, struct request_msg *rm)
+{
+    if (!rm->r || rm->r->cls != CK_BEGIN)
+        return true;
+    /* Only then is its portal's name looked at: its first byte. */
+    if (!request_msg_need(c, rm, 6))
+        return false;
+    request_note_run(rm, c->s.rbuf->data[c->s.rbuf->start + 5] == '\0');
+    return true;
+}
+
 const struct request_entry *request_head_entry(const struct client *c)
 {
     return c->rq ? entry_head(c->rq) : NULL;

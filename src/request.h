@@ -217,6 +217,18 @@ void request_push(struct client *c, const struct request_entry *e);
 /* Whether c's one request in flight is a simple Query whose message has
  * not been handled whole yet (so no server has all of it). */
 bool request_query_incomplete(const struct client *c);
+/* Whether nothing c has in flight can commit: each request is a lone
+ * BEGIN, as a Query or as an extended batch (tracked clients only; a
+ * request nobody read may commit). */
+bool request_none_commits(const struct client *c);
+/* An extended request's Parse (of the unnamed statement, or not; kw: the
+ * pre-classifier's reading of its text) and its Bind or Execute (of the
+ * unnamed statement or portal, or not): a batch that runs only the lone
+ * BEGIN it parsed itself keeps cls CK_BEGIN, any other CK_OTHER. */
+void request_note_parse(struct request_msg *rm, bool unnamed, enum classify_kw kw);
+void request_note_run(struct request_msg *rm, bool unnamed);
+/* request_note_run() for an Execute (rm); false: more of it is needed. */
+bool request_note_execute(struct client *c, struct request_msg *rm);
 /* The oldest entry whose answer c's server owes, NULL if none. */
 const struct request_entry *request_head_entry(const struct client *c);
 /* The newest entry of c's, if it ends a request the server answers (a

@@ -173,10 +173,10 @@ def test_server_lost_mid_message_sends_no_error_inside_it(sluice, cluster, pool_
         proxy.stop()
 
 
-def commit_through_trap(proxy, conn, sql="COMMIT"):
+def commit_through_trap(proxy, conn, sql="COMMIT", run=None):
     """sql (COMMIT) on conn while the proxy drops the server's answer and
     then resets that server connection: the error psycopg raises (None if
-    it succeeded)."""
+    it succeeded). run: what the client does instead of executing sql."""
     proxy.trap(sql.encode() + b"\0")
 
     def drop():
@@ -187,7 +187,7 @@ def commit_through_trap(proxy, conn, sql="COMMIT"):
     t = threading.Thread(target=drop)
     t.start()
     try:
-        conn.execute(sql)
+        (run or (lambda: conn.execute(sql)))()
     except psycopg.Error as e:
         return e
     finally:
@@ -234,6 +234,20 @@ def test_server_lost_at_commit_reports_resolution_unknown(sluice, cluster, pool_
         with s.connect(user=pool_user) as conn:
             e = commit_through_trap(proxy, conn, "INSERT INTO chaos_commit VALUES (2)")
         assert e is not None and e.sqlstate == "08007", (e and e.sqlstate, str(e))
+        assert primary_conn.execute("SELECT count(*) FROM chaos_commit").fetchone() == (2,)
+        # A lone BEGIN commits nothing: 08006, and the driver sees the
+        # connection broken at once. (With 08007 and its ReadyForQuery,
+        # psycopg 3.1 kept the connection, its count of transactions left
+        # at one by the failed BEGIN: the next conn.transaction() raised
+        # AssertionError, CI's test_primary_restart_under_load.)
+        with s.connect(user=pool_user, autocommit=False) as conn:
+            def block():
+                with conn.transaction():
+                    conn.execute("INSERT INTO chaos_commit VALUES (3)")
+            e = commit_through_trap(proxy, conn, "BEGIN", run=block)
+            assert isinstance(e, psycopg.OperationalError), e
+            assert "resolution unknown" not in str(e) and "server conn crashed?" in str(e), str(e)
+            assert conn.closed, "the connection looks usable after its server was lost"
         assert primary_conn.execute("SELECT count(*) FROM chaos_commit").fetchone() == (2,)
     finally:
         proxy.stop()
