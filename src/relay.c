@@ -509,7 +509,14 @@ static void relay_server_data(struct server *sv)
         }
         if (m.type == 'E' && sv->pool->ep != 0 && m.avail == m.len)
             server_replica_trouble(sv, m.data, m.len); /* a read's error says it may be down */
-        unsigned act = relay_server_msg(c, sv, &m);
+        /* A message that fits the buffer goes whole: a server lost in
+         * the middle of one (a cut inside a COMMIT's CommandComplete)
+         * leaves its client at a message boundary, where it can still be
+         * told that the outcome is unknown; mid-message it could only be
+         * closed bare (chaos cut_mid_message). Only rows and COPY data
+         * longer than the buffer stream through in pieces. */
+        unsigned act =
+            m.avail < m.len && m.len <= b->cap ? REQUEST_MORE : relay_server_msg(c, sv, &m);
         if (act & REQUEST_MORE) {
             /* Needed whole: what came before goes first (the buffer may
              * move to make room). */

@@ -254,6 +254,42 @@ def test_server_lost_at_commit_reports_resolution_unknown(sluice, cluster, pool_
         primary_conn.execute("DROP TABLE IF EXISTS chaos_commit")
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own fix")
+def test_server_cut_inside_commit_answer_reports_resolution_unknown(sluice, cluster, pool_user,
+                                                                    primary_conn):
+    """Regression (issue 17, chaos cut_mid_message: 6 in 600 s): a server
+    connection cut inside its COMMIT's answer. sluice passed the beginning
+    of the CommandComplete on as it came, so when the rest never came it
+    could only close the client in the middle of a message, with no error:
+    "server closed the connection unexpectedly", for a COMMIT that had
+    committed. A message that fits the buffer now goes whole: the client is
+    told 08007, whether the cut is inside the CommandComplete's header, its
+    text, or the ReadyForQuery after it."""
+    primary_conn.execute("DROP TABLE IF EXISTS chaos_cut_commit")
+    primary_conn.execute("CREATE TABLE chaos_cut_commit (x int)")
+    primary_conn.execute("GRANT ALL ON chaos_cut_commit TO PUBLIC")
+    proxy = FaultProxy(cluster.primary_port)
+    try:
+        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
+                    "pgbouncer": {"default_pool_size": 2, "reserve_pool_size": 0}})
+        # CommandComplete "COMMIT" is 12 bytes, its ReadyForQuery 6.
+        for i, n in enumerate((3, 8, 15)):
+            with s.connect(user=pool_user) as conn:
+                conn.execute("BEGIN")
+                conn.execute("INSERT INTO chaos_cut_commit VALUES (%s)", (i,))
+                proxy.trap(b"COMMIT\0", cut=("down", n))
+                with pytest.raises(psycopg.Error) as ei:
+                    conn.execute("COMMIT")
+            e = ei.value
+            assert e.sqlstate == "08007", (n, e.sqlstate, str(e))
+            assert "transaction resolution unknown" in str(e), (n, str(e))
+            assert primary_conn.execute(
+                "SELECT count(*) FROM chaos_cut_commit WHERE x = %s", (i,)).fetchone() == (1,)
+    finally:
+        proxy.stop()
+        primary_conn.execute("DROP TABLE IF EXISTS chaos_cut_commit")
+
+
 @pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's read-your-writes")
 def test_server_lost_after_commit_before_its_position(sluice, cluster, pool_user, primary_conn):
     """Regression (issue 17, chaos commit_killed): with the split and
