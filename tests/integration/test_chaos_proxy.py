@@ -2,6 +2,7 @@
 say, the checker counts what it should), and what they found: a server
 connection lost in the middle of a message the client had the beginning of."""
 
+import contextlib
 import socket
 import threading
 import time
@@ -173,6 +174,22 @@ def test_server_lost_mid_message_sends_no_error_inside_it(sluice, cluster, pool_
         proxy.stop()
 
 
+@contextlib.contextmanager
+def proxied_primary(sluice, cluster, primary_conn, table):
+    """A fresh table (x int) that everyone may write, and a sluice whose
+    primary is behind a FaultProxy: (proxy, sluice)."""
+    primary_conn.execute(f"DROP TABLE IF EXISTS {table}")
+    primary_conn.execute(f"CREATE TABLE {table} (x int)")
+    primary_conn.execute(f"GRANT ALL ON {table} TO PUBLIC")
+    proxy = FaultProxy(cluster.primary_port)
+    try:
+        yield proxy, sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
+                             "pgbouncer": {"default_pool_size": 2, "reserve_pool_size": 0}})
+    finally:
+        proxy.stop()
+        primary_conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
 def commit_through_trap(proxy, conn, sql="COMMIT", run=None):
     """sql (COMMIT) on conn while the proxy drops the server's answer and
     then resets that server connection: the error psycopg raises (None if
@@ -206,13 +223,7 @@ def test_server_lost_at_commit_reports_resolution_unknown(sluice, cluster, pool_
     the SQLSTATE visible to the driver (a ReadyForQuery follows the FATAL
     error: libpq reports an error only at the end of its request). In a
     failed transaction nothing can commit: 08006 still."""
-    primary_conn.execute("DROP TABLE IF EXISTS chaos_commit")
-    primary_conn.execute("CREATE TABLE chaos_commit (x int)")
-    primary_conn.execute("GRANT ALL ON chaos_commit TO PUBLIC")
-    proxy = FaultProxy(cluster.primary_port)
-    try:
-        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
-                    "pgbouncer": {"default_pool_size": 2, "reserve_pool_size": 0}})
+    with proxied_primary(sluice, cluster, primary_conn, "chaos_commit") as (proxy, s):
         with s.connect(user=pool_user) as conn:
             conn.execute("BEGIN")
             conn.execute("INSERT INTO chaos_commit VALUES (1)")
@@ -249,9 +260,6 @@ def test_server_lost_at_commit_reports_resolution_unknown(sluice, cluster, pool_
             assert "resolution unknown" not in str(e) and "server conn crashed?" in str(e), str(e)
             assert conn.closed, "the connection looks usable after its server was lost"
         assert primary_conn.execute("SELECT count(*) FROM chaos_commit").fetchone() == (2,)
-    finally:
-        proxy.stop()
-        primary_conn.execute("DROP TABLE IF EXISTS chaos_commit")
 
 
 @pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own fix")
@@ -265,13 +273,7 @@ def test_server_cut_inside_commit_answer_reports_resolution_unknown(sluice, clus
     committed. A message that fits the buffer now goes whole: the client is
     told 08007, whether the cut is inside the CommandComplete's header, its
     text, or the ReadyForQuery after it."""
-    primary_conn.execute("DROP TABLE IF EXISTS chaos_cut_commit")
-    primary_conn.execute("CREATE TABLE chaos_cut_commit (x int)")
-    primary_conn.execute("GRANT ALL ON chaos_cut_commit TO PUBLIC")
-    proxy = FaultProxy(cluster.primary_port)
-    try:
-        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
-                    "pgbouncer": {"default_pool_size": 2, "reserve_pool_size": 0}})
+    with proxied_primary(sluice, cluster, primary_conn, "chaos_cut_commit") as (proxy, s):
         # CommandComplete "COMMIT" is 12 bytes, its ReadyForQuery 6.
         for i, n in enumerate((3, 8, 15)):
             with s.connect(user=pool_user) as conn:
@@ -285,9 +287,6 @@ def test_server_cut_inside_commit_answer_reports_resolution_unknown(sluice, clus
             assert "transaction resolution unknown" in str(e), (n, str(e))
             assert primary_conn.execute(
                 "SELECT count(*) FROM chaos_cut_commit WHERE x = %s", (i,)).fetchone() == (1,)
-    finally:
-        proxy.stop()
-        primary_conn.execute("DROP TABLE IF EXISTS chaos_cut_commit")
 
 
 @pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's read-your-writes")
