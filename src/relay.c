@@ -463,12 +463,21 @@ static void relay_to_client(struct server *sv, struct client *c, uint32_t *fwd, 
 }
 
 /* The request queue's verdict on server message m (request_server_msg()).
- * While c's timed-out request settles (client.c, timed_out()): an
- * ErrorResponse is read whole, and one saying the statement was cancelled
- * (57014) is dropped with its ReadyForQuery, the timeout's error going in
- * their place. */
+ * A message that fits the buffer goes whole: a server lost in the middle
+ * of one (a cut inside a COMMIT's CommandComplete) leaves its client at a
+ * message boundary, where it can still be told that the outcome is
+ * unknown; mid-message it could only be closed bare (chaos
+ * cut_mid_message). Only rows and COPY data longer than the buffer stream
+ * through in pieces. While c's timed-out request settles (client.c,
+ * timed_out()): an ErrorResponse is read whole, and one saying the
+ * statement was cancelled (57014) is dropped with its ReadyForQuery, the
+ * timeout's error going in their place. */
 static unsigned relay_server_msg(struct client *c, struct server *sv, const struct stream_msg *m)
 {
+    if (m->avail < m->len && m->len <= sv->s.rbuf->cap)
+        return REQUEST_MORE;
+    if (m->type == 'E' && sv->pool->ep != 0 && m->avail == m->len)
+        server_replica_trouble(sv, m->data, m->len); /* a read's error says it may be down */
     if (m->type == 'E' && c->timeout_kind && !c->timeout_cancelled) {
         if (m->avail < m->len)
             return REQUEST_MORE;
@@ -507,16 +516,7 @@ static void relay_server_data(struct server *sv)
             server_close(sv, "server sent a malformed message");
             return;
         }
-        if (m.type == 'E' && sv->pool->ep != 0 && m.avail == m.len)
-            server_replica_trouble(sv, m.data, m.len); /* a read's error says it may be down */
-        /* A message that fits the buffer goes whole: a server lost in
-         * the middle of one (a cut inside a COMMIT's CommandComplete)
-         * leaves its client at a message boundary, where it can still be
-         * told that the outcome is unknown; mid-message it could only be
-         * closed bare (chaos cut_mid_message). Only rows and COPY data
-         * longer than the buffer stream through in pieces. */
-        unsigned act =
-            m.avail < m.len && m.len <= b->cap ? REQUEST_MORE : relay_server_msg(c, sv, &m);
+        unsigned act = relay_server_msg(c, sv, &m);
         if (act & REQUEST_MORE) {
             /* Needed whole: what came before goes first (the buffer may
              * move to make room). */
