@@ -283,6 +283,7 @@ struct endpoint {
     _Atomic uint64_t lag_bytes; /* the primary's LSN minus its replay LSN */
     _Atomic int64_t lag_usec;   /* 0 when caught up, else the time since it last replayed */
     _Atomic int64_t lag_at;     /* monotonic usec of that measurement; 0: none yet */
+    _Atomic int64_t hurry_at;   /* monotonic usec its position was last asked for waiting reads */
     _Atomic bool lagging;       /* past replica_max_lag(_bytes): no reads */
     _Atomic int lag_why;        /* lag_monitor.c: 0 caught up, 1 not measured, 2 behind */
     _Atomic uint64_t sysid;     /* the primary's: its cluster's system identifier (0: not read) */

@@ -60,12 +60,13 @@ static struct lag_db *g_dbs;
 static ev_timer g_tick;
 static bool g_running;
 /* While reads wait for a replica to catch up (ryw.h), the replicas are
- * asked every HURRY_SEC, not every lag_check_interval, only where they
- * are (HURRY_SQL: the lag in time waits for the next tick). 2 ms, not
- * 1: each ask costs a send, a read and a wakeup (3,000 system calls a
- * second at 1 ms with two replicas), and the waits it shortens last
- * milliseconds. */
-#define HURRY_SEC 0.002
+ * asked where they are (HURRY_SQL: the lag in time waits for the next
+ * tick), not every lag_check_interval but one every HURRY_SEC in turn:
+ * each every RYW_HURRY_USEC x replicas. A replica that was asked by a
+ * ride behind a read (ryw_ride_due()) within that time is skipped: the
+ * ride cost no system call, this ask a send, a read and a wakeup. 2 ms,
+ * not 1: the waits it shortens last milliseconds. */
+#define HURRY_SEC (RYW_HURRY_USEC / 1e6)
 #define HURRY_SQL "SELECT pg_catalog.pg_last_wal_replay_lsn()"
 static ev_async g_hurry_async;
 static ev_timer g_hurry;
@@ -396,9 +397,10 @@ static void hurry_cb(struct ev_loop *loop, ev_timer *t, int revents)
         for (int k = 1; k < DB_MAX_ENDPOINTS; k++) {
             int ep = 1 + (ld->hurry_next + k - 1) % (DB_MAX_ENDPOINTS - 1);
             struct lag_node *n = &ld->node[ep];
-            if (!n->sv || !n->up || n->asking)
+            if (!n->sv || !n->up || n->asking || !ryw_hurry_claim(ld->db, ep, now))
                 continue;
             ld->hurry_next = ep;
+            atomic_fetch_add_explicit(&ryw_wait_stats.asks_poll, 1, memory_order_relaxed);
             /* The whole measurement when it is due (the tick would find
              * the node busy with these), else just where it is. */
             int64_t at = atomic_load_explicit(&ld->db->endpoints[ep].lag_at, memory_order_relaxed);

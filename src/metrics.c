@@ -566,6 +566,13 @@ static void render_ryw(struct metrics_buf *b)
                        (unsigned long long)to_replica);
     metrics_buf_printf(b, "sluice_ryw_waits_total{went=\"primary\"} %llu\n",
                        (unsigned long long)to_primary);
+    buf_family(b, "sluice_ryw_position_asks_total", "counter",
+               "Replica replay positions asked for while reads waited: riding behind a read sent "
+               "to that replica, or polled by the lag monitor.");
+    metrics_buf_printf(b, "sluice_ryw_position_asks_total{how=\"ride\"} %llu\n",
+                       (unsigned long long)atomic_load(&st->asks_ride));
+    metrics_buf_printf(b, "sluice_ryw_position_asks_total{how=\"poll\"} %llu\n",
+                       (unsigned long long)atomic_load(&st->asks_poll));
 }
 
 /* Refresh jobs (jobs.h), one sample per job in each family. */

@@ -404,10 +404,10 @@ void relay_client_data(struct client *c)
         if (m.type != 'd' && m.type != 'c' && m.type != 'f')
             sv->ready = false; /* an answer is owed (COPY data gets none) */
         stream_consume_msg(s, (uint32_t)r);
-        if ((m.type == 'Q' || m.type == 'S') && c->route && c->route->ryw.ride) {
+        if ((m.type == 'Q' || m.type == 'S') && c->route && ryw_ride_due(c, sv)) {
             stream_cork(&sv->s); /* one send for the request and its ride */
             relay_to_server(c, sv, &fwd);
-            ryw_ride(c, &c->route->ryw, sv); /* its write's position, right behind it */
+            ryw_ride(c, &c->route->ryw, sv); /* a position, right behind it */
         }
     }
     relay_to_server(c, sv, &fwd);

@@ -121,11 +121,14 @@ void ryw_commit_begin(struct ryw_client *rc, struct server *sv)
         atomic_fetch_add(&s->pending, 1);
 }
 
-static void raise_to(_Atomic uint64_t *at, uint64_t lsn)
+/* Raises *at to lsn; true if it was below. */
+static bool raise_to(_Atomic uint64_t *at, uint64_t lsn)
 {
     uint64_t cur = atomic_load(at);
-    while (cur < lsn && !atomic_compare_exchange_weak(at, &cur, lsn))
-        ;
+    while (cur < lsn)
+        if (atomic_compare_exchange_weak(at, &cur, lsn))
+            return true;
+    return false;
 }
 
 /* A write committed at a position nobody knows: reads of its scope (s)
@@ -229,6 +232,8 @@ bool ryw_ride_lost(struct client *c, struct server *sv)
     const struct request_entry *e = request_head_entry(c);
     if (!e || !(e->flags & RE_OWNED) || e->owner != (uint8_t)g_owner || request_busy(c))
         return false; /* not the ride's, or the client's own request is still owed */
+    if (sv->pool->ep != 0)
+        return true; /* a replica's position: the lag monitor asks again */
     if (c->route)
         c->route->ryw.wrote = false;
     position_unknown(scope_of(sv->pool, ryw_mode()), c->route ? &c->route->ryw : NULL,
@@ -244,23 +249,56 @@ void ryw_set_owner(int owner)
     g_owner = owner;
 }
 
+bool ryw_hurry_claim(struct database *db, int ep, int64_t now)
+{
+    /* Less half a turn: the monitor's timer, one replica a turn, may come
+     * back a little early, and must not skip a whole turn for that. */
+    int64_t every =
+        RYW_HURRY_USEC * (db->n_endpoints > 2 ? db->n_endpoints - 1 : 1) - RYW_HURRY_USEC / 2;
+    _Atomic int64_t *at = &db->endpoints[ep].hurry_at;
+    int64_t was = atomic_load_explicit(at, memory_order_relaxed);
+    return now - was >= every && atomic_compare_exchange_strong_explicit(
+                                     at, &was, now, memory_order_relaxed, memory_order_relaxed);
+}
+
+bool ryw_ride_due(struct client *c, struct server *sv)
+{
+    const struct router_client *r = c->route;
+    if (r->ryw.ride)
+        return true;
+    int ep = sv->pool->ep;
+    if (ep == 0 || !atomic_load_explicit(&ryw_waiting, memory_order_relaxed) ||
+        r->txn != RTX_NONE || sv->close_needed ||
+        !ryw_hurry_claim(sv->pool->db, ep, worker_now(sv->s.worker)))
+        return false;
+    atomic_fetch_add_explicit(&ryw_wait_stats.asks_ride, 1, memory_order_relaxed);
+    return true;
+}
+
+/* The query that asks sv for its position: the primary's insert position
+ * behind a write, a replica's replay position behind a read. */
+#define REPLAY_SQL "SELECT pg_catalog.pg_last_wal_replay_lsn()"
+
 void ryw_ride(struct client *c, struct ryw_client *rc, struct server *sv)
 {
+    bool write = rc->ride;
     rc->ride = false;
     struct request_entry *end = request_last_end(c);
-    if (!end || sv->pool->ep != 0)
+    if (!end || (write && sv->pool->ep != 0))
         return; /* answered by sluice, or not the primary's: read after it (ryw_commit_read) */
     end->flags |= RE_HOLD_Z;
-    static const char sql[] = POSITION_SQL;
-    uint8_t msg[5 + sizeof(sql)];
+    static const char primary_sql[] = POSITION_SQL, replica_sql[] = REPLAY_SQL;
+    const char *sql = write ? primary_sql : replica_sql;
+    size_t len = write ? sizeof(primary_sql) : sizeof(replica_sql);
+    uint8_t msg[5 + sizeof(primary_sql) + sizeof(replica_sql)];
     msg[0] = 'Q';
-    uint32_t n = 4 + sizeof(sql);
+    uint32_t n = 4 + (uint32_t)len;
     msg[1] = (uint8_t)(n >> 24);
     msg[2] = (uint8_t)(n >> 16);
     msg[3] = (uint8_t)(n >> 8);
     msg[4] = (uint8_t)n;
-    memcpy(msg + 5, sql, sizeof(sql));
-    stream_write(&sv->s, msg, sizeof(msg));
+    memcpy(msg + 5, sql, len);
+    stream_write(&sv->s, msg, 5 + len);
     /* Its answer is swallowed (RE_SWALLOW, lifted at its end so that its
      * ReadyForQuery goes to the client in place of the one held). */
     struct request_entry e = {
@@ -311,14 +349,29 @@ unsigned ryw_on_server_msg(struct client *c, struct server *sv, struct request_e
         if (m->len >= 11 && p[0] == 0 && p[1] == 1) {
             int32_t n =
                 (int32_t)((uint32_t)p[2] << 24 | (uint32_t)p[3] << 16 | (uint32_t)p[4] << 8 | p[5]);
-            if (n > 0 && (uint32_t)n <= m->len - 11)
+            uint64_t lsn;
+            if (n <= 0 || (uint32_t)n > m->len - 11)
+                ;
+            else if (sv->pool->ep == 0)
                 e->u = write_position((const char *)p + 6, (size_t)n);
+            else if (replicas_parse_lsn((const char *)p + 6, (size_t)n, &lsn))
+                e->u = lsn;
         }
         return REQUEST_SWALLOW;
     }
     case 'C':
     case 'E':
         e->flags &= (uint8_t)~RE_SWALLOW; /* its ReadyForQuery is the client's */
+        if (sv->pool->ep != 0) {
+            /* A replica's replay position: never past what it replayed
+             * (the lag monitor's next look may lower it, never raise it
+             * beyond). Not from a server whose address is no longer the
+             * endpoint's (a reload changed it). */
+            if (m->type == 'C' && e->u && !sv->close_needed &&
+                raise_to(&sv->pool->db->endpoints[sv->pool->ep].lag_lsn, e->u))
+                ryw_lag_moved();
+            return REQUEST_SWALLOW;
+        }
         /* The client's held ReadyForQuery said idle: the write committed
          * (its status is sv's now; the query changed nothing). */
         if (m->type == 'C' && e->u && sv->xact_status == 'I' && c->route) {

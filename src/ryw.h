@@ -60,6 +60,13 @@ void ryw_set_owner(int owner);
  * position, and the client has it as ParameterStatus sluice.lsn, before
  * the client is told the commit is done - without a round trip more. */
 void ryw_ride(struct client *c, struct ryw_client *rc, struct server *sv);
+/* Whether a query rides behind c's request just sent to sv (its Query or
+ * Sync): its write's position (rc->ride, the primary), or, while reads
+ * wait (ryw_waiting), the replay position of replica sv when it is due
+ * (ryw_hurry_claim()) and c's read is outside a transaction - that answer
+ * comes with the read's, at no round trip more, in place of a poll of the
+ * lag monitor. */
+bool ryw_ride_due(struct client *c, struct server *sv);
 /* The answer to that query (an entry ryw owns: request.h on_server_msg). */
 unsigned ryw_on_server_msg(struct client *c, struct server *sv, struct request_entry *e,
                            const struct stream_msg *m, bool done);
@@ -103,13 +110,21 @@ bool ryw_commit_lost(struct server *sv);
  * ReadyForQuery and lets it go on without sv. */
 bool ryw_ride_lost(struct client *c, struct server *sv);
 
+/* While reads wait, each replica's replay position is asked at most every
+ * RYW_HURRY_USEC x (its database's replicas), by a ride behind a read sent
+ * there or by the lag monitor's poll (lag_monitor.c): true, and the
+ * endpoint counts as asked now, when endpoint ep of db is due. */
+#define RYW_HURRY_USEC 2000
+bool ryw_hurry_claim(struct database *db, int ep, int64_t now);
+
 /* ---- a read waiting for a replica to catch up ------------------------------------
 
  * A read whose floor no replica has replayed yet waits up to
  * replica_wait_timeout (the client stays idle, its request buffered) and
- * is routed again whenever the lag monitor learns a new replica position -
- * while any read waits, it asks the replicas, one every 2 ms in turn
- * (ryw_set_hurry()) - then, if none has caught up, goes to the primary. */
+ * is routed again whenever a new replica position is learnt - while any
+ * read waits, each replica is asked every 2 ms x replicas, riding behind a
+ * read sent there or else polled by the lag monitor (ryw_set_hurry(),
+ * ryw_hurry_claim()) - then, if none has caught up, goes to the primary. */
 
 /* c's read (state rc) cannot go to a replica yet: true while it may wait
  * (the router answers ROUTE_WAIT), false once it must not (go to the
@@ -139,6 +154,7 @@ struct ryw_wait_stats {
     _Atomic uint64_t bucket[RYW_WAIT_BUCKETS]; /* [i]: waits under 2^(i+1) us */
     _Atomic uint64_t floor_reads;              /* reads that had a position to see */
     _Atomic uint64_t floor_primary;            /* ... sent to the primary without waiting */
+    _Atomic uint64_t asks_ride, asks_poll;     /* replica positions asked while reads waited */
 };
 extern struct ryw_wait_stats ryw_wait_stats;
 

@@ -299,6 +299,50 @@ def test_read_waits_for_a_replica_to_catch_up(sluice, cluster, delayed):
     assert check_histogram(samples, "sluice_ryw_wait_seconds") >= 5
 
 
+def test_replica_position_rides_behind_other_reads(sluice, cluster, delayed):
+    """While md5_user's read waits for replica2 (300 ms behind), another
+    user's reads (nothing to wait for) go to the replicas, simple and
+    extended protocol: the replicas' positions are asked behind some of
+    them (sluice_ryw_position_asks_total{how="ride"}) instead of by the lag
+    monitor's polls. Those reads get their own answers, whole; the waiting
+    read is served by replica2 with the new row."""
+    from test_metrics import scrape, value
+    s = sluice(config("user", replica_wait_timeout=3,
+                      metrics_listen="127.0.0.1:{metrics_port}"))
+    stop, seen, errors = threading.Event(), [], []
+
+    def other_reader():
+        try:
+            with s.connect(user="scram_user") as c:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    if i % 2:
+                        row = c.execute("SELECT %s::int, 'x' || %s::text" % (i, i)).fetchone()
+                    else:
+                        row = c.execute("SELECT %s::int, 'x' || %s::text", (i, i)).fetchone()
+                    seen.append(row == (i, "x%d" % i))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    t = threading.Thread(target=other_reader)
+    t.start()
+    try:
+        with s.connect() as w, s.connect() as r:
+            for i in range(1, 4):
+                w.execute("INSERT INTO ryw_t VALUES (-7, %s)", (i,))
+                assert read_k(r, -7) == (i, delayed)
+    finally:
+        stop.set()
+        t.join()
+    assert errors == [] and len(seen) > 50 and all(seen), (errors, len(seen))
+    samples = scrape(s.metrics_port)[1]
+    rides = value(samples, "sluice_ryw_position_asks_total", how="ride")
+    polls = value(samples, "sluice_ryw_position_asks_total", how="poll")
+    assert rides > 0, (rides, polls)
+    assert value(samples, "sluice_ryw_waits_total", went="primary") == 0
+
+
 def test_read_goes_to_the_primary_when_the_wait_is_up(sluice, cluster, delayed):
     """With replica_wait_timeout shorter than the delay, the read goes to
     the primary after waiting that long; with 0 it goes there at once."""
