@@ -177,69 +177,6 @@ static void on_gap(struct database *db, enum writes_source source, bool open, vo
     invalidate_id(db, cache_db_id(db), "*");
 }
 
-/* ---- writes of a client's transaction ------------------------------------------------ */
-
-static void writes_add(struct cache_client *cc, const char *name)
-{
-    for (int i = 0; i < cc->n_writes; i++)
-        if (!strcmp(cc->writes[i], name))
-            return;
-    if (cc->n_writes == CACHE_WRITES_MAX || strlen(name) >= CACHE_CATALOG_MAX_NAME) {
-        cc->writes_all = true;
-        return;
-    }
-    memcpy(cc->writes[cc->n_writes++], name, strlen(name) + 1);
-}
-
-static void writes_add_cb(void *arg, const char *name)
-{
-    writes_add(arg, name);
-}
-
-/* Notes what text (a statement c sends to run) may write; false when it
- * cannot write. */
-static bool writes_of_text(struct client *c, const char *sql, size_t len)
-{
-    if (!cache_policy_may_write(sql, len))
-        return false; /* the common reads: no parse */
-    struct cache_client *cc = cache_client_of(c);
-    if (!cache_policy_writes(sql, len, writes_add_cb, cc))
-        cc->writes_all = true;
-    return true;
-}
-
-/* The transaction's writes are over (it ended, or its server went): told
- * to every subscriber, this cache first among them. */
-static void writes_flush(struct client *c)
-{
-    struct cache_client *cc = c->cache;
-    if (!cc || (!cc->n_writes && !cc->writes_all))
-        return;
-    struct writes_rel rels[CACHE_WRITES_MAX];
-    char names[CACHE_WRITES_MAX][CACHE_CATALOG_MAX_NAME];
-    for (int i = 0; i < cc->n_writes; i++) {
-        char *dot = strrchr(cc->writes[i], '.');
-        memcpy(names[i], cc->writes[i], strlen(cc->writes[i]) + 1);
-        rels[i].schema = NULL;
-        rels[i].name = names[i];
-        if (dot) {
-            names[i][dot - cc->writes[i]] = '\0';
-            rels[i].schema = names[i];
-            rels[i].name = names[i] + (dot - cc->writes[i]) + 1;
-        }
-    }
-    struct writes_event ev = {.db = c->pool->db,
-                              .source = WRITES_CLIENT,
-                              .rels = rels,
-                              .n = cc->writes_all ? 0 : cc->n_writes,
-                              .all = cc->writes_all};
-    cc->n_writes = 0;
-    cc->writes_all = false;
-    writes_committed(&ev);
-    if (cache_g_redis)
-        cache_tier_hold(c, &ev);
-}
-
 /* ---- the key --------------------------------------------------------------------- */
 
 static _Thread_local struct {
@@ -751,10 +688,12 @@ enum cache_route cache_route(struct client *c)
 /* A statement that changes session state the key does not see: nothing
  * cached for c any more. kept: the statement's record, whose memo keeps
  * the answer. */
-static void taint_check(struct client *c, struct cache_stmt *kept, const char *sql, size_t len)
+static void taint_check(struct client *c, struct cache_stmt *kept, const char *sql, size_t len,
+                        bool prepared)
 {
     if (!kept || !(kept->memo & STMT_TAINT_KNOWN)) {
-        bool taints = cache_policy_taints(sql, len, !c->track);
+        bool taints = prepared ? cache_policy_facts(sql, len)->taints[!c->track]
+                               : cache_policy_taints(sql, len, !c->track);
         if (kept)
             kept->memo |= STMT_TAINT_KNOWN | (taints ? STMT_TAINTS : 0);
         else if (taints)
@@ -844,8 +783,8 @@ static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
                          ? (size_t)(end - body) - 1
                          : strnlen((const char *)body, (size_t)(end - body));
         if (g_on)
-            taint_check(c, NULL, (const char *)body, len);
-        writes_of_text(c, (const char *)body, len);
+            taint_check(c, NULL, (const char *)body, len, false);
+        cache_writes_of_text(c, (const char *)body, len, false);
         cc = c->cache;
         if (cc && cc->filling && !cc->fill_ext && !cc->capturing) {
             own(rm);
@@ -859,7 +798,8 @@ static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
         const uint8_t *pb = (const uint8_t *)name + strlen(name) + 1;
         struct cache_stmt *kept = stmt_remember(c, name, pb, (uint32_t)(end - pb));
         if (g_on)
-            taint_check(c, kept, sql, kept && (kept->memo & STMT_TAINT_KNOWN) ? 0 : strlen(sql));
+            taint_check(c, kept, sql, kept && (kept->memo & STMT_TAINT_KNOWN) ? 0 : strlen(sql),
+                        true);
     } else if (rm->type == 'B') {
         const char *portal = cstr(body, end);
         const char *name = portal ? cstr((const uint8_t *)portal + strlen(portal) + 1, end) : NULL;
@@ -872,7 +812,7 @@ static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
             return rm->len;
         const char *sql = pb ? cstr(pb, pb + len) : NULL;
         if (sql) {
-            if (!writes_of_text(c, sql, strlen(sql)) && kept)
+            if (!cache_writes_of_text(c, sql, strlen(sql), true) && kept)
                 kept->memo |= STMT_READS;
         } else
             cache_client_of(c)->writes_all = true; /* a statement it did not see prepared */
@@ -996,7 +936,7 @@ static void cache_on_request_end(struct client *c, struct server *sv, const stru
     if (!cc)
         return;
     if (status == 'I')
-        writes_flush(c);
+        cache_writes_flush(c);
 }
 
 static void cache_on_unlinked(struct client *c)
@@ -1004,7 +944,8 @@ static void cache_on_unlinked(struct client *c)
     struct cache_client *cc = c->cache;
     if (!cc)
         return;
-    writes_flush(c); /* its transaction is over, whichever way: its writes may have committed */
+    cache_writes_flush(
+        c); /* its transaction is over, whichever way: its writes may have committed */
     if (cc->filling)
         fill_reset(cc);
 }
@@ -1015,7 +956,7 @@ static void cc_free(struct client *c)
     if (!cc)
         return;
     if (c->pool)
-        writes_flush(c);
+        cache_writes_flush(c);
     sf_wait_end(c);
     cache_tier_forget(c);
     cc->n_hold = 0;
@@ -1095,6 +1036,7 @@ bool cache_init(const struct config *cfg, char *err, size_t errlen)
 
 void cache_thread_done(void)
 {
+    cache_policy_thread_done();
     free(tl_sf.v);
     tl_sf.v = NULL;
     tl_sf.n = tl_sf.cap = 0;

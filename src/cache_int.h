@@ -102,6 +102,14 @@ extern bool cache_g_redis;
 void cache_ctr_add(struct database *db, enum cache_ctr i);
 /* c's state, made if it has none. */
 struct cache_client *cache_client_of(struct client *c);
+
+/* Notes what text (a statement c sends to run) may write, for its
+ * transaction's end; false when it cannot write. prepared: a Parse's or a
+ * Bind's text, whose facts are found once (cache_policy_facts()). */
+bool cache_writes_of_text(struct client *c, const char *sql, size_t len, bool prepared);
+/* c's transaction is over (it ended, or its server went): what it wrote is
+ * told to every subscriber of the writes bus, the cache first among them. */
+void cache_writes_flush(struct client *c);
 /* c on (off) its thread's list of clients looked at every millisecond:
  * those waiting for an answer (routed again when it is there) or holding
  * their output. */

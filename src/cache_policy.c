@@ -3,6 +3,7 @@
 #include "cache_policy.h"
 
 #include <fnmatch.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cache_catalog.h"
@@ -234,4 +235,89 @@ bool cache_policy_taints(const char *sql, size_t len, bool session)
         if (!strcmp(word, state[i]) && (i != 3 || cache_sql_contains(sql, len, "temp")))
             return true; /* CREATE: only a temporary object */
     return false;
+}
+
+/* ---- the facts of prepared texts ---------------------------------------------- */
+
+/* Direct-mapped by the text's hash, per thread: a slot holds the last text
+ * that hashed there (its copy, compared whole on a hit). At most
+ * FACTS_SLOTS texts of up to FACTS_MAX_TEXT bytes: a bound, whatever the
+ * clients send. */
+#define FACTS_SLOTS    256
+#define FACTS_MAX_TEXT 2048
+struct facts_slot {
+    uint64_t hash;
+    char *text;
+    size_t len;
+    struct cache_text_facts f;
+};
+static _Thread_local struct facts_slot *tl_facts;
+static _Thread_local struct cache_text_facts tl_scratch;
+
+static uint64_t facts_hash(const char *s, size_t n)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
+    for (; n >= 8; s += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    uint64_t w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    return h ^ (h >> 29);
+}
+
+static void facts_add(void *arg, const char *name)
+{
+    struct cache_text_facts *f = arg;
+    if (f->n_names == CACHE_FACTS_NAMES || strlen(name) >= CACHE_CATALOG_MAX_NAME) {
+        f->overflow = true;
+        return;
+    }
+    memcpy(f->names[f->n_names++], name, strlen(name) + 1);
+}
+
+static void facts_find(const char *sql, size_t len, struct cache_text_facts *f)
+{
+    memset(f, 0, offsetof(struct cache_text_facts, names));
+    f->may_write = cache_policy_may_write(sql, len);
+    f->named = !f->may_write || cache_policy_writes(sql, len, facts_add, f);
+    f->taints[0] = cache_policy_taints(sql, len, false);
+    f->taints[1] = cache_policy_taints(sql, len, true);
+}
+
+const struct cache_text_facts *cache_policy_facts(const char *sql, size_t len)
+{
+    if (len > FACTS_MAX_TEXT ||
+        (!tl_facts && !(tl_facts = calloc(FACTS_SLOTS, sizeof(*tl_facts))))) {
+        facts_find(sql, len, &tl_scratch);
+        return &tl_scratch;
+    }
+    uint64_t h = facts_hash(sql, len);
+    struct facts_slot *s = &tl_facts[h & (FACTS_SLOTS - 1)];
+    if (s->text && s->hash == h && s->len == len && !memcmp(s->text, sql, len))
+        return &s->f;
+    char *copy = realloc(s->text, len ? len : 1);
+    if (!copy) {
+        facts_find(sql, len, &tl_scratch);
+        return &tl_scratch;
+    }
+    memcpy(copy, sql, len);
+    s->text = copy;
+    s->len = len;
+    s->hash = h;
+    facts_find(sql, len, &s->f);
+    return &s->f;
+}
+
+void cache_policy_thread_done(void)
+{
+    if (!tl_facts)
+        return;
+    for (int i = 0; i < FACTS_SLOTS; i++)
+        free(tl_facts[i].text);
+    free(tl_facts);
+    tl_facts = NULL;
 }

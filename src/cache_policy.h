@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cache_catalog.h"
 #include "config.h"
 #include "conn.h"
 
@@ -52,5 +53,23 @@ bool cache_policy_writes(const char *sql, size_t len, void (*add)(void *arg, con
  * in any mode; in session pooling (session) also SET, RESET, DISCARD,
  * CREATE TEMP, LOAD, DO, CALL, SECURITY LABEL. */
 bool cache_policy_taints(const char *sql, size_t len, bool session);
+
+/* What the three above say of a prepared statement's text, found once per
+ * text and worker thread: a client's Parse and Bind give the same few
+ * texts again and again (an unnamed statement alternating between them
+ * too), and reading them costs more than finding them. Not for a simple
+ * Query (its text has its values in it: seen once, most of the time). */
+#define CACHE_FACTS_NAMES 4
+struct cache_text_facts {
+    bool may_write;
+    bool named;     /* cache_policy_writes()'s answer; names[] its relations */
+    bool overflow;  /* more than CACHE_FACTS_NAMES: ask cache_policy_writes() */
+    bool taints[2]; /* cache_policy_taints(), [session] */
+    uint8_t n_names;
+    char names[CACHE_FACTS_NAMES][CACHE_CATALOG_MAX_NAME];
+};
+const struct cache_text_facts *cache_policy_facts(const char *sql, size_t len);
+/* Frees the running thread's texts (thread exit). */
+void cache_policy_thread_done(void);
 
 #endif

@@ -2,18 +2,72 @@
  * (cache_sql.h). */
 #include "cache_sql.h"
 
-#include <ctype.h>
 #include <string.h>
 
-static bool ci_eq(const char *p, const char *e, const char *w)
+/* ASCII classes, as <ctype.h>'s in the C locale (sluice never sets
+ * another) without a call per byte: these run on every statement while
+ * the cache is on. */
+enum { C_ALPHA = 1, C_DIGIT = 2, C_SPACE = 4 };
+static const unsigned char cls[256] = {
+    [' '] = C_SPACE,  ['\t'] = C_SPACE, ['\n'] = C_SPACE, ['\v'] = C_SPACE, ['\f'] = C_SPACE,
+    ['\r'] = C_SPACE, ['0'] = C_DIGIT,  ['1'] = C_DIGIT,  ['2'] = C_DIGIT,  ['3'] = C_DIGIT,
+    ['4'] = C_DIGIT,  ['5'] = C_DIGIT,  ['6'] = C_DIGIT,  ['7'] = C_DIGIT,  ['8'] = C_DIGIT,
+    ['9'] = C_DIGIT,  ['A'] = C_ALPHA,  ['B'] = C_ALPHA,  ['C'] = C_ALPHA,  ['D'] = C_ALPHA,
+    ['E'] = C_ALPHA,  ['F'] = C_ALPHA,  ['G'] = C_ALPHA,  ['H'] = C_ALPHA,  ['I'] = C_ALPHA,
+    ['J'] = C_ALPHA,  ['K'] = C_ALPHA,  ['L'] = C_ALPHA,  ['M'] = C_ALPHA,  ['N'] = C_ALPHA,
+    ['O'] = C_ALPHA,  ['P'] = C_ALPHA,  ['Q'] = C_ALPHA,  ['R'] = C_ALPHA,  ['S'] = C_ALPHA,
+    ['T'] = C_ALPHA,  ['U'] = C_ALPHA,  ['V'] = C_ALPHA,  ['W'] = C_ALPHA,  ['X'] = C_ALPHA,
+    ['Y'] = C_ALPHA,  ['Z'] = C_ALPHA,  ['a'] = C_ALPHA,  ['b'] = C_ALPHA,  ['c'] = C_ALPHA,
+    ['d'] = C_ALPHA,  ['e'] = C_ALPHA,  ['f'] = C_ALPHA,  ['g'] = C_ALPHA,  ['h'] = C_ALPHA,
+    ['i'] = C_ALPHA,  ['j'] = C_ALPHA,  ['k'] = C_ALPHA,  ['l'] = C_ALPHA,  ['m'] = C_ALPHA,
+    ['n'] = C_ALPHA,  ['o'] = C_ALPHA,  ['p'] = C_ALPHA,  ['q'] = C_ALPHA,  ['r'] = C_ALPHA,
+    ['s'] = C_ALPHA,  ['t'] = C_ALPHA,  ['u'] = C_ALPHA,  ['v'] = C_ALPHA,  ['w'] = C_ALPHA,
+    ['x'] = C_ALPHA,  ['y'] = C_ALPHA,  ['z'] = C_ALPHA};
+
+static inline bool is_alpha(unsigned char c)
 {
-    size_t n = strlen(w);
+    return cls[c] & C_ALPHA;
+}
+
+static inline bool is_alnum(unsigned char c)
+{
+    return cls[c] & (C_ALPHA | C_DIGIT);
+}
+
+static inline bool is_digit(unsigned char c)
+{
+    return cls[c] & C_DIGIT;
+}
+
+static inline bool is_space(unsigned char c)
+{
+    return cls[c] & C_SPACE;
+}
+
+static inline char lower(unsigned char c)
+{
+    return (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+}
+
+static inline char upper(unsigned char c)
+{
+    return (char)(c >= 'a' && c <= 'z' ? c - ('a' - 'A') : c);
+}
+
+/* p (up to e) starts with w (lower case, n bytes), in any case. */
+static inline bool ci_eq_n(const char *p, const char *e, const char *w, size_t n)
+{
     if ((size_t)(e - p) < n)
         return false;
     for (size_t i = 0; i < n; i++)
-        if (tolower((unsigned char)p[i]) != w[i])
+        if (lower((unsigned char)p[i]) != w[i])
             return false;
     return true;
+}
+
+static inline bool ci_eq(const char *p, const char *e, const char *w)
+{
+    return ci_eq_n(p, e, w, strlen(w)); /* inlined: a literal's length is folded */
 }
 
 bool cache_sql_contains(const char *sql, size_t len, const char *needle)
@@ -28,13 +82,13 @@ bool cache_sql_contains(const char *sql, size_t len, const char *needle)
      * of set_config, rare in SQL), else its last: memchr finds candidates,
      * ci_eq confirms. */
     size_t k = 0;
-    while (k < n && isalpha((unsigned char)needle[k]))
+    while (k < n && is_alpha((unsigned char)needle[k]))
         k++;
     if (k == n)
         k = n - 1;
     char at = needle[k];
-    char other = (char)(islower((unsigned char)at) ? toupper((unsigned char)at)
-                                                   : tolower((unsigned char)at));
+    char other =
+        lower((unsigned char)at) == at ? upper((unsigned char)at) : lower((unsigned char)at);
     for (const char *p = sql + k; p < e;) {
         const char *a = memchr(p, at, (size_t)(e - p));
         const char *b = other != at ? memchr(p, other, (size_t)(e - p)) : NULL;
@@ -51,7 +105,7 @@ bool cache_sql_contains(const char *sql, size_t len, const char *needle)
 const char *cache_sql_skip_blank(const char *p, const char *e)
 {
     for (;;) {
-        while (p < e && isspace((unsigned char)*p))
+        while (p < e && is_space((unsigned char)*p))
             p++;
         if (e - p >= 2 && p[0] == '-' && p[1] == '-') {
             while (p < e && *p != '\n')
@@ -95,7 +149,7 @@ enum cache_sql_hint cache_sql_hint(const char *sql, size_t len, int64_t *ttl_use
         if (ci_eq(q, e, "ttl=")) {
             int64_t v = 0;
             q += 4;
-            while (q < e && isdigit((unsigned char)*q) && v < 100000000)
+            while (q < e && is_digit((unsigned char)*q) && v < 100000000)
                 v = v * 10 + (*q++ - '0');
             *ttl_usec = v * 1000000;
         }
@@ -114,19 +168,19 @@ void cache_sql_first_word(const char *sql, size_t len, char *word, size_t cap)
             break;
     }
     size_t n = 0;
-    while (p < e && isalpha((unsigned char)*p) && n + 1 < cap)
-        word[n++] = (char)tolower((unsigned char)*p++);
+    while (p < e && is_alpha((unsigned char)*p) && n + 1 < cap)
+        word[n++] = lower((unsigned char)*p++);
     word[n] = '\0';
 }
 
 /* A keyword (case-insensitive, whole word) at p: past it, or NULL. */
-static const char *keyword(const char *p, const char *e, const char *w)
+static inline const char *keyword(const char *p, const char *e, const char *w)
 {
     p = cache_sql_skip_blank(p, e);
     if (!ci_eq(p, e, w))
         return NULL;
     p += strlen(w);
-    if (p < e && (isalnum((unsigned char)*p) || *p == '_' || *p == '$'))
+    if (p < e && (is_alnum((unsigned char)*p) || *p == '_' || *p == '$'))
         return NULL;
     return p;
 }
@@ -152,13 +206,13 @@ static const char *ident(const char *p, const char *e, char *name, size_t cap)
         }
         p++;
     } else {
-        if (p >= e || !(isalpha((unsigned char)*p) || *p == '_' || (unsigned char)*p >= 0x80))
+        if (p >= e || !(is_alpha((unsigned char)*p) || *p == '_' || (unsigned char)*p >= 0x80))
             return NULL;
-        while (p < e && (isalnum((unsigned char)*p) || *p == '_' || *p == '$' ||
+        while (p < e && (is_alnum((unsigned char)*p) || *p == '_' || *p == '$' ||
                          (unsigned char)*p >= 0x80)) {
             if (n + 1 >= cap)
                 return NULL;
-            name[n++] = (char)tolower((unsigned char)*p++);
+            name[n++] = lower((unsigned char)*p++);
         }
     }
     if (n == 0)
@@ -173,7 +227,7 @@ static const char *skip_quoted(const char *p, const char *e)
 {
     if (*p == '$') {
         const char *t = p + 1;
-        while (t < e && (isalnum((unsigned char)*t) || *t == '_'))
+        while (t < e && (is_alnum((unsigned char)*t) || *t == '_'))
             t++;
         if (t >= e || *t != '$')
             return p + 1; /* a parameter ($1) or part of a name */
@@ -221,7 +275,7 @@ static bool one_statement(const char *start, const char *p, const char *e)
             break;
         char ch = *p;
         if (ch == '\'' && p - 1 > start && (p[-1] == 'e' || p[-1] == 'E') &&
-            (p - 1 == start || !(isalnum((unsigned char)p[-2]) || p[-2] == '_'))) {
+            (p - 1 == start || !(is_alnum((unsigned char)p[-2]) || p[-2] == '_'))) {
             p = skip_quoted(p - 1, e); /* E'...': backslash escapes */
         } else if (ch == '\'' && p - 1 == start && (p[-1] == 'e' || p[-1] == 'E')) {
             p = skip_quoted(p - 1, e);
