@@ -545,6 +545,19 @@ static bool known_nocache(const struct client *c, const struct stream_msg *m,
     return m->type == 'B' && !m->data[5] && !m->data[6]; /* unnamed portal and statement */
 }
 
+/* Whether the unnamed Parse m (its text, of any client of this thread) was
+ * found uncacheable by its text and the rules alone under this config: an
+ * unnamed statement alternating between a few texts is read once per text
+ * (cache_policy_facts()), not at each Parse. */
+static bool text_nocache(const struct stream_msg *m, const struct config *cfg)
+{
+    if (m->type != 'P' || m->avail < m->len || m->len < 7 || m->data[5])
+        return false;
+    const char *sql = (const char *)m->data + 6;
+    const char *nul = memchr(sql, '\0', m->len - 6);
+    return nul && cache_policy_facts(sql, (size_t)(nul - sql))->nocache_gen == cfg->generation;
+}
+
 /* c waited for another client's fill of its key: CACHE_ROUTE_WAIT while
  * it goes on; else whether c may look again (the answer was stored, or
  * another fill leads now) or runs the query itself, uncached (the fill
@@ -610,13 +623,16 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok, bool
     if (stream_next_msg(&c->s, STREAM_MSG_HEAD, &m) != STREAM_MSG_OK)
         return CACHE_ROUTE_NONE;
     const struct config *cfg = g_pooler.cfg;
-    if (known_nocache(c, &m, cfg))
+    /* What needs no reading of the request first: inside a transaction,
+     * most statements stop here. */
+    if (!client_may(c, status) ||
+        atomic_load_explicit(&c->pool->db->cache_gaps, memory_order_relaxed) ||
+        known_nocache(c, &m, cfg) || text_nocache(&m, cfg))
         return CACHE_ROUTE_NONE;
     struct request_view v;
     bool ok =
         m.type == 'Q' ? view_query(c, &v) : (m.type == 'P' || m.type == 'B') && view_batch(c, &v);
-    if (!ok || v.sql_len > CACHE_MAX_TEXT || !client_may(c, status) ||
-        atomic_load_explicit(&c->pool->db->cache_gaps, memory_order_relaxed))
+    if (!ok || v.sql_len > CACHE_MAX_TEXT)
         return CACHE_ROUTE_NONE;
     int64_t now = worker_now(c->s.worker);
     struct database *db = c->pool->db;
@@ -625,9 +641,13 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok, bool
     if (named <= 0) {
         if (named == 0)
             cache_ctr_add(db, CC_BYPASS);
-        else if (v.kept) { /* by its text and the rules alone: so until they change */
-            v.kept->memo |= STMT_NOCACHE;
-            v.kept->memo_gen = cfg->generation;
+        else { /* by its text and the rules alone: so until they change */
+            if (v.kept) {
+                v.kept->memo |= STMT_NOCACHE;
+                v.kept->memo_gen = cfg->generation;
+            }
+            if (v.parse)
+                cache_policy_facts(v.sql, v.sql_len)->nocache_gen = cfg->generation;
         }
         return CACHE_ROUTE_NONE;
     }

@@ -288,7 +288,7 @@ static void facts_find(const char *sql, size_t len, struct cache_text_facts *f)
     f->taints[1] = cache_policy_taints(sql, len, true);
 }
 
-const struct cache_text_facts *cache_policy_facts(const char *sql, size_t len)
+struct cache_text_facts *cache_policy_facts(const char *sql, size_t len)
 {
     if (len > FACTS_MAX_TEXT ||
         (!tl_facts && !(tl_facts = calloc(FACTS_SLOTS, sizeof(*tl_facts))))) {

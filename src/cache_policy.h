@@ -66,9 +66,13 @@ struct cache_text_facts {
     bool overflow;  /* more than CACHE_FACTS_NAMES: ask cache_policy_writes() */
     bool taints[2]; /* cache_policy_taints(), [session] */
     uint8_t n_names;
+    /* The config generation under which cache_policy_decide() found the
+     * text uncacheable by its text and rules alone (0: not known); noted
+     * by the caller. */
+    uint64_t nocache_gen;
     char names[CACHE_FACTS_NAMES][CACHE_CATALOG_MAX_NAME];
 };
-const struct cache_text_facts *cache_policy_facts(const char *sql, size_t len);
+struct cache_text_facts *cache_policy_facts(const char *sql, size_t len);
 /* Frees the running thread's texts (thread exit). */
 void cache_policy_thread_done(void);
 

@@ -282,6 +282,35 @@ def test_the_same_unnamed_statement_follows_reloads_and_every_write(sluice, clus
             assert warm(s, conn, sql, (1,)) == [(10 + i,)]
 
 
+def test_unnamed_statements_alternating_between_texts(sluice, cluster):
+    """Clients whose unnamed statement alternates between a few texts (as
+    pgbench -M extended and most drivers do): what sluice learns of each
+    text once (it writes, it is not cached by the rules) holds for every
+    client, a cacheable text in between still hits, each write still
+    invalidates, and a reload's new rule makes an uncached text cacheable."""
+    s = sluice(cache_config(rules={"public.cache_t": "300"}))
+    other_t = "SELECT v FROM cache_other WHERE id = %s"
+    cached_t = "SELECT v FROM cache_t WHERE id = %s"
+    write_t = "UPDATE cache_t SET v = %s WHERE id = 2"
+    with s.connect() as conn, s.connect() as peer:
+        conn.prepare_threshold = peer.prepare_threshold = None  # unnamed statements only
+        assert warm(s, conn, cached_t, (2,)) == [(0,)]
+        for i in range(1, 6):
+            behind_back(cluster, f"UPDATE cache_other SET v = {i} WHERE id = 1")
+            assert conn.execute(other_t, (1,)).fetchall() == [(i,)]  # never cached
+            assert peer.execute(other_t, (1,)).fetchall() == [(i,)]
+            before = hits(s)
+            assert conn.execute(cached_t, (2,)).fetchall() == [(i - 1,)]
+            assert hits(s) == before + 1
+            peer.execute(write_t, (i,))  # a write of the same texts' mix: invalidates
+            assert warm(s, conn, cached_t, (2,)) == [(i,)]
+        s.write_config(cache_config(rules={"public.cache_t": "300", "public.cache_other": "300"}))
+        s.reload()
+        assert warm(s, conn, other_t, (1,)) == [(5,)]
+        behind_back(cluster, "UPDATE cache_other SET v = 9 WHERE id = 1")
+        assert conn.execute(other_t, (1,)).fetchall() == [(5,)]  # cached now
+
+
 def test_asyncpg_prepared_statements_hit(sluice, cluster):
     import asyncio
 
