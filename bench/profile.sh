@@ -22,6 +22,8 @@
 #                            bench/cache_bench.py's cached select (1,000 statements, filled
 #                            first; use PROFILE_PROTOCOLS=simple): instructions per hit
 #   PROFILE_INSIGHTS=on|off  insights (per-query statistics); unset: the default (on)
+#   PROFILE_RYW=off|user|... read_your_writes with PROFILE_SPLIT; unset: the default (user);
+#                            PROFILE_WORKLOAD=rw-90-10 is bench/ryw_bench.py's 90/10 mix
 #   PROFILE_TOP=15           functions listed per table
 #   PROFILE_OUT=bench/results/profile.txt
 #   PROFILE_RAW_DIR=/tmp/sluice-callgrind   where the raw callgrind dumps are

@@ -66,6 +66,11 @@ SPLIT = os.environ.get("PROFILE_SPLIT", "").strip().lower()
 CACHE = os.environ.get("PROFILE_CACHE", "").strip().lower()
 # PROFILE_INSIGHTS: empty (the default: on), on or off (per-query statistics).
 INSIGHTS = os.environ.get("PROFILE_INSIGHTS", "").strip().lower()
+# PROFILE_RYW: empty (the default: user), or a read_your_writes value; with
+# PROFILE_SPLIT=on and PROFILE_WORKLOAD=rw-90-10 (bench/ryw_bench.py's mix:
+# select-only 9, simple-update 1), what read-your-writes costs a transaction.
+RYW = os.environ.get("PROFILE_RYW", "").strip().lower()
+B.EXTRA_WORKLOADS["rw-90-10"] = ["-b", "select-only@9", "-b", "simple-update@1"]
 if CACHE == "hit":
     WORKLOAD = "cache-select"
 
@@ -193,6 +198,8 @@ def profile_protocol(protocol, sluice_bin, cfg, raw_dir):
         settings = [("read_write_split", SPLIT), ("primary_reads", "fallback")]
     if INSIGHTS:
         settings += [("insights", INSIGHTS)]
+    if RYW:
+        settings += [("read_your_writes", RYW)]
     if CACHE:
         import cache_bench
         settings += [("admin_users", B.DBUSER), ("cache", "off" if CACHE == "off" else "memory")]
@@ -273,6 +280,8 @@ def report(results, cfg, env):
           % (B.REPLICA_PORT[B.REPLICAS[0]], SPLIT))
         a("            primary_reads = fallback (PROFILE_SPLIT)")
     a("Insights:   insights = %s (PROFILE_INSIGHTS)" % (INSIGHTS or "on, the default"))
+    if SPLIT:
+        a("Read-your-writes: read_your_writes = %s (PROFILE_RYW)" % (RYW or "user, the default"))
     if CACHE:
         import cache_bench
         rule = cache_bench.HIT_RULE if CACHE == "hit" else cache_bench.UNUSED_RULE
@@ -331,7 +340,9 @@ def main_run():
         sys.exit("profile: PROFILE_SPLIT must be on or off, not %r" % SPLIT)
     if CACHE not in ("", "off", "memory", "hit"):
         sys.exit("profile: PROFILE_CACHE must be off, memory or hit, not %r" % CACHE)
-    if WORKLOAD not in B.WORKLOADS and CACHE != "hit":
+    if RYW not in ("", "off", "connection", "user", "database"):
+        sys.exit("profile: PROFILE_RYW must be off, connection, user or database, not %r" % RYW)
+    if WORKLOAD not in B.WORKLOADS and WORKLOAD not in B.EXTRA_WORKLOADS and CACHE != "hit":
         sys.exit("profile: PROFILE_WORKLOAD must be one of %s, not %r"
                  % (", ".join(B.WORKLOADS), WORKLOAD))
     src = os.path.abspath(os.environ.get("SLUICE_BIN", os.path.join(B.REPO, "build/release/sluice")))
