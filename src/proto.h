@@ -17,6 +17,7 @@
 #define PROTO_GSSENC_CODE 80877104u /* GSSENCRequest */
 #define PROTO_HDR         5         /* type byte + int32 length */
 #define PROTO_STARTUP_MAX 10000     /* PostgreSQL's own limit for startup packets */
+#define PROTO_STARTUP_MIN 8         /* length and code: the shortest startup packet */
 
 /* SQLSTATEs sluice itself reports. */
 #define SQLSTATE_PROTOCOL_VIOLATION    "08P01"
