@@ -47,6 +47,32 @@ const char *proto_status_str(enum proto_status st);
 enum proto_status proto_peek_header(const uint8_t *buf, size_t len, uint32_t max_packet,
                                     uint8_t *type, uint32_t *msglen);
 
+/* Whether t is a message type a logged-in client may send: the ones a
+ * PostgreSQL backend reads (Bind, Close, CopyData/Done/Fail, Describe,
+ * Execute, Flush, FunctionCall, Parse, Query, Sync, Terminate). It ends the
+ * session on any other, FATAL 08P01 "invalid frontend message type". */
+static inline bool proto_frontend_type_ok(uint8_t t)
+{
+    switch (t) {
+    case 'B':
+    case 'C':
+    case 'c':
+    case 'd':
+    case 'D':
+    case 'E':
+    case 'f':
+    case 'F':
+    case 'H':
+    case 'P':
+    case 'Q':
+    case 'S':
+    case 'X':
+        return true;
+    default:
+        return false;
+    }
+}
+
 static inline uint32_t proto_get32(const uint8_t *p)
 {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];

@@ -137,6 +137,32 @@ def test_startup_and_password_a_byte_at_a_time(pooler):
         assert conn.query("SELECT 'dripped'") == [["dripped"]]
 
 
+def test_unknown_message_type_refused_without_a_server(sluice):
+    """A logged-in client's message of a type no PostgreSQL backend takes
+    ends that client with PostgreSQL's own error (08P01), and is not
+    forwarded: the server would end its session (FATAL), and replacing it
+    costs a fork and a login (issue 17: 1,000 such clients churned ~120
+    servers)."""
+    s = sluice({"pgbouncer": {"default_pool_size": 1}})
+
+    def refused(prefix):
+        with RawConn(s.port) as bad:
+            bad.login()
+            bad.send(prefix + b"Z" + struct.pack("!i", 4))
+            error = first_error(assert_closed(bad))
+            assert error and error["C"] == "08P01", error
+            assert error["M"] == "invalid frontend message type 90", error
+
+    with RawConn(s.port) as first:
+        pid = first.login().query("SELECT pg_backend_pid()")
+        refused(b"")
+        assert first.query("SELECT pg_backend_pid()") == pid  # the one server lives on
+        # In a transaction too (its server then goes, as with any client that
+        # leaves mid-transaction).
+        refused(query_message("BEGIN"))
+        assert first.query("SELECT 1") == [["1"]]
+
+
 def test_ssl_request_refused_then_login(pooler):
     with RawConn(pooler.port) as conn:
         conn.send(struct.pack("!ii", 8, SSL_REQUEST_CODE))
