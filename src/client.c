@@ -61,7 +61,7 @@ static bool client_dispatch(struct client *c)
         client_close(c, "client close request");
         return false;
     }
-    if (client_refuse_pqexec(c, m.type))
+    if (client_refuse_type(c, m.type))
         return false;
     if (m.type == 'd' || m.type == 'c' || m.type == 'f') {
         /* COPY data after the COPY ended (it failed): a server drops them,

@@ -318,6 +318,14 @@ bool client_refuse_pqexec(struct client *c, uint8_t type)
     return true;
 }
 
+bool client_refuse_type(struct client *c, uint8_t type)
+{
+    if (proto_frontend_type_ok(type))
+        return client_refuse_pqexec(c, type);
+    client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "invalid frontend message type %d", type);
+    return true;
+}
+
 void client_close_bad_message(struct client *c, enum stream_msg_status ms)
 {
     client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "%s",

@@ -52,6 +52,12 @@ void client_close_bad_message(struct client *c, enum stream_msg_status ms);
  * "PQexec disallowed", as in PgBouncer. True when c was closed (the caller
  * stops reading it); false for any other message or with the setting off. */
 bool client_refuse_pqexec(struct client *c, uint8_t type);
+/* A message type no PostgreSQL backend takes after login
+ * (proto_frontend_type_ok()) closes c with PostgreSQL's own error, 08P01
+ * "invalid frontend message type", without a server: forwarded, it would
+ * end the server's session (a fork and a login to replace it). Then
+ * client_refuse_pqexec(). True when c was closed. */
+bool client_refuse_type(struct client *c, uint8_t type);
 /* Closes c now (logged with reason if log_disconnections). */
 void client_close(struct client *c, const char *reason);
 /* c's output was written out: if it was closing after an error, it goes now.

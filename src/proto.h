@@ -17,6 +17,7 @@
 #define PROTO_GSSENC_CODE 80877104u /* GSSENCRequest */
 #define PROTO_HDR         5         /* type byte + int32 length */
 #define PROTO_STARTUP_MAX 10000     /* PostgreSQL's own limit for startup packets */
+#define PROTO_STARTUP_MIN 8         /* length and code: the shortest startup packet */
 
 /* SQLSTATEs sluice itself reports. */
 #define SQLSTATE_PROTOCOL_VIOLATION    "08P01"
@@ -45,6 +46,32 @@ const char *proto_status_str(enum proto_status st);
  * (whole message length including the type byte) are set. */
 enum proto_status proto_peek_header(const uint8_t *buf, size_t len, uint32_t max_packet,
                                     uint8_t *type, uint32_t *msglen);
+
+/* Whether t is a message type a logged-in client may send: the ones a
+ * PostgreSQL backend reads (Bind, Close, CopyData/Done/Fail, Describe,
+ * Execute, Flush, FunctionCall, Parse, Query, Sync, Terminate). It ends the
+ * session on any other, FATAL 08P01 "invalid frontend message type". */
+static inline bool proto_frontend_type_ok(uint8_t t)
+{
+    switch (t) {
+    case 'B':
+    case 'C':
+    case 'c':
+    case 'd':
+    case 'D':
+    case 'E':
+    case 'f':
+    case 'F':
+    case 'H':
+    case 'P':
+    case 'Q':
+    case 'S':
+    case 'X':
+        return true;
+    default:
+        return false;
+    }
+}
 
 static inline uint32_t proto_get32(const uint8_t *p)
 {

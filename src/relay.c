@@ -375,10 +375,10 @@ void relay_client_data(struct client *c)
             client_close(c, "client close request");
             return;
         }
-        if (m.type == 'Q' && g_pooler.cfg->disable_pqexec) {
+        if (!proto_frontend_type_ok(m.type) || (m.type == 'Q' && g_pooler.cfg->disable_pqexec)) {
             relay_to_server(c, sv, &fwd);
             stream_uncork(&sv->s);
-            client_refuse_pqexec(c, m.type);
+            client_refuse_type(c, m.type);
             return;
         }
         /* Kept as the client sent it, before observers rewrite it. */

@@ -106,6 +106,26 @@ static struct iobuf *stream_read_buf(struct stream *s)
     return b;
 }
 
+/* Before its peer logged in, a stream whose buffer holds the start of a
+ * message (s->want_bytes, set by the framing functions below) is made
+ * readable only once the bytes that message still lacks have arrived
+ * (SO_RCVLOWAT; EOF and errors still wake it at once). A slowloris, who
+ * sends its startup packet a byte at a time, so costs three wakeups and
+ * reads instead of one per byte: on a VM a one-byte read() costs 10 to
+ * 20 us of kernel time, and 1,000 of them in a row kept the worker from
+ * its logged-in clients for as long (docs/reliability.md). Back to 1 once
+ * nothing partial is buffered, so a client that sends whole messages, as
+ * clients do, costs no setsockopt() at all. The kernel caps the value at
+ * half the receive buffer: it then wakes us early, and we ask again. */
+static void stream_apply_lowat(struct stream *s)
+{
+    int v = s->login_limit && !s->tls && s->want_bytes > 1 ? s->want_bytes : 1;
+    if (v == 1 && !s->lowat_raised)
+        return;
+    if (setsockopt(s->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0)
+        s->lowat_raised = v > 1;
+}
+
 static void stream_do_read(struct stream *s)
 {
     struct iobuf *b = stream_read_buf(s);
@@ -115,7 +135,13 @@ static void stream_do_read(struct stream *s)
     if (n > 0) {
         b->end += (uint32_t)n;
         s->bytes_in += (uint64_t)n;
+        /* Only clients log in, and a client never changes loops, so s is
+         * still ours after on_data() (a server may have moved). */
+        bool login = s->login_limit;
+        s->want_bytes = 0;
         s->ops->on_data(s);
+        if (login && !s->closed && (s->want_bytes > 1 || s->lowat_raised))
+            stream_apply_lowat(s);
         return;
     }
     if (n == 0) {
@@ -490,6 +516,8 @@ enum stream_msg_status stream_next_msg_slow(struct stream *s, enum stream_msg_ne
     m->data = p;
     m->avail = m->len < have ? m->len : have;
     if (need == STREAM_MSG_WHOLE && m->len > have) {
+        if (s->login_limit)
+            s->want_bytes = (uint16_t)(m->len - have); /* len <= STREAM_LOGIN_MAX */
         stream_make_room(s, m->len);
         return STREAM_MSG_MORE;
     }
@@ -528,12 +556,15 @@ enum stream_msg_status stream_next_startup(struct stream *s, struct stream_msg *
         return STREAM_MSG_MORE;
     uint32_t have = iobuf_len(b);
     enum proto_status ps = proto_peek_startup(b->data + b->start, have, &m->len);
+    if (ps == PROTO_NEED_MORE && have > 0)
+        s->want_bytes = (uint16_t)(PROTO_STARTUP_MIN - have); /* every one has a code */
     if (ps != PROTO_OK)
         return stream_status_of(ps);
     m->type = 0;
     m->data = b->data + b->start;
     m->avail = m->len < have ? m->len : have;
     if (m->len > have) {
+        s->want_bytes = (uint16_t)(m->len - have); /* len <= PROTO_STARTUP_MAX */
         stream_make_room(s, m->len);
         return STREAM_MSG_MORE;
     }

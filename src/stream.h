@@ -44,12 +44,18 @@ struct stream {
     int fd;
     uint32_t skip;     /* bytes of the current message still to come from the socket */
     bool skip_forward; /* ... and whether they are forwarded to the peer */
-    bool connecting;
-    bool reading; /* read interest wanted */
-    bool corked;  /* stream_write queues; stream_uncork sends it all at once */
+    bool reading;      /* read interest wanted */
     bool closed;
-    bool login_limit; /* messages limited to STREAM_LOGIN_MAX (peer not logged in) */
-    bool held;        /* output kept back until stream_release_hold() */
+    /* Flags off the per-message path, as bits: struct client (which holds
+     * a stream) stays within the size test_conn.c allows. */
+    bool connecting : 1;
+    bool corked : 1;       /* stream_write queues; stream_uncork sends it all at once */
+    bool login_limit : 1;  /* messages limited to STREAM_LOGIN_MAX (peer not logged in) */
+    bool held : 1;         /* output kept back until stream_release_hold() */
+    bool lowat_raised : 1; /* the socket's SO_RCVLOWAT is above 1 (stream_apply_lowat()) */
+    /* Login phase: bytes the partial message at the buffer's start lacks
+     * (a login-phase message is at most STREAM_LOGIN_MAX). */
+    uint16_t want_bytes;
     uint64_t bytes_in, bytes_out;
 };
 

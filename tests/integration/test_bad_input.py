@@ -2,14 +2,17 @@
 or a closed connection, and touches nobody else: a normal client connected
 before keeps working, and new clients get in."""
 
+import hashlib
 import os
 import socket
 import struct
+import time
 
 import pytest
 
-from sluice_fixture import (GSSENC_REQUEST_CODE, IS_PGBOUNCER, SSL_REQUEST_CODE, RawConn, ServerError,
-                            first_error, message, query_message, startup_packet)
+from sluice_fixture import (GSSENC_REQUEST_CODE, IS_PGBOUNCER, PASSWORDS, SSL_REQUEST_CODE, RawConn,
+                            ServerError, first_error, md5_secret, message, query_message,
+                            startup_packet)
 
 
 @pytest.fixture
@@ -101,6 +104,63 @@ def test_garbage_after_login(pooler):
         conn.login()
         conn.send(b"\x00" + struct.pack("!i", 3) + b"junk")
         assert_closed(conn)
+
+
+def sluice_reads(pid):
+    """Read syscalls sluice made so far (/proc/PID/io syscr)."""
+    with open(f"/proc/{pid}/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("syscr:"))
+
+
+def test_startup_and_password_a_byte_at_a_time(pooler):
+    """A client that sends its startup packet and its password message one
+    byte at a time logs in. sluice reads each about three times, not once a
+    byte (SO_RCVLOWAT while the message is incomplete: a slowloris costs it
+    a few wakeups, docs/reliability.md)."""
+    packet = startup_packet("md5_user")
+    with RawConn(pooler.port) as conn:
+        before = None if IS_PGBOUNCER else sluice_reads(pooler.pid)
+        for i in range(len(packet)):
+            conn.send(packet[i:i + 1])
+            time.sleep(0.005)
+        kind, payload = conn.read_msg()
+        assert kind == b"R" and struct.unpack("!i", payload[:4])[0] == 5, (kind, payload)
+        password = ("md5" + hashlib.md5(md5_secret("md5_user", PASSWORDS["md5_user"])[3:].encode()
+                                        + payload[4:8]).hexdigest()).encode() + b"\0"
+        for byte in message(b"p", password):
+            conn.send(bytes([byte]))
+            time.sleep(0.005)
+        conn.finish_login("md5_user")
+        if before is not None:
+            sent = len(packet) + 5 + len(password)
+            assert sluice_reads(pooler.pid) - before <= 10, f"{sent} bytes sent one at a time"
+        assert conn.query("SELECT 'dripped'") == [["dripped"]]
+
+
+def test_unknown_message_type_refused_without_a_server(sluice):
+    """A logged-in client's message of a type no PostgreSQL backend takes
+    ends that client with PostgreSQL's own error (08P01), and is not
+    forwarded: the server would end its session (FATAL), and replacing it
+    costs a fork and a login (issue 17: 1,000 such clients churned ~120
+    servers)."""
+    s = sluice({"pgbouncer": {"default_pool_size": 1}})
+
+    def refused(prefix):
+        with RawConn(s.port) as bad:
+            bad.login()
+            bad.send(prefix + b"Z" + struct.pack("!i", 4))
+            error = first_error(assert_closed(bad))
+            assert error and error["C"] == "08P01", error
+            assert error["M"] == "invalid frontend message type 90", error
+
+    with RawConn(s.port) as first:
+        pid = first.login().query("SELECT pg_backend_pid()")
+        refused(b"")
+        assert first.query("SELECT pg_backend_pid()") == pid  # the one server lives on
+        # In a transaction too (its server then goes, as with any client that
+        # leaves mid-transaction).
+        refused(query_message("BEGIN"))
+        assert first.query("SELECT 1") == [["1"]]
 
 
 def test_ssl_request_refused_then_login(pooler):

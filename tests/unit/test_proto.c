@@ -67,6 +67,22 @@ static void test_status_str(void **state)
 
 /* ---- proto_peek_header ---------------------------------------------------- */
 
+/* The types a backend reads after login, and nothing else (a random type
+ * from a client is refused by sluice, not forwarded to kill a server). */
+static void test_frontend_type_ok(void **state)
+{
+    (void)state;
+    const char *ok = "BCcdDEfFHPQSX";
+    int n = 0;
+    for (int t = 0; t < 256; t++) {
+        bool want = t != 0 && strchr(ok, t) != NULL;
+        assert_int_equal(proto_frontend_type_ok((uint8_t)t), want);
+        n += want;
+    }
+    assert_int_equal(n, 13);
+    assert_false(proto_frontend_type_ok('p')); /* a password message: login only */
+}
+
 static void test_peek_header_need_more(void **state)
 {
     (void)state;
@@ -1281,6 +1297,7 @@ int main(void)
         cmocka_unit_test(test_quote_literal),
         cmocka_unit_test(test_quote_literal_small_buffer),
         cmocka_unit_test(test_bind_params),
+        cmocka_unit_test(test_frontend_type_ok),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
