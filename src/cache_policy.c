@@ -8,6 +8,7 @@
 
 #include "cache_catalog.h"
 #include "cache_sql.h"
+#include "hash.h"
 #include "classify_rw.h"
 #include "volatility.h"
 
@@ -252,22 +253,8 @@ struct facts_slot {
     struct cache_text_facts f;
 };
 static _Thread_local struct facts_slot *tl_facts;
+static _Thread_local uint64_t tl_facts_seed; /* from the table's address (hash.h) */
 static _Thread_local struct cache_text_facts tl_scratch;
-
-static uint64_t facts_hash(const char *s, size_t n)
-{
-    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
-    for (; n >= 8; s += 8, n -= 8) {
-        uint64_t w;
-        memcpy(&w, s, 8);
-        h = (h ^ w) * 0xff51afd7ed558ccdULL;
-        h ^= h >> 32;
-    }
-    uint64_t w = 0;
-    memcpy(&w, s, n);
-    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
-    return h ^ (h >> 29);
-}
 
 static void facts_add(void *arg, const char *name)
 {
@@ -295,7 +282,9 @@ struct cache_text_facts *cache_policy_facts(const char *sql, size_t len)
         facts_find(sql, len, &tl_scratch);
         return &tl_scratch;
     }
-    uint64_t h = facts_hash(sql, len);
+    if (!tl_facts_seed)
+        tl_facts_seed = hash_text((const char *)&tl_facts, sizeof(tl_facts), 0xfac7);
+    uint64_t h = hash_text(sql, len, tl_facts_seed);
     struct facts_slot *s = &tl_facts[h & (FACTS_SLOTS - 1)];
     if (s->text && s->hash == h && s->len == len && !memcmp(s->text, sql, len))
         return &s->f;

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "hash.h"
+
 /* Deeper trees are not walked: WRITE. A level is a message; a long chain
  * (a + b + c ..., UNION ALL of many) counts one per link. */
 #define MAX_DEPTH 1000
@@ -934,45 +936,6 @@ struct rw_cache {
 
 static _Thread_local struct rw_cache *tl_cache;
 
-static uint64_t mix(uint64_t h, uint64_t v)
-{
-    h = (h ^ v) * 0xbf58476d1ce4e5b9ull;
-    return h ^ (h >> 29);
-}
-
-/* Four independent lanes of 8 bytes (a 900-byte ORM query hashes in a
- * quarter of the time one lane takes), seeded per thread (the cache's
- * address) so colliding texts cannot be prepared in advance. */
-static uint64_t text_hash(const char *s, size_t n, uint64_t seed)
-{
-    uint64_t a = seed ^ (n * 0x9e3779b97f4a7c15ull), b = seed + 1, c = seed + 2, d = seed + 3;
-    size_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        uint64_t v0, v1, v2, v3;
-        memcpy(&v0, s + i, 8);
-        memcpy(&v1, s + i + 8, 8);
-        memcpy(&v2, s + i + 16, 8);
-        memcpy(&v3, s + i + 24, 8);
-        a = mix(a, v0);
-        b = mix(b, v1);
-        c = mix(c, v2);
-        d = mix(d, v3);
-    }
-    uint64_t r = a ^ (b * 3) ^ (c * 5) ^ (d * 7);
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v;
-        memcpy(&v, s + i, 8);
-        r = mix(r, v);
-    }
-    uint64_t v = 0;
-    memcpy(&v, s + i, n - i);
-    r = (r ^ v) * 0x94d049bb133111ebull;
-    r ^= r >> 31;
-    r *= 0xbf58476d1ce4e5b9ull;
-    r ^= r >> 32;
-    return r;
-}
-
 /* Removes slot i, moving later entries of its probe run back. */
 static void slot_remove(struct rw_cache *c, size_t i)
 {
@@ -1020,7 +983,7 @@ static struct rw_cache *cache_get(void)
         tl_cache = calloc(1, sizeof(*tl_cache));
         if (!tl_cache)
             abort();
-        tl_cache->seed = text_hash((const char *)&tl_cache, sizeof(tl_cache), 0x5eed);
+        tl_cache->seed = hash_text((const char *)&tl_cache, sizeof(tl_cache), 0x5eed);
     }
     return tl_cache;
 }
@@ -1048,7 +1011,7 @@ const struct classify_rw_result *classify_rw_cached(const char *sql, size_t len)
         c->big = classify_block(sql, len, false);
         return &c->big->res;
     }
-    uint64_t h = text_hash(sql, len, c->seed);
+    uint64_t h = hash_text(sql, len, c->seed);
     for (size_t i = h & CACHE_MASK; c->slots[i].e; i = (i + 1) & CACHE_MASK) {
         struct rw_entry *e = c->slots[i].e;
         if (c->slots[i].hash == h && e->len == len && memcmp(e->text, sql, len) == 0) {
