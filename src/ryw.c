@@ -350,12 +350,13 @@ unsigned ryw_on_server_msg(struct client *c, struct server *sv, struct request_e
             int32_t n =
                 (int32_t)((uint32_t)p[2] << 24 | (uint32_t)p[3] << 16 | (uint32_t)p[4] << 8 | p[5]);
             uint64_t lsn;
-            if (n <= 0 || (uint32_t)n > m->len - 11)
-                ;
-            else if (sv->pool->ep == 0)
-                e->u = write_position((const char *)p + 6, (size_t)n);
-            else if (replicas_parse_lsn((const char *)p + 6, (size_t)n, &lsn))
-                e->u = lsn;
+            if (n > 0 && (uint32_t)n <= m->len - 11) {
+                /* The primary's insert position, or a replica's replay one. */
+                if (sv->pool->ep == 0)
+                    e->u = write_position((const char *)p + 6, (size_t)n);
+                else if (replicas_parse_lsn((const char *)p + 6, (size_t)n, &lsn))
+                    e->u = lsn;
+            }
         }
         return REQUEST_SWALLOW;
     }
