@@ -533,18 +533,26 @@ static void render_cache(struct metrics_buf *b)
     render_cache_logical(b);
 }
 
+/* A counter family of two samples, one per value of its one label. */
+static void buf_counter_pair(struct metrics_buf *b, const char *name, const char *help,
+                             const char *label, const char *v1, uint64_t n1, const char *v2,
+                             uint64_t n2)
+{
+    buf_family(b, name, "counter", help);
+    metrics_buf_printf(b, "%s{%s=\"%s\"} %llu\n", name, label, v1, (unsigned long long)n1);
+    metrics_buf_printf(b, "%s{%s=\"%s\"} %llu\n", name, label, v2, (unsigned long long)n2);
+}
+
 static void render_ryw(struct metrics_buf *b)
 {
     struct ryw_wait_stats *st = &ryw_wait_stats;
     uint64_t to_replica = atomic_load(&st->to_replica);
     uint64_t to_primary = atomic_load(&st->to_primary);
-    buf_family(b, "sluice_ryw_reads_total", "counter",
-               "Reads that had writes to see (read_your_writes, sluice.min_lsn), by where they "
-               "went.");
-    metrics_buf_printf(b, "sluice_ryw_reads_total{went=\"replica\"} %llu\n",
-                       (unsigned long long)atomic_load(&st->floor_reads));
-    metrics_buf_printf(b, "sluice_ryw_reads_total{went=\"primary\"} %llu\n",
-                       (unsigned long long)(atomic_load(&st->floor_primary) + to_primary));
+    buf_counter_pair(b, "sluice_ryw_reads_total",
+                     "Reads that had writes to see (read_your_writes, sluice.min_lsn), by where "
+                     "they went.",
+                     "went", "replica", atomic_load(&st->floor_reads), "primary",
+                     atomic_load(&st->floor_primary) + to_primary);
     buf_family(b, "sluice_ryw_wait_seconds", "histogram",
                "Waits of reads for a replica to replay what they must see "
                "(replica_wait_timeout).");
@@ -560,19 +568,14 @@ static void render_ryw(struct metrics_buf *b)
     buf_seconds(b, atomic_load(&st->usec));
     metrics_buf_printf(b, "\nsluice_ryw_wait_seconds_count %llu\n",
                        (unsigned long long)(to_replica + to_primary));
-    buf_family(b, "sluice_ryw_waits_total", "counter",
-               "Reads that waited for a replica, by where they went in the end.");
-    metrics_buf_printf(b, "sluice_ryw_waits_total{went=\"replica\"} %llu\n",
-                       (unsigned long long)to_replica);
-    metrics_buf_printf(b, "sluice_ryw_waits_total{went=\"primary\"} %llu\n",
-                       (unsigned long long)to_primary);
-    buf_family(b, "sluice_ryw_position_asks_total", "counter",
-               "Replica replay positions asked for while reads waited: riding behind a read sent "
-               "to that replica, or polled by the lag monitor.");
-    metrics_buf_printf(b, "sluice_ryw_position_asks_total{how=\"ride\"} %llu\n",
-                       (unsigned long long)atomic_load(&st->asks_ride));
-    metrics_buf_printf(b, "sluice_ryw_position_asks_total{how=\"poll\"} %llu\n",
-                       (unsigned long long)atomic_load(&st->asks_poll));
+    buf_counter_pair(b, "sluice_ryw_waits_total",
+                     "Reads that waited for a replica, by where they went in the end.", "went",
+                     "replica", to_replica, "primary", to_primary);
+    buf_counter_pair(b, "sluice_ryw_position_asks_total",
+                     "Replica replay positions asked for while reads waited: riding behind a "
+                     "read sent to that replica, or polled by the lag monitor.",
+                     "how", "ride", atomic_load(&st->asks_ride), "poll",
+                     atomic_load(&st->asks_poll));
 }
 
 /* Refresh jobs (jobs.h), one sample per job in each family. */
