@@ -66,13 +66,10 @@ struct client *client_new(struct worker *w, int fd, const struct sockaddr *addr,
     struct client *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    if (!is_unix) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        stream_set_keepalive(fd, w->cfg);
-    }
+    /* TCP_NODELAY and keepalive: inherited from the listener (worker.c) */
     stream_init(&c->s, w, fd, ops);
     stream_limit_login(&c->s); /* lifted at the welcome */
+    c->s.peek_first = !is_unix;
     c->id = __atomic_add_fetch(&g_pooler.next_client_id, 1, __ATOMIC_RELAXED);
     c->is_unix = is_unix;
     if (!is_unix && addrlen <= sizeof(c->addr))

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -126,8 +127,47 @@ static void stream_apply_lowat(struct stream *s)
         s->lowat_raised = v > 1;
 }
 
+/* A TCP client's first packet (startup, SSLRequest, GSSENCRequest or
+ * CancelRequest: length-prefixed, at most PROTO_STARTUP_MAX) stays in the
+ * kernel until it is whole: its header is peeked, SO_RCVLOWAT raised to
+ * its length, and nothing read. So a slowloris holds no read buffer, and
+ * 1,000 of them sending their first bytes in one wakeup cost 1,000
+ * peeks, not 1,000 buffers allocated and faulted in while logged-in
+ * clients wait (docs/reliability.md). Not on a unix socket, whose poll
+ * ignores SO_RCVLOWAT: it would wake us again at once. Returns true when
+ * s must wait for more. */
+static bool stream_first_packet_waits(struct stream *s)
+{
+    /* Most startup packets fit: then what the peek returns is all there
+     * is, and no FIONREAD is needed to know whether the packet is whole. */
+    uint8_t head[512];
+    ssize_t n = recv(s->fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return true;
+    if (n <= 0)
+        return false;                 /* EOF or an error: the read reports it */
+    uint32_t len = PROTO_STARTUP_MIN; /* every first packet has a code */
+    enum proto_status ps = proto_peek_startup(head, (size_t)n, &len);
+    if (ps != PROTO_OK && ps != PROTO_NEED_MORE)
+        return false; /* malformed: the framing refuses it */
+    if (n < PROTO_STARTUP_MIN)
+        len = PROTO_STARTUP_MIN;
+    if ((uint32_t)n >= len)
+        return false; /* whole: read it */
+    int avail = 0;
+    if ((size_t)n == sizeof(head) && ioctl(s->fd, FIONREAD, &avail) == 0 && (uint32_t)avail >= len)
+        return false;
+    int v = (int)len;
+    if (setsockopt(s->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) != 0)
+        return false;
+    s->lowat_raised = true;
+    return true;
+}
+
 static void stream_do_read(struct stream *s)
 {
+    if (s->peek_first && s->bytes_in == 0 && !s->rbuf && !s->tls && stream_first_packet_waits(s))
+        return;
     struct iobuf *b = stream_read_buf(s);
     if (!b)
         return;
@@ -391,28 +431,6 @@ void stream_close(struct stream *s)
     s->rbuf = s->obuf = NULL;
 }
 
-void stream_set_keepalive(int fd, const struct config *cfg)
-{
-    if (cfg->tcp_socket_buffer > 0) {
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->tcp_socket_buffer, sizeof(int));
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->tcp_socket_buffer, sizeof(int));
-    }
-    int on = cfg->tcp_keepalive ? 1 : 0;
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
-    if (!on)
-        return;
-    if (cfg->tcp_keepidle > 0)
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &cfg->tcp_keepidle, sizeof(int));
-    if (cfg->tcp_keepintvl > 0)
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &cfg->tcp_keepintvl, sizeof(int));
-    if (cfg->tcp_keepcnt > 0)
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg->tcp_keepcnt, sizeof(int));
-    if (cfg->tcp_user_timeout > 0) {
-        unsigned int ms = (unsigned int)(cfg->tcp_user_timeout / 1000);
-        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
-    }
-}
-
 int stream_connect(struct stream *s, struct worker *w, const struct sockaddr *addr,
                    socklen_t addrlen, const struct stream_ops *ops)
 {
@@ -422,7 +440,7 @@ int stream_connect(struct stream *s, struct worker *w, const struct sockaddr *ad
     if (addr->sa_family != AF_UNIX) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        stream_set_keepalive(fd, w->cfg);
+        worker_tcp_keepalive(fd, w->cfg);
     }
     stream_init(s, w, fd, ops);
     int rc = connect(fd, addr, addrlen);

@@ -53,6 +53,7 @@ struct stream {
     bool login_limit : 1;  /* messages limited to STREAM_LOGIN_MAX (peer not logged in) */
     bool held : 1;         /* output kept back until stream_release_hold() */
     bool lowat_raised : 1; /* the socket's SO_RCVLOWAT is above 1 (stream_apply_lowat()) */
+    bool peek_first : 1;   /* a TCP client: its first packet waits in the kernel until whole */
     /* Login phase: bytes the partial message at the buffer's start lacks
      * (a login-phase message is at most STREAM_LOGIN_MAX). */
     uint16_t want_bytes;
@@ -97,9 +98,6 @@ static inline uint64_t stream_written(const struct stream *s)
 /* Starts a non-blocking connect to addr; on_connected reports the result. */
 int stream_connect(struct stream *s, struct worker *w, const struct sockaddr *addr,
                    socklen_t addrlen, const struct stream_ops *ops);
-/* Sets the TCP options of cfg on fd: keepalive (tcp_keep*), tcp_user_timeout
- * and tcp_socket_buffer (SO_SNDBUF and SO_RCVBUF). */
-void stream_set_keepalive(int fd, const struct config *cfg);
 
 /* ---- framing ------------------------------------------------------------- */
 

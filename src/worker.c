@@ -325,12 +325,52 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     accept_batch(io->data, io->fd, 64);
 }
 
+void worker_tcp_keepalive(int fd, const struct config *cfg)
+{
+    if (cfg->tcp_socket_buffer > 0) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->tcp_socket_buffer, sizeof(int));
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->tcp_socket_buffer, sizeof(int));
+    }
+    int on = cfg->tcp_keepalive ? 1 : 0;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    if (!on)
+        return;
+    if (cfg->tcp_keepidle > 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &cfg->tcp_keepidle, sizeof(int));
+    if (cfg->tcp_keepintvl > 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &cfg->tcp_keepintvl, sizeof(int));
+    if (cfg->tcp_keepcnt > 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg->tcp_keepcnt, sizeof(int));
+    if (cfg->tcp_user_timeout > 0) {
+        unsigned int ms = (unsigned int)(cfg->tcp_user_timeout / 1000);
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
+    }
+}
+
+/* A TCP connection is made from its listener's socket and inherits its
+ * options: TCP_NODELAY and the keepalive settings are set once on the
+ * listener, not with two to six setsockopt() calls per connection (at
+ * 5,000 connections a second, or 10,000 slowloris in their first second,
+ * those calls were most of an accept's cost). A reload sets them again;
+ * connections already queued by the kernel at that moment keep the old. */
+static void listener_set_options(struct worker *w, int fd)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof(sa);
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0 || sa.ss_family == AF_UNIX)
+        return;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    worker_tcp_keepalive(fd, w->cfg);
+}
+
 static bool add_listener(struct worker *w, int fd)
 {
     if (w->n_listeners >= WORKER_MAX_LISTENERS) {
         close(fd);
         return false;
     }
+    listener_set_options(w, fd);
     ev_io *io = &w->listeners[w->n_listeners++];
     ev_io_init(io, accept_cb, fd, EV_READ);
     io->data = w;
@@ -514,6 +554,8 @@ void worker_set_config(struct worker *w, struct config *cfg)
     struct config *old = w->cfg;
     w->cfg = config_ref(cfg);
     config_unref(old);
+    for (int i = 0; i < w->n_listeners; i++)
+        listener_set_options(w, w->listeners[i].fd);
 }
 
 void worker_drain(struct worker *w)

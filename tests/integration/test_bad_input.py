@@ -8,6 +8,7 @@ import socket
 import struct
 import time
 
+import psycopg
 import pytest
 
 from sluice_fixture import (GSSENC_REQUEST_CODE, IS_PGBOUNCER, PASSWORDS, SSL_REQUEST_CODE, RawConn,
@@ -135,6 +136,41 @@ def test_startup_and_password_a_byte_at_a_time(pooler):
             sent = len(packet) + 5 + len(password)
             assert sluice_reads(pooler.pid) - before <= 10, f"{sent} bytes sent one at a time"
         assert conn.query("SELECT 'dripped'") == [["dripped"]]
+
+
+def test_unfinished_startup_packets_hold_no_buffers(sluice):
+    """200 clients that sent part of their startup packet (1 byte, then 8:
+    its length and code) hold no read buffer in sluice: the first packet
+    stays in the kernel until it is whole (SHOW MEM's iobuf_cache `used`
+    does not grow with them; it grew by one per client, 4 KiB each, before).
+    Each one finishing its packet then logs in."""
+    s = sluice({"pgbouncer": {"max_client_conn": 400}})
+    packet = startup_packet("md5_user")
+
+    def iobufs_used():
+        with psycopg.connect(s.dsn(user="sluice", dbname="pgbouncer"), autocommit=True) as conn:
+            rows = conn.execute("SHOW MEM").fetchall()
+        return {r[0]: r[2] for r in rows}["iobuf_cache"]
+
+    before = iobufs_used()
+    conns = [RawConn(s.port) for _ in range(200)]
+    try:
+        for conn in conns:
+            conn.send(packet[:1])
+        time.sleep(0.3)
+        one_byte = iobufs_used()
+        for conn in conns:
+            conn.send(packet[1:8])
+        time.sleep(0.3)
+        eight_bytes = iobufs_used()
+        assert one_byte - before < 20 and eight_bytes - before < 20, (before, one_byte, eight_bytes)
+        for conn in conns[:5]:
+            conn.send(packet[8:])
+            kind, payload = conn.read_msg()
+            assert kind == b"R" and struct.unpack("!i", payload[:4])[0] == 5, (kind, payload)
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def test_unknown_message_type_refused_without_a_server(sluice):

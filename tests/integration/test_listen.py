@@ -3,14 +3,16 @@ connection per pool, notifications delivered to every listening client while
 it is idle or right after its transaction, none lost, none duplicated."""
 
 import asyncio
+import re
 import select
+import subprocess
 import time
 
 import asyncpg
 import psycopg
 import pytest
 
-from sluice_fixture import IS_PGBOUNCER, PASSWORDS, TEST_WORKERS, wait_until
+from sluice_fixture import IS_PGBOUNCER, PASSWORDS, TEST_WORKERS, RawConn, wait_until
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's LISTEN in transaction mode")
 
@@ -241,3 +243,40 @@ def test_listener_reconnects(sluice, cluster, primary_conn):
         primary_conn.execute("NOTIFY lt_rec, 'back'")
         assert inbox.wait(1) == [("lt_rec", "back")]
         assert a.execute("SELECT 1").fetchone() == (1,)
+
+
+def _client_keepalive_timer(s, conn_port):
+    """The keepalive timer (seconds left) of sluice's end of the client
+    connection whose peer port is conn_port, from `ss -o`."""
+    out = subprocess.run(["ss", "-tnop", "state", "established",
+                          f"( sport = :{s.port} and dport = :{conn_port} )"],
+                         capture_output=True, text=True, timeout=10).stdout
+    mine = [line for line in out.splitlines() if f"pid={s.pid}," in line]
+    assert mine, out
+    timer = re.search(r"timer:\(keepalive,([^,]+),", mine[0])
+    assert timer, mine[0]
+    # "29sec", "6min39sec", "980ms"
+    units = {"min": 60, "sec": 1, "s": 1, "ms": 0.001}
+    parts = re.findall(r"([\d.]+)(min|sec|ms|s)", timer.group(1))
+    assert parts, mine[0]
+    return sum(float(v) * units[u] for v, u in parts)
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="sluice sets them on the listener")
+def test_client_sockets_get_keepalive_settings_and_reload_changes_them(sluice):
+    """tcp_keepidle reaches client sockets (sluice sets the TCP options on
+    its listeners, whose connections inherit them), and a RELOAD with
+    another value reaches the clients accepted after it."""
+    s = sluice({"pgbouncer": {"tcp_keepalive": 1, "tcp_keepidle": 30, "tcp_keepintvl": 3,
+                              "tcp_keepcnt": 4}})
+    with RawConn(s.port) as first:
+        first.login()
+        assert 20 < _client_keepalive_timer(s, first.sock.getsockname()[1]) <= 30
+        s.write_config({"pgbouncer": {"tcp_keepalive": 1, "tcp_keepidle": 400,
+                                      "tcp_keepintvl": 3, "tcp_keepcnt": 4}})
+        mark = s.log_mark()
+        s.reload()
+        s.wait_for_log(r"config reloaded", since=mark)
+        with RawConn(s.port) as second:
+            second.login()
+            assert 300 < _client_keepalive_timer(s, second.sock.getsockname()[1]) <= 400
