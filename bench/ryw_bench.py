@@ -148,6 +148,12 @@ def probe(pooler):
         elif key.startswith('sluice_ryw_wait_seconds_bucket{le="'):
             le = key.split('"')[1]
             out["buckets"].append([None if le == "+Inf" else float(le), int(float(val))])
+    # Optional (older builds lack them): how waiting reads' replica
+    # positions were learnt.
+    for how in ("ride", "poll"):
+        for line in text.splitlines():
+            if line.startswith('sluice_ryw_position_asks_total{how="%s"} ' % how):
+                out["asks_" + how] = float(line.rpartition(" ")[2])
     missing = [v for v in names.values() if v not in out]
     if missing:
         raise RuntimeError("%s lacks %s" % (url, ", ".join(missing)))
@@ -173,6 +179,9 @@ def ryw_delta(b, a):
     d = {k: int(round(a[k] - b[k])) for k in ("reads_replica", "reads_primary", "waits_replica",
                                               "waits_primary", "wait_count")}
     d["wait_sum_s"] = round(a["wait_sum_s"] - b["wait_sum_s"], 6)
+    for k in ("asks_ride", "asks_poll"):
+        if k in a and k in b:
+            d[k] = int(round(a[k] - b[k]))
     before = {le: c for le, c in b["buckets"]}
     d["buckets"] = [[le, c - before.get(le, 0)] for le, c in a["buckets"]]
     return d
@@ -446,8 +455,12 @@ def generated(data):
 
     def ryw(r):
         w = r.get("ryw")
-        return "—" if not w else "reads %d replica / %d primary; waits %d / %d" % (
-            w["reads_replica"], w["reads_primary"], w["waits_replica"], w["waits_primary"])
+        if not w:
+            return "—"
+        asks = ("; replica positions asked %d riding / %d polled" % (w["asks_ride"], w["asks_poll"])
+                if "asks_ride" in w else "")
+        return "reads %d replica / %d primary; waits %d / %d%s" % (
+            w["reads_replica"], w["reads_primary"], w["waits_replica"], w["waits_primary"], asks)
     a("| `sluice_ryw_*` deltas per pass (went = replica / primary) | %s | %s | |"
       % (S.cells(runs["off"], ryw), S.cells(runs["user"], ryw)))
     L.extend(S.cpu_rows(runs["off"], runs["user"], SCENARIO["replicas"]))
