@@ -1069,3 +1069,19 @@ class TcpProxy:
         self.stopped = True
         self.listener.close()
         self.close_all()
+
+
+def keepalive_timer(pid, ss_filter):
+    """Seconds left on the keepalive timer of pid's established TCP socket
+    matching ss_filter (an `ss` filter such as "( dport = :5432 )"), from
+    `ss -o`: "29sec", "6min39sec" and "980ms" are all read."""
+    out = subprocess.run(["ss", "-tnop", "state", "established", ss_filter],
+                         capture_output=True, text=True, timeout=10).stdout
+    mine = [line for line in out.splitlines() if f"pid={pid}," in line]
+    assert mine, out
+    timer = re.search(r"timer:\(keepalive,([^,]+),", mine[0])
+    assert timer, mine[0]
+    units = {"min": 60, "sec": 1, "s": 1, "ms": 0.001}
+    parts = re.findall(r"([\d.]+)(min|sec|ms|s)", timer.group(1))
+    assert parts, mine[0]
+    return sum(float(v) * units[u] for v, u in parts)

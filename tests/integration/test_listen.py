@@ -3,16 +3,15 @@ connection per pool, notifications delivered to every listening client while
 it is idle or right after its transaction, none lost, none duplicated."""
 
 import asyncio
-import re
 import select
-import subprocess
 import time
 
 import asyncpg
 import psycopg
 import pytest
 
-from sluice_fixture import IS_PGBOUNCER, PASSWORDS, TEST_WORKERS, RawConn, wait_until
+from sluice_fixture import (IS_PGBOUNCER, PASSWORDS, TEST_WORKERS, RawConn, keepalive_timer,
+                            wait_until)
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's LISTEN in transaction mode")
 
@@ -246,20 +245,9 @@ def test_listener_reconnects(sluice, cluster, primary_conn):
 
 
 def _client_keepalive_timer(s, conn_port):
-    """The keepalive timer (seconds left) of sluice's end of the client
-    connection whose peer port is conn_port, from `ss -o`."""
-    out = subprocess.run(["ss", "-tnop", "state", "established",
-                          f"( sport = :{s.port} and dport = :{conn_port} )"],
-                         capture_output=True, text=True, timeout=10).stdout
-    mine = [line for line in out.splitlines() if f"pid={s.pid}," in line]
-    assert mine, out
-    timer = re.search(r"timer:\(keepalive,([^,]+),", mine[0])
-    assert timer, mine[0]
-    # "29sec", "6min39sec", "980ms"
-    units = {"min": 60, "sec": 1, "s": 1, "ms": 0.001}
-    parts = re.findall(r"([\d.]+)(min|sec|ms|s)", timer.group(1))
-    assert parts, mine[0]
-    return sum(float(v) * units[u] for v, u in parts)
+    """The keepalive timer of sluice's end of the client connection whose
+    peer port is conn_port."""
+    return keepalive_timer(s.pid, f"( sport = :{s.port} and dport = :{conn_port} )")
 
 
 @pytest.mark.skipif(IS_PGBOUNCER, reason="sluice sets them on the listener")
