@@ -157,10 +157,17 @@ static bool stream_first_packet_waits(struct stream *s)
     int avail = 0;
     if ((size_t)n == sizeof(head) && ioctl(s->fd, FIONREAD, &avail) == 0 && (uint32_t)avail >= len)
         return false;
+    /* Woken below the mark already set: the peer closed (EOF wakes us
+     * whatever the mark, and a peek still sees the bytes before it), or
+     * the kernel capped the mark. Read what there is: the read after it
+     * sees the EOF. Waiting again would wake again at once, forever. */
+    if (s->lowat_raised && s->want_bytes == len)
+        return false;
     int v = (int)len;
     if (setsockopt(s->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) != 0)
         return false;
     s->lowat_raised = true;
+    s->want_bytes = (uint16_t)len; /* the mark: len <= PROTO_STARTUP_MAX */
     return true;
 }
 

@@ -55,7 +55,8 @@ struct stream {
     bool lowat_raised : 1; /* the socket's SO_RCVLOWAT is above 1 (stream_apply_lowat()) */
     bool peek_first : 1;   /* a TCP client: its first packet waits in the kernel until whole */
     /* Login phase: bytes the partial message at the buffer's start lacks
-     * (a login-phase message is at most STREAM_LOGIN_MAX). */
+     * (a login-phase message is at most STREAM_LOGIN_MAX); with nothing
+     * read yet, the SO_RCVLOWAT mark set for the first packet. */
     uint16_t want_bytes;
     uint64_t bytes_in, bytes_out;
 };

@@ -171,6 +171,22 @@ def test_unfinished_startup_packets_hold_no_buffers(sluice):
     finally:
         for conn in conns:
             conn.close()
+    # The rest closed with their packets unfinished: sluice sees each EOF
+    # (a peek still returns the bytes before it) and lets them go, rather
+    # than waking for them again and again.
+    time.sleep(0.5)
+    before = cpu_seconds(s.pid)
+    time.sleep(1)
+    assert cpu_seconds(s.pid) - before < 0.3, "sluice kept busy after the clients closed"
+    with psycopg.connect(s.dsn(user="sluice", dbname="pgbouncer"), autocommit=True) as admin:
+        assert len(admin.execute("SHOW CLIENTS").fetchall()) == 1  # the console itself
+
+
+def cpu_seconds(pid):
+    """utime + stime of pid, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_unknown_message_type_refused_without_a_server(sluice):
