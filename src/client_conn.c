@@ -66,7 +66,7 @@ struct client *client_new(struct worker *w, int fd, const struct sockaddr *addr,
     struct client *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    /* TCP_NODELAY and keepalive: inherited from the listener (worker.c) */
+    /* TCP options: inherited from the listener (worker.c) */
     stream_init(&c->s, w, fd, ops);
     stream_limit_login(&c->s); /* lifted at the welcome */
     c->s.peek_first = !is_unix;

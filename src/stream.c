@@ -173,8 +173,11 @@ static bool stream_first_packet_waits(struct stream *s)
 
 static void stream_do_read(struct stream *s)
 {
-    if (s->peek_first && s->bytes_in == 0 && !s->rbuf && !s->tls && stream_first_packet_waits(s))
-        return;
+    if (s->peek_first) { /* nothing read yet, so no buffer and no TLS */
+        if (stream_first_packet_waits(s))
+            return;
+        s->peek_first = false;
+    }
     struct iobuf *b = stream_read_buf(s);
     if (!b)
         return;
@@ -444,11 +447,8 @@ int stream_connect(struct stream *s, struct worker *w, const struct sockaddr *ad
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    if (addr->sa_family != AF_UNIX) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        worker_tcp_keepalive(fd, w->cfg);
-    }
+    if (addr->sa_family != AF_UNIX)
+        worker_tcp_options(fd, w->cfg);
     stream_init(s, w, fd, ops);
     int rc = connect(fd, addr, addrlen);
     if (rc < 0 && errno != EINPROGRESS) {

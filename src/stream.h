@@ -53,7 +53,7 @@ struct stream {
     bool login_limit : 1;  /* messages limited to STREAM_LOGIN_MAX (peer not logged in) */
     bool held : 1;         /* output kept back until stream_release_hold() */
     bool lowat_raised : 1; /* the socket's SO_RCVLOWAT is above 1 (stream_apply_lowat()) */
-    bool peek_first : 1;   /* a TCP client: its first packet waits in the kernel until whole */
+    bool peek_first : 1;   /* a TCP client's first packet, not read yet: waits until whole */
     /* Login phase: bytes the partial message at the buffer's start lacks
      * (a login-phase message is at most STREAM_LOGIN_MAX); with nothing
      * read yet, the SO_RCVLOWAT mark set for the first packet. */

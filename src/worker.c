@@ -325,8 +325,10 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     accept_batch(io->data, io->fd, 64);
 }
 
-void worker_tcp_keepalive(int fd, const struct config *cfg)
+void worker_tcp_options(int fd, const struct config *cfg)
 {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (cfg->tcp_socket_buffer > 0) {
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->tcp_socket_buffer, sizeof(int));
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->tcp_socket_buffer, sizeof(int));
@@ -348,20 +350,17 @@ void worker_tcp_keepalive(int fd, const struct config *cfg)
 }
 
 /* A TCP connection is made from its listener's socket and inherits its
- * options: TCP_NODELAY and the keepalive settings are set once on the
- * listener, not with two to six setsockopt() calls per connection (at
- * 5,000 connections a second, or 10,000 slowloris in their first second,
- * those calls were most of an accept's cost). A reload sets them again;
- * connections already queued by the kernel at that moment keep the old. */
+ * options: they are set once on the listener, not with two to six
+ * setsockopt() calls per connection (at 5,000 connections a second, or
+ * 10,000 slowloris in their first second, those calls were most of an
+ * accept's cost). A reload sets them again; connections already queued
+ * by the kernel at that moment keep the old. */
 static void listener_set_options(struct worker *w, int fd)
 {
     struct sockaddr_storage sa;
     socklen_t len = sizeof(sa);
-    if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0 || sa.ss_family == AF_UNIX)
-        return;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    worker_tcp_keepalive(fd, w->cfg);
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && sa.ss_family != AF_UNIX)
+        worker_tcp_options(fd, w->cfg);
 }
 
 static bool add_listener(struct worker *w, int fd)

@@ -55,10 +55,10 @@ struct worker_ops {
     void (*thread_done)(void);
 };
 void worker_set_ops(const struct worker_ops *ops);
-/* tcp_keepalive, tcp_keepidle/intvl/cnt, tcp_user_timeout and
- * tcp_socket_buffer on a TCP socket (a server connection, or a listener,
- * whose connections inherit them). */
-void worker_tcp_keepalive(int fd, const struct config *cfg);
+/* TCP_NODELAY, tcp_keepalive, tcp_keepidle/intvl/cnt, tcp_user_timeout
+ * and tcp_socket_buffer on a TCP socket (a server connection, or a
+ * listener, whose connections inherit them). */
+void worker_tcp_options(int fd, const struct config *cfg);
 
 struct worker {
     int id;
