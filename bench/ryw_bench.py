@@ -139,21 +139,19 @@ def probe(pooler):
              'sluice_ryw_waits_total{went="primary"}': "waits_primary",
              "sluice_ryw_wait_seconds_sum": "wait_sum_s",
              "sluice_ryw_wait_seconds_count": "wait_count"}
+    # Optional (older builds lack them): how waiting reads' replica
+    # positions were learnt.
+    optional = {'sluice_ryw_position_asks_total{how="ride"}': "asks_ride",
+                'sluice_ryw_position_asks_total{how="poll"}': "asks_poll"}
     for line in text.splitlines():
         if not line.startswith("sluice_ryw_"):
             continue
         key, _, val = line.rpartition(" ")
-        if key in names:
-            out[names[key]] = float(val)
+        if key in names or key in optional:
+            out[names.get(key) or optional[key]] = float(val)
         elif key.startswith('sluice_ryw_wait_seconds_bucket{le="'):
             le = key.split('"')[1]
             out["buckets"].append([None if le == "+Inf" else float(le), int(float(val))])
-    # Optional (older builds lack them): how waiting reads' replica
-    # positions were learnt.
-    for how in ("ride", "poll"):
-        for line in text.splitlines():
-            if line.startswith('sluice_ryw_position_asks_total{how="%s"} ' % how):
-                out["asks_" + how] = float(line.rpartition(" ")[2])
     missing = [v for v in names.values() if v not in out]
     if missing:
         raise RuntimeError("%s lacks %s" % (url, ", ".join(missing)))

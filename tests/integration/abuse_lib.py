@@ -151,9 +151,10 @@ def native_tool(name):
     src, out = os.path.join(TOOLS_SRC, f"{name}.c"), os.path.join(TOOLS_BUILD, name)
     if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
         os.makedirs(TOOLS_BUILD, exist_ok=True)
-        subprocess.run(["cc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", out + ".tmp",
-                        src, "-lm"], check=True)
-        os.replace(out + ".tmp", out)
+        tmp = f"{out}.{os.getpid()}.tmp"  # two test runs may build it at once
+        subprocess.run(["cc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", tmp, src, "-lm"],
+                       check=True)
+        os.replace(tmp, out)
     return os.path.abspath(out)
 
 
