@@ -376,6 +376,7 @@ struct pool {
     bool checker;           /* first pool of its endpoint: a host's health checks open
                              * their connection here (pool_janitor.c) */
     int n_idle, n_active, n_busy, n_waiting;
+    int n_opening; /* of n_busy: connecting or logging in */
     int n_clients; /* clients assigned to this pool */
     int n_reserve_used;
     int n_held;          /* held servers (sv->held) on active: not in the pool's size */

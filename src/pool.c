@@ -173,14 +173,16 @@ struct worker *pool_self(void)
 
 /* ---- states and lists (pool lock) ---------------------------------------- */
 
-enum server_list { SVL_NONE = 0, SVL_IDLE, SVL_ACTIVE, SVL_BUSY };
+/* SVL_OPENING: on the busy list, and counted in n_opening too (connect and
+ * login), which bounds how many a pool opens at once. */
+enum server_list { SVL_NONE = 0, SVL_IDLE, SVL_ACTIVE, SVL_BUSY, SVL_OPENING };
 
 /* The pool list a server in each state is on. */
 const uint8_t pool_server_list_of[SV_CLOSED + 1] = {
-    [SV_CONNECTING] = SVL_BUSY, [SV_LOGIN] = SVL_BUSY,    [SV_IDLE] = SVL_IDLE,
-    [SV_ASSIGNED] = SVL_ACTIVE, [SV_TESTING] = SVL_BUSY,  [SV_RESETTING] = SVL_BUSY,
-    [SV_SETTING] = SVL_ACTIVE,  [SV_ACTIVE] = SVL_ACTIVE, [SV_CANCEL_WAIT] = SVL_BUSY,
-    [SV_CLOSING] = SVL_BUSY,    [SV_CLOSED] = SVL_NONE,
+    [SV_CONNECTING] = SVL_OPENING, [SV_LOGIN] = SVL_OPENING, [SV_IDLE] = SVL_IDLE,
+    [SV_ASSIGNED] = SVL_ACTIVE,    [SV_TESTING] = SVL_BUSY,  [SV_RESETTING] = SVL_BUSY,
+    [SV_SETTING] = SVL_ACTIVE,     [SV_ACTIVE] = SVL_ACTIVE, [SV_CANCEL_WAIT] = SVL_BUSY,
+    [SV_CLOSING] = SVL_BUSY,       [SV_CLOSED] = SVL_NONE,
 };
 
 /* The states each state may move to (a bit per state); any but CLOSED may
@@ -252,6 +254,9 @@ static void sv_list(struct server *sv, enum server_list kind)
         p->n_active--;
         ep_load(p, -1);
         break;
+    case SVL_OPENING:
+        p->n_opening--;
+        /* fall through */
     case SVL_BUSY:
         p->n_busy--;
         break;
@@ -273,6 +278,9 @@ static void sv_list(struct server *sv, enum server_list kind)
         ep_load(p, 1);
         list_add_tail(&p->active, &sv->node);
         break;
+    case SVL_OPENING:
+        p->n_opening++;
+        /* fall through */
     case SVL_BUSY:
         p->n_busy++;
         list_add_tail(&p->busy, &sv->node);
@@ -415,7 +423,7 @@ struct server *pool_new_server(struct pool *p, struct worker *w, int64_t now)
     sv->owner = w;
     sv->id = __atomic_add_fetch(&g_pooler.next_server_id, 1, __ATOMIC_RELAXED);
     list_init(&sv->node);
-    sv_list(sv, SVL_BUSY); /* where SV_CONNECTING is */
+    sv_list(sv, SVL_OPENING); /* where SV_CONNECTING is */
     p->db->n_servers++;
     p->user->n_servers++;
     p->last_connect_attempt = now;
@@ -572,6 +580,14 @@ static void pool_pair_locked(struct server *sv, struct client *c, int64_t now)
     pool_act(PA_ASSIGN, sv, NULL, NULL, NULL);
 }
 
+/* How many servers a pool connects and logs in at once. PostgreSQL forks a
+ * backend for each login, which takes a core for milliseconds: clients of
+ * one pool opening all its servers together starve everyone on the box, the
+ * clients of other pools too. Each login that ends serves a waiting client
+ * and starts the next (pool_server_ready(), server_close()); PgBouncer opens
+ * one at a time. */
+#define POOL_OPENING_MAX 1
+
 /* Pairs waiting clients with idle servers, first come first served (see
  * pool_pick_waiter() and pool_pair_locked()), and opens servers for the
  * rest (lock held). */
@@ -587,10 +603,10 @@ void pool_dispatch_locked(struct pool *p, int64_t now)
             continue;
         }
         /* No idle server: open more, one per waiting client not already
-         * covered by a connection in progress. */
+         * covered by a connection in progress, POOL_OPENING_MAX at a time. */
         bool reserve = g_pooler.cfg->reserve_pool_timeout >= 0 && pool_reserve_of(p) > 0 &&
                        now - first->request_time >= g_pooler.cfg->reserve_pool_timeout;
-        if (p->n_busy < p->n_waiting)
+        if (p->n_busy < p->n_waiting && p->n_opening < POOL_OPENING_MAX)
             pool_launch(p, now, reserve);
         break;
     }

@@ -73,6 +73,11 @@ def is_pgbouncer(binary):
 # tests of sluice-only behaviour skip themselves then.
 IS_PGBOUNCER = is_pgbouncer(SLUICE_BIN)
 
+# How long to give the pooler's timers to act on something due: PgBouncer's
+# janitor runs each second, sluice's each quarter second (worker.c), and an
+# ASan build on a loaded 2-core box is late by up to a few rounds.
+JANITOR_ROUNDS = 2.5 if IS_PGBOUNCER else 1.0
+
 # The worker threads of every pooler the tests start (sluice's `workers`).
 TEST_WORKERS = int(os.environ.get("SLUICE_TEST_WORKERS", "1"))
 

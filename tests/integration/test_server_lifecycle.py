@@ -1,10 +1,13 @@
 """How many server connections a pool keeps, and for how long:
 min_pool_size, server_idle_timeout, server_lifetime."""
 
+import threading
 import time
 
+import psycopg
 import pytest
 
+from chaos_lib import FaultProxy
 from sluice_fixture import IS_PGBOUNCER, wait_no_backends, wait_until
 
 # PgBouncer 1.21 (pull request 947) keeps min_pool_size warm for a database
@@ -149,3 +152,55 @@ def test_server_check_query_not_on_new_connections(sluice, cluster, pool_user, p
         time.sleep(1.5)
         assert pid_of(a) == first  # the same server, reused after server_check_delay
         assert checks() >= 1, "server_check_query did not run on a reused connection"
+
+
+def test_a_pool_logs_in_one_server_at_a_time(sluice, cluster, pool_user):
+    """Clients that need more servers than a pool has get them opened one at
+    a time, as PgBouncer does: a burst of clients does not start a burst of
+    PostgreSQL backends (each a fork and a login that take a core from
+    everyone on the box). Each login that ends serves a waiting client and
+    starts the next. Logins are slowed by a proxy (50 ms a hop) so that
+    SHOW POOLS can see them."""
+    wait_no_backends(cluster, pool_user)
+    proxy = FaultProxy(cluster.primary_port)
+    try:
+        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
+                    "pgbouncer": {"default_pool_size": 5}})
+        with s.connect(user=pool_user) as conn:
+            conn.execute("SELECT 1")  # the pool's first server, now idle
+        proxy.set_latency(0.05)
+        logging_in, stop = [], threading.Event()
+
+        def sample():
+            with psycopg.connect(s.dsn(user="sluice", dbname="pgbouncer"),
+                                 autocommit=True) as console:
+                while not stop.is_set():
+                    cur = console.execute("SHOW POOLS")
+                    cols = [d.name for d in cur.description]
+                    logging_in.extend(r["sv_login"] for r in (dict(zip(cols, row))
+                                                              for row in cur.fetchall())
+                                      if r["user"] == pool_user)
+                    time.sleep(0.01)
+
+        def sleeper():
+            with s.connect(user=pool_user) as conn:
+                return conn.execute("SELECT 'slept' FROM pg_sleep(1)").fetchone()[0]
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            threads, answers = [], []
+            for _ in range(5):
+                t = threading.Thread(target=lambda: answers.append(sleeper()))
+                t.start()
+                threads.append(t)
+            for t in threads:
+                t.join(30)
+        finally:
+            stop.set()
+            sampler.join(10)
+        assert answers == ["slept"] * 5
+        assert max(logging_in) == 1, logging_in  # opened, but never two at once
+        assert cluster.backend_count(pool_user) >= 3  # the pool did grow
+    finally:
+        proxy.stop()

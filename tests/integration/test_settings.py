@@ -14,8 +14,8 @@ import time
 import psycopg
 import pytest
 
-from sluice_fixture import (IS_PGBOUNCER, PASSWORDS, RUN_AS, RawConn, md5_secret, message,
-                            startup_packet, wait_until)
+from sluice_fixture import (IS_PGBOUNCER, JANITOR_ROUNDS, PASSWORDS, RUN_AS, RawConn, md5_secret,
+                            message, startup_packet, wait_until)
 
 sluice_only = pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own refusal")
 
@@ -340,7 +340,7 @@ def test_server_fast_close(sluice, fast):
         in_xact.execute("BEGIN")
         xact_pid = pids(in_xact, 1)[0]
         conn.execute("RECONNECT mydb")
-        time.sleep(2.5)  # a few janitor rounds
+        time.sleep(JANITOR_ROUNDS)
         if fast:
             with pytest.raises(psycopg.OperationalError, match="database configuration changed"):
                 idle.execute("SELECT 1")
@@ -349,7 +349,7 @@ def test_server_fast_close(sluice, fast):
         # A transaction keeps its server to its end either way.
         assert pids(in_xact, 1) == [xact_pid]
         in_xact.execute("COMMIT")
-        time.sleep(2.5)
+        time.sleep(JANITOR_ROUNDS)
         if fast:
             with pytest.raises(psycopg.OperationalError, match="database configuration changed"):
                 in_xact.execute("SELECT 1")
@@ -466,7 +466,7 @@ def test_cancel_wait_timeout(sluice, cluster, timeout):
             nxt = threading.Thread(
                 target=lambda: result.setdefault("row", conn.execute("SELECT 1").fetchone()))
             nxt.start()
-            nxt.join(3)
+            nxt.join(1.5)
             if timeout:
                 assert closed is not None and 0.7 < closed - opened < 2.5, (opened, closed)
                 assert "dropped: cancel_wait_timeout" in s.log_text()
@@ -532,14 +532,14 @@ def test_autodb_idle_timeout_keeps_database_in_use(sluice):
     s = sluice({**AUTODB, "pgbouncer": {"autodb_idle_timeout": "1", "server_idle_timeout": "0.5"}})
     with s.connect() as conn:
         conn.execute("SELECT 1")
-        time.sleep(3)
+        time.sleep(1 + JANITOR_ROUNDS)  # past autodb_idle_timeout
         assert autodb_listed(s) == (True, True)
         assert conn.execute("SELECT 2").fetchone() == (2,)
     s2 = sluice({**AUTODB, "pgbouncer": {"autodb_idle_timeout": "3600",
                                          "server_idle_timeout": "0.5"}})
     with s2.connect() as conn:
         conn.execute("SELECT 1")
-    time.sleep(2.5)
+    time.sleep(0.5 + JANITOR_ROUNDS)  # past server_idle_timeout
     # PgBouncer hides an unused one from SHOW DATABASES (not from SHOW
     # POOLS) while it waits out the timeout; sluice lists it until dropped.
     assert autodb_listed(s2) == (not IS_PGBOUNCER, True)
