@@ -10,12 +10,13 @@ slow down with any other load, abusive or not).
 RssSampler: sluice's resident memory and open files, sampled in a thread.
 
 Abuser: runs one abusive scenario in a separate process (this file's
-__main__, or for the slowloris tests/tools/slowloris.c, whose 10,000
-connections' sends a Python loop could only make in bursts that took a
-core from the timed clients), so that its work does not take the GIL from
-the clients being timed. It prints "ready" once the abuse is in place (e.g. every slowloris
-connection is open) and a JSON line of counts when it gets SIGTERM or its
-time is up."""
+__main__), so that its work does not take the GIL from the clients being
+timed. The storms of many connections are C (tests/tools: slowloris.c,
+and connstorm.c for churn and the cancel storm's random cancels): a Python
+loop could make them only in bursts, and took a core from the timed
+clients. It prints "ready" once the abuse is in place (e.g. every
+slowloris connection is open) and a JSON line of counts when it gets
+SIGTERM or its time is up."""
 
 import json
 import os
@@ -167,6 +168,9 @@ class Abuser:
         if scenario == "slowloris":
             self.cmd = [native_tool("slowloris"), str(port), str(args["clients"]),
                         startup_packet(args.get("user", "md5_user")).hex()]
+        elif scenario == "churn":
+            self.cmd = [native_tool("connstorm"), "churn", str(port), str(args["rate"]),
+                        startup_packet(args.get("user", "md5_user")).hex()]
         else:
             self.cmd = [sys.executable, os.path.abspath(__file__), scenario, str(port),
                         json.dumps(args)]
@@ -314,34 +318,6 @@ def _drained(conn, timeout=2.0):
         return True
 
 
-def churn(port, rate, user="md5_user"):
-    """Connections opened and closed at `rate` a second (as fast as this
-    process manages, if slower): one in two sends a startup packet first;
-    all close with a reset (SO_LINGER 0), so that thousands a second do not
-    use up the local ports in TIME_WAIT. Counts: connections, seconds,
-    failed connects."""
-    packet = startup_packet(user)
-    linger = struct.pack("ii", 1, 0)
-    print("ready", flush=True)
-    started, n, failed = time.monotonic(), 0, 0
-    while not _Stop.flag:
-        tick = time.monotonic()
-        for _ in range(max(1, rate // 100)):
-            try:
-                s = socket.create_connection(("127.0.0.1", port), timeout=5)
-                if n % 2:
-                    s.send(packet)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-                s.close()
-            except OSError:
-                failed += 1
-            n += 1
-        time.sleep(max(0.0, 0.01 - (time.monotonic() - tick)))
-    seconds = time.monotonic() - started
-    return {"connections": n, "churn_seconds": round(seconds, 2), "rate": round(n / seconds),
-            "failed": failed}
-
-
 def _send_cancel(port, pid, secret):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -354,9 +330,10 @@ def _send_cancel(port, pid, secret):
 
 def cancel_storm(port, rate, valid_rate=50, user="plain_user"):
     """CancelRequests at `rate` a second with random keys (which match no
-    client), and `valid_rate` a second with the key of the abuser's own
-    client, which runs pg_sleep(1) in a loop: those cancel its query.
-    Counts: cancels sent, its queries cancelled and completed."""
+    client: tests/tools/connstorm.c, paced evenly), and `valid_rate` a
+    second with the key of the abuser's own client, which runs pg_sleep(1)
+    in a loop: those cancel its query. Counts: cancels sent, its queries
+    cancelled and completed."""
     victim = RawConn(port, timeout=30).login(user)
     pid, secret = victim.backend_key
     counts = {"random": 0, "valid": 0, "victim_cancelled": 0, "victim_done": 0,
@@ -373,20 +350,18 @@ def cancel_storm(port, rate, valid_rate=50, user="plain_user"):
 
     thread = threading.Thread(target=victim_loop, daemon=True)
     thread.start()
-    rng = random.Random(5)
+    storm = subprocess.Popen([native_tool("connstorm"), "cancel", str(port), str(rate)],
+                             stdout=subprocess.PIPE, text=True)
+    assert storm.stdout.readline().strip() == "ready"
     print("ready", flush=True)
-    per_tick_valid = valid_rate / 100
-    owed = 0.0
+    started = time.monotonic()
     while not _Stop.flag:
-        tick = time.monotonic()
-        for _ in range(max(1, rate // 100)):
-            counts["random"] += _send_cancel(port, rng.randrange(1, 1 << 31),
-                                             rng.randrange(-(1 << 31), 1 << 31))
-        owed += per_tick_valid
-        while owed >= 1:
-            counts["valid"] += _send_cancel(port, pid, secret)
-            owed -= 1
-        time.sleep(max(0.0, 0.01 - (time.monotonic() - tick)))
+        due = started + (counts["valid"] + 1) / valid_rate
+        time.sleep(max(0.0, due - time.monotonic()))
+        counts["valid"] += _send_cancel(port, pid, secret)
+    storm.send_signal(signal.SIGTERM)
+    sent = json.loads(storm.communicate(timeout=30)[0].strip().splitlines()[-1])
+    counts["random"] = sent["connections"] - sent["failed"]
     stop.set()
     thread.join(10)
     victim.close()
@@ -394,7 +369,7 @@ def cancel_storm(port, rate, valid_rate=50, user="plain_user"):
 
 
 SCENARIOS = {"garbage": garbage, "huge_length": huge_length,
-             "non_reader": non_reader, "churn": churn, "cancel_storm": cancel_storm}
+             "non_reader": non_reader, "cancel_storm": cancel_storm}
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _on_term)

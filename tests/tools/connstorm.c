@@ -1,0 +1,143 @@
+/* The connection storms of test_abuse.py (issue 17 item 3), at RATE
+ * connections a second to 127.0.0.1:PORT, paced evenly (connection k at
+ * k/RATE s), as many independent clients would arrive, and each closed
+ * with a reset (SO_LINGER 0) so that thousands a second do not use up the
+ * local ports in TIME_WAIT:
+ *
+ *   churn   every other connection sends the startup packet PACKET_HEX
+ *           first; the rest close at once;
+ *   cancel  each sends a CancelRequest with a random key (which matches
+ *           no client).
+ *
+ * The Python abusers these replace opened their connections in bursts of
+ * RATE/100 every 10 ms and took a core from the clients being measured.
+ * Prints "ready", then on SIGTERM a JSON line of counts: connections,
+ * storm_seconds, rate, failed (connects or sends that failed).
+ *
+ * usage: connstorm churn|cancel PORT RATE [PACKET_HEX] */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_until(double t)
+{
+    struct timespec ts = {.tv_sec = (time_t)t, .tv_nsec = (long)((t - (double)(time_t)t) * 1e9)};
+    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    uint32_t be = htonl(v);
+    memcpy(p, &be, 4);
+}
+
+/* One connection: connect, send len bytes of msg (none if len is 0), reset.
+ * False if the connect or the send failed. */
+static int storm_one(const struct sockaddr_in *sa, const unsigned char *msg, size_t len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return 0;
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)); /* bounds connect() too */
+    int ok = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 &&
+             (len == 0 || send(fd, msg, len, MSG_NOSIGNAL) == (ssize_t)len);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    int cancel = argc == 4 && strcmp(argv[1], "cancel") == 0;
+    int churn = argc == 5 && strcmp(argv[1], "churn") == 0;
+    if (!cancel && !churn) {
+        fprintf(stderr, "usage: connstorm churn|cancel PORT RATE [PACKET_HEX]\n");
+        return 2;
+    }
+    int port = atoi(argv[2]), rate = atoi(argv[3]);
+    if (port <= 0 || port > 65535 || rate <= 0)
+        return 2;
+    unsigned char packet[1024];
+    size_t len = 16;
+    if (churn) {
+        size_t hexlen = strlen(argv[4]);
+        len = hexlen / 2;
+        if (hexlen % 2 || len < 8 || len > sizeof(packet))
+            return 2;
+        for (size_t i = 0; i < len; i++) {
+            int hi = hex_value(argv[4][2 * i]), lo = hex_value(argv[4][2 * i + 1]);
+            if (hi < 0 || lo < 0)
+                return 2;
+            packet[i] = (unsigned char)(hi << 4 | lo);
+        }
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sigaction act = {.sa_handler = on_term};
+    sigaction(SIGTERM, &act, NULL);
+    sigaction(SIGINT, &act, NULL);
+    unsigned int seed = 5;
+    printf("ready\n");
+    fflush(stdout);
+    long n = 0, failed = 0;
+    /* Connection k at start + k/rate; those due within a millisecond go
+     * together. Behind schedule (a loaded box), no sleep: as fast as it can. */
+    double start = now();
+    for (; !stop; n++) {
+        double due = start + (double)n / rate;
+        if (now() < due)
+            sleep_until(ceil(due * 1000) / 1000);
+        if (stop)
+            break;
+        size_t send_len = len;
+        if (cancel) {
+            put32(packet, 16);
+            put32(packet + 4, 80877102); /* CancelRequest */
+            put32(packet + 8, (uint32_t)rand_r(&seed));
+            put32(packet + 12, (uint32_t)rand_r(&seed) ^ ((uint32_t)rand_r(&seed) << 16));
+        } else if (n % 2 == 0) {
+            send_len = 0;
+        }
+        failed += !storm_one(&sa, packet, send_len);
+    }
+    double seconds = now() - start;
+    printf("{\"connections\": %ld, \"storm_seconds\": %.2f, \"rate\": %ld, \"failed\": %ld}\n", n,
+           seconds, seconds > 0 ? (long)(n / seconds) : 0, failed);
+    return 0;
+}
