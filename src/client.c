@@ -219,7 +219,9 @@ static bool xact_too_long(const struct server *sv, bool busy, int64_t limit, int
  * answer within TIMEOUT_SETTLE_USEC: 08007, the outcome is unknown. */
 static void timed_out(struct client *c, struct server *sv, bool busy, bool query, int64_t now)
 {
-    if (sv->backend_pid && busy)
+    /* A server still reading its only Query runs nothing: closing it ends
+     * it, and a cancel would cost a connection (and a fork) at the host. */
+    if (sv->backend_pid && busy && !request_query_incomplete(c))
         server_send_cancel(sv);
     sv->close_needed = true;
     sv->close_why = query ? "query timeout" : "transaction timeout"; /* PgBouncer's */

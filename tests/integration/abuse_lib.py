@@ -355,9 +355,13 @@ def cancel_storm(port, rate, valid_rate=50, user="plain_user"):
     assert storm.stdout.readline().strip() == "ready"
     print("ready", flush=True)
     started = time.monotonic()
+    sent = 0
     while not _Stop.flag:
-        due = started + (counts["valid"] + 1) / valid_rate
-        time.sleep(max(0.0, due - time.monotonic()))
+        due = started + (sent + 1) / valid_rate
+        if time.monotonic() < due:
+            time.sleep(min(0.05, due - time.monotonic()))
+            continue
+        sent += 1
         counts["valid"] += _send_cancel(port, pid, secret)
     storm.send_signal(signal.SIGTERM)
     sent = json.loads(storm.communicate(timeout=30)[0].strip().splitlines()[-1])

@@ -2,13 +2,15 @@
 on the server side (connect, login retry)."""
 
 import socket
+import struct
 import threading
 import time
 
 import psycopg
 import pytest
 
-from sluice_fixture import IS_PGBOUNCER, RawConn, TcpProxy, free_port, startup_packet, wait_until
+from sluice_fixture import (IS_PGBOUNCER, RawConn, TcpProxy, first_error, free_port, startup_packet,
+                            wait_until)
 
 
 def sleeping_backends(cluster, marker):
@@ -404,3 +406,26 @@ def test_query_timeout_tells_a_writes_outcome(sluice, cluster, pool_user, primar
     finally:
         proxy.stop()
         primary_conn.execute("DROP TABLE IF EXISTS qt_write")
+
+
+def test_query_timeout_of_an_unfinished_query_sends_no_cancel(sluice, cluster):
+    """A Query whose bytes stop coming holds its server (it streams there,
+    as in PgBouncer) until query_timeout. That server runs nothing yet, so
+    it is closed without a cancel, which would cost a connection (and a
+    fork) at the host: issue 17's garbage clients made one per server."""
+    from chaos_lib import FaultProxy
+    proxy = FaultProxy(cluster.primary_port)
+    try:
+        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
+                    "pgbouncer": {"query_timeout": 1}})
+        with RawConn(s.port) as conn:
+            conn.login()
+            conn.send(b"Q" + struct.pack("!i", 4 + 100) + b"SELECT 1")  # 92 bytes short
+            data = conn.read_until_closed(5)
+        assert data is not None, "still open 5 s after query_timeout = 1"
+        error = first_error(data)
+        assert error and "query timeout" in error["M"], data
+        assert error["C"] == ("08P01" if IS_PGBOUNCER else "57014")  # PgBouncer 1.18's, ours
+        assert proxy.accepted == 1, "a connection besides the server's: a cancel"
+    finally:
+        proxy.stop()
