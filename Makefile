@@ -298,7 +298,7 @@ fuzz:
 	done
 
 lint: lint-structure
-	clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c tests/tools/*.c
+	clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c tests/tools/*.c tests/tools/*.h
 	cppcheck --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -q -Isrc src
 

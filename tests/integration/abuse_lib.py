@@ -150,7 +150,8 @@ def native_tool(name):
     newer) into build/tools/NAME: abusers whose own CPU must not be what
     the well-behaved clients' latency measures."""
     src, out = os.path.join(TOOLS_SRC, f"{name}.c"), os.path.join(TOOLS_BUILD, name)
-    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
+    newest = max(os.path.getmtime(src), os.path.getmtime(os.path.join(TOOLS_SRC, "tool_util.h")))
+    if not os.path.exists(out) or os.path.getmtime(out) < newest:
         os.makedirs(TOOLS_BUILD, exist_ok=True)
         tmp = f"{out}.{os.getpid()}.tmp"  # two test runs may build it at once
         subprocess.run(["cc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", tmp, src, "-lm"],

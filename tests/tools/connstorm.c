@@ -29,35 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t stop;
-
-static void on_term(int sig)
-{
-    (void)sig;
-    stop = 1;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_until(double t)
-{
-    struct timespec ts = {.tv_sec = (time_t)t, .tv_nsec = (long)((t - (double)(time_t)t) * 1e9)};
-    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
+#include "tool_util.h"
 
 static void put32(unsigned char *p, uint32_t v)
 {
@@ -96,22 +68,14 @@ int main(int argc, char **argv)
     unsigned char packet[1024];
     size_t len = 16;
     if (churn) {
-        size_t hexlen = strlen(argv[4]);
-        len = hexlen / 2;
-        if (hexlen % 2 || len < 8 || len > sizeof(packet))
+        long got = hex_decode(argv[4], packet, sizeof(packet));
+        if (got < 8)
             return 2;
-        for (size_t i = 0; i < len; i++) {
-            int hi = hex_value(argv[4][2 * i]), lo = hex_value(argv[4][2 * i + 1]);
-            if (hi < 0 || lo < 0)
-                return 2;
-            packet[i] = (unsigned char)(hi << 4 | lo);
-        }
+        len = (size_t)got;
     }
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct sigaction act = {.sa_handler = on_term};
-    sigaction(SIGTERM, &act, NULL);
-    sigaction(SIGINT, &act, NULL);
+    tool_catch_stop();
     unsigned int seed = 5;
     printf("ready\n");
     fflush(stdout);

@@ -24,35 +24,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
-static volatile sig_atomic_t stop;
-
-static void on_term(int sig)
-{
-    (void)sig;
-    stop = 1;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_until(double t)
-{
-    struct timespec ts = {.tv_sec = (time_t)t, .tv_nsec = (long)((t - (double)(time_t)t) * 1e9)};
-    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
+#include "tool_util.h"
 
 /* Opens n non-blocking connections, 500 at a time, each waited for. */
 static int connect_all(int *fds, int n, int port)
@@ -101,23 +73,17 @@ int main(int argc, char **argv)
         return 2;
     }
     int port = atoi(argv[1]), n = atoi(argv[2]);
-    size_t hexlen = strlen(argv[3]), len = hexlen / 2;
-    unsigned char *packet = malloc(len + 1);
+    size_t max = strlen(argv[3]) / 2;
+    unsigned char *packet = malloc(max + 1);
     int *fds = calloc((size_t)(n > 0 ? n : 1), sizeof(int));
     int *sent = calloc((size_t)(n > 0 ? n : 1), sizeof(int));
-    if (n <= 0 || len < 2 || hexlen % 2 || !packet || !fds || !sent)
+    long got = packet ? hex_decode(argv[3], packet, max) : -1;
+    if (n <= 0 || got < 2 || !fds || !sent)
         return 2;
-    for (size_t i = 0; i < len; i++) {
-        int hi = hex_value(argv[3][2 * i]), lo = hex_value(argv[3][2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return 2;
-        packet[i] = (unsigned char)(hi << 4 | lo);
-    }
+    size_t len = (size_t)got;
     struct rlimit rl = {.rlim_cur = (rlim_t)n + 100, .rlim_max = (rlim_t)n + 100};
     setrlimit(RLIMIT_NOFILE, &rl); /* the caller's hard limit may already allow more */
-    struct sigaction act = {.sa_handler = on_term};
-    sigaction(SIGTERM, &act, NULL);
-    sigaction(SIGINT, &act, NULL);
+    tool_catch_stop();
     if (connect_all(fds, n, port) < 0)
         return 1;
     printf("ready\n");
