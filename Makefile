@@ -155,7 +155,15 @@ integration: integration-bins
 # The security review (test_security.py: logins, the console's users,
 # secrets, TLS) is decided before a client reaches a worker's pools, and
 # sluice --check, the man pages and systemd's notifications (test_check.py,
-# test_man.py, test_notify.py) are the main thread's: once.
+# test_man.py, test_notify.py) are the main thread's: once. The timeouts
+# (test_timeouts.py) are each worker's janitor's, for its own clients and
+# servers: the same code on every worker, and a minute of fixed waits; the
+# cross-worker part (a waiting client served or timed out while servers are
+# released on other workers) is test_stress.py's (4 workers, above) and
+# test_limits.py's (make tsan). The serverless upstream's backoff and
+# cold start are the pool's (under its lock) and its names are resolved on
+# the DNS threads (test_serverless.py). Once, above, too: make test stays
+# within its budget.
 integration-workers: integration-bins
 	SLUICE_TEST_WORKERS=4 $(INTEGRATION_RUN) --ignore=tests/integration/test_stress.py \
 	  --ignore=tests/integration/test_cluster_script.py --ignore=tests/integration/test_chaos.py \
@@ -166,7 +174,8 @@ integration-workers: integration-bins
 	  --ignore=tests/integration/test_abuse.py --ignore=tests/integration/test_live_fuzz.py \
 	  --ignore=tests/integration/test_page.py --ignore=tests/integration/test_insights_advice.py \
 	  --ignore=tests/integration/test_security.py --ignore=tests/integration/test_check.py \
-	  --ignore=tests/integration/test_man.py --ignore=tests/integration/test_notify.py
+	  --ignore=tests/integration/test_man.py --ignore=tests/integration/test_notify.py \
+	  --ignore=tests/integration/test_timeouts.py --ignore=tests/integration/test_serverless.py
 
 # The chaos suite at length (issue 17; not part of make test): each scenario
 # for CHAOS_SECONDS under CHAOS_CLIENTS clients, sluice on CHAOS_WORKERS
