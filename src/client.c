@@ -221,7 +221,8 @@ static void timed_out(struct client *c, struct server *sv, bool busy, bool query
 {
     /* A server still reading its only Query runs nothing: closing it ends
      * it, and a cancel would cost a connection (and a fork) at the host. */
-    if (sv->backend_pid && busy && !request_query_incomplete(c))
+    bool unfinished = request_query_incomplete(c);
+    if (sv->backend_pid && busy && !unfinished)
         server_send_cancel(sv);
     sv->close_needed = true;
     sv->close_why = query ? "query timeout" : "transaction timeout"; /* PgBouncer's */
@@ -230,8 +231,8 @@ static void timed_out(struct client *c, struct server *sv, bool busy, bool query
      * buffer), or one whose answer is under way and waits for the client
      * to read it (rows still coming: its statement has not finished, and
      * its server, blocked on the client, could not answer a cancel). */
-    if (!busy || sv->xact_status == 'E' || (c->s.skip && c->s.skip_forward) ||
-        request_query_incomplete(c) || stream_has_output(&c->s)) {
+    if (!busy || sv->xact_status == 'E' || (c->s.skip && c->s.skip_forward) || unfinished ||
+        stream_has_output(&c->s)) {
         client_close_timed_out(c, query);
         return;
     }

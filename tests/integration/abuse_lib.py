@@ -365,8 +365,8 @@ def cancel_storm(port, rate, valid_rate=50, user="plain_user"):
         sent += 1
         counts["valid"] += _send_cancel(port, pid, secret)
     storm.send_signal(signal.SIGTERM)
-    sent = json.loads(storm.communicate(timeout=30)[0].strip().splitlines()[-1])
-    counts["random"] = sent["connections"] - sent["failed"]
+    storm_counts = json.loads(storm.communicate(timeout=30)[0].strip().splitlines()[-1])
+    counts["random"] = storm_counts["connections"] - storm_counts["failed"]
     stop.set()
     thread.join(10)
     victim.close()

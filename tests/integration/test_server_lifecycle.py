@@ -9,6 +9,7 @@ import pytest
 
 from chaos_lib import FaultProxy
 from sluice_fixture import IS_PGBOUNCER, wait_no_backends, wait_until
+from test_admin import show
 
 # PgBouncer 1.21 (pull request 947) keeps min_pool_size warm for a database
 # with a forced user before any client; Debian's PgBouncer here is 1.18.
@@ -175,10 +176,7 @@ def test_a_pool_logs_in_one_server_at_a_time(sluice, cluster, pool_user):
             with psycopg.connect(s.dsn(user="sluice", dbname="pgbouncer"),
                                  autocommit=True) as console:
                 while not stop.is_set():
-                    cur = console.execute("SHOW POOLS")
-                    cols = [d.name for d in cur.description]
-                    logging_in.extend(r["sv_login"] for r in (dict(zip(cols, row))
-                                                              for row in cur.fetchall())
+                    logging_in.extend(r["sv_login"] for r in show(console, "POOLS")
                                       if r["user"] == pool_user)
                     time.sleep(0.01)
 

@@ -17,10 +17,8 @@
  * usage: connstorm churn|cancel PORT RATE [PACKET_HEX] */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
-#include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
