@@ -48,7 +48,8 @@ static bool data_write(const char *reason)
     return false;
 }
 
-bool cache_policy_may_write(const char *sql, size_t len)
+/* cache_policy_may_write() for the statement at the start of sql. */
+static bool stmt_may_write(const char *sql, size_t len)
 {
     char word[16];
     cache_sql_first_word(sql, len, word, sizeof(word));
@@ -62,6 +63,17 @@ bool cache_policy_may_write(const char *sql, size_t len)
         if (word[0] == quiet[i][0] && !strcmp(word, quiet[i]))
             return false;
     return true;
+}
+
+bool cache_policy_may_write(const char *sql, size_t len)
+{
+    if (!memchr(sql, ';', len))
+        return stmt_may_write(sql, len);
+    /* "BEGIN; UPDATE ...": each statement's first word */
+    for (const char *p = sql; p; p = cache_sql_next_statement(sql, len, p))
+        if (stmt_may_write(p, (size_t)(sql + len - p)))
+            return true;
+    return false;
 }
 
 bool cache_policy_writes(const char *sql, size_t len, void (*add)(void *arg, const char *name),
@@ -222,12 +234,9 @@ int cache_policy_decide(struct database *db, const struct config *cfg, const cha
     return 1;
 }
 
-bool cache_policy_taints(const char *sql, size_t len, bool session)
+/* Whether the statement at the start of sql changes session state. */
+static bool stmt_taints(const char *sql, size_t len)
 {
-    if (cache_sql_contains(sql, len, "set_config"))
-        return true;
-    if (!session)
-        return false;
     char word[16];
     cache_sql_first_word(sql, len, word, sizeof(word));
     static const char *const state[] = {"set", "reset", "discard",  "create", "load",
@@ -235,6 +244,20 @@ bool cache_policy_taints(const char *sql, size_t len, bool session)
     for (int i = 0; state[i]; i++)
         if (!strcmp(word, state[i]) && (i != 3 || cache_sql_contains(sql, len, "temp")))
             return true; /* CREATE: only a temporary object */
+    return false;
+}
+
+bool cache_policy_taints(const char *sql, size_t len, bool session)
+{
+    if (cache_sql_contains(sql, len, "set_config"))
+        return true;
+    if (!session)
+        return false;
+    if (!memchr(sql, ';', len))
+        return stmt_taints(sql, len);
+    for (const char *p = sql; p; p = cache_sql_next_statement(sql, len, p))
+        if (stmt_taints(p, (size_t)(sql + len - p)))
+            return true;
     return false;
 }
 

@@ -259,14 +259,15 @@ static const char *skip_quoted(const char *p, const char *e)
     return NULL;
 }
 
-/* Whether [p, e) holds no second statement: the text after p, literals
- * and comments skipped, has no ';' but a last one. */
-/* Bytes one_statement() stops at: what may open a literal, a quoted
+/* Bytes statement_end() stops at: what may open a literal, a quoted
  * name, a comment, or end the statement. */
 static const bool special[256] = {
     ['\''] = true, ['"'] = true, ['$'] = true, ['-'] = true, ['/'] = true, [';'] = true};
 
-static bool one_statement(const char *start, const char *p, const char *e)
+/* The ';' ending the statement that goes on at p (start: where the text
+ * begins), literals and comments skipped; e when none does; NULL when a
+ * literal does not end (the text is not read further). */
+static const char *statement_end(const char *start, const char *p, const char *e)
 {
     while (p < e) {
         while (p < e && !special[(unsigned char)*p])
@@ -285,14 +286,31 @@ static bool one_statement(const char *start, const char *p, const char *e)
                    (ch == '/' && p + 1 < e && p[1] == '*')) {
             p = cache_sql_skip_blank(p, e);
         } else if (ch == ';') {
-            return cache_sql_skip_blank(p + 1, e) == e;
+            return p;
         } else {
             p++;
         }
         if (!p)
-            return false;
+            return NULL;
     }
-    return true;
+    return e;
+}
+
+/* Whether [p, e) holds no second statement: no ';' but a last one. */
+static bool one_statement(const char *start, const char *p, const char *e)
+{
+    const char *semi = statement_end(start, p, e);
+    return semi && (semi == e || cache_sql_skip_blank(semi + 1, e) == e);
+}
+
+const char *cache_sql_next_statement(const char *sql, size_t len, const char *p)
+{
+    const char *e = sql + len;
+    const char *semi = statement_end(sql, p, e);
+    if (!semi || semi == e)
+        return NULL;
+    const char *next = cache_sql_skip_blank(semi + 1, e);
+    return next == e ? NULL : next;
 }
 
 bool cache_sql_dml_target(const char *sql, size_t len, char *name, size_t cap)

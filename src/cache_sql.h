@@ -29,6 +29,12 @@ bool cache_sql_contains(const char *sql, size_t len, const char *needle);
  * blanks, comments and opening parentheses; "" when there is none. */
 void cache_sql_first_word(const char *sql, size_t len, char *word, size_t cap);
 
+/* A simple Query may hold several statements: the start of the one after
+ * the statement going on at p in sql[0..len) (past its ';', blanks and
+ * comments), or NULL when that one is the last (or a literal in it does
+ * not end: the server refuses the whole text then). */
+const char *cache_sql_next_statement(const char *sql, size_t len, const char *p);
+
 /* For a text that is one plain "INSERT INTO t", "UPDATE [ONLY] t" or
  * "DELETE FROM [ONLY] t" statement (a trailing ';' allowed), the target's
  * relation name as the catalog spells it (unquoted names folded to lower

@@ -104,6 +104,24 @@ def test_a_write_in_a_transaction_invalidates_at_its_commit(sluice, cluster):
         assert conn.execute(sql).fetchall() == [(1,)]
 
 
+@pytest.mark.parametrize("text", [
+    "SELECT 1; UPDATE cache_t SET v = 5 WHERE id = 1",
+    "BEGIN; UPDATE cache_t SET v = 5 WHERE id = 1; COMMIT",
+    "SET application_name = 'x'; UPDATE cache_t SET v = 5 WHERE id = 1",
+])
+def test_a_write_after_another_statement_in_one_query_invalidates(sluice, cluster, text):
+    # A simple Query may hold several statements: the first one's word
+    # (a SELECT, a BEGIN) says nothing of what the rest writes.
+    s = sluice(cache_config())
+    with s.connect() as conn, s.connect() as writer:
+        conn.autocommit = True
+        writer.autocommit = True
+        sql = "SELECT v FROM cache_t WHERE id = 1"
+        assert warm(s, conn, sql) == [(0,)]
+        writer.execute(text)  # no parameters: psycopg sends one Query
+        assert conn.execute(sql).fetchall() == [(5,)]
+
+
 def test_what_is_not_cached(sluice, cluster):
     s = sluice(cache_config(pool_mode="transaction"))
     with s.connect() as conn:
@@ -143,6 +161,19 @@ def test_the_key_holds_the_user_and_the_settings(sluice, cluster):
         other.autocommit = True
         row = other.execute(sql).fetchone()
         assert row[1] == "scram_user"  # not md5_user's cached answer
+
+
+def test_a_setting_after_another_statement_in_one_query_leaves_the_key(sluice, cluster):
+    # In session mode a SET taints the client's later reads (the key
+    # cannot hold what sluice did not see); a SET that is not the text's
+    # first statement too.
+    s = sluice(cache_config(pool_mode="session"))
+    sql = "SELECT current_setting('app.tenant', true), v FROM cache_t WHERE id = 4"
+    with s.connect() as conn, s.connect() as other:
+        conn.autocommit = other.autocommit = True
+        assert warm(s, conn, sql) == [(None, 0)]
+        other.execute("SELECT 1; SET app.tenant = 'b'")  # no parameters: one Query
+        assert other.execute(sql).fetchall() == [("b", 0)]
 
 
 def test_a_view_and_a_partition_are_invalidated_by_writes_to_their_tables(sluice, cluster):

@@ -67,6 +67,10 @@ static const char *const texts[] = {
     "BEGIN",
     "END",
     "SELECT * INTO new_t FROM t",
+    "SELECT 1; UPDATE t SET x = 1",
+    "BEGIN; DELETE FROM t; COMMIT",
+    "SELECT 1; SET app.tenant = 'b'",
+    "SELECT ';'",
     "",
 };
 
@@ -76,6 +80,31 @@ static void test_facts_as_the_functions_say(void **state)
     for (int round = 0; round < 2; round++) /* found, then known */
         for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
             check(texts[i]);
+}
+
+/* A simple Query's text may hold several statements: a quiet first one
+ * (BEGIN, SELECT) says nothing of the others. */
+static void test_every_statement_of_a_text(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *sql;
+        bool may_write, taints_session;
+    } cases[] = {
+        {"SELECT 1; UPDATE t SET x = 1", true, false},
+        {"BEGIN; DELETE FROM t; COMMIT", true, false},
+        {"BEGIN; COMMIT;", false, false},
+        {"SELECT ';' /* ; */", false, false},
+        {"SELECT 1; SET app.tenant = 'b'", false, true},
+        {"SELECT 1;;RESET ALL", false, true},
+        {"SELECT 1; CREATE TEMP TABLE x (a int)", true, true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len = strlen(cases[i].sql);
+        assert_int_equal(cache_policy_may_write(cases[i].sql, len), cases[i].may_write);
+        assert_int_equal(cache_policy_taints(cases[i].sql, len, true), cases[i].taints_session);
+        assert_false(cache_policy_taints(cases[i].sql, len, false));
+    }
 }
 
 static void test_known_texts_are_not_read_again(void **state)
@@ -136,6 +165,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_facts_as_the_functions_say),
+        cmocka_unit_test(test_every_statement_of_a_text),
         cmocka_unit_test(test_known_texts_are_not_read_again),
         cmocka_unit_test(test_many_texts_and_long_ones),
     };

@@ -65,12 +65,32 @@ static void test_words(void **state)
     assert_false(cache_sql_contains("SELECT 1", 8, "set_config"));
 }
 
+/* The statements of a simple Query, literals and comments not split. */
+static void test_statements(void **state)
+{
+    (void)state;
+    const char *a = "BEGIN; UPDATE t SET s = ';' /* ; */ WHERE x = $q$;$q$; -- ;\n COMMIT ;  ";
+    size_t n = strlen(a);
+    const char *p = cache_sql_next_statement(a, n, a);
+    assert_non_null(p);
+    assert_int_equal(strncmp(p, "UPDATE", 6), 0);
+    p = cache_sql_next_statement(a, n, p);
+    assert_non_null(p);
+    assert_int_equal(strncmp(p, "COMMIT", 6), 0);
+    assert_null(cache_sql_next_statement(a, n, p)); /* the last: a ';' and blanks follow */
+    const char *b = "SELECT 'a;b'";
+    assert_null(cache_sql_next_statement(b, strlen(b), b));
+    const char *c = "SELECT 'no end; DELETE FROM t";
+    assert_null(cache_sql_next_statement(c, strlen(c), c)); /* the server refuses it whole */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dml_targets),
         cmocka_unit_test(test_hints),
         cmocka_unit_test(test_words),
+        cmocka_unit_test(test_statements),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
