@@ -7,7 +7,8 @@
  * a target found is non-empty, NUL-terminated within its buffer and holds
  * no upper-case ASCII unless the text quotes it; the first keyword is
  * lower-case letters; a hint's TTL is not negative; a text with a target
- * found keeps it when blanks are appended. */
+ * found keeps it when blanks are appended; the statements of a text
+ * follow one another forward, each inside the text. */
 #include <ctype.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -55,6 +56,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     strcmp(again, name) == 0);
             free(more);
         }
+    }
+    const char *prev = sql;
+    for (const char *p = cache_sql_next_statement(sql, size, sql); p;
+         p = cache_sql_next_statement(sql, size, p)) {
+        require(p > prev && p < sql + size);
+        prev = p;
     }
     free(sql);
     return 0;
