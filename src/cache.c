@@ -707,13 +707,12 @@ enum cache_route cache_route(struct client *c)
 
 /* A statement that changes session state the key does not see: nothing
  * cached for c any more. kept: the statement's record, whose memo keeps
- * the answer. */
+ * the answer. f: the text's facts if they are kept (NULL: read the text). */
 static void taint_check(struct client *c, struct cache_stmt *kept, const char *sql, size_t len,
-                        bool prepared)
+                        const struct cache_text_facts *f)
 {
     if (!kept || !(kept->memo & STMT_TAINT_KNOWN)) {
-        bool taints = prepared ? cache_policy_facts(sql, len)->taints[!c->track]
-                               : cache_policy_taints(sql, len, !c->track);
+        bool taints = f ? f->taints[!c->track] : cache_policy_taints(sql, len, !c->track);
         if (kept)
             kept->memo |= STMT_TAINT_KNOWN | (taints ? STMT_TAINTS : 0);
         else if (taints)
@@ -802,9 +801,14 @@ static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
         size_t len = end > body && end[-1] == '\0'
                          ? (size_t)(end - body) - 1
                          : strnlen((const char *)body, (size_t)(end - body));
+        const char *sql = (const char *)body;
+        const struct cache_text_facts *f =
+            cache_policy_by_shape(sql, len)
+                ? cache_policy_shape_facts(request_msg_shape(rm, sql, len), sql, len)
+                : NULL;
         if (g_on)
-            taint_check(c, NULL, (const char *)body, len, false);
-        cache_writes_of_text(c, (const char *)body, len, false);
+            taint_check(c, NULL, sql, len, f);
+        cache_writes_of_text(c, sql, len, f);
         cc = c->cache;
         if (cc && cc->filling && !cc->fill_ext && !cc->capturing) {
             own(rm);
@@ -817,9 +821,10 @@ static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
             return rm->len; /* malformed: the server says so */
         const uint8_t *pb = (const uint8_t *)name + strlen(name) + 1;
         struct cache_stmt *kept = stmt_remember(c, name, pb, (uint32_t)(end - pb));
-        if (g_on)
-            taint_check(c, kept, sql, kept && (kept->memo & STMT_TAINT_KNOWN) ? 0 : strlen(sql),
-                        true);
+        if (g_on && !(kept && (kept->memo & STMT_TAINT_KNOWN)))
+            taint_check(c, kept, sql, strlen(sql), cache_policy_facts(sql, strlen(sql)));
+        else if (g_on)
+            taint_check(c, kept, sql, 0, NULL); /* known: from the memo */
     } else if (rm->type == 'B') {
         const char *portal = cstr(body, end);
         const char *name = portal ? cstr((const uint8_t *)portal + strlen(portal) + 1, end) : NULL;
@@ -832,7 +837,8 @@ static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
             return rm->len;
         const char *sql = pb ? cstr(pb, pb + len) : NULL;
         if (sql) {
-            if (!cache_writes_of_text(c, sql, strlen(sql), true) && kept)
+            size_t n = strlen(sql);
+            if (!cache_writes_of_text(c, sql, n, cache_policy_facts(sql, n)) && kept)
                 kept->memo |= STMT_READS;
         } else
             cache_client_of(c)->writes_all = true; /* a statement it did not see prepared */

@@ -104,9 +104,12 @@ void cache_ctr_add(struct database *db, enum cache_ctr i);
 struct cache_client *cache_client_of(struct client *c);
 
 /* Notes what text (a statement c sends to run) may write, for its
- * transaction's end; false when it cannot write. prepared: a Parse's or a
- * Bind's text, whose facts are found once (cache_policy_facts()). */
-bool cache_writes_of_text(struct client *c, const char *sql, size_t len, bool prepared);
+ * transaction's end; false when it cannot write. f: the text's facts when
+ * they are kept (cache_policy_facts(), cache_policy_shape_facts()); NULL:
+ * the text is read here. */
+struct cache_text_facts;
+bool cache_writes_of_text(struct client *c, const char *sql, size_t len,
+                          const struct cache_text_facts *f);
 /* c's transaction is over (it ended, or its server went): what it wrote is
  * told to every subscriber of the writes bus, the cache first among them. */
 void cache_writes_flush(struct client *c);

@@ -67,8 +67,6 @@ static bool stmt_may_write(const char *sql, size_t len)
 
 bool cache_policy_may_write(const char *sql, size_t len)
 {
-    if (!memchr(sql, ';', len))
-        return stmt_may_write(sql, len);
     /* "BEGIN; UPDATE ...": each statement's first word */
     for (const char *p = sql; p; p = cache_sql_next_statement(sql, len, p))
         if (stmt_may_write(p, (size_t)(sql + len - p)))
@@ -253,8 +251,6 @@ bool cache_policy_taints(const char *sql, size_t len, bool session)
         return true;
     if (!session)
         return false;
-    if (!memchr(sql, ';', len))
-        return stmt_taints(sql, len);
     for (const char *p = sql; p; p = cache_sql_next_statement(sql, len, p))
         if (stmt_taints(p, (size_t)(sql + len - p)))
             return true;
@@ -324,12 +320,55 @@ struct cache_text_facts *cache_policy_facts(const char *sql, size_t len)
     return &s->f;
 }
 
+/* ---- the facts of simple Queries, by shape ------------------------------------- */
+
+/* Direct-mapped by shape, per thread: the facts of the last text of each
+ * slot's shape (no text kept: texts of one shape differ only where facts
+ * do not look). */
+#define SHAPE_SLOTS 256
+struct shape_slot {
+    uint64_t shape; /* 0: empty */
+    struct cache_text_facts f;
+};
+static _Thread_local struct shape_slot *tl_shapes;
+
+bool cache_policy_by_shape(const char *sql, size_t len)
+{
+    if (len > FACTS_MAX_TEXT || cache_sql_next_statement(sql, len, sql))
+        return false;
+    /* Statements whose writes and session effects no constant in them
+     * changes (EXPLAIN (ANALYZE 0) writes nothing where ANALYZE 1 may). */
+    static const char *const ok[] = {"select", "insert",   "update", "delete", "with",
+                                     "merge",  "values",   "table",  "begin",  "commit",
+                                     "end",    "rollback", NULL};
+    char word[16];
+    cache_sql_first_word(sql, len, word, sizeof(word));
+    for (int i = 0; ok[i]; i++)
+        if (word[0] == ok[i][0] && !strcmp(word, ok[i]))
+            return true;
+    return false;
+}
+
+const struct cache_text_facts *cache_policy_shape_facts(uint64_t shape, const char *sql, size_t len)
+{
+    if (!tl_shapes && !(tl_shapes = calloc(SHAPE_SLOTS, sizeof(*tl_shapes)))) {
+        facts_find(sql, len, &tl_scratch);
+        return &tl_scratch;
+    }
+    struct shape_slot *s = &tl_shapes[(shape ^ (shape >> 32)) & (SHAPE_SLOTS - 1)];
+    if (s->shape != shape) {
+        facts_find(sql, len, &s->f);
+        s->shape = shape;
+    }
+    return &s->f;
+}
+
 void cache_policy_thread_done(void)
 {
-    if (!tl_facts)
-        return;
-    for (int i = 0; i < FACTS_SLOTS; i++)
+    for (int i = 0; tl_facts && i < FACTS_SLOTS; i++)
         free(tl_facts[i].text);
     free(tl_facts);
     tl_facts = NULL;
+    free(tl_shapes);
+    tl_shapes = NULL;
 }

@@ -73,6 +73,15 @@ struct cache_text_facts {
     char names[CACHE_FACTS_NAMES][CACHE_CATALOG_MAX_NAME];
 };
 struct cache_text_facts *cache_policy_facts(const char *sql, size_t len);
+/* The same facts of a simple Query's text, found once per shape
+ * (sql_shape.h) and worker thread: pgbench -M simple and ORMs that inline
+ * values send a few shapes with ever new constants. Only for a text
+ * cache_policy_by_shape() accepts: one statement of a kind whose facts
+ * hold for every text of its shape (an EXPLAIN's does not: ANALYZE 0 and
+ * ANALYZE 1 are one shape). */
+bool cache_policy_by_shape(const char *sql, size_t len);
+const struct cache_text_facts *cache_policy_shape_facts(uint64_t shape, const char *sql,
+                                                        size_t len);
 /* Frees the running thread's texts (thread exit). */
 void cache_policy_thread_done(void);
 

@@ -306,7 +306,12 @@ static bool one_statement(const char *start, const char *p, const char *e)
 const char *cache_sql_next_statement(const char *sql, size_t len, const char *p)
 {
     const char *e = sql + len;
-    const char *semi = statement_end(sql, p, e);
+    /* Most texts have no ';' or one at their end (pgbench's): no more
+     * statements, whatever a literal before it holds. */
+    const char *semi = memchr(p, ';', (size_t)(e - p));
+    if (!semi || cache_sql_skip_blank(semi + 1, e) == e)
+        return NULL;
+    semi = statement_end(sql, p, e);
     if (!semi || semi == e)
         return NULL;
     const char *next = cache_sql_skip_blank(semi + 1, e);

@@ -26,9 +26,9 @@ static void writes_add_cb(void *arg, const char *name)
     writes_add(arg, name);
 }
 
-bool cache_writes_of_text(struct client *c, const char *sql, size_t len, bool prepared)
+bool cache_writes_of_text(struct client *c, const char *sql, size_t len,
+                          const struct cache_text_facts *f)
 {
-    const struct cache_text_facts *f = prepared ? cache_policy_facts(sql, len) : NULL;
     if (f ? !f->may_write : !cache_policy_may_write(sql, len))
         return false; /* the common reads: no parse */
     struct cache_client *cc = cache_client_of(c);

@@ -192,12 +192,6 @@ static uint64_t fingerprint_by_shape(struct ins_worker *iw, uint64_t shape, cons
     return fp == FP_NONE ? 0 : fp;
 }
 
-static uint64_t fingerprint_of(struct ins_worker *iw, const char *sql, size_t len,
-                               const void *origin, bool *wants)
-{
-    return fingerprint_by_shape(iw, sql_shape(sql, len), sql, len, origin, wants);
-}
-
 static struct insights_client *client_state(struct client *c)
 {
     if (!c->insights) {
@@ -208,11 +202,12 @@ static struct insights_client *client_state(struct client *c)
     return c->insights;
 }
 
-/* fingerprint_of() for c's text; the same text as its last one costs a
- * comparison, while its entry is there (nothing was removed from the store
- * since it was seen) and had its sample already. */
-static uint64_t client_fingerprint(struct client *c, const char *sql, size_t len,
-                                   const void *origin, bool *wants)
+/* fingerprint_by_shape() for c's text (a Query's: rm, whose shape the
+ * observers share; a Parse's: NULL); the same text as its last one costs
+ * a comparison, while its entry is there (nothing was removed from the
+ * store since it was seen) and had its sample already. */
+static uint64_t client_fingerprint(struct client *c, struct request_msg *rm, const char *sql,
+                                   size_t len, const void *origin, bool *wants)
 {
     struct ins_worker *iw = ins_worker_of(c);
     struct insights_client *ic = c->insights;
@@ -224,7 +219,8 @@ static uint64_t client_fingerprint(struct client *c, const char *sql, size_t len
     }
     uint64_t removed = insights_store_removed(iw->st); /* before: a removal after is seen */
     bool want = false;
-    uint64_t fp = fingerprint_of(iw, sql, len, origin, &want);
+    uint64_t shape = rm ? request_msg_shape(rm, sql, len) : sql_shape(sql, len);
+    uint64_t fp = fingerprint_by_shape(iw, shape, sql, len, origin, &want);
     if (wants)
         *wants = want;
     if (fp && len <= INSIGHTS_LAST_MAX) {
@@ -373,7 +369,7 @@ static int64_t on_query(struct client *c, struct request_msg *rm)
     const char *sql = (const char *)c->s.rbuf->data + c->s.rbuf->start + 5;
     size_t len = rm->len - 5;
     if (len && !sql[len - 1])
-        mark(c, rm, client_fingerprint(c, sql, len - 1, c->pool, NULL));
+        mark(c, rm, client_fingerprint(c, rm, sql, len - 1, c->pool, NULL));
     return rm->len;
 }
 
@@ -400,7 +396,7 @@ static int64_t on_parse(struct client *c, struct request_msg *rm)
         return rm->len;
     /* Counted at its Bind: a Parse alone (a driver preparing) runs nothing. */
     bool wants = false;
-    uint64_t fp = client_fingerprint(c, sql, len, NULL, &wants);
+    uint64_t fp = client_fingerprint(c, NULL, sql, len, NULL, &wants);
     stmt_set(c, p, name_len, fp);
     if (wants && len <= INSIGHTS_SAMPLE_MAX)
         pend_set(c->insights, name_hash(p, name_len), fp, sql, len,

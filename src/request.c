@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "proto.h"
+#include "sql_shape.h"
 #include "worker.h"
 
 #define R_CAP0   8
@@ -495,6 +496,7 @@ int64_t request_observed_msg(struct client *c, uint8_t type, uint32_t len, uint3
     rm.own_entries = false;
     rm.cr = NULL;
     rm.parsed = false;
+    rm.shape = 0;
     memset(&rm.entry, 0, sizeof(rm.entry));
     rm.entry.answer = (uint8_t)answer_of(type, b->data + b->start, avail);
     int64_t ret = len;
@@ -702,6 +704,15 @@ bool request_msg_keyword(struct client *c, struct request_msg *rm, enum classify
     *kw = classify_peek((const char *)b->data + b->start + 5, peek - 5);
     r->cls = (uint8_t)*kw;
     return true;
+}
+
+uint64_t request_msg_shape(struct request_msg *rm, const char *sql, size_t len)
+{
+    if (!rm->shape || rm->shape_len != len) {
+        rm->shape = sql_shape(sql, len);
+        rm->shape_len = len;
+    }
+    return rm->shape;
 }
 
 bool request_msg_parse(struct client *c, struct request_msg *rm, const char **sql, size_t *len,

@@ -113,6 +113,11 @@ struct request_msg {
      * request_msg_parse()). */
     const struct classify_result *cr;
     bool parsed;
+    /* A Query's shape (sql_shape.h) and the length of the text it is
+     * of, hashed once per message whoever asks (request_msg_shape());
+     * 0: not yet. */
+    uint64_t shape;
+    size_t shape_len;
 };
 
 /* What an observer implements; every hook is optional. */
@@ -312,6 +317,11 @@ bool request_msg_keyword(struct client *c, struct request_msg *rm, enum classify
  * text is malformed or does not parse (the server will say why). */
 bool request_msg_parse(struct client *c, struct request_msg *rm, const char **sql, size_t *len,
                        const struct classify_result **cr);
+
+/* The shape of the Query rm, whose text is sql[0..len): hashed by the
+ * first observer that asks, kept for the others (insights counts by it,
+ * the cache knows what a text writes by it). */
+uint64_t request_msg_shape(struct request_msg *rm, const char *sql, size_t len);
 
 /* Answers sluice made for c, to be written at the next REQUEST_EMIT: an
  * observer appends; the relay writes and empties. */

@@ -3,6 +3,8 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <sys/random.h>
+#include <time.h>
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME  0x100000001b3ULL
@@ -108,11 +110,20 @@ enum {
     K_AMP,    /* & (U&'...') */
 };
 
+/* FNV-1a's offset basis, drawn at start: the result cache keeps what a
+ * text writes by its shape, so texts of one shape must not be made in
+ * advance by someone who knows the hash. */
+static uint64_t basis;
+
 static uint8_t kind[256];
 static bool word_cont[256]; /* a byte that goes on a word: letters, digits, _, $ */
 
 static void kinds_init(void)
 {
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+        r = (uint64_t)(uintptr_t)&r ^ ((uint64_t)time(NULL) << 20); /* not before boot's entropy */
+    basis = FNV_OFFSET ^ r;
     for (int c = 0x80; c < 256; c++)
         kind[c] = K_WORD;
     for (int c = 'a'; c <= 'z'; c++)
@@ -144,7 +155,7 @@ uint64_t sql_shape(const char *sql, size_t len)
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, kinds_init);
     const uint8_t *p = (const uint8_t *)sql;
-    uint64_t h = FNV_OFFSET;
+    uint64_t h = basis;
     bool gap = false; /* blanks since the last byte hashed (none before the first) */
     size_t i = 0;
     while (i < len) {
@@ -159,14 +170,14 @@ uint64_t sql_shape(const char *sql, size_t len)
             continue;
         }
         if (k == K_SPACE) {
-            gap = h != FNV_OFFSET;
+            gap = h != basis;
             i++;
             continue;
         }
         if (k == K_DASH || k == K_SLASH) {
             size_t e = comment_end(p, i, len);
             if (e != i) {
-                gap = h != FNV_OFFSET;
+                gap = h != basis;
                 i = e;
                 continue;
             }

@@ -9,7 +9,8 @@
  * parameter for a literal: several shapes, one fingerprint). Whatever the
  * scanner is not sure of (dollar quotes, E'' and other prefixed strings,
  * backslashes in a string) is hashed byte for byte from there on, which
- * only makes more shapes. */
+ * only makes more shapes. The hash is seeded per process: a shape means
+ * nothing to another process, nor to this one after a restart. */
 #ifndef SLUICE_SQL_SHAPE_H
 #define SLUICE_SQL_SHAPE_H
 

@@ -13,6 +13,7 @@
 
 #include "cache_policy.h"
 #include "classify_rw.h"
+#include "sql_shape.h"
 
 struct names {
     int n;
@@ -153,6 +154,49 @@ static void test_many_texts_and_long_ones(void **state)
     free(big);
 }
 
+/* The facts of a simple Query by its shape: what the functions say of
+ * the first text of the shape holds for the others; texts whose facts a
+ * constant may change, or with several statements, are not kept so. */
+static const struct cache_text_facts *by_shape(const char *sql)
+{
+    size_t len = strlen(sql);
+    assert_true(cache_policy_by_shape(sql, len));
+    return cache_policy_shape_facts(sql_shape(sql, len), sql, len);
+}
+
+static void test_simple_query_facts_by_shape(void **state)
+{
+    (void)state;
+    const struct cache_text_facts *a = by_shape("UPDATE pgbench_accounts SET abalance = "
+                                                "abalance + 4711 WHERE aid = 17");
+    assert_true(a->may_write && a->named);
+    assert_int_equal(a->n_names, 1);
+    assert_string_equal(a->names[0], "pgbench_accounts");
+    const struct cache_text_facts *b = by_shape("UPDATE  pgbench_accounts SET abalance = "
+                                                "abalance + 12 WHERE aid = 99 /* x */");
+    assert_ptr_equal(a, b); /* one shape: found once */
+    const struct cache_text_facts *c = by_shape("UPDATE pgbench_branches SET bbalance = "
+                                                "bbalance + 4711 WHERE bid = 17");
+    assert_int_equal(c->n_names, 1);
+    assert_string_equal(c->names[0], "pgbench_branches");
+    const struct cache_text_facts *d = by_shape("SELECT abalance FROM pgbench_accounts WHERE "
+                                                "aid = 5");
+    assert_false(d->may_write);
+    assert_true(by_shape("SELECT set_config('app.t', '1', false)")->taints[0]);
+    assert_true(by_shape("BEGIN")->named);
+    static const char *const not_by_shape[] = {
+        "EXPLAIN (ANALYZE 0) DELETE FROM t",
+        "EXPLAIN (ANALYZE 1) DELETE FROM t",
+        "SELECT 1; DELETE FROM t",
+        "SET search_path = a",
+        "COPY t FROM STDIN",
+    };
+    for (size_t i = 0; i < sizeof(not_by_shape) / sizeof(not_by_shape[0]); i++)
+        assert_false(cache_policy_by_shape(not_by_shape[i], strlen(not_by_shape[i])));
+    const char *trailing = "DELETE FROM t WHERE id = 1; ";
+    assert_true(cache_policy_by_shape(trailing, strlen(trailing)));
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -168,6 +212,7 @@ int main(void)
         cmocka_unit_test(test_every_statement_of_a_text),
         cmocka_unit_test(test_known_texts_are_not_read_again),
         cmocka_unit_test(test_many_texts_and_long_ones),
+        cmocka_unit_test(test_simple_query_facts_by_shape),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
