@@ -73,10 +73,15 @@ static uint32_t name_slot(uint64_t id)
     return NAMES_MAX;
 }
 
+/* Ids this thread noted already (direct-mapped; a name once noted stays):
+ * a write to the same few tables takes no global lock each time. */
+static _Thread_local uint64_t tl_noted[64];
+
 static void name_note(uint64_t id, const char *db, const char *name)
 {
-    if (!g_names || !name[0])
+    if (!g_names || !name[0] || tl_noted[id & 63] == id)
         return;
+    tl_noted[id & 63] = id;
     pthread_mutex_lock(&g_names->lock);
     uint32_t i = name_slot(id);
     if (i < NAMES_MAX && !g_names->v[i].id) {
@@ -1063,6 +1068,7 @@ bool cache_init(const struct config *cfg, char *err, size_t errlen)
 void cache_thread_done(void)
 {
     cache_policy_thread_done();
+    memset(tl_noted, 0, sizeof(tl_noted));
     free(tl_sf.v);
     tl_sf.v = NULL;
     tl_sf.n = tl_sf.cap = 0;
