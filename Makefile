@@ -285,7 +285,7 @@ bench: deps all $(BUILD)/bench/classify_bench
 
 # The classifier alone, against this build's objects (release unless
 # SANITIZER is set): no database needed.
-CLASSIFY_BENCH_OBJS := $(BUILD)/obj/classify_rw.o $(BUILD)/obj/classify_rw_fn.o
+CLASSIFY_BENCH_OBJS := $(BUILD)/obj/classify_rw.o $(BUILD)/obj/classify_rw_fn.o $(BUILD)/obj/sql_shape.o
 
 $(BUILD)/bench/classify_bench: bench/classify_bench.c $(CLASSIFY_BENCH_OBJS)
 	@mkdir -p $(dir $@)

@@ -8,7 +8,10 @@
  * the router pays per statement) in ns per statement. For comparison, what
  * libpg_query alone spends: pg_query_parse_protobuf (the parse and the
  * protobuf serialisation the cold cost starts with) and pg_query_parse
- * (the JSON form, which classify.c reads). Each figure is the
+ * (the JSON form, which classify.c reads). And what a text not seen before
+ * costs when its shape is known: each $N parameter written as a new
+ * constant every time (pgbench -M simple, ORMs that inline values), in ns,
+ * the writing of the text included. Each figure is the
  * median of RUNS batches, timed with the thread's CPU clock
  * (CLOCK_THREAD_CPUTIME_ID): CPU spent, not wall time, so a busy machine
  * slows it less. */
@@ -78,15 +81,36 @@ static double median(double *v, int n)
     return v[n / 2];
 }
 
+/* sql with each $N written as a number that changes with i. */
+static size_t inline_values(const char *sql, unsigned i, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (const char *p = sql; *p && n + 16 < cap;) {
+        if (*p == '$' && p[1] >= '0' && p[1] <= '9') {
+            n += (size_t)snprintf(out + n, cap - n, "%u", i * 7 + (unsigned)(p[1] - '0'));
+            for (p++; *p >= '0' && *p <= '9'; p++)
+                ;
+        } else {
+            out[n++] = *p++;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
 /* ns per statement, median of RUNS batches of iters. mode 0: cold, 1:
  * cached, 2: cached + resolve, 3: pg_query_parse_protobuf, 4:
- * pg_query_parse. */
+ * pg_query_parse, 5: cached, new constants each time. */
 static double measure(const char *sql, int mode, int iters)
 {
     size_t len = strlen(sql);
     double per[RUNS];
     struct classify_rw_decision d;
+    static char buf[4096];
+    static unsigned serial;
     (void)classify_rw_cached(sql, len); /* warm the cache */
+    if (mode == 5)                      /* the shape's first text */
+        (void)classify_rw_cached(buf, inline_values(sql, serial++, buf, sizeof(buf)));
     for (int r = 0; r < RUNS; r++) {
         double t0 = cpu_ns();
         for (int i = 0; i < iters; i++) {
@@ -100,6 +124,9 @@ static double measure(const char *sql, int mode, int iters)
                 PgQueryProtobufParseResult pr = pg_query_parse_protobuf(sql);
                 sink += (unsigned)pr.parse_tree.len;
                 pg_query_free_protobuf_parse_result(pr);
+            } else if (mode == 5) {
+                size_t n = inline_values(sql, serial++, buf, sizeof(buf));
+                sink += (unsigned)classify_rw_cached(buf, n)->verdict;
             } else if (mode == 4) {
                 PgQueryParseResult pr = pg_query_parse(sql);
                 sink += pr.parse_tree ? (unsigned)pr.parse_tree[0] : 0;
@@ -115,8 +142,9 @@ static double measure(const char *sql, int mode, int iters)
 
 int main(void)
 {
-    printf("%-18s %5s %7s %5s | %7s %12s %16s | %16s %14s\n", "statement", "bytes", "verdict",
-           "funcs", "cold us", "warm ns: hit", "hit + resolve ns", "pg_query: pb us", "json us");
+    printf("%-18s %5s %7s %5s | %7s %12s %16s %17s | %16s %14s\n", "statement", "bytes", "verdict",
+           "funcs", "cold us", "warm ns: hit", "hit + resolve ns", "new constants ns",
+           "pg_query: pb us", "json us");
     for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
         const char *sql = stmts[i].sql;
         const struct classify_rw_result *r = classify_rw_cached(sql, strlen(sql));
@@ -127,8 +155,9 @@ int main(void)
         double hit_resolve = measure(sql, 2, WARM_ITERS);
         double pb = measure(sql, 3, COLD_ITERS);
         double json = measure(sql, 4, COLD_ITERS);
-        printf("%-18s %5zu %7s %5d | %7.1f %12.0f %16.0f | %16.1f %14.1f\n", stmts[i].name,
-               strlen(sql), verdict, n_funcs, cold / 1000.0, hit, hit_resolve, pb / 1000.0,
+        double shaped = measure(sql, 5, WARM_ITERS / 10);
+        printf("%-18s %5zu %7s %5d | %7.1f %12.0f %16.0f %17.0f | %16.1f %14.1f\n", stmts[i].name,
+               strlen(sql), verdict, n_funcs, cold / 1000.0, hit, hit_resolve, shaped, pb / 1000.0,
                json / 1000.0);
     }
     struct classify_rw_counters c;

@@ -632,6 +632,44 @@ static void test_cache(void **state)
     assert_int_equal(cls("SELECT 1")->n, 1);
 }
 
+/* A text not seen before whose shape is known (other constants, blanks)
+ * is not parsed again; one whose reading looks at its constants, or with
+ * a hint, is. */
+static void test_cache_by_shape(void **state)
+{
+    (void)state;
+    classify_rw_thread_done();
+    struct classify_rw_counters c0, c1;
+    const struct classify_rw_result *a =
+        cls("UPDATE pgbench_accounts SET abalance = abalance + 17 WHERE aid = 4711");
+    assert_int_equal(a->verdict, CRW_WRITE);
+    classify_rw_counters(&c0);
+    const struct classify_rw_result *b =
+        cls("UPDATE pgbench_accounts  SET abalance = abalance + 5 WHERE aid = 12");
+    assert_ptr_equal(a, b);
+    assert_int_equal(cls("SELECT abalance FROM pgbench_accounts WHERE aid = 1")->verdict, CRW_READ);
+    assert_int_equal(cls("SELECT abalance FROM pgbench_accounts WHERE aid = 2")->verdict, CRW_READ);
+    assert_int_equal(cls("SELECT abalance FROM pgbench_accounts WHERE aid = 'x'")->n_rels, 1);
+    classify_rw_counters(&c1);
+    assert_int_equal(c1.parses - c0.parses, 2); /* the SELECT once, the quoted one once */
+    /* Constants that the reading looks at: each text its own. */
+    assert_int_equal(cls("EXPLAIN (ANALYZE 0) SELECT 1")->verdict, CRW_READ);
+    assert_int_equal(cls("EXPLAIN (ANALYZE 1) SELECT 1")->verdict, CRW_WRITE);
+    assert_int_equal(cls("BEGIN ISOLATION LEVEL READ COMMITTED")->stmts[0].read_only, -1);
+    assert_int_equal(cls("SET TRANSACTION READ ONLY")->stmts[0].read_only, 1);
+    assert_int_equal(cls("SET transaction_read_only = 0")->stmts[0].is_set, true);
+    /* A hint is in a comment, which the shape leaves out. */
+    assert_int_equal(
+        cls("SELECT abalance FROM pgbench_accounts WHERE aid = 3 /* sluice:primary */")->hint,
+        CRW_HINT_PRIMARY);
+    assert_int_equal(cls("SELECT abalance FROM pgbench_accounts WHERE aid = 4")->hint,
+                     CRW_HINT_NONE);
+    /* Several statements: by shape only if all are of the kinds kept. */
+    assert_int_equal(cls("SELECT 1; SELECT 2")->verdict, CRW_READ);
+    assert_int_equal(cls("SELECT 3; SELECT 4")->n, 2);
+    classify_rw_thread_done();
+}
+
 static void test_cache_eviction(void **state)
 {
     (void)state;
@@ -919,6 +957,7 @@ int main(void)
         cmocka_unit_test(test_parse_error),
         cmocka_unit_test(test_hints),
         cmocka_unit_test(test_cache),
+        cmocka_unit_test(test_cache_by_shape),
         cmocka_unit_test(test_cache_eviction),
         cmocka_unit_test(test_cache_big_text),
         cmocka_unit_test(test_deep_nesting),
