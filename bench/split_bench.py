@@ -419,7 +419,7 @@ def fmt_reads(r):
 
 # --- classification ----------------------------------------------------------
 
-CLASSIFY_ROW = re.compile(r"^(.{18}) +(\d+) +(\S+) +(\d+) \| +([\d.]+) +(\d+) +(\d+) \| "
+CLASSIFY_ROW = re.compile(r"^(.{18}) +(\d+) +(\S+) +(\d+) \| +([\d.]+) +(\d+) +(\d+) +(\d+) \| "
                           r"+([\d.]+) +([\d.]+)\s*$")
 
 
@@ -438,8 +438,9 @@ def run_classify():
             rows.append({"statement": m.group(1).strip(), "bytes": int(m.group(2)),
                          "verdict": m.group(3), "functions": int(m.group(4)),
                          "cold_us": float(m.group(5)), "hit_ns": int(m.group(6)),
-                         "hit_resolve_ns": int(m.group(7)), "pg_query_protobuf_us": float(m.group(8)),
-                         "pg_query_json_us": float(m.group(9))})
+                         "hit_resolve_ns": int(m.group(7)), "new_constants_ns": int(m.group(8)),
+                         "pg_query_protobuf_us": float(m.group(9)),
+                         "pg_query_json_us": float(m.group(10))})
     out = {"command": "make bench-classify", "binary": CLASSIFY_BIN, "output": p.stdout,
            "rows": rows}
     if p.returncode != 0 or not rows:
@@ -740,15 +741,19 @@ def classify_section(c):
     a("`%s` (bench/classify_bench.c, release objects; no database). Cold: "
       "`classify_rw_parse` (parse, walk, pack, free); warm: `classify_rw_cached` finding the text "
       "in the per-thread cache, and that plus `classify_rw_resolve` (what the router pays per "
-      "statement). Median of 21 batches, thread CPU time." % c["command"])
+      "statement); new constants: a text not seen before whose shape is known (each `$N` "
+      "written as a new number, as `-M simple` sends it), the writing included. Median of 21 "
+      "batches, thread CPU time." % c["command"])
     a("")
     a("| Statement | Bytes | Verdict | Functions | Cold, µs | Cache hit, ns | Hit + resolve, ns "
-      "| `pg_query_parse_protobuf`, µs | `pg_query_parse` (JSON), µs |")
-    a("|---|--:|---|--:|--:|--:|--:|--:|--:|")
+      "| New constants, ns | `pg_query_parse_protobuf`, µs | `pg_query_parse` (JSON), µs |")
+    a("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|")
     for r in c["rows"]:
-        a("| %s | %d | %s | %d | %.1f | %d | %d | %.1f | %.1f |" % (
+        nc = r.get("new_constants_ns")
+        a("| %s | %d | %s | %d | %.1f | %d | %d | %s | %.1f | %.1f |" % (
             r["statement"], r["bytes"], r["verdict"], r["functions"], r["cold_us"], r["hit_ns"],
-            r["hit_resolve_ns"], r["pg_query_protobuf_us"], r["pg_query_json_us"]))
+            r["hit_resolve_ns"], "—" if nc is None else "%d" % nc, r["pg_query_protobuf_us"],
+            r["pg_query_json_us"]))
     a("")
     return L
 
