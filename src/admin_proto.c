@@ -14,6 +14,7 @@
 #include "admin_int.h"
 #include "insights.h"
 #include "log.h"
+#include "sql_lex.h"
 
 const char *admin_verb_str(enum admin_verb v)
 {
@@ -50,7 +51,7 @@ static const char *skip_blanks(const char *p)
         while (*p && isspace((unsigned char)*p))
             p++;
         if (p[0] == '-' && p[1] == '-') {
-            while (*p && *p != '\n')
+            while (*p && !sql_newline(*p))
                 p++;
             continue;
         }

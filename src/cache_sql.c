@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include "sql_lex.h"
+
 /* ASCII classes, as <ctype.h>'s in the C locale (sluice never sets
  * another) without a call per byte: these run on every statement while
  * the cache is on. */
@@ -108,7 +110,7 @@ const char *cache_sql_skip_blank(const char *p, const char *e)
         while (p < e && is_space((unsigned char)*p))
             p++;
         if (e - p >= 2 && p[0] == '-' && p[1] == '-') {
-            while (p < e && *p != '\n')
+            while (p < e && !sql_newline(*p))
                 p++;
         } else if (e - p >= 2 && p[0] == '/' && p[1] == '*') {
             int depth = 1;

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sql_lex.h"
+
 static atomic_uint_fast64_t n_parses;
 
 uint64_t classify_parse_count(void)
@@ -39,7 +41,7 @@ static size_t skip_space(const char *s, size_t i, size_t len)
         if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v') {
             i++;
         } else if (ch == '-' && i + 1 < len && s[i + 1] == '-') {
-            while (i < len && s[i] != '\n')
+            while (i < len && !sql_newline(s[i]))
                 i++;
         } else if (ch == '/' && i + 1 < len && s[i + 1] == '*') {
             /* Block comments nest in PostgreSQL. */

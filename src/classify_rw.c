@@ -1060,9 +1060,10 @@ const struct classify_rw_result *classify_rw_cached(const char *sql, size_t len)
         }
     }
     /* A hint lives in a comment, which the shape leaves out: such a text
-     * is read itself. */
+     * is read itself; so is one with a NUL inside (the parser stops there,
+     * the shape does not). */
     uint64_t shape = 0;
-    if (!has_block_comment(sql, len)) {
+    if (!has_block_comment(sql, len) && !memchr(sql, '\0', len)) {
         shape = sql_shape(sql, len);
         struct rw_entry *s = c->shapes[shape & (SHAPE_SLOTS - 1)];
         if (s && s->shape == shape) {

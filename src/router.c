@@ -23,6 +23,7 @@
 #include "proto.h"
 #include "replicas.h"
 #include "ryw_vars.h"
+#include "sql_lex.h"
 #include "volatility.h"
 #include "worker.h"
 
@@ -200,7 +201,7 @@ static bool starts_with_keyword(const char *p, const char *end, const char *kw)
         while (p < end && strchr(" \t\r\n\f", *p))
             p++;
         if (end - p >= 2 && p[0] == '-' && p[1] == '-') {
-            while (p < end && *p != '\n')
+            while (p < end && !sql_newline(*p))
                 p++;
             continue;
         }

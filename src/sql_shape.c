@@ -6,6 +6,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "sql_lex.h"
+
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME  0x100000001b3ULL
 
@@ -24,7 +26,7 @@ static inline bool digit(uint8_t c)
 static size_t comment_end(const uint8_t *p, size_t i, size_t len)
 {
     if (i + 1 < len && p[i] == '-' && p[i + 1] == '-') {
-        while (i < len && p[i] != '\n')
+        while (i < len && !sql_newline((char)p[i]))
             i++;
         return i;
     }

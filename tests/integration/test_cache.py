@@ -108,6 +108,7 @@ def test_a_write_in_a_transaction_invalidates_at_its_commit(sluice, cluster):
     "SELECT 1; UPDATE cache_t SET v = 5 WHERE id = 1",
     "BEGIN; UPDATE cache_t SET v = 5 WHERE id = 1; COMMIT",
     "SET application_name = 'x'; UPDATE cache_t SET v = 5 WHERE id = 1",
+    "-- a line ended by a carriage return\rUPDATE cache_t SET v = 5 WHERE id = 1",
 ])
 def test_a_write_after_another_statement_in_one_query_invalidates(sluice, cluster, text):
     # A simple Query may hold several statements: the first one's word

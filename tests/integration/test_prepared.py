@@ -321,6 +321,22 @@ def test_no_window_decides_a_query(sluice):
         a.query("SELECT pg_advisory_unlock(4242)")
 
 
+def test_a_line_comment_ends_at_a_carriage_return(sluice):
+    """PostgreSQL ends a -- comment at a carriage return as at a line
+    feed: a SET after one is remembered for its client and never left on
+    a server for another."""
+    s = sluice(CONFIG)
+    with RawConn(s.port).login() as a, RawConn(s.port).login() as b:
+        a.query("-- the application's note\rSET lock_timeout = '7s'")
+        for i in range(2):
+            if i:
+                b.query("BEGIN")  # a gets the other server
+            assert a.query("SELECT current_setting('lock_timeout')") == [["7s"]]
+            assert b.query("SELECT current_setting('lock_timeout')") == [["0"]]
+            if i:
+                b.query("COMMIT")
+
+
 def test_temp_table_pins(sluice):
     s = sluice({"pgbouncer": {"default_pool_size": 2, "max_prepared_statements": 10}})
     with RawConn(s.port).login() as a, RawConn(s.port).login() as b:

@@ -59,6 +59,9 @@ static void test_words(void **state)
     const char *a = " -- x\n /* y */ ((Select 1))";
     cache_sql_first_word(a, strlen(a), w, sizeof(w));
     assert_string_equal(w, "select");
+    const char *cr = "-- a line ended by a carriage return\rDELETE FROM t";
+    cache_sql_first_word(cr, strlen(cr), w, sizeof(w));
+    assert_string_equal(w, "delete");
     cache_sql_first_word("", 0, w, sizeof(w));
     assert_string_equal(w, "");
     assert_true(cache_sql_contains("SELECT SET_CONFIG('a','b',false)", 32, "set_config"));

@@ -22,6 +22,7 @@ static void test_peek_keywords(void **state)
     assert_int_equal(peek("  insert into t values (1)"), CK_OTHER);
     assert_int_equal(peek("set search_path = a"), CK_SET);
     assert_int_equal(peek("\n\t-- comment\nSeT x = 1"), CK_SET);
+    assert_int_equal(peek("-- a carriage return ends it too\rSET x = 1"), CK_SET);
     assert_int_equal(peek("/* a /* nested */ comment */ RESET ALL"), CK_RESET);
     assert_int_equal(peek("PREPARE p AS SELECT 1"), CK_PREPARE);
     assert_int_equal(peek("execute p(1)"), CK_EXECUTE);

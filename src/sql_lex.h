@@ -1,0 +1,18 @@
+/* sql_lex.h - what each of sluice's small readers of SQL text (the
+ * pre-classifier, the router's keyword test, the result cache's scanner,
+ * the statement shape, the admin console) must read as PostgreSQL's lexer
+ * does (src/backend/parser/scan.l), lest a text mean one thing to sluice
+ * and another to the server. */
+#ifndef SLUICE_SQL_LEX_H
+#define SLUICE_SQL_LEX_H
+
+#include <stdbool.h>
+
+/* A "--" comment runs to the end of its line, and a carriage return ends
+ * a line as a line feed does: "-- x\rSET a = 1" sets a. */
+static inline bool sql_newline(char c)
+{
+    return c == '\n' || c == '\r';
+}
+
+#endif
