@@ -15,4 +15,13 @@ static inline bool sql_newline(char c)
     return c == '\n' || c == '\r';
 }
 
+/* The blanks between tokens: PostgreSQL 15's lexer takes these five;
+ * PostgreSQL 16 also a vertical tab. A reader that must not tell two texts
+ * apart that the server reads differently (the shape) takes these; one that
+ * looks for what a text may do takes '\v' too (it may be a blank). */
+static inline bool sql_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+}
+
 #endif

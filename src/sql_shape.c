@@ -133,7 +133,9 @@ static void kinds_init(void)
     kind['_'] = K_WORD;
     for (int c = '0'; c <= '9'; c++)
         kind[c] = K_DIGIT;
-    kind[' '] = kind['\t'] = kind['\n'] = kind['\r'] = kind['\f'] = kind['\v'] = K_SPACE;
+    for (int c = 0; c < 128; c++)
+        if (sql_space((char)c))
+            kind[c] = K_SPACE; /* not '\v': a blank to PostgreSQL 16, not to 15 */
     kind['\''] = K_QUOTE;
     kind['"'] = K_DQUOTE;
     kind['$'] = K_DOLLAR;
