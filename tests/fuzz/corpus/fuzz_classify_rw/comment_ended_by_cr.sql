@@ -1,0 +1,1 @@
+-- noteUPDATE t SET v = 1 WHERE id = 2

@@ -1,0 +1,1 @@
+SELECT * FROM t /* sluice:primary */ WHERE id = 9

@@ -1,0 +1,1 @@
+SELECT nextval('s'), 'a''b', E'x\ny', $$dollar$$, 1.5e10, .5
