@@ -826,10 +826,11 @@ static int64_t cache_on_client_msg(struct client *c, struct request_msg *rm)
             return rm->len; /* malformed: the server says so */
         const uint8_t *pb = (const uint8_t *)name + strlen(name) + 1;
         struct cache_stmt *kept = stmt_remember(c, name, pb, (uint32_t)(end - pb));
-        if (g_on && !(kept && (kept->memo & STMT_TAINT_KNOWN)))
-            taint_check(c, kept, sql, strlen(sql), cache_policy_facts(sql, strlen(sql)));
-        else if (g_on)
-            taint_check(c, kept, sql, 0, NULL); /* known: from the memo */
+        if (g_on) {
+            bool known = kept && (kept->memo & STMT_TAINT_KNOWN);
+            size_t n = known ? 0 : strlen(sql);
+            taint_check(c, kept, sql, n, known ? NULL : cache_policy_facts(sql, n));
+        }
     } else if (rm->type == 'B') {
         const char *portal = cstr(body, end);
         const char *name = portal ? cstr((const uint8_t *)portal + strlen(portal) + 1, end) : NULL;
