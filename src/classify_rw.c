@@ -724,12 +724,18 @@ static enum classify_rw_hint hint_of(const char *p, size_t n)
     return CRW_HINT_NONE;
 }
 
+/* Whether sql may hold a hint: it mentions "sluice:" at all. */
+static bool may_hint(const char *sql, size_t len)
+{
+    return memmem(sql, len, "sluice:", 7) != NULL;
+}
+
 /* Hints live in comments; PostgreSQL's own lexer (pg_query_scan) tells a
  * comment from a string literal or a quoted name. It runs only when the text
- * mentions "sluice:" at all. */
+ * may hold one. */
 static enum classify_rw_hint scan_hints(const char *sql, size_t len)
 {
-    if (!memmem(sql, len, "sluice:", 7))
+    if (!may_hint(sql, len))
         return CRW_HINT_NONE;
     enum classify_rw_hint h = CRW_HINT_NONE;
     PgQueryScanResult s = pg_query_scan(sql);
@@ -1008,14 +1014,6 @@ static void evict_one(struct rw_cache *c)
     }
 }
 
-static bool has_block_comment(const char *sql, size_t len)
-{
-    for (const char *p = sql, *e = sql + len; (p = memchr(p, '/', (size_t)(e - p))); p++)
-        if (p + 1 < e && p[1] == '*')
-            return true;
-    return false;
-}
-
 static struct rw_cache *cache_get(void)
 {
     if (!tl_cache) {
@@ -1059,11 +1057,11 @@ const struct classify_rw_result *classify_rw_cached(const char *sql, size_t len)
             return &e->res;
         }
     }
-    /* A hint lives in a comment, which the shape leaves out: such a text
-     * is read itself; so is one with a NUL inside (the parser stops there,
-     * the shape does not). */
+    /* A hint lives in a comment, which the shape leaves out: a text that
+     * may hold one is read itself; so is one with a NUL inside (the parser
+     * stops there, the shape does not). */
     uint64_t shape = 0;
-    if (!has_block_comment(sql, len) && !memchr(sql, '\0', len)) {
+    if (!may_hint(sql, len) && !memchr(sql, '\0', len)) {
         shape = sql_shape(sql, len);
         struct rw_entry *s = c->shapes[shape & (SHAPE_SLOTS - 1)];
         if (s && s->shape == shape) {

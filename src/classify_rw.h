@@ -214,12 +214,13 @@ void classify_rw_free(struct classify_rw_result *r);
 /* The same, through the running thread's cache (keyed by the whole text;
  * no allocation on a hit). A text not seen before is looked up by its
  * shape too (sql_shape.h: constants, comments and blanks left out) when it
- * has no block comment: the result of a text of that shape made of SELECT,
- * INSERT, UPDATE, DELETE and MERGE statements holds for it (their reading
- * looks at no constant), all but its statements' off and len, which are
- * the other text's (callers clamp them to their text). The result belongs
- * to the cache and stays valid until the next classify_rw_cached() or
- * classify_rw_thread_done() on this thread. Never NULL. */
+ * cannot hold a hint (it does not mention "sluice:"): the result of a text
+ * of that shape made of SELECT, INSERT, UPDATE, DELETE and MERGE statements
+ * holds for it (their reading looks at no constant), all but its
+ * statements' off and len, which are the other text's (callers clamp them
+ * to their text). The result belongs to the cache and stays valid until
+ * the next classify_rw_cached() or classify_rw_thread_done() on this
+ * thread. Never NULL. */
 const struct classify_rw_result *classify_rw_cached(const char *sql, size_t len);
 
 /* Frees the running thread's cache (thread exit). */

@@ -21,8 +21,10 @@ static inline bool digit(uint8_t c)
     return c >= '0' && c <= '9';
 }
 
-/* The end of the comment at p ("--" or a nested C comment), or p when
- * there is none. */
+/* The end of the comment at p ("--" or a nested C comment), p when there
+ * is none, NO_END for a C comment that does not end (the server refuses
+ * the text: it must not take the shape of one without it). */
+#define NO_END ((size_t)-1)
 static size_t comment_end(const uint8_t *p, size_t i, size_t len)
 {
     if (i + 1 < len && p[i] == '-' && p[i + 1] == '-') {
@@ -44,7 +46,7 @@ static size_t comment_end(const uint8_t *p, size_t i, size_t len)
                 i++;
             }
         }
-        return len;
+        return NO_END;
     }
     return i;
 }
@@ -180,6 +182,8 @@ uint64_t sql_shape(const char *sql, size_t len)
         }
         if (k == K_DASH || k == K_SLASH) {
             size_t e = comment_end(p, i, len);
+            if (e == NO_END)
+                goto verbatim;
             if (e != i) {
                 gap = h != basis;
                 i = e;

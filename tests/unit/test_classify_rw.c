@@ -650,6 +650,10 @@ static void test_cache_by_shape(void **state)
     assert_int_equal(cls("SELECT abalance FROM pgbench_accounts WHERE aid = 1")->verdict, CRW_READ);
     assert_int_equal(cls("SELECT abalance FROM pgbench_accounts WHERE aid = 2")->verdict, CRW_READ);
     assert_int_equal(cls("SELECT abalance FROM pgbench_accounts WHERE aid = 'x'")->n_rels, 1);
+    /* A comment that tags the query (sqlcommenter) is no hint. */
+    assert_int_equal(
+        cls("SELECT abalance FROM pgbench_accounts WHERE aid = 6 /* route='orders' */")->verdict,
+        CRW_READ);
     classify_rw_counters(&c1);
     assert_int_equal(c1.parses - c0.parses, 2); /* the SELECT once, the quoted one once */
     /* Constants that the reading looks at: each text its own. */
