@@ -191,6 +191,33 @@ def read_k(conn, k):
                         (k,)).fetchone()
 
 
+def test_token_through_asyncpg(sluice, cluster, ryw_table):
+    """asyncpg has the token too, in conn.get_settings()."""
+    import asyncio
+
+    import asyncpg
+    from sluice_fixture import PASSWORDS
+    s = sluice(config("user"))
+
+    async def write():
+        conn = await asyncpg.connect(host="127.0.0.1", port=s.port, user="md5_user",
+                                     password=PASSWORDS["md5_user"], database="mydb",
+                                     statement_cache_size=0, timeout=30)
+        try:
+            for _ in range(50):  # the cluster is named a tick after the pool's first use
+                await conn.execute("INSERT INTO ryw_t VALUES (-9, 1)")
+                token = getattr(conn.get_settings(), "sluice.lsn")
+                if token.count("/") == 3:
+                    return token
+                await asyncio.sleep(0.1)
+            return token
+        finally:
+            await conn.close()
+
+    lsn, sid, tli = token_parts(asyncio.run(write()))
+    assert (sid, tli) == primary_identity(cluster) and lsn > 0
+
+
 def test_token_handed_to_another_instance(sluice, cluster, paused):
     """Service A writes through sluice A and hands the token over; service B
     reads through sluice B (read_your_writes off there, so only the token
@@ -354,6 +381,54 @@ def test_read_goes_to_the_primary_when_the_wait_is_up(sluice, cluster, delayed):
             got, port = read_k(r, -6)
             assert (got, port) == (1, cluster.primary_port)
             assert time.monotonic() - t0 < 0.25
+
+
+@pytest.fixture
+def replay_position_refused(cluster, ryw_table):
+    """pg_last_wal_replay_lsn() refused to the cluster's users, as some
+    managed replicas lack it: revoked on the primary (the replicas replay
+    that), granted back after the test."""
+    with cluster.primary_conn() as conn:
+        conn.execute("DELETE FROM ryw_t")
+        conn.execute("REVOKE EXECUTE ON FUNCTION pg_catalog.pg_last_wal_replay_lsn() FROM PUBLIC")
+    cluster.wait_replayed()
+    try:
+        yield
+    finally:
+        with cluster.primary_conn() as conn:
+            conn.execute("GRANT EXECUTE ON FUNCTION pg_catalog.pg_last_wal_replay_lsn() TO PUBLIC")
+        cluster.wait_replayed()
+
+
+def test_a_replica_that_cannot_report_its_position(sluice, cluster, replay_position_refused):
+    """A replica that cannot say how far it replayed takes no read that
+    must see a write: after md5_user's write its reads go to the primary
+    once the wait is up, fresh and without an error; another user's reads,
+    with nothing to see, get no error either (no position query's error
+    reaches them)."""
+    s = sluice(config("user", replica_wait_timeout="0.02"))
+    errors, other_ports = [], set()
+    stop = threading.Event()
+
+    def other_reads():
+        try:
+            with s.connect(user="scram_user") as c:
+                while not stop.is_set():
+                    other_ports.add(c.execute("SELECT inet_server_port()").fetchone()[0])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    reader = threading.Thread(target=other_reads)
+    reader.start()
+    try:
+        with s.connect() as w, s.connect() as r:
+            for i in range(1, 21):
+                w.execute("INSERT INTO ryw_t VALUES (-8, %s)", (i,))
+                assert read_k(r, -8) == (i, cluster.primary_port)
+    finally:
+        stop.set()
+        reader.join(10)
+    assert errors == [] and other_ports
 
 
 def sqlalchemy_pairs(s, clients, rounds):
