@@ -388,6 +388,9 @@ class Pooler:
     """One pooler slot: "pgbouncer" or "sluice-wN" (sluice with workers = N).
     wrapper: argv prefix (e.g. valgrind) the binary is started under."""
 
+    # What start() asks once the port is open, and the answer it expects.
+    PROBE = ("SELECT 1", "1")
+
     def __init__(self, name, binary, port, workers=None, wrapper=(), pool_mode=None,
                  db_extra="", settings=()):
         self.name = name
@@ -451,12 +454,13 @@ class Pooler:
             time.sleep(0.05)
         else:
             return "%s did not listen on port %d within 15s" % (self.name, self.port)
+        sql, want = self.PROBE
         try:
-            got = psql_direct("SELECT 1", port=self.port, timeout=15)
+            got = psql_direct(sql, port=self.port, timeout=15)
         except RuntimeError as e:
-            return "%s listens but SELECT 1 through it failed: %s" % (self.name, e)
-        if got != "1":
-            return "%s: SELECT 1 returned %r" % (self.name, got)
+            return "%s listens but %s through it failed: %s" % (self.name, sql, e)
+        if got != want:
+            return "%s: %s returned %r" % (self.name, sql, got)
         return None
 
     def stop(self):
