@@ -21,6 +21,7 @@
 #include "request.h"
 #include "router.h"
 #include "server.h"
+#include "server_cancel.h"
 #include "worker.h"
 
 static const struct stream_ops client_ops;

@@ -18,6 +18,7 @@
 #include "ryw_vars.h"
 #include "scram.h"
 #include "server.h"
+#include "server_cancel.h"
 #include "server_query.h"
 #include "tls.h"
 #include "worker.h"

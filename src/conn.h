@@ -375,6 +375,10 @@ struct pool {
     struct rw_scope rw;     /* endpoint 0: read-your-writes, read_your_writes = user */
     bool checker;           /* first pool of its endpoint: a host's health checks open
                              * their connection here (pool_janitor.c) */
+    /* pg_cancel_backend() failed for this pool's user: its cancels go by
+     * CancelRequest (server_cancel.c; any worker may set it) */
+    _Atomic bool cancel_by_request;
+    _Atomic int64_t last_cancel; /* when its last cancel was sent (server_cancel.c) */
     int n_idle, n_active, n_busy, n_waiting;
     int n_opening; /* of n_busy: connecting or logging in */
     int n_clients; /* clients assigned to this pool */

@@ -38,6 +38,7 @@
 #include "request_stats.h"
 #include "router.h"
 #include "server.h"
+#include "server_cancel.h"
 #include "tls.h"
 #include "version.h"
 #include "worker.h"

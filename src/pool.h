@@ -270,6 +270,14 @@ void pool_inbox_kick(struct worker *w);
 struct server *pool_find_server(struct pool *p, bool (*fn)(struct server *sv, void *arg),
                                 void *arg);
 
+/* One of p's idle servers owned by w for which fit(sv, arg) holds, taken
+ * for a query of sluice's: SV_TESTING until pool_server_ready() gives it
+ * back (or it closes). NULL if there is none; then, with spare, p opens
+ * one more server on w if it may and opens none already, for next time. */
+struct server *pool_take_idle(struct pool *p, struct worker *w,
+                              bool (*fit)(const struct server *sv, const void *arg),
+                              const void *arg, bool spare);
+
 /* Periodic: timeouts, idle server closing, min_pool_size, retries. */
 void pool_janitor(struct worker *w);
 /* Number of servers linked to clients in a transaction (for SIGINT). */

@@ -23,6 +23,30 @@ static struct server *pool_idle_of(struct pool *p, const struct worker *w)
     return NULL;
 }
 
+struct server *pool_take_idle(struct pool *p, struct worker *w,
+                              bool (*fit)(const struct server *sv, const void *arg),
+                              const void *arg, bool spare)
+{
+    struct server *found = NULL;
+    struct list *it, *tmp;
+    pool_lock();
+    list_for_each_safe(it, tmp, &p->idle)
+    {
+        struct server *sv = list_entry(it, struct server, node);
+        if (sv->owner == w && !sv->close_needed && fit(sv, arg)) {
+            pool_sv_state_locked(sv, SV_TESTING);
+            found = sv;
+            break;
+        }
+    }
+    int64_t now = worker_now(pool_self());
+    if (!found && spare && p->n_opening == 0 && !g_pooler.shutting_down &&
+        pool_may_open(p, now, false))
+        pool_new_server(p, w, now);
+    pool_unlock_run();
+    return found;
+}
+
 /* Functions the router met and pg_proc has not been asked about: one of
  * w's idle servers of the database's primary asks (lock held). */
 static void pool_janitor_lookup(struct pool *p, struct worker *w, int64_t now)

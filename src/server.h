@@ -25,13 +25,6 @@ void server_reap_all(struct worker *w);
 void server_check(struct server *sv);
 void server_reset(struct server *sv);
 
-/* Sends a CancelRequest for the query running on sv, over a new connection.
- * sv is not reused until the cancel connection has finished. */
-void server_send_cancel(struct server *sv);
-
-/* Frees cancel connections still in flight (shutdown). */
-void server_cancel_free_all(struct worker *w);
-
 /* Closes sv (freed at the end of the loop iteration); reason is logged.
  * Its holder hears of it (on_closed), and queries of sluice's pending on it
  * end with SERVER_QUERY_GONE. */

@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from sluice_fixture import RawConn, send_cancel, wait_until
+from sluice_fixture import IS_PGBOUNCER, RawConn, send_cancel, wait_until
 
 
 def running(cluster, marker):
@@ -138,3 +138,99 @@ def test_cancel_many_at_once(sluice, cluster):
     finally:
         for c in conns:
             c.close()
+
+
+def two_idle_servers(a, b):
+    """a and b each hold a server at once, then let go: the pool has two."""
+    a.execute("BEGIN")
+    a.execute("SELECT 1")
+    b.execute("SELECT 1")
+    a.execute("COMMIT")
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own way of cancelling")
+@pytest.mark.parametrize("how", ["cancel", "query_timeout"])
+def test_cancel_asks_an_idle_server_of_the_pool(sluice, cluster, how):
+    """With an idle server of the same pool at hand, a cancel is
+    `SELECT pg_cancel_backend(pid)` on it: no new connection reaches the
+    host, so its postmaster forks nothing (issue 17's cancel storm: a fork
+    per cancel took the CPU every other backend needed)."""
+    from chaos_lib import FaultProxy
+    proxy = FaultProxy(cluster.primary_port)
+    try:
+        timeout = {"query_timeout": 1} if how == "query_timeout" else {}
+        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
+                    "pgbouncer": {"default_pool_size": 2, "reserve_pool_size": 0, **timeout}})
+        with s.connect() as a, s.connect() as b:
+            two_idle_servers(a, b)
+            assert proxy.accepted == 2
+            long = Runner(a, f"SELECT pg_sleep(30) /* ask-idle-{how} */")
+            wait_until(lambda: running(cluster, f"ask-idle-{how}"), 5, "the query running")
+            started = time.monotonic()
+            if how == "cancel":
+                a.cancel()
+            long.join(5)
+            assert not long.is_alive(), "the query was not cancelled"
+            assert getattr(long.error, "sqlstate", None) == "57014", repr(long.error)
+            assert time.monotonic() - started < 3
+            assert not running(cluster, f"ask-idle-{how}")
+            assert proxy.accepted == 2, "a connection besides the two servers: a CancelRequest"
+            assert b.execute("SELECT 2").fetchone() == (2,)
+            if how == "cancel":
+                assert a.execute("SELECT 1").fetchone() == (1,)
+        log = s.log_text()
+        assert "through S-" in log and "sending cancel request" not in log, s.log_tail()
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own way of cancelling")
+def test_a_cancel_storm_keeps_a_server_to_cancel_on(sluice, cluster):
+    """A lone client's pool has no idle server; when its cancels come more
+    than one a second, the pool opens one more, and from then on each
+    cancel is asked on it: 10 cancels cost the host 2 connections, not 10."""
+    from chaos_lib import FaultProxy
+    proxy = FaultProxy(cluster.primary_port)
+    try:
+        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"}})
+        with RawConn(s.port, timeout=10) as conn:
+            conn.login()
+            pid, secret = conn.backend_key
+            for i in range(10):
+                conn.send_query(f"SELECT pg_sleep(30) /* storm-{i} */")
+                wait_until(lambda: running(cluster, f"storm-{i}"), 5, "the query running")
+                send_cancel(s.port, pid, secret)
+                rows, error, status = conn.read_result()
+                assert error and error["C"] == "57014", error
+        # The client's server, the spare, and the CancelRequests sent
+        # before the spare was logged in (two, three on a slow box).
+        assert proxy.accepted <= 5, proxy.accepted
+        assert s.log_text().count("through S-") >= 6, s.log_tail()
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own way of cancelling")
+def test_cancel_without_pg_cancel_backend_goes_by_cancel_request(sluice, cluster):
+    """Where the pool's user may not run pg_cancel_backend() (EXECUTE
+    revoked), the cancel still lands, by a CancelRequest; the pool says so
+    once and stops asking."""
+    with cluster.primary_conn() as c:
+        c.execute("REVOKE EXECUTE ON FUNCTION pg_cancel_backend(integer) FROM PUBLIC")
+    try:
+        s = sluice({"pgbouncer": {"default_pool_size": 2, "reserve_pool_size": 0}})
+        with s.connect() as a, s.connect() as b:
+            two_idle_servers(a, b)
+            for i in range(2):
+                long = Runner(a, f"SELECT pg_sleep(30) /* revoked-{i} */")
+                wait_until(lambda: running(cluster, f"revoked-{i}"), 5, "the query running")
+                a.cancel()
+                long.join(5)
+                assert isinstance(long.error, psycopg.errors.QueryCanceled), repr(long.error)
+                assert b.execute("SELECT 2").fetchone() == (2,)
+        log = s.log_text()
+        assert log.count("pg_cancel_backend() failed") == 1, s.log_tail()
+        assert log.count("sending cancel request") == 2, s.log_tail()
+    finally:
+        with cluster.primary_conn() as c:
+            c.execute("GRANT EXECUTE ON FUNCTION pg_cancel_backend(integer) TO PUBLIC")
