@@ -192,7 +192,9 @@ static bool cancel_by_query(struct cancel_conn *cc, struct server *sv)
         return false;
     int64_t now = worker_now(cc->worker);
     int64_t prev = atomic_exchange_explicit(&p->last_cancel, now, memory_order_relaxed);
-    bool frequent = prev && now - prev < CANCEL_SPARE_WITHIN_USEC;
+    /* The spare is opened on the server's worker only from that worker:
+     * a cancel taken by another (world stopped) does not start connects on it. */
+    bool frequent = prev && now - prev < CANCEL_SPARE_WITHIN_USEC && worker_current() == cc->worker;
     struct server *hv = pool_take_idle(p, cc->worker, helper_fits, sv, frequent);
     if (!hv)
         return false;
