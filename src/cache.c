@@ -121,12 +121,14 @@ static int write_ids(struct database *db, const char *name, int64_t now, uint64_
     return n;
 }
 
-static void invalidate_id(struct database *db, uint64_t id, const char *name)
+/* Returns the in-process entries dropped. */
+static size_t invalidate_id(struct database *db, uint64_t id, const char *name)
 {
     name_note(id, db->name, name);
-    cache_store_invalidate_table(cache_g_store, id);
+    size_t dropped = cache_store_invalidate_table(cache_g_store, id);
     if (cache_g_redis)
         cache_redis_invalidate(cache_redis_global(), id); /* the other instances' too */
+    return dropped;
 }
 
 static void on_writes(const struct writes_event *ev, void *arg)
@@ -1125,16 +1127,24 @@ size_t cache_clear(struct database *db, const char *table)
         struct cache_store_stats st;
         cache_store_stats(cache_g_store, &st);
         cache_store_clear(cache_g_store);
+        /* Every entry in Redis holds its database's id among its tables:
+         * moving those generations drops them for every instance. */
+        if (cache_g_redis) {
+            struct list *it, *tmp;
+            list_for_each_safe(it, tmp, &g_pooler.databases)
+            {
+                cache_redis_invalidate(cache_redis_global(),
+                                       cache_db_id(list_entry(it, struct database, node)));
+            }
+        }
         return (size_t)st.entries;
     }
     uint64_t ids[CACHE_CATALOG_MAX_IDS + 1];
     int64_t now = worker_current() ? worker_now(worker_current()) : 0;
     int n = write_ids(db, table, now, ids, CACHE_CATALOG_MAX_IDS + 1);
     size_t dropped = 0;
-    for (int k = 0; k < (n < 0 ? 1 : n); k++) {
-        name_note(ids[k], db->name, k == 0 ? table : "");
-        dropped += cache_store_invalidate_table(cache_g_store, ids[k]);
-    }
+    for (int k = 0; k < (n < 0 ? 1 : n); k++)
+        dropped += invalidate_id(db, ids[k], k == 0 ? table : "");
     return dropped;
 }
 

@@ -65,6 +65,9 @@ void cache_stats(struct cache_store_stats *out);
  * breaker's ("up", "open", ...), with ", pubsub down" while the
  * subscription is not live. */
 const char *cache_tier_state(void);
+/* /metrics: the Redis tier's counters; false with cache = memory. */
+struct cache_redis_stats;
+bool cache_tier_stats(struct cache_redis_stats *out);
 /* CACHE CLEAR: everything (table NULL), or the answers over one table of
  * db ("name" or "schema.name"). Returns the entries dropped (everything:
  * those there before). */

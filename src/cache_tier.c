@@ -218,6 +218,14 @@ bool cache_start(const struct config *cfg, struct worker *workers, int n_workers
     return true;
 }
 
+bool cache_tier_stats(struct cache_redis_stats *out)
+{
+    if (!cache_g_redis)
+        return false;
+    cache_redis_stats(cache_redis_global(), out);
+    return true;
+}
+
 const char *cache_tier_state(void)
 {
     if (!cache_g_redis)

@@ -27,6 +27,7 @@
 #include "list.h"
 #include "cache.h"
 #include "cache_logical.h"
+#include "cache_redis.h"
 #include "log.h"
 #include "metrics_page.h"
 #include "ryw.h"
@@ -488,6 +489,42 @@ static void render_cache_logical(struct metrics_buf *b)
     }
 }
 
+/* With cache = redis://: the tier's breaker and what it asked of Redis. */
+static void render_cache_redis(struct metrics_buf *b)
+{
+    struct cache_redis_stats rs;
+    if (!cache_tier_stats(&rs))
+        return;
+    buf_family(b, "sluice_cache_redis_up", "gauge",
+               "1 while the Redis tier's breaker is closed (lookups go to Redis), else 0.");
+    metrics_buf_printf(b, "sluice_cache_redis_up %d\n", rs.state == CACHE_REDIS_UP);
+    buf_family(b, "sluice_cache_redis_invalidations_pending", "gauge",
+               "Tables whose invalidation Redis has not confirmed yet (not cached until it has).");
+    metrics_buf_printf(b, "sluice_cache_redis_invalidations_pending %llu\n",
+                       (unsigned long long)rs.invalidations_pending);
+    static const char *const names[] = {
+        "sluice_cache_redis_lookups_total", "sluice_cache_redis_hits_total",
+        "sluice_cache_redis_stale_total",   "sluice_cache_redis_unavailable_total",
+        "sluice_cache_redis_stores_total",  "sluice_cache_redis_invalidations_total",
+        "sluice_cache_redis_errors_total",  "sluice_cache_redis_state_changes_total"};
+    static const char *const help[] = {
+        "Entries asked of Redis.",
+        "Entries Redis had, with current generations.",
+        "Entries Redis had whose tables' generations had moved (not served).",
+        "Lookups not answered (breaker open, timeout, error): the query went to PostgreSQL.",
+        "Answers Redis stored.",
+        "Invalidations (generation INCR and PUBLISH) Redis confirmed.",
+        "Failed operations: timeouts, error replies, lost connections.",
+        "Breaker state changes (each also logged)."};
+    const uint64_t v[] = {rs.gets,        rs.hits,         rs.stale,
+                          rs.unavailable, rs.puts_stored,  rs.invalidations_sent,
+                          rs.errors,      rs.state_changes};
+    for (int k = 0; k < 8; k++) {
+        buf_family(b, names[k], "counter", help[k]);
+        metrics_buf_printf(b, "%s %llu\n", names[k], (unsigned long long)v[k]);
+    }
+}
+
 static void render_cache(struct metrics_buf *b)
 {
     if (!cache_on())
@@ -531,6 +568,7 @@ static void render_cache(struct metrics_buf *b)
                "Answers evicted from the result cache to make room.");
     metrics_buf_printf(b, "sluice_cache_evictions_total %llu\n", (unsigned long long)st.evictions);
     render_cache_logical(b);
+    render_cache_redis(b);
 }
 
 /* A counter family of two samples, one per value of its one label. */

@@ -480,6 +480,34 @@ def test_redis_tier_shared_by_two_instances(sluice, cluster, redis):
         assert cb.execute(sql).fetchall() == [(5,)]
 
 
+@pytest.mark.parametrize("what", ["everything", "table"])
+def test_cache_clear_reaches_redis(sluice, cluster, redis, what):
+    """CACHE CLEAR on one instance drops the answers kept in Redis too, so
+    neither instance serves them again (it used to empty only the
+    in-process store, which this mode never serves from). The Redis tier's
+    counters are in /metrics."""
+    from test_metrics import scrape, value
+    config = cache_config(cache=f"redis://127.0.0.1:{redis.port}/4")
+    config["pgbouncer"]["metrics_listen"] = "127.0.0.1:{metrics_port}"
+    a, b = sluice(config), sluice(config)
+    wait_until(lambda: redis_state(a) == "up" and redis_state(b) == "up", 10, "redis up")
+    sql = "SELECT v FROM cache_t WHERE id = 3"
+    with a.connect() as ca, b.connect() as cb:
+        assert warm(a, ca, sql) == [(0,)]
+        behind_back(cluster, "UPDATE cache_t SET v = 7 WHERE id = 3")
+        wait_until(lambda: cb.execute(sql).fetchall() == [(0,)] and hits(b) > 0, 10,
+                   "b served a's entry from Redis")
+        with admin(a) as console:
+            console.execute("CACHE CLEAR" if what == "everything" else "CACHE CLEAR cache_t")
+        wait_until(lambda: cb.execute(sql).fetchall() == [(7,)], 5, "b reading afresh")
+        assert ca.execute(sql).fetchall() == [(7,)]
+    samples = scrape(a.metrics_port)[1]
+    assert value(samples, "sluice_cache_redis_up") == 1
+    assert value(samples, "sluice_cache_redis_hits_total") >= 1
+    assert value(samples, "sluice_cache_redis_invalidations_total") >= 1
+    assert value(samples, "sluice_cache_redis_invalidations_pending") == 0
+
+
 def test_redis_killed_mid_load_bypasses_without_errors(sluice, cluster, redis):
     s = sluice(cache_config(cache=f"redis://127.0.0.1:{redis.port}/0"))
     wait_until(lambda: redis_state(s) == "up", 10, "redis up")
