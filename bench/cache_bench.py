@@ -4,8 +4,8 @@ run after the read-your-writes part (bench/ryw_bench.py), on the benchmark's
 primary alone (no replicas); BENCH_CACHE_ONLY=1 runs only this part,
 BENCH_CACHE=0 skips it.
 
-  (a) hits: a custom pgbench script, -M simple (the cache answers the
-      simple protocol only so far; its key is the statement's text):
+  (a) hits: a custom pgbench script, -M simple (the key holds the
+      statement's text, so each aid is a statement of its own):
 
         \\set aid random(1, 1000)
         SELECT abalance FROM pgbench_accounts WHERE aid = :aid;

@@ -79,8 +79,8 @@
 #   BENCH_CACHE_WORKING_SET=1000 distinct statements of (a): aid = random(1, N)
 #   BENCH_CACHE_COST_CLIENTS=20  clients of (b)
 #   BENCH_CACHE_COST_WORKLOADS="tpcb-like select-only"  BENCH_CACHE_COST_PROTOCOLS=simple
-#                        (add extended: the cache answers only the simple protocol, but
-#                        looks at every Bind's text for writes)
+#                        (add extended: nothing is cacheable either way, but every
+#                        Bind's text is looked at for writes)
 #   BENCH_CACHE_NO_HITS=1  (b) only
 #   BENCH_CACHE_POOL_SIZE=20  BENCH_CACHE_WORKERS=1  BENCH_CACHE_JSON (bench/results/cache.json)
 #   sluice on BENCH_PORT + 25, PgBouncer on + 26 (each moves 20 further on while taken).
