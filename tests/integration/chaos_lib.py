@@ -68,7 +68,8 @@ class _Link:
 class FaultProxy:
     """A TCP relay 127.0.0.1:port -> 127.0.0.1:target_port on an asyncio loop
     of its own thread. Faults: set_latency(seconds) per forwarded chunk, each
-    direction; cut(n, count, direction) arms `count` random links (all if
+    direction; set_bandwidth(bytes a second) per link, each direction;
+    cut(n, count, direction) arms `count` random links (all if
     None) to forward n more bytes in direction ("down": server to sluice,
     "up": sluice to server, None: whichever comes first) and then reset both
     sides; blackhole() stops reading and forwarding on every link and holds
@@ -84,6 +85,7 @@ class FaultProxy:
     def __init__(self, target_port, host="127.0.0.1", port=0):
         self.target_port = target_port
         self.latency = 0.0
+        self.bandwidth = None  # bytes a second each way per link; None: unlimited
         self.links = set()
         self.accepted = self.cuts = self.refused = self.trapped = 0
         self.trap_pattern = None
@@ -141,12 +143,17 @@ class FaultProxy:
         try:
             while not link.closed:
                 await self.gate.wait()
-                data = await reader.read(1 << 16)
+                rate = self.bandwidth
+                # Under a bandwidth cut, small reads paced by their size:
+                # the flow is smooth, not bursts of 64 kB.
+                data = await reader.read(max(1, rate // 20) if rate else 1 << 16)
                 if not data:
                     break
                 await self.gate.wait()
                 if self.latency:
                     await asyncio.sleep(self.latency)
+                if rate:
+                    await asyncio.sleep(len(data) / rate)
                 if link.closed:
                     break
                 if link.held and direction == "down":
@@ -196,6 +203,11 @@ class FaultProxy:
     def blackhole(self):
         self._call(self.gate.clear)
 
+    def set_bandwidth(self, bytes_per_second):
+        """Each link carries at most this many bytes a second each way
+        (None: no limit); heal() lifts it."""
+        self.bandwidth = bytes_per_second
+
     def trap(self, pattern, cut=None):
         """Arm the trap (see the class); clears .sprung. cut=(direction,
         n): instead of dropping the answers, that link is cut after n more
@@ -228,6 +240,7 @@ class FaultProxy:
     def heal(self):
         def heal():
             self.latency = 0.0
+            self.bandwidth = None
             self.trap_pattern = None
             for link in self.links:
                 link.cut_budget = None

@@ -86,19 +86,25 @@ def test_chaos_cut_mid_message(sluice, cluster, pool_user, proxy):
 
 @pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own suite")
 def test_chaos_latency_and_blackhole(sluice, cluster, pool_user, proxy):
-    """(c) Latency spikes (50..400 ms a chunk each way for 2 s) and a
-    blackhole (nothing forwarded, no FIN, no RST, new connections held
-    unanswered) for 2.5 x server_connect_timeout, healed, in turn.
-    query_timeout = 3 ends the statements stuck in the blackhole."""
+    """(c) Latency spikes (50..400 ms a chunk each way for 2 s), a bandwidth
+    cut (2 to 20 kB/s per link each way for 2 s) and a blackhole (nothing
+    forwarded, no FIN, no RST, new connections held unanswered) for 2.5 x
+    server_connect_timeout, healed, in turn. query_timeout = 3 ends the
+    statements stuck in the blackhole."""
     s = sluice(chaos_config(proxy.port, query_timeout=3))
     rng = random.Random(3)
 
     def faults(deadline):
-        spikes = blackholes = 0
+        spikes = cuts = blackholes = 0
         try:
             while time.monotonic() < deadline:
                 proxy.set_latency(rng.uniform(0.05, 0.4))
                 spikes += 1
+                time.sleep(2)
+                proxy.heal()
+                time.sleep(rng.uniform(1, 2))
+                proxy.set_bandwidth(rng.randint(2_000, 20_000))
+                cuts += 1
                 time.sleep(2)
                 proxy.heal()
                 time.sleep(rng.uniform(1, 2))
@@ -109,7 +115,7 @@ def test_chaos_latency_and_blackhole(sluice, cluster, pool_user, proxy):
                 time.sleep(rng.uniform(2, 3))
         finally:
             proxy.heal()
-        return {"latency_spikes": spikes, "blackholes": blackholes,
+        return {"latency_spikes": spikes, "bandwidth_cuts": cuts, "blackholes": blackholes,
                 "server_connections": proxy.accepted}
 
     run_checked("latency_and_blackhole", s, cluster, pool_user, faults)

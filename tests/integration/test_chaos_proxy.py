@@ -73,6 +73,23 @@ def test_proxy_forwards_and_adds_latency(echo_proxy):
         assert time.monotonic() - t < 0.2
 
 
+def test_proxy_cuts_bandwidth_and_heals(echo_proxy):
+    """200 kB at 100 kB/s each way take about 2 s; healed, a blink."""
+    payload = bytes(range(256)) * 800
+    with socket.create_connection(("127.0.0.1", echo_proxy.port)) as s:
+        echo_proxy.set_bandwidth(100_000)
+        t = time.monotonic()
+        s.sendall(payload)
+        assert recv_all(s, len(payload), timeout=10) == payload
+        slow = time.monotonic() - t
+        assert 1.8 <= slow < 6, slow
+        echo_proxy.heal()
+        t = time.monotonic()
+        s.sendall(payload)
+        assert recv_all(s, len(payload)) == payload
+        assert time.monotonic() - t < 0.5
+
+
 def test_proxy_cuts_after_n_bytes(echo_proxy):
     with socket.create_connection(("127.0.0.1", echo_proxy.port)) as s:
         s.sendall(b"x")
