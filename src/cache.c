@@ -421,7 +421,9 @@ static void fill_reset(struct cache_client *cc)
  * transaction status (idle only). */
 static bool client_may(struct client *c, char status)
 {
-    if (status != 'I' || c->replication)
+    /* A pinned client (SET ROLE, a temporary table, a WITH HOLD cursor...
+     * under transaction pooling) has session state the key cannot see. */
+    if (status != 'I' || c->replication || c->pinned)
         return false;
     struct cache_client *cc = c->cache;
     return !cc || (!cc->tainted && !cc->filling);

@@ -16,28 +16,13 @@
  * text names; any other write (DDL, DO, CALL...) is "all". */
 static bool data_write(const char *reason)
 {
-    static const char *const data[] = {"INSERT",
-                                       "UPDATE",
-                                       "DELETE",
-                                       "MERGE",
-                                       "COPY",
-                                       "TRUNCATE",
-                                       "FOR UPDATE",
-                                       "FOR NO KEY UPDATE",
-                                       "FOR SHARE",
-                                       "FOR KEY SHARE",
-                                       "EXPLAIN ANALYZE",
-                                       "LOCK",
-                                       "NOTIFY",
-                                       "LISTEN",
-                                       "UNLISTEN",
-                                       "DECLARE",
-                                       "PREPARE",
-                                       "DEALLOCATE",
-                                       "DISCARD",
-                                       "CLOSE",
-                                       "SELECT INTO",
-                                       NULL};
+    static const char *const data[] = {
+        "INSERT",    "UPDATE",        "DELETE",          "MERGE",
+        "COPY",      "TRUNCATE",      "FOR UPDATE",      "FOR NO KEY UPDATE",
+        "FOR SHARE", "FOR KEY SHARE", "EXPLAIN ANALYZE", "LOCK",
+        "NOTIFY",    "LISTEN",        "UNLISTEN",        "DECLARE",
+        "PREPARE",   "DEALLOCATE",    "DISCARD",         "CLOSE",
+        NULL}; /* SELECT INTO makes a table: DDL */
     if (!reason)
         return true;
     if (!strncmp(reason, "function ", 9) || !strncmp(reason, "REFRESH", 7))
@@ -242,7 +227,9 @@ static bool stmt_taints(const char *sql, size_t len)
     for (int i = 0; state[i]; i++)
         if (!strcmp(word, state[i]) && (i != 3 || cache_sql_contains(sql, len, "temp")))
             return true; /* CREATE: only a temporary object */
-    return false;
+    /* SELECT ... INTO TEMP t: a temporary table too. */
+    return !strcmp(word, "select") && cache_sql_contains(sql, len, "into") &&
+           cache_sql_contains(sql, len, "temp");
 }
 
 bool cache_policy_taints(const char *sql, size_t len, bool session)

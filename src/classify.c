@@ -107,6 +107,31 @@ static bool has_advisory(const char *sql, size_t len)
     return false;
 }
 
+/* Whether the word TEMP or TEMPORARY (any case) is in sql[0..len):
+ * `SELECT ... INTO TEMP t` makes a temporary table, which pins the client
+ * like CREATE TEMP; the parse decides. Found from its 'p' (two memchr()
+ * passes), as has_advisory() from its '_'. A column named temp costs its
+ * texts a parse, nothing worse. */
+static bool has_temp_word(const char *sql, size_t len)
+{
+    const char *end = sql + len;
+    for (int k = 0; k < 2; k++) {
+        const char *p = sql + 3;
+        while (p < end && (p = memchr(p, k ? 'P' : 'p', (size_t)(end - p))) != NULL) {
+            const char *w = p - 3;
+            bool starts = w == sql || !sql_ident_char(w[-1]);
+            const char *after = p + 1;
+            if (end - after >= 5 && strncasecmp(after, "orary", 5) == 0)
+                after += 5;
+            if (starts && strncasecmp(w, "tem", 3) == 0 &&
+                (after == end || !sql_ident_char(*after)))
+                return true;
+            p++;
+        }
+    }
+    return false;
+}
+
 /* Whether a statement starting with letter ch may begin with one of the
  * keywords classify_peek() looks for: S(ET, ELECT, TART), R(ESET),
  * P(REPARE), E(XECUTE), D(EALLOCATE, ISCARD, ECLARE), L(ISTEN), C(REATE),
@@ -168,7 +193,9 @@ enum classify_kw classify_peek(const char *sql, size_t len)
         return CK_OTHER;
     size_t j = read_word(sql, i, len, kw, sizeof(kw));
     if (!strcmp(kw, "SELECT"))
-        return has_advisory(sql + j, len - j) ? CK_ADVISORY : CK_OTHER;
+        return has_advisory(sql + j, len - j)    ? CK_ADVISORY
+               : has_temp_word(sql + j, len - j) ? CK_CREATE_TEMP
+                                                 : CK_OTHER;
     if (!strcmp(kw, "SET"))
         return CK_SET;
     if (!strcmp(kw, "RESET"))
@@ -210,7 +237,7 @@ bool classify_peek_more(const char *sql, size_t len)
     if (j >= len)
         return true; /* the word may go on */
     if (!strcmp(kw, "SELECT"))
-        return !has_advisory(sql + j, len - j);
+        return !has_advisory(sql + j, len - j); /* more may name a lock, or TEMP */
     if (!strcmp(kw, "BEGIN") || !strcmp(kw, "START"))
         return true; /* alone or not: the rest decides */
     if (!strcmp(kw, "CREATE")) {

@@ -23,7 +23,7 @@ enum classify_kw {
     CK_DEALLOCATE,  /* DEALLOCATE ... */
     CK_DISCARD,     /* DISCARD ... */
     CK_LISTEN,      /* LISTEN / UNLISTEN */
-    CK_CREATE_TEMP, /* CREATE TEMP|TEMPORARY|LOCAL|GLOBAL ... */
+    CK_CREATE_TEMP, /* CREATE TEMP|TEMPORARY|LOCAL|GLOBAL ..., or a SELECT naming TEMP */
     CK_DECLARE,     /* DECLARE cursor (WITH HOLD survives the transaction) */
     CK_ADVISORY,    /* mentions a session-level advisory lock function */
     CK_BEGIN,       /* BEGIN / START TRANSACTION alone: opens, cannot commit */

@@ -309,6 +309,12 @@ class Client:
         self.index = index
         self.appname = f"chaos-{run}-{index}"
         self.owner = f"owner-{run}-{index}"
+        # Session state of its own: a session-level SET made at each connect
+        # (sluice replays it on every server it gets), and a statement
+        # prepared by the driver whose text is this client's alone (the
+        # same name, _pg3_0, on every client's connection).
+        self.session = f"session-{run}-{index}"
+        self.prepared_sql = f"SELECT %s::text, {index}::int AS chaos_client_{index}"
         self.outcomes = {}  # nonce -> "committed" | "failed" | "unknown"
         self.copies = {}  # nonce of a COPY -> its number of rows (outcome in outcomes)
         self.unknown_why = {}  # nonce of an unknown outcome -> phase:sqlstate it was told
@@ -381,6 +387,12 @@ class Workload:
         if self.carry_lsn and c.lsn:
             dsn += f" options='-c sluice.min_lsn={c.lsn}'"
         conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=None)
+        try:
+            conn.execute(psycopg.sql.SQL("SET chaos.session = {}").format(
+                psycopg.sql.Literal(c.session)))
+        except psycopg.Error:
+            conn.close()
+            raise
         c.connects += 1
         return conn
 
@@ -508,8 +520,10 @@ class Workload:
                 "SELECT %s::text, current_setting('application_name'), "
                 "coalesce(current_setting('chaos.owner', true), ''), "
                 f"(SELECT count(*) FROM {TABLE} WHERE run = %s AND client = %s), "
-                "txid_current_if_assigned() IS NULL, repeat(%s, %s), inet_server_port()",
+                "txid_current_if_assigned() IS NULL, repeat(%s, %s), inet_server_port(), "
+                "current_setting('chaos.session', true)",
                 (nonce, self.run, c.index, nonce[-1], pad)).fetchone()
+            mine = conn.execute(c.prepared_sql, (nonce,), prepare=True).fetchone()
         except psycopg.Error as e:
             c.read_errors += 1
             c.note_error(e, "read")
@@ -523,6 +537,8 @@ class Workload:
         _expect(c, "read owner (left by another transaction)", row[2], "")
         _expect(c, "read in a transaction of its own", row[4], True)
         _expect(c, "read padding", row[5], nonce[-1] * pad)
+        _expect(c, "read session setting", row[7], c.session)
+        _expect(c, "read prepared statement", mine, (nonce, c.index))
         if not low <= row[3] <= high:
             c.bad_reads.append(f"{row[3]} rows, expected {low}..{high}")
 

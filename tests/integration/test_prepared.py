@@ -337,10 +337,16 @@ def test_a_line_comment_ends_at_a_carriage_return(sluice):
                 b.query("COMMIT")
 
 
-def test_temp_table_pins(sluice):
+@pytest.mark.parametrize("create", ["CREATE TEMP TABLE t (x int)",
+                                    "SELECT 1 AS x INTO TEMP t WHERE false",
+                                    "select 1 as x into temporary t where false"])
+def test_temp_table_pins(sluice, create):
+    """A temporary table, made by CREATE TEMP or by SELECT INTO TEMP (which
+    sluice did not see: its server went back to the pool with the table,
+    for the next client to find), pins its client to its server."""
     s = sluice({"pgbouncer": {"default_pool_size": 2, "max_prepared_statements": 10}})
     with RawConn(s.port).login() as a, RawConn(s.port).login() as b:
-        a.query("CREATE TEMP TABLE t (x int)")
+        a.query(create)
         pid = backend_of(a)
         for _ in range(3):
             assert backend_of(b) != pid

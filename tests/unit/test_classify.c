@@ -43,6 +43,13 @@ static void test_peek_keywords(void **state)
     assert_int_equal(peek("SELECT advisory_lock"), CK_ADVISORY);
     assert_int_equal(peek("SELECT advisory_loc"), CK_OTHER);
     assert_int_equal(peek("SELECT _"), CK_OTHER);
+    /* SELECT INTO TEMP makes a temporary table: the parse decides. */
+    assert_int_equal(peek("SELECT 1 AS x INTO TEMP t"), CK_CREATE_TEMP);
+    assert_int_equal(peek("select * into temporary t from u"), CK_CREATE_TEMP);
+    assert_int_equal(peek("SELECT * INTO Temp t FROM u"), CK_CREATE_TEMP);
+    assert_int_equal(peek("SELECT temp FROM u"), CK_CREATE_TEMP); /* a parse, no pin */
+    assert_int_equal(peek("SELECT temperature, tempo, atemp, temp_c FROM u"), CK_OTHER);
+    assert_int_equal(peek("SELECT upper(p) FROM tem"), CK_OTHER);
     assert_int_equal(peek("SETTINGS"), CK_OTHER);
     assert_int_equal(peek(""), CK_OTHER);
     assert_int_equal(peek("/* unterminated SET"), CK_OTHER);
@@ -175,14 +182,16 @@ static void test_parse_pins(void **state)
     (void)state;
     struct classify_result r;
     const char *pins[] = {"CREATE TEMP TABLE t (x int)", "CREATE TEMP TABLE t AS SELECT 1",
-                          "DECLARE c CURSOR WITH HOLD FOR SELECT 1"};
+                          "DECLARE c CURSOR WITH HOLD FOR SELECT 1", "SELECT 1 AS x INTO TEMP t",
+                          "SELECT * INTO TEMPORARY t FROM u"};
     for (size_t i = 0; i < sizeof(pins) / sizeof(pins[0]); i++) {
         assert_true(classify_parse(pins[i], strlen(pins[i]), &r));
         assert_int_equal(r.stmts[0].kind, CS_PIN);
         assert_non_null(r.stmts[0].reason);
     }
     const char *ok[] = {"CREATE TEMP TABLE t (x int) ON COMMIT DROP",
-                        "DECLARE c CURSOR FOR SELECT 1", "CREATE TABLE t (x int)"};
+                        "DECLARE c CURSOR FOR SELECT 1", "CREATE TABLE t (x int)",
+                        "SELECT temp FROM u", "SELECT * INTO t FROM pg_temp.u"};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         assert_true(classify_parse(ok[i], strlen(ok[i]), &r));
         assert_int_equal(r.stmts[0].kind, CS_OTHER);
