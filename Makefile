@@ -127,7 +127,7 @@ unit-run: $(UNIT_BINS)
 # pooler config the tests write: integration runs the suite on one event
 # loop, integration-workers on 4 worker threads. test_idle_memory.py measures
 # the release build (sanitizers inflate memory), so both build it too.
-INTEGRATION_RUN = SLUICE_BIN=$(CURDIR)/build/address-undefined/sluice $(PYTEST) -x -q tests/integration
+INTEGRATION_RUN = SLUICE_BIN=$(CURDIR)/build/address-undefined/sluice $(PYTEST) -x -q --durations=15 tests/integration
 
 .PHONY: integration-bins
 integration-bins:
@@ -163,7 +163,10 @@ integration: integration-bins
 # test_limits.py's (make tsan). The serverless upstream's backoff and
 # cold start are the pool's (under its lock) and its names are resolved on
 # the DNS threads (test_serverless.py). Once, above, too: make test stays
-# within its budget.
+# within its budget. The result cache's key, rules, writes and edge cases
+# (test_cache_key.py, test_cache_writes.py, test_cache_edges.py: what one
+# client is answered) too; test_cache.py, whose stale-read hunts race
+# clients on several workers, runs here as well.
 integration-workers: integration-bins
 	SLUICE_TEST_WORKERS=4 $(INTEGRATION_RUN) --ignore=tests/integration/test_stress.py \
 	  --ignore=tests/integration/test_cluster_script.py --ignore=tests/integration/test_chaos.py \
@@ -175,7 +178,9 @@ integration-workers: integration-bins
 	  --ignore=tests/integration/test_page.py --ignore=tests/integration/test_insights_advice.py \
 	  --ignore=tests/integration/test_security.py --ignore=tests/integration/test_check.py \
 	  --ignore=tests/integration/test_man.py --ignore=tests/integration/test_notify.py \
-	  --ignore=tests/integration/test_timeouts.py --ignore=tests/integration/test_serverless.py
+	  --ignore=tests/integration/test_timeouts.py --ignore=tests/integration/test_serverless.py \
+	  --ignore=tests/integration/test_cache_key.py --ignore=tests/integration/test_cache_writes.py \
+	  --ignore=tests/integration/test_cache_edges.py
 
 # The chaos suite at length (issue 17; not part of make test): each scenario
 # for CHAOS_SECONDS under CHAOS_CLIENTS clients, sluice on CHAOS_WORKERS

@@ -25,9 +25,6 @@
 #include "jobs.h"
 #include "lag_monitor.h"
 #include "list.h"
-#include "cache.h"
-#include "cache_logical.h"
-#include "cache_redis.h"
 #include "log.h"
 #include "metrics_page.h"
 #include "ryw.h"
@@ -128,7 +125,7 @@ static void buf_seconds(struct metrics_buf *b, uint64_t usec)
                        (unsigned long long)(usec % 1000000));
 }
 
-static void buf_family(struct metrics_buf *b, const char *name, const char *type, const char *help)
+void metrics_buf_family(struct metrics_buf *b, const char *name, const char *type, const char *help)
 {
     metrics_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -419,11 +416,13 @@ static void render_lag(struct metrics_buf *b, int64_t now)
 {
     struct metrics_buf f[2];
     memset(f, 0, sizeof(f));
-    buf_family(&f[0], "sluice_replica_lag_bytes", "gauge",
-               "WAL bytes a replica's replay is behind the primary (SHOW REPLICAS lag_bytes).");
-    buf_family(&f[1], "sluice_replica_lag_seconds", "gauge",
-               "0 when a replica has replayed all the primary wrote, else how long it has not "
-               "replayed (SHOW REPLICAS lag_ms).");
+    metrics_buf_family(
+        &f[0], "sluice_replica_lag_bytes", "gauge",
+        "WAL bytes a replica's replay is behind the primary (SHOW REPLICAS lag_bytes).");
+    metrics_buf_family(
+        &f[1], "sluice_replica_lag_seconds", "gauge",
+        "0 when a replica has replayed all the primary wrote, else how long it has not "
+        "replayed (SHOW REPLICAS lag_ms).");
     pool_lock();
     struct list *it, *tmp;
     list_for_each_safe(it, tmp, &g_pooler.databases)
@@ -456,131 +455,18 @@ static void render_lag(struct metrics_buf *b, int64_t now)
     buf_join(b, f, 2);
 }
 
-/* Read-your-writes: where reads that had a write to see went, and the
- * waits for a replica to catch up (ryw.h). */
-/* The result cache (cache.h): per database, and the store's. */
-/* cache_invalidation = logical: each database's consumer, up (its slot
- * streams) and how far behind the server's position it has confirmed. */
-static void render_cache_logical(struct metrics_buf *b)
-{
-    if (!cache_logical_on())
-        return;
-    static const char *const names[] = {"sluice_cache_logical_up",
-                                        "sluice_cache_logical_lag_bytes"};
-    static const char *const help[] = {
-        "1 while the database's logical decoding slot streams (writes that bypass sluice are "
-        "seen); 0 while it starts or failed (its answers are not cached).",
-        "The server's WAL position last reported minus the position the result cache has "
-        "confirmed (0 while not streaming)."};
-    for (int k = 0; k < 2; k++) {
-        buf_family(b, names[k], "gauge", help[k]);
-        struct list *it, *tmp;
-        list_for_each_safe(it, tmp, &g_pooler.databases)
-        {
-            const struct database *db = list_entry(it, struct database, node);
-            struct cache_logical_status ls;
-            if (!cache_logical_status(db, &ls))
-                continue;
-            unsigned long long v = k == 0 ? ls.state == CACHE_LOGICAL_STREAMING : ls.lag_bytes;
-            metrics_buf_printf(b, "%s{database=\"", names[k]);
-            metrics_buf_label(b, db->name);
-            metrics_buf_printf(b, "\"} %llu\n", v);
-        }
-    }
-}
-
-/* With cache = redis://: the tier's breaker and what it asked of Redis. */
-static void render_cache_redis(struct metrics_buf *b)
-{
-    struct cache_redis_stats rs;
-    if (!cache_tier_stats(&rs))
-        return;
-    buf_family(b, "sluice_cache_redis_up", "gauge",
-               "1 while the Redis tier's breaker is closed (lookups go to Redis), else 0.");
-    metrics_buf_printf(b, "sluice_cache_redis_up %d\n", rs.state == CACHE_REDIS_UP);
-    buf_family(b, "sluice_cache_redis_invalidations_pending", "gauge",
-               "Tables whose invalidation Redis has not confirmed yet (not cached until it has).");
-    metrics_buf_printf(b, "sluice_cache_redis_invalidations_pending %llu\n",
-                       (unsigned long long)rs.invalidations_pending);
-    static const char *const names[] = {
-        "sluice_cache_redis_lookups_total", "sluice_cache_redis_hits_total",
-        "sluice_cache_redis_stale_total",   "sluice_cache_redis_unavailable_total",
-        "sluice_cache_redis_stores_total",  "sluice_cache_redis_invalidations_total",
-        "sluice_cache_redis_errors_total",  "sluice_cache_redis_state_changes_total"};
-    static const char *const help[] = {
-        "Entries asked of Redis.",
-        "Entries Redis had, with current generations.",
-        "Entries Redis had whose tables' generations had moved (not served).",
-        "Lookups not answered (breaker open, timeout, error): the query went to PostgreSQL.",
-        "Answers Redis stored.",
-        "Invalidations (generation INCR and PUBLISH) Redis confirmed.",
-        "Failed operations: timeouts, error replies, lost connections.",
-        "Breaker state changes (each also logged)."};
-    const uint64_t v[] = {rs.gets,        rs.hits,         rs.stale,
-                          rs.unavailable, rs.puts_stored,  rs.invalidations_sent,
-                          rs.errors,      rs.state_changes};
-    for (int k = 0; k < 8; k++) {
-        buf_family(b, names[k], "counter", help[k]);
-        metrics_buf_printf(b, "%s %llu\n", names[k], (unsigned long long)v[k]);
-    }
-}
-
-static void render_cache(struct metrics_buf *b)
-{
-    if (!cache_on())
-        return;
-    /* Whole names, as every series': grep and the dashboard's check
-     * (tests/integration/test_page.py) find them here. */
-    static const char *const names[] = {
-        "sluice_cache_hits_total", "sluice_cache_misses_total", "sluice_cache_stores_total",
-        "sluice_cache_refused_stale_total", "sluice_cache_invalidations_total"};
-    static const char *const help[] = {
-        "Statements answered from the result cache.",
-        "Cacheable statements not found in the result cache.", "Answers kept in the result cache.",
-        "Answers not kept because a write to their tables committed while they were read.",
-        "Tables' invalidations by committed writes."};
-    for (int k = 0; k < 5; k++) {
-        const char *family = names[k];
-        buf_family(b, family, "counter", help[k]);
-        struct list *it, *tmp;
-        list_for_each_safe(it, tmp, &g_pooler.databases)
-        {
-            const struct database *db = list_entry(it, struct database, node);
-            struct cache_db_stats st;
-            cache_db_stats(db, &st);
-            uint64_t v[] = {st.hits, st.misses, st.stores, st.refused_stale, st.invalidations};
-            metrics_buf_printf(b, "%s{database=\"", family);
-            metrics_buf_label(b, db->name);
-            metrics_buf_printf(b, "\"} %llu\n", (unsigned long long)v[k]);
-        }
-    }
-    struct cache_store_stats st;
-    cache_stats(&st);
-    buf_family(b, "sluice_cache_entries", "gauge", "Answers in the result cache.");
-    metrics_buf_printf(b, "sluice_cache_entries %llu\n", (unsigned long long)st.entries);
-    buf_family(b, "sluice_cache_bytes", "gauge",
-               "Bytes the result cache holds (entries and its own tables).");
-    metrics_buf_printf(b, "sluice_cache_bytes %llu\n",
-                       (unsigned long long)(st.bytes + st.overhead_bytes));
-    buf_family(b, "sluice_cache_max_bytes", "gauge", "cache_max_memory.");
-    metrics_buf_printf(b, "sluice_cache_max_bytes %llu\n", (unsigned long long)st.max_bytes);
-    buf_family(b, "sluice_cache_evictions_total", "counter",
-               "Answers evicted from the result cache to make room.");
-    metrics_buf_printf(b, "sluice_cache_evictions_total %llu\n", (unsigned long long)st.evictions);
-    render_cache_logical(b);
-    render_cache_redis(b);
-}
-
 /* A counter family of two samples, one per value of its one label. */
 static void buf_counter_pair(struct metrics_buf *b, const char *name, const char *help,
                              const char *label, const char *v1, uint64_t n1, const char *v2,
                              uint64_t n2)
 {
-    buf_family(b, name, "counter", help);
+    metrics_buf_family(b, name, "counter", help);
     metrics_buf_printf(b, "%s{%s=\"%s\"} %llu\n", name, label, v1, (unsigned long long)n1);
     metrics_buf_printf(b, "%s{%s=\"%s\"} %llu\n", name, label, v2, (unsigned long long)n2);
 }
 
+/* Read-your-writes: where reads that had a write to see went, and the
+ * waits for a replica to catch up (ryw.h). */
 static void render_ryw(struct metrics_buf *b)
 {
     struct ryw_wait_stats *st = &ryw_wait_stats;
@@ -591,9 +477,9 @@ static void render_ryw(struct metrics_buf *b)
                      "they went.",
                      "went", "replica", atomic_load(&st->floor_reads), "primary",
                      atomic_load(&st->floor_primary) + to_primary);
-    buf_family(b, "sluice_ryw_wait_seconds", "histogram",
-               "Waits of reads for a replica to replay what they must see "
-               "(replica_wait_timeout).");
+    metrics_buf_family(b, "sluice_ryw_wait_seconds", "histogram",
+                       "Waits of reads for a replica to replay what they must see "
+                       "(replica_wait_timeout).");
     uint64_t cum = 0;
     for (int i = 0; i < RYW_WAIT_BUCKETS; i++) {
         cum += atomic_load(&st->bucket[i]);
@@ -695,26 +581,26 @@ static void render_queries(struct metrics_buf *b)
         return;
     size_t entries, bytes;
     insights_usage(&entries, &bytes);
-    buf_family(b, "sluice_insights_fingerprints", "gauge",
-               "Query fingerprints insights holds (at most insights_max_queries).");
+    metrics_buf_family(b, "sluice_insights_fingerprints", "gauge",
+                       "Query fingerprints insights holds (at most insights_max_queries).");
     metrics_buf_printf(b, "sluice_insights_fingerprints %zu\n", entries);
-    buf_family(b, "sluice_insights_bytes", "gauge", "Memory insights holds, in bytes.");
+    metrics_buf_family(b, "sluice_insights_bytes", "gauge", "Memory insights holds, in bytes.");
     metrics_buf_printf(b, "sluice_insights_bytes %zu\n", bytes);
     struct insights_row *rows;
     size_t all = insights_collect(&rows);
     insights_sort(rows, all, INSIGHTS_BY_TOTAL);
     size_t top = (size_t)g_pooler.cfg->insights_metrics_top, n = all < top ? all : top;
     static const char *const where[] = {"primary", "replica", "cache"};
-    buf_family(b, "sluice_query_info", "gauge",
-               "One per fingerprint shown: its normalized text (constants are $n).");
+    metrics_buf_family(b, "sluice_query_info", "gauge",
+                       "One per fingerprint shown: its normalized text (constants are $n).");
     for (size_t i = 0; i < n; i++) {
         query_label(b, "sluice_query_info", rows[i].st.fp);
         metrics_buf_printf(b, ",query=\"");
         metrics_buf_label(b, rows[i].text);
         metrics_buf_printf(b, "\"} 1\n");
     }
-    buf_family(b, "sluice_query_calls_total", "counter",
-               "Requests of the fingerprint, by where they ran (primary, replica, cache).");
+    metrics_buf_family(b, "sluice_query_calls_total", "counter",
+                       "Requests of the fingerprint, by where they ran (primary, replica, cache).");
     for (size_t i = 0; i < n; i++)
         for (int k = 0; k < INSIGHTS_WHERE_N; k++) {
             query_label(b, "sluice_query_calls_total", rows[i].st.fp);
@@ -725,16 +611,16 @@ static void render_queries(struct metrics_buf *b)
         {"sluice_query_errors_total", "Requests of the fingerprint that ended in an error."},
         {"sluice_query_rows_total", "Rows its requests returned or changed (CommandComplete)."}};
     for (int k = 0; k < 2; k++) {
-        buf_family(b, counters[k][0], "counter", counters[k][1]);
+        metrics_buf_family(b, counters[k][0], "counter", counters[k][1]);
         for (size_t i = 0; i < n; i++) {
             query_label(b, counters[k][0], rows[i].st.fp);
             metrics_buf_printf(b, "} %llu\n",
                                (unsigned long long)(k ? rows[i].st.rows : rows[i].st.errors));
         }
     }
-    buf_family(b, "sluice_query_latency_seconds", "summary",
-               "Time of the fingerprint's requests, from the request to its ReadyForQuery "
-               "(quantiles within 6.25%).");
+    metrics_buf_family(b, "sluice_query_latency_seconds", "summary",
+                       "Time of the fingerprint's requests, from the request to its ReadyForQuery "
+                       "(quantiles within 6.25%).");
     static const double qs[] = {0.5, 0.95, 0.99};
     for (size_t i = 0; i < n; i++) {
         for (int k = 0; k < 3; k++) {
@@ -772,19 +658,21 @@ static void render_advice(struct metrics_buf *b)
 {
     struct insights_advice_stats st;
     insights_advice_stats(&st);
-    buf_family(b, "sluice_index_advisor_runs_total", "counter", "Runs of the index advisor.");
+    metrics_buf_family(b, "sluice_index_advisor_runs_total", "counter",
+                       "Runs of the index advisor.");
     metrics_buf_printf(b, "sluice_index_advisor_runs_total %llu\n", (unsigned long long)st.runs);
-    buf_family(b, "sluice_index_advisor_explains_total", "counter",
-               "EXPLAINs the index advisor ran on the primary.");
+    metrics_buf_family(b, "sluice_index_advisor_explains_total", "counter",
+                       "EXPLAINs the index advisor ran on the primary.");
     metrics_buf_printf(b, "sluice_index_advisor_explains_total %llu\n",
                        (unsigned long long)st.explains);
-    buf_family(b, "sluice_index_advisor_errors_total", "counter",
-               "Statements or connections of the index advisor that failed.");
+    metrics_buf_family(b, "sluice_index_advisor_errors_total", "counter",
+                       "Statements or connections of the index advisor that failed.");
     metrics_buf_printf(b, "sluice_index_advisor_errors_total %llu\n",
                        (unsigned long long)st.errors);
-    buf_family(b, "sluice_index_advice_gain_ratio", "gauge",
-               "Each index advised: the planner's estimated cost drop of the queries it helps "
-               "(0: not verified, hypopg missing).");
+    metrics_buf_family(
+        b, "sluice_index_advice_gain_ratio", "gauge",
+        "Each index advised: the planner's estimated cost drop of the queries it helps "
+        "(0: not verified, hypopg missing).");
     insights_advice_each(advice_gain, b);
 }
 
@@ -793,26 +681,26 @@ static void render_jobs(struct metrics_buf *b)
     struct metrics_buf f[JF_COUNT];
     memset(f, 0, sizeof(f));
     for (int i = 0; i < JF_COUNT; i++)
-        buf_family(&f[i], job_families[i].name, job_families[i].type, job_families[i].help);
+        metrics_buf_family(&f[i], job_families[i].name, job_families[i].type, job_families[i].help);
     jobs_each(job_row, f);
     buf_join(b, f, JF_COUNT);
 }
 
 void metrics_render(struct metrics_buf *b)
 {
-    buf_family(b, "sluice_build_info", "gauge", "Always 1; the version is a label.");
+    metrics_buf_family(b, "sluice_build_info", "gauge", "Always 1; the version is a label.");
     metrics_buf_printf(b, "sluice_build_info{version=\"");
     metrics_buf_label(b, SLUICE_VERSION);
     metrics_buf_printf(b, "\"} 1\n");
 
     struct metrics_buf pf[PF_COUNT];
     memset(pf, 0, sizeof(pf));
-    buf_family(&pf[PF_CLIENTS], "sluice_pool_clients", "gauge",
-               "Clients of the pool by state (SHOW POOLS cl_active, cl_waiting).");
-    buf_family(&pf[PF_SERVERS], "sluice_pool_servers", "gauge",
-               "Server connections of the pool by state (SHOW POOLS sv_*).");
-    buf_family(&pf[PF_MAXWAIT], "sluice_pool_max_wait_seconds", "gauge",
-               "How long the oldest waiting client of the pool has waited.");
+    metrics_buf_family(&pf[PF_CLIENTS], "sluice_pool_clients", "gauge",
+                       "Clients of the pool by state (SHOW POOLS cl_active, cl_waiting).");
+    metrics_buf_family(&pf[PF_SERVERS], "sluice_pool_servers", "gauge",
+                       "Server connections of the pool by state (SHOW POOLS sv_*).");
+    metrics_buf_family(&pf[PF_MAXWAIT], "sluice_pool_max_wait_seconds", "gauge",
+                       "How long the oldest waiting client of the pool has waited.");
     int64_t now = g_pooler.n_workers > 0 ? worker_now(&g_pooler.workers[0]) : now_wall_usec();
     admin_pools_each(now, pool_row, pf);
     buf_join(b, pf, PF_COUNT);
@@ -820,12 +708,12 @@ void metrics_render(struct metrics_buf *b)
     struct metrics_buf df[DF_COUNT];
     memset(df, 0, sizeof(df));
     for (int i = 0; i < DF_COUNT; i++)
-        buf_family(&df[i], db_fields[i].name, "counter", db_fields[i].help);
+        metrics_buf_family(&df[i], db_fields[i].name, "counter", db_fields[i].help);
     admin_stats_each(db_row, df);
     buf_join(b, df, DF_COUNT);
     render_lag(b, now);
     render_ryw(b);
-    render_cache(b);
+    metrics_render_cache(b);
     render_jobs(b);
     render_queries(b);
     if (insights_on())
@@ -845,15 +733,15 @@ void metrics_render(struct metrics_buf *b)
         wt.count += m->hist_wait.count;
         wt.sum_usec += m->hist_wait.sum_usec;
     }
-    buf_family(b, "sluice_query_duration_seconds", "histogram",
-               "Query times, from the request to its ReadyForQuery.");
+    metrics_buf_family(b, "sluice_query_duration_seconds", "histogram",
+                       "Query times, from the request to its ReadyForQuery.");
     metrics_render_hist(b, "sluice_query_duration_seconds", &q);
-    buf_family(b, "sluice_wait_duration_seconds", "histogram",
-               "Time clients waited for a server, per assignment.");
+    metrics_buf_family(b, "sluice_wait_duration_seconds", "histogram",
+                       "Time clients waited for a server, per assignment.");
     metrics_render_hist(b, "sluice_wait_duration_seconds", &wt);
 
-    buf_family(b, "sluice_event_loop_lag_seconds", "gauge",
-               "How late the worker's last 1 s probe timer fired.");
+    metrics_buf_family(b, "sluice_event_loop_lag_seconds", "gauge",
+                       "How late the worker's last 1 s probe timer fired.");
     for (int i = 0; i < g_pooler.n_workers; i++) {
         metrics_buf_printf(b, "sluice_event_loop_lag_seconds{worker=\"%d\"} ",
                            g_pooler.workers[i].id);
@@ -861,17 +749,17 @@ void metrics_render(struct metrics_buf *b)
         buf_append(b, "\n", 1);
     }
 
-    buf_family(b, "sluice_client_connections", "gauge",
-               "Client connections, logging in and admin ones included.");
+    metrics_buf_family(b, "sluice_client_connections", "gauge",
+                       "Client connections, logging in and admin ones included.");
     metrics_buf_printf(b, "sluice_client_connections %d\n", g_pooler.n_clients);
     long long rss = process_rss(), fds = process_fds();
     if (rss >= 0) {
-        buf_family(b, "sluice_process_resident_memory_bytes", "gauge",
-                   "Resident memory (/proc/self/statm).");
+        metrics_buf_family(b, "sluice_process_resident_memory_bytes", "gauge",
+                           "Resident memory (/proc/self/statm).");
         metrics_buf_printf(b, "sluice_process_resident_memory_bytes %lld\n", rss);
     }
     if (fds >= 0) {
-        buf_family(b, "sluice_process_open_fds", "gauge", "Open file descriptors.");
+        metrics_buf_family(b, "sluice_process_open_fds", "gauge", "Open file descriptors.");
         metrics_buf_printf(b, "sluice_process_open_fds %lld\n", fds);
     }
 }

@@ -71,6 +71,11 @@ void metrics_buf_printf(struct metrics_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Appends s as a label value escaped per the text format (\\, \", \n). */
 void metrics_buf_label(struct metrics_buf *b, const char *s);
+/* The "# HELP" and "# TYPE" lines of a family. */
+void metrics_buf_family(struct metrics_buf *b, const char *name, const char *type,
+                        const char *help);
+/* The result cache's families (metrics_cache.c); nothing with cache = off. */
+void metrics_render_cache(struct metrics_buf *b);
 /* Appends s[0..n) as it is. */
 void metrics_buf_append(struct metrics_buf *b, const char *s, size_t n);
 void metrics_buf_free(struct metrics_buf *b);

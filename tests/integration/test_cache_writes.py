@@ -135,8 +135,11 @@ WRITES = {
 }
 
 
-@pytest.mark.parametrize("mode", ["transaction", "session"])
-@pytest.mark.parametrize("kind", list(WRITES))
+# Every kind under transaction pooling; a few under session pooling too
+# (the same code reads the writes there; make test's time is counted).
+@pytest.mark.parametrize("kind,mode", [(k, "transaction") for k in WRITES] + [
+    (k, "session") for k in ("insert", "copy_from_stdin", "alter_add_column",
+                             "refresh_materialized_view")])
 def test_a_write_through_sluice_drops_the_answers_it_makes_stale(sluice, cluster, kind, mode):
     read, old, write, new = WRITES[kind]
     s = sluice(cw_config(pool_mode=mode))
@@ -162,8 +165,8 @@ def test_a_write_through_sluice_drops_the_answers_it_makes_stale(sluice, cluster
 TXN_WRITES = ["insert", "insert_extended", "delete", "merge", "copy_from_stdin"]
 
 
-@pytest.mark.parametrize("mode", ["transaction", "session"])
-@pytest.mark.parametrize("kind", TXN_WRITES)
+@pytest.mark.parametrize("kind,mode", [(k, "transaction") for k in TXN_WRITES] +
+                         [("insert", "session")])
 def test_a_write_in_a_transaction_drops_the_answers_at_its_commit(sluice, cluster, kind, mode):
     """Told at the commit, not at the statement: an answer dropped earlier
     could be read again (the rows not committed yet) and kept, stale after
@@ -215,12 +218,11 @@ def test_a_rolled_back_write_leaves_the_committed_answer(sluice, cluster, mode):
 TEMP_MADE = {
     "create_temp": ["CREATE TEMP TABLE cw_tmp (id int, v int)",
                     "INSERT INTO cw_tmp SELECT id, v FROM cw_items"],
-    "create_temp_as": ["CREATE TEMPORARY TABLE cw_tmp AS SELECT id, v FROM cw_items"],
     "select_into_temp": ["SELECT id, v INTO TEMP cw_tmp FROM cw_items"],
 }
 
 
-@pytest.mark.parametrize("how", list(TEMP_MADE))
+@pytest.mark.parametrize("how", ["create_temp", "select_into_temp"])
 def test_a_temp_table_is_never_cached(sluice, cluster, how):
     """Session pooling, every permanent table cacheable (cache_default_ttl):
     a read over a temporary table runs on the server every time. Its rows
@@ -255,8 +257,10 @@ SHADOW_MADE = {
 }
 
 
-@pytest.mark.parametrize("mode", ["session", "transaction"])
-@pytest.mark.parametrize("how", list(SHADOW_MADE))
+@pytest.mark.parametrize("how,mode", [("select_into_temp", "session"),
+                                      ("select_into_temp", "transaction"),
+                                      ("create_temp", "session"),
+                                      ("create_temp_as", "transaction")])
 def test_a_temp_table_shadowing_a_cached_table(sluice, cluster, how, mode):
     """A client's temporary cw_items hides the permanent one from that
     client alone (pg_temp comes first): the same text over "cw_items" is then
