@@ -398,6 +398,35 @@ static void sf_leave(struct cache_client *cc, bool filled)
     }
 }
 
+/* Answers being filled are held in their clients' buffers until they are
+ * whole: those bytes come out of cache_max_memory too. The store gets the
+ * rest (cache_init()); a fill whose buffer cannot grow within this budget
+ * goes on to the client and is not kept. */
+static size_t g_fill_budget;
+static _Atomic size_t g_fill_bytes;
+
+static bool fill_take(size_t n)
+{
+    size_t was = atomic_fetch_add_explicit(&g_fill_bytes, n, memory_order_relaxed);
+    if (was + n <= g_fill_budget)
+        return true;
+    atomic_fetch_sub_explicit(&g_fill_bytes, n, memory_order_relaxed);
+    return false;
+}
+
+static void fill_buffer_free(struct cache_client *cc)
+{
+    atomic_fetch_sub_explicit(&g_fill_bytes, cc->val_cap, memory_order_relaxed);
+    free(cc->val);
+    cc->val = NULL;
+    cc->val_cap = 0;
+}
+
+size_t cache_fill_bytes(void)
+{
+    return atomic_load_explicit(&g_fill_bytes, memory_order_relaxed);
+}
+
 static void fill_reset(struct cache_client *cc)
 {
     sf_leave(cc, false);
@@ -408,11 +437,7 @@ static void fill_reset(struct cache_client *cc)
     cc->key = NULL;
     cc->key_len = 0;
     cc->val_len = 0;
-    if (cc->val_cap > 64 * 1024) {
-        free(cc->val);
-        cc->val = NULL;
-        cc->val_cap = 0;
-    }
+    fill_buffer_free(cc); /* a miss's cost, not a hit's: none is kept idle */
     cc->filling = cc->capturing = cc->fill_bad = cc->fill_ext = cc->described = false;
     cc->r_n = 0;
 }
@@ -932,6 +957,12 @@ static unsigned cache_on_server_msg(struct client *c, struct server *sv, struct 
         size_t cap = cc->val_cap ? cc->val_cap : 4096;
         while (cap < cc->val_len + m->len)
             cap *= 2;
+        if (cap > max)
+            cap = max;
+        if (!fill_take(cap - cc->val_cap)) {
+            cc->fill_bad = true; /* fills in flight hold their budget: not kept */
+            return REQUEST_PASS;
+        }
         uint8_t *v = realloc(cc->val, cap);
         if (!v)
             abort();
@@ -998,7 +1029,6 @@ static void cc_free(struct client *c)
     cc->n_hold = 0;
     cache_watch_remove(c);
     fill_reset(cc);
-    free(cc->val);
     free(cc->unnamed.body);
     for (int i = 0; i < cc->n_stmts; i++) {
         param_unref(cc->stmts[i].name);
@@ -1047,12 +1077,13 @@ bool cache_init(const struct config *cfg, char *err, size_t errlen)
             cache_owner = request_observe(&writes_observer);
         return true;
     }
-    struct cache_store_opts o = {.max_bytes = (size_t)cfg->cache_max_memory,
-                                 .max_entry_size = (size_t)cfg->cache_max_entry_size};
-    cache_g_store = cache_store_new(&o);
-    if (!cache_g_store) {
-        snprintf(err, errlen, "cannot make the result cache (cache_max_memory %lld bytes)",
-                 (long long)cfg->cache_max_memory);
+    size_t max = (size_t)cfg->cache_max_memory, entry = (size_t)cfg->cache_max_entry_size;
+    g_fill_budget = cache_store_fill_budget(max, entry);
+    struct cache_store_opts o = {.max_bytes = max > g_fill_budget ? max - g_fill_budget : 0,
+                                 .max_entry_size = entry};
+    cache_g_store = o.max_bytes ? cache_store_new(&o) : NULL;
+    if (!cache_g_store) { /* config_cache_check() says why first */
+        snprintf(err, errlen, "cannot make the result cache (cache_max_memory %zu bytes)", max);
         return false;
     }
     g_names = calloc(1, sizeof(*g_names));
@@ -1115,10 +1146,14 @@ void cache_db_stats(const struct database *db, struct cache_db_stats *out)
 
 void cache_stats(struct cache_store_stats *out)
 {
-    if (cache_g_store)
-        cache_store_stats(cache_g_store, out);
-    else
+    if (!cache_g_store) {
         memset(out, 0, sizeof(*out));
+        return;
+    }
+    /* The whole of cache_max_memory: the store's and the fills' parts. */
+    cache_store_stats(cache_g_store, out);
+    out->bytes += cache_fill_bytes();
+    out->max_bytes += g_fill_budget;
 }
 
 size_t cache_clear(struct database *db, const char *table)

@@ -60,6 +60,8 @@ struct cache_db_stats {
     uint64_t hits, misses, fills, stores, refused_stale, refused_other, invalidations, bypass;
 };
 void cache_db_stats(const struct database *db, struct cache_db_stats *out);
+/* The store's figures, with the answers being filled counted in bytes and
+ * their budget in max_bytes (so max_bytes is cache_max_memory). */
 void cache_stats(struct cache_store_stats *out);
 /* The Redis tier's state for SHOW CACHE: "off" (cache = memory), else its
  * breaker's ("up", "open", ...), with ", pubsub down" while the
@@ -68,6 +70,9 @@ const char *cache_tier_state(void);
 /* /metrics: the Redis tier's counters; false with cache = memory. */
 struct cache_redis_stats;
 bool cache_tier_stats(struct cache_redis_stats *out);
+/* Bytes the buffers of answers being filled hold now (counted in
+ * cache_max_memory with the store's). */
+size_t cache_fill_bytes(void);
 /* CACHE CLEAR: everything (table NULL), or the answers over one table of
  * db ("name" or "schema.name"). Returns the entries dropped (everything:
  * those there before). */

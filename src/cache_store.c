@@ -210,6 +210,11 @@ static size_t shard_buckets(size_t max_bytes)
     return n;
 }
 
+size_t cache_store_fill_budget(size_t max_bytes, size_t max_entry_size)
+{
+    return max_bytes / 8 > max_entry_size ? max_bytes / 8 : max_entry_size;
+}
+
 size_t cache_store_overhead(size_t max_bytes)
 {
     size_t nb = shard_buckets(max_bytes);

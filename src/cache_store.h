@@ -44,6 +44,9 @@ void cache_store_free(struct cache_store *s);
 /* The fixed bytes a store with these limits allocates (shards, bucket
  * arrays, frequency sketches), counted in max_bytes. */
 size_t cache_store_overhead(size_t max_bytes);
+/* The part of cache_max_memory its user keeps for answers being filled
+ * (the store gets the rest): an eighth, and one max_entry_size at least. */
+size_t cache_store_fill_budget(size_t max_bytes, size_t max_entry_size);
 /* What an entry of these sizes costs: the exact size of its one allocation. */
 size_t cache_store_entry_cost(size_t key_len, size_t value_len, size_t n_tables);
 

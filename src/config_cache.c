@@ -140,17 +140,21 @@ bool config_cache_check(const struct config *cfg, char *why, size_t whylen)
         return false;
     if (strcmp(cfg->cache, "off") == 0)
         return true;
-    /* The store keeps room for one largest entry per shard beside its
-     * fixed part (cache_store.h). */
-    uint64_t need =
-        (uint64_t)cache_store_overhead((size_t)cfg->cache_max_memory) +
-        (uint64_t)CACHE_SHARDS * cache_store_entry_cost(0, (size_t)cfg->cache_max_entry_size, 0);
-    if (need > (uint64_t)cfg->cache_max_memory) {
+    /* The answers being filled get their part (cache_store_fill_budget());
+     * the store keeps room for one largest entry per shard beside its fixed
+     * part (cache_store.h). */
+    size_t max = (size_t)cfg->cache_max_memory, entry = (size_t)cfg->cache_max_entry_size;
+    uint64_t fills = cache_store_fill_budget(max, entry);
+    uint64_t need = fills + (uint64_t)cache_store_overhead(max) +
+                    (uint64_t)CACHE_SHARDS * cache_store_entry_cost(0, entry, 0);
+    if (need > (uint64_t)max) {
         log_format(why, whylen,
                    "cache_max_memory (%lld bytes) must hold %d entries of cache_max_entry_size "
-                   "(%lld bytes) and the store's own tables: at least %llu bytes",
+                   "(%lld bytes), the store's own tables and the answers being filled "
+                   "(%llu bytes): at least %llu bytes",
                    (long long)cfg->cache_max_memory, CACHE_SHARDS,
-                   (long long)cfg->cache_max_entry_size, (unsigned long long)need);
+                   (long long)cfg->cache_max_entry_size, (unsigned long long)fills,
+                   (unsigned long long)need);
         return false;
     }
     return true;

@@ -170,6 +170,61 @@ def test_concurrent_answers_over_the_entry_size_all_arrive_whole(sluice, cluster
     assert d["fills"] > 0 and d["refused_other"] == d["fills"], d
 
 
+def test_answers_being_filled_hold_their_part_of_cache_max_memory(sluice, cluster):
+    """cache_max_memory = 8MB, entries up to 128kB: answers being filled may
+    hold 1 MB of it (an eighth), the store the rest. Twenty clients each
+    miss a different 96 kB answer at once, its rows coming over 400 ms (a
+    sleep per row): each gets its answer whole, but their buffers cannot all
+    grow together within 1 MB, so some fills are not kept, though the store
+    had room for all twenty. SHOW CACHE's bytes, fills included, never
+    pass cache_max_memory. (Fill buffers used to be outside the bound: a
+    thousand clients missing at once could hold a thousand answers.)"""
+    s = sluice(cache_config(RULES, cache_max_memory="8MB", cache_max_entry_size="128kB",
+                            default_pool_size=20))
+    clients = 20
+    sql = ("SELECT id, ce_slow(id, 0.02), repeat(md5(id::text || '{n}'), 150) "
+           "FROM ce_big WHERE id <= 20 ORDER BY id")
+
+    def expected(n):
+        return [(g, g, hashlib.md5(f"{g}{n}".encode()).hexdigest() * 150) for g in range(1, 21)]
+
+    with s.connect() as conn:
+        assert warm(s, conn, sql.format(n="warm")) == expected("warm")
+    bad, errors, peak = [], [], []
+
+    def reader(n, barrier, hint):
+        try:
+            with s.connect() as r:
+                barrier.wait(10)
+                if r.execute(sql.format(n=n) + hint).fetchall() != expected(n):
+                    bad.append(n)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    def burst(first, hint=""):
+        barrier = threading.Barrier(clients)
+        threads = [threading.Thread(target=reader, args=(first + n, barrier, hint))
+                   for n in range(clients)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            row = cache_rows(s)["*"]
+            peak.append((row["bytes"], row["max_bytes"]))
+            time.sleep(0.02)
+
+    # The pool opens its twenty servers (one at a time); nothing kept, so
+    # that the store has room for all of the next twenty.
+    burst(100, " /* sluice:nocache */")
+    before = counters(s)
+    burst(0)  # twenty fills at once
+    assert not errors and not bad, (errors, bad)
+    d = delta(before, counters(s))
+    assert d["fills"] == clients and d["refused_stale"] == 0, d
+    assert d["refused_other"] > 0, d  # some buffers could not grow: not kept
+    assert d["stores"] + d["refused_other"] == clients, d
+    assert all(b <= m == 8 << 20 for b, m in peak), max(peak)
+
+
 # ---- 2. a fill that raced a write ------------------------------------------------------
 
 

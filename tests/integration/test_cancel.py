@@ -36,6 +36,16 @@ class Runner(threading.Thread):
         self.finished_at = time.monotonic()
 
 
+def cancelled(conn, cluster, marker, timeout=3):
+    """Runs a 30 s sleep tagged marker on conn, cancels it once the primary
+    runs it; asserts it ended with QueryCanceled within timeout."""
+    long = Runner(conn, f"SELECT pg_sleep(30) /* {marker} */")
+    wait_until(lambda: running(cluster, marker), 5, "the query running")
+    conn.cancel()
+    long.join(timeout)
+    assert isinstance(long.error, psycopg.errors.QueryCanceled), repr(long.error)
+
+
 def test_cancel_running_query_only(sluice, cluster):
     s = sluice({"pgbouncer": {"default_pool_size": 2, "reserve_pool_size": 0}})
     with s.connect() as a, s.connect() as b:
@@ -103,11 +113,7 @@ def test_cancel_with_wrong_key_does_nothing(sluice, cluster):
 def test_cancel_other_pool_modes(sluice, cluster, pool_mode):
     s = sluice({"pgbouncer": {"pool_mode": pool_mode}})
     with s.connect() as a:
-        long = Runner(a, f"SELECT pg_sleep(30) /* cancel-{pool_mode} */")
-        wait_until(lambda: running(cluster, f"cancel-{pool_mode}"), 5, "the query running")
-        a.cancel()
-        long.join(3)
-        assert isinstance(long.error, psycopg.errors.QueryCanceled), repr(long.error)
+        cancelled(a, cluster, f"cancel-{pool_mode}")
         assert a.execute("SELECT 1").fetchone() == (1,)
 
 
@@ -222,11 +228,7 @@ def test_cancel_without_pg_cancel_backend_goes_by_cancel_request(sluice, cluster
         with s.connect() as a, s.connect() as b:
             two_idle_servers(a, b)
             for i in range(2):
-                long = Runner(a, f"SELECT pg_sleep(30) /* revoked-{i} */")
-                wait_until(lambda: running(cluster, f"revoked-{i}"), 5, "the query running")
-                a.cancel()
-                long.join(5)
-                assert isinstance(long.error, psycopg.errors.QueryCanceled), repr(long.error)
+                cancelled(a, cluster, f"revoked-{i}", timeout=5)
                 assert b.execute("SELECT 2").fetchone() == (2,)
         log = s.log_text()
         assert log.count("pg_cancel_backend() failed") == 1, s.log_tail()

@@ -789,8 +789,8 @@ static void test_cache_rules(void **state)
     expect_error("[sluice]\ncache = memory\ncache_max_memory = 1MB\n"
                  "cache_max_entry_size = 1MB\n",
                  "t.ini: cache_max_memory (1048576 bytes) must hold 16 entries of "
-                 "cache_max_entry_size (1048576 bytes) and the store's own tables: at least "
-                 "16816400 bytes");
+                 "cache_max_entry_size (1048576 bytes), the store's own tables and the answers "
+                 "being filled (1048576 bytes): at least 17864976 bytes");
 }
 
 static void test_cache_invalidation(void **state)
