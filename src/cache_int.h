@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "cache.h"
 #include "cache_catalog.h"
@@ -94,6 +95,23 @@ struct request_view {
     uint32_t total;          /* the request's bytes */
     struct cache_stmt *kept; /* the statement kept with this text, if any (its memo) */
 };
+
+/* A NUL-terminated string at p within [p, end), or NULL. */
+static inline const char *cache_cstr(const uint8_t *p, const uint8_t *end)
+{
+    return p < end && memchr(p, '\0', (size_t)(end - p)) ? (const char *)p : NULL;
+}
+
+/* The Parse body of statement name (unnamed: ""), as c sent it; *kept:
+ * the cache's own record of it, NULL when prepared.c keeps it
+ * (cache_view.c). */
+const uint8_t *cache_stmt_body(struct client *c, const char *name, uint32_t *len,
+                               struct cache_stmt **kept);
+/* The request at the head of c's buffer as the cache reads it: an
+ * extended batch in the shape it answers, or a simple Query; false for
+ * anything else (cache_view.c). */
+bool cache_view_batch(struct client *c, struct request_view *v);
+bool cache_view_query(struct client *c, struct request_view *v);
 
 /* The in-process store, and whether the Redis tier is behind it. */
 extern struct cache_store *cache_g_store;
