@@ -24,9 +24,9 @@ uint64_t classify_parse_count(void)
 
 const char *classify_kw_str(enum classify_kw k)
 {
-    static const char *const names[] = {"other",       "set",        "reset",    "prepare",
-                                        "execute",     "deallocate", "discard",  "listen",
-                                        "create_temp", "declare",    "advisory", "begin"};
+    static const char *const names[] = {"other",      "set",     "reset",  "prepare",     "execute",
+                                        "deallocate", "discard", "listen", "create_temp", "declare",
+                                        "advisory",   "begin",   "multi"};
     return (unsigned)k < sizeof(names) / sizeof(names[0]) ? names[k] : "?";
 }
 
@@ -135,10 +135,27 @@ static bool has_temp_word(const char *sql, size_t len)
 /* Whether a statement starting with letter ch may begin with one of the
  * keywords classify_peek() looks for: S(ET, ELECT, TART), R(ESET),
  * P(REPARE), E(XECUTE), D(EALLOCATE, ISCARD, ECLARE), L(ISTEN), C(REATE),
- * U(NLISTEN), B(EGIN). Most queries (INSERT, UPDATE, WITH...) stop here. */
+ * U(NLISTEN), B(EGIN), W(ITH). Most queries (INSERT, UPDATE...) stop here. */
 static bool keyword_letter(char ch)
 {
-    return strchr("srpedlcub", ch | 0x20) != NULL && ch != '\0';
+    return strchr("srpedlcubw", ch | 0x20) != NULL && ch != '\0';
+}
+
+/* Whether s[0..len) holds a statement after its first: a ';' followed by
+ * more than blanks, comments and ';'. A ';' in a literal or a comment
+ * costs its text a parse, nothing worse. */
+static bool more_statements(const char *s, size_t len)
+{
+    const char *p = s, *end = s + len;
+    while ((p = memchr(p, ';', (size_t)(end - p))) != NULL) {
+        size_t j = skip_space(s, (size_t)(p - s) + 1, len);
+        if (j < len && s[j] != ';' && s[j] != '\0')
+            return true;
+        p = s + j;
+        if (p >= end)
+            break;
+    }
+    return false;
 }
 
 /* Whether s[i..len), what follows BEGIN or START, holds no other
@@ -180,7 +197,8 @@ static bool is_begin(const char *s, size_t j, size_t len, const char *kw)
     return lone_statement(s, j, len);
 }
 
-enum classify_kw classify_peek(const char *sql, size_t len)
+/* classify_peek() of the first statement alone. */
+static enum classify_kw peek_first(const char *sql, size_t len)
 {
     size_t i = skip_space(sql, 0, len);
     if (i >= len)
@@ -192,7 +210,7 @@ enum classify_kw classify_peek(const char *sql, size_t len)
     if (!keyword_letter(sql[i]))
         return CK_OTHER;
     size_t j = read_word(sql, i, len, kw, sizeof(kw));
-    if (!strcmp(kw, "SELECT"))
+    if (!strcmp(kw, "SELECT") || !strcmp(kw, "WITH"))
         return has_advisory(sql + j, len - j)    ? CK_ADVISORY
                : has_temp_word(sql + j, len - j) ? CK_CREATE_TEMP
                                                  : CK_OTHER;
@@ -225,6 +243,15 @@ enum classify_kw classify_peek(const char *sql, size_t len)
     return CK_OTHER;
 }
 
+enum classify_kw classify_peek(const char *sql, size_t len)
+{
+    /* "SELECT 1; SET a = 1", "INSERT ...; SET ...": what follows the
+     * first statement touches the session as well (a SET there was left on
+     * the server for its next client). */
+    enum classify_kw k = peek_first(sql, len);
+    return k == CK_OTHER && more_statements(sql, len) ? CK_MULTI : k;
+}
+
 bool classify_peek_more(const char *sql, size_t len)
 {
     size_t i = skip_space(sql, 0, len);
@@ -236,8 +263,8 @@ bool classify_peek_more(const char *sql, size_t len)
     size_t j = read_word(sql, i, len, kw, sizeof(kw));
     if (j >= len)
         return true; /* the word may go on */
-    if (!strcmp(kw, "SELECT"))
-        return !has_advisory(sql + j, len - j); /* more may name a lock, or TEMP */
+    if (!strcmp(kw, "SELECT") || !strcmp(kw, "WITH"))
+        return !has_advisory(sql + j, len - j); /* more may name a lock, TEMP, a statement */
     if (!strcmp(kw, "BEGIN") || !strcmp(kw, "START"))
         return true; /* alone or not: the rest decides */
     if (!strcmp(kw, "CREATE")) {

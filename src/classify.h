@@ -27,6 +27,7 @@ enum classify_kw {
     CK_DECLARE,     /* DECLARE cursor (WITH HOLD survives the transaction) */
     CK_ADVISORY,    /* mentions a session-level advisory lock function */
     CK_BEGIN,       /* BEGIN / START TRANSACTION alone: opens, cannot commit */
+    CK_MULTI,       /* a statement after the first: the parse decides */
     CK_COUNT,
 };
 /* Whether k leaves the session as it was (CK_OTHER, CK_BEGIN). */

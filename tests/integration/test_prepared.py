@@ -337,9 +337,31 @@ def test_a_line_comment_ends_at_a_carriage_return(sluice):
                 b.query("COMMIT")
 
 
+@pytest.mark.parametrize("query", ["SELECT 1; SET lock_timeout = '7s'",
+                                   "VALUES (1); SET lock_timeout = '7s'",
+                                   "WITH w AS (SELECT 1) SELECT * FROM w;SET lock_timeout = '7s'"])
+def test_a_set_after_another_statement_in_one_query_is_remembered(sluice, query):
+    """A SET that is not a query's first statement: sluice read only the
+    first one, so the SET stayed on the server for whichever client got it
+    next, and was not replayed for its own client on another server."""
+    s = sluice(CONFIG)
+    with RawConn(s.port).login() as a, RawConn(s.port).login() as b:
+        a.query(query)
+        for i in range(2):
+            if i:
+                b.query("BEGIN")  # a gets the other server
+            assert a.query("SELECT current_setting('lock_timeout')") == [["7s"]]
+            assert b.query("SELECT current_setting('lock_timeout')") == [["0"]]
+            if i:
+                b.query("COMMIT")
+
+
 @pytest.mark.parametrize("create", ["CREATE TEMP TABLE t (x int)",
                                     "SELECT 1 AS x INTO TEMP t WHERE false",
-                                    "select 1 as x into temporary t where false"])
+                                    "select 1 as x into temporary t where false",
+                                    "WITH w AS (SELECT 1 AS x) "
+                                    "SELECT * INTO TEMP t FROM w WHERE false",
+                                    "SELECT 1; CREATE TEMP TABLE t (x int)"])
 def test_temp_table_pins(sluice, create):
     """A temporary table, made by CREATE TEMP or by SELECT INTO TEMP (which
     sluice did not see: its server went back to the pool with the table,

@@ -50,6 +50,16 @@ static void test_peek_keywords(void **state)
     assert_int_equal(peek("SELECT temp FROM u"), CK_CREATE_TEMP); /* a parse, no pin */
     assert_int_equal(peek("SELECT temperature, tempo, atemp, temp_c FROM u"), CK_OTHER);
     assert_int_equal(peek("SELECT upper(p) FROM tem"), CK_OTHER);
+    assert_int_equal(peek("WITH x AS (SELECT 1) SELECT * INTO TEMP t FROM x"), CK_CREATE_TEMP);
+    assert_int_equal(peek("with x as (select pg_advisory_lock(1)) select 1"), CK_ADVISORY);
+    /* A statement after the first: the parse decides. */
+    assert_int_equal(peek("SELECT 1; SET a = 1"), CK_MULTI);
+    assert_int_equal(peek("INSERT INTO t VALUES (1);SET a = 1"), CK_MULTI);
+    assert_int_equal(peek("VALUES (1); -- x\n RESET a"), CK_MULTI);
+    assert_int_equal(peek("SELECT 1;"), CK_OTHER);
+    assert_int_equal(peek("SELECT 1; ; -- done\n /* end */ ;"), CK_OTHER);
+    assert_int_equal(peek("UPDATE t SET a = 1;\n"), CK_OTHER);
+    assert_int_equal(peek("SELECT ';'"), CK_MULTI); /* a parse, which finds one */
     assert_int_equal(peek("SETTINGS"), CK_OTHER);
     assert_int_equal(peek(""), CK_OTHER);
     assert_int_equal(peek("/* unterminated SET"), CK_OTHER);
@@ -73,15 +83,15 @@ static void test_peek_begin(void **state)
     assert_int_equal(peek("/* x */ start transaction;;"), CK_BEGIN);
     /* The NUL that ends a Query message ends the text. */
     assert_int_equal(classify_peek("BEGIN\0", 6), CK_BEGIN);
-    /* Anything more may commit. */
-    assert_int_equal(peek("BEGIN; INSERT INTO t VALUES (1); COMMIT"), CK_OTHER);
-    assert_int_equal(peek("BEGIN;COMMIT"), CK_OTHER);
-    assert_int_equal(peek("BEGIN /* ; */ ; select 1"), CK_OTHER);
+    /* Anything more may commit (and is parsed: a statement after the first). */
+    assert_int_equal(peek("BEGIN; INSERT INTO t VALUES (1); COMMIT"), CK_MULTI);
+    assert_int_equal(peek("BEGIN;COMMIT"), CK_MULTI);
+    assert_int_equal(peek("BEGIN /* ; */ ; select 1"), CK_MULTI);
     assert_int_equal(peek("START"), CK_OTHER);
     assert_int_equal(peek("START REPLICATION"), CK_OTHER);
     assert_int_equal(peek("BEGINS"), CK_OTHER);
     assert_int_equal(peek("BEGIN_X"), CK_OTHER);
-    assert_int_equal(peek("BEGIN $$;$$"), CK_OTHER);
+    assert_int_equal(peek("BEGIN $$;$$"), CK_MULTI);
     assert_true(classify_kw_plain(CK_BEGIN));
     assert_true(classify_kw_plain(CK_OTHER));
     assert_false(classify_kw_plain(CK_SET));
