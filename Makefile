@@ -165,8 +165,10 @@ integration: integration-bins
 # the DNS threads (test_serverless.py). Once, above, too: make test stays
 # within its budget. The result cache's key, rules, writes and edge cases
 # (test_cache_key.py, test_cache_writes.py, test_cache_edges.py: what one
-# client is answered) too; test_cache.py, whose stale-read hunts race
-# clients on several workers, runs here as well.
+# client is answered) and its logical-decoding consumer (one connection
+# per database on worker 0's loop, test_cache_logical.py) too;
+# test_cache.py, whose stale-read hunts race clients on several workers,
+# runs here as well.
 integration-workers: integration-bins
 	SLUICE_TEST_WORKERS=4 $(INTEGRATION_RUN) --ignore=tests/integration/test_stress.py \
 	  --ignore=tests/integration/test_cluster_script.py --ignore=tests/integration/test_chaos.py \
@@ -180,7 +182,7 @@ integration-workers: integration-bins
 	  --ignore=tests/integration/test_man.py --ignore=tests/integration/test_notify.py \
 	  --ignore=tests/integration/test_timeouts.py --ignore=tests/integration/test_serverless.py \
 	  --ignore=tests/integration/test_cache_key.py --ignore=tests/integration/test_cache_writes.py \
-	  --ignore=tests/integration/test_cache_edges.py
+	  --ignore=tests/integration/test_cache_edges.py --ignore=tests/integration/test_cache_logical.py
 
 # The chaos suite at length (issue 17; not part of make test): each scenario
 # for CHAOS_SECONDS under CHAOS_CLIENTS clients, sluice on CHAOS_WORKERS

@@ -146,6 +146,12 @@ def test_cancel_many_at_once(sluice, cluster):
             c.close()
 
 
+# A cancel is asked on an idle server of the worker its target's client is
+# on (the cancel's own connection lands on any worker; docs/design.md): the
+# tests below count connections, so they run one worker ("workers": 1)
+# whatever SLUICE_TEST_WORKERS says.
+
+
 def two_idle_servers(a, b):
     """a and b each hold a server at once, then let go: the pool has two."""
     a.execute("BEGIN")
@@ -166,7 +172,8 @@ def test_cancel_asks_an_idle_server_of_the_pool(sluice, cluster, how):
     try:
         timeout = {"query_timeout": 1} if how == "query_timeout" else {}
         s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
-                    "pgbouncer": {"default_pool_size": 2, "reserve_pool_size": 0, **timeout}})
+                    "pgbouncer": {"default_pool_size": 2, "reserve_pool_size": 0,
+                                  "workers": 1, **timeout}})
         with s.connect() as a, s.connect() as b:
             two_idle_servers(a, b)
             assert proxy.accepted == 2
@@ -198,7 +205,8 @@ def test_a_cancel_storm_keeps_a_server_to_cancel_on(sluice, cluster):
     from chaos_lib import FaultProxy
     proxy = FaultProxy(cluster.primary_port)
     try:
-        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"}})
+        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
+                    "pgbouncer": {"workers": 1}})
         with RawConn(s.port, timeout=10) as conn:
             conn.login()
             pid, secret = conn.backend_key
@@ -224,7 +232,8 @@ def test_cancel_without_pg_cancel_backend_goes_by_cancel_request(sluice, cluster
     with cluster.primary_conn() as c:
         c.execute("REVOKE EXECUTE ON FUNCTION pg_cancel_backend(integer) FROM PUBLIC")
     try:
-        s = sluice({"pgbouncer": {"default_pool_size": 2, "reserve_pool_size": 0}})
+        s = sluice({"pgbouncer": {"default_pool_size": 2, "reserve_pool_size": 0,
+                                  "workers": 1}})
         with s.connect() as a, s.connect() as b:
             two_idle_servers(a, b)
             for i in range(2):

@@ -321,30 +321,10 @@ def test_no_window_decides_a_query(sluice):
         a.query("SELECT pg_advisory_unlock(4242)")
 
 
-def test_a_line_comment_ends_at_a_carriage_return(sluice):
-    """PostgreSQL ends a -- comment at a carriage return as at a line
-    feed: a SET after one is remembered for its client and never left on
-    a server for another."""
-    s = sluice(CONFIG)
-    with RawConn(s.port).login() as a, RawConn(s.port).login() as b:
-        a.query("-- the application's note\rSET lock_timeout = '7s'")
-        for i in range(2):
-            if i:
-                b.query("BEGIN")  # a gets the other server
-            assert a.query("SELECT current_setting('lock_timeout')") == [["7s"]]
-            assert b.query("SELECT current_setting('lock_timeout')") == [["0"]]
-            if i:
-                b.query("COMMIT")
-
-
-@pytest.mark.parametrize("query", ["SELECT 1; SET lock_timeout = '7s'",
-                                   "VALUES (1); SET lock_timeout = '7s'",
-                                   "WITH w AS (SELECT 1) SELECT * FROM w;SET lock_timeout = '7s'"])
-def test_a_set_after_another_statement_in_one_query_is_remembered(sluice, query):
-    """A SET that is not a query's first statement: sluice read only the
-    first one, so the SET stayed on the server for whichever client got it
-    next, and was not replayed for its own client on another server."""
-    s = sluice(CONFIG)
+def set_stays_with_its_client(s, query):
+    """Client a sends query, which sets lock_timeout to 7s: a sees it on its
+    server and on the other one (b holding a's first in a transaction), b
+    never does."""
     with RawConn(s.port).login() as a, RawConn(s.port).login() as b:
         a.query(query)
         for i in range(2):
@@ -354,6 +334,23 @@ def test_a_set_after_another_statement_in_one_query_is_remembered(sluice, query)
             assert b.query("SELECT current_setting('lock_timeout')") == [["0"]]
             if i:
                 b.query("COMMIT")
+
+
+def test_a_line_comment_ends_at_a_carriage_return(sluice):
+    """PostgreSQL ends a -- comment at a carriage return as at a line
+    feed: a SET after one is remembered for its client and never left on
+    a server for another."""
+    set_stays_with_its_client(sluice(CONFIG), "-- the application's note\rSET lock_timeout = '7s'")
+
+
+@pytest.mark.parametrize("query", ["SELECT 1; SET lock_timeout = '7s'",
+                                   "VALUES (1); SET lock_timeout = '7s'",
+                                   "WITH w AS (SELECT 1) SELECT * FROM w;SET lock_timeout = '7s'"])
+def test_a_set_after_another_statement_in_one_query_is_remembered(sluice, query):
+    """A SET that is not a query's first statement: sluice read only the
+    first one, so the SET stayed on the server for whichever client got it
+    next, and was not replayed for its own client on another server."""
+    set_stays_with_its_client(sluice(CONFIG), query)
 
 
 @pytest.mark.parametrize("create", ["CREATE TEMP TABLE t (x int)",
