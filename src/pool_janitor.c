@@ -10,38 +10,37 @@
 #include "volatility.h"
 #include "worker.h"
 
-/* An idle server of p owned by worker w (lock held), or NULL. */
-static struct server *pool_idle_of(struct pool *p, const struct worker *w)
+/* An idle server of p owned by worker w for which fit(sv, arg) holds
+ * (fit NULL: any), lock held; or NULL. */
+static struct server *pool_idle_fit(struct pool *p, const struct worker *w,
+                                    bool (*fit)(const struct server *sv, const void *arg),
+                                    const void *arg)
 {
     struct list *it, *tmp;
     list_for_each_safe(it, tmp, &p->idle)
     {
         struct server *sv = list_entry(it, struct server, node);
-        if (sv->owner == w && !sv->close_needed)
+        if (sv->owner == w && !sv->close_needed && (!fit || fit(sv, arg)))
             return sv;
     }
     return NULL;
+}
+
+static struct server *pool_idle_of(struct pool *p, const struct worker *w)
+{
+    return pool_idle_fit(p, w, NULL, NULL);
 }
 
 struct server *pool_take_idle(struct pool *p, struct worker *w,
                               bool (*fit)(const struct server *sv, const void *arg),
                               const void *arg, bool spare)
 {
-    struct server *found = NULL;
-    struct list *it, *tmp;
     pool_lock();
-    list_for_each_safe(it, tmp, &p->idle)
-    {
-        struct server *sv = list_entry(it, struct server, node);
-        if (sv->owner == w && !sv->close_needed && fit(sv, arg)) {
-            pool_sv_state_locked(sv, SV_TESTING);
-            found = sv;
-            break;
-        }
-    }
+    struct server *found = pool_idle_fit(p, w, fit, arg);
     int64_t now = worker_now(pool_self());
-    if (!found && spare && p->n_opening == 0 && !g_pooler.shutting_down &&
-        pool_may_open(p, now, false))
+    if (found)
+        pool_sv_state_locked(found, SV_TESTING);
+    else if (spare && p->n_opening == 0 && !g_pooler.shutting_down && pool_may_open(p, now, false))
         pool_new_server(p, w, now);
     pool_unlock_run();
     return found;
