@@ -98,27 +98,65 @@ static void name_note(uint64_t id, const char *db, const char *name)
 /* The id standing for every answer of db: each entry depends on it. */
 uint64_t cache_db_id(const struct database *db)
 {
-    return cache_table_id(db->name, "");
+    return cache_table_id(db->name, "", "");
 }
 
-/* The ids a write to name (as written) changes: its own, and those the
- * catalog relates to it (a view's base tables, partitions). n: how many;
- * -1 when it is not known: everything of the database then. */
-static int write_ids(struct database *db, const char *name, int64_t now, uint64_t *ids, int cap)
+/* Splits "schema.name" into buf (the schema, NUL, the name); false when
+ * name is not qualified or too long. */
+static bool split_qualified(const char *name, char *buf, size_t cap, const char **rel)
 {
+    const char *dot = strrchr(name, '.');
+    size_t len = strlen(name);
+    if (!dot || dot == name || !dot[1] || len >= cap)
+        return false;
+    memcpy(buf, name, len + 1);
+    buf[dot - name] = '\0';
+    *rel = buf + (dot - name) + 1;
+    return true;
+}
+
+/* cache_write_rel_ids() of name ("t" or "schema.t"). */
+static int write_ids(struct database *db, const char *name, bool own, int64_t now, uint64_t *ids,
+                     int cap)
+{
+    char buf[CACHE_CATALOG_MAX_NAME];
+    const char *rel_name;
+    bool qualified = split_qualified(name, buf, sizeof(buf), &rel_name);
+    if (own && qualified) {
+        ids[0] = cache_table_id(db->name, buf, rel_name);
+        return 1;
+    }
     struct cache_catalog_rel rel;
     enum cache_catalog_answer a = cache_catalog_get(db, name, now, &rel);
-    const char *dot = strrchr(name, '.');
-    ids[0] = cache_table_id(db->name, dot ? dot + 1 : name);
-    if (a == CCAT_UNKNOWN)
-        return -1;
-    if ((a != CCAT_YES && a != CCAT_NO) || rel.n_ids == 0)
-        return 1;
-    /* The catalog's relations include the name's own. */
+    if (a != CCAT_YES && a != CCAT_NO)
+        return -1; /* not known yet, or absent (maybe made since) */
     int n = 0;
+    /* The catalog's relations include the name's own. */
     for (int i = 0; i < rel.n_ids && n < cap; i++)
         ids[n++] = rel.ids[i];
-    return n;
+    if (n > 0)
+        return n;
+    /* Related relations that did not fit: its own, in each schema. */
+    const char *tname = qualified ? rel_name : name;
+    for (const char *p = rel.schemas; *p && n < cap;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char schema[CACHE_CATALOG_SCHEMAS];
+        memcpy(schema, p, len);
+        schema[len] = '\0';
+        ids[n++] = cache_table_id(db->name, schema, tname);
+        p += len + (end ? 1 : 0);
+    }
+    return n > 0 ? n : -1;
+}
+
+int cache_write_rel_ids(struct database *db, const struct writes_rel *r, bool own, int64_t now,
+                        uint64_t *ids, int cap)
+{
+    char full[2 * CACHE_CATALOG_MAX_NAME];
+    snprintf(full, sizeof(full), "%s%s%s", r->schema ? r->schema : "", r->schema ? "." : "",
+             r->name);
+    return write_ids(db, full, own, now, ids, cap);
 }
 
 /* Returns the in-process entries dropped. */
@@ -144,24 +182,22 @@ static void on_writes(const struct writes_event *ev, void *arg)
         return;
     }
     for (int i = 0; i < ev->n; i++) {
-        uint64_t ids[CACHE_CATALOG_MAX_IDS + 1];
-        char buf[2 * CACHE_CATALOG_MAX_NAME];
+        uint64_t ids[CACHE_CATALOG_MAX_IDS];
         const struct writes_rel *r = &ev->rels[i];
-        const char *full = r->name;
-        if (r->schema) {
-            snprintf(buf, sizeof(buf), "%s.%s", r->schema, r->name);
-            full = buf;
-        }
-        int n = write_ids(db, full, now, ids, CACHE_CATALOG_MAX_IDS + 1);
+        /* The logical stream names the very table that changed, never a
+         * view: its own id is enough, since every answer depends on the
+         * ids of all it reads through. A client's write may name a view
+         * (its base tables change) or no schema (any schema's). */
+        int n = cache_write_rel_ids(db, r, ev->source == WRITES_LOGICAL, now, ids,
+                                    CACHE_CATALOG_MAX_IDS);
         if (n < 0) {
             /* A relation not known yet (a view, a partition?): all of
              * db's answers go, and its name is looked up for next time. */
-            invalidate_id(db, ids[0], r->name);
             invalidate_id(db, cache_db_id(db), "*");
             n = 0;
         }
         for (int k = 0; k < n; k++)
-            invalidate_id(db, ids[k], k == 0 ? r->name : "");
+            invalidate_id(db, ids[k], "");
         cache_ctr_add(db, CC_INVALIDATIONS);
     }
 }
@@ -981,6 +1017,7 @@ bool cache_init(const struct config *cfg, char *err, size_t errlen)
     if (!g_names)
         abort();
     pthread_mutex_init(&g_names->lock, NULL);
+    cache_catalog_set_note(name_note);
     cache_owner = request_observe(&cache_observer);
     writes_subscribe(on_writes, NULL);
     writes_subscribe_gap(on_gap, NULL);
@@ -1013,6 +1050,7 @@ void cache_shutdown(void)
         cache_store_free(cache_g_store);
     cache_g_store = NULL;
     if (g_names) {
+        cache_catalog_set_note(NULL);
         pthread_mutex_destroy(&g_names->lock);
         free(g_names);
         g_names = NULL;
@@ -1067,12 +1105,18 @@ size_t cache_clear(struct database *db, const char *table)
         }
         return (size_t)st.entries;
     }
-    uint64_t ids[CACHE_CATALOG_MAX_IDS + 1];
+    /* A qualified name: its own id, whatever the catalog knows (every
+     * answer over it, or over a view of it, depends on that id). An
+     * unqualified one: every schema's, or every answer of db while the
+     * name is not known. */
+    uint64_t ids[CACHE_CATALOG_MAX_IDS];
     int64_t now = worker_current() ? worker_now(worker_current()) : 0;
-    int n = write_ids(db, table, now, ids, CACHE_CATALOG_MAX_IDS + 1);
+    int n = write_ids(db, table, true, now, ids, CACHE_CATALOG_MAX_IDS);
+    if (n < 0)
+        return invalidate_id(db, cache_db_id(db), "*");
     size_t dropped = 0;
-    for (int k = 0; k < (n < 0 ? 1 : n); k++)
-        dropped += invalidate_id(db, ids[k], k == 0 ? table : "");
+    for (int k = 0; k < n; k++)
+        dropped += invalidate_id(db, ids[k], n == 1 && strchr(table, '.') ? table : "");
     return dropped;
 }
 

@@ -44,16 +44,25 @@ const char *cache_catalog_answer_str(enum cache_catalog_answer a)
     return (unsigned)a < sizeof(names) / sizeof(names[0]) ? names[a] : "?";
 }
 
-uint64_t cache_table_id(const char *dbname, const char *relname)
+static uint64_t fnv(uint64_t h, const char *s)
+{
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    /* A byte no name has after each part: "ab"+"c" != "a"+"bc". */
+    return (h ^ 0xff) * 1099511628211ull;
+}
+
+uint64_t cache_table_id(const char *dbname, const char *schema, const char *relname)
 {
     /* FNV-1a, 64 bits: stable across processes and instances. */
-    uint64_t h = 14695981039346656037ull;
-    for (const char *s = dbname; *s; s++)
-        h = (h ^ (uint8_t)*s) * 1099511628211ull;
-    h = (h ^ 0xff) * 1099511628211ull; /* a byte no name has: "ab"+"c" != "a"+"bc" */
-    for (const char *s = relname; *s; s++)
-        h = (h ^ (uint8_t)*s) * 1099511628211ull;
-    return h;
+    return fnv(fnv(fnv(14695981039346656037ull, dbname), schema), relname);
+}
+
+static void (*g_note)(uint64_t id, const char *dbname, const char *name);
+
+void cache_catalog_set_note(void (*fn)(uint64_t id, const char *dbname, const char *name))
+{
+    g_note = fn;
 }
 
 static struct cache_catalog *catalog_of(struct database *db)
@@ -173,24 +182,44 @@ int cache_catalog_take(struct database *db, char names[][CACHE_CATALOG_MAX_NAME]
     return n;
 }
 
-/* Fills rel from the answer's text; false when it does not fit. */
+/* The id of "schema.name"; false when it is not that. */
+static bool qualified_id(const char *dbname, const char *p, size_t len, uint64_t *id)
+{
+    char name[CACHE_CATALOG_MAX_NAME];
+    const char *dot = memchr(p, '.', len);
+    if (!dot || dot == p || (size_t)(dot - p) + 1 == len || len >= sizeof(name))
+        return false;
+    memcpy(name, p, len);
+    name[len] = '\0';
+    name[dot - p] = '\0';
+    *id = cache_table_id(dbname, name, name + (dot - p) + 1);
+    if (g_note) {
+        name[dot - p] = '.';
+        g_note(*id, dbname, name);
+    }
+    return true;
+}
+
+/* Fills rel from the answer's text; false when it does not fit (its
+ * schemas are kept when they do: a write names one id per schema). */
 static bool rel_of(struct cache_catalog_rel *rel, const char *dbname, const char *schemas,
                    const char *related)
 {
     size_t sl = strlen(schemas);
+    rel->n_ids = 0;
+    rel->schemas[0] = '\0';
     if (sl >= sizeof(rel->schemas))
         return false;
     memcpy(rel->schemas, schemas, sl + 1);
-    rel->n_ids = 0;
-    char name[CACHE_CATALOG_MAX_NAME];
     for (const char *p = related; *p;) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len == 0 || len >= sizeof(name) || rel->n_ids == CACHE_CATALOG_MAX_IDS)
+        if (rel->n_ids == CACHE_CATALOG_MAX_IDS ||
+            !qualified_id(dbname, p, len, &rel->ids[rel->n_ids])) {
+            rel->n_ids = 0;
             return false;
-        memcpy(name, p, len);
-        name[len] = '\0';
-        rel->ids[rel->n_ids++] = cache_table_id(dbname, name);
+        }
+        rel->n_ids++;
         p += len + (end ? 1 : 0);
     }
     return rel->n_ids > 0;
@@ -215,8 +244,6 @@ void cache_catalog_store(struct database *db, const char *name, bool failed, boo
             e->stale = false;
             bool fits =
                 found && rel_of(&e->rel, db->name, schemas ? schemas : "", related ? related : "");
-            if (!fits)
-                e->rel.n_ids = 0;
             e->answer = !found ? CCAT_ABSENT : ok && fits ? CCAT_YES : CCAT_NO;
             if (e->answer == CCAT_ABSENT)
                 e->retry_at = now + CATALOG_RETRY;

@@ -6,13 +6,16 @@
  * changes what it reads: a view's base relations (through views), and
  * each one's inheritance ancestors and descendants (partitions).
  *
- * Relations are known by name, not OID: a table id (cache_table_id()) is
- * a hash of the database and the relation's name, whatever its schema, so
- * that a write names the same id whichever way it qualifies the table, the
- * logical decoding stream (which gives schema and name) names it too, and
- * two sluice instances agree on it. Two tables of one name in two schemas
- * share an id: a write to one drops answers over the other too (never the
- * reverse mistake).
+ * Relations are known by schema and name: a table id (cache_table_id()) is
+ * a hash of the database, the schema and the name, resolved by pg_class
+ * (the OID's row), so that two sluice instances agree on it and a write
+ * named by the logical decoding stream (schema and name) finds it without
+ * a lookup. It stands for the OID between two DDL statements: DDL through
+ * sluice drops every answer of the database and asks every name again, and
+ * DDL elsewhere is seen as such by the logical stream. An unqualified
+ * name stands for every schema's relation of that name (which one
+ * search_path picks is the server's business): a read depends on all of
+ * them, a write changes all of them.
  *
  * Like volatility.h: the cache asks cache_catalog_get() while it decides;
  * a name not known yet is queued (that statement is not cached) and a
@@ -34,8 +37,9 @@
 #define CACHE_CATALOG_SCHEMAS  256 /* bytes of "schema,schema" kept; more: not cacheable */
 #define CACHE_CATALOG_REFRESH  (60 * 1000000LL)
 
-/* The id of relation name (as the catalog spells it) of database dbname. */
-uint64_t cache_table_id(const char *dbname, const char *relname);
+/* The id of relation schema.relname (as the catalog spells them) of
+ * database dbname; "" and "" stand for the whole database. */
+uint64_t cache_table_id(const char *dbname, const char *schema, const char *relname);
 
 enum cache_catalog_answer {
     CCAT_UNKNOWN = 0, /* not known yet: queued for a lookup */
@@ -46,14 +50,16 @@ enum cache_catalog_answer {
 const char *cache_catalog_answer_str(enum cache_catalog_answer a);
 
 struct cache_catalog_rel {
-    char schemas[CACHE_CATALOG_SCHEMAS]; /* "public" or "a,b": every schema with one */
+    char schemas[CACHE_CATALOG_SCHEMAS]; /* "public" or "a,b": every schema with one ("": too many)
+                                          */
     int n_ids;
     uint64_t ids[CACHE_CATALOG_MAX_IDS]; /* itself and its related relations */
 };
 
 /* What db's catalog says of name (as written: "t" or "schema.t"); on
  * CCAT_YES out is filled; on CCAT_NO too, with n_ids 0 when the related
- * relations did not fit (a write to it then names only itself). */
+ * relations did not fit (a write to it then names only its own ids: one
+ * per schema of out->schemas). */
 enum cache_catalog_answer cache_catalog_get(struct database *db, const char *name, int64_t now,
                                             struct cache_catalog_rel *out);
 
@@ -63,10 +69,15 @@ bool cache_catalog_pending(struct database *db);
 int cache_catalog_take(struct database *db, char names[][CACHE_CATALOG_MAX_NAME], int64_t now);
 /* The answer for name: found (a relation of that name exists), ok (all of
  * it and its related relations may be cached), schemas ("a,b") and
- * related (relation names, comma-separated). !found with failed: the
- * lookup failed, asked again later. */
+ * related ("schema.name" of itself and each related relation,
+ * comma-separated). !found with failed: the lookup failed, asked again
+ * later. Each related relation's id and name go to the hook set by
+ * cache_catalog_set_note(), for the figures by table. */
 void cache_catalog_store(struct database *db, const char *name, bool failed, bool found, bool ok,
                          const char *schemas, const char *related, int64_t now);
+/* fn(id, dbname, "schema.name") for every relation an answer names. */
+void cache_catalog_set_note(void (*fn)(uint64_t id, const char *dbname, const char *name));
+
 /* DDL went through: every name is asked again before it is used. */
 void cache_catalog_forget(struct database *db);
 /* Frees db's catalog (the database goes). */

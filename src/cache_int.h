@@ -15,6 +15,8 @@
 
 /* Tables a transaction's writes name before they count as "all". */
 #define CACHE_WRITES_MAX 16
+/* Table ids a writer's answers wait for (more: the first ones). */
+#define CACHE_HOLD_MAX 64
 
 /* Per-database counters (struct database's cache_ctr). */
 enum cache_ctr {
@@ -57,7 +59,7 @@ struct cache_client {
     bool listed;                 /* on its thread's list of clients looked at every ms */
     /* Its answers are held until Redis has these tables' invalidations. */
     int n_hold;
-    uint64_t hold_ids[CACHE_WRITES_MAX + 1];
+    uint64_t hold_ids[CACHE_HOLD_MAX];
     int64_t hold_since;
     /* A fill whose answer also goes to Redis: the generations Redis gave
      * with its miss, of these tables. */
@@ -118,6 +120,13 @@ extern struct cache_store *cache_g_store;
 extern bool cache_g_redis;
 
 void cache_ctr_add(struct database *db, enum cache_ctr i);
+
+/* The table ids a write to r changes, into ids (at most cap): the
+ * catalog's (its own in every schema that has one when r has none, and
+ * the relations a write through it changes); with own, a qualified
+ * name's own id, without a lookup. -1: not known, every answer of db. */
+int cache_write_rel_ids(struct database *db, const struct writes_rel *r, bool own, int64_t now,
+                        uint64_t *ids, int cap);
 /* c's state, made if it has none. */
 struct cache_client *cache_client_of(struct client *c);
 

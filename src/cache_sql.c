@@ -335,8 +335,13 @@ bool cache_sql_dml_target(const char *sql, size_t len, char *name, size_t cap)
     if (only)
         p = only;
     p = ident(cache_sql_skip_blank(p, e), e, name, cap);
-    if (p && p < e && *p == '.')
-        p = ident(p + 1, e, name, cap); /* schema.table: the table's name */
+    if (p && p < e && *p == '.') { /* schema.table */
+        size_t sl = strlen(name);
+        if (sl + 2 >= cap)
+            return false;
+        name[sl] = '.';
+        p = ident(p + 1, e, name + sl + 1, cap - sl - 1);
+    }
     if (!p || (p < e && *p == '.'))
         return false;
     return one_statement(sql, p, e);

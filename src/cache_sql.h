@@ -38,7 +38,7 @@ const char *cache_sql_next_statement(const char *sql, size_t len, const char *p)
 /* For a text that is one plain "INSERT INTO t", "UPDATE [ONLY] t" or
  * "DELETE FROM [ONLY] t" statement (a trailing ';' allowed), the target's
  * relation name as the catalog spells it (unquoted names folded to lower
- * case; a schema is dropped) into name: true. false for anything else
+ * case), "schema.name" when qualified, into name: true. false for anything else
  * (another statement, a WITH, several statements, text this scanner does
  * not follow): the caller parses the text fully. */
 bool cache_sql_dml_target(const char *sql, size_t len, char *name, size_t cap);

@@ -174,16 +174,23 @@ void cache_tier_hold(struct client *c, const struct writes_event *ev)
     if (!r || cache_redis_state(r) == CACHE_REDIS_OPEN)
         return;
     int n = 0;
-    if (ev->all) {
-        cc->hold_ids[n++] = cache_db_id(ev->db);
-    } else {
-        for (int i = 0; i < ev->n && n < CACHE_WRITES_MAX; i++)
-            cc->hold_ids[n++] = cache_table_id(ev->db->name, ev->rels[i].name);
+    int64_t now = worker_now(c->s.worker);
+    for (int i = 0; !ev->all && i < ev->n && n < CACHE_HOLD_MAX; i++) {
+        /* The ids on_writes() invalidated (the catalog answers alike). */
+        int k = cache_write_rel_ids(ev->db, &ev->rels[i], false, now, cc->hold_ids + n,
+                                    CACHE_HOLD_MAX - n);
+        if (k < 0) {
+            n = 0;
+            break;
+        }
+        n += k;
     }
+    if (ev->all || (n == 0 && ev->n > 0))
+        cc->hold_ids[n++] = cache_db_id(ev->db);
     if (!n || (!c->s.held && !stream_hold(&c->s)))
         return;
     cc->n_hold = n;
-    cc->hold_since = worker_now(c->s.worker);
+    cc->hold_since = now;
     if (!cache_watch_add(c))
         cache_tier_hold_check(c, INT64_MAX);
 }

@@ -176,10 +176,10 @@ void replica_check_lookup(struct server *sv)
  * exists; whether it, the base relations of views (through views) and
  * their inheritance ancestors and descendants may all be cached
  * (ordinary, partitioned, view or materialized view; permanent; no system
- * schema; a name free of the separators used here); the schemas holding
- * one; and every related relation's name. An unqualified name counts
- * every schema's relation of that name: which one search_path picks is
- * not known here. */
+ * schema; names free of the separators used here: ',', '.', newline);
+ * the schemas holding one; and every related relation as "schema.name".
+ * An unqualified name counts every schema's relation of that name: which
+ * one search_path picks is not known here. */
 #define CATALOG_SQL                                                                                \
     "WITH RECURSIVE names(f, s, r) AS (SELECT f, CASE WHEN strpos(f, '.') > 0 "                    \
     "THEN split_part(f, '.', 1) END, CASE WHEN strpos(f, '.') > 0 THEN split_part(f, '.', 2) "     \
@@ -199,14 +199,15 @@ void replica_check_lookup(struct server *sv)
     "SELECT names.f, EXISTS (SELECT 1 FROM roots WHERE roots.f = names.f), "                       \
     "(SELECT pg_catalog.bool_and(c.relkind IN ('r', 'p', 'v', 'm') AND c.relpersistence = 'p' "    \
     "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' "           \
-    "AND c.relname !~ '[,\\n]' AND n.nspname !~ '[,\\n]') FROM rel JOIN pg_catalog.pg_class c "    \
+    "AND c.relname !~ '[,.\\n]' AND n.nspname !~ '[,.\\n]') FROM rel JOIN pg_catalog.pg_class c "  \
     "ON c.oid = rel.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "                 \
     "WHERE rel.f = names.f), "                                                                     \
     "(SELECT pg_catalog.string_agg(DISTINCT n.nspname, ',') FROM roots "                           \
     "JOIN pg_catalog.pg_class c ON c.oid = roots.oid JOIN pg_catalog.pg_namespace n "              \
     "ON n.oid = c.relnamespace WHERE roots.f = names.f), "                                         \
-    "(SELECT pg_catalog.string_agg(DISTINCT c.relname, ',') FROM rel "                             \
-    "JOIN pg_catalog.pg_class c ON c.oid = rel.oid WHERE rel.f = names.f) FROM names"
+    "(SELECT pg_catalog.string_agg(DISTINCT n.nspname || '.' || c.relname, ',') FROM rel "         \
+    "JOIN pg_catalog.pg_class c ON c.oid = rel.oid JOIN pg_catalog.pg_namespace n "                \
+    "ON n.oid = c.relnamespace WHERE rel.f = names.f) FROM names"
 
 struct catalog_ask {
     int n;

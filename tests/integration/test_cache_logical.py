@@ -148,6 +148,33 @@ def test_a_write_straight_to_the_primary_invalidates(sluice, cluster):
     assert slots_of(cluster, s.pid) == []  # temporary: gone with the connection
 
 
+def test_a_direct_write_drops_only_its_own_schemas_table(sluice, cluster):
+    """The logical stream names the schema of the table that changed:
+    answers over a table of the same name in another schema stay."""
+    with cluster.primary_conn() as conn:
+        conn.execute("DROP SCHEMA IF EXISTS lt_a, lt_b CASCADE")
+        for schema in ("lt_a", "lt_b"):
+            conn.execute(f"CREATE SCHEMA {schema}")
+            conn.execute(f"CREATE TABLE {schema}.lt_dup (id int PRIMARY KEY, v int)")
+            conn.execute(f"INSERT INTO {schema}.lt_dup VALUES (1, 0)")
+    try:
+        s = sluice(logical_config({"lt_a.lt_dup": "300", "lt_b.lt_dup": "300"}))
+        wait_streaming(s)
+        a = "SELECT v FROM lt_a.lt_dup WHERE id = 1"
+        b = "SELECT v FROM lt_b.lt_dup WHERE id = 1"
+        with s.connect() as conn:
+            assert warm(s, conn, a) == [(0,)]
+            assert warm(s, conn, b) == [(0,)]
+            behind_back(cluster, "UPDATE lt_b.lt_dup SET v = 1")
+            fresh_within(conn, b, [(1,)])
+            before = hits(s)
+            assert conn.execute(a).fetchall() == [(0,)]
+            assert hits(s) == before + 1  # answered from the cache: not dropped
+    finally:
+        with cluster.primary_conn() as conn:
+            conn.execute("DROP SCHEMA IF EXISTS lt_a, lt_b CASCADE")
+
+
 def test_a_trigger_writing_another_table_is_seen(sluice, cluster):
     """A write through sluice names lt_t; its trigger writes lt_other, which
     only the logical stream reports."""

@@ -272,3 +272,51 @@ def test_a_temp_table_shadowing_a_cached_table(sluice, cluster, how, mode):
             assert shadow.execute(ITEMS).fetchall() == [(10, 1010)], (i, made, brief(s))
             assert other.execute(ITEMS).fetchall() == [(10, 10)], (i, made, brief(s))
             time.sleep(0.2)  # room for the catalog's answers and fills
+
+
+# ---- one name in two schemas -------------------------------------------------------
+
+DUP_SCHEMAS = ("cw_a", "cw_b")
+
+
+@pytest.fixture
+def dup_tables(cluster):
+    """cw_a.cw_dup and cw_b.cw_dup: two tables of one name."""
+    def drop(conn):
+        conn.execute("DROP SCHEMA IF EXISTS cw_a, cw_b CASCADE")
+
+    with cluster.primary_conn() as conn:
+        drop(conn)
+        for schema in DUP_SCHEMAS:
+            conn.execute(f"CREATE SCHEMA {schema} AUTHORIZATION {OWNER}")
+            conn.execute(f"CREATE TABLE {schema}.cw_dup (id int PRIMARY KEY, v int)")
+            conn.execute(f"INSERT INTO {schema}.cw_dup VALUES (1, 0)")
+            conn.execute(f"ALTER TABLE {schema}.cw_dup OWNER TO {OWNER}")
+    yield {schema: f"SELECT v FROM {schema}.cw_dup WHERE id = 1" for schema in DUP_SCHEMAS}
+    with cluster.primary_conn() as conn:
+        drop(conn)
+
+
+def test_a_write_to_one_schema_keeps_the_other_schemas_table(sluice, cluster, dup_tables):
+    """Tables are known by schema and name (docs/cache.md): a write to
+    cw_b.cw_dup drops the answers over it and keeps those over cw_a.cw_dup,
+    which a write behind sluice's back made stale on purpose, so that a
+    wrongly dropped answer would show. A write that names no schema drops
+    every schema's."""
+    s = sluice(cache_config({"cw_a.cw_dup": "300", "cw_b.cw_dup": "300"}))
+    a, b = dup_tables["cw_a"], dup_tables["cw_b"]
+    with s.connect() as conn, s.connect() as writer:
+        assert warm(s, conn, a) == [(0,)]
+        assert warm(s, conn, b) == [(0,)]
+        behind_back(cluster, "UPDATE cw_a.cw_dup SET v = 5")
+        writer.execute("UPDATE cw_b.cw_dup SET v = 1")
+        assert conn.execute(b).fetchall() == [(1,)]
+        before = counters(s)
+        assert conn.execute(a).fetchall() == [(0,)], brief(s)  # kept: still the cached one
+        assert counters(s)["hits"] == before["hits"] + 1
+        # No schema: search_path picks one on the server, sluice drops both.
+        assert warm(s, conn, b) == [(1,)]
+        writer.execute("SET search_path = cw_b")
+        writer.execute("UPDATE cw_dup SET v = 2")
+        assert conn.execute(a).fetchall() == [(5,)]
+        assert conn.execute(b).fetchall() == [(2,)]

@@ -21,9 +21,9 @@ static void test_dml_targets(void **state)
     assert_true(target("INSERT INTO Orders (a) VALUES (1)", n));
     assert_string_equal(n, "orders");
     assert_true(target("  update ONLY public.\"Stock\" set x = 1 where y = 'a;b'", n));
-    assert_string_equal(n, "Stock");
+    assert_string_equal(n, "public.Stock");
     assert_true(target("/* c */ DELETE FROM s.t WHERE a = $1;", n));
-    assert_string_equal(n, "t");
+    assert_string_equal(n, "s.t");
     assert_true(target("UPDATE t SET a = E'x\\';y' WHERE b = $$;$$", n));
     assert_string_equal(n, "t");
     /* Anything else is for the parser. */
