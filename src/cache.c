@@ -574,7 +574,7 @@ static enum cache_route sf_join(struct client *c, const struct request_view *v, 
 
 /* The decision for c's request at the head of its buffer. can_wait: c has
  * no server (a wait holds none). */
-static enum cache_route decide(struct client *c, char status, bool fill_ok, bool can_wait)
+static enum cache_route decide_now(struct client *c, char status, bool fill_ok, bool can_wait)
 {
     enum cache_route waited;
     if (c->cache && c->cache->wait && !sf_waited(c, &waited))
@@ -612,10 +612,19 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok, bool
         return CACHE_ROUTE_NONE;
     }
     key_build(c, !v.ext ? 'Q' : v.described ? 'D' : 'E', v.a, v.a_len, v.b, v.b_len);
-    struct cache_client *cc = c->cache;
-    if (cache_g_redis && !can_wait)
-        return CACHE_ROUTE_NONE; /* every hit is checked in Redis: a client without a server */
-    if (!cache_g_redis) {
+    struct cache_client *cc;
+    if (cache_g_redis) {
+        /* Every hit is checked in Redis: the client waits for its answer,
+         * without a server or on its own (session pooling). */
+        enum cache_route r = cache_tier_lookup(c, &v, &d, tl_key.p, tl_key.len, status, now);
+        if (r != CACHE_ROUTE_FILL)
+            return r;
+        cache_ctr_add(db, CC_MISSES);
+        if (!fill_ok) {
+            c->cache->r_n = 0;
+            return CACHE_ROUTE_NONE;
+        }
+    } else {
         struct cache_entry *e = cache_store_get(cache_g_store, tl_key.p, tl_key.len, (uint64_t)now);
         if (e) {
             cache_ctr_add(db, CC_HITS);
@@ -623,14 +632,8 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok, bool
             return CACHE_ROUTE_HIT;
         }
         cache_ctr_add(db, CC_MISSES);
-    }
-    if (!fill_ok)
-        return CACHE_ROUTE_NONE;
-    if (cache_g_redis) {
-        enum cache_route r = cache_tier_lookup(c, &v, &d, tl_key.p, tl_key.len, status, now);
-        if (r != CACHE_ROUTE_FILL)
-            return r;
-        cache_ctr_add(db, CC_MISSES);
+        if (!fill_ok)
+            return CACHE_ROUTE_NONE;
     }
     cc = cache_client_of(c);
     if (can_wait) {
@@ -654,6 +657,17 @@ static enum cache_route decide(struct client *c, char status, bool fill_ok, bool
     cc->described = v.described;
     cache_ctr_add(db, CC_FILLS);
     return CACHE_ROUTE_FILL;
+}
+
+/* decide_now(), and a Redis lookup it started for this request but no
+ * longer uses (the rules, the catalog or the client changed while it
+ * ran) dropped: its answer is this key's, never the next request's. */
+static enum cache_route decide(struct client *c, char status, bool fill_ok, bool can_wait)
+{
+    enum cache_route r = decide_now(c, status, fill_ok, can_wait);
+    if (r != CACHE_ROUTE_WAIT && c->cache && c->cache->rget)
+        cache_tier_forget(c);
+    return r;
 }
 
 enum cache_route cache_route(struct client *c)
@@ -917,9 +931,11 @@ static int64_t cache_on_request_begin(struct client *c, uint8_t type)
 {
     if ((type != 'Q' && type != 'P' && type != 'B') || !c->server || request_busy(c))
         return 0;
-    /* A session's server: a hit answers here; a fill only on the primary. */
+    /* A session's server: a hit answers here; a fill only on the primary.
+     * A Redis lookup holds the request (its own server waits with it);
+     * the watch list routes it again when the answer is in. */
     enum cache_route r = decide(c, c->server->xact_status, c->server->pool->ep == 0, false);
-    return r == CACHE_ROUTE_HIT ? REQUEST_ANSWERED : 0;
+    return r == CACHE_ROUTE_HIT ? REQUEST_ANSWERED : r == CACHE_ROUTE_WAIT ? REQUEST_WAIT : 0;
 }
 
 static void cache_on_request_end(struct client *c, struct server *sv, const struct request *r,
@@ -940,8 +956,10 @@ static void cache_on_unlinked(struct client *c)
         return;
     cache_writes_flush(
         c); /* its transaction is over, whichever way: its writes may have committed */
-    if (cc->filling)
+    if (cc->filling) {
+        cache_ctr_add(c->pool->db, CC_REFUSED_OTHER); /* its server went: nothing kept */
         fill_reset(cc);
+    }
 }
 
 static void cc_free(struct client *c)
@@ -955,6 +973,8 @@ static void cc_free(struct client *c)
     cache_tier_forget(c);
     cc->n_hold = 0;
     cache_watch_remove(c);
+    if (cc->filling && c->pool)
+        cache_ctr_add(c->pool->db, CC_REFUSED_OTHER); /* the client went: nothing kept */
     fill_reset(cc);
     free(cc->unnamed.body);
     for (int i = 0; i < cc->n_stmts; i++) {

@@ -335,9 +335,12 @@ void stream_release_hold(struct stream *s)
     if (!s->held)
         return;
     s->held = false;
-    s->corked = true;
-    stream_uncork(s);
-    stream_update(s);
+    /* Sent from the loop, as a write event, so that whatever waits for
+     * this stream to drain (a server whose reading backpressure stopped
+     * while the answer was held: on_drained) hears of it, and there, not
+     * inside the caller's processing. */
+    if (!s->closed)
+        ev_feed_event(s->worker->loop, &s->io, EV_WRITE);
 }
 
 void stream_uncork(struct stream *s)
