@@ -305,7 +305,8 @@ static void answer_hit(struct client *c, struct cache_entry *e, const struct req
 {
     size_t n;
     const uint8_t *v = cache_entry_value(e, &n);
-    cache_answer_bytes(c, v, n, rv, status, e);
+    size_t h = cache_g_redis ? cache_redis_entry_answer(v, n) : 0; /* its Redis header */
+    cache_answer_bytes(c, v + h, n - h, rv, status, e);
     cache_entry_release(e);
 }
 
@@ -563,6 +564,10 @@ static enum cache_route sf_join(struct client *c, const struct request_view *v, 
         return CACHE_ROUTE_WAIT;
     }
     free(sw);
+    if (role == CACHE_FLIGHT_HIT && !cache_tier_copy_current(c->cache, hit)) {
+        cache_entry_release(hit); /* older than Redis says: filled anew, alone */
+        return CACHE_ROUTE_FILL;
+    }
     if (role == CACHE_FLIGHT_HIT) {
         cache_ctr_add(c->pool->db, CC_HITS);
         answer_hit(c, hit, v, status);
@@ -851,9 +856,7 @@ static void fill_end(struct client *c, struct server *sv, char status)
     struct database *db = c->pool->db;
     if (status == 'I' && !cc->fill_bad && sv && sv->pool->ep == 0 && value_whole(cc)) {
         int64_t now = worker_now(c->s.worker);
-        enum cache_put_result r =
-            cache_store_put(cache_g_store, cc->fill, cc->key, cc->key_len, cc->val, cc->val_len,
-                            (uint64_t)now, (uint64_t)cc->expires);
+        enum cache_put_result r = cache_tier_keep(cc, now);
         cache_ctr_add(db, r == CACHE_PUT_STORED  ? CC_STORES
                           : r == CACHE_PUT_STALE ? CC_REFUSED_STALE
                                                  : CC_REFUSED_OTHER);

@@ -160,6 +160,12 @@ enum cache_route cache_tier_lookup(struct client *c, const struct request_view *
                                    size_t key_len, char status, int64_t now);
 void cache_tier_forget(struct client *c);
 void cache_tier_put(struct client *c, int64_t now);
+/* Keeps a fill's answer in the in-process store: in Redis mode with the
+ * header Redis keeps it with (the fill's generations there). */
+enum cache_put_result cache_tier_keep(struct cache_client *cc, int64_t now);
+/* Whether an in-process entry may answer: in Redis mode, only if it is of
+ * the generations Redis gave with this request's miss. */
+bool cache_tier_copy_current(const struct cache_client *cc, struct cache_entry *e);
 void cache_tier_hold(struct client *c, const struct writes_event *ev);
 void cache_tier_hold_check(struct client *c, int64_t now);
 

@@ -477,23 +477,22 @@ static void put_le64(unsigned char *p, uint64_t v)
         p[i] = (unsigned char)v;
 }
 
-/* Does the stored entry (header + value) belong to q's tables at gens?
- * MISS (stale or other tables) or HIT with *value set. */
-static enum cache_redis_status entry_check(const struct cr_req *q, const redisReply *e,
+/* Does the entry p[0..len) (header + value) belong to tables[0..n) (any
+ * order) at gens? MISS (stale or other tables) or HIT with *value set. */
+static enum cache_redis_status entry_check(const unsigned char *p, size_t len,
+                                           const uint64_t *tables, int n_tables,
                                            const uint64_t *gens, bool *stale, const uint8_t **value,
                                            size_t *value_len)
 {
-    const unsigned char *p = (const unsigned char *)e->str;
-    size_t len = e->len;
     *stale = false;
     if (len < 8 || memcmp(p, ENTRY_MAGIC, 4) != 0)
         return CACHE_REDIS_MISS;
     uint32_t n = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
-    if (n != (uint32_t)q->n_tables || len < 8 + 16 * (size_t)n)
+    if (n != (uint32_t)n_tables || len < 8 + 16 * (size_t)n)
         return CACHE_REDIS_MISS;
-    for (int i = 0; i < q->n_tables; i++) {
+    for (int i = 0; i < n_tables; i++) {
         int j = 0;
-        while (j < (int)n && get_le64(p + 8 + 16 * j) != q->tables[i])
+        while (j < (int)n && get_le64(p + 8 + 16 * j) != tables[i])
             j++;
         if (j == (int)n)
             return CACHE_REDIS_MISS;
@@ -507,6 +506,35 @@ static enum cache_redis_status entry_check(const struct cr_req *q, const redisRe
     return CACHE_REDIS_HIT;
 }
 
+size_t cache_redis_entry_answer(const uint8_t *entry, size_t len)
+{
+    if (len < 8 || memcmp(entry, ENTRY_MAGIC, 4) != 0)
+        return 0;
+    size_t h = 8 + 16 * ((size_t)entry[4] | (size_t)entry[5] << 8 | (size_t)entry[6] << 16 |
+                         (size_t)entry[7] << 24);
+    return h <= len ? h : 0;
+}
+
+bool cache_redis_entry_of(const uint8_t *entry, size_t len, const uint64_t *tables, int n_tables)
+{
+    size_t h = cache_redis_entry_answer(entry, len);
+    if (h != 8 + 16 * (size_t)n_tables)
+        return false;
+    for (int i = 0; i < n_tables; i++)
+        if (get_le64(entry + 8 + 16 * i) != tables[i])
+            return false;
+    return true;
+}
+
+bool cache_redis_entry_current(const uint8_t *entry, size_t len, const uint64_t *tables,
+                               const uint64_t *gens, int n_tables)
+{
+    bool stale;
+    const uint8_t *v;
+    size_t vl;
+    return entry_check(entry, len, tables, n_tables, gens, &stale, &v, &vl) == CACHE_REDIS_HIT;
+}
+
 static void get_reply(struct cr_req *q, const redisReply *rep)
 {
     struct cache_redis *r = q->conn->r;
@@ -516,10 +544,11 @@ static void get_reply(struct cr_req *q, const redisReply *rep)
         why = q->conn->why;
     else if (rep->type == REDIS_REPLY_ERROR)
         why = rep->str;
-    else if (rep->type != REDIS_REPLY_ARRAY || rep->elements != (size_t)q->n_tables + 1)
+    size_t first = q->copy ? 0 : 1; /* a check asks for the counters alone */
+    if (!why && (rep->type != REDIS_REPLY_ARRAY || rep->elements != (size_t)q->n_tables + first))
         why = "unexpected reply to MGET";
     for (int i = 0; !why && i < q->n_tables; i++) {
-        const redisReply *g = rep->element[i + 1];
+        const redisReply *g = rep->element[i + first];
         gens[i] = 0;
         if (g->type == REDIS_REPLY_STRING ? !parse_u64(g->str, g->len, &gens[i])
                                           : g->type != REDIS_REPLY_NIL)
@@ -534,12 +563,22 @@ static void get_reply(struct cr_req *q, const redisReply *rep)
     cr_breaker_result(r, true, q->probe, NULL);
     struct cache_redis_result res = {
         .status = CACHE_REDIS_MISS, .gens = gens, .n_tables = q->n_tables};
-    const redisReply *e = rep->element[0];
     bool stale = false;
-    if (e->type == REDIS_REPLY_STRING)
-        res.status = entry_check(q, e, gens, &stale, &res.value, &res.value_len);
+    if (q->copy) {
+        res.status = entry_check(q->copy, q->copy_len, q->tables, q->n_tables, gens, &stale,
+                                 &res.value, &res.value_len);
+        if (res.status == CACHE_REDIS_HIT)
+            CR_INC(r, checks_current);
+    } else if (rep->element[0]->type == REDIS_REPLY_STRING) {
+        const redisReply *e = rep->element[0];
+        res.status = entry_check((const unsigned char *)e->str, e->len, q->tables, q->n_tables,
+                                 gens, &stale, &res.value, &res.value_len);
+        res.entry = (const uint8_t *)e->str;
+        res.entry_len = e->len;
+    }
     if (res.status == CACHE_REDIS_HIT) {
-        CR_INC(r, hits);
+        if (!q->copy)
+            CR_INC(r, hits);
         res.gens = NULL;
     } else {
         CR_INC(r, misses);
@@ -712,6 +751,58 @@ void cache_redis_get(struct cache_redis_conn *c, const void *key, size_t key_len
     }
 }
 
+void cache_redis_check(struct cache_redis_conn *c, const uint8_t *copy, size_t copy_len,
+                       cache_redis_get_cb cb, void *arg)
+{
+    struct cache_redis *r = c->r;
+    CR_INC(r, checks);
+    struct cr_req *q = cr_req_new(c, CR_GET);
+    if (!q) {
+        CR_INC(r, unavailable);
+        struct cache_redis_result res = {.status = CACHE_REDIS_UNAVAILABLE};
+        cb(&res, arg);
+        return;
+    }
+    q->cb = cb;
+    q->arg = arg;
+    size_t h = cache_redis_entry_answer(copy, copy_len);
+    int n = h > 8 ? (int)((h - 8) / 16) : 0;
+    if (n < 1 || n > CACHE_REDIS_MAX_TABLES) { /* not an entry of tables */
+        CR_INC(r, unavailable);
+        conn_defer(c, q, CACHE_REDIS_UNAVAILABLE);
+        return;
+    }
+    q->copy = copy;
+    q->copy_len = copy_len;
+    q->n_tables = n;
+    for (int i = 0; i < n; i++)
+        q->tables[i] = get_le64(copy + 8 + 16 * i);
+    if (any_blocked(r, q->tables, n)) {
+        CR_INC(r, blocked);
+        conn_defer(c, q, CACHE_REDIS_BLOCKED);
+        return;
+    }
+    if (c->freeing || !cr_breaker_allow(r, &q->probe)) {
+        CR_INC(r, unavailable);
+        conn_defer(c, q, CACHE_REDIS_UNAVAILABLE);
+        return;
+    }
+    char keys[CACHE_REDIS_MAX_TABLES][CR_KEY_MAX];
+    const char *argv[CACHE_REDIS_MAX_TABLES + 1];
+    size_t lens[CACHE_REDIS_MAX_TABLES + 1];
+    argv[0] = "MGET";
+    lens[0] = 4;
+    for (int i = 0; i < n; i++) {
+        argv[i + 1] = keys[i];
+        lens[i + 1] = cr_gen_key(r, q->tables[i], keys[i]);
+    }
+    if (!cr_send(c, q, n + 1, argv, lens)) {
+        cr_failure(r, q, "cannot send");
+        CR_INC(r, unavailable);
+        conn_defer(c, q, CACHE_REDIS_UNAVAILABLE);
+    }
+}
+
 /* "SLC1", the number of tables, then each table and its generation, all
  * little-endian: what a get compares before it answers HIT. */
 static size_t entry_header(unsigned char *h, const uint64_t *tables, const uint64_t *gens, int n)
@@ -724,6 +815,11 @@ static size_t entry_header(unsigned char *h, const uint64_t *tables, const uint6
         put_le64(h + 16 + 16 * i, gens[i]);
     }
     return 8 + 16 * (size_t)n;
+}
+
+size_t cache_redis_entry_header(uint8_t *h, const uint64_t *tables, const uint64_t *gens, int n)
+{
+    return entry_header(h, tables, gens, n);
 }
 
 bool cache_redis_put(struct cache_redis_conn *c, const void *key, size_t key_len, const void *value,
@@ -971,6 +1067,8 @@ void cache_redis_stats(struct cache_redis *r, struct cache_redis_stats *out)
         .errors = LOAD(errors),
         .connects = LOAD(connects),
         .state_changes = LOAD(state_changes),
+        .checks = LOAD(checks),
+        .checks_current = LOAD(checks_current),
         .state = (uint64_t)cache_redis_state(r),
     };
 }

@@ -124,6 +124,10 @@ struct cache_redis_result {
     const uint64_t *gens; /* MISS: gens[i] is tables[i]'s generation (0 if never
                            * invalidated), n_tables of them */
     int n_tables;
+    /* A get's HIT: the entry as Redis keeps it (header and value), for a
+     * copy kept in this process (cache_redis_check()). */
+    const uint8_t *entry;
+    size_t entry_len;
 };
 
 typedef void (*cache_redis_get_cb)(const struct cache_redis_result *res, void *arg);
@@ -141,6 +145,26 @@ typedef void (*cache_redis_get_cb)(const struct cache_redis_result *res, void *a
  * on this side per get (1 kB value, 2 tables). */
 void cache_redis_get(struct cache_redis_conn *c, const void *key, size_t key_len,
                      const uint64_t *tables, int n_tables, cache_redis_get_cb cb, void *arg);
+
+/* Checks copy, an entry kept in this process (the header and value of a
+ * put or of a get's HIT, cache_redis_entry_header()), against the current
+ * generations of its tables in ONE round trip (MGET of their counters, not
+ * of the entry): HIT with value pointing into copy (the answer) when none
+ * moved; MISS with gens (the tables in the header's order) otherwise;
+ * UNAVAILABLE or BLOCKED as a get. copy must stay valid until cb, which is
+ * called as a get's. */
+void cache_redis_check(struct cache_redis_conn *c, const uint8_t *copy, size_t copy_len,
+                       cache_redis_get_cb cb, void *arg);
+/* Writes the header of an entry of tables at gens into h (room for
+ * 8 + 16 * n bytes); returns its length. */
+size_t cache_redis_entry_header(uint8_t *h, const uint64_t *tables, const uint64_t *gens, int n);
+/* The length of entry's header (where its answer starts); 0: not an entry. */
+size_t cache_redis_entry_answer(const uint8_t *entry, size_t len);
+/* Whether entry is of tables, in that order (any generations). */
+bool cache_redis_entry_of(const uint8_t *entry, size_t len, const uint64_t *tables, int n_tables);
+/* Whether entry is of tables (any order) at gens. */
+bool cache_redis_entry_current(const uint8_t *entry, size_t len, const uint64_t *tables,
+                               const uint64_t *gens, int n_tables);
 
 /* Stores value under key for ttl_ms (>= 1) with the generations gens of
  * tables (a MISS's, taken before the fill's query was sent), if the tables'
@@ -197,6 +221,8 @@ struct cache_redis_stats {
     uint64_t connects;              /* connections opened (pub/sub included) */
     uint64_t state_changes;         /* breaker transitions */
     uint64_t state;                 /* enum cache_redis_state, now */
+    uint64_t checks;                /* cache_redis_check() calls: copies kept here */
+    uint64_t checks_current;        /* ... whose generations were current: served here */
 };
 /* A snapshot (relaxed loads: each counter exact, not all of one instant). */
 void cache_redis_stats(struct cache_redis *r, struct cache_redis_stats *out);

@@ -44,6 +44,10 @@ struct cr_req {
     void *arg;
     uint64_t table; /* CR_INV */
     uint32_t seq;   /* CR_INV: the table's request count when sent */
+    /* A check (cache_redis_check()): the caller's copy of the entry, whose
+     * generations the MGET of the counters alone is compared with. */
+    const uint8_t *copy;
+    size_t copy_len;
     int n_tables;
     uint64_t tables[CACHE_REDIS_MAX_TABLES];
 };
@@ -76,7 +80,7 @@ struct cr_inv_slot {
 struct cr_counters {
     _Atomic uint64_t gets, hits, misses, stale, unavailable, blocked, puts, puts_stored, puts_stale,
         puts_refused, invalidations, invalidations_sent, pubsub_messages, pubsub_resets, timeouts,
-        errors, connects, state_changes;
+        errors, connects, state_changes, checks, checks_current;
 };
 
 struct cache_redis {

@@ -27,6 +27,9 @@ struct rget {
     uint64_t ids[CACHE_REDIS_MAX_TABLES], gens[CACHE_REDIS_MAX_TABLES];
     struct cache_fill *fill; /* this instance's generations when the lookup began */
     int64_t expires;
+    /* A copy kept here, checked against Redis's counters: answered from
+     * it when they did not move (its reference held until then). */
+    struct cache_entry *local;
 };
 
 bool cache_tier_ready(const struct rget *t)
@@ -41,6 +44,7 @@ static void rget_unref(struct rget *t)
     free(t->value);
     if (t->fill)
         cache_fill_free(t->fill);
+    cache_entry_release(t->local);
     free(t);
 }
 
@@ -49,7 +53,9 @@ static void rget_done(const struct cache_redis_result *res, void *arg)
     struct rget *t = arg;
     t->done = true;
     t->status = res->status;
-    if (res->status == CACHE_REDIS_HIT) {
+    if (res->status == CACHE_REDIS_HIT && t->local) {
+        /* Served from the copy here: nothing to take. */
+    } else if (res->status == CACHE_REDIS_HIT) {
         t->value = malloc(res->value_len ? res->value_len : 1);
         if (t->value) {
             memcpy(t->value, res->value, res->value_len);
@@ -93,7 +99,23 @@ enum cache_route cache_tier_lookup(struct client *c, const struct request_view *
             return CACHE_ROUTE_NONE;
         }
         cc->rget = t;
-        cache_redis_get(cache_redis_worker(c->s.worker), key, key_len, t->ids, t->n, rget_done, t);
+        /* A copy of this key kept here (this instance's fill, of the same
+         * tables): Redis is asked for its tables' counters alone. */
+        size_t len = 0;
+        const uint8_t *copy = NULL;
+        t->local = cache_store_get(cache_g_store, key, key_len, (uint64_t)now);
+        if (t->local) {
+            copy = cache_entry_value(t->local, &len);
+            if (!cache_redis_entry_of(copy, len, t->ids, t->n)) {
+                cache_entry_release(t->local);
+                t->local = NULL;
+            }
+        }
+        if (t->local)
+            cache_redis_check(cache_redis_worker(c->s.worker), copy, len, rget_done, t);
+        else
+            cache_redis_get(cache_redis_worker(c->s.worker), key, key_len, t->ids, t->n, rget_done,
+                            t);
         return CACHE_ROUTE_WAIT;
     }
     if (!t->done)
@@ -101,7 +123,14 @@ enum cache_route cache_tier_lookup(struct client *c, const struct request_view *
     cc->rget = NULL;
     cache_watch_remove(c);
     enum cache_route r = CACHE_ROUTE_NONE;
-    if (t->status == CACHE_REDIS_HIT) {
+    if (t->status == CACHE_REDIS_HIT && t->local) {
+        cache_ctr_add(c->pool->db, CC_HITS);
+        size_t len;
+        const uint8_t *e = cache_entry_value(t->local, &len);
+        size_t h = cache_redis_entry_answer(e, len);
+        cache_answer_bytes(c, e + h, len - h, v, status, t->local);
+        r = CACHE_ROUTE_HIT;
+    } else if (t->status == CACHE_REDIS_HIT) {
         cache_ctr_add(c->pool->db, CC_HITS);
         cache_answer_bytes(c, t->value, t->value_len, v, status, NULL);
         r = CACHE_ROUTE_HIT;
@@ -115,6 +144,39 @@ enum cache_route cache_tier_lookup(struct client *c, const struct request_view *
     }
     rget_unref(t);
     return r;
+}
+
+/* Keeps the fill's answer here; in Redis mode with the header Redis keeps
+ * it with (its tables' generations there), so that a later lookup asks
+ * Redis for the counters alone (cache_redis_check()). */
+enum cache_put_result cache_tier_keep(struct cache_client *cc, int64_t now)
+{
+    if (!cache_g_redis || cc->r_n <= 0)
+        return cache_store_put(cache_g_store, cc->fill, cc->key, cc->key_len, cc->val, cc->val_len,
+                               (uint64_t)now, (uint64_t)cc->expires);
+    size_t hn = 8 + 16 * (size_t)cc->r_n;
+    uint8_t *v = malloc(hn + cc->val_len); /* a miss's cost */
+    if (!v)
+        return CACHE_PUT_NO_MEMORY;
+    cache_redis_entry_header(v, cc->r_ids, cc->r_gens, cc->r_n);
+    memcpy(v + hn, cc->val, cc->val_len);
+    enum cache_put_result r =
+        cache_store_put(cache_g_store, cc->fill, cc->key, cc->key_len, v, hn + cc->val_len,
+                        (uint64_t)now, (uint64_t)cc->expires);
+    free(v);
+    return r;
+}
+
+/* Redis mode: whether a copy kept here is of the generations Redis gave
+ * with this request's miss (an invalidation by another instance moves the
+ * counter before its message drops the copy here). */
+bool cache_tier_copy_current(const struct cache_client *cc, struct cache_entry *e)
+{
+    if (!cache_g_redis)
+        return true;
+    size_t n;
+    const uint8_t *v = cache_entry_value(e, &n);
+    return cc->r_n > 0 && cache_redis_entry_current(v, n, cc->r_ids, cc->r_gens, cc->r_n);
 }
 
 /* c goes while its lookup runs: the lookup's answer finds no one. */

@@ -58,10 +58,11 @@ static void render_cache_redis(struct metrics_buf *b)
     metrics_buf_printf(b, "sluice_cache_redis_invalidations_pending %llu\n",
                        (unsigned long long)rs.invalidations_pending);
     static const char *const names[] = {
-        "sluice_cache_redis_lookups_total", "sluice_cache_redis_hits_total",
-        "sluice_cache_redis_stale_total",   "sluice_cache_redis_unavailable_total",
-        "sluice_cache_redis_stores_total",  "sluice_cache_redis_invalidations_total",
-        "sluice_cache_redis_errors_total",  "sluice_cache_redis_state_changes_total"};
+        "sluice_cache_redis_lookups_total",     "sluice_cache_redis_hits_total",
+        "sluice_cache_redis_stale_total",       "sluice_cache_redis_unavailable_total",
+        "sluice_cache_redis_stores_total",      "sluice_cache_redis_invalidations_total",
+        "sluice_cache_redis_errors_total",      "sluice_cache_redis_state_changes_total",
+        "sluice_cache_redis_copy_checks_total", "sluice_cache_redis_copy_hits_total"};
     static const char *const help[] = {
         "Entries asked of Redis.",
         "Entries Redis had, with current generations.",
@@ -70,11 +71,14 @@ static void render_cache_redis(struct metrics_buf *b)
         "Answers Redis stored.",
         "Invalidations (generation INCR and PUBLISH) Redis confirmed.",
         "Failed operations: timeouts, error replies, lost connections.",
-        "Breaker state changes (each also logged)."};
-    const uint64_t v[] = {rs.gets,        rs.hits,         rs.stale,
-                          rs.unavailable, rs.puts_stored,  rs.invalidations_sent,
-                          rs.errors,      rs.state_changes};
-    for (int k = 0; k < 8; k++) {
+        "Breaker state changes (each also logged).",
+        "Copies kept in this process checked against Redis's generation counters.",
+        "Copies kept in this process served: their generations were current in Redis."};
+    const uint64_t v[] = {rs.gets,          rs.hits,          rs.stale,
+                          rs.unavailable,   rs.puts_stored,   rs.invalidations_sent,
+                          rs.errors,        rs.state_changes, rs.checks,
+                          rs.checks_current};
+    for (int k = 0; k < 10; k++) {
         metrics_buf_family(b, names[k], "counter", help[k]);
         metrics_buf_printf(b, "%s %llu\n", names[k], (unsigned long long)v[k]);
     }

@@ -517,6 +517,37 @@ def test_cache_clear_reaches_redis(sluice, cluster, redis, what):
     assert value(samples, "sluice_cache_redis_invalidations_pending") == 0
 
 
+def test_redis_tier_serves_its_own_copies_after_asking_for_the_counters(sluice, cluster, redis):
+    """cache_max_memory in front of Redis: an instance keeps a copy of what
+    it filled, and a hit of it asks Redis for its tables' generation
+    counters alone (not the entry); a write through the other instance
+    moves a counter, so the copy is not served again."""
+    from test_metrics import scrape, value
+    url = f"redis://127.0.0.1:{redis.port}/5"
+    a = sluice(cache_config(cache=url, metrics_listen="127.0.0.1:{metrics_port}"))
+    b = sluice(cache_config(cache=url))
+    wait_until(lambda: redis_state(a) == "up" and redis_state(b) == "up", 10, "redis up")
+
+    def redis_counts():
+        samples = scrape(a.metrics_port)[1]
+        return {k: value(samples, f"sluice_cache_redis_{k}_total")
+                for k in ("lookups", "hits", "copy_checks", "copy_hits")}
+
+    sql = "SELECT v FROM cache_t WHERE id = 4"
+    with a.connect() as ca, b.connect() as cb:
+        assert warm(a, ca, sql) == [(0,)]
+        before, h = redis_counts(), hits(a)
+        for _ in range(20):
+            assert ca.execute(sql).fetchall() == [(0,)]
+        after = redis_counts()
+        assert hits(a) == h + 20
+        assert after["copy_hits"] - before["copy_hits"] == 20, (before, after)
+        assert after["copy_checks"] - before["copy_checks"] == 20, (before, after)
+        assert after["lookups"] == before["lookups"] and after["hits"] == before["hits"]
+        cb.execute("UPDATE cache_t SET v = 9 WHERE id = 4")
+        assert ca.execute(sql).fetchall() == [(9,)]
+
+
 def test_redis_killed_mid_load_bypasses_without_errors(sluice, cluster, redis):
     s = sluice(cache_config(cache=f"redis://127.0.0.1:{redis.port}/0"))
     wait_until(lambda: redis_state(s) == "up", 10, "redis up")

@@ -571,6 +571,61 @@ static void test_generations(void **state)
     inst_close(&in);
 }
 
+/* A copy kept in the process: checked against the counters alone. */
+static void check_wait(struct cache_redis_conn *c, const uint8_t *copy, size_t len, struct got *g)
+{
+    got_clear(g);
+    ev_now_update(L);
+    cache_redis_check(c, copy, len, got_cb, g);
+    assert_int_equal(g->calls, 0); /* never from inside the call */
+    assert_true(run_until(got_done, g, 3000));
+    assert_int_equal(g->calls, 1);
+}
+
+/* A copy of an entry (header and answer) is served while its tables'
+ * counters have not moved; an invalidation makes it a miss with the new
+ * generations; a copy that is not an entry is not asked about. */
+static void test_check_copy(void **state)
+{
+    (void)state;
+    need_redis();
+    struct inst in;
+    inst_open(&in, port, 500);
+    uint64_t tables[] = {31, 32};
+    struct got g = {0};
+    get_wait(in.c, "copy", tables, 2, &g);
+    assert_int_equal(g.st, CACHE_REDIS_MISS);
+    uint8_t copy[8 + 16 * 2 + 6];
+    size_t h = cache_redis_entry_header(copy, tables, g.gens, 2);
+    assert_int_equal(h, 8 + 16 * 2);
+    memcpy(copy + h, "answer", 6);
+    assert_int_equal(cache_redis_entry_answer(copy, sizeof(copy)), h);
+    assert_true(cache_redis_entry_of(copy, sizeof(copy), tables, 2));
+    uint64_t reordered[] = {32, 31};
+    assert_false(cache_redis_entry_of(copy, sizeof(copy), reordered, 2));
+    check_wait(in.c, copy, sizeof(copy), &g);
+    assert_int_equal(g.st, CACHE_REDIS_HIT);
+    assert_int_equal(g.len, 6);
+    assert_memory_equal(g.value, "answer", 6);
+    struct cache_redis_stats st = stats_of(&in);
+    assert_int_equal(st.checks, 1);
+    assert_int_equal(st.checks_current, 1);
+    assert_int_equal(st.hits, 0); /* no entry was read from Redis */
+
+    cache_redis_invalidate(in.r, 32);
+    assert_true(run_until(unblocked, &(struct blocked_wait){in.r, 32}, 3000));
+    check_wait(in.c, copy, sizeof(copy), &g);
+    assert_int_equal(g.st, CACHE_REDIS_MISS);
+    assert_int_equal(g.n, 2);
+    assert_int_equal(g.gens[1], 1);
+    assert_int_equal(stats_of(&in).checks_current, 1);
+
+    check_wait(in.c, (const uint8_t *)"not an entry", 12, &g);
+    assert_int_equal(g.st, CACHE_REDIS_UNAVAILABLE);
+    got_clear(&g);
+    inst_close(&in);
+}
+
 struct heard_wait {
     struct inst *in;
     uint64_t table;
@@ -1198,14 +1253,15 @@ int main(void)
 {
     log_set_quiet(getenv("CACHE_REDIS_VERBOSE") == NULL);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_url_parse),         cmocka_unit_test(test_miss_put_hit),
-        cmocka_unit_test(test_generations),       cmocka_unit_test(test_two_instances),
-        cmocka_unit_test(test_binary_values),     cmocka_unit_test(test_ttl_expiry),
-        cmocka_unit_test(test_script_flush),      cmocka_unit_test(test_no_server),
-        cmocka_unit_test(test_conn_free_pending), cmocka_unit_test(test_worker_glue),
-        cmocka_unit_test(test_redis_stopped),     cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_pubsub_reconnect),  cmocka_unit_test(test_pubsub_heartbeat),
-        cmocka_unit_test(test_select_refused),    cmocka_unit_test(test_redis_killed),
+        cmocka_unit_test(test_url_parse),        cmocka_unit_test(test_miss_put_hit),
+        cmocka_unit_test(test_generations),      cmocka_unit_test(test_check_copy),
+        cmocka_unit_test(test_two_instances),    cmocka_unit_test(test_binary_values),
+        cmocka_unit_test(test_ttl_expiry),       cmocka_unit_test(test_script_flush),
+        cmocka_unit_test(test_no_server),        cmocka_unit_test(test_conn_free_pending),
+        cmocka_unit_test(test_worker_glue),      cmocka_unit_test(test_redis_stopped),
+        cmocka_unit_test(test_threads),          cmocka_unit_test(test_pubsub_reconnect),
+        cmocka_unit_test(test_pubsub_heartbeat), cmocka_unit_test(test_select_refused),
+        cmocka_unit_test(test_redis_killed),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
