@@ -17,10 +17,14 @@ unknown (the connection broke while COMMIT was in flight). check() then
 reads the table on the primary directly."""
 
 import asyncio
+import ctypes
 import json
 import os
 import random
+import re
 import signal
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -80,9 +84,14 @@ class FaultProxy:
     is set then, for the test to kill the server. refuse(True): new
     connections are reset at once (a host that is gone). Counters:
     accepted, cuts (links cut), refused (upstream connect failures or
-    refusals), trapped. host: the address to listen on (any 127.x.y.z)."""
+    refusals), trapped. host: the address to listen on (any 127.x.y.z);
+    sock: a listening socket to serve instead (one made in another network
+    namespace: KernelBlackhole). keepalive: (idle, interval, count) of TCP
+    keepalive on the accepted connections, as a server's
+    tcp_keepalives_idle/interval/count, so that a link whose pooler went
+    away during a blackhole ends here too (and its backend with it)."""
 
-    def __init__(self, target_port, host="127.0.0.1", port=0):
+    def __init__(self, target_port, host="127.0.0.1", port=0, sock=None, keepalive=None):
         self.target_port = target_port
         self.latency = 0.0
         self.bandwidth = None  # bytes a second each way per link; None: unlimited
@@ -97,9 +106,12 @@ class FaultProxy:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.gate = self._run(self._make_gate())
-        self.server = self._run(asyncio.start_server(self._handle, host, port))
-        self.host = host
-        self.port = self.server.sockets[0].getsockname()[1]
+        self.keepalive = keepalive
+        if sock is None:
+            self.server = self._run(asyncio.start_server(self._handle, host, port))
+        else:
+            self.server = self._run(asyncio.start_server(self._handle, sock=sock))
+        self.host, self.port = self.server.sockets[0].getsockname()[:2]
 
     def _run(self, coro, timeout=10):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -122,6 +134,8 @@ class FaultProxy:
             return
         self.accepted += 1
         self.accept_times.append(time.monotonic())
+        if self.keepalive:
+            set_keepalive(cwriter.get_extra_info("socket"), *self.keepalive)
         link = _Link(cwriter)
         self.links.add(link)
         try:
@@ -262,6 +276,178 @@ class FaultProxy:
         self._run(close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+# ------------------------------------------- a blackhole in the kernel
+
+def set_keepalive(sock, idle, interval, count):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+
+
+class NetnsUnavailable(Exception):
+    """The test may not make network namespaces (not root, no iproute2, a
+    container without CAP_NET_ADMIN...): the reason."""
+
+
+_CLONE_NEWNET = 0x40000000
+_instances = iter(range(1 << 30))
+
+
+def _ip(*args, ns=None, check=True):
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    if check and r.returncode:
+        raise subprocess.CalledProcessError(r.returncode, cmd, r.stdout, r.stderr)
+    return r
+
+
+def _listen_in_netns(ns, address):
+    """A listening TCP socket on address:0 inside the named network
+    namespace: made on a thread of its own that enters the namespace
+    (setns(2) moves only the calling thread) and then ends; the socket
+    stays in the namespace it was made in."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    made = {}
+
+    def make():
+        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, _CLONE_NEWNET) != 0:
+                made["error"] = OSError(ctypes.get_errno(), "setns")
+                return
+        finally:
+            os.close(fd)
+        sock = socket.socket()
+        sock.bind((address, 0))
+        sock.listen(128)
+        sock.setblocking(False)
+        made["sock"] = sock
+
+    t = threading.Thread(target=make)
+    t.start()
+    t.join()
+    if "error" in made:
+        raise made["error"]
+    return made["sock"]
+
+
+class KernelBlackhole:
+    """The primary at a network address whose packets a kernel can drop:
+    two network namespaces made for the test, a router R and a host H,
+
+        root 10.213.X.1 --veth-- 10.213.X.2 R 10.213.X.5 --veth-- 10.213.X.6 H
+
+    and a FaultProxy listening on H's address (host, port) that forwards
+    to 127.0.0.1:target_port in the root namespace. A pooler given that
+    host and port reaches the primary through both veth pairs.
+
+    blackhole() puts a queueing discipline that drops every packet on both
+    of R's devices: `tc qdisc add dev DEV root netem loss 100%`, or, on a
+    kernel built without sch_netem, `pfifo limit 0` (a queue that holds
+    nothing) -- self.qdisc says which. Nothing passes either way: no data,
+    no ACK, no FIN, no RST, no SYN-ACK; TCP keepalive probes go unanswered,
+    and so do retransmissions. The drops happen on a router, not on the
+    sending host's own device (a local drop tells the sender's TCP, which
+    then counts neither its keepalive probes nor its retransmissions as
+    lost). heal() deletes the qdiscs. close() stops the proxy and deletes
+    the namespaces and devices made, by their unique names.
+
+    proxy_keepalive: see FaultProxy (the primary's side of each link).
+    Raises NetnsUnavailable when namespaces cannot be made here."""
+
+    def __init__(self, target_port, proxy_keepalive=None):
+        n = next(_instances)
+        tag = f"{os.getpid() % 100000}{n}"
+        self.router, self.hostns = f"sluice-bh{tag}-r", f"sluice-bh{tag}-h"
+        self.root_dev, self.r_root, self.r_host, self.h_dev = (
+            f"sbh{tag}{end}" for end in "abcd")
+        self.made = []
+        self.qdisc = None
+        self.faulty = False
+        self.proxy = None
+        try:
+            _ip("ip", "netns", "add", self.router)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise NetnsUnavailable(f"`ip netns add` failed: "
+                                   f"{getattr(e, 'stderr', None) or e}".strip()) from None
+        self.made.append(self.router)
+        try:
+            self._build(self._free_subnet())
+            self.proxy = FaultProxy(target_port, sock=_listen_in_netns(self.hostns, self.host),
+                                    keepalive=proxy_keepalive)
+            self.port = self.proxy.port
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _free_subnet():
+        used = _ip("ip", "-o", "-4", "addr", "show").stdout + _ip("ip", "-4", "route").stdout
+        for i in range(250):
+            x = (os.getpid() + i) % 250 + 1
+            if f"10.213.{x}." not in used:
+                return x
+        raise NetnsUnavailable("no free 10.213.X.0/29 subnet")
+
+    def _build(self, x):
+        net = f"10.213.{x}"
+        self.host = f"{net}.6"
+        _ip("ip", "netns", "add", self.hostns)
+        self.made.append(self.hostns)
+        _ip("ip", "link", "add", self.root_dev, "type", "veth", "peer", "name", self.r_root,
+            "netns", self.router)
+        _ip("ip", "-n", self.router, "link", "add", self.r_host, "type", "veth",
+            "peer", "name", self.h_dev, "netns", self.hostns)
+        _ip("ip", "addr", "add", f"{net}.1/30", "dev", self.root_dev)
+        _ip("ip", "link", "set", self.root_dev, "up")
+        _ip("ip", "route", "add", f"{net}.4/30", "via", f"{net}.2")
+        for args in (("addr", "add", f"{net}.2/30", "dev", self.r_root),
+                     ("addr", "add", f"{net}.5/30", "dev", self.r_host),
+                     ("link", "set", self.r_root, "up"), ("link", "set", self.r_host, "up")):
+            _ip("ip", "-n", self.router, *args)
+        _ip("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward", ns=self.router)
+        for args in (("addr", "add", f"{self.host}/30", "dev", self.h_dev),
+                     ("link", "set", self.h_dev, "up"), ("link", "set", "lo", "up"),
+                     ("route", "add", "default", "via", f"{net}.5")):
+            _ip("ip", "-n", self.hostns, *args)
+
+    def blackhole(self):
+        for dev in (self.r_root, self.r_host):
+            for qdisc in ([self.qdisc] if self.qdisc else [("netem", "loss", "100%"),
+                                                          ("pfifo", "limit", "0")]):
+                r = _ip("tc", "qdisc", "add", "dev", dev, "root", *qdisc, ns=self.router,
+                        check=False)
+                if r.returncode == 0:
+                    self.qdisc = qdisc
+                    break
+                if "unknown" not in r.stderr:  # not "Specified qdisc kind is unknown"
+                    raise subprocess.CalledProcessError(r.returncode, "tc", r.stdout, r.stderr)
+            else:
+                raise NetnsUnavailable(f"tc could not add a dropping qdisc: {r.stderr}")
+        self.faulty = True
+
+    def heal(self):
+        if self.faulty:
+            for dev in (self.r_root, self.r_host):
+                _ip("tc", "qdisc", "del", "dev", dev, "root", ns=self.router, check=False)
+            self.faulty = False
+
+    def dropped(self):
+        """Packets R's qdiscs dropped (tc -s), while they are there."""
+        out = _ip("tc", "-s", "qdisc", "show", ns=self.router, check=False).stdout
+        return sum(int(m) for m in re.findall(r"dropped (\d+)", out))
+
+    def close(self):
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
+        _ip("ip", "link", "del", self.root_dev, check=False)
+        for ns in reversed(self.made):
+            _ip("ip", "netns", "del", ns, check=False)
+        self.made = []
 
 
 # ------------------------------------------------------- killing a node -9

@@ -1,0 +1,153 @@
+"""The chaos suite (issue 17), a blackhole in the kernel: the primary behind
+a network address whose packets are dropped by a router in a network
+namespace the test makes (chaos_lib.KernelBlackhole). Unlike FaultProxy's
+blackhole(), whose kernel still acknowledges what sluice sends, nothing
+comes back here, not even an ACK: sluice's TCP keepalive
+(tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt) and
+tcp_user_timeout are what end its server connections.
+
+The test (under 10 s) runs in make integration: an idle and a busy server
+dropped by keepalive, the same idle server kept with keepalive off (the
+control). It skips where network namespaces cannot be made."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from chaos_lib import CHAOS_SECONDS, CONNECT_TIMEOUT, KernelBlackhole, NetnsUnavailable
+from sluice_fixture import IS_PGBOUNCER, wait_until
+
+pytestmark = [pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own suite"),
+              pytest.mark.timeout(CHAOS_SECONDS + 300)]
+
+# Keepalive as the tests set it: the first probe after 1 s of silence, then
+# one a second; 2 unanswered probes and the connection is dead, 3 s in all.
+KEEPALIVE = dict(tcp_keepalive=1, tcp_keepidle=1, tcp_keepintvl=1, tcp_keepcnt=2)
+KEEPALIVE_SECONDS = 3
+
+
+def make_blackhole(cluster, **kwargs):
+    try:
+        return KernelBlackhole(cluster.primary_port, **kwargs)
+    except NetnsUnavailable as e:
+        pytest.skip(f"network namespaces cannot be made here: {e}")
+
+
+@pytest.fixture
+def kbh(cluster):
+    bh = make_blackhole(cluster)
+    yield bh
+    bh.close()
+
+
+def net_config(bh, **extra):
+    general = {"default_pool_size": 2, "reserve_pool_size": 0,
+               "server_connect_timeout": CONNECT_TIMEOUT, "server_login_retry": 1}
+    general.update(extra)
+    return {"databases": {"mydb": f"host={bh.host} port={bh.port} dbname=mydb"},
+            "pgbouncer": general}
+
+
+def servers(s):
+    """SHOW SERVERS of s's console: a dict a row."""
+    with psycopg.connect(s.dsn(user="sluice", dbname="pgbouncer"), autocommit=True) as adm:
+        cur = adm.execute("SHOW SERVERS")
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def open_idle_servers(s, user, n):
+    """n server connections, idle in s's pool: n clients in a transaction
+    at once, then committed. The backend pid of each."""
+    conns = [s.connect(user=user) for _ in range(n)]
+    try:
+        pids = []
+        for conn in conns:
+            conn.execute("BEGIN")
+            pids.append(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+        for conn in conns:
+            conn.execute("COMMIT")
+        return pids
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+class Background:
+    """fn() on a thread: .error (a psycopg.Error or None) and .took (seconds)
+    once .done."""
+
+    def __init__(self, fn):
+        self.error = self.took = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn):
+        started = time.monotonic()
+        try:
+            fn()
+        except psycopg.Error as e:
+            self.error = e
+        self.took = time.monotonic() - started
+        self.done.set()
+
+
+@pytest.fixture
+def table(primary_conn):
+    primary_conn.execute("DROP TABLE IF EXISTS chaos_net")
+    primary_conn.execute("CREATE TABLE chaos_net (x int)")
+    primary_conn.execute("GRANT ALL ON chaos_net TO PUBLIC")
+    yield "chaos_net"
+    primary_conn.execute("DROP TABLE IF EXISTS chaos_net")
+
+
+def test_keepalive_drops_servers_behind_a_kernel_blackhole(sluice, cluster, pool_user, kbh,
+                                                           table, primary_conn):
+    """Two poolers of the same primary behind the blackhole: one with
+    keepalive (1 s idle, 1 s between probes, 2 probes), one with
+    tcp_keepalive = 0. The first has an idle server and a busy one (an
+    autocommit INSERT sleeping 1 s when the blackhole starts); the second
+    an idle one. Within the keepalive time (plus slack) the first has
+    closed both, the log says why, and the INSERT's client is told 08007
+    (it did commit: the server ran it, only the answer was lost); the
+    second still lists its idle server, which, once healed, serves again
+    (the same backend: its connection lived through it)."""
+    on = sluice(net_config(kbh, **KEEPALIVE))
+    off = sluice(net_config(kbh, tcp_keepalive=0))
+    open_idle_servers(on, pool_user, 2)
+    [off_pid] = open_idle_servers(off, pool_user, 1)
+    assert len(servers(on)) == 2 and len(servers(off)) == 1
+
+    writer = on.connect(user=pool_user)
+    write = Background(lambda: writer.execute(
+        f"INSERT INTO {table} SELECT 1 FROM pg_sleep(1)"))
+    time.sleep(0.3)  # the INSERT is running on the primary
+    kbh.blackhole()
+    started = time.monotonic()
+    try:
+        wait_until(lambda: not servers(on), KEEPALIVE_SECONDS + 4,
+                   "the keepalive pooler to close its servers behind the blackhole")
+        dropped_after = time.monotonic() - started
+        assert write.done.wait(2), "the INSERT's client is still waiting"
+        held_for = time.monotonic() - started
+        # The control: no keepalive, nothing sent, nothing noticed.
+        assert [r["state"] for r in servers(off)] == ["idle"]
+        assert kbh.dropped() > 0
+    finally:
+        kbh.heal()
+    writer.close()
+    assert dropped_after <= KEEPALIVE_SECONDS + 3, dropped_after
+    assert held_for >= KEEPALIVE_SECONDS - 0.5, held_for
+    e = write.error
+    assert e is not None and e.sqlstate == "08007", (e and e.sqlstate, str(e))
+    assert "transaction resolution unknown" in str(e)
+    assert primary_conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (1,)
+    on.wait_for_log(r"closing because: .*Connection timed out")
+    # Healed: both serve, the control on the server that lived through it.
+    with on.connect(user=pool_user) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with off.connect(user=pool_user) as conn:
+        assert conn.execute("SELECT pg_backend_pid()").fetchone() == (off_pid,)
