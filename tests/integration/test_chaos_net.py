@@ -6,9 +6,10 @@ comes back here, not even an ACK: sluice's TCP keepalive
 (tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt) and
 tcp_user_timeout are what end its server connections.
 
-The test (under 10 s) runs in make integration: an idle and a busy server
-dropped by keepalive, the same idle server kept with keepalive off (the
-control). It skips where network namespaces cannot be made."""
+The tests (under 10 s together) run in make integration: an idle and a
+busy server dropped by keepalive, the same idle server kept with keepalive
+off (the control), and a write sent into the blackhole ended by
+tcp_user_timeout. They skip where network namespaces cannot be made."""
 
 import threading
 import time
@@ -151,3 +152,34 @@ def test_keepalive_drops_servers_behind_a_kernel_blackhole(sluice, cluster, pool
         assert conn.execute("SELECT 1").fetchone() == (1,)
     with off.connect(user=pool_user) as conn:
         assert conn.execute("SELECT pg_backend_pid()").fetchone() == (off_pid,)
+
+
+def test_user_timeout_ends_a_write_sent_into_a_kernel_blackhole(sluice, cluster, pool_user,
+                                                                kbh, table, primary_conn):
+    """tcp_user_timeout = 2000 (ms) and tcp_keepalive = 0: a write sent to an
+    idle server after the blackhole began is never acknowledged, and the
+    kernel gives up on the connection after 2 s of retransmissions. The
+    client is told 08007 (sluice cannot know the INSERT did not arrive)
+    well before TCP's own retransmission limit (about 15 minutes). Its row
+    is not there; once healed, sluice serves again. (PgBouncer applies
+    tcp_user_timeout with keepalive on or off; sluice applied it only with
+    keepalive on, and this write waited until the heal.)"""
+    s = sluice(net_config(kbh, tcp_keepalive=0, tcp_user_timeout=2000))
+    open_idle_servers(s, pool_user, 1)
+    kbh.blackhole()
+    try:
+        with s.connect(user=pool_user) as conn:
+            write = Background(lambda: conn.execute(f"INSERT INTO {table} VALUES (1)"))
+            answered = write.done.wait(8)
+            kbh.heal()
+            write.done.wait(30)
+    finally:
+        kbh.heal()
+    assert answered, f"the write was still waiting 8 s into the blackhole ({write.error})"
+    assert write.took < 6, write.took
+    e = write.error
+    assert e is not None and e.sqlstate == "08007", (e and e.sqlstate, str(e))
+    assert primary_conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+    s.wait_for_log(r"closing because: .*Connection timed out")
+    with s.connect(user=pool_user) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
