@@ -489,9 +489,10 @@ def create_table(conn):
 
 class Client:
     """One client's record: the outcome of each write by nonce, and
-    everything that did not belong to it."""
+    everything that did not belong to it. pinned: it holds session state
+    that cannot move (Workload.pinned_every)."""
 
-    def __init__(self, index, run):
+    def __init__(self, index, run, pinned=False, lock_class=0):
         self.index = index
         self.appname = f"chaos-{run}-{index}"
         self.owner = f"owner-{run}-{index}"
@@ -501,6 +502,19 @@ class Client:
         # same name, _pg3_0, on every client's connection).
         self.session = f"session-{run}-{index}"
         self.prepared_sql = f"SELECT %s::text, {index}::int AS chaos_client_{index}"
+        # A pinned client also makes, at each connect, a temporary table
+        # holding a nonce of that connection, and takes a session advisory
+        # lock on a key of that connection: (lock_class, objid) in pg_locks.
+        # Keys are never reused, so a lock left on a backend that outlived
+        # its pooler connection blocks nobody. Every client's reads check
+        # that the advisory locks of the backend answering are exactly its
+        # own (none for an unpinned client).
+        self.pinned = pinned
+        self.lock_class = lock_class
+        self.pin_attempts = 0
+        self.pin_nonce = None  # of the current connection
+        self.lock_objid = None
+        self.pin_lost = 0  # reads that found the pinned state gone (counted in mixed)
         self.outcomes = {}  # nonce -> "committed" | "failed" | "unknown"
         self.copies = {}  # nonce of a COPY -> its number of rows (outcome in outcomes)
         self.unknown_why = {}  # nonce of an unknown outcome -> phase:sqlstate it was told
@@ -536,10 +550,18 @@ class Workload:
     name in the table and in nonces."""
 
     def __init__(self, dsn, clients=50, run=None, write_share=0.75, copy_share=0.0,
-                 copy_rows=200, carry_lsn=False):
+                 copy_rows=200, carry_lsn=False, pinned_every=10):
         self.dsn = dsn
         self.run = run or f"r{os.getpid()}x{random.randrange(1 << 30)}"
-        self.clients = [Client(i, self.run) for i in range(clients)]
+        # Every pinned_every-th client (0: none) holds a temporary table and
+        # an advisory lock (Client.pinned); 1 in 10 by default: the
+        # scenarios' pools have 10 servers for 50 clients, and each pinned
+        # client holds one of them while it is connected (1 in 5 would take
+        # them all).
+        self.pinned_every = pinned_every
+        lock_class = random.randrange(1, 1 << 31)
+        self.clients = [Client(i, self.run, pinned_every > 0 and i % pinned_every == 0,
+                               lock_class) for i in range(clients)]
         self.write_share = write_share
         # copy_share of the writes are a COPY FROM STDIN of copy_rows rows
         # (ids nonce/0 .. nonce/copy_rows-1), all or none of which must commit.
@@ -576,11 +598,27 @@ class Workload:
         try:
             conn.execute(psycopg.sql.SQL("SET chaos.session = {}").format(
                 psycopg.sql.Literal(c.session)))
+            if c.pinned:
+                self._pin(conn, c)
         except psycopg.Error:
             conn.close()
             raise
         c.connects += 1
         return conn
+
+    @staticmethod
+    def _pin(conn, c):
+        """The pinned client's state of this connection: sluice pins it to
+        its server at the CREATE TEMP (docs/pooling.md), so the INSERT and
+        the lock are taken on that server too."""
+        c.pin_attempts += 1
+        c.pin_nonce = f"{c.session}-conn{c.pin_attempts}"
+        c.lock_objid = c.index * 1_000_000 + c.pin_attempts
+        conn.execute("CREATE TEMP TABLE chaos_pin (nonce text)")
+        conn.execute("INSERT INTO chaos_pin VALUES (%s)", (c.pin_nonce,))
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)",
+                           ((c.lock_class << 32) | c.lock_objid,)).fetchone()
+        _expect(c, "advisory lock taken", got, (True,))
 
     def _client_main(self, c):
         rng = random.Random(c.index)
@@ -707,9 +745,16 @@ class Workload:
                 "coalesce(current_setting('chaos.owner', true), ''), "
                 f"(SELECT count(*) FROM {TABLE} WHERE run = %s AND client = %s), "
                 "txid_current_if_assigned() IS NULL, repeat(%s, %s), inet_server_port(), "
-                "current_setting('chaos.session', true)",
+                "current_setting('chaos.session', true), "
+                # The backend's advisory locks, and whether it shows a
+                # table chaos_pin (only a temporary one can be visible).
+                "(SELECT string_agg(classid || ':' || objid, ',' ORDER BY objid) FROM pg_locks "
+                " WHERE locktype = 'advisory' AND pid = pg_backend_pid()), "
+                "(SELECT count(*) FROM pg_class WHERE relname = 'chaos_pin' "
+                " AND pg_table_is_visible(oid))",
                 (nonce, self.run, c.index, nonce[-1], pad)).fetchone()
             mine = conn.execute(c.prepared_sql, (nonce,), prepare=True).fetchone()
+            pin = self._read_pin(conn, c) if c.pinned else None
         except psycopg.Error as e:
             c.read_errors += 1
             c.note_error(e, "read")
@@ -725,8 +770,35 @@ class Workload:
         _expect(c, "read padding", row[5], nonce[-1] * pad)
         _expect(c, "read session setting", row[7], c.session)
         _expect(c, "read prepared statement", mine, (nonce, c.index))
+        if c.pinned:
+            _expect(c, "read advisory locks (pinned)", row[8], f"{c.lock_class}:{c.lock_objid}")
+            _expect(c, "read own temporary table", row[9], 1)
+            _expect(c, "read temporary table's nonce", pin, [(c.pin_nonce,)])
+        else:
+            _expect(c, "read advisory locks (none taken)", row[8], None)
+            _expect(c, "read no temporary table (none made)", row[9], 0)
         if not low <= row[3] <= high:
             c.bad_reads.append(f"{row[3]} rows, expected {low}..{high}")
+
+    @staticmethod
+    def _read_pin(conn, c):
+        """A pinned client's temporary table. Its state may go only with its
+        connection: when the server it is pinned to is lost, sluice closes
+        the client's connection with an error (08006 "server conn crashed?",
+        or 08007 if a request was in flight; docs/pooling.md: the client is
+        pinned to that server until it disconnects), and the client
+        reconnects and makes new state. So an error here that leaves the
+        connection open is not a fault the client was told of: the table is
+        gone under a live connection (the client was moved to another
+        server): _read counts it in mixed, as it does an answer without the
+        client's lock."""
+        try:
+            return conn.execute("SELECT nonce FROM chaos_pin").fetchall()
+        except psycopg.errors.UndefinedTable:
+            if conn.broken or conn.closed:
+                raise
+            c.pin_lost += 1
+            return "chaos_pin gone, the connection kept"
 
     # ------------------------------------------------------------ checker
 
@@ -742,7 +814,7 @@ class Workload:
         counts = dict(operations=0, writes=0, acknowledged=0, failed=0, unknown=0,
                       unknown_committed=0, lost=0, phantom=0, mixed=0, garbled=0, bad_reads=0,
                       reads=0, connects=0, copies=0, partial=0, unknown_08007=0, unflagged_commits=0,
-                      read_ports={})
+                      pinned_clients=0, pinned_reads=0, pin_lost=0, read_ports={})
         sent = set()
         details = []
         errors = {}
@@ -752,6 +824,9 @@ class Workload:
             counts["reads"] += c.reads
             counts["connects"] += c.connects
             counts["mixed"] += len(c.mixed)
+            counts["pinned_clients"] += c.pinned
+            counts["pinned_reads"] += c.reads if c.pinned else 0
+            counts["pin_lost"] += c.pin_lost
             counts["garbled"] += len(c.garbled)
             counts["bad_reads"] += len(c.bad_reads)
             details += [f"client {c.index}: {m}"
