@@ -9,16 +9,24 @@ tcp_user_timeout are what end its server connections.
 The tests (under 10 s together) run in make integration: an idle and a
 busy server dropped by keepalive, the same idle server kept with keepalive
 off (the control), and a write sent into the blackhole ended by
-tcp_user_timeout. They skip where network namespaces cannot be made."""
+tcp_user_timeout. The scenario (primary_blackholed_in_kernel: 50 clients
+of verified work while the primary is blackholed again and again) runs in
+make chaos (CHAOS_ALL=1), for CHAOS_SECONDS. All skip where network
+namespaces cannot be made."""
 
+import os
+import random
 import threading
 import time
 
 import psycopg
 import pytest
 
-from chaos_lib import CHAOS_SECONDS, CONNECT_TIMEOUT, KernelBlackhole, NetnsUnavailable
+from chaos_lib import (CHAOS_SECONDS, CONNECT_TIMEOUT, KernelBlackhole, NetnsUnavailable,
+                       chaos_config, run_checked)
 from sluice_fixture import IS_PGBOUNCER, wait_until
+
+ALL = os.environ.get("CHAOS_ALL") == "1"
 
 pytestmark = [pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own suite"),
               pytest.mark.timeout(CHAOS_SECONDS + 300)]
@@ -183,3 +191,55 @@ def test_user_timeout_ends_a_write_sent_into_a_kernel_blackhole(sluice, cluster,
     s.wait_for_log(r"closing because: .*Connection timed out")
     with s.connect(user=pool_user) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+# ----------------------------------------------------------------- scenario
+
+BLACKHOLE_SECONDS = 4 * CONNECT_TIMEOUT  # > server_connect_timeout, keepalive, user timeout
+
+
+@pytest.mark.skipif(not ALL, reason="make chaos (CHAOS_ALL=1) runs it")
+def test_chaos_primary_blackholed_in_kernel(sluice, cluster, pool_user):
+    """Every 2 to 4 s of health the primary is blackholed in the kernel for
+    BLACKHOLE_SECONDS (8: 4 x server_connect_timeout, and past the 3 s of
+    keepalive and the tcp_user_timeout of 3 s), then healed. No
+    query_timeout: what ends the statements caught in it is TCP (keepalive
+    for one waiting for its answer, tcp_user_timeout for one sent into the
+    blackhole), and new server connections time out
+    (server_connect_timeout) while their clients wait. The primary's side
+    of each link has keepalive too (2 s, 1 s, 3), as a server with
+    tcp_keepalives_* set, so that backends whose pooler connection died
+    end. Asserts, besides the checker: sluice closed servers on timeouts
+    (its log), and the pinned clients saw only their own state."""
+    bh = make_blackhole(cluster, proxy_keepalive=(2, 1, 3))
+    rng = random.Random(17)
+    try:
+        s = sluice(chaos_config(bh.port, host=bh.host, tcp_user_timeout=3000, **KEEPALIVE))
+
+        def faults(deadline):
+            blackholes = dropped = 0
+            try:
+                while time.monotonic() < deadline:
+                    time.sleep(rng.uniform(2, 4))
+                    bh.blackhole()
+                    blackholes += 1
+                    time.sleep(BLACKHOLE_SECONDS)
+                    dropped += bh.dropped()
+                    bh.heal()
+            finally:
+                bh.heal()
+            log = s.log_text()
+            return {"blackholes": blackholes, "packets_dropped": dropped,
+                    "qdisc": " ".join(bh.qdisc or ()),
+                    "server_connections": bh.proxy.accepted,
+                    # Servers sluice closed: TCP gave up (keepalive or
+                    # tcp_user_timeout), or a connect got no SYN-ACK.
+                    "tcp_timed_out": log.count("closing because: Connection timed out"),
+                    "connect_timeouts": log.count("closing because: connect timeout")}
+
+        report, _ = run_checked("primary_blackholed_in_kernel", s, cluster, pool_user, faults)
+    finally:
+        bh.close()
+    assert report["blackholes"] > 0 and report["packets_dropped"] > 0, report
+    assert report["tcp_timed_out"] > 0, "no server connection ended by a TCP timeout"
+    assert report["pinned_reads"] > 0, report
