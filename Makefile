@@ -24,7 +24,8 @@
 #   make chaos           the chaos suite (tests/integration/test_chaos*.py): 50
 #                        clients doing verified work while the primary is killed -9
 #                        (also at a COMMIT), connections are cut mid-message and
-#                        mid-COPY, latency and blackholes, replicas killed, blackholed
+#                        mid-COPY, latency and blackholes (also in the kernel, where
+#                        network namespaces can be made), replicas killed, blackholed
 #                        and promoted, a DNS answer changes, sluice reloads and restarts;
 #                        CHAOS_SECONDS (600) each; make integration runs a short
 #                        sample (12 s each of the first three, 3 s of the COMMIT
@@ -154,7 +155,9 @@ integration: integration-bins
 # loop) do the same with any number of workers: once, above, too. All of
 # them pass with 4 workers: run them so after changing what they test.
 # The chaos proxy's own tests and the commit-outcome cases it drives
-# (test_chaos_proxy.py: one connection's relay at a time), the memory of an
+# (test_chaos_proxy.py: one connection's relay at a time), the kernel
+# blackhole's keepalive and tcp_user_timeout tests (test_chaos_net.py: the
+# kernel's timers, the same with any number of workers), the memory of an
 # idle client (test_idle_memory.py: a client's record, not the workers')
 # and of distinct SET values (test_set_memory.py, as its appname case
 # above) are the same with any number of workers: once, above, too.
@@ -182,6 +185,7 @@ integration-workers: integration-bins
 	  --deselect=tests/integration/test_set_memory.py::test_distinct_appnames_and_statements_keep_memory_flat \
 	  --deselect=tests/integration/test_set_memory.py::test_distinct_sets_keep_memory_flat \
 	  --ignore=tests/integration/test_chaos_proxy.py --ignore=tests/integration/test_idle_memory.py \
+	  --ignore=tests/integration/test_chaos_net.py \
 	  --ignore=tests/integration/test_abuse.py --ignore=tests/integration/test_live_fuzz.py \
 	  --ignore=tests/integration/test_page.py --ignore=tests/integration/test_insights_advice.py \
 	  --ignore=tests/integration/test_security.py --ignore=tests/integration/test_check.py \
@@ -204,7 +208,8 @@ chaos: integration-bins
 	  CHAOS_ALL=1 SLUICE_TEST_WORKERS=$(CHAOS_WORKERS) \
 	  SLUICE_BIN=$(CURDIR)/build/address-undefined/sluice \
 	  $(PYTEST) -x -q -rA tests/integration/test_chaos_proxy.py tests/integration/test_chaos.py \
-	  tests/integration/test_chaos_pooler.py tests/integration/test_chaos_replicas.py
+	  tests/integration/test_chaos_pooler.py tests/integration/test_chaos_net.py \
+	  tests/integration/test_chaos_replicas.py
 	$(MAKE) --no-print-directory abuse
 
 # The soak (issue 17 item 4; not part of make test): SOAK_SECONDS of steady

@@ -209,6 +209,16 @@ static int shutdown_busy_clients(int64_t now, int *logging_in)
                 continue;
             switch (client_state_of(c)) {
             case CL_ACTIVE:
+                /* A client pinned to its server (a temporary table, an
+                 * advisory lock...) stays linked between transactions: it
+                 * goes as an idle client does, or the shutdown waited for
+                 * it forever (chaos sigint_restart). */
+                if (c->pinned && c->server && server_is_clean(c->server) && !request_busy(c)) {
+                    client_close_error(c, SQLSTATE_ADMIN_SHUTDOWN, "pooler is shutting down");
+                    break;
+                }
+                busy++;
+                break;
             case CL_WAITING:
             case CL_ASSIGNED:
                 busy++;

@@ -333,6 +333,14 @@ void worker_tcp_options(int fd, const struct config *cfg)
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->tcp_socket_buffer, sizeof(int));
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->tcp_socket_buffer, sizeof(int));
     }
+    /* Unacknowledged data: with keepalive on or off (as PgBouncer); it
+     * was set only with keepalive on, so that with tcp_keepalive = 0 a
+     * request sent to a server that had gone silent waited for TCP's own
+     * retransmission limit, about 15 minutes (test_chaos_net.py). */
+    if (cfg->tcp_user_timeout > 0) {
+        unsigned int ms = (unsigned int)(cfg->tcp_user_timeout / 1000);
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
+    }
     int on = cfg->tcp_keepalive ? 1 : 0;
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
     if (!on)
@@ -343,10 +351,6 @@ void worker_tcp_options(int fd, const struct config *cfg)
         setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &cfg->tcp_keepintvl, sizeof(int));
     if (cfg->tcp_keepcnt > 0)
         setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg->tcp_keepcnt, sizeof(int));
-    if (cfg->tcp_user_timeout > 0) {
-        unsigned int ms = (unsigned int)(cfg->tcp_user_timeout / 1000);
-        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
-    }
 }
 
 /* A TCP connection is made from its listener's socket and inherits its

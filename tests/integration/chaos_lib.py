@@ -17,10 +17,14 @@ unknown (the connection broke while COMMIT was in flight). check() then
 reads the table on the primary directly."""
 
 import asyncio
+import ctypes
 import json
 import os
 import random
+import re
 import signal
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -80,9 +84,14 @@ class FaultProxy:
     is set then, for the test to kill the server. refuse(True): new
     connections are reset at once (a host that is gone). Counters:
     accepted, cuts (links cut), refused (upstream connect failures or
-    refusals), trapped. host: the address to listen on (any 127.x.y.z)."""
+    refusals), trapped. host: the address to listen on (any 127.x.y.z);
+    sock: a listening socket to serve instead (one made in another network
+    namespace: KernelBlackhole). keepalive: (idle, interval, count) of TCP
+    keepalive on the accepted connections, as a server's
+    tcp_keepalives_idle/interval/count, so that a link whose pooler went
+    away during a blackhole ends here too (and its backend with it)."""
 
-    def __init__(self, target_port, host="127.0.0.1", port=0):
+    def __init__(self, target_port, host="127.0.0.1", port=0, sock=None, keepalive=None):
         self.target_port = target_port
         self.latency = 0.0
         self.bandwidth = None  # bytes a second each way per link; None: unlimited
@@ -97,9 +106,12 @@ class FaultProxy:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.gate = self._run(self._make_gate())
-        self.server = self._run(asyncio.start_server(self._handle, host, port))
-        self.host = host
-        self.port = self.server.sockets[0].getsockname()[1]
+        self.keepalive = keepalive
+        if sock is None:
+            self.server = self._run(asyncio.start_server(self._handle, host, port))
+        else:
+            self.server = self._run(asyncio.start_server(self._handle, sock=sock))
+        self.host, self.port = self.server.sockets[0].getsockname()[:2]
 
     def _run(self, coro, timeout=10):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -122,6 +134,8 @@ class FaultProxy:
             return
         self.accepted += 1
         self.accept_times.append(time.monotonic())
+        if self.keepalive:
+            set_keepalive(cwriter.get_extra_info("socket"), *self.keepalive)
         link = _Link(cwriter)
         self.links.add(link)
         try:
@@ -264,6 +278,178 @@ class FaultProxy:
         self.thread.join(5)
 
 
+# ------------------------------------------- a blackhole in the kernel
+
+def set_keepalive(sock, idle, interval, count):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+
+
+class NetnsUnavailable(Exception):
+    """The test may not make network namespaces (not root, no iproute2, a
+    container without CAP_NET_ADMIN...): the reason."""
+
+
+_CLONE_NEWNET = 0x40000000
+_instances = iter(range(1 << 30))
+
+
+def _ip(*args, ns=None, check=True):
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    if check and r.returncode:
+        raise subprocess.CalledProcessError(r.returncode, cmd, r.stdout, r.stderr)
+    return r
+
+
+def _listen_in_netns(ns, address):
+    """A listening TCP socket on address:0 inside the named network
+    namespace: made on a thread of its own that enters the namespace
+    (setns(2) moves only the calling thread) and then ends; the socket
+    stays in the namespace it was made in."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    made = {}
+
+    def make():
+        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, _CLONE_NEWNET) != 0:
+                made["error"] = OSError(ctypes.get_errno(), "setns")
+                return
+        finally:
+            os.close(fd)
+        sock = socket.socket()
+        sock.bind((address, 0))
+        sock.listen(128)
+        sock.setblocking(False)
+        made["sock"] = sock
+
+    t = threading.Thread(target=make)
+    t.start()
+    t.join()
+    if "error" in made:
+        raise made["error"]
+    return made["sock"]
+
+
+class KernelBlackhole:
+    """The primary at a network address whose packets a kernel can drop:
+    two network namespaces made for the test, a router R and a host H,
+
+        root 10.213.X.1 --veth-- 10.213.X.2 R 10.213.X.5 --veth-- 10.213.X.6 H
+
+    and a FaultProxy listening on H's address (host, port) that forwards
+    to 127.0.0.1:target_port in the root namespace. A pooler given that
+    host and port reaches the primary through both veth pairs.
+
+    blackhole() puts a queueing discipline that drops every packet on both
+    of R's devices: `tc qdisc add dev DEV root netem loss 100%`, or, on a
+    kernel built without sch_netem, `pfifo limit 0` (a queue that holds
+    nothing) -- self.qdisc says which. Nothing passes either way: no data,
+    no ACK, no FIN, no RST, no SYN-ACK; TCP keepalive probes go unanswered,
+    and so do retransmissions. The drops happen on a router, not on the
+    sending host's own device (a local drop tells the sender's TCP, which
+    then counts neither its keepalive probes nor its retransmissions as
+    lost). heal() deletes the qdiscs. close() stops the proxy and deletes
+    the namespaces and devices made, by their unique names.
+
+    proxy_keepalive: see FaultProxy (the primary's side of each link).
+    Raises NetnsUnavailable when namespaces cannot be made here."""
+
+    def __init__(self, target_port, proxy_keepalive=None):
+        n = next(_instances)
+        tag = f"{os.getpid() % 100000}{n}"
+        self.router, self.hostns = f"sluice-bh{tag}-r", f"sluice-bh{tag}-h"
+        self.root_dev, self.r_root, self.r_host, self.h_dev = (
+            f"sbh{tag}{end}" for end in "abcd")
+        self.made = []
+        self.qdisc = None
+        self.faulty = False
+        self.proxy = None
+        try:
+            _ip("ip", "netns", "add", self.router)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise NetnsUnavailable(f"`ip netns add` failed: "
+                                   f"{getattr(e, 'stderr', None) or e}".strip()) from None
+        self.made.append(self.router)
+        try:
+            self._build(self._free_subnet())
+            self.proxy = FaultProxy(target_port, sock=_listen_in_netns(self.hostns, self.host),
+                                    keepalive=proxy_keepalive)
+            self.port = self.proxy.port
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _free_subnet():
+        used = _ip("ip", "-o", "-4", "addr", "show").stdout + _ip("ip", "-4", "route").stdout
+        for i in range(250):
+            x = (os.getpid() + i) % 250 + 1
+            if f"10.213.{x}." not in used:
+                return x
+        raise NetnsUnavailable("no free 10.213.X.0/29 subnet")
+
+    def _build(self, x):
+        net = f"10.213.{x}"
+        self.host = f"{net}.6"
+        _ip("ip", "netns", "add", self.hostns)
+        self.made.append(self.hostns)
+        _ip("ip", "link", "add", self.root_dev, "type", "veth", "peer", "name", self.r_root,
+            "netns", self.router)
+        _ip("ip", "-n", self.router, "link", "add", self.r_host, "type", "veth",
+            "peer", "name", self.h_dev, "netns", self.hostns)
+        _ip("ip", "addr", "add", f"{net}.1/30", "dev", self.root_dev)
+        _ip("ip", "link", "set", self.root_dev, "up")
+        _ip("ip", "route", "add", f"{net}.4/30", "via", f"{net}.2")
+        for args in (("addr", "add", f"{net}.2/30", "dev", self.r_root),
+                     ("addr", "add", f"{net}.5/30", "dev", self.r_host),
+                     ("link", "set", self.r_root, "up"), ("link", "set", self.r_host, "up")):
+            _ip("ip", "-n", self.router, *args)
+        _ip("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward", ns=self.router)
+        for args in (("addr", "add", f"{self.host}/30", "dev", self.h_dev),
+                     ("link", "set", self.h_dev, "up"), ("link", "set", "lo", "up"),
+                     ("route", "add", "default", "via", f"{net}.5")):
+            _ip("ip", "-n", self.hostns, *args)
+
+    def blackhole(self):
+        for dev in (self.r_root, self.r_host):
+            for qdisc in ([self.qdisc] if self.qdisc else [("netem", "loss", "100%"),
+                                                          ("pfifo", "limit", "0")]):
+                r = _ip("tc", "qdisc", "add", "dev", dev, "root", *qdisc, ns=self.router,
+                        check=False)
+                if r.returncode == 0:
+                    self.qdisc = qdisc
+                    break
+                if "unknown" not in r.stderr:  # not "Specified qdisc kind is unknown"
+                    raise subprocess.CalledProcessError(r.returncode, "tc", r.stdout, r.stderr)
+            else:
+                raise NetnsUnavailable(f"tc could not add a dropping qdisc: {r.stderr}")
+        self.faulty = True
+
+    def heal(self):
+        if self.faulty:
+            for dev in (self.r_root, self.r_host):
+                _ip("tc", "qdisc", "del", "dev", dev, "root", ns=self.router, check=False)
+            self.faulty = False
+
+    def dropped(self):
+        """Packets R's qdiscs dropped (tc -s), while they are there."""
+        out = _ip("tc", "-s", "qdisc", "show", ns=self.router, check=False).stdout
+        return sum(int(m) for m in re.findall(r"dropped (\d+)", out))
+
+    def close(self):
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
+        _ip("ip", "link", "del", self.root_dev, check=False)
+        for ns in reversed(self.made):
+            _ip("ip", "netns", "del", ns, check=False)
+        self.made = []
+
+
 # ------------------------------------------------------- killing a node -9
 
 def kill9_node(cluster, name="primary"):
@@ -303,9 +489,10 @@ def create_table(conn):
 
 class Client:
     """One client's record: the outcome of each write by nonce, and
-    everything that did not belong to it."""
+    everything that did not belong to it. pinned: it holds session state
+    that cannot move (Workload.pinned_every)."""
 
-    def __init__(self, index, run):
+    def __init__(self, index, run, pinned=False, lock_class=0):
         self.index = index
         self.appname = f"chaos-{run}-{index}"
         self.owner = f"owner-{run}-{index}"
@@ -315,6 +502,19 @@ class Client:
         # same name, _pg3_0, on every client's connection).
         self.session = f"session-{run}-{index}"
         self.prepared_sql = f"SELECT %s::text, {index}::int AS chaos_client_{index}"
+        # A pinned client also makes, at each connect, a temporary table
+        # holding a nonce of that connection, and takes a session advisory
+        # lock on a key of that connection: (lock_class, objid) in pg_locks.
+        # Keys are never reused, so a lock left on a backend that outlived
+        # its pooler connection blocks nobody. Every client's reads check
+        # that the advisory locks of the backend answering are exactly its
+        # own (none for an unpinned client).
+        self.pinned = pinned
+        self.lock_class = lock_class
+        self.pin_attempts = 0
+        self.pin_nonce = None  # of the current connection
+        self.lock_objid = None
+        self.pin_lost = 0  # reads that found the pinned state gone (counted in mixed)
         self.outcomes = {}  # nonce -> "committed" | "failed" | "unknown"
         self.copies = {}  # nonce of a COPY -> its number of rows (outcome in outcomes)
         self.unknown_why = {}  # nonce of an unknown outcome -> phase:sqlstate it was told
@@ -350,10 +550,18 @@ class Workload:
     name in the table and in nonces."""
 
     def __init__(self, dsn, clients=50, run=None, write_share=0.75, copy_share=0.0,
-                 copy_rows=200, carry_lsn=False):
+                 copy_rows=200, carry_lsn=False, pinned_every=10):
         self.dsn = dsn
         self.run = run or f"r{os.getpid()}x{random.randrange(1 << 30)}"
-        self.clients = [Client(i, self.run) for i in range(clients)]
+        # Every pinned_every-th client (0: none) holds a temporary table and
+        # an advisory lock (Client.pinned); 1 in 10 by default: the
+        # scenarios' pools have 10 servers for 50 clients, and each pinned
+        # client holds one of them while it is connected (1 in 5 would take
+        # them all).
+        self.pinned_every = pinned_every
+        lock_class = random.randrange(1, 1 << 31)
+        self.clients = [Client(i, self.run, pinned_every > 0 and i % pinned_every == 0,
+                               lock_class) for i in range(clients)]
         self.write_share = write_share
         # copy_share of the writes are a COPY FROM STDIN of copy_rows rows
         # (ids nonce/0 .. nonce/copy_rows-1), all or none of which must commit.
@@ -390,11 +598,27 @@ class Workload:
         try:
             conn.execute(psycopg.sql.SQL("SET chaos.session = {}").format(
                 psycopg.sql.Literal(c.session)))
+            if c.pinned:
+                self._pin(conn, c)
         except psycopg.Error:
             conn.close()
             raise
         c.connects += 1
         return conn
+
+    @staticmethod
+    def _pin(conn, c):
+        """The pinned client's state of this connection: sluice pins it to
+        its server at the CREATE TEMP (docs/pooling.md), so the INSERT and
+        the lock are taken on that server too."""
+        c.pin_attempts += 1
+        c.pin_nonce = f"{c.session}-conn{c.pin_attempts}"
+        c.lock_objid = c.index * 1_000_000 + c.pin_attempts
+        conn.execute("CREATE TEMP TABLE chaos_pin (nonce text)")
+        conn.execute("INSERT INTO chaos_pin VALUES (%s)", (c.pin_nonce,))
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)",
+                           ((c.lock_class << 32) | c.lock_objid,)).fetchone()
+        _expect(c, "advisory lock taken", got, (True,))
 
     def _client_main(self, c):
         rng = random.Random(c.index)
@@ -521,9 +745,16 @@ class Workload:
                 "coalesce(current_setting('chaos.owner', true), ''), "
                 f"(SELECT count(*) FROM {TABLE} WHERE run = %s AND client = %s), "
                 "txid_current_if_assigned() IS NULL, repeat(%s, %s), inet_server_port(), "
-                "current_setting('chaos.session', true)",
+                "current_setting('chaos.session', true), "
+                # The backend's advisory locks, and whether it shows a
+                # table chaos_pin (only a temporary one can be visible).
+                "(SELECT string_agg(classid || ':' || objid, ',' ORDER BY objid) FROM pg_locks "
+                " WHERE locktype = 'advisory' AND pid = pg_backend_pid()), "
+                "(SELECT count(*) FROM pg_class WHERE relname = 'chaos_pin' "
+                " AND pg_table_is_visible(oid))",
                 (nonce, self.run, c.index, nonce[-1], pad)).fetchone()
             mine = conn.execute(c.prepared_sql, (nonce,), prepare=True).fetchone()
+            pin = self._read_pin(conn, c) if c.pinned else None
         except psycopg.Error as e:
             c.read_errors += 1
             c.note_error(e, "read")
@@ -539,8 +770,35 @@ class Workload:
         _expect(c, "read padding", row[5], nonce[-1] * pad)
         _expect(c, "read session setting", row[7], c.session)
         _expect(c, "read prepared statement", mine, (nonce, c.index))
+        if c.pinned:
+            _expect(c, "read advisory locks (pinned)", row[8], f"{c.lock_class}:{c.lock_objid}")
+            _expect(c, "read own temporary table", row[9], 1)
+            _expect(c, "read temporary table's nonce", pin, [(c.pin_nonce,)])
+        else:
+            _expect(c, "read advisory locks (none taken)", row[8], None)
+            _expect(c, "read no temporary table (none made)", row[9], 0)
         if not low <= row[3] <= high:
             c.bad_reads.append(f"{row[3]} rows, expected {low}..{high}")
+
+    @staticmethod
+    def _read_pin(conn, c):
+        """A pinned client's temporary table. Its state may go only with its
+        connection: when the server it is pinned to is lost, sluice closes
+        the client's connection with an error (08006 "server conn crashed?",
+        or 08007 if a request was in flight; docs/pooling.md: the client is
+        pinned to that server until it disconnects), and the client
+        reconnects and makes new state. So an error here that leaves the
+        connection open is not a fault the client was told of: the table is
+        gone under a live connection (the client was moved to another
+        server): _read counts it in mixed, as it does an answer without the
+        client's lock."""
+        try:
+            return conn.execute("SELECT nonce FROM chaos_pin").fetchall()
+        except psycopg.errors.UndefinedTable:
+            if conn.broken or conn.closed:
+                raise
+            c.pin_lost += 1
+            return "chaos_pin gone, the connection kept"
 
     # ------------------------------------------------------------ checker
 
@@ -556,7 +814,7 @@ class Workload:
         counts = dict(operations=0, writes=0, acknowledged=0, failed=0, unknown=0,
                       unknown_committed=0, lost=0, phantom=0, mixed=0, garbled=0, bad_reads=0,
                       reads=0, connects=0, copies=0, partial=0, unknown_08007=0, unflagged_commits=0,
-                      read_ports={})
+                      pinned_clients=0, pinned_reads=0, pin_lost=0, read_ports={})
         sent = set()
         details = []
         errors = {}
@@ -566,6 +824,9 @@ class Workload:
             counts["reads"] += c.reads
             counts["connects"] += c.connects
             counts["mixed"] += len(c.mixed)
+            counts["pinned_clients"] += c.pinned
+            counts["pinned_reads"] += c.reads if c.pinned else 0
+            counts["pin_lost"] += c.pin_lost
             counts["garbled"] += len(c.garbled)
             counts["bad_reads"] += len(c.bad_reads)
             details += [f"client {c.index}: {m}"

@@ -150,6 +150,39 @@ def test_checker_counts_lost_phantom_and_unknown(primary_conn):
         (4, 1, 1, 2, 1, 2, 1, 1, 2, 1), details
 
 
+def test_checker_sees_session_state_not_the_clients_own(cluster, primary_conn):
+    """The checker's session-state verdicts, on connections straight to the
+    primary: a pinned client (every 2nd here) reads its own temporary table
+    and advisory lock, an unpinned one none, and each is counted in mixed
+    when its backend holds state that is not its own, or when its own is
+    gone under a live connection."""
+    create_table(primary_conn)
+    w = Workload(lambda app: "", clients=2, run="checkpin", pinned_every=2)
+    pinned, plain = w.clients
+    assert (pinned.pinned, plain.pinned) == (True, False)
+    with cluster.connect() as a, cluster.connect() as b:
+        for conn, c in ((a, pinned), (b, plain)):
+            conn.execute("SELECT set_config('chaos.session', %s, false)", (c.session,))
+            conn.execute("SELECT set_config('application_name', %s, false)", (c.appname,))
+        w._pin(a, pinned)
+        w._read(a, pinned, "checkpin-0-1", 10)
+        w._read(b, plain, "checkpin-1-1", 10)
+        assert (pinned.mixed, plain.mixed, pinned.reads) == ([], [], 1)
+        # Another's lock and temporary table on the unpinned client's backend.
+        b.execute("SELECT pg_try_advisory_lock(7)")
+        b.execute("CREATE TEMP TABLE chaos_pin (nonce text)")
+        w._read(b, plain, "checkpin-1-2", 10)
+        assert [m.split(":")[0] for m in plain.mixed] == [
+            "read advisory locks (none taken)", "read no temporary table (none made)"]
+        # The pinned client's state gone while its connection stays.
+        a.execute("DISCARD TEMP")
+        a.execute("SELECT pg_advisory_unlock_all()")
+        w._read(a, pinned, "checkpin-0-2", 10)
+        assert pinned.pin_lost == 1 and len(pinned.mixed) == 3, pinned.mixed
+    counts, _, _, _ = w.check(primary_conn)
+    assert (counts["mixed"], counts["pinned_clients"], counts["pin_lost"]) == (5, 1, 1)
+
+
 @pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own fix")
 def test_server_lost_mid_message_sends_no_error_inside_it(sluice, cluster, pool_user):
     """Regression (found by test_chaos.py's cuts): a server connection lost

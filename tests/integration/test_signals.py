@@ -64,6 +64,28 @@ def test_sigint_idle_clients_do_not_delay_exit(sluice):
         assert s.wait_exit(5) == 0
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's pinning")
+def test_sigint_closes_a_pinned_client_between_transactions(sluice):
+    """A client pinned to its server (a temporary table under transaction
+    pooling) is waited for while in a transaction and, between two, closed
+    with 57P01 like any idle client, and sluice exits. Regression (found by
+    the chaos sigint_restart scenario once its checker had pinned clients):
+    a pinned client is linked to its server even when idle, and SIGINT
+    waited for it forever."""
+    s = sluice()
+    with s.connect() as conn:
+        conn.execute("CREATE TEMP TABLE sig_pin (x int)")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO sig_pin VALUES (1)")
+        s.signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert s.running(), "exited while the pinned client's transaction was open"
+        conn.execute("COMMIT")
+        assert s.wait_exit(5) == 0, "still waiting for a pinned client between transactions"
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")
+
+
 # Signals as in PgBouncer 1.23+; the installed PgBouncer is 1.18.
 pgbouncer_123 = pytest.mark.skipif(IS_PGBOUNCER, reason="PgBouncer 1.23+ signals (1.18 here)")
 
