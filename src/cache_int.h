@@ -118,6 +118,8 @@ extern struct cache_store *cache_g_store;
 extern bool cache_g_redis;
 
 void cache_ctr_add(struct database *db, enum cache_ctr i);
+/* db's owner slot in the store (its entries, bytes, evictions, expired). */
+unsigned cache_owner_of(const struct database *db);
 /* c's state, made if it has none. */
 struct cache_client *cache_client_of(struct client *c);
 
