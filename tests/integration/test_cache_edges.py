@@ -21,6 +21,7 @@ import pytest
 
 from sluice_fixture import IS_PGBOUNCER, wait_until
 from test_cache import behind_back, cache_config, cache_rows, hits, warm
+from test_metrics import scrape
 from test_routing import admin
 from test_ryw import config as ryw_config
 
@@ -529,10 +530,10 @@ def assert_rows_add_up(rows, empty_bytes):
 def test_show_cache_has_each_databases_entries_and_bytes(sluice, cluster):
     """Two databases, known answers cached in each: SHOW CACHE's row of
     each has its entries and bytes (the bigger answers' database more
-    bytes), and the rows add up to the store's `*` row. A write through one
-    database drops its answers over that table only; CACHE CLEAR empties
-    every row."""
-    s = sluice(two_db_config())
+    bytes), and the rows add up to the store's `*` row; /metrics has the
+    same figures per database. A write through one database drops its
+    answers over that table only; CACHE CLEAR empties every row."""
+    s = sluice(two_db_config(metrics_listen="127.0.0.1:{metrics_port}"))
     empty_bytes = cache_rows(s)["*"]["bytes"]
     mine = ["SELECT v FROM ce_t WHERE id = 1", "SELECT v FROM ce_t WHERE id = 2",
             "SELECT id FROM ce_big WHERE id = 3"]
@@ -548,6 +549,12 @@ def test_show_cache_has_each_databases_entries_and_bytes(sluice, cluster):
         assert 0 < rows["mydb"]["bytes"] < 5000 < 20000 < rows["otherdb"]["bytes"], rows
         assert rows["*"]["entries"] == 5, rows
         assert_rows_add_up(rows, empty_bytes)
+        _, samples = scrape(s.metrics_port)
+        for db in ("mydb", "otherdb"):
+            for k, family in (("entries", "entries"), ("bytes", "bytes"),
+                              ("evictions", "evictions_total"), ("expired", "expired_total")):
+                key = (f"sluice_cache_database_{family}", frozenset({("database", db)}))
+                assert samples[key] == rows[db][k], (db, k, samples.get(key))
 
         # A write to ce_t through otherdb: otherdb's answer over ce_t goes,
         # its answer over ce_big and mydb's answers stay (still hits).
@@ -605,3 +612,35 @@ def test_show_cache_counts_evictions_for_the_database_whose_answers_went(sluice,
     assert rows["mydb"]["entries"] == 3, rows
     assert rows["*"]["evictions"] == rows["otherdb"]["evictions"], rows
     assert_rows_add_up(rows, empty_bytes)
+
+
+def test_show_cache_keeps_a_dropped_databases_answers_in_a_row_of_its_name(sluice, cluster):
+    """mydb made from "*" caches an answer, then is dropped when unused
+    (autodb_idle_timeout): its answer stays in the store, and SHOW CACHE
+    still shows it in a row of its name (entries and bytes only) adding up
+    to `*`. A client of mydb again is answered from it, and the database's
+    row has its figures back."""
+    config = cache_config(RULES, autodb_idle_timeout="1", server_idle_timeout="1")
+    config["databases"] = {"mydb": None, "*": "host=127.0.0.1 port={primary_port}"}
+    s = sluice(config)
+    empty_bytes = cache_rows(s)["*"]["bytes"]
+    sql = "SELECT v FROM ce_t WHERE id = 4"
+    with s.connect() as conn:
+        keep(s, conn, "mydb", sql)
+    kept = cache_rows(s)["mydb"]
+    assert kept["entries"] == 1 and kept["bytes"] > 0 and kept["hits"] >= 1, kept
+
+    def dropped():
+        with admin(s) as a:
+            return "mydb" not in [r[0] for r in a.execute("SHOW DATABASES").fetchall()]
+    wait_until(dropped, 15, "mydb dropped")
+    rows = cache_rows(s)
+    assert rows["mydb"]["entries"] == 1 and rows["mydb"]["bytes"] == kept["bytes"], rows
+    assert rows["mydb"]["hits"] is None, rows  # not a database's row any more
+    assert_rows_add_up(store_rows(s), empty_bytes)
+
+    with s.connect() as conn:
+        assert conn.execute(sql).fetchall() == [(0,)]
+    back = cache_rows(s)["mydb"]
+    assert back["hits"] == 1 and back["misses"] == 0, back  # its counters start over
+    assert back["entries"] == 1 and back["bytes"] == kept["bytes"], back
