@@ -1055,6 +1055,8 @@ void cache_db_stats_others(void (*cb)(const char *name, const struct cache_db_st
         cache_store_owner_stats(cache_g_store, i, &os);
         bool shown = i == CACHE_OWNER_OTHERS ? os.entries || os.bytes || os.evictions || os.expired
                                              : os.entries || os.bytes;
+        if (!shown) /* (most slots: free, or empty) */
+            continue;
         struct list *it, *tmp;
         list_for_each_safe(it, tmp, &g_pooler.databases)
         {
