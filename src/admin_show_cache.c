@@ -1,9 +1,11 @@
 /* admin_show_cache.c - SHOW CACHE and SHOW CACHE_TABLES: the result cache
- * (cache.h). SHOW CACHE has one row per database that used it and one
- * row "*" for the store, which all databases share (its entries, bytes
- * and evictions are not kept per database). With cache_invalidation =
- * logical, a database's row says where its consumer is (logical: streaming,
- * starting or failed: why) and how far behind (logical_lag_bytes). */
+ * (cache.h). SHOW CACHE has one row per database that used it, with its
+ * share of the store (entries, bytes, evictions, expired), rows for the
+ * entries of databases no longer configured and of those past the store's
+ * owner slots ("*others*"), and one row "*" for the store, which all
+ * databases share. With cache_invalidation = logical, a database's row
+ * says where its consumer is (logical: streaming, starting or failed: why)
+ * and how far behind (logical_lag_bytes). */
 #include <stdio.h>
 
 #include "admin_int.h"
@@ -17,9 +19,10 @@ static void db_row(struct admin_result *r, const struct database *db)
     cache_db_stats(db, &st);
     struct cache_logical_status ls;
     bool logical = cache_logical_status(db, &ls);
-    if (!st.hits && !st.misses && !st.invalidations && !st.bypass && !logical)
+    if (!st.hits && !st.misses && !st.invalidations && !st.bypass && !st.entries && !st.bytes &&
+        !logical)
         return;
-    char f[10][ADMIN_NUM_LEN], ratio[32], state[sizeof(ls.reason) + 16] = "";
+    char f[14][ADMIN_NUM_LEN], ratio[32], state[sizeof(ls.reason) + 16] = "";
     if (logical)
         cache_logical_describe(&ls, state, sizeof(state));
     uint64_t asked = st.hits + st.misses;
@@ -34,15 +37,40 @@ static void db_row(struct admin_result *r, const struct database *db)
                        admin_num4(f[5], (long long)st.refused_other),
                        admin_num4(f[6], (long long)st.invalidations),
                        admin_num4(f[7], (long long)st.bypass),
+                       admin_num4(f[9], (long long)st.entries),
+                       admin_num4(f[10], (long long)st.bytes),
                        NULL,
-                       NULL,
-                       NULL,
-                       NULL,
-                       NULL,
+                       admin_num4(f[11], (long long)st.evictions),
+                       admin_num4(f[12], (long long)st.expired),
                        NULL,
                        logical ? state : NULL,
                        logical ? admin_num4(f[8], (long long)ls.lag_bytes) : NULL};
     admin_result_row(r, v);
+}
+
+/* Entries no database's row has (cache_db_stats_others()). */
+static void other_row(const char *name, const struct cache_db_stats *st, void *arg)
+{
+    char f[4][ADMIN_NUM_LEN];
+    const char *v[] = {name,
+                       NULL,
+                       NULL,
+                       NULL,
+                       NULL,
+                       NULL,
+                       NULL,
+                       NULL,
+                       NULL,
+                       NULL,
+                       admin_num4(f[0], (long long)st->entries),
+                       admin_num4(f[1], (long long)st->bytes),
+                       NULL,
+                       admin_num4(f[2], (long long)st->evictions),
+                       admin_num4(f[3], (long long)st->expired),
+                       NULL,
+                       NULL,
+                       NULL};
+    admin_result_row(arg, v);
 }
 
 void admin_show_cache(struct admin_result *r)
@@ -54,6 +82,7 @@ void admin_show_cache(struct admin_result *r)
     {
         db_row(r, list_entry(it, struct database, node));
     }
+    cache_db_stats_others(other_row, r);
     struct cache_store_stats st;
     cache_stats(&st);
     char f[16][ADMIN_NUM_LEN], ratio[32];

@@ -39,6 +39,11 @@ void cache_ctr_add(struct database *db, enum cache_ctr i)
     atomic_fetch_add_explicit(&db->cache_ctr[i], 1, memory_order_relaxed);
 }
 
+unsigned cache_owner_of(const struct database *db)
+{
+    return cache_store_owner(cache_g_store, cache_db_id(db), db->name);
+}
+
 struct cache_client *cache_client_of(struct client *c)
 {
     if (!c->cache) {
@@ -646,7 +651,7 @@ static enum cache_route decide_now(struct client *c, char status, bool fill_ok, 
         if (r != CACHE_ROUTE_FILL)
             return r;
     }
-    cc->fill = cache_store_fill_begin(cache_g_store, d.ids, (size_t)d.n_ids);
+    cc->fill = cache_store_fill_begin(cache_g_store, cache_owner_of(db), d.ids, (size_t)d.n_ids);
     if (!cc->fill) {
         sf_leave(cc, false);
         return CACHE_ROUTE_NONE;
@@ -1094,6 +1099,38 @@ void cache_db_stats(const struct database *db, struct cache_db_stats *out)
     out->refused_other = v[CC_REFUSED_OTHER];
     out->invalidations = v[CC_INVALIDATIONS];
     out->bypass = v[CC_BYPASS];
+    int slot = cache_g_store ? cache_store_owner_find(cache_g_store, cache_db_id(db)) : -1;
+    struct cache_owner_stats os;
+    cache_store_owner_stats(cache_g_store, slot < 0 ? CACHE_OWNERS : (unsigned)slot, &os);
+    out->entries = os.entries;
+    out->bytes = os.bytes;
+    out->evictions = os.evictions;
+    out->expired = os.expired;
+}
+
+void cache_db_stats_others(void (*cb)(const char *name, const struct cache_db_stats *st, void *arg),
+                           void *arg)
+{
+    for (unsigned i = 0; cache_g_store && i < CACHE_OWNERS; i++) {
+        struct cache_owner_stats os;
+        cache_store_owner_stats(cache_g_store, i, &os);
+        bool shown = i == CACHE_OWNER_OTHERS ? os.entries || os.bytes || os.evictions || os.expired
+                                             : os.entries || os.bytes;
+        if (!shown) /* (most slots: free, or empty) */
+            continue;
+        struct list *it, *tmp;
+        list_for_each_safe(it, tmp, &g_pooler.databases)
+        {
+            if (cache_db_id(list_entry(it, struct database, node)) == os.id)
+                shown = false; /* its database's row has it */
+        }
+        struct cache_db_stats st = {.entries = os.entries,
+                                    .bytes = os.bytes,
+                                    .evictions = os.evictions,
+                                    .expired = os.expired};
+        if (shown)
+            cb(os.name, &st, arg);
+    }
 }
 
 void cache_stats(struct cache_store_stats *out)

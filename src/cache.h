@@ -58,8 +58,17 @@ void cache_client_free(struct client *c);
 /* SHOW CACHE and /metrics: the store's figures and per-database counters. */
 struct cache_db_stats {
     uint64_t hits, misses, fills, stores, refused_stale, refused_other, invalidations, bypass;
+    /* The store's, of db's entries (cache_store_owner_stats()). */
+    uint64_t entries, bytes, evictions, expired;
 };
 void cache_db_stats(const struct database *db, struct cache_db_stats *out);
+/* The entries no database's row shows: cb with the name and the store's
+ * figures (entries, bytes, evictions, expired; the rest 0) of each
+ * database no longer configured that still holds some, and of the
+ * owners past the store's slots (CACHE_OWNER_OTHERS_NAME) if it has any
+ * figure. With the databases' rows, they add up to the store's. */
+void cache_db_stats_others(void (*cb)(const char *name, const struct cache_db_stats *st, void *arg),
+                           void *arg);
 /* The store's figures, with the answers being filled counted in bytes and
  * their budget in max_bytes (so max_bytes is cache_max_memory). */
 void cache_stats(struct cache_store_stats *out);

@@ -127,6 +127,8 @@ void cache_ctr_add(struct database *db, enum cache_ctr i);
  * name's own id, without a lookup. -1: not known, every answer of db. */
 int cache_write_rel_ids(struct database *db, const struct writes_rel *r, bool own, int64_t now,
                         uint64_t *ids, int cap);
+/* db's owner slot in the store (its entries, bytes, evictions, expired). */
+unsigned cache_owner_of(const struct database *db);
 /* c's state, made if it has none. */
 struct cache_client *cache_client_of(struct client *c);
 

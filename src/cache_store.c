@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -57,6 +58,7 @@ struct cache_entry {
     size_t key_len;
     size_t value_len;
     uint32_t n_tables;
+    uint32_t owner;        /* its slot in the store's owners */
     _Atomic uint32_t refs; /* the shard's while linked, plus one per reader */
     _Atomic uint64_t memo; /* cache_entry_memo(): 0 until a reader sets it */
     struct cache_entry_table tables[];
@@ -79,6 +81,7 @@ struct cache_fill_table {
 
 struct cache_fill {
     uint64_t epoch; /* the store's clear count at the start */
+    unsigned owner; /* the slot its entry is accounted to */
     size_t n;
     struct cache_fill_table t[];
 };
@@ -104,8 +107,23 @@ struct cache_shard {
     char pad[64]; /* keeps two shards' hot fields off one cache line */
 };
 
+/* An owner's figures (cache_store_owner()). Its counters are atomics, not
+ * the shard's: entries of one owner live in every shard, and a reader's
+ * last release gives bytes back outside any lock. */
+enum { OWN_ENTRIES = 0, OWN_BYTES, OWN_EVICTED, OWN_EXPIRED, OWN_INVALIDATED, OWN_CLEARED, OWN_N };
+/* shard_unlink()'s reason when none is counted: replaced, stale, store freed. */
+#define OWN_NONE OWN_N
+
+struct cache_owner {
+    _Atomic uint64_t id; /* 0: free; set last (release), under the table map's lock */
+    _Atomic uint64_t ctr[OWN_N];
+    char name[CACHE_OWNER_NAME];
+    char pad[8]; /* 128 bytes: two owners' counters off one cache line */
+};
+
 struct cache_store {
     struct cache_shard shards[CACHE_SHARDS];
+    struct cache_owner owners[CACHE_OWNERS];
     size_t max_bytes;
     size_t max_entry_size;
     size_t overhead;
@@ -116,7 +134,7 @@ struct cache_store {
     _Atomic uint64_t epoch; /* bumped by every clear */
     _Atomic uint64_t invalidations;
     _Atomic uint64_t clears;
-    pthread_mutex_t tlock; /* the table map */
+    pthread_mutex_t tlock; /* the table map, and owners taking a slot */
     struct cache_table **tbuckets;
     size_t tmask;
     size_t n_tables;
@@ -263,8 +281,10 @@ static void entry_unref(struct cache_entry *e)
     struct cache_shard *sh = e->sh;
     struct cache_store *s = sh->store;
     size_t bytes = e->bytes;
+    struct cache_owner *o = &s->owners[e->owner];
     s->free(e, bytes, s->alloc_arg);
     atomic_fetch_sub_explicit(&sh->bytes, bytes, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&o->ctr[OWN_BYTES], bytes, memory_order_relaxed);
 }
 
 void cache_entry_release(struct cache_entry *e)
@@ -285,10 +305,17 @@ static struct cache_entry *shard_find(struct cache_shard *sh, uint64_t hash, con
     return NULL;
 }
 
+static inline void owner_add(struct cache_shard *sh, const struct cache_entry *e, int ctr,
+                             uint64_t n)
+{
+    atomic_fetch_add_explicit(&sh->store->owners[e->owner].ctr[ctr], n, memory_order_relaxed);
+}
+
 /* Takes e out of the shard (bucket, LRU, its tables' lists) and drops the
  * shard's reference: a reader still holding it keeps it alive, and its
- * bytes counted, until its release. */
-static void shard_unlink(struct cache_shard *sh, struct cache_entry *e)
+ * bytes counted, until its release. why: the owner's counter of the
+ * reason (OWN_EVICTED...), or OWN_NONE. */
+static void shard_unlink(struct cache_shard *sh, struct cache_entry *e, int why)
 {
     struct cache_entry **pp = &sh->buckets[e->hash & sh->bmask];
     while (*pp != e)
@@ -300,6 +327,9 @@ static void shard_unlink(struct cache_shard *sh, struct cache_entry *e)
         atomic_fetch_sub_explicit(&e->tables[i].t->linked, 1, memory_order_relaxed);
     }
     sh->entries--;
+    owner_add(sh, e, OWN_ENTRIES, (uint64_t)-1); /* wraps: a decrement */
+    if (why != OWN_NONE)
+        owner_add(sh, e, why, 1);
     entry_unref(e);
 }
 
@@ -315,6 +345,8 @@ static void shard_link(struct cache_shard *sh, struct cache_entry *e)
     }
     sh->entries++;
     atomic_fetch_add_explicit(&sh->bytes, e->bytes, memory_order_relaxed);
+    owner_add(sh, e, OWN_ENTRIES, 1);
+    owner_add(sh, e, OWN_BYTES, e->bytes);
 }
 
 /* Alive at now and read from no table invalidated since its fill. */
@@ -418,6 +450,13 @@ struct cache_store *cache_store_new(const struct cache_store_opts *opts)
     atomic_init(&s->epoch, 0);
     atomic_init(&s->invalidations, 0);
     atomic_init(&s->clears, 0);
+    for (unsigned i = 0; i < CACHE_OWNERS; i++) {
+        atomic_init(&s->owners[i].id, 0);
+        for (int k = 0; k < OWN_N; k++)
+            atomic_init(&s->owners[i].ctr[k], 0);
+    }
+    atomic_init(&s->owners[CACHE_OWNER_OTHERS].id, UINT64_MAX); /* never probed: no id's */
+    snprintf(s->owners[CACHE_OWNER_OTHERS].name, CACHE_OWNER_NAME, "%s", CACHE_OWNER_OTHERS_NAME);
     size_t nb = shard_buckets(opts->max_bytes);
     size_t budget = (opts->max_bytes - overhead) / CACHE_SHARDS;
     bool ok = true;
@@ -451,7 +490,7 @@ void cache_store_free(struct cache_store *s)
             break;
         }
         while (!list_empty(&sh->lru))
-            shard_unlink(sh, list_entry(sh->lru.next, struct cache_entry, lru));
+            shard_unlink(sh, list_entry(sh->lru.next, struct cache_entry, lru), OWN_NONE);
         for (int b = 0; b < FLIGHT_BUCKETS; b++)
             while (sh->flights[b]) {
                 struct cache_flight *f = sh->flights[b];
@@ -485,9 +524,9 @@ static struct cache_entry *shard_get(struct cache_shard *sh, uint64_t hash, cons
     sketch_add(sh, hash);
     struct cache_entry *e = shard_find(sh, hash, key, key_len);
     if (e && !entry_fresh(e, now)) {
-        if (e->expires <= now)
-            sh->expired++;
-        shard_unlink(sh, e);
+        bool expired = e->expires <= now;
+        sh->expired += expired;
+        shard_unlink(sh, e, expired ? OWN_EXPIRED : OWN_NONE);
         e = NULL;
     }
     if (!e) {
@@ -567,12 +606,14 @@ uint64_t cache_store_table_gen(struct cache_store *s, uint64_t table)
     return gen;
 }
 
-struct cache_fill *cache_store_fill_begin(struct cache_store *s, const uint64_t *tables, size_t n)
+struct cache_fill *cache_store_fill_begin(struct cache_store *s, unsigned owner,
+                                          const uint64_t *tables, size_t n)
 {
     struct cache_fill *f = malloc(sizeof(*f) + n * sizeof(f->t[0]));
     if (!f)
         return NULL;
     f->epoch = atomic_load_explicit(&s->epoch, memory_order_acquire);
+    f->owner = owner < CACHE_OWNERS ? owner : CACHE_OWNER_OTHERS;
     f->n = 0;
     pthread_mutex_lock(&s->tlock);
     for (size_t i = 0; i < n; i++) {
@@ -608,7 +649,7 @@ static size_t shard_drop_table(struct cache_shard *sh, struct cache_table *t)
     struct list *head = &t->entries[sh->index];
     while (!list_empty(head)) {
         struct cache_entry_table *et = list_entry(head->next, struct cache_entry_table, link);
-        shard_unlink(sh, et->e);
+        shard_unlink(sh, et->e, OWN_INVALIDATED);
         n++;
     }
     sh->invalidated += n;
@@ -651,7 +692,7 @@ void cache_store_clear(struct cache_store *s)
         struct cache_shard *sh = &s->shards[i];
         pthread_mutex_lock(&sh->lock);
         while (!list_empty(&sh->lru))
-            shard_unlink(sh, list_entry(sh->lru.next, struct cache_entry, lru));
+            shard_unlink(sh, list_entry(sh->lru.next, struct cache_entry, lru), OWN_CLEARED);
         pthread_mutex_unlock(&sh->lock);
     }
 }
@@ -718,7 +759,7 @@ static enum cache_put_result shard_make_room(struct cache_shard *sh, const struc
         pos = pos->prev;
     }
     while (sh->lru.prev != pos) {
-        shard_unlink(sh, list_entry(sh->lru.prev, struct cache_entry, lru));
+        shard_unlink(sh, list_entry(sh->lru.prev, struct cache_entry, lru), OWN_EVICTED);
         sh->evictions++;
     }
     /* A reader may have held a victim counted as held; recheck exactly. */
@@ -743,6 +784,7 @@ static struct cache_entry *entry_make(struct cache_store *s, const struct cache_
     e->key_len = key_len;
     e->value_len = value_len;
     e->n_tables = (uint32_t)f->n;
+    e->owner = f->owner;
     atomic_init(&e->refs, 1);
     atomic_init(&e->memo, 0);
     for (size_t i = 0; i < f->n; i++) {
@@ -786,7 +828,7 @@ enum cache_put_result cache_store_put(struct cache_store *s, const struct cache_
     } else {
         struct cache_entry *old = shard_find(sh, hash, key, key_len);
         if (old) /* a refill replaces, whatever its frequency */
-            shard_unlink(sh, old);
+            shard_unlink(sh, old, OWN_NONE);
         r = shard_make_room(sh, e, now_usec);
         if (r == CACHE_PUT_STORED) {
             shard_link(sh, e);
@@ -936,6 +978,72 @@ bool cache_store_flight_cancel(struct cache_store *s, const void *key, size_t ke
     }
     pthread_mutex_unlock(&sh->lock);
     return found;
+}
+
+/* --- owners ------------------------------------------------------------------- */
+
+/* Open addressing over the slots but the last: an id's probe ends at its
+ * slot, or at a free one (ids are set once and never cleared). */
+static int owner_probe(struct cache_store *s, uint64_t id, bool *free_slot)
+{
+    unsigned n = CACHE_OWNERS - 1, i = (unsigned)(mix64(id) % n);
+    for (unsigned k = 0; k < n; k++, i = (i + 1) % n) {
+        uint64_t v = atomic_load_explicit(&s->owners[i].id, memory_order_acquire);
+        if (v == id || v == 0) {
+            *free_slot = v == 0;
+            return (int)i;
+        }
+    }
+    *free_slot = false;
+    return -1;
+}
+
+int cache_store_owner_find(struct cache_store *s, uint64_t id)
+{
+    bool free_slot;
+    int i = id ? owner_probe(s, id, &free_slot) : -1;
+    return i < 0 || free_slot ? -1 : i;
+}
+
+unsigned cache_store_owner(struct cache_store *s, uint64_t id, const char *name)
+{
+    if (!id)
+        return CACHE_OWNER_OTHERS;
+    bool free_slot;
+    int i = owner_probe(s, id, &free_slot);
+    if (i >= 0 && !free_slot)
+        return (unsigned)i;
+    /* The first fill of id: the slot is taken under the lock, its name
+     * written before its id is published (readers load the id first). */
+    pthread_mutex_lock(&s->tlock);
+    i = owner_probe(s, id, &free_slot);
+    if (i >= 0 && free_slot) {
+        snprintf(s->owners[i].name, CACHE_OWNER_NAME, "%s", name ? name : "");
+        atomic_store_explicit(&s->owners[i].id, id, memory_order_release);
+    }
+    pthread_mutex_unlock(&s->tlock);
+    return i < 0 ? CACHE_OWNER_OTHERS : (unsigned)i;
+}
+
+void cache_store_owner_stats(struct cache_store *s, unsigned slot, struct cache_owner_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (slot >= CACHE_OWNERS)
+        return;
+    struct cache_owner *o = &s->owners[slot];
+    out->id = atomic_load_explicit(&o->id, memory_order_acquire);
+    if (!out->id)
+        return;
+    memcpy(out->name, o->name, CACHE_OWNER_NAME);
+    uint64_t v[OWN_N];
+    for (int k = 0; k < OWN_N; k++)
+        v[k] = atomic_load_explicit(&o->ctr[k], memory_order_relaxed);
+    out->entries = v[OWN_ENTRIES];
+    out->bytes = v[OWN_BYTES];
+    out->evictions = v[OWN_EVICTED];
+    out->expired = v[OWN_EXPIRED];
+    out->invalidated = v[OWN_INVALIDATED];
+    out->cleared = v[OWN_CLEARED];
 }
 
 /* --- statistics --------------------------------------------------------------- */

@@ -79,9 +79,11 @@ void cache_entry_release(struct cache_entry *e);
 
 /* Takes the generations of tables[0..n) (64-bit ids: the caller packs the
  * database and the relation OID) and of the whole store, before the query
- * that fills an entry is sent. Duplicates are fine. NULL if out of memory
- * (do not cache then). Free it with cache_fill_free() after the put. */
-struct cache_fill *cache_store_fill_begin(struct cache_store *s, const uint64_t *tables, size_t n);
+ * that fills an entry is sent. Duplicates are fine. The entry stored will
+ * be accounted to owner (a slot of cache_store_owner()). NULL if out of
+ * memory (do not cache then). Free it with cache_fill_free() after the put. */
+struct cache_fill *cache_store_fill_begin(struct cache_store *s, unsigned owner,
+                                          const uint64_t *tables, size_t n);
 void cache_fill_free(struct cache_fill *f);
 
 enum cache_put_result {
@@ -170,6 +172,42 @@ struct cache_waiter *cache_store_flight_leave(struct cache_store *s, struct cach
  * leave(), so its memory must live until then. */
 bool cache_store_flight_cancel(struct cache_store *s, const void *key, size_t key_len,
                                struct cache_waiter *w);
+
+/* --- owners: the figures per database ------------------------------------ */
+
+/* Every entry is accounted, from its insert to its last release, to an
+ * owner: the caller's database, named by a 64-bit id (cache_db_id()). An
+ * owner gets a slot at its first fill; slots are never freed, so that an
+ * entry keeps a slot number (not a pointer to a database, which a reload
+ * may free while the entry lives) and an owner that comes back finds its
+ * figures. Once the CACHE_OWNERS - 1 slots are taken, the ids without one
+ * share CACHE_OWNER_OTHERS, named CACHE_OWNER_OTHERS_NAME. */
+#define CACHE_OWNERS            64
+#define CACHE_OWNER_OTHERS      (CACHE_OWNERS - 1)
+#define CACHE_OWNER_OTHERS_NAME "*others*"
+#define CACHE_OWNER_NAME        64 /* bytes of an owner's name kept, NUL included */
+
+/* id's slot, taken (with name, for the figures) if it has none; lock-free
+ * but for that first time. Id 0 goes to CACHE_OWNER_OTHERS. */
+unsigned cache_store_owner(struct cache_store *s, uint64_t id, const char *name);
+/* id's slot, or -1 if it has none (its entries, if any, are the others'). */
+int cache_store_owner_find(struct cache_store *s, uint64_t id);
+
+struct cache_owner_stats {
+    uint64_t id; /* 0: the slot is free (all else is 0 then) */
+    char name[CACHE_OWNER_NAME];
+    uint64_t entries;     /* in the store now */
+    uint64_t bytes;       /* their allocations, with those dropped but still held */
+    uint64_t evictions;   /* its entries dropped to make room (for any owner's fill) */
+    uint64_t expired;     /* its entries found past their expiry */
+    uint64_t invalidated; /* its entries dropped by table invalidations */
+    uint64_t cleared;     /* its entries dropped by cache_store_clear() */
+};
+/* Slot's figures (0..CACHE_OWNERS-1), read without a lock: each counter
+ * is exact, but the store may move between two reads. Summed over the
+ * slots, entries, bytes, evictions, expired and invalidated are the
+ * store's (cache_store_stats()). */
+void cache_store_owner_stats(struct cache_store *s, unsigned slot, struct cache_owner_stats *out);
 
 /* --- statistics --------------------------------------------------------- */
 

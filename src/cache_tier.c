@@ -91,7 +91,8 @@ enum cache_route cache_tier_lookup(struct client *c, const struct request_view *
         t->refs = 2;
         t->n = d->n_ids;
         memcpy(t->ids, d->ids, (size_t)t->n * sizeof(t->ids[0]));
-        t->fill = cache_store_fill_begin(cache_g_store, d->ids, (size_t)d->n_ids);
+        t->fill = cache_store_fill_begin(cache_g_store, cache_owner_of(c->pool->db), d->ids,
+                                         (size_t)d->n_ids);
         t->expires = now + d->ttl;
         if (!cache_watch_add(c)) {
             t->refs = 1;

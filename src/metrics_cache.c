@@ -1,7 +1,8 @@
 /* metrics_cache.c - the result cache's families in /metrics: per database
- * (hits, misses, stores, refused for staleness, invalidations), the
- * in-process store's, the logical decoding consumers' and the Redis tier's
- * (cache.h, cache_logical.h, cache_redis.h). */
+ * (hits, misses, stores, refused for staleness, invalidations; its entries,
+ * bytes, evictions and expired in the store), the in-process store's, the
+ * logical decoding consumers' and the Redis tier's (cache.h,
+ * cache_logical.h, cache_redis.h). */
 #include <stdint.h>
 
 #include "cache.h"
@@ -40,6 +41,51 @@ static void render_cache_logical(struct metrics_buf *b)
             metrics_buf_label(b, db->name);
             metrics_buf_printf(b, "\"} %llu\n", v);
         }
+    }
+}
+
+struct owner_arg {
+    struct metrics_buf *b;
+    const char *family;
+    int k;
+};
+
+static void owner_sample(const char *name, const struct cache_db_stats *st, void *arg)
+{
+    struct owner_arg *a = arg;
+    uint64_t v[] = {st->entries, st->bytes, st->evictions, st->expired};
+    metrics_buf_printf(a->b, "%s{database=\"", a->family);
+    metrics_buf_label(a->b, name);
+    metrics_buf_printf(a->b, "\"} %llu\n", (unsigned long long)v[a->k]);
+}
+
+/* Each database's part of the store (SHOW CACHE's entries, bytes,
+ * evictions and expired of its row): the databases', then the entries no
+ * database configured now has (its name, or "*others*"). Summed, the
+ * store's entries and evictions; its bytes less the fixed part and fills. */
+static void render_cache_owners(struct metrics_buf *b)
+{
+    static const char *const names[] = {
+        "sluice_cache_database_entries", "sluice_cache_database_bytes",
+        "sluice_cache_database_evictions_total", "sluice_cache_database_expired_total"};
+    static const char *const types[] = {"gauge", "gauge", "counter", "counter"};
+    static const char *const help[] = {
+        "The database's answers in the result cache.",
+        "Bytes the database's answers hold in the result cache.",
+        "The database's answers evicted from the result cache to make room.",
+        "The database's answers found past their TTL (dropped)."};
+    for (int k = 0; k < 4; k++) {
+        metrics_buf_family(b, names[k], types[k], help[k]);
+        struct owner_arg a = {b, names[k], k};
+        struct list *it, *tmp;
+        list_for_each_safe(it, tmp, &g_pooler.databases)
+        {
+            const struct database *db = list_entry(it, struct database, node);
+            struct cache_db_stats st;
+            cache_db_stats(db, &st);
+            owner_sample(db->name, &st, &a);
+        }
+        cache_db_stats_others(owner_sample, &a);
     }
 }
 
@@ -126,6 +172,7 @@ void metrics_render_cache(struct metrics_buf *b)
     metrics_buf_family(b, "sluice_cache_evictions_total", "counter",
                        "Answers evicted from the result cache to make room.");
     metrics_buf_printf(b, "sluice_cache_evictions_total %llu\n", (unsigned long long)st.evictions);
+    render_cache_owners(b);
     render_cache_logical(b);
     render_cache_redis(b);
 }

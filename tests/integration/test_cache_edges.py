@@ -21,6 +21,7 @@ import pytest
 
 from sluice_fixture import IS_PGBOUNCER, wait_until
 from test_cache import behind_back, cache_config, cache_rows, hits, warm
+from test_metrics import scrape
 from test_routing import admin
 from test_ryw import config as ryw_config
 
@@ -485,3 +486,160 @@ def test_a_fill_in_flight_during_cache_clear_is_not_kept(sluice, cluster):
         d = delta(before, counters(s))
         assert d["fills"] == 1 and d["stores"] == 0 and d["refused_stale"] == 1, d
         assert conn.execute(sql).fetchall() == [(4,)]
+
+
+# ---- 6. SHOW CACHE per database ---------------------------------------------------------
+
+# Two [databases] entries on the same server database: each has its own
+# answers (the key holds the database) and its own invalidations.
+TWO_DBS = {"otherdb": "host=127.0.0.1 port={primary_port} dbname=mydb"}
+STORE_COLUMNS = ("entries", "bytes", "evictions", "expired")
+
+
+def two_db_config(**general):
+    config = cache_config(RULES, **general)
+    config["databases"] = TWO_DBS
+    return config
+
+
+def keep(s, conn, db, sql):
+    """Runs sql (a client of db) until an answer of it is kept (a hit of db)."""
+    def kept():
+        before = (cache_rows(s).get(db) or {}).get("hits") or 0
+        conn.execute(sql).fetchall()
+        conn.execute(sql).fetchall()
+        return ((cache_rows(s).get(db) or {}).get("hits") or 0) > before
+    wait_until(kept, 10, f"an answer of {sql!r} cached in {db}")
+
+
+def store_rows(s):
+    """SHOW CACHE's entries, bytes, evictions and expired, by row."""
+    return {name: {k: row[k] for k in STORE_COLUMNS} for name, row in cache_rows(s).items()}
+
+
+def assert_rows_add_up(rows, empty_bytes):
+    """The databases' rows make up the store's `*` row (whose bytes also
+    count the store's own tables, empty_bytes, with no fill going on)."""
+    dbs = [r for name, r in rows.items() if name != "*"]
+    for k in ("entries", "evictions", "expired"):
+        assert sum(r[k] for r in dbs) == rows["*"][k], (k, rows)
+    assert sum(r["bytes"] for r in dbs) == rows["*"]["bytes"] - empty_bytes, rows
+
+
+def test_show_cache_has_each_databases_entries_and_bytes(sluice, cluster):
+    """Two databases, known answers cached in each: SHOW CACHE's row of
+    each has its entries and bytes (the bigger answers' database more
+    bytes), and the rows add up to the store's `*` row; /metrics has the
+    same figures per database. A write through one database drops its
+    answers over that table only; CACHE CLEAR empties every row."""
+    s = sluice(two_db_config(metrics_listen="127.0.0.1:{metrics_port}"))
+    empty_bytes = cache_rows(s)["*"]["bytes"]
+    mine = ["SELECT v FROM ce_t WHERE id = 1", "SELECT v FROM ce_t WHERE id = 2",
+            "SELECT id FROM ce_big WHERE id = 3"]
+    other = ["SELECT v, repeat('x', 20000) FROM ce_t WHERE id = 1",
+             "SELECT t FROM ce_big WHERE id <= 100 ORDER BY id"]
+    with s.connect(dbname="mydb") as a, s.connect(dbname="otherdb") as b:
+        for sql in mine:
+            keep(s, a, "mydb", sql)
+        for sql in other:
+            keep(s, b, "otherdb", sql)
+        rows = store_rows(s)
+        assert rows["mydb"]["entries"] == 3 and rows["otherdb"]["entries"] == 2, rows
+        assert 0 < rows["mydb"]["bytes"] < 5000 < 20000 < rows["otherdb"]["bytes"], rows
+        assert rows["*"]["entries"] == 5, rows
+        assert_rows_add_up(rows, empty_bytes)
+        _, samples = scrape(s.metrics_port)
+        for db in ("mydb", "otherdb"):
+            for k, family in (("entries", "entries"), ("bytes", "bytes"),
+                              ("evictions", "evictions_total"), ("expired", "expired_total")):
+                key = (f"sluice_cache_database_{family}", frozenset({("database", db)}))
+                assert samples[key] == rows[db][k], (db, k, samples.get(key))
+
+        # A write to ce_t through otherdb: otherdb's answer over ce_t goes,
+        # its answer over ce_big and mydb's answers stay (still hits).
+        b.execute("UPDATE ce_t SET v = 0 WHERE id = 10")
+        after = store_rows(s)
+        assert after["otherdb"]["entries"] == 1, after
+        assert after["otherdb"]["bytes"] < rows["otherdb"]["bytes"] - 20000, after
+        assert after["mydb"] == rows["mydb"], after
+        assert after["*"]["entries"] == 4, after
+        assert_rows_add_up(after, empty_bytes)
+        before = cache_rows(s)["mydb"]["hits"]
+        for sql in mine:
+            a.execute(sql).fetchall()
+        assert cache_rows(s)["mydb"]["hits"] == before + 3
+
+    with admin(s) as adm:
+        adm.execute("CACHE CLEAR")
+    cleared = store_rows(s)
+    for db in ("mydb", "otherdb"):
+        assert cleared[db]["entries"] == 0 and cleared[db]["bytes"] == 0, cleared
+    assert cleared["*"]["entries"] == 0 and cleared["*"]["bytes"] == empty_bytes, cleared
+
+
+def test_show_cache_counts_evictions_for_the_database_whose_answers_went(sluice, cluster):
+    """A small store (cache_max_memory = 1MB): mydb keeps three answers it
+    uses often; otherdb fills it with answers of a second's TTL, then, once
+    they expired, asks for some again and fills new ones. otherdb's answers
+    are found expired or evicted (to make room for its new ones), and SHOW
+    CACHE counts that in otherdb's row; mydb's answers stay, its row counts
+    no eviction; every column adds up to the `*` row."""
+    s = sluice(two_db_config(cache_max_memory="1MB", cache_max_entry_size="16kB"))
+    empty_bytes = cache_rows(s)["*"]["bytes"]
+    mine = [f"SELECT v FROM ce_t WHERE id = {i}" for i in (1, 2, 3)]
+    # 8 kB answers: the store holds about a hundred.
+    fill = "SELECT v, {n} AS n, repeat('x', 8000) FROM ce_t WHERE id = 1 /* sluice:cache ttl=1 */"
+    with s.connect(dbname="mydb") as a, s.connect(dbname="otherdb") as b:
+        for sql in mine:
+            keep(s, a, "mydb", sql)
+            for _ in range(5):  # used often: TinyLFU keeps them
+                a.execute(sql).fetchall()
+        keep(s, b, "otherdb", fill.format(n=-1))
+        for n in range(200):
+            b.execute(fill.format(n=n)).fetchall()
+        full = store_rows(s)
+        assert full["otherdb"]["entries"] > 40, full
+        time.sleep(1.5)  # otherdb's answers expire
+        for n in range(50):  # found expired (those kept), and filled again
+            b.execute(fill.format(n=n)).fetchall()
+        for n in range(1000, 1200):  # new answers: the expired ones make room
+            b.execute(fill.format(n=n)).fetchall()
+        rows = store_rows(s)
+    assert rows["otherdb"]["evictions"] > 20, rows
+    assert rows["otherdb"]["expired"] > 0, rows
+    assert rows["mydb"]["evictions"] == 0 and rows["mydb"]["expired"] == 0, rows
+    assert rows["mydb"]["entries"] == 3, rows
+    assert rows["*"]["evictions"] == rows["otherdb"]["evictions"], rows
+    assert_rows_add_up(rows, empty_bytes)
+
+
+def test_show_cache_keeps_a_dropped_databases_answers_in_a_row_of_its_name(sluice, cluster):
+    """mydb made from "*" caches an answer, then is dropped when unused
+    (autodb_idle_timeout): its answer stays in the store, and SHOW CACHE
+    still shows it in a row of its name (entries and bytes only) adding up
+    to `*`. A client of mydb again is answered from it, and the database's
+    row has its figures back."""
+    config = cache_config(RULES, autodb_idle_timeout="1", server_idle_timeout="1")
+    config["databases"] = {"mydb": None, "*": "host=127.0.0.1 port={primary_port}"}
+    s = sluice(config)
+    empty_bytes = cache_rows(s)["*"]["bytes"]
+    sql = "SELECT v FROM ce_t WHERE id = 4"
+    with s.connect() as conn:
+        keep(s, conn, "mydb", sql)
+    kept = cache_rows(s)["mydb"]
+    assert kept["entries"] == 1 and kept["bytes"] > 0 and kept["hits"] >= 1, kept
+
+    def dropped():
+        with admin(s) as a:
+            return "mydb" not in [r[0] for r in a.execute("SHOW DATABASES").fetchall()]
+    wait_until(dropped, 15, "mydb dropped")
+    rows = cache_rows(s)
+    assert rows["mydb"]["entries"] == 1 and rows["mydb"]["bytes"] == kept["bytes"], rows
+    assert rows["mydb"]["hits"] is None, rows  # not a database's row any more
+    assert_rows_add_up(store_rows(s), empty_bytes)
+
+    with s.connect() as conn:
+        assert conn.execute(sql).fetchall() == [(0,)]
+    back = cache_rows(s)["mydb"]
+    assert back["hits"] == 1 and back["misses"] == 0, back  # its counters start over
+    assert back["entries"] == 1 and back["bytes"] == kept["bytes"], back

@@ -1,7 +1,8 @@
 /* test_cache_store.c - the result cache store: get/put/expiry, the memory
- * bound and its accounting, TinyLFU admission and LRU eviction, invalidation
- * by table (entries dropped, fills refused), readers' references outliving
- * eviction, single-flight, and several threads at once. */
+ * bound and its accounting (the store's and each owner's), TinyLFU
+ * admission and LRU eviction, invalidation by table (entries dropped, fills
+ * refused), readers' references outliving eviction, single-flight, and
+ * several threads at once. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,28 +51,60 @@ static struct cache_store *make_store(struct counter *c, size_t max_bytes, size_
     return cache_store_new(&o);
 }
 
-/* What the allocator holds equals what the store accounts, to the byte. */
+/* The owners' figures add up to the store's. */
+static void assert_owners_sum(struct cache_store *s)
+{
+    struct cache_store_stats st;
+    cache_store_stats(s, &st);
+    struct cache_owner_stats sum = {0};
+    for (unsigned i = 0; i < CACHE_OWNERS; i++) {
+        struct cache_owner_stats o;
+        cache_store_owner_stats(s, i, &o);
+        sum.entries += o.entries;
+        sum.bytes += o.bytes;
+        sum.evictions += o.evictions;
+        sum.expired += o.expired;
+        sum.invalidated += o.invalidated;
+    }
+    assert_int_equal(sum.entries, st.entries);
+    assert_int_equal(sum.bytes, st.bytes);
+    assert_int_equal(sum.evictions, st.evictions);
+    assert_int_equal(sum.expired, st.expired);
+    assert_int_equal(sum.invalidated, st.invalidated);
+}
+
+/* What the allocator holds equals what the store accounts, to the byte
+ * (and the owners' figures are the store's). */
 static void assert_accounted(struct cache_store *s, struct counter *c)
 {
     struct cache_store_stats st;
     cache_store_stats(s, &st);
     assert_int_equal(atomic_load(&c->live), (long long)(st.bytes + st.overhead_bytes));
     assert_true(st.bytes + st.overhead_bytes <= st.max_bytes);
+    assert_owners_sum(s);
 }
 
-/* Puts key -> value reading tables, as the wiring will: get (a miss counts
- * the key's use), fill begin, put. */
-static enum cache_put_result fill(struct cache_store *s, const char *key, const char *value,
-                                  const uint64_t *tables, size_t n, uint64_t now, uint64_t exp)
+/* Puts key -> value reading tables for owner, as the wiring does: get (a
+ * miss counts the key's use), fill begin, put. */
+static enum cache_put_result fill_as(struct cache_store *s, unsigned owner, const char *key,
+                                     const char *value, const uint64_t *tables, size_t n,
+                                     uint64_t now, uint64_t exp)
 {
     struct cache_entry *e = cache_store_get(s, key, strlen(key), now);
     cache_entry_release(e);
-    struct cache_fill *f = cache_store_fill_begin(s, tables, n);
+    struct cache_fill *f = cache_store_fill_begin(s, owner, tables, n);
     assert_non_null(f);
     enum cache_put_result r =
         cache_store_put(s, f, key, strlen(key), value, strlen(value), now, exp);
     cache_fill_free(f);
     return r;
+}
+
+/* ... for the one owner most tests have. */
+static enum cache_put_result fill(struct cache_store *s, const char *key, const char *value,
+                                  const uint64_t *tables, size_t n, uint64_t now, uint64_t exp)
+{
+    return fill_as(s, cache_store_owner(s, 1, "db"), key, value, tables, n, now, exp);
 }
 
 /* True if key is cached with value. */
@@ -409,8 +442,8 @@ static void test_fill_refused_stale(void **state)
     struct counter c = {0};
     struct cache_store *s = make_store(&c, 1 << 20, 4096);
     uint64_t tabs[] = {1, 2};
-    struct cache_fill *f = cache_store_fill_begin(s, tabs, 2);
-    struct cache_fill *other = cache_store_fill_begin(s, tabs + 1, 1);
+    struct cache_fill *f = cache_store_fill_begin(s, CACHE_OWNER_OTHERS, tabs, 2);
+    struct cache_fill *other = cache_store_fill_begin(s, CACHE_OWNER_OTHERS, tabs + 1, 1);
     cache_store_invalidate_table(s, 1);
     assert_int_equal(cache_store_put(s, f, "k", 1, "old", 3, 0, 100), CACHE_PUT_STALE);
     assert_int_equal(cache_store_put(s, other, "o", 1, "fine", 4, 0, 100), CACHE_PUT_STORED);
@@ -418,12 +451,12 @@ static void test_fill_refused_stale(void **state)
     cache_fill_free(other);
     assert_null(cache_store_get(s, "k", 1, 1));
 
-    f = cache_store_fill_begin(s, tabs, 2);
+    f = cache_store_fill_begin(s, CACHE_OWNER_OTHERS, tabs, 2);
     assert_int_equal(cache_store_put(s, f, "k", 1, "new", 3, 0, 100), CACHE_PUT_STORED);
     cache_fill_free(f);
     assert_true(has(s, "k", "new", 1));
 
-    f = cache_store_fill_begin(s, NULL, 0);
+    f = cache_store_fill_begin(s, CACHE_OWNER_OTHERS, NULL, 0);
     cache_store_clear(s);
     assert_int_equal(cache_store_put(s, f, "n", 1, "x", 1, 0, 100), CACHE_PUT_STALE);
     cache_fill_free(f);
@@ -465,7 +498,7 @@ static void test_single_flight(void **state)
     assert_int_equal(cache_store_flight_join(s, "q", 1, &w3, &other), CACHE_FLIGHT_WAIT);
 
     /* The leader fills, then hands the waiters back, oldest first. */
-    struct cache_fill *f = cache_store_fill_begin(s, NULL, 0);
+    struct cache_fill *f = cache_store_fill_begin(s, CACHE_OWNER_OTHERS, NULL, 0);
     assert_int_equal(cache_store_put(s, f, "q", 1, "rows", 4, 0, 100), CACHE_PUT_STORED);
     cache_fill_free(f);
     struct cache_waiter *ws = cache_store_flight_leave(s, lead, CACHE_FLIGHT_FILLED);
@@ -498,6 +531,165 @@ static void test_single_flight(void **state)
     cache_store_stats(s, &st);
     assert_int_equal(st.flights, 3);
     assert_int_equal(st.flight_waits, 6);
+    cache_store_free(s);
+    assert_int_equal(atomic_load(&c.live), 0);
+}
+
+static struct cache_owner_stats owner_of(struct cache_store *s, unsigned slot)
+{
+    struct cache_owner_stats o;
+    cache_store_owner_stats(s, slot, &o);
+    return o;
+}
+
+/* An owner's slot is taken once and kept, with its name; past the store's
+ * slots every new id shares CACHE_OWNER_OTHERS. */
+static void test_owner_slots(void **state)
+{
+    (void)state;
+    struct counter c = {0};
+    struct cache_store *s = make_store(&c, 1 << 20, 4096);
+    assert_int_equal(cache_store_owner_find(s, 42), -1);
+    unsigned a = cache_store_owner(s, 42, "alpha");
+    assert_true(a < CACHE_OWNER_OTHERS);
+    assert_int_equal(cache_store_owner(s, 42, "ignored"), a);
+    assert_int_equal(cache_store_owner_find(s, 42), (int)a);
+    assert_string_equal(owner_of(s, a).name, "alpha");
+    assert_int_equal(owner_of(s, a).id, 42);
+    assert_int_equal(cache_store_owner(s, 0, "zero"), CACHE_OWNER_OTHERS);
+    assert_string_equal(owner_of(s, CACHE_OWNER_OTHERS).name, CACHE_OWNER_OTHERS_NAME);
+    /* A name is cut to CACHE_OWNER_NAME - 1 bytes. */
+    char longname[200];
+    memset(longname, 'n', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = 0;
+    unsigned l = cache_store_owner(s, 43, longname);
+    assert_int_equal(strlen(owner_of(s, l).name), CACHE_OWNER_NAME - 1);
+    /* Fill every slot: the ids after are the others'. */
+    bool seen[CACHE_OWNERS] = {false};
+    seen[a] = seen[l] = true;
+    for (uint64_t id = 1000; id < 1000 + CACHE_OWNERS - 3; id++) {
+        unsigned i = cache_store_owner(s, id, "x");
+        assert_true(i < CACHE_OWNER_OTHERS);
+        assert_false(seen[i]);
+        seen[i] = true;
+    }
+    assert_int_equal(cache_store_owner(s, 5000, "late"), CACHE_OWNER_OTHERS);
+    assert_int_equal(cache_store_owner_find(s, 5000), -1);
+    assert_int_equal(cache_store_owner(s, 42, "alpha"), a); /* still found */
+    /* The others' entries are counted there. */
+    assert_int_equal(fill_as(s, cache_store_owner(s, 5001, "later"), "k", "v", NULL, 0, 0, 10),
+                     CACHE_PUT_STORED);
+    assert_int_equal(owner_of(s, CACHE_OWNER_OTHERS).entries, 1);
+    assert_int_equal(owner_of(s, CACHE_OWNER_OTHERS).bytes, cache_store_entry_cost(1, 1, 0));
+    assert_int_equal(owner_of(s, CACHE_OWNERS).id, 0); /* out of range: zeros */
+    assert_accounted(s, &c);
+    cache_store_free(s);
+    assert_int_equal(atomic_load(&c.live), 0);
+}
+
+/* Two owners' entries and bytes, exact at every insert and removal, by the
+ * reason of removal: replaced, expired, invalidated, cleared (with a
+ * reader's reference keeping its bytes counted until its release). */
+static void test_owner_accounting(void **state)
+{
+    (void)state;
+    struct counter c = {0};
+    struct cache_store *s = make_store(&c, 1 << 20, 4096);
+    unsigned a = cache_store_owner(s, 101, "a"), b = cache_store_owner(s, 202, "b");
+    assert_int_not_equal(a, b);
+    uint64_t ta = 1, tb = 2;
+    assert_int_equal(fill_as(s, a, "a1", "one", &ta, 1, 0, 100), CACHE_PUT_STORED);
+    assert_int_equal(fill_as(s, a, "a2", "two!", &ta, 1, 0, 100), CACHE_PUT_STORED);
+    assert_int_equal(fill_as(s, a, "a3", "three", &ta, 1, 0, 50), CACHE_PUT_STORED);
+    assert_int_equal(fill_as(s, b, "b1", "b-one", &tb, 1, 0, 100), CACHE_PUT_STORED);
+    assert_int_equal(fill_as(s, b, "b2", "b-two", &tb, 1, 0, 100), CACHE_PUT_STORED);
+    size_t a_bytes = cache_store_entry_cost(2, 3, 1) + cache_store_entry_cost(2, 4, 1) +
+                     cache_store_entry_cost(2, 5, 1);
+    assert_int_equal(owner_of(s, a).entries, 3);
+    assert_int_equal(owner_of(s, a).bytes, a_bytes);
+    assert_int_equal(owner_of(s, b).entries, 2);
+    assert_int_equal(owner_of(s, b).bytes, 2 * cache_store_entry_cost(2, 5, 1));
+    assert_accounted(s, &c);
+
+    /* Replaced (a refill, here by b: the entry is now b's). */
+    assert_int_equal(fill_as(s, b, "a1", "b's now", &tb, 1, 0, 100), CACHE_PUT_STORED);
+    a_bytes -= cache_store_entry_cost(2, 3, 1);
+    assert_int_equal(owner_of(s, a).entries, 2);
+    assert_int_equal(owner_of(s, a).bytes, a_bytes);
+    assert_int_equal(owner_of(s, b).entries, 3);
+    assert_accounted(s, &c);
+
+    /* Expired: found past its expiry. */
+    assert_null(cache_store_get(s, "a3", 2, 60));
+    a_bytes -= cache_store_entry_cost(2, 5, 1);
+    assert_int_equal(owner_of(s, a).expired, 1);
+    assert_int_equal(owner_of(s, a).entries, 1);
+    assert_int_equal(owner_of(s, a).bytes, a_bytes);
+    assert_int_equal(owner_of(s, b).expired, 0);
+    assert_accounted(s, &c);
+
+    /* Invalidated: b's table goes, with b's three entries, not a's. A
+     * reader holding one keeps its bytes counted until its release. */
+    struct cache_entry *held = cache_store_get(s, "b1", 2, 1);
+    assert_non_null(held);
+    assert_int_equal(cache_store_invalidate_table(s, tb), 3);
+    assert_int_equal(owner_of(s, b).entries, 0);
+    assert_int_equal(owner_of(s, b).invalidated, 3);
+    assert_int_equal(owner_of(s, b).bytes, cache_store_entry_cost(2, 5, 1));
+    assert_int_equal(owner_of(s, a).entries, 1);
+    assert_int_equal(owner_of(s, a).invalidated, 0);
+    assert_accounted(s, &c);
+    cache_entry_release(held);
+    assert_int_equal(owner_of(s, b).bytes, 0);
+    assert_accounted(s, &c);
+
+    /* Cleared: everything, back to 0. */
+    held = cache_store_get(s, "a2", 2, 1);
+    assert_non_null(held);
+    cache_store_clear(s);
+    assert_int_equal(owner_of(s, a).entries, 0);
+    assert_int_equal(owner_of(s, a).cleared, 1);
+    assert_int_equal(owner_of(s, a).bytes, a_bytes); /* still held */
+    cache_entry_release(held);
+    assert_int_equal(owner_of(s, a).bytes, 0);
+    assert_int_equal(owner_of(s, b).cleared, 0);
+    assert_accounted(s, &c);
+    cache_store_free(s);
+    assert_int_equal(atomic_load(&c.live), 0);
+}
+
+/* Evictions are counted for the owner of the entry evicted: a fills a
+ * small store with one-off keys, then b's frequent keys push them out. */
+static void test_owner_evictions(void **state)
+{
+    (void)state;
+    struct counter c = {0};
+    struct cache_store *s = make_store(&c, 128 * 1024, 1024);
+    unsigned a = cache_store_owner(s, 101, "a"), b = cache_store_owner(s, 202, "b");
+    char key[32], value[900];
+    memset(value, 'v', sizeof(value) - 1);
+    value[sizeof(value) - 1] = 0;
+    for (int i = 0; i < 400; i++) {
+        snprintf(key, sizeof(key), "a %d", i);
+        fill_as(s, a, key, value, NULL, 0, 0, 1000);
+    }
+    struct cache_store_stats st;
+    cache_store_stats(s, &st);
+    assert_int_equal(owner_of(s, a).entries, st.entries);
+    assert_int_equal(owner_of(s, a).evictions, st.evictions);
+    uint64_t a_entries = st.entries, a_evictions = st.evictions;
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "b %d", i);
+        for (int j = 0; j < 3; j++) /* more frequent than a's: admitted */
+            cache_entry_release(cache_store_get(s, key, strlen(key), 1));
+        fill_as(s, b, key, value, NULL, 0, 1, 1000);
+    }
+    /* (A few of b's may go too, once the sketch has halved their counts.) */
+    assert_true(owner_of(s, b).entries > 50);
+    assert_true(owner_of(s, a).evictions >= a_evictions + 50);
+    assert_true(owner_of(s, a).entries < a_entries - 50);
+    assert_true(owner_of(s, b).evictions < owner_of(s, a).evictions - a_evictions);
+    assert_accounted(s, &c);
     cache_store_free(s);
     assert_int_equal(atomic_load(&c.live), 0);
 }
@@ -563,7 +755,11 @@ static void one_op(struct shared *sh, unsigned *seed, uint64_t now)
             assert_int_not_equal(w.end, CACHE_FLIGHT_PENDING);
         return;
     }
-    struct cache_fill *f = cache_store_fill_begin(s, &table, 1);
+    /* Five owners, whose slots are taken by whichever thread comes first. */
+    char owner[8];
+    snprintf(owner, sizeof(owner), "db%d", k % 5);
+    struct cache_fill *f =
+        cache_store_fill_begin(s, cache_store_owner(s, (uint64_t)(k % 5) + 1, owner), &table, 1);
     assert_non_null(f);
     uint8_t value[600];
     uint64_t gen = cache_store_table_gen(s, table); /* >= the fill's: the "read" */
@@ -613,11 +809,13 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_limits),        cmocka_unit_test(test_get_put_expiry),
-        cmocka_unit_test(test_memory_bound),  cmocka_unit_test(test_hot_key_kept),
-        cmocka_unit_test(test_lru_order),     cmocka_unit_test(test_reference_outlives),
-        cmocka_unit_test(test_invalidate),    cmocka_unit_test(test_fill_refused_stale),
-        cmocka_unit_test(test_single_flight), cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_limits),          cmocka_unit_test(test_get_put_expiry),
+        cmocka_unit_test(test_memory_bound),    cmocka_unit_test(test_hot_key_kept),
+        cmocka_unit_test(test_lru_order),       cmocka_unit_test(test_reference_outlives),
+        cmocka_unit_test(test_invalidate),      cmocka_unit_test(test_fill_refused_stale),
+        cmocka_unit_test(test_single_flight),   cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_owner_slots),     cmocka_unit_test(test_owner_accounting),
+        cmocka_unit_test(test_owner_evictions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -790,7 +790,7 @@ static void test_cache_rules(void **state)
                  "cache_max_entry_size = 1MB\n",
                  "t.ini: cache_max_memory (1048576 bytes) must hold 16 entries of "
                  "cache_max_entry_size (1048576 bytes), the store's own tables and the answers "
-                 "being filled (1048576 bytes): at least 17864976 bytes");
+                 "being filled (1048576 bytes): at least 17873296 bytes");
 }
 
 static void test_cache_invalidation(void **state)
