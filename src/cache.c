@@ -54,50 +54,6 @@ struct cache_client *cache_client_of(struct client *c)
     return c->cache;
 }
 
-/* ---- names of invalidated tables, for SHOW CACHE -------------------------------- */
-
-#define NAMES_MAX 4096
-
-static struct {
-    pthread_mutex_t lock;
-    uint32_t n;
-    struct {
-        uint64_t id;
-        char db[64];
-        char name[CACHE_CATALOG_MAX_NAME];
-    } v[NAMES_MAX];
-} * g_names;
-
-/* id's slot, or the free one it would take; NAMES_MAX when full. Lock held. */
-static uint32_t name_slot(uint64_t id)
-{
-    uint32_t i = (uint32_t)(id % NAMES_MAX);
-    for (uint32_t k = 0; k < NAMES_MAX; k++, i = (i + 1) % NAMES_MAX)
-        if (!g_names->v[i].id || g_names->v[i].id == id)
-            return i;
-    return NAMES_MAX;
-}
-
-/* Ids this thread noted already (direct-mapped; a name once noted stays):
- * a write to the same few tables takes no global lock each time. */
-static _Thread_local uint64_t tl_noted[64];
-
-static void name_note(uint64_t id, const char *db, const char *name)
-{
-    if (!g_names || !name[0] || tl_noted[id & 63] == id)
-        return;
-    tl_noted[id & 63] = id;
-    pthread_mutex_lock(&g_names->lock);
-    uint32_t i = name_slot(id);
-    if (i < NAMES_MAX && !g_names->v[i].id) {
-        g_names->v[i].id = id;
-        snprintf(g_names->v[i].db, sizeof(g_names->v[i].db), "%s", db);
-        snprintf(g_names->v[i].name, sizeof(g_names->v[i].name), "%s", name);
-        g_names->n++;
-    }
-    pthread_mutex_unlock(&g_names->lock);
-}
-
 /* ---- invalidation ----------------------------------------------------------------- */
 
 /* The id standing for every answer of db: each entry depends on it. */
@@ -167,7 +123,7 @@ int cache_write_rel_ids(struct database *db, const struct writes_rel *r, bool ow
 /* Returns the in-process entries dropped. */
 static size_t invalidate_id(struct database *db, uint64_t id, const char *name)
 {
-    name_note(id, db->name, name);
+    cache_names_note(id, db->name, name);
     size_t dropped = cache_store_invalidate_table(cache_g_store, id);
     if (cache_g_redis)
         cache_redis_invalidate(cache_redis_global(), id); /* the other instances' too */
@@ -1041,11 +997,7 @@ bool cache_init(const struct config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "cannot make the result cache (cache_max_memory %zu bytes)", max);
         return false;
     }
-    g_names = calloc(1, sizeof(*g_names));
-    if (!g_names)
-        abort();
-    pthread_mutex_init(&g_names->lock, NULL);
-    cache_catalog_set_note(name_note);
+    cache_names_init();
     cache_owner = request_observe(&cache_observer);
     writes_subscribe(on_writes, NULL);
     writes_subscribe_gap(on_gap, NULL);
@@ -1060,7 +1012,7 @@ bool cache_init(const struct config *cfg, char *err, size_t errlen)
 void cache_thread_done(void)
 {
     cache_policy_thread_done();
-    memset(tl_noted, 0, sizeof(tl_noted));
+    cache_names_thread_done();
     free(tl_sf.v);
     tl_sf.v = NULL;
     tl_sf.n = tl_sf.cap = 0;
@@ -1077,12 +1029,7 @@ void cache_shutdown(void)
     if (cache_g_store)
         cache_store_free(cache_g_store);
     cache_g_store = NULL;
-    if (g_names) {
-        cache_catalog_set_note(NULL);
-        pthread_mutex_destroy(&g_names->lock);
-        free(g_names);
-        g_names = NULL;
-    }
+    cache_names_free();
     cache_thread_done();
 }
 
@@ -1178,35 +1125,4 @@ size_t cache_clear(struct database *db, const char *table)
     for (int k = 0; k < n; k++)
         dropped += invalidate_id(db, ids[k], n == 1 && strchr(table, '.') ? table : "");
     return dropped;
-}
-
-struct tables_each_arg {
-    void (*cb)(const char *, const char *, uint64_t, uint64_t, void *);
-    void *arg;
-};
-
-static void one_table(uint64_t id, uint64_t gen, uint64_t dropped, void *arg)
-{
-    struct tables_each_arg *a = arg;
-    /* g_names->lock is taken inside the store's table lock only here. */
-    pthread_mutex_lock(&g_names->lock);
-    uint32_t i = name_slot(id);
-    char db[64] = "", name[CACHE_CATALOG_MAX_NAME] = "";
-    if (i < NAMES_MAX && g_names->v[i].id == id) {
-        memcpy(db, g_names->v[i].db, sizeof(db));
-        memcpy(name, g_names->v[i].name, sizeof(name));
-    }
-    pthread_mutex_unlock(&g_names->lock);
-    if (name[0] && gen > 0)
-        a->cb(db, name, gen, dropped, a->arg);
-}
-
-void cache_tables_each(void (*cb)(const char *db, const char *table, uint64_t invalidations,
-                                  uint64_t dropped, void *arg),
-                       void *arg)
-{
-    if (!cache_g_store)
-        return;
-    struct tables_each_arg a = {cb, arg};
-    cache_store_tables_each(cache_g_store, one_table, &a);
 }

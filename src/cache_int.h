@@ -127,6 +127,12 @@ void cache_ctr_add(struct database *db, enum cache_ctr i);
  * name's own id, without a lookup. -1: not known, every answer of db. */
 int cache_write_rel_ids(struct database *db, const struct writes_rel *r, bool own, int64_t now,
                         uint64_t *ids, int cap);
+/* The names of table ids (cache_names.c): noted as they come, one id
+ * once, for SHOW CACHE_TABLES; init and free with the cache. */
+void cache_names_note(uint64_t id, const char *db, const char *name);
+void cache_names_init(void);
+void cache_names_free(void);
+void cache_names_thread_done(void); /* forgets this thread's ids noted */
 /* db's owner slot in the store (its entries, bytes, evictions, expired). */
 unsigned cache_owner_of(const struct database *db);
 /* c's state, made if it has none. */
