@@ -702,26 +702,13 @@ static bool any_blocked(struct cache_redis *r, const uint64_t *tables, int n)
     return false;
 }
 
-void cache_redis_get(struct cache_redis_conn *c, const void *key, size_t key_len,
-                     const uint64_t *tables, int n_tables, cache_redis_get_cb cb, void *arg)
+/* Sends q's MGET: the entry under key (key NULL: a check, the counters
+ * alone) and the generation counters of q's tables; or answers it from
+ * the loop's next turn (a table blocked, the breaker open, no send). */
+static void mget(struct cache_redis_conn *c, struct cr_req *q, const void *key, size_t key_len)
 {
     struct cache_redis *r = c->r;
-    CR_INC(r, gets);
-    struct cr_req *q = cr_req_new(c, CR_GET);
-    if (!q) { /* out of memory: the one synchronous answer */
-        CR_INC(r, unavailable);
-        struct cache_redis_result res = {.status = CACHE_REDIS_UNAVAILABLE};
-        cb(&res, arg);
-        return;
-    }
-    q->cb = cb;
-    q->arg = arg;
-    if (n_tables < 0 || n_tables > CACHE_REDIS_MAX_TABLES || (n_tables && !tables)) {
-        CR_INC(r, unavailable);
-        conn_defer(c, q, CACHE_REDIS_UNAVAILABLE);
-        return;
-    }
-    if (any_blocked(r, tables, n_tables)) {
+    if (any_blocked(r, q->tables, q->n_tables)) {
         CR_INC(r, blocked);
         conn_defer(c, q, CACHE_REDIS_BLOCKED);
         return;
@@ -734,41 +721,69 @@ void cache_redis_get(struct cache_redis_conn *c, const void *key, size_t key_len
     char keys[CACHE_REDIS_MAX_TABLES + 1][CR_KEY_MAX];
     const char *argv[CACHE_REDIS_MAX_TABLES + 2];
     size_t lens[CACHE_REDIS_MAX_TABLES + 2];
-    argv[0] = "MGET";
-    lens[0] = 4;
-    argv[1] = keys[0];
-    lens[1] = entry_key(r, key, key_len, keys[0]);
-    q->n_tables = n_tables;
-    for (int i = 0; i < n_tables; i++) {
-        q->tables[i] = tables[i];
-        argv[i + 2] = keys[i + 1];
-        lens[i + 2] = cr_gen_key(r, tables[i], keys[i + 1]);
+    int a = 0;
+    argv[a] = "MGET", lens[a++] = 4;
+    if (key) {
+        argv[a] = keys[0];
+        lens[a] = entry_key(r, key, key_len, keys[0]);
+        if (lens[a++] == 0)
+            a = -1;
     }
-    if (lens[1] == 0 || !cr_send(c, q, n_tables + 2, argv, lens)) {
+    for (int i = 0; a > 0 && i < q->n_tables; i++) {
+        argv[a] = keys[i + 1];
+        lens[a++] = cr_gen_key(r, q->tables[i], keys[i + 1]);
+    }
+    if (a < 0 || !cr_send(c, q, a, argv, lens)) {
         cr_failure(r, q, "cannot send");
         CR_INC(r, unavailable);
         conn_defer(c, q, CACHE_REDIS_UNAVAILABLE);
     }
 }
 
-void cache_redis_check(struct cache_redis_conn *c, const uint8_t *copy, size_t copy_len,
-                       cache_redis_get_cb cb, void *arg)
+/* A get's or a check's record, or NULL when out of memory (cb answered). */
+static struct cr_req *get_req(struct cache_redis_conn *c, cache_redis_get_cb cb, void *arg)
 {
-    struct cache_redis *r = c->r;
-    CR_INC(r, checks);
     struct cr_req *q = cr_req_new(c, CR_GET);
-    if (!q) {
-        CR_INC(r, unavailable);
+    if (!q) { /* out of memory: the one synchronous answer */
+        CR_INC(c->r, unavailable);
         struct cache_redis_result res = {.status = CACHE_REDIS_UNAVAILABLE};
         cb(&res, arg);
-        return;
+        return NULL;
     }
     q->cb = cb;
     q->arg = arg;
+    return q;
+}
+
+void cache_redis_get(struct cache_redis_conn *c, const void *key, size_t key_len,
+                     const uint64_t *tables, int n_tables, cache_redis_get_cb cb, void *arg)
+{
+    CR_INC(c->r, gets);
+    struct cr_req *q = get_req(c, cb, arg);
+    if (!q)
+        return;
+    if (n_tables < 0 || n_tables > CACHE_REDIS_MAX_TABLES || (n_tables && !tables)) {
+        CR_INC(c->r, unavailable);
+        conn_defer(c, q, CACHE_REDIS_UNAVAILABLE);
+        return;
+    }
+    q->n_tables = n_tables;
+    for (int i = 0; i < n_tables; i++)
+        q->tables[i] = tables[i];
+    mget(c, q, key, key_len);
+}
+
+void cache_redis_check(struct cache_redis_conn *c, const uint8_t *copy, size_t copy_len,
+                       cache_redis_get_cb cb, void *arg)
+{
+    CR_INC(c->r, checks);
+    struct cr_req *q = get_req(c, cb, arg);
+    if (!q)
+        return;
     size_t h = cache_redis_entry_answer(copy, copy_len);
     int n = h > 8 ? (int)((h - 8) / 16) : 0;
     if (n < 1 || n > CACHE_REDIS_MAX_TABLES) { /* not an entry of tables */
-        CR_INC(r, unavailable);
+        CR_INC(c->r, unavailable);
         conn_defer(c, q, CACHE_REDIS_UNAVAILABLE);
         return;
     }
@@ -777,30 +792,7 @@ void cache_redis_check(struct cache_redis_conn *c, const uint8_t *copy, size_t c
     q->n_tables = n;
     for (int i = 0; i < n; i++)
         q->tables[i] = get_le64(copy + 8 + 16 * i);
-    if (any_blocked(r, q->tables, n)) {
-        CR_INC(r, blocked);
-        conn_defer(c, q, CACHE_REDIS_BLOCKED);
-        return;
-    }
-    if (c->freeing || !cr_breaker_allow(r, &q->probe)) {
-        CR_INC(r, unavailable);
-        conn_defer(c, q, CACHE_REDIS_UNAVAILABLE);
-        return;
-    }
-    char keys[CACHE_REDIS_MAX_TABLES][CR_KEY_MAX];
-    const char *argv[CACHE_REDIS_MAX_TABLES + 1];
-    size_t lens[CACHE_REDIS_MAX_TABLES + 1];
-    argv[0] = "MGET";
-    lens[0] = 4;
-    for (int i = 0; i < n; i++) {
-        argv[i + 1] = keys[i];
-        lens[i + 1] = cr_gen_key(r, q->tables[i], keys[i]);
-    }
-    if (!cr_send(c, q, n + 1, argv, lens)) {
-        cr_failure(r, q, "cannot send");
-        CR_INC(r, unavailable);
-        conn_defer(c, q, CACHE_REDIS_UNAVAILABLE);
-    }
+    mget(c, q, NULL, 0);
 }
 
 /* "SLC1", the number of tables, then each table and its generation, all
