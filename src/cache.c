@@ -62,30 +62,18 @@ uint64_t cache_db_id(const struct database *db)
     return cache_table_id(db->name, "", "");
 }
 
-/* Splits "schema.name" into buf (the schema, NUL, the name); false when
- * name is not qualified or too long. */
-static bool split_qualified(const char *name, char *buf, size_t cap, const char **rel)
+int cache_write_rel_ids(struct database *db, const struct writes_rel *r, bool own, int64_t now,
+                        uint64_t *ids, int cap)
 {
-    const char *dot = strrchr(name, '.');
-    size_t len = strlen(name);
-    if (!dot || dot == name || !dot[1] || len >= cap)
-        return false;
-    memcpy(buf, name, len + 1);
-    buf[dot - name] = '\0';
-    *rel = buf + (dot - name) + 1;
-    return true;
-}
-
-/* cache_write_rel_ids() of name ("t" or "schema.t"). */
-static int write_ids(struct database *db, const char *name, bool own, int64_t now, uint64_t *ids,
-                     int cap)
-{
-    char buf[CACHE_CATALOG_MAX_NAME];
-    const char *rel_name;
-    bool qualified = split_qualified(name, buf, sizeof(buf), &rel_name);
-    if (own && qualified) {
-        ids[0] = cache_table_id(db->name, buf, rel_name);
+    if (own && r->schema) {
+        ids[0] = cache_table_id(db->name, r->schema, r->name);
         return 1;
+    }
+    char full[2 * CACHE_CATALOG_MAX_NAME];
+    const char *name = r->name;
+    if (r->schema) { /* the catalog knows names as they were written */
+        snprintf(full, sizeof(full), "%s.%s", r->schema, r->name);
+        name = full;
     }
     struct cache_catalog_rel rel;
     enum cache_catalog_answer a = cache_catalog_get(db, name, now, &rel);
@@ -98,32 +86,45 @@ static int write_ids(struct database *db, const char *name, bool own, int64_t no
     if (n > 0)
         return n;
     /* Related relations that did not fit: its own, in each schema. */
-    const char *tname = qualified ? rel_name : name;
     for (const char *p = rel.schemas; *p && n < cap;) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
         char schema[CACHE_CATALOG_SCHEMAS];
         memcpy(schema, p, len);
         schema[len] = '\0';
-        ids[n++] = cache_table_id(db->name, schema, tname);
+        ids[n++] = cache_table_id(db->name, schema, r->name);
         p += len + (end ? 1 : 0);
     }
     return n > 0 ? n : -1;
 }
 
-int cache_write_rel_ids(struct database *db, const struct writes_rel *r, bool own, int64_t now,
-                        uint64_t *ids, int cap)
+/* The ids invalidated on this thread while a writer's transaction is told
+ * (cache_writes_flush()): its answer waits for Redis to have them. */
+static _Thread_local struct {
+    bool on;
+    int n;
+    uint64_t ids[CACHE_HOLD_MAX];
+} tl_told;
+
+void cache_told_begin(void)
 {
-    char full[2 * CACHE_CATALOG_MAX_NAME];
-    snprintf(full, sizeof(full), "%s%s%s", r->schema ? r->schema : "", r->schema ? "." : "",
-             r->name);
-    return write_ids(db, full, own, now, ids, cap);
+    tl_told.on = true;
+    tl_told.n = 0;
+}
+
+int cache_told_end(const uint64_t **ids)
+{
+    tl_told.on = false;
+    *ids = tl_told.ids;
+    return tl_told.n;
 }
 
 /* Returns the in-process entries dropped. */
 static size_t invalidate_id(struct database *db, uint64_t id, const char *name)
 {
     cache_names_note(id, db->name, name);
+    if (tl_told.on && tl_told.n < CACHE_HOLD_MAX) /* more: the first ones are waited for */
+        tl_told.ids[tl_told.n++] = id;
     size_t dropped = cache_store_invalidate_table(cache_g_store, id);
     if (cache_g_redis)
         cache_redis_invalidate(cache_redis_global(), id); /* the other instances' too */
@@ -1118,7 +1119,10 @@ size_t cache_clear(struct database *db, const char *table)
      * name is not known. */
     uint64_t ids[CACHE_CATALOG_MAX_IDS];
     int64_t now = worker_current() ? worker_now(worker_current()) : 0;
-    int n = write_ids(db, table, true, now, ids, CACHE_CATALOG_MAX_IDS);
+    char buf[CACHE_CATALOG_MAX_NAME];
+    struct writes_rel rel;
+    cache_rel_split(table, buf, sizeof(buf), &rel);
+    int n = cache_write_rel_ids(db, &rel, true, now, ids, CACHE_CATALOG_MAX_IDS);
     if (n < 0)
         return invalidate_id(db, cache_db_id(db), "*");
     size_t dropped = 0;

@@ -127,6 +127,12 @@ void cache_ctr_add(struct database *db, enum cache_ctr i);
  * name's own id, without a lookup. -1: not known, every answer of db. */
 int cache_write_rel_ids(struct database *db, const struct writes_rel *r, bool own, int64_t now,
                         uint64_t *ids, int cap);
+/* Collects the ids invalidated on this thread from begin to end (a
+ * writer's transaction told to the writes bus): at most CACHE_HOLD_MAX. */
+void cache_told_begin(void);
+int cache_told_end(const uint64_t **ids);
+/* "schema.name" or "name" as a writes_rel, its parts in buf. */
+void cache_rel_split(const char *name, char *buf, size_t cap, struct writes_rel *r);
 /* The names of table ids (cache_names.c): noted as they come, one id
  * once, for SHOW CACHE_TABLES; init and free with the cache. */
 void cache_names_note(uint64_t id, const char *db, const char *name);
@@ -174,7 +180,7 @@ enum cache_put_result cache_tier_keep(struct cache_client *cc, int64_t now);
 /* Whether an in-process entry may answer: in Redis mode, only if it is of
  * the generations Redis gave with this request's miss. */
 bool cache_tier_copy_current(const struct cache_client *cc, struct cache_entry *e);
-void cache_tier_hold(struct client *c, const struct writes_event *ev);
+void cache_tier_hold(struct client *c, const uint64_t *ids, int n);
 void cache_tier_hold_check(struct client *c, int64_t now);
 
 #endif

@@ -226,30 +226,19 @@ void cache_tier_hold_check(struct client *c, int64_t now)
 }
 
 /* Redis mode: the writer's answers (its ReadyForQuery first) wait until
- * Redis has the invalidations of ev, so that once the writer knows its
+ * Redis has ids, what its transaction's writes invalidated (collected as
+ * the cache was told of them: no second look), so that once the writer knows its
  * write committed, no instance serves an answer from before it. Not for
  * a TLS client (its stream cannot be held), nor while Redis cannot be
  * reached (the tables stay blocked here until it can). */
-void cache_tier_hold(struct client *c, const struct writes_event *ev)
+void cache_tier_hold(struct client *c, const uint64_t *ids, int n)
 {
     struct cache_client *cc = c->cache;
     struct cache_redis *r = cache_redis_global();
     if (!r || cache_redis_state(r) == CACHE_REDIS_OPEN)
         return;
-    int n = 0;
     int64_t now = worker_now(c->s.worker);
-    for (int i = 0; !ev->all && i < ev->n && n < CACHE_HOLD_MAX; i++) {
-        /* The ids on_writes() invalidated (the catalog answers alike). */
-        int k = cache_write_rel_ids(ev->db, &ev->rels[i], false, now, cc->hold_ids + n,
-                                    CACHE_HOLD_MAX - n);
-        if (k < 0) {
-            n = 0;
-            break;
-        }
-        n += k;
-    }
-    if (ev->all || (n == 0 && ev->n > 0))
-        cc->hold_ids[n++] = cache_db_id(ev->db);
+    memcpy(cc->hold_ids, ids, (size_t)n * sizeof(ids[0]));
     if (!n || (!c->s.held && !stream_hold(&c->s)))
         return;
     cc->n_hold = n;

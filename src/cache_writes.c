@@ -52,17 +52,8 @@ void cache_writes_flush(struct client *c)
         return;
     struct writes_rel rels[CACHE_WRITES_MAX];
     char names[CACHE_WRITES_MAX][CACHE_CATALOG_MAX_NAME];
-    for (int i = 0; i < cc->n_writes; i++) {
-        char *dot = strrchr(cc->writes[i], '.');
-        memcpy(names[i], cc->writes[i], strlen(cc->writes[i]) + 1);
-        rels[i].schema = NULL;
-        rels[i].name = names[i];
-        if (dot) {
-            names[i][dot - cc->writes[i]] = '\0';
-            rels[i].schema = names[i];
-            rels[i].name = names[i] + (dot - cc->writes[i]) + 1;
-        }
-    }
+    for (int i = 0; i < cc->n_writes; i++)
+        cache_rel_split(cc->writes[i], names[i], sizeof(names[i]), &rels[i]);
     struct writes_event ev = {.db = c->pool->db,
                               .source = WRITES_CLIENT,
                               .rels = rels,
@@ -70,7 +61,27 @@ void cache_writes_flush(struct client *c)
                               .all = cc->writes_all};
     cc->n_writes = 0;
     cc->writes_all = false;
+    if (!cache_g_redis) {
+        writes_committed(&ev);
+        return;
+    }
+    /* Redis: the writer's answer waits for the ids this cache invalidated. */
+    const uint64_t *ids;
+    cache_told_begin();
     writes_committed(&ev);
-    if (cache_g_redis)
-        cache_tier_hold(c, &ev);
+    int n = cache_told_end(&ids);
+    cache_tier_hold(c, ids, n);
+}
+
+void cache_rel_split(const char *name, char *buf, size_t cap, struct writes_rel *r)
+{
+    const char *dot = strrchr(name, '.');
+    snprintf(buf, cap, "%s", name);
+    r->schema = NULL;
+    r->name = buf;
+    if (dot && dot != name && dot[1] && (size_t)(dot - name) < cap) {
+        buf[dot - name] = '\0';
+        r->schema = buf;
+        r->name = buf + (dot - name) + 1;
+    }
 }
