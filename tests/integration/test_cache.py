@@ -512,7 +512,11 @@ def test_cache_clear_reaches_redis(sluice, cluster, redis, what):
         assert ca.execute(sql).fetchall() == [(7,)]
     samples = scrape(a.metrics_port)[1]
     assert value(samples, "sluice_cache_redis_up") == 1
-    assert value(samples, "sluice_cache_redis_hits_total") >= 1
+    # a answered its warm-up from its own copy, checked against the counters;
+    # whether its last read found b's fresh entry in Redis or filled one itself
+    # depends on when b's store landed, so a's Redis hits are not asserted.
+    assert value(samples, "sluice_cache_redis_copy_hits_total") >= 1
+    assert value(scrape(b.metrics_port)[1], "sluice_cache_redis_hits_total") >= 1
     assert value(samples, "sluice_cache_redis_invalidations_total") >= 1
     assert value(samples, "sluice_cache_redis_invalidations_pending") == 0
 
