@@ -344,6 +344,29 @@ static void ratio_cell(struct metrics_buf *b, uint64_t hits, uint64_t misses)
     metrics_buf_printf(b, "%.1f%%</td>", 100.0 * r);
 }
 
+/* One database's row (or one no longer configured, or the owners past the
+ * store's slots, whose counters other than the store's are 0), as SHOW
+ * CACHE's. */
+static void cache_row(const char *name, const struct cache_db_stats *ds, void *arg)
+{
+    struct metrics_buf *b = arg;
+    put(b, "<tr>");
+    cell_text(b, name);
+    cell_num(b, (unsigned long long)ds->hits);
+    cell_num(b, (unsigned long long)ds->misses);
+    ratio_cell(b, ds->hits, ds->misses);
+    cell_num(b, (unsigned long long)ds->stores);
+    cell_num(b, (unsigned long long)ds->refused_stale);
+    cell_num(b, (unsigned long long)ds->invalidations);
+    cell_num(b, (unsigned long long)ds->entries);
+    char bytes[32];
+    metrics_page_bytes(bytes, sizeof(bytes), ds->bytes);
+    metrics_buf_printf(b, "<td>%s</td>", bytes);
+    cell_num(b, (unsigned long long)ds->evictions);
+    cell_num(b, (unsigned long long)ds->expired);
+    put(b, "</tr>\n");
+}
+
 static void page_cache(struct metrics_buf *b)
 {
     section(b, "cache", "Result cache");
@@ -365,8 +388,9 @@ static void page_cache(struct metrics_buf *b)
                        (unsigned long long)st.entries, used, max);
     bar(b, "", (double)(st.bytes + st.overhead_bytes), (double)st.max_bytes);
     metrics_buf_printf(b, "&middot; %llu evictions</p>\n", (unsigned long long)st.evictions);
-    static const char *const cols[] = {"<database", "hits",  "misses",       "<hit ratio",
-                                       "stores",    "stale", "invalidations"};
+    static const char *const cols[] = {"<database", "hits",      "misses",        "<hit ratio",
+                                       "stores",    "stale",     "invalidations", "entries",
+                                       "bytes",     "evictions", "expired"};
     header(b, cols, sizeof(cols) / sizeof(cols[0]));
     struct list *it, *tmp;
     list_for_each_safe(it, tmp, &g_pooler.databases)
@@ -374,18 +398,11 @@ static void page_cache(struct metrics_buf *b)
         const struct database *db = list_entry(it, struct database, node);
         struct cache_db_stats ds;
         cache_db_stats(db, &ds);
-        if (!ds.hits && !ds.misses && !ds.invalidations && !ds.bypass)
+        if (!ds.hits && !ds.misses && !ds.invalidations && !ds.bypass && !ds.entries)
             continue; /* as SHOW CACHE: only the databases that used it */
-        put(b, "<tr>");
-        cell_text(b, db->name);
-        cell_num(b, (unsigned long long)ds.hits);
-        cell_num(b, (unsigned long long)ds.misses);
-        ratio_cell(b, ds.hits, ds.misses);
-        cell_num(b, (unsigned long long)ds.stores);
-        cell_num(b, (unsigned long long)ds.refused_stale);
-        cell_num(b, (unsigned long long)ds.invalidations);
-        put(b, "</tr>\n");
+        cache_row(db->name, &ds, b);
     }
+    cache_db_stats_others(cache_row, b);
     table_end(b);
 }
 

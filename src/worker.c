@@ -8,6 +8,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,10 +326,39 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     accept_batch(io->data, io->fd, 64);
 }
 
+/* The kernel's keepalive values, read once from a socket on which none was
+ * set. A setting put back to 0 ("the OS's") by a reload writes these: the
+ * listeners were set once and keep what was last set on them, so without
+ * this the old value stayed for every client accepted after the reload. */
+static int tcp_kernel_keepalive[3];
+static pthread_once_t tcp_kernel_once = PTHREAD_ONCE_INIT;
+
+static void tcp_kernel_read(void)
+{
+    static const int opts[3] = {TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    for (int i = 0; i < 3; i++) {
+        socklen_t len = sizeof(int);
+        if (fd < 0 || getsockopt(fd, IPPROTO_TCP, opts[i], &tcp_kernel_keepalive[i], &len) != 0)
+            tcp_kernel_keepalive[i] = 0;
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
+static void tcp_keepalive_opt(int fd, int opt, int value, int kernel)
+{
+    int v = value > 0 ? value : kernel;
+    if (v > 0)
+        setsockopt(fd, IPPROTO_TCP, opt, &v, sizeof(v));
+}
+
 void worker_tcp_options(int fd, const struct config *cfg)
 {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* A size once set cannot be given back to the kernel's autotuning;
+     * worker_set_config() says so when a reload asks for it. */
     if (cfg->tcp_socket_buffer > 0) {
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->tcp_socket_buffer, sizeof(int));
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->tcp_socket_buffer, sizeof(int));
@@ -336,21 +366,18 @@ void worker_tcp_options(int fd, const struct config *cfg)
     /* Unacknowledged data: with keepalive on or off (as PgBouncer); it
      * was set only with keepalive on, so that with tcp_keepalive = 0 a
      * request sent to a server that had gone silent waited for TCP's own
-     * retransmission limit, about 15 minutes (test_chaos_net.py). */
-    if (cfg->tcp_user_timeout > 0) {
-        unsigned int ms = (unsigned int)(cfg->tcp_user_timeout / 1000);
-        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
-    }
+     * retransmission limit, about 15 minutes (test_chaos_net.py). 0 is
+     * the kernel's own behaviour, and is set too, for a reload to 0. */
+    unsigned int ms = (unsigned int)(cfg->tcp_user_timeout / 1000);
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
     int on = cfg->tcp_keepalive ? 1 : 0;
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
     if (!on)
         return;
-    if (cfg->tcp_keepidle > 0)
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &cfg->tcp_keepidle, sizeof(int));
-    if (cfg->tcp_keepintvl > 0)
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &cfg->tcp_keepintvl, sizeof(int));
-    if (cfg->tcp_keepcnt > 0)
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg->tcp_keepcnt, sizeof(int));
+    pthread_once(&tcp_kernel_once, tcp_kernel_read);
+    tcp_keepalive_opt(fd, TCP_KEEPIDLE, cfg->tcp_keepidle, tcp_kernel_keepalive[0]);
+    tcp_keepalive_opt(fd, TCP_KEEPINTVL, cfg->tcp_keepintvl, tcp_kernel_keepalive[1]);
+    tcp_keepalive_opt(fd, TCP_KEEPCNT, cfg->tcp_keepcnt, tcp_kernel_keepalive[2]);
 }
 
 /* A TCP connection is made from its listener's socket and inherits its
@@ -556,6 +583,11 @@ void worker_set_config(struct worker *w, struct config *cfg)
 {
     struct config *old = w->cfg;
     w->cfg = config_ref(cfg);
+    if (old && old->tcp_socket_buffer > 0 && cfg->tcp_socket_buffer == 0 && w->n_listeners > 0 &&
+        w->id == 0)
+        log_warning("tcp_socket_buffer = 0: clients keep a buffer of %d bytes until a restart "
+                    "(a listener's size cannot be given back to the kernel)",
+                    old->tcp_socket_buffer);
     config_unref(old);
     for (int i = 0; i < w->n_listeners; i++)
         listener_set_options(w, w->listeners[i].fd);

@@ -268,3 +268,15 @@ def test_client_sockets_get_keepalive_settings_and_reload_changes_them(sluice):
         with RawConn(s.port) as second:
             second.login()
             assert 300 < _client_keepalive_timer(s, second.sock.getsockname()[1]) <= 400
+        # Back to 0, the OS's value: the listener used to keep 400.
+        kernel = int(open("/proc/sys/net/ipv4/tcp_keepalive_time").read())
+        assert kernel != 400
+        s.write_config({"pgbouncer": {"tcp_keepalive": 1, "tcp_keepidle": 0,
+                                      "tcp_keepintvl": 3, "tcp_keepcnt": 4}})
+        mark = s.log_mark()
+        s.reload()
+        s.wait_for_log(r"config reloaded", since=mark)
+        with RawConn(s.port) as third:
+            third.login()
+            timer = _client_keepalive_timer(s, third.sock.getsockname()[1])
+            assert kernel - 100 < timer <= kernel

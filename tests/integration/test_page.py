@@ -340,6 +340,10 @@ def test_the_page_in_a_browser_shows_the_live_figures(sluice, cluster, paused, t
     assert int(row["misses"]) == cache["misses"]
     assert row["hit ratio"] == f"{100 * cache['hits'] / (cache['hits'] + cache['misses']):.1f}%"
     assert "hit ratio" in page.text("cache")
+    # And its own entries in the store (the page had none before).
+    assert int(row["entries"]) == cache["entries"] >= 1
+    assert int(row["evictions"]) == cache["evictions"]
+    assert row["bytes"].endswith("B") and row["bytes"][0].isdigit()
 
     # The job's run.
     row = by(page.table("jobs"), job="page_job")
