@@ -250,33 +250,35 @@ def _client_keepalive_timer(s, conn_port):
     return keepalive_timer(s.pid, f"( sport = :{s.port} and dport = :{conn_port} )")
 
 
+def _keepalive_config(keepidle):
+    return {"pgbouncer": {"tcp_keepalive": 1, "tcp_keepidle": keepidle, "tcp_keepintvl": 3,
+                          "tcp_keepcnt": 4}}
+
+
+def _new_client_keepalive_timer(s, keepidle):
+    """Reloads s with tcp_keepidle = keepidle; the keepalive timer of a
+    client accepted after it."""
+    s.write_config(_keepalive_config(keepidle))
+    mark = s.log_mark()
+    s.reload()
+    s.wait_for_log(r"config reloaded", since=mark)
+    with RawConn(s.port) as conn:
+        conn.login()
+        return _client_keepalive_timer(s, conn.sock.getsockname()[1])
+
+
 @pytest.mark.skipif(IS_PGBOUNCER, reason="sluice sets them on the listener")
 def test_client_sockets_get_keepalive_settings_and_reload_changes_them(sluice):
     """tcp_keepidle reaches client sockets (sluice sets the TCP options on
     its listeners, whose connections inherit them), and a RELOAD with
-    another value reaches the clients accepted after it."""
-    s = sluice({"pgbouncer": {"tcp_keepalive": 1, "tcp_keepidle": 30, "tcp_keepintvl": 3,
-                              "tcp_keepcnt": 4}})
+    another value reaches the clients accepted after it, 0 (the OS's value)
+    included."""
+    s = sluice(_keepalive_config(30))
     with RawConn(s.port) as first:
         first.login()
         assert 20 < _client_keepalive_timer(s, first.sock.getsockname()[1]) <= 30
-        s.write_config({"pgbouncer": {"tcp_keepalive": 1, "tcp_keepidle": 400,
-                                      "tcp_keepintvl": 3, "tcp_keepcnt": 4}})
-        mark = s.log_mark()
-        s.reload()
-        s.wait_for_log(r"config reloaded", since=mark)
-        with RawConn(s.port) as second:
-            second.login()
-            assert 300 < _client_keepalive_timer(s, second.sock.getsockname()[1]) <= 400
-        # Back to 0, the OS's value: the listener used to keep 400.
+        assert 300 < _new_client_keepalive_timer(s, 400) <= 400
+        # Back to 0: the listener used to keep 400.
         kernel = int(open("/proc/sys/net/ipv4/tcp_keepalive_time").read())
         assert kernel != 400
-        s.write_config({"pgbouncer": {"tcp_keepalive": 1, "tcp_keepidle": 0,
-                                      "tcp_keepintvl": 3, "tcp_keepcnt": 4}})
-        mark = s.log_mark()
-        s.reload()
-        s.wait_for_log(r"config reloaded", since=mark)
-        with RawConn(s.port) as third:
-            third.login()
-            timer = _client_keepalive_timer(s, third.sock.getsockname()[1])
-            assert kernel - 100 < timer <= kernel
+        assert kernel - 100 < _new_client_keepalive_timer(s, 0) <= kernel
