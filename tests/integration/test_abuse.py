@@ -3,7 +3,8 @@ well-behaved clients keep their latency, sluice's memory stays under a
 bound and nothing crashes.
 
 Each test measures the 50 clients (abuse_lib.GoodClients: `SELECT <nonce>`
-every 50 ms each, 1,000 queries a second in all) for ABUSE_SECONDS on a
+every 50 ms each, 1,000 queries a second in all, timed by
+tests/tools/goodclients.c) for ABUSE_SECONDS on a
 quiet pooler, then for ABUSE_SECONDS while an abuser process (abuse_lib.Abuser)
 does its worst, and checks:
 

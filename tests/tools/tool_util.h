@@ -1,7 +1,8 @@
-/* What the abusers of tests/tools share: the stop flag set by SIGTERM or
+/* What the tools of tests/tools share: the stop flag set by SIGTERM or
  * SIGINT, a monotonic clock, sleeping until a point of it, and a packet
- * given in hex on the command line. Each tool is one .c file that includes
- * this (abuse_lib.native_tool() compiles it). */
+ * given in hex on the command line. Inline, as each tool uses some of
+ * them. Each tool is one .c file that includes this
+ * (abuse_lib.native_tool() compiles it). */
 #ifndef TOOL_UTIL_H
 #define TOOL_UTIL_H
 
@@ -12,33 +13,33 @@
 
 static volatile sig_atomic_t stop;
 
-static void on_term(int sig)
+static inline void on_term(int sig)
 {
     (void)sig;
     stop = 1;
 }
 
-static void tool_catch_stop(void)
+static inline void tool_catch_stop(void)
 {
     struct sigaction act = {.sa_handler = on_term};
     sigaction(SIGTERM, &act, NULL);
     sigaction(SIGINT, &act, NULL);
 }
 
-static double now(void)
+static inline double now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void sleep_until(double t)
+static inline void sleep_until(double t)
 {
     struct timespec ts = {.tv_sec = (time_t)t, .tv_nsec = (long)((t - (double)(time_t)t) * 1e9)};
     clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 }
 
-static int hex_value(char c)
+static inline int hex_value(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -48,7 +49,7 @@ static int hex_value(char c)
 }
 
 /* Decodes lowercase hex into out (at most max bytes); its length, or -1. */
-static long hex_decode(const char *hex, unsigned char *out, size_t max)
+static inline long hex_decode(const char *hex, unsigned char *out, size_t max)
 {
     size_t hexlen = strlen(hex), len = hexlen / 2;
     if (hexlen % 2 || len > max)
