@@ -173,6 +173,7 @@ void client_unlinked(struct client *c)
 {
     client_set_state(c, CL_IDLE);
     c->timeout_kind = 0;
+    c->sets_pending = false;
     relay_retry_drop(c);
     router_unlinked(c);
     c->last_activity = worker_now(c->s.worker);

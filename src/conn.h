@@ -116,6 +116,8 @@ struct client {
     bool track;             /* tracked: transaction or statement mode (set at each link) */
     bool stmt_mode;         /* statement mode: a transaction block is refused */
     bool pinned;            /* holds its server to the end (state that cannot move) */
+    bool sets_pending;      /* its settings are being set on its new server: none of its
+                             * bytes went there yet (relay.c) */
     bool requested;     /* has sent a request to a server (SIGINT waits for those that have not) */
     bool counted;       /* [pool lock] in its database's and its user's n_clients */
     bool wait_notified; /* query_wait_notify's NOTICE sent during this wait */

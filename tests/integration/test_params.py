@@ -2,9 +2,12 @@
 session parameters whichever server it gets, and sees its own values both
 in SHOW and in the ParameterStatus its driver caches."""
 
+import threading
+
 import pytest
 
-from sluice_fixture import IS_PGBOUNCER
+from chaos_lib import FaultProxy
+from sluice_fixture import IS_PGBOUNCER, wait_no_backends
 
 
 def pid_of(conn):
@@ -135,3 +138,41 @@ def test_intervalstyle_interleaved(sluice):
             assert b.execute("SELECT '1 day 2 hours'::interval::text").fetchone() \
                 == ("1 day 02:00:00",)
 
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own retry")
+def test_a_server_ending_while_settings_are_set_sends_the_request_elsewhere(sluice, cluster,
+                                                                            pool_user):
+    """A client's SETs are set on the server it gets next, before its
+    request. When that server ends meanwhile (terminated here, as in a
+    restart), nothing of the request went there: it waits for another
+    server, which gets the settings in turn, and the client sees nothing.
+    It was told 22023 "could not restore session setting" and closed with
+    "transaction resolution unknown" (the chaos suite's primary_killed)."""
+    wait_no_backends(cluster, pool_user)
+    proxy = FaultProxy(cluster.primary_port)
+    try:
+        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
+                    "pgbouncer": {"default_pool_size": 1, "reserve_pool_size": 0}})
+        with s.connect(user=pool_user) as conn, s.connect(user=pool_user) as other:
+            conn.execute("SET TimeZone = 'Asia/Tokyo'")
+            others = other.execute("SHOW TimeZone").fetchone()[0]
+            assert others != "Asia/Tokyo"
+            pid = pid_of(other)  # the one server now has other's TimeZone
+            # Its end reaches sluice 0.3 s late; conn's SETs are sent before.
+            proxy.set_latency(0.3)
+            mark = s.log_mark()
+            with cluster.primary_conn() as direct:
+                direct.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            healer = threading.Timer(0.8, proxy.heal)
+            healer.start()
+            try:
+                assert pid_of(conn) != pid
+            finally:
+                healer.join()
+            s.wait_for_log(r"its server went while its settings were set .*: it waits",
+                           since=mark)
+            check(conn, TimeZone="Asia/Tokyo")
+            check(other, TimeZone=others)
+    finally:
+        proxy.stop()
