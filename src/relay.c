@@ -137,8 +137,10 @@ static void sets_error(struct server *sv, void *arg, const char *sqlstate, const
      * closes next, and the client's request, not sent, waits for another
      * server (relay_server_closed()). It was told "could not restore
      * session setting" with 22023, a wrong value, and closed as if its
-     * request might have run (the chaos suite's primary_killed saw it). */
-    if (sqlstate && (strncmp(sqlstate, "57", 2) == 0 || strncmp(sqlstate, "08", 2) == 0)) {
+     * request might have run (the chaos suite's primary_killed saw it).
+     * 57P*, not all of class 57: 57014 (a cancel that met the SETs) ends
+     * only the statement, and the client must hear of it. */
+    if (sqlstate && (strncmp(sqlstate, "57P", 3) == 0 || strncmp(sqlstate, "08", 2) == 0)) {
         client_log(LOG_LVL_LOG, c, "S-%p ended while setting its settings: %s", (void *)sv, text);
         return;
     }
