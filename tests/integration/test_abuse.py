@@ -79,8 +79,9 @@ def run_abuse(s, name, abuser, held_conns=0, during=None):
     good = GoodClients(s.port, GOOD_CLIENTS)
     try:
         good.measure(1)  # warm-up: servers connected, caches filled
-        # The sampler runs in the quiet window too: its reads of /proc take
-        # the GIL the timed clients need, and are not the abuse.
+        # The sampler runs in the quiet window too, so that both windows
+        # carry the same measuring load (its reads of /proc) and differ only
+        # by the abuse.
         with RssSampler(s.pid):
             quiet = good.measure(SECONDS)
         base_kib = rss_kib(s.pid)
