@@ -19,8 +19,7 @@ static void db_row(struct admin_result *r, const struct database *db)
     cache_db_stats(db, &st);
     struct cache_logical_status ls;
     bool logical = cache_logical_status(db, &ls);
-    if (!st.hits && !st.misses && !st.invalidations && !st.bypass && !st.entries && !st.bytes &&
-        !logical)
+    if (!cache_db_stats_used(&st) && !logical)
         return;
     char f[14][ADMIN_NUM_LEN], ratio[32], state[sizeof(ls.reason) + 16] = "";
     if (logical)

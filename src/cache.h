@@ -62,6 +62,12 @@ struct cache_db_stats {
     uint64_t entries, bytes, evictions, expired;
 };
 void cache_db_stats(const struct database *db, struct cache_db_stats *out);
+/* Whether st shows any use of the cache: the databases SHOW CACHE and the
+ * status page list. */
+static inline bool cache_db_stats_used(const struct cache_db_stats *st)
+{
+    return st->hits || st->misses || st->invalidations || st->bypass || st->entries || st->bytes;
+}
 /* The entries no database's row shows: cb with the name and the store's
  * figures (entries, bytes, evictions, expired; the rest 0) of each
  * database no longer configured that still holds some, and of the

@@ -398,7 +398,7 @@ static void page_cache(struct metrics_buf *b)
         const struct database *db = list_entry(it, struct database, node);
         struct cache_db_stats ds;
         cache_db_stats(db, &ds);
-        if (!ds.hits && !ds.misses && !ds.invalidations && !ds.bypass && !ds.entries)
+        if (!cache_db_stats_used(&ds))
             continue; /* as SHOW CACHE: only the databases that used it */
         cache_row(db->name, &ds, b);
     }
