@@ -221,20 +221,23 @@ static bool xact_too_long(const struct server *sv, bool busy, int64_t limit, int
  * answer within TIMEOUT_SETTLE_USEC: 08007, the outcome is unknown. */
 static void timed_out(struct client *c, struct server *sv, bool busy, bool query, int64_t now)
 {
-    /* A server still reading its only Query runs nothing: closing it ends
-     * it, and a cancel would cost a connection (and a fork) at the host. */
-    bool unfinished = request_query_incomplete(c);
-    if (sv->backend_pid && busy && !unfinished)
+    /* A cancel costs the host a connection (and a fork) and stops only a
+     * statement that runs: none runs on a server still reading its only
+     * Query, owing no answer or skipping to Sync after an error, and one
+     * blocked sending rows to a client that does not read them acts on no
+     * cancel. Closing the server ends each of those. */
+    bool idle = request_server_idle(c);
+    bool unread = stream_has_output(&c->s);
+    if (sv->backend_pid && busy && !idle && !unread)
         server_send_cancel(sv);
     sv->close_needed = true;
     sv->close_why = query ? "query timeout" : "transaction timeout"; /* PgBouncer's */
     /* Nothing in flight can commit: no request, a failed transaction's, a
      * Query the server has not had whole (streaming, or still in sluice's
-     * buffer), or one whose answer is under way and waits for the client
-     * to read it (rows still coming: its statement has not finished, and
-     * its server, blocked on the client, could not answer a cancel). */
-    if (!busy || sv->xact_status == 'E' || (c->s.skip && c->s.skip_forward) || unfinished ||
-        stream_has_output(&c->s)) {
+     * buffer), a server that runs nothing of the client's, or one whose
+     * answer is under way and waits for the client to read it (rows still
+     * coming: its statement has not finished). */
+    if (!busy || sv->xact_status == 'E' || (c->s.skip && c->s.skip_forward) || idle || unread) {
         client_close_timed_out(c, query);
         return;
     }

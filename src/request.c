@@ -305,10 +305,16 @@ static bool needs_settle(const struct request_queue *q)
     return q->e_n && (q->errskip || q->e[q->e_head].answer == RA_SYNTH);
 }
 
-bool request_query_incomplete(const struct client *c)
+bool request_server_idle(const struct client *c)
 {
     const struct request_queue *q = c->rq;
-    return q && q->r_n == 1 && q->open && q->r[q->r_head].kind == REQ_QUERY;
+    if (!q || !q->r_n)
+        return true;
+    if (q->r_n == 1 && q->open && q->r[q->r_head].kind == REQ_QUERY)
+        return true;
+    /* Session mode keeps an entry per request, not per message: an
+     * Execute without its Sync may be running there. */
+    return c->track && (q->errskip || !q->e_n);
 }
 
 bool request_none_commits(const struct client *c)

@@ -219,9 +219,12 @@ static inline int64_t request_client_msg(struct client *c, uint8_t type, uint32_
 /* Queues an entry for a message an observer wrote to the server (before
  * the client's own entry: rm->own_entries is not needed for that). */
 void request_push(struct client *c, const struct request_entry *e);
-/* Whether c's one request in flight is a simple Query whose message has
- * not been handled whole yet (so no server has all of it). */
-bool request_query_incomplete(const struct client *c);
+/* Whether c's server runs nothing of c's (so a cancel would stop
+ * nothing): c's one request in flight is a simple Query whose message has
+ * not been handled whole yet (no server has all of it), or, for a tracked
+ * client, the server owes no answer to the messages it has (an extended
+ * batch waiting for more), or skips to the next Sync after an error. */
+bool request_server_idle(const struct client *c);
 /* Whether nothing c has in flight can commit: each request is a lone
  * BEGIN, as a Query or as an extended batch (tracked clients only; a
  * request nobody read may commit). */

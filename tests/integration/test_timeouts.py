@@ -9,8 +9,8 @@ import time
 import psycopg
 import pytest
 
-from sluice_fixture import (IS_PGBOUNCER, RawConn, TcpProxy, first_error, free_port, startup_packet,
-                            wait_until)
+from sluice_fixture import (IS_PGBOUNCER, RawConn, TcpProxy, first_error, free_port, message,
+                            startup_packet, wait_until)
 
 
 def sleeping_backends(cluster, marker):
@@ -426,6 +426,59 @@ def test_query_timeout_of_an_unfinished_query_sends_no_cancel(sluice, cluster):
         error = first_error(data)
         assert error and "query timeout" in error["M"], data
         assert error["C"] == ("08P01" if IS_PGBOUNCER else "57014")  # PgBouncer 1.18's, ours
+        assert proxy.accepted == 1, "a connection besides the server's: a cancel"
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("batch", ["failed", "answered"])
+def test_query_timeout_of_a_batch_waiting_for_its_sync_sends_no_cancel(sluice, cluster, batch):
+    """An extended batch the server has answered so far (or skips after an
+    error) and whose Sync never comes runs nothing: at query_timeout its
+    client is told 57014 at once and its server closed, without a cancel
+    (it would stop nothing, and its missing answer made the outcome
+    "unknown", 08007, two seconds later)."""
+    from chaos_lib import FaultProxy
+    proxy = FaultProxy(cluster.primary_port)
+    try:
+        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
+                    "pgbouncer": {"query_timeout": 1}})
+        with RawConn(s.port) as conn:
+            conn.login()
+            sql = b"SELEC 1" if batch == "failed" else b"SELECT 1"
+            conn.send(message(b"P", b"\0" + sql + b"\0\0\0") + message(b"H"))
+            assert conn.read_msg()[0] == (b"E" if batch == "failed" else b"1")
+            start = time.monotonic()
+            data = conn.read_until_closed(6)
+            waited = time.monotonic() - start
+        assert data is not None, "still open 6 s after query_timeout = 1"
+        error = first_error(data)
+        assert error and "query timeout" in error["M"], data
+        assert error["C"] == ("08P01" if IS_PGBOUNCER else "57014")
+        assert waited < 2.5, f"told after {waited:.1f} s"
+        assert proxy.accepted == 1, "a connection besides the server's: a cancel"
+    finally:
+        proxy.stop()
+
+
+def test_query_timeout_of_a_client_that_does_not_read_sends_no_cancel(sluice, cluster):
+    """A client that stops reading its rows leaves its server blocked
+    sending them, where PostgreSQL acts on no cancel: at query_timeout the
+    server is closed (which ends the backend) without one."""
+    from chaos_lib import FaultProxy
+    proxy = FaultProxy(cluster.primary_port)
+    marker = "qt_non_reader"
+    try:
+        s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
+                    "pgbouncer": {"query_timeout": 1}})
+        with RawConn(s.port) as conn:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            conn.login()
+            conn.send_query(f"SELECT repeat('x', 8000) /* {marker} */ "
+                            "FROM generate_series(1, 1000000)")
+            wait_until(lambda: sleeping_backends(cluster, marker) == 1, timeout=5)
+            # Never read: the backend ends only once sluice closes its server.
+            wait_until(lambda: sleeping_backends(cluster, marker) == 0, timeout=8)
         assert proxy.accepted == 1, "a connection besides the server's: a cancel"
     finally:
         proxy.stop()
