@@ -40,6 +40,18 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *addr, unsign
 
 /* ---- dispatch ------------------------------------------------------------ */
 
+/* c's next request has begun but its first message is not all here: the
+ * wait counts from its first bytes, for query_timeout (client_janitor()).
+ * Returns false (dispatch stops until more bytes come). */
+static bool client_wait_bytes(struct client *c)
+{
+    if (!c->bytes_wait) {
+        c->bytes_wait = true;
+        c->request_time = worker_now(c->s.worker);
+    }
+    return false;
+}
+
 /* The first message of c's next request is at the start of its buffer and
  * c has no server: where does the request go? The admin console answers
  * its own clients; everything else waits for a server of the pool the
@@ -53,7 +65,7 @@ static bool client_dispatch(struct client *c)
     struct stream_msg m;
     enum stream_msg_status ms = stream_next_msg(&c->s, STREAM_MSG_HEAD, &m);
     if (ms == STREAM_MSG_MORE)
-        return false;
+        return client_wait_bytes(c);
     if (ms != STREAM_MSG_OK) {
         client_close_bad_message(c, ms);
         return false;
@@ -74,6 +86,13 @@ static bool client_dispatch(struct client *c)
         client_close_error(c, SQLSTATE_INVALID_CATALOG, "database \"%s\" was removed", c->dbname);
         return false;
     }
+    /* A request takes a server once its first message is here whole, or
+     * a read buffer's worth of it (the rest then streams through): a
+     * client whose bytes stop coming holds its connection, not a server
+     * (and a backend at the host), until query_timeout. */
+    if (m.avail < m.len && iobuf_len(c->s.rbuf) < c->s.rbuf->cap)
+        return client_wait_bytes(c);
+    c->bytes_wait = false;
     if ((m.type == 'P' || m.type == 'C') && prepared_idle(c))
         return true; /* Parse/Close + Sync answered without a server */
     /* The request begins here: its record (classification slot) is what
@@ -81,7 +100,7 @@ static bool client_dispatch(struct client *c)
     struct request *r = request_current(c, m.type);
     struct router_decision d = router_route(c, r);
     if (d.target == ROUTE_WAIT)
-        return false; /* the rest of the message is on its way */
+        return client_wait_bytes(c); /* the rest of the message is on its way */
     if (d.target == ROUTE_ANSWERED) {
         request_forget_unsent(c);
         return c->state == CL_IDLE;
@@ -332,7 +351,9 @@ void client_janitor(struct worker *w)
             break;
         case CL_IDLE:
             pool_client_timeouts(c, &t);
-            if (t.client_idle_timeout > 0 && now - c->last_activity >= t.client_idle_timeout)
+            if (c->bytes_wait && t.query_timeout > 0 && now - c->request_time >= t.query_timeout)
+                client_close_error(c, SQLSTATE_QUERY_CANCELED, "query timeout (query_timeout)");
+            else if (t.client_idle_timeout > 0 && now - c->last_activity >= t.client_idle_timeout)
                 client_close_error(c, SQLSTATE_CONNECTION_FAILURE, "client_idle_timeout");
             else if (router_txn_virtual(c) && t.idle_transaction_timeout > 0 &&
                      now - c->last_activity >= t.idle_transaction_timeout)

@@ -121,6 +121,8 @@ struct client {
     bool requested;     /* has sent a request to a server (SIGINT waits for those that have not) */
     bool counted;       /* [pool lock] in its database's and its user's n_clients */
     bool wait_notified; /* query_wait_notify's NOTICE sent during this wait */
+    bool bytes_wait;    /* its next request's first message is not all here yet: it waits,
+                         * without a server, since request_time (client.c) */
     /* query_timeout / transaction_timeout with a request in flight that
      * may commit: its cancel was sent, and its server's answer decides
      * what the client is told (client.c, client_timeout_settled()). */

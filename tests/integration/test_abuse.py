@@ -151,7 +151,7 @@ def test_huge_message_length(sluice):
     assert r.get("startup_error") == 20 and r["codes"].get("startup_08P01") == 20, r
     assert r.get("password_error") == 20 and r["codes"].get("password_08P01") == 20, r
     # Within max_packet_size (2 GB - 1 by default, as PgBouncer): the Query
-    # is streamed to a server, which waits for the rest; query_timeout ends it.
+    # waits for the rest in sluice, holding no server; query_timeout ends it.
     assert r.get("query_error") == 20 and r["codes"].get("query_57014") == 20, r
 
 

@@ -11,7 +11,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from sluice_fixture import PASSWORDS
+from sluice_fixture import PASSWORDS, RawConn, query_message
 
 
 @pytest.fixture
@@ -212,6 +212,23 @@ def test_large_query_text(sluice):
         assert conn.execute(f"SELECT length('{literal}') + length(%s), md5(%s)",
                             (literal, literal)).fetchone() == (2_000_000, digest)
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_long_query_sent_in_pieces(sluice):
+    """A Query longer than the read buffer, sent in pieces with pauses
+    between them: it takes a server once a buffer's worth is here and the
+    rest streams through, whole and in order."""
+    s = sluice()
+    literal = "".join(chr(ord("a") + i % 26) for i in range(200_000))
+    msg = query_message(f"SELECT length('{literal}'), md5('{literal}')")
+    with RawConn(s.port) as conn:
+        conn.login()
+        for at in range(0, len(msg), 30_000):
+            conn.send(msg[at:at + 30_000])
+            time.sleep(0.1)
+        rows, error, _ = conn.read_result()
+    assert error is None, error
+    assert rows == [["200000", hashlib.md5(literal.encode()).hexdigest()]]
 
 
 @pytest.mark.timeout(120)

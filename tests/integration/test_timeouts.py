@@ -408,25 +408,37 @@ def test_query_timeout_tells_a_writes_outcome(sluice, cluster, pool_user, primar
         primary_conn.execute("DROP TABLE IF EXISTS qt_write")
 
 
-def test_query_timeout_of_an_unfinished_query_sends_no_cancel(sluice, cluster):
-    """A Query whose bytes stop coming holds its server (it streams there,
-    as in PgBouncer) until query_timeout. That server runs nothing yet, so
-    it is closed without a cancel, which would cost a connection (and a
-    fork) at the host: issue 17's garbage clients made one per server."""
+def test_an_unfinished_query_holds_no_server_until_query_timeout(sluice, cluster):
+    """A Query whose bytes stop coming waits in sluice for the rest and
+    holds no server (PgBouncer streams it to one, which waits with it):
+    another client of the one-server pool is served meanwhile.
+    query_timeout, counted from its first bytes, closes it with 57014, and
+    no cancel goes to the host (issue 17's garbage and huge-length clients
+    took a server, and a backend, each)."""
     from chaos_lib import FaultProxy
     proxy = FaultProxy(cluster.primary_port)
     try:
         s = sluice({"databases": {"mydb": f"host=127.0.0.1 port={proxy.port} dbname=mydb"},
-                    "pgbouncer": {"query_timeout": 1}})
-        with RawConn(s.port) as conn:
+                    "pgbouncer": {"query_timeout": 2, "default_pool_size": 1}})
+        with RawConn(s.port) as conn, RawConn(s.port) as other:
             conn.login()
+            started = time.monotonic()
             conn.send(b"Q" + struct.pack("!i", 4 + 100) + b"SELECT 1")  # 92 bytes short
-            data = conn.read_until_closed(5)
-        assert data is not None, "still open 5 s after query_timeout = 1"
+            other.login()
+            assert other.query("SELECT 'served'") == [["served"]]
+            served = time.monotonic() - started
+            data = conn.read_until_closed(6)
+            closed = time.monotonic() - started
+        assert data is not None, "still open 6 s after query_timeout = 2"
         error = first_error(data)
         assert error and "query timeout" in error["M"], data
         assert error["C"] == ("08P01" if IS_PGBOUNCER else "57014")  # PgBouncer 1.18's, ours
-        assert proxy.accepted == 1, "a connection besides the server's: a cancel"
+        if not IS_PGBOUNCER:
+            assert served < 1.5, f"the other client waited {served:.1f} s for the server"
+            assert 1.5 < closed < 3.5, f"closed {closed:.1f} s after its first bytes"
+            # The server the pool opened at the first login, and nothing
+            # else: no cancel, no server replaced.
+            assert proxy.accepted == 1, f"{proxy.accepted} connections to the host"
     finally:
         proxy.stop()
 
