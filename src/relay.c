@@ -660,12 +660,13 @@ static void relay_server_closed(struct server *sv, struct client *c, const char 
             pool_client_lost(c);
         return;
     }
-    if (c && c->state != CL_CLOSED && c->sets_pending) {
+    if (c && c->state != CL_CLOSED && (c->sets_pending || router_link_replay(c, sv))) {
         /* Nothing of the client's went to this server: its request waits
-         * for another, which gets its settings in turn. */
+         * for another, which gets its settings, and opens its transaction
+         * (the router's replay), in turn. */
+        client_log(LOG_LVL_LOG, c, "its server went while its %s (%s): it waits",
+                   c->sets_pending ? "settings were set" : "transaction was opened", why);
         c->sets_pending = false;
-        client_log(LOG_LVL_LOG, c, "its server went while its settings were set (%s): it waits",
-                   why);
         if (c->route)
             router_link_lost(c);
         pool_client_retry(c);

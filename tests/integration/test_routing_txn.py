@@ -6,6 +6,7 @@ primary, READ ONLY ones on a replica, a failed one staying failed. Where a
 statement ran is what the server says (inet_server_port())."""
 
 import asyncio
+import threading
 import struct
 
 import psycopg
@@ -355,3 +356,42 @@ def test_an_extended_begin_holds_no_server(sluice, cluster):
         assert read_batch(conn)[2] == "I"
     assert rows_on_primary(cluster, -29) == 1
     cleanup(cluster, -29)
+
+
+def test_a_server_ending_while_the_transaction_opens_sends_the_request_elsewhere(sluice, cluster):
+    """A transaction opens where its first statement goes (its BEGIN sent
+    there first). When that server ends meanwhile (terminated here, as in
+    a restart), nothing of the statement went there: it waits for another
+    server, where the transaction opens anew, and the client sees nothing.
+    It was closed with "transaction resolution unknown"."""
+    from chaos_lib import FaultProxy
+    proxy = FaultProxy(cluster.primary_port)
+    try:
+        config = split_config(default_pool_size=1, reserve_pool_size=0)
+        config["databases"]["mydb"] = config["databases"]["mydb"].replace(
+            "port={primary_port}", f"port={proxy.port}")
+        s = sluice(config)
+        with s.connect() as conn:
+            # The primary's one server, now idle in the pool.
+            pid = one(conn, "INSERT INTO routing_t (v) VALUES (-31) RETURNING pg_backend_pid()")
+            # Its end reaches sluice 0.3 s late; the BEGIN is sent before.
+            proxy.set_latency(0.3)
+            mark = s.log_mark()
+            with cluster.primary_conn() as direct:
+                direct.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            healer = threading.Timer(0.8, proxy.heal)
+            healer.start()
+            try:
+                conn.execute("BEGIN")
+                port, pid2 = conn.execute("INSERT INTO routing_t (v) VALUES (-31) "
+                                          "RETURNING inet_server_port(), pg_backend_pid()").fetchone()
+                conn.execute("COMMIT")
+            finally:
+                healer.join()
+            assert port == cluster.primary_port and pid2 != pid
+            s.wait_for_log(r"its server went while its transaction was opened .*: it waits",
+                           since=mark)
+        assert rows_on_primary(cluster, -31) == 2
+    finally:
+        proxy.stop()
+        cleanup(cluster, -31)
