@@ -109,9 +109,11 @@ struct client {
     uint32_t cancel_pid, cancel_key; /* what the client was given (BackendKeyData) */
     bool free_deferred;              /* [pool lock] closed while a server was on its way */
     bool fail_pending;               /* [pool lock] the pool's login failed: close with its error */
-    bool is_admin;                   /* connected to the admin console */
-    bool admin_stats_only;
-    bool is_unix;
+    /* Set once, at accept or login, before any other thread sees c: they
+     * share a byte (struct client stays within its size, test_conn.c). */
+    bool is_admin : 1; /* connected to the admin console */
+    bool admin_stats_only : 1;
+    bool is_unix : 1;
     bool close_after_flush; /* closed, its last bytes still being written (client_finish) */
     bool track;             /* tracked: transaction or statement mode (set at each link) */
     bool stmt_mode;         /* statement mode: a transaction block is refused */
