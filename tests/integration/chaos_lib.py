@@ -17,6 +17,7 @@ unknown (the connection broke while COMMIT was in flight). check() then
 reads the table on the primary directly."""
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -250,6 +251,22 @@ class FaultProxy:
                 link.abort()
             return len(held)
         return self._call(drop)
+
+    @contextlib.contextmanager
+    def ending_late(self, cluster, pid, late=0.3, heal_after=0.8):
+        """Terminates backend pid (as a restart would) with its end reaching
+        sluice `late` seconds later, so that what sluice sends it meanwhile
+        meets a server that is going; heals heal_after seconds on, and
+        waits for that when the block is done."""
+        self.set_latency(late)
+        with cluster.primary_conn() as direct:
+            direct.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        healer = threading.Timer(heal_after, self.heal)
+        healer.start()
+        try:
+            yield
+        finally:
+            healer.join()
 
     def heal(self):
         def heal():

@@ -2,7 +2,6 @@
 session parameters whichever server it gets, and sees its own values both
 in SHOW and in the ParameterStatus its driver caches."""
 
-import threading
 
 import pytest
 
@@ -159,17 +158,10 @@ def test_a_server_ending_while_settings_are_set_sends_the_request_elsewhere(slui
             others = other.execute("SHOW TimeZone").fetchone()[0]
             assert others != "Asia/Tokyo"
             pid = pid_of(other)  # the one server now has other's TimeZone
-            # Its end reaches sluice 0.3 s late; conn's SETs are sent before.
-            proxy.set_latency(0.3)
             mark = s.log_mark()
-            with cluster.primary_conn() as direct:
-                direct.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            healer = threading.Timer(0.8, proxy.heal)
-            healer.start()
-            try:
+            # Its end reaches sluice late; conn's SETs are sent before.
+            with proxy.ending_late(cluster, pid):
                 assert pid_of(conn) != pid
-            finally:
-                healer.join()
             s.wait_for_log(r"its server went while its settings were set .*: it waits",
                            since=mark)
             check(conn, TimeZone="Asia/Tokyo")

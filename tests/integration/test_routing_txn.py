@@ -6,7 +6,6 @@ primary, READ ONLY ones on a replica, a failed one staying failed. Where a
 statement ran is what the server says (inet_server_port())."""
 
 import asyncio
-import threading
 import struct
 
 import psycopg
@@ -374,20 +373,13 @@ def test_a_server_ending_while_the_transaction_opens_sends_the_request_elsewhere
         with s.connect() as conn:
             # The primary's one server, now idle in the pool.
             pid = one(conn, "INSERT INTO routing_t (v) VALUES (-31) RETURNING pg_backend_pid()")
-            # Its end reaches sluice 0.3 s late; the BEGIN is sent before.
-            proxy.set_latency(0.3)
             mark = s.log_mark()
-            with cluster.primary_conn() as direct:
-                direct.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            healer = threading.Timer(0.8, proxy.heal)
-            healer.start()
-            try:
+            # Its end reaches sluice late; the BEGIN is sent before.
+            with proxy.ending_late(cluster, pid):
                 conn.execute("BEGIN")
                 port, pid2 = conn.execute("INSERT INTO routing_t (v) VALUES (-31) "
                                           "RETURNING inet_server_port(), pg_backend_pid()").fetchone()
                 conn.execute("COMMIT")
-            finally:
-                healer.join()
             assert port == cluster.primary_port and pid2 != pid
             s.wait_for_log(r"its server went while its transaction was opened .*: it waits",
                            since=mark)
