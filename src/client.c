@@ -80,6 +80,7 @@ static bool client_dispatch(struct client *c)
         /* COPY data after the COPY ended (it failed): a server drops them,
          * so sluice does, without taking one. */
         stream_consume_msg(&c->s, m.len);
+        c->bytes_wait = false;
         return true;
     }
     if (!c->pool->db->cfg) {
@@ -92,15 +93,17 @@ static bool client_dispatch(struct client *c)
      * (and a backend at the host), until query_timeout. */
     if (m.avail < m.len && iobuf_len(c->s.rbuf) < c->s.rbuf->cap)
         return client_wait_bytes(c);
-    c->bytes_wait = false;
-    if ((m.type == 'P' || m.type == 'C') && prepared_idle(c))
+    if ((m.type == 'P' || m.type == 'C') && prepared_idle(c)) {
+        c->bytes_wait = false;
         return true; /* Parse/Close + Sync answered without a server */
+    }
     /* The request begins here: its record (classification slot) is what
      * the router decides on. */
     struct request *r = request_current(c, m.type);
     struct router_decision d = router_route(c, r);
     if (d.target == ROUTE_WAIT)
         return client_wait_bytes(c); /* the rest of the message is on its way */
+    c->bytes_wait = false;
     if (d.target == ROUTE_ANSWERED) {
         request_forget_unsent(c);
         return c->state == CL_IDLE;

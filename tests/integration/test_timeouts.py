@@ -443,6 +443,22 @@ def test_an_unfinished_query_holds_no_server_until_query_timeout(sluice, cluster
         proxy.stop()
 
 
+def test_query_timeout_does_not_count_an_idle_client_whose_last_message_came_in_pieces(sluice):
+    """A message whose bytes came in two pieces (here a CopyData after no
+    COPY, which sluice drops without a server) starts no clock once it is
+    all here: the client then idles past query_timeout and is still
+    served."""
+    s = sluice({"pgbouncer": {"query_timeout": 1}})
+    with RawConn(s.port) as conn:
+        conn.login()
+        copy_data = message(b"d", b"x")
+        conn.send(copy_data[:2])
+        time.sleep(0.3)
+        conn.send(copy_data[2:])
+        time.sleep(2.0)  # query_timeout, and the janitor's round after it
+        assert conn.query("SELECT 'still here'") == [["still here"]]
+
+
 @pytest.mark.parametrize("batch", ["failed", "answered"])
 def test_query_timeout_of_a_batch_waiting_for_its_sync_sends_no_cancel(sluice, cluster, batch):
     """An extended batch the server has answered so far (or skips after an
