@@ -30,7 +30,8 @@ here) ends them, as in PgBouncer; docs/reliability.md says so.
 Scale (env): ABUSE_SLOWLORIS (1,000; `make chaos`: 10,000),
 ABUSE_GARBAGE (300; 1,000), ABUSE_CHURN_RATE (1,000 a second; 5,000),
 ABUSE_CANCEL_RATE (500 a second; 2,000), ABUSE_SECONDS (2; 20).
-ABUSE_REPORT: a file to append each scenario's counts to (JSON lines)."""
+ABUSE_REPORT: a file to append each scenario's counts to (JSON lines), with
+each second's p99 of both windows (p99_ms_by_second)."""
 
 import json
 import os
@@ -95,12 +96,19 @@ def run_abuse(s, name, abuser, held_conns=0, during=None):
         good.close()
     bound_kib = base_kib + RSS_SLACK_MIB * 1024 + RSS_PER_CONN_KIB * held_conns
     p99_quiet, p99_loud = percentile(quiet, 99) * 1e3, percentile(loud, 99) * 1e3
+    # Each second's p99 (the latencies are in the order they completed, a
+    # second's worth at the clients' pace): shows whether the abused p99 is
+    # a burst or a level, and how noisy the quiet window was.
+    per_second = int(GOOD_CLIENTS / 0.05)
+    by_second = {window: [round(percentile(lat[i:i + per_second], 99) * 1e3, 1)
+                        for i in range(0, len(lat), per_second)]
+                 for window, lat in (("quiet", quiet), ("abused", loud))}
     report = dict(scenario=name, seconds=SECONDS, good_clients=GOOD_CLIENTS,
                   queries_quiet=len(quiet), queries_abused=len(loud),
                   p99_quiet_ms=round(p99_quiet, 2), p99_abused_ms=round(p99_loud, 2),
                   rss_base_mib=round(base_kib / 1024, 1), rss_peak_mib=round(rss.peak_kib / 1024, 1),
                   rss_bound_mib=round(bound_kib / 1024, 1), peak_open_files=rss.peak_files,
-                  **counts, **extra)
+                  p99_ms_by_second=by_second, **counts, **extra)
     print(f"\nabuse {name}: {json.dumps(report)}")
     if os.environ.get("ABUSE_REPORT"):
         with open(os.environ["ABUSE_REPORT"], "a") as f:
