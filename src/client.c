@@ -252,8 +252,10 @@ static void timed_out(struct client *c, struct server *sv, bool busy, bool query
     bool unread = stream_has_output(&c->s);
     if (sv->backend_pid && busy && !idle && !unread)
         server_send_cancel(sv);
-    sv->close_needed = true;
-    sv->close_why = query ? "query timeout" : "transaction timeout"; /* PgBouncer's */
+    /* A server that runs nothing of the client's is where the client left
+     * it: client_detach() rolls that back and keeps it, where it can. */
+    if (busy && !idle)
+        server_close_later(sv, query ? "query timeout" : "transaction timeout"); /* PgBouncer's */
     /* Nothing in flight can commit: no request, a failed transaction's, a
      * Query the server has not had whole (streaming, or still in sluice's
      * buffer), a server that runs nothing of the client's, or one whose

@@ -11,6 +11,8 @@
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
+#include "request.h"
+#include "server_query.h"
 #include "worker.h"
 
 static void (*free_hooks[CLIENT_MAX_FREE_HOOKS])(struct client *c);
@@ -194,7 +196,11 @@ static void client_detach(struct client *c)
     struct server *sv = c->server;
     if (sv) {
         /* The server goes back to the pool only if nothing of this client
-         * is left on it; pool_release_server() checks that. */
+         * is left on it, or if what is left can be rolled back (sv->rescue):
+         * pool_release_server() checks that. A backend kept is one
+         * PostgreSQL need not end and start again (a core for milliseconds
+         * each). */
+        sv->rescue = server_query_pending(sv) ? SR_NONE : request_rescue_plan(c);
         pool_release_server(sv);
     }
 }

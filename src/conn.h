@@ -213,6 +213,7 @@ struct server {
     char xact_status;      /* last ReadyForQuery status: 'I', 'T', 'E' */
     bool ready;            /* last RFQ was idle and nothing is pending */
     bool close_needed;     /* close instead of reuse */
+    uint8_t rescue;        /* enum server_rescue: what its departed client left to undo */
     const char *close_why; /* ... and why, when not a configuration change (static) */
     bool evicted;          /* [pool lock] closed to make room for another pool */
     bool lent;             /* [pool lock] has served a client: checked before reuse */
@@ -223,6 +224,7 @@ struct server {
     uint8_t rw_scope;      /* a committed write's position being read (ryw.h) */
     uint64_t rw_lsn;       /* ... the position read */
     int64_t settle_until;  /* until then its client's timed-out request waits for it (client.c) */
+    int64_t rescue_until;  /* SV_RESETTING: by then what its client left is undone, or it closes */
     struct ryw_client *rw_client; /* ... for this client's own (while linked) */
     int target;                   /* the endpoint whose address it connects to: its pool's, or
                                    * for endpoint 0 of a database with several hosts the host
@@ -231,7 +233,19 @@ struct server {
     struct prepared_set *ps;      /* statements sluice prepared here (prepared.c) */
 };
 
-/* Whether sv may go back to the pool now: idle, nothing pending either way. */
+/* What a server whose client left in the middle of something is sent
+ * before it serves another client (request_rescue_plan(), server_reset()):
+ * a bit set. Without any, such a server is closed; so is one that has not
+ * answered it within SERVER_RESCUE_USEC (pool_janitor.c), or that answers
+ * with an error. */
+#define SERVER_RESCUE_USEC 5000000
+enum server_rescue {
+    SR_NONE = 0,
+    SR_SYNC = 1,     /* end the batch the server skips after an error */
+    SR_ROLLBACK = 2, /* roll back the transaction or batch left open */
+    SR_RESET = 4,    /* then server_reset_query, as for a clean server */
+};
+
 /* The states with one relaxed load each: for a switch (which takes no
  * _Atomic operand) and to read a state once where it is used twice. */
 static inline enum client_state client_state_of(const struct client *c)
@@ -244,6 +258,14 @@ static inline enum server_state server_state_of(const struct server *sv)
     return atomic_load_explicit(&sv->state, memory_order_relaxed);
 }
 
+/* sv is closed, saying why (static text), instead of going back to the pool. */
+static inline void server_close_later(struct server *sv, const char *why)
+{
+    sv->close_needed = true;
+    sv->close_why = why;
+}
+
+/* Whether sv may go back to the pool now: idle, nothing pending either way. */
 static inline bool server_is_clean(const struct server *sv)
 {
     return sv->ready && sv->xact_status == 'I' && !sv->s.skip &&

@@ -806,6 +806,11 @@ void pool_release_server(struct server *sv)
         c->server = NULL;
         sv->client = NULL;
     }
+    uint8_t rescue = session_end ? sv->rescue : SR_NONE; /* set by client_detach() */
+    sv->rescue = SR_NONE;
+    bool reset_query =
+        cfg->server_reset_query[0] &&
+        ((session_end && pool_mode_of(p) == POOL_MODE_SESSION) || cfg->server_reset_query_always);
     sv->s.blocked_src = NULL;
     if (sv->replication) {
         /* A walsender serves its one client: never pooled (PgBouncer's
@@ -824,7 +829,7 @@ void pool_release_server(struct server *sv)
         pool_sv_state_locked(sv, SV_CANCEL_WAIT);
     } else if (sv->close_why) {
         pool_close_locked(sv, sv->close_why);
-    } else if (!server_is_clean(sv)) {
+    } else if (!server_is_clean(sv) && !rescue) {
         pool_close_locked(sv, "client disconnect while server was not ready");
     } else if (c && c->s.skip) {
         /* It has the start of a message whose rest will never come: it
@@ -836,9 +841,10 @@ void pool_release_server(struct server *sv)
         pool_close_locked(sv, "its host is not the primary any more");
     } else if (pool_server_too_old(sv, now)) {
         pool_close_locked(sv, "server lifetime over");
-    } else if (cfg->server_reset_query[0] &&
-               ((session_end && pool_mode_of(p) == POOL_MODE_SESSION) ||
-                cfg->server_reset_query_always)) {
+    } else if (rescue || reset_query) {
+        /* server_reset() rolls back what the client left, then runs
+         * server_reset_query if it applies. */
+        sv->rescue = rescue | (reset_query ? SR_RESET : SR_NONE);
         pool_sv_state_locked(sv, SV_RESETTING);
         pool_act(PA_RESET, sv, NULL, NULL, NULL);
     } else {

@@ -220,6 +220,9 @@ static void pool_janitor_one(struct pool *p, struct worker *w, int64_t now)
                 replicas_target_failed(p->db, sv->target, "server connect timeout", cfg, now))
                 pool_retarget_locked(p, w);
             pool_close_locked(sv, "connect timeout");
+        } else if (sv->owner == w && sv->state == SV_RESETTING && sv->rescue_until &&
+                   now >= sv->rescue_until) {
+            pool_close_locked(sv, "no answer to the undoing of what its client left");
         }
     }
     /* A replication client's walsender that must go (RECONNECT, a changed

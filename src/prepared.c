@@ -339,8 +339,8 @@ static void pin(struct client *c, const char *why)
     if (c->pinned)
         return;
     c->pinned = true;
-    if (c->server)
-        c->server->close_needed = true; /* its state leaves with the client */
+    if (c->server) /* its state leaves with the client */
+        server_close_later(c->server, "its client was pinned to it");
     log_info("C-%p: pinned to its server (%s)", (void *)c, why);
 }
 

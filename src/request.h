@@ -225,6 +225,18 @@ void request_push(struct client *c, const struct request_entry *e);
  * client, the server owes no answer to the messages it has (an extended
  * batch waiting for more), or skips to the next Sync after an error. */
 bool request_server_idle(const struct client *c);
+/* What the server of a client that is going must be sent before another
+ * client may have it (enum server_rescue, conn.h), or SR_NONE: it cannot
+ * be brought back and closes. Only for a server that waits on the client:
+ * a transaction left open between requests (SR_ROLLBACK), a tracked
+ * client's extended batch answered so far and never synced (SR_ROLLBACK
+ * too: a Query there rolls back the batch's implicit transaction, where a
+ * Sync would commit what the client never asked to), or one the server
+ * skips to its Sync after an error (SR_SYNC; what the server skips is
+ * dropped here, so that observers undo what they assumed of it). Call it
+ * while c is still linked to its server, which has no query of sluice's
+ * pending. */
+uint8_t request_rescue_plan(struct client *c);
 /* Whether nothing c has in flight can commit: each request is a lone
  * BEGIN, as a Query or as an extended batch (tracked clients only; a
  * request nobody read may commit). */

@@ -395,9 +395,62 @@ void server_check(struct server *sv)
     server_query(sv, g_pooler.cfg->server_check_query, 0, NULL, &own_query_ops, NULL);
 }
 
+/* The end of one step of server_reset(): arg is non-NULL for a ROLLBACK. */
+static void rescue_done(struct server *sv, void *arg, enum server_query_status st)
+{
+    if (st == SERVER_QUERY_GONE)
+        return;
+    if (arg && sv->xact_status != 'I') {
+        server_close(sv, "undoing what its client left failed");
+        return;
+    }
+    if (sv->xact_status != 'I')
+        sv->rescue |= SR_ROLLBACK; /* the Sync ended a batch of a transaction block */
+    else if (g_pooler.cfg->log_disconnections)
+        server_log(LOG_LVL_LOG, sv, "kept: what its client left undone was %s",
+                   arg ? "rolled back" : "ended");
+    /* The client's SETs may have gone with the rest: the next client's
+     * settings are applied anew (RESET ALL first). */
+    param_store(&sv->extras, "-- unknown");
+    server_reset(sv);
+}
+
+/* An error in answer to a step: the server was not where sluice thought
+ * (a message of the client's it answers only when malformed, say). */
+static void rescue_error(struct server *sv, void *arg, const char *sqlstate, const char *text)
+{
+    (void)arg;
+    (void)sqlstate;
+    server_log(LOG_LVL_WARNING, sv, "undoing what its client left failed: %s", text);
+    server_close(sv, "undoing what its client left failed");
+}
+
+static const struct server_query_ops rescue_ops = {.on_done = rescue_done,
+                                                   .on_error = rescue_error};
+
 void server_reset(struct server *sv)
 {
-    server_query(sv, g_pooler.cfg->server_reset_query, 0, NULL, &own_query_ops, NULL);
+    if (sv->rescue & (SR_SYNC | SR_ROLLBACK) && !sv->rescue_until)
+        sv->rescue_until = worker_now(sv->s.worker) + SERVER_RESCUE_USEC;
+    if (sv->rescue & SR_SYNC) {
+        sv->rescue &= ~SR_SYNC;
+        server_sync(sv, &rescue_ops, NULL);
+        return;
+    }
+    if (sv->rescue & SR_ROLLBACK) {
+        sv->rescue &= ~SR_ROLLBACK;
+        /* A session advisory lock sluice did not see taken (its owner
+         * gone) would block others until the server closes: released. */
+        server_query(sv, "ROLLBACK; SELECT pg_advisory_unlock_all()", 0, NULL, &rescue_ops, sv);
+        return;
+    }
+    bool reset = sv->rescue & SR_RESET;
+    sv->rescue = SR_NONE;
+    sv->rescue_until = 0;
+    if (reset)
+        server_query(sv, g_pooler.cfg->server_reset_query, 0, NULL, &own_query_ops, NULL);
+    else
+        pool_server_ready(sv);
 }
 
 /* ---- the state machine ----------------------------------------------------- */

@@ -15,6 +15,7 @@ struct sq_item {
     const struct server_query_ops *ops;
     void *arg;
     bool failed; /* an ErrorResponse came */
+    bool sync;   /* a lone Sync: nothing but its ReadyForQuery (and errors) may come */
 };
 
 /* A server's queries in flight, oldest first (a ring). Allocated on the
@@ -138,6 +139,19 @@ bool server_query(struct server *sv, const char *sql, int nparams, const char *c
     return true;
 }
 
+bool server_sync(struct server *sv, const struct server_query_ops *ops, void *arg)
+{
+    if (sv->state == SV_CLOSED || sv->s.closed)
+        return false;
+    struct sq_item *it = sq_push(sv);
+    it->ops = ops;
+    it->arg = arg;
+    it->sync = true;
+    sv->ready = false;
+    write_header(sv, 'S', 0);
+    return true;
+}
+
 bool server_query_pending(const struct server *sv)
 {
     return sv->sq && sv->sq->n > 0;
@@ -244,6 +258,13 @@ static void sq_error(struct server *sv, struct sq_item *it, const uint8_t *msg, 
 static bool sq_message(struct server *sv, const struct stream_msg *m, char *why, size_t whylen)
 {
     struct sq_item *it = sq_head(sv);
+    if (it && it->sync && m->type != 'E' && m->type != 'S' && m->type != 'A' && m->type != 'N' &&
+        m->type != 'Z') {
+        /* The server was not where sluice thought: it is not reused. */
+        snprintf(why, whylen, "unexpected message '%c' in answer to sluice's Sync",
+                 m->type >= 32 && m->type < 127 ? m->type : '?');
+        return false;
+    }
     switch (m->type) {
     case 'D': {
         struct server_query_row row;

@@ -62,6 +62,12 @@ struct server_query_ops {
 bool server_query(struct server *sv, const char *sql, int nparams, const char *const *params,
                   const struct server_query_ops *ops, void *arg);
 
+/* Sends a lone Sync on sv: it ends an extended-protocol batch that the
+ * server skips after an error. on_done at its ReadyForQuery; any answer but
+ * that (and errors, notices) makes sv SERVER_READ_BAD. Returns false, with
+ * nothing sent, only if sv is closed. */
+bool server_sync(struct server *sv, const struct server_query_ops *ops, void *arg);
+
 /* Whether sv has queries of sluice's not answered yet. */
 bool server_query_pending(const struct server *sv);
 

@@ -55,6 +55,7 @@ P99_FLOOR_MS = 100.0
 RSS_SLACK_MIB = 64
 RSS_PER_CONN_KIB = 16
 QUERY_TIMEOUT = 3
+POOL_SIZE = 20
 
 pytestmark = [pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own limits"),
               pytest.mark.timeout(240 + 4 * SECONDS)]
@@ -69,8 +70,15 @@ def small_quarantine(monkeypatch):
 
 
 def abuse_config(max_clients=2000, **extra):
-    return {"pgbouncer": {"max_client_conn": max_clients, "default_pool_size": 20,
+    return {"pgbouncer": {"max_client_conn": max_clients, "default_pool_size": POOL_SIZE,
                           "query_timeout": QUERY_TIMEOUT, **extra}}
+
+
+def backends_started(conn):
+    """Sessions the primary has started so far (pg_stat_database.sessions of
+    every database): each is a backend forked and logged in. conn stays open
+    for the whole run, so that its own start and exit fall in no window."""
+    return conn.execute("SELECT sum(sessions)::int FROM pg_stat_database").fetchone()[0]
 
 
 def run_abuse(s, name, abuser, held_conns=0, during=None):
@@ -78,22 +86,29 @@ def run_abuse(s, name, abuser, held_conns=0, during=None):
     the abuser's counts (with the measurements added)."""
     raise_nofile_limit(20000)
     good = GoodClients(s.port, GOOD_CLIENTS)
+    counter = s.cluster.primary_conn()
     try:
-        good.measure(1)  # warm-up: servers connected, caches filled
+        good.fill_pool(counter, POOL_SIZE)  # warm-up: every server connected,
+        good.measure(1)  # and caches filled
         # The sampler runs in the quiet window too, so that both windows
         # carry the same measuring load (its reads of /proc) and differ only
         # by the abuse.
+        started = backends_started(counter)
         with RssSampler(s.pid):
             quiet = good.measure(SECONDS)
         base_kib = rss_kib(s.pid)
+        started_quiet = backends_started(counter) - started
         abuser.start()
+        started = backends_started(counter)
         with RssSampler(s.pid) as rss:
             loud = good.measure(SECONDS)
             extra = during() if during else {}
+        started_abused = backends_started(counter) - started
         counts = abuser.stop()
         errors = list(good.errors)
     finally:
         good.close()
+        counter.close()
     bound_kib = base_kib + RSS_SLACK_MIB * 1024 + RSS_PER_CONN_KIB * held_conns
     p99_quiet, p99_loud = percentile(quiet, 99) * 1e3, percentile(loud, 99) * 1e3
     # Each second's p99 (the latencies are in the order they completed, a
@@ -108,6 +123,7 @@ def run_abuse(s, name, abuser, held_conns=0, during=None):
                   p99_quiet_ms=round(p99_quiet, 2), p99_abused_ms=round(p99_loud, 2),
                   rss_base_mib=round(base_kib / 1024, 1), rss_peak_mib=round(rss.peak_kib / 1024, 1),
                   rss_bound_mib=round(bound_kib / 1024, 1), peak_open_files=rss.peak_files,
+                  backends_started_quiet=started_quiet, backends_started_abused=started_abused,
                   p99_ms_by_second=by_second, **counts, **extra)
     print(f"\nabuse {name}: {json.dumps(report)}")
     if os.environ.get("ABUSE_REPORT"):

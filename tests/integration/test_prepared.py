@@ -445,3 +445,72 @@ def test_set_role_pins(sluice, cluster):
         for _ in range(3):
             assert backend_of(b) != pid
             assert backend_of(a) == pid
+
+
+def answered(conn, kinds):
+    got = "".join(conn.read_msg()[0].decode() for _ in kinds)
+    assert got == kinds
+
+
+def test_a_client_that_leaves_mid_transaction_leaves_its_server_rolled_back_for_the_next(
+        sluice, cluster):
+    """A client that goes in the middle of a transaction, or of a batch it
+    never synced, costs no backend: sluice rolls back what it left (a Query
+    ROLLBACK, or a Sync after an error) and the next client gets the same
+    server, with nothing of it committed, no setting of it left and no
+    statement sluice believed prepared that the server skipped. In session
+    pooling too (then DISCARD ALL). Before, each such server was closed
+    ("client disconnect while server was not ready") and another started."""
+    s = sluice({"databases": {"sessdb": "host=127.0.0.1 port={primary_port} dbname=mydb "
+                                        "pool_mode=session"},
+                "pgbouncer": {"default_pool_size": 1, "max_prepared_statements": 10}})
+    with cluster.primary_conn() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS rescue_rows (tag text)")
+        conn.execute("GRANT ALL ON rescue_rows TO PUBLIC")
+        conn.execute("CREATE OR REPLACE FUNCTION rescue_lock() RETURNS void LANGUAGE sql "
+                     "AS 'SELECT pg_advisory_lock(4242)'")
+    insert = "INSERT INTO rescue_rows VALUES ('{}')"
+    cases = {
+        # BEGIN, a SET, a write and a session advisory lock sluice does not
+        # see (taken in a function: docs/pooling.md), then gone.
+        "block": lambda c, tag: [c.query(q) for q in ("BEGIN", "SET statement_timeout = '7s'",
+                                                     insert.format(tag), "SELECT rescue_lock()")],
+        # A batch answered so far (Flush) and never synced: a Sync would
+        # commit its implicit transaction.
+        "batch": lambda c, tag: (
+            c.send(parse("", "SET statement_timeout = '7s'") + bind("") + execute() +
+                   parse("", insert.format(tag)) + bind("") + execute() + FLUSH),
+            answered(c, "12C12C")),
+        # A batch that failed: the server skips the rest (a Parse of a
+        # named statement among it) up to a Sync that never comes.
+        "failed": lambda c, tag: (
+            c.send(parse("", "SELEC 1") + bind("") + execute() +
+                   parse("p1", "SELECT 41 + 1") + FLUSH),
+            answered(c, "E")),
+    }
+    # "failed" first: no client has prepared p1 on the server yet.
+    for dbname, name in [("mydb", "failed"), ("mydb", "batch"), ("mydb", "block"),
+                         ("sessdb", "block")]:
+        tag = f"{dbname}-{name}"
+        a = RawConn(s.port).login(dbname=dbname)
+        pid = a.query("SELECT pg_backend_pid()")[0][0]
+        cases[name](a, tag)
+        a.close()
+        b = RawConn(s.port).login(dbname=dbname)
+        assert b.query("SELECT pg_backend_pid()")[0][0] == pid, f"{tag}: server not kept"
+        assert b.query("SHOW statement_timeout") == [["0"]], tag
+        b.send(parse("p1", "SELECT 41 + 1") + bind("p1") + execute() + SYNC)
+        assert read_until_ready(b) == ["1", "2", ("D", "42"), ("C", "SELECT 1"), ("Z", "I")], tag
+        b.close()
+        with cluster.primary_conn() as conn:
+            assert conn.execute("SELECT count(*) FROM rescue_rows WHERE tag = %s",
+                                (tag,)).fetchone()[0] == 0, f"{tag}: committed"
+            assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                "AND pid = %s", (pid,)).fetchone()[0] == 0, f"{tag}: lock kept"
+    log = s.log_text()
+    assert log.count("kept: what its client left undone was ended") == 1, log  # failed
+    assert log.count("kept: what its client left undone was rolled back") == 3, log
+    assert "client disconnect while server was not ready" not in log
+    with cluster.primary_conn() as conn:
+        conn.execute("DROP TABLE rescue_rows")
+        conn.execute("DROP FUNCTION rescue_lock()")

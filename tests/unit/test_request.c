@@ -241,6 +241,58 @@ static void test_session_mode(void **state)
     assert_int_equal(heard.last_kind, REQ_QUERY);
 }
 
+/* What a departed client's server needs before it serves another. */
+static void test_rescue_plan(void **state)
+{
+    (void)state;
+    c.track = true;
+    /* Nothing in flight, between transactions: nothing to undo (a server
+     * that is not clean then is closed). In a transaction: ROLLBACK. */
+    assert_int_equal(request_rescue_plan(&c), SR_NONE);
+    sv.xact_status = 'T';
+    assert_int_equal(request_rescue_plan(&c), SR_ROLLBACK);
+    sv.xact_status = 'I';
+    /* A batch answered so far, never synced: ROLLBACK (a Sync would commit). */
+    client_sends('P', "\0SELECT 1\0\0\0", 12);
+    client_sends('B', "\0\0\0\0\0\0\0\0", 8);
+    assert_int_equal(request_rescue_plan(&c), SR_NONE); /* answers owed */
+    assert_int_equal(server_sends('1', "", 0), REQUEST_PASS);
+    assert_int_equal(server_sends('2', "", 0), REQUEST_PASS);
+    assert_int_equal(request_rescue_plan(&c), SR_ROLLBACK);
+    /* It fails: the server skips what follows up to a Sync, and what sluice
+     * added there is undone. A Sync, then. */
+    client_sends('E', "\0\0\0\0\0", 5);
+    struct request_entry e = {.answer = RA_ONE, .flags = RE_OWNED, .owner = (uint8_t)owner};
+    request_push(&c, &e);
+    assert_int_equal(server_sends('E', "SERROR\0", 7), REQUEST_PASS);
+    client_sends('D', "S\0", 2);
+    assert_int_equal(request_rescue_plan(&c), SR_SYNC);
+    assert_int_equal(heard.dropped, 1);
+    assert_int_equal(c.rq->e_n, 0);
+}
+
+static void test_rescue_plan_refused(void **state)
+{
+    (void)state;
+    c.track = true;
+    /* After an error, with the client's own Sync sent: its answer is owed. */
+    client_sends('P', "\0SELEC\0\0\0", 10);
+    client_sends('S', NULL, 0);
+    assert_int_equal(server_sends('E', "SERROR\0", 7), REQUEST_PASS);
+    assert_int_equal(request_rescue_plan(&c), SR_NONE);
+    ready('I');
+    /* Session mode: what a request in flight left is not known. */
+    c.track = false;
+    client_sends('P', "\0SELECT 1\0\0\0", 12);
+    assert_int_equal(server_sends('1', "", 0), REQUEST_PASS);
+    assert_int_equal(request_rescue_plan(&c), SR_NONE);
+    /* Part of a message of the client's forwarded. */
+    c.track = true;
+    c.s.skip = 3;
+    assert_int_equal(request_rescue_plan(&c), SR_NONE);
+    c.s.skip = 0;
+}
+
 static void test_answers_made_and_swallowed(void **state)
 {
     (void)state;
@@ -281,6 +333,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_leaves, setup, teardown),
         cmocka_unit_test_setup_teardown(test_session_mode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rescue_plan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rescue_plan_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_answers_made_and_swallowed, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
