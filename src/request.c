@@ -325,17 +325,18 @@ uint8_t request_rescue_plan(struct client *c)
     struct request_queue *q = c->rq;
     if (!sv || c->s.skip || sv->s.skip)
         return SR_NONE; /* part of a message either way */
+    if (q && q->errskip && c->track) {
+        for (uint32_t i = 0; i < q->e_n; i++)
+            if (q->e[(q->e_head + i) & q->e_mask].answer == RA_SYNC)
+                return SR_NONE; /* the client's own Sync is on its way: its answer is owed */
+        queue_drop_all(c);
+        return SR_SYNC;
+    }
     if (!q || !q->r_n)
         return sv->xact_status == 'T' || sv->xact_status == 'E' ? SR_ROLLBACK : SR_NONE;
     if (!c->track || (q->open && q->r[q->r_head].kind == REQ_QUERY))
         return SR_NONE;
-    if (!q->errskip)
-        return q->e_n ? SR_NONE : SR_ROLLBACK;
-    for (uint32_t i = 0; i < q->e_n; i++)
-        if (q->e[(q->e_head + i) & q->e_mask].answer == RA_SYNC)
-            return SR_NONE; /* the client's own Sync is on its way: its answer is owed */
-    queue_drop_all(c);
-    return SR_SYNC;
+    return q->e_n ? SR_NONE : SR_ROLLBACK;
 }
 
 bool request_none_commits(const struct client *c)
@@ -617,8 +618,13 @@ unsigned request_server_msg_slow(struct client *c, struct server *sv, const stru
     struct request_entry *e = q ? entry_head(q) : NULL;
     /* Notices, parameters, notifications: no entry's. Nothing expected: a
      * server's own FATAL, say. */
-    if (!e || t == 'N' || t == 'S' || t == 'A')
+    if (!e || t == 'N' || t == 'S' || t == 'A') {
+        /* An error no message was known to cause (a malformed Flush, say):
+         * the server skips to the next Sync, as after any other. */
+        if (!e && t == 'E' && q && c->track)
+            q->errskip = true;
         return REQUEST_PASS;
+    }
     bool row = t == 'D' || t == 'd';
     unsigned acting = e->flags & RE_ACTING;
     if (row && !acting)

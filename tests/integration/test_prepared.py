@@ -487,10 +487,14 @@ def test_a_client_that_leaves_mid_transaction_leaves_its_server_rolled_back_for_
             c.send(parse("", "SELEC 1") + bind("") + execute() +
                    parse("p1", "SELECT 41 + 1") + FLUSH),
             answered(c, "E")),
+        # A malformed Flush in a transaction: PostgreSQL answers it with an
+        # error and skips to a Sync (the Sync, then ROLLBACK).
+        "malformed": lambda c, tag: (
+            c.query("BEGIN"), c.send(message(b"H", b"junk")), answered(c, "E")),
     }
     # "failed" first: no client has prepared p1 on the server yet.
     for dbname, name in [("mydb", "failed"), ("mydb", "batch"), ("mydb", "block"),
-                         ("sessdb", "block")]:
+                         ("mydb", "malformed"), ("sessdb", "block")]:
         tag = f"{dbname}-{name}"
         a = RawConn(s.port).login(dbname=dbname)
         pid = a.query("SELECT pg_backend_pid()")[0][0]
@@ -509,7 +513,7 @@ def test_a_client_that_leaves_mid_transaction_leaves_its_server_rolled_back_for_
                                 "AND pid = %s", (pid,)).fetchone()[0] == 0, f"{tag}: lock kept"
     log = s.log_text()
     assert log.count("kept: what its client left undone was ended") == 1, log  # failed
-    assert log.count("kept: what its client left undone was rolled back") == 3, log
+    assert log.count("kept: what its client left undone was rolled back") == 4, log
     assert "client disconnect while server was not ready" not in log
     with cluster.primary_conn() as conn:
         conn.execute("DROP TABLE rescue_rows")

@@ -271,6 +271,22 @@ static void test_rescue_plan(void **state)
     assert_int_equal(c.rq->e_n, 0);
 }
 
+/* An error no message was known to cause (a malformed Flush in a
+ * transaction): the server skips to a Sync, so the plan syncs first. */
+static void test_rescue_plan_after_a_stray_error(void **state)
+{
+    (void)state;
+    c.track = true;
+    client_sends('Q', "BEGIN\0", 6);
+    assert_int_equal(server_sends('C', "BEGIN\0", 6), REQUEST_PASS);
+    ready('T');
+    assert_int_equal(request_rescue_plan(&c), SR_ROLLBACK);
+    client_sends('H', "junk", 4);
+    assert_int_equal(request_rescue_plan(&c), SR_ROLLBACK);
+    assert_int_equal(server_sends('E', "SERROR\0", 7), REQUEST_PASS);
+    assert_int_equal(request_rescue_plan(&c), SR_SYNC);
+}
+
 static void test_rescue_plan_refused(void **state)
 {
     (void)state;
@@ -334,6 +350,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_leaves, setup, teardown),
         cmocka_unit_test_setup_teardown(test_session_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rescue_plan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rescue_plan_after_a_stray_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rescue_plan_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_answers_made_and_swallowed, setup, teardown),
     };
