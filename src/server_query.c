@@ -118,15 +118,24 @@ static void send_extended(struct server *sv, const char *sql, int nparams,
     stream_write(&sv->s, exec_sync, sizeof(exec_sync));
 }
 
-bool server_query(struct server *sv, const char *sql, int nparams, const char *const *params,
-                  const struct server_query_ops *ops, void *arg)
+/* A new query of the asker's on sv, its answer not in yet; NULL if sv is
+ * closed. */
+static struct sq_item *sq_begin(struct server *sv, const struct server_query_ops *ops, void *arg)
 {
     if (sv->state == SV_CLOSED || sv->s.closed)
-        return false;
+        return NULL;
     struct sq_item *it = sq_push(sv);
     it->ops = ops;
     it->arg = arg;
     sv->ready = false;
+    return it;
+}
+
+bool server_query(struct server *sv, const char *sql, int nparams, const char *const *params,
+                  const struct server_query_ops *ops, void *arg)
+{
+    if (!sq_begin(sv, ops, arg))
+        return false;
     /* One send() for the whole query, whatever its pieces. */
     bool corked = sv->s.corked;
     stream_cork(&sv->s);
@@ -141,13 +150,10 @@ bool server_query(struct server *sv, const char *sql, int nparams, const char *c
 
 bool server_sync(struct server *sv, const struct server_query_ops *ops, void *arg)
 {
-    if (sv->state == SV_CLOSED || sv->s.closed)
+    struct sq_item *it = sq_begin(sv, ops, arg);
+    if (!it)
         return false;
-    struct sq_item *it = sq_push(sv);
-    it->ops = ops;
-    it->arg = arg;
     it->sync = true;
-    sv->ready = false;
     write_header(sv, 'S', 0);
     return true;
 }

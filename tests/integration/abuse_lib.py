@@ -75,19 +75,21 @@ class GoodClients:
 
     def fill_pool(self, counter, size, hold=0.3, rounds=20):
         """Opens every server of the clients' pool (size) before anything is
-        measured: all clients at once run pg_sleep(hold) until the primary
-        has size backends of their user. Otherwise the pool grows while the
+        measured: size of the clients at once run pg_sleep(hold), each
+        holding a server, until the primary has size backends of their
+        user. Otherwise the pool grows while the
         windows run, a backend start at a time (about 30 ms of a core each
         on these machines), in one window or the other by chance; that
         noise was as large as the abuse being measured."""
+        conns = self.conns[:size]
         for _ in range(rounds):
             n = counter.execute("SELECT count(*)::int FROM pg_stat_activity WHERE usename = %s",
                                 (self.user,)).fetchone()[0]
             if n >= size:
                 return n
-            for conn in self.conns:
+            for conn in conns:
                 conn.send_query(f"SELECT pg_sleep({hold})")
-            for conn in self.conns:
+            for conn in conns:
                 _, error, _ = conn.read_result()
                 assert error is None, error
         raise AssertionError(f"the pool of {self.user} did not reach {size} servers: {n}")

@@ -464,11 +464,11 @@ def test_a_client_that_leaves_mid_transaction_leaves_its_server_rolled_back_for_
     s = sluice({"databases": {"sessdb": "host=127.0.0.1 port={primary_port} dbname=mydb "
                                         "pool_mode=session"},
                 "pgbouncer": {"default_pool_size": 1, "max_prepared_statements": 10}})
-    with cluster.primary_conn() as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS rescue_rows (tag text)")
-        conn.execute("GRANT ALL ON rescue_rows TO PUBLIC")
-        conn.execute("CREATE OR REPLACE FUNCTION rescue_lock() RETURNS void LANGUAGE sql "
-                     "AS 'SELECT pg_advisory_lock(4242)'")
+    primary = cluster.primary_conn()
+    primary.execute("CREATE TABLE IF NOT EXISTS rescue_rows (tag text)")
+    primary.execute("GRANT ALL ON rescue_rows TO PUBLIC")
+    primary.execute("CREATE OR REPLACE FUNCTION rescue_lock() RETURNS void LANGUAGE sql "
+                    "AS 'SELECT pg_advisory_lock(4242)'")
     insert = "INSERT INTO rescue_rows VALUES ('{}')"
     cases = {
         # BEGIN, a SET, a write and a session advisory lock sluice does not
@@ -506,15 +506,14 @@ def test_a_client_that_leaves_mid_transaction_leaves_its_server_rolled_back_for_
         b.send(parse("p1", "SELECT 41 + 1") + bind("p1") + execute() + SYNC)
         assert read_until_ready(b) == ["1", "2", ("D", "42"), ("C", "SELECT 1"), ("Z", "I")], tag
         b.close()
-        with cluster.primary_conn() as conn:
-            assert conn.execute("SELECT count(*) FROM rescue_rows WHERE tag = %s",
-                                (tag,)).fetchone()[0] == 0, f"{tag}: committed"
-            assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                                "AND pid = %s", (pid,)).fetchone()[0] == 0, f"{tag}: lock kept"
+        assert primary.execute("SELECT count(*) FROM rescue_rows WHERE tag = %s",
+                               (tag,)).fetchone()[0] == 0, f"{tag}: committed"
+        assert primary.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                               "AND pid = %s", (pid,)).fetchone()[0] == 0, f"{tag}: lock kept"
     log = s.log_text()
     assert log.count("kept: what its client left undone was ended") == 1, log  # failed
     assert log.count("kept: what its client left undone was rolled back") == 4, log
     assert "client disconnect while server was not ready" not in log
-    with cluster.primary_conn() as conn:
-        conn.execute("DROP TABLE rescue_rows")
-        conn.execute("DROP FUNCTION rescue_lock()")
+    primary.execute("DROP TABLE rescue_rows")
+    primary.execute("DROP FUNCTION rescue_lock()")
+    primary.close()
