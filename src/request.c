@@ -317,21 +317,16 @@ bool request_server_idle(const struct client *c)
     return c->track && (q->errskip || !q->e_n);
 }
 
-static void queue_drop_all(struct client *c);
-
 uint8_t request_rescue_plan(struct client *c)
 {
     struct server *sv = c->server;
     struct request_queue *q = c->rq;
     if (!sv || c->s.skip || sv->s.skip)
         return SR_NONE; /* part of a message either way */
-    if (q && q->errskip && c->track) {
-        for (uint32_t i = 0; i < q->e_n; i++)
-            if (q->e[(q->e_head + i) & q->e_mask].answer == RA_SYNC)
-                return SR_NONE; /* the client's own Sync is on its way: its answer is owed */
-        queue_drop_all(c);
-        return SR_SYNC;
-    }
+    /* What the server skips was dropped as it came (settle()): an entry
+     * left is the client's own Sync, whose answer is owed. */
+    if (q && q->errskip && c->track)
+        return q->e_n ? SR_NONE : SR_SYNC;
     if (!q || !q->r_n)
         return sv->xact_status == 'T' || sv->xact_status == 'E' ? SR_ROLLBACK : SR_NONE;
     if (!c->track || (q->open && q->r[q->r_head].kind == REQ_QUERY))

@@ -232,9 +232,9 @@ bool request_server_idle(const struct client *c);
  * client's extended batch answered so far and never synced (SR_ROLLBACK
  * too: a Query there rolls back the batch's implicit transaction, where a
  * Sync would commit what the client never asked to), or one the server
- * skips to its Sync after an error (SR_SYNC; what the server skips is
- * dropped here, so that observers undo what they assumed of it). Call it
- * while c is still linked to its server, which has no query of sluice's
+ * skips to its Sync after an error (SR_SYNC; what it skips was dropped
+ * as it came, and observers undid what they assumed of it). Call it while
+ * c is still linked to its server, which has no query of sluice's
  * pending. */
 uint8_t request_rescue_plan(struct client *c);
 /* Whether nothing c has in flight can commit: each request is a lone
