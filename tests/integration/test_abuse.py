@@ -214,7 +214,7 @@ def test_connection_churn(sluice):
     half of them after a startup packet."""
     s = sluice(abuse_config())
     r = run_abuse(s, "churn", Abuser("churn", s.port, rate=CHURN_RATE))
-    assert r["failed"] == 0
+    assert r["failed"] == 0, r
     # The abuser (tests/tools/connstorm.c) may fall short of the rate on a
     # loaded box, but not by more than half.
     assert r["rate"] >= CHURN_RATE / 2, r

@@ -12,11 +12,15 @@
  * The Python abusers these replace opened their connections in bursts of
  * RATE/100 every 10 ms and took a core from the clients being measured.
  * Prints "ready", then on SIGTERM a JSON line of counts: connections,
- * storm_seconds, rate, failed (connects or sends that failed).
+ * storm_seconds, rate, failed (connects or sends that failed) and errors
+ * (the failures by errno name). The connection SIGTERM interrupts (EINTR:
+ * the handler does not restart calls) is not one, the stop cut it, not the
+ * pooler: interrupted is 1 then.
  *
  * usage: connstorm churn|cancel PORT RATE [PACKET_HEX] */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -36,20 +40,45 @@ static void put32(unsigned char *p, uint32_t v)
 }
 
 /* One connection: connect, send len bytes of msg (none if len is 0), reset.
- * False if the connect or the send failed. */
+ * 0, or the errno of the connect or send that failed (EMSGSIZE for a short
+ * send). */
 static int storm_one(const struct sockaddr_in *sa, const unsigned char *msg, size_t len)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
-        return 0;
+        return errno;
     struct timeval tv = {.tv_sec = 5};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)); /* bounds connect() too */
-    int ok = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 &&
-             (len == 0 || send(fd, msg, len, MSG_NOSIGNAL) == (ssize_t)len);
+    int err = 0;
+    if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) != 0) {
+        err = errno;
+    } else if (len > 0) {
+        ssize_t sent = send(fd, msg, len, MSG_NOSIGNAL);
+        err = sent < 0 ? errno : sent != (ssize_t)len ? EMSGSIZE : 0;
+    }
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     close(fd);
-    return ok;
+    return err;
+}
+
+/* Failures by errno: the first few kinds seen, with their counts. */
+#define MAX_KINDS 8
+static struct failure_kind {
+    int err;
+    long count;
+} kinds[MAX_KINDS];
+static int n_kinds;
+
+static void count_failure(int err)
+{
+    for (int i = 0; i < n_kinds; i++)
+        if (kinds[i].err == err) {
+            kinds[i].count++;
+            return;
+        }
+    if (n_kinds < MAX_KINDS)
+        kinds[n_kinds++] = (struct failure_kind){err, 1};
 }
 
 int main(int argc, char **argv)
@@ -78,6 +107,7 @@ int main(int argc, char **argv)
     printf("ready\n");
     fflush(stdout);
     long n = 0, failed = 0;
+    int interrupted = 0;
     /* Connection k at start + k/rate; those due within a millisecond go
      * together. Behind schedule (a loaded box), no sleep: as fast as it can. */
     double start = now();
@@ -96,10 +126,22 @@ int main(int argc, char **argv)
         } else if (n % 2 == 0) {
             send_len = 0;
         }
-        failed += !storm_one(&sa, packet, send_len);
+        int err = storm_one(&sa, packet, send_len);
+        if (err == EINTR && stop) {
+            interrupted = 1; /* cut by the stop itself */
+            break;
+        }
+        if (err) {
+            failed++;
+            count_failure(err);
+        }
     }
     double seconds = now() - start;
-    printf("{\"connections\": %ld, \"storm_seconds\": %.2f, \"rate\": %ld, \"failed\": %ld}\n", n,
-           seconds, seconds > 0 ? (long)(n / seconds) : 0, failed);
+    printf("{\"connections\": %ld, \"storm_seconds\": %.2f, \"rate\": %ld, \"failed\": %ld, "
+           "\"interrupted\": %d, \"errors\": {",
+           n, seconds, seconds > 0 ? (long)(n / seconds) : 0, failed, interrupted);
+    for (int i = 0; i < n_kinds; i++)
+        printf("%s\"%s\": %ld", i ? ", " : "", strerrorname_np(kinds[i].err), kinds[i].count);
+    printf("}}\n");
     return 0;
 }
