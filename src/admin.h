@@ -78,6 +78,7 @@ struct admin_db_view {
     uint64_t assign_count, xact_count, query_count, bytes_in, bytes_out;
     uint64_t xact_time, query_time, wait_time;
     uint64_t replica_reads, retries;
+    uint64_t servers_kept;                        /* rolled back and kept after their client left */
     uint64_t client_parses, server_parses, binds; /* prepared statements */
 };
 /* Calls fn for every row of SHOW STATS (the console "pgbouncer" included),

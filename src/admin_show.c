@@ -203,16 +203,18 @@ int admin_db_rows_build(struct admin_db_row **out)
          "avg_server_assignment_count", "avg_xact_count", "avg_query_count", "avg_recv",           \
          "avg_sent", "avg_xact_time", "avg_query_time", "avg_wait_time", "avg_client_parse_count", \
          "avg_server_parse_count", "avg_bind_count", "total_replica_read_count",                   \
-         "total_retry_count", "avg_replica_read_count", "avg_retry_count")
+         "total_retry_count", "total_server_kept_count", "avg_replica_read_count",                 \
+         "avg_retry_count", "avg_server_kept_count")
 #define STATS_TYPES                                                                                \
-    TYPES(T, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N)
+    TYPES(T, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N, N)
 
 /* STATS_TOTALS and STATS_AVERAGES share these names, without prefixes. */
 #define STATS_PART_COLS                                                                            \
     COLS("database", "server_assignment_count", "xact_count", "query_count", "bytes_received",     \
          "bytes_sent", "xact_time", "query_time", "wait_time", "client_parse_count",               \
-         "server_parse_count", "bind_count", "replica_read_count", "retry_count")
-#define STATS_PART_TYPES TYPES(T, N, N, N, N, N, N, N, N, N, N, N, N, N)
+         "server_parse_count", "bind_count", "replica_read_count", "retry_count",                  \
+         "server_kept_count")
+#define STATS_PART_TYPES TYPES(T, N, N, N, N, N, N, N, N, N, N, N, N, N, N)
 
 static void show_help(struct admin_result *r);
 static void show_version(struct admin_result *r);
@@ -261,10 +263,10 @@ static const struct show_def show_defs[ADMIN_SHOW_COUNT] = {
                                "max_user_connections", "current_connections",
                                "max_user_client_connections", "current_client_connections"),
                           TYPES(T, T, T, T, I, I, I, I), admin_show_users},
-    [ADMIN_SHOW_STATS] = {"STATS", 27, STATS_COLS, STATS_TYPES, admin_show_stats},
-    [ADMIN_SHOW_STATS_TOTALS] = {"STATS_TOTALS", 14, STATS_PART_COLS, STATS_PART_TYPES,
+    [ADMIN_SHOW_STATS] = {"STATS", 29, STATS_COLS, STATS_TYPES, admin_show_stats},
+    [ADMIN_SHOW_STATS_TOTALS] = {"STATS_TOTALS", 15, STATS_PART_COLS, STATS_PART_TYPES,
                                  admin_show_stats_totals},
-    [ADMIN_SHOW_STATS_AVERAGES] = {"STATS_AVERAGES", 14, STATS_PART_COLS, STATS_PART_TYPES,
+    [ADMIN_SHOW_STATS_AVERAGES] = {"STATS_AVERAGES", 15, STATS_PART_COLS, STATS_PART_TYPES,
                                    admin_show_stats_averages},
     [ADMIN_SHOW_TOTALS] = {"TOTALS", 2, COLS("name", "value"), TYPES(T, N), admin_show_totals},
     [ADMIN_SHOW_LISTS] = {"LISTS", 2, COLS("list", "items"), TYPES(T, I), show_lists},

@@ -26,6 +26,7 @@ enum stat_field {
     ST_WAIT_TIME,     /* usec clients waited for a server */
     ST_REPLICA_READS, /* requests routed to replicas (read_write_split) */
     ST_RETRIES,       /* requests sent again after a replica's server failed */
+    ST_KEPT,          /* servers rolled back and kept after their client left */
     ST_CLIENT_PARSES, /* prepared statements created by clients */
     ST_SERVER_PARSES, /* prepared statements sluice prepared on servers */
     ST_BINDS,         /* executions of clients' prepared statements */
@@ -35,14 +36,6 @@ enum stat_field {
 struct stat_totals {
     uint64_t v[ST_COUNT];
 };
-
-/* Server assignments of pool p. pool.c does not count them yet (see the
- * issue note: a per-pool counter bumped where a server is linked to a
- * client); until it does, the column reads 0. */
-static uint64_t pool_assign_count(const struct pool *p)
-{
-    return p->assign_count;
-}
 
 /* Totals of database db (NULL: the console) from its pools' counters. */
 static void db_totals(const struct database *db, const struct admin_pool_index *ix,
@@ -60,7 +53,7 @@ static void db_totals(const struct database *db, const struct admin_pool_index *
         const struct pool *p = ix->v[i].p;
         if (p->db != db)
             continue;
-        t->v[ST_ASSIGN] += pool_assign_count(p);
+        t->v[ST_ASSIGN] += p->assign_count;
         t->v[ST_XACT] += p->xact_count;
         t->v[ST_QUERY] += p->query_count;
         t->v[ST_RECV] += p->bytes_in;
@@ -70,6 +63,7 @@ static void db_totals(const struct database *db, const struct admin_pool_index *
         t->v[ST_WAIT_TIME] += p->wait_time;
         t->v[ST_REPLICA_READS] += p->replica_reads;
         t->v[ST_RETRIES] += p->retries;
+        t->v[ST_KEPT] += p->servers_kept;
         t->v[ST_CLIENT_PARSES] += p->ps_client_parses;
         t->v[ST_SERVER_PARSES] += p->ps_server_parses;
         t->v[ST_BINDS] += p->ps_binds;
@@ -165,6 +159,7 @@ static void stat_averages(const struct stat_totals *d, struct stat_totals *avg)
         avg->v[ST_SENT] = (uint64_t)((double)d->v[ST_SENT] / secs);
         avg->v[ST_REPLICA_READS] = (uint64_t)((double)d->v[ST_REPLICA_READS] / secs);
         avg->v[ST_RETRIES] = (uint64_t)((double)d->v[ST_RETRIES] / secs);
+        avg->v[ST_KEPT] = (uint64_t)((double)d->v[ST_KEPT] / secs);
         avg->v[ST_CLIENT_PARSES] = (uint64_t)((double)d->v[ST_CLIENT_PARSES] / secs);
         avg->v[ST_SERVER_PARSES] = (uint64_t)((double)d->v[ST_SERVER_PARSES] / secs);
         avg->v[ST_BINDS] = (uint64_t)((double)d->v[ST_BINDS] / secs);
@@ -193,7 +188,7 @@ static void db_averages(const struct database *db, struct stat_totals *avg)
 
 /* Columns in each half of SHOW STATS: PgBouncer's 11, then sluice's. */
 #define STATS_HALF 11
-#define STATS_OWN  2
+#define STATS_OWN  3
 
 /* The stats columns in STATS order, from totals t and averages a:
  * PgBouncer's first, sluice's after them. */
@@ -214,6 +209,7 @@ static void stats_values(const struct stat_totals *t, const struct stat_totals *
     admin_unum(f[10], s->v[ST_BINDS]);
     admin_unum(f[11], s->v[ST_REPLICA_READS]);
     admin_unum(f[12], s->v[ST_RETRIES]);
+    admin_unum(f[13], s->v[ST_KEPT]);
 }
 
 /* Calls fn with the totals of every row of SHOW STATS (by name, the
@@ -300,6 +296,7 @@ static void stats_each_row(const struct admin_db_row *d, const struct stat_total
         .wait_time = t->v[ST_WAIT_TIME],
         .replica_reads = t->v[ST_REPLICA_READS],
         .retries = t->v[ST_RETRIES],
+        .servers_kept = t->v[ST_KEPT],
         .client_parses = t->v[ST_CLIENT_PARSES],
         .server_parses = t->v[ST_SERVER_PARSES],
         .binds = t->v[ST_BINDS],
@@ -342,7 +339,8 @@ void admin_show_totals(struct admin_result *r)
                                                               "server_parse_count",
                                                               "bind_count",
                                                               "replica_read_count",
-                                                              "retry_count"};
+                                                              "retry_count",
+                                                              "server_kept_count"};
     struct admin_pool_index ix;
     admin_pool_index_build(&ix);
     struct stat_totals sum, dsum;

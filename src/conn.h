@@ -429,6 +429,7 @@ struct pool {
     uint64_t xact_count, query_count, bytes_in, bytes_out;
     uint64_t assign_count;           /* servers lent to clients */
     uint64_t replica_reads, retries; /* routed here as reads; sent again from here */
+    uint64_t servers_kept;           /* rolled back and kept after their client left */
     /* Prepared statements (prepared.c, SHOW STATS's PgBouncer names):
      * created by clients, prepared on servers by sluice, executed. */
     uint64_t ps_client_parses, ps_server_parses, ps_binds;

@@ -318,6 +318,7 @@ enum db_field {
     DF_WAIT_TIME,
     DF_REPLICA_READS,
     DF_RETRIES,
+    DF_KEPT,
     DF_CLIENT_PARSES,
     DF_SERVER_PARSES,
     DF_BINDS,
@@ -340,6 +341,10 @@ static const struct {
                           "Requests routed to replicas (read_write_split).", false},
     [DF_RETRIES] = {"sluice_retries_total",
                     "Requests sent again after their replica's server failed.", false},
+    [DF_KEPT] = {"sluice_servers_kept_total",
+                 "Servers rolled back and kept after their client left mid-transaction "
+                 "(total_server_kept_count).",
+                 false},
     [DF_CLIENT_PARSES] = {"sluice_client_parses_total",
                           "Prepared statements created by clients (total_client_parse_count).",
                           false},
@@ -355,9 +360,9 @@ static void db_row(const struct admin_db_view *v, void *arg)
 {
     struct metrics_buf *f = arg;
     const uint64_t vals[DF_COUNT] = {
-        v->assign_count,  v->xact_count,    v->query_count, v->bytes_in,      v->bytes_out,
-        v->xact_time,     v->query_time,    v->wait_time,   v->replica_reads, v->retries,
-        v->client_parses, v->server_parses, v->binds};
+        v->assign_count, v->xact_count,    v->query_count,   v->bytes_in,      v->bytes_out,
+        v->xact_time,    v->query_time,    v->wait_time,     v->replica_reads, v->retries,
+        v->servers_kept, v->client_parses, v->server_parses, v->binds};
     for (int i = 0; i < DF_COUNT; i++) {
         metrics_buf_printf(&f[i], "%s{database=\"", db_fields[i].name);
         metrics_buf_label(&f[i], v->name);

@@ -125,7 +125,7 @@ unsigned pool_db_set_endpoints(struct database *db, const struct config_database
 static void pool_forget_stats(struct pool *p)
 {
     p->xact_count = p->query_count = p->bytes_in = p->bytes_out = 0;
-    p->assign_count = p->replica_reads = p->retries = 0;
+    p->assign_count = p->replica_reads = p->retries = p->servers_kept = 0;
     p->ps_client_parses = p->ps_server_parses = p->ps_binds = 0;
     p->xact_time = p->query_time = p->wait_time = 0;
     p->max_wait_seen = 0;

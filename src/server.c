@@ -404,11 +404,14 @@ static void rescue_done(struct server *sv, void *arg, enum server_query_status s
         server_close(sv, "undoing what its client left failed");
         return;
     }
-    if (sv->xact_status != 'I')
+    if (sv->xact_status != 'I') {
         sv->rescue |= SR_ROLLBACK; /* the Sync ended a batch of a transaction block */
-    else if (g_pooler.cfg->log_disconnections)
-        server_log(LOG_LVL_LOG, sv, "kept: what its client left undone was %s",
-                   arg ? "rolled back" : "ended");
+    } else {
+        POOL_STAT_ADD(sv->pool->servers_kept, 1);
+        if (g_pooler.cfg->log_disconnections)
+            server_log(LOG_LVL_LOG, sv, "kept: what its client left undone was %s",
+                       arg ? "rolled back" : "ended");
+    }
     /* The client's SETs may have gone with the rest: the next client's
      * settings are applied anew (RESET ALL first). */
     param_store(&sv->extras, "-- unknown");

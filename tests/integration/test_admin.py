@@ -25,7 +25,7 @@ CONN_COLUMNS = [
 STATS_PARTS = [
     "server_assignment_count", "xact_count", "query_count", "bytes_received", "bytes_sent",
     "xact_time", "query_time", "wait_time", "client_parse_count", "server_parse_count",
-    "bind_count", "replica_read_count", "retry_count"]  # the last two: sluice's
+    "bind_count", "replica_read_count", "retry_count", "server_kept_count"]  # the last three: sluice's
 
 # Topic -> expected column names, in order (PgBouncer 1.24 documentation).
 COLUMNS = {
@@ -54,9 +54,9 @@ COLUMNS = {
               "avg_server_assignment_count", "avg_xact_count", "avg_query_count", "avg_recv",
               "avg_sent", "avg_xact_time", "avg_query_time", "avg_wait_time",
               "avg_client_parse_count", "avg_server_parse_count", "avg_bind_count",
-              # sluice's, after PgBouncer's (read/write splitting)
-              "total_replica_read_count", "total_retry_count", "avg_replica_read_count",
-              "avg_retry_count"],
+              # sluice's, after PgBouncer's (read/write splitting, kept servers)
+              "total_replica_read_count", "total_retry_count", "total_server_kept_count",
+              "avg_replica_read_count", "avg_retry_count", "avg_server_kept_count"],
     "STATS_TOTALS": ["database"] + STATS_PARTS,
     "STATS_AVERAGES": ["database"] + STATS_PARTS,
     "TOTALS": ["name", "value"],

@@ -140,6 +140,7 @@ STAT_METRICS = {
     "total_server_assignment_count": ("sluice_server_assignments_total", 1),
     "total_replica_read_count": ("sluice_replica_reads_total", 1),
     "total_retry_count": ("sluice_retries_total", 1),
+    "total_server_kept_count": ("sluice_servers_kept_total", 1),
     "total_client_parse_count": ("sluice_client_parses_total", 1),
     "total_server_parse_count": ("sluice_server_parses_total", 1),
     "total_bind_count": ("sluice_binds_total", 1),

@@ -5,6 +5,7 @@ driven by hand (RawConn) so that every response is checked in order."""
 import struct
 import threading
 
+import psycopg
 import pytest
 
 from sluice_fixture import IS_PGBOUNCER, RawConn, error_fields, message
@@ -514,6 +515,12 @@ def test_a_client_that_leaves_mid_transaction_leaves_its_server_rolled_back_for_
     assert log.count("kept: what its client left undone was ended") == 1, log  # failed
     assert log.count("kept: what its client left undone was rolled back") == 4, log
     assert "client disconnect while server was not ready" not in log
+    # Counted per database, in SHOW STATS and /metrics alike.
+    with psycopg.connect(s.dsn(user="sluice", dbname="pgbouncer"), autocommit=True) as console:
+        cur = console.execute("SHOW STATS")
+        kept = [d.name for d in cur.description].index("total_server_kept_count")
+        stats = {row[0]: row[kept] for row in cur.fetchall()}
+    assert (stats["mydb"], stats["sessdb"]) == (4, 1), stats
     primary.execute("DROP TABLE rescue_rows")
     primary.execute("DROP FUNCTION rescue_lock()")
     primary.close()

@@ -105,9 +105,11 @@ static void test_show_columns(void **state)
     assert_string_equal(names[20], "id");
     assert_int_equal(types[20], ADMIN_OID_INT8);
     n = admin_show_columns(ADMIN_SHOW_STATS, &names, &types);
-    assert_int_equal(n, 27);
+    assert_int_equal(n, 29);
     assert_string_equal(names[22], "avg_bind_count");
     assert_string_equal(names[24], "total_retry_count");
+    assert_string_equal(names[25], "total_server_kept_count");
+    assert_string_equal(names[28], "avg_server_kept_count");
     assert_string_equal(names[1], "total_server_assignment_count");
     assert_int_equal(types[1], ADMIN_OID_NUMERIC);
 }
