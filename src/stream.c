@@ -602,11 +602,24 @@ enum stream_msg_status stream_next_startup(struct stream *s, struct stream_msg *
 void stream_limit_login(struct stream *s)
 {
     s->login_limit = true;
+    if (!ev_is_active(&s->io) && !ev_is_pending(&s->io))
+        ev_set_priority(&s->io, WORKER_PRI_LOGIN);
 }
 
 void stream_limit_lift(struct stream *s)
 {
     s->login_limit = false;
+    if (ev_priority(&s->io) == 0)
+        return;
+    /* libev changes no priority of an active or pending watcher. A pending
+     * event dropped here comes again: the fd is polled level-triggered. */
+    bool active = ev_is_active(&s->io);
+    if (active)
+        ev_io_stop(s->worker->loop, &s->io);
+    ev_clear_pending(s->worker->loop, &s->io);
+    ev_set_priority(&s->io, 0);
+    if (active)
+        ev_io_start(s->worker->loop, &s->io);
 }
 
 /* ---- TLS ------------------------------------------------------------------ */

@@ -192,7 +192,9 @@ enum stream_msg_status stream_msg_at(const struct stream *s, uint32_t off, struc
  * CancelRequest) at the start of the buffer, whole; its limit is
  * PostgreSQL's (PROTO_STARTUP_MAX). m->type is 0. */
 enum stream_msg_status stream_next_startup(struct stream *s, struct stream_msg *m);
-/* Limits s's messages to STREAM_LOGIN_MAX until stream_limit_lift(). */
+/* Limits s's messages to STREAM_LOGIN_MAX until stream_limit_lift(), and
+ * puts its events after those of logged-in connections within each loop
+ * iteration (WORKER_PRI_LOGIN). Call before the stream's first read. */
 void stream_limit_login(struct stream *s);
 void stream_limit_lift(struct stream *s);
 

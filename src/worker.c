@@ -403,6 +403,7 @@ static bool add_listener(struct worker *w, int fd)
     listener_set_options(w, fd);
     ev_io *io = &w->listeners[w->n_listeners++];
     ev_io_init(io, accept_cb, fd, EV_READ);
+    ev_set_priority(io, WORKER_PRI_LOGIN); /* new connections after logged-in ones */
     io->data = w;
     ev_io_start(w->loop, io);
     return true;
@@ -558,6 +559,7 @@ void worker_stop_listening(struct worker *w, bool keep_unix)
                 int fd = w->listeners[i].fd;
                 ev_io_stop(w->loop, &w->listeners[i]);
                 ev_io_init(&w->listeners[kept], accept_cb, fd, EV_READ);
+                ev_set_priority(&w->listeners[kept], WORKER_PRI_LOGIN);
                 w->listeners[kept].data = w;
                 ev_io_start(w->loop, &w->listeners[kept]);
             }

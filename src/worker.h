@@ -28,6 +28,14 @@
 
 #define WORKER_MAX_LISTENERS 8
 
+/* libev priority of the listeners and of connections still logging in
+ * (stream_limit_login()): within each loop iteration their events come
+ * after those of logged-in clients and servers, so a storm of connections,
+ * logins or cancels delays a logged-in client's query by one iteration's
+ * work at most, not by all of it. libev runs every pending watcher before
+ * it polls again: nothing starves. */
+#define WORKER_PRI_LOGIN EV_MINPRI
+
 struct worker;
 struct sockaddr;
 

@@ -1,13 +1,16 @@
 /* test_stream.c - the message iterator of stream.c: messages split across
  * reads and coalesced in one, streamed through, held whole, oversized,
  * malformed, and the login limit. No socket: bytes are put in the read
- * buffer as a read() would. */
+ * buffer as a read() would; but for the order of logged-in and login
+ * streams within a loop iteration (socket pairs). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -298,6 +301,58 @@ static void test_startup(void **state)
     s.rbuf->start = s.rbuf->end;
 }
 
+/* Which streams' bytes were handled, in order (order_on_data). */
+static struct stream *handled[4];
+static int n_handled;
+
+static void order_on_data(struct stream *st)
+{
+    handled[n_handled++] = st;
+    stream_read_stop(st);
+}
+
+static void order_on_closed(struct stream *st, const char *reason)
+{
+    (void)reason;
+    stream_read_stop(st);
+}
+
+/* Within one loop iteration, the bytes of a logged-in client are handled
+ * before those of one still logging in, whatever order the poll gives
+ * them. Lifted while active, as at a client's welcome. */
+static void test_logged_in_before_login_work(void **state)
+{
+    (void)state;
+    static const struct stream_ops ops = {.on_data = order_on_data, .on_closed = order_on_closed};
+    int a[2], b[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, a), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, b), 0);
+    struct stream login, in;
+    stream_init(&login, &w, a[0], &ops);
+    stream_limit_login(&login);
+    stream_read_start(&login);
+    stream_init(&in, &w, b[0], &ops);
+    stream_limit_login(&in);
+    stream_read_start(&in);
+    stream_limit_lift(&in);
+    assert_true(ev_is_active(&in.io)); /* still reading after the lift */
+    ev_run(w.loop, EVRUN_NOWAIT);      /* both registered with the poll */
+    /* The logged-in one's bytes first: libev runs the watchers of one
+     * priority last-polled first, so without priorities the login one's
+     * would be handled first. */
+    assert_int_equal(write(b[1], "y", 1), 1);
+    assert_int_equal(write(a[1], "x", 1), 1);
+    n_handled = 0;
+    ev_run(w.loop, EVRUN_ONCE);
+    assert_int_equal(n_handled, 2);
+    assert_ptr_equal(handled[0], &in);
+    assert_ptr_equal(handled[1], &login);
+    stream_close(&login);
+    stream_close(&in);
+    close(a[1]);
+    close(b[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -311,6 +366,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_login_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_look_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_startup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_logged_in_before_login_work, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
