@@ -93,6 +93,8 @@ static bool client_dispatch(struct client *c)
      * (and a backend at the host), until query_timeout. */
     if (m.avail < m.len && iobuf_len(c->s.rbuf) < c->s.rbuf->cap)
         return client_wait_bytes(c);
+    if (client_refuse_malformed(c, &m))
+        return false;
     if ((m.type == 'P' || m.type == 'C') && prepared_idle(c)) {
         c->bytes_wait = false;
         return true; /* Parse/Close + Sync answered without a server */

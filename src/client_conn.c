@@ -329,6 +329,14 @@ bool client_refuse_type(struct client *c, uint8_t type)
     return true;
 }
 
+bool client_refuse_malformed(struct client *c, const struct stream_msg *m)
+{
+    if (m->avail < m->len || proto_frontend_shape_ok(m->type, m->data + 5, m->len - 5))
+        return false;
+    client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "invalid message format");
+    return true;
+}
+
 void client_close_bad_message(struct client *c, enum stream_msg_status ms)
 {
     client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "%s",

@@ -58,6 +58,13 @@ bool client_refuse_pqexec(struct client *c, uint8_t type);
  * end the server's session (a fork and a login to replace it). Then
  * client_refuse_pqexec(). True when c was closed. */
 bool client_refuse_type(struct client *c, uint8_t type);
+/* A whole message of a shape PostgreSQL refuses (proto_frontend_shape_ok())
+ * closes c with 08P01 "invalid message format", without a server: a Sync or
+ * Flush with a body would be answered with an error where sluice expects
+ * none, and random bytes from a client would take a server (a backend
+ * started) only to be refused there. A message not all buffered yet passes.
+ * True when c was closed. */
+bool client_refuse_malformed(struct client *c, const struct stream_msg *m);
 /* Closes c now (logged with reason if log_disconnections). */
 void client_close(struct client *c, const char *reason);
 /* c's output was written out: if it was closing after an error, it goes now.

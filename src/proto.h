@@ -73,6 +73,32 @@ static inline bool proto_frontend_type_ok(uint8_t t)
     }
 }
 
+/* Whether a whole frontend message of type t whose body (after the length
+ * word) is body[0..blen) has the shape PostgreSQL reads: nothing after a
+ * Sync or a Flush; a Query ends with the string's NUL; a Describe or a
+ * Close is 'S' or 'P' then a string; an Execute is a string then a 4-byte
+ * row count. A necessary condition, not a parse: a message that fails it
+ * PostgreSQL refuses too ("invalid message format"), so sluice refuses it
+ * without a server; one that passes may still be refused there. Other
+ * types pass. O(1): it reads at most two bytes. */
+static inline bool proto_frontend_shape_ok(uint8_t t, const uint8_t *body, uint32_t blen)
+{
+    switch (t) {
+    case 'S':
+    case 'H':
+        return blen == 0;
+    case 'Q':
+        return blen >= 1 && body[blen - 1] == 0;
+    case 'D':
+    case 'C':
+        return blen >= 2 && (body[0] == 'S' || body[0] == 'P') && body[blen - 1] == 0;
+    case 'E':
+        return blen >= 5 && body[blen - 5] == 0;
+    default:
+        return true;
+    }
+}
+
 static inline uint32_t proto_get32(const uint8_t *p)
 {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];

@@ -398,6 +398,11 @@ void relay_client_data(struct client *c)
             client_refuse_type(c, m.type);
             return;
         }
+        if (client_refuse_malformed(c, &m)) {
+            relay_to_server(c, sv, &fwd);
+            stream_uncork(&sv->s);
+            return;
+        }
         /* Kept as the client sent it, before observers rewrite it. */
         uint32_t kept = 0;
         if (retry_buf_of(c)) {

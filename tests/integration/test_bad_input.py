@@ -215,6 +215,49 @@ def test_unknown_message_type_refused_without_a_server(sluice):
         assert first.query("SELECT 1") == [["1"]]
 
 
+@pytest.mark.skipif(IS_PGBOUNCER, reason="sluice's own check (PgBouncer forwards them)")
+def test_malformed_message_refused_without_a_server(sluice):
+    """A whole message of a shape PostgreSQL refuses ("invalid message
+    format": a Sync or Flush with a body, a Query without its NUL, a
+    Describe of no known kind, an Execute without its row count) ends that
+    client with 08P01 and takes no server: random bytes from a client cost
+    no backend, and sluice never meets an error answering a Flush."""
+    s = sluice({"pgbouncer": {"default_pool_size": 1}})
+    bad_messages = [message(b"S", b"junk"), message(b"H", b"\0"),
+                    message(b"Q", b"SELECT 1"), message(b"D", b"Xname\0"),
+                    message(b"E", b"portal\0\0")]
+
+    def assignments():
+        with psycopg.connect(s.dsn(user="sluice", dbname="pgbouncer"),
+                             autocommit=True) as admin:
+            cur = admin.execute("SHOW STATS")
+            col = [d.name for d in cur.description].index("total_server_assignment_count")
+            return {row[0]: row[col] for row in cur.fetchall()}["mydb"]
+
+    def refused(msg, in_transaction=False):
+        with RawConn(s.port) as bad:
+            bad.login()
+            if in_transaction:
+                bad.query("BEGIN")
+            bad.send(msg)
+            error = first_error(assert_closed(bad))
+            assert error and error["C"] == "08P01", (msg, error)
+            assert error["M"] == "invalid message format", (msg, error)
+
+    with RawConn(s.port) as first:
+        pid = first.login().query("SELECT pg_backend_pid()")
+        before = assignments()
+        for msg in bad_messages:
+            refused(msg)
+        assert assignments() == before  # no server lent for any of them
+        assert first.query("SELECT pg_backend_pid()") == pid
+        # In a transaction: refused by sluice (closed; PostgreSQL would have
+        # answered an error and kept the session), and the server, rolled
+        # back, serves the next client.
+        refused(message(b"H", b"junk"), in_transaction=True)
+        assert first.query("SELECT pg_backend_pid()") == pid
+
+
 def test_ssl_request_refused_then_login(pooler):
     with RawConn(pooler.port) as conn:
         conn.send(struct.pack("!ii", 8, SSL_REQUEST_CODE))

@@ -488,8 +488,10 @@ def test_a_client_that_leaves_mid_transaction_leaves_its_server_rolled_back_for_
             c.send(parse("", "SELEC 1") + bind("") + execute() +
                    parse("p1", "SELECT 41 + 1") + FLUSH),
             answered(c, "E")),
-        # A malformed Flush in a transaction: PostgreSQL answers it with an
-        # error and skips to a Sync (the Sync, then ROLLBACK).
+        # A malformed Flush in a transaction: sluice refuses it (08P01,
+        # closed; test_bad_input.py) and the server, idle in the
+        # transaction, is rolled back. Before sluice checked shapes,
+        # PostgreSQL answered it with an error where none was expected.
         "malformed": lambda c, tag: (
             c.query("BEGIN"), c.send(message(b"H", b"junk")), answered(c, "E")),
     }

@@ -83,6 +83,38 @@ static void test_frontend_type_ok(void **state)
     assert_false(proto_frontend_type_ok('p')); /* a password message: login only */
 }
 
+/* The shapes PostgreSQL refuses with "invalid message format", refused by
+ * sluice before a server sees them; anything else passes. */
+static void test_frontend_shape_ok(void **state)
+{
+    (void)state;
+    const uint8_t none[1] = {0};
+    assert_true(proto_frontend_shape_ok('S', none, 0));
+    assert_false(proto_frontend_shape_ok('S', (const uint8_t *)"junk", 4));
+    assert_true(proto_frontend_shape_ok('H', none, 0));
+    assert_false(proto_frontend_shape_ok('H', none, 1));
+    assert_true(proto_frontend_shape_ok('Q', (const uint8_t *)"SELECT 1", 9));
+    assert_true(proto_frontend_shape_ok('Q', none, 1)); /* an empty query */
+    assert_false(proto_frontend_shape_ok('Q', (const uint8_t *)"SELECT 1", 8));
+    assert_false(proto_frontend_shape_ok('Q', none, 0));
+    assert_true(proto_frontend_shape_ok('D', (const uint8_t *)"Sst", 4));
+    assert_true(proto_frontend_shape_ok('C', (const uint8_t *)"P", 2));
+    assert_false(proto_frontend_shape_ok('D', (const uint8_t *)"Xst", 4)); /* no such kind */
+    assert_false(proto_frontend_shape_ok('C', (const uint8_t *)"Sst", 3)); /* no NUL */
+    assert_false(proto_frontend_shape_ok('D', (const uint8_t *)"S", 1));
+    const uint8_t exec[] = {'p', 0, 0, 0, 0, 0};
+    assert_true(proto_frontend_shape_ok('E', exec, 6));
+    assert_true(proto_frontend_shape_ok('E', exec + 1, 5)); /* the unnamed portal */
+    assert_false(proto_frontend_shape_ok('E', exec, 4));
+    const uint8_t exec_bad[] = {'p', 'q', 0, 0, 0, 0};
+    assert_false(proto_frontend_shape_ok('E', exec_bad, 5)); /* no NUL before the count */
+    /* Not checked: PostgreSQL reads them (or drops COPY messages) as they come. */
+    assert_true(proto_frontend_shape_ok('P', (const uint8_t *)"junk", 4));
+    assert_true(proto_frontend_shape_ok('B', (const uint8_t *)"junk", 4));
+    assert_true(proto_frontend_shape_ok('d', (const uint8_t *)"junk", 4));
+    assert_true(proto_frontend_shape_ok('c', (const uint8_t *)"junk", 4));
+}
+
 static void test_peek_header_need_more(void **state)
 {
     (void)state;
@@ -1298,6 +1330,7 @@ int main(void)
         cmocka_unit_test(test_quote_literal_small_buffer),
         cmocka_unit_test(test_bind_params),
         cmocka_unit_test(test_frontend_type_ok),
+        cmocka_unit_test(test_frontend_shape_ok),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
