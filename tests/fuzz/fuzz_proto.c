@@ -4,6 +4,8 @@
  * it message by message until it needs more bytes or the stream is invalid.
  * Each framed message is copied into a heap block of exactly its length (so
  * that ASan sees any read past it) and then:
+ *  - checked with proto_frontend_shape_ok, which must read inside the body
+ *    and accept whatever PostgreSQL would read whole;
  *  - parsed with proto_parse_error, whose fields must lie inside the message;
  *    the fields are rebuilt with proto_build_error and parsed back, and the
  *    message is quoted with proto_quote_literal into an exact-size buffer;
@@ -377,11 +379,47 @@ static void check_error(const uint8_t *msg, uint32_t msglen)
     check_quote(f.message, msglen * 2654435761u);
 }
 
+/* The first NUL of body[from..blen) is at its end - tail: PostgreSQL's
+ * pq_getmsgstring() then pq_getmsgend() (after tail more bytes) accept it. */
+static bool nul_at(const uint8_t *body, uint32_t from, uint32_t blen, uint32_t tail)
+{
+    if (blen < from + tail + 1)
+        return false;
+    const uint8_t *nul = memchr(body + from, 0, blen - from);
+    return nul == body + blen - tail - 1;
+}
+
+/* proto_frontend_shape_ok() reads inside the body only (an exact-size
+ * copy) and never refuses a message PostgreSQL would read whole. */
+static void check_shape(uint8_t type, const uint8_t *msg, uint32_t msglen)
+{
+    uint32_t blen = msglen - PROTO_HDR;
+    uint8_t *body = malloc(blen ? blen : 1);
+    require(body != NULL);
+    memcpy(body, msg + PROTO_HDR, blen);
+    bool ok = proto_frontend_shape_ok(type, body, blen);
+    bool pg_reads = true;
+    if (type == 'S' || type == 'H')
+        pg_reads = blen == 0;
+    else if (type == 'Q')
+        pg_reads = nul_at(body, 0, blen, 0);
+    else if (type == 'E')
+        pg_reads = nul_at(body, 0, blen, 4);
+    else if (type == 'D' || type == 'C')
+        pg_reads = blen >= 2 && (body[0] == 'S' || body[0] == 'P') && nul_at(body, 1, blen, 0);
+    require(!pg_reads || ok);
+    if (type == 'S' || type == 'H')
+        require(ok == pg_reads);
+    free(body);
+}
+
 static void handle(uint8_t type, const uint8_t *src, uint32_t msglen, bool whole)
 {
     uint8_t *msg = malloc(msglen ? msglen : 1);
     require(msg != NULL);
     memcpy(msg, src, msglen);
+    if (whole)
+        check_shape(type, msg, msglen);
     check_error(msg, msglen);
     walk_typed(type, msg, msglen, whole);
     walk_generic(msg, msglen);
