@@ -74,8 +74,8 @@ static bool client_dispatch(struct client *c)
         client_close(c, "client close request");
         return false;
     }
-    if (client_refuse_type(c, m.type))
-        return false;
+    if (client_refuse_message(c, &m))
+        return false; /* checked again once whole: dispatch starts over then */
     if (m.type == 'd' || m.type == 'c' || m.type == 'f') {
         /* COPY data after the COPY ended (it failed): a server drops them,
          * so sluice does, without taking one. */
@@ -93,8 +93,6 @@ static bool client_dispatch(struct client *c)
      * (and a backend at the host), until query_timeout. */
     if (m.avail < m.len && iobuf_len(c->s.rbuf) < c->s.rbuf->cap)
         return client_wait_bytes(c);
-    if (client_refuse_malformed(c, &m))
-        return false;
     if ((m.type == 'P' || m.type == 'C') && prepared_idle(c)) {
         c->bytes_wait = false;
         return true; /* Parse/Close + Sync answered without a server */

@@ -321,17 +321,17 @@ bool client_refuse_pqexec(struct client *c, uint8_t type)
     return true;
 }
 
-bool client_refuse_type(struct client *c, uint8_t type)
+bool client_refuse_message(struct client *c, const struct stream_msg *m)
 {
-    if (proto_frontend_type_ok(type))
-        return client_refuse_pqexec(c, type);
-    client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "invalid frontend message type %d", type);
-    return true;
-}
-
-bool client_refuse_malformed(struct client *c, const struct stream_msg *m)
-{
-    if (m->avail < m->len || proto_frontend_shape_ok(m->type, m->data + 5, m->len - 5))
+    if (!proto_frontend_type_ok(m->type)) {
+        client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "invalid frontend message type %d",
+                           m->type);
+        return true;
+    }
+    if (client_refuse_pqexec(c, m->type))
+        return true;
+    if (m->avail < m->len ||
+        proto_frontend_shape_ok(m->type, m->data + PROTO_HDR, m->len - PROTO_HDR))
         return false;
     client_close_error(c, SQLSTATE_PROTOCOL_VIOLATION, "invalid message format");
     return true;

@@ -52,19 +52,18 @@ void client_close_bad_message(struct client *c, enum stream_msg_status ms);
  * "PQexec disallowed", as in PgBouncer. True when c was closed (the caller
  * stops reading it); false for any other message or with the setting off. */
 bool client_refuse_pqexec(struct client *c, uint8_t type);
-/* A message type no PostgreSQL backend takes after login
- * (proto_frontend_type_ok()) closes c with PostgreSQL's own error, 08P01
- * "invalid frontend message type", without a server: forwarded, it would
- * end the server's session (a fork and a login to replace it). Then
- * client_refuse_pqexec(). True when c was closed. */
-bool client_refuse_type(struct client *c, uint8_t type);
-/* A whole message of a shape PostgreSQL refuses (proto_frontend_shape_ok())
- * closes c with 08P01 "invalid message format", without a server: a Sync or
- * Flush with a body would be answered with an error where sluice expects
- * none, and random bytes from a client would take a server (a backend
- * started) only to be refused there. A message not all buffered yet passes.
+/* Refuses, without a server, a client message no backend would take, and
+ * closes c with PostgreSQL's own error (08P01):
+ * - a type none reads after login (proto_frontend_type_ok(): "invalid
+ *   frontend message type"); forwarded, it would end the server's session
+ *   (a fork and a login to replace it);
+ * - a Query under disable_pqexec (client_refuse_pqexec());
+ * - a whole message of a shape PostgreSQL refuses (proto_frontend_shape_ok():
+ *   "invalid message format"): a Sync or Flush with a body would be answered
+ *   with an error where sluice expects none, and random bytes would take a
+ *   server only to be refused there. A message not all buffered yet passes.
  * True when c was closed. */
-bool client_refuse_malformed(struct client *c, const struct stream_msg *m);
+bool client_refuse_message(struct client *c, const struct stream_msg *m);
 /* Closes c now (logged with reason if log_disconnections). */
 void client_close(struct client *c, const char *reason);
 /* c's output was written out: if it was closing after an error, it goes now.

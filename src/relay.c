@@ -392,15 +392,13 @@ void relay_client_data(struct client *c)
             client_close(c, "client close request");
             return;
         }
-        if (!proto_frontend_type_ok(m.type) || (m.type == 'Q' && g_pooler.cfg->disable_pqexec)) {
+        /* client_refuse_message()'s tests, inline: they run per message. */
+        if (!proto_frontend_type_ok(m.type) || (m.type == 'Q' && g_pooler.cfg->disable_pqexec) ||
+            (m.avail == m.len &&
+             !proto_frontend_shape_ok(m.type, m.data + PROTO_HDR, m.len - PROTO_HDR))) {
             relay_to_server(c, sv, &fwd);
             stream_uncork(&sv->s);
-            client_refuse_type(c, m.type);
-            return;
-        }
-        if (client_refuse_malformed(c, &m)) {
-            relay_to_server(c, sv, &fwd);
-            stream_uncork(&sv->s);
+            client_refuse_message(c, &m);
             return;
         }
         /* Kept as the client sent it, before observers rewrite it. */
