@@ -70,6 +70,9 @@ class GoodClients:
         result = json.loads(out.stdout)
         self.errors += result["errors"]
         latencies = [us / 1e6 for us in result["latencies_us"]]
+        # When each was sent (time.monotonic()'s clock): per-second figures
+        # by send time, and slow queries matched with a perf trace.
+        self.sent = [us / 1e6 for us in result["sent_us"]]
         self.queries += len(latencies)
         return latencies
 

@@ -31,7 +31,10 @@ Scale (env): ABUSE_SLOWLORIS (1,000; `make chaos`: 10,000),
 ABUSE_GARBAGE (300; 1,000), ABUSE_CHURN_RATE (1,000 a second; 5,000),
 ABUSE_CANCEL_RATE (500 a second; 2,000), ABUSE_SECONDS (2; 20).
 ABUSE_REPORT: a file to append each scenario's counts to (JSON lines), with
-each second's p99 of both windows (p99_ms_by_second)."""
+each second's p99 of both windows (p99_ms_by_second). ABUSE_TIMINGS: a
+directory to write each scenario's queries to (<scenario>.json: when each
+was sent, on time.monotonic()'s clock, and its latency), for
+tests/tools/abuse_attribution.py."""
 
 import json
 import os
@@ -81,6 +84,14 @@ def backends_started(conn):
     return conn.execute("SELECT sum(sessions)::int FROM pg_stat_database").fetchone()[0]
 
 
+def p99_by_second(latencies, sent):
+    """The p99 of each second of a window, by send time (ms)."""
+    seconds, start = {}, min(sent, default=0)
+    for latency, at in zip(latencies, sent):
+        seconds.setdefault(int(at - start), []).append(latency)
+    return [round(percentile(seconds[k], 99) * 1e3, 1) for k in sorted(seconds)]
+
+
 def run_abuse(s, name, abuser, held_conns=0, during=None):
     """Quiet run, then the abuse; check latency, memory and liveness; return
     the abuser's counts (with the measurements added)."""
@@ -96,6 +107,7 @@ def run_abuse(s, name, abuser, held_conns=0, during=None):
         started = backends_started(counter)
         with RssSampler(s.pid):
             quiet = good.measure(SECONDS)
+        quiet_sent = good.sent
         base_kib = rss_kib(s.pid)
         started_quiet = backends_started(counter) - started
         abuser.start()
@@ -103,6 +115,7 @@ def run_abuse(s, name, abuser, held_conns=0, during=None):
         with RssSampler(s.pid) as rss:
             loud = good.measure(SECONDS)
             extra = during() if during else {}
+        loud_sent = good.sent
         started_abused = backends_started(counter) - started
         counts = abuser.stop()
         errors = list(good.errors)
@@ -111,13 +124,14 @@ def run_abuse(s, name, abuser, held_conns=0, during=None):
         counter.close()
     bound_kib = base_kib + RSS_SLACK_MIB * 1024 + RSS_PER_CONN_KIB * held_conns
     p99_quiet, p99_loud = percentile(quiet, 99) * 1e3, percentile(loud, 99) * 1e3
-    # Each second's p99 (the latencies are in the order they completed, a
-    # second's worth at the clients' pace): shows whether the abused p99 is
-    # a burst or a level, and how noisy the quiet window was.
-    per_second = int(GOOD_CLIENTS / 0.05)
-    by_second = {window: [round(percentile(lat[i:i + per_second], 99) * 1e3, 1)
-                        for i in range(0, len(lat), per_second)]
-                 for window, lat in (("quiet", quiet), ("abused", loud))}
+    # Each second's p99, by when the queries were sent: shows whether the
+    # abused p99 is a burst or a level, and how noisy the quiet window was.
+    by_second = {"quiet": p99_by_second(quiet, quiet_sent),
+                 "abused": p99_by_second(loud, loud_sent)}
+    if os.environ.get("ABUSE_TIMINGS"):  # for tests/tools/abuse_attribution.py
+        with open(os.path.join(os.environ["ABUSE_TIMINGS"], f"{name}.json"), "w") as f:
+            json.dump({"scenario": name, "quiet": {"sent": quiet_sent, "latency": quiet},
+                       "abused": {"sent": loud_sent, "latency": loud}}, f)
     report = dict(scenario=name, seconds=SECONDS, good_clients=GOOD_CLIENTS,
                   queries_quiet=len(quiet), queries_abused=len(loud),
                   p99_quiet_ms=round(p99_quiet, 2), p99_abused_ms=round(p99_loud, 2),

@@ -10,7 +10,10 @@
  * all fifty.
  *
  * Runs SECONDS, then waits for the queries in flight (at most 30 s more),
- * and prints one JSON line: {"latencies_us": [...], "errors": [...]}.
+ * and prints one JSON line: {"latencies_us": [...], "sent_us": [...],
+ * "errors": [...]}; sent_us[i] is when latencies_us[i]'s query was sent,
+ * on CLOCK_MONOTONIC (as perf record -k monotonic), so that a slow query
+ * can be matched with what ran on the CPUs meanwhile.
  * An error is a wrong answer, an ErrorResponse or a lost connection; that
  * connection sends nothing more.
  *
@@ -47,7 +50,7 @@ struct conn {
 
 static struct conn conns[MAX_CONNS];
 static int n_conns;
-static long *latencies;
+static long *latencies, *sent;
 static size_t n_lat, cap_lat;
 static char errors[MAX_ERRORS][160];
 static int n_errors;
@@ -91,15 +94,17 @@ static void send_query(struct conn *c)
     c->busy = 1;
 }
 
-static void record(long usec)
+static void record(double sent_at, double answered_at)
 {
     if (n_lat == cap_lat) {
         cap_lat = cap_lat ? 2 * cap_lat : 4096;
         latencies = realloc(latencies, cap_lat * sizeof(*latencies));
-        if (!latencies)
+        sent = realloc(sent, cap_lat * sizeof(*sent));
+        if (!latencies || !sent)
             exit(3);
     }
-    latencies[n_lat++] = usec;
+    latencies[n_lat] = (long)((answered_at - sent_at) * 1e6);
+    sent[n_lat++] = (long)(sent_at * 1e6);
 }
 
 /* One message of c's: a DataRow must hold the nonce, an ErrorResponse
@@ -128,7 +133,7 @@ static void on_message(struct conn *c, unsigned char kind, const unsigned char *
             fail(c, "no row");
             return;
         }
-        record((long)((t - c->sent_at) * 1e6));
+        record(c->sent_at, t);
         c->busy = 0;
         c->next_at += period;
         if (c->next_at < t)
@@ -218,10 +223,14 @@ int main(int argc, char **argv)
     printf("{\"latencies_us\": [");
     for (size_t i = 0; i < n_lat; i++)
         printf(i ? ",%ld" : "%ld", latencies[i]);
+    printf("], \"sent_us\": [");
+    for (size_t i = 0; i < n_lat; i++)
+        printf(i ? ",%ld" : "%ld", sent[i]);
     printf("], \"errors\": [");
     for (int i = 0; i < n_errors; i++)
         printf(i ? ",\"%s\"" : "\"%s\"", errors[i]);
     printf("]}\n");
     free(latencies);
+    free(sent);
     return 0;
 }
