@@ -18,9 +18,13 @@ abuser process waited for the box; one that waited while sluice ran
 waited for sluice."""
 
 import json
+import os
 import re
 import sys
 from collections import defaultdict
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from abuse_lib import percentile  # noqa: E402  (the p99 test_abuse.py reports)
 
 SWITCH = re.compile(r"\[(\d+)\]\s+([\d.]+):.*?next_comm=(.+?) next_pid=(\d+)")
 
@@ -87,13 +91,18 @@ def main():
     for window in ("quiet", "abused"):
         sent, latency = timings[window]["sent"], timings[window]["latency"]
         whole = [[min(sent), max(s + lat for s, lat in zip(sent, latency))]]
-        cut = sorted(latency)[int(0.99 * (len(latency) - 1))]
+        cut = percentile(latency, 99)
         slow = union([s, s + lat] for s, lat in zip(sent, latency) if lat >= cut)
         span = sum(b - a for a, b in slow)
         print(f"  {window}: {len(sent)} queries, p99 {cut * 1e3:.2f} ms; slowest 1%: "
               f"{sum(1 for x in latency if x >= cut)} queries over {span * 1e3:.1f} ms")
         columns[f"{window} window"] = shares(segments, whole, ncpu)
         columns[f"{window} slowest 1%"] = shares(segments, slow, ncpu)
+    # Tasks under 0.5% in every column go together on one line.
+    small = {g for col in columns.values() for g in col
+             if all(c.get(g, 0) < 0.005 for c in columns.values())}
+    for col in columns.values():
+        col["the rest"] = sum(col.pop(g, 0) for g in small)
     groups = sorted({g for col in columns.values() for g in col},
                     key=lambda g: -columns["abused slowest 1%"].get(g, 0))
     print("  share of the CPUs, %".ljust(26) + "".join(f"{c:>20}" for c in columns))
