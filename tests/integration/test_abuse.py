@@ -9,11 +9,12 @@ quiet pooler, then for ABUSE_SECONDS while an abuser process (abuse_lib.Abuser)
 does its worst, and checks:
 
 - p99 under abuse <= max(2 x the quiet p99, P99_FLOOR_MS = 100 ms). The
-  floor is there because this runs on a shared 2-core machine where the
-  abuser process itself takes most of a core: quiet p99s of 4 to 46 ms and
-  abused ones of 4 to 66 ms were measured on a healthy sluice, from thread
-  scheduling alone. A pooler that stalls for an abuser shows far more: the
-  1 GB reservation this suite found put the p99 at 1,000 to 2,800 ms;
+  floor is there because this runs on a shared 2-core VM, with PostgreSQL,
+  the abuser and the timed clients: quiet p99s are 0.6 to 2.1 ms, and the
+  VM's own tasks and wake-ups take a CPU for 1 to 12 ms at a time, abused
+  or not (docs/reliability.md, "Who had the CPUs"). A pooler that stalls
+  for an abuser shows far more: the 1 GB reservation this suite found put
+  the p99 at 1,000 to 2,800 ms;
 - every answer carried its client's nonce and no client got an error;
 - sluice's resident memory (VmRSS, sampled every 0.1 s) stays under
   baseline + RSS_SLACK_MIB + RSS_PER_CONN_KIB per abusive connection held
