@@ -56,6 +56,7 @@ class GoodClients:
         self.port, self.user, self.period = port, user, period
         self.conns = [RawConn(port, timeout=30).login(user) for _ in range(n)]
         self.errors = []
+        self.sent = []  # of the last measure()
         self.queries = 0
         self.runs = 0
 

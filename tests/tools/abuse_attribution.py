@@ -7,7 +7,7 @@ ABUSE_TIMINGS is set (when each query was sent, on CLOCK_MONOTONIC, and
 its latency). PERF_SCRIPT.txt: the scheduler's switches over the same run,
 from
 
-    perf record -a -k monotonic -e sched:sched_switch -o perf.data -- sleep N
+    perf record -a -k monotonic -e sched:sched_switch -o perf.data  (for the run)
     perf script -i perf.data -F cpu,time,trace > PERF_SCRIPT.txt
 
 For each window (quiet, abused) prints the share of the CPUs each group of
@@ -42,7 +42,8 @@ def group(comm):
 
 
 def load_segments(path):
-    """[(start, end, cpu, group)]: what each CPU ran, switch to switch."""
+    """[(start, end, group)]: what each CPU ran, switch to switch; and how
+    many CPUs the trace has."""
     last = {}
     segments = []
     with open(path) as f:
@@ -53,7 +54,7 @@ def load_segments(path):
             cpu, t, comm = int(m.group(1)), float(m.group(2)), m.group(3)
             if cpu in last:
                 start, running = last[cpu]
-                segments.append((start, t, cpu, running))
+                segments.append((start, t, running))
             last[cpu] = (t, group(comm))
     return segments, len(last)
 
@@ -73,7 +74,7 @@ def shares(segments, intervals, ncpu):
     total = sum(b - a for a, b in intervals) * ncpu
     used = defaultdict(float)
     i = 0
-    for start, end, _, who in sorted(segments):
+    for start, end, who in sorted(segments):
         while i < len(intervals) and intervals[i][1] <= start:
             i += 1
         j = i
@@ -86,16 +87,17 @@ def shares(segments, intervals, ncpu):
 def main():
     timings = json.load(open(sys.argv[1]))
     segments, ncpu = load_segments(sys.argv[2])
-    print(f"{timings['scenario']}: {ncpu} CPUs, {len(segments)} scheduler switches")
+    print(f"{timings['scenario']}: {ncpu} CPUs, {len(segments)} runs between scheduler switches")
     columns = {}
     for window in ("quiet", "abused"):
         sent, latency = timings[window]["sent"], timings[window]["latency"]
         whole = [[min(sent), max(s + lat for s, lat in zip(sent, latency))]]
         cut = percentile(latency, 99)
-        slow = union([s, s + lat] for s, lat in zip(sent, latency) if lat >= cut)
+        slowest = [[s, s + lat] for s, lat in zip(sent, latency) if lat >= cut]
+        slow = union(slowest)
         span = sum(b - a for a, b in slow)
         print(f"  {window}: {len(sent)} queries, p99 {cut * 1e3:.2f} ms; slowest 1%: "
-              f"{sum(1 for x in latency if x >= cut)} queries over {span * 1e3:.1f} ms")
+              f"{len(slowest)} queries over {span * 1e3:.1f} ms")
         columns[f"{window} window"] = shares(segments, whole, ncpu)
         columns[f"{window} slowest 1%"] = shares(segments, slow, ncpu)
     # Tasks under 0.5% in every column go together on one line.

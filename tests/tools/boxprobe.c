@@ -45,11 +45,10 @@ static void count(long *hist, double ms)
 
 static void print_hist(const long *hist, double max_ms)
 {
-    for (size_t b = 0; b < N_BUCKETS; b++)
-        if (b < N_BUCKETS - 1)
-            fprintf(stderr, " <%gms %ld,", BOUNDS[b], hist[b]);
-        else
-            fprintf(stderr, " >=%gms %ld; max %.2f ms\n", BOUNDS[b - 1], hist[b], max_ms);
+    size_t b = 0;
+    for (; b < N_BUCKETS - 1; b++)
+        fprintf(stderr, " <%gms %ld,", BOUNDS[b], hist[b]);
+    fprintf(stderr, " >=%gms %ld; max %.2f ms\n", BOUNDS[b - 1], hist[b], max_ms);
 }
 
 static int wake(long n)
